@@ -1,0 +1,1 @@
+//! Build-time code generation for Runar (see the `runar` crate).

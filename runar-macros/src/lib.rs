@@ -1,0 +1,1 @@
+//! Runar procedural macros (see the `runar` crate).

@@ -1,0 +1,3 @@
+//! The network layer: identity and admission, QUIC transport, framing.
+//!
+//! The transport knows nothing of services: it moves frames between authenticated nodes.

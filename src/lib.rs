@@ -1,0 +1,2 @@
+//! Runar: a schema-first service framework.
+pub use runar_runtime::*;
