@@ -1,2 +1,45 @@
-//! Runar: a schema-first service framework.
+//! # Runar: a schema-first service framework
+//!
+//! Describe a service once, as a `.proto` file compiled in `build.rs` (see `runar-build`) or as
+//! a Rust trait or impl block annotated with [`#[runar::service]`](service). Code generation
+//! gives typed handlers and typed clients; a [`Node`] hosts services and routes every call, to a
+//! local handler in memory or to a remote node over QUIC, with the same typed API.
+//!
+//! ```
+//! use runar::{AbstractService, LifecycleContext, Node, NodeConfig};
+//!
+//! struct Math;
+//! impl AbstractService for Math {
+//!     fn name(&self) -> &str { "Math" }
+//!     fn path(&self) -> &str { "math" }
+//!     async fn init(&self, ctx: &LifecycleContext) -> runar::Result<()> {
+//!         ctx.register_action("double", |x: f64, _ctx| async move { Ok(x * 2.0) }).await
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> runar::Result<()> {
+//! let node = Node::new(NodeConfig::new("node-a", "demo")).await?;
+//! node.add_service(Math).await?;
+//! node.start().await?;
+//! let y: f64 = node.request("math/double", 21.0f64).await?;
+//! assert_eq!(y, 42.0);
+//! node.stop().await
+//! # }
+//! ```
+
+pub use prost;
+pub use runar_macros::*;
 pub use runar_runtime::*;
+
+/// Includes the Rust code `runar-build` generated for a protobuf package.
+///
+/// ```ignore
+/// pub mod shop { runar::include_proto!("shop"); }
+/// ```
+#[macro_export]
+macro_rules! include_proto {
+    ($package:tt) => {
+        include!(concat!(env!("OUT_DIR"), concat!("/", $package, ".rs")));
+    };
+}

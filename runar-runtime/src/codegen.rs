@@ -1,0 +1,15 @@
+//! The one module generated code uses (from `runar-build` and `#[runar::service]`).
+//!
+//! Generated code names only `runar::codegen::*`, so the generated surface stays small and the
+//! runtime can change behind it.
+
+pub use futures::future::BoxFuture;
+pub use prost;
+
+pub use crate::error::{Code, Error, Result};
+pub use crate::node::{Node, PublishOptions, RequestOptions, SubscribeOptions, SubscriptionId};
+pub use crate::service::{
+    AbstractService, ActionHandler, EventContext, EventHandler, LifecycleContext, RequestContext,
+    action_handler, event_handler,
+};
+pub use crate::value::{Payload, Value};

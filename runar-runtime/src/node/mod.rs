@@ -1,0 +1,331 @@
+//! The [`Node`]: hosts services, routes requests and events.
+
+mod config;
+mod events;
+mod request;
+
+use std::fmt;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+pub use config::{
+    BroadcastMode, NodeConfig, PublishOptions, RequestOptions, SubscribeOptions, SubscriptionId,
+};
+
+use crate::error::{Error, Result};
+use crate::registry::{ActionInstance, Origin, Registry};
+use crate::routing::{Segment, TopicPath, split_network};
+use crate::service::context::{Registrations, lock};
+use crate::service::{
+    AbstractService, ActionHandler, DynService, LifecycleContext, ServiceInfo, ServiceState,
+};
+
+const CREATED: u8 = 0;
+const RUNNING: u8 = 1;
+const STOPPED: u8 = 2;
+
+/// A Runar node: hosts services and routes every request and event to a handler.
+///
+/// `Node` is a cheap handle (an `Arc`): clone it freely; every clone is the same node.
+///
+/// ```
+/// use runar_runtime::{Node, NodeConfig};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> runar_runtime::Result<()> {
+/// let node = Node::new(NodeConfig::new("node-a", "demo")).await?;
+/// node.start().await?;
+/// let sub = node.subscribe("greetings/>", |text: String, ctx| async move {
+///     println!("{} says {text}", ctx.topic());
+///     Ok(())
+/// }).await?;
+/// node.publish("greetings/en", String::from("hello")).await?;
+/// node.unsubscribe(sub).await?;
+/// node.stop().await
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+}
+
+pub(crate) struct NodeInner {
+    config: NodeConfig,
+    network: Arc<str>,
+    registry: Registry,
+    services: tokio::sync::Mutex<Vec<ServiceEntry>>,
+    state: AtomicU8,
+    retained: Mutex<events::RetainedStore>,
+    next_subscription: AtomicU64,
+}
+
+struct ServiceEntry {
+    service: Arc<dyn DynService>,
+    path: Arc<str>,
+    state: ServiceState,
+    registrations: Arc<Mutex<Registrations>>,
+}
+
+impl Node {
+    /// Creates a node. It serves nothing until [`start`](Self::start).
+    pub async fn new(config: NodeConfig) -> Result<Node> {
+        let network = &config.default_network;
+        if network.is_empty()
+            || !matches!(split_network(network), Ok((None, _)))
+            || network.contains('/')
+        {
+            return Err(Error::invalid_argument(format!(
+                "invalid default network `{network}`: use a non-empty name without `:` or `/`"
+            )));
+        }
+        if config.event_queue_capacity == 0 {
+            return Err(Error::invalid_argument("event_queue_capacity must be at least 1"));
+        }
+        if config.request_timeout.is_zero() {
+            return Err(Error::invalid_argument("request_timeout must be more than zero"));
+        }
+        Ok(Node {
+            inner: Arc::new(NodeInner {
+                network: network.as_str().into(),
+                config,
+                registry: Registry::default(),
+                services: tokio::sync::Mutex::new(Vec::new()),
+                state: AtomicU8::new(CREATED),
+                retained: Mutex::default(),
+                next_subscription: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    pub(crate) fn from_inner(inner: Arc<NodeInner>) -> Node {
+        Node { inner }
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.inner.config.name
+    }
+
+    /// The node's default network.
+    pub fn network(&self) -> &str {
+        &self.inner.network
+    }
+
+    /// The node's configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.inner.config
+    }
+
+    /// True between a successful [`start`](Self::start) and [`stop`](Self::stop).
+    pub fn is_running(&self) -> bool {
+        self.inner.state.load(Ordering::Acquire) == RUNNING
+    }
+
+    /// Adds a service. Before [`start`](Self::start) it waits for the node to start; after, it is
+    /// initialized and started at once. A second service with the same path is refused with
+    /// `AlreadyExists`; a service whose `init` or `start` fails is not added and its error is
+    /// returned.
+    pub async fn add_service<S: AbstractService>(&self, service: S) -> Result<()> {
+        let service: Arc<dyn DynService> = Arc::new(service);
+        let path = service.path().to_owned();
+        let parsed = TopicPath::parse(&path).map_err(|e| {
+            Error::invalid_argument(format!("service `{}`: {e}", service.name()))
+        })?;
+        if parsed.network().is_some() || parsed.is_pattern() {
+            return Err(Error::invalid_argument(format!(
+                "service `{}`: the path `{path}` must be literal segments without `network:`",
+                service.name()
+            )));
+        }
+        let mut services = self.inner.services.lock().await;
+        if services.iter().any(|s| *s.path == *path) {
+            return Err(Error::already_exists(format!(
+                "a service with path `{path}` is already on this node"
+            )));
+        }
+        let mut entry = ServiceEntry {
+            service,
+            path: path.into(),
+            state: ServiceState::Created,
+            registrations: Arc::default(),
+        };
+        match self.inner.state.load(Ordering::Acquire) {
+            RUNNING => {
+                self.init_service(&mut entry).await?;
+                self.start_service(&mut entry).await?;
+            }
+            STOPPED => return Err(Error::unavailable("the node has stopped")),
+            _ => {}
+        }
+        services.push(entry);
+        Ok(())
+    }
+
+    /// Stops and removes the service at `path`.
+    pub async fn remove_service(&self, path: &str) -> Result<()> {
+        let mut services = self.inner.services.lock().await;
+        let index = services
+            .iter()
+            .position(|s| &*s.path == path)
+            .ok_or_else(|| Error::not_found(format!("no service with path `{path}`")))?;
+        let mut entry = services.remove(index);
+        self.stop_service(&mut entry).await
+    }
+
+    /// What the node knows of its services, in the order they were added.
+    pub async fn services(&self) -> Vec<ServiceInfo> {
+        let services = self.inner.services.lock().await;
+        services
+            .iter()
+            .map(|s| ServiceInfo {
+                name: s.service.name().to_owned(),
+                path: s.path.to_string(),
+                version: s.service.version().to_owned(),
+                description: s.service.description().to_owned(),
+                state: s.state,
+                schema: s.service.schema(),
+            })
+            .collect()
+    }
+
+    /// Every action path registered in the default network, sorted.
+    pub fn actions(&self) -> Vec<String> {
+        self.inner.registry.action_paths(&self.inner.network)
+    }
+
+    /// Starts the node: initializes every service in the order they were added, then starts
+    /// them. The first failure stops the sequence and is returned, naming the service.
+    pub async fn start(&self) -> Result<()> {
+        let mut services = self.inner.services.lock().await;
+        match self.inner.state.load(Ordering::Acquire) {
+            RUNNING => return Ok(()),
+            STOPPED => return Err(Error::unavailable("the node has stopped; create a new one")),
+            _ => {}
+        }
+        for entry in services.iter_mut() {
+            if entry.state == ServiceState::Created {
+                self.init_service(entry).await?;
+            }
+        }
+        for entry in services.iter_mut() {
+            if entry.state == ServiceState::Initialized {
+                self.start_service(entry).await?;
+            }
+        }
+        self.inner.state.store(RUNNING, Ordering::Release);
+        tracing::info!(node = %self.name(), services = services.len(), "node started");
+        Ok(())
+    }
+
+    /// Stops the node: stops its services in reverse order, removes every action and
+    /// subscription. Every service is stopped even if one fails; the first error is returned.
+    pub async fn stop(&self) -> Result<()> {
+        let mut services = self.inner.services.lock().await;
+        if self.inner.state.swap(STOPPED, Ordering::AcqRel) == STOPPED {
+            return Ok(());
+        }
+        let mut first_error = None;
+        for entry in services.iter_mut().rev() {
+            if let Err(e) = self.stop_service(entry).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        self.inner.registry.clear();
+        tracing::info!(node = %self.name(), "node stopped");
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn lifecycle_context(&self, entry: &ServiceEntry) -> LifecycleContext {
+        LifecycleContext::new(self.clone(), entry.path.clone(), entry.registrations.clone())
+    }
+
+    async fn init_service(&self, entry: &mut ServiceEntry) -> Result<()> {
+        let ctx = self.lifecycle_context(entry);
+        match entry.service.init(&ctx).await {
+            Ok(()) => {
+                entry.state = ServiceState::Initialized;
+                Ok(())
+            }
+            Err(e) => {
+                entry.state = ServiceState::Failed;
+                self.remove_registrations(entry);
+                tracing::error!(service = %entry.path, error = %e, "service failed to initialize");
+                Err(e.context(format!("service `{}` failed to initialize", entry.path)))
+            }
+        }
+    }
+
+    async fn start_service(&self, entry: &mut ServiceEntry) -> Result<()> {
+        let ctx = self.lifecycle_context(entry);
+        match entry.service.start(&ctx).await {
+            Ok(()) => {
+                entry.state = ServiceState::Running;
+                Ok(())
+            }
+            Err(e) => {
+                entry.state = ServiceState::Failed;
+                self.remove_registrations(entry);
+                tracing::error!(service = %entry.path, error = %e, "service failed to start");
+                Err(e.context(format!("service `{}` failed to start", entry.path)))
+            }
+        }
+    }
+
+    async fn stop_service(&self, entry: &mut ServiceEntry) -> Result<()> {
+        if !matches!(entry.state, ServiceState::Running | ServiceState::Initialized) {
+            return Ok(());
+        }
+        let ctx = self.lifecycle_context(entry);
+        let result = entry.service.stop(&ctx).await;
+        entry.state = ServiceState::Stopped;
+        self.remove_registrations(entry);
+        result.map_err(|e| e.context(format!("service `{}` failed to stop", entry.path)))
+    }
+
+    fn remove_registrations(&self, entry: &ServiceEntry) {
+        let registrations = std::mem::take(&mut *lock(&entry.registrations));
+        for pattern in &registrations.actions {
+            self.inner
+                .registry
+                .remove_action(&self.inner.network, pattern, &Origin::Local);
+        }
+        for id in registrations.subscriptions {
+            self.inner.registry.remove_subscription(id);
+        }
+    }
+
+    /// Registers a local action of service `service` (used by [`LifecycleContext`]).
+    pub(crate) fn register_action(
+        &self,
+        pattern: TopicPath,
+        service: &str,
+        handler: ActionHandler,
+    ) -> Result<TopicPath> {
+        if pattern
+            .segments()
+            .iter()
+            .any(|s| matches!(s, Segment::Rest | Segment::Single))
+        {
+            return Err(Error::invalid_argument(format!(
+                "action `{pattern}` of service `{service}`: actions take `{{param}}` templates, not `*` or `>`"
+            )));
+        }
+        let instance = ActionInstance {
+            origin: Origin::Local,
+            handler,
+        };
+        self.inner
+            .registry
+            .add_action(&self.inner.network, pattern.clone(), instance)?;
+        Ok(pattern)
+    }
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.inner.config.name)
+            .field("network", &self.inner.network)
+            .field("running", &self.is_running())
+            .finish()
+    }
+}

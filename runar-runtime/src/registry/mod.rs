@@ -1,0 +1,330 @@
+//! The registry: which handler serves an action path and which subscriptions an event reaches.
+//!
+//! Per network, literal action paths sit in a hash map (one lookup per request) and patterned
+//! ones (`items/{id}`) in a [`PathTrie`]; subscriptions sit in a trie. An action path may have
+//! several instances (this node's and, later, remote peers'): a request goes to the local one
+//! when there is one, otherwise round-robin over the others with a counter per action path.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Result};
+use crate::node::SubscriptionId;
+use crate::routing::{PathParams, PathTrie, TopicPath, split_network};
+use crate::service::{ActionHandler, Caller};
+use crate::value::Value;
+
+/// Where an action instance or a subscription lives.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Origin {
+    /// On this node.
+    Local,
+}
+
+/// One instance of an action.
+#[derive(Clone)]
+pub(crate) struct ActionInstance {
+    pub(crate) origin: Origin,
+    pub(crate) handler: ActionHandler,
+}
+
+/// Every instance of one action path.
+pub(crate) struct ActionSlot {
+    pub(crate) pattern: TopicPath,
+    /// The registered path without network, shared with every request's context.
+    pub(crate) path: Arc<str>,
+    local: Option<ActionInstance>,
+    remote: Vec<ActionInstance>,
+    /// Round-robin position over `remote`, kept when the slot is rebuilt.
+    next: Arc<AtomicUsize>,
+}
+
+impl ActionSlot {
+    /// The instance that should serve the next request: local first, else round-robin.
+    pub(crate) fn pick(&self) -> Option<&ActionInstance> {
+        if let Some(local) = &self.local {
+            return Some(local);
+        }
+        match self.remote.len() {
+            0 => None,
+            n => self.remote.get(self.next.fetch_add(1, Ordering::Relaxed) % n),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.local.is_none() && self.remote.is_empty()
+    }
+}
+
+/// An event on its way to a subscription's queue.
+#[derive(Clone)]
+pub(crate) struct Event {
+    pub(crate) topic: Arc<str>,
+    pub(crate) value: Arc<Value>,
+    pub(crate) publisher: Caller,
+    pub(crate) retained: bool,
+}
+
+/// A subscription: where matching events go.
+pub(crate) struct Subscription {
+    pub(crate) id: SubscriptionId,
+    pub(crate) pattern: TopicPath,
+    /// The owning service's path; `None` for a node-level subscription, which is a group of its
+    /// own for one-per-service delivery.
+    pub(crate) group: Option<Arc<str>>,
+    pub(crate) origin: Origin,
+    pub(crate) queue: mpsc::Sender<Event>,
+    /// Cleared by unsubscribe, so nothing is delivered after it returns.
+    pub(crate) active: Arc<AtomicBool>,
+}
+
+#[derive(Default)]
+struct NetworkTable {
+    exact: HashMap<Box<str>, Arc<ActionSlot>>,
+    patterned: PathTrie<Arc<ActionSlot>>,
+    subscriptions: PathTrie<Arc<Subscription>>,
+}
+
+/// The result of resolving a request path.
+pub(crate) struct Resolved {
+    pub(crate) slot: Arc<ActionSlot>,
+    pub(crate) params: PathParams,
+    /// The concrete path requested, without network.
+    pub(crate) path: Arc<str>,
+}
+
+/// The node's routing tables, one set per network.
+#[derive(Default)]
+pub(crate) struct Registry {
+    networks: RwLock<HashMap<Arc<str>, NetworkTable>>,
+    /// Where `OnePerService` delivery stands for each subscribing group.
+    rotation: std::sync::Mutex<HashMap<Arc<str>, usize>>,
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Registry {
+    /// Adds an instance of the action `pattern` in `network`. A second local instance of the
+    /// same path is refused with `AlreadyExists`.
+    pub(crate) fn add_action(
+        &self,
+        network: &str,
+        pattern: TopicPath,
+        instance: ActionInstance,
+    ) -> Result<()> {
+        let mut networks = write(&self.networks);
+        let table = networks.entry(network.into()).or_default();
+        let existing = if pattern.is_pattern() {
+            table
+                .patterned
+                .iter()
+                .find(|(p, _)| *p == pattern)
+                .map(|(_, slot)| slot.clone())
+        } else {
+            table.exact.get(pattern.path()).cloned()
+        };
+        let mut slot = match existing {
+            Some(slot) => ActionSlot {
+                pattern: slot.pattern.clone(),
+                path: slot.path.clone(),
+                local: slot.local.clone(),
+                remote: slot.remote.clone(),
+                next: slot.next.clone(),
+            },
+            None => ActionSlot {
+                path: pattern.path().into(),
+                pattern: pattern.clone(),
+                local: None,
+                remote: Vec::new(),
+                next: Arc::default(),
+            },
+        };
+        match instance.origin {
+            Origin::Local if slot.local.is_some() => {
+                return Err(Error::already_exists(format!(
+                    "action `{network}:{}` is already registered on this node",
+                    pattern.path()
+                )));
+            }
+            Origin::Local => slot.local = Some(instance),
+        }
+        Self::put_slot(table, pattern, Some(Arc::new(slot)));
+        Ok(())
+    }
+
+    /// Removes the instances of `pattern` in `network` that come from `origin`.
+    pub(crate) fn remove_action(&self, network: &str, pattern: &TopicPath, origin: &Origin) {
+        let mut networks = write(&self.networks);
+        let Some(table) = networks.get_mut(network) else {
+            return;
+        };
+        let existing = if pattern.is_pattern() {
+            table
+                .patterned
+                .iter()
+                .find(|(p, _)| p == pattern)
+                .map(|(_, slot)| slot.clone())
+        } else {
+            table.exact.get(pattern.path()).cloned()
+        };
+        let Some(slot) = existing else {
+            return;
+        };
+        let slot = ActionSlot {
+            pattern: slot.pattern.clone(),
+            path: slot.path.clone(),
+            local: slot.local.clone().filter(|i| i.origin != *origin),
+            remote: slot
+                .remote
+                .iter()
+                .filter(|i| i.origin != *origin)
+                .cloned()
+                .collect(),
+            next: slot.next.clone(),
+        };
+        let slot = (!slot.is_empty()).then(|| Arc::new(slot));
+        Self::put_slot(table, pattern.clone(), slot);
+    }
+
+    fn put_slot(table: &mut NetworkTable, pattern: TopicPath, slot: Option<Arc<ActionSlot>>) {
+        if pattern.is_pattern() {
+            table.patterned.remove_where(&pattern, |_| true);
+            if let Some(slot) = slot {
+                table.patterned.insert(pattern, slot);
+            }
+        } else {
+            match slot {
+                Some(slot) => {
+                    table.exact.insert(pattern.path().into(), slot);
+                }
+                None => {
+                    table.exact.remove(pattern.path());
+                }
+            }
+        }
+    }
+
+    /// The slot serving `path` (with an optional `network:` prefix, else `default_network`),
+    /// and the template parameters the path fills in.
+    pub(crate) fn resolve_action(&self, default_network: &str, path: &str) -> Result<Resolved> {
+        let (network, bare) = split_network(path)?;
+        let network = network.unwrap_or(default_network);
+        let networks = read(&self.networks);
+        let table = networks.get(network);
+        if let Some(slot) = table.and_then(|t| t.exact.get(bare)) {
+            return Ok(Resolved {
+                path: slot.path.clone(),
+                slot: slot.clone(),
+                params: PathParams::default(),
+            });
+        }
+        // Not a literal action: validate the path, then look for a template that matches.
+        let concrete = TopicPath::parse_concrete(path)?;
+        let segments: Vec<&str> = concrete.path().split('/').collect();
+        if let Some((pattern, slot)) = table.and_then(|t| t.patterned.find_best(&segments)) {
+            return Ok(Resolved {
+                params: pattern.params(&segments).unwrap_or_default(),
+                slot: slot.clone(),
+                path: concrete.path().into(),
+            });
+        }
+        Err(Error::not_found(format!(
+            "no action `{bare}` in network `{network}`"
+        )))
+    }
+
+    /// Every action path registered in `network`.
+    pub(crate) fn action_paths(&self, network: &str) -> Vec<String> {
+        let networks = read(&self.networks);
+        let Some(table) = networks.get(network) else {
+            return Vec::new();
+        };
+        let mut paths: Vec<String> = table
+            .exact
+            .keys()
+            .map(|k| k.to_string())
+            .chain(table.patterned.iter().map(|(p, _)| p.path().to_owned()))
+            .collect();
+        paths.sort();
+        paths
+    }
+
+    /// Adds a subscription in `network`.
+    pub(crate) fn add_subscription(&self, network: &str, subscription: Arc<Subscription>) {
+        let mut networks = write(&self.networks);
+        let table = networks.entry(network.into()).or_default();
+        table
+            .subscriptions
+            .insert(subscription.pattern.clone(), subscription);
+    }
+
+    /// Removes subscription `id`; true when it existed.
+    pub(crate) fn remove_subscription(&self, id: SubscriptionId) -> bool {
+        let mut networks = write(&self.networks);
+        for table in networks.values_mut() {
+            let pattern = table
+                .subscriptions
+                .iter()
+                .find(|(_, s)| s.id == id)
+                .map(|(p, _)| p.clone());
+            if let Some(pattern) = pattern {
+                table.subscriptions.remove_where(&pattern, |s| {
+                    let hit = s.id == id;
+                    if hit {
+                        s.active.store(false, Ordering::Release);
+                    }
+                    hit
+                });
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The subscriptions in `network` whose pattern matches the concrete `segments`.
+    pub(crate) fn matching_subscriptions(
+        &self,
+        network: &str,
+        segments: &[&str],
+    ) -> Vec<Arc<Subscription>> {
+        let networks = read(&self.networks);
+        let Some(table) = networks.get(network) else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        table.subscriptions.find_all(segments, &mut found);
+        found.into_iter().map(|(_, sub)| sub.clone()).collect()
+    }
+
+    /// Picks the next member of `group` (of `size` members) for one-per-service delivery.
+    pub(crate) fn rotate(&self, group: &Arc<str>, size: usize) -> usize {
+        let mut rotation = self
+            .rotation
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let counter = rotation.entry(group.clone()).or_insert(0);
+        let pick = *counter % size.max(1);
+        *counter = counter.wrapping_add(1);
+        pick
+    }
+
+    /// Removes every subscription and every local action (on node stop).
+    pub(crate) fn clear(&self) {
+        let mut networks = write(&self.networks);
+        for table in networks.values() {
+            for (_, sub) in table.subscriptions.iter() {
+                sub.active.store(false, Ordering::Release);
+            }
+        }
+        networks.clear();
+    }
+}

@@ -1,0 +1,15 @@
+//! Topic paths and the trie that routes them.
+//!
+//! A path is `[network:]seg/seg/...`. In a pattern (a registered action or a subscription):
+//! - `*` matches exactly one segment;
+//! - `>` matches **one or more** trailing segments and must be last (`math/>` matches
+//!   `math/add` and `math/a/b`, but not `math` itself — as in NATS);
+//! - `{name}` matches one segment and hands its value to the handler as a path parameter.
+//!
+//! Requests and publishes use concrete paths (no `*`, `>` or `{…}`).
+
+mod path;
+mod trie;
+
+pub use path::{PathError, PathParams, Segment, TopicPath, split_network};
+pub use trie::PathTrie;

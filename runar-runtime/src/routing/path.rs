@@ -1,0 +1,385 @@
+use std::fmt;
+
+/// Why a path is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PathError {
+    /// The path is empty.
+    #[error("invalid path `{0}`: the path is empty")]
+    Empty(String),
+    /// Two slashes in a row, or a leading or trailing slash.
+    #[error("invalid path `{path}`: segment {position} is empty (check for `//` or a leading or trailing `/`)")]
+    EmptySegment {
+        /// The path as given.
+        path: String,
+        /// The 1-based position of the empty segment.
+        position: usize,
+    },
+    /// More than one `:` network separator.
+    #[error("invalid path `{0}`: more than one `:` (the form is `network:seg/seg`)")]
+    TooManyNetworkSeparators(String),
+    /// `network:` with an empty network name.
+    #[error("invalid path `{0}`: the network name before `:` is empty")]
+    EmptyNetwork(String),
+    /// `>` somewhere other than the last segment.
+    #[error("invalid path `{0}`: `>` matches the rest of a path and must be the last segment")]
+    RestNotLast(String),
+    /// A `{…}` template that is not a whole segment `{name}` with a valid name.
+    #[error("invalid path `{path}`: malformed template `{segment}` (write a whole segment `{{name}}`, name = letters, digits, `_`)")]
+    MalformedTemplate {
+        /// The path as given.
+        path: String,
+        /// The offending segment.
+        segment: String,
+    },
+    /// A wildcard mixed with other characters, whitespace or a control character.
+    #[error("invalid path `{path}`: segment `{segment}` has a character that is not allowed (`*` and `>` stand alone; no whitespace)")]
+    InvalidCharacter {
+        /// The path as given.
+        path: String,
+        /// The offending segment.
+        segment: String,
+    },
+    /// A wildcard or template where a concrete path is required (requests, publishes).
+    #[error("invalid path `{0}`: requests and events need a concrete path, without `*`, `>` or `{{…}}`")]
+    NotConcrete(String),
+}
+
+impl From<PathError> for crate::Error {
+    fn from(e: PathError) -> Self {
+        crate::Error::invalid_argument(e.to_string())
+    }
+}
+
+/// One segment of a [`TopicPath`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Segment {
+    /// A literal segment, matched exactly.
+    Literal(Box<str>),
+    /// `{name}`: matches one segment and captures it as the parameter `name`.
+    Param(Box<str>),
+    /// `*`: matches one segment.
+    Single,
+    /// `>`: matches one or more trailing segments.
+    Rest,
+}
+
+/// A parsed, validated topic path or pattern.
+///
+/// ```
+/// use runar_runtime::routing::TopicPath;
+/// let p = TopicPath::parse("shop:inventory/items/{id}").unwrap();
+/// assert_eq!(p.network(), Some("shop"));
+/// assert_eq!(p.path(), "inventory/items/{id}");
+/// assert!(p.is_pattern());
+/// assert_eq!(p.params(&["inventory", "items", "7"]).unwrap().get("id"), Some("7"));
+/// assert!(TopicPath::parse("a//b").is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TopicPath {
+    network: Option<Box<str>>,
+    path: Box<str>,
+    segments: Vec<Segment>,
+}
+
+/// Splits an optional `network:` prefix off a path.
+pub fn split_network(full: &str) -> Result<(Option<&str>, &str), PathError> {
+    match full.split_once(':') {
+        None => Ok((None, full)),
+        Some((network, rest)) => {
+            if rest.contains(':') {
+                return Err(PathError::TooManyNetworkSeparators(full.to_owned()));
+            }
+            if network.is_empty() {
+                return Err(PathError::EmptyNetwork(full.to_owned()));
+            }
+            if network
+                .chars()
+                .any(|c| c == '/' || is_reserved(c) || c.is_whitespace() || c.is_control())
+            {
+                return Err(PathError::InvalidCharacter {
+                    path: full.to_owned(),
+                    segment: network.to_owned(),
+                });
+            }
+            Ok((Some(network), rest))
+        }
+    }
+}
+
+fn is_reserved(c: char) -> bool {
+    matches!(c, '*' | '>' | '{' | '}')
+}
+
+fn is_param_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn parse_segment(full: &str, seg: &str, position: usize, last: bool) -> Result<Segment, PathError> {
+    match seg {
+        "" => Err(PathError::EmptySegment {
+            path: full.to_owned(),
+            position,
+        }),
+        "*" => Ok(Segment::Single),
+        ">" if last => Ok(Segment::Rest),
+        ">" => Err(PathError::RestNotLast(full.to_owned())),
+        _ if seg.contains('{') || seg.contains('}') => {
+            match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(name) if is_param_name(name) => Ok(Segment::Param(name.into())),
+                _ => Err(PathError::MalformedTemplate {
+                    path: full.to_owned(),
+                    segment: seg.to_owned(),
+                }),
+            }
+        }
+        _ if seg
+            .chars()
+            .any(|c| is_reserved(c) || c.is_whitespace() || c.is_control()) =>
+        {
+            Err(PathError::InvalidCharacter {
+                path: full.to_owned(),
+                segment: seg.to_owned(),
+            })
+        }
+        _ => Ok(Segment::Literal(seg.into())),
+    }
+}
+
+impl TopicPath {
+    /// Parses and validates a path or pattern.
+    pub fn parse(full: &str) -> Result<Self, PathError> {
+        let (network, path) = split_network(full)?;
+        if path.is_empty() {
+            return Err(PathError::Empty(full.to_owned()));
+        }
+        let count = path.split('/').count();
+        let segments = path
+            .split('/')
+            .enumerate()
+            .map(|(i, seg)| parse_segment(full, seg, i + 1, i + 1 == count))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(TopicPath {
+            network: network.map(Into::into),
+            path: path.into(),
+            segments,
+        })
+    }
+
+    /// Parses a path that must be concrete (no wildcards or templates), as requests and
+    /// publishes need.
+    pub fn parse_concrete(full: &str) -> Result<Self, PathError> {
+        let p = Self::parse(full)?;
+        if p.is_pattern() {
+            return Err(PathError::NotConcrete(full.to_owned()));
+        }
+        Ok(p)
+    }
+
+    /// The same path under a network; a path that names its own network keeps it.
+    pub fn in_network(mut self, network: &str) -> Self {
+        if self.network.is_none() {
+            self.network = Some(network.into());
+        }
+        self
+    }
+
+    /// The network named by the path, if any.
+    pub fn network(&self) -> Option<&str> {
+        self.network.as_deref()
+    }
+
+    /// The path without its network prefix.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The parsed segments.
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    /// True when the path has a wildcard or a template.
+    pub fn is_pattern(&self) -> bool {
+        self.segments
+            .iter()
+            .any(|s| !matches!(s, Segment::Literal(_)))
+    }
+
+    /// The path parameters when this pattern matches the concrete `segments`, else `None`.
+    pub fn params(&self, segments: &[&str]) -> Option<PathParams> {
+        let mut params = PathParams::default();
+        let mut concrete = segments.iter();
+        for seg in &self.segments {
+            match seg {
+                Segment::Rest => return concrete.next().map(|_| params),
+                Segment::Single => {
+                    concrete.next()?;
+                }
+                Segment::Literal(lit) => {
+                    if concrete.next()? != &&**lit {
+                        return None;
+                    }
+                }
+                Segment::Param(name) => {
+                    let value = concrete.next()?;
+                    params.0.push((name.clone(), (*value).to_owned()));
+                }
+            }
+        }
+        concrete.next().is_none().then_some(params)
+    }
+
+    /// True when this pattern matches the concrete `segments`.
+    pub fn matches(&self, segments: &[&str]) -> bool {
+        self.params(segments).is_some()
+    }
+}
+
+impl fmt::Display for TopicPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.network {
+            Some(n) => write!(f, "{n}:{}", self.path),
+            None => f.write_str(&self.path),
+        }
+    }
+}
+
+impl std::str::FromStr for TopicPath {
+    type Err = PathError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+/// Values captured by `{name}` segments of a pattern.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PathParams(Vec<(Box<str>, String)>);
+
+impl PathParams {
+    /// The value of parameter `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// All parameters, in path order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(n, v)| (&**n, v.as_str()))
+    }
+
+    /// True when there are no parameters.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn segs(p: &str) -> Vec<&str> {
+        p.split('/').collect()
+    }
+
+    #[test]
+    fn parse_table() {
+        // (input, valid?)
+        let cases: &[(&str, bool)] = &[
+            ("math/add", true),
+            ("math", true),
+            ("net:math/add", true),
+            ("a/b/c/d/e", true),
+            ("items/{id}", true),
+            ("items/{id}/parts/{part_no}", true),
+            ("math/*", true),
+            ("math/>", true),
+            (">", true),
+            ("*/x/>", true),
+            ("$registry/peer/{id}/connected", true),
+            ("", false),
+            ("net:", false),
+            (":math/add", false),
+            ("a:b:c", false),
+            ("a//b", false),
+            ("/a", false),
+            ("a/", false),
+            ("a/>/b", false),
+            ("a/{}", false),
+            ("a/{1x}", false),
+            ("a/{id", false),
+            ("a/id}", false),
+            ("a/x{id}", false),
+            ("a/b*", false),
+            ("a/>>", false),
+            ("a b/c", false),
+            ("a/\u{7}", false),
+        ];
+        for (input, ok) in cases {
+            assert_eq!(TopicPath::parse(input).is_ok(), *ok, "parse({input:?})");
+        }
+    }
+
+    #[test]
+    fn error_messages_name_the_problem() {
+        let e = TopicPath::parse("a//b").unwrap_err();
+        assert!(e.to_string().contains("segment 2 is empty"), "{e}");
+        let e = TopicPath::parse("a/>/b").unwrap_err();
+        assert!(matches!(e, PathError::RestNotLast(_)));
+        let e = TopicPath::parse("a/{x-y}").unwrap_err();
+        assert!(e.to_string().contains("{x-y}"), "{e}");
+        let e = TopicPath::parse("a:b:c").unwrap_err();
+        assert!(matches!(e, PathError::TooManyNetworkSeparators(_)));
+        let e = TopicPath::parse_concrete("a/*").unwrap_err();
+        assert!(matches!(e, PathError::NotConcrete(_)));
+    }
+
+    #[test]
+    fn match_table() {
+        // (pattern, concrete, matches?)
+        let cases: &[(&str, &str, bool)] = &[
+            ("math/add", "math/add", true),
+            ("math/add", "math/sub", false),
+            ("math/add", "math/add/x", false),
+            ("math/*", "math/add", true),
+            ("math/*", "math", false),
+            ("math/*", "math/a/b", false),
+            ("*/add", "math/add", true),
+            ("math/>", "math/add", true),
+            ("math/>", "math/a/b/c", true),
+            ("math/>", "math", false), // `>` needs at least one segment
+            (">", "anything/at/all", true),
+            ("items/{id}", "items/7", true),
+            ("items/{id}", "items", false),
+            ("items/{id}/x", "items/7/x", true),
+            ("items/{id}/x", "items/7/y", false),
+        ];
+        for (pattern, path, ok) in cases {
+            let p = TopicPath::parse(pattern).unwrap();
+            assert_eq!(p.matches(&segs(path)), *ok, "{pattern} ~ {path}");
+        }
+    }
+
+    #[test]
+    fn params_are_captured() {
+        let p = TopicPath::parse("shop/{shop}/items/{id}").unwrap();
+        let params = p.params(&segs("shop/north/items/42")).unwrap();
+        assert_eq!(params.get("shop"), Some("north"));
+        assert_eq!(params.get("id"), Some("42"));
+        assert_eq!(params.get("nope"), None);
+        assert_eq!(params.iter().count(), 2);
+    }
+
+    #[test]
+    fn network_prefix() {
+        let p = TopicPath::parse("math/add").unwrap().in_network("home");
+        assert_eq!(p.to_string(), "home:math/add");
+        let p = TopicPath::parse("lab:math/add").unwrap().in_network("home");
+        assert_eq!(p.network(), Some("lab"));
+    }
+}

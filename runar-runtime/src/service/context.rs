@@ -1,0 +1,334 @@
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::node::{Node, PublishOptions, RequestOptions, SubscribeOptions, SubscriptionId};
+use crate::routing::{PathParams, TopicPath};
+use crate::service::{action_handler, event_handler, ActionHandler, EventHandler};
+use crate::value::{Payload, Value};
+
+/// Who sent a request or published an event.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Caller {
+    /// Code running on this node.
+    Local,
+}
+
+/// What a request handler knows about the request it serves.
+pub struct RequestContext {
+    node: Node,
+    path: Arc<str>,
+    params: PathParams,
+    caller: Caller,
+    deadline: Instant,
+}
+
+impl RequestContext {
+    pub(crate) fn new(
+        node: Node,
+        path: Arc<str>,
+        params: PathParams,
+        caller: Caller,
+        deadline: Instant,
+    ) -> Self {
+        RequestContext {
+            node,
+            path,
+            params,
+            caller,
+            deadline,
+        }
+    }
+
+    /// The path that was requested (without network), e.g. `inventory/items/7`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The value of the template parameter `name` (`{name}` in the registered action path).
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.get(name)
+    }
+
+    /// All template parameters.
+    pub fn params(&self) -> &PathParams {
+        &self.params
+    }
+
+    /// Who sent the request.
+    pub fn caller(&self) -> &Caller {
+        &self.caller
+    }
+
+    /// When the caller stops waiting.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Time left before the deadline (zero once it has passed).
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// The node serving the request.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Makes a downstream request that inherits this request's deadline.
+    pub async fn request<Req: Payload, Resp: Payload>(
+        &self,
+        path: impl AsRef<str>,
+        request: Req,
+    ) -> Result<Resp> {
+        let options = RequestOptions::default().with_timeout(self.remaining());
+        self.node.request_with(path, request, options).await
+    }
+
+    /// Publishes an event.
+    pub async fn publish<T: Payload>(&self, path: impl AsRef<str>, event: T) -> Result<()> {
+        self.node.publish(path, event).await
+    }
+}
+
+impl fmt::Debug for RequestContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestContext")
+            .field("path", &self.path)
+            .field("params", &self.params)
+            .field("caller", &self.caller)
+            .field("remaining", &self.remaining())
+            .finish()
+    }
+}
+
+/// What an event handler knows about the event it receives.
+pub struct EventContext {
+    node: Node,
+    topic: Arc<str>,
+    params: PathParams,
+    publisher: Caller,
+    retained: bool,
+}
+
+impl EventContext {
+    pub(crate) fn new(
+        node: Node,
+        topic: Arc<str>,
+        params: PathParams,
+        publisher: Caller,
+        retained: bool,
+    ) -> Self {
+        EventContext {
+            node,
+            topic,
+            params,
+            publisher,
+            retained,
+        }
+    }
+
+    /// The concrete topic the event was published on, e.g. `math/computed`.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The value of the template parameter `name` in the subscription's pattern.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.get(name)
+    }
+
+    /// All template parameters.
+    pub fn params(&self) -> &PathParams {
+        &self.params
+    }
+
+    /// Who published the event.
+    pub fn publisher(&self) -> &Caller {
+        &self.publisher
+    }
+
+    /// True when the event was published before the subscription existed and delivered from
+    /// the retained store.
+    pub fn is_retained(&self) -> bool {
+        self.retained
+    }
+
+    /// The node delivering the event.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Makes a request.
+    pub async fn request<Req: Payload, Resp: Payload>(
+        &self,
+        path: impl AsRef<str>,
+        request: Req,
+    ) -> Result<Resp> {
+        self.node.request(path, request).await
+    }
+
+    /// Publishes an event.
+    pub async fn publish<T: Payload>(&self, path: impl AsRef<str>, event: T) -> Result<()> {
+        self.node.publish(path, event).await
+    }
+}
+
+impl fmt::Debug for EventContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventContext")
+            .field("topic", &self.topic)
+            .field("params", &self.params)
+            .field("publisher", &self.publisher)
+            .field("retained", &self.retained)
+            .finish()
+    }
+}
+
+/// What a service registered, so the node can remove it when the service stops.
+#[derive(Debug, Default)]
+pub(crate) struct Registrations {
+    pub(crate) actions: Vec<TopicPath>,
+    pub(crate) subscriptions: Vec<SubscriptionId>,
+}
+
+/// Handed to a service's `init`, `start` and `stop`: registers its actions and subscriptions and
+/// lets it publish and make requests.
+#[derive(Clone)]
+pub struct LifecycleContext {
+    node: Node,
+    service_path: Arc<str>,
+    registrations: Arc<Mutex<Registrations>>,
+}
+
+impl LifecycleContext {
+    pub(crate) fn new(
+        node: Node,
+        service_path: Arc<str>,
+        registrations: Arc<Mutex<Registrations>>,
+    ) -> Self {
+        LifecycleContext {
+            node,
+            service_path,
+            registrations,
+        }
+    }
+
+    /// The service's path.
+    pub fn service_path(&self) -> &str {
+        &self.service_path
+    }
+
+    /// The node hosting the service.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Registers the action `<service path>/<name>` with a typed handler. `name` may have
+    /// several segments and `{param}` templates (`items/{id}`).
+    pub async fn register_action<Req, Resp, F, Fut>(&self, name: &str, handler: F) -> Result<()>
+    where
+        Req: Payload,
+        Resp: Payload,
+        F: Fn(Req, RequestContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp>> + Send + 'static,
+    {
+        self.register_action_raw(name, action_handler(handler)).await
+    }
+
+    /// Registers the action `<service path>/<name>` with a type-erased handler.
+    pub async fn register_action_raw(&self, name: &str, handler: ActionHandler) -> Result<()> {
+        let full = format!("{}/{}", self.service_path, name);
+        let pattern = TopicPath::parse(&full)?;
+        if pattern.network().is_some() {
+            return Err(Error::invalid_argument(format!(
+                "action `{name}`: an action lives in its service's network; drop the `network:` prefix"
+            )));
+        }
+        let pattern = self.node.register_action(pattern, &self.service_path, handler)?;
+        lock(&self.registrations).actions.push(pattern);
+        Ok(())
+    }
+
+    /// Subscribes the service to `pattern` with a typed handler. The subscription belongs to
+    /// the service: with [`BroadcastMode::OnePerService`](crate::BroadcastMode), one instance
+    /// of the service receives each event.
+    pub async fn subscribe<T, F, Fut>(&self, pattern: &str, handler: F) -> Result<SubscriptionId>
+    where
+        T: Payload,
+        F: Fn(T, EventContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        self.subscribe_raw(pattern, SubscribeOptions::default(), event_handler(handler))
+            .await
+    }
+
+    /// Subscribes the service to `pattern` with options and a type-erased handler.
+    pub async fn subscribe_raw(
+        &self,
+        pattern: &str,
+        options: SubscribeOptions,
+        handler: EventHandler,
+    ) -> Result<SubscriptionId> {
+        let id = self
+            .node
+            .subscribe_raw(pattern, options, Some(self.service_path.clone()), handler)
+            .await?;
+        lock(&self.registrations).subscriptions.push(id);
+        Ok(id)
+    }
+
+    /// Removes one of the service's subscriptions.
+    pub async fn unsubscribe(&self, id: SubscriptionId) -> Result<()> {
+        lock(&self.registrations).subscriptions.retain(|s| *s != id);
+        self.node.unsubscribe(id).await
+    }
+
+    /// Publishes an event.
+    pub async fn publish<T: Payload>(&self, path: impl AsRef<str>, event: T) -> Result<()> {
+        self.node.publish(path, event).await
+    }
+
+    /// Publishes an event with options.
+    pub async fn publish_with<T: Payload>(
+        &self,
+        path: impl AsRef<str>,
+        event: T,
+        options: PublishOptions,
+    ) -> Result<()> {
+        self.node.publish_with(path, event, options).await
+    }
+
+    /// Makes a request.
+    pub async fn request<Req: Payload, Resp: Payload>(
+        &self,
+        path: impl AsRef<str>,
+        request: Req,
+    ) -> Result<Resp> {
+        self.node.request(path, request).await
+    }
+
+    /// Makes a request with a type-erased value.
+    pub async fn request_value(&self, path: impl AsRef<str>, request: Value) -> Result<Value> {
+        self.node
+            .request_value(path, request, RequestOptions::default())
+            .await
+    }
+}
+
+impl fmt::Debug for LifecycleContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LifecycleContext")
+            .field("service_path", &self.service_path)
+            .finish()
+    }
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it (the data here stays
+/// consistent: every critical section is a single push or retain).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

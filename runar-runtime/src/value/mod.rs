@@ -1,0 +1,271 @@
+//! The type-erased [`Value`] that carries requests, responses and events through the node.
+//!
+//! A value holds either a typed Rust message in memory or protobuf bytes that came from the
+//! network. Nothing is encoded until a value crosses the network ("late serialization"), and bytes
+//! are decoded only into the type a handler asks for. When the sender and the receiver use
+//! different Rust types for the same protobuf schema (say, two crates generated from one
+//! `.proto`), the value falls back to encoding and decoding instead of failing.
+
+use std::any::Any;
+use std::fmt;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::error::{Error, Result};
+
+/// A message Runar can carry: any prost message.
+///
+/// prost implements [`prost::Message`] for `()` and for the protobuf wrapper types (`f64`, `i64`,
+/// `bool`, `String`, `Vec<u8>`, …), so those work as payloads too: `()` encodes as an empty
+/// message and a scalar as a one-field message (field 1), like `google.protobuf.DoubleValue`.
+pub trait Payload: prost::Message + Default + Clone + Send + Sync + 'static {}
+
+impl<T> Payload for T where T: prost::Message + Default + Clone + Send + Sync + 'static {}
+
+/// Object-safe view of a [`Payload`], so a [`Value`] can hold any of them.
+trait ErasedPayload: Send + Sync + 'static {
+    fn as_any(&self) -> &dyn Any;
+    fn into_any(self: Box<Self>) -> Box<dyn Any>;
+    fn encode_into(&self, buf: &mut BytesMut);
+    fn encoded_len(&self) -> usize;
+    fn type_name(&self) -> &'static str;
+    fn clone_box(&self) -> Box<dyn ErasedPayload>;
+}
+
+impl<T: Payload> ErasedPayload for T {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
+    fn encode_into(&self, buf: &mut BytesMut) {
+        // `encode_raw` cannot fail: the buffer grows as needed.
+        prost::Message::encode_raw(self, buf);
+    }
+    fn encoded_len(&self) -> usize {
+        prost::Message::encoded_len(self)
+    }
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<T>()
+    }
+    fn clone_box(&self) -> Box<dyn ErasedPayload> {
+        Box::new(self.clone())
+    }
+}
+
+enum Repr {
+    Typed(Box<dyn ErasedPayload>),
+    Encoded(Bytes),
+}
+
+/// A request, response or event payload: a typed message in memory, or protobuf bytes.
+///
+/// ```
+/// use runar_runtime::value::Value;
+/// let v = Value::new(2.5f64);
+/// assert!(!v.is_encoded());
+/// assert_eq!(v.into_typed::<f64>().unwrap(), 2.5);
+/// ```
+pub struct Value {
+    repr: Repr,
+}
+
+impl Value {
+    /// A value holding `message` in memory; nothing is encoded.
+    pub fn new<T: Payload>(message: T) -> Self {
+        Value {
+            repr: Repr::Typed(Box::new(message)),
+        }
+    }
+
+    /// The empty value, `()`.
+    pub fn empty() -> Self {
+        Value::new(())
+    }
+
+    /// A value holding protobuf bytes, decoded lazily into the type a reader asks for.
+    pub fn from_encoded(bytes: Bytes) -> Self {
+        Value {
+            repr: Repr::Encoded(bytes),
+        }
+    }
+
+    /// True when the value holds bytes rather than a typed message.
+    pub fn is_encoded(&self) -> bool {
+        matches!(self.repr, Repr::Encoded(_))
+    }
+
+    /// The Rust type name of the message held in memory, if any.
+    pub fn type_name(&self) -> Option<&'static str> {
+        match &self.repr {
+            Repr::Typed(m) => Some(m.type_name()),
+            Repr::Encoded(_) => None,
+        }
+    }
+
+    /// A reference to the message when it is held in memory as a `T`.
+    pub fn downcast_ref<T: Payload>(&self) -> Option<&T> {
+        match &self.repr {
+            Repr::Typed(m) => m.as_any().downcast_ref::<T>(),
+            Repr::Encoded(_) => None,
+        }
+    }
+
+    /// Takes the message out as a `T`: moved out when held as a `T` (no copy, no encoding),
+    /// otherwise decoded from its protobuf encoding.
+    pub fn into_typed<T: Payload>(self) -> Result<T> {
+        match self.repr {
+            Repr::Typed(m) => {
+                if m.as_any().is::<T>() {
+                    match m.into_any().downcast::<T>() {
+                        Ok(t) => Ok(*t),
+                        Err(_) => Err(Error::internal("value downcast failed after a type check")),
+                    }
+                } else {
+                    let from = m.type_name();
+                    decode_as::<T>(&encode_erased(m.as_ref()), Some(from))
+                }
+            }
+            Repr::Encoded(bytes) => decode_as::<T>(&bytes, None),
+        }
+    }
+
+    /// A copy of the message as a `T` (cloned when held as a `T`, otherwise decoded).
+    pub fn to_typed<T: Payload>(&self) -> Result<T> {
+        match &self.repr {
+            Repr::Typed(m) => match m.as_any().downcast_ref::<T>() {
+                Some(t) => Ok(t.clone()),
+                None => decode_as::<T>(&encode_erased(m.as_ref()), Some(m.type_name())),
+            },
+            Repr::Encoded(bytes) => decode_as::<T>(bytes, None),
+        }
+    }
+
+    /// The protobuf encoding of the value. Cheap for a value that already holds bytes.
+    pub fn to_bytes(&self) -> Bytes {
+        match &self.repr {
+            Repr::Typed(m) => encode_erased(m.as_ref()),
+            Repr::Encoded(bytes) => bytes.clone(),
+        }
+    }
+
+    /// The length of the value's protobuf encoding.
+    pub fn encoded_len(&self) -> usize {
+        match &self.repr {
+            Repr::Typed(m) => m.encoded_len(),
+            Repr::Encoded(bytes) => bytes.len(),
+        }
+    }
+}
+
+impl Clone for Value {
+    fn clone(&self) -> Self {
+        let repr = match &self.repr {
+            Repr::Typed(m) => Repr::Typed(m.clone_box()),
+            Repr::Encoded(bytes) => Repr::Encoded(bytes.clone()),
+        };
+        Value { repr }
+    }
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.repr {
+            Repr::Typed(m) => write!(f, "Value({})", m.type_name()),
+            Repr::Encoded(b) => write!(f, "Value({} encoded bytes)", b.len()),
+        }
+    }
+}
+
+fn encode_erased(message: &dyn ErasedPayload) -> Bytes {
+    let mut buf = BytesMut::with_capacity(message.encoded_len());
+    message.encode_into(&mut buf);
+    buf.freeze()
+}
+
+fn decode_as<T: Payload>(bytes: &[u8], from: Option<&'static str>) -> Result<T> {
+    T::decode(bytes).map_err(|e| {
+        let target = std::any::type_name::<T>();
+        match from {
+            Some(from) => Error::invalid_argument(format!(
+                "cannot convert a {from} into a {target}: {e}"
+            )),
+            None => Error::invalid_argument(format!("cannot decode a {target}: {e}")),
+        }
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct PointA {
+        #[prost(int32, tag = "1")]
+        x: i32,
+        #[prost(string, tag = "2")]
+        label: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct PointB {
+        #[prost(int32, tag = "1")]
+        x: i32,
+        #[prost(string, tag = "2")]
+        label: String,
+    }
+
+    #[test]
+    fn typed_value_moves_out_without_encoding() {
+        let v = Value::new(PointA {
+            x: 3,
+            label: "a".into(),
+        });
+        assert!(!v.is_encoded());
+        assert_eq!(v.downcast_ref::<PointA>().unwrap().x, 3);
+        assert_eq!(v.into_typed::<PointA>().unwrap().label, "a");
+    }
+
+    #[test]
+    fn same_schema_other_type_falls_back_to_encoding() {
+        let v = Value::new(PointA {
+            x: 9,
+            label: "z".into(),
+        });
+        assert!(v.downcast_ref::<PointB>().is_none());
+        let b: PointB = v.to_typed().unwrap();
+        assert_eq!((b.x, b.label.as_str()), (9, "z"));
+        let b: PointB = v.into_typed().unwrap();
+        assert_eq!(b.x, 9);
+    }
+
+    #[test]
+    fn encoded_value_decodes_lazily() {
+        let bytes = Value::new(PointA {
+            x: 5,
+            label: "q".into(),
+        })
+        .to_bytes();
+        let v = Value::from_encoded(bytes);
+        assert!(v.is_encoded());
+        assert_eq!(v.to_typed::<PointB>().unwrap().x, 5);
+        assert_eq!(v.into_typed::<PointA>().unwrap().label, "q");
+    }
+
+    #[test]
+    fn garbage_bytes_give_invalid_argument() {
+        let v = Value::from_encoded(Bytes::from_static(&[0xff, 0xff, 0xff]));
+        let err = v.into_typed::<PointA>().unwrap_err();
+        assert_eq!(err.code(), crate::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn scalars_and_unit_are_payloads() {
+        assert_eq!(Value::new(1.5f64).to_typed::<f64>().unwrap(), 1.5);
+        let bytes = Value::new(String::from("hi")).to_bytes();
+        assert_eq!(Value::from_encoded(bytes).into_typed::<String>().unwrap(), "hi");
+        Value::empty().into_typed::<()>().unwrap();
+    }
+}
