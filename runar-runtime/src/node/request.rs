@@ -3,6 +3,7 @@
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -65,16 +66,21 @@ impl Node {
             Caller::Local,
             deadline,
         );
-        let answer = (instance.handler)(request, ctx);
-        let guarded = AssertUnwindSafe(answer).catch_unwind();
-        match tokio::time::timeout_at(deadline.into(), guarded).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(panic)) => Err(Error::internal(format!(
+        let mut answer = AssertUnwindSafe((instance.handler)(request, ctx)).catch_unwind();
+        // Most local handlers answer on their first poll: only arm a timer when one does not.
+        let outcome = match futures::poll!(&mut answer) {
+            Poll::Ready(outcome) => outcome,
+            Poll::Pending => match tokio::time::timeout_at(deadline.into(), answer).await {
+                Ok(outcome) => outcome,
+                Err(_) => return Err(deadline_exceeded(path, timeout)),
+            },
+        };
+        outcome.unwrap_or_else(|panic| {
+            Err(Error::internal(format!(
                 "the handler of `{path}` panicked: {}",
                 panic_message(panic.as_ref())
-            ))),
-            Err(_) => Err(deadline_exceeded(path, timeout)),
-        }
+            )))
+        })
     }
 }
 

@@ -5,7 +5,7 @@
 //! several instances (this node's and, later, remote peers'): a request goes to the local one
 //! when there is one, otherwise round-robin over the others with a counter per action path.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 

@@ -84,9 +84,11 @@ pub struct TopicPath {
 
 /// Splits an optional `network:` prefix off a path.
 pub fn split_network(full: &str) -> Result<(Option<&str>, &str), PathError> {
-    match full.split_once(':') {
+    // A byte search: `:` is ASCII, and this runs on every request.
+    match full.bytes().position(|b| b == b':') {
         None => Ok((None, full)),
-        Some((network, rest)) => {
+        Some(at) => {
+            let (network, rest) = (full.get(..at).unwrap_or_default(), full.get(at + 1..).unwrap_or_default());
             if rest.contains(':') {
                 return Err(PathError::TooManyNetworkSeparators(full.to_owned()));
             }

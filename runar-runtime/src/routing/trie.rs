@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use super::path::{Segment, TopicPath};
 
@@ -24,7 +24,7 @@ struct Node<T> {
 impl<T> Default for Node<T> {
     fn default() -> Self {
         Node {
-            literals: HashMap::new(),
+            literals: HashMap::default(),
             any: None,
             exact: Vec::new(),
             rest: Vec::new(),
