@@ -83,17 +83,26 @@ async fn main() -> anyhow::Result<()> {
         .await?;
 
     // Typed requests: local handlers run in memory, nothing is serialized.
-    let sum: f64 = node.request("math/add", AddRequest { a: 1.0, b: 2.0 }).await?;
+    let sum: f64 = node
+        .request("math/add", AddRequest { a: 1.0, b: 2.0 })
+        .await?;
     println!("request  math/add(1, 2) = {sum}");
     let pi: f64 = node.request("math/constants/pi", ()).await?;
     println!("request  math/constants/pi = {pi:.5}");
-    let err = node
+    // Errors keep their code and message.
+    if let Err(err) = node
         .request::<_, f64>("math/divide", AddRequest { a: 1.0, b: 0.0 })
         .await
-        .unwrap_err();
-    println!("error    math/divide(1, 0) -> {} ({})", err.code(), err.message());
-    let err = node.request::<(), f64>("math/sqrt", ()).await.unwrap_err();
-    println!("error    math/sqrt -> {}", err.code());
+    {
+        println!(
+            "error    math/divide(1, 0) -> {} ({})",
+            err.code(),
+            err.message()
+        );
+    }
+    if let Err(err) = node.request::<(), f64>("math/sqrt", ()).await {
+        println!("error    math/sqrt -> {}", err.code());
+    }
     rx.recv().await;
 
     // Retained events reach subscribers that come later.
@@ -104,14 +113,22 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let (tx, mut late) = tokio::sync::mpsc::unbounded_channel();
-    node.subscribe_with("status/>", SubscribeOptions::include_past(), move |s: String, ctx| {
-        let tx = tx.clone();
-        async move {
-            println!("retained {} = {s} (retained: {})", ctx.topic(), ctx.is_retained());
-            let _ = tx.send(());
-            Ok(())
-        }
-    })
+    node.subscribe_with(
+        "status/>",
+        SubscribeOptions::include_past(),
+        move |s: String, ctx| {
+            let tx = tx.clone();
+            async move {
+                println!(
+                    "retained {} = {s} (retained: {})",
+                    ctx.topic(),
+                    ctx.is_retained()
+                );
+                let _ = tx.send(());
+                Ok(())
+            }
+        },
+    )
     .await?;
     late.recv().await;
 

@@ -29,6 +29,7 @@
 //! ```
 
 pub use prost;
+#[allow(unused_imports, unreachable_pub)] // empty until the macros land
 pub use runar_macros::*;
 pub use runar_runtime::*;
 

@@ -15,7 +15,9 @@ use tokio::sync::mpsc;
 const WAIT: Duration = Duration::from_secs(5);
 
 async fn node() -> Node {
-    Node::new(NodeConfig::new("test-node", "test")).await.unwrap()
+    Node::new(NodeConfig::new("test-node", "test"))
+        .await
+        .unwrap()
 }
 
 /// Receives the next item, failing the test after a deadline.
@@ -37,7 +39,10 @@ struct Recorder {
 
 impl Recorder {
     fn record(&self, what: &str) {
-        self.log.lock().unwrap().push(format!("{what} {}", self.path));
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("{what} {}", self.path));
     }
 }
 
@@ -85,18 +90,28 @@ async fn lifecycle_inits_all_then_starts_all_and_stops_in_reverse() {
     node.start().await.unwrap();
     assert_eq!(
         *log.lock().unwrap(),
-        ["init a", "init b", "init c", "start a", "start b", "start c"]
+        [
+            "init a", "init b", "init c", "start a", "start b", "start c"
+        ]
     );
 
     // A service added after start is initialized and started at once.
     node.add_service(recorder("d", &log)).await.unwrap();
     let pong: String = node.request("d/ping", ()).await.unwrap();
     assert_eq!(pong, "pong");
-    assert!(node.services().await.iter().all(|s| s.state == ServiceState::Running));
+    assert!(
+        node.services()
+            .await
+            .iter()
+            .all(|s| s.state == ServiceState::Running)
+    );
 
     log.lock().unwrap().clear();
     node.stop().await.unwrap();
-    assert_eq!(*log.lock().unwrap(), ["stop d", "stop c", "stop b", "stop a"]);
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["stop d", "stop c", "stop b", "stop a"]
+    );
     let err = node.request::<(), String>("a/ping", ()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
 }
@@ -117,8 +132,16 @@ async fn a_failing_init_is_reported_with_its_error() {
     assert_eq!(err.code(), Code::Unavailable);
     assert!(err.message().contains("broken"), "{err}");
     assert!(err.message().contains("database is down"), "{err}");
-    let states: Vec<_> = node.services().await.into_iter().map(|s| (s.path, s.state)).collect();
-    assert!(states.contains(&("broken".into(), ServiceState::Failed)), "{states:?}");
+    let states: Vec<_> = node
+        .services()
+        .await
+        .into_iter()
+        .map(|s| (s.path, s.state))
+        .collect();
+    assert!(
+        states.contains(&("broken".into(), ServiceState::Failed)),
+        "{states:?}"
+    );
     assert!(!node.is_running());
 
     // Added after start, a failing service is refused with its error and not kept.
@@ -187,10 +210,15 @@ impl AbstractService for Behaviours {
             Ok(format!("item {}", ctx.param("id").unwrap_or("?")))
         })
         .await?;
-        ctx.register_action("items/special", |_: (), _ctx| async { Ok(String::from("special")) })
-            .await?;
-        ctx.register_action("where", |_: (), ctx| async move { Ok(ctx.path().to_owned()) })
-            .await
+        ctx.register_action("items/special", |_: (), _ctx| async {
+            Ok(String::from("special"))
+        })
+        .await?;
+        ctx.register_action(
+            "where",
+            |_: (), ctx| async move { Ok(ctx.path().to_owned()) },
+        )
+        .await
     }
 }
 
@@ -207,13 +235,15 @@ async fn behaviours(config: NodeConfig) -> Node {
 
 #[tokio::test]
 async fn a_slow_handler_gives_deadline_exceeded_shortly_after_the_timeout() {
-    let node = behaviours(
-        NodeConfig::new("n", "test").with_request_timeout(Duration::from_millis(200)),
-    )
-    .await;
+    let node =
+        behaviours(NodeConfig::new("n", "test").with_request_timeout(Duration::from_millis(200)))
+            .await;
     // The node's default timeout.
     let started = Instant::now();
-    let err = node.request::<u64, u64>("b/slow", 10_000).await.unwrap_err();
+    let err = node
+        .request::<u64, u64>("b/slow", 10_000)
+        .await
+        .unwrap_err();
     let waited = started.elapsed();
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
     assert!(waited >= Duration::from_millis(200), "{waited:?}");
@@ -222,13 +252,21 @@ async fn a_slow_handler_gives_deadline_exceeded_shortly_after_the_timeout() {
     // A per-call timeout overrides it, both ways.
     let started = Instant::now();
     let err = node
-        .request_with::<u64, u64>("b/slow", 10_000, RequestOptions::timeout(Duration::from_millis(50)))
+        .request_with::<u64, u64>(
+            "b/slow",
+            10_000,
+            RequestOptions::timeout(Duration::from_millis(50)),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded);
     assert!(started.elapsed() < Duration::from_millis(1500));
     let ok: u64 = node
-        .request_with("b/slow", 300u64, RequestOptions::timeout(Duration::from_secs(10)))
+        .request_with(
+            "b/slow",
+            300u64,
+            RequestOptions::timeout(Duration::from_secs(10)),
+        )
         .await
         .unwrap();
     assert_eq!(ok, 300);
@@ -243,8 +281,15 @@ async fn a_missing_path_fails_at_once_with_not_found() {
     assert!(err.message().contains("b/nothing"), "{err}");
     let err = node.request::<(), ()>("nobody/home", ()).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    let err = node.request::<(), ()>("other:b/count", ()).await.unwrap_err();
-    assert_eq!(err.code(), Code::NotFound, "another network has no such action");
+    let err = node
+        .request::<(), ()>("other:b/count", ())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::NotFound,
+        "another network has no such action"
+    );
     assert!(started.elapsed() < Duration::from_secs(2));
 }
 
@@ -257,7 +302,10 @@ async fn invalid_paths_give_invalid_argument() {
     }
     let err = node.publish("x/{y}", ()).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    let err = node.subscribe("x/>/y", |_: (), _| async { Ok(()) }).await.unwrap_err();
+    let err = node
+        .subscribe("x/>/y", |_: (), _| async { Ok(()) })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 }
 
@@ -328,12 +376,20 @@ async fn wildcards_and_templates_in_subscriptions() {
         .unwrap();
     }
     node.publish("math/add/done", 1.0f64).await.unwrap();
-    let mut got = vec![next(&mut rx).await, next(&mut rx).await];
+    let mut got = [next(&mut rx).await, next(&mut rx).await];
     got.sort_by_key(|g| g.0);
     assert_eq!(got[0], ("math/>", "math/add/done".into(), None, 1.0));
-    assert_eq!(got[1], ("math/{op}/done", "math/add/done".into(), Some("add".into()), 1.0));
+    assert_eq!(
+        got[1],
+        (
+            "math/{op}/done",
+            "math/add/done".into(),
+            Some("add".into()),
+            1.0
+        )
+    );
     node.publish("math/add", 2.0f64).await.unwrap();
-    let mut got = vec![next(&mut rx).await, next(&mut rx).await];
+    let mut got = [next(&mut rx).await, next(&mut rx).await];
     got.sort_by_key(|g| g.0);
     assert_eq!((got[0].0, got[1].0), ("math/*", "math/>"));
     // A control event on another topic arrives next: nothing else was delivered.
@@ -392,10 +448,15 @@ async fn unsubscribe_stops_delivery() {
     assert_eq!(next(&mut rx).await, "sub: one");
     node.unsubscribe(&sub).await.unwrap();
     node.publish("news", String::from("two")).await.unwrap();
-    node.publish("control", String::from("three")).await.unwrap();
+    node.publish("control", String::from("three"))
+        .await
+        .unwrap();
     assert_eq!(next(&mut rx).await, "control: three");
     assert!(rx.try_recv().is_err(), "nothing after unsubscribe");
-    assert_eq!(node.unsubscribe(sub).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        node.unsubscribe(sub).await.unwrap_err().code(),
+        Code::NotFound
+    );
 }
 
 #[tokio::test]
@@ -403,9 +464,15 @@ async fn retained_events_reach_a_late_subscriber() {
     let node = node().await;
     node.start().await.unwrap();
     let retain = PublishOptions::default().with_retain_for(Duration::from_secs(60));
-    node.publish_with("sensors/temp", 20.5f64, retain.clone()).await.unwrap();
-    node.publish_with("sensors/temp", 21.5f64, retain.clone()).await.unwrap(); // latest wins
-    node.publish_with("sensors/hum", 40.0f64, retain).await.unwrap();
+    node.publish_with("sensors/temp", 20.5f64, retain.clone())
+        .await
+        .unwrap();
+    node.publish_with("sensors/temp", 21.5f64, retain.clone())
+        .await
+        .unwrap(); // latest wins
+    node.publish_with("sensors/hum", 40.0f64, retain)
+        .await
+        .unwrap();
     node.publish("sensors/wind", 3.0f64).await.unwrap(); // not retained
     node.publish_with(
         "sensors/old",
@@ -417,37 +484,49 @@ async fn retained_events_reach_a_late_subscriber() {
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let tx2 = tx.clone();
-    node.subscribe_with("sensors/>", SubscribeOptions::include_past(), move |v: f64, ctx| {
-        let tx = tx.clone();
-        async move {
-            tx.send((ctx.topic().to_owned(), v, ctx.is_retained())).unwrap();
-            Ok(())
-        }
-    })
+    node.subscribe_with(
+        "sensors/>",
+        SubscribeOptions::include_past(),
+        move |v: f64, ctx| {
+            let tx = tx.clone();
+            async move {
+                tx.send((ctx.topic().to_owned(), v, ctx.is_retained()))
+                    .unwrap();
+                Ok(())
+            }
+        },
+    )
     .await
     .unwrap();
-    let mut got = vec![next(&mut rx).await, next(&mut rx).await];
+    let mut got = [next(&mut rx).await, next(&mut rx).await];
     got.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(
         got,
-        [("sensors/hum".into(), 40.0, true), ("sensors/temp".into(), 21.5, true)]
+        [
+            ("sensors/hum".into(), 40.0, true),
+            ("sensors/temp".into(), 21.5, true)
+        ]
     );
     // Without include_past, retained events are not replayed.
     node.subscribe("sensors/>", move |v: f64, ctx| {
         let tx = tx2.clone();
         async move {
-            tx.send((format!("plain {}", ctx.topic()), v, ctx.is_retained())).unwrap();
+            tx.send((format!("plain {}", ctx.topic()), v, ctx.is_retained()))
+                .unwrap();
             Ok(())
         }
     })
     .await
     .unwrap();
     node.publish("sensors/live", 7.0f64).await.unwrap();
-    let mut got = vec![next(&mut rx).await, next(&mut rx).await];
+    let mut got = [next(&mut rx).await, next(&mut rx).await];
     got.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(
         got,
-        [("plain sensors/live".into(), 7.0, false), ("sensors/live".into(), 7.0, false)]
+        [
+            ("plain sensors/live".into(), 7.0, false),
+            ("sensors/live".into(), 7.0, false)
+        ]
     );
     assert!(rx.try_recv().is_err());
 }
@@ -491,11 +570,19 @@ async fn broadcast_modes_on_one_node() {
         .unwrap();
     }
     node.start().await.unwrap();
-    for mode in [BroadcastMode::All, BroadcastMode::OnePerService, BroadcastMode::LocalOnly] {
-        node.publish_with("orders/created", 1u64, PublishOptions::default().with_broadcast(mode))
-            .await
-            .unwrap();
-        let mut got = vec![next(&mut rx).await, next(&mut rx).await];
+    for mode in [
+        BroadcastMode::All,
+        BroadcastMode::OnePerService,
+        BroadcastMode::LocalOnly,
+    ] {
+        node.publish_with(
+            "orders/created",
+            1u64,
+            PublishOptions::default().with_broadcast(mode),
+        )
+        .await
+        .unwrap();
+        let mut got = [next(&mut rx).await, next(&mut rx).await];
         got.sort();
         assert_eq!(got, ["billing", "shipping"], "{mode:?}");
     }
@@ -594,8 +681,10 @@ impl AbstractService for Doubler {
         "doubler"
     }
     async fn init(&self, ctx: &LifecycleContext) -> runar::Result<()> {
-        ctx.register_action("double", |c: Counted, _| async move { Ok(Counted { n: c.n * 2 }) })
-            .await
+        ctx.register_action("double", |c: Counted, _| async move {
+            Ok(Counted { n: c.n * 2 })
+        })
+        .await
     }
 }
 
@@ -615,19 +704,40 @@ async fn a_local_typed_request_performs_zero_encodes() {
     .await
     .unwrap();
 
-    let (e0, d0) = (ENCODES.load(Ordering::SeqCst), DECODES.load(Ordering::SeqCst));
+    let (e0, d0) = (
+        ENCODES.load(Ordering::SeqCst),
+        DECODES.load(Ordering::SeqCst),
+    );
     for i in 1..=100 {
-        let r: Counted = node.request("doubler/double", Counted { n: i }).await.unwrap();
+        let r: Counted = node
+            .request("doubler/double", Counted { n: i })
+            .await
+            .unwrap();
         assert_eq!(r.n, 2 * i);
     }
     node.publish("counted", Counted { n: 5 }).await.unwrap();
     assert_eq!(next(&mut rx).await, 5);
-    assert_eq!(ENCODES.load(Ordering::SeqCst) - e0, 0, "no encode on the local path");
-    assert_eq!(DECODES.load(Ordering::SeqCst) - d0, 0, "no decode on the local path");
+    assert_eq!(
+        ENCODES.load(Ordering::SeqCst) - e0,
+        0,
+        "no encode on the local path"
+    );
+    assert_eq!(
+        DECODES.load(Ordering::SeqCst) - d0,
+        0,
+        "no decode on the local path"
+    );
 
     // Control: a caller with another Rust type for the same schema falls back to one encode
     // of the request (and one of the response), so the counter above can see encodes.
-    let r: Twin = node.request("doubler/double", Twin { n: 21 }).await.unwrap();
+    let r: Twin = node
+        .request("doubler/double", Twin { n: 21 })
+        .await
+        .unwrap();
     assert_eq!(r.n, 42);
-    assert_eq!(ENCODES.load(Ordering::SeqCst) - e0, 1, "only the response is re-encoded");
+    assert_eq!(
+        ENCODES.load(Ordering::SeqCst) - e0,
+        1,
+        "only the response is re-encoded"
+    );
 }

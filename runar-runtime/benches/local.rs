@@ -46,7 +46,8 @@ impl AbstractService for Math {
         "math"
     }
     async fn init(&self, ctx: &LifecycleContext) -> Result<()> {
-        ctx.register_action("add", |req: AddRequest, _ctx| add(req)).await?;
+        ctx.register_action("add", |req: AddRequest, _ctx| add(req))
+            .await?;
         ctx.register_action("items/{id}", |req: AddRequest, _ctx| add(req))
             .await?;
         for i in 0..self.extra {
@@ -108,7 +109,10 @@ fn request_vs_direct(c: &mut Criterion) {
                 rt.block_on(async {
                     let start = Instant::now();
                     for _ in 0..iters {
-                        let r: AddReply = node.request("math/add", black_box(req.clone())).await.unwrap();
+                        let r: AddReply = node
+                            .request("math/add", black_box(req.clone()))
+                            .await
+                            .unwrap();
                         black_box(r);
                     }
                     start.elapsed()
