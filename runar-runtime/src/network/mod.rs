@@ -2,8 +2,12 @@
 //!
 //! The transport knows nothing of services: it moves frames between authenticated nodes.
 
+pub mod admission;
 mod error;
 mod identity;
+mod tls;
 
+pub use admission::NetworkKey;
 pub use error::TransportError;
 pub use identity::{NodeId, NodeKeypair, ParseNodeIdError, verify};
+pub use tls::peer_node_id;
