@@ -7,3 +7,4 @@ mod error;
 pub mod network;
 
 pub use error::{Code, Error, Result};
+pub use network::{NetworkKey, NodeId, NodeKeypair, Transport, TransportConfig, TransportError};
