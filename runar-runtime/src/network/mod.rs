@@ -16,6 +16,8 @@ mod identity;
 mod tls;
 mod transport;
 
+#[cfg(test)]
+mod tests;
 
 pub use admission::NetworkKey;
 pub use error::TransportError;
