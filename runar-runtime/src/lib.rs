@@ -25,3 +25,4 @@ pub use service::{
     RequestContext, ServiceInfo, ServiceState, action_handler, event_handler,
 };
 pub use value::{Payload, Value};
+pub use network::{NetworkKey, NodeId};

@@ -1,0 +1,104 @@
+//! Length-delimited frames on QUIC streams.
+//!
+//! A frame is a 4-byte big-endian length followed by that many bytes. A stream carries any
+//! number of frames; a clean end of stream between frames ends the sequence.
+//!
+//! Both directions enforce a maximum frame size: a sender refuses an oversized message before
+//! writing anything, and a receiver refuses an oversized declared length before reading or
+//! allocating the body (see [`TransportError::FrameTooLarge`]). Either way the stream is left for
+//! the caller to reset or stop; the connection stays usable.
+
+use bytes::{BufMut as _, Bytes, BytesMut};
+use quinn::{ReadExactError, RecvStream, SendStream};
+
+use super::error::TransportError;
+
+/// Length of a frame header in bytes.
+pub const FRAME_HEADER_LEN: usize = 4;
+
+/// The frame length of `len` bytes as a header value, if it is within `max` (and `u32`).
+fn checked_len(len: usize, max: usize) -> Result<u32, TransportError> {
+    match u32::try_from(len) {
+        Ok(n) if len <= max => Ok(n),
+        _ => Err(TransportError::FrameTooLarge {
+            len: len as u64,
+            max,
+        }),
+    }
+}
+
+/// Writes `payload` as one frame. A payload over `max` bytes is refused with
+/// [`TransportError::FrameTooLarge`] before anything is written.
+///
+/// Allocates exactly one buffer (header + payload), which quinn takes without copying.
+pub async fn write_frame(
+    send: &mut SendStream,
+    payload: &[u8],
+    max: usize,
+) -> Result<(), TransportError> {
+    let len = checked_len(payload.len(), max)?;
+    let mut buf = BytesMut::with_capacity(FRAME_HEADER_LEN + payload.len());
+    buf.put_u32(len);
+    buf.put_slice(payload);
+    send.write_chunk(buf.freeze()).await?;
+    Ok(())
+}
+
+/// Reads one frame of at most `max` bytes.
+///
+/// Returns `Ok(None)` when the stream ends cleanly before a frame starts,
+/// [`TransportError::FrameTooLarge`] when the declared length exceeds `max` (nothing more is
+/// read or allocated), and [`TransportError::Truncated`] when the stream ends mid-frame.
+///
+/// A frame that arrived in one piece is returned without copying or allocating.
+pub async fn read_frame(
+    recv: &mut RecvStream,
+    max: usize,
+) -> Result<Option<Bytes>, TransportError> {
+    let mut header = [0u8; FRAME_HEADER_LEN];
+    match recv.read_exact(&mut header).await {
+        Ok(()) => {}
+        Err(ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(ReadExactError::FinishedEarly(got)) => {
+            return Err(TransportError::Truncated {
+                expected: FRAME_HEADER_LEN,
+                got,
+            });
+        }
+        Err(ReadExactError::ReadError(e)) => return Err(e.into()),
+    }
+    let declared = u32::from_be_bytes(header);
+    let len = match usize::try_from(declared) {
+        Ok(len) if len <= max => len,
+        _ => {
+            return Err(TransportError::FrameTooLarge {
+                len: u64::from(declared),
+                max,
+            });
+        }
+    };
+    if len == 0 {
+        return Ok(Some(Bytes::new()));
+    }
+    let truncated = |got| TransportError::Truncated { expected: len, got };
+
+    // Fast path: the whole body is in one received chunk.
+    let first = recv
+        .read_chunk(len, true)
+        .await?
+        .ok_or_else(|| truncated(0))?
+        .bytes;
+    if first.len() >= len {
+        return Ok(Some(first));
+    }
+    let mut body = BytesMut::with_capacity(len);
+    body.put_slice(&first);
+    while body.len() < len {
+        let chunk = recv
+            .read_chunk(len - body.len(), true)
+            .await?
+            .ok_or_else(|| truncated(body.len()))?;
+        body.put_slice(&chunk.bytes);
+    }
+    Ok(Some(body.freeze()))
+}

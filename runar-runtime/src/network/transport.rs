@@ -1,0 +1,279 @@
+//! The QUIC transport: one quinn endpoint per node, both server and client, admitting only
+//! peers of the same network and telling each side who the other is.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use quinn::{
+    Connection, Endpoint, IdleTimeout, VarInt,
+    crypto::rustls::{QuicClientConfig, QuicServerConfig},
+};
+
+use super::{
+    admission::NetworkKey,
+    error::TransportError,
+    framing::FRAME_HEADER_LEN,
+    identity::{NodeId, NodeKeypair},
+    tls::{self, peer_node_id},
+};
+
+/// Transport settings. [`Default`] suits a LAN; set `bind_addr` for a fixed port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportConfig {
+    /// The UDP address to bind. Default `0.0.0.0:0` (all interfaces, ephemeral port).
+    pub bind_addr: SocketAddr,
+    /// The largest frame, in bytes, either side may send. Default 4 MiB. Also sizes the
+    /// per-stream flow-control window so that one maximal message fits in flight.
+    pub max_message_size: usize,
+    /// How often to send keep-alives on a quiet connection. Default 1 s.
+    pub keep_alive_interval: Duration,
+    /// How long without hearing from a peer before its connection is closed. Default 3 s: a
+    /// vanished peer is noticed within that. Must exceed `keep_alive_interval`.
+    pub idle_timeout: Duration,
+    /// How long to wait for a handshake (dialing or accepting). Default 5 s.
+    pub connect_timeout: Duration,
+    /// The number of bidirectional streams a peer may have open at once on one connection.
+    /// Default 1024.
+    pub max_concurrent_bidi_streams: u32,
+    /// The most connections (incoming and outgoing) this transport holds. Default 256.
+    pub max_connections: usize,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            bind_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            max_message_size: 4 * 1024 * 1024,
+            keep_alive_interval: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(3),
+            connect_timeout: Duration::from_secs(5),
+            max_concurrent_bidi_streams: 1024,
+            max_connections: 256,
+        }
+    }
+}
+
+impl TransportConfig {
+    /// quinn's transport parameters for this configuration.
+    fn quinn_transport(&self) -> Result<quinn::TransportConfig, TransportError> {
+        if self.idle_timeout <= self.keep_alive_interval {
+            return Err(TransportError::InvalidConfig(format!(
+                "idle_timeout ({:?}) must exceed keep_alive_interval ({:?})",
+                self.idle_timeout, self.keep_alive_interval
+            )));
+        }
+        if u32::try_from(self.max_message_size).is_err() {
+            return Err(TransportError::InvalidConfig(format!(
+                "max_message_size ({}) exceeds u32::MAX",
+                self.max_message_size
+            )));
+        }
+        let idle = IdleTimeout::try_from(self.idle_timeout)
+            .map_err(|_| TransportError::InvalidConfig("idle_timeout is too long".into()))?;
+
+        // Flow control: a stream may have one maximal message (and at least 1 MiB) in flight;
+        // a connection four times that. Ample for loopback and LAN without unbounded buffering.
+        let stream_window = (self.max_message_size as u64 + FRAME_HEADER_LEN as u64).max(1 << 20);
+        let connection_window = stream_window * 4;
+
+        let mut t = quinn::TransportConfig::default();
+        t.keep_alive_interval(Some(self.keep_alive_interval))
+            .max_idle_timeout(Some(idle))
+            .max_concurrent_bidi_streams(VarInt::from_u32(self.max_concurrent_bidi_streams))
+            .stream_receive_window(varint(stream_window)?)
+            .receive_window(varint(connection_window)?)
+            .send_window(connection_window)
+            .datagram_receive_buffer_size(None);
+        Ok(t)
+    }
+}
+
+fn varint(n: u64) -> Result<VarInt, TransportError> {
+    VarInt::from_u64(n).map_err(|_| TransportError::InvalidConfig(format!("{n} is too large")))
+}
+
+/// A node's QUIC endpoint: accepts connections from, and dials, nodes of the same network.
+///
+/// Cheap to clone; clones share the endpoint.
+#[derive(Debug, Clone)]
+pub struct Transport {
+    endpoint: Endpoint,
+    node_id: NodeId,
+    config: Arc<TransportConfig>,
+}
+
+impl Transport {
+    /// Binds a UDP socket and starts the endpoint for `node` in `network`.
+    ///
+    /// Must be called within a Tokio runtime.
+    pub fn bind(
+        config: TransportConfig,
+        node: &NodeKeypair,
+        network: &NetworkKey,
+    ) -> Result<Transport, TransportError> {
+        let transport = Arc::new(config.quinn_transport()?);
+        let tls = tls::build(node, network)?;
+        let no_initial =
+            |e: quinn::crypto::rustls::NoInitialCipherSuite| TransportError::Tls(e.to_string());
+
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(
+            QuicServerConfig::try_from(tls.server).map_err(no_initial)?,
+        ));
+        server.transport_config(transport.clone());
+        let mut client = quinn::ClientConfig::new(Arc::new(
+            QuicClientConfig::try_from(tls.client).map_err(no_initial)?,
+        ));
+        client.transport_config(transport);
+
+        let mut endpoint =
+            Endpoint::server(server, config.bind_addr).map_err(|source| TransportError::Bind {
+                addr: config.bind_addr,
+                source,
+            })?;
+        endpoint.set_default_client_config(client);
+        Ok(Transport {
+            endpoint,
+            node_id: node.node_id(),
+            config: Arc::new(config),
+        })
+    }
+
+    /// The address the endpoint is bound to.
+    pub fn local_addr(&self) -> Result<SocketAddr, TransportError> {
+        self.endpoint
+            .local_addr()
+            .map_err(|source| TransportError::Io {
+                context: "reading the local address".into(),
+                source,
+            })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The configuration the transport was bound with.
+    pub fn config(&self) -> &TransportConfig {
+        &self.config
+    }
+
+    /// The number of open connections, incoming and outgoing.
+    pub fn connection_count(&self) -> usize {
+        self.endpoint.open_connections()
+    }
+
+    /// Dials `addr` and completes a verified handshake within the connect timeout.
+    ///
+    /// With `expected`, the peer must prove it is that node; without, any node of the network is
+    /// accepted. Returns the connection and the peer's verified id.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        expected: Option<&NodeId>,
+    ) -> Result<(Connection, NodeId), TransportError> {
+        if self.endpoint.open_connections() >= self.config.max_connections {
+            return Err(TransportError::TooManyConnections(
+                self.config.max_connections,
+            ));
+        }
+        let connecting = self.endpoint.connect(addr, &tls::server_name(expected))?;
+        let after = self.config.connect_timeout;
+        let connection = tokio::time::timeout(after, connecting)
+            .await
+            .map_err(|_| TransportError::Timeout { addr, after })??;
+        let peer = peer_node_id(&connection)?;
+        if let Some(expected) = expected
+            && *expected != peer
+        {
+            // The verifier already refused this; never trust a mismatch regardless.
+            connection.close(VarInt::from_u32(1), b"unexpected node");
+            return Err(TransportError::PeerIdentity(format!(
+                "expected node {expected}, reached {peer}"
+            )));
+        }
+        Ok((connection, peer))
+    }
+
+    /// The next incoming connection attempt, or `None` once the endpoint is closed.
+    ///
+    /// Attempts beyond `max_connections` are refused (and logged) here. Complete the handshake
+    /// with [`Incoming::handshake`], typically in a task of its own so a slow peer does not hold
+    /// up the accept loop.
+    pub async fn accept(&self) -> Option<Incoming> {
+        loop {
+            let incoming = self.endpoint.accept().await?;
+            let limit = self.config.max_connections;
+            if self.endpoint.open_connections() >= limit {
+                tracing::warn!(
+                    remote = %incoming.remote_address(),
+                    limit,
+                    "refusing connection: connection limit reached"
+                );
+                incoming.refuse();
+                continue;
+            }
+            return Some(Incoming {
+                inner: incoming,
+                timeout: self.config.connect_timeout,
+            });
+        }
+    }
+
+    /// Closes every connection (peers see an application close) and stops the endpoint.
+    /// Pending and later [`Transport::accept`] calls return `None`.
+    pub fn close(&self) {
+        self.endpoint
+            .close(VarInt::from_u32(0), b"node shutting down");
+    }
+
+    /// Waits until every connection is fully closed (peers notified), e.g. after
+    /// [`Transport::close`] before exiting.
+    pub async fn wait_idle(&self) {
+        self.endpoint.wait_idle().await;
+    }
+}
+
+/// An incoming connection attempt, not yet authenticated.
+#[derive(Debug)]
+pub struct Incoming {
+    inner: quinn::Incoming,
+    timeout: Duration,
+}
+
+impl Incoming {
+    /// The address the attempt comes from (not yet validated).
+    pub fn remote_address(&self) -> SocketAddr {
+        self.inner.remote_address()
+    }
+
+    /// Refuses the attempt.
+    pub fn refuse(self) {
+        self.inner.refuse();
+    }
+
+    /// Completes the handshake within the connect timeout. On success the peer has proven it
+    /// holds the network key and the returned id is derived from its certificate. Failures are
+    /// logged with `tracing::warn!` (remote address and reason).
+    pub async fn handshake(self) -> Result<(Connection, NodeId), TransportError> {
+        let addr = self.inner.remote_address();
+        let after = self.timeout;
+        let result = async {
+            let connecting = self.inner.accept()?;
+            let connection = tokio::time::timeout(after, connecting)
+                .await
+                .map_err(|_| TransportError::Timeout { addr, after })??;
+            match peer_node_id(&connection) {
+                Ok(peer) => Ok((connection, peer)),
+                Err(e) => {
+                    connection.close(VarInt::from_u32(1), b"bad identity");
+                    Err(e)
+                }
+            }
+        }
+        .await;
+        if let Err(error) = &result {
+            tracing::warn!(remote = %addr, %error, "refused incoming connection");
+        }
+        result
+    }
+}
