@@ -14,6 +14,7 @@ mod registry;
 pub mod routing;
 mod service;
 pub mod value;
+mod wire;
 
 pub use error::{Code, Error, Result};
 pub use node::{
