@@ -17,6 +17,7 @@ pub mod value;
 mod wire;
 
 pub use error::{Code, Error, Result};
+pub use network::{NetworkKey, NodeId};
 pub use node::{
     BroadcastMode, Node, NodeConfig, PublishOptions, RequestOptions, SubscribeOptions,
     SubscriptionId,
@@ -26,4 +27,3 @@ pub use service::{
     RequestContext, ServiceInfo, ServiceState, action_handler, event_handler,
 };
 pub use value::{Payload, Value};
-pub use network::{NetworkKey, NodeId};
