@@ -133,8 +133,8 @@ impl ServiceGen<'_> {
         let description = description(&self.service.comments);
 
         let module_doc = doc(&format!(
-            "Server side of the `{full_name}` service: implement [`{trait_ident}`] and host it \
-             on a node with [`{server}`]."
+            "Server side of the `{full_name}` service: implement [`{trait_ident}`]({module}::{trait_ident}) \
+             and host it on a node with [`{server}`]({module}::{server})."
         ));
         let trait_doc = docs_or(
             &self.service.comments,
@@ -297,7 +297,7 @@ impl ServiceGen<'_> {
         let path = &self.model.path;
 
         let module_doc = doc(&format!(
-            "Client side of the `{full_name}` service: [`{client}`]."
+            "Client side of the `{full_name}` service: [`{client}`]({module}::{client})."
         ));
         let client_doc = docs_or(
             &self.service.comments,
@@ -509,4 +509,74 @@ fn description(comments: &Comments) -> String {
         .take_while(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_types_get_super_and_absolute_ones_stay() {
+        assert_eq!(rust_type("Item").to_string(), "super :: Item");
+        assert_eq!(
+            rust_type("super::common::Money").to_string(),
+            "super :: super :: common :: Money"
+        );
+        assert_eq!(
+            rust_type("item::Location").to_string(),
+            "super :: item :: Location"
+        );
+        assert_eq!(rust_type("()").to_string(), "()");
+        assert_eq!(rust_type("u64").to_string(), "u64");
+        assert_eq!(
+            rust_type("::runar::codegen::prost_types::Timestamp").to_string(),
+            ":: runar :: codegen :: prost_types :: Timestamp"
+        );
+    }
+
+    #[test]
+    fn keywords_become_raw_identifiers() {
+        assert_eq!(method_ident("r#type").to_string(), "r#type");
+        assert_eq!(method_ident("get_item").to_string(), "get_item");
+    }
+
+    #[test]
+    fn description_is_the_first_paragraph_on_one_line() {
+        let comments = Comments {
+            leading_detached: vec![vec![" detached".into()]],
+            leading: vec![
+                "".into(),
+                " Keeps track".into(),
+                " of the items.".into(),
+                "".into(),
+                " More.".into(),
+            ],
+            trailing: Vec::new(),
+        };
+        assert_eq!(description(&comments), "Keeps track of the items.");
+        assert_eq!(description(&Comments::default()), "");
+    }
+
+    #[test]
+    fn docs_use_comments_or_the_fallback_and_drop_detached_comments() {
+        let comments = Comments {
+            leading_detached: vec![vec![" detached".into()]],
+            leading: vec![" See [this] and https://example.com".into()],
+            trailing: Vec::new(),
+        };
+        let docs = docs_or(&comments, "fallback", "extra").to_string();
+        assert!(
+            docs.contains(r"See \\[this\\] and <https://example.com>"),
+            "{docs}"
+        );
+        assert!(
+            !docs.contains("detached") && !docs.contains("fallback"),
+            "{docs}"
+        );
+        let docs = docs_or(&Comments::default(), "fallback", "extra").to_string();
+        assert!(
+            docs.contains("fallback") && docs.contains("extra"),
+            "{docs}"
+        );
+    }
 }
