@@ -5,6 +5,8 @@
 
 pub use futures::future::BoxFuture;
 pub use prost;
+/// The well-known protobuf types (`Timestamp`, `Duration`, …) that `runar-build` output names.
+pub use prost_types;
 
 pub use crate::error::{Code, Error, Result};
 pub use crate::node::{Node, PublishOptions, RequestOptions, SubscribeOptions, SubscriptionId};
