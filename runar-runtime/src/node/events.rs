@@ -108,7 +108,10 @@ impl Node {
                 while let Some(first) = rest.first() {
                     let size = match &first.group {
                         None => 1,
-                        Some(g) => rest.iter().take_while(|s| s.group.as_ref() == Some(g)).count(),
+                        Some(g) => rest
+                            .iter()
+                            .take_while(|s| s.group.as_ref() == Some(g))
+                            .count(),
                     };
                     let (group, tail) = rest.split_at(size);
                     let pick = match &first.group {
@@ -264,7 +267,10 @@ async fn run_subscription(
             event.publisher,
             event.retained,
         );
-        match AssertUnwindSafe(handler(event.value, ctx)).catch_unwind().await {
+        match AssertUnwindSafe(handler(event.value, ctx))
+            .catch_unwind()
+            .await
+        {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(%topic, %pattern, error = %e, "event handler failed"),
             Err(panic) => tracing::error!(

@@ -78,10 +78,14 @@ impl Node {
             )));
         }
         if config.event_queue_capacity == 0 {
-            return Err(Error::invalid_argument("event_queue_capacity must be at least 1"));
+            return Err(Error::invalid_argument(
+                "event_queue_capacity must be at least 1",
+            ));
         }
         if config.request_timeout.is_zero() {
-            return Err(Error::invalid_argument("request_timeout must be more than zero"));
+            return Err(Error::invalid_argument(
+                "request_timeout must be more than zero",
+            ));
         }
         Ok(Node {
             inner: Arc::new(NodeInner {
@@ -127,9 +131,8 @@ impl Node {
     pub async fn add_service<S: AbstractService>(&self, service: S) -> Result<()> {
         let service: Arc<dyn DynService> = Arc::new(service);
         let path = service.path().to_owned();
-        let parsed = TopicPath::parse(&path).map_err(|e| {
-            Error::invalid_argument(format!("service `{}`: {e}", service.name()))
-        })?;
+        let parsed = TopicPath::parse(&path)
+            .map_err(|e| Error::invalid_argument(format!("service `{}`: {e}", service.name())))?;
         if parsed.network().is_some() || parsed.is_pattern() {
             return Err(Error::invalid_argument(format!(
                 "service `{}`: the path `{path}` must be literal segments without `network:`",
@@ -235,7 +238,11 @@ impl Node {
     }
 
     fn lifecycle_context(&self, entry: &ServiceEntry) -> LifecycleContext {
-        LifecycleContext::new(self.clone(), entry.path.clone(), entry.registrations.clone())
+        LifecycleContext::new(
+            self.clone(),
+            entry.path.clone(),
+            entry.registrations.clone(),
+        )
     }
 
     async fn init_service(&self, entry: &mut ServiceEntry) -> Result<()> {
@@ -271,7 +278,10 @@ impl Node {
     }
 
     async fn stop_service(&self, entry: &mut ServiceEntry) -> Result<()> {
-        if !matches!(entry.state, ServiceState::Running | ServiceState::Initialized) {
+        if !matches!(
+            entry.state,
+            ServiceState::Running | ServiceState::Initialized
+        ) {
             return Ok(());
         }
         let ctx = self.lifecycle_context(entry);

@@ -53,7 +53,10 @@ impl Node {
         }
         let timeout = options.timeout.unwrap_or(self.inner.config.request_timeout);
         let deadline = Instant::now() + timeout;
-        let resolved = self.inner.registry.resolve_action(&self.inner.network, path)?;
+        let resolved = self
+            .inner
+            .registry
+            .resolve_action(&self.inner.network, path)?;
         let instance = resolved
             .slot
             .pick()

@@ -50,7 +50,9 @@ impl ActionSlot {
         }
         match self.remote.len() {
             0 => None,
-            n => self.remote.get(self.next.fetch_add(1, Ordering::Relaxed) % n),
+            n => self
+                .remote
+                .get(self.next.fetch_add(1, Ordering::Relaxed) % n),
         }
     }
 
@@ -105,11 +107,13 @@ pub(crate) struct Registry {
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Registry {

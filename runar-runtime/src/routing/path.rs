@@ -8,7 +8,9 @@ pub enum PathError {
     #[error("invalid path `{0}`: the path is empty")]
     Empty(String),
     /// Two slashes in a row, or a leading or trailing slash.
-    #[error("invalid path `{path}`: segment {position} is empty (check for `//` or a leading or trailing `/`)")]
+    #[error(
+        "invalid path `{path}`: segment {position} is empty (check for `//` or a leading or trailing `/`)"
+    )]
     EmptySegment {
         /// The path as given.
         path: String,
@@ -25,7 +27,9 @@ pub enum PathError {
     #[error("invalid path `{0}`: `>` matches the rest of a path and must be the last segment")]
     RestNotLast(String),
     /// A `{…}` template that is not a whole segment `{name}` with a valid name.
-    #[error("invalid path `{path}`: malformed template `{segment}` (write a whole segment `{{name}}`, name = letters, digits, `_`)")]
+    #[error(
+        "invalid path `{path}`: malformed template `{segment}` (write a whole segment `{{name}}`, name = letters, digits, `_`)"
+    )]
     MalformedTemplate {
         /// The path as given.
         path: String,
@@ -33,7 +37,9 @@ pub enum PathError {
         segment: String,
     },
     /// A wildcard mixed with other characters, whitespace or a control character.
-    #[error("invalid path `{path}`: segment `{segment}` has a character that is not allowed (`*` and `>` stand alone; no whitespace)")]
+    #[error(
+        "invalid path `{path}`: segment `{segment}` has a character that is not allowed (`*` and `>` stand alone; no whitespace)"
+    )]
     InvalidCharacter {
         /// The path as given.
         path: String,
@@ -41,7 +47,9 @@ pub enum PathError {
         segment: String,
     },
     /// A wildcard or template where a concrete path is required (requests, publishes).
-    #[error("invalid path `{0}`: requests and events need a concrete path, without `*`, `>` or `{{…}}`")]
+    #[error(
+        "invalid path `{0}`: requests and events need a concrete path, without `*`, `>` or `{{…}}`"
+    )]
     NotConcrete(String),
 }
 

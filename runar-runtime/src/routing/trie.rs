@@ -34,7 +34,10 @@ impl<T> Default for Node<T> {
 
 impl<T> Node<T> {
     fn is_empty(&self) -> bool {
-        self.literals.is_empty() && self.any.is_none() && self.exact.is_empty() && self.rest.is_empty()
+        self.literals.is_empty()
+            && self.any.is_none()
+            && self.exact.is_empty()
+            && self.rest.is_empty()
     }
 }
 
@@ -69,7 +72,9 @@ impl<T> PathTrie<T> {
         for seg in pattern.segments() {
             node = match seg {
                 Segment::Literal(lit) => node.literals.entry(lit.clone()).or_default(),
-                Segment::Param(_) | Segment::Single => node.any.get_or_insert_with(Default::default),
+                Segment::Param(_) | Segment::Single => {
+                    node.any.get_or_insert_with(Default::default)
+                }
                 Segment::Rest => {
                     node.rest.push((pattern, value));
                     self.len += 1;
@@ -83,7 +88,11 @@ impl<T> PathTrie<T> {
 
     /// Removes the entries stored under exactly `pattern` for which `remove` returns true, and
     /// returns how many were removed.
-    pub fn remove_where(&mut self, pattern: &TopicPath, mut remove: impl FnMut(&T) -> bool) -> usize {
+    pub fn remove_where(
+        &mut self,
+        pattern: &TopicPath,
+        mut remove: impl FnMut(&T) -> bool,
+    ) -> usize {
         let removed = remove_in(&mut self.root, pattern, pattern.segments(), &mut remove);
         self.len -= removed;
         removed
@@ -179,7 +188,11 @@ fn find_best_in<'a, T>(node: &'a Node<T>, segments: &[&str]) -> Option<&'a (Topi
     node.literals
         .get(*seg)
         .and_then(|child| find_best_in(child, tail))
-        .or_else(|| node.any.as_deref().and_then(|child| find_best_in(child, tail)))
+        .or_else(|| {
+            node.any
+                .as_deref()
+                .and_then(|child| find_best_in(child, tail))
+        })
         .or_else(|| node.rest.first())
 }
 
@@ -212,7 +225,15 @@ mod tests {
 
     #[test]
     fn find_all_matches_wildcards() {
-        let t = trie(&["math/add", "math/*", "math/>", ">", "*/add", "math/add/x", "other/>"]);
+        let t = trie(&[
+            "math/add",
+            "math/*",
+            "math/>",
+            ">",
+            "*/add",
+            "math/add/x",
+            "other/>",
+        ]);
         assert_eq!(all(&t, "math/add"), vec![0, 1, 2, 3, 4]);
         assert_eq!(all(&t, "math/add/x"), vec![2, 3, 5]);
         assert_eq!(all(&t, "math"), vec![3]); // only the bare `>`: `math/>` needs one more segment
@@ -233,11 +254,23 @@ mod tests {
     fn remove_prunes() {
         let mut t = trie(&["a/b", "a/{x}", "a/>"]);
         assert_eq!(t.len(), 3);
-        assert_eq!(t.remove_where(&TopicPath::parse("a/{x}").unwrap(), |_| true), 1);
+        assert_eq!(
+            t.remove_where(&TopicPath::parse("a/{x}").unwrap(), |_| true),
+            1
+        );
         assert_eq!(all(&t, "a/q"), vec![2]);
-        assert_eq!(t.remove_where(&TopicPath::parse("a/b").unwrap(), |v| *v == 99), 0);
-        assert_eq!(t.remove_where(&TopicPath::parse("a/b").unwrap(), |_| true), 1);
-        assert_eq!(t.remove_where(&TopicPath::parse("a/>").unwrap(), |_| true), 1);
+        assert_eq!(
+            t.remove_where(&TopicPath::parse("a/b").unwrap(), |v| *v == 99),
+            0
+        );
+        assert_eq!(
+            t.remove_where(&TopicPath::parse("a/b").unwrap(), |_| true),
+            1
+        );
+        assert_eq!(
+            t.remove_where(&TopicPath::parse("a/>").unwrap(), |_| true),
+            1
+        );
         assert!(t.is_empty());
         assert!(t.root.is_empty());
         assert_eq!(t.iter().count(), 0);

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::node::{Node, PublishOptions, RequestOptions, SubscribeOptions, SubscriptionId};
 use crate::routing::{PathParams, TopicPath};
-use crate::service::{action_handler, event_handler, ActionHandler, EventHandler};
+use crate::service::{ActionHandler, EventHandler, action_handler, event_handler};
 use crate::value::{Payload, Value};
 
 /// Who sent a request or published an event.
@@ -236,7 +236,8 @@ impl LifecycleContext {
         F: Fn(Req, RequestContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp>> + Send + 'static,
     {
-        self.register_action_raw(name, action_handler(handler)).await
+        self.register_action_raw(name, action_handler(handler))
+            .await
     }
 
     /// Registers the action `<service path>/<name>` with a type-erased handler.
@@ -248,7 +249,9 @@ impl LifecycleContext {
                 "action `{name}`: an action lives in its service's network; drop the `network:` prefix"
             )));
         }
-        let pattern = self.node.register_action(pattern, &self.service_path, handler)?;
+        let pattern = self
+            .node
+            .register_action(pattern, &self.service_path, handler)?;
         lock(&self.registrations).actions.push(pattern);
         Ok(())
     }

@@ -168,13 +168,15 @@ where
     F: Fn(Req, RequestContext) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Resp>> + Send + 'static,
 {
-    Arc::new(move |value: Value, ctx: RequestContext| match value.into_typed::<Req>() {
-        Ok(req) => {
-            let fut = f(req, ctx);
-            Box::pin(async move { fut.await.map(Value::new) })
-        }
-        Err(e) => Box::pin(std::future::ready(Err(e))),
-    })
+    Arc::new(
+        move |value: Value, ctx: RequestContext| match value.into_typed::<Req>() {
+            Ok(req) => {
+                let fut = f(req, ctx);
+                Box::pin(async move { fut.await.map(Value::new) })
+            }
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        },
+    )
 }
 
 /// Wraps a typed async function as an [`EventHandler`]. An event that does not decode as `T`
@@ -185,8 +187,10 @@ where
     F: Fn(T, EventContext) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<()>> + Send + 'static,
 {
-    Arc::new(move |value: Arc<Value>, ctx: EventContext| match value.to_typed::<T>() {
-        Ok(event) => Box::pin(f(event, ctx)),
-        Err(e) => Box::pin(std::future::ready(Err(e))),
-    })
+    Arc::new(
+        move |value: Arc<Value>, ctx: EventContext| match value.to_typed::<T>() {
+            Ok(event) => Box::pin(f(event, ctx)),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        },
+    )
 }

@@ -188,9 +188,9 @@ fn decode_as<T: Payload>(bytes: &[u8], from: Option<&'static str>) -> Result<T> 
     T::decode(bytes).map_err(|e| {
         let target = std::any::type_name::<T>();
         match from {
-            Some(from) => Error::invalid_argument(format!(
-                "cannot convert a {from} into a {target}: {e}"
-            )),
+            Some(from) => {
+                Error::invalid_argument(format!("cannot convert a {from} into a {target}: {e}"))
+            }
             None => Error::invalid_argument(format!("cannot decode a {target}: {e}")),
         }
     })
@@ -265,7 +265,10 @@ mod tests {
     fn scalars_and_unit_are_payloads() {
         assert_eq!(Value::new(1.5f64).to_typed::<f64>().unwrap(), 1.5);
         let bytes = Value::new(String::from("hi")).to_bytes();
-        assert_eq!(Value::from_encoded(bytes).into_typed::<String>().unwrap(), "hi");
+        assert_eq!(
+            Value::from_encoded(bytes).into_typed::<String>().unwrap(),
+            "hi"
+        );
         Value::empty().into_typed::<()>().unwrap();
     }
 }
