@@ -252,3 +252,12 @@ pub(crate) fn cfgs(attrs: &[Attribute]) -> Vec<Attribute> {
         .cloned()
         .collect()
 }
+
+/// The `#[allow]` attributes in `attrs` (they carry over to the method's client twin).
+pub(crate) fn allows(attrs: &[Attribute]) -> Vec<Attribute> {
+    attrs
+        .iter()
+        .filter(|a| a.path().is_ident("allow"))
+        .cloned()
+        .collect()
+}

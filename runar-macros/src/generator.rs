@@ -5,7 +5,7 @@ use proc_macro2::{Literal, Span, TokenStream};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
-use syn::{Ident, LitStr, TraitItem, Type};
+use syn::{Ident, LitStr, TraitItem};
 
 use crate::model::{Arg, Field, Item, Kind, Method, Payload, Service};
 use crate::schema;
@@ -25,6 +25,24 @@ pub(crate) struct ServiceGenerator<'a> {
 /// A local variable of the generated code, invisible to the user's code (mixed-site hygiene).
 fn local(name: &str) -> Ident {
     Ident::new(name, Span::mixed_site())
+}
+
+/// `tokens` with every span set to `span`, so that an error about the whole expression points
+/// at the user's code rather than at the attribute.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tree| {
+            if let proc_macro2::TokenTree::Group(g) = &tree {
+                let mut group = proc_macro2::Group::new(g.delimiter(), respan(g.stream(), span));
+                group.set_span(span);
+                tree = proc_macro2::TokenTree::Group(group);
+            } else {
+                tree.set_span(span);
+            }
+            tree
+        })
+        .collect()
 }
 
 fn lit(value: &str) -> LitStr {
@@ -171,7 +189,7 @@ impl<'a> ServiceGenerator<'a> {
             impl<T> ::core::clone::Clone for #server_ident<T> {
                 fn clone(&self) -> Self {
                     Self {
-                        inner: ::std::sync::Arc::clone(&self.inner),
+                        inner: <::std::sync::Arc<T> as ::core::clone::Clone>::clone(&self.inner),
                     }
                 }
             }
@@ -261,19 +279,22 @@ impl<'a> ServiceGenerator<'a> {
             Item::Trait(_) => {
                 let trait_ident = &self.service.ident;
                 (
-                    quote!(::std::sync::Arc::clone(&self.inner)),
-                    quote!(::std::sync::Arc::clone(&#service_var)),
+                    quote!(<::std::sync::Arc<T> as ::core::clone::Clone>::clone(
+                        &self.inner
+                    )),
+                    quote!(<::std::sync::Arc<T> as ::core::clone::Clone>::clone(&#service_var)),
                     quote!(<T as #trait_ident>::#ident),
                     quote!(&*#service_var),
                 )
             }
             Item::Impl(item) => {
+                // One clone of the service per handler; each request shares it through an `Arc`.
                 let clone = quote_spanned!(item.self_ty.span()=> ::core::clone::Clone::clone(self));
                 (
-                    clone,
-                    quote!(::core::clone::Clone::clone(&#service_var)),
+                    quote!(::std::sync::Arc::new(#clone)),
+                    quote!(<::std::sync::Arc<Self> as ::core::clone::Clone>::clone(&#service_var)),
                     quote!(Self::#ident),
-                    quote!(&#service_var),
+                    quote!(&*#service_var),
                 )
             }
         };
@@ -314,29 +335,41 @@ impl<'a> ServiceGenerator<'a> {
         };
         let (register, context_ty, target) = match &method.kind {
             Kind::Action { name } => (
-                quote_spanned!(ident.span()=> #codegen::LifecycleContext::register_action),
+                respan(
+                    quote!(#codegen::LifecycleContext::register_action),
+                    ident.span(),
+                ),
                 quote!(#codegen::RequestContext),
                 lit(name),
             ),
             Kind::Subscribe { topic } => (
-                quote_spanned!(ident.span()=> #codegen::LifecycleContext::subscribe),
+                respan(quote!(#codegen::LifecycleContext::subscribe), ident.span()),
                 quote!(#codegen::EventContext),
                 topic.clone(),
             ),
+        };
+        // Spanned at the method so that "future is not `Send`" points at it.
+        let handler = quote_spanned! {ident.span()=>
+            async move {
+                #(#bindings)*
+                #fn_path(#receiver, #(#call_args),*).await
+            }
+        };
+        let closure = quote_spanned! {ident.span()=>
+            move |#request_pat: #request_ty, #context_pat: #context_ty| {
+                let #service_var = #reshare;
+                #handler
+            }
+        };
+        let call = quote_spanned! {ident.span()=>
+            #register(#ctx, #target, #closure).await?;
         };
         let cfgs = &method.cfgs;
         quote! {
             #(#cfgs)*
             {
                 let #service_var = #share;
-                #register(#ctx, #target, move |#request_pat: #request_ty, #context_pat: #context_ty| {
-                    let #service_var = #reshare;
-                    async move {
-                        #(#bindings)*
-                        #fn_path(#receiver, #(#call_args),*).await
-                    }
-                })
-                .await?;
+                #call
             }
         }
     }
@@ -506,43 +539,58 @@ impl<'a> ServiceGenerator<'a> {
             let ty = &f.ty;
             quote!(#ident: #ty)
         });
-        let build = match method.payload(&self.service.ident) {
-            Payload::Unit => quote!(()),
-            Payload::Direct(f) => f.ident.to_token_stream(),
+        let (build, request_ty, request_span) = match method.payload(&self.service.ident) {
+            Payload::Unit => (quote!(()), quote!(()), Span::call_site()),
+            Payload::Direct(f) => (
+                f.ident.to_token_stream(),
+                f.ty.to_token_stream(),
+                f.ty.span(),
+            ),
             Payload::Synthesized(struct_name) => {
                 let fields = method.fields().map(|f| {
                     let ident = &f.ident;
                     let value = self.encode_enum(f);
                     quote!(#ident: #value)
                 });
-                quote!(#struct_name { #(#fields),* })
+                (
+                    quote!(#struct_name { #(#fields),* }),
+                    struct_name.to_token_stream(),
+                    Span::call_site(),
+                )
             }
         };
         let ident = &method.ident;
         let ret = &method.ret;
         let docs = &method.docs;
         let cfgs = &method.cfgs;
+        let allows = &method.allows;
         let call_doc = lit(&format!("Calls the action `{}`.", full_path.value()));
         let separator = if docs.is_empty() {
             quote!()
         } else {
             quote!(#[doc = ""])
         };
-        let request_with = quote_spanned!(ret.span()=> #codegen::Node::request_with);
+        // `Node::request_with`, in two steps so that a type that is not a message is reported
+        // at the parameter or at the return type.
+        let new_value = respan(quote!(#codegen::Value::new::<#request_ty>), request_span);
+        let into_typed = respan(quote!(#codegen::Value::into_typed::<#ret>), ret.span());
+        let response = local("response");
         quote! {
             #(#cfgs)*
             #(#docs)*
             #separator
             #[doc = #call_doc]
+            #(#allows)*
             #vis async fn #ident(&self, #(#params),*) -> #codegen::Result<#ret> {
-                let #request = #build;
-                #request_with(
+                let #request = #new_value(#build);
+                let #response = #codegen::Node::request_value(
                     &self.node,
                     #full_path,
                     #request,
                     ::core::clone::Clone::clone(&self.options),
                 )
-                .await
+                .await?;
+                #into_typed(#response)
             }
         }
     }
@@ -602,7 +650,9 @@ fn prost_attr(f: &Field) -> TokenStream {
             let value = match &f.field.elem {
                 Elem::Scalar(s) => s.prost_name().to_owned(),
                 Elem::Message { .. } => "message".to_owned(),
-                Elem::Enum { ty, .. } => format!("enumeration({})", type_string(ty)),
+                // An enum is an `int32` on the wire. Not telling prost-derive it is an enum keeps
+                // its output free of the prelude-dependent code it generates for enums.
+                Elem::Enum { .. } => "int32".to_owned(),
             };
             let spec = lit(&format!("{}, {value}", key.prost_name()));
             return quote!(#kind = #spec, tag = #tag);
@@ -611,16 +661,9 @@ fn prost_attr(f: &Field) -> TokenStream {
     let kind = match &f.field.elem {
         Elem::Scalar(s) => s.prost_attr(),
         Elem::Message { .. } => quote!(message),
-        Elem::Enum { ty, .. } => {
-            let ty = lit(&type_string(ty));
-            quote!(enumeration = #ty)
-        }
+        Elem::Enum { .. } => quote!(int32),
     };
     quote!(#kind, #label tag = #tag)
-}
-
-fn type_string(ty: &Type) -> String {
-    ty.to_token_stream().to_string().replace(' ', "")
 }
 
 impl ToTokens for ServiceGenerator<'_> {

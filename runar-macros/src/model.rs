@@ -34,6 +34,12 @@ impl Errors {
         self.push(syn::Error::new(span, message));
     }
 
+    /// An error covering all of `tokens` (on stable Rust, `Spanned::span` is only the first
+    /// token).
+    pub(crate) fn push_spanned(&mut self, tokens: impl ToTokens, message: impl std::fmt::Display) {
+        self.push(syn::Error::new_spanned(tokens, message));
+    }
+
     pub(crate) fn into_result(self) -> syn::Result<()> {
         self.0.map_or(Ok(()), Err)
     }
@@ -74,6 +80,8 @@ pub(crate) struct Method {
     pub(crate) ret_kind: ReturnKind,
     pub(crate) docs: Vec<Attribute>,
     pub(crate) cfgs: Vec<Attribute>,
+    /// `#[allow(..)]`s, repeated on the client method.
+    pub(crate) allows: Vec<Attribute>,
 }
 
 pub(crate) enum Kind {
@@ -89,7 +97,7 @@ pub(crate) enum Arg {
     /// context, not part of the message.
     Context,
     /// A message field.
-    Field(Field),
+    Field(Box<Field>),
 }
 
 pub(crate) struct Field {
@@ -116,7 +124,7 @@ pub(crate) enum Payload<'a> {
 impl Method {
     pub(crate) fn fields(&self) -> impl Iterator<Item = &Field> {
         self.args.iter().filter_map(|a| match a {
-            Arg::Field(f) => Some(f),
+            Arg::Field(f) => Some(&**f),
             Arg::Context => None,
         })
     }
@@ -164,16 +172,16 @@ impl Service {
         errors: &mut Errors,
     ) -> Service {
         if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
-            errors.push_new(
-                item.generics.span(),
+            errors.push_spanned(
+                &item.generics,
                 "a runar service trait cannot be generic; remove the generic parameters",
             );
         }
         let mut methods = Vec::new();
         for trait_item in &mut item.items {
             let TraitItem::Fn(f) = trait_item else {
-                errors.push_new(
-                    trait_item.span(),
+                errors.push_spanned(
+                    &*trait_item,
                     "a runar service trait holds only `async fn` methods; move this item elsewhere",
                 );
                 continue;
@@ -209,8 +217,8 @@ impl Service {
 
     pub(crate) fn from_impl(args: ServiceArgs, mut item: ItemImpl, errors: &mut Errors) -> Service {
         if let Some((_, path, _)) = &item.trait_ {
-            errors.push_new(
-                path.span(),
+            errors.push_spanned(
+                path,
                 "`#[runar::service]` goes on a trait or on an inherent impl block \
                  (`impl Calc { .. }`), not on a trait impl",
             );
@@ -220,8 +228,8 @@ impl Service {
             None => None,
         };
         let ident = ident.unwrap_or_else(|| {
-            errors.push_new(
-                item.self_ty.span(),
+            errors.push_spanned(
+                &item.self_ty,
                 "`#[runar::service]` needs a named type here (`impl Calc { .. }`)",
             );
             Ident::new("Service", item.self_ty.span())
@@ -342,18 +350,18 @@ fn read_method(
         errors.push_new(u.span, "a service method cannot be `unsafe`".to_owned());
     }
     if let Some(abi) = &sig.abi {
-        errors.push_new(abi.span(), "a service method cannot be `extern`".to_owned());
+        errors.push_spanned(abi, "a service method cannot be `extern`".to_owned());
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-        errors.push_new(
-            sig.generics.span(),
+        errors.push_spanned(
+            &sig.generics,
             "runar service methods cannot be generic: every parameter becomes a protobuf \
              field of one fixed type; remove the generic parameters"
                 .to_owned(),
         );
     }
     if let Some(v) = &sig.variadic {
-        errors.push_new(v.span(), "a service method cannot be variadic".to_owned());
+        errors.push_spanned(v, "a service method cannot be variadic".to_owned());
     }
 
     let kind = match role {
@@ -366,9 +374,8 @@ fn read_method(
                 errors.push_new(
                     span,
                     format!(
-                        "action name `{name}` is not snake_case: an action maps to the rpc \
-                         `{}` and back, so use lowercase words joined by `_` (`get_item`)",
-                        camel_case(&name)
+                        "action name `{name}` is not snake_case: use lowercase words joined by \
+                         `_`, like `get_item` (an action maps to an rpc: `get_item` is `GetItem`)"
                     ),
                 );
             }
@@ -387,9 +394,8 @@ fn read_method(
     match inputs.next() {
         Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_none() => {}
         Some(FnArg::Receiver(r)) => {
-            let span = r.span();
-            errors.push_new(
-                span,
+            errors.push_spanned(
+                &*r,
                 "runar service methods take `&self` (a service serves concurrent requests); \
                  use `&self`"
                     .to_owned(),
@@ -425,8 +431,8 @@ fn read_method(
         let ident = match &*pt.pat {
             Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => p.ident.clone(),
             other => {
-                errors.push_new(
-                    other.span(),
+                errors.push_spanned(
+                    other,
                     "name this parameter with a plain identifier: it names a protobuf field"
                         .to_owned(),
                 );
@@ -436,8 +442,8 @@ fn read_method(
         let context_type = types::last_segment(&pt.ty).map(|(name, _, _)| name);
         if context_type.as_deref() == Some(context_name) {
             if has_context {
-                errors.push_new(
-                    pt.ty.span(),
+                errors.push_spanned(
+                    &pt.ty,
                     format!("one `{context_name}` parameter is enough; remove this one"),
                 );
             }
@@ -446,8 +452,8 @@ fn read_method(
             continue;
         }
         if context_type.as_deref() == Some(other_context) {
-            errors.push_new(
-                pt.ty.span(),
+            errors.push_spanned(
+                &pt.ty,
                 format!(
                     "{} receive a `{context_name}`, not a `{other_context}`",
                     if is_action {
@@ -462,12 +468,12 @@ fn read_method(
         match types::classify_param(&pt.ty, &options) {
             Ok(field) => {
                 tag += 1;
-                args.push(Arg::Field(Field {
+                args.push(Arg::Field(Box::new(Field {
                     ident,
                     ty: (*pt.ty).clone(),
                     field,
                     tag,
-                }));
+                })));
             }
             Err(e) => errors.push(e),
         }
@@ -477,12 +483,12 @@ fn read_method(
         ReturnType::Type(_, ty) => match result_ok_type(ty) {
             Some(ret) => ret,
             None => {
-                errors.push_new(
-                    ty.span(),
+                errors.push_spanned(
+                    ty,
                     format!(
                         "runar service methods return `runar::Result<T>`; write \
                          `runar::Result<{}>`",
-                        ty.to_token_stream()
+                        types::display(ty)
                     ),
                 );
                 return None;
@@ -507,8 +513,8 @@ fn read_method(
         }
     } else {
         if !matches!(types::peel(&ret), Type::Tuple(t) if t.elems.is_empty()) {
-            errors.push_new(
-                ret.span(),
+            errors.push_spanned(
+                &ret,
                 "a subscription returns `runar::Result<()>`; publish a result as an event instead"
                     .to_owned(),
             );
@@ -524,6 +530,7 @@ fn read_method(
         ret_kind,
         docs: args::docs(attrs),
         cfgs: args::cfgs(attrs),
+        allows: args::allows(attrs),
     })
 }
 

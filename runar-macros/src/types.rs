@@ -127,7 +127,7 @@ pub(crate) enum Elem {
     },
     /// A prost enum (carried as `i32`); `ty` is its Rust type.
     Enum {
-        ty: Type,
+        ty: Box<Type>,
         proto: String,
     },
 }
@@ -184,8 +184,27 @@ pub(crate) struct ParamOptions {
 const SUPPORTED: &str = "supported: f64, f32, i32, i64, u32, u64, bool, String, Vec<u8>, \
     Bytes, (), a prost message or enum, and Option<T>, Vec<T>, HashMap<K, V> or BTreeMap<K, V> of those";
 
+/// A type as the user wrote it, for messages: `Vec<f64>`, not `Vec < f64 >`.
+pub(crate) fn display(ty: &dyn ToTokens) -> String {
+    let mut text = ty.to_token_stream().to_string();
+    for (from, to) in [
+        (" < ", "<"),
+        ("< ", "<"),
+        (" <", "<"),
+        (" >", ">"),
+        (" :: ", "::"),
+        (":: ", "::"),
+        (" ,", ","),
+        ("& ", "&"),
+        ("' ", "'"),
+    ] {
+        text = text.replace(from, to);
+    }
+    text
+}
+
 fn unsupported(ty: &dyn ToTokens, why: &str) -> syn::Error {
-    let text = ty.to_token_stream().to_string();
+    let text = display(ty);
     syn::Error::new_spanned(
         ty,
         format!("unsupported parameter type `{text}`: {why}\n({SUPPORTED})"),
@@ -405,7 +424,7 @@ fn classify_elem(ty: &Type, options: &ParamOptions, role: &str) -> syn::Result<E
     }
     if options.enumeration.is_some() {
         Ok(Elem::Enum {
-            ty: peeled.clone(),
+            ty: Box::new(peeled.clone()),
             proto: name,
         })
     } else {
@@ -435,7 +454,7 @@ fn apply_scalar_override(
                 format!(
                     "`{}` applies to an integer parameter, not `{}`",
                     wanted.prost_name(),
-                    ty.to_token_stream()
+                    display(ty)
                 ),
             ));
         }
@@ -463,7 +482,7 @@ fn apply_scalar_override(
             format!(
                 "`{}` encodes a Rust `{rust}`, but this parameter is `{}`",
                 wanted.prost_name(),
-                ty.to_token_stream()
+                display(ty)
             ),
         ));
     }
@@ -491,7 +510,7 @@ pub(crate) fn classify_return(ty: &Type) -> syn::Result<ReturnKind> {
     let field = classify_param(ty, &ParamOptions::default()).map_err(|_| {
         syn::Error::new_spanned(
             ty,
-            format!("unsupported return type `{}`: {hint}", ty.to_token_stream()),
+            format!("unsupported return type `{}`: {hint}", display(ty)),
         )
     })?;
     match (&field.shape, &field.elem) {
@@ -502,7 +521,7 @@ pub(crate) fn classify_return(ty: &Type) -> syn::Result<ReturnKind> {
         (Shape::Single, Elem::Message { proto }) => Ok(ReturnKind::Message(proto.clone())),
         _ => Err(syn::Error::new_spanned(
             ty,
-            format!("unsupported return type `{}`: {hint}", ty.to_token_stream()),
+            format!("unsupported return type `{}`: {hint}", display(ty)),
         )),
     }
 }
