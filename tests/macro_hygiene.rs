@@ -75,6 +75,9 @@ pub trait Hygiene {
         #[runar(enumeration)] value: ::core::option::Option<Level>,
         #[runar(enumeration)] key: ::std::collections::HashMap<::std::string::String, Level>,
     ) -> ::runar::Result<f64>;
+
+    #[subscribe("hygiene/ticks")]
+    async fn on_tick(&self, request: u64, service: u64) -> ::runar::Result<()>;
 }
 
 struct Impl;
@@ -102,6 +105,11 @@ impl Hygiene for Impl {
     ) -> ::runar::Result<f64> {
         let enums = (raw.len() + value.map_or(0, |_| 1) + key.len()) as f64;
         ::core::result::Result::Ok(request + context + service + ctx + arg0 + out + enums)
+    }
+
+    async fn on_tick(&self, request: u64, service: u64) -> ::runar::Result<()> {
+        let _ = (request, service);
+        ::core::result::Result::Ok(())
     }
 }
 

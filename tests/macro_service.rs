@@ -149,6 +149,13 @@ impl Calc {
         Ok(())
     }
 
+    /// Configured out: neither served nor a client method.
+    #[cfg(any())]
+    #[action]
+    async fn never(&self, x: NotEvenAType) -> runar::Result<()> {
+        Ok(())
+    }
+
     #[subscribe("math/computed")]
     async fn on_computed(&self, v: f64) -> runar::Result<()> {
         let _ = self.events.send(v);
@@ -158,6 +165,23 @@ impl Calc {
     /// Neither an action nor a subscription: left alone.
     fn helper(&self) -> u8 {
         7
+    }
+}
+
+/// A generic impl block: the handlers are generic, the messages are not.
+#[derive(Clone)]
+struct Store<S> {
+    prefix: S,
+}
+
+#[runar::service(path = "store")]
+impl<S> Store<S>
+where
+    S: AsRef<str> + Clone + Send + Sync + 'static,
+{
+    #[action]
+    async fn label(&self, n: u32) -> runar::Result<String> {
+        Ok(format!("{}-{n}", self.prefix.as_ref()))
     }
 }
 
@@ -211,6 +235,7 @@ async fn node_with_services() -> (Node, mpsc::UnboundedReceiver<f64>) {
     let (events, received) = mpsc::unbounded_channel();
     node.add_service(MathServer::new(MathImpl)).await.unwrap();
     node.add_service(Calc { events }).await.unwrap();
+    node.add_service(Store { prefix: "item" }).await.unwrap();
     node.start().await.unwrap();
     (node, received)
 }
@@ -257,6 +282,10 @@ async fn impl_form_serves_and_client_calls() {
         .await
         .unwrap();
     assert_eq!(reply, StatsReply { count: 2, sum: 5.0 });
+    assert_eq!(
+        StoreClient::new(node.clone()).label(7).await.unwrap(),
+        "item-7"
+    );
     // Methods without #[action] stay plain methods.
     let (events, _) = mpsc::unbounded_channel();
     assert_eq!(Calc { events }.helper(), 7);
@@ -311,8 +340,10 @@ async fn subscription_receives_published_events() {
         .expect("the subscription did not receive the event within 5s")
         .unwrap();
     assert_eq!(v, 3.0);
-    // Subscriptions are not client methods and not actions.
+    // Subscriptions are not client methods and not actions; configured-out methods are not
+    // served.
     assert!(!node.actions().iter().any(|a| a.contains("on_computed")));
+    assert!(!node.actions().iter().any(|a| a.contains("never")));
     node.stop().await.unwrap();
 }
 
@@ -479,10 +510,12 @@ fn schema_describes_messages_and_rpcs() {
     let file = FileDescriptorProto::decode(Calc { events }.schema().unwrap()).unwrap();
     assert_eq!(file.package(), "calc");
     let names: Vec<&str> = file.service[0].method.iter().map(|m| m.name()).collect();
+    // The schema is built when the macro expands, before `#[cfg]` is evaluated: a configured-out
+    // method is still listed (documented).
     assert_eq!(
         names,
         [
-            "Add", "Plus", "Double", "Echo", "Stats", "Ping", "Bytes", "Slow"
+            "Add", "Plus", "Double", "Echo", "Stats", "Ping", "Bytes", "Slow", "Never"
         ]
     );
     let echo = file

@@ -55,6 +55,7 @@ use crate::model::{Errors, Service};
 ///
 /// Every method of the trait is an action. `#[action("name")]` gives a method another action
 /// name; `#[subscribe("topic")]` makes it a subscription instead (the server subscribes it).
+/// A method may have a default body (`async fn f(&self) -> runar::Result<()> { .. }`).
 ///
 /// # On an impl block
 ///
@@ -80,8 +81,9 @@ use crate::model::{Errors, Service};
 ///
 /// generates `impl runar::AbstractService for Calc` and `CalcClient` (one method per
 /// `#[action]`; subscriptions have no client method). The type must be
-/// `Clone + Send + Sync + 'static`: each handler holds a clone of it (wrap shared state in an
-/// `Arc`). Methods without `#[action]` or `#[subscribe]` are left as they are.
+/// `Clone + Send + Sync + 'static`: each handler holds one clone of it, shared by its requests
+/// (wrap state that all handlers must see in an `Arc`). Methods without `#[action]` or
+/// `#[subscribe]` are left as they are. The description defaults to the impl block's docs.
 ///
 /// # Arguments
 ///
@@ -99,7 +101,21 @@ use crate::model::{Errors, Service};
 /// A handler is an `async fn` taking `&self`, not generic, returning `runar::Result<T>`. It may
 /// take a `runar::RequestContext` parameter (a `runar::EventContext` for a subscription) to see
 /// the deadline, the caller and path parameters; the context is not part of the message and
-/// the client method does not take it. Every other parameter is a protobuf field.
+/// the client method does not take it (a parameter is a context when the last segment of its
+/// type is `RequestContext` or `EventContext`). Every other parameter is a protobuf field,
+/// named by a plain identifier.
+///
+/// An action name is snake_case (`get_item`; it maps to the rpc `GetItem` and back) and unique
+/// in the service. The client's own methods `new`, `with_timeout` and `node` cannot be action
+/// method names (rename the method, keep the action name with `#[action("new")]`).
+///
+/// `#[allow(..)]` on a method is repeated on its client method; `#[cfg(..)]` applies to its
+/// handler, client method and message, but the schema, built when the macro expands, still
+/// lists the rpc.
+///
+/// A subscription returns `runar::Result<()>`; its parameters form the event message by the
+/// same rule as an action's request (one `f64` parameter receives an event published as
+/// `node.publish("math/computed", 3.0f64)`).
 ///
 /// # Wire format
 ///
@@ -134,12 +150,21 @@ use crate::model::{Errors, Service};
 /// | `Option<T>` | proto3 `optional T` (a plain field for a message `T`) |
 /// | `Vec<T>` | `repeated T` |
 /// | `HashMap<K, V>`, `BTreeMap<K, V>` | `map<K, V>` (integer, `bool` or `String` keys) |
-/// | `#[runar(enumeration)] E` (also inside `Option`, `Vec`, map values) | `E`, a prost enum: an `i32` on the wire; an unknown value fails the request with `InvalidArgument` |
+/// | `#[runar(enumeration)] E` (also `Option<E>`, `Vec<E>`, map values) | the prost enum `E` (an `int32` on the wire; the generated message holds an `i32`); an unknown value fails the request with `InvalidArgument` |
 /// | `()` | `google.protobuf.Empty` |
 /// | any other path type without generic arguments | a prost message |
 ///
-/// Anything else (references, tuples, arrays, slices, `impl Trait`, `Box`, generics, 8- and
-/// 16-bit integers, `usize`) is a compile error at the parameter's type.
+/// A prost enum cannot be told from a message by its name, hence `#[runar(enumeration)]`; the
+/// parameter keeps its enum type and the generated code converts. Anything else (references,
+/// tuples, arrays, slices, `impl Trait`, `Box`, generic types, 8- and 16-bit integers, `usize`,
+/// `Option<Vec<T>>`, `Vec<Vec<T>>`) is a compile error at the parameter's type.
+///
+/// # Hygiene
+///
+/// Generated code names only `::runar::codegen::*`, `::core` and `::std` (never the prelude), and
+/// its local variables cannot collide with parameter names. The user's crate needs no direct
+/// `prost` dependency: the messages derive `::runar::codegen::prost::Message` with
+/// `#[prost(prost_path = "::runar::codegen::prost")]`.
 ///
 /// # Schema
 ///

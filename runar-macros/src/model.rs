@@ -194,7 +194,7 @@ impl Service {
                     continue;
                 }
             };
-            if let Some(m) = read_method(&mut f.sig, &f.attrs, role, errors) {
+            if let Some(m) = read_method(&mut f.sig, &f.attrs, role, &[], errors) {
                 methods.push(m);
             }
         }
@@ -234,6 +234,11 @@ impl Service {
             );
             Ident::new("Service", item.self_ty.span())
         });
+        let generic_types: Vec<Ident> = item
+            .generics
+            .type_params()
+            .map(|p| p.ident.clone())
+            .collect();
         let mut methods = Vec::new();
         for impl_item in &mut item.items {
             let ImplItem::Fn(f) = impl_item else {
@@ -247,7 +252,7 @@ impl Service {
                     continue;
                 }
             };
-            if let Some(m) = read_method(&mut f.sig, &f.attrs, role, errors) {
+            if let Some(m) = read_method(&mut f.sig, &f.attrs, role, &generic_types, errors) {
                 methods.push(m);
             }
         }
@@ -334,6 +339,7 @@ fn read_method(
     sig: &mut Signature,
     attrs: &[Attribute],
     role: Role,
+    generic_types: &[Ident],
     errors: &mut Errors,
 ) -> Option<Method> {
     let errors_before = errors.count();
@@ -465,6 +471,17 @@ fn read_method(
             );
             continue;
         }
+        if let Some(generic) = generic_types.iter().find(|g| mentions(&pt.ty, g)) {
+            errors.push_spanned(
+                &pt.ty,
+                format!(
+                    "unsupported parameter type `{}`: the impl's generic type `{generic}` has no \
+                     fixed protobuf form; use a concrete type",
+                    types::display(&pt.ty)
+                ),
+            );
+            continue;
+        }
         match types::classify_param(&pt.ty, &options) {
             Ok(field) => {
                 tag += 1;
@@ -532,6 +549,18 @@ fn read_method(
         cfgs: args::cfgs(attrs),
         allows: args::allows(attrs),
     })
+}
+
+/// True when `ty` names the identifier `ident` anywhere.
+fn mentions(ty: &Type, ident: &Ident) -> bool {
+    fn walk(tokens: proc_macro2::TokenStream, ident: &Ident) -> bool {
+        tokens.into_iter().any(|tree| match tree {
+            proc_macro2::TokenTree::Ident(i) => i == *ident,
+            proc_macro2::TokenTree::Group(g) => walk(g.stream(), ident),
+            _ => false,
+        })
+    }
+    walk(ty.to_token_stream(), ident)
 }
 
 /// `T` in `Result<T>` / `runar::Result<T>` / `Result<T, E>`.

@@ -6,4 +6,17 @@ trait Math {
     async fn nested(&self, rows: Vec<Vec<f64>>) -> runar::Result<u32>;
 }
 
+#[derive(Clone)]
+struct Store<S> {
+    items: S,
+}
+
+#[runar::service(path = "store")]
+impl<S: Clone + Send + Sync + 'static> Store<S> {
+    #[action]
+    async fn put(&self, _item: Vec<S>) -> runar::Result<()> {
+        Ok(())
+    }
+}
+
 fn main() {}
