@@ -1,0 +1,654 @@
+//! The service model: what the macro read from the trait or impl block, checked.
+
+use proc_macro2::Span;
+use quote::{ToTokens, format_ident};
+use syn::ext::IdentExt;
+use syn::spanned::Spanned;
+use syn::{
+    Attribute, FnArg, Ident, ImplItem, ItemImpl, ItemTrait, LitStr, Pat, Path, ReturnType,
+    Signature, TraitItem, Type, Visibility,
+};
+
+use crate::args::{self, Role, ServiceArgs};
+use crate::types::{self, FieldType, ReturnKind};
+
+/// Collects errors so that one expansion reports every mistake at once.
+#[derive(Default)]
+pub(crate) struct Errors(Option<syn::Error>, usize);
+
+impl Errors {
+    pub(crate) fn push(&mut self, e: syn::Error) {
+        self.1 += 1;
+        match &mut self.0 {
+            Some(all) => all.combine(e),
+            None => self.0 = Some(e),
+        }
+    }
+
+    /// How many errors were pushed.
+    pub(crate) fn count(&self) -> usize {
+        self.1
+    }
+
+    pub(crate) fn push_new(&mut self, span: Span, message: impl std::fmt::Display) {
+        self.push(syn::Error::new(span, message));
+    }
+
+    /// An error covering all of `tokens` (on stable Rust, `Spanned::span` is only the first
+    /// token).
+    pub(crate) fn push_spanned(&mut self, tokens: impl ToTokens, message: impl std::fmt::Display) {
+        self.push(syn::Error::new_spanned(tokens, message));
+    }
+
+    pub(crate) fn into_result(self) -> syn::Result<()> {
+        self.0.map_or(Ok(()), Err)
+    }
+}
+
+/// The annotated item, after the macro's helper attributes were taken out of it.
+pub(crate) enum Item {
+    Trait(ItemTrait),
+    Impl(ItemImpl),
+}
+
+/// A service read from a trait or an impl block.
+pub(crate) struct Service {
+    pub(crate) item: Item,
+    /// `Math` for `trait Math`, `Calc` for `impl Calc`.
+    pub(crate) ident: Ident,
+    /// The visibility of the generated items.
+    pub(crate) vis: Visibility,
+    /// The service path (`math`).
+    pub(crate) path: String,
+    pub(crate) name: String,
+    pub(crate) version: Option<String>,
+    pub(crate) description: String,
+    /// The path of the runar facade (`::runar`).
+    pub(crate) krate: Path,
+    pub(crate) methods: Vec<Method>,
+}
+
+/// One action or subscription.
+pub(crate) struct Method {
+    /// The Rust method name.
+    pub(crate) ident: Ident,
+    pub(crate) kind: Kind,
+    /// The parameters after `&self`, in order.
+    pub(crate) args: Vec<Arg>,
+    /// The `T` of `runar::Result<T>`.
+    pub(crate) ret: Type,
+    pub(crate) ret_kind: ReturnKind,
+    pub(crate) docs: Vec<Attribute>,
+    pub(crate) cfgs: Vec<Attribute>,
+    /// `#[allow(..)]`s, repeated on the client method.
+    pub(crate) allows: Vec<Attribute>,
+}
+
+pub(crate) enum Kind {
+    /// An action; `name` is its last path segment (`add` in `math/add`).
+    Action { name: String },
+    /// A subscription to `topic`.
+    Subscribe { topic: LitStr },
+}
+
+/// One parameter after `&self`.
+pub(crate) enum Arg {
+    /// `ctx: RequestContext` (actions) or `ctx: EventContext` (subscriptions): the handler's
+    /// context, not part of the message.
+    Context,
+    /// A message field.
+    Field(Box<Field>),
+}
+
+pub(crate) struct Field {
+    /// The parameter's name, which names the field.
+    pub(crate) ident: Ident,
+    /// The parameter's type as written.
+    pub(crate) ty: Type,
+    pub(crate) field: FieldType,
+    /// The field number: the parameter's position among the message parameters, from 1.
+    pub(crate) tag: u32,
+}
+
+/// How a method's parameters travel.
+pub(crate) enum Payload<'a> {
+    /// No parameters: `()`, an empty message.
+    Unit,
+    /// One parameter whose Rust type is itself a prost message with the right encoding (a
+    /// message, or a scalar prost wraps as field 1): sent as itself.
+    Direct(&'a Field),
+    /// A generated message with one field per parameter.
+    Synthesized(Ident),
+}
+
+impl Method {
+    pub(crate) fn fields(&self) -> impl Iterator<Item = &Field> {
+        self.args.iter().filter_map(|a| match a {
+            Arg::Field(f) => Some(&**f),
+            Arg::Context => None,
+        })
+    }
+
+    pub(crate) fn is_action(&self) -> bool {
+        matches!(self.kind, Kind::Action { .. })
+    }
+
+    /// The rpc name in the schema (`Add` for the action `add`), or for a subscription the
+    /// CamelCase method name.
+    pub(crate) fn camel_name(&self) -> String {
+        match &self.kind {
+            Kind::Action { name } => camel_case(name),
+            Kind::Subscribe { .. } => camel_case(&self.ident.unraw().to_string()),
+        }
+    }
+
+    /// The name of the message that carries the parameters (`AddRequest`, `OnComputedEvent`).
+    pub(crate) fn message_name(&self) -> String {
+        let suffix = if self.is_action() { "Request" } else { "Event" };
+        format!("{}{suffix}", self.camel_name())
+    }
+
+    pub(crate) fn payload(&self, service: &Ident) -> Payload<'_> {
+        let mut fields = self.fields();
+        match (fields.next(), fields.next()) {
+            (None, _) => Payload::Unit,
+            (Some(f), None) if f.field.is_direct_payload() => Payload::Direct(f),
+            _ => Payload::Synthesized(format_ident!(
+                "{}{}",
+                service.unraw(),
+                self.message_name(),
+                span = self.ident.span()
+            )),
+        }
+    }
+}
+
+const RESERVED_CLIENT_METHODS: [&str; 3] = ["new", "with_timeout", "node"];
+
+impl Service {
+    pub(crate) fn from_trait(
+        args: ServiceArgs,
+        mut item: ItemTrait,
+        errors: &mut Errors,
+    ) -> Service {
+        if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
+            errors.push_spanned(
+                &item.generics,
+                "a runar service trait cannot be generic; remove the generic parameters",
+            );
+        }
+        let mut methods = Vec::new();
+        for trait_item in &mut item.items {
+            let TraitItem::Fn(f) = trait_item else {
+                errors.push_spanned(
+                    &*trait_item,
+                    "a runar service trait holds only `async fn` methods; move this item elsewhere",
+                );
+                continue;
+            };
+            let role = match args::take_role(&mut f.attrs) {
+                Ok(Some((role, _))) => role,
+                Ok(None) => Role::Action { name: None },
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            if let Some(m) = read_method(&mut f.sig, &f.attrs, role, &[], errors) {
+                methods.push(m);
+            }
+        }
+        let ident = item.ident.clone();
+        let vis = args.vis.clone().unwrap_or_else(|| item.vis.clone());
+        let description = args
+            .description
+            .clone()
+            .unwrap_or_else(|| args::doc_summary(&item.attrs));
+        Service::finish(
+            args,
+            Item::Trait(item),
+            ident,
+            vis,
+            description,
+            methods,
+            errors,
+        )
+    }
+
+    pub(crate) fn from_impl(args: ServiceArgs, mut item: ItemImpl, errors: &mut Errors) -> Service {
+        if let Some((_, path, _)) = &item.trait_ {
+            errors.push_spanned(
+                path,
+                "`#[runar::service]` goes on a trait or on an inherent impl block \
+                 (`impl Calc { .. }`), not on a trait impl",
+            );
+        }
+        let ident = match types::last_segment(&item.self_ty) {
+            Some((_, _, p)) => p.path.segments.last().map(|s| s.ident.clone()),
+            None => None,
+        };
+        let ident = ident.unwrap_or_else(|| {
+            errors.push_spanned(
+                &item.self_ty,
+                "`#[runar::service]` needs a named type here (`impl Calc { .. }`)",
+            );
+            Ident::new("Service", item.self_ty.span())
+        });
+        let generic_types: Vec<Ident> = item
+            .generics
+            .type_params()
+            .map(|p| p.ident.clone())
+            .collect();
+        let mut methods = Vec::new();
+        for impl_item in &mut item.items {
+            let ImplItem::Fn(f) = impl_item else {
+                continue;
+            };
+            let role = match args::take_role(&mut f.attrs) {
+                Ok(Some((role, _))) => role,
+                Ok(None) => continue,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            if let Some(m) = read_method(&mut f.sig, &f.attrs, role, &generic_types, errors) {
+                methods.push(m);
+            }
+        }
+        let vis = args.vis.clone().unwrap_or_else(|| syn::parse_quote!(pub));
+        let description = args
+            .description
+            .clone()
+            .unwrap_or_else(|| args::doc_summary(&item.attrs));
+        Service::finish(
+            args,
+            Item::Impl(item),
+            ident,
+            vis,
+            description,
+            methods,
+            errors,
+        )
+    }
+
+    fn finish(
+        args: ServiceArgs,
+        item: Item,
+        ident: Ident,
+        vis: Visibility,
+        description: String,
+        methods: Vec<Method>,
+        errors: &mut Errors,
+    ) -> Service {
+        let path = match &args.path {
+            Some(lit) => {
+                let path = lit.value();
+                if let Err(why) = check_service_path(&path) {
+                    errors.push_new(lit.span(), why);
+                }
+                path
+            }
+            None => snake_case(&ident.unraw().to_string()),
+        };
+        // Two actions may not share a name: the second would replace the first.
+        let mut seen: Vec<(&str, &Ident)> = Vec::new();
+        for m in &methods {
+            if let Kind::Action { name } = &m.kind {
+                if let Some((_, first)) = seen.iter().find(|(n, _)| n == name) {
+                    errors.push_new(
+                        m.ident.span(),
+                        format!(
+                            "duplicate action name `{name}`: `{first}` is already the action \
+                             `{path}/{name}`; give one of them another name with \
+                             `#[action(\"other_name\")]`"
+                        ),
+                    );
+                } else {
+                    seen.push((name, &m.ident));
+                }
+                let client_name = m.ident.unraw().to_string();
+                if RESERVED_CLIENT_METHODS.contains(&client_name.as_str()) {
+                    errors.push_new(
+                        m.ident.span(),
+                        format!(
+                            "method name conflicts with the generated `{ident}Client::{client_name}`; \
+                             rename the method (the action name can stay: \
+                             `#[action(\"{client_name}\")]`)"
+                        ),
+                    );
+                }
+            }
+        }
+        Service {
+            item,
+            name: args.name.unwrap_or_else(|| ident.unraw().to_string()),
+            ident,
+            vis,
+            path,
+            version: args.version,
+            description,
+            krate: args.krate.unwrap_or_else(|| syn::parse_quote!(::runar)),
+            methods,
+        }
+    }
+}
+
+/// Reads and checks one method. Takes `#[runar(...)]` out of its parameters.
+fn read_method(
+    sig: &mut Signature,
+    attrs: &[Attribute],
+    role: Role,
+    generic_types: &[Ident],
+    errors: &mut Errors,
+) -> Option<Method> {
+    let errors_before = errors.count();
+    if sig.asyncness.is_none() {
+        errors.push_new(
+            sig.fn_token.span,
+            "runar service methods must be `async fn`; add `async`".to_owned(),
+        );
+    }
+    if let Some(c) = &sig.constness {
+        errors.push_new(c.span, "a service method cannot be `const`".to_owned());
+    }
+    if let Some(u) = &sig.unsafety {
+        errors.push_new(u.span, "a service method cannot be `unsafe`".to_owned());
+    }
+    if let Some(abi) = &sig.abi {
+        errors.push_spanned(abi, "a service method cannot be `extern`".to_owned());
+    }
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        errors.push_spanned(
+            &sig.generics,
+            "runar service methods cannot be generic: every parameter becomes a protobuf \
+             field of one fixed type; remove the generic parameters"
+                .to_owned(),
+        );
+    }
+    if let Some(v) = &sig.variadic {
+        errors.push_spanned(v, "a service method cannot be variadic".to_owned());
+    }
+
+    let kind = match role {
+        Role::Action { name } => {
+            let (name, span) = match name {
+                Some(lit) => (lit.value(), lit.span()),
+                None => (sig.ident.unraw().to_string(), sig.ident.span()),
+            };
+            if snake_case(&camel_case(&name)) != name || name.is_empty() {
+                errors.push_new(
+                    span,
+                    format!(
+                        "action name `{name}` is not snake_case: use lowercase words joined by \
+                         `_`, like `get_item` (an action maps to an rpc: `get_item` is `GetItem`)"
+                    ),
+                );
+            }
+            Kind::Action { name }
+        }
+        Role::Subscribe { topic } => {
+            if topic.value().trim().is_empty() {
+                errors.push_new(topic.span(), "the topic is empty".to_owned());
+            }
+            Kind::Subscribe { topic }
+        }
+    };
+    let is_action = matches!(kind, Kind::Action { .. });
+
+    let mut inputs = sig.inputs.iter_mut();
+    match inputs.next() {
+        Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_none() => {}
+        Some(FnArg::Receiver(r)) => {
+            errors.push_spanned(
+                &*r,
+                "runar service methods take `&self` (a service serves concurrent requests); \
+                 use `&self`"
+                    .to_owned(),
+            );
+        }
+        _ => {
+            errors.push_new(
+                sig.paren_token.span.join(),
+                "runar service methods take `&self`; add `&self` as the first parameter".to_owned(),
+            );
+        }
+    }
+
+    let (context_name, other_context) = if is_action {
+        ("RequestContext", "EventContext")
+    } else {
+        ("EventContext", "RequestContext")
+    };
+    let mut args = Vec::new();
+    let mut tag = 0u32;
+    let mut has_context = false;
+    for input in sig.inputs.iter_mut() {
+        let FnArg::Typed(pt) = input else {
+            continue; // the receiver, checked above
+        };
+        let options = match args::take_param_options(&mut pt.attrs) {
+            Ok(o) => o,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        let ident = match &*pt.pat {
+            Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => p.ident.clone(),
+            other => {
+                errors.push_spanned(
+                    other,
+                    "name this parameter with a plain identifier: it names a protobuf field"
+                        .to_owned(),
+                );
+                continue;
+            }
+        };
+        let context_type = types::last_segment(&pt.ty).map(|(name, _, _)| name);
+        if context_type.as_deref() == Some(context_name) {
+            if has_context {
+                errors.push_spanned(
+                    &pt.ty,
+                    format!("one `{context_name}` parameter is enough; remove this one"),
+                );
+            }
+            has_context = true;
+            args.push(Arg::Context);
+            continue;
+        }
+        if context_type.as_deref() == Some(other_context) {
+            errors.push_spanned(
+                &pt.ty,
+                format!(
+                    "{} receive a `{context_name}`, not a `{other_context}`",
+                    if is_action {
+                        "actions"
+                    } else {
+                        "subscriptions"
+                    }
+                ),
+            );
+            continue;
+        }
+        if let Some(generic) = generic_types.iter().find(|g| mentions(&pt.ty, g)) {
+            errors.push_spanned(
+                &pt.ty,
+                format!(
+                    "unsupported parameter type `{}`: the impl's generic type `{generic}` has no \
+                     fixed protobuf form; use a concrete type",
+                    types::display(&pt.ty)
+                ),
+            );
+            continue;
+        }
+        match types::classify_param(&pt.ty, &options) {
+            Ok(field) => {
+                tag += 1;
+                args.push(Arg::Field(Box::new(Field {
+                    ident,
+                    ty: (*pt.ty).clone(),
+                    field,
+                    tag,
+                })));
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+
+    let ret = match &sig.output {
+        ReturnType::Type(_, ty) => match result_ok_type(ty) {
+            Some(ret) => ret,
+            None => {
+                errors.push_spanned(
+                    ty,
+                    format!(
+                        "runar service methods return `runar::Result<T>`; write \
+                         `runar::Result<{}>`",
+                        types::display(ty)
+                    ),
+                );
+                return None;
+            }
+        },
+        ReturnType::Default => {
+            errors.push_new(
+                sig.paren_token.span.close(),
+                "runar service methods return `runar::Result<T>`; add `-> runar::Result<()>`"
+                    .to_owned(),
+            );
+            return None;
+        }
+    };
+    let ret_kind = if is_action {
+        match types::classify_return(&ret) {
+            Ok(k) => k,
+            Err(e) => {
+                errors.push(e);
+                return None;
+            }
+        }
+    } else {
+        if !matches!(types::peel(&ret), Type::Tuple(t) if t.elems.is_empty()) {
+            errors.push_spanned(
+                &ret,
+                "a subscription returns `runar::Result<()>`; publish a result as an event instead"
+                    .to_owned(),
+            );
+        }
+        ReturnKind::WellKnown(types::EMPTY)
+    };
+
+    (errors.count() == errors_before).then(|| Method {
+        ident: sig.ident.clone(),
+        kind,
+        args,
+        ret,
+        ret_kind,
+        docs: args::docs(attrs),
+        cfgs: args::cfgs(attrs),
+        allows: args::allows(attrs),
+    })
+}
+
+/// True when `ty` names the identifier `ident` anywhere.
+fn mentions(ty: &Type, ident: &Ident) -> bool {
+    fn walk(tokens: proc_macro2::TokenStream, ident: &Ident) -> bool {
+        tokens.into_iter().any(|tree| match tree {
+            proc_macro2::TokenTree::Ident(i) => i == *ident,
+            proc_macro2::TokenTree::Group(g) => walk(g.stream(), ident),
+            _ => false,
+        })
+    }
+    walk(ty.to_token_stream(), ident)
+}
+
+/// `T` in `Result<T>` / `runar::Result<T>` / `Result<T, E>`.
+fn result_ok_type(ty: &Type) -> Option<Type> {
+    let (name, args, _) = types::last_segment(ty)?;
+    if name != "Result" {
+        return None;
+    }
+    args.first().map(|t| (*t).clone())
+}
+
+fn check_service_path(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("the service path is empty; use a name like `math`".to_owned());
+    }
+    for segment in path.split('/') {
+        let valid = !segment.is_empty()
+            && segment
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !valid {
+            return Err(format!(
+                "invalid service path `{path}`: use `/`-separated segments of letters, digits, \
+                 `_` and `-` (like `math` or `shop/inventory`)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `GetItem` → `get_item`, `HTTPServer` → `http_server`.
+pub(crate) fn snake_case(name: &str) -> String {
+    let chars: Vec<char> = name.chars().collect();
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, &c) in chars.iter().enumerate() {
+        if c.is_uppercase() {
+            let prev = i.checked_sub(1).map(|p| chars[p]);
+            let next = chars.get(i + 1);
+            let boundary = match prev {
+                Some(p) if p.is_lowercase() || p.is_ascii_digit() => true,
+                Some(p) if p.is_uppercase() => next.is_some_and(|n| n.is_lowercase()),
+                _ => false,
+            };
+            if boundary && !out.ends_with('_') {
+                out.push('_');
+            }
+            out.extend(c.to_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `get_item` → `GetItem`.
+pub(crate) fn camel_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut upper = true;
+    for c in name.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case_conversions() {
+        assert_eq!(snake_case("Math"), "math");
+        assert_eq!(snake_case("MathService"), "math_service");
+        assert_eq!(snake_case("HTTPServer"), "http_server");
+        assert_eq!(snake_case("Calc2Go"), "calc2_go");
+        assert_eq!(camel_case("get_item"), "GetItem");
+        assert_eq!(camel_case("add2"), "Add2");
+        for ok in ["add", "get_item", "add2", "plus"] {
+            assert_eq!(snake_case(&camel_case(ok)), ok);
+        }
+        for bad in ["Add", "get__item", "item_", "_item", "item_2", "getItem"] {
+            assert_ne!(snake_case(&camel_case(bad)), bad);
+        }
+    }
+}
