@@ -27,6 +27,24 @@ fn checked_len(len: usize, max: usize) -> Result<u32, TransportError> {
     }
 }
 
+/// Encodes `message` as one frame, preceded by the stream-kind byte `kind` when given, ready for
+/// a single write. A message longer than `max` is refused with [`TransportError::FrameTooLarge`].
+pub(crate) fn encode_frame(
+    kind: Option<u8>,
+    message: &impl prost::Message,
+    max: usize,
+) -> Result<Bytes, TransportError> {
+    let len = checked_len(message.encoded_len(), max)?;
+    let mut buf = BytesMut::with_capacity(1 + FRAME_HEADER_LEN + len as usize);
+    if let Some(kind) = kind {
+        buf.put_u8(kind);
+    }
+    buf.put_u32(len);
+    // Cannot fail: the buffer grows as needed.
+    message.encode_raw(&mut buf);
+    Ok(buf.freeze())
+}
+
 /// Writes `payload` as one frame. A payload over `max` bytes is refused with
 /// [`TransportError::FrameTooLarge`] before anything is written.
 ///

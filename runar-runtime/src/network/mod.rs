@@ -10,9 +10,12 @@
 //! * [`write_frame`] / [`read_frame`]: length-delimited frames on QUIC streams.
 
 pub mod admission;
+mod config;
 mod error;
 mod framing;
 mod identity;
+pub(crate) mod mesh;
+mod peer;
 mod tls;
 mod transport;
 
@@ -20,6 +23,7 @@ mod transport;
 mod tests;
 
 pub use admission::NetworkKey;
+pub use config::NetworkConfig;
 pub use error::TransportError;
 pub use framing::{FRAME_HEADER_LEN, read_frame, write_frame};
 pub use identity::{NodeId, NodeKeypair, ParseNodeIdError, verify};

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::network::NetworkConfig;
+
 /// How a node is configured. Build one with [`NodeConfig::new`] and the `with_*` methods.
 ///
 /// ```
@@ -21,8 +23,10 @@ pub struct NodeConfig {
     /// How long a request waits for its answer unless the call says otherwise (default 30 s).
     pub request_timeout: Duration,
     /// How many events may wait in one subscription's queue before publishers wait for the
-    /// subscriber to catch up (default 1024).
+    /// subscriber to catch up (default 1024). Also the depth of each peer's outgoing event queue.
     pub event_queue_capacity: usize,
+    /// How the node joins a network; `None` (the default) for a local-only node.
+    pub network: Option<NetworkConfig>,
 }
 
 impl NodeConfig {
@@ -33,7 +37,14 @@ impl NodeConfig {
             default_network: default_network.into(),
             request_timeout: Duration::from_secs(30),
             event_queue_capacity: 1024,
+            network: None,
         }
+    }
+
+    /// Joins a network: QUIC between nodes, admission by key, discovery.
+    pub fn with_network_config(mut self, network: NetworkConfig) -> Self {
+        self.network = Some(network);
+        self
     }
 
     /// Sets the default request timeout.

@@ -13,12 +13,14 @@ use tokio::sync::mpsc;
 use super::request::panic_message;
 use super::{Node, NodeInner, PublishOptions, STOPPED, SubscribeOptions, SubscriptionId};
 use crate::error::{Error, Result};
+use crate::network::NodeId;
 use crate::node::BroadcastMode;
-use crate::registry::{Event, Origin, Subscription};
+use crate::registry::{Event, Origin, OutboundEvent, Sink, Subscription};
 use crate::routing::{Segment, TopicPath};
 use crate::service::context::lock;
 use crate::service::{Caller, EventContext, EventHandler, event_handler};
 use crate::value::{Payload, Value};
+use crate::wire;
 
 /// The latest retained event per (network, topic).
 pub(super) type RetainedStore = HashMap<Arc<str>, HashMap<Arc<str>, Retained>>;
@@ -83,17 +85,88 @@ impl Node {
             .registry
             .matching_subscriptions(network, &segments);
         self.select_targets(&mut targets, options.broadcast);
-        let event = Event {
-            topic: topic_path,
-            value,
-            publisher: Caller::Local,
-            retained: false,
-        };
-        for sub in targets {
-            // A closed queue means the subscription just ended: nothing to deliver to.
-            let _ = sub.queue.send(event.clone()).await;
-        }
+        let network: Arc<str> = network.into();
+        self.deliver(&network, topic_path, value, Caller::Local, false, &targets)
+            .await;
         Ok(())
+    }
+
+    /// Hands an event to `targets`: local queues get the value itself; each peer gets one
+    /// message naming its subscriptions, with the payload encoded once for all peers.
+    pub(crate) async fn deliver(
+        &self,
+        network: &Arc<str>,
+        topic: Arc<str>,
+        value: Arc<Value>,
+        publisher: Caller,
+        retained: bool,
+        targets: &[Arc<Subscription>],
+    ) {
+        let mut peers: Vec<(&mpsc::Sender<OutboundEvent>, Vec<u64>)> = Vec::new();
+        for sub in targets {
+            match &sub.sink {
+                Sink::Local(queue) => {
+                    let event = Event {
+                        topic: topic.clone(),
+                        value: value.clone(),
+                        publisher: publisher.clone(),
+                        retained,
+                    };
+                    // A closed queue means the subscription just ended: nothing to deliver to.
+                    let _ = queue.send(event).await;
+                }
+                Sink::Remote { queue, remote_id } => {
+                    match peers.iter_mut().find(|(q, _)| q.same_channel(queue)) {
+                        Some((_, ids)) => ids.push(*remote_id),
+                        None => peers.push((queue, vec![*remote_id])),
+                    }
+                }
+            }
+        }
+        if peers.is_empty() {
+            return;
+        }
+        let payload = value.to_bytes();
+        for (queue, subscription_ids) in peers {
+            let event = OutboundEvent {
+                network: network.clone(),
+                topic: topic.clone(),
+                payload: payload.clone(),
+                subscription_ids,
+                retained,
+            };
+            // A closed queue means the peer just left.
+            let _ = queue.send(event).await;
+        }
+    }
+
+    /// Delivers an event that arrived from `peer` to the local subscriptions it names (those
+    /// that still exist and match its topic).
+    pub(crate) async fn deliver_inbound(&self, peer: NodeId, event: wire::Event) {
+        let segments: Vec<&str> = event.topic.split('/').collect();
+        let targets: Vec<Arc<Subscription>> = event
+            .subscription_ids
+            .iter()
+            .filter_map(|id| self.inner.registry.subscription(SubscriptionId(*id)))
+            .filter(|sub| matches!(sub.sink, Sink::Local(_)) && sub.pattern.matches(&segments))
+            .collect();
+        if targets.len() < event.subscription_ids.len() {
+            tracing::debug!(%peer, topic = %event.topic, "event for unknown or non-matching subscriptions");
+        }
+        if targets.is_empty() {
+            return;
+        }
+        let network: Arc<str> = event.network.as_str().into();
+        let value = Arc::new(Value::from_encoded(event.payload));
+        self.deliver(
+            &network,
+            event.topic.as_str().into(),
+            value,
+            Caller::Remote(peer),
+            event.retained,
+            &targets,
+        )
+        .await;
     }
 
     /// Narrows `targets` to what the broadcast mode asks for.
@@ -197,7 +270,8 @@ impl Node {
                 pattern,
                 group,
                 origin: Origin::Local,
-                queue,
+                sink: Sink::Local(queue),
+                include_past: options.include_past,
                 active,
             }),
         );
@@ -214,7 +288,8 @@ impl Node {
         }
     }
 
-    fn retained_matching(&self, network: &str, pattern: &TopicPath) -> Vec<Event> {
+    /// The retained events of `network` that `pattern` matches.
+    pub(crate) fn retained_matching(&self, network: &str, pattern: &TopicPath) -> Vec<Event> {
         let mut store = lock(&self.inner.retained);
         let Some(per_network) = store.get_mut(network) else {
             return Vec::new();

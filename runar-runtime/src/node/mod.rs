@@ -4,21 +4,26 @@ mod config;
 mod events;
 mod request;
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 pub use config::{
     BroadcastMode, NodeConfig, PublishOptions, RequestOptions, SubscribeOptions, SubscriptionId,
 };
 
 use crate::error::{Error, Result};
+use crate::network::mesh::Mesh;
+use crate::network::{NetworkKey, NodeId, NodeKeypair};
 use crate::registry::{ActionInstance, Origin, Registry};
 use crate::routing::{Segment, TopicPath, split_network};
 use crate::service::context::{Registrations, lock};
 use crate::service::{
     AbstractService, ActionHandler, DynService, LifecycleContext, ServiceInfo, ServiceState,
 };
+use crate::wire;
 
 const CREATED: u8 = 0;
 const RUNNING: u8 = 1;
@@ -50,7 +55,13 @@ pub struct Node {
 
 pub(crate) struct NodeInner {
     config: NodeConfig,
+    keypair: Arc<NodeKeypair>,
+    node_id: NodeId,
     network: Arc<str>,
+    /// The node's connections, once started with a network configuration.
+    mesh: Mutex<Option<Arc<Mesh>>>,
+    /// The running services as peers see them, by path.
+    catalog: Mutex<BTreeMap<Arc<str>, wire::ServiceDescriptor>>,
     registry: Registry,
     services: tokio::sync::Mutex<Vec<ServiceEntry>>,
     state: AtomicU8,
@@ -87,8 +98,20 @@ impl Node {
                 "request_timeout must be more than zero",
             ));
         }
+        let keypair = match config
+            .network
+            .as_ref()
+            .and_then(|n| n.keypair_path.as_ref())
+        {
+            Some(path) => NodeKeypair::load_or_generate(path)?,
+            None => NodeKeypair::generate()?,
+        };
         Ok(Node {
             inner: Arc::new(NodeInner {
+                node_id: keypair.node_id(),
+                keypair: Arc::new(keypair),
+                mesh: Mutex::default(),
+                catalog: Mutex::default(),
                 network: network.as_str().into(),
                 config,
                 registry: Registry::default(),
@@ -102,6 +125,50 @@ impl Node {
 
     pub(crate) fn from_inner(inner: Arc<NodeInner>) -> Node {
         Node { inner }
+    }
+
+    pub(crate) fn downgrade(&self) -> Weak<NodeInner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    pub(crate) fn next_subscription_id(&self) -> SubscriptionId {
+        SubscriptionId(self.inner.next_subscription.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The running services, as announced to peers.
+    pub(crate) fn catalog(&self) -> Vec<wire::ServiceDescriptor> {
+        lock(&self.inner.catalog).values().cloned().collect()
+    }
+
+    fn mesh(&self) -> Option<Arc<Mesh>> {
+        lock(&self.inner.mesh).clone()
+    }
+
+    /// Tells connected peers that this node's services or subscriptions changed, and waits
+    /// (briefly) until they know.
+    pub(crate) async fn announce(&self) {
+        if let Some(mesh) = self.mesh() {
+            mesh.announce().await;
+        }
+    }
+
+    /// The node's id, derived from its public key: what peers know it by.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.node_id
+    }
+
+    /// The QUIC address the node listens on, once started with a network configuration.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.mesh().and_then(|m| m.local_addr().ok())
+    }
+
+    /// The peers this node is connected to.
+    pub fn peers(&self) -> Vec<NodeId> {
+        self.mesh().map(|m| m.peer_ids()).unwrap_or_default()
     }
 
     /// The node's name.
@@ -151,15 +218,20 @@ impl Node {
             state: ServiceState::Created,
             registrations: Arc::default(),
         };
-        match self.inner.state.load(Ordering::Acquire) {
+        let running = match self.inner.state.load(Ordering::Acquire) {
             RUNNING => {
                 self.init_service(&mut entry).await?;
                 self.start_service(&mut entry).await?;
+                true
             }
             STOPPED => return Err(Error::unavailable("the node has stopped")),
-            _ => {}
-        }
+            _ => false,
+        };
         services.push(entry);
+        drop(services);
+        if running {
+            self.announce().await;
+        }
         Ok(())
     }
 
@@ -171,7 +243,10 @@ impl Node {
             .position(|s| &*s.path == path)
             .ok_or_else(|| Error::not_found(format!("no service with path `{path}`")))?;
         let mut entry = services.remove(index);
-        self.stop_service(&mut entry).await
+        let stopped = self.stop_service(&mut entry).await;
+        drop(services);
+        self.announce().await;
+        stopped
     }
 
     /// What the node knows of its services, in the order they were added.
@@ -204,6 +279,25 @@ impl Node {
             STOPPED => return Err(Error::unavailable("the node has stopped; create a new one")),
             _ => {}
         }
+        // Bind first: a port that cannot be had fails the start before any service runs.
+        let mesh = match &self.inner.config.network {
+            Some(network) => {
+                let key = network.key.clone().unwrap_or_else(|| {
+                    tracing::warn!(
+                        network = %self.inner.network,
+                        "no network key set: deriving one from the network name, which anyone who knows the name can do"
+                    );
+                    NetworkKey::from_secret(format!("runar-default-key:{}", self.inner.network))
+                });
+                Some(Mesh::bind(
+                    self,
+                    network.clone(),
+                    &self.inner.keypair,
+                    &key,
+                )?)
+            }
+            None => None,
+        };
         for entry in services.iter_mut() {
             if entry.state == ServiceState::Created {
                 self.init_service(entry).await?;
@@ -215,6 +309,11 @@ impl Node {
             }
         }
         self.inner.state.store(RUNNING, Ordering::Release);
+        if let Some(mesh) = mesh {
+            mesh.run();
+            tracing::info!(node = %self.name(), id = %self.node_id(), addr = ?mesh.local_addr().ok(), "listening");
+            *lock(&self.inner.mesh) = Some(mesh);
+        }
         tracing::info!(node = %self.name(), services = services.len(), "node started");
         Ok(())
     }
@@ -225,6 +324,10 @@ impl Node {
         let mut services = self.inner.services.lock().await;
         if self.inner.state.swap(STOPPED, Ordering::AcqRel) == STOPPED {
             return Ok(());
+        }
+        let mesh = lock(&self.inner.mesh).take();
+        if let Some(mesh) = mesh {
+            mesh.stop().await;
         }
         let mut first_error = None;
         for entry in services.iter_mut().rev() {
@@ -266,6 +369,7 @@ impl Node {
         match entry.service.start(&ctx).await {
             Ok(()) => {
                 entry.state = ServiceState::Running;
+                self.catalog_insert(entry);
                 Ok(())
             }
             Err(e) => {
@@ -284,11 +388,34 @@ impl Node {
         ) {
             return Ok(());
         }
+        lock(&self.inner.catalog).remove(&entry.path);
         let ctx = self.lifecycle_context(entry);
         let result = entry.service.stop(&ctx).await;
         entry.state = ServiceState::Stopped;
         self.remove_registrations(entry);
         result.map_err(|e| e.context(format!("service `{}` failed to stop", entry.path)))
+    }
+
+    fn catalog_insert(&self, entry: &ServiceEntry) {
+        let actions = lock(&entry.registrations)
+            .actions
+            .iter()
+            .map(|p| p.path().to_owned())
+            .collect();
+        let service = &entry.service;
+        let descriptor = wire::ServiceDescriptor {
+            path: entry.path.to_string(),
+            name: service.name().to_owned(),
+            version: service.version().to_owned(),
+            description: service.description().to_owned(),
+            network: self.inner.network.to_string(),
+            actions,
+            schema: service
+                .schema()
+                .map(bytes::Bytes::from_static)
+                .unwrap_or_default(),
+        };
+        lock(&self.inner.catalog).insert(entry.path.clone(), descriptor);
     }
 
     fn remove_registrations(&self, entry: &ServiceEntry) {
@@ -335,6 +462,7 @@ impl fmt::Debug for Node {
         f.debug_struct("Node")
             .field("name", &self.inner.config.name)
             .field("network", &self.inner.network)
+            .field("id", &self.inner.node_id)
             .field("running", &self.is_running())
             .finish()
     }

@@ -10,8 +10,10 @@ use futures::FutureExt;
 
 use super::{Node, RequestOptions, STOPPED};
 use crate::error::{Error, Result};
-use crate::service::{Caller, RequestContext};
+use crate::network::NodeId;
+use crate::service::{ActionHandler, Caller, RequestContext};
 use crate::value::{Payload, Value};
+use crate::wire;
 
 impl Node {
     /// Sends `request` to the action at `path` and waits for its typed answer, within the node's
@@ -62,6 +64,7 @@ impl Node {
             .slot
             .pick()
             .ok_or_else(|| Error::not_found(format!("no instance serves `{path}`")))?;
+        let handler = instance.handler.clone();
         let ctx = RequestContext::new(
             self.clone(),
             resolved.path,
@@ -69,22 +72,63 @@ impl Node {
             Caller::Local,
             deadline,
         );
-        let mut answer = AssertUnwindSafe((instance.handler)(request, ctx)).catch_unwind();
-        // Most local handlers answer on their first poll: only arm a timer when one does not.
-        let outcome = match futures::poll!(&mut answer) {
-            Poll::Ready(outcome) => outcome,
-            Poll::Pending => match tokio::time::timeout_at(deadline.into(), answer).await {
-                Ok(outcome) => outcome,
-                Err(_) => return Err(deadline_exceeded(path, timeout)),
-            },
-        };
-        outcome.unwrap_or_else(|panic| {
-            Err(Error::internal(format!(
-                "the handler of `{path}` panicked: {}",
-                panic_message(panic.as_ref())
-            )))
-        })
+        run_handler(&handler, request, ctx, deadline, timeout, path).await
     }
+
+    /// Serves a request from a peer with this node's own instance of the action (never
+    /// forwarding it to another peer), within the caller's timeout.
+    pub(crate) async fn serve_remote(&self, request: wire::Request, peer: NodeId) -> Result<Value> {
+        if self.inner.state.load(Ordering::Acquire) == STOPPED {
+            return Err(Error::unavailable("the node has stopped"));
+        }
+        let timeout = Duration::from_millis(request.timeout_ms.min(MAX_REMOTE_TIMEOUT_MS));
+        let deadline = Instant::now() + timeout;
+        let path = request.path.as_str();
+        let resolved = self.inner.registry.resolve_action(&request.network, path)?;
+        let handler = resolved
+            .slot
+            .local()
+            .map(|instance| instance.handler.clone())
+            .ok_or_else(|| Error::not_found(format!("no action `{path}` on this node")))?;
+        let ctx = RequestContext::new(
+            self.clone(),
+            resolved.path,
+            resolved.params,
+            Caller::Remote(peer),
+            deadline,
+        );
+        let value = Value::from_encoded(request.payload);
+        run_handler(&handler, value, ctx, deadline, timeout, path).await
+    }
+}
+
+/// A day: the longest a peer may ask a handler to run.
+const MAX_REMOTE_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// Runs a handler under its deadline, turning a panic into `Internal`.
+async fn run_handler(
+    handler: &ActionHandler,
+    request: Value,
+    ctx: RequestContext,
+    deadline: Instant,
+    timeout: Duration,
+    path: &str,
+) -> Result<Value> {
+    let mut answer = AssertUnwindSafe(handler(request, ctx)).catch_unwind();
+    // Most local handlers answer on their first poll: only arm a timer when one does not.
+    let outcome = match futures::poll!(&mut answer) {
+        Poll::Ready(outcome) => outcome,
+        Poll::Pending => match tokio::time::timeout_at(deadline.into(), answer).await {
+            Ok(outcome) => outcome,
+            Err(_) => return Err(deadline_exceeded(path, timeout)),
+        },
+    };
+    outcome.unwrap_or_else(|panic| {
+        Err(Error::internal(format!(
+            "the handler of `{path}` panicked: {}",
+            panic_message(panic.as_ref())
+        )))
+    })
 }
 
 fn deadline_exceeded(path: &str, timeout: Duration) -> Error {

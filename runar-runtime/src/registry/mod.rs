@@ -12,16 +12,49 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
+use crate::network::NodeId;
 use crate::node::SubscriptionId;
 use crate::routing::{PathParams, PathTrie, TopicPath, split_network};
 use crate::service::{ActionHandler, Caller};
 use crate::value::Value;
 
 /// Where an action instance or a subscription lives.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Origin {
     /// On this node.
     Local,
+    /// On a peer, learned over one connection.
+    Remote(PeerLink),
+}
+
+/// One connection to a peer. Entries learned over a connection are removed with it, so a newer
+/// connection to the same peer never loses its entries to an older one's cleanup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct PeerLink {
+    pub(crate) node: NodeId,
+    pub(crate) link: u64,
+}
+
+/// An event bound for a peer: the peer's subscription ids it is for, and the payload, encoded
+/// once by the publisher for every peer.
+#[derive(Clone, Debug)]
+pub(crate) struct OutboundEvent {
+    pub(crate) network: Arc<str>,
+    pub(crate) topic: Arc<str>,
+    pub(crate) payload: bytes::Bytes,
+    pub(crate) subscription_ids: Vec<u64>,
+    pub(crate) retained: bool,
+}
+
+/// Where a subscription's events go.
+pub(crate) enum Sink {
+    /// A local handler's queue.
+    Local(mpsc::Sender<Event>),
+    /// A peer's event stream, for the peer's subscription `remote_id`.
+    Remote {
+        queue: mpsc::Sender<OutboundEvent>,
+        remote_id: u64,
+    },
 }
 
 /// One instance of an action.
@@ -56,8 +89,24 @@ impl ActionSlot {
         }
     }
 
+    /// This node's instance, if it has one.
+    pub(crate) fn local(&self) -> Option<&ActionInstance> {
+        self.local.as_ref()
+    }
+
     fn is_empty(&self) -> bool {
         self.local.is_none() && self.remote.is_empty()
+    }
+
+    /// A copy of the slot with `keep` applied to its instances.
+    fn filtered(&self, keep: impl Fn(&ActionInstance) -> bool) -> ActionSlot {
+        ActionSlot {
+            pattern: self.pattern.clone(),
+            path: self.path.clone(),
+            local: self.local.clone().filter(&keep),
+            remote: self.remote.iter().filter(|i| keep(i)).cloned().collect(),
+            next: self.next.clone(),
+        }
     }
 }
 
@@ -78,7 +127,9 @@ pub(crate) struct Subscription {
     /// own for one-per-service delivery.
     pub(crate) group: Option<Arc<str>>,
     pub(crate) origin: Origin,
-    pub(crate) queue: mpsc::Sender<Event>,
+    pub(crate) sink: Sink,
+    /// The subscriber asked for retained events.
+    pub(crate) include_past: bool,
     /// Cleared by unsubscribe, so nothing is delivered after it returns.
     pub(crate) active: Arc<AtomicBool>,
 }
@@ -88,6 +139,17 @@ struct NetworkTable {
     exact: HashMap<Box<str>, Arc<ActionSlot>>,
     patterned: PathTrie<Arc<ActionSlot>>,
     subscriptions: PathTrie<Arc<Subscription>>,
+}
+
+impl NetworkTable {
+    /// The slot registered under exactly `pattern`.
+    fn slot(&self, pattern: &TopicPath) -> Option<Arc<ActionSlot>> {
+        if pattern.is_pattern() {
+            self.patterned.get(pattern).next().cloned()
+        } else {
+            self.exact.get(pattern.path()).cloned()
+        }
+    }
 }
 
 /// The result of resolving a request path.
@@ -102,6 +164,8 @@ pub(crate) struct Resolved {
 #[derive(Default)]
 pub(crate) struct Registry {
     networks: RwLock<HashMap<Arc<str>, NetworkTable>>,
+    /// Every subscription by id, with its network.
+    subscriptions: RwLock<HashMap<SubscriptionId, (Arc<str>, Arc<Subscription>)>>,
     /// Where `OnePerService` delivery stands for each subscribing group.
     rotation: std::sync::Mutex<HashMap<Arc<str>, usize>>,
 }
@@ -127,23 +191,8 @@ impl Registry {
     ) -> Result<()> {
         let mut networks = write(&self.networks);
         let table = networks.entry(network.into()).or_default();
-        let existing = if pattern.is_pattern() {
-            table
-                .patterned
-                .iter()
-                .find(|(p, _)| *p == pattern)
-                .map(|(_, slot)| slot.clone())
-        } else {
-            table.exact.get(pattern.path()).cloned()
-        };
-        let mut slot = match existing {
-            Some(slot) => ActionSlot {
-                pattern: slot.pattern.clone(),
-                path: slot.path.clone(),
-                local: slot.local.clone(),
-                remote: slot.remote.clone(),
-                next: slot.next.clone(),
-            },
+        let mut slot = match table.slot(&pattern) {
+            Some(slot) => slot.filtered(|_| true),
             None => ActionSlot {
                 path: pattern.path().into(),
                 pattern: pattern.clone(),
@@ -160,6 +209,10 @@ impl Registry {
                 )));
             }
             Origin::Local => slot.local = Some(instance),
+            Origin::Remote(_) => {
+                slot.remote.retain(|i| i.origin != instance.origin);
+                slot.remote.push(instance);
+            }
         }
         Self::put_slot(table, pattern, Some(Arc::new(slot)));
         Ok(())
@@ -171,30 +224,10 @@ impl Registry {
         let Some(table) = networks.get_mut(network) else {
             return;
         };
-        let existing = if pattern.is_pattern() {
-            table
-                .patterned
-                .iter()
-                .find(|(p, _)| p == pattern)
-                .map(|(_, slot)| slot.clone())
-        } else {
-            table.exact.get(pattern.path()).cloned()
-        };
-        let Some(slot) = existing else {
+        let Some(slot) = table.slot(pattern) else {
             return;
         };
-        let slot = ActionSlot {
-            pattern: slot.pattern.clone(),
-            path: slot.path.clone(),
-            local: slot.local.clone().filter(|i| i.origin != *origin),
-            remote: slot
-                .remote
-                .iter()
-                .filter(|i| i.origin != *origin)
-                .cloned()
-                .collect(),
-            next: slot.next.clone(),
-        };
+        let slot = slot.filtered(|i| i.origin != *origin);
         let slot = (!slot.is_empty()).then(|| Arc::new(slot));
         Self::put_slot(table, pattern.clone(), slot);
     }
@@ -264,8 +297,10 @@ impl Registry {
 
     /// Adds a subscription in `network`.
     pub(crate) fn add_subscription(&self, network: &str, subscription: Arc<Subscription>) {
+        let network: Arc<str> = network.into();
+        write(&self.subscriptions).insert(subscription.id, (network.clone(), subscription.clone()));
         let mut networks = write(&self.networks);
-        let table = networks.entry(network.into()).or_default();
+        let table = networks.entry(network).or_default();
         table
             .subscriptions
             .insert(subscription.pattern.clone(), subscription);
@@ -273,25 +308,62 @@ impl Registry {
 
     /// Removes subscription `id`; true when it existed.
     pub(crate) fn remove_subscription(&self, id: SubscriptionId) -> bool {
+        let Some((network, sub)) = write(&self.subscriptions).remove(&id) else {
+            return false;
+        };
+        sub.active.store(false, Ordering::Release);
+        if let Some(table) = write(&self.networks).get_mut(&network) {
+            table
+                .subscriptions
+                .remove_where(&sub.pattern, |s| s.id == id);
+        }
+        true
+    }
+
+    /// Subscription `id`, if it exists.
+    pub(crate) fn subscription(&self, id: SubscriptionId) -> Option<Arc<Subscription>> {
+        read(&self.subscriptions).get(&id).map(|(_, s)| s.clone())
+    }
+
+    /// This node's own subscriptions, with their networks.
+    pub(crate) fn local_subscriptions(&self) -> Vec<(Arc<str>, Arc<Subscription>)> {
+        let mut subs: Vec<_> = read(&self.subscriptions)
+            .values()
+            .filter(|(_, s)| s.origin == Origin::Local)
+            .cloned()
+            .collect();
+        subs.sort_by_key(|(_, s)| s.id);
+        subs
+    }
+
+    /// Removes every action instance and subscription learned over `link`.
+    pub(crate) fn remove_link(&self, link: PeerLink) {
+        let origin = Origin::Remote(link);
+        let removed: Vec<SubscriptionId> = read(&self.subscriptions)
+            .iter()
+            .filter(|(_, (_, s))| s.origin == origin)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in removed {
+            self.remove_subscription(id);
+        }
         let mut networks = write(&self.networks);
         for table in networks.values_mut() {
-            let pattern = table
-                .subscriptions
-                .iter()
-                .find(|(_, s)| s.id == id)
-                .map(|(p, _)| p.clone());
-            if let Some(pattern) = pattern {
-                table.subscriptions.remove_where(&pattern, |s| {
-                    let hit = s.id == id;
-                    if hit {
-                        s.active.store(false, Ordering::Release);
-                    }
-                    hit
-                });
-                return true;
+            let touched: Vec<TopicPath> = table
+                .exact
+                .values()
+                .chain(table.patterned.iter().map(|(_, slot)| slot))
+                .filter(|slot| slot.remote.iter().any(|i| i.origin == origin))
+                .map(|slot| slot.pattern.clone())
+                .collect();
+            for pattern in touched {
+                if let Some(slot) = table.slot(&pattern) {
+                    let slot = slot.filtered(|i| i.origin != origin);
+                    let slot = (!slot.is_empty()).then(|| Arc::new(slot));
+                    Self::put_slot(table, pattern, slot);
+                }
             }
         }
-        false
     }
 
     /// The subscriptions in `network` whose pattern matches the concrete `segments`.
@@ -323,12 +395,9 @@ impl Registry {
 
     /// Removes every subscription and every local action (on node stop).
     pub(crate) fn clear(&self) {
-        let mut networks = write(&self.networks);
-        for table in networks.values() {
-            for (_, sub) in table.subscriptions.iter() {
-                sub.active.store(false, Ordering::Release);
-            }
+        for (_, sub) in write(&self.subscriptions).drain().map(|(_, v)| v) {
+            sub.active.store(false, Ordering::Release);
         }
-        networks.clear();
+        write(&self.networks).clear();
     }
 }

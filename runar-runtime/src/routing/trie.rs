@@ -98,6 +98,26 @@ impl<T> PathTrie<T> {
         removed
     }
 
+    /// The entries stored under exactly `pattern` (one step per segment).
+    pub fn get<'a>(&'a self, pattern: &'a TopicPath) -> impl Iterator<Item = &'a T> + 'a {
+        let mut node = Some(&self.root);
+        let mut rest = false;
+        for seg in pattern.segments() {
+            node = node.and_then(|n| match seg {
+                Segment::Literal(lit) => n.literals.get(&**lit),
+                Segment::Param(_) | Segment::Single => n.any.as_deref(),
+                Segment::Rest => {
+                    rest = true;
+                    Some(n)
+                }
+            });
+        }
+        node.into_iter()
+            .flat_map(move |n| if rest { &n.rest } else { &n.exact })
+            .filter(move |(p, _)| p == pattern)
+            .map(|(_, v)| v)
+    }
+
     /// Every entry whose pattern matches the concrete `segments`.
     pub fn find_all<'a>(&'a self, segments: &[&str], out: &mut Vec<&'a (TopicPath, T)>) {
         find_all_in(&self.root, segments, out);
@@ -248,6 +268,12 @@ mod tests {
         assert_eq!(best(&t, "items/7/parts"), Some(3));
         assert_eq!(best(&t, "items/7/other"), Some(2));
         assert_eq!(best(&t, "nothing"), None);
+        let p = TopicPath::parse("items/{id}/parts").unwrap();
+        assert_eq!(t.get(&p).copied().collect::<Vec<_>>(), vec![3]);
+        let p = TopicPath::parse("items/>").unwrap();
+        assert_eq!(t.get(&p).copied().collect::<Vec<_>>(), vec![2]);
+        let p = TopicPath::parse("items/{other}").unwrap();
+        assert_eq!(t.get(&p).count(), 0, "same shape, other parameter name");
     }
 
     #[test]

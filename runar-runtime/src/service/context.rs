@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::network::NodeId;
 use crate::node::{Node, PublishOptions, RequestOptions, SubscribeOptions, SubscriptionId};
 use crate::routing::{PathParams, TopicPath};
 use crate::service::{ActionHandler, EventHandler, action_handler, event_handler};
@@ -15,6 +16,8 @@ use crate::value::{Payload, Value};
 pub enum Caller {
     /// Code running on this node.
     Local,
+    /// Another node, identified by the key it proved in the TLS handshake.
+    Remote(NodeId),
 }
 
 /// What a request handler knows about the request it serves.

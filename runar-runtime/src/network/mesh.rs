@@ -1,0 +1,558 @@
+//! The mesh: this node's connections to its peers.
+//!
+//! It accepts and dials connections, exchanges hellos (capabilities), keeps one connection per
+//! peer, tells peers when this node's services or subscriptions change, registers what peers
+//! offer as remote instances in the registry, and removes it when they leave.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use prost::Message;
+use quinn::Connection;
+use rustc_hash::{FxHashMap, FxHashSet};
+use tokio_util::sync::CancellationToken;
+
+use super::framing::{encode_frame, read_frame};
+use super::peer::{
+    KIND_CONTROL, PROTOCOL_VERSION, Peer, PeerQueues, codes, read_events, read_kind, remote_action,
+    serve_request, write_control, write_events,
+};
+use super::{NetworkConfig, NetworkKey, NodeId, NodeKeypair, Transport, TransportError};
+use crate::error::{Error, Result};
+use crate::node::{Node, NodeInner};
+use crate::registry::{ActionInstance, Origin, OutboundEvent, PeerLink, Sink, Subscription};
+use crate::routing::TopicPath;
+use crate::service::context::lock;
+use crate::wire;
+
+/// This node's view of the network.
+pub(crate) struct Mesh {
+    node: Weak<NodeInner>,
+    transport: Transport,
+    config: NetworkConfig,
+    node_id: NodeId,
+    name: String,
+    network_id: String,
+    event_queue_capacity: usize,
+    peers: Mutex<FxHashMap<NodeId, Arc<Peer>>>,
+    next_link: AtomicU64,
+    /// The version of this node's capabilities last sent.
+    version: AtomicU64,
+    shutdown: CancellationToken,
+}
+
+impl Mesh {
+    /// Binds the QUIC endpoint. Nothing is accepted or dialed until [`run`](Self::run).
+    pub(crate) fn bind(
+        node: &Node,
+        config: NetworkConfig,
+        keypair: &NodeKeypair,
+        key: &NetworkKey,
+    ) -> Result<Arc<Mesh>> {
+        let transport = Transport::bind(config.transport(), keypair, key)?;
+        Ok(Arc::new(Mesh {
+            node: node.downgrade(),
+            transport,
+            node_id: keypair.node_id(),
+            name: node.name().to_owned(),
+            network_id: key.network_id(),
+            event_queue_capacity: node.config().event_queue_capacity,
+            config,
+            peers: Mutex::default(),
+            next_link: AtomicU64::new(1),
+            version: AtomicU64::new(0),
+            shutdown: CancellationToken::new(),
+        }))
+    }
+
+    /// Starts accepting connections and dialing static peers.
+    pub(crate) fn run(self: &Arc<Self>) {
+        let mesh = self.clone();
+        tokio::spawn(async move { mesh.accept_loop().await });
+        for addr in self.config.discovery.static_peer_addrs() {
+            let mesh = self.clone();
+            tokio::spawn(async move { mesh.dial_loop(addr).await });
+        }
+    }
+
+    /// The bound QUIC address.
+    pub(crate) fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.transport.local_addr()?)
+    }
+
+    /// The peers currently connected.
+    pub(crate) fn peer_ids(&self) -> Vec<NodeId> {
+        let mut ids: Vec<NodeId> = lock(&self.peers).keys().copied().collect();
+        ids.sort();
+        ids
+    }
+
+    fn node(&self) -> Option<Node> {
+        self.node.upgrade().map(Node::from_inner)
+    }
+
+    async fn accept_loop(self: Arc<Self>) {
+        loop {
+            let incoming = tokio::select! {
+                incoming = self.transport.accept() => incoming,
+                _ = self.shutdown.cancelled() => break,
+            };
+            let Some(incoming) = incoming else { break };
+            let mesh = self.clone();
+            tokio::spawn(async move {
+                let from = incoming.remote_address();
+                match incoming.handshake().await {
+                    Ok((connection, peer)) => {
+                        if let Err(e) = mesh.attach(connection, peer, false).await {
+                            tracing::debug!(%from, %peer, error = %e, "inbound connection dropped");
+                        }
+                    }
+                    // The transport logs refused handshakes itself.
+                    Err(e) => tracing::debug!(%from, error = %e, "inbound handshake failed"),
+                }
+            });
+        }
+    }
+
+    /// Keeps a connection to the static peer at `addr`: dials with backoff while it is down,
+    /// then waits for the connection (ours or the peer's) to close, and starts again.
+    async fn dial_loop(self: Arc<Self>, addr: SocketAddr) {
+        let initial = Duration::from_millis(100);
+        let mut backoff = initial;
+        let mut known: Option<NodeId> = None;
+        loop {
+            // Already connected to this peer (perhaps it dialed us): wait for that to end. A
+            // closed connection whose cleanup has not run yet does not count.
+            let current = known
+                .and_then(|id| lock(&self.peers).get(&id).cloned())
+                .filter(|peer| peer.connection.close_reason().is_none());
+            if let Some(peer) = current {
+                tokio::select! {
+                    _ = peer.connection.closed() => {}
+                    _ = self.shutdown.cancelled() => return,
+                }
+                backoff = initial;
+                continue;
+            }
+            match self.connect(addr, None).await {
+                Ok(id) => {
+                    known = Some(id);
+                    backoff = initial;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!(%addr, error = %e, retry_in = ?backoff, "static peer unreachable")
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(self.config.reconnect_backoff_max);
+        }
+    }
+
+    /// Dials `addr` (checking the peer's id when `expected` is given) and attaches the
+    /// connection. Returns the peer's id.
+    pub(crate) async fn connect(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        expected: Option<&NodeId>,
+    ) -> Result<NodeId> {
+        let (connection, peer) = self.transport.connect(addr, expected).await?;
+        self.attach(connection, peer, true).await?;
+        Ok(peer)
+    }
+
+    /// Runs the hello exchange on a verified connection, keeps it unless a preferred
+    /// connection to the same peer exists, and starts its tasks.
+    async fn attach(
+        self: &Arc<Self>,
+        connection: Connection,
+        peer_id: NodeId,
+        dialed: bool,
+    ) -> Result<()> {
+        if peer_id == self.node_id {
+            connection.close(codes::DUPLICATE, b"self");
+            return Err(Error::invalid_argument("dialed itself"));
+        }
+        let max = self.config.max_message_size;
+        let ours = self.hello();
+        let (mut send, mut recv) = if dialed {
+            let (mut send, recv) = connection.open_bi().await.map_err(TransportError::from)?;
+            let frame = encode_frame(Some(KIND_CONTROL), &ours, max)?;
+            send.write_chunk(frame)
+                .await
+                .map_err(TransportError::from)?;
+            (send, recv)
+        } else {
+            let accepted =
+                tokio::time::timeout(self.config.connect_timeout, connection.accept_bi())
+                    .await
+                    .map_err(|_| Error::unavailable(format!("{peer_id} sent no hello in time")))?;
+            let (send, mut recv) = accepted.map_err(TransportError::from)?;
+            if read_kind(&mut recv).await? != KIND_CONTROL {
+                connection.close(codes::PROTOCOL, b"expected a control stream");
+                return Err(Error::invalid_argument(
+                    "the first stream was not a control stream",
+                ));
+            }
+            (send, recv)
+        };
+        let theirs = tokio::time::timeout(self.config.connect_timeout, read_frame(&mut recv, max))
+            .await
+            .map_err(|_| Error::unavailable(format!("{peer_id} sent no hello in time")))??
+            .ok_or_else(|| Error::unavailable(format!("{peer_id} closed before its hello")))?;
+        let theirs = wire::Hello::decode(theirs)
+            .map_err(|e| Error::invalid_argument(format!("malformed hello from {peer_id}: {e}")))?;
+        if let Err(e) = self.check_hello(&theirs, peer_id) {
+            connection.close(codes::PROTOCOL, e.message().as_bytes());
+            return Err(e);
+        }
+        if !dialed {
+            let frame = encode_frame(None, &ours, max)?;
+            send.write_chunk(frame)
+                .await
+                .map_err(TransportError::from)?;
+        }
+
+        let link = PeerLink {
+            node: peer_id,
+            link: self.next_link.fetch_add(1, Ordering::Relaxed),
+        };
+        let dialer = if dialed { self.node_id } else { peer_id };
+        let (peer, queues) = Peer::new(
+            peer_id,
+            link,
+            theirs.node_name.clone(),
+            connection.clone(),
+            dialer,
+            max,
+            self.event_queue_capacity,
+        );
+        if !self.keep(&peer) {
+            connection.close(codes::DUPLICATE, b"duplicate connection");
+            return Ok(());
+        }
+        tracing::info!(node = %self.name, peer = %peer_id, name = %theirs.node_name, addr = %connection.remote_address(), "peer connected");
+        self.spawn_peer_tasks(&peer, queues, send, recv);
+        self.apply_capabilities(&peer, theirs.capabilities.unwrap_or_default());
+        // Changes made during the hello went to the other peers only: catch up.
+        if self.version.load(Ordering::Acquire) > ours.capabilities.map_or(0, |c| c.version) {
+            peer.send_control(wire::control::Kind::Capabilities(self.capabilities()));
+        }
+        Ok(())
+    }
+
+    fn check_hello(&self, hello: &wire::Hello, peer_id: NodeId) -> Result<()> {
+        if hello.protocol_version != PROTOCOL_VERSION {
+            return Err(Error::unimplemented(format!(
+                "{peer_id} speaks protocol version {}, this node {PROTOCOL_VERSION}",
+                hello.protocol_version
+            )));
+        }
+        if hello.node_id != peer_id.to_string() {
+            return Err(Error::permission_denied(format!(
+                "{peer_id} claimed to be {}",
+                hello.node_id
+            )));
+        }
+        if hello.network_id != self.network_id {
+            return Err(Error::permission_denied(format!(
+                "{peer_id} is in network {}, not {}",
+                hello.network_id, self.network_id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Adds `peer` unless a preferred connection to it exists. Of two live connections between
+    /// the same nodes, both sides keep the one dialed by the node with the smaller id; a newer
+    /// connection from the same dialer replaces an older one.
+    fn keep(&self, peer: &Arc<Peer>) -> bool {
+        let preferred = self.node_id.min(peer.id);
+        let mut peers = lock(&self.peers);
+        if let Some(existing) = peers.get(&peer.id) {
+            let existing_alive = existing.connection.close_reason().is_none();
+            if existing_alive && existing.dialer == preferred && peer.dialer != preferred {
+                return false;
+            }
+            existing.connection.close(codes::DUPLICATE, b"replaced");
+        }
+        peers.insert(peer.id, peer.clone());
+        true
+    }
+
+    fn spawn_peer_tasks(
+        self: &Arc<Self>,
+        peer: &Arc<Peer>,
+        queues: PeerQueues,
+        control_send: quinn::SendStream,
+        control_recv: quinn::RecvStream,
+    ) {
+        let max = self.config.max_message_size;
+        tokio::spawn(write_control(control_send, queues.control, max));
+        tokio::spawn(write_events(peer.connection.clone(), queues.events, max));
+        let mesh = self.clone();
+        let p = peer.clone();
+        tokio::spawn(async move { mesh.read_control(p, control_recv).await });
+        let mesh = self.clone();
+        let p = peer.clone();
+        tokio::spawn(async move { mesh.accept_streams(p).await });
+        let mesh = self.clone();
+        let p = peer.clone();
+        tokio::spawn(async move {
+            let reason = p.connection.closed().await;
+            mesh.detach(&p, &reason);
+        });
+    }
+
+    /// Serves the peer's request streams and reads its event streams, each in its own task.
+    async fn accept_streams(self: Arc<Self>, peer: Arc<Peer>) {
+        let max = self.config.max_message_size;
+        loop {
+            tokio::select! {
+                bi = peer.connection.accept_bi() => {
+                    let Ok((send, recv)) = bi else { break };
+                    let Some(node) = self.node() else { break };
+                    tokio::spawn(serve_request(node, peer.id, send, recv, max));
+                }
+                uni = peer.connection.accept_uni() => {
+                    let Ok(recv) = uni else { break };
+                    let Some(node) = self.node() else { break };
+                    tokio::spawn(read_events(node, peer.id, recv, max));
+                }
+            }
+        }
+    }
+
+    async fn read_control(self: Arc<Self>, peer: Arc<Peer>, mut recv: quinn::RecvStream) {
+        use wire::control::Kind;
+        let max = self.config.max_message_size;
+        loop {
+            let frame = match read_frame(&mut recv, max).await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(peer = %peer.id, error = %e, "control stream failed");
+                    break;
+                }
+            };
+            match wire::Control::decode(frame) {
+                Ok(wire::Control { kind: Some(kind) }) => match kind {
+                    Kind::Capabilities(capabilities) => {
+                        let version = capabilities.version;
+                        self.apply_capabilities(&peer, capabilities);
+                        peer.send_control(Kind::CapabilitiesAck(version));
+                    }
+                    Kind::CapabilitiesAck(version) => peer.acknowledged(version),
+                    Kind::Ping(nonce) => peer.send_control(Kind::Pong(nonce)),
+                    Kind::Pong(_) => {}
+                    Kind::Goodbye(goodbye) => {
+                        tracing::info!(peer = %peer.id, reason = %goodbye.reason, "peer said goodbye");
+                        peer.connection.close(codes::GOODBYE, b"goodbye");
+                        return;
+                    }
+                },
+                Ok(_) => tracing::debug!(peer = %peer.id, "empty control message"),
+                Err(e) => tracing::debug!(peer = %peer.id, error = %e, "malformed control message"),
+            }
+        }
+        // Without its control stream a peer cannot stay in sync: drop the connection.
+        peer.connection
+            .close(codes::PROTOCOL, b"control stream closed");
+    }
+
+    /// Removes everything learned over the peer's connection.
+    fn detach(&self, peer: &Arc<Peer>, reason: &quinn::ConnectionError) {
+        {
+            let mut peers = lock(&self.peers);
+            if peers.get(&peer.id).is_some_and(|p| p.link == peer.link) {
+                peers.remove(&peer.id);
+            }
+        }
+        if let Some(node) = self.node() {
+            node.registry().remove_link(peer.link);
+        }
+        tracing::info!(node = %self.name, peer = %peer.id, name = %peer.name, %reason, "peer disconnected");
+    }
+
+    fn hello(&self) -> wire::Hello {
+        wire::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            node_id: self.node_id.to_string(),
+            node_name: self.name.clone(),
+            network_id: self.network_id.clone(),
+            capabilities: Some(self.capabilities()),
+        }
+    }
+
+    /// A snapshot of what this node offers, with a new version number.
+    fn capabilities(&self) -> wire::Capabilities {
+        let version = self.version.fetch_add(1, Ordering::AcqRel) + 1;
+        let Some(node) = self.node() else {
+            return wire::Capabilities {
+                version,
+                ..Default::default()
+            };
+        };
+        let subscriptions = node
+            .registry()
+            .local_subscriptions()
+            .into_iter()
+            .map(|(network, sub)| wire::SubscriptionDescriptor {
+                id: sub.id.0,
+                network: network.to_string(),
+                pattern: sub.pattern.path().to_owned(),
+                group: sub.group.as_deref().unwrap_or_default().to_owned(),
+                include_past: sub.include_past,
+            })
+            .collect();
+        wire::Capabilities {
+            version,
+            services: node.catalog(),
+            subscriptions,
+        }
+    }
+
+    /// Tells every peer this node's current capabilities and waits (up to the announce timeout)
+    /// until they have applied them.
+    pub(crate) async fn announce(&self) {
+        let peers: Vec<Arc<Peer>> = lock(&self.peers).values().cloned().collect();
+        if peers.is_empty() {
+            return;
+        }
+        let capabilities = self.capabilities();
+        let version = capabilities.version;
+        for peer in &peers {
+            peer.send_control(wire::control::Kind::Capabilities(capabilities.clone()));
+        }
+        let timeout = self.config.announce_timeout;
+        for peer in &peers {
+            if !peer.wait_acknowledged(version, timeout).await {
+                tracing::debug!(peer = %peer.id, version, "peer did not acknowledge capabilities in time");
+            }
+        }
+    }
+
+    /// Registers what `peer` offers (diffed against what it offered before).
+    fn apply_capabilities(&self, peer: &Arc<Peer>, capabilities: wire::Capabilities) {
+        let Some(node) = self.node() else { return };
+        let registry = node.registry();
+        let origin = Origin::Remote(peer.link);
+        let mut view = lock(&peer.view);
+        if capabilities.version <= view.version {
+            return;
+        }
+        view.version = capabilities.version;
+
+        // Actions.
+        let actions: FxHashSet<(String, String)> = capabilities
+            .services
+            .iter()
+            .flat_map(|s| s.actions.iter().map(|a| (s.network.clone(), a.clone())))
+            .collect();
+        for (network, path) in view.actions.difference(&actions) {
+            if let Ok(pattern) = TopicPath::parse(path) {
+                registry.remove_action(network, &pattern, &origin);
+            }
+        }
+        for (network, path) in actions.difference(&view.actions) {
+            let pattern = match TopicPath::parse(path) {
+                Ok(p) if p.network().is_none() => p,
+                _ => {
+                    tracing::warn!(peer = %peer.id, %path, "peer announced an invalid action path");
+                    continue;
+                }
+            };
+            let instance = ActionInstance {
+                origin,
+                handler: remote_action(peer, network.as_str().into()),
+            };
+            if let Err(e) = registry.add_action(network, pattern, instance) {
+                tracing::warn!(peer = %peer.id, %path, error = %e, "remote action not registered");
+            }
+        }
+        view.actions = actions;
+
+        // Subscriptions.
+        let announced: FxHashMap<u64, &wire::SubscriptionDescriptor> = capabilities
+            .subscriptions
+            .iter()
+            .map(|s| (s.id, s))
+            .collect();
+        let gone: Vec<u64> = view
+            .subscriptions
+            .keys()
+            .filter(|id| !announced.contains_key(id))
+            .copied()
+            .collect();
+        for remote_id in gone {
+            if let Some(local) = view.subscriptions.remove(&remote_id) {
+                registry.remove_subscription(local);
+            }
+        }
+        for (remote_id, descriptor) in announced {
+            if view.subscriptions.contains_key(&remote_id) {
+                continue;
+            }
+            let pattern = match TopicPath::parse(&descriptor.pattern) {
+                Ok(p) if p.network().is_none() => p,
+                _ => {
+                    tracing::warn!(peer = %peer.id, pattern = %descriptor.pattern, "peer announced an invalid subscription");
+                    continue;
+                }
+            };
+            let id = node.next_subscription_id();
+            let subscription = Arc::new(Subscription {
+                id,
+                pattern: pattern.clone(),
+                group: (!descriptor.group.is_empty()).then(|| descriptor.group.as_str().into()),
+                origin,
+                sink: Sink::Remote {
+                    queue: peer.events.clone(),
+                    remote_id,
+                },
+                include_past: descriptor.include_past,
+                active: Arc::new(AtomicBool::new(true)),
+            });
+            registry.add_subscription(&descriptor.network, subscription);
+            view.subscriptions.insert(remote_id, id);
+            if descriptor.include_past {
+                for event in node.retained_matching(&descriptor.network, &pattern) {
+                    let retained = OutboundEvent {
+                        network: descriptor.network.as_str().into(),
+                        topic: event.topic,
+                        payload: event.value.to_bytes(),
+                        subscription_ids: vec![remote_id],
+                        retained: true,
+                    };
+                    if peer.events.try_send(retained).is_err() {
+                        tracing::warn!(peer = %peer.id, "retained events dropped: the peer's event queue is full");
+                        break;
+                    }
+                }
+            }
+        }
+        view.services = capabilities.services;
+    }
+
+    /// Says goodbye to every peer, closes the connections and the endpoint.
+    pub(crate) async fn stop(&self) {
+        self.shutdown.cancel();
+        let peers: Vec<Arc<Peer>> = lock(&self.peers).drain().map(|(_, p)| p).collect();
+        for peer in &peers {
+            peer.send_control(wire::control::Kind::Goodbye(wire::Goodbye {
+                reason: "node stopped".into(),
+            }));
+        }
+        // The close code tells the peer at once; the goodbye above says why, if it gets there.
+        for peer in &peers {
+            peer.connection.close(codes::GOODBYE, b"goodbye");
+        }
+        self.transport.close();
+        let _ = tokio::time::timeout(Duration::from_millis(250), self.transport.wait_idle()).await;
+    }
+}

@@ -1,0 +1,399 @@
+//! One connection to a peer: the client side of remote requests, serving the peer's requests,
+//! and the event and control streams.
+//!
+//! Streams (see `proto/runar/v1/README.md`): every stream starts with one kind byte. The dialer
+//! opens one bidirectional control stream; every request is a bidirectional stream of its own
+//! (one `Request` frame, one `Response` frame), so requests never wait for each other; each side
+//! sends its events on one unidirectional stream, which keeps them in order.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message;
+use quinn::{Connection, RecvStream, SendStream};
+use rustc_hash::{FxHashMap, FxHashSet};
+use tokio::sync::{mpsc, watch};
+
+use super::framing::{encode_frame, read_frame};
+use super::{NodeId, TransportError};
+use crate::error::{Code, Error, Result};
+use crate::node::{Node, SubscriptionId};
+use crate::registry::{OutboundEvent, PeerLink};
+use crate::service::{ActionHandler, RequestContext};
+use crate::value::Value;
+use crate::wire;
+
+/// The first byte of a control stream.
+pub(crate) const KIND_CONTROL: u8 = 1;
+/// The first byte of a request stream.
+pub(crate) const KIND_REQUEST: u8 = 2;
+/// The first byte of an event stream.
+pub(crate) const KIND_EVENTS: u8 = 3;
+/// The protocol version this node speaks.
+pub(crate) const PROTOCOL_VERSION: u32 = 1;
+
+/// Application codes for closing connections and resetting streams.
+pub(crate) mod codes {
+    use quinn::VarInt;
+    /// The node is leaving.
+    pub(crate) const GOODBYE: VarInt = VarInt::from_u32(0);
+    /// Another connection to the same peer was kept.
+    pub(crate) const DUPLICATE: VarInt = VarInt::from_u32(1);
+    /// The peer broke the protocol.
+    pub(crate) const PROTOCOL: VarInt = VarInt::from_u32(2);
+    /// A frame was over the maximum message size.
+    pub(crate) const TOO_LARGE: VarInt = VarInt::from_u32(3);
+}
+
+/// A connected, admitted peer.
+pub(crate) struct Peer {
+    pub(crate) id: NodeId,
+    pub(crate) link: PeerLink,
+    pub(crate) name: String,
+    pub(crate) connection: Connection,
+    /// Which side opened the connection (for the simultaneous-dial rule).
+    pub(crate) dialer: NodeId,
+    control: mpsc::UnboundedSender<wire::Control>,
+    pub(crate) events: mpsc::Sender<OutboundEvent>,
+    acked: watch::Sender<u64>,
+    /// What the peer last told us it offers, as registered here.
+    pub(crate) view: Mutex<PeerView>,
+    max_message_size: usize,
+}
+
+/// The peer's capabilities as applied to this node's registry.
+#[derive(Default)]
+pub(crate) struct PeerView {
+    pub(crate) version: u64,
+    pub(crate) actions: FxHashSet<(String, String)>,
+    pub(crate) subscriptions: FxHashMap<u64, SubscriptionId>,
+    pub(crate) services: Vec<wire::ServiceDescriptor>,
+}
+
+/// The receiving ends of a new peer's queues, for the tasks that drain them.
+pub(crate) struct PeerQueues {
+    pub(crate) control: mpsc::UnboundedReceiver<wire::Control>,
+    pub(crate) events: mpsc::Receiver<OutboundEvent>,
+}
+
+impl Peer {
+    pub(crate) fn new(
+        id: NodeId,
+        link: PeerLink,
+        name: String,
+        connection: Connection,
+        dialer: NodeId,
+        max_message_size: usize,
+        event_queue_capacity: usize,
+    ) -> (Arc<Peer>, PeerQueues) {
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let (events, events_rx) = mpsc::channel(event_queue_capacity);
+        let peer = Arc::new(Peer {
+            id,
+            link,
+            name,
+            connection,
+            dialer,
+            control,
+            events,
+            acked: watch::Sender::new(0),
+            view: Mutex::default(),
+            max_message_size,
+        });
+        (
+            peer,
+            PeerQueues {
+                control: control_rx,
+                events: events_rx,
+            },
+        )
+    }
+
+    /// Queues a control message.
+    pub(crate) fn send_control(&self, kind: wire::control::Kind) {
+        // A closed queue means the control writer ended with the connection.
+        let _ = self.control.send(wire::Control { kind: Some(kind) });
+    }
+
+    /// Records that the peer applied our capabilities up to `version`.
+    pub(crate) fn acknowledged(&self, version: u64) {
+        self.acked.send_if_modified(|acked| {
+            let newer = version > *acked;
+            if newer {
+                *acked = version;
+            }
+            newer
+        });
+    }
+
+    /// Waits until the peer has applied our capabilities `version`, the connection closes, or
+    /// `timeout` passes. True when it acknowledged.
+    pub(crate) async fn wait_acknowledged(&self, version: u64, timeout: Duration) -> bool {
+        let mut acked = self.acked.subscribe();
+        let closed = self.connection.closed();
+        tokio::select! {
+            done = tokio::time::timeout(timeout, acked.wait_for(|v| *v >= version)) => {
+                matches!(done, Ok(Ok(_)))
+            }
+            _ = closed => false,
+        }
+    }
+
+    /// Sends a request to the peer and waits for its answer. Dropping the future stops the
+    /// stream, which cancels the handler on the peer.
+    pub(crate) async fn request(
+        &self,
+        network: &str,
+        path: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Value> {
+        let max = self.max_message_size;
+        let request = wire::Request {
+            network: network.to_owned(),
+            path: path.to_owned(),
+            payload,
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        let frame = encode_frame(Some(KIND_REQUEST), &request, max).map_err(|e| match e {
+            TransportError::FrameTooLarge { len, max } => Error::resource_exhausted(format!(
+                "the request to `{path}` is {len} bytes, over the maximum message size of {max}"
+            )),
+            e => e.into(),
+        })?;
+        let unreachable = |e: &dyn std::fmt::Display| {
+            Error::unavailable(format!("peer {} is unreachable: {e}", self.id))
+        };
+        let (mut send, mut recv) = self
+            .connection
+            .open_bi()
+            .await
+            .map_err(|e| unreachable(&e))?;
+        send.write_chunk(frame).await.map_err(|e| unreachable(&e))?;
+        let _ = send.finish();
+        let frame = match read_frame(&mut recv, max).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => {
+                return Err(Error::unavailable(format!(
+                    "peer {} closed the request to `{path}` without an answer",
+                    self.id
+                )));
+            }
+            Err(TransportError::FrameTooLarge { len, max }) => {
+                return Err(Error::resource_exhausted(format!(
+                    "the answer from `{path}` is {len} bytes, over the maximum message size of {max}"
+                )));
+            }
+            Err(e) => return Err(unreachable(&e)),
+        };
+        let response = wire::Response::decode(frame).map_err(|e| {
+            Error::internal(format!("peer {} sent a malformed response: {e}", self.id))
+        })?;
+        match response.result {
+            Some(wire::response::Result::Payload(bytes)) => Ok(Value::from_encoded(bytes)),
+            Some(wire::response::Result::Error(status)) => {
+                Err(Error::new(Code::from_u32(status.code), status.message))
+            }
+            None => Err(Error::internal(format!(
+                "peer {} sent an empty response",
+                self.id
+            ))),
+        }
+    }
+}
+
+/// An [`ActionHandler`] that serves an action by asking `peer`.
+pub(crate) fn remote_action(peer: &Arc<Peer>, network: Arc<str>) -> ActionHandler {
+    let peer = peer.clone();
+    Arc::new(move |value: Value, ctx: RequestContext| {
+        let peer = peer.clone();
+        let network = network.clone();
+        Box::pin(async move {
+            peer.request(&network, ctx.path(), value.to_bytes(), ctx.remaining())
+                .await
+        })
+    })
+}
+
+/// Reads the kind byte that starts a stream.
+pub(crate) async fn read_kind(recv: &mut RecvStream) -> Result<u8, TransportError> {
+    let mut kind = [0u8; 1];
+    match recv.read_exact(&mut kind).await {
+        Ok(()) => Ok(kind[0]),
+        Err(quinn::ReadExactError::FinishedEarly(got)) => {
+            Err(TransportError::Truncated { expected: 1, got })
+        }
+        Err(quinn::ReadExactError::ReadError(e)) => Err(e.into()),
+    }
+}
+
+fn error_response(error: &Error) -> wire::Response {
+    wire::Response {
+        result: Some(wire::response::Result::Error(wire::ErrorStatus {
+            code: error.code().as_u32(),
+            message: error.message().to_owned(),
+        })),
+    }
+}
+
+/// Serves one request stream the peer opened: reads the request, runs the local handler (which
+/// is dropped, and so cancelled, if the caller stops waiting), writes the answer.
+pub(crate) async fn serve_request(
+    node: Node,
+    peer: NodeId,
+    mut send: SendStream,
+    mut recv: RecvStream,
+    max: usize,
+) {
+    let outcome = match read_kind(&mut recv).await {
+        Ok(KIND_REQUEST) => match read_frame(&mut recv, max).await {
+            Ok(Some(frame)) => match wire::Request::decode(frame) {
+                Ok(request) => {
+                    let stopped = send.stopped();
+                    tokio::select! {
+                        outcome = node.serve_remote(request, peer) => outcome,
+                        _ = stopped => {
+                            tracing::debug!(%peer, "caller cancelled a request");
+                            return;
+                        }
+                    }
+                }
+                Err(e) => Err(Error::invalid_argument(format!("malformed request: {e}"))),
+            },
+            Ok(None) => Err(Error::invalid_argument(
+                "the request stream ended before a request",
+            )),
+            Err(TransportError::FrameTooLarge { len, max }) => {
+                let _ = recv.stop(codes::TOO_LARGE);
+                Err(Error::resource_exhausted(format!(
+                    "the request is {len} bytes, over the maximum message size of {max}"
+                )))
+            }
+            Err(e) => Err(Error::invalid_argument(format!("unreadable request: {e}"))),
+        },
+        Ok(kind) => {
+            tracing::debug!(%peer, kind, "unexpected stream kind on a request stream");
+            let _ = recv.stop(codes::PROTOCOL);
+            Err(Error::invalid_argument(format!(
+                "unknown stream kind {kind}"
+            )))
+        }
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "request stream ended before its kind byte");
+            return;
+        }
+    };
+    let response = match outcome {
+        Ok(value) => wire::Response {
+            result: Some(wire::response::Result::Payload(value.to_bytes())),
+        },
+        Err(e) => error_response(&e),
+    };
+    let frame = match encode_frame(None, &response, max) {
+        Ok(frame) => frame,
+        Err(e) => {
+            let error = match e {
+                TransportError::FrameTooLarge { len, max } => Error::resource_exhausted(format!(
+                    "the answer is {len} bytes, over the maximum message size of {max}"
+                )),
+                e => e.into(),
+            };
+            match encode_frame(None, &error_response(&error), max) {
+                Ok(frame) => frame,
+                Err(_) => return,
+            }
+        }
+    };
+    if send.write_chunk(frame).await.is_ok() {
+        let _ = send.finish();
+    }
+}
+
+/// Writes queued control messages on the control stream.
+pub(crate) async fn write_control(
+    mut send: SendStream,
+    mut queue: mpsc::UnboundedReceiver<wire::Control>,
+    max: usize,
+) {
+    while let Some(message) = queue.recv().await {
+        match encode_frame(None, &message, max) {
+            Ok(frame) => {
+                if send.write_chunk(frame).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "a control message is too large to send"),
+        }
+    }
+    let _ = send.finish();
+}
+
+/// Writes queued events on this side's event stream, opened on first use, in order.
+pub(crate) async fn write_events(
+    connection: Connection,
+    mut queue: mpsc::Receiver<OutboundEvent>,
+    max: usize,
+) {
+    let mut stream: Option<SendStream> = None;
+    while let Some(event) = queue.recv().await {
+        let message = wire::Event {
+            network: event.network.to_string(),
+            topic: event.topic.to_string(),
+            payload: event.payload,
+            subscription_ids: event.subscription_ids,
+            retained: event.retained,
+        };
+        let frame = match encode_frame(None, &message, max) {
+            Ok(frame) => frame,
+            Err(e) => {
+                tracing::warn!(topic = %event.topic, error = %e, "event not sent");
+                continue;
+            }
+        };
+        if stream.is_none() {
+            let Ok(mut opened) = connection.open_uni().await else {
+                break;
+            };
+            if opened.write_all(&[KIND_EVENTS]).await.is_err() {
+                break;
+            }
+            stream = Some(opened);
+        }
+        if let Some(open) = stream.as_mut() {
+            if open.write_chunk(frame).await.is_err() {
+                stream = None;
+                if connection.close_reason().is_some() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Reads one of the peer's event streams and delivers each event to the subscriptions it names.
+pub(crate) async fn read_events(node: Node, peer: NodeId, mut recv: RecvStream, max: usize) {
+    match read_kind(&mut recv).await {
+        Ok(KIND_EVENTS) => {}
+        Ok(kind) => {
+            tracing::debug!(%peer, kind, "unexpected stream kind on a unidirectional stream");
+            let _ = recv.stop(codes::PROTOCOL);
+            return;
+        }
+        Err(_) => return,
+    }
+    loop {
+        match read_frame(&mut recv, max).await {
+            Ok(Some(frame)) => match wire::Event::decode(frame) {
+                Ok(event) => node.deliver_inbound(peer, event).await,
+                Err(e) => tracing::debug!(%peer, error = %e, "malformed event skipped"),
+            },
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "event stream closed");
+                let _ = recv.stop(codes::PROTOCOL);
+                break;
+            }
+        }
+    }
+}
