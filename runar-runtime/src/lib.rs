@@ -7,6 +7,7 @@
 //! [`routing::TopicPath`] through the registry to a handler, locally or over the network.
 
 pub mod codegen;
+pub mod discovery;
 mod error;
 pub mod network;
 mod node;
@@ -16,6 +17,7 @@ mod service;
 pub mod value;
 mod wire;
 
+pub use discovery::{DiscoveryOptions, MemoryHub};
 pub use error::{Code, Error, Result};
 pub use network::{NetworkKey, NodeId};
 pub use node::{
