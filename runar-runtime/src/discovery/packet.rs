@@ -180,16 +180,20 @@ pub(crate) struct Checker {
     pub(crate) max_size: usize,
 }
 
-/// A datagram that passed the cheap checks; its signature is not checked yet.
+/// A datagram that passed the cheap checks; its signature is not checked yet, so nothing in it
+/// may be trusted.
 #[derive(Debug)]
 pub(crate) struct Parsed {
     pub(crate) node_id: NodeId,
+    pub(crate) kind: Kind,
+    /// Decodable addresses, not yet filtered for the source (see [`usable_from`]).
+    pub(crate) addresses: Vec<SocketAddr>,
     pub(crate) instance: u64,
     pub(crate) sequence: u64,
+    pub(crate) timestamp_ms: u64,
     public_key: [u8; 32],
     signature: Bytes,
     announcement_bytes: Bytes,
-    announcement: wire::DiscoveryAnnouncement,
 }
 
 /// A datagram that passed every check.
@@ -205,7 +209,7 @@ pub(crate) struct Verified {
 }
 
 impl Checker {
-    /// Everything but the signature: size, decoding, version, network, own id, key and id.
+    /// Everything but the signature: size, decoding, version, network, own id, key and id, kind.
     pub(crate) fn parse(&self, datagram: &[u8]) -> Result<Parsed, Rejected> {
         if datagram.len() > self.max_size {
             return Err(Rejected::TooLarge(datagram.len()));
@@ -235,20 +239,34 @@ impl Checker {
             // Our key with a forged node id field is caught above; this is belt and braces.
             return Err(Rejected::Own);
         }
+        let kind = match wire::DiscoveryKind::try_from(announcement.kind) {
+            Ok(wire::DiscoveryKind::Announce) => Kind::Announce,
+            Ok(wire::DiscoveryKind::Goodbye) => Kind::Goodbye,
+            Ok(wire::DiscoveryKind::Unspecified) | Err(_) => {
+                return Err(Rejected::UnknownKind(announcement.kind));
+            }
+        };
         Ok(Parsed {
             node_id,
+            kind,
+            addresses: announcement
+                .addresses
+                .iter()
+                .take(MAX_ADDRESSES)
+                .filter_map(decode_address)
+                .collect(),
             instance: announcement.instance,
             sequence: announcement.sequence,
+            timestamp_ms: announcement.timestamp_ms,
             public_key,
             signature: packet.signature,
             announcement_bytes: packet.announcement,
-            announcement,
         })
     }
 }
 
 impl Parsed {
-    /// Checks the signature and the kind.
+    /// Checks the signature.
     pub(crate) fn verify(self) -> Result<Verified, Rejected> {
         if !verify(
             &self.public_key,
@@ -257,27 +275,13 @@ impl Parsed {
         ) {
             return Err(Rejected::BadSignature);
         }
-        let kind = match wire::DiscoveryKind::try_from(self.announcement.kind) {
-            Ok(wire::DiscoveryKind::Announce) => Kind::Announce,
-            Ok(wire::DiscoveryKind::Goodbye) => Kind::Goodbye,
-            Ok(wire::DiscoveryKind::Unspecified) | Err(_) => {
-                return Err(Rejected::UnknownKind(self.announcement.kind));
-            }
-        };
-        let addresses = self
-            .announcement
-            .addresses
-            .iter()
-            .take(MAX_ADDRESSES)
-            .filter_map(decode_address)
-            .collect();
         Ok(Verified {
             node_id: self.node_id,
-            kind,
-            addresses,
-            instance: self.announcement.instance,
-            sequence: self.announcement.sequence,
-            timestamp_ms: self.announcement.timestamp_ms,
+            kind: self.kind,
+            addresses: self.addresses,
+            instance: self.instance,
+            sequence: self.sequence,
+            timestamp_ms: self.timestamp_ms,
         })
     }
 }

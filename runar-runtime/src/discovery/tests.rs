@@ -300,8 +300,10 @@ async fn forged_and_malformed_datagrams_add_no_peer() {
         }
     );
 
-    // Wrong signature: x's announcement signed by y.
-    send(&sign(&announcement(&x, &ours, Announce, 2), &y));
+    // Wrong signature: x's announcement (with another address) signed by y.
+    let mut wrong_signer = announcement(&x, &ours, Announce, 2);
+    wrong_signer.addresses[0].port = 40097;
+    send(&sign(&wrong_signer, &y));
     // Node id not matching the key: y's id with z's key, signed by z.
     let mut mismatched = announcement(&z, &ours, Announce, 2);
     mismatched.node_id = Bytes::copy_from_slice(y.node_id().as_bytes());
@@ -381,6 +383,67 @@ async fn forged_and_malformed_datagrams_add_no_peer() {
         "a replayed or stale datagram got through: {next}"
     );
     r.discovery.stop().await;
+}
+
+#[test]
+fn each_forgery_is_rejected_for_its_reason() {
+    use wire::DiscoveryKind::Announce;
+
+    let net = network("a");
+    let ours = net.network_id();
+    let me = NodeKeypair::generate().unwrap();
+    let checker = packet::Checker {
+        network_id: ours.clone(),
+        own: me.node_id(),
+        max_size: 1200,
+    };
+    let check = |datagram: &[u8]| checker.parse(datagram).and_then(|p| p.verify());
+    let (x, y) = (
+        NodeKeypair::generate().unwrap(),
+        NodeKeypair::generate().unwrap(),
+    );
+
+    let genuine = check(&valid(&x, &ours, Announce, 1)).unwrap();
+    assert_eq!(genuine.node_id, x.node_id());
+    assert_eq!(genuine.kind, Kind::Announce);
+
+    let reason = |datagram: &[u8]| format!("{:?}", check(datagram).unwrap_err());
+    assert!(reason(&sign(&announcement(&x, &ours, Announce, 1), &y)).starts_with("BadSignature"));
+    let mut mismatched = announcement(&y, &ours, Announce, 1);
+    mismatched.node_id = Bytes::copy_from_slice(x.node_id().as_bytes());
+    assert!(reason(&sign(&mismatched, &y)).starts_with("NodeIdMismatch"));
+    let other = network("b").network_id();
+    assert!(reason(&valid(&x, &other, Announce, 1)).starts_with("OtherNetwork"));
+    assert!(reason(&valid(&me, &ours, Announce, 1)).starts_with("Own"));
+    let mut future = announcement(&x, &ours, Announce, 1);
+    future.protocol_version = 2;
+    assert!(reason(&sign(&future, &x)).starts_with("Version(2)"));
+    let mut short = announcement(&x, &ours, Announce, 1);
+    short.public_key = Bytes::from_static(&[7; 31]);
+    assert!(reason(&sign(&short, &x)).starts_with("BadKey"));
+    assert!(
+        reason(&valid(&x, &ours, wire::DiscoveryKind::Unspecified, 1)).starts_with("UnknownKind")
+    );
+    let mut bad_kind = announcement(&x, &ours, Announce, 1);
+    bad_kind.kind = 99;
+    assert!(reason(&sign(&bad_kind, &x)).starts_with("UnknownKind(99)"));
+    assert!(reason(&[0xff; 40]).starts_with("Malformed"));
+    assert!(reason(&[0u8; 1201]).starts_with("TooLarge"));
+    // Truncations of a genuine datagram never panic and never pass.
+    let datagram = valid(&x, &ours, Announce, 1);
+    for len in 0..datagram.len() {
+        assert!(check(&datagram[..len]).is_err(), "truncated to {len}");
+    }
+    // Nor does flipping a bit in any byte (a different bit in each).
+    for i in 0..datagram.len() {
+        let mut flipped = datagram.clone();
+        flipped[i] ^= 1 << (i % 8);
+        assert!(
+            check(&flipped).is_err(),
+            "bit {} of byte {i} flipped",
+            i % 8
+        );
+    }
 }
 
 #[tokio::test]
