@@ -359,26 +359,59 @@ struct Schedule {
     steady: Duration,
 }
 
+/// The gaps between scheduled announcements: 100 ms, then doubling, up to the steady interval.
+#[derive(Debug)]
+struct Backoff {
+    steady: Duration,
+    gap: Duration,
+}
+
+impl Backoff {
+    fn new(steady: Duration) -> Self {
+        Backoff {
+            steady,
+            gap: INITIAL_BACKOFF.min(steady),
+        }
+    }
+
+    /// The gap after the announcement just sent.
+    fn next_gap(&mut self) -> Duration {
+        let gap = self.gap;
+        self.gap = self.gap.saturating_mul(2).min(self.steady);
+        gap
+    }
+
+    /// Back to the fast start.
+    fn restart(&mut self) {
+        self.gap = INITIAL_BACKOFF.min(self.steady);
+    }
+}
+
+/// `delay` from now; a delay too large to represent is a year.
+fn after(delay: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(delay)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
+}
+
 async fn announce(sender: Arc<Sender>, schedule: Schedule, now: Arc<Notify>, reply: Arc<Notify>) {
-    let mut next = Instant::now() + schedule.first;
-    let mut gap = INITIAL_BACKOFF.min(schedule.steady);
+    let mut next = after(schedule.first);
+    let mut backoff = Backoff::new(schedule.steady);
     let mut reply_due: Option<Instant> = None;
     let mut last_reply: Option<Instant> = None;
     loop {
         tokio::select! {
             () = sleep_until(next) => {
                 sender.send(Kind::Announce);
-                next = Instant::now() + gap;
-                gap = (gap * 2).min(schedule.steady);
+                next = after(backoff.next_gap());
             }
             () = now.notified() => {
                 sender.send(Kind::Announce);
-                gap = INITIAL_BACKOFF.min(schedule.steady);
-                next = Instant::now() + gap;
-                gap = (gap * 2).min(schedule.steady);
+                backoff.restart();
+                next = after(backoff.next_gap());
             }
             () = reply.notified(), if reply_due.is_none() => {
-                let soon = Instant::now() + REPLY_DELAY;
+                let soon = after(REPLY_DELAY);
                 reply_due = Some(match last_reply {
                     Some(last) => soon.max(last + REPLY_MIN_GAP),
                     None => soon,
@@ -746,6 +779,38 @@ mod unit_tests {
             assert!(!usable_from(&bad, remote_src), "{bad}");
         }
         assert!(usable_from(&"192.0.2.9:4000".parse().unwrap(), remote_src));
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_steady_interval() {
+        let ms = Duration::from_millis;
+        let mut backoff = Backoff::new(Duration::from_secs(5));
+        let gaps: Vec<_> = (0..9).map(|_| backoff.next_gap()).collect();
+        assert_eq!(
+            gaps,
+            [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000].map(ms)
+        );
+        backoff.restart();
+        assert_eq!(backoff.next_gap(), ms(100));
+        // A steady interval below the first gap is used from the start.
+        let mut fast = Backoff::new(ms(30));
+        assert_eq!([fast.next_gap(), fast.next_gap()], [ms(30), ms(30)]);
+        // Huge intervals do not overflow.
+        let mut slow = Backoff::new(Duration::MAX);
+        for _ in 0..200 {
+            slow.next_gap();
+        }
+        assert_eq!(slow.next_gap(), Duration::MAX);
+        let _ = after(Duration::MAX);
+    }
+
+    #[test]
+    fn sending_socket_settings() {
+        let socket = sending_socket(Ipv4Addr::LOCALHOST, 7).unwrap();
+        let socket = socket2::SockRef::from(&socket);
+        assert_eq!(socket.multicast_ttl_v4().unwrap(), 7);
+        assert_eq!(socket.multicast_if_v4().unwrap(), Ipv4Addr::LOCALHOST);
+        assert!(socket.multicast_loop_v4().unwrap());
     }
 
     #[test]

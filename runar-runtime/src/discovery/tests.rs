@@ -189,6 +189,29 @@ async fn a_new_peer_gets_a_prompt_answer() {
 }
 
 #[tokio::test]
+async fn announce_now_announces_at_once() {
+    // Neither node would announce on its own during the test.
+    let (group, _port) = free_group();
+    let net = network("a");
+    let options = on_loopback(group).first_announce_delay(Duration::from_secs(3600));
+    let mut a = start(&options, peer(&net, "127.0.0.1:40041")).await;
+    let mut b = start(&options, peer(&net, "127.0.0.1:40042")).await;
+    a.discovery.announce_now();
+    let (a_id, b_id) = (a.id, b.id);
+    wait_for(&mut b.events, Duration::from_secs(1), "b hears a", |e| {
+        matches!(e, DiscoveryEvent::Discovered { node_id, .. } if node_id == a_id).then_some(())
+    })
+    .await;
+    // b answers the new peer.
+    wait_for(&mut a.events, Duration::from_secs(1), "a hears b", |e| {
+        matches!(e, DiscoveryEvent::Discovered { node_id, .. } if node_id == b_id).then_some(())
+    })
+    .await;
+    a.discovery.stop().await;
+    b.discovery.stop().await;
+}
+
+#[tokio::test]
 async fn stop_and_drop_send_goodbye() {
     let (group, _port) = free_group();
     let net = network("a");
