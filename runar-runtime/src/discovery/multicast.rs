@@ -225,19 +225,12 @@ impl MulticastDiscovery {
     ) -> Result<Self> {
         let group = options.validate()?;
         let explicit = !options.interfaces.is_empty();
-        let mut interfaces = if explicit {
+        // Both lists are free of duplicates.
+        let interfaces = if explicit {
             options.interfaces.clone()
         } else {
             auto_interfaces()
         };
-        interfaces.dedup();
-        let mut deduped = Vec::with_capacity(interfaces.len());
-        for i in interfaces {
-            if !deduped.contains(&i) {
-                deduped.push(i);
-            }
-        }
-        let interfaces = deduped;
 
         for addr in &local.addresses {
             if matches!(addr.ip(), IpAddr::V6(ip) if ip.is_unspecified()) {
