@@ -809,3 +809,18 @@ async fn two_processes_find_each_other() {
     assert!(output.1.contains("child found the parent"), "{}", output.1);
     parent.discovery.stop().await;
 }
+
+#[test]
+fn types_and_futures_are_send() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>(_: &T) {}
+    send_sync::<Discovery>();
+    send_sync::<DiscoveryOptions>();
+    send_sync::<MemoryHub>();
+    send_sync::<DiscoveryEvent>();
+    send_sync::<LocalPeer>();
+    let options = DiscoveryOptions::none();
+    let (tx, _rx) = unbounded_channel();
+    let start = Discovery::start(&options, peer(&network("a"), "127.0.0.1:1"), tx);
+    send(&start);
+}
