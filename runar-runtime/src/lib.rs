@@ -17,7 +17,7 @@ mod service;
 pub mod value;
 mod wire;
 
-pub use discovery::DiscoveryOptions;
+pub use discovery::{DiscoveryOptions, MemoryHub};
 pub use error::{Code, Error, Result};
 pub use network::{NetworkConfig, NetworkKey, NodeId};
 pub use node::{
