@@ -15,14 +15,14 @@ mod registry;
 pub mod routing;
 mod service;
 pub mod value;
-mod wire;
+pub mod wire;
 
 pub use discovery::{DiscoveryOptions, MemoryHub};
 pub use error::{Code, Error, Result};
 pub use network::{NetworkConfig, NetworkKey, NodeId};
 pub use node::{
-    BroadcastMode, Node, NodeConfig, PublishOptions, RequestOptions, SubscribeOptions,
-    SubscriptionId,
+    BroadcastMode, Node, NodeConfig, PeerEvent, PublishOptions, RequestOptions, ServiceEvent,
+    SubscribeOptions, SubscriptionId,
 };
 pub use service::{
     AbstractService, ActionHandler, Caller, EventContext, EventHandler, LifecycleContext,

@@ -12,6 +12,7 @@ use std::time::Duration;
 use prost::Message;
 use quinn::Connection;
 use rustc_hash::{FxHashMap, FxHashSet};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::framing::{encode_frame, read_frame};
@@ -20,8 +21,9 @@ use super::peer::{
     serve_request, write_control, write_events,
 };
 use super::{NetworkConfig, NetworkKey, NodeId, NodeKeypair, Transport, TransportError};
+use crate::discovery::{Discovery, DiscoveryEvent, LocalPeer};
 use crate::error::{Error, Result};
-use crate::node::{Node, NodeInner};
+use crate::node::{Node, NodeInner, PeerChange};
 use crate::registry::{ActionInstance, Origin, OutboundEvent, PeerLink, Sink, Subscription};
 use crate::routing::TopicPath;
 use crate::service::context::lock;
@@ -31,6 +33,11 @@ use crate::wire;
 pub(crate) struct Mesh {
     node: Weak<NodeInner>,
     transport: Transport,
+    keypair: Arc<NodeKeypair>,
+    key: NetworkKey,
+    discovery: Mutex<Option<Discovery>>,
+    /// Peers being dialed after discovery reported them.
+    dialing: Mutex<FxHashSet<NodeId>>,
     config: NetworkConfig,
     node_id: NodeId,
     name: String,
@@ -48,13 +55,17 @@ impl Mesh {
     pub(crate) fn bind(
         node: &Node,
         config: NetworkConfig,
-        keypair: &NodeKeypair,
-        key: &NetworkKey,
+        keypair: Arc<NodeKeypair>,
+        key: NetworkKey,
     ) -> Result<Arc<Mesh>> {
-        let transport = Transport::bind(config.transport(), keypair, key)?;
+        let transport = Transport::bind(config.transport(), &keypair, &key)?;
         Ok(Arc::new(Mesh {
             node: node.downgrade(),
             transport,
+            keypair: keypair.clone(),
+            key: key.clone(),
+            discovery: Mutex::default(),
+            dialing: Mutex::default(),
             node_id: keypair.node_id(),
             name: node.name().to_owned(),
             network_id: key.network_id(),
@@ -67,14 +78,73 @@ impl Mesh {
         }))
     }
 
-    /// Starts accepting connections and dialing static peers.
-    pub(crate) fn run(self: &Arc<Self>) {
+    /// Starts accepting connections, dialing static peers and discovery. Fails when discovery
+    /// cannot start (invalid options, sockets that cannot be set up).
+    pub(crate) async fn run(self: &Arc<Self>) -> Result<()> {
+        let (events, discovered) = mpsc::unbounded_channel();
+        let local = LocalPeer {
+            keypair: self.keypair.clone(),
+            network_key: self.key.clone(),
+            addresses: vec![self.local_addr()?],
+        };
+        let discovery = Discovery::start(&self.config.discovery, local, events).await?;
+        *lock(&self.discovery) = Some(discovery);
         let mesh = self.clone();
         tokio::spawn(async move { mesh.accept_loop().await });
+        let mesh = self.clone();
+        tokio::spawn(async move { mesh.discovery_loop(discovered).await });
         for addr in self.config.discovery.static_peer_addrs() {
             let mesh = self.clone();
             tokio::spawn(async move { mesh.dial_loop(addr).await });
         }
+        Ok(())
+    }
+
+    /// Connects to discovered peers and drops the ones that say goodbye.
+    async fn discovery_loop(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<DiscoveryEvent>) {
+        loop {
+            let event = tokio::select! {
+                event = events.recv() => event,
+                _ = self.shutdown.cancelled() => break,
+            };
+            match event {
+                None => break,
+                Some(DiscoveryEvent::Discovered { node_id, addresses }) => {
+                    if self.is_connected(&node_id) || !lock(&self.dialing).insert(node_id) {
+                        continue;
+                    }
+                    if let Some(node) = self.node() {
+                        node.publish_peer_event(node_id, PeerChange::Discovered, "", &addresses)
+                            .await;
+                    }
+                    let mesh = self.clone();
+                    tokio::spawn(async move {
+                        for addr in &addresses {
+                            // The TLS identity must be the announced node id.
+                            match mesh.connect(*addr, Some(&node_id)).await {
+                                Ok(_) => break,
+                                Err(e) => {
+                                    tracing::debug!(peer = %node_id, %addr, error = %e, "discovered peer unreachable")
+                                }
+                            }
+                        }
+                        lock(&mesh.dialing).remove(&node_id);
+                    });
+                }
+                Some(DiscoveryEvent::Goodbye { node_id }) => {
+                    let peer = lock(&self.peers).get(&node_id).cloned();
+                    if let Some(peer) = peer {
+                        peer.connection.close(codes::GOODBYE, b"goodbye");
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_connected(&self, id: &NodeId) -> bool {
+        lock(&self.peers)
+            .get(id)
+            .is_some_and(|p| p.connection.close_reason().is_none())
     }
 
     /// The bound QUIC address.
@@ -232,16 +302,25 @@ impl Mesh {
             max,
             self.event_queue_capacity,
         );
+        // Register what the peer offers first, so a peer listed as connected is routable.
+        self.apply_capabilities(&peer, theirs.capabilities.unwrap_or_default());
         if !self.keep(&peer) {
             connection.close(codes::DUPLICATE, b"duplicate connection");
+            if let Some(node) = self.node() {
+                node.registry().remove_link(link);
+            }
             return Ok(());
         }
-        tracing::info!(node = %self.name, peer = %peer_id, name = %theirs.node_name, addr = %connection.remote_address(), "peer connected");
+        let addr = connection.remote_address();
+        tracing::info!(node = %self.name, peer = %peer_id, name = %theirs.node_name, %addr, "peer connected");
         self.spawn_peer_tasks(&peer, queues, send, recv);
-        self.apply_capabilities(&peer, theirs.capabilities.unwrap_or_default());
         // Changes made during the hello went to the other peers only: catch up.
         if self.version.load(Ordering::Acquire) > ours.capabilities.map_or(0, |c| c.version) {
             peer.send_control(wire::control::Kind::Capabilities(self.capabilities()));
+        }
+        if let Some(node) = self.node() {
+            node.publish_peer_event(peer_id, PeerChange::Connected, &peer.name, &[addr])
+                .await;
         }
         Ok(())
     }
@@ -305,7 +384,7 @@ impl Mesh {
         let p = peer.clone();
         tokio::spawn(async move {
             let reason = p.connection.closed().await;
-            mesh.detach(&p, &reason);
+            mesh.detach(&p, &reason).await;
         });
     }
 
@@ -366,17 +445,24 @@ impl Mesh {
     }
 
     /// Removes everything learned over the peer's connection.
-    fn detach(&self, peer: &Arc<Peer>, reason: &quinn::ConnectionError) {
-        {
+    async fn detach(&self, peer: &Arc<Peer>, reason: &quinn::ConnectionError) {
+        let was_current = {
             let mut peers = lock(&self.peers);
-            if peers.get(&peer.id).is_some_and(|p| p.link == peer.link) {
+            let current = peers.get(&peer.id).is_some_and(|p| p.link == peer.link);
+            if current {
                 peers.remove(&peer.id);
             }
+            current
+        };
+        let Some(node) = self.node() else { return };
+        node.registry().remove_link(peer.link);
+        // A connection replaced by a newer one is no departure.
+        if was_current {
+            tracing::info!(node = %self.name, peer = %peer.id, name = %peer.name, %reason, "peer disconnected");
+            let addr = peer.connection.remote_address();
+            node.publish_peer_event(peer.id, PeerChange::Disconnected, &peer.name, &[addr])
+                .await;
         }
-        if let Some(node) = self.node() {
-            node.registry().remove_link(peer.link);
-        }
-        tracing::info!(node = %self.name, peer = %peer.id, name = %peer.name, %reason, "peer disconnected");
     }
 
     fn hello(&self) -> wire::Hello {
@@ -542,6 +628,10 @@ impl Mesh {
     /// Says goodbye to every peer, closes the connections and the endpoint.
     pub(crate) async fn stop(&self) {
         self.shutdown.cancel();
+        let discovery = lock(&self.discovery).take();
+        if let Some(discovery) = discovery {
+            discovery.stop().await;
+        }
         let peers: Vec<Arc<Peer>> = lock(&self.peers).drain().map(|(_, p)| p).collect();
         for peer in &peers {
             peer.send_control(wire::control::Kind::Goodbye(wire::Goodbye {

@@ -275,6 +275,8 @@ impl Node {
                 active,
             }),
         );
+        // Returns once connected peers know of the subscription: their next publish reaches it.
+        self.announce().await;
         Ok(id)
     }
 
@@ -282,6 +284,7 @@ impl Node {
     pub async fn unsubscribe(&self, id: impl Into<SubscriptionId>) -> Result<()> {
         let id = id.into();
         if self.inner.registry.remove_subscription(id) {
+            self.announce().await;
             Ok(())
         } else {
             Err(Error::not_found(format!("no subscription {id}")))

@@ -2,6 +2,7 @@
 
 mod config;
 mod events;
+mod registry_events;
 mod request;
 
 use std::collections::BTreeMap;
@@ -13,6 +14,8 @@ use std::sync::{Arc, Mutex, Weak};
 pub use config::{
     BroadcastMode, NodeConfig, PublishOptions, RequestOptions, SubscribeOptions, SubscriptionId,
 };
+pub(crate) use registry_events::PeerChange;
+pub use registry_events::{PeerEvent, ServiceEvent};
 
 use crate::error::{Error, Result};
 use crate::network::mesh::Mesh;
@@ -292,8 +295,8 @@ impl Node {
                 Some(Mesh::bind(
                     self,
                     network.clone(),
-                    &self.inner.keypair,
-                    &key,
+                    self.inner.keypair.clone(),
+                    key,
                 )?)
             }
             None => None,
@@ -310,7 +313,7 @@ impl Node {
         }
         self.inner.state.store(RUNNING, Ordering::Release);
         if let Some(mesh) = mesh {
-            mesh.run();
+            mesh.run().await?;
             tracing::info!(node = %self.name(), id = %self.node_id(), addr = ?mesh.local_addr().ok(), "listening");
             *lock(&self.inner.mesh) = Some(mesh);
         }
@@ -358,6 +361,8 @@ impl Node {
             Err(e) => {
                 entry.state = ServiceState::Failed;
                 self.remove_registrations(entry);
+                self.publish_service_event(&entry.path, entry.service.name(), entry.state)
+                    .await;
                 tracing::error!(service = %entry.path, error = %e, "service failed to initialize");
                 Err(e.context(format!("service `{}` failed to initialize", entry.path)))
             }
@@ -370,11 +375,15 @@ impl Node {
             Ok(()) => {
                 entry.state = ServiceState::Running;
                 self.catalog_insert(entry);
+                self.publish_service_event(&entry.path, entry.service.name(), entry.state)
+                    .await;
                 Ok(())
             }
             Err(e) => {
                 entry.state = ServiceState::Failed;
                 self.remove_registrations(entry);
+                self.publish_service_event(&entry.path, entry.service.name(), entry.state)
+                    .await;
                 tracing::error!(service = %entry.path, error = %e, "service failed to start");
                 Err(e.context(format!("service `{}` failed to start", entry.path)))
             }
@@ -393,6 +402,8 @@ impl Node {
         let result = entry.service.stop(&ctx).await;
         entry.state = ServiceState::Stopped;
         self.remove_registrations(entry);
+        self.publish_service_event(&entry.path, entry.service.name(), entry.state)
+            .await;
         result.map_err(|e| e.context(format!("service `{}` failed to stop", entry.path)))
     }
 

@@ -1,0 +1,61 @@
+//! Helpers shared by the multi-node tests.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+use std::time::{Duration, Instant};
+
+use runar::{DiscoveryOptions, NetworkConfig, NetworkKey, Node, NodeConfig};
+
+/// Generous: conditions normally hold within milliseconds; this only bounds a failure.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub fn key() -> NetworkKey {
+    NetworkKey::from_secret("runar test network secret")
+}
+
+pub fn network(key: &NetworkKey, discovery: DiscoveryOptions) -> NetworkConfig {
+    NetworkConfig::default()
+        .with_bind_address("127.0.0.1:0".parse().unwrap())
+        .with_key(key.clone())
+        .with_discovery(discovery)
+}
+
+/// A node on 127.0.0.1 with `discovery`, not started.
+pub async fn node(name: &str, key: &NetworkKey, discovery: DiscoveryOptions) -> Node {
+    Node::new(NodeConfig::new(name, "test").with_network_config(network(key, discovery)))
+        .await
+        .unwrap()
+}
+
+/// A started node that dials `peers`.
+pub async fn started(name: &str, key: &NetworkKey, peers: &[&Node]) -> Node {
+    let addrs: Vec<_> = peers.iter().map(|p| p.local_addr().unwrap()).collect();
+    let n = node(name, key, DiscoveryOptions::static_peers(addrs)).await;
+    n.start().await.unwrap();
+    n
+}
+
+/// Polls `condition` until it holds, failing the test after [`WAIT`].
+pub async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < WAIT, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits until `node` routes `path` to `instances` instances or more (local or remote).
+pub async fn wait_for_action(node: &Node, path: &str) {
+    wait_for(&format!("{path} on {}", node.name()), || {
+        node.actions().iter().any(|a| a == path)
+    })
+    .await;
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
