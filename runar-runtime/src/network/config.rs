@@ -37,9 +37,10 @@ pub struct NetworkConfig {
     pub max_message_size: usize,
     /// How long dialing a peer, including the TLS handshake and the hello, may take (default 5 s).
     pub connect_timeout: Duration,
-    /// How often an idle connection is probed (default 1 s).
+    /// How often an idle connection is probed (default 500 ms).
     pub keep_alive_interval: Duration,
-    /// How long a silent peer is kept before it is dropped with its services (default 3 s).
+    /// How long a silent peer is kept before it is dropped with its services (default 2.5 s, so
+    /// a vanished peer is gone within 3 s).
     pub idle_timeout: Duration,
     /// The most connections the node keeps; more are refused and logged (default 256).
     pub max_connections: usize,

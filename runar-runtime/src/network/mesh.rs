@@ -646,3 +646,65 @@ impl Mesh {
         let _ = tokio::time::timeout(Duration::from_millis(250), self.transport.wait_idle()).await;
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::discovery::DiscoveryOptions;
+    use crate::node::NodeConfig;
+
+    fn free_port() -> SocketAddr {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.local_addr().unwrap()
+    }
+
+    async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+        let started = Instant::now();
+        while !condition() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn two_nodes_dialing_each_other_at_once_keep_one_connection() {
+        let key = NetworkKey::from_secret("simultaneous");
+        for round in 0..5 {
+            let (addr_a, addr_b) = (free_port(), free_port());
+            let config = |bind: SocketAddr, peer: SocketAddr| {
+                NodeConfig::new("n", "test").with_network_config(
+                    NetworkConfig::default()
+                        .with_bind_address(bind)
+                        .with_key(key.clone())
+                        .with_discovery(DiscoveryOptions::static_peers([peer])),
+                )
+            };
+            let a = Node::new(config(addr_a, addr_b)).await.unwrap();
+            let b = Node::new(config(addr_b, addr_a)).await.unwrap();
+            let (ra, rb) = tokio::join!(a.start(), b.start());
+            ra.unwrap();
+            rb.unwrap();
+            let (ma, mb) = (a.mesh().unwrap(), b.mesh().unwrap());
+            wait_for("one connection each way", || {
+                a.peers() == [b.node_id()]
+                    && b.peers() == [a.node_id()]
+                    && ma.transport.connection_count() == 1
+                    && mb.transport.connection_count() == 1
+            })
+            .await;
+            // Both kept the connection dialed by the smaller id.
+            let preferred = a.node_id().min(b.node_id());
+            let da = lock(&ma.peers).get(&b.node_id()).unwrap().dialer;
+            let db = lock(&mb.peers).get(&a.node_id()).unwrap().dialer;
+            assert_eq!((da, db), (preferred, preferred), "round {round}");
+            a.stop().await.unwrap();
+            b.stop().await.unwrap();
+        }
+    }
+}

@@ -43,8 +43,8 @@ impl Default for TransportConfig {
         TransportConfig {
             bind_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             max_message_size: 4 * 1024 * 1024,
-            keep_alive_interval: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(3),
+            keep_alive_interval: Duration::from_millis(500),
+            idle_timeout: Duration::from_millis(2500),
             connect_timeout: Duration::from_secs(5),
             max_concurrent_bidi_streams: 1024,
             max_connections: 256,

@@ -147,7 +147,7 @@ impl Node {
         lock(&self.inner.catalog).values().cloned().collect()
     }
 
-    fn mesh(&self) -> Option<Arc<Mesh>> {
+    pub(crate) fn mesh(&self) -> Option<Arc<Mesh>> {
         lock(&self.inner.mesh).clone()
     }
 
