@@ -160,12 +160,15 @@ pub(crate) struct Resolved {
     pub(crate) path: Arc<str>,
 }
 
+/// Every subscription by id, with its network.
+type SubscriptionIndex = HashMap<SubscriptionId, (Arc<str>, Arc<Subscription>)>;
+
 /// The node's routing tables, one set per network.
 #[derive(Default)]
 pub(crate) struct Registry {
     networks: RwLock<HashMap<Arc<str>, NetworkTable>>,
     /// Every subscription by id, with its network.
-    subscriptions: RwLock<HashMap<SubscriptionId, (Arc<str>, Arc<Subscription>)>>,
+    subscriptions: RwLock<SubscriptionIndex>,
     /// Where `OnePerService` delivery stands for each subscribing group.
     rotation: std::sync::Mutex<HashMap<Arc<str>, usize>>,
 }
