@@ -56,6 +56,7 @@ async fn hello(
         node_name: "raw".into(),
         network_id: key().network_id(),
         capabilities: Some(wire::Capabilities::default()),
+        instance: 1,
     };
     write_frame(&mut send, &hello.encode_to_vec(), MAX)
         .await
@@ -137,6 +138,7 @@ async fn garbage_instead_of_a_hello_closes_only_that_connection() {
         node_name: "liar".into(),
         network_id: key().network_id(),
         capabilities: None,
+        instance: 2,
     };
     write_frame(&mut send, &liar.encode_to_vec(), MAX)
         .await

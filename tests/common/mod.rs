@@ -59,3 +59,15 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+/// A multicast group on a port nobody else uses, so parallel tests do not hear each other,
+/// pinned to the loopback interface.
+pub fn multicast() -> DiscoveryOptions {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let group = format!("239.255.{}.{}:{port}", port >> 8, port & 0xff);
+    DiscoveryOptions::multicast(group).multicast_interface(std::net::Ipv4Addr::LOCALHOST)
+}

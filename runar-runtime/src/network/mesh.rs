@@ -47,6 +47,8 @@ pub(crate) struct Mesh {
     next_link: AtomicU64,
     /// The version of this node's capabilities last sent.
     version: AtomicU64,
+    /// Random, new at each start (see `Hello::instance`).
+    instance: u64,
     shutdown: CancellationToken,
 }
 
@@ -74,6 +76,7 @@ impl Mesh {
             peers: Mutex::default(),
             next_link: AtomicU64::new(1),
             version: AtomicU64::new(0),
+            instance: random_u64()?,
             shutdown: CancellationToken::new(),
         }))
     }
@@ -297,6 +300,7 @@ impl Mesh {
             peer_id,
             link,
             theirs.node_name.clone(),
+            theirs.instance,
             connection.clone(),
             dialer,
             max,
@@ -349,13 +353,19 @@ impl Mesh {
 
     /// Adds `peer` unless a preferred connection to it exists. Of two live connections between
     /// the same nodes, both sides keep the one dialed by the node with the smaller id; a newer
-    /// connection from the same dialer replaces an older one.
+    /// connection from the same dialer replaces an older one, and a connection from a restarted
+    /// peer (another instance) replaces a stale one.
     fn keep(&self, peer: &Arc<Peer>) -> bool {
         let preferred = self.node_id.min(peer.id);
         let mut peers = lock(&self.peers);
         if let Some(existing) = peers.get(&peer.id) {
             let existing_alive = existing.connection.close_reason().is_none();
-            if existing_alive && existing.dialer == preferred && peer.dialer != preferred {
+            let same_instance = existing.instance == peer.instance;
+            if existing_alive
+                && same_instance
+                && existing.dialer == preferred
+                && peer.dialer != preferred
+            {
                 return false;
             }
             existing.connection.close(codes::DUPLICATE, b"replaced");
@@ -472,6 +482,7 @@ impl Mesh {
             node_name: self.name.clone(),
             network_id: self.network_id.clone(),
             capabilities: Some(self.capabilities()),
+            instance: self.instance,
         }
     }
 
@@ -625,26 +636,36 @@ impl Mesh {
         view.services = capabilities.services;
     }
 
-    /// Says goodbye to every peer, closes the connections and the endpoint.
+    /// Says goodbye to every peer, closes the connections and the endpoint, stops discovery.
     pub(crate) async fn stop(&self) {
         self.shutdown.cancel();
-        let discovery = lock(&self.discovery).take();
-        if let Some(discovery) = discovery {
-            discovery.stop().await;
-        }
         let peers: Vec<Arc<Peer>> = lock(&self.peers).drain().map(|(_, p)| p).collect();
+        // Closing first: the close code tells each peer at once (the goodbye message says why,
+        // if it gets out first), so they drop this node without waiting for discovery.
         for peer in &peers {
             peer.send_control(wire::control::Kind::Goodbye(wire::Goodbye {
                 reason: "node stopped".into(),
             }));
-        }
-        // The close code tells the peer at once; the goodbye above says why, if it gets there.
-        for peer in &peers {
             peer.connection.close(codes::GOODBYE, b"goodbye");
         }
         self.transport.close();
-        let _ = tokio::time::timeout(Duration::from_millis(250), self.transport.wait_idle()).await;
+        let discovery = lock(&self.discovery).take();
+        if let Some(discovery) = discovery {
+            discovery.stop().await;
+        }
+        // Let the endpoint send the close frames before the caller moves on (or exits).
+        let _ = tokio::time::timeout(Duration::from_millis(100), self.transport.wait_idle()).await;
     }
+}
+
+/// A random number from the system's generator.
+fn random_u64() -> Result<u64> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| Error::internal("the system's random generator failed"))?;
+    Ok(u64::from_le_bytes(bytes))
 }
 
 #[cfg(test)]

@@ -51,6 +51,8 @@ pub(crate) struct Peer {
     pub(crate) id: NodeId,
     pub(crate) link: PeerLink,
     pub(crate) name: String,
+    /// The peer's instance (see `Hello::instance`).
+    pub(crate) instance: u64,
     pub(crate) connection: Connection,
     /// Which side opened the connection (for the simultaneous-dial rule).
     pub(crate) dialer: NodeId,
@@ -82,6 +84,7 @@ impl Peer {
         id: NodeId,
         link: PeerLink,
         name: String,
+        instance: u64,
         connection: Connection,
         dialer: NodeId,
         max_message_size: usize,
@@ -93,6 +96,7 @@ impl Peer {
             id,
             link,
             name,
+            instance,
             connection,
             dialer,
             control,
