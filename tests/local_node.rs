@@ -741,3 +741,38 @@ async fn a_local_typed_request_performs_zero_encodes() {
         "only the response is re-encoded"
     );
 }
+
+#[tokio::test]
+async fn service_state_changes_are_registry_events() {
+    let node = node().await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    node.subscribe("$registry/service/>", move |e: runar::ServiceEvent, ctx| {
+        let tx = tx.clone();
+        async move {
+            tx.send((ctx.topic().to_owned(), e.path, e.state)).unwrap();
+            Ok(())
+        }
+    })
+    .await
+    .unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    node.add_service(recorder("a", &log)).await.unwrap();
+    node.start().await.unwrap();
+    assert_eq!(
+        next(&mut rx).await,
+        (
+            "$registry/service/a/running".into(),
+            "a".into(),
+            "running".into()
+        )
+    );
+    node.remove_service("a").await.unwrap();
+    assert_eq!(
+        next(&mut rx).await,
+        (
+            "$registry/service/a/stopped".into(),
+            "a".into(),
+            "stopped".into()
+        )
+    );
+}
