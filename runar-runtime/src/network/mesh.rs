@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::framing::{encode_frame, read_frame};
 use super::peer::{
-    KIND_CONTROL, PROTOCOL_VERSION, Peer, PeerQueues, codes, read_events, read_kind, remote_action,
-    serve_request, write_control, write_events,
+    KIND_CONTROL, PROTOCOL_VERSION, Peer, PeerIdentity, PeerQueues, codes, read_events, read_kind,
+    remote_action, serve_request, write_control, write_events,
 };
 use super::{NetworkConfig, NetworkKey, NodeId, NodeKeypair, Transport, TransportError};
 use crate::discovery::{Discovery, DiscoveryEvent, LocalPeer};
@@ -296,16 +296,15 @@ impl Mesh {
             link: self.next_link.fetch_add(1, Ordering::Relaxed),
         };
         let dialer = if dialed { self.node_id } else { peer_id };
-        let (peer, queues) = Peer::new(
-            peer_id,
+        let identity = PeerIdentity {
+            id: peer_id,
             link,
-            theirs.node_name.clone(),
-            theirs.instance,
-            connection.clone(),
+            name: theirs.node_name.clone(),
+            instance: theirs.instance,
             dialer,
-            max,
-            self.event_queue_capacity,
-        );
+        };
+        let (peer, queues) =
+            Peer::new(identity, connection.clone(), max, self.event_queue_capacity);
         // Register what the peer offers first, so a peer listed as connected is routable.
         self.apply_capabilities(&peer, theirs.capabilities.unwrap_or_default());
         if !self.keep(&peer) {

@@ -73,6 +73,15 @@ pub(crate) struct PeerView {
     pub(crate) services: Vec<wire::ServiceDescriptor>,
 }
 
+/// Who a new peer is, from its certificate and its hello.
+pub(crate) struct PeerIdentity {
+    pub(crate) id: NodeId,
+    pub(crate) link: PeerLink,
+    pub(crate) name: String,
+    pub(crate) instance: u64,
+    pub(crate) dialer: NodeId,
+}
+
 /// The receiving ends of a new peer's queues, for the tasks that drain them.
 pub(crate) struct PeerQueues {
     pub(crate) control: mpsc::UnboundedReceiver<wire::Control>,
@@ -81,15 +90,18 @@ pub(crate) struct PeerQueues {
 
 impl Peer {
     pub(crate) fn new(
-        id: NodeId,
-        link: PeerLink,
-        name: String,
-        instance: u64,
+        identity: PeerIdentity,
         connection: Connection,
-        dialer: NodeId,
         max_message_size: usize,
         event_queue_capacity: usize,
     ) -> (Arc<Peer>, PeerQueues) {
+        let PeerIdentity {
+            id,
+            link,
+            name,
+            instance,
+            dialer,
+        } = identity;
         let (control, control_rx) = mpsc::unbounded_channel();
         let (events, events_rx) = mpsc::channel(event_queue_capacity);
         let peer = Arc::new(Peer {
