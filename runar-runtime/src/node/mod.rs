@@ -358,14 +358,7 @@ impl Node {
                 entry.state = ServiceState::Initialized;
                 Ok(())
             }
-            Err(e) => {
-                entry.state = ServiceState::Failed;
-                self.remove_registrations(entry);
-                self.publish_service_event(&entry.path, entry.service.name(), entry.state)
-                    .await;
-                tracing::error!(service = %entry.path, error = %e, "service failed to initialize");
-                Err(e.context(format!("service `{}` failed to initialize", entry.path)))
-            }
+            Err(e) => Err(self.service_failed(entry, e, "initialize").await),
         }
     }
 
@@ -379,15 +372,19 @@ impl Node {
                     .await;
                 Ok(())
             }
-            Err(e) => {
-                entry.state = ServiceState::Failed;
-                self.remove_registrations(entry);
-                self.publish_service_event(&entry.path, entry.service.name(), entry.state)
-                    .await;
-                tracing::error!(service = %entry.path, error = %e, "service failed to start");
-                Err(e.context(format!("service `{}` failed to start", entry.path)))
-            }
+            Err(e) => Err(self.service_failed(entry, e, "start").await),
         }
+    }
+
+    /// Marks a service whose `init` or `start` failed, removes what it registered, and returns
+    /// its error naming the service.
+    async fn service_failed(&self, entry: &mut ServiceEntry, error: Error, phase: &str) -> Error {
+        entry.state = ServiceState::Failed;
+        self.remove_registrations(entry);
+        self.publish_service_event(&entry.path, entry.service.name(), entry.state)
+            .await;
+        tracing::error!(service = %entry.path, %error, "service failed to {phase}");
+        error.context(format!("service `{}` failed to {phase}", entry.path))
     }
 
     async fn stop_service(&self, entry: &mut ServiceEntry) -> Result<()> {
