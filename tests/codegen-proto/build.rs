@@ -6,6 +6,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .service_path("shop.Audit", "audit_log")
         // Builder and `(runar.service_path)`: the builder wins.
         .service_path(".shop.Ledger", "ledger")
-        .compile(&["proto/shop/shop.proto"], &["proto"])?;
+        .compile(
+            &["proto/shop/shop.proto", "proto/calc/calc.proto"],
+            &["proto"],
+        )?;
     Ok(())
 }

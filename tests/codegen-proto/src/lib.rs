@@ -19,3 +19,8 @@ pub mod shop {
 
     runar::include_proto!("shop");
 }
+
+/// Package `calc`: the .proto twin of a macro service (see tests/cross_path.rs).
+pub mod calc {
+    runar::include_proto!("calc");
+}

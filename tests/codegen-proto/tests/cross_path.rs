@@ -1,0 +1,217 @@
+//! One wire format: a client generated from a .proto calls a `#[runar::service]` service, and a
+//! macro client calls the .proto-generated server — locally (different Rust types for one schema,
+//! so the value falls back to encoding) and across two nodes over QUIC.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use runar::{DiscoveryOptions, NetworkConfig, NetworkKey, Node, NodeConfig, RequestContext};
+use runar_codegen_proto_tests::calc;
+
+/// The macro side.
+mod code_first {
+    /// Numbers to summarize (hand-written prost message, same fields as `calc.Numbers`).
+    #[derive(Clone, PartialEq, runar::prost::Message)]
+    #[prost(prost_path = "::runar::prost")]
+    pub struct Numbers {
+        #[prost(double, repeated, tag = "1")]
+        pub values: Vec<f64>,
+    }
+
+    /// Same fields as `calc.Summary`.
+    #[derive(Clone, PartialEq, runar::prost::Message)]
+    #[prost(prost_path = "::runar::prost")]
+    pub struct Summary {
+        #[prost(uint64, tag = "1")]
+        pub count: u64,
+        #[prost(double, tag = "2")]
+        pub total: f64,
+    }
+
+    #[runar::service(path = "calc")]
+    pub trait Calc {
+        async fn add(&self, a: f64, b: f64) -> runar::Result<f64>;
+        async fn label(&self, value: f64, unit: String, tags: Vec<String>)
+        -> runar::Result<String>;
+        async fn summarize(&self, req: Numbers) -> runar::Result<Summary>;
+    }
+
+    pub struct Impl;
+
+    impl Calc for Impl {
+        async fn add(&self, a: f64, b: f64) -> runar::Result<f64> {
+            Ok(a + b)
+        }
+        async fn label(
+            &self,
+            value: f64,
+            unit: String,
+            tags: Vec<String>,
+        ) -> runar::Result<String> {
+            Ok(format!("{value} {unit} [{}] (macro)", tags.join(",")))
+        }
+        async fn summarize(&self, req: Numbers) -> runar::Result<Summary> {
+            Ok(Summary {
+                count: req.values.len() as u64,
+                total: req.values.iter().sum(),
+            })
+        }
+    }
+}
+
+/// The .proto side.
+struct ProtoImpl;
+
+impl calc::calc_server::Calc for ProtoImpl {
+    async fn add(&self, _ctx: RequestContext, req: calc::CalcAddRequest) -> runar::Result<f64> {
+        Ok(req.a + req.b)
+    }
+    async fn label(
+        &self,
+        _ctx: RequestContext,
+        req: calc::CalcLabelRequest,
+    ) -> runar::Result<String> {
+        Ok(format!(
+            "{} {} [{}] (proto)",
+            req.value,
+            req.unit,
+            req.tags.join(",")
+        ))
+    }
+    async fn summarize(
+        &self,
+        _ctx: RequestContext,
+        req: calc::Numbers,
+    ) -> runar::Result<calc::Summary> {
+        Ok(calc::Summary {
+            count: req.values.len() as u64,
+            total: req.values.iter().sum(),
+        })
+    }
+}
+
+/// Calls every method through the .proto-generated client; `who` is the serving side.
+async fn with_proto_client(node: &Node, who: &str) {
+    let client = calc::calc_client::CalcClient::new(node.clone());
+    assert_eq!(
+        client
+            .add(calc::CalcAddRequest { a: 1.5, b: 2.0 })
+            .await
+            .unwrap(),
+        3.5
+    );
+    let label = client
+        .label(calc::CalcLabelRequest {
+            value: 2.5,
+            unit: "kg".into(),
+            tags: vec!["a".into(), "b".into()],
+        })
+        .await
+        .unwrap();
+    assert_eq!(label, format!("2.5 kg [a,b] ({who})"));
+    let summary = client
+        .summarize(calc::Numbers {
+            values: vec![1.0, 2.0, 3.5],
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        summary,
+        calc::Summary {
+            count: 3,
+            total: 6.5
+        }
+    );
+}
+
+/// Calls every method through the macro-generated client; `who` is the serving side.
+async fn with_macro_client(node: &Node, who: &str) {
+    let client = code_first::CalcClient::new(node.clone());
+    assert_eq!(client.add(1.5, 2.0).await.unwrap(), 3.5);
+    let label = client
+        .label(2.5, "kg".into(), vec!["a".into(), "b".into()])
+        .await
+        .unwrap();
+    assert_eq!(label, format!("2.5 kg [a,b] ({who})"));
+    let summary = client
+        .summarize(code_first::Numbers {
+            values: vec![1.0, 2.0, 3.5],
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        summary,
+        code_first::Summary {
+            count: 3,
+            total: 6.5
+        }
+    );
+}
+
+async fn local() -> Node {
+    Node::new(NodeConfig::new("local", "test")).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_proto_client_calls_a_macro_service_and_the_reverse_locally() {
+    let node = local().await;
+    node.add_service(code_first::CalcServer::new(code_first::Impl))
+        .await
+        .unwrap();
+    node.start().await.unwrap();
+    with_proto_client(&node, "macro").await;
+    with_macro_client(&node, "macro").await;
+
+    let node = local().await;
+    node.add_service(calc::calc_server::CalcServer::new(ProtoImpl))
+        .await
+        .unwrap();
+    node.start().await.unwrap();
+    with_macro_client(&node, "proto").await;
+    with_proto_client(&node, "proto").await;
+}
+
+async fn networked(name: &str, peers: Vec<std::net::SocketAddr>) -> Node {
+    let network = NetworkConfig::default()
+        .with_bind_address("127.0.0.1:0".parse().unwrap())
+        .with_key(NetworkKey::from_secret("cross path"))
+        .with_discovery(DiscoveryOptions::static_peers(peers));
+    Node::new(NodeConfig::new(name, "test").with_network_config(network))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_proto_client_calls_a_remote_macro_service_and_the_reverse() {
+    let macro_server = networked("macro", vec![]).await;
+    macro_server
+        .add_service(code_first::CalcServer::new(code_first::Impl))
+        .await
+        .unwrap();
+    macro_server.start().await.unwrap();
+    let proto_server = networked("proto", vec![]).await;
+    proto_server
+        .add_service(calc::calc_server::CalcServer::new(ProtoImpl))
+        .await
+        .unwrap();
+    proto_server.start().await.unwrap();
+
+    for (server, who) in [(&macro_server, "macro"), (&proto_server, "proto")] {
+        let client = networked("client", vec![server.local_addr().unwrap()]).await;
+        client.start().await.unwrap();
+        let started = Instant::now();
+        while client.peers() != [server.node_id()] {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "never connected"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        with_proto_client(&client, who).await;
+        with_macro_client(&client, who).await;
+        client.stop().await.unwrap();
+    }
+    macro_server.stop().await.unwrap();
+    proto_server.stop().await.unwrap();
+}
