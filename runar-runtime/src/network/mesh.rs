@@ -526,11 +526,12 @@ impl Mesh {
             peer.send_control(wire::control::Kind::Capabilities(capabilities.clone()));
         }
         let timeout = self.config.announce_timeout;
-        for peer in &peers {
+        let waits = peers.iter().map(|peer| async move {
             if !peer.wait_acknowledged(version, timeout).await {
                 tracing::debug!(peer = %peer.id, version, "peer did not acknowledge capabilities in time");
             }
-        }
+        });
+        futures::future::join_all(waits).await;
     }
 
     /// Registers what `peer` offers (diffed against what it offered before).
