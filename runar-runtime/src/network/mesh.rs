@@ -29,6 +29,23 @@ use crate::routing::TopicPath;
 use crate::service::context::lock;
 use crate::wire;
 
+/// How long a duplicate connection stays open after the decision to drop it, at least.
+const RETIRE_GRACE: Duration = Duration::from_secs(1);
+
+/// How long the node with the larger id waits before dialing a peer that discovery reported,
+/// so that usually only one of the two dials (the smaller id dials at once).
+const DIAL_DEFER: Duration = Duration::from_millis(300);
+
+/// What [`Mesh::keep`] decided for a new connection.
+enum Kept {
+    /// The first connection to that peer.
+    New,
+    /// Kept instead of an older connection, which is to be retired.
+    Replacing(Arc<Peer>),
+    /// Not kept: a preferred connection exists.
+    No,
+}
+
 /// This node's view of the network.
 pub(crate) struct Mesh {
     node: Weak<NodeInner>,
@@ -121,8 +138,19 @@ impl Mesh {
                             .await;
                     }
                     let mesh = self.clone();
+                    let defer = if self.node_id < node_id {
+                        Duration::ZERO
+                    } else {
+                        DIAL_DEFER
+                    };
                     tokio::spawn(async move {
-                        for addr in &addresses {
+                        if !defer.is_zero() {
+                            tokio::time::sleep(defer).await;
+                        }
+                        for addr in addresses
+                            .iter()
+                            .take_while(|_| !mesh.is_connected(&node_id))
+                        {
                             // The TLS identity must be the announced node id.
                             match mesh.connect(*addr, Some(&node_id)).await {
                                 Ok(_) => break,
@@ -305,18 +333,18 @@ impl Mesh {
         };
         let (peer, queues) =
             Peer::new(identity, connection.clone(), max, self.event_queue_capacity);
-        // Register what the peer offers first, so a peer listed as connected is routable.
-        self.apply_capabilities(&peer, theirs.capabilities.unwrap_or_default());
-        if !self.keep(&peer) {
-            connection.close(codes::DUPLICATE, b"duplicate connection");
-            if let Some(node) = self.node() {
-                node.registry().remove_link(link);
+        // Every connection serves what is sent on it until it closes, kept or not.
+        self.spawn_peer_tasks(&peer, queues, send, recv);
+        match self.keep(&peer, theirs.capabilities.unwrap_or_default()) {
+            Kept::Replacing(old) => self.retire(old),
+            Kept::New => {}
+            Kept::No => {
+                self.retire(peer);
+                return Ok(());
             }
-            return Ok(());
         }
         let addr = connection.remote_address();
         tracing::info!(node = %self.name, peer = %peer_id, name = %theirs.node_name, %addr, "peer connected");
-        self.spawn_peer_tasks(&peer, queues, send, recv);
         // Changes made during the hello went to the other peers only: catch up.
         if self.version.load(Ordering::Acquire) > ours.capabilities.map_or(0, |c| c.version) {
             peer.send_control(wire::control::Kind::Capabilities(self.capabilities()));
@@ -350,11 +378,11 @@ impl Mesh {
         Ok(())
     }
 
-    /// Adds `peer` unless a preferred connection to it exists. Of two live connections between
-    /// the same nodes, both sides keep the one dialed by the node with the smaller id; a newer
-    /// connection from the same dialer replaces an older one, and a connection from a restarted
-    /// peer (another instance) replaces a stale one.
-    fn keep(&self, peer: &Arc<Peer>) -> bool {
+    /// Keeps `peer` (registering what it offers) unless a preferred connection to the same node
+    /// exists. Of two live connections between the same nodes, both sides keep the one dialed by
+    /// the node with the smaller id; a newer connection from the same dialer replaces an older
+    /// one, and a connection from a restarted peer (another instance) replaces a stale one.
+    fn keep(&self, peer: &Arc<Peer>, capabilities: wire::Capabilities) -> Kept {
         let preferred = self.node_id.min(peer.id);
         let mut peers = lock(&self.peers);
         if let Some(existing) = peers.get(&peer.id) {
@@ -365,12 +393,37 @@ impl Mesh {
                 && existing.dialer == preferred
                 && peer.dialer != preferred
             {
-                return false;
+                return Kept::No;
             }
-            existing.connection.close(codes::DUPLICATE, b"replaced");
         }
-        peers.insert(peer.id, peer.clone());
-        true
+        // Registered before it is listed, so a peer listed as connected is routable.
+        self.apply_capabilities(peer, capabilities);
+        match peers.insert(peer.id, peer.clone()) {
+            Some(old) => Kept::Replacing(old),
+            None => Kept::New,
+        }
+    }
+
+    /// Stops routing to `peer`'s connection and closes it once what is in flight on it is done
+    /// (after a grace that lets the peer reach the same decision and its requests land).
+    fn retire(&self, peer: Arc<Peer>) {
+        {
+            let _view = lock(&peer.view);
+            peer.retire();
+        }
+        let Some(node) = self.node() else {
+            peer.connection
+                .close(codes::DUPLICATE, b"duplicate connection");
+            return;
+        };
+        node.registry().remove_link(peer.link);
+        let longest = node.config().request_timeout;
+        tokio::spawn(async move {
+            tokio::time::sleep(RETIRE_GRACE).await;
+            peer.drained(longest).await;
+            peer.connection
+                .close(codes::DUPLICATE, b"duplicate connection");
+        });
     }
 
     fn spawn_peer_tasks(
@@ -405,7 +458,7 @@ impl Mesh {
                 bi = peer.connection.accept_bi() => {
                     let Ok((send, recv)) = bi else { break };
                     let Some(node) = self.node() else { break };
-                    tokio::spawn(serve_request(node, peer.id, send, recv, max));
+                    tokio::spawn(serve_request(node, peer.clone(), send, recv, max));
                 }
                 uni = peer.connection.accept_uni() => {
                     let Ok(recv) = uni else { break };
@@ -540,7 +593,7 @@ impl Mesh {
         let registry = node.registry();
         let origin = Origin::Remote(peer.link);
         let mut view = lock(&peer.view);
-        if capabilities.version <= view.version {
+        if peer.is_retired() || capabilities.version <= view.version {
             return;
         }
         view.version = capabilities.version;

@@ -6,6 +6,7 @@
 //! (one `Request` frame, one `Response` frame), so requests never wait for each other; each side
 //! sends its events on one unidirectional stream, which keeps them in order.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use bytes::Bytes;
 use prost::Message;
 use quinn::{Connection, RecvStream, SendStream};
 use rustc_hash::{FxHashMap, FxHashSet};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 use super::framing::{encode_frame, read_frame};
 use super::{NodeId, TransportError};
@@ -61,7 +62,24 @@ pub(crate) struct Peer {
     acked: watch::Sender<u64>,
     /// What the peer last told us it offers, as registered here.
     pub(crate) view: Mutex<PeerView>,
+    /// Set when another connection to the same peer is kept: this one is no longer routed to,
+    /// and closes once what is in flight on it is done.
+    retired: AtomicBool,
+    /// Requests in flight on this connection, both ways.
+    in_flight: AtomicUsize,
+    idle: Notify,
     max_message_size: usize,
+}
+
+/// Counts a request in flight on a connection while it lives.
+pub(crate) struct InFlight<'a>(&'a Peer);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 /// The peer's capabilities as applied to this node's registry.
@@ -115,6 +133,9 @@ impl Peer {
             events,
             acked: watch::Sender::new(0),
             view: Mutex::default(),
+            retired: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
             max_message_size,
         });
         (
@@ -124,6 +145,39 @@ impl Peer {
                 events: events_rx,
             },
         )
+    }
+
+    /// Counts a request in flight until the returned guard is dropped.
+    pub(crate) fn in_flight(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self)
+    }
+
+    /// Waits until no request is in flight on this connection, or `timeout` passes.
+    pub(crate) async fn drained(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.in_flight.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(deadline) => return,
+            }
+        }
+    }
+
+    /// Marks the connection retired (see [`Peer::is_retired`]).
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+
+    /// True once another connection to the same peer was kept instead of this one.
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 
     /// Queues a control message.
@@ -165,6 +219,7 @@ impl Peer {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Value> {
+        let _in_flight = self.in_flight();
         let max = self.max_message_size;
         let request = wire::Request {
             network: network.to_owned(),
@@ -257,11 +312,13 @@ fn error_response(error: &Error) -> wire::Response {
 /// is dropped, and so cancelled, if the caller stops waiting), writes the answer.
 pub(crate) async fn serve_request(
     node: Node,
-    peer: NodeId,
+    from: Arc<Peer>,
     mut send: SendStream,
     mut recv: RecvStream,
     max: usize,
 ) {
+    let _in_flight = from.in_flight();
+    let peer = from.id;
     let outcome = match read_kind(&mut recv).await {
         Ok(KIND_REQUEST) => match read_frame(&mut recv, max).await {
             Ok(Some(frame)) => match wire::Request::decode(frame) {
