@@ -180,3 +180,24 @@ async fn twenty_nodes_over_multicast_all_see_each_other() {
         result.unwrap();
     }
 }
+
+/// As the API contract shows it: bound to 127.0.0.1, multicast with the default interface
+/// choice (no `multicast_interface`): discovery follows the bind address onto loopback.
+#[tokio::test]
+async fn nodes_bound_to_loopback_discover_each_other_with_default_interfaces() {
+    common::init_tracing();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let group = DiscoveryOptions::multicast(format!("239.255.42.98:{port}"));
+    let a = serving("a", group.clone()).await;
+    let b = serving("b", group).await;
+    wait_for("a and b connected", || {
+        a.peers().len() == 1 && b.peers().len() == 1
+    })
+    .await;
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}

@@ -229,7 +229,7 @@ impl MulticastDiscovery {
         let interfaces = if explicit {
             options.interfaces.clone()
         } else {
-            auto_interfaces()
+            auto_interfaces(&local.addresses)
         };
 
         for addr in &local.addresses {
@@ -646,8 +646,30 @@ pub(crate) fn sending_socket(interface: Ipv4Addr, ttl: u32) -> Result<StdUdpSock
     Ok(socket.into())
 }
 
-/// The default interfaces: up, multicast-capable, non-loopback IPv4 interfaces; loopback if none.
-fn auto_interfaces() -> Vec<Ipv4Addr> {
+/// The default interfaces. A node bound to specific IPv4 addresses (`127.0.0.1`, say) is
+/// reachable only there, so it announces on the interfaces that own them; a node bound to
+/// `0.0.0.0` announces on every up, multicast-capable, non-loopback IPv4 interface, or on
+/// loopback if there is none.
+fn auto_interfaces(bound: &[SocketAddr]) -> Vec<Ipv4Addr> {
+    let mut specific = Vec::new();
+    for addr in bound {
+        match addr.ip() {
+            IpAddr::V4(ip) if !ip.is_unspecified() && !ip.is_multicast() => {
+                if !specific.contains(&ip) {
+                    specific.push(ip);
+                }
+            }
+            _ => return all_interfaces(),
+        }
+    }
+    if specific.is_empty() {
+        return all_interfaces();
+    }
+    specific
+}
+
+/// Up, multicast-capable, non-loopback IPv4 interfaces; loopback if none.
+fn all_interfaces() -> Vec<Ipv4Addr> {
     let all = match if_addrs::get_if_addrs() {
         Ok(all) => all,
         Err(e) => {
@@ -807,8 +829,17 @@ mod unit_tests {
     }
 
     #[test]
+    fn a_node_bound_to_an_address_announces_on_its_interface() {
+        let lo: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        assert_eq!(auto_interfaces(&[lo]), vec![Ipv4Addr::LOCALHOST]);
+        let any: SocketAddr = "0.0.0.0:7000".parse().unwrap();
+        assert_eq!(auto_interfaces(&[any]), all_interfaces());
+        assert_eq!(auto_interfaces(&[]), all_interfaces());
+    }
+
+    #[test]
     fn auto_interfaces_never_empty() {
-        let chosen = auto_interfaces();
+        let chosen = all_interfaces();
         assert!(!chosen.is_empty());
         assert!(chosen.iter().all(|ip| !ip.is_unspecified()));
     }
