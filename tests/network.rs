@@ -629,3 +629,35 @@ async fn max_connections_refuses_the_excess() {
         n.stop().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_static_peer_that_is_down_is_retried_until_it_comes_up() {
+    common::init_tracing();
+    let key = key();
+    // An address nobody listens on yet.
+    let addr = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let b = common::node("b", &key, DiscoveryOptions::static_peers([addr])).await;
+    b.start().await.unwrap();
+    // Let a few attempts fail (backoff 100 ms, 200 ms, ...).
+    let _: () = tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(b.peers().is_empty());
+
+    let a = runar::Node::new(runar::NodeConfig::new("a", "test").with_network_config(
+        common::network(&key, DiscoveryOptions::none()).with_bind_address(addr),
+    ))
+    .await
+    .unwrap();
+    let (svc, _, _) = echo("a");
+    a.add_service(svc).await.unwrap();
+    a.start().await.unwrap();
+    let up = Instant::now();
+    wait_for("b to reach a once it is up", || b.peers() == [a.node_id()]).await;
+    println!("static peer reached {:?} after it came up", up.elapsed());
+    let who: String = b.request("echo/who", ()).await.unwrap();
+    assert_eq!(who, "a");
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
