@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use runar::{DiscoveryOptions, NetworkConfig, NetworkKey, Node, NodeConfig, RequestContext};
 use runar_codegen_proto_tests::calc;
 
-/// The macro side.
+/// The macro side (public items, as a user's crate would have them).
+#[allow(unreachable_pub)]
 mod code_first {
     /// Numbers to summarize (hand-written prost message, same fields as `calc.Numbers`).
     #[derive(Clone, PartialEq, runar::prost::Message)]
