@@ -61,6 +61,8 @@ struct Options {
     measure: Duration,
     sections: Vec<String>,
     profile: Option<String>,
+    /// For `--profile`: a fixed number of sequential calls instead of a duration.
+    calls: Option<u64>,
 }
 
 impl Options {
@@ -70,6 +72,7 @@ impl Options {
             measure: Duration::from_millis(1500),
             sections: Vec::new(),
             profile: None,
+            calls: None,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -94,11 +97,19 @@ impl Options {
                         .collect();
                 }
                 "--profile" => options.profile = args.next(),
+                "--calls" => {
+                    options.calls = Some(
+                        args.next()
+                            .and_then(|s| s.parse().ok())
+                            .expect("--calls takes a number"),
+                    );
+                }
                 "--help" | "-h" => {
                     println!(
                         "runar-bench [--quick] [--secs S] \
                          [--only unary,local,events,payload,memory] \
-                         [--profile runar-seq|runar-64|runar-64-mt|quinn-64|runar-events]"
+                         [--profile runar-seq|quinn-seq|runar-64|runar-64-mt|quinn-64|tonic-64|runar-events] \
+                         [--calls N]"
                     );
                     std::process::exit(0);
                 }
@@ -235,10 +246,26 @@ fn profile(which: &str, o: &Options) {
     let measure = o.measure;
     let report = |what: &str, x: f64| println!("{which}: {what} {x:.0}");
     match which {
-        "runar-seq" => {
+        "runar-seq" | "quinn-seq" => {
+            let calls = o.calls;
+            let quinn = which.starts_with("quinn");
             let s = Rt::Current.run(move || async move {
-                let r = runar_side::connect().await;
-                rpc::sequential(&r, payload, Duration::ZERO, measure).await
+                async fn go<R: rpc::Rpc>(
+                    r: &R,
+                    payload: Bytes,
+                    calls: Option<u64>,
+                    measure: Duration,
+                ) -> stats::Samples {
+                    match calls {
+                        Some(n) => rpc::fixed(r, payload, n).await,
+                        None => rpc::sequential(r, payload, Duration::ZERO, measure).await,
+                    }
+                }
+                if quinn {
+                    go(&quinn_side::connect().await, payload, calls, measure).await
+                } else {
+                    go(&runar_side::connect().await, payload, calls, measure).await
+                }
             });
             report("p50 ns", s.quantile_us(0.5) * 1000.0);
         }

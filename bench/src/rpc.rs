@@ -44,6 +44,22 @@ pub async fn sequential<R: Rpc>(
     }
 }
 
+/// Exactly `n` sequential round trips, each timed (for profilers, which slow time down).
+pub async fn fixed<R: Rpc>(rpc: &R, payload: Bytes, n: u64) -> Samples {
+    let len = payload.len();
+    let mut nanos = Vec::with_capacity(n as usize);
+    let start = Instant::now();
+    for _ in 0..n {
+        let t0 = Instant::now();
+        check(len, rpc.call(payload.clone()).await);
+        nanos.push(t0.elapsed().as_nanos() as u64);
+    }
+    Samples {
+        nanos,
+        elapsed: start.elapsed(),
+    }
+}
+
 /// Calls per second with `inflight` callers, each a task of its own issuing calls back to
 /// back. Calls that complete during `warmup` are not counted.
 pub async fn concurrent<R: Rpc>(

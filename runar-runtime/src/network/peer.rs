@@ -9,13 +9,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use prost::Message;
 use quinn::{Connection, RecvStream, SendStream};
 use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::{mpsc, watch};
 
-use super::framing::{encode_frame, read_frame};
+use super::framing::{append_frame, encode_frame, read_frame};
 use super::{NodeId, TransportError};
 use crate::error::{Code, Error, Result};
 use crate::node::{Node, SubscriptionId};
@@ -329,28 +329,30 @@ pub(crate) async fn write_control(
     let _ = send.finish();
 }
 
-/// Writes queued events on this side's event stream, opened on first use, in order.
+/// The most bytes of already-queued events coalesced into one write.
+const EVENT_BATCH_BYTES: usize = 64 * 1024;
+
+/// Writes queued events on this side's event stream, opened on first use, in order. Events
+/// that are already queued when one is written go out in the same write (up to
+/// [`EVENT_BATCH_BYTES`]): the frames are the same, there are just fewer writes.
 pub(crate) async fn write_events(
     connection: Connection,
     mut queue: mpsc::Receiver<OutboundEvent>,
     max: usize,
 ) {
     let mut stream: Option<SendStream> = None;
+    let mut batch = BytesMut::new();
     while let Some(event) = queue.recv().await {
-        let message = wire::Event {
-            network: event.network.to_string(),
-            topic: event.topic.to_string(),
-            payload: event.payload,
-            subscription_ids: event.subscription_ids,
-            retained: event.retained,
-        };
-        let frame = match encode_frame(None, &message, max) {
-            Ok(frame) => frame,
-            Err(e) => {
-                tracing::warn!(topic = %event.topic, error = %e, "event not sent");
-                continue;
+        append_event(&mut batch, event, max);
+        while batch.len() < EVENT_BATCH_BYTES {
+            match queue.try_recv() {
+                Ok(event) => append_event(&mut batch, event, max),
+                Err(_) => break,
             }
-        };
+        }
+        if batch.is_empty() {
+            continue;
+        }
         if stream.is_none() {
             let Ok(mut opened) = connection.open_uni().await else {
                 break;
@@ -361,13 +363,28 @@ pub(crate) async fn write_events(
             stream = Some(opened);
         }
         if let Some(open) = stream.as_mut() {
-            if open.write_chunk(frame).await.is_err() {
+            if open.write_chunk(batch.split().freeze()).await.is_err() {
                 stream = None;
                 if connection.close_reason().is_some() {
                     break;
                 }
             }
         }
+    }
+}
+
+/// Appends `event` to `batch` as one frame; an event over the maximum message size is logged
+/// and skipped.
+fn append_event(batch: &mut BytesMut, event: OutboundEvent, max: usize) {
+    let message = wire::Event {
+        network: event.network.to_string(),
+        topic: event.topic.to_string(),
+        payload: event.payload,
+        subscription_ids: event.subscription_ids,
+        retained: event.retained,
+    };
+    if let Err(e) = append_frame(batch, &message, max) {
+        tracing::warn!(topic = %event.topic, error = %e, "event not sent");
     }
 }
 
