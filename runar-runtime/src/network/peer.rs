@@ -7,6 +7,7 @@
 //! sends its events on one unidirectional stream, which keeps them in order.
 
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -250,12 +251,21 @@ pub(crate) async fn serve_request(
         Ok(KIND_REQUEST) => match read_frame(&mut recv, max).await {
             Ok(Some(frame)) => match wire::Request::decode(frame) {
                 Ok(request) => {
-                    let stopped = send.stopped();
-                    tokio::select! {
-                        outcome = node.serve_remote(request, peer) => outcome,
-                        _ = stopped => {
-                            tracing::debug!(%peer, "caller cancelled a request");
-                            return;
+                    let mut serving = std::pin::pin!(node.serve_remote(request, peer));
+                    // Most handlers answer on their first poll: only watch for the caller
+                    // giving up (which takes the connection's lock and a waker registration)
+                    // when one does not.
+                    match futures::poll!(serving.as_mut()) {
+                        Poll::Ready(outcome) => outcome,
+                        Poll::Pending => {
+                            let stopped = send.stopped();
+                            tokio::select! {
+                                outcome = &mut serving => outcome,
+                                _ = stopped => {
+                                    tracing::debug!(%peer, "caller cancelled a request");
+                                    return;
+                                }
+                            }
                         }
                     }
                 }
