@@ -16,6 +16,7 @@ mod framing;
 mod identity;
 pub(crate) mod mesh;
 mod peer;
+mod request_frames;
 mod tls;
 mod transport;
 

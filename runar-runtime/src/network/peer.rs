@@ -10,13 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use prost::Message;
 use quinn::{Connection, RecvStream, SendStream};
 use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::{mpsc, watch};
 
 use super::framing::{append_frame, encode_frame, read_frame};
+use super::request_frames::{request_frame, response_frame};
 use super::{NodeId, TransportError};
 use crate::error::{Code, Error, Result};
 use crate::node::{Node, SubscriptionId};
@@ -147,17 +148,13 @@ impl Peer {
         &self,
         network: &str,
         path: &str,
-        payload: Bytes,
+        payload: &Value,
         timeout: Duration,
     ) -> Result<Value> {
         let max = self.max_message_size;
-        let request = wire::Request {
-            network: network.to_owned(),
-            path: path.to_owned(),
-            payload,
-            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-        };
-        let frame = encode_frame(Some(KIND_REQUEST), &request, max).map_err(|e| match e {
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let frame = request_frame(KIND_REQUEST, network, path, payload, timeout_ms, max);
+        let frame = frame.map_err(|e| match e {
             TransportError::FrameTooLarge { len, max } => Error::resource_exhausted(format!(
                 "the request to `{path}` is {len} bytes, over the maximum message size of {max}"
             )),
@@ -211,7 +208,7 @@ pub(crate) fn remote_action(peer: &Arc<Peer>, network: Arc<str>) -> ActionHandle
         let peer = peer.clone();
         let network = network.clone();
         Box::pin(async move {
-            peer.request(&network, ctx.path(), value.to_bytes(), ctx.remaining())
+            peer.request(&network, ctx.path(), &value, ctx.remaining())
                 .await
         })
     })
@@ -294,13 +291,11 @@ pub(crate) async fn serve_request(
             return;
         }
     };
-    let response = match outcome {
-        Ok(value) => wire::Response {
-            result: Some(wire::response::Result::Payload(value.to_bytes())),
-        },
-        Err(e) => error_response(&e),
+    let frame = match &outcome {
+        Ok(value) => response_frame(value, max),
+        Err(e) => encode_frame(None, &error_response(e), max),
     };
-    let frame = match encode_frame(None, &response, max) {
+    let frame = match frame {
         Ok(frame) => frame,
         Err(e) => {
             let error = match e {
