@@ -16,7 +16,7 @@ use quinn::{Connection, RecvStream, SendStream};
 use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::{mpsc, watch};
 
-use super::framing::{append_frame, encode_frame, read_frame};
+use super::framing::{FrameReader, append_frame, encode_frame, read_frame};
 use super::request_frames::{request_frame, response_frame};
 use super::{NodeId, TransportError};
 use crate::error::{Code, Error, Result};
@@ -404,8 +404,9 @@ pub(crate) async fn read_events(node: Node, peer: NodeId, mut recv: RecvStream, 
         }
         Err(_) => return,
     }
+    let mut frames = FrameReader::new(max);
     loop {
-        match read_frame(&mut recv, max).await {
+        match frames.next(&mut recv).await {
             Ok(Some(frame)) => match wire::Event::decode(frame) {
                 Ok(event) => node.deliver_inbound(peer, event).await,
                 Err(e) => tracing::debug!(%peer, error = %e, "malformed event skipped"),
