@@ -115,3 +115,14 @@ pub async fn throughput<P: Publisher>(
     sink.wait_for(base + sent).await;
     sent as f64 / start.elapsed().as_secs_f64()
 }
+
+/// Publishes exactly `n` events and waits until all have been handled (for profilers).
+pub async fn fixed<P: Publisher>(publisher: &P, sink: &Sink, payload: Bytes, n: u64) -> f64 {
+    let base = sink.count();
+    let start = Instant::now();
+    for _ in 0..n {
+        publisher.publish(payload.clone()).await;
+    }
+    sink.wait_for(base + n).await;
+    n as f64 / start.elapsed().as_secs_f64()
+}

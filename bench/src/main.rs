@@ -292,12 +292,16 @@ fn profile(which: &str, o: &Options) {
             report("calls/s", x);
         }
         "runar-events" => {
+            let calls = o.calls;
             let x = Rt::Current.run(move || async move {
                 let sink = events::Sink::default();
                 let r = runar_side::connect().await;
                 r.subscribe(sink.clone()).await;
                 let payload = Bytes::from(vec![0x5Au8; 64]);
-                events::throughput(&r, &sink, payload, Duration::ZERO, measure).await
+                match calls {
+                    Some(n) => events::fixed(&r, &sink, payload, n).await,
+                    None => events::throughput(&r, &sink, payload, Duration::ZERO, measure).await,
+                }
             });
             report("events/s", x);
         }
