@@ -45,21 +45,6 @@ pub(crate) fn encode_frame(
     Ok(buf.freeze())
 }
 
-/// Appends `message` as one frame to `buf`, so that several frames go out in one write. A
-/// message longer than `max` is refused with [`TransportError::FrameTooLarge`] and `buf` is
-/// left as it was.
-pub(crate) fn append_frame(
-    buf: &mut BytesMut,
-    message: &impl prost::Message,
-    max: usize,
-) -> Result<(), TransportError> {
-    let len = checked_len(message.encoded_len(), max)?;
-    buf.reserve(FRAME_HEADER_LEN + len as usize);
-    buf.put_u32(len);
-    message.encode_raw(buf);
-    Ok(())
-}
-
 /// Writes `payload` as one frame. A payload over `max` bytes is refused with
 /// [`TransportError::FrameTooLarge`] before anything is written.
 ///

@@ -12,11 +12,11 @@
 pub mod admission;
 mod config;
 mod error;
+mod frames;
 mod framing;
 mod identity;
 pub(crate) mod mesh;
 mod peer;
-mod request_frames;
 mod tls;
 mod transport;
 

@@ -16,8 +16,8 @@ use quinn::{Connection, RecvStream, SendStream};
 use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::{mpsc, watch};
 
-use super::framing::{FrameReader, append_frame, encode_frame, read_frame};
-use super::request_frames::{request_frame, response_frame};
+use super::frames::{append_event_frame, request_frame, response_frame};
+use super::framing::{FrameReader, encode_frame, read_frame};
 use super::{NodeId, TransportError};
 use crate::error::{Code, Error, Result};
 use crate::node::{Node, SubscriptionId};
@@ -381,14 +381,7 @@ pub(crate) async fn write_events(
 /// Appends `event` to `batch` as one frame; an event over the maximum message size is logged
 /// and skipped.
 fn append_event(batch: &mut BytesMut, event: OutboundEvent, max: usize) {
-    let message = wire::Event {
-        network: event.network.to_string(),
-        topic: event.topic.to_string(),
-        payload: event.payload,
-        subscription_ids: event.subscription_ids,
-        retained: event.retained,
-    };
-    if let Err(e) = append_frame(batch, &message, max) {
+    if let Err(e) = append_event_frame(batch, &event, max) {
         tracing::warn!(topic = %event.topic, error = %e, "event not sent");
     }
 }

@@ -1,17 +1,19 @@
-//! The `Request` and `Response` frames of a request stream, encoded straight from the payload
-//! [`Value`].
+//! Frames encoded straight from their parts: the `Request` and `Response` of a request stream
+//! from the payload [`Value`], and `Event`s from an [`OutboundEvent`].
 //!
 //! Building a `wire::Request` needs the payload as `Bytes` (encode it into a buffer of its own)
 //! and owned copies of the network and path; `encode_frame` then copies all of it again into the
 //! frame. Here the fields are written once, into the frame's buffer, with prost's own field
 //! encoders: the bytes are exactly those of `encode_frame(.., &wire::Request { .. })` (fields in
-//! number order, proto3 defaults omitted), which the tests check.
+//! number order, proto3 defaults omitted), which the tests check. Likewise for `wire::Event`,
+//! whose network and topic would otherwise be copied into `String`s for every event.
 
 use bytes::{BufMut as _, Bytes, BytesMut};
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
 use super::error::TransportError;
 use super::framing::FRAME_HEADER_LEN;
+use crate::registry::OutboundEvent;
 use crate::value::Value;
 
 /// `Request.network`, `.path`, `.payload`, `.timeout_ms`; `Response.payload`.
@@ -20,6 +22,10 @@ const PATH: u32 = 2;
 const PAYLOAD: u32 = 3;
 const TIMEOUT_MS: u32 = 4;
 const RESPONSE_PAYLOAD: u32 = 1;
+/// `Event.topic`, `.subscription_ids`, `.retained` (network and payload as in `Request`).
+const TOPIC: u32 = 2;
+const SUBSCRIPTION_IDS: u32 = 4;
+const RETAINED: u32 = 5;
 
 fn len_delimited_len(tag: u32, len: usize) -> usize {
     key_len(tag) + encoded_len_varint(len as u64) + len
@@ -103,6 +109,57 @@ pub(crate) fn response_frame(payload: &Value, max: usize) -> Result<Bytes, Trans
     Ok(buf.freeze())
 }
 
+/// Appends one frame holding `Event { network, topic, payload, subscription_ids, retained }`
+/// to `buf`. A message over `max` is refused and `buf` is left as it was.
+pub(crate) fn append_event_frame(
+    buf: &mut BytesMut,
+    event: &OutboundEvent,
+    max: usize,
+) -> Result<(), TransportError> {
+    use prost::encoding::uint64;
+    let (network, topic, payload) = (&*event.network, &*event.topic, &event.payload);
+    let ids = event.subscription_ids.as_slice();
+    let mut len = 0;
+    if !network.is_empty() {
+        len += len_delimited_len(NETWORK, network.len());
+    }
+    if !topic.is_empty() {
+        len += len_delimited_len(TOPIC, topic.len());
+    }
+    if !payload.is_empty() {
+        len += len_delimited_len(PAYLOAD, payload.len());
+    }
+    if !ids.is_empty() {
+        len += uint64::encoded_len_packed(SUBSCRIPTION_IDS, ids);
+    }
+    if event.retained {
+        len += key_len(RETAINED) + 1;
+    }
+    let header = frame_len(len, max)?;
+
+    buf.reserve(FRAME_HEADER_LEN + len);
+    let start = buf.len();
+    buf.put_u32(header);
+    if !network.is_empty() {
+        put_len_delimited_header(buf, NETWORK, network.len());
+        buf.put_slice(network.as_bytes());
+    }
+    if !topic.is_empty() {
+        put_len_delimited_header(buf, TOPIC, topic.len());
+        buf.put_slice(topic.as_bytes());
+    }
+    if !payload.is_empty() {
+        put_len_delimited_header(buf, PAYLOAD, payload.len());
+        buf.put_slice(payload);
+    }
+    uint64::encode_packed(SUBSCRIPTION_IDS, ids, buf);
+    if event.retained {
+        prost::encoding::bool::encode(RETAINED, &true, buf);
+    }
+    debug_assert_eq!(buf.len() - start, FRAME_HEADER_LEN + len);
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -164,6 +221,63 @@ mod tests {
             let expected = encode_frame(None, &message, 1 << 20).unwrap();
             assert_eq!(response_frame(&payload, 1 << 20).unwrap(), expected);
         }
+    }
+
+    #[test]
+    fn event_frames_are_what_prost_encodes() {
+        let max = 1 << 20;
+        let mut batch = BytesMut::new();
+        let mut expected = Vec::new();
+        for payload in payloads() {
+            for (network, topic) in [("default", "math/computed"), ("", ""), ("n", "")] {
+                for ids in [vec![], vec![1], vec![0, 300, u64::MAX]] {
+                    for retained in [false, true] {
+                        let event = OutboundEvent {
+                            network: network.into(),
+                            topic: topic.into(),
+                            payload: payload.to_bytes(),
+                            subscription_ids: ids.clone(),
+                            retained,
+                        };
+                        let message = wire::Event {
+                            network: network.into(),
+                            topic: topic.into(),
+                            payload: payload.to_bytes(),
+                            subscription_ids: ids.clone(),
+                            retained,
+                        };
+                        let one = encode_frame(None, &message, max).unwrap();
+                        let mut alone = BytesMut::new();
+                        append_event_frame(&mut alone, &event, max).unwrap();
+                        assert_eq!(alone, one, "{message:?}");
+                        // Appended after other frames, as in a batch.
+                        append_event_frame(&mut batch, &event, max).unwrap();
+                        expected.extend_from_slice(&one);
+                    }
+                }
+            }
+        }
+        assert_eq!(batch, expected);
+
+        let event = OutboundEvent {
+            network: "n".into(),
+            topic: "t".into(),
+            payload: Bytes::from(vec![1u8; 100]),
+            subscription_ids: vec![1],
+            retained: false,
+        };
+        let message = wire::Event {
+            network: "n".into(),
+            topic: "t".into(),
+            payload: event.payload.clone(),
+            subscription_ids: vec![1],
+            retained: false,
+        };
+        let mut untouched = BytesMut::from(&b"before"[..]);
+        let err = append_event_frame(&mut untouched, &event, 50).unwrap_err();
+        let prost = encode_frame(None, &message, 50).unwrap_err();
+        assert_eq!(err.to_string(), prost.to_string());
+        assert_eq!(untouched, &b"before"[..]);
     }
 
     #[test]
