@@ -59,6 +59,10 @@ impl System {
 struct Options {
     warmup: Duration,
     measure: Duration,
+    /// Each network measurement is repeated this many times, the systems in a rotating order,
+    /// and the table shows the median: on this 2-core VM the multi-thread runtime's numbers
+    /// drift between runs, and rounds keep that drift from favouring one system.
+    rounds: usize,
     sections: Vec<String>,
     profile: Option<String>,
     /// For `--profile`: a fixed number of sequential calls instead of a duration.
@@ -68,8 +72,9 @@ struct Options {
 impl Options {
     fn parse() -> Options {
         let mut options = Options {
-            warmup: Duration::from_millis(300),
-            measure: Duration::from_millis(1500),
+            warmup: Duration::from_millis(200),
+            measure: Duration::from_millis(500),
+            rounds: 3,
             sections: Vec::new(),
             profile: None,
             calls: None,
@@ -80,6 +85,14 @@ impl Options {
                 "--quick" => {
                     options.warmup = Duration::from_millis(100);
                     options.measure = Duration::from_millis(400);
+                    options.rounds = 1;
+                }
+                "--rounds" => {
+                    options.rounds = args
+                        .next()
+                        .and_then(|s| s.parse().ok())
+                        .filter(|&n| n > 0)
+                        .expect("--rounds takes a positive number");
                 }
                 "--secs" => {
                     let secs: f64 = args
@@ -106,7 +119,7 @@ impl Options {
                 }
                 "--help" | "-h" => {
                     println!(
-                        "runar-bench [--quick] [--secs S] \
+                        "runar-bench [--quick] [--secs S] [--rounds N] \
                          [--only unary,local,events,payload,memory] \
                          [--profile runar-seq|quinn-seq|runar-64|runar-64-mt|quinn-64|tonic-64|runar-events] \
                          [--calls N]"
@@ -240,6 +253,22 @@ fn remote_events(runar: bool, rt: Rt, o: &Options) -> (Latency, f64) {
     })
 }
 
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Each field's median over the rounds.
+fn median_latency(runs: impl Iterator<Item = Latency> + Clone) -> Latency {
+    Latency {
+        p50: median(runs.clone().map(|l| l.p50)),
+        p90: median(runs.clone().map(|l| l.p90)),
+        p99: median(runs.clone().map(|l| l.p99)),
+        per_sec: median(runs.map(|l| l.per_sec)),
+    }
+}
+
 /// Runs one scenario for a long time, for `perf record`/callgrind.
 fn profile(which: &str, o: &Options) {
     let payload = Bytes::from(vec![0xA5u8; 100]);
@@ -326,9 +355,13 @@ fn main() {
 
     writeln!(
         out,
-        "Measured on 127.0.0.1, {} cores, release build; each cell from one run of \
-         `cargo run --release --manifest-path bench/Cargo.toml`.\n",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        "Measured on 127.0.0.1, {} cores, release build, by \
+         `cargo run --release --manifest-path bench/Cargo.toml`. Network rows: the median of {} \
+         rounds of {:.1} s (systems in rotating order), after {:.1} s of warm-up each.\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        o.rounds,
+        o.measure.as_secs_f64(),
+        o.warmup.as_secs_f64()
     )
     .unwrap();
 
@@ -342,11 +375,20 @@ fn main() {
         writeln!(out, "|---|---|---:|---:|---:|---:|---:|").unwrap();
         let mut ratios = String::new();
         for rt in Rt::BOTH {
+            let n = System::ALL.len();
+            let mut runs: Vec<Vec<(Latency, f64)>> = vec![Vec::new(); n];
+            for round in 0..o.rounds {
+                for k in 0..n {
+                    let i = (k + round) % n;
+                    runs[i].push(unary(System::ALL[i], rt, &o));
+                }
+            }
             let results: Vec<(System, Latency, f64)> = System::ALL
                 .iter()
-                .map(|&s| {
-                    let (lat, par) = unary(s, rt, &o);
-                    (s, lat, par)
+                .zip(runs)
+                .map(|(&s, r)| {
+                    let lat = median_latency(r.iter().map(|x| x.0));
+                    (s, lat, median(r.iter().map(|x| x.1)))
                 })
                 .collect();
             for (s, lat, par) in &results {
@@ -470,8 +512,24 @@ fn main() {
         .unwrap();
         writeln!(out, "|---|---|---:|---:|---:|---:|---:|").unwrap();
         for rt in Rt::BOTH {
-            let (r_lat, r_tput) = remote_events(true, rt, &o);
-            let (t_lat, t_tput) = remote_events(false, rt, &o);
+            let (mut runar, mut tonic) = (Vec::new(), Vec::new());
+            for round in 0..o.rounds {
+                if round % 2 == 0 {
+                    runar.push(remote_events(true, rt, &o));
+                    tonic.push(remote_events(false, rt, &o));
+                } else {
+                    tonic.push(remote_events(false, rt, &o));
+                    runar.push(remote_events(true, rt, &o));
+                }
+            }
+            let (r_lat, r_tput) = (
+                median_latency(runar.iter().map(|x| x.0)),
+                median(runar.iter().map(|x| x.1)),
+            );
+            let (t_lat, t_tput) = (
+                median_latency(tonic.iter().map(|x| x.0)),
+                median(tonic.iter().map(|x| x.1)),
+            );
             for (name, lat, tput, vs) in [
                 (
                     "**Runar** publish/subscribe",
@@ -520,9 +578,27 @@ fn main() {
         .unwrap();
         writeln!(out, "|---|---|---:|---:|---:|---:|---:|").unwrap();
         for rt in Rt::BOTH {
-            let q = sweep(System::Quinn, rt, &sizes, &o);
-            let r = sweep(System::Runar, rt, &sizes, &o);
-            let t = sweep(System::TonicTls, rt, &sizes, &o);
+            let systems = [System::Quinn, System::Runar, System::TonicTls];
+            let mut runs: Vec<Vec<Vec<(usize, f64, f64)>>> = vec![Vec::new(); systems.len()];
+            for round in 0..o.rounds {
+                for k in 0..systems.len() {
+                    let i = (k + round) % systems.len();
+                    runs[i].push(sweep(systems[i], rt, &sizes, &o));
+                }
+            }
+            // Per system and size: the median p50 and the median MiB/s.
+            let summary = |runs: &Vec<Vec<(usize, f64, f64)>>| -> Vec<(usize, f64, f64)> {
+                (0..sizes.len())
+                    .map(|j| {
+                        (
+                            sizes[j],
+                            median(runs.iter().map(|r| r[j].1)),
+                            median(runs.iter().map(|r| r[j].2)),
+                        )
+                    })
+                    .collect()
+            };
+            let (q, r, t) = (summary(&runs[0]), summary(&runs[1]), summary(&runs[2]));
             for i in 0..sizes.len() {
                 let cell = |x: &(usize, f64, f64)| format!("{:.1} ({})", x.2, us(x.1));
                 writeln!(
