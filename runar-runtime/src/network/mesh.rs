@@ -453,19 +453,24 @@ impl Mesh {
     /// Serves the peer's request streams and reads its event streams, each in its own task.
     async fn accept_streams(self: Arc<Self>, peer: Arc<Peer>) {
         let max = self.config.max_message_size;
-        loop {
-            tokio::select! {
-                bi = peer.connection.accept_bi() => {
-                    let Ok((send, recv)) = bi else { break };
-                    let Some(node) = self.node() else { break };
-                    tokio::spawn(serve_request(node, peer.clone(), send, recv, max));
-                }
-                uni = peer.connection.accept_uni() => {
-                    let Ok(recv) = uni else { break };
-                    let Some(node) = self.node() else { break };
-                    tokio::spawn(read_events(node, peer.id, recv, max));
-                }
+        // Two loops rather than one `select!` over both accepts, so that a request does not
+        // create and drop an `accept_uni` future (and the reverse).
+        let requests = async {
+            while let Ok((send, recv)) = peer.connection.accept_bi().await {
+                let Some(node) = self.node() else { break };
+                tokio::spawn(serve_request(node, peer.clone(), send, recv, max));
             }
+        };
+        let events = async {
+            while let Ok(recv) = peer.connection.accept_uni().await {
+                let Some(node) = self.node() else { break };
+                tokio::spawn(read_events(node, peer.id, recv, max));
+            }
+        };
+        // Either ending (the connection closed, or the node is gone) ends both.
+        tokio::select! {
+            _ = requests => {}
+            _ = events => {}
         }
     }
 

@@ -12,6 +12,7 @@
 pub mod admission;
 mod config;
 mod error;
+mod frames;
 mod framing;
 mod identity;
 pub(crate) mod mesh;

@@ -8,15 +8,17 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::BytesMut;
 use prost::Message;
 use quinn::{Connection, RecvStream, SendStream};
 use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::{Notify, mpsc, watch};
 
-use super::framing::{encode_frame, read_frame};
+use super::frames::{append_event_frame, request_frame, response_frame};
+use super::framing::{FrameReader, encode_frame, read_frame};
 use super::{NodeId, TransportError};
 use crate::error::{Code, Error, Result};
 use crate::node::{Node, SubscriptionId};
@@ -216,18 +218,14 @@ impl Peer {
         &self,
         network: &str,
         path: &str,
-        payload: Bytes,
+        payload: &Value,
         timeout: Duration,
     ) -> Result<Value> {
         let _in_flight = self.in_flight();
         let max = self.max_message_size;
-        let request = wire::Request {
-            network: network.to_owned(),
-            path: path.to_owned(),
-            payload,
-            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-        };
-        let frame = encode_frame(Some(KIND_REQUEST), &request, max).map_err(|e| match e {
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let frame = request_frame(KIND_REQUEST, network, path, payload, timeout_ms, max);
+        let frame = frame.map_err(|e| match e {
             TransportError::FrameTooLarge { len, max } => Error::resource_exhausted(format!(
                 "the request to `{path}` is {len} bytes, over the maximum message size of {max}"
             )),
@@ -281,7 +279,7 @@ pub(crate) fn remote_action(peer: &Arc<Peer>, network: Arc<str>) -> ActionHandle
         let peer = peer.clone();
         let network = network.clone();
         Box::pin(async move {
-            peer.request(&network, ctx.path(), value.to_bytes(), ctx.remaining())
+            peer.request(&network, ctx.path(), &value, ctx.remaining())
                 .await
         })
     })
@@ -323,12 +321,21 @@ pub(crate) async fn serve_request(
         Ok(KIND_REQUEST) => match read_frame(&mut recv, max).await {
             Ok(Some(frame)) => match wire::Request::decode(frame) {
                 Ok(request) => {
-                    let stopped = send.stopped();
-                    tokio::select! {
-                        outcome = node.serve_remote(request, peer) => outcome,
-                        _ = stopped => {
-                            tracing::debug!(%peer, "caller cancelled a request");
-                            return;
+                    let mut serving = std::pin::pin!(node.serve_remote(request, peer));
+                    // Most handlers answer on their first poll: only watch for the caller
+                    // giving up (which takes the connection's lock and a waker registration)
+                    // when one does not.
+                    match futures::poll!(serving.as_mut()) {
+                        Poll::Ready(outcome) => outcome,
+                        Poll::Pending => {
+                            let stopped = send.stopped();
+                            tokio::select! {
+                                outcome = &mut serving => outcome,
+                                _ = stopped => {
+                                    tracing::debug!(%peer, "caller cancelled a request");
+                                    return;
+                                }
+                            }
                         }
                     }
                 }
@@ -357,13 +364,11 @@ pub(crate) async fn serve_request(
             return;
         }
     };
-    let response = match outcome {
-        Ok(value) => wire::Response {
-            result: Some(wire::response::Result::Payload(value.to_bytes())),
-        },
-        Err(e) => error_response(&e),
+    let frame = match &outcome {
+        Ok(value) => response_frame(value, max),
+        Err(e) => encode_frame(None, &error_response(e), max),
     };
-    let frame = match encode_frame(None, &response, max) {
+    let frame = match frame {
         Ok(frame) => frame,
         Err(e) => {
             let error = match e {
@@ -402,28 +407,30 @@ pub(crate) async fn write_control(
     let _ = send.finish();
 }
 
-/// Writes queued events on this side's event stream, opened on first use, in order.
+/// The most bytes of already-queued events coalesced into one write.
+const EVENT_BATCH_BYTES: usize = 64 * 1024;
+
+/// Writes queued events on this side's event stream, opened on first use, in order. Events
+/// that are already queued when one is written go out in the same write (up to
+/// [`EVENT_BATCH_BYTES`]): the frames are the same, there are just fewer writes.
 pub(crate) async fn write_events(
     connection: Connection,
     mut queue: mpsc::Receiver<OutboundEvent>,
     max: usize,
 ) {
     let mut stream: Option<SendStream> = None;
+    let mut batch = BytesMut::new();
     while let Some(event) = queue.recv().await {
-        let message = wire::Event {
-            network: event.network.to_string(),
-            topic: event.topic.to_string(),
-            payload: event.payload,
-            subscription_ids: event.subscription_ids,
-            retained: event.retained,
-        };
-        let frame = match encode_frame(None, &message, max) {
-            Ok(frame) => frame,
-            Err(e) => {
-                tracing::warn!(topic = %event.topic, error = %e, "event not sent");
-                continue;
+        append_event(&mut batch, event, max);
+        while batch.len() < EVENT_BATCH_BYTES {
+            match queue.try_recv() {
+                Ok(event) => append_event(&mut batch, event, max),
+                Err(_) => break,
             }
-        };
+        }
+        if batch.is_empty() {
+            continue;
+        }
         if stream.is_none() {
             let Ok(mut opened) = connection.open_uni().await else {
                 break;
@@ -434,13 +441,21 @@ pub(crate) async fn write_events(
             stream = Some(opened);
         }
         if let Some(open) = stream.as_mut() {
-            if open.write_chunk(frame).await.is_err() {
+            if open.write_chunk(batch.split().freeze()).await.is_err() {
                 stream = None;
                 if connection.close_reason().is_some() {
                     break;
                 }
             }
         }
+    }
+}
+
+/// Appends `event` to `batch` as one frame; an event over the maximum message size is logged
+/// and skipped.
+fn append_event(batch: &mut BytesMut, event: OutboundEvent, max: usize) {
+    if let Err(e) = append_event_frame(batch, &event, max) {
+        tracing::warn!(topic = %event.topic, error = %e, "event not sent");
     }
 }
 
@@ -455,8 +470,9 @@ pub(crate) async fn read_events(node: Node, peer: NodeId, mut recv: RecvStream, 
         }
         Err(_) => return,
     }
+    let mut frames = FrameReader::new(max);
     loop {
-        match read_frame(&mut recv, max).await {
+        match frames.next(&mut recv).await {
             Ok(Some(frame)) => match wire::Event::decode(frame) {
                 Ok(event) => node.deliver_inbound(peer, event).await,
                 Err(e) => tracing::debug!(%peer, error = %e, "malformed event skipped"),

@@ -491,6 +491,95 @@ async fn truncated_frames_and_garbage_give_errors() {
     }
 }
 
+/// Sends `pieces` on a new stream, each in its own packet (a pause between them, so that frames
+/// and headers straddle received chunks), and reads the stream on the server side with
+/// [`FrameReader`] (`buffered`) or repeated [`read_frame`] calls.
+async fn read_pieces(
+    conn: &quinn::Connection,
+    server_conn: &quinn::Connection,
+    pieces: &[Vec<u8>],
+    max: usize,
+    buffered: bool,
+) -> Result<Vec<Bytes>, TransportError> {
+    let (mut send, _recv) = conn.open_bi().await.unwrap();
+    for piece in pieces {
+        send.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    send.finish().unwrap();
+    let (_send, mut recv) = within("accept_bi", server_conn.accept_bi()).await.unwrap();
+    let mut frames = Vec::new();
+    let mut reader = framing::FrameReader::new(max);
+    within("read frames", async {
+        loop {
+            let frame = if buffered {
+                reader.next(&mut recv).await?
+            } else {
+                read_frame(&mut recv, max).await?
+            };
+            match frame {
+                Some(frame) => frames.push(frame),
+                None => return Ok(frames),
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn frame_reader_reads_what_read_frame_reads() {
+    let network = NetworkKey::from_secret("test network");
+    let (_s, _c, conn, server_conn) = connected_pair(&network).await;
+    let frame = |len: usize, fill: u8| {
+        let mut f = (len as u32).to_be_bytes().to_vec();
+        f.extend(std::iter::repeat_n(fill, len));
+        f
+    };
+    let mut stream = Vec::new();
+    for (i, len) in [0usize, 1, 3, 4, 5000, 1, 200_000, 0, 77]
+        .into_iter()
+        .enumerate()
+    {
+        stream.extend(frame(len, i as u8));
+    }
+    // Cut points: inside headers, inside bodies, on boundaries.
+    let cuts = |bytes: &[u8], at: &[usize]| -> Vec<Vec<u8>> {
+        let mut pieces = Vec::new();
+        let mut from = 0;
+        for &to in at.iter().chain([bytes.len()].iter()) {
+            let to = to.min(bytes.len());
+            if to > from {
+                pieces.push(bytes[from..to].to_vec());
+                from = to;
+            }
+        }
+        pieces
+    };
+    let cases: Vec<(Vec<Vec<u8>>, usize)> = vec![
+        (vec![stream.clone()], MAX),
+        (
+            cuts(&stream, &[2, 5, 6, 9, 11, 13, 15, 16, 3000, 5016, 5019]),
+            MAX,
+        ),
+        (cuts(&stream, &[5022, 5025, 105_000, 205_030, 205_031]), MAX),
+        // Truncated header, truncated body, oversized frame after good ones.
+        (cuts(&stream[..5019], &[2, 9]), MAX),
+        (cuts(&stream[..3000], &[1, 2000]), MAX),
+        (vec![stream.clone()], 4096),
+        (vec![vec![0, 0]], MAX),
+        (vec![], MAX),
+    ];
+    for (i, (pieces, max)) in cases.iter().enumerate() {
+        let plain = read_pieces(&conn, &server_conn, pieces, *max, false).await;
+        let buffered = read_pieces(&conn, &server_conn, pieces, *max, true).await;
+        match (&plain, &buffered) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "case {i}"),
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "case {i}"),
+            _ => panic!("case {i}: read_frame gave {plain:?}, FrameReader {buffered:?}"),
+        }
+    }
+}
+
 #[test]
 fn garbage_never_panics_parsers() {
     let mut rng = XorShift(42);

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::network::NodeId;
 use crate::node::BroadcastMode;
 use crate::registry::{Event, Origin, OutboundEvent, Sink, Subscription};
-use crate::routing::{Segment, TopicPath};
+use crate::routing::{Segment, TopicPath, split_concrete};
 use crate::service::context::lock;
 use crate::service::{Caller, EventContext, EventHandler, event_handler};
 use crate::value::{Payload, Value};
@@ -61,10 +61,10 @@ impl Node {
         if self.inner.state.load(Ordering::Acquire) == STOPPED {
             return Err(Error::unavailable("the node has stopped"));
         }
-        let topic = TopicPath::parse_concrete(path.as_ref())?;
-        let network = topic.network().unwrap_or(&self.inner.network);
-        let segments: Vec<&str> = topic.path().split('/').collect();
-        let topic_path: Arc<str> = topic.path().into();
+        let (topic_network, topic) = split_concrete(path.as_ref())?;
+        let network = topic_network.unwrap_or(&self.inner.network);
+        let segments: Vec<&str> = topic.split('/').collect();
+        let topic_path: Arc<str> = topic.into();
         let value = Arc::new(event);
         if let Some(ttl) = options.retain_for {
             let mut store = lock(&self.inner.retained);
@@ -85,7 +85,10 @@ impl Node {
             .registry
             .matching_subscriptions(network, &segments);
         self.select_targets(&mut targets, options.broadcast);
-        let network: Arc<str> = network.into();
+        let network: Arc<str> = match topic_network {
+            Some(named) => named.into(),
+            None => self.inner.network.clone(),
+        };
         self.deliver(&network, topic_path, value, Caller::Local, false, &targets)
             .await;
         Ok(())

@@ -11,5 +11,6 @@
 mod path;
 mod trie;
 
+pub(crate) use path::split_concrete;
 pub use path::{PathError, PathParams, Segment, TopicPath, split_network};
 pub use trie::PathTrie;

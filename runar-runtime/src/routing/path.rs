@@ -130,18 +130,31 @@ fn is_param_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn parse_segment(full: &str, seg: &str, position: usize, last: bool) -> Result<Segment, PathError> {
+/// A validated segment, borrowing from the path: [`Segment`] without the allocations.
+enum SegmentRef<'a> {
+    Literal(&'a str),
+    Param(&'a str),
+    Single,
+    Rest,
+}
+
+fn check_segment<'a>(
+    full: &str,
+    seg: &'a str,
+    position: usize,
+    last: bool,
+) -> Result<SegmentRef<'a>, PathError> {
     match seg {
         "" => Err(PathError::EmptySegment {
             path: full.to_owned(),
             position,
         }),
-        "*" => Ok(Segment::Single),
-        ">" if last => Ok(Segment::Rest),
+        "*" => Ok(SegmentRef::Single),
+        ">" if last => Ok(SegmentRef::Rest),
         ">" => Err(PathError::RestNotLast(full.to_owned())),
         _ if seg.contains('{') || seg.contains('}') => {
             match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                Some(name) if is_param_name(name) => Ok(Segment::Param(name.into())),
+                Some(name) if is_param_name(name) => Ok(SegmentRef::Param(name)),
                 _ => Err(PathError::MalformedTemplate {
                     path: full.to_owned(),
                     segment: seg.to_owned(),
@@ -157,8 +170,41 @@ fn parse_segment(full: &str, seg: &str, position: usize, last: bool) -> Result<S
                 segment: seg.to_owned(),
             })
         }
-        _ => Ok(Segment::Literal(seg.into())),
+        _ => Ok(SegmentRef::Literal(seg)),
     }
+}
+
+fn parse_segment(full: &str, seg: &str, position: usize, last: bool) -> Result<Segment, PathError> {
+    Ok(match check_segment(full, seg, position, last)? {
+        SegmentRef::Literal(s) => Segment::Literal(s.into()),
+        SegmentRef::Param(name) => Segment::Param(name.into()),
+        SegmentRef::Single => Segment::Single,
+        SegmentRef::Rest => Segment::Rest,
+    })
+}
+
+/// Validates a concrete path exactly as [`TopicPath::parse_concrete`] does (same errors) and
+/// splits off its network, without building a [`TopicPath`]: for the publish path, which only
+/// needs the text.
+pub(crate) fn split_concrete(full: &str) -> Result<(Option<&str>, &str), PathError> {
+    let (network, path) = split_network(full)?;
+    if path.is_empty() {
+        return Err(PathError::Empty(full.to_owned()));
+    }
+    let count = path.split('/').count();
+    let mut pattern = false;
+    for (i, seg) in path.split('/').enumerate() {
+        if !matches!(
+            check_segment(full, seg, i + 1, i + 1 == count)?,
+            SegmentRef::Literal(_)
+        ) {
+            pattern = true;
+        }
+    }
+    if pattern {
+        return Err(PathError::NotConcrete(full.to_owned()));
+    }
+    Ok((network, path))
 }
 
 impl TopicPath {
@@ -298,6 +344,42 @@ mod tests {
 
     fn segs(p: &str) -> Vec<&str> {
         p.split('/').collect()
+    }
+
+    #[test]
+    fn split_concrete_agrees_with_parse_concrete() {
+        for full in [
+            "math/add",
+            "math",
+            "net:math/add",
+            "a/b/c/d/e",
+            "items/{id}",
+            "math/*",
+            "math/>",
+            ">",
+            "",
+            "net:",
+            ":math/add",
+            "a:b:c",
+            "a//b",
+            "/a",
+            "a/",
+            "a/>/b",
+            "a/{}",
+            "a/{1x}",
+            "a/b c",
+            "a/x*",
+            "n e:t/a",
+            "n*:a",
+            "$registry/peer/x/connected",
+            "a/{b}/>/c",
+            "a/*/{id}",
+        ] {
+            let expected = TopicPath::parse_concrete(full)
+                .map(|p| (p.network().map(str::to_owned), p.path().to_owned()));
+            let got = split_concrete(full).map(|(n, p)| (n.map(str::to_owned), p.to_owned()));
+            assert_eq!(got, expected, "{full:?}");
+        }
     }
 
     #[test]

@@ -150,6 +150,15 @@ impl Value {
         }
     }
 
+    /// Appends the value's protobuf encoding to `buf` ([`encoded_len`](Self::encoded_len)
+    /// bytes), without an intermediate buffer.
+    pub(crate) fn encode_into(&self, buf: &mut BytesMut) {
+        match &self.repr {
+            Repr::Typed(m) => m.encode_into(buf),
+            Repr::Encoded(bytes) => buf.extend_from_slice(bytes),
+        }
+    }
+
     /// The length of the value's protobuf encoding.
     pub fn encoded_len(&self) -> usize {
         match &self.repr {

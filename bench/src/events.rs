@@ -1,0 +1,128 @@
+//! Events from a publisher to a subscriber elsewhere: latency (publish → the subscriber's handler
+//! ran) and throughput (messages per second until the last one has been handled).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::stats::Samples;
+
+/// Publishes one event to the subscriber.
+pub trait Publisher: Send + Sync {
+    fn publish(&self, payload: Bytes) -> impl Future<Output = ()> + Send;
+}
+
+/// What the subscriber's handler does for each event: count it and wake the measurer.
+#[derive(Clone, Default)]
+pub struct Sink(Arc<SinkInner>);
+
+#[derive(Default)]
+pub struct SinkInner {
+    count: AtomicU64,
+    notify: Notify,
+}
+
+impl Sink {
+    pub fn received(&self, _len: usize) {
+        self.0.count.fetch_add(1, Ordering::Release);
+        self.0.notify.notify_one();
+    }
+
+    fn count(&self) -> u64 {
+        self.0.count.load(Ordering::Acquire)
+    }
+
+    async fn wait_for(&self, target: u64) {
+        loop {
+            let notified = self.0.notify.notified();
+            if self.count() >= target {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// One event at a time: the time from calling publish to the subscriber having handled it.
+pub async fn latency<P: Publisher>(
+    publisher: &P,
+    sink: &Sink,
+    payload: Bytes,
+    warmup: Duration,
+    measure: Duration,
+) -> Samples {
+    let until = Instant::now() + warmup;
+    while Instant::now() < until {
+        let target = sink.count() + 1;
+        publisher.publish(payload.clone()).await;
+        sink.wait_for(target).await;
+    }
+    let mut nanos = Vec::with_capacity(100_000);
+    let start = Instant::now();
+    let end = start + measure;
+    loop {
+        let target = sink.count() + 1;
+        let t0 = Instant::now();
+        publisher.publish(payload.clone()).await;
+        sink.wait_for(target).await;
+        let t1 = Instant::now();
+        nanos.push((t1 - t0).as_nanos() as u64);
+        if t1 >= end {
+            break;
+        }
+    }
+    Samples {
+        nanos,
+        elapsed: start.elapsed(),
+    }
+}
+
+/// Publishes back to back for `measure`, then waits until the subscriber has handled every
+/// event: events per second over that whole time.
+pub async fn throughput<P: Publisher>(
+    publisher: &P,
+    sink: &Sink,
+    payload: Bytes,
+    warmup: Duration,
+    measure: Duration,
+) -> f64 {
+    let burst = |until: Instant| {
+        let payload = payload.clone();
+        async move {
+            let mut sent = 0u64;
+            loop {
+                for _ in 0..64 {
+                    publisher.publish(payload.clone()).await;
+                }
+                sent += 64;
+                if Instant::now() >= until {
+                    return sent;
+                }
+            }
+        }
+    };
+    let base = sink.count();
+    let sent = burst(Instant::now() + warmup).await;
+    sink.wait_for(base + sent).await;
+
+    let base = sink.count();
+    let start = Instant::now();
+    let sent = burst(start + measure).await;
+    sink.wait_for(base + sent).await;
+    sent as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Publishes exactly `n` events and waits until all have been handled (for profilers).
+pub async fn fixed<P: Publisher>(publisher: &P, sink: &Sink, payload: Bytes, n: u64) -> f64 {
+    let base = sink.count();
+    let start = Instant::now();
+    for _ in 0..n {
+        publisher.publish(payload.clone()).await;
+    }
+    sink.wait_for(base + n).await;
+    n as f64 / start.elapsed().as_secs_f64()
+}

@@ -1,0 +1,669 @@
+//! Runar side by side with what a user would otherwise pick, on 127.0.0.1, in one run.
+//!
+//! ```sh
+//! cargo run --release --manifest-path bench/Cargo.toml              # everything, ~2 minutes
+//! cargo run --release --manifest-path bench/Cargo.toml -- --quick   # shorter runs
+//! cargo run --release --manifest-path bench/Cargo.toml -- --only unary,local
+//! ```
+//!
+//! Prints a markdown table (progress goes to stderr). See BENCHMARKS.md for what each row
+//! measures.
+
+mod certs;
+mod events;
+mod local;
+mod memory;
+mod pb;
+mod quinn_side;
+mod rpc;
+mod rt;
+mod runar_side;
+mod stats;
+mod tonic_side;
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use rt::Rt;
+use stats::{Latency, rate, ratio, us};
+
+/// The systems compared on request/response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum System {
+    Quinn,
+    Runar,
+    TonicTls,
+    TonicPlain,
+}
+
+impl System {
+    const ALL: [System; 4] = [
+        System::Quinn,
+        System::Runar,
+        System::TonicTls,
+        System::TonicPlain,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            System::Quinn => "raw quinn (floor)",
+            System::Runar => "**Runar**",
+            System::TonicTls => "tonic + TLS",
+            System::TonicPlain => "tonic plaintext",
+        }
+    }
+}
+
+struct Options {
+    warmup: Duration,
+    measure: Duration,
+    /// Each network measurement is repeated this many times, the systems in a rotating order,
+    /// and the table shows the median: on this 2-core VM the multi-thread runtime's numbers
+    /// drift between runs, and rounds keep that drift from favouring one system.
+    rounds: usize,
+    sections: Vec<String>,
+    profile: Option<String>,
+    /// For `--profile`: a fixed number of sequential calls instead of a duration.
+    calls: Option<u64>,
+}
+
+impl Options {
+    fn parse() -> Options {
+        let mut options = Options {
+            warmup: Duration::from_millis(200),
+            measure: Duration::from_millis(500),
+            rounds: 3,
+            sections: Vec::new(),
+            profile: None,
+            calls: None,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--quick" => {
+                    options.warmup = Duration::from_millis(100);
+                    options.measure = Duration::from_millis(400);
+                    options.rounds = 1;
+                }
+                "--rounds" => {
+                    options.rounds = args
+                        .next()
+                        .and_then(|s| s.parse().ok())
+                        .filter(|&n| n > 0)
+                        .expect("--rounds takes a positive number");
+                }
+                "--secs" => {
+                    let secs: f64 = args
+                        .next()
+                        .and_then(|s| s.parse().ok())
+                        .expect("--secs takes a number of seconds");
+                    options.measure = Duration::from_secs_f64(secs);
+                }
+                "--only" => {
+                    options.sections = args
+                        .next()
+                        .expect("--only takes a comma-separated list")
+                        .split(',')
+                        .map(str::to_owned)
+                        .collect();
+                }
+                "--profile" => options.profile = args.next(),
+                "--calls" => {
+                    options.calls = Some(
+                        args.next()
+                            .and_then(|s| s.parse().ok())
+                            .expect("--calls takes a number"),
+                    );
+                }
+                "--help" | "-h" => {
+                    println!(
+                        "runar-bench [--quick] [--secs S] [--rounds N] \
+                         [--only unary,local,events,payload,memory] \
+                         [--profile runar-seq|quinn-seq|runar-64|runar-64-mt|quinn-64|tonic-64|runar-events] \
+                         [--calls N]"
+                    );
+                    std::process::exit(0);
+                }
+                other => panic!("unknown argument {other} (try --help)"),
+            }
+        }
+        options
+    }
+
+    fn wants(&self, section: &str) -> bool {
+        self.sections.is_empty() || self.sections.iter().any(|s| s == section)
+    }
+}
+
+fn progress(what: &str) {
+    eprintln!("bench: {what}");
+}
+
+/// Sequential latency and 64-in-flight calls/s of `system` on `rt` with a 100-byte payload.
+fn unary(system: System, rt: Rt, o: &Options) -> (Latency, f64) {
+    progress(&format!("unary 100 B, {}, {}", system.label(), rt.label()));
+    let (warmup, measure) = (o.warmup, o.measure);
+    let payload = Bytes::from(vec![0xA5u8; 100]);
+    rt.run(move || async move {
+        async fn both<R: rpc::Rpc>(
+            r: &R,
+            payload: Bytes,
+            warmup: Duration,
+            measure: Duration,
+        ) -> (Latency, f64) {
+            let seq = rpc::sequential(r, payload.clone(), warmup, measure).await;
+            let par = rpc::concurrent(r, payload, 64, warmup, measure).await;
+            (Latency::from(&seq), par)
+        }
+        match system {
+            System::Quinn => both(&quinn_side::connect().await, payload, warmup, measure).await,
+            System::Runar => {
+                let r = runar_side::connect().await;
+                let out = both(&r, payload, warmup, measure).await;
+                r.stop().await;
+                out
+            }
+            System::TonicTls => {
+                both(&tonic_side::connect(true).await.0, payload, warmup, measure).await
+            }
+            System::TonicPlain => {
+                both(
+                    &tonic_side::connect(false).await.0,
+                    payload,
+                    warmup,
+                    measure,
+                )
+                .await
+            }
+        }
+    })
+}
+
+/// Sequential round trips of each payload size: (size, p50 µs, MiB/s of payload each way).
+fn sweep(system: System, rt: Rt, sizes: &[usize], o: &Options) -> Vec<(usize, f64, f64)> {
+    progress(&format!(
+        "payload sweep, {}, {}",
+        system.label(),
+        rt.label()
+    ));
+    let (warmup, measure) = (o.warmup / 2, o.measure / 2);
+    let sizes = sizes.to_vec();
+    rt.run(move || async move {
+        async fn each<R: rpc::Rpc>(
+            r: &R,
+            sizes: Vec<usize>,
+            warmup: Duration,
+            measure: Duration,
+        ) -> Vec<(usize, f64, f64)> {
+            let mut out = Vec::new();
+            for size in sizes {
+                let payload = Bytes::from(vec![0xA5u8; size]);
+                let s = rpc::sequential(r, payload, warmup, measure).await;
+                let mib_s = s.per_sec() * size as f64 / f64::from(1 << 20);
+                out.push((size, s.quantile_us(0.5), mib_s));
+            }
+            out
+        }
+        match system {
+            System::Quinn => each(&quinn_side::connect().await, sizes, warmup, measure).await,
+            System::Runar => {
+                let r = runar_side::connect().await;
+                let out = each(&r, sizes, warmup, measure).await;
+                r.stop().await;
+                out
+            }
+            System::TonicTls => {
+                each(&tonic_side::connect(true).await.0, sizes, warmup, measure).await
+            }
+            System::TonicPlain => {
+                each(&tonic_side::connect(false).await.0, sizes, warmup, measure).await
+            }
+        }
+    })
+}
+
+/// Remote events, 64-byte payload: (latency, messages/s) for Runar or tonic streaming.
+fn remote_events(runar: bool, rt: Rt, o: &Options) -> (Latency, f64) {
+    let name = if runar {
+        "Runar publish → subscriber on the other node"
+    } else {
+        "tonic + TLS server streaming"
+    };
+    progress(&format!("events 64 B, {name}, {}", rt.label()));
+    let (warmup, measure) = (o.warmup, o.measure);
+    let payload = Bytes::from(vec![0x5Au8; 64]);
+    rt.run(move || async move {
+        let sink = events::Sink::default();
+        if runar {
+            let r = runar_side::connect().await;
+            r.subscribe(sink.clone()).await;
+            let lat = events::latency(&r, &sink, payload.clone(), warmup, measure).await;
+            let tput = events::throughput(&r, &sink, payload, warmup, measure).await;
+            r.stop().await;
+            (Latency::from(&lat), tput)
+        } else {
+            let (client, mut publisher) = tonic_side::connect(true).await;
+            publisher.subscribe(&client, sink.clone()).await;
+            let lat = events::latency(&publisher, &sink, payload.clone(), warmup, measure).await;
+            let tput = events::throughput(&publisher, &sink, payload, warmup, measure).await;
+            (Latency::from(&lat), tput)
+        }
+    })
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Each field's median over the rounds.
+fn median_latency(runs: impl Iterator<Item = Latency> + Clone) -> Latency {
+    Latency {
+        p50: median(runs.clone().map(|l| l.p50)),
+        p90: median(runs.clone().map(|l| l.p90)),
+        p99: median(runs.clone().map(|l| l.p99)),
+        per_sec: median(runs.map(|l| l.per_sec)),
+    }
+}
+
+/// Runs one scenario for a long time, for `perf record`/callgrind.
+fn profile(which: &str, o: &Options) {
+    let payload = Bytes::from(vec![0xA5u8; 100]);
+    let measure = o.measure;
+    let report = |what: &str, x: f64| println!("{which}: {what} {x:.0}");
+    match which {
+        "runar-seq" | "quinn-seq" => {
+            let calls = o.calls;
+            let quinn = which.starts_with("quinn");
+            let s = Rt::Current.run(move || async move {
+                async fn go<R: rpc::Rpc>(
+                    r: &R,
+                    payload: Bytes,
+                    calls: Option<u64>,
+                    measure: Duration,
+                ) -> stats::Samples {
+                    match calls {
+                        Some(n) => rpc::fixed(r, payload, n).await,
+                        None => rpc::sequential(r, payload, Duration::ZERO, measure).await,
+                    }
+                }
+                if quinn {
+                    go(&quinn_side::connect().await, payload, calls, measure).await
+                } else {
+                    go(&runar_side::connect().await, payload, calls, measure).await
+                }
+            });
+            report("p50 ns", s.quantile_us(0.5) * 1000.0);
+        }
+        "runar-64" | "runar-64-mt" | "quinn-64" | "tonic-64" => {
+            let rt = if which.ends_with("-mt") {
+                Rt::Multi
+            } else {
+                Rt::Current
+            };
+            let quinn = which.starts_with("quinn");
+            let tonic = which.starts_with("tonic");
+            let x = rt.run(move || async move {
+                if quinn {
+                    let r = quinn_side::connect().await;
+                    rpc::concurrent(&r, payload, 64, Duration::ZERO, measure).await
+                } else if tonic {
+                    let r = tonic_side::connect(true).await.0;
+                    rpc::concurrent(&r, payload, 64, Duration::ZERO, measure).await
+                } else {
+                    let r = runar_side::connect().await;
+                    rpc::concurrent(&r, payload, 64, Duration::ZERO, measure).await
+                }
+            });
+            report("calls/s", x);
+        }
+        "runar-events" => {
+            let calls = o.calls;
+            let x = Rt::Current.run(move || async move {
+                let sink = events::Sink::default();
+                let r = runar_side::connect().await;
+                r.subscribe(sink.clone()).await;
+                let payload = Bytes::from(vec![0x5Au8; 64]);
+                match calls {
+                    Some(n) => events::fixed(&r, &sink, payload, n).await,
+                    None => events::throughput(&r, &sink, payload, Duration::ZERO, measure).await,
+                }
+            });
+            report("events/s", x);
+        }
+        other => panic!("unknown profile scenario {other}"),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() == 4 && args[1] == "--child" && args[2] == "mem" {
+        memory::child(&args[3]);
+        return;
+    }
+    let o = Options::parse();
+    if let Some(which) = o.profile.clone() {
+        profile(&which, &o);
+        return;
+    }
+    let started = std::time::Instant::now();
+    let mut out = String::new();
+    let mut targets: Vec<(String, bool, String)> = Vec::new();
+
+    writeln!(
+        out,
+        "Measured on 127.0.0.1, {} cores, release build, by \
+         `cargo run --release --manifest-path bench/Cargo.toml`. Network rows: the median of {} \
+         rounds of {:.1} s (systems in rotating order), after {:.1} s of warm-up each.\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        o.rounds,
+        o.measure.as_secs_f64(),
+        o.warmup.as_secs_f64()
+    )
+    .unwrap();
+
+    if o.wants("unary") {
+        writeln!(out, "### 1. Unary request/response, 100-byte payload\n").unwrap();
+        writeln!(
+            out,
+            "| runtime | system | p50 µs | p90 µs | p99 µs | sequential calls/s | 64 in flight calls/s |"
+        )
+        .unwrap();
+        writeln!(out, "|---|---|---:|---:|---:|---:|---:|").unwrap();
+        let mut ratios = String::new();
+        for rt in Rt::BOTH {
+            let n = System::ALL.len();
+            let mut runs: Vec<Vec<(Latency, f64)>> = vec![Vec::new(); n];
+            for round in 0..o.rounds {
+                for k in 0..n {
+                    let i = (k + round) % n;
+                    runs[i].push(unary(System::ALL[i], rt, &o));
+                }
+            }
+            let results: Vec<(System, Latency, f64)> = System::ALL
+                .iter()
+                .zip(runs)
+                .map(|(&s, r)| {
+                    let lat = median_latency(r.iter().map(|x| x.0));
+                    (s, lat, median(r.iter().map(|x| x.1)))
+                })
+                .collect();
+            for (s, lat, par) in &results {
+                writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} |",
+                    rt.label(),
+                    s.label(),
+                    us(lat.p50),
+                    us(lat.p90),
+                    us(lat.p99),
+                    rate(lat.per_sec),
+                    rate(*par)
+                )
+                .unwrap();
+            }
+            let get = |sys: System| {
+                results
+                    .iter()
+                    .find(|(s, _, _)| *s == sys)
+                    .map(|(_, l, p)| (*l, *p))
+                    .expect("measured")
+            };
+            let (runar, runar_par) = get(System::Runar);
+            let (quinn, _) = get(System::Quinn);
+            let (tls, tls_par) = get(System::TonicTls);
+            let p50_ratio = runar.p50 / quinn.p50;
+            let seq_ratio = runar.per_sec / tls.per_sec;
+            let par_ratio = runar_par / tls_par;
+            writeln!(
+                ratios,
+                "| {} | {} | {} | {} |",
+                rt.label(),
+                ratio(p50_ratio),
+                ratio(seq_ratio),
+                ratio(par_ratio)
+            )
+            .unwrap();
+            targets.push((
+                format!("Runar p50 ≤ 1.3x raw quinn ({})", rt.label()),
+                p50_ratio <= 1.3,
+                format!(
+                    "{} µs vs {} µs = {}",
+                    us(runar.p50),
+                    us(quinn.p50),
+                    ratio(p50_ratio)
+                ),
+            ));
+            targets.push((
+                format!("Runar sequential calls/s ≥ tonic+TLS ({})", rt.label()),
+                seq_ratio >= 1.0,
+                format!(
+                    "{} vs {} = {}",
+                    rate(runar.per_sec),
+                    rate(tls.per_sec),
+                    ratio(seq_ratio)
+                ),
+            ));
+            targets.push((
+                format!("Runar 64-in-flight calls/s ≥ tonic+TLS ({})", rt.label()),
+                par_ratio >= 1.0,
+                format!(
+                    "{} vs {} = {}",
+                    rate(runar_par),
+                    rate(tls_par),
+                    ratio(par_ratio)
+                ),
+            ));
+        }
+        writeln!(
+            out,
+            "\n| runtime | Runar p50 / raw quinn p50 | Runar / tonic+TLS, sequential calls/s | Runar / tonic+TLS, 64 in flight calls/s |"
+        )
+        .unwrap();
+        writeln!(out, "|---|---:|---:|---:|").unwrap();
+        out.push_str(&ratios);
+        out.push('\n');
+    }
+
+    if o.wants("local") {
+        writeln!(
+            out,
+            "### 2. Local request through the node vs a direct call of the same async fn\n"
+        )
+        .unwrap();
+        writeln!(
+            out,
+            "| runtime | direct call ns | `node.request` ns | added by the node ns |"
+        )
+        .unwrap();
+        writeln!(out, "|---|---:|---:|---:|").unwrap();
+        for rt in Rt::BOTH {
+            progress(&format!("local request, {}", rt.label()));
+            let (direct, node) = rt.run(|| local::measure(200_000, 9));
+            let added = node - direct;
+            writeln!(
+                out,
+                "| {} | {direct:.0} | {node:.0} | {added:.0} |",
+                rt.label()
+            )
+            .unwrap();
+            targets.push((
+                format!("local request adds ≤ 300 ns ({})", rt.label()),
+                added <= 300.0,
+                format!("{added:.0} ns"),
+            ));
+        }
+        out.push('\n');
+    }
+
+    if o.wants("events") {
+        writeln!(
+            out,
+            "### 3. Remote events, 64-byte payload (publisher and subscriber on different nodes)\n"
+        )
+        .unwrap();
+        writeln!(
+            out,
+            "| runtime | system | p50 µs | p90 µs | p99 µs | messages/s | messages/s vs tonic |"
+        )
+        .unwrap();
+        writeln!(out, "|---|---|---:|---:|---:|---:|---:|").unwrap();
+        for rt in Rt::BOTH {
+            let (mut runar, mut tonic) = (Vec::new(), Vec::new());
+            for round in 0..o.rounds {
+                if round % 2 == 0 {
+                    runar.push(remote_events(true, rt, &o));
+                    tonic.push(remote_events(false, rt, &o));
+                } else {
+                    tonic.push(remote_events(false, rt, &o));
+                    runar.push(remote_events(true, rt, &o));
+                }
+            }
+            let (r_lat, r_tput) = (
+                median_latency(runar.iter().map(|x| x.0)),
+                median(runar.iter().map(|x| x.1)),
+            );
+            let (t_lat, t_tput) = (
+                median_latency(tonic.iter().map(|x| x.0)),
+                median(tonic.iter().map(|x| x.1)),
+            );
+            for (name, lat, tput, vs) in [
+                (
+                    "**Runar** publish/subscribe",
+                    r_lat,
+                    r_tput,
+                    ratio(r_tput / t_tput),
+                ),
+                (
+                    "tonic + TLS server streaming",
+                    t_lat,
+                    t_tput,
+                    String::from("1.00x"),
+                ),
+            ] {
+                writeln!(
+                    out,
+                    "| {} | {name} | {} | {} | {} | {} | {vs} |",
+                    rt.label(),
+                    us(lat.p50),
+                    us(lat.p90),
+                    us(lat.p99),
+                    rate(tput)
+                )
+                .unwrap();
+            }
+        }
+        out.push('\n');
+    }
+
+    if o.wants("payload") {
+        let sizes = [100usize, 10 << 10, 1 << 20];
+        let size_label = |s: usize| match s {
+            100 => "100 B".to_string(),
+            s if s < 1 << 20 => format!("{} KiB", s >> 10),
+            s => format!("{} MiB", s >> 20),
+        };
+        writeln!(
+            out,
+            "### 4. Payload sweep: sequential echo round trips, MiB/s of payload (p50 µs)\n"
+        )
+        .unwrap();
+        writeln!(
+            out,
+            "| runtime | payload | raw quinn | **Runar** | tonic + TLS | Runar / quinn | Runar / tonic+TLS |"
+        )
+        .unwrap();
+        writeln!(out, "|---|---|---:|---:|---:|---:|---:|").unwrap();
+        for rt in Rt::BOTH {
+            let systems = [System::Quinn, System::Runar, System::TonicTls];
+            let mut runs: Vec<Vec<Vec<(usize, f64, f64)>>> = vec![Vec::new(); systems.len()];
+            for round in 0..o.rounds {
+                for k in 0..systems.len() {
+                    let i = (k + round) % systems.len();
+                    runs[i].push(sweep(systems[i], rt, &sizes, &o));
+                }
+            }
+            // Per system and size: the median p50 and the median MiB/s.
+            let summary = |runs: &Vec<Vec<(usize, f64, f64)>>| -> Vec<(usize, f64, f64)> {
+                (0..sizes.len())
+                    .map(|j| {
+                        (
+                            sizes[j],
+                            median(runs.iter().map(|r| r[j].1)),
+                            median(runs.iter().map(|r| r[j].2)),
+                        )
+                    })
+                    .collect()
+            };
+            let (q, r, t) = (summary(&runs[0]), summary(&runs[1]), summary(&runs[2]));
+            for i in 0..sizes.len() {
+                let cell = |x: &(usize, f64, f64)| format!("{:.1} ({})", x.2, us(x.1));
+                writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} |",
+                    rt.label(),
+                    size_label(sizes[i]),
+                    cell(&q[i]),
+                    cell(&r[i]),
+                    cell(&t[i]),
+                    ratio(r[i].2 / q[i].2),
+                    ratio(r[i].2 / t[i].2)
+                )
+                .unwrap();
+            }
+        }
+        out.push('\n');
+    }
+
+    if o.wants("memory") {
+        progress("memory (child processes)");
+        writeln!(
+            out,
+            "### 5. Memory: resident set size (VmRSS) of a fresh process\n"
+        )
+        .unwrap();
+        writeln!(out, "| process | RSS MiB | over baseline MiB |").unwrap();
+        writeln!(out, "|---|---:|---:|").unwrap();
+        let mut baseline = None;
+        for (kind, what) in memory::KINDS {
+            // The median of three children: RSS varies a little with allocation timing.
+            let mut runs: Vec<u64> = (0..3).map(|_| memory::measure(kind)).collect();
+            runs.sort_unstable();
+            let kib = runs[1];
+            let base = *baseline.get_or_insert(kib);
+            writeln!(
+                out,
+                "| {what} | {:.1} | {:+.1} |",
+                kib as f64 / 1024.0,
+                (kib as f64 - base as f64) / 1024.0
+            )
+            .unwrap();
+        }
+        out.push('\n');
+    }
+
+    if !targets.is_empty() {
+        writeln!(out, "### Targets\n").unwrap();
+        writeln!(out, "| target | holds | measured |").unwrap();
+        writeln!(out, "|---|---|---|").unwrap();
+        for (what, ok, measured) in &targets {
+            writeln!(
+                out,
+                "| {what} | {} | {measured} |",
+                if *ok { "yes" } else { "**no**" }
+            )
+            .unwrap();
+        }
+        out.push('\n');
+    }
+    writeln!(
+        out,
+        "_Total run time {:.0} s._",
+        started.elapsed().as_secs_f64()
+    )
+    .unwrap();
+    println!("{out}");
+}

@@ -1,0 +1,107 @@
+//! Raw quinn: one bidirectional stream per request, a 4-byte big-endian length prefix on the
+//! request and on the answer. The floor under any RPC over QUIC streams; quinn's default
+//! transport configuration, rustls with ring, a self-signed certificate.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use quinn::{Connection, Endpoint, RecvStream, SendStream};
+
+use crate::certs;
+use crate::rpc::Rpc;
+
+#[derive(Clone)]
+pub struct QuinnRpc {
+    connection: Connection,
+    /// Keeps the client endpoint (and its driver) alive.
+    _endpoint: Endpoint,
+    /// Keeps the server endpoint alive.
+    _server: Endpoint,
+}
+
+/// Starts an echo server and connects a client to it, on the current runtime.
+pub async fn connect() -> QuinnRpc {
+    let cert = certs::localhost();
+    let server_config = quinn::ServerConfig::with_single_cert(
+        vec![cert.cert_der.clone()],
+        cert.key_der.clone_key().into(),
+    )
+    .expect("server config");
+    let server = Endpoint::server(server_config, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("server endpoint");
+    let addr = server.local_addr().expect("server address");
+    let accept = server.clone();
+    tokio::spawn(async move {
+        while let Some(incoming) = accept.accept().await {
+            tokio::spawn(async move {
+                let Ok(connection) = incoming.await else {
+                    return;
+                };
+                while let Ok((send, recv)) = connection.accept_bi().await {
+                    tokio::spawn(serve(send, recv));
+                }
+            });
+        }
+    });
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert_der).expect("root certificate");
+    let client_config =
+        quinn::ClientConfig::with_root_certificates(Arc::new(roots)).expect("client config");
+    let mut endpoint =
+        Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).expect("client endpoint");
+    endpoint.set_default_client_config(client_config);
+    let connection = endpoint
+        .connect(addr, "localhost")
+        .expect("connect")
+        .await
+        .expect("handshake");
+    QuinnRpc {
+        connection,
+        _endpoint: endpoint,
+        _server: server,
+    }
+}
+
+async fn serve(mut send: SendStream, mut recv: RecvStream) {
+    let Some(body) = read_frame(&mut recv).await else {
+        return;
+    };
+    let _ = send.write_chunk(frame(&body)).await;
+    let _ = send.finish();
+}
+
+fn frame(payload: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(4 + payload.len());
+    buf.put_u32(payload.len() as u32);
+    buf.put_slice(payload);
+    buf.freeze()
+}
+
+/// Reads one length-prefixed frame; without copying when it arrived in one chunk.
+async fn read_frame(recv: &mut RecvStream) -> Option<Bytes> {
+    let mut header = [0u8; 4];
+    recv.read_exact(&mut header).await.ok()?;
+    let len = u32::from_be_bytes(header) as usize;
+    let first = recv.read_chunk(len, true).await.ok()??.bytes;
+    if first.len() >= len {
+        return Some(first);
+    }
+    let mut body = BytesMut::with_capacity(len);
+    body.put_slice(&first);
+    while body.len() < len {
+        let chunk = recv.read_chunk(len - body.len(), true).await.ok()??;
+        body.put_slice(&chunk.bytes);
+    }
+    Some(body.freeze())
+}
+
+impl Rpc for QuinnRpc {
+    async fn call(&self, payload: Bytes) -> Bytes {
+        let (mut send, mut recv) = self.connection.open_bi().await.expect("open_bi");
+        send.write_chunk(frame(&payload)).await.expect("write");
+        let _ = send.finish();
+        read_frame(&mut recv).await.expect("an answer")
+    }
+}
