@@ -24,3 +24,145 @@ pub mod shop {
 pub mod calc {
     runar::include_proto!("calc");
 }
+
+/// Fixtures shared by the tests: an `ItemCatalog` implementation and a fully populated item.
+pub mod fixtures {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, PoisonError};
+
+    use runar::codegen::prost_types::Timestamp;
+    use runar::{Code, RequestContext};
+
+    use crate::common::{Money, Unit};
+    use crate::shop::item::{Location, Status, Stock};
+    use crate::shop::item_catalog_server::ItemCatalog;
+    use crate::shop::{GetItemRequest, Item, ListItemsReply, ListItemsRequest};
+
+    /// An in-memory `ItemCatalog`: items by id, and the time of the last change.
+    #[derive(Default)]
+    pub struct Store {
+        items: Mutex<HashMap<u64, Item>>,
+        last_change: Mutex<Option<Timestamp>>,
+    }
+
+    impl ItemCatalog for Store {
+        async fn get_item(&self, _ctx: RequestContext, req: GetItemRequest) -> runar::Result<Item> {
+            self.items
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&req.id)
+                .cloned()
+                .ok_or_else(|| runar::Error::new(Code::NotFound, format!("no item {}", req.id)))
+        }
+
+        async fn put_item(&self, _ctx: RequestContext, item: Item) -> runar::Result<Item> {
+            *self
+                .last_change
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = item.updated_at;
+            self.items
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(item.id, item.clone());
+            Ok(item)
+        }
+
+        async fn list_items(
+            &self,
+            _ctx: RequestContext,
+            req: ListItemsRequest,
+        ) -> runar::Result<ListItemsReply> {
+            let items = self.items.lock().unwrap_or_else(PoisonError::into_inner);
+            let selected: Vec<Item> = req
+                .ids
+                .iter()
+                .filter_map(|id| items.get(id))
+                .filter(|item| req.tag.as_ref().is_none_or(|tag| item.tags.contains(tag)))
+                .cloned()
+                .collect();
+            Ok(ListItemsReply {
+                by_id: selected.iter().map(|i| (i.id, i.clone())).collect(),
+                items: selected,
+            })
+        }
+
+        async fn clear(&self, _ctx: RequestContext, (): ()) -> runar::Result<()> {
+            self.items
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
+            Ok(())
+        }
+
+        async fn last_change(&self, _ctx: RequestContext, (): ()) -> runar::Result<Timestamp> {
+            self.last_change
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .ok_or_else(|| runar::Error::new(Code::NotFound, "nothing changed yet"))
+        }
+
+        async fn count(&self, _ctx: RequestContext, (): ()) -> runar::Result<u64> {
+            Ok(self
+                .items
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len() as u64)
+        }
+
+        async fn echo(&self, _ctx: RequestContext, text: String) -> runar::Result<String> {
+            if text == "hang" {
+                std::future::pending::<()>().await;
+            }
+            Ok(text)
+        }
+
+        async fn convert(&self, _ctx: RequestContext, money: Money) -> runar::Result<Money> {
+            Ok(Money {
+                currency: "EUR".into(),
+                units: money.units * 2,
+                nanos: money.nanos,
+            })
+        }
+    }
+
+    /// An item with every kind of field set.
+    pub fn full_item(id: u64) -> Item {
+        Item {
+            id,
+            name: format!("item {id}"),
+            price: Some(Money {
+                currency: "EUR".into(),
+                units: 12,
+                nanos: 990_000_000,
+            }),
+            unit: Unit::Kilogram as i32,
+            tags: vec!["fresh".into(), "local".into()],
+            attributes: [("colour".to_owned(), "red".to_owned())].into(),
+            note: Some(String::new()),
+            updated_at: Some(Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 5,
+            }),
+            location: Some(Location {
+                aisle: "B".into(),
+                shelf: 3,
+            }),
+            status: Status::Active as i32,
+            stock: Some(Stock::Quantity(17)),
+            extra_locations: vec![Location {
+                aisle: "C".into(),
+                shelf: 1,
+            }],
+            bins: [(
+                9,
+                Location {
+                    aisle: "D".into(),
+                    shelf: 0,
+                },
+            )]
+            .into(),
+            picture: vec![0, 1, 2, 255],
+            rating: Some(-3),
+        }
+    }
+}

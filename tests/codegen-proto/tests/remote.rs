@@ -3,110 +3,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use runar::codegen::prost_types::Timestamp;
-use runar::{Code, DiscoveryOptions, NetworkConfig, NetworkKey, Node, NodeConfig, RequestContext};
-use runar_codegen_proto_tests::common::{Money, Unit};
-use runar_codegen_proto_tests::shop::item::{Location, Status, Stock};
+use runar::{Code, DiscoveryOptions, NetworkConfig, NetworkKey, Node, NodeConfig};
+use runar_codegen_proto_tests::fixtures::{Store, full_item};
 use runar_codegen_proto_tests::shop::item_catalog_client::ItemCatalogClient;
-use runar_codegen_proto_tests::shop::item_catalog_server::{ItemCatalog, ItemCatalogServer};
-use runar_codegen_proto_tests::shop::{
-    GetItemRequest, Item, ListItemsReply, ListItemsRequest, StockChanged,
-};
+use runar_codegen_proto_tests::shop::item_catalog_server::ItemCatalogServer;
+use runar_codegen_proto_tests::shop::{GetItemRequest, ListItemsRequest, StockChanged};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-#[derive(Default)]
-struct Store {
-    items: Mutex<HashMap<u64, Item>>,
-}
-
-impl ItemCatalog for Store {
-    async fn get_item(&self, _ctx: RequestContext, req: GetItemRequest) -> runar::Result<Item> {
-        self.items
-            .lock()
-            .unwrap()
-            .get(&req.id)
-            .cloned()
-            .ok_or_else(|| runar::Error::new(Code::NotFound, format!("no item {}", req.id)))
-    }
-    async fn put_item(&self, _ctx: RequestContext, item: Item) -> runar::Result<Item> {
-        self.items.lock().unwrap().insert(item.id, item.clone());
-        Ok(item)
-    }
-    async fn list_items(
-        &self,
-        _ctx: RequestContext,
-        req: ListItemsRequest,
-    ) -> runar::Result<ListItemsReply> {
-        let items = self.items.lock().unwrap();
-        let found: Vec<Item> = req
-            .ids
-            .iter()
-            .filter_map(|id| items.get(id).cloned())
-            .collect();
-        Ok(ListItemsReply {
-            by_id: found.iter().map(|i| (i.id, i.clone())).collect(),
-            items: found,
-        })
-    }
-    async fn count(&self, _ctx: RequestContext, _req: ()) -> runar::Result<u64> {
-        Ok(self.items.lock().unwrap().len() as u64)
-    }
-    async fn last_change(&self, _ctx: RequestContext, _req: ()) -> runar::Result<Timestamp> {
-        Err(runar::Error::new(Code::Unimplemented, "not kept here"))
-    }
-    async fn clear(&self, _ctx: RequestContext, _req: ()) -> runar::Result<()> {
-        self.items.lock().unwrap().clear();
-        Ok(())
-    }
-    async fn echo(&self, _ctx: RequestContext, text: String) -> runar::Result<String> {
-        Ok(text)
-    }
-    async fn convert(&self, _ctx: RequestContext, money: Money) -> runar::Result<Money> {
-        Ok(money)
-    }
-}
-
-fn item(id: u64) -> Item {
-    Item {
-        id,
-        name: format!("item {id}"),
-        price: Some(Money {
-            currency: "EUR".into(),
-            units: 12,
-            nanos: 990_000_000,
-        }),
-        unit: Unit::Kilogram as i32,
-        tags: vec!["fresh".into()],
-        attributes: [("colour".to_owned(), "red".to_owned())].into(),
-        note: Some(String::new()),
-        updated_at: Some(Timestamp {
-            seconds: 1_700_000_000,
-            nanos: 5,
-        }),
-        location: Some(Location {
-            aisle: "B".into(),
-            shelf: 3,
-        }),
-        status: Status::Active as i32,
-        stock: Some(Stock::Quantity(17)),
-        extra_locations: vec![],
-        bins: [(
-            9,
-            Location {
-                aisle: "D".into(),
-                shelf: 0,
-            },
-        )]
-        .into(),
-        picture: vec![0, 1, 2, 255],
-        rating: Some(-3),
-    }
-}
 
 async fn node(name: &str, peers: Vec<std::net::SocketAddr>) -> Node {
     let network = NetworkConfig::default()
@@ -135,7 +40,7 @@ async fn a_generated_client_calls_a_remote_proto_service() {
     }
 
     let client = ItemCatalogClient::new(client_node.clone());
-    let sent = item(7);
+    let sent = full_item(7);
     assert_eq!(client.put_item(sent.clone()).await.unwrap(), sent);
     assert_eq!(
         client.get_item(GetItemRequest { id: 7 }).await.unwrap(),

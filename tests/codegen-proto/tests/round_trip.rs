@@ -4,102 +4,28 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use runar::codegen::prost::Message;
 use runar::codegen::prost_types::{FileDescriptorProto, Timestamp};
 use runar::{Code, Node, NodeConfig, RequestContext};
-use runar_codegen_proto_tests::common::{Money, Unit};
+use runar_codegen_proto_tests::common::Money;
+use runar_codegen_proto_tests::fixtures::{Store, full_item};
 use runar_codegen_proto_tests::shop::audit_client::AuditClient;
 use runar_codegen_proto_tests::shop::audit_server::{Audit, AuditServer};
-use runar_codegen_proto_tests::shop::item::{Location, Status, Stock};
+use runar_codegen_proto_tests::shop::item::Stock;
 use runar_codegen_proto_tests::shop::item_catalog_client::ItemCatalogClient;
-use runar_codegen_proto_tests::shop::item_catalog_server::{ItemCatalog, ItemCatalogServer};
+use runar_codegen_proto_tests::shop::item_catalog_server::ItemCatalogServer;
 use runar_codegen_proto_tests::shop::ledger_client::LedgerClient;
 use runar_codegen_proto_tests::shop::ledger_server::{Ledger, LedgerServer};
 use runar_codegen_proto_tests::shop::pricing_client::PricingClient;
 use runar_codegen_proto_tests::shop::pricing_server::{Pricing, PricingServer};
 use runar_codegen_proto_tests::shop::{
-    GetItemRequest, Item, ListItemsReply, ListItemsRequest, StockChanged, audit_server,
-    item_catalog_client, item_catalog_server, ledger_server, pricing_server,
+    GetItemRequest, ListItemsRequest, StockChanged, audit_server, item_catalog_client,
+    item_catalog_server, ledger_server, pricing_server,
 };
 
 const WAIT: Duration = Duration::from_secs(5);
-
-#[derive(Default)]
-struct Store {
-    items: Mutex<HashMap<u64, Item>>,
-    last_change: Mutex<Option<Timestamp>>,
-}
-
-impl ItemCatalog for Store {
-    async fn get_item(&self, _ctx: RequestContext, req: GetItemRequest) -> runar::Result<Item> {
-        self.items
-            .lock()
-            .unwrap()
-            .get(&req.id)
-            .cloned()
-            .ok_or_else(|| runar::Error::new(Code::NotFound, format!("no item {}", req.id)))
-    }
-
-    async fn put_item(&self, _ctx: RequestContext, item: Item) -> runar::Result<Item> {
-        *self.last_change.lock().unwrap() = item.updated_at;
-        self.items.lock().unwrap().insert(item.id, item.clone());
-        Ok(item)
-    }
-
-    async fn list_items(
-        &self,
-        _ctx: RequestContext,
-        req: ListItemsRequest,
-    ) -> runar::Result<ListItemsReply> {
-        let items = self.items.lock().unwrap();
-        let selected: Vec<Item> = req
-            .ids
-            .iter()
-            .filter_map(|id| items.get(id))
-            .filter(|item| req.tag.as_ref().is_none_or(|tag| item.tags.contains(tag)))
-            .cloned()
-            .collect();
-        Ok(ListItemsReply {
-            by_id: selected.iter().map(|i| (i.id, i.clone())).collect(),
-            items: selected,
-        })
-    }
-
-    async fn clear(&self, _ctx: RequestContext, (): ()) -> runar::Result<()> {
-        self.items.lock().unwrap().clear();
-        Ok(())
-    }
-
-    async fn last_change(&self, _ctx: RequestContext, (): ()) -> runar::Result<Timestamp> {
-        self.last_change
-            .lock()
-            .unwrap()
-            .ok_or_else(|| runar::Error::new(Code::NotFound, "nothing changed yet"))
-    }
-
-    async fn count(&self, _ctx: RequestContext, (): ()) -> runar::Result<u64> {
-        Ok(self.items.lock().unwrap().len() as u64)
-    }
-
-    async fn echo(&self, _ctx: RequestContext, text: String) -> runar::Result<String> {
-        if text == "hang" {
-            std::future::pending::<()>().await;
-        }
-        Ok(text)
-    }
-
-    async fn convert(&self, _ctx: RequestContext, money: Money) -> runar::Result<Money> {
-        Ok(Money {
-            currency: "EUR".into(),
-            units: money.units * 2,
-            nanos: money.nanos,
-        })
-    }
-}
 
 struct Prices;
 
@@ -146,47 +72,6 @@ async fn node() -> Node {
     node.add_service(LedgerServer::new(Books)).await.unwrap();
     node.start().await.unwrap();
     node
-}
-
-/// An item with every kind of field set.
-fn full_item(id: u64) -> Item {
-    Item {
-        id,
-        name: format!("item {id}"),
-        price: Some(Money {
-            currency: "EUR".into(),
-            units: 12,
-            nanos: 990_000_000,
-        }),
-        unit: Unit::Kilogram as i32,
-        tags: vec!["fresh".into(), "local".into()],
-        attributes: [("colour".to_owned(), "red".to_owned())].into(),
-        note: Some(String::new()),
-        updated_at: Some(Timestamp {
-            seconds: 1_700_000_000,
-            nanos: 5,
-        }),
-        location: Some(Location {
-            aisle: "B".into(),
-            shelf: 3,
-        }),
-        status: Status::Active as i32,
-        stock: Some(Stock::Quantity(17)),
-        extra_locations: vec![Location {
-            aisle: "C".into(),
-            shelf: 1,
-        }],
-        bins: [(
-            9,
-            Location {
-                aisle: "D".into(),
-                shelf: 0,
-            },
-        )]
-        .into(),
-        picture: vec![0, 1, 2, 255],
-        rating: Some(-3),
-    }
 }
 
 #[tokio::test(flavor = "current_thread")]
