@@ -43,7 +43,7 @@ pub async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-/// Waits until `node` routes `path` to `instances` instances or more (local or remote).
+/// Waits until `node` routes `path` (to a local or a remote instance).
 pub async fn wait_for_action(node: &Node, path: &str) {
     wait_for(&format!("{path} on {}", node.name()), || {
         node.actions().iter().any(|a| a == path)
