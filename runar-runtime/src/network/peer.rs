@@ -226,9 +226,9 @@ impl Peer {
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         let frame = request_frame(KIND_REQUEST, network, path, payload, timeout_ms, max);
         let frame = frame.map_err(|e| match e {
-            TransportError::FrameTooLarge { len, max } => Error::resource_exhausted(format!(
-                "the request to `{path}` is {len} bytes, over the maximum message size of {max}"
-            )),
+            TransportError::FrameTooLarge { len, max } => {
+                too_large(format_args!("the request to `{path}`"), len, max)
+            }
             e => e.into(),
         })?;
         let unreachable = |e: &dyn std::fmt::Display| {
@@ -250,9 +250,11 @@ impl Peer {
                 )));
             }
             Err(TransportError::FrameTooLarge { len, max }) => {
-                return Err(Error::resource_exhausted(format!(
-                    "the answer from `{path}` is {len} bytes, over the maximum message size of {max}"
-                )));
+                return Err(too_large(
+                    format_args!("the answer from `{path}`"),
+                    len,
+                    max,
+                ));
             }
             Err(e) => return Err(unreachable(&e)),
         };
@@ -295,6 +297,13 @@ pub(crate) async fn read_kind(recv: &mut RecvStream) -> Result<u8, TransportErro
         }
         Err(quinn::ReadExactError::ReadError(e)) => Err(e.into()),
     }
+}
+
+/// The error for a message of `len` bytes over the maximum message size.
+fn too_large(what: std::fmt::Arguments<'_>, len: u64, max: usize) -> Error {
+    Error::resource_exhausted(format!(
+        "{what} is {len} bytes, over the maximum message size of {max}"
+    ))
 }
 
 fn error_response(error: &Error) -> wire::Response {
@@ -346,9 +355,7 @@ pub(crate) async fn serve_request(
             )),
             Err(TransportError::FrameTooLarge { len, max }) => {
                 let _ = recv.stop(codes::TOO_LARGE);
-                Err(Error::resource_exhausted(format!(
-                    "the request is {len} bytes, over the maximum message size of {max}"
-                )))
+                Err(too_large(format_args!("the request"), len, max))
             }
             Err(e) => Err(Error::invalid_argument(format!("unreadable request: {e}"))),
         },
@@ -372,9 +379,9 @@ pub(crate) async fn serve_request(
         Ok(frame) => frame,
         Err(e) => {
             let error = match e {
-                TransportError::FrameTooLarge { len, max } => Error::resource_exhausted(format!(
-                    "the answer is {len} bytes, over the maximum message size of {max}"
-                )),
+                TransportError::FrameTooLarge { len, max } => {
+                    too_large(format_args!("the answer"), len, max)
+                }
                 e => e.into(),
             };
             match encode_frame(None, &error_response(&error), max) {
