@@ -267,9 +267,24 @@ impl Mesh {
         Ok(peer)
     }
 
+    /// Admits a verified connection (see [`Mesh::admit`]); a connection that fails admission
+    /// is closed with the protocol code, whatever the failure.
+    async fn attach(
+        self: &Arc<Self>,
+        connection: Connection,
+        peer_id: NodeId,
+        dialed: bool,
+    ) -> Result<()> {
+        let admitted = self.admit(connection.clone(), peer_id, dialed).await;
+        if admitted.is_err() {
+            connection.close(codes::PROTOCOL, b"admission failed");
+        }
+        admitted
+    }
+
     /// Runs the hello exchange on a verified connection, keeps it unless a preferred
     /// connection to the same peer exists, and starts its tasks.
-    async fn attach(
+    async fn admit(
         self: &Arc<Self>,
         connection: Connection,
         peer_id: NodeId,
