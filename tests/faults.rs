@@ -196,33 +196,35 @@ impl Tally {
     }
 }
 
-/// Sends [`REQUESTS`] calls of `WHO` at once, each with [`REQUEST_TIMEOUT`]; once
-/// [`FAULT_AFTER`] have ended, runs `fault` (and returns when it struck). Every request must
-/// end by its deadline plus [`LATE_MARGIN`]: one that has not by then fails the test as hung.
+/// Sends [`REQUESTS`] calls of `WHO` at once, each with [`REQUEST_TIMEOUT`]; once all are
+/// sent and [`FAULT_AFTER`] have ended, runs `fault` (and returns when it struck). Every
+/// request must end by its deadline plus [`LATE_MARGIN`]: one that has not by then fails the
+/// test as hung.
 async fn flood(client: &Node, fault: impl FnOnce()) -> (Tally, Instant) {
-    let done = Arc::new(AtomicUsize::new(0));
+    let (sent, done) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let mut requests = JoinSet::new();
     let first = Instant::now();
     for _ in 0..REQUESTS {
-        let (client, done) = (client.clone(), done.clone());
+        let (client, sent, done) = (client.clone(), sent.clone(), done.clone());
         requests.spawn(async move {
             let started = Instant::now();
+            sent.fetch_add(1, Ordering::Relaxed);
             let result = who(&client, REQUEST_TIMEOUT).await;
             let ended = Instant::now();
             done.fetch_add(1, Ordering::Relaxed);
             (started, ended, result)
         });
     }
-    wait_for("the first answers before the fault", || {
-        done.load(Ordering::Relaxed) >= FAULT_AFTER
+    wait_for("every request sent and the first answers", || {
+        sent.load(Ordering::Relaxed) == REQUESTS && done.load(Ordering::Relaxed) >= FAULT_AFTER
     })
     .await;
     fault();
     let struck = Instant::now();
 
     let mut tally = Tally::default();
-    // No request may outlive its deadline by more than the margin: the last one started
-    // before `struck`, so this bounds them all.
+    // No request may outlive its deadline by more than the margin: every one started before
+    // `struck`, so this bounds them all.
     let bound = struck + REQUEST_TIMEOUT + LATE_MARGIN;
     let collect = async {
         while let Some(joined) = requests.join_next().await {

@@ -23,7 +23,7 @@ use tokio::task::{JoinHandle, JoinSet};
 const MAX_DATAGRAM: usize = 65_535;
 
 /// The default seed of the drop decisions.
-const DEFAULT_SEED: u64 = 0x5EED_0F_FA17;
+const DEFAULT_SEED: u64 = 0x5EED_F00D;
 
 /// A running proxy; stopped when dropped.
 pub struct UdpProxy {
