@@ -1,6 +1,6 @@
 //! Fault injection with real processes: 10,000 requests in flight over two server instances
-//! while one is SIGKILLed or partitioned (through a UDP proxy), and calls and events resuming
-//! after a partition heals.
+//! while one is SIGKILLed or partitioned (through a UDP proxy), calls and events resuming
+//! after a partition heals, and both crossing a lossy, slow link.
 //!
 //! The test binary runs itself as the server processes (`fault_server`, which does nothing
 //! unless `RUNAR_FAULTS_SERVER` is set). The client runs in the test process and reaches the
@@ -464,6 +464,52 @@ async fn calls_and_events_resume_within_2s_of_healing_a_long_partition() {
         late.is_empty(),
         "resumed later than {RESUME_WITHIN:?}: {late:?}"
     );
+}
+
+/// A lossy, slow link (10% of the datagrams dropped each way, 20 ms added each way): every
+/// call still succeeds, and events keep arriving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_and_events_cross_a_lossy_slow_link() {
+    let _serial = SERIAL.lock().await;
+    common::init_tracing();
+    let beta = Server::spawn("beta");
+    let to_beta = UdpProxy::start(beta.addr).await;
+    let (client, beats) = client(vec![to_beta.addr()]).await;
+    wait_connected(&client, &[&beta]).await;
+
+    to_beta.set_drop(0.1);
+    to_beta.set_delay(Duration::from_millis(20));
+    let lossy = Instant::now();
+    let mut calls = JoinSet::new();
+    for _ in 0..500 {
+        let client = client.clone();
+        calls.spawn(async move {
+            let started = Instant::now();
+            let answer = who(&client, common::WAIT).await;
+            (answer, started.elapsed())
+        });
+    }
+    let mut slowest = Duration::ZERO;
+    while let Some(joined) = calls.join_next().await {
+        let (answer, took) = joined.unwrap();
+        assert_eq!(answer.unwrap(), "beta");
+        slowest = slowest.max(took);
+    }
+    let elapsed = lossy.elapsed();
+    wait_for("a beat over the lossy link", || {
+        beats
+            .lock()
+            .unwrap()
+            .get("beta")
+            .is_some_and(|t| *t > lossy + elapsed)
+    })
+    .await;
+    eprintln!(
+        "lossy link (10% drop, 20 ms delay each way): 500 concurrent calls ok in {elapsed:?}, \
+         slowest {slowest:?}; proxy {:?}",
+        to_beta.stats()
+    );
+    client.stop().await.unwrap();
 }
 
 /// The next datagram on `socket` (connected), if one comes `within`.
