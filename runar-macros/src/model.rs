@@ -497,16 +497,9 @@ fn read_method(
 
     let ret = match &sig.output {
         ReturnType::Type(_, ty) => match result_ok_type(ty) {
-            Some(ret) => ret,
-            None => {
-                errors.push_spanned(
-                    ty,
-                    format!(
-                        "runar service methods return `runar::Result<T>`; write \
-                         `runar::Result<{}>`",
-                        types::display(ty)
-                    ),
-                );
+            Ok(ret) => ret,
+            Err(e) => {
+                errors.push(e);
                 return None;
             }
         },
@@ -562,13 +555,41 @@ fn mentions(ty: &Type, ident: &Ident) -> bool {
     walk(ty.to_token_stream(), ident)
 }
 
-/// `T` in `Result<T>` / `runar::Result<T>` / `Result<T, E>`.
-fn result_ok_type(ty: &Type) -> Option<Type> {
-    let (name, args, _) = types::last_segment(ty)?;
-    if name != "Result" {
-        return None;
+/// `T` in `Result<T>` / `runar::Result<T>` / `Result<T, runar::Error>`; an error at the return
+/// type for anything else (a bare `T`, `Result<T, String>`).
+fn result_ok_type(ty: &Type) -> syn::Result<Type> {
+    let ok = match types::last_segment(ty) {
+        Some((name, args, _)) if name == "Result" => {
+            args.first().map(|t| (*t, args.get(1).copied()))
+        }
+        _ => None,
+    };
+    let Some((ok, error)) = ok else {
+        return Err(syn::Error::new_spanned(
+            ty,
+            format!(
+                "runar service methods return `runar::Result<T>`; write `runar::Result<{}>`",
+                types::display(ty)
+            ),
+        ));
+    };
+    // The error type can only be checked by name here; `runar::Error` (or a re-export of it
+    // named `Error`) passes, and the compiler checks the rest at the method.
+    if let Some(error) = error {
+        if types::last_segment(error).is_none_or(|(name, _, _)| name != "Error") {
+            return Err(syn::Error::new_spanned(
+                ty,
+                format!(
+                    "runar service methods return `runar::Result<T>`, whose error is \
+                     `runar::Error`, not `{}`; write `runar::Result<{}>` and fail with \
+                     `runar::Error::new(runar::Code::…, message)`",
+                    types::display(error),
+                    types::display(ok)
+                ),
+            ));
+        }
     }
-    args.first().map(|t| (*t).clone())
+    Ok((*ok).clone())
 }
 
 fn check_service_path(path: &str) -> Result<(), String> {
