@@ -85,3 +85,119 @@ fn unsupported_kind(method: &Method) -> Option<TokenStream> {
     let span = method.span;
     Some(quote::quote_spanned!(span=> ::core::compile_error!(#message);))
 }
+
+#[cfg(test)]
+mod tests {
+    use quote::format_ident;
+
+    use super::*;
+
+    fn action(name: &str, kind: CallKind) -> Method {
+        let request = request_var();
+        Method {
+            ident: format_ident!("{}", name),
+            span: Span::call_site(),
+            kind,
+            endpoint: Endpoint::Action {
+                name: name.to_owned(),
+            },
+            cfgs: TokenStream::new(),
+            handler: Some(Handler {
+                request_ty: quote!(f64),
+                uses_request: true,
+                uses_context: false,
+                prelude: TokenStream::new(),
+                args: vec![quote!(#request)],
+            }),
+            client: Some(ClientMethod {
+                docs: doc("Calls it."),
+                attrs: TokenStream::new(),
+                params: quote!(x: f64),
+                build: quote!(x),
+                request_ty: quote!(f64),
+                request_span: Span::call_site(),
+                response_ty: quote!(f64),
+                response_span: Span::call_site(),
+            }),
+        }
+    }
+
+    fn service(methods: Vec<Method>) -> Service {
+        Service {
+            codegen: quote!(::runar::codegen),
+            vis: quote!(pub),
+            name: "Math".to_owned(),
+            path: "math".to_owned(),
+            version: None,
+            description: String::new(),
+            schema: Vec::new(),
+            host: Host::Wrapper {
+                trait_ident: format_ident!("Math"),
+                server_ident: naming::server_ident("Math"),
+                docs: TokenStream::new(),
+            },
+            client_ident: naming::client_ident("Math"),
+            client_docs: TokenStream::new(),
+            methods,
+        }
+    }
+
+    #[test]
+    fn one_emitter_gives_the_wrapper_the_service_and_the_client() {
+        let service = service(vec![action("double", CallKind::Unary)]);
+        let wrapper = server_wrapper(&service).to_string();
+        for item in ["struct MathServer", "fn new", "fn from_arc", "fn get_ref"] {
+            assert!(wrapper.contains(item), "{item} in {wrapper}");
+        }
+        let service_impl = service_impl(&service).to_string();
+        assert!(
+            service_impl.contains("AbstractService for MathServer")
+                && service_impl.contains("register_action")
+                && service_impl.contains("\"double\""),
+            "{service_impl}"
+        );
+        let client = client(&service).to_string();
+        for item in [
+            "struct MathClient",
+            "fn new",
+            "fn with_timeout",
+            "fn node",
+            "async fn double",
+            "\"math/double\"",
+        ] {
+            assert!(client.contains(item), "{item} in {client}");
+        }
+    }
+
+    #[test]
+    fn streaming_kinds_are_refused_for_now() {
+        assert_eq!(CallKind::from_streaming(false, false), CallKind::Unary);
+        assert_eq!(CallKind::from_streaming(true, true), CallKind::Bidi);
+        let service = service(vec![action("watch", CallKind::ServerStreaming)]);
+        for out in [service_impl(&service), client(&service)] {
+            let out = out.to_string();
+            assert!(
+                out.contains("compile_error")
+                    && out.contains("streaming rpcs are not supported yet (server streaming)"),
+                "{out}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_self_type_host_has_no_wrapper() {
+        let mut service = service(vec![action("double", CallKind::Unary)]);
+        service.host = Host::SelfType {
+            impl_generics: TokenStream::new(),
+            self_ty: quote!(Calc),
+            where_clause: TokenStream::new(),
+            span: Span::call_site(),
+        };
+        assert!(server_wrapper(&service).is_empty());
+        assert!(
+            service_impl(&service)
+                .to_string()
+                .contains("AbstractService for Calc")
+        );
+    }
+}

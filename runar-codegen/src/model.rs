@@ -50,8 +50,7 @@ pub struct Service {
     pub codegen: TokenStream,
     /// The visibility of the generated items (`pub`, `pub(crate)`).
     pub vis: TokenStream,
-    /// [`AbstractService::name`](../runar/codegen/trait.AbstractService.html): `shop.Inventory`
-    /// or `Math`.
+    /// `AbstractService::name`: `shop.Inventory` or `Math`.
     pub name: String,
     /// The path its actions and events live under (`inventory`).
     pub path: String,

@@ -71,6 +71,7 @@ mod tests {
         assert_eq!(snake_case("MathService"), "math_service");
         assert_eq!(snake_case("HTTPServer"), "http_server");
         assert_eq!(snake_case("ItemCatalog"), "item_catalog");
+        assert_eq!(snake_case("Calc2Go"), "calc2_go");
         assert_eq!(snake_case("GetItem"), "get_item");
         assert_eq!(upper_camel_case("get_item"), "GetItem");
         assert_eq!(upper_camel_case("add2"), "Add2");

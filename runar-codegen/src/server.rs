@@ -172,8 +172,7 @@ fn registration(service: &Service, method: &Method, ctx: &proc_macro2::Ident) ->
             topic,
             span: topic_span,
         } => {
-            let topic = proc_macro2::Literal::string(topic);
-            let mut topic = topic;
+            let mut topic = Literal::string(topic);
             topic.set_span(*topic_span);
             (
                 respan(quote!(#codegen::LifecycleContext::subscribe), span),
