@@ -9,6 +9,8 @@
 pub mod codegen;
 pub mod discovery;
 mod error;
+mod identity;
+mod lock;
 pub mod network;
 mod node;
 mod registry;
@@ -19,7 +21,8 @@ pub mod wire;
 
 pub use discovery::{DiscoveryOptions, MemoryHub};
 pub use error::{Code, Error, Result};
-pub use network::{NetworkConfig, NetworkKey, NodeId};
+pub use identity::NodeId;
+pub use network::{NetworkConfig, NetworkKey};
 pub use node::{
     BroadcastMode, Node, NodeConfig, PeerEvent, PublishOptions, RequestOptions, ServiceEvent,
     SubscribeOptions, SubscriptionId,

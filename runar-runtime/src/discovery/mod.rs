@@ -55,7 +55,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::{
     Error, Result,
-    network::{NetworkKey, NodeId, NodeKeypair},
+    identity::{NodeId, NodeKeypair},
 };
 
 pub use memory::MemoryHub;
@@ -280,8 +280,9 @@ impl DiscoveryOptions {
 pub struct LocalPeer {
     /// The node's keypair; announcements are signed with it.
     pub keypair: Arc<NodeKeypair>,
-    /// The node's network; only its public id is announced.
-    pub network_key: NetworkKey,
+    /// The public id of the node's network (`NetworkKey::network_id`): announced, and
+    /// announcements from other networks are dropped.
+    pub network_id: String,
     /// The bound QUIC address(es); wildcards such as `0.0.0.0:port` are expanded per interface.
     pub addresses: Vec<SocketAddr>,
 }

@@ -28,10 +28,8 @@ use rcgen::{
 use ring::{hkdf, rand::SecureRandom as _};
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 
-use super::{
-    error::TransportError,
-    identity::{NodeId, NodeKeypair, write_base32},
-};
+use super::error::TransportError;
+use crate::identity::{NodeId, NodeKeypair, write_base32};
 
 const HKDF_SALT: &[u8] = b"runar/network/v1";
 const CA_KEY_INFO: &[u8] = b"runar/network/v1/ca-key";

@@ -3,6 +3,7 @@
 use std::{io, net::SocketAddr, time::Duration};
 
 use crate::Error;
+use crate::identity::IdentityError;
 
 /// A failure in the network layer: identity, admission, the QUIC transport or framing.
 ///
@@ -79,6 +80,15 @@ pub enum TransportError {
         /// The underlying error.
         source: io::Error,
     },
+}
+
+impl From<IdentityError> for TransportError {
+    fn from(err: IdentityError) -> Self {
+        match err {
+            IdentityError::InvalidKey(msg) => TransportError::InvalidKey(msg),
+            IdentityError::Io { context, source } => TransportError::Io { context, source },
+        }
+    }
 }
 
 /// True for QUIC transport error codes that carry a TLS alert (0x100..=0x1ff, RFC 9001 §4.8):

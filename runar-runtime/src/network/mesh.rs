@@ -20,13 +20,14 @@ use super::peer::{
     KIND_CONTROL, PROTOCOL_VERSION, Peer, PeerIdentity, PeerQueues, codes, read_events, read_kind,
     remote_action, serve_request, write_control, write_events,
 };
-use super::{NetworkConfig, NetworkKey, NodeId, NodeKeypair, Transport, TransportError};
+use super::{NetworkConfig, NetworkKey, Transport, TransportError};
 use crate::discovery::{Discovery, DiscoveryEvent, LocalPeer};
 use crate::error::{Error, Result};
+use crate::identity::{NodeId, NodeKeypair};
+use crate::lock::lock;
 use crate::node::{Node, NodeInner, PeerChange};
 use crate::registry::{ActionInstance, Origin, OutboundEvent, PeerLink, Sink, Subscription};
 use crate::routing::TopicPath;
-use crate::service::context::lock;
 use crate::wire;
 
 /// How long a duplicate connection stays open after the decision to drop it, at least.
@@ -51,7 +52,6 @@ pub(crate) struct Mesh {
     node: Weak<NodeInner>,
     transport: Transport,
     keypair: Arc<NodeKeypair>,
-    key: NetworkKey,
     discovery: Mutex<Option<Discovery>>,
     /// Peers being dialed after discovery reported them.
     dialing: Mutex<FxHashSet<NodeId>>,
@@ -82,7 +82,6 @@ impl Mesh {
             node: node.downgrade(),
             transport,
             keypair: keypair.clone(),
-            key: key.clone(),
             discovery: Mutex::default(),
             dialing: Mutex::default(),
             node_id: keypair.node_id(),
@@ -104,7 +103,7 @@ impl Mesh {
         let (events, discovered) = mpsc::unbounded_channel();
         let local = LocalPeer {
             keypair: self.keypair.clone(),
-            network_key: self.key.clone(),
+            network_id: self.network_id.clone(),
             addresses: vec![self.local_addr()?],
         };
         let discovery = Discovery::start(&self.config.discovery, local, events).await?;

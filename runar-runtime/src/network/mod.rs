@@ -14,7 +14,6 @@ mod config;
 mod error;
 mod frames;
 mod framing;
-mod identity;
 pub(crate) mod mesh;
 mod peer;
 mod tls;
@@ -23,10 +22,10 @@ mod transport;
 #[cfg(test)]
 mod tests;
 
+pub use crate::identity::{NodeId, NodeKeypair, ParseNodeIdError, verify};
 pub use admission::NetworkKey;
 pub use config::NetworkConfig;
 pub use error::TransportError;
 pub use framing::{FRAME_HEADER_LEN, read_frame, write_frame};
-pub use identity::{NodeId, NodeKeypair, ParseNodeIdError, verify};
 pub use tls::peer_node_id;
 pub use transport::{Incoming, Transport, TransportConfig};

@@ -18,11 +18,13 @@ pub(crate) use registry_events::PeerChange;
 pub use registry_events::{PeerEvent, ServiceEvent};
 
 use crate::error::{Error, Result};
+use crate::identity::{NodeId, NodeKeypair};
+use crate::lock::lock;
+use crate::network::NetworkKey;
 use crate::network::mesh::Mesh;
-use crate::network::{NetworkKey, NodeId, NodeKeypair};
 use crate::registry::{ActionInstance, Origin, Registry};
 use crate::routing::{Segment, TopicPath, split_network};
-use crate::service::context::{Registrations, lock};
+use crate::service::context::Registrations;
 use crate::service::{
     AbstractService, ActionHandler, DynService, LifecycleContext, ServiceInfo, ServiceState,
 };

@@ -9,7 +9,7 @@
 //! Subscribe to them like any event: `node.subscribe("$registry/peer/>", |e: PeerEvent, ctx| …)`.
 
 use super::{BroadcastMode, Node, PublishOptions};
-use crate::network::NodeId;
+use crate::identity::NodeId;
 use crate::service::ServiceState;
 use crate::value::Value;
 

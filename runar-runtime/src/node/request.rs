@@ -10,7 +10,7 @@ use futures::FutureExt;
 
 use super::{Node, RequestOptions, STOPPED};
 use crate::error::{Error, Result};
-use crate::network::NodeId;
+use crate::identity::NodeId;
 use crate::service::{ActionHandler, Caller, RequestContext};
 use crate::value::{Payload, Value};
 use crate::wire;

@@ -12,7 +12,8 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
-use crate::network::NodeId;
+use crate::identity::NodeId;
+use crate::lock::{lock, read, write};
 use crate::node::SubscriptionId;
 use crate::routing::{PathParams, PathTrie, TopicPath, split_network};
 use crate::service::{ActionHandler, Caller};
@@ -171,16 +172,6 @@ pub(crate) struct Registry {
     subscriptions: RwLock<SubscriptionIndex>,
     /// Where `OnePerService` delivery stands for each subscribing group.
     rotation: std::sync::Mutex<HashMap<Arc<str>, usize>>,
-}
-
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Registry {
@@ -386,10 +377,7 @@ impl Registry {
 
     /// Picks the next member of `group` (of `size` members) for one-per-service delivery.
     pub(crate) fn rotate(&self, group: &Arc<str>, size: usize) -> usize {
-        let mut rotation = self
-            .rotation
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut rotation = lock(&self.rotation);
         let counter = rotation.entry(group.clone()).or_insert(0);
         let pick = *counter % size.max(1);
         *counter = counter.wrapping_add(1);
