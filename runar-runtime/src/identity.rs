@@ -59,7 +59,8 @@ const BASE32_ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 /// Displays as 26 lowercase base32 characters and parses back with [`FromStr`].
 ///
 /// ```
-/// use runar_runtime::network::{NodeId, NodeKeypair};
+/// use runar_runtime::NodeId;
+/// use runar_runtime::__private::NodeKeypair;
 /// let key = NodeKeypair::generate().unwrap();
 /// let id = key.node_id();
 /// assert_eq!(id, NodeId::from_public_key(&key.public_key()));

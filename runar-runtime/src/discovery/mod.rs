@@ -18,9 +18,10 @@
 //!   (see [`DiscoveryOptions::static_peer_addrs`]); [`Discovery`] does nothing with them.
 //!
 //! ```no_run
-//! # async fn demo(local: runar_runtime::discovery::LocalPeer) -> runar_runtime::Result<()> {
+//! # async fn demo(local: runar_runtime::__private::LocalPeer) -> runar_runtime::Result<()> {
 //! use std::{net::Ipv4Addr, time::Duration};
-//! use runar_runtime::discovery::{Discovery, DiscoveryEvent, DiscoveryOptions};
+//! use runar_runtime::DiscoveryOptions;
+//! use runar_runtime::__private::{Discovery, DiscoveryEvent};
 //!
 //! let options = DiscoveryOptions::multicast(DiscoveryOptions::DEFAULT_MULTICAST_GROUP)
 //!     .multicast_interface(Ipv4Addr::LOCALHOST)

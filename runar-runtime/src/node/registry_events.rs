@@ -10,6 +10,7 @@
 
 use super::{BroadcastMode, Node, PublishOptions};
 use crate::identity::NodeId;
+use crate::network::PeerChange;
 use crate::service::ServiceState;
 use crate::value::Value;
 
@@ -39,14 +40,6 @@ pub struct ServiceEvent {
     /// The new state: `running`, `stopped` or `failed`.
     #[prost(string, tag = "3")]
     pub state: String,
-}
-
-/// What happened to a peer.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum PeerChange {
-    Discovered,
-    Connected,
-    Disconnected,
 }
 
 impl Node {
