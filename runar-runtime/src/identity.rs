@@ -37,6 +37,7 @@ pub enum IdentityError {
     },
 }
 
+#[doc(hidden)] // identity errors are internal
 impl From<IdentityError> for crate::Error {
     fn from(err: IdentityError) -> Self {
         let msg = err.to_string();

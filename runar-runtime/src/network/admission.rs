@@ -80,11 +80,11 @@ impl NetworkKey {
     }
 
     /// 32 random bytes, suitable as a new network's secret.
-    pub fn generate_secret() -> Result<[u8; 32], TransportError> {
+    pub fn generate_secret() -> crate::Result<[u8; 32]> {
         let mut secret = [0u8; 32];
         ring::rand::SystemRandom::new()
             .fill(&mut secret)
-            .map_err(|_| TransportError::InvalidKey("no randomness available".into()))?;
+            .map_err(|_| crate::Error::internal("no randomness available"))?;
         Ok(secret)
     }
 
@@ -97,7 +97,7 @@ impl NetworkKey {
     }
 
     /// The network's CA certificate (DER). Identical for every holder of the key.
-    pub fn ca_certificate(&self) -> Result<CertificateDer<'static>, TransportError> {
+    pub(crate) fn ca_certificate(&self) -> Result<CertificateDer<'static>, TransportError> {
         let (params, key) = self.ca()?;
         let cert = params.self_signed(&key).map_err(tls_err)?;
         Ok(cert.der().clone())

@@ -114,6 +114,7 @@ impl TransportError {
     }
 }
 
+#[doc(hidden)] // the transport is internal
 impl From<TransportError> for Error {
     fn from(err: TransportError) -> Self {
         let msg = err.to_string();
