@@ -82,12 +82,12 @@ for from in "${modules[@]}"; do
     to=$name
     [[ -n ${root_name[$name]+x} ]] && to=${root_name[$name]}
     [[ -z ${layer_of[$to]+x} || $to == "$from" ]] && continue
-    graph[$from]+=" $to"
+    [[ " ${graph[$from]:-} " == *" $to "* ]] || graph[$from]+=" $to"
     if [[ $from == network || $from == discovery ]] && [[ $to == node || $to == registry || $to == service ]]; then
       echo "check-layers: $from/ names crate::$name: the network and discovery know nothing of the node, registry or services (add what they need to network/interface.rs)" >&2
       fail=1
     elif (( layer_of[$to] > layer_of[$from] )); then
-      echo "check-layers: $from names crate::$name, a higher layer ($to); allowed order: ${LAYERS[*]%%#*}" >&2
+      echo "check-layers: $from names crate::$name, a higher layer ($to); allowed order, lowest first: $(IFS='|'; echo "${LAYERS[*]}")" >&2
       fail=1
     elif (( layer_of[$to] == layer_of[$from] )) && [[ " $SAME_LAYER " != *" $from>$to "* ]]; then
       echo "check-layers: $from names crate::$name in its own layer; allowed there: $SAME_LAYER" >&2
