@@ -11,6 +11,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use super::{Node, NodeInner, SubscriptionId};
 use crate::error::{Error, Result};
 use crate::lock::lock;
+use crate::network::log_limit::warn_limited;
 use crate::network::{
     InboundEvent, InboundRequest, NodeHandler, Offer, OutboundEvent, PeerHandle, PeerLink,
     PeerNotice, PeerOffer,
@@ -91,7 +92,7 @@ impl NodeHandler for NodeLink {
 pub(crate) struct PeerView {
     version: u64,
     /// (network, action path).
-    actions: FxHashSet<(String, String)>,
+    actions: FxHashSet<(Arc<str>, String)>,
     /// The peer's subscription id → this node's id for it.
     subscriptions: FxHashMap<u64, SubscriptionId>,
 }
@@ -159,10 +160,15 @@ impl Node {
     fn apply_actions(&self, peer: &PeerHandle, view: &mut PeerView, offer: &Offer) {
         let registry = &self.inner.registry;
         let origin = Origin::Remote(peer.link);
-        let actions: FxHashSet<(String, String)> = offer
+        // One shared copy of each service's network name (the announcement's sizes are checked
+        // by the network before it gets here), not one per action.
+        let actions: FxHashSet<(Arc<str>, String)> = offer
             .services
             .iter()
-            .flat_map(|s| s.actions.iter().map(|a| (s.network.clone(), a.clone())))
+            .flat_map(|s| {
+                let network: Arc<str> = s.network.as_str().into();
+                s.actions.iter().map(move |a| (network.clone(), a.clone()))
+            })
             .collect();
         for (network, path) in view.actions.difference(&actions) {
             if let Ok(pattern) = TopicPath::parse(path) {
@@ -170,16 +176,20 @@ impl Node {
             }
         }
         for (network, path) in actions.difference(&view.actions) {
-            let pattern = match TopicPath::parse(path) {
-                Ok(p) if p.network().is_none() => p,
-                _ => {
-                    tracing::warn!(peer = %peer.id, %path, "peer announced an invalid action path");
+            // Exactly the checks a local action passes: no network prefix, no wildcards.
+            let pattern = match TopicPath::parse(path)
+                .map_err(Error::from)
+                .and_then(|p| super::action_pattern(p, "a peer's service"))
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    warn_limited!(peer = %peer.id, %path, error = %e, "peer announced an invalid action");
                     continue;
                 }
             };
             let instance = ActionInstance {
                 origin,
-                handler: remote_action(peer, network.as_str().into()),
+                handler: remote_action(peer, network.clone()),
             };
             if let Err(e) = registry.add_action(network, pattern, instance) {
                 tracing::warn!(peer = %peer.id, %path, error = %e, "remote action not registered");
@@ -212,7 +222,7 @@ impl Node {
             let pattern = match TopicPath::parse(&descriptor.pattern) {
                 Ok(p) if p.network().is_none() => p,
                 _ => {
-                    tracing::warn!(peer = %peer.id, pattern = %descriptor.pattern, "peer announced an invalid subscription");
+                    warn_limited!(peer = %peer.id, pattern = %descriptor.pattern, "peer announced an invalid subscription");
                     continue;
                 }
             };
