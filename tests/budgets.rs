@@ -212,10 +212,7 @@ async fn a_wildcard_action_announcement_is_refused() {
         "{actions:?}"
     );
     // A request nothing matches is not handed to the peer.
-    let err = a
-        .request::<_, u64>("nothing/here", 1u64)
-        .await
-        .unwrap_err();
+    let err = a.request::<_, u64>("nothing/here", 1u64).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     still_serves(&b).await;
     b.stop().await.unwrap();
@@ -246,10 +243,7 @@ async fn silent_connections_do_not_keep_a_healthy_peer_out() {
     let held: Vec<_> = futures::future::join_all(attempts).await;
     let started = Instant::now();
     let b = common::started("healthy", &key(), &[&a]).await;
-    wait_for("the healthy peer to connect", || {
-        b.peers() == [a.node_id()]
-    })
-    .await;
+    wait_for("the healthy peer to connect", || b.peers() == [a.node_id()]).await;
     eprintln!(
         "{} silent connections made; the healthy peer connected after {:?}",
         held.iter().flatten().count(),
@@ -274,11 +268,8 @@ async fn a_slowloris_request_stream_is_cut_after_the_read_timeout() {
     let a = victim(|c| c.with_read_timeout(timeout)).await;
     let b = healthy(&a).await;
     let (_t, conn, keypair) = raw_client(&a).await;
-    let (_s, _r, answered) = send_hello(
-        &conn,
-        &hello_with(&keypair, wire::Capabilities::default()),
-    )
-    .await;
+    let (_s, _r, answered) =
+        send_hello(&conn, &hello_with(&keypair, wire::Capabilities::default())).await;
     assert!(answered);
     // A request that declares 1 MB and sends 10 bytes, then nothing.
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
@@ -309,11 +300,8 @@ async fn a_peer_that_floods_the_control_stream_and_never_reads_is_disconnected()
         .connect(a.local_addr().unwrap(), Some(&a.node_id()))
         .await
         .unwrap();
-    let (mut control, _unread, answered) = send_hello(
-        &conn,
-        &hello_with(&keypair, wire::Capabilities::default()),
-    )
-    .await;
+    let (mut control, _unread, answered) =
+        send_hello(&conn, &hello_with(&keypair, wire::Capabilities::default())).await;
     assert!(answered);
     let ping = wire::Control {
         kind: Some(wire::control::Kind::Ping(u64::MAX)),
@@ -402,6 +390,107 @@ async fn fresh_discovered_ids_do_not_make_unbounded_dials() {
     for d in announcers {
         d.stop().await;
     }
+    b.stop().await.unwrap();
+    a.stop().await.unwrap();
+}
+
+/// p50 and p99 of `n` sequential calls from `b`.
+async fn call_latency(b: &Node, n: usize) -> (Duration, Duration) {
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        still_serves(b).await;
+        times.push(started.elapsed());
+    }
+    times.sort();
+    (times[n / 2], times[n * 99 / 100])
+}
+
+/// A hostile key-holding peer using every trick at once against a node with default settings:
+/// amplifying hellos, silent connections, slowloris requests, large requests, a control flood.
+/// Prints the process's RSS (victim and attacker together, so an upper bound for the victim)
+/// and a healthy peer's call latency with and without the attack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_peer_cannot_push_a_node_over_its_budget() {
+    let a = victim(|c| c).await;
+    let b = healthy(&a).await;
+    let (p50, p99) = call_latency(&b, 300).await;
+    let before = rss();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut attacks = Vec::new();
+    let (target, id) = (a.local_addr().unwrap(), a.node_id());
+    // Amplifying hellos, over and over.
+    let s = stop.clone();
+    attacks.push(tokio::spawn(async move {
+        while !s.load(std::sync::atomic::Ordering::Relaxed) {
+            let (t, keypair) = raw_transport(MAX);
+            if let Ok((conn, _)) = t.connect(target, Some(&id)).await {
+                let _ = send_hello(&conn, &amplifying_hello(&keypair)).await;
+            }
+        }
+    }));
+    // Silent connections.
+    let s = stop.clone();
+    attacks.push(tokio::spawn(async move {
+        let (t, _) = raw_transport(MAX);
+        let mut held = Vec::new();
+        while !s.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok((conn, _)) = t.connect(target, Some(&id)).await {
+                held.push((conn.clone(), conn.open_bi().await));
+            }
+            held.retain(|(c, _)| c.close_reason().is_none());
+        }
+    }));
+    // Slowloris and large requests, and a control flood, on one admitted connection.
+    let s = stop.clone();
+    attacks.push(tokio::spawn(async move {
+        let (t, keypair) = raw_transport(64 * 1024);
+        let Ok((conn, _)) = t.connect(target, Some(&id)).await else {
+            return;
+        };
+        let (mut control, _unread, _) =
+            send_hello(&conn, &hello_with(&keypair, wire::Capabilities::default())).await;
+        let big = vec![0u8; 1024 * 1024];
+        let mut streams = Vec::new();
+        for i in 0u32.. {
+            if s.load(std::sync::atomic::Ordering::Relaxed) || conn.close_reason().is_some() {
+                break;
+            }
+            let Ok((mut send, recv)) = conn.open_bi().await else {
+                break;
+            };
+            let mut head = vec![2];
+            head.extend_from_slice(&(4 * 1024 * 1024u32).to_be_bytes());
+            let _ = send.write_all(&head).await;
+            if i % 2 == 0 {
+                let _ = send.write_all(&big).await;
+            }
+            streams.push((send, recv));
+            let ping = wire::Control {
+                kind: Some(wire::control::Kind::Ping(u64::from(i))),
+            }
+            .encode_to_vec();
+            let _ = write_frame(&mut control, &ping, MAX).await;
+            if streams.len() > 2048 {
+                streams.drain(..1024);
+            }
+        }
+    }));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (attacked_p50, attacked_p99) = call_latency(&b, 300).await;
+    let peak = rss();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for attack in attacks {
+        attack.abort();
+    }
+    eprintln!(
+        "healthy peer's calls without attack: p50 {p50:?} p99 {p99:?}; under attack: p50 \
+         {attacked_p50:?} p99 {attacked_p99:?}; RSS {} MiB before the attack, {} MiB under it \
+         (victim and attacker in one process)",
+        before / (1024 * 1024),
+        peak / (1024 * 1024)
+    );
+    assert!(peak < 256 * 1024 * 1024, "RSS {peak}");
     b.stop().await.unwrap();
     a.stop().await.unwrap();
 }
