@@ -409,8 +409,11 @@ async fn call_latency(b: &Node, n: usize) -> (Duration, Duration) {
 /// A hostile key-holding peer using every trick at once against a node with default settings:
 /// amplifying hellos, silent connections, slowloris requests, large requests, a control flood.
 /// Prints the process's RSS (victim and attacker together, so an upper bound for the victim)
-/// and a healthy peer's call latency with and without the attack.
+/// and a healthy peer's call latency with and without the attack. A measurement, run on
+/// request (`cargo test --test budgets -- --ignored --nocapture`): the attacker's own buffers
+/// count in the same RSS, so the figure is not the victim's alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; the RSS includes the attacker's"]
 async fn a_hostile_peer_cannot_push_a_node_over_its_budget() {
     let a = victim(|c| c).await;
     let b = healthy(&a).await;
