@@ -611,6 +611,7 @@ impl Mesh {
     fn apply_capabilities(&self, peer: &Arc<Peer>, capabilities: wire::Capabilities) {
         let Some(node) = self.node() else { return };
         let registry = node.registry();
+        let limits = node.config().path_limits();
         let origin = Origin::Remote(peer.link);
         let mut view = lock(&peer.view);
         if peer.is_retired() || capabilities.version <= view.version {
@@ -625,15 +626,18 @@ impl Mesh {
             .flat_map(|s| s.actions.iter().map(|a| (s.network.clone(), a.clone())))
             .collect();
         for (network, path) in view.actions.difference(&actions) {
-            if let Ok(pattern) = TopicPath::parse(path) {
+            if let Ok(pattern) = TopicPath::parse_within(path, limits) {
                 registry.remove_action(network, &pattern, &origin);
             }
         }
         for (network, path) in actions.difference(&view.actions) {
-            let pattern = match TopicPath::parse(path) {
+            let pattern = match TopicPath::parse_within(path, limits) {
                 Ok(p) if p.network().is_none() => p,
-                _ => {
-                    tracing::warn!(peer = %peer.id, %path, "peer announced an invalid action path");
+                // The error quotes only the start of a path over the length limit.
+                outcome => {
+                    let error =
+                        outcome.map_or_else(|e| e.to_string(), |_| "names a network".into());
+                    tracing::warn!(peer = %peer.id, %error, "peer announced an invalid action path");
                     continue;
                 }
             };
@@ -668,10 +672,12 @@ impl Mesh {
             if view.subscriptions.contains_key(&remote_id) {
                 continue;
             }
-            let pattern = match TopicPath::parse(&descriptor.pattern) {
+            let pattern = match TopicPath::parse_within(&descriptor.pattern, limits) {
                 Ok(p) if p.network().is_none() => p,
-                _ => {
-                    tracing::warn!(peer = %peer.id, pattern = %descriptor.pattern, "peer announced an invalid subscription");
+                outcome => {
+                    let error =
+                        outcome.map_or_else(|e| e.to_string(), |_| "names a network".into());
+                    tracing::warn!(peer = %peer.id, %error, "peer announced an invalid subscription");
                     continue;
                 }
             };

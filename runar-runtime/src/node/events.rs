@@ -61,7 +61,8 @@ impl Node {
         if self.inner.state.load(Ordering::Acquire) == STOPPED {
             return Err(Error::unavailable("the node has stopped"));
         }
-        let (topic_network, topic) = split_concrete(path.as_ref())?;
+        let (topic_network, topic) =
+            split_concrete(path.as_ref(), self.inner.config.path_limits())?;
         let network = topic_network.unwrap_or(&self.inner.network);
         let segments: Vec<&str> = topic.split('/').collect();
         let topic_path: Arc<str> = topic.into();
@@ -246,7 +247,7 @@ impl Node {
         if self.inner.state.load(Ordering::Acquire) == STOPPED {
             return Err(Error::unavailable("the node has stopped"));
         }
-        let pattern = TopicPath::parse(pattern)?;
+        let pattern = TopicPath::parse_within(pattern, self.inner.config.path_limits())?;
         let network: Arc<str> = pattern.network().unwrap_or(&self.inner.network).into();
         let id = SubscriptionId(self.inner.next_subscription.fetch_add(1, Ordering::Relaxed));
         let (queue, events) = mpsc::channel(self.inner.config.event_queue_capacity);

@@ -96,6 +96,11 @@ impl Node {
                 "event_queue_capacity must be at least 1",
             ));
         }
+        if config.max_path_len == 0 || config.max_path_depth == 0 {
+            return Err(Error::invalid_argument(
+                "max_path_len and max_path_depth must be at least 1",
+            ));
+        }
         if config.request_timeout.is_zero() {
             return Err(Error::invalid_argument(
                 "request_timeout must be more than zero",
@@ -201,7 +206,7 @@ impl Node {
     pub async fn add_service<S: AbstractService>(&self, service: S) -> Result<()> {
         let service: Arc<dyn DynService> = Arc::new(service);
         let path = service.path().to_owned();
-        let parsed = TopicPath::parse(&path)
+        let parsed = TopicPath::parse_within(&path, self.inner.config.path_limits())
             .map_err(|e| Error::invalid_argument(format!("service `{}`: {e}", service.name())))?;
         if parsed.network().is_some() || parsed.is_pattern() {
             return Err(Error::invalid_argument(format!(

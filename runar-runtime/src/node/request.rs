@@ -56,10 +56,11 @@ impl Node {
         }
         let timeout = options.timeout.unwrap_or(self.inner.config.request_timeout);
         let deadline = Instant::now() + timeout;
-        let resolved = self
-            .inner
-            .registry
-            .resolve_action(&self.inner.network, path)?;
+        let resolved = self.inner.registry.resolve_action(
+            &self.inner.network,
+            path,
+            self.inner.config.path_limits(),
+        )?;
         let instance = resolved
             .slot
             .pick()
@@ -84,7 +85,11 @@ impl Node {
         let timeout = Duration::from_millis(request.timeout_ms.min(MAX_REMOTE_TIMEOUT_MS));
         let deadline = Instant::now() + timeout;
         let path = request.path.as_str();
-        let resolved = self.inner.registry.resolve_action(&request.network, path)?;
+        let limits = self.inner.config.path_limits();
+        let resolved = self
+            .inner
+            .registry
+            .resolve_action(&request.network, path, limits)?;
         let handler = resolved
             .slot
             .local()
