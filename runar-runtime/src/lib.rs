@@ -9,6 +9,9 @@
 pub mod codegen;
 pub mod discovery;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod network;
 mod node;
 mod registry;

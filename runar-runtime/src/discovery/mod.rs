@@ -39,7 +39,7 @@
 
 mod memory;
 mod multicast;
-mod packet;
+pub(crate) mod packet;
 
 #[cfg(test)]
 mod tests;

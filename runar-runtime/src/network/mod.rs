@@ -12,8 +12,8 @@
 pub mod admission;
 mod config;
 mod error;
-mod frames;
-mod framing;
+pub(crate) mod frames;
+pub(crate) mod framing;
 mod identity;
 pub(crate) mod mesh;
 mod peer;
