@@ -622,7 +622,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
 }
 
 /// Inputs that once crashed a target, kept as regression tests: (target, input).
-const REGRESSIONS: &[(&str, &[u8])] = &[];
+pub const REGRESSIONS: &[(&str, &[u8])] = &[];
 
 /// Runs `target`'s function on `data`.
 pub fn run(target: &str, data: &[u8]) {
