@@ -16,8 +16,8 @@ use crate::network::{
     PeerNotice, PeerOffer,
 };
 use crate::node::registry::{ActionInstance, Origin, Sink, Subscription};
-use crate::routing::TopicPath;
 use crate::node::service::{ActionHandler, RequestContext};
+use crate::routing::TopicPath;
 use crate::value::Value;
 use crate::wire;
 
@@ -158,6 +158,7 @@ impl Node {
     /// Adds the actions `peer` newly offers and removes the ones it no longer does.
     fn apply_actions(&self, peer: &PeerHandle, view: &mut PeerView, offer: &Offer) {
         let registry = &self.inner.registry;
+        let limits = self.inner.config.path_limits();
         let origin = Origin::Remote(peer.link);
         let actions: FxHashSet<(String, String)> = offer
             .services
@@ -165,15 +166,18 @@ impl Node {
             .flat_map(|s| s.actions.iter().map(|a| (s.network.clone(), a.clone())))
             .collect();
         for (network, path) in view.actions.difference(&actions) {
-            if let Ok(pattern) = TopicPath::parse(path) {
+            if let Ok(pattern) = TopicPath::parse_within(path, limits) {
                 registry.remove_action(network, &pattern, &origin);
             }
         }
         for (network, path) in actions.difference(&view.actions) {
-            let pattern = match TopicPath::parse(path) {
+            let pattern = match TopicPath::parse_within(path, limits) {
                 Ok(p) if p.network().is_none() => p,
-                _ => {
-                    tracing::warn!(peer = %peer.id, %path, "peer announced an invalid action path");
+                // The error quotes only the start of a path over the length limit.
+                outcome => {
+                    let error =
+                        outcome.map_or_else(|e| e.to_string(), |_| "names a network".into());
+                    tracing::warn!(peer = %peer.id, %error, "peer announced an invalid action path");
                     continue;
                 }
             };
@@ -182,7 +186,7 @@ impl Node {
                 handler: remote_action(peer, network.as_str().into()),
             };
             if let Err(e) = registry.add_action(network, pattern, instance) {
-                tracing::warn!(peer = %peer.id, %path, error = %e, "remote action not registered");
+                tracing::warn!(peer = %peer.id, error = %e, "remote action not registered");
             }
         }
         view.actions = actions;
@@ -192,6 +196,7 @@ impl Node {
     /// ask for them) and removes the ones it no longer does.
     fn apply_subscriptions(&self, peer: &PeerHandle, view: &mut PeerView, offer: &Offer) {
         let registry = &self.inner.registry;
+        let limits = self.inner.config.path_limits();
         let announced: FxHashMap<u64, &wire::SubscriptionDescriptor> =
             offer.subscriptions.iter().map(|s| (s.id, s)).collect();
         let gone: Vec<u64> = view
@@ -209,10 +214,12 @@ impl Node {
             if view.subscriptions.contains_key(&remote_id) {
                 continue;
             }
-            let pattern = match TopicPath::parse(&descriptor.pattern) {
+            let pattern = match TopicPath::parse_within(&descriptor.pattern, limits) {
                 Ok(p) if p.network().is_none() => p,
-                _ => {
-                    tracing::warn!(peer = %peer.id, pattern = %descriptor.pattern, "peer announced an invalid subscription");
+                outcome => {
+                    let error =
+                        outcome.map_or_else(|e| e.to_string(), |_| "names a network".into());
+                    tracing::warn!(peer = %peer.id, %error, "peer announced an invalid subscription");
                     continue;
                 }
             };
