@@ -348,3 +348,54 @@ async fn deep_announced_paths_within_raised_limits_are_routed_and_removed() {
     assert_eq!(n, 8);
     a.stop().await.unwrap();
 }
+
+/// An event from a peer whose topic is over the depth limit is dropped before it is routed;
+/// the next, valid event on the same stream is delivered.
+#[tokio::test]
+async fn an_inbound_event_with_a_topic_over_the_limits_is_dropped() {
+    let (a, b) = server().await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let sub = a
+        .subscribe("t/>", move |n: u64, ctx| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send((ctx.topic().to_owned(), n));
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    let id: u64 = sub.to_string().trim_start_matches("sub-").parse().unwrap();
+    let (_t, conn, keypair) = raw_client(&a).await;
+    let _control = hello(&conn, &keypair).await;
+    wait_for("the raw peer to be admitted", || {
+        a.peers().contains(&keypair.node_id())
+    })
+    .await;
+
+    let deep = format!("t/{}", vec!["s"; 32].join("/")); // 33 segments, the default is 32
+    let mut uni = conn.open_uni().await.unwrap();
+    uni.write_all(&[3]).await.unwrap();
+    for (topic, n) in [(deep.as_str(), 1u64), ("t/ok", 2)] {
+        let event = wire::Event {
+            network: "test".into(),
+            topic: topic.into(),
+            payload: n.encode_to_vec().into(),
+            subscription_ids: vec![id],
+            retained: false,
+        };
+        write_frame(&mut uni, &event.encode_to_vec(), MAX)
+            .await
+            .unwrap();
+    }
+    // Events on one stream are handled in order: once the second arrives, the first was dropped.
+    let got = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("the valid event never arrived")
+        .unwrap();
+    assert_eq!(got, ("t/ok".to_owned(), 2));
+    assert!(rx.try_recv().is_err());
+    still_serves(&b).await;
+    b.stop().await.unwrap();
+    a.stop().await.unwrap();
+}

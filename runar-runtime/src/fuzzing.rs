@@ -9,20 +9,25 @@
 //! target over them (and over the regression inputs of crashes found), so `cargo test` keeps
 //! them honest without a fuzzer.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::pin::pin;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use prost::Message as _;
 
 use crate::discovery::packet::{self, Checker};
+use crate::error::Error;
 use crate::identity::NodeId;
 use crate::network::frames::{append_event_frame, request_frame, response_frame};
 use crate::network::framing::{ChunkSource, FrameReader, encode_frame};
-use crate::network::{OutboundEvent, TransportError};
+use crate::network::{EventSink, Offer, OutboundEvent, PeerLink, PeerOffer, TransportError};
+use crate::node::registry::{Origin, Sink};
+use crate::node::service::ActionHandler;
+use crate::node::{Node, NodeConfig, OfferingPeer};
 use crate::routing::{PathLimits, PathTrie, TopicPath, split_concrete};
 use crate::value::Value;
 use crate::wire;
@@ -206,10 +211,9 @@ fn check_concrete(path: &str, limits: PathLimits) {
 }
 
 /// Hello and control messages, with the capabilities they carry: decoded as on the control
-/// stream, and every announced action path and subscription pattern validated as the node
-/// validates them before it registers them. Input: `[which (1 byte)] message`.
-///
-/// Applying the capabilities to a registry is not covered here yet.
+/// stream, every announced action path and subscription pattern validated as the node
+/// validates them, then applied to a node's registry by the node's own code
+/// (`Node::apply_peer_offer`, see [`apply_offer`]). Input: `[which (1 byte)] message`.
 pub fn control(data: &[u8]) {
     let Some((&which, message)) = data.split_first() else {
         return;
@@ -245,6 +249,173 @@ pub fn control(data: &[u8]) {
         check_pattern(&subscription.pattern, limits, &mut trie);
     }
     check_removal(trie);
+    apply_offer(capabilities);
+}
+
+/// A peer as the offer-applying code sees it, without a connection: its actions fail, its
+/// events are counted.
+struct FuzzPeer {
+    link: PeerLink,
+    events: Arc<dyn EventSink>,
+}
+
+/// Takes every event and counts it.
+#[derive(Default)]
+struct CountingSink(AtomicUsize);
+
+impl EventSink for CountingSink {
+    fn try_send(&self, _: OutboundEvent) -> Result<(), Option<OutboundEvent>> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn send(&self, _: OutboundEvent) -> futures::future::BoxFuture<'_, bool> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async { true })
+    }
+}
+
+impl OfferingPeer for FuzzPeer {
+    fn peer_id(&self) -> NodeId {
+        self.link.node
+    }
+
+    fn peer_link(&self) -> PeerLink {
+        self.link
+    }
+
+    fn retired(&self) -> bool {
+        false
+    }
+
+    fn event_sink(&self) -> &Arc<dyn EventSink> {
+        &self.events
+    }
+
+    fn action_handler(&self, _: Arc<str>) -> ActionHandler {
+        Arc::new(|_, _| Box::pin(async { Err(Error::unavailable("the fuzz peer serves nothing")) }))
+    }
+}
+
+/// What a node holds from one peer's offer: (network, action path) and (network, the peer's
+/// subscription id, pattern).
+type Entries = (BTreeSet<(String, String)>, BTreeSet<(String, u64, String)>);
+
+/// What a node should hold once `offer` is applied: its valid entries only (within the default
+/// limits, without a `network:` prefix), and for a repeated subscription id the last one.
+fn expected(offer: &Offer) -> Entries {
+    let limits = PathLimits::default();
+    let valid = |text: &str| {
+        TopicPath::parse_within(text, limits)
+            .ok()
+            .filter(|p| p.network().is_none())
+            .map(|p| p.path().to_owned())
+    };
+    let actions = offer
+        .services
+        .iter()
+        .flat_map(|s| s.actions.iter().map(move |a| (s, a)))
+        .filter_map(|(s, a)| Some((s.network.clone(), valid(a)?)))
+        .collect();
+    let by_id: BTreeMap<u64, &wire::SubscriptionDescriptor> =
+        offer.subscriptions.iter().map(|s| (s.id, s)).collect();
+    let subscriptions = by_id
+        .values()
+        .filter_map(|s| Some((s.network.clone(), s.id, valid(&s.pattern)?)))
+        .collect();
+    (actions, subscriptions)
+}
+
+/// What `node` holds from `link`. Actions are looked up in the networks `offer` names (the
+/// fuzz node has no others and no actions of its own).
+fn held(node: &Node, link: PeerLink, offer: &Offer) -> Entries {
+    let registry = node.registry();
+    let networks: BTreeSet<&str> = offer.services.iter().map(|s| s.network.as_str()).collect();
+    let actions = networks
+        .into_iter()
+        .flat_map(|n| {
+            registry
+                .action_paths(n)
+                .into_iter()
+                .map(move |p| (n.to_owned(), p))
+        })
+        .collect();
+    let subscriptions = registry
+        .subscriptions_from(Origin::Remote(link))
+        .into_iter()
+        .map(|(network, sub)| {
+            let remote_id = match &sub.sink {
+                Sink::Remote { remote_id, .. } => *remote_id,
+                Sink::Local(_) => panic!("a peer's offer made a local subscription"),
+            };
+            (
+                network.to_string(),
+                remote_id,
+                sub.pattern.path().to_owned(),
+            )
+        })
+        .collect();
+    (actions, subscriptions)
+}
+
+/// Capabilities applied to a fresh node's registry as a peer's offer, by the node's own code
+/// (validation within the limits, the diff against the link's previous offer, registry insert
+/// and remove): the registry must then hold exactly the offer's valid entries; the same
+/// version again changes nothing; an empty offer (a later version) removes them all through
+/// the diff; the offer again, then the link's removal, leaves the registry empty.
+pub fn apply_offer(capabilities: wire::Capabilities) {
+    let node = match run_ready(Node::new(NodeConfig::new("fuzz", "default"))) {
+        Ok(node) => node,
+        Err(e) => panic!("cannot create the fuzz node: {e}"),
+    };
+    let link = PeerLink {
+        node: NodeId::from_public_key(&[9; 32]),
+        link: 1,
+    };
+    let peer = FuzzPeer {
+        link,
+        events: Arc::new(CountingSink::default()),
+    };
+    let offer = Offer {
+        services: capabilities.services,
+        subscriptions: capabilities.subscriptions,
+    };
+    let expected = expected(&offer);
+    let nothing = Entries::default();
+    let apply = |version: u64, offer: &Offer| {
+        let offer = PeerOffer {
+            version,
+            offer: offer.clone(),
+        };
+        node.apply_peer_offer(&peer, offer);
+    };
+
+    apply(1, &offer);
+    assert_eq!(held(&node, link, &offer), expected, "registered entries");
+    apply(1, &Offer::default());
+    assert_eq!(
+        held(&node, link, &offer),
+        expected,
+        "an old version was applied"
+    );
+    apply(2, &Offer::default());
+    assert_eq!(
+        held(&node, link, &offer),
+        nothing,
+        "entries left after an empty offer"
+    );
+    apply(3, &offer);
+    assert_eq!(
+        held(&node, link, &offer),
+        expected,
+        "entries registered again"
+    );
+    node.remove_link(link);
+    assert_eq!(
+        held(&node, link, &offer),
+        nothing,
+        "entries left after the link's removal"
+    );
 }
 
 /// A pattern from a peer: parsed within limits (which must agree with the limit check and the
@@ -545,11 +716,70 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         }),
         wire::control::Kind::CapabilitiesAck(3),
     ];
+    // Capabilities that exercise the registry: repeated actions and subscription ids, a path
+    // naming a network, invalid and over-deep paths, a second network, wildcards.
+    let applied = wire::Capabilities {
+        version: 9,
+        services: vec![
+            wire::ServiceDescriptor {
+                path: "math".into(),
+                network: "default".into(),
+                actions: vec![
+                    "math/add".into(),
+                    "math/add".into(),
+                    "math/{op}/x".into(),
+                    "other:math/sub".into(),
+                    "math//bad".into(),
+                    ">".into(),
+                    limits_deep.clone(),
+                ],
+                ..Default::default()
+            },
+            wire::ServiceDescriptor {
+                path: "math".into(),
+                network: "other".into(),
+                actions: vec!["math/add".into(), "math/*".into()],
+                ..Default::default()
+            },
+        ],
+        subscriptions: vec![
+            wire::SubscriptionDescriptor {
+                id: 1,
+                network: "default".into(),
+                pattern: "math/>".into(),
+                ..Default::default()
+            },
+            wire::SubscriptionDescriptor {
+                id: 1,
+                network: "default".into(),
+                pattern: "math/*/done".into(),
+                include_past: true,
+                ..Default::default()
+            },
+            wire::SubscriptionDescriptor {
+                id: 2,
+                network: "other".into(),
+                pattern: "net:a/b".into(),
+                ..Default::default()
+            },
+            wire::SubscriptionDescriptor {
+                id: 3,
+                network: "other".into(),
+                pattern: "items/{id}".into(),
+                group: "g".into(),
+                ..Default::default()
+            },
+        ],
+    };
     let mut control = vec![with_selector(0, &|| hello.encode_to_vec())];
     for kind in controls {
         let message = wire::Control { kind: Some(kind) };
         control.push(with_selector(1, &|| message.encode_to_vec()));
     }
+    let message = wire::Control {
+        kind: Some(wire::control::Kind::Capabilities(applied)),
+    };
+    control.push(with_selector(1, &|| message.encode_to_vec()));
     out.push(("control", control));
 
     // inbound_event: Events.

@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex};
 pub use crate::node::registry::SubscriptionId;
 pub use config::{BroadcastMode, NodeConfig, PublishOptions, RequestOptions, SubscribeOptions};
 pub use registry_events::{PeerEvent, ServiceEvent};
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use remote::OfferingPeer;
 
 use crate::error::{Error, Result};
 use crate::identity::{NodeId, NodeKeypair};
@@ -134,6 +136,12 @@ impl Node {
                 next_subscription: AtomicU64::new(1),
             }),
         })
+    }
+
+    /// The node's routing tables, for the fuzz targets' checks.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.inner.registry
     }
 
     pub(crate) fn from_inner(inner: Arc<NodeInner>) -> Node {

@@ -333,6 +333,16 @@ impl Registry {
         subs
     }
 
+    /// The subscriptions that came from `origin`, with their networks (for the fuzz targets).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn subscriptions_from(&self, origin: Origin) -> Vec<(Arc<str>, Arc<Subscription>)> {
+        read(&self.subscriptions)
+            .values()
+            .filter(|(_, s)| s.origin == origin)
+            .cloned()
+            .collect()
+    }
+
     /// Removes every action instance and subscription learned over `link`.
     pub(crate) fn remove_link(&self, link: PeerLink) {
         let origin = Origin::Remote(link);
