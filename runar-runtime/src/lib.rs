@@ -27,6 +27,9 @@
 pub mod codegen;
 mod discovery;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod identity;
 mod lock;
 mod network;
@@ -39,13 +42,13 @@ pub use discovery::{DiscoveryOptions, MemoryHub, MulticastGroupSpec};
 pub use error::{Code, Error, Result};
 pub use identity::{NodeId, ParseNodeIdError};
 pub use network::{NetworkConfig, NetworkKey};
-pub use node::{
-    BroadcastMode, Node, NodeConfig, PeerEvent, PublishOptions, RequestOptions, ServiceEvent,
-    SubscribeOptions, SubscriptionId,
-};
 pub use node::service::{
     AbstractService, ActionHandler, Caller, EventContext, EventHandler, LifecycleContext,
     RequestContext, ServiceInfo, ServiceState, action_handler, event_handler,
+};
+pub use node::{
+    BroadcastMode, Node, NodeConfig, PeerEvent, PublishOptions, RequestOptions, ServiceEvent,
+    SubscribeOptions, SubscriptionId,
 };
 pub use value::{Payload, Value};
 

@@ -14,8 +14,8 @@
 pub mod admission;
 mod config;
 mod error;
-mod frames;
-mod framing;
+pub(crate) mod frames;
+pub(crate) mod framing;
 mod interface;
 mod mesh;
 mod peer;
