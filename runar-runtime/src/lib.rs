@@ -27,6 +27,9 @@
 pub mod codegen;
 mod discovery;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod identity;
 mod lock;
 mod network;

@@ -156,6 +156,18 @@ pub(crate) async fn read_body(recv: &mut RecvStream, len: usize) -> Result<Bytes
     Ok(body.freeze())
 }
 
+/// Where a [`FrameReader`] gets its bytes: a QUIC stream, or chunks in memory (the fuzz tests).
+pub(crate) trait ChunkSource {
+    /// The next chunk of the stream, `None` at its end.
+    async fn chunk(&mut self) -> Result<Option<Bytes>, TransportError>;
+}
+
+impl ChunkSource for RecvStream {
+    async fn chunk(&mut self) -> Result<Option<Bytes>, TransportError> {
+        Ok(self.read_chunk(usize::MAX, true).await?.map(|c| c.bytes))
+    }
+}
+
 /// Reads consecutive frames from one stream, taking whatever data has arrived with one read
 /// rather than two reads per frame. For streams that carry many small frames (events).
 ///
@@ -169,11 +181,13 @@ pub(crate) struct FrameReader {
     /// Received bytes not yet returned as frames.
     pending: Bytes,
     max: usize,
-    timeout: std::time::Duration,
+    timeout: Option<std::time::Duration>,
 }
 
 impl FrameReader {
-    pub(crate) fn new(max: usize, timeout: std::time::Duration) -> Self {
+    /// A reader of frames up to `max` bytes, each body due within `timeout` once its header
+    /// arrived (`None`: no deadline, for sources already in memory).
+    pub(crate) fn new(max: usize, timeout: Option<std::time::Duration>) -> Self {
         FrameReader {
             pending: Bytes::new(),
             max,
@@ -181,18 +195,13 @@ impl FrameReader {
         }
     }
 
-    /// The next chunk of the stream, `None` at its end.
-    async fn chunk(recv: &mut RecvStream) -> Result<Option<Bytes>, TransportError> {
-        Ok(recv.read_chunk(usize::MAX, true).await?.map(|c| c.bytes))
-    }
-
     /// Reads the next frame.
     pub(crate) async fn next(
         &mut self,
-        recv: &mut RecvStream,
+        recv: &mut impl ChunkSource,
     ) -> Result<Option<Bytes>, TransportError> {
         while self.pending.len() < FRAME_HEADER_LEN {
-            let Some(chunk) = Self::chunk(recv).await? else {
+            let Some(chunk) = recv.chunk().await? else {
                 return match self.pending.len() {
                     0 => Ok(None),
                     got => Err(TransportError::Truncated {
@@ -231,7 +240,7 @@ impl FrameReader {
         body.put_slice(&first);
         let gather = async {
             while body.len() < len {
-                let Some(mut chunk) = Self::chunk(recv).await? else {
+                let Some(mut chunk) = recv.chunk().await? else {
                     return Err(TransportError::Truncated {
                         expected: len,
                         got: body.len(),
@@ -245,9 +254,12 @@ impl FrameReader {
             }
             Ok(())
         };
-        tokio::time::timeout(self.timeout, gather)
-            .await
-            .map_err(|_| TransportError::ReadTimeout(self.timeout))??;
+        match self.timeout {
+            Some(timeout) => tokio::time::timeout(timeout, gather)
+                .await
+                .map_err(|_| TransportError::ReadTimeout(timeout))??,
+            None => gather.await?,
+        }
         Ok(Some(body.freeze()))
     }
 }

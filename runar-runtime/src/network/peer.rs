@@ -575,7 +575,7 @@ pub(crate) async fn read_events<H: NodeHandler>(
         }
         Err(_) => return,
     }
-    let mut frames = FrameReader::new(max, read_timeout);
+    let mut frames = FrameReader::new(max, Some(read_timeout));
     loop {
         match frames.next(&mut recv).await {
             Ok(Some(frame)) => match wire::Event::decode(frame) {

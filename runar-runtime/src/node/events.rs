@@ -58,7 +58,8 @@ impl Node {
         options: PublishOptions,
     ) -> Result<()> {
         self.check_not_stopped()?;
-        let (topic_network, topic) = split_concrete(path.as_ref())?;
+        let (topic_network, topic) =
+            split_concrete(path.as_ref(), self.inner.config.path_limits())?;
         let network = topic_network.unwrap_or(&self.inner.network);
         let segments: Vec<&str> = topic.split('/').collect();
         let topic_path: Arc<str> = topic.into();
@@ -146,6 +147,16 @@ impl Node {
     /// that still exist and match its topic).
     pub(crate) async fn deliver_inbound(&self, event: InboundEvent) {
         let peer = event.from;
+        // A peer's topic (its network travels apart) is checked as a local publish's is,
+        // within the path limits, before anything walks it.
+        match split_concrete(&event.topic, self.inner.config.path_limits()) {
+            Ok((None, _)) => {}
+            outcome => {
+                let error = outcome.map_or_else(|e| e.to_string(), |_| "names a network".into());
+                tracing::debug!(%peer, %error, "event with an invalid topic dropped");
+                return;
+            }
+        }
         let segments: Vec<&str> = event.topic.split('/').collect();
         let targets: Vec<Arc<Subscription>> = event
             .subscription_ids
@@ -244,7 +255,7 @@ impl Node {
         handler: EventHandler,
     ) -> Result<SubscriptionId> {
         self.check_not_stopped()?;
-        let pattern = TopicPath::parse(pattern)?;
+        let pattern = TopicPath::parse_within(pattern, self.inner.config.path_limits())?;
         let network: Arc<str> = pattern.network().unwrap_or(&self.inner.network).into();
         let id = self.next_subscription_id();
         let (queue, events) = mpsc::channel(self.inner.config.event_queue_capacity);

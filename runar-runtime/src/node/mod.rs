@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex};
 pub use crate::node::registry::SubscriptionId;
 pub use config::{BroadcastMode, NodeConfig, PublishOptions, RequestOptions, SubscribeOptions};
 pub use registry_events::{PeerEvent, ServiceEvent};
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use remote::OfferingPeer;
 
 use crate::error::{Error, Result};
 use crate::identity::{NodeId, NodeKeypair};
@@ -100,6 +102,11 @@ impl Node {
                 "event_queue_capacity must be at least 1",
             ));
         }
+        if config.max_path_len == 0 || config.max_path_depth == 0 {
+            return Err(Error::invalid_argument(
+                "max_path_len and max_path_depth must be at least 1",
+            ));
+        }
         if config.request_timeout.is_zero() {
             return Err(Error::invalid_argument(
                 "request_timeout must be more than zero",
@@ -129,6 +136,12 @@ impl Node {
                 next_subscription: AtomicU64::new(1),
             }),
         })
+    }
+
+    /// The node's routing tables, for the fuzz targets' checks.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.inner.registry
     }
 
     pub(crate) fn from_inner(inner: Arc<NodeInner>) -> Node {
@@ -207,7 +220,7 @@ impl Node {
     pub async fn add_service<S: AbstractService>(&self, service: S) -> Result<()> {
         let service: Arc<dyn DynService> = Arc::new(service);
         let path = service.path().to_owned();
-        let parsed = TopicPath::parse(&path)
+        let parsed = TopicPath::parse_within(&path, self.inner.config.path_limits())
             .map_err(|e| Error::invalid_argument(format!("service `{}`: {e}", service.name())))?;
         if parsed.network().is_some() || parsed.is_pattern() {
             return Err(Error::invalid_argument(format!(

@@ -10,11 +10,12 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::{Node, NodeInner, SubscriptionId};
 use crate::error::{Error, Result};
+use crate::identity::NodeId;
 use crate::lock::lock;
 use crate::network::log_limit::warn_limited;
 use crate::network::{
-    InboundEvent, InboundRequest, NodeHandler, Offer, OutboundEvent, PeerHandle, PeerLink,
-    PeerNotice, PeerOffer,
+    EventSink, InboundEvent, InboundRequest, NodeHandler, Offer, OutboundEvent, PeerHandle,
+    PeerLink, PeerNotice, PeerOffer,
 };
 use crate::node::registry::{ActionInstance, Origin, Sink, Subscription};
 use crate::node::service::{ActionHandler, RequestContext};
@@ -97,6 +98,44 @@ pub(crate) struct PeerView {
     subscriptions: FxHashMap<u64, SubscriptionId>,
 }
 
+/// The peer an offer comes from, as the code that applies the offer needs it: a connection's
+/// [`PeerHandle`] in a running node, a stand-in in the fuzz targets (`crate::fuzzing`), which so
+/// run exactly the node's validation and registry updates.
+pub(crate) trait OfferingPeer {
+    /// The peer's id.
+    fn peer_id(&self) -> NodeId;
+    /// The connection the offer came over.
+    fn peer_link(&self) -> PeerLink;
+    /// True once the connection is superseded: its offers are ignored.
+    fn retired(&self) -> bool;
+    /// Where events for the peer's subscriptions go.
+    fn event_sink(&self) -> &Arc<dyn EventSink>;
+    /// A handler that serves an action in `network` by asking the peer.
+    fn action_handler(&self, network: Arc<str>) -> ActionHandler;
+}
+
+impl OfferingPeer for PeerHandle {
+    fn peer_id(&self) -> NodeId {
+        self.id
+    }
+
+    fn peer_link(&self) -> PeerLink {
+        self.link
+    }
+
+    fn retired(&self) -> bool {
+        self.is_retired()
+    }
+
+    fn event_sink(&self) -> &Arc<dyn EventSink> {
+        self.events()
+    }
+
+    fn action_handler(&self, network: Arc<str>) -> ActionHandler {
+        remote_action(self, network)
+    }
+}
+
 /// An [`ActionHandler`] that serves an action by asking `peer`.
 fn remote_action(peer: &PeerHandle, network: Arc<str>) -> ActionHandler {
     let peer = peer.clone();
@@ -141,13 +180,13 @@ impl Node {
 
     /// Registers what `peer` offers, diffed against what it offered before over the same link.
     /// An offer older than the last one applied, or for a superseded connection, is ignored.
-    pub(crate) fn apply_peer_offer(&self, peer: &PeerHandle, offer: PeerOffer) {
+    pub(crate) fn apply_peer_offer(&self, peer: &impl OfferingPeer, offer: PeerOffer) {
         // Held throughout: a link's removal waits for its registration, never the reverse.
         let mut views = lock(&self.inner.remote_views);
-        if peer.is_retired() {
+        if peer.retired() {
             return;
         }
-        let view = views.entry(peer.link).or_default();
+        let view = views.entry(peer.peer_link()).or_default();
         if offer.version <= view.version {
             return;
         }
@@ -157,9 +196,10 @@ impl Node {
     }
 
     /// Adds the actions `peer` newly offers and removes the ones it no longer does.
-    fn apply_actions(&self, peer: &PeerHandle, view: &mut PeerView, offer: &Offer) {
+    fn apply_actions(&self, peer: &impl OfferingPeer, view: &mut PeerView, offer: &Offer) {
         let registry = &self.inner.registry;
-        let origin = Origin::Remote(peer.link);
+        let limits = self.inner.config.path_limits();
+        let origin = Origin::Remote(peer.peer_link());
         // One shared copy of each service's network name (the announcement's sizes are checked
         // by the network before it gets here), not one per action.
         let actions: FxHashSet<(Arc<str>, String)> = offer
@@ -171,28 +211,29 @@ impl Node {
             })
             .collect();
         for (network, path) in view.actions.difference(&actions) {
-            if let Ok(pattern) = TopicPath::parse(path) {
+            if let Ok(pattern) = TopicPath::parse_within(path, limits) {
                 registry.remove_action(network, &pattern, &origin);
             }
         }
         for (network, path) in actions.difference(&view.actions) {
-            // Exactly the checks a local action passes: no network prefix, no wildcards.
-            let pattern = match TopicPath::parse(path)
+            // Exactly the checks a local action passes: the path limits, no network prefix, no
+            // wildcards. The error quotes only the start of a path over the length limit.
+            let pattern = match TopicPath::parse_within(path, limits)
                 .map_err(Error::from)
                 .and_then(|p| super::action_pattern(p, "a peer's service"))
             {
                 Ok(p) => p,
-                Err(e) => {
-                    warn_limited!(peer = %peer.id, %path, error = %e, "peer announced an invalid action");
+                Err(error) => {
+                    warn_limited!(peer = %peer.peer_id(), %error, "peer announced an invalid action");
                     continue;
                 }
             };
             let instance = ActionInstance {
                 origin,
-                handler: remote_action(peer, network.clone()),
+                handler: peer.action_handler(network.clone()),
             };
             if let Err(e) = registry.add_action(network, pattern, instance) {
-                tracing::warn!(peer = %peer.id, %path, error = %e, "remote action not registered");
+                tracing::warn!(peer = %peer.peer_id(), error = %e, "remote action not registered");
             }
         }
         view.actions = actions;
@@ -200,8 +241,9 @@ impl Node {
 
     /// Adds the subscriptions `peer` newly announces (replaying retained events to those that
     /// ask for them) and removes the ones it no longer does.
-    fn apply_subscriptions(&self, peer: &PeerHandle, view: &mut PeerView, offer: &Offer) {
+    fn apply_subscriptions(&self, peer: &impl OfferingPeer, view: &mut PeerView, offer: &Offer) {
         let registry = &self.inner.registry;
+        let limits = self.inner.config.path_limits();
         let announced: FxHashMap<u64, &wire::SubscriptionDescriptor> =
             offer.subscriptions.iter().map(|s| (s.id, s)).collect();
         let gone: Vec<u64> = view
@@ -219,10 +261,12 @@ impl Node {
             if view.subscriptions.contains_key(&remote_id) {
                 continue;
             }
-            let pattern = match TopicPath::parse(&descriptor.pattern) {
+            let pattern = match TopicPath::parse_within(&descriptor.pattern, limits) {
                 Ok(p) if p.network().is_none() => p,
-                _ => {
-                    warn_limited!(peer = %peer.id, pattern = %descriptor.pattern, "peer announced an invalid subscription");
+                outcome => {
+                    let error =
+                        outcome.map_or_else(|e| e.to_string(), |_| "names a network".into());
+                    warn_limited!(peer = %peer.peer_id(), %error, "peer announced an invalid subscription");
                     continue;
                 }
             };
@@ -231,9 +275,9 @@ impl Node {
                 id,
                 pattern: pattern.clone(),
                 group: (!descriptor.group.is_empty()).then(|| descriptor.group.as_str().into()),
-                origin: Origin::Remote(peer.link),
+                origin: Origin::Remote(peer.peer_link()),
                 sink: Sink::Remote {
-                    sink: peer.events().clone(),
+                    sink: peer.event_sink().clone(),
                     remote_id,
                 },
                 include_past: descriptor.include_past,
@@ -251,7 +295,7 @@ impl Node {
     /// its event queue has room.
     fn replay_retained(
         &self,
-        peer: &PeerHandle,
+        peer: &impl OfferingPeer,
         descriptor: &wire::SubscriptionDescriptor,
         pattern: &TopicPath,
     ) {
@@ -263,8 +307,8 @@ impl Node {
                 subscription_ids: vec![descriptor.id],
                 retained: true,
             };
-            if peer.events().try_send(retained).is_err() {
-                tracing::warn!(peer = %peer.id, "retained events dropped: the peer's event queue is full");
+            if peer.event_sink().try_send(retained).is_err() {
+                tracing::warn!(peer = %peer.peer_id(), "retained events dropped: the peer's event queue is full");
                 break;
             }
         }
