@@ -91,8 +91,9 @@ pub struct PeerLimits {
     pub max_subscriptions: usize,
     /// Schema bytes, over all services (default 4 MiB).
     pub max_schema_bytes: usize,
-    /// The longest string (a network, a path, an action, a pattern, a name, a version, a
-    /// group), in bytes (default 1024); a description may be four times as long.
+    /// The longest string (a network, a service path, a name, a version, a group), in bytes
+    /// (default 1024); a description may be four times as long. Action paths and subscription
+    /// patterns are held to the node's path limits instead (`NodeConfig::max_path_len`).
     pub max_string_len: usize,
 }
 

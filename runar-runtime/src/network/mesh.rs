@@ -815,13 +815,11 @@ fn check_capabilities(
             &service.description,
             max_len.saturating_mul(4),
         )?;
-        for action in &service.actions {
-            long("action path", action, max_len)?;
-        }
+        // Action paths and patterns are checked by the node against its path limits
+        // (`max_path_len`), the one place for path sizes.
     }
     for subscription in &capabilities.subscriptions {
         long("network", &subscription.network, max_len)?;
-        long("pattern", &subscription.pattern, max_len)?;
         long("group", &subscription.group, max_len)?;
     }
     Ok(())
