@@ -126,7 +126,7 @@ pub fn framing(data: &[u8]) {
     }
     let (expected, ending) = frames_in_one_piece(stream, max);
     let mut source = Chunks(chunks);
-    let mut reader = FrameReader::new(max);
+    let mut reader = FrameReader::new(max, None);
     let mut got = Vec::new();
     let got_ending = loop {
         match run_ready(reader.next(&mut source)) {
@@ -302,7 +302,7 @@ impl OfferingPeer for FuzzPeer {
 type Entries = (BTreeSet<(String, String)>, BTreeSet<(String, u64, String)>);
 
 /// What a node should hold once `offer` is applied: its valid entries only (within the default
-/// limits, without a `network:` prefix), and for a repeated subscription id the last one.
+/// limits, without a `network:` prefix, actions without wildcards), and for a repeated subscription id the last one.
 fn expected(offer: &Offer) -> Entries {
     let limits = PathLimits::default();
     let valid = |text: &str| {
@@ -315,7 +315,9 @@ fn expected(offer: &Offer) -> Entries {
         .services
         .iter()
         .flat_map(|s| s.actions.iter().map(move |a| (s, a)))
+        // Actions take templates, not wildcards, as local ones (`*` and `>` are refused).
         .filter_map(|(s, a)| Some((s.network.clone(), valid(a)?)))
+        .filter(|(_, a)| !a.split('/').any(|seg| seg == "*" || seg == ">"))
         .collect();
     let by_id: BTreeMap<u64, &wire::SubscriptionDescriptor> =
         offer.subscriptions.iter().map(|s| (s.id, s)).collect();

@@ -17,7 +17,7 @@
 //!   adapters [`action_handler`] / [`event_handler`].
 //! * Values and paths: [`Value`], [`Payload`], the [`value`] and [`routing`] modules.
 //! * The network, as configuration: [`NetworkConfig`], [`NetworkKey`], [`DiscoveryOptions`]
-//!   (with [`MulticastGroupSpec`] and the in-process [`MemoryHub`]), and [`NodeId`].
+//!   (with [`MulticastGroupSpec`] and the in-process [`MemoryHub`]), [`PeerLimits`], and [`NodeId`].
 //! * Errors: [`Error`], [`Code`], [`Result`].
 //!
 //! The protocol, the transport and discovery are internal. Generated code uses the hidden
@@ -41,7 +41,7 @@ mod wire;
 pub use discovery::{DiscoveryOptions, MemoryHub, MulticastGroupSpec};
 pub use error::{Code, Error, Result};
 pub use identity::{NodeId, ParseNodeIdError};
-pub use network::{NetworkConfig, NetworkKey};
+pub use network::{NetworkConfig, NetworkKey, PeerLimits};
 pub use node::service::{
     AbstractService, ActionHandler, Caller, EventContext, EventHandler, LifecycleContext,
     RequestContext, ServiceInfo, ServiceState, action_handler, event_handler,
@@ -60,8 +60,8 @@ pub mod __private {
     pub use crate::identity::{NodeKeypair, verify};
     pub use crate::network::admission;
     pub use crate::network::{
-        FRAME_HEADER_LEN, Incoming, Transport, TransportConfig, TransportError, peer_node_id,
-        read_frame, write_frame,
+        FRAME_HEADER_LEN, Incoming, Pending, Transport, TransportConfig, TransportError,
+        peer_node_id, read_frame, write_frame,
     };
     /// The protocol messages (see `proto/runar/v1/README.md`).
     pub mod wire {

@@ -52,6 +52,61 @@ pub struct NetworkConfig {
     /// How long a change of this node's services or subscriptions waits for connected peers to
     /// acknowledge it before the call that made it returns anyway (default 1 s).
     pub announce_timeout: Duration,
+    /// The most handshakes in progress at once (incoming and outgoing, counted apart from
+    /// `max_connections`); past half of it, incoming attempts must first prove their address
+    /// (a QUIC Retry), at it they are refused (default 64). The whole admission of a connection
+    /// (TLS handshake, stream kind, hello) must finish within `connect_timeout`.
+    pub max_pending_handshakes: usize,
+    /// How long a peer may take to send a whole request (stream kind, header, body) once it
+    /// opens the stream, and a frame's body once its header arrived on the control or event
+    /// stream; a peer slower than this has the stream cut (default 10 s).
+    pub read_timeout: Duration,
+    /// The most bytes of requests one peer may have buffered on this node at once (being
+    /// received or being served); more requests wait for room until `read_timeout` and are then
+    /// refused with `ResourceExhausted` (default 64 MiB).
+    pub max_request_bytes_per_peer: usize,
+    /// The most control messages queued for one peer; a peer that does not read its control
+    /// stream until this many are queued is disconnected, with a logged reason (default 1024).
+    pub control_queue_capacity: usize,
+    /// What one peer may announce (services, actions, subscriptions, schema bytes, string
+    /// sizes). A hello over them refuses the peer; a later announcement over them disconnects it.
+    pub peer_limits: PeerLimits,
+    /// The most dials to peers discovery reported that may be in progress at once (default 8).
+    /// Discovered peers beyond it are dialed when discovery reports them again.
+    pub max_discovery_dials: usize,
+    /// The most dials to newly discovered peers started per second (default 20).
+    pub discovery_dials_per_second: u32,
+}
+
+/// What one peer may announce in its hello and capability updates. Checked before anything is
+/// stored. The defaults are far above what a real node offers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerLimits {
+    /// Services (default 1024).
+    pub max_services: usize,
+    /// Actions, over all services (default 16,384).
+    pub max_actions: usize,
+    /// Subscriptions (default 16,384).
+    pub max_subscriptions: usize,
+    /// Schema bytes, over all services (default 4 MiB).
+    pub max_schema_bytes: usize,
+    /// The longest string (a network, a service path, a name, a version, a group), in bytes
+    /// (default 1024); a description may be four times as long. Action paths and subscription
+    /// patterns are held to the node's path limits instead (`NodeConfig::max_path_len`).
+    pub max_string_len: usize,
+}
+
+impl Default for PeerLimits {
+    fn default() -> Self {
+        PeerLimits {
+            max_services: 1024,
+            max_actions: 16 * 1024,
+            max_subscriptions: 16 * 1024,
+            max_schema_bytes: 4 * 1024 * 1024,
+            max_string_len: 1024,
+        }
+    }
 }
 
 impl Default for NetworkConfig {
@@ -70,6 +125,13 @@ impl Default for NetworkConfig {
             max_concurrent_requests: transport.max_concurrent_bidi_streams,
             reconnect_backoff_max: Duration::from_secs(5),
             announce_timeout: Duration::from_secs(1),
+            max_pending_handshakes: transport.max_pending_handshakes,
+            read_timeout: Duration::from_secs(10),
+            max_request_bytes_per_peer: 64 * 1024 * 1024,
+            control_queue_capacity: 1024,
+            peer_limits: PeerLimits::default(),
+            max_discovery_dials: 8,
+            discovery_dials_per_second: 20,
         }
     }
 }
@@ -147,6 +209,43 @@ impl NetworkConfig {
         self
     }
 
+    /// Sets the most handshakes in progress at once.
+    pub fn with_max_pending_handshakes(mut self, handshakes: usize) -> Self {
+        self.max_pending_handshakes = handshakes;
+        self
+    }
+
+    /// Sets how long a peer may take to send a request or a frame.
+    pub fn with_read_timeout(mut self, timeout: Duration) -> Self {
+        self.read_timeout = timeout;
+        self
+    }
+
+    /// Sets the most request bytes one peer may have buffered.
+    pub fn with_max_request_bytes_per_peer(mut self, bytes: usize) -> Self {
+        self.max_request_bytes_per_peer = bytes;
+        self
+    }
+
+    /// Sets the most control messages queued for one peer.
+    pub fn with_control_queue_capacity(mut self, capacity: usize) -> Self {
+        self.control_queue_capacity = capacity;
+        self
+    }
+
+    /// Sets what one peer may announce.
+    pub fn with_peer_limits(mut self, limits: PeerLimits) -> Self {
+        self.peer_limits = limits;
+        self
+    }
+
+    /// Sets the most dials to discovered peers in progress at once, and per second.
+    pub fn with_discovery_dials(mut self, at_once: usize, per_second: u32) -> Self {
+        self.max_discovery_dials = at_once;
+        self.discovery_dials_per_second = per_second;
+        self
+    }
+
     pub(crate) fn transport(&self) -> TransportConfig {
         TransportConfig {
             bind_addr: self.bind_address,
@@ -156,6 +255,7 @@ impl NetworkConfig {
             connect_timeout: self.connect_timeout,
             max_concurrent_bidi_streams: self.max_concurrent_requests,
             max_connections: self.max_connections,
+            max_pending_handshakes: self.max_pending_handshakes,
         }
     }
 }

@@ -9,19 +9,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
 use prost::Message;
 use quinn::Connection;
 use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::framing::{encode_frame, read_frame};
+use super::framing::{encode_frame, read_frame, read_frame_within};
 use super::interface::{NodeHandler, Offer, PeerChange, PeerNotice, PeerOffer};
+use super::log_limit::warn_limited;
 use super::peer::{
-    KIND_CONTROL, PROTOCOL_VERSION, Peer, PeerIdentity, PeerQueues, codes, read_events, read_kind,
-    serve_request, write_control, write_events,
+    KIND_CONTROL, PROTOCOL_VERSION, Peer, PeerIdentity, PeerQueues, PeerSettings, codes,
+    read_events, read_kind, serve_request, write_control, write_events,
 };
-use super::{NetworkConfig, NetworkKey, PeerLink, Transport, TransportError};
+use super::{NetworkConfig, NetworkKey, PeerLimits, PeerLink, Transport, TransportError};
 use crate::discovery::{Discovery, DiscoveryEvent, LocalPeer};
 use crate::error::{Error, Result};
 use crate::identity::{NodeId, NodeKeypair};
@@ -62,8 +66,13 @@ pub(crate) struct Mesh<H> {
     transport: Transport,
     keypair: Arc<NodeKeypair>,
     discovery: Mutex<Option<Discovery>>,
-    /// Peers being dialed after discovery reported them.
+    /// Peers being dialed (or waiting to be) after discovery reported them; at most
+    /// `max_connections` of them.
     dialing: Mutex<FxHashSet<NodeId>>,
+    /// Dials to discovered peers in progress (`max_discovery_dials` permits).
+    discovery_dials: Semaphore,
+    /// When the next dial to a discovered peer may start (`discovery_dials_per_second`).
+    next_discovery_dial: Mutex<Instant>,
     config: NetworkConfig,
     node_id: NodeId,
     name: String,
@@ -95,6 +104,8 @@ impl<H: NodeHandler> Mesh<H> {
             keypair: keypair.clone(),
             discovery: Mutex::default(),
             dialing: Mutex::default(),
+            discovery_dials: Semaphore::new(config.max_discovery_dials.max(1)),
+            next_discovery_dial: Mutex::new(Instant::now()),
             node_id: keypair.node_id(),
             name: settings.name,
             network_id: key.network_id(),
@@ -141,8 +152,18 @@ impl<H: NodeHandler> Mesh<H> {
             match event {
                 None => break,
                 Some(DiscoveryEvent::Discovered { node_id, addresses }) => {
-                    if self.is_connected(&node_id) || !lock(&self.dialing).insert(node_id) {
+                    if self.is_connected(&node_id) {
                         continue;
+                    }
+                    {
+                        let mut dialing = lock(&self.dialing);
+                        if dialing.len() >= self.config.max_connections {
+                            warn_limited!(peer = %node_id, "discovered peer not dialed: too many dials waiting");
+                            continue;
+                        }
+                        if !dialing.insert(node_id) {
+                            continue;
+                        }
                     }
                     self.node
                         .peer_changed(PeerNotice {
@@ -162,6 +183,10 @@ impl<H: NodeHandler> Mesh<H> {
                         if !defer.is_zero() {
                             tokio::time::sleep(defer).await;
                         }
+                        let Some(_permit) = mesh.discovery_dial_slot().await else {
+                            lock(&mesh.dialing).remove(&node_id);
+                            return;
+                        };
                         for addr in addresses
                             .iter()
                             .take_while(|_| !mesh.is_connected(&node_id))
@@ -184,6 +209,26 @@ impl<H: NodeHandler> Mesh<H> {
                     }
                 }
             }
+        }
+    }
+
+    /// Waits for a permit to dial a discovered peer and for its start time under the rate
+    /// limit. `None` once the node stops.
+    async fn discovery_dial_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let permit = tokio::select! {
+            permit = self.discovery_dials.acquire() => permit.ok()?,
+            _ = self.shutdown.cancelled() => return None,
+        };
+        let per_second = self.config.discovery_dials_per_second.max(1);
+        let start = {
+            let mut next = lock(&self.next_discovery_dial);
+            let start = (*next).max(Instant::now());
+            *next = start + Duration::from_secs(1) / per_second;
+            start
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(start) => Some(permit),
+            _ = self.shutdown.cancelled() => None,
         }
     }
 
@@ -215,8 +260,8 @@ impl<H: NodeHandler> Mesh<H> {
             let mesh = self.clone();
             tokio::spawn(async move {
                 let from = incoming.remote_address();
-                match incoming.handshake().await {
-                    Ok((connection, peer)) => {
+                match incoming.handshake_pending().await {
+                    Ok((connection, peer, _pending)) => {
                         if let Err(e) = mesh.attach(connection, peer, false).await {
                             tracing::debug!(%from, %peer, error = %e, "inbound connection dropped");
                         }
@@ -273,7 +318,7 @@ impl<H: NodeHandler> Mesh<H> {
         addr: SocketAddr,
         expected: Option<&NodeId>,
     ) -> Result<NodeId> {
-        let (connection, peer) = self.transport.connect(addr, expected).await?;
+        let (connection, peer, _pending) = self.transport.connect_pending(addr, expected).await?;
         self.attach(connection, peer, true).await?;
         Ok(peer)
     }
@@ -306,9 +351,16 @@ impl<H: NodeHandler> Mesh<H> {
             return Err(Error::invalid_argument("dialed itself"));
         }
         let ours = self.hello();
-        let (send, recv, theirs) = self
-            .exchange_hellos(&connection, peer_id, dialed, &ours)
-            .await?;
+        // The whole exchange under one deadline: a peer that opens no stream, sends no kind
+        // byte or no hello, or reads nothing, is dropped when it passes.
+        let (send, recv, theirs) = tokio::time::timeout(
+            self.config.connect_timeout,
+            self.exchange_hellos(&connection, peer_id, dialed, &ours),
+        )
+        .await
+        .map_err(|_| {
+            Error::unavailable(format!("{peer_id} did not complete its hello in time"))
+        })??;
         let peer = self.start_peer(connection, peer_id, dialed, &theirs, send, recv);
         match self.keep(&peer, theirs.capabilities.unwrap_or_default()) {
             Kept::Replacing(old) => self.retire(old),
@@ -341,7 +393,7 @@ impl<H: NodeHandler> Mesh<H> {
                 .map_err(TransportError::from)?;
             (send, recv)
         } else {
-            self.accept_control(connection, peer_id).await?
+            self.accept_control(connection).await?
         };
         let theirs = self.read_hello(&mut recv, peer_id).await?;
         if let Err(e) = self.check_hello(&theirs, peer_id) {
@@ -357,15 +409,12 @@ impl<H: NodeHandler> Mesh<H> {
         Ok((send, recv, theirs))
     }
 
-    /// Accepts the dialer's control stream (within the connect timeout) and checks its kind.
+    /// Accepts the dialer's control stream and checks its kind.
     async fn accept_control(
         &self,
         connection: &Connection,
-        peer_id: NodeId,
     ) -> Result<(quinn::SendStream, quinn::RecvStream)> {
-        let accepted = tokio::time::timeout(self.config.connect_timeout, connection.accept_bi())
-            .await
-            .map_err(|_| Error::unavailable(format!("{peer_id} sent no hello in time")))?;
+        let accepted = connection.accept_bi().await;
         let (send, mut recv) = accepted.map_err(TransportError::from)?;
         if read_kind(&mut recv).await? != KIND_CONTROL {
             connection.close(codes::PROTOCOL, b"expected a control stream");
@@ -376,16 +425,15 @@ impl<H: NodeHandler> Mesh<H> {
         Ok((send, recv))
     }
 
-    /// Reads and decodes the peer's hello (within the connect timeout).
+    /// Reads and decodes the peer's hello.
     async fn read_hello(
         &self,
         recv: &mut quinn::RecvStream,
         peer_id: NodeId,
     ) -> Result<wire::Hello> {
         let max = self.config.max_message_size;
-        let frame = tokio::time::timeout(self.config.connect_timeout, read_frame(recv, max))
-            .await
-            .map_err(|_| Error::unavailable(format!("{peer_id} sent no hello in time")))??
+        let frame = read_frame(recv, max)
+            .await?
             .ok_or_else(|| Error::unavailable(format!("{peer_id} closed before its hello")))?;
         wire::Hello::decode(frame)
             .map_err(|e| Error::invalid_argument(format!("malformed hello from {peer_id}: {e}")))
@@ -413,8 +461,14 @@ impl<H: NodeHandler> Mesh<H> {
             instance: theirs.instance,
             dialer: if dialed { self.node_id } else { peer_id },
         };
-        let max = self.config.max_message_size;
-        let (peer, queues) = Peer::new(identity, connection, max, self.event_queue_capacity);
+        let settings = PeerSettings {
+            max_message_size: self.config.max_message_size,
+            event_queue_capacity: self.event_queue_capacity,
+            control_queue_capacity: self.config.control_queue_capacity,
+            read_timeout: self.config.read_timeout,
+            max_request_bytes: self.config.max_request_bytes_per_peer,
+        };
+        let (peer, queues) = Peer::new(identity, connection, settings);
         self.spawn_peer_tasks(&peer, queues, send, recv);
         peer
     }
@@ -456,6 +510,17 @@ impl<H: NodeHandler> Mesh<H> {
                 "{peer_id} is in network {}, not {}",
                 hello.network_id, self.network_id
             )));
+        }
+        let max_len = self.config.peer_limits.max_string_len;
+        if hello.node_name.len() > max_len {
+            return Err(Error::resource_exhausted(format!(
+                "{peer_id}'s name is {} bytes, over the limit of {max_len}",
+                hello.node_name.len()
+            )));
+        }
+        if let Some(capabilities) = &hello.capabilities {
+            check_capabilities(capabilities, &self.config.peer_limits)
+                .map_err(|e| Error::resource_exhausted(format!("{peer_id}'s hello: {e}")))?;
         }
         Ok(())
     }
@@ -549,7 +614,8 @@ impl<H: NodeHandler> Mesh<H> {
                     break;
                 }
                 let node = self.node.clone();
-                tokio::spawn(read_events(node, peer.id, recv, max));
+                let timeout = self.config.read_timeout;
+                tokio::spawn(read_events(node, peer.id, recv, max, timeout));
             }
         };
         // Either ending (the connection closed, or the node is gone) ends both.
@@ -563,7 +629,7 @@ impl<H: NodeHandler> Mesh<H> {
         use wire::control::Kind;
         let max = self.config.max_message_size;
         loop {
-            let frame = match read_frame(&mut recv, max).await {
+            let frame = match read_frame_within(&mut recv, max, self.config.read_timeout).await {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(e) => {
@@ -574,6 +640,13 @@ impl<H: NodeHandler> Mesh<H> {
             match wire::Control::decode(frame) {
                 Ok(wire::Control { kind: Some(kind) }) => match kind {
                     Kind::Capabilities(capabilities) => {
+                        if let Err(e) = check_capabilities(&capabilities, &self.config.peer_limits)
+                        {
+                            tracing::warn!(peer = %peer.id, error = %e, "disconnecting a peer whose announcement is over the limits");
+                            peer.connection
+                                .close(codes::PROTOCOL, b"announcement over the limits");
+                            return;
+                        }
                         let version = capabilities.version;
                         self.node.peer_offers(&peer, peer_offer(capabilities));
                         peer.send_control(Kind::CapabilitiesAck(version));
@@ -691,6 +764,65 @@ impl<H: NodeHandler> Mesh<H> {
         // Let the endpoint send the close frames before the caller moves on (or exits).
         let _ = tokio::time::timeout(Duration::from_millis(100), self.transport.wait_idle()).await;
     }
+}
+
+/// Checks what a peer announces against `limits`, before anything of it is stored. The error
+/// says which limit.
+fn check_capabilities(
+    capabilities: &wire::Capabilities,
+    limits: &PeerLimits,
+) -> std::result::Result<(), String> {
+    let over = |what: &str, n: usize, max: usize| {
+        if n > max {
+            Err(format!("{n} {what}, over the limit of {max}"))
+        } else {
+            Ok(())
+        }
+    };
+    let long = |what: &str, s: &str, max: usize| {
+        if s.len() > max {
+            Err(format!(
+                "a {what} of {} bytes, over the limit of {max}",
+                s.len()
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let max_len = limits.max_string_len;
+    over("services", capabilities.services.len(), limits.max_services)?;
+    over(
+        "subscriptions",
+        capabilities.subscriptions.len(),
+        limits.max_subscriptions,
+    )?;
+    let (mut actions, mut schema) = (0usize, 0usize);
+    for service in &capabilities.services {
+        actions = actions.saturating_add(service.actions.len());
+        schema = schema.saturating_add(service.schema.len());
+        over("actions", actions, limits.max_actions)?;
+        over("schema bytes", schema, limits.max_schema_bytes)?;
+        for (what, s) in [
+            ("service path", &service.path),
+            ("service name", &service.name),
+            ("version", &service.version),
+            ("network", &service.network),
+        ] {
+            long(what, s, max_len)?;
+        }
+        long(
+            "description",
+            &service.description,
+            max_len.saturating_mul(4),
+        )?;
+        // Action paths and patterns are checked by the node against its path limits
+        // (`max_path_len`), the one place for path sizes.
+    }
+    for subscription in &capabilities.subscriptions {
+        long("network", &subscription.network, max_len)?;
+        long("group", &subscription.group, max_len)?;
+    }
+    Ok(())
 }
 
 /// A peer's announced capabilities, as the node takes them.

@@ -17,6 +17,7 @@ mod error;
 pub(crate) mod frames;
 pub(crate) mod framing;
 mod interface;
+pub(crate) mod log_limit;
 mod mesh;
 mod peer;
 mod tls;
@@ -26,7 +27,7 @@ mod transport;
 mod tests;
 
 pub use admission::NetworkKey;
-pub use config::NetworkConfig;
+pub use config::{NetworkConfig, PeerLimits};
 pub use error::TransportError;
 pub use framing::{FRAME_HEADER_LEN, read_frame, write_frame};
 pub(crate) use interface::{
@@ -35,4 +36,4 @@ pub(crate) use interface::{
 };
 pub(crate) use mesh::{Mesh, MeshSettings};
 pub use tls::peer_node_id;
-pub use transport::{Incoming, Transport, TransportConfig};
+pub use transport::{Incoming, Pending, Transport, TransportConfig};

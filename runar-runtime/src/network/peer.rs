@@ -15,14 +15,15 @@ use bytes::BytesMut;
 use futures::future::BoxFuture;
 use prost::Message;
 use quinn::{Connection, RecvStream, SendStream};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use super::TransportError;
 use super::frames::{append_event_frame, request_frame, response_frame};
-use super::framing::{FrameReader, encode_frame, read_frame};
+use super::framing::{FrameReader, encode_frame, read_body, read_frame, read_header};
 use super::interface::{
     EventSink, InboundEvent, InboundRequest, NodeHandler, OutboundEvent, PeerLink,
 };
+use super::log_limit::warn_limited;
 use crate::error::{Code, Error, Result};
 use crate::identity::NodeId;
 use crate::value::Value;
@@ -48,6 +49,8 @@ pub(crate) mod codes {
     pub(crate) const PROTOCOL: VarInt = VarInt::from_u32(2);
     /// A frame was over the maximum message size.
     pub(crate) const TOO_LARGE: VarInt = VarInt::from_u32(3);
+    /// The peer did not read (its control queue filled) or did not send in time.
+    pub(crate) const SLOW: VarInt = VarInt::from_u32(4);
 }
 
 /// A connected, admitted peer.
@@ -60,7 +63,7 @@ pub(crate) struct Peer {
     pub(crate) connection: Connection,
     /// Which side opened the connection (for the simultaneous-dial rule).
     pub(crate) dialer: NodeId,
-    control: mpsc::UnboundedSender<wire::Control>,
+    control: mpsc::Sender<wire::Control>,
     /// The queue of the peer's event writer, as the node's subscriptions hold it.
     events: Arc<dyn EventSink>,
     acked: watch::Sender<u64>,
@@ -71,6 +74,21 @@ pub(crate) struct Peer {
     in_flight: AtomicUsize,
     idle: Notify,
     max_message_size: usize,
+    /// How long the peer may take to send a request, or a frame's body.
+    read_timeout: Duration,
+    /// Bytes of the peer's requests this node may hold at once (one permit per byte).
+    request_bytes: Arc<Semaphore>,
+    request_bytes_max: usize,
+}
+
+/// The per-peer limits a [`Peer`] is made with (from the network configuration).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerSettings {
+    pub(crate) max_message_size: usize,
+    pub(crate) event_queue_capacity: usize,
+    pub(crate) control_queue_capacity: usize,
+    pub(crate) read_timeout: Duration,
+    pub(crate) max_request_bytes: usize,
 }
 
 /// Counts a request in flight on a connection while it lives.
@@ -111,7 +129,7 @@ pub(crate) struct PeerIdentity {
 
 /// The receiving ends of a new peer's queues, for the tasks that drain them.
 pub(crate) struct PeerQueues {
-    pub(crate) control: mpsc::UnboundedReceiver<wire::Control>,
+    pub(crate) control: mpsc::Receiver<wire::Control>,
     pub(crate) events: mpsc::Receiver<OutboundEvent>,
 }
 
@@ -119,8 +137,7 @@ impl Peer {
     pub(crate) fn new(
         identity: PeerIdentity,
         connection: Connection,
-        max_message_size: usize,
-        event_queue_capacity: usize,
+        settings: PeerSettings,
     ) -> (Arc<Peer>, PeerQueues) {
         let PeerIdentity {
             id,
@@ -129,8 +146,10 @@ impl Peer {
             instance,
             dialer,
         } = identity;
-        let (control, control_rx) = mpsc::unbounded_channel();
-        let (events, events_rx) = mpsc::channel(event_queue_capacity);
+        let (control, control_rx) = mpsc::channel(settings.control_queue_capacity.max(1));
+        let (events, events_rx) = mpsc::channel(settings.event_queue_capacity.max(1));
+        // Semaphore permits are capped; a budget beyond that cap is the cap.
+        let request_bytes_max = settings.max_request_bytes.min(Semaphore::MAX_PERMITS);
         let peer = Arc::new(Peer {
             id,
             link,
@@ -144,7 +163,10 @@ impl Peer {
             retired: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
-            max_message_size,
+            max_message_size: settings.max_message_size,
+            read_timeout: settings.read_timeout,
+            request_bytes: Arc::new(Semaphore::new(request_bytes_max)),
+            request_bytes_max,
         });
         (
             peer,
@@ -193,10 +215,18 @@ impl Peer {
         self.retired.load(Ordering::Acquire)
     }
 
-    /// Queues a control message.
+    /// Queues a control message. A peer whose queue is full does not read its control stream:
+    /// it is disconnected.
     pub(crate) fn send_control(&self, kind: wire::control::Kind) {
-        // A closed queue means the control writer ended with the connection.
-        let _ = self.control.send(wire::Control { kind: Some(kind) });
+        match self.control.try_send(wire::Control { kind: Some(kind) }) {
+            // A closed queue means the control writer ended with the connection.
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                warn_limited!(peer = %self.id, "disconnecting a peer that does not read its control stream");
+                self.connection
+                    .close(codes::SLOW, b"control stream not read");
+            }
+        }
     }
 
     /// Records that the peer applied our capabilities up to `version`.
@@ -318,8 +348,18 @@ pub(crate) async fn serve_request<H: NodeHandler>(
     max: usize,
 ) {
     let _in_flight = from.in_flight();
-    let outcome = match read_request(from.id, &mut recv, max).await {
-        Ok(request) => match run_request(&node, request, &mut send).await {
+    // The whole request (kind, header, body) is due within the read timeout.
+    let timeout = from.read_timeout;
+    let read = tokio::time::timeout(timeout, read_request(&from, &mut recv, max)).await;
+    let read = read.unwrap_or_else(|_| {
+        warn_limited!(peer = %from.id, ?timeout, "cutting a request stream the peer is too slow to send");
+        let _ = recv.stop(codes::SLOW);
+        send.reset(codes::SLOW).ok();
+        Err(None)
+    });
+    // Held while the request is served: its bytes count against the peer's budget.
+    let outcome = match read {
+        Ok((request, _budget)) => match run_request(&node, request, &mut send).await {
             Some(outcome) => outcome,
             None => return,
         },
@@ -333,10 +373,11 @@ pub(crate) async fn serve_request<H: NodeHandler>(
 /// that cannot be read is an error to answer with; `Err(None)` when there is no one to answer
 /// (the stream ended before its kind byte).
 async fn read_request(
-    peer: NodeId,
+    from: &Peer,
     recv: &mut RecvStream,
     max: usize,
-) -> Result<InboundRequest, Option<Error>> {
+) -> Result<(InboundRequest, OwnedSemaphorePermit), Option<Error>> {
+    let peer = from.id;
     match read_kind(recv).await {
         Ok(KIND_REQUEST) => {}
         Ok(kind) => {
@@ -351,8 +392,8 @@ async fn read_request(
             return Err(None);
         }
     }
-    let frame = match read_frame(recv, max).await {
-        Ok(Some(frame)) => frame,
+    let len = match read_header(recv, max).await {
+        Ok(Some(len)) => len,
         Ok(None) => {
             return Err(Some(Error::invalid_argument(
                 "the request stream ended before a request",
@@ -368,15 +409,34 @@ async fn read_request(
             ))));
         }
     };
+    // Room for the body in the peer's budget first (waiting, within the read timeout, for
+    // its other requests to finish), so that what one peer holds on this node is bounded.
+    let want = u32::try_from(len.min(from.request_bytes_max)).unwrap_or(u32::MAX);
+    let Ok(budget) = from.request_bytes.clone().acquire_many_owned(want).await else {
+        return Err(Some(Error::unavailable("the connection is closing")));
+    };
+    let frame = match read_body(recv, len).await {
+        Ok(frame) => frame,
+        Err(e @ TransportError::FrameTooLarge { .. }) => {
+            let _ = recv.stop(codes::TOO_LARGE);
+            return Err(Some(to_error(e, format_args!("the request"))));
+        }
+        Err(e) => {
+            return Err(Some(Error::invalid_argument(format!(
+                "unreadable request: {e}"
+            ))));
+        }
+    };
     let request = wire::Request::decode(frame)
         .map_err(|e| Some(Error::invalid_argument(format!("malformed request: {e}"))))?;
-    Ok(InboundRequest {
+    let request = InboundRequest {
         from: peer,
         network: request.network,
         path: request.path,
         payload: Value::from_encoded(request.payload),
         timeout: Duration::from_millis(request.timeout_ms),
-    })
+    };
+    Ok((request, budget))
 }
 
 /// Runs `request` on the node. `None` when the caller stopped waiting first: the handler is
@@ -430,7 +490,7 @@ async fn write_response(mut send: SendStream, outcome: &Result<Value>, max: usiz
 /// Writes queued control messages on the control stream.
 pub(crate) async fn write_control(
     mut send: SendStream,
-    mut queue: mpsc::UnboundedReceiver<wire::Control>,
+    mut queue: mpsc::Receiver<wire::Control>,
     max: usize,
 ) {
     while let Some(message) = queue.recv().await {
@@ -504,6 +564,7 @@ pub(crate) async fn read_events<H: NodeHandler>(
     peer: NodeId,
     mut recv: RecvStream,
     max: usize,
+    read_timeout: Duration,
 ) {
     match read_kind(&mut recv).await {
         Ok(KIND_EVENTS) => {}
@@ -514,7 +575,7 @@ pub(crate) async fn read_events<H: NodeHandler>(
         }
         Err(_) => return,
     }
-    let mut frames = FrameReader::new(max);
+    let mut frames = FrameReader::new(max, Some(read_timeout));
     loop {
         match frames.next(&mut recv).await {
             Ok(Some(frame)) => match wire::Event::decode(frame) {

@@ -510,7 +510,7 @@ async fn read_pieces(
     send.finish().unwrap();
     let (_send, mut recv) = within("accept_bi", server_conn.accept_bi()).await.unwrap();
     let mut frames = Vec::new();
-    let mut reader = framing::FrameReader::new(max);
+    let mut reader = framing::FrameReader::new(max, Some(std::time::Duration::from_secs(10)));
     within("read frames", async {
         loop {
             let frame = if buffered {

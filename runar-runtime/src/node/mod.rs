@@ -471,15 +471,7 @@ impl Node {
         service: &str,
         handler: ActionHandler,
     ) -> Result<TopicPath> {
-        if pattern
-            .segments()
-            .iter()
-            .any(|s| matches!(s, Segment::Rest | Segment::Single))
-        {
-            return Err(Error::invalid_argument(format!(
-                "action `{pattern}` of service `{service}`: actions take `{{param}}` templates, not `*` or `>`"
-            )));
-        }
+        let pattern = action_pattern(pattern, &format!("service `{service}`"))?;
         let instance = ActionInstance {
             origin: Origin::Local,
             handler,
@@ -500,4 +492,25 @@ impl fmt::Debug for Node {
             .field("running", &self.is_running())
             .finish()
     }
+}
+
+/// `pattern` if it may name an action of `owner` (a local service or a peer's): templates
+/// (`{param}`) are allowed, wildcards (`*`, `>`) and a network prefix are not. Local and remote
+/// actions pass this same check.
+pub(crate) fn action_pattern(pattern: TopicPath, owner: &str) -> Result<TopicPath> {
+    if pattern
+        .segments()
+        .iter()
+        .any(|s| matches!(s, Segment::Rest | Segment::Single))
+    {
+        return Err(Error::invalid_argument(format!(
+            "action `{pattern}` of {owner}: actions take `{{param}}` templates, not `*` or `>`"
+        )));
+    }
+    if pattern.network().is_some() {
+        return Err(Error::invalid_argument(format!(
+            "action `{pattern}` of {owner}: an action lives in its service's network"
+        )));
+    }
+    Ok(pattern)
 }

@@ -12,6 +12,7 @@ use super::{Node, NodeInner, SubscriptionId};
 use crate::error::{Error, Result};
 use crate::identity::NodeId;
 use crate::lock::lock;
+use crate::network::log_limit::warn_limited;
 use crate::network::{
     EventSink, InboundEvent, InboundRequest, NodeHandler, Offer, OutboundEvent, PeerHandle,
     PeerLink, PeerNotice, PeerOffer,
@@ -92,7 +93,7 @@ impl NodeHandler for NodeLink {
 pub(crate) struct PeerView {
     version: u64,
     /// (network, action path).
-    actions: FxHashSet<(String, String)>,
+    actions: FxHashSet<(Arc<str>, String)>,
     /// The peer's subscription id → this node's id for it.
     subscriptions: FxHashMap<u64, SubscriptionId>,
 }
@@ -199,10 +200,15 @@ impl Node {
         let registry = &self.inner.registry;
         let limits = self.inner.config.path_limits();
         let origin = Origin::Remote(peer.peer_link());
-        let actions: FxHashSet<(String, String)> = offer
+        // One shared copy of each service's network name (the announcement's sizes are checked
+        // by the network before it gets here), not one per action.
+        let actions: FxHashSet<(Arc<str>, String)> = offer
             .services
             .iter()
-            .flat_map(|s| s.actions.iter().map(|a| (s.network.clone(), a.clone())))
+            .flat_map(|s| {
+                let network: Arc<str> = s.network.as_str().into();
+                s.actions.iter().map(move |a| (network.clone(), a.clone()))
+            })
             .collect();
         for (network, path) in view.actions.difference(&actions) {
             if let Ok(pattern) = TopicPath::parse_within(path, limits) {
@@ -210,19 +216,21 @@ impl Node {
             }
         }
         for (network, path) in actions.difference(&view.actions) {
-            let pattern = match TopicPath::parse_within(path, limits) {
-                Ok(p) if p.network().is_none() => p,
-                // The error quotes only the start of a path over the length limit.
-                outcome => {
-                    let error =
-                        outcome.map_or_else(|e| e.to_string(), |_| "names a network".into());
-                    tracing::warn!(peer = %peer.peer_id(), %error, "peer announced an invalid action path");
+            // Exactly the checks a local action passes: the path limits, no network prefix, no
+            // wildcards. The error quotes only the start of a path over the length limit.
+            let pattern = match TopicPath::parse_within(path, limits)
+                .map_err(Error::from)
+                .and_then(|p| super::action_pattern(p, "a peer's service"))
+            {
+                Ok(p) => p,
+                Err(error) => {
+                    warn_limited!(peer = %peer.peer_id(), %error, "peer announced an invalid action");
                     continue;
                 }
             };
             let instance = ActionInstance {
                 origin,
-                handler: peer.action_handler(network.as_str().into()),
+                handler: peer.action_handler(network.clone()),
             };
             if let Err(e) = registry.add_action(network, pattern, instance) {
                 tracing::warn!(peer = %peer.peer_id(), error = %e, "remote action not registered");
@@ -258,7 +266,7 @@ impl Node {
                 outcome => {
                     let error =
                         outcome.map_or_else(|e| e.to_string(), |_| "names a network".into());
-                    tracing::warn!(peer = %peer.peer_id(), %error, "peer announced an invalid subscription");
+                    warn_limited!(peer = %peer.peer_id(), %error, "peer announced an invalid subscription");
                     continue;
                 }
             };
