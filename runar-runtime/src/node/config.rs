@@ -26,6 +26,9 @@ pub struct NodeConfig {
     pub event_queue_capacity: usize,
     /// How the node joins a network; `None` (the default) for a local-only node.
     pub network: Option<NetworkConfig>,
+    /// How long the balancer avoids a remote instance that let a call time out, while another
+    /// instance of the action exists (default 5 s); then it is tried again.
+    pub timeout_penalty: Duration,
 }
 
 impl NodeConfig {
@@ -37,6 +40,7 @@ impl NodeConfig {
             request_timeout: Duration::from_secs(30),
             event_queue_capacity: 1024,
             network: None,
+            timeout_penalty: Duration::from_secs(5),
         }
     }
 
@@ -49,6 +53,12 @@ impl NodeConfig {
     /// Sets the default request timeout.
     pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets how long a remote instance that let a call time out is avoided.
+    pub fn with_timeout_penalty(mut self, penalty: Duration) -> Self {
+        self.timeout_penalty = penalty;
         self
     }
 

@@ -180,6 +180,7 @@ impl Node {
             let instance = ActionInstance {
                 origin,
                 handler: remote_action(peer, network.as_str().into()),
+                health: Default::default(),
             };
             if let Err(e) = registry.add_action(network, pattern, instance) {
                 tracing::warn!(peer = %peer.id, %path, error = %e, "remote action not registered");
