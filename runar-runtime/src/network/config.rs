@@ -41,10 +41,11 @@ pub struct NetworkConfig {
     pub max_message_size: usize,
     /// How long dialing a peer, including the TLS handshake and the hello, may take (default 5 s).
     pub connect_timeout: Duration,
-    /// How often an idle connection is probed (default 500 ms).
+    /// How often an idle connection is probed (default 250 ms).
     pub keep_alive_interval: Duration,
-    /// How long a silent peer is kept before it is dropped with its services (default 2.5 s, so
-    /// a vanished peer is gone within 3 s).
+    /// How long a silent peer is kept before it is dropped with its services (default 900 ms,
+    /// so a vanished peer is gone within 1 s; a live peer sends a keep-alive every
+    /// `keep_alive_interval`, three or more within this).
     pub idle_timeout: Duration,
     /// The most connections the node keeps; more are refused and logged (default 256).
     pub max_connections: usize,
@@ -63,6 +64,10 @@ pub struct NetworkConfig {
     /// once nothing is in flight on it; what is still in flight after this is cut and counted
     /// (`Node::requests_dropped_at_stop`).
     pub shutdown_grace: Duration,
+    /// The most dials to discovered peers in progress at once (default 8): a node that
+    /// discovers many peers at once dials them a few at a time, so that the handshakes finish
+    /// within `connect_timeout` even on a loaded machine.
+    pub max_concurrent_dials: usize,
     /// How long a change of this node's services or subscriptions waits for connected peers to
     /// acknowledge it before the call that made it returns anyway (default 1 s).
     pub announce_timeout: Duration,
@@ -87,6 +92,7 @@ impl Default for NetworkConfig {
             announce_timeout: Duration::from_secs(1),
             forget_unreachable_after: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(5),
+            max_concurrent_dials: 8,
         }
     }
 }
@@ -181,6 +187,12 @@ impl NetworkConfig {
     /// Sets how long `Node::stop` lets requests in flight finish.
     pub fn with_shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = grace;
+        self
+    }
+
+    /// Sets the most dials to discovered peers in progress at once.
+    pub fn with_max_concurrent_dials(mut self, dials: usize) -> Self {
+        self.max_concurrent_dials = dials;
         self
     }
 

@@ -33,7 +33,7 @@ const RETIRE_GRACE: Duration = Duration::from_secs(1);
 
 /// How long the node with the larger id waits before dialing a peer that discovery reported,
 /// so that usually only one of the two dials (the smaller id dials at once).
-const DIAL_DEFER: Duration = Duration::from_millis(300);
+const DIAL_DEFER: Duration = Duration::from_millis(1000);
 
 /// The first wait before redialing a peer, doubled after each failed attempt.
 const DIAL_RETRY_INITIAL: Duration = Duration::from_millis(100);
@@ -86,6 +86,10 @@ pub(crate) struct Mesh<H> {
     discovery: Mutex<Option<Discovery>>,
     /// The peers discovery reports (until their goodbye), each kept connected by its own task.
     wanted: Mutex<FxHashMap<NodeId, Wanted>>,
+    /// Bounds the dials to discovered peers in progress at once (`max_concurrent_dials`), so
+    /// that a node that discovers many peers at once completes handshakes instead of timing
+    /// them all out.
+    dials: tokio::sync::Semaphore,
     config: NetworkConfig,
     node_id: NodeId,
     name: String,
@@ -117,6 +121,7 @@ impl<H: NodeHandler> Mesh<H> {
             keypair: keypair.clone(),
             discovery: Mutex::default(),
             wanted: Mutex::default(),
+            dials: tokio::sync::Semaphore::new(config.max_concurrent_dials.max(1)),
             node_id: keypair.node_id(),
             name: settings.name,
             network_id: key.network_id(),
@@ -231,7 +236,7 @@ impl<H: NodeHandler> Mesh<H> {
         let mut backoff = if self.node_id < node_id {
             Duration::ZERO
         } else {
-            DIAL_DEFER
+            DIAL_DEFER + jitter(DIAL_DEFER)
         };
         let mut unreachable_since: Option<Instant> = None;
         loop {
@@ -259,6 +264,9 @@ impl<H: NodeHandler> Mesh<H> {
                 .get(&node_id)
                 .map(|w| (w.addresses.clone(), w.last_reported))
             else {
+                return;
+            };
+            let Ok(_permit) = self.dials.acquire().await else {
                 return;
             };
             let mut reached = false;
@@ -300,7 +308,7 @@ impl<H: NodeHandler> Mesh<H> {
                 .max(DIAL_RETRY_INITIAL)
                 .saturating_mul(2)
                 .min(self.config.reconnect_backoff_max.max(DIAL_RETRY_INITIAL));
-            backoff = backoff.saturating_add(jitter(backoff / 4));
+            backoff = backoff.saturating_add(jitter(backoff));
         }
     }
 

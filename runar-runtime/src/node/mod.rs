@@ -381,9 +381,10 @@ impl Node {
                 .as_ref()
                 .map_or(Duration::ZERO, |n| n.shutdown_grace);
             let dropped = mesh.stop(grace).await;
-            self.inner
-                .dropped_at_stop
-                .fetch_add(u64::try_from(dropped).unwrap_or(u64::MAX), Ordering::Relaxed);
+            self.inner.dropped_at_stop.fetch_add(
+                u64::try_from(dropped).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
         }
         let mut first_error = None;
         for entry in services.iter_mut().rev() {
