@@ -41,11 +41,11 @@ pub struct NetworkConfig {
     pub max_message_size: usize,
     /// How long dialing a peer, including the TLS handshake and the hello, may take (default 5 s).
     pub connect_timeout: Duration,
-    /// How often an idle connection is probed (default 250 ms).
+    /// How often an idle connection is probed (default 200 ms).
     pub keep_alive_interval: Duration,
-    /// How long a silent peer is kept before it is dropped with its services (default 900 ms,
+    /// How long a silent peer is kept before it is dropped with its services (default 800 ms,
     /// so a vanished peer is gone within 1 s; a live peer sends a keep-alive every
-    /// `keep_alive_interval`, three or more within this).
+    /// `keep_alive_interval`, four within this).
     pub idle_timeout: Duration,
     /// The most connections the node keeps; more are refused and logged (default 256).
     pub max_connections: usize,
