@@ -39,13 +39,13 @@ pub use discovery::{DiscoveryOptions, MemoryHub, MulticastGroupSpec};
 pub use error::{Code, Error, Result};
 pub use identity::{NodeId, ParseNodeIdError};
 pub use network::{NetworkConfig, NetworkKey};
-pub use node::{
-    BroadcastMode, Node, NodeConfig, PeerEvent, PublishOptions, RequestOptions, ServiceEvent,
-    SubscribeOptions, SubscriptionId,
-};
 pub use node::service::{
     AbstractService, ActionHandler, Caller, EventContext, EventHandler, LifecycleContext,
     RequestContext, ServiceInfo, ServiceState, action_handler, event_handler,
+};
+pub use node::{
+    BroadcastMode, Node, NodeConfig, PeerEvent, PublishOptions, RequestOptions, ServiceEvent,
+    SubscribeOptions, SubscriptionId,
 };
 pub use value::{Payload, Value};
 

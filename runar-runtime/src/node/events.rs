@@ -17,8 +17,8 @@ use crate::lock::lock;
 use crate::network::{EventSink, InboundEvent, OutboundEvent};
 use crate::node::BroadcastMode;
 use crate::node::registry::{Event, Origin, Sink, Subscription};
-use crate::routing::{Segment, TopicPath, split_concrete};
 use crate::node::service::{Caller, EventContext, EventHandler, event_handler};
+use crate::routing::{Segment, TopicPath, split_concrete};
 use crate::value::{Payload, Value};
 
 /// The latest retained event per (network, topic).

@@ -24,11 +24,11 @@ use crate::identity::{NodeId, NodeKeypair};
 use crate::lock::lock;
 use crate::network::{Mesh, MeshSettings, NetworkKey, PeerLink};
 use crate::node::registry::{ActionInstance, Origin, Registry};
-use crate::routing::{Segment, TopicPath, split_network};
 use crate::node::service::context::Registrations;
 use crate::node::service::{
     AbstractService, ActionHandler, DynService, LifecycleContext, ServiceInfo, ServiceState,
 };
+use crate::routing::{Segment, TopicPath, split_network};
 use crate::wire;
 
 const CREATED: u8 = 0;

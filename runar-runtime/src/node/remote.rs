@@ -16,8 +16,8 @@ use crate::network::{
     PeerNotice, PeerOffer,
 };
 use crate::node::registry::{ActionInstance, Origin, Sink, Subscription};
-use crate::routing::TopicPath;
 use crate::node::service::{ActionHandler, RequestContext};
+use crate::routing::TopicPath;
 use crate::value::Value;
 use crate::wire;
 

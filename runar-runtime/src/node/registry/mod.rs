@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 use crate::error::{Error, Result};
 use crate::lock::{lock, read, write};
 use crate::network::{EventSink, PeerLink};
-use crate::routing::{PathParams, PathTrie, TopicPath, split_network};
 use crate::node::service::{ActionHandler, Caller};
+use crate::routing::{PathParams, PathTrie, TopicPath, split_network};
 use crate::value::Value;
 
 /// Identifies a subscription, for [`Node::unsubscribe`](crate::Node::unsubscribe).
