@@ -24,9 +24,13 @@ pub struct NetworkConfig {
     /// The UDP address the QUIC endpoint binds (default `0.0.0.0:0`: every interface, an
     /// ephemeral port).
     pub bind_address: SocketAddr,
-    /// The key that admits nodes to the network. Without one, a key is derived from the network
-    /// name, which anyone who knows the name can do: set a key for anything but a demo.
+    /// The key that admits nodes to the network. Required: a networked node without a key
+    /// fails at `Node::new`, unless [`insecure_dev_key`](Self::insecure_dev_key) is set.
     pub key: Option<NetworkKey>,
+    /// Opts into a key derived from the network name when no key is set (default `false`).
+    /// Anyone who knows or guesses the name can join, and a guess can be checked offline
+    /// against the network id that discovery broadcasts: for local development only.
+    pub insecure_dev_key: bool,
     /// Where the node's Ed25519 key is kept (created if missing), so its id survives restarts.
     /// Without it, the node gets a new key and id each time it starts.
     pub keypair_path: Option<PathBuf>,
@@ -37,10 +41,11 @@ pub struct NetworkConfig {
     pub max_message_size: usize,
     /// How long dialing a peer, including the TLS handshake and the hello, may take (default 5 s).
     pub connect_timeout: Duration,
-    /// How often an idle connection is probed (default 500 ms).
+    /// How often an idle connection is probed (default 200 ms).
     pub keep_alive_interval: Duration,
-    /// How long a silent peer is kept before it is dropped with its services (default 2.5 s, so
-    /// a vanished peer is gone within 3 s).
+    /// How long a silent peer is kept before it is dropped with its services (default 800 ms,
+    /// so a vanished peer is gone within 1 s; a live peer sends a keep-alive every
+    /// `keep_alive_interval`, four within this).
     pub idle_timeout: Duration,
     /// The most connections the node keeps; more are refused and logged (default 256).
     pub max_connections: usize,
@@ -49,6 +54,16 @@ pub struct NetworkConfig {
     /// The longest wait between two attempts to reach a static peer that is down; attempts
     /// start at 100 ms and double up to this (default 5 s).
     pub reconnect_backoff_max: Duration,
+    /// How long a peer that discovery reported, that cannot be reached and that discovery has
+    /// not reported again, is still redialed (default 60 s). Until then, and for as long as
+    /// discovery keeps reporting it (multicast announcements repeat) and it has not said
+    /// goodbye, a peer that is not connected is redialed with backoff.
+    pub forget_unreachable_after: Duration,
+    /// How long `Node::stop` lets requests in flight with peers finish after saying goodbye
+    /// (default 5 s). Peers stop routing to the node at the goodbye and close each connection
+    /// once nothing is in flight on it; what is still in flight after this is cut and counted
+    /// (`Node::requests_dropped_at_stop`).
+    pub shutdown_grace: Duration,
     /// How long a change of this node's services or subscriptions waits for connected peers to
     /// acknowledge it before the call that made it returns anyway (default 1 s).
     pub announce_timeout: Duration,
@@ -71,10 +86,12 @@ pub struct NetworkConfig {
     /// What one peer may announce (services, actions, subscriptions, schema bytes, string
     /// sizes). A hello over them refuses the peer; a later announcement over them disconnects it.
     pub peer_limits: PeerLimits,
-    /// The most dials to peers discovery reported that may be in progress at once (default 8).
-    /// Discovered peers beyond it are dialed when discovery reports them again.
+    /// The most dials to peers discovery reported that may be in progress at once (default 8):
+    /// a node that discovers many peers at once dials them a few at a time, so that the
+    /// handshakes finish within `connect_timeout` even on a loaded machine; the others wait.
     pub max_discovery_dials: usize,
-    /// The most dials to newly discovered peers started per second (default 20).
+    /// The most dials (first dials and redials) to discovered peers started per second
+    /// (default 20).
     pub discovery_dials_per_second: u32,
 }
 
@@ -115,6 +132,7 @@ impl Default for NetworkConfig {
         NetworkConfig {
             bind_address: transport.bind_addr,
             key: None,
+            insecure_dev_key: false,
             keypair_path: None,
             discovery: DiscoveryOptions::none(),
             max_message_size: transport.max_message_size,
@@ -132,6 +150,8 @@ impl Default for NetworkConfig {
             peer_limits: PeerLimits::default(),
             max_discovery_dials: 8,
             discovery_dials_per_second: 20,
+            forget_unreachable_after: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(5),
         }
     }
 }
@@ -146,6 +166,14 @@ impl NetworkConfig {
     /// Sets the network key.
     pub fn with_key(mut self, key: NetworkKey) -> Self {
         self.key = Some(key);
+        self
+    }
+
+    /// Without a key, derives one from the network name instead of failing: **insecure**,
+    /// anyone who guesses the name joins. For local development only; a key set with
+    /// [`with_key`](Self::with_key) wins.
+    pub fn with_insecure_dev_key(mut self) -> Self {
+        self.insecure_dev_key = true;
         self
     }
 
@@ -206,6 +234,18 @@ impl NetworkConfig {
     /// Sets how long a change waits for peers' acknowledgements.
     pub fn with_announce_timeout(mut self, timeout: Duration) -> Self {
         self.announce_timeout = timeout;
+        self
+    }
+
+    /// Sets how long an unreachable, no longer reported peer is still redialed.
+    pub fn with_forget_unreachable_after(mut self, after: Duration) -> Self {
+        self.forget_unreachable_after = after;
+        self
+    }
+
+    /// Sets how long `Node::stop` lets requests in flight finish.
+    pub fn with_shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
         self
     }
 

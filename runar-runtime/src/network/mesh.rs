@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use prost::Message;
 use quinn::Connection;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -37,7 +37,29 @@ const RETIRE_GRACE: Duration = Duration::from_secs(1);
 
 /// How long the node with the larger id waits before dialing a peer that discovery reported,
 /// so that usually only one of the two dials (the smaller id dials at once).
-const DIAL_DEFER: Duration = Duration::from_millis(300);
+const DIAL_DEFER: Duration = Duration::from_millis(1000);
+
+/// The first wait before redialing a peer, doubled after each failed attempt.
+const DIAL_RETRY_INITIAL: Duration = Duration::from_millis(100);
+
+/// A peer discovery reported and has not said goodbye.
+struct Wanted {
+    /// Where it was last reported.
+    addresses: Vec<SocketAddr>,
+    /// When discovery last reported it.
+    last_reported: Instant,
+    /// Cancelled at its goodbye (or when the node stops): ends its dialing task.
+    gone: CancellationToken,
+}
+
+/// A random duration in `[0, max)`, so that retries spread out.
+fn jitter(max: Duration) -> Duration {
+    let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+    match (random_u64(), nanos) {
+        (Ok(r), n) if n > 0 => Duration::from_nanos(r % n),
+        _ => Duration::ZERO,
+    }
+}
 
 /// What [`Mesh::keep`] decided for a new connection.
 enum Kept {
@@ -66,10 +88,11 @@ pub(crate) struct Mesh<H> {
     transport: Transport,
     keypair: Arc<NodeKeypair>,
     discovery: Mutex<Option<Discovery>>,
-    /// Peers being dialed (or waiting to be) after discovery reported them; at most
-    /// `max_connections` of them.
-    dialing: Mutex<FxHashSet<NodeId>>,
-    /// Dials to discovered peers in progress (`max_discovery_dials` permits).
+    /// The peers discovery reports (until their goodbye), each kept connected by its own task;
+    /// at most `max_connections` of them.
+    wanted: Mutex<FxHashMap<NodeId, Wanted>>,
+    /// Dials to discovered peers in progress (`max_discovery_dials` permits), so that a node
+    /// that discovers many peers at once completes handshakes instead of timing them all out.
     discovery_dials: Semaphore,
     /// When the next dial to a discovered peer may start (`discovery_dials_per_second`).
     next_discovery_dial: Mutex<Instant>,
@@ -103,7 +126,7 @@ impl<H: NodeHandler> Mesh<H> {
             transport,
             keypair: keypair.clone(),
             discovery: Mutex::default(),
-            dialing: Mutex::default(),
+            wanted: Mutex::default(),
             discovery_dials: Semaphore::new(config.max_discovery_dials.max(1)),
             next_discovery_dial: Mutex::new(Instant::now()),
             node_id: keypair.node_id(),
@@ -142,7 +165,12 @@ impl<H: NodeHandler> Mesh<H> {
         Ok(())
     }
 
-    /// Connects to discovered peers and drops the ones that say goodbye.
+    /// Keeps a connection to every peer discovery reports, until it says goodbye.
+    ///
+    /// Each reported peer gets one task ([`Mesh::keep_discovered`]) that dials it whenever it is
+    /// not connected, with backoff: discovery may report a peer only once (the memory hub), and
+    /// a dial can fail under load or lose the one-connection-per-pair race, so a single attempt
+    /// per report could leave a pair unconnected for good.
     async fn discovery_loop(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<DiscoveryEvent>) {
         loop {
             let event = tokio::select! {
@@ -152,18 +180,37 @@ impl<H: NodeHandler> Mesh<H> {
             match event {
                 None => break,
                 Some(DiscoveryEvent::Discovered { node_id, addresses }) => {
-                    if self.is_connected(&node_id) {
+                    if node_id == self.node_id {
                         continue;
                     }
-                    {
-                        let mut dialing = lock(&self.dialing);
-                        if dialing.len() >= self.config.max_connections {
-                            warn_limited!(peer = %node_id, "discovered peer not dialed: too many dials waiting");
-                            continue;
+                    let is_new = {
+                        let mut wanted = lock(&self.wanted);
+                        let full = wanted.len() >= self.config.max_connections;
+                        match wanted.get_mut(&node_id) {
+                            Some(known) => {
+                                known.addresses = addresses.clone();
+                                known.last_reported = Instant::now();
+                                false
+                            }
+                            None if full => {
+                                warn_limited!(peer = %node_id, "discovered peer not dialed: too many peers reported");
+                                false
+                            }
+                            None => {
+                                wanted.insert(
+                                    node_id,
+                                    Wanted {
+                                        addresses: addresses.clone(),
+                                        last_reported: Instant::now(),
+                                        gone: self.shutdown.child_token(),
+                                    },
+                                );
+                                true
+                            }
                         }
-                        if !dialing.insert(node_id) {
-                            continue;
-                        }
+                    };
+                    if !is_new {
+                        continue;
                     }
                     self.node
                         .peer_changed(PeerNotice {
@@ -174,35 +221,12 @@ impl<H: NodeHandler> Mesh<H> {
                         })
                         .await;
                     let mesh = self.clone();
-                    let defer = if self.node_id < node_id {
-                        Duration::ZERO
-                    } else {
-                        DIAL_DEFER
-                    };
-                    tokio::spawn(async move {
-                        if !defer.is_zero() {
-                            tokio::time::sleep(defer).await;
-                        }
-                        let Some(_permit) = mesh.discovery_dial_slot().await else {
-                            lock(&mesh.dialing).remove(&node_id);
-                            return;
-                        };
-                        for addr in addresses
-                            .iter()
-                            .take_while(|_| !mesh.is_connected(&node_id))
-                        {
-                            // The TLS identity must be the announced node id.
-                            match mesh.connect(*addr, Some(&node_id)).await {
-                                Ok(_) => break,
-                                Err(e) => {
-                                    tracing::debug!(peer = %node_id, %addr, error = %e, "discovered peer unreachable")
-                                }
-                            }
-                        }
-                        lock(&mesh.dialing).remove(&node_id);
-                    });
+                    tokio::spawn(async move { mesh.keep_discovered(node_id).await });
                 }
                 Some(DiscoveryEvent::Goodbye { node_id }) => {
+                    if let Some(known) = lock(&self.wanted).remove(&node_id) {
+                        known.gone.cancel();
+                    }
                     let peer = lock(&self.peers).get(&node_id).cloned();
                     if let Some(peer) = peer {
                         peer.connection.close(codes::GOODBYE, b"goodbye");
@@ -229,6 +253,94 @@ impl<H: NodeHandler> Mesh<H> {
         tokio::select! {
             _ = tokio::time::sleep_until(start) => Some(permit),
             _ = self.shutdown.cancelled() => None,
+        }
+    }
+
+    /// Dials the discovered peer `node_id` whenever it is not connected (backing off from
+    /// 100 ms to `reconnect_backoff_max`), until it says goodbye, the node stops, or it has been
+    /// unreachable and unreported for `forget_unreachable_after`.
+    async fn keep_discovered(self: Arc<Self>, node_id: NodeId) {
+        let Some(gone) = lock(&self.wanted).get(&node_id).map(|w| w.gone.clone()) else {
+            return;
+        };
+        // The node with the larger id waits a little before its first dial, so that usually
+        // only the smaller id dials (its connection is the one both sides keep).
+        let mut backoff = if self.node_id < node_id {
+            Duration::ZERO
+        } else {
+            DIAL_DEFER + jitter(DIAL_DEFER)
+        };
+        let mut unreachable_since: Option<Instant> = None;
+        loop {
+            if !backoff.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = gone.cancelled() => return,
+                }
+            }
+            let current = lock(&self.peers)
+                .get(&node_id)
+                .filter(|peer| peer.connection.close_reason().is_none())
+                .cloned();
+            if let Some(peer) = current {
+                unreachable_since = None;
+                tokio::select! {
+                    _ = peer.connection.closed() => {}
+                    _ = gone.cancelled() => return,
+                }
+                // Redial soon, with a little jitter so that both sides rarely dial at once.
+                backoff = DIAL_RETRY_INITIAL + jitter(DIAL_RETRY_INITIAL);
+                continue;
+            }
+            let Some((addresses, last_reported)) = lock(&self.wanted)
+                .get(&node_id)
+                .map(|w| (w.addresses.clone(), w.last_reported))
+            else {
+                return;
+            };
+            let Some(_permit) = self.discovery_dial_slot().await else {
+                return;
+            };
+            let mut reached = false;
+            for addr in addresses {
+                if self.is_connected(&node_id) {
+                    reached = true;
+                    break;
+                }
+                // The TLS identity must be the announced node id.
+                match self.connect(addr, Some(&node_id)).await {
+                    Ok(_) => {
+                        reached = true;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::debug!(peer = %node_id, %addr, error = %e, retry_in = ?backoff, "discovered peer unreachable")
+                    }
+                }
+            }
+            if reached {
+                backoff = Duration::ZERO;
+                continue;
+            }
+            let since = *unreachable_since.get_or_insert_with(Instant::now);
+            let forget = self.config.forget_unreachable_after;
+            if since.elapsed() >= forget && last_reported.elapsed() >= forget {
+                tracing::debug!(peer = %node_id, "discovered peer forgotten: unreachable and no longer reported");
+                let mut wanted = lock(&self.wanted);
+                if wanted
+                    .get(&node_id)
+                    .is_some_and(|w| w.last_reported == last_reported)
+                {
+                    wanted.remove(&node_id);
+                    return;
+                }
+                continue;
+            }
+            backoff = backoff
+                .max(DIAL_RETRY_INITIAL)
+                .saturating_mul(2)
+                .min(self.config.reconnect_backoff_max.max(DIAL_RETRY_INITIAL));
+            backoff = backoff.saturating_add(jitter(backoff));
         }
     }
 
@@ -276,7 +388,7 @@ impl<H: NodeHandler> Mesh<H> {
     /// Keeps a connection to the static peer at `addr`: dials with backoff while it is down,
     /// then waits for the connection (ours or the peer's) to close, and starts again.
     async fn dial_loop(self: Arc<Self>, addr: SocketAddr) {
-        let initial = Duration::from_millis(100);
+        let initial = DIAL_RETRY_INITIAL;
         let mut backoff = initial;
         let mut known: Option<NodeId> = None;
         loop {
@@ -307,7 +419,9 @@ impl<H: NodeHandler> Mesh<H> {
                 _ = tokio::time::sleep(backoff) => {}
                 _ = self.shutdown.cancelled() => return,
             }
-            backoff = (backoff * 2).min(self.config.reconnect_backoff_max);
+            backoff = backoff
+                .saturating_mul(2)
+                .min(self.config.reconnect_backoff_max.max(initial));
         }
     }
 
@@ -532,6 +646,12 @@ impl<H: NodeHandler> Mesh<H> {
     fn keep(&self, peer: &Arc<Peer>, capabilities: wire::Capabilities) -> Kept {
         let preferred = self.node_id.min(peer.id);
         let mut peers = lock(&self.peers);
+        // Closed before it could be registered: its cleanup (`detach`) may already have run, so
+        // registering it would leave a dead peer behind. Checked under the lock `detach` takes
+        // first, so a connection that closes after this check is cleaned up as usual.
+        if peer.connection.close_reason().is_some() {
+            return Kept::No;
+        }
         if let Some(existing) = peers.get(&peer.id) {
             let existing_alive = existing.connection.close_reason().is_none();
             let same_instance = existing.instance == peer.instance;
@@ -567,6 +687,21 @@ impl<H: NodeHandler> Mesh<H> {
             peer.drained(longest).await;
             peer.connection
                 .close(codes::DUPLICATE, b"duplicate connection");
+        });
+    }
+
+    /// The peer is leaving: route nothing new to it, let what is in flight on the connection
+    /// finish (up to the drain timeout), then close it; the leaving node waits for that close
+    /// (up to its shutdown grace).
+    fn depart(&self, peer: Arc<Peer>) {
+        peer.retire();
+        if self.node.is_alive() {
+            self.node.link_removed(peer.link);
+        }
+        let longest = self.drain_timeout;
+        tokio::spawn(async move {
+            peer.drained(longest).await;
+            peer.connection.close(codes::GOODBYE, b"goodbye");
         });
     }
 
@@ -656,7 +791,7 @@ impl<H: NodeHandler> Mesh<H> {
                     Kind::Pong(_) => {}
                     Kind::Goodbye(goodbye) => {
                         tracing::info!(peer = %peer.id, reason = %goodbye.reason, "peer said goodbye");
-                        peer.connection.close(codes::GOODBYE, b"goodbye");
+                        self.depart(peer);
                         return;
                     }
                 },
@@ -671,6 +806,9 @@ impl<H: NodeHandler> Mesh<H> {
 
     /// Removes everything learned over the peer's connection.
     async fn detach(&self, peer: &Arc<Peer>, reason: &quinn::ConnectionError) {
+        // Retired before its offers are removed, so that a capability update being applied
+        // concurrently (on the control reader) is refused and cannot re-register them.
+        peer.retire();
         let was_current = {
             let mut peers = lock(&self.peers);
             let current = peers.get(&peer.id).is_some_and(|p| p.link == peer.link);
@@ -744,25 +882,60 @@ impl<H: NodeHandler> Mesh<H> {
         futures::future::join_all(waits).await;
     }
 
-    /// Says goodbye to every peer, closes the connections and the endpoint, stops discovery.
-    pub(crate) async fn stop(&self) {
-        self.shutdown.cancel();
-        let peers: Vec<Arc<Peer>> = lock(&self.peers).drain().map(|(_, p)| p).collect();
-        // Closing first: the close code tells each peer at once (the goodbye message says why,
-        // if it gets out first), so they drop this node without waiting for discovery.
-        for peer in &peers {
-            peer.send_control(wire::control::Kind::Goodbye(wire::Goodbye {
-                reason: "node stopped".into(),
-            }));
-            peer.connection.close(codes::GOODBYE, b"goodbye");
+    /// Leaves the network: stops accepting and dialing, says goodbye to every peer, waits up to
+    /// `grace` for each to finish what is in flight on its connection and close it (peers close
+    /// once drained), then closes what is left, the endpoint and discovery. Returns the number
+    /// of requests still in flight when the grace ran out (they fail on both sides).
+    pub(crate) async fn stop(&self, grace: Duration) -> usize {
+        let peers = self.leave();
+        let closing = peers.iter().map(|peer| async move {
+            let _ = tokio::time::timeout(grace, peer.connection.closed()).await;
+        });
+        futures::future::join_all(closing).await;
+        let dropped = peers.iter().map(|peer| peer.requests_in_flight()).sum();
+        if dropped > 0 {
+            tracing::warn!(node = %self.name, dropped, ?grace, "stopped with requests in flight: they were cut");
         }
-        self.transport.close();
+        self.close_all(&peers);
         let discovery = lock(&self.discovery).take();
         if let Some(discovery) = discovery {
             discovery.stop().await;
         }
         // Let the endpoint send the close frames before the caller moves on (or exits).
         let _ = tokio::time::timeout(Duration::from_millis(100), self.transport.wait_idle()).await;
+        dropped
+    }
+
+    /// What [`stop`](Self::stop) does without waiting, for a node dropped without `stop`: the
+    /// goodbyes are queued and the close code tells the peers at once. Every task of the mesh
+    /// ends (they watch the shutdown token or their connection).
+    pub(crate) fn stop_now(&self) {
+        let peers = self.leave();
+        self.close_all(&peers);
+        // Dropping discovery sends its goodbyes and ends its tasks.
+        drop(lock(&self.discovery).take());
+    }
+
+    /// Stops accepting and dialing, and queues a goodbye to every peer. Returns the peers.
+    fn leave(&self) -> Vec<Arc<Peer>> {
+        self.shutdown.cancel();
+        lock(&self.wanted).clear();
+        let peers: Vec<Arc<Peer>> = lock(&self.peers).drain().map(|(_, p)| p).collect();
+        for peer in &peers {
+            peer.retire();
+            peer.send_control(wire::control::Kind::Goodbye(wire::Goodbye {
+                reason: "node stopped".into(),
+            }));
+        }
+        peers
+    }
+
+    /// Closes the peers' connections and the endpoint.
+    fn close_all(&self, peers: &[Arc<Peer>]) {
+        for peer in peers {
+            peer.connection.close(codes::GOODBYE, b"goodbye");
+        }
+        self.transport.close();
     }
 }
 

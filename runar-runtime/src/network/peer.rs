@@ -188,9 +188,14 @@ impl Peer {
         InFlight(self)
     }
 
+    /// The requests in flight on this connection, both ways.
+    pub(crate) fn requests_in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
     /// Waits until no request is in flight on this connection, or `timeout` passes.
     pub(crate) async fn drained(&self, timeout: Duration) {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = tokio::time::Instant::now().checked_add(timeout);
         loop {
             let notified = self.idle.notified();
             tokio::pin!(notified);
@@ -198,9 +203,12 @@ impl Peer {
             if self.in_flight.load(Ordering::Acquire) == 0 {
                 return;
             }
-            tokio::select! {
-                _ = notified => {}
-                _ = tokio::time::sleep_until(deadline) => return,
+            match deadline {
+                Some(deadline) => tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep_until(deadline) => return,
+                },
+                None => notified.await,
             }
         }
     }

@@ -33,6 +33,9 @@ pub struct NodeConfig {
     /// The most segments a path or pattern may have (default 32). Deeper ones are refused with
     /// `InvalidArgument`.
     pub max_path_depth: usize,
+    /// How long the balancer avoids a remote instance that let a call time out, while another
+    /// instance of the action exists (default 5 s); then it is tried again.
+    pub timeout_penalty: Duration,
 }
 
 impl NodeConfig {
@@ -44,6 +47,7 @@ impl NodeConfig {
             request_timeout: Duration::from_secs(30),
             event_queue_capacity: 1024,
             network: None,
+            timeout_penalty: Duration::from_secs(5),
             max_path_len: DEFAULT_MAX_PATH_LEN,
             max_path_depth: DEFAULT_MAX_PATH_DEPTH,
         }
@@ -73,6 +77,12 @@ impl NodeConfig {
     /// Sets the default request timeout.
     pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets how long a remote instance that let a call time out is avoided.
+    pub fn with_timeout_penalty(mut self, penalty: Duration) -> Self {
+        self.timeout_penalty = penalty;
         self
     }
 

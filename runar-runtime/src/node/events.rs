@@ -10,7 +10,7 @@ use std::time::Instant;
 use futures::FutureExt;
 use tokio::sync::mpsc;
 
-use super::request::panic_message;
+use super::request::{deadline_after, panic_message};
 use super::{Node, NodeInner, PublishOptions, SubscribeOptions, SubscriptionId};
 use crate::error::{Error, Result};
 use crate::lock::lock;
@@ -74,7 +74,7 @@ impl Node {
                 Retained {
                     value: value.clone(),
                     publisher: Caller::Local,
-                    expires: now + ttl,
+                    expires: deadline_after(ttl),
                 },
             );
         }

@@ -13,6 +13,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 pub use crate::node::registry::SubscriptionId;
 pub use config::{BroadcastMode, NodeConfig, PublishOptions, RequestOptions, SubscribeOptions};
@@ -76,6 +77,20 @@ pub(crate) struct NodeInner {
     state: AtomicU8,
     retained: Mutex<events::RetainedStore>,
     next_subscription: AtomicU64,
+    /// Requests with peers still in flight when `stop` ended its grace period.
+    dropped_at_stop: AtomicU64,
+}
+
+impl Drop for NodeInner {
+    /// The last handle is gone without `stop`: leave the network as `stop` would, without
+    /// waiting (goodbyes queued, connections closed, the endpoint and discovery stopped), so
+    /// that no socket or task outlives the node.
+    fn drop(&mut self) {
+        let mesh = lock(&self.mesh).take();
+        if let Some(mesh) = mesh {
+            mesh.stop_now();
+        }
+    }
 }
 
 struct ServiceEntry {
@@ -112,6 +127,17 @@ impl Node {
                 "request_timeout must be more than zero",
             ));
         }
+        if let Some(network) = &config.network
+            && network.key.is_none()
+            && !network.insecure_dev_key
+        {
+            return Err(Error::invalid_argument(format!(
+                "network `{}` has no key: set one with NetworkConfig::with_key \
+                 (NetworkKey::from_secret or from_bytes), or opt into an insecure key derived \
+                 from the network name with NetworkConfig::with_insecure_dev_key()",
+                config.default_network
+            )));
+        }
         let keypair = match config
             .network
             .as_ref()
@@ -134,6 +160,7 @@ impl Node {
                 state: AtomicU8::new(CREATED),
                 retained: Mutex::default(),
                 next_subscription: AtomicU64::new(1),
+                dropped_at_stop: AtomicU64::new(0),
             }),
         })
     }
@@ -182,6 +209,12 @@ impl Node {
     /// The peers this node is connected to.
     pub fn peers(&self) -> Vec<NodeId> {
         self.mesh().map(|m| m.peer_ids()).unwrap_or_default()
+    }
+
+    /// How many requests with peers were still in flight, and so cut, when
+    /// [`stop`](Self::stop) ended its grace period (`NetworkConfig::shutdown_grace`).
+    pub fn requests_dropped_at_stop(&self) -> u64 {
+        self.inner.dropped_at_stop.load(Ordering::Relaxed)
     }
 
     /// The node's name.
@@ -305,9 +338,10 @@ impl Node {
         let mesh = match &self.inner.config.network {
             Some(network) => {
                 let key = network.key.clone().unwrap_or_else(|| {
+                    // Only reachable with `with_insecure_dev_key` (checked in `Node::new`).
                     tracing::warn!(
                         network = %self.inner.network,
-                        "no network key set: deriving one from the network name, which anyone who knows the name can do"
+                        "insecure development key: derived from the network name, which anyone who knows the name can do"
                     );
                     NetworkKey::from_secret(format!("runar-default-key:{}", self.inner.network))
                 });
@@ -355,7 +389,17 @@ impl Node {
         }
         let mesh = lock(&self.inner.mesh).take();
         if let Some(mesh) = mesh {
-            mesh.stop().await;
+            let grace = self
+                .inner
+                .config
+                .network
+                .as_ref()
+                .map_or(Duration::ZERO, |n| n.shutdown_grace);
+            let dropped = mesh.stop(grace).await;
+            self.inner.dropped_at_stop.fetch_add(
+                u64::try_from(dropped).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
         }
         let mut first_error = None;
         for entry in services.iter_mut().rev() {
@@ -475,6 +519,7 @@ impl Node {
         let instance = ActionInstance {
             origin: Origin::Local,
             handler,
+            health: Default::default(),
         };
         self.inner
             .registry

@@ -231,6 +231,7 @@ impl Node {
             let instance = ActionInstance {
                 origin,
                 handler: peer.action_handler(network.clone()),
+                health: Default::default(),
             };
             if let Err(e) = registry.add_action(network, pattern, instance) {
                 tracing::warn!(peer = %peer.peer_id(), error = %e, "remote action not registered");

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 
 use super::{Node, RequestOptions};
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::network::InboundRequest;
 use crate::node::service::{ActionHandler, Caller, RequestContext};
 use crate::value::{Payload, Value};
@@ -51,7 +51,7 @@ impl Node {
         let path = path.as_ref();
         self.check_not_stopped()?;
         let timeout = options.timeout.unwrap_or(self.inner.config.request_timeout);
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let resolved = self.inner.registry.resolve_action(
             &self.inner.network,
             path,
@@ -62,6 +62,7 @@ impl Node {
             .pick()
             .ok_or_else(|| Error::not_found(format!("no instance serves `{path}`")))?;
         let handler = instance.handler.clone();
+        let health = instance.health.clone();
         let ctx = RequestContext::new(
             self.clone(),
             resolved.path,
@@ -69,7 +70,12 @@ impl Node {
             Caller::Local,
             deadline,
         );
-        run_handler(&handler, request, ctx, deadline, timeout, path).await
+        let answer = run_handler(&handler, request, ctx, deadline, timeout, path).await;
+        if matches!(&answer, Err(e) if e.code() == Code::DeadlineExceeded) {
+            // Other instances serve the next calls for a while; this one is retried later.
+            health.timed_out(self.inner.config.timeout_penalty);
+        }
+        answer
     }
 
     /// Serves a request from a peer with this node's own instance of the action (never
@@ -77,7 +83,7 @@ impl Node {
     pub(crate) async fn serve_remote(&self, request: InboundRequest) -> Result<Value> {
         self.check_not_stopped()?;
         let timeout = request.timeout.min(MAX_REMOTE_TIMEOUT);
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let path = request.path.as_str();
         let limits = self.inner.config.path_limits();
         let resolved = self
@@ -99,6 +105,18 @@ impl Node {
         run_handler(&handler, request.payload, ctx, deadline, timeout, path).await
     }
 }
+
+/// The instant `timeout` from now; a timeout too long to represent (such as `Duration::MAX`)
+/// means a century, never a panic.
+pub(crate) fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(FOREVER))
+        .unwrap_or(now)
+}
+
+/// What "no deadline" means: longer than any process lives.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 
 /// A day: the longest a peer may ask a handler to run.
 const MAX_REMOTE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);

@@ -8,6 +8,7 @@
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -60,6 +61,24 @@ pub(crate) enum Sink {
 pub(crate) struct ActionInstance {
     pub(crate) origin: Origin,
     pub(crate) handler: ActionHandler,
+    /// Until when the balancer avoids this instance (it let a call time out).
+    pub(crate) health: InstanceHealth,
+}
+
+/// Whether an instance recently let a call time out; shared by the copies of one instance.
+#[derive(Clone, Default)]
+pub(crate) struct InstanceHealth(Arc<std::sync::Mutex<Option<Instant>>>);
+
+impl InstanceHealth {
+    /// Avoids the instance for `period` while another instance of the action exists.
+    pub(crate) fn timed_out(&self, period: Duration) {
+        *lock(&self.0) = Instant::now().checked_add(period);
+    }
+
+    /// True while the instance is avoided.
+    fn is_suspect(&self, now: Instant) -> bool {
+        lock(&self.0).is_some_and(|until| now < until)
+    }
 }
 
 /// Every instance of one action path.
@@ -74,17 +93,28 @@ pub(crate) struct ActionSlot {
 }
 
 impl ActionSlot {
-    /// The instance that should serve the next request: local first, else round-robin.
+    /// The instance that should serve the next request: local first, else round-robin over
+    /// the remote ones, skipping those that recently let a call time out while another one has
+    /// not (when all have, round-robin over all: they are retried).
     pub(crate) fn pick(&self) -> Option<&ActionInstance> {
         if let Some(local) = &self.local {
             return Some(local);
         }
-        match self.remote.len() {
-            0 => None,
-            n => self
-                .remote
-                .get(self.next.fetch_add(1, Ordering::Relaxed) % n),
+        let n = self.remote.len();
+        if n == 0 {
+            return None;
         }
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        if n > 1 {
+            let now = Instant::now();
+            let healthy = (0..n)
+                .filter_map(|i| self.remote.get((start + i) % n))
+                .find(|instance| !instance.health.is_suspect(now));
+            if healthy.is_some() {
+                return healthy;
+            }
+        }
+        self.remote.get(start)
     }
 
     /// This node's instance, if it has one.
