@@ -21,8 +21,8 @@ pub use discovery::{DiscoveryOptions, MemoryHub};
 pub use error::{Code, Error, Result};
 pub use network::{NetworkConfig, NetworkKey, NodeId};
 pub use node::{
-    BroadcastMode, Node, NodeConfig, PeerEvent, PublishOptions, RequestOptions, ServiceEvent,
-    SubscribeOptions, SubscriptionId,
+    BroadcastMode, Node, NodeConfig, PeerEvent, PeerRefusedEvent, PublishOptions, RefusalReason,
+    RequestOptions, ServiceEvent, SubscribeOptions, SubscriptionId,
 };
 pub use service::{
     AbstractService, ActionHandler, Caller, EventContext, EventHandler, LifecycleContext,

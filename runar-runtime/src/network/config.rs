@@ -52,6 +52,10 @@ pub struct NetworkConfig {
     /// How long a change of this node's services or subscriptions waits for connected peers to
     /// acknowledge it before the call that made it returns anyway (default 1 s).
     pub announce_timeout: Duration,
+    /// A refused handshake (wrong network key, another network name, another protocol version)
+    /// is logged at most once per this interval and reason, with the number not logged since
+    /// (default 10 s). Every refusal is still counted and published as a registry event.
+    pub refusal_log_interval: Duration,
 }
 
 impl Default for NetworkConfig {
@@ -70,6 +74,7 @@ impl Default for NetworkConfig {
             max_concurrent_requests: transport.max_concurrent_bidi_streams,
             reconnect_backoff_max: Duration::from_secs(5),
             announce_timeout: Duration::from_secs(1),
+            refusal_log_interval: Duration::from_secs(10),
         }
     }
 }
@@ -144,6 +149,12 @@ impl NetworkConfig {
     /// Sets how long a change waits for peers' acknowledgements.
     pub fn with_announce_timeout(mut self, timeout: Duration) -> Self {
         self.announce_timeout = timeout;
+        self
+    }
+
+    /// Sets how often refused handshakes are logged (per reason).
+    pub fn with_refusal_log_interval(mut self, interval: Duration) -> Self {
+        self.refusal_log_interval = interval;
         self
     }
 

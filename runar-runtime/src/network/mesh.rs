@@ -23,7 +23,7 @@ use super::peer::{
 use super::{NetworkConfig, NetworkKey, NodeId, NodeKeypair, Transport, TransportError};
 use crate::discovery::{Discovery, DiscoveryEvent, LocalPeer};
 use crate::error::{Error, Result};
-use crate::node::{Node, NodeInner, PeerChange};
+use crate::node::{Node, NodeInner, PeerChange, RefusalReason};
 use crate::registry::{ActionInstance, Origin, OutboundEvent, PeerLink, Sink, Subscription};
 use crate::routing::TopicPath;
 use crate::service::context::lock;
@@ -58,6 +58,8 @@ pub(crate) struct Mesh {
     config: NetworkConfig,
     node_id: NodeId,
     name: String,
+    /// The node's default network name, sent in the hello and checked in the peer's.
+    network_name: String,
     network_id: String,
     event_queue_capacity: usize,
     peers: Mutex<FxHashMap<NodeId, Arc<Peer>>>,
@@ -87,6 +89,7 @@ impl Mesh {
             dialing: Mutex::default(),
             node_id: keypair.node_id(),
             name: node.name().to_owned(),
+            network_name: node.network().to_owned(),
             network_id: key.network_id(),
             event_queue_capacity: node.config().event_queue_capacity,
             config,
@@ -113,10 +116,18 @@ impl Mesh {
         tokio::spawn(async move { mesh.accept_loop().await });
         let mesh = self.clone();
         tokio::spawn(async move { mesh.discovery_loop(discovered).await });
+        let mut tried = Vec::new();
         for addr in self.config.discovery.static_peer_addrs() {
             let mesh = self.clone();
-            tokio::spawn(async move { mesh.dial_loop(addr).await });
+            let (first, done) = tokio::sync::oneshot::channel();
+            tried.push(done);
+            tokio::spawn(async move { mesh.dial_loop(addr, first).await });
         }
+        // Return once each static peer has been tried (connected, or failed), so a request
+        // made right after `start` finds what a reachable peer offers. Bounded: the dial and
+        // the hello are each bounded by the connect timeout.
+        let limit = self.config.connect_timeout.saturating_mul(2);
+        let _ = tokio::time::timeout(limit, futures::future::join_all(tried)).await;
         Ok(())
     }
 
@@ -210,8 +221,10 @@ impl Mesh {
                             tracing::debug!(%from, %peer, error = %e, "inbound connection dropped");
                         }
                     }
-                    // The transport logs refused handshakes itself.
-                    Err(e) => tracing::debug!(%from, error = %e, "inbound handshake failed"),
+                    Err(e) => {
+                        mesh.handshake_failed(from, &e).await;
+                        tracing::debug!(%from, error = %e, "inbound handshake failed");
+                    }
                 }
             });
         }
@@ -219,7 +232,9 @@ impl Mesh {
 
     /// Keeps a connection to the static peer at `addr`: dials with backoff while it is down,
     /// then waits for the connection (ours or the peer's) to close, and starts again.
-    async fn dial_loop(self: Arc<Self>, addr: SocketAddr) {
+    /// `first` is told when the first attempt is over, whatever its outcome.
+    async fn dial_loop(self: Arc<Self>, addr: SocketAddr, first: tokio::sync::oneshot::Sender<()>) {
+        let mut first = Some(first);
         let initial = Duration::from_millis(100);
         let mut backoff = initial;
         let mut known: Option<NodeId> = None;
@@ -237,7 +252,11 @@ impl Mesh {
                 backoff = initial;
                 continue;
             }
-            match self.connect(addr, None).await {
+            let attempt = self.connect(addr, None).await;
+            if let Some(first) = first.take() {
+                let _ = first.send(());
+            }
+            match attempt {
                 Ok(id) => {
                     known = Some(id);
                     backoff = initial;
@@ -262,9 +281,36 @@ impl Mesh {
         addr: SocketAddr,
         expected: Option<&NodeId>,
     ) -> Result<NodeId> {
-        let (connection, peer) = self.transport.connect(addr, expected).await?;
+        let (connection, peer) = match self.transport.connect(addr, expected).await {
+            Ok(connected) => connected,
+            Err(e) => {
+                self.handshake_failed(addr, &e).await;
+                return Err(e.into());
+            }
+        };
         self.attach(connection, peer, true).await?;
         Ok(peer)
+    }
+
+    /// Records a TLS handshake with `addr` that failed because the peer's certificate was
+    /// refused (or ours was): in Runar's words, a network key mismatch, or not the node that
+    /// was expected.
+    async fn handshake_failed(&self, addr: SocketAddr, error: &TransportError) {
+        if !error.is_handshake_refused() {
+            return;
+        }
+        let text = error.to_string();
+        let reason = if matches!(error, TransportError::PeerIdentity(_))
+            || text.contains("NotValidForName")
+        {
+            RefusalReason::Identity
+        } else {
+            RefusalReason::NetworkKey
+        };
+        if let Some(node) = self.node() {
+            let detail = format!("the TLS handshake failed ({text})");
+            node.peer_refused(addr, None, reason, &detail).await;
+        }
     }
 
     /// Admits a verified connection (see [`Mesh::admit`]); a connection that fails admission
@@ -277,6 +323,18 @@ impl Mesh {
     ) -> Result<()> {
         let admitted = self.admit(connection.clone(), peer_id, dialed).await;
         if admitted.is_err() {
+            // Refused by the peer at its hello: say why, on this side too.
+            if let Some((reason, detail)) = refusal_of(&connection) {
+                if let Some(node) = self.node() {
+                    let addr = connection.remote_address();
+                    let detail = format!("refused by the peer: {detail}");
+                    node.peer_refused(addr, Some(peer_id), reason, &detail)
+                        .await;
+                }
+                return Err(Error::permission_denied(format!(
+                    "{peer_id} refused the connection: {reason}: {detail}"
+                )));
+            }
             connection.close(codes::PROTOCOL, b"admission failed");
         }
         admitted
@@ -323,8 +381,14 @@ impl Mesh {
             .ok_or_else(|| Error::unavailable(format!("{peer_id} closed before its hello")))?;
         let theirs = wire::Hello::decode(theirs)
             .map_err(|e| Error::invalid_argument(format!("malformed hello from {peer_id}: {e}")))?;
-        if let Err(e) = self.check_hello(&theirs, peer_id) {
-            connection.close(codes::PROTOCOL, e.message().as_bytes());
+        if let Err((reason, e)) = self.check_hello(&theirs, peer_id) {
+            let code = quinn::VarInt::from_u32(codes::REFUSED_BASE.saturating_add(reason as u32));
+            connection.close(code, e.message().as_bytes());
+            if let Some(node) = self.node() {
+                let addr = connection.remote_address();
+                node.peer_refused(addr, Some(peer_id), reason, e.message())
+                    .await;
+            }
             return Err(e);
         }
         if !dialed {
@@ -360,6 +424,11 @@ impl Mesh {
         }
         let addr = connection.remote_address();
         tracing::info!(node = %self.name, peer = %peer_id, name = %theirs.node_name, %addr, "peer connected");
+        if let Some(node) = self.node() {
+            node.peer_admitted(addr);
+            // Listed now: wake whoever waits for peers.
+            node.registry().notify_changed();
+        }
         // Changes made during the hello went to the other peers only: catch up.
         if self.version.load(Ordering::Acquire) > ours.capabilities.map_or(0, |c| c.version) {
             peer.send_control(wire::control::Kind::Capabilities(self.capabilities()));
@@ -371,24 +440,49 @@ impl Mesh {
         Ok(())
     }
 
-    fn check_hello(&self, hello: &wire::Hello, peer_id: NodeId) -> Result<()> {
+    /// Checks the peer's hello; a refusal comes with its reason.
+    fn check_hello(
+        &self,
+        hello: &wire::Hello,
+        peer_id: NodeId,
+    ) -> Result<(), (RefusalReason, Error)> {
         if hello.protocol_version != PROTOCOL_VERSION {
-            return Err(Error::unimplemented(format!(
-                "{peer_id} speaks protocol version {}, this node {PROTOCOL_VERSION}",
-                hello.protocol_version
-            )));
+            return Err((
+                RefusalReason::ProtocolVersion,
+                Error::unimplemented(format!(
+                    "protocol version mismatch: {peer_id} speaks version {}, this node {PROTOCOL_VERSION}",
+                    hello.protocol_version
+                )),
+            ));
         }
         if hello.node_id != peer_id.to_string() {
-            return Err(Error::permission_denied(format!(
-                "{peer_id} claimed to be {}",
-                hello.node_id
-            )));
+            return Err((
+                RefusalReason::Identity,
+                Error::permission_denied(format!(
+                    "{peer_id} claimed to be {}",
+                    hello.node_id.chars().take(64).collect::<String>()
+                )),
+            ));
         }
         if hello.network_id != self.network_id {
-            return Err(Error::permission_denied(format!(
-                "{peer_id} is in network {}, not {}",
-                hello.network_id, self.network_id
-            )));
+            return Err((
+                RefusalReason::NetworkKey,
+                Error::permission_denied(format!(
+                    "network key mismatch: {peer_id} is in network {}, not {}",
+                    hello.network_id.chars().take(64).collect::<String>(),
+                    self.network_id
+                )),
+            ));
+        }
+        if !hello.network.is_empty() && hello.network != self.network_name {
+            return Err((
+                RefusalReason::NetworkName,
+                Error::permission_denied(format!(
+                    "network name mismatch: {peer_id} is in network `{}`, this node in `{}` (same key, another name)",
+                    hello.network.chars().take(64).collect::<String>(),
+                    self.network_name
+                )),
+            ));
         }
         Ok(())
     }
@@ -555,6 +649,7 @@ impl Mesh {
             network_id: self.network_id.clone(),
             capabilities: Some(self.capabilities()),
             instance: self.instance,
+            network: self.network_name.clone(),
         }
     }
 
@@ -729,6 +824,20 @@ impl Mesh {
         // Let the endpoint send the close frames before the caller moves on (or exits).
         let _ = tokio::time::timeout(Duration::from_millis(100), self.transport.wait_idle()).await;
     }
+}
+
+/// The reason and details when the peer closed `connection` with a refusal code.
+fn refusal_of(connection: &Connection) -> Option<(RefusalReason, String)> {
+    let quinn::ConnectionError::ApplicationClosed(close) = connection.close_reason()? else {
+        return None;
+    };
+    let reason = u64::from(close.error_code)
+        .checked_sub(u64::from(codes::REFUSED_BASE))
+        .and_then(|n| i32::try_from(n).ok())
+        .and_then(|n| RefusalReason::try_from(n).ok())?;
+    // The peer's words, bounded.
+    let detail = String::from_utf8_lossy(close.reason.get(..256).unwrap_or(&close.reason));
+    Some((reason, detail.into_owned()))
 }
 
 /// A random number from the system's generator.

@@ -47,6 +47,8 @@ pub(crate) mod codes {
     pub(crate) const PROTOCOL: VarInt = VarInt::from_u32(2);
     /// A frame was over the maximum message size.
     pub(crate) const TOO_LARGE: VarInt = VarInt::from_u32(3);
+    /// The connection was refused at the hello: this plus the `RefusalReason`'s number.
+    pub(crate) const REFUSED_BASE: u32 = 16;
 }
 
 /// A connected, admitted peer.

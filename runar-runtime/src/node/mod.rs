@@ -2,6 +2,7 @@
 
 mod config;
 mod events;
+mod readiness;
 mod registry_events;
 mod request;
 
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex, Weak};
 pub use config::{
     BroadcastMode, NodeConfig, PublishOptions, RequestOptions, SubscribeOptions, SubscriptionId,
 };
+pub use readiness::{PeerRefusedEvent, RefusalReason};
 pub(crate) use registry_events::PeerChange;
 pub use registry_events::{PeerEvent, ServiceEvent};
 
@@ -70,6 +72,8 @@ pub(crate) struct NodeInner {
     state: AtomicU8,
     retained: Mutex<events::RetainedStore>,
     next_subscription: AtomicU64,
+    /// Peers whose handshakes were refused, and why.
+    refusals: Mutex<readiness::Refusals>,
 }
 
 struct ServiceEntry {
@@ -122,6 +126,7 @@ impl Node {
                 state: AtomicU8::new(CREATED),
                 retained: Mutex::default(),
                 next_subscription: AtomicU64::new(1),
+                refusals: Mutex::default(),
             }),
         })
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 
 use super::{Node, RequestOptions, STOPPED};
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::network::NodeId;
 use crate::service::{ActionHandler, Caller, RequestContext};
 use crate::value::{Payload, Value};
@@ -19,7 +19,8 @@ impl Node {
     /// Sends `request` to the action at `path` and waits for its typed answer, within the node's
     /// request timeout. A local handler is called in memory: nothing is encoded.
     ///
-    /// Fails with `NotFound` at once when no instance serves `path`, `DeadlineExceeded` when the
+    /// Fails with `NotFound` at once when no instance serves `path` (unless the call sets
+    /// [`RequestOptions::with_wait_for_ready`]), `DeadlineExceeded` when the
     /// answer does not come in time, the handler's own error when it fails, and `Internal` when
     /// it panics.
     pub async fn request<Req: Payload, Resp: Payload>(
@@ -31,7 +32,7 @@ impl Node {
             .await
     }
 
-    /// [`request`](Self::request) with per-call options (a timeout).
+    /// [`request`](Self::request) with per-call options (a timeout, wait-for-ready).
     pub async fn request_with<Req: Payload, Resp: Payload>(
         &self,
         path: impl AsRef<str>,
@@ -56,10 +57,20 @@ impl Node {
         }
         let timeout = options.timeout.unwrap_or(self.inner.config.request_timeout);
         let deadline = Instant::now() + timeout;
-        let resolved = self
-            .inner
-            .registry
-            .resolve_action(&self.inner.network, path)?;
+        let registry = &self.inner.registry;
+        let resolved = match registry.resolve_action(&self.inner.network, path) {
+            Ok(resolved) => resolved,
+            Err(e) if e.code() == Code::NotFound => {
+                if !options.wait_for_ready {
+                    return Err(self.not_found(path));
+                }
+                self.wait_routable(path, deadline).await?;
+                registry
+                    .resolve_action(&self.inner.network, path)
+                    .map_err(|_| self.not_found(path))?
+            }
+            Err(e) => return Err(e),
+        };
         let instance = resolved
             .slot
             .pick()
