@@ -27,6 +27,7 @@ use crate::node::{Node, NodeInner, PeerChange, RefusalReason};
 use crate::registry::{ActionInstance, Origin, OutboundEvent, PeerLink, Sink, Subscription};
 use crate::routing::TopicPath;
 use crate::service::context::lock;
+use crate::value::types::{MessageTypes, types_in};
 use crate::wire;
 
 /// How long a duplicate connection stays open after the decision to drop it, at least.
@@ -724,7 +725,34 @@ impl Mesh {
                 registry.remove_action(network, &pattern, &origin);
             }
         }
+        // Each service's schema, decoded once, names its actions' message types.
+        let mut schemas: FxHashMap<&str, Option<prost_types::FileDescriptorProto>> =
+            FxHashMap::default();
+        let owners: FxHashMap<(&str, &str), &wire::ServiceDescriptor> = capabilities
+            .services
+            .iter()
+            .flat_map(|s| {
+                s.actions
+                    .iter()
+                    .map(move |a| ((s.network.as_str(), a.as_str()), s))
+            })
+            .collect();
         for (network, path) in actions.difference(&view.actions) {
+            let types = owners
+                .get(&(network.as_str(), path.as_str()))
+                .and_then(|service| {
+                    let action = path.strip_prefix(&service.path)?.strip_prefix('/')?;
+                    let schema = schemas
+                        .entry(service.path.as_str())
+                        .or_insert_with(|| prost::Message::decode(service.schema.clone()).ok());
+                    let (request, response) = types_in(schema.as_ref()?, action)?;
+                    Some(Arc::new(MessageTypes {
+                        request,
+                        response,
+                        request_rust: None,
+                        request_alias: None,
+                    }))
+                });
             let pattern = match TopicPath::parse(path) {
                 Ok(p) if p.network().is_none() => p,
                 _ => {
@@ -735,6 +763,7 @@ impl Mesh {
             let instance = ActionInstance {
                 origin,
                 handler: remote_action(peer, network.as_str().into()),
+                types,
             };
             if let Err(e) = registry.add_action(network, pattern, instance) {
                 tracing::warn!(peer = %peer.id, %path, error = %e, "remote action not registered");

@@ -28,6 +28,7 @@ use crate::service::context::{Registrations, lock};
 use crate::service::{
     AbstractService, ActionHandler, DynService, LifecycleContext, ServiceInfo, ServiceState,
 };
+use crate::value::types::MessageTypes;
 use crate::wire;
 
 const CREATED: u8 = 0;
@@ -353,6 +354,7 @@ impl Node {
             self.clone(),
             entry.path.clone(),
             entry.registrations.clone(),
+            entry.service.schema(),
         )
     }
 
@@ -449,6 +451,7 @@ impl Node {
         pattern: TopicPath,
         service: &str,
         handler: ActionHandler,
+        types: Option<Arc<MessageTypes>>,
     ) -> Result<TopicPath> {
         if pattern
             .segments()
@@ -462,6 +465,7 @@ impl Node {
         let instance = ActionInstance {
             origin: Origin::Local,
             handler,
+            types,
         };
         self.inner
             .registry

@@ -12,6 +12,7 @@ use super::{Node, RequestOptions, STOPPED};
 use crate::error::{Code, Error, Result};
 use crate::network::NodeId;
 use crate::service::{ActionHandler, Caller, RequestContext};
+use crate::value::types::known_name;
 use crate::value::{Payload, Value};
 use crate::wire;
 
@@ -39,7 +40,8 @@ impl Node {
         request: Req,
         options: RequestOptions,
     ) -> Result<Resp> {
-        self.request_value(path, Value::new(request), options)
+        let wanted = known_name::<Resp>();
+        self.call(path.as_ref(), Value::new(request), options, wanted)
             .await?
             .into_typed()
     }
@@ -51,7 +53,18 @@ impl Node {
         request: Value,
         options: RequestOptions,
     ) -> Result<Value> {
-        let path = path.as_ref();
+        self.call(path.as_ref(), request, options, None).await
+    }
+
+    /// Resolves `path`, checks the message types when the action's schema names them (the
+    /// caller expects a response named `wanted`, when known), and runs the handler.
+    async fn call(
+        &self,
+        path: &str,
+        request: Value,
+        options: RequestOptions,
+        wanted: Option<&'static str>,
+    ) -> Result<Value> {
         if self.inner.state.load(Ordering::Acquire) == STOPPED {
             return Err(Error::unavailable("the node has stopped"));
         }
@@ -75,6 +88,16 @@ impl Node {
             .slot
             .pick()
             .ok_or_else(|| Error::not_found(format!("no instance serves `{path}`")))?;
+        if let Some(types) = &instance.types {
+            // The handler's own Rust type needs no look (generated clients): only another
+            // type, whose name is known, is compared with the schema's.
+            if let Some(rust) = types.request_rust {
+                if !request.holds(rust) {
+                    types.check_request(path, request.known_name())?;
+                }
+            }
+            types.check_response(path, wanted)?;
+        }
         let handler = instance.handler.clone();
         let ctx = RequestContext::new(
             self.clone(),
@@ -96,11 +119,16 @@ impl Node {
         let deadline = Instant::now() + timeout;
         let path = request.path.as_str();
         let resolved = self.inner.registry.resolve_action(&request.network, path)?;
-        let handler = resolved
+        let instance = resolved
             .slot
             .local()
-            .map(|instance| instance.handler.clone())
             .ok_or_else(|| Error::not_found(format!("no action `{path}` on this node")))?;
+        if let Some(types) = &instance.types {
+            // The caller names its message type when prost does (a scalar, `String`, `()`).
+            let sent = Some(request.payload_type.as_str()).filter(|t| !t.is_empty());
+            types.check_request(path, sent)?;
+        }
+        let handler = instance.handler.clone();
         let ctx = RequestContext::new(
             self.clone(),
             resolved.path,

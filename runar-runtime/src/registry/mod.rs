@@ -17,6 +17,7 @@ use crate::node::SubscriptionId;
 use crate::routing::{PathParams, PathTrie, TopicPath, split_network};
 use crate::service::{ActionHandler, Caller};
 use crate::value::Value;
+use crate::value::types::MessageTypes;
 
 /// Where an action instance or a subscription lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,6 +63,8 @@ pub(crate) enum Sink {
 pub(crate) struct ActionInstance {
     pub(crate) origin: Origin,
     pub(crate) handler: ActionHandler,
+    /// The action's message types, when its service has a schema.
+    pub(crate) types: Option<Arc<MessageTypes>>,
 }
 
 /// Every instance of one action path.
