@@ -1,0 +1,36 @@
+//! A dynamic call to a `.proto` service with another message type than the rpc's is refused
+//! with `InvalidArgument` naming both full protobuf type names.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use runar::{Code, Node, NodeConfig};
+use runar_codegen_proto_tests::fixtures::Store;
+use runar_codegen_proto_tests::shop::item_catalog_server::ItemCatalogServer;
+use runar_codegen_proto_tests::shop::{GetItemRequest, Item};
+
+#[tokio::test]
+async fn another_message_type_is_invalid_argument_with_both_full_names() {
+    let node = Node::new(NodeConfig::new("n", "shop-net")).await.unwrap();
+    node.add_service(ItemCatalogServer::new(Store::default()))
+        .await
+        .unwrap();
+    node.start().await.unwrap();
+    // A u64 encodes exactly like `GetItemRequest { id }`: it must not be taken for one.
+    let err = node
+        .request::<_, Item>("item_catalog/get_item", 7u64)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert_eq!(
+        err.message(),
+        "message type mismatch: `item_catalog/get_item` takes a `shop.GetItemRequest`, but the \
+         request is a `google.protobuf.UInt64Value`"
+    );
+    let err = node
+        .request::<_, String>("item_catalog/get_item", GetItemRequest { id: 7 })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("`shop.Item`"), "{err}");
+    node.stop().await.unwrap();
+}
