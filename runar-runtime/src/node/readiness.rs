@@ -5,57 +5,18 @@
 //! whenever an action instance or a peer comes or goes: nothing polls.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
-use super::{BroadcastMode, Node, PublishOptions, STOPPED};
+use super::{BroadcastMode, Node, PublishOptions};
 use crate::error::{Code, Error, Result};
-use crate::network::NodeId;
+use crate::identity::NodeId;
+use crate::lock::lock;
+use crate::network::RefusalReason;
 use crate::routing::split_network;
-use crate::service::context::lock;
 use crate::value::Value;
-
-/// Why a peer's connection was refused, on either side of the handshake.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
-#[repr(i32)]
-#[non_exhaustive]
-pub enum RefusalReason {
-    /// Not known (a newer peer's reason).
-    Unspecified = 0,
-    /// The peer's certificate is not issued by this network's key (TLS `UnknownIssuer`, a bad
-    /// certificate alert): the two nodes were given different `NetworkKey`s.
-    NetworkKey = 1,
-    /// The peer holds the key but its default network has another name.
-    NetworkName = 2,
-    /// The peer speaks another protocol version.
-    ProtocolVersion = 3,
-    /// The peer is not the node that was expected at that address, or its hello named another
-    /// id than its certificate.
-    Identity = 4,
-}
-
-impl RefusalReason {
-    /// The reason in a few words, as in `network key mismatch`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RefusalReason::Unspecified => "refused",
-            RefusalReason::NetworkKey => "network key mismatch",
-            RefusalReason::NetworkName => "network name mismatch",
-            RefusalReason::ProtocolVersion => "protocol version mismatch",
-            RefusalReason::Identity => "unexpected node identity",
-        }
-    }
-}
-
-impl fmt::Display for RefusalReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// The payload of `$registry/peer/{id-or-address}/refused` events: a connection to or from a
 /// peer was refused during its handshake.
@@ -155,13 +116,6 @@ impl Node {
                 }
             }
         }
-    }
-
-    fn check_not_stopped(&self) -> Result<()> {
-        if self.inner.state.load(Ordering::Acquire) == STOPPED {
-            return Err(Error::unavailable("the node has stopped"));
-        }
-        Ok(())
     }
 
     /// `NotFound` for `path`, saying what the node knows: the network, the closest known
