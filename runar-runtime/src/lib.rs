@@ -31,9 +31,7 @@ mod identity;
 mod lock;
 mod network;
 mod node;
-mod registry;
 pub mod routing;
-mod service;
 pub mod value;
 mod wire;
 
@@ -41,13 +39,13 @@ pub use discovery::{DiscoveryOptions, MemoryHub, MulticastGroupSpec};
 pub use error::{Code, Error, Result};
 pub use identity::{NodeId, ParseNodeIdError};
 pub use network::{NetworkConfig, NetworkKey, RefusalReason};
+pub use node::service::{
+    AbstractService, ActionHandler, Caller, EventContext, EventHandler, LifecycleContext,
+    RequestContext, ServiceInfo, ServiceState, action_handler, event_handler,
+};
 pub use node::{
     BroadcastMode, Node, NodeConfig, PeerEvent, PeerRefusedEvent, PublishOptions, RequestOptions,
     ServiceEvent, SubscribeOptions, SubscriptionId,
-};
-pub use service::{
-    AbstractService, ActionHandler, Caller, EventContext, EventHandler, LifecycleContext,
-    RequestContext, ServiceInfo, ServiceState, action_handler, event_handler,
 };
 pub use value::{Payload, Value};
 

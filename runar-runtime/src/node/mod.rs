@@ -3,9 +3,11 @@
 mod config;
 mod events;
 mod readiness;
+pub(crate) mod registry;
 mod registry_events;
 mod remote;
 mod request;
+pub(crate) mod service;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-pub use crate::registry::SubscriptionId;
+pub use crate::node::registry::SubscriptionId;
 pub use config::{BroadcastMode, NodeConfig, PublishOptions, RequestOptions, SubscribeOptions};
 pub use readiness::PeerRefusedEvent;
 pub use registry_events::{PeerEvent, ServiceEvent};
@@ -22,12 +24,12 @@ use crate::error::{Error, Result};
 use crate::identity::{NodeId, NodeKeypair};
 use crate::lock::lock;
 use crate::network::{Mesh, MeshSettings, NetworkKey, PeerLink};
-use crate::registry::{ActionInstance, Origin, Registry};
-use crate::routing::{Segment, TopicPath, split_network};
-use crate::service::context::Registrations;
-use crate::service::{
+use crate::node::registry::{ActionInstance, Origin, Registry};
+use crate::node::service::context::Registrations;
+use crate::node::service::{
     AbstractService, ActionHandler, DynService, LifecycleContext, ServiceInfo, ServiceState,
 };
+use crate::routing::{Segment, TopicPath, split_network};
 use crate::value::types::MessageTypes;
 use crate::wire;
 

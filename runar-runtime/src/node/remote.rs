@@ -15,9 +15,9 @@ use crate::network::{
     InboundEvent, InboundRequest, NodeHandler, Offer, OutboundEvent, PeerChange, PeerHandle,
     PeerLink, PeerNotice, PeerOffer, PeerRefusal,
 };
-use crate::registry::{ActionInstance, Origin, Sink, Subscription};
+use crate::node::registry::{ActionInstance, Origin, Sink, Subscription};
+use crate::node::service::{ActionHandler, RequestContext};
 use crate::routing::TopicPath;
-use crate::service::{ActionHandler, RequestContext};
 use crate::value::Value;
 use crate::value::types::{MessageTypes, types_in};
 use crate::wire;

@@ -14,8 +14,8 @@ use tokio::sync::mpsc;
 use crate::error::{Error, Result};
 use crate::lock::{lock, read, write};
 use crate::network::{EventSink, PeerLink};
+use crate::node::service::{ActionHandler, Caller};
 use crate::routing::{PathParams, PathTrie, TopicPath, split_network};
-use crate::service::{ActionHandler, Caller};
 use crate::value::Value;
 use crate::value::types::MessageTypes;
 

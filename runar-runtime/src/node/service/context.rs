@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::identity::NodeId;
 use crate::lock::lock;
+use crate::node::service::{ActionHandler, EventHandler, action_handler, event_handler};
 use crate::node::{Node, PublishOptions, RequestOptions, SubscribeOptions, SubscriptionId};
 use crate::routing::{PathParams, TopicPath};
-use crate::service::{ActionHandler, EventHandler, action_handler, event_handler};
 use crate::value::{Payload, Value, types};
 
 /// Who sent a request or published an event.
