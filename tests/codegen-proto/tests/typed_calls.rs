@@ -34,3 +34,21 @@ async fn another_message_type_is_invalid_argument_with_both_full_names() {
     assert!(err.message().contains("`shop.Item`"), "{err}");
     node.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_generated_client_with_wait_for_ready_waits_for_the_service() {
+    use runar_codegen_proto_tests::shop::item_catalog_client::ItemCatalogClient;
+    let node = Node::new(NodeConfig::new("n", "shop-net")).await.unwrap();
+    node.start().await.unwrap();
+    let client = ItemCatalogClient::new(node.clone())
+        .with_timeout(std::time::Duration::from_secs(5))
+        .with_wait_for_ready(true);
+    let call = tokio::spawn(async move { client.get_item(GetItemRequest { id: 7 }).await });
+    node.add_service(ItemCatalogServer::new(Store::default()))
+        .await
+        .unwrap();
+    // The store's own answer (it has no item 7), not the node's NotFound: the call waited.
+    let err = call.await.unwrap().unwrap_err();
+    assert_eq!(err.message(), "no item 7", "{err}");
+    node.stop().await.unwrap();
+}
