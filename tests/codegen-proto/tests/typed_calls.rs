@@ -52,3 +52,10 @@ async fn a_generated_client_with_wait_for_ready_waits_for_the_service() {
     assert_eq!(err.message(), "no item 7", "{err}");
     node.stop().await.unwrap();
 }
+
+#[test]
+fn generated_messages_know_their_full_protobuf_names() {
+    use runar::codegen::prost::Name;
+    assert_eq!(GetItemRequest::full_name(), "shop.GetItemRequest");
+    assert_eq!(Item::full_name(), "shop.Item");
+}
