@@ -66,6 +66,7 @@ async fn hello_announcing(
         network_id: key().network_id(),
         capabilities: Some(capabilities),
         instance: 1,
+        ..Default::default()
     };
     write_frame(&mut send, &hello.encode_to_vec(), MAX)
         .await
@@ -96,6 +97,7 @@ fn request_frame(path: &str, payload: &[u8]) -> Vec<u8> {
         path: path.into(),
         payload: payload.to_vec().into(),
         timeout_ms: 5_000,
+        ..Default::default()
     };
     let body = request.encode_to_vec();
     let mut bytes = vec![2];
@@ -148,6 +150,7 @@ async fn garbage_instead_of_a_hello_closes_only_that_connection() {
         network_id: key().network_id(),
         capabilities: None,
         instance: 2,
+        ..Default::default()
     };
     write_frame(&mut send, &liar.encode_to_vec(), MAX)
         .await

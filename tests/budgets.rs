@@ -90,6 +90,7 @@ fn hello_with(keypair: &NodeKeypair, capabilities: wire::Capabilities) -> wire::
         network_id: key().network_id(),
         capabilities: Some(capabilities),
         instance: 1,
+        ..Default::default()
     }
 }
 

@@ -624,6 +624,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         path: "math/add".into(),
         payload: Value::new(41u64).to_bytes(),
         timeout_ms: 5_000,
+        payload_type: String::new(),
     };
     let error = wire::Response {
         result: Some(wire::response::Result::Error(wire::ErrorStatus {
@@ -709,6 +710,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         network_id: NETWORK_ID.into(),
         capabilities: Some(capabilities.clone()),
         instance: 42,
+        network: "default".into(),
     };
     let controls = [
         wire::control::Kind::Capabilities(capabilities.clone()),

@@ -41,14 +41,14 @@ mod wire;
 pub use discovery::{DiscoveryOptions, MemoryHub, MulticastGroupSpec};
 pub use error::{Code, Error, Result};
 pub use identity::{NodeId, ParseNodeIdError};
-pub use network::{NetworkConfig, NetworkKey, PeerLimits};
+pub use network::{NetworkConfig, NetworkKey, PeerLimits, RefusalReason};
 pub use node::service::{
     AbstractService, ActionHandler, Caller, EventContext, EventHandler, LifecycleContext,
     RequestContext, ServiceInfo, ServiceState, action_handler, event_handler,
 };
 pub use node::{
-    BroadcastMode, Node, NodeConfig, PeerEvent, PublishOptions, RequestOptions, ServiceEvent,
-    SubscribeOptions, SubscriptionId,
+    BroadcastMode, Node, NodeConfig, PeerEvent, PeerRefusedEvent, PublishOptions, RequestOptions,
+    ServiceEvent, SubscribeOptions, SubscriptionId,
 };
 pub use value::{Payload, Value};
 

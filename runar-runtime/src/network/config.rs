@@ -93,6 +93,10 @@ pub struct NetworkConfig {
     /// The most dials (first dials and redials) to discovered peers started per second
     /// (default 20).
     pub discovery_dials_per_second: u32,
+    /// A refused handshake (wrong network key, another network name, another protocol version)
+    /// is logged at most once per this interval and reason, with the number not logged since
+    /// (default 10 s). Every refusal is still counted and published as a registry event.
+    pub refusal_log_interval: Duration,
 }
 
 /// What one peer may announce in its hello and capability updates. Checked before anything is
@@ -152,6 +156,7 @@ impl Default for NetworkConfig {
             discovery_dials_per_second: 20,
             forget_unreachable_after: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(5),
+            refusal_log_interval: Duration::from_secs(10),
         }
     }
 }
@@ -234,6 +239,12 @@ impl NetworkConfig {
     /// Sets how long a change waits for peers' acknowledgements.
     pub fn with_announce_timeout(mut self, timeout: Duration) -> Self {
         self.announce_timeout = timeout;
+        self
+    }
+
+    /// Sets how often refused handshakes are logged (per reason).
+    pub fn with_refusal_log_interval(mut self, interval: Duration) -> Self {
+        self.refusal_log_interval = interval;
         self
     }
 

@@ -40,6 +40,8 @@ pub(crate) struct InboundRequest {
     pub(crate) payload: Value,
     /// How long the caller waits, as it said (the node bounds it).
     pub(crate) timeout: Duration,
+    /// The full protobuf name of the payload's type, as the caller said (empty: not said).
+    pub(crate) payload_type: String,
 }
 
 /// An event a peer sent, decoded.
@@ -90,6 +92,59 @@ pub(crate) struct PeerNotice<'a> {
     pub(crate) name: &'a str,
     /// Its addresses: announced ones when discovered, the connection's otherwise.
     pub(crate) addresses: &'a [SocketAddr],
+}
+
+/// Why a peer's connection was refused, on either side of the handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+#[non_exhaustive]
+pub enum RefusalReason {
+    /// Not known (a newer peer's reason).
+    Unspecified = 0,
+    /// The peer's certificate is not issued by this network's key (TLS `UnknownIssuer`, a bad
+    /// certificate alert): the two nodes were given different `NetworkKey`s.
+    NetworkKey = 1,
+    /// The peer holds the key but its default network has another name.
+    NetworkName = 2,
+    /// The peer speaks another protocol version.
+    ProtocolVersion = 3,
+    /// The peer is not the node that was expected at that address, or its hello named another
+    /// id than its certificate.
+    Identity = 4,
+    /// The peer's hello announced more than `NetworkConfig::peer_limits` allow.
+    Limits = 5,
+}
+
+impl RefusalReason {
+    /// The reason in a few words, as in `network key mismatch`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalReason::Unspecified => "refused",
+            RefusalReason::NetworkKey => "network key mismatch",
+            RefusalReason::NetworkName => "network name mismatch",
+            RefusalReason::ProtocolVersion => "protocol version mismatch",
+            RefusalReason::Identity => "unexpected node identity",
+            RefusalReason::Limits => "announcement over the peer limits",
+        }
+    }
+}
+
+impl std::fmt::Display for RefusalReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A handshake the mesh refused, or that the peer refused, as the mesh reports it.
+pub(crate) struct PeerRefusal<'a> {
+    /// The peer's address.
+    pub(crate) address: SocketAddr,
+    /// The peer's id, when its certificate was verified.
+    pub(crate) peer: Option<NodeId>,
+    /// Why.
+    pub(crate) reason: RefusalReason,
+    /// The details, in words (bounded: at most a few hundred characters of the peer's).
+    pub(crate) detail: &'a str,
 }
 
 /// A peer's subscription as it announced it.
@@ -145,8 +200,14 @@ pub(crate) trait NodeHandler: Clone + Send + Sync + 'static {
     /// Nothing more is to be routed over `link` (the connection closed or was superseded).
     fn link_removed(&self, link: PeerLink);
 
-    /// A peer was discovered, connected or disconnected.
+    /// A peer was discovered, connected or disconnected. A connected peer is listed (and what
+    /// it offers registered) before this is called.
     fn peer_changed(&self, notice: PeerNotice<'_>) -> impl Future<Output = ()> + Send;
+
+    /// A handshake was refused, by this node or by the peer (wrong network key or name,
+    /// another protocol version, an unexpected identity). Peer-triggered: the node counts it and
+    /// rate-limits its logs.
+    fn peer_refused(&self, refusal: PeerRefusal<'_>) -> impl Future<Output = ()> + Send;
 }
 
 /// A handle on one admitted connection, for the node: send it requests, queue it events, know

@@ -19,7 +19,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::framing::{encode_frame, read_frame, read_frame_within};
-use super::interface::{NodeHandler, Offer, PeerChange, PeerNotice, PeerOffer};
+use super::interface::{
+    NodeHandler, Offer, PeerChange, PeerNotice, PeerOffer, PeerRefusal, RefusalReason,
+};
 use super::log_limit::warn_limited;
 use super::peer::{
     KIND_CONTROL, PROTOCOL_VERSION, Peer, PeerIdentity, PeerQueues, PeerSettings, codes,
@@ -75,6 +77,8 @@ enum Kept {
 pub(crate) struct MeshSettings {
     /// The node's name, sent in hellos.
     pub(crate) name: String,
+    /// The node's default network name, sent in hellos and checked in the peer's.
+    pub(crate) network: String,
     /// Events queued per peer before a publisher waits.
     pub(crate) event_queue_capacity: usize,
     /// The longest a superseded connection waits for its requests in flight (the node's
@@ -99,6 +103,8 @@ pub(crate) struct Mesh<H> {
     config: NetworkConfig,
     node_id: NodeId,
     name: String,
+    /// The node's default network name, sent in the hello and checked in the peer's.
+    network_name: String,
     network_id: String,
     event_queue_capacity: usize,
     drain_timeout: Duration,
@@ -131,6 +137,7 @@ impl<H: NodeHandler> Mesh<H> {
             next_discovery_dial: Mutex::new(Instant::now()),
             node_id: keypair.node_id(),
             name: settings.name,
+            network_name: settings.network,
             network_id: key.network_id(),
             event_queue_capacity: settings.event_queue_capacity,
             drain_timeout: settings.drain_timeout,
@@ -158,10 +165,18 @@ impl<H: NodeHandler> Mesh<H> {
         tokio::spawn(async move { mesh.accept_loop().await });
         let mesh = self.clone();
         tokio::spawn(async move { mesh.discovery_loop(discovered).await });
+        let mut tried = Vec::new();
         for addr in self.config.discovery.static_peer_addrs() {
             let mesh = self.clone();
-            tokio::spawn(async move { mesh.dial_loop(addr).await });
+            let (first, done) = tokio::sync::oneshot::channel();
+            tried.push(done);
+            tokio::spawn(async move { mesh.dial_loop(addr, first).await });
         }
+        // Return once each static peer has been tried (connected, or failed), so a request
+        // made right after `start` finds what a reachable peer offers. Bounded: the dial and
+        // the hello are each bounded by the connect timeout.
+        let limit = self.config.connect_timeout.saturating_mul(2);
+        let _ = tokio::time::timeout(limit, futures::future::join_all(tried)).await;
         Ok(())
     }
 
@@ -378,8 +393,10 @@ impl<H: NodeHandler> Mesh<H> {
                             tracing::debug!(%from, %peer, error = %e, "inbound connection dropped");
                         }
                     }
-                    // The transport logs refused handshakes itself.
-                    Err(e) => tracing::debug!(%from, error = %e, "inbound handshake failed"),
+                    Err(e) => {
+                        mesh.handshake_failed(from, &e).await;
+                        tracing::debug!(%from, error = %e, "inbound handshake failed");
+                    }
                 }
             });
         }
@@ -387,7 +404,9 @@ impl<H: NodeHandler> Mesh<H> {
 
     /// Keeps a connection to the static peer at `addr`: dials with backoff while it is down,
     /// then waits for the connection (ours or the peer's) to close, and starts again.
-    async fn dial_loop(self: Arc<Self>, addr: SocketAddr) {
+    /// `first` is told when the first attempt is over, whatever its outcome.
+    async fn dial_loop(self: Arc<Self>, addr: SocketAddr, first: tokio::sync::oneshot::Sender<()>) {
+        let mut first = Some(first);
         let initial = DIAL_RETRY_INITIAL;
         let mut backoff = initial;
         let mut known: Option<NodeId> = None;
@@ -405,7 +424,11 @@ impl<H: NodeHandler> Mesh<H> {
                 backoff = initial;
                 continue;
             }
-            match self.connect(addr, None).await {
+            let attempt = self.connect(addr, None).await;
+            if let Some(first) = first.take() {
+                let _ = first.send(());
+            }
+            match attempt {
                 Ok(id) => {
                     known = Some(id);
                     backoff = initial;
@@ -432,9 +455,42 @@ impl<H: NodeHandler> Mesh<H> {
         addr: SocketAddr,
         expected: Option<&NodeId>,
     ) -> Result<NodeId> {
-        let (connection, peer, _pending) = self.transport.connect_pending(addr, expected).await?;
+        let (connection, peer, _pending) =
+            match self.transport.connect_pending(addr, expected).await {
+                Ok(connected) => connected,
+                Err(e) => {
+                    self.handshake_failed(addr, &e).await;
+                    return Err(e.into());
+                }
+            };
         self.attach(connection, peer, true).await?;
         Ok(peer)
+    }
+
+    /// Reports a TLS handshake with `addr` that failed because the peer's certificate was
+    /// refused (or ours was): in Runar's words, a network key mismatch, or not the node that
+    /// was expected.
+    async fn handshake_failed(&self, addr: SocketAddr, error: &TransportError) {
+        if !error.is_handshake_refused() {
+            return;
+        }
+        let text = error.to_string();
+        let reason = if matches!(error, TransportError::PeerIdentity(_))
+            || text.contains("NotValidForName")
+        {
+            RefusalReason::Identity
+        } else {
+            RefusalReason::NetworkKey
+        };
+        let detail = format!("the TLS handshake failed ({text})");
+        self.node
+            .peer_refused(PeerRefusal {
+                address: addr,
+                peer: None,
+                reason,
+                detail: &detail,
+            })
+            .await;
     }
 
     /// Admits a verified connection (see [`Mesh::admit`]); a connection that fails admission
@@ -447,6 +503,20 @@ impl<H: NodeHandler> Mesh<H> {
     ) -> Result<()> {
         let admitted = self.admit(connection.clone(), peer_id, dialed).await;
         if admitted.is_err() {
+            // Refused by the peer at its hello: say why, on this side too.
+            if let Some((reason, detail)) = refusal_of(&connection) {
+                self.node
+                    .peer_refused(PeerRefusal {
+                        address: connection.remote_address(),
+                        peer: Some(peer_id),
+                        reason,
+                        detail: &format!("refused by the peer: {detail}"),
+                    })
+                    .await;
+                return Err(Error::permission_denied(format!(
+                    "{peer_id} refused the connection: {reason}: {detail}"
+                )));
+            }
             connection.close(codes::PROTOCOL, b"admission failed");
         }
         admitted
@@ -510,8 +580,17 @@ impl<H: NodeHandler> Mesh<H> {
             self.accept_control(connection).await?
         };
         let theirs = self.read_hello(&mut recv, peer_id).await?;
-        if let Err(e) = self.check_hello(&theirs, peer_id) {
-            connection.close(codes::PROTOCOL, e.message().as_bytes());
+        if let Err((reason, e)) = self.check_hello(&theirs, peer_id) {
+            let code = quinn::VarInt::from_u32(codes::REFUSED_BASE.saturating_add(reason as u32));
+            connection.close(code, e.message().as_bytes());
+            self.node
+                .peer_refused(PeerRefusal {
+                    address: connection.remote_address(),
+                    peer: Some(peer_id),
+                    reason,
+                    detail: e.message(),
+                })
+                .await;
             return Err(e);
         }
         if !dialed {
@@ -606,35 +685,67 @@ impl<H: NodeHandler> Mesh<H> {
             .await;
     }
 
-    fn check_hello(&self, hello: &wire::Hello, peer_id: NodeId) -> Result<()> {
+    /// Checks the peer's hello; a refusal comes with its reason.
+    fn check_hello(
+        &self,
+        hello: &wire::Hello,
+        peer_id: NodeId,
+    ) -> Result<(), (RefusalReason, Error)> {
         if hello.protocol_version != PROTOCOL_VERSION {
-            return Err(Error::unimplemented(format!(
-                "{peer_id} speaks protocol version {}, this node {PROTOCOL_VERSION}",
-                hello.protocol_version
-            )));
+            return Err((
+                RefusalReason::ProtocolVersion,
+                Error::unimplemented(format!(
+                    "protocol version mismatch: {peer_id} speaks version {}, this node {PROTOCOL_VERSION}",
+                    hello.protocol_version
+                )),
+            ));
         }
         if hello.node_id != peer_id.to_string() {
-            return Err(Error::permission_denied(format!(
-                "{peer_id} claimed to be {}",
-                hello.node_id
-            )));
+            return Err((
+                RefusalReason::Identity,
+                Error::permission_denied(format!(
+                    "{peer_id} claimed to be {}",
+                    bounded(&hello.node_id)
+                )),
+            ));
         }
         if hello.network_id != self.network_id {
-            return Err(Error::permission_denied(format!(
-                "{peer_id} is in network {}, not {}",
-                hello.network_id, self.network_id
-            )));
+            return Err((
+                RefusalReason::NetworkKey,
+                Error::permission_denied(format!(
+                    "network key mismatch: {peer_id} is in network {}, not {}",
+                    bounded(&hello.network_id),
+                    self.network_id
+                )),
+            ));
+        }
+        if !hello.network.is_empty() && hello.network != self.network_name {
+            return Err((
+                RefusalReason::NetworkName,
+                Error::permission_denied(format!(
+                    "network name mismatch: {peer_id} is in network `{}`, this node in `{}` (same key, another name)",
+                    bounded(&hello.network),
+                    self.network_name
+                )),
+            ));
         }
         let max_len = self.config.peer_limits.max_string_len;
         if hello.node_name.len() > max_len {
-            return Err(Error::resource_exhausted(format!(
-                "{peer_id}'s name is {} bytes, over the limit of {max_len}",
-                hello.node_name.len()
-            )));
+            return Err((
+                RefusalReason::Limits,
+                Error::resource_exhausted(format!(
+                    "{peer_id}'s name is {} bytes, over the limit of {max_len}",
+                    hello.node_name.len()
+                )),
+            ));
         }
         if let Some(capabilities) = &hello.capabilities {
-            check_capabilities(capabilities, &self.config.peer_limits)
-                .map_err(|e| Error::resource_exhausted(format!("{peer_id}'s hello: {e}")))?;
+            check_capabilities(capabilities, &self.config.peer_limits).map_err(|e| {
+                (
+                    RefusalReason::Limits,
+                    Error::resource_exhausted(format!("{peer_id}'s hello: {e}")),
+                )
+            })?;
         }
         Ok(())
     }
@@ -844,6 +955,7 @@ impl<H: NodeHandler> Mesh<H> {
             network_id: self.network_id.clone(),
             capabilities: Some(self.capabilities()),
             instance: self.instance,
+            network: self.network_name.clone(),
         }
     }
 
@@ -1007,6 +1119,25 @@ fn peer_offer(capabilities: wire::Capabilities) -> PeerOffer {
             subscriptions: capabilities.subscriptions,
         },
     }
+}
+
+/// At most 64 characters of a peer's words, for a message.
+fn bounded(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
+/// The reason and details when the peer closed `connection` with a refusal code.
+fn refusal_of(connection: &Connection) -> Option<(RefusalReason, String)> {
+    let quinn::ConnectionError::ApplicationClosed(close) = connection.close_reason()? else {
+        return None;
+    };
+    let reason = u64::from(close.error_code)
+        .checked_sub(u64::from(codes::REFUSED_BASE))
+        .and_then(|n| i32::try_from(n).ok())
+        .and_then(|n| RefusalReason::try_from(n).ok())?;
+    // The peer's words, bounded.
+    let detail = String::from_utf8_lossy(close.reason.get(..256).unwrap_or(&close.reason));
+    Some((reason, detail.into_owned()))
 }
 
 /// A random number from the system's generator.

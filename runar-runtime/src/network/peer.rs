@@ -51,6 +51,8 @@ pub(crate) mod codes {
     pub(crate) const TOO_LARGE: VarInt = VarInt::from_u32(3);
     /// The peer did not read (its control queue filled) or did not send in time.
     pub(crate) const SLOW: VarInt = VarInt::from_u32(4);
+    /// The connection was refused at the hello: this plus the `RefusalReason`'s number.
+    pub(crate) const REFUSED_BASE: u32 = 16;
 }
 
 /// A connected, admitted peer.
@@ -443,6 +445,7 @@ async fn read_request(
         path: request.path,
         payload: Value::from_encoded(request.payload),
         timeout: Duration::from_millis(request.timeout_ms),
+        payload_type: request.payload_type,
     };
     Ok((request, budget))
 }

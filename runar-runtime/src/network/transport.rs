@@ -336,7 +336,7 @@ impl Incoming {
 
     /// Completes the handshake within the connect timeout. On success the peer has proven it
     /// holds the network key and the returned id is derived from its certificate. Failures are
-    /// logged with `tracing::warn!` (remote address and reason).
+    /// logged with `tracing::debug!` (remote address and reason).
     pub async fn handshake(self) -> Result<(Connection, NodeId), TransportError> {
         self.handshake_pending()
             .await
@@ -364,7 +364,8 @@ impl Incoming {
         }
         .await;
         if let Err(error) = &result {
-            warn_limited!(remote = %addr, %error, "refused incoming connection");
+            // Peer-triggered: the node logs refusals in its own words, rate-limited.
+            tracing::debug!(remote = %addr, %error, "refused incoming connection");
         }
         result.map(|(connection, peer)| (connection, peer, pending))
     }

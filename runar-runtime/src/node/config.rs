@@ -99,6 +99,10 @@ impl NodeConfig {
 pub struct RequestOptions {
     /// Overrides the node's request timeout for this call.
     pub timeout: Option<Duration>,
+    /// When no instance serves the path yet, wait (within the call's timeout) for one to
+    /// appear instead of failing at once with `NotFound`, as gRPC's wait-for-ready. The call
+    /// then fails with `DeadlineExceeded` if none appears in time. Default off.
+    pub wait_for_ready: bool,
 }
 
 impl RequestOptions {
@@ -110,6 +114,13 @@ impl RequestOptions {
     /// Sets the timeout for this call.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sets whether the call waits for an instance to appear (see
+    /// [`wait_for_ready`](Self::wait_for_ready)).
+    pub fn with_wait_for_ready(mut self, wait: bool) -> Self {
+        self.wait_for_ready = wait;
         self
     }
 }

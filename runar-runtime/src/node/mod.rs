@@ -2,6 +2,7 @@
 
 mod config;
 mod events;
+mod readiness;
 pub(crate) mod registry;
 mod registry_events;
 mod remote;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 pub use crate::node::registry::SubscriptionId;
 pub use config::{BroadcastMode, NodeConfig, PublishOptions, RequestOptions, SubscribeOptions};
+pub use readiness::PeerRefusedEvent;
 pub use registry_events::{PeerEvent, ServiceEvent};
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use remote::OfferingPeer;
@@ -31,6 +33,7 @@ use crate::node::service::{
     AbstractService, ActionHandler, DynService, LifecycleContext, ServiceInfo, ServiceState,
 };
 use crate::routing::{Segment, TopicPath, split_network};
+use crate::value::types::MessageTypes;
 use crate::wire;
 
 const CREATED: u8 = 0;
@@ -79,6 +82,8 @@ pub(crate) struct NodeInner {
     next_subscription: AtomicU64,
     /// Requests with peers still in flight when `stop` ended its grace period.
     dropped_at_stop: AtomicU64,
+    /// Peers whose handshakes were refused, and why.
+    refusals: Mutex<readiness::Refusals>,
 }
 
 impl Drop for NodeInner {
@@ -161,6 +166,7 @@ impl Node {
                 retained: Mutex::default(),
                 next_subscription: AtomicU64::new(1),
                 dropped_at_stop: AtomicU64::new(0),
+                refusals: Mutex::default(),
             }),
         })
     }
@@ -347,6 +353,7 @@ impl Node {
                 });
                 let settings = MeshSettings {
                     name: self.name().to_owned(),
+                    network: self.inner.network.to_string(),
                     event_queue_capacity: self.inner.config.event_queue_capacity,
                     drain_timeout: self.inner.config.request_timeout,
                 };
@@ -418,6 +425,7 @@ impl Node {
             self.clone(),
             entry.path.clone(),
             entry.registrations.clone(),
+            entry.service.schema(),
         )
     }
 
@@ -514,12 +522,14 @@ impl Node {
         pattern: TopicPath,
         service: &str,
         handler: ActionHandler,
+        types: Option<Arc<MessageTypes>>,
     ) -> Result<TopicPath> {
         let pattern = action_pattern(pattern, &format!("service `{service}`"))?;
         let instance = ActionInstance {
             origin: Origin::Local,
             handler,
             health: Default::default(),
+            types,
         };
         self.inner
             .registry

@@ -14,13 +14,14 @@ use crate::identity::NodeId;
 use crate::lock::lock;
 use crate::network::log_limit::warn_limited;
 use crate::network::{
-    EventSink, InboundEvent, InboundRequest, NodeHandler, Offer, OutboundEvent, PeerHandle,
-    PeerLink, PeerNotice, PeerOffer,
+    EventSink, InboundEvent, InboundRequest, NodeHandler, Offer, OutboundEvent, PeerChange,
+    PeerHandle, PeerLink, PeerNotice, PeerOffer, PeerRefusal,
 };
 use crate::node::registry::{ActionInstance, Origin, Sink, Subscription};
 use crate::node::service::{ActionHandler, RequestContext};
 use crate::routing::TopicPath;
 use crate::value::Value;
+use crate::value::types::{MessageTypes, types_in};
 use crate::wire;
 
 /// The node as the mesh sees it. Weak, so that the mesh's tasks do not keep a dropped node alive.
@@ -81,8 +82,33 @@ impl NodeHandler for NodeLink {
         let node = self.node();
         async move {
             if let Some(node) = node {
+                if notice.change == PeerChange::Connected {
+                    if let Some(address) = notice.addresses.first() {
+                        node.peer_admitted(*address);
+                    }
+                }
+                if notice.change != PeerChange::Discovered {
+                    // Listed or unlisted now: wake whoever waits for peers.
+                    node.inner.registry.notify_changed();
+                }
                 node.publish_peer_event(notice.peer, notice.change, notice.name, notice.addresses)
                     .await;
+            }
+        }
+    }
+
+    fn peer_refused(&self, refusal: PeerRefusal<'_>) -> impl Future<Output = ()> + Send {
+        let node = self.node();
+        let PeerRefusal {
+            address,
+            peer,
+            reason,
+            detail,
+        } = refusal;
+        let detail = detail.to_owned();
+        async move {
+            if let Some(node) = node {
+                node.peer_refused(address, peer, reason, &detail).await;
             }
         }
     }
@@ -215,7 +241,33 @@ impl Node {
                 registry.remove_action(network, &pattern, &origin);
             }
         }
+        // Each service's schema, decoded once, names its actions' message types.
+        let mut schemas: FxHashMap<(&str, &str), Option<prost_types::FileDescriptorProto>> =
+            FxHashMap::default();
+        let owners: FxHashMap<(&str, &str), &wire::ServiceDescriptor> = offer
+            .services
+            .iter()
+            .flat_map(|s| {
+                s.actions
+                    .iter()
+                    .map(move |a| ((s.network.as_str(), a.as_str()), s))
+            })
+            .collect();
         for (network, path) in actions.difference(&view.actions) {
+            let types = owners.get(&(&*network, path.as_str())).and_then(|service| {
+                let action = path.strip_prefix(&service.path)?.strip_prefix('/')?;
+                let key = (service.network.as_str(), service.path.as_str());
+                let schema = schemas
+                    .entry(key)
+                    .or_insert_with(|| prost::Message::decode(service.schema.clone()).ok());
+                let (request, response) = types_in(schema.as_ref()?, action)?;
+                Some(Arc::new(MessageTypes {
+                    request,
+                    response,
+                    request_rust: None,
+                    request_alias: None,
+                }))
+            });
             // Exactly the checks a local action passes: the path limits, no network prefix, no
             // wildcards. The error quotes only the start of a path over the length limit.
             let pattern = match TopicPath::parse_within(path, limits)
@@ -232,6 +284,7 @@ impl Node {
                 origin,
                 handler: peer.action_handler(network.clone()),
                 health: Default::default(),
+                types,
             };
             if let Err(e) = registry.add_action(network, pattern, instance) {
                 tracing::warn!(peer = %peer.peer_id(), error = %e, "remote action not registered");

@@ -11,13 +11,15 @@ use super::{Node, RequestOptions};
 use crate::error::{Code, Error, Result};
 use crate::network::InboundRequest;
 use crate::node::service::{ActionHandler, Caller, RequestContext};
+use crate::value::types::known_name;
 use crate::value::{Payload, Value};
 
 impl Node {
     /// Sends `request` to the action at `path` and waits for its typed answer, within the node's
     /// request timeout. A local handler is called in memory: nothing is encoded.
     ///
-    /// Fails with `NotFound` at once when no instance serves `path`, `DeadlineExceeded` when the
+    /// Fails with `NotFound` at once when no instance serves `path` (unless the call sets
+    /// [`RequestOptions::with_wait_for_ready`]), `DeadlineExceeded` when the
     /// answer does not come in time, the handler's own error when it fails, and `Internal` when
     /// it panics.
     pub async fn request<Req: Payload, Resp: Payload>(
@@ -29,14 +31,15 @@ impl Node {
             .await
     }
 
-    /// [`request`](Self::request) with per-call options (a timeout).
+    /// [`request`](Self::request) with per-call options (a timeout, wait-for-ready).
     pub async fn request_with<Req: Payload, Resp: Payload>(
         &self,
         path: impl AsRef<str>,
         request: Req,
         options: RequestOptions,
     ) -> Result<Resp> {
-        self.request_value(path, Value::new(request), options)
+        let wanted = known_name::<Resp>();
+        self.call(path.as_ref(), Value::new(request), options, wanted)
             .await?
             .into_typed()
     }
@@ -48,19 +51,50 @@ impl Node {
         request: Value,
         options: RequestOptions,
     ) -> Result<Value> {
-        let path = path.as_ref();
+        self.call(path.as_ref(), request, options, None).await
+    }
+
+    /// Resolves `path`, checks the message types when the action's schema names them (the
+    /// caller expects a response named `wanted`, when known), and runs the handler.
+    async fn call(
+        &self,
+        path: &str,
+        request: Value,
+        options: RequestOptions,
+        wanted: Option<&'static str>,
+    ) -> Result<Value> {
         self.check_not_stopped()?;
         let timeout = options.timeout.unwrap_or(self.inner.config.request_timeout);
         let deadline = deadline_after(timeout);
-        let resolved = self.inner.registry.resolve_action(
-            &self.inner.network,
-            path,
-            self.inner.config.path_limits(),
-        )?;
+        let registry = &self.inner.registry;
+        let limits = self.inner.config.path_limits();
+        let resolved = match registry.resolve_action(&self.inner.network, path, limits) {
+            Ok(resolved) => resolved,
+            Err(e) if e.code() == Code::NotFound => {
+                if !options.wait_for_ready {
+                    return Err(self.not_found(path));
+                }
+                self.wait_routable(path, deadline).await?;
+                registry
+                    .resolve_action(&self.inner.network, path, limits)
+                    .map_err(|_| self.not_found(path))?
+            }
+            Err(e) => return Err(e),
+        };
         let instance = resolved
             .slot
             .pick()
             .ok_or_else(|| Error::not_found(format!("no instance serves `{path}`")))?;
+        if let Some(types) = &instance.types {
+            // The handler's own Rust type needs no look (generated clients): only another
+            // type, whose name is known, is compared with the schema's.
+            if let Some(rust) = types.request_rust {
+                if !request.holds(rust) {
+                    types.check_request(path, request.known_name())?;
+                }
+            }
+            types.check_response(path, wanted)?;
+        }
         let handler = instance.handler.clone();
         let health = instance.health.clone();
         let ctx = RequestContext::new(
@@ -90,11 +124,16 @@ impl Node {
             .inner
             .registry
             .resolve_action(&request.network, path, limits)?;
-        let handler = resolved
+        let instance = resolved
             .slot
             .local()
-            .map(|instance| instance.handler.clone())
             .ok_or_else(|| Error::not_found(format!("no action `{path}` on this node")))?;
+        if let Some(types) = &instance.types {
+            // The caller names its message type when prost does (a scalar, `String`, `()`).
+            let sent = Some(request.payload_type.as_str()).filter(|t| !t.is_empty());
+            types.check_request(path, sent)?;
+        }
+        let handler = instance.handler.clone();
         let ctx = RequestContext::new(
             self.clone(),
             resolved.path,

@@ -18,6 +18,7 @@ use crate::network::{EventSink, PeerLink};
 use crate::node::service::{ActionHandler, Caller};
 use crate::routing::{PathLimits, PathParams, PathTrie, TopicPath, split_network};
 use crate::value::Value;
+use crate::value::types::MessageTypes;
 
 /// Identifies a subscription, for [`Node::unsubscribe`](crate::Node::unsubscribe).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -63,6 +64,8 @@ pub(crate) struct ActionInstance {
     pub(crate) handler: ActionHandler,
     /// Until when the balancer avoids this instance (it let a call time out).
     pub(crate) health: InstanceHealth,
+    /// The action's message types, when its service has a schema.
+    pub(crate) types: Option<Arc<MessageTypes>>,
 }
 
 /// Whether an instance recently let a call time out; shared by the copies of one instance.
@@ -191,10 +194,39 @@ pub(crate) struct Resolved {
 /// Every subscription by id, with its network.
 type SubscriptionIndex = HashMap<SubscriptionId, (Arc<str>, Arc<Subscription>)>;
 
+/// The Levenshtein distance between `a` and `b`, in characters (two rows, no recursion).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    let mut current = vec![0; previous.len()];
+    for (i, ca) in a.chars().enumerate() {
+        if let Some(first) = current.first_mut() {
+            *first = i.saturating_add(1);
+        }
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous
+                .get(j)
+                .map_or(usize::MAX, |d| d.saturating_add(usize::from(ca != *cb)));
+            let delete = previous
+                .get(j.saturating_add(1))
+                .map_or(usize::MAX, |d| d.saturating_add(1));
+            let insert = current.get(j).map_or(usize::MAX, |d| d.saturating_add(1));
+            if let Some(cell) = current.get_mut(j.saturating_add(1)) {
+                *cell = substitute.min(delete).min(insert);
+            }
+        }
+        std::mem::swap(&mut previous, &mut current);
+    }
+    previous.last().copied().unwrap_or(0)
+}
+
 /// The node's routing tables, one set per network.
 #[derive(Default)]
 pub(crate) struct Registry {
     networks: RwLock<HashMap<Arc<str>, NetworkTable>>,
+    /// Bumped whenever an action instance comes or goes (and when peers change), so that
+    /// readiness waits ([`Registry::changes`]) wake on a change instead of polling.
+    changes: tokio::sync::watch::Sender<u64>,
     /// Every subscription by id, with its network.
     subscriptions: RwLock<SubscriptionIndex>,
     /// Where `OnePerService` delivery stands for each subscribing group.
@@ -236,7 +268,20 @@ impl Registry {
             }
         }
         Self::put_slot(table, pattern, Some(Arc::new(slot)));
+        drop(networks);
+        self.notify_changed();
         Ok(())
+    }
+
+    /// A receiver that sees every later change of the action tables (see
+    /// [`Registry::notify_changed`]). Subscribe before checking, then wait on `changed()`.
+    pub(crate) fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Wakes everything waiting for a change (an action or a peer came or went).
+    pub(crate) fn notify_changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Removes the instances of `pattern` in `network` that come from `origin`.
@@ -251,6 +296,8 @@ impl Registry {
         let slot = slot.filtered(|i| i.origin != *origin);
         let slot = (!slot.is_empty()).then(|| Arc::new(slot));
         Self::put_slot(table, pattern.clone(), slot);
+        drop(networks);
+        self.notify_changed();
     }
 
     fn put_slot(table: &mut NetworkTable, pattern: TopicPath, slot: Option<Arc<ActionSlot>>) {
@@ -320,6 +367,21 @@ impl Registry {
             .collect();
         paths.sort();
         paths
+    }
+
+    /// The registered action path in `network` closest to `path` (by edit distance), when it
+    /// is close enough to be a likely typo: at most a third of the path's length, and 3.
+    pub(crate) fn closest_action(&self, network: &str, path: &str) -> Option<String> {
+        let len = path.chars().count();
+        let limit = (len / 3).clamp(1, 3);
+        self.action_paths(network)
+            .into_iter()
+            // Lengths further apart than the limit cannot be within it: skip the work.
+            .filter(|known| known.chars().count().abs_diff(len) <= limit)
+            .map(|known| (edit_distance(path, &known), known))
+            .filter(|(d, _)| *d <= limit)
+            .min()
+            .map(|(_, known)| known)
     }
 
     /// Adds a subscription in `network`.
@@ -401,6 +463,8 @@ impl Registry {
                 }
             }
         }
+        drop(networks);
+        self.notify_changed();
     }
 
     /// The subscriptions in `network` whose pattern matches the concrete `segments`.
@@ -433,5 +497,6 @@ impl Registry {
             sub.active.store(false, Ordering::Release);
         }
         write(&self.networks).clear();
+        self.notify_changed();
     }
 }
