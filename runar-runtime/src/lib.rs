@@ -9,8 +9,9 @@
 //! # The public API
 //!
 //! * The node: [`Node`], [`NodeConfig`], the per-call options ([`RequestOptions`],
-//!   [`PublishOptions`], [`SubscribeOptions`], [`BroadcastMode`]), [`SubscriptionId`], and the
-//!   `$registry` events it publishes ([`ServiceEvent`], [`PeerEvent`]).
+//!   [`PublishOptions`], [`SubscribeOptions`], [`BroadcastMode`]), [`SubscriptionId`], the
+//!   `$registry` events it publishes ([`ServiceEvent`], [`PeerEvent`]), and its event counters
+//!   ([`NodeStats`], [`SubscriptionStats`]).
 //! * Services: [`AbstractService`] and its [`LifecycleContext`]; handlers get a
 //!   [`RequestContext`] or an [`EventContext`] and know their [`Caller`]; [`ServiceInfo`],
 //!   [`ServiceState`]; the type-erased [`ActionHandler`] / [`EventHandler`] and their typed
@@ -42,8 +43,8 @@ pub use error::{Code, Error, Result};
 pub use identity::{NodeId, ParseNodeIdError};
 pub use network::{NetworkConfig, NetworkKey};
 pub use node::{
-    BroadcastMode, Node, NodeConfig, PeerEvent, PublishOptions, RequestOptions, ServiceEvent,
-    SubscribeOptions, SubscriptionId,
+    BroadcastMode, Node, NodeConfig, NodeStats, PeerEvent, PublishOptions, RequestOptions,
+    ServiceEvent, SubscribeOptions, SubscriptionId, SubscriptionStats,
 };
 pub use service::{
     AbstractService, ActionHandler, Caller, EventContext, EventHandler, LifecycleContext,

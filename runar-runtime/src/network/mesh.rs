@@ -16,10 +16,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::framing::{encode_frame, read_frame};
-use super::interface::{NodeHandler, Offer, PeerChange, PeerNotice, PeerOffer};
+use super::interface::{NodeHandler, Offer, PeerChange, PeerEventCounters, PeerNotice, PeerOffer};
 use super::peer::{
-    KIND_CONTROL, PROTOCOL_VERSION, Peer, PeerIdentity, PeerQueues, codes, read_events, read_kind,
-    serve_request, write_control, write_events,
+    EventFlow, EventWriter, KIND_CONTROL, PROTOCOL_VERSION, Peer, PeerIdentity, PeerQueues, codes,
+    read_events, read_kind, serve_request, write_control, write_events,
 };
 use super::{NetworkConfig, NetworkKey, PeerLink, Transport, TransportError};
 use crate::discovery::{Discovery, DiscoveryEvent, LocalPeer};
@@ -49,8 +49,8 @@ enum Kept {
 pub(crate) struct MeshSettings {
     /// The node's name, sent in hellos.
     pub(crate) name: String,
-    /// Events queued per peer before a publisher waits.
-    pub(crate) event_queue_capacity: usize,
+    /// Where the peers' event writers count what they write and drop.
+    pub(crate) event_counters: Arc<PeerEventCounters>,
     /// The longest a superseded connection waits for its requests in flight (the node's
     /// request timeout).
     pub(crate) drain_timeout: Duration,
@@ -68,7 +68,8 @@ pub(crate) struct Mesh<H> {
     node_id: NodeId,
     name: String,
     network_id: String,
-    event_queue_capacity: usize,
+    /// The limits of each peer's outgoing events.
+    events: EventFlow,
     drain_timeout: Duration,
     peers: Mutex<FxHashMap<NodeId, Arc<Peer>>>,
     next_link: AtomicU64,
@@ -98,7 +99,12 @@ impl<H: NodeHandler> Mesh<H> {
             node_id: keypair.node_id(),
             name: settings.name,
             network_id: key.network_id(),
-            event_queue_capacity: settings.event_queue_capacity,
+            events: EventFlow {
+                queue_capacity: config.peer_event_queue_capacity,
+                queue_bytes: config.peer_event_queue_bytes,
+                slow_consumer_timeout: config.slow_consumer_timeout,
+                counters: settings.event_counters,
+            },
             drain_timeout: settings.drain_timeout,
             config,
             peers: Mutex::default(),
@@ -414,7 +420,7 @@ impl<H: NodeHandler> Mesh<H> {
             dialer: if dialed { self.node_id } else { peer_id },
         };
         let max = self.config.max_message_size;
-        let (peer, queues) = Peer::new(identity, connection, max, self.event_queue_capacity);
+        let (peer, queues) = Peer::new(identity, connection, max, &self.events);
         self.spawn_peer_tasks(&peer, queues, send, recv);
         peer
     }
@@ -514,7 +520,13 @@ impl<H: NodeHandler> Mesh<H> {
     ) {
         let max = self.config.max_message_size;
         tokio::spawn(write_control(control_send, queues.control, max));
-        tokio::spawn(write_events(peer.connection.clone(), queues.events, max));
+        tokio::spawn(write_events(EventWriter {
+            connection: peer.connection.clone(),
+            peer: peer.id,
+            queue: queues.events,
+            max_message_size: max,
+            flow: self.events.clone(),
+        }));
         let mesh = self.clone();
         let p = peer.clone();
         tokio::spawn(async move { mesh.read_control(p, control_recv).await });

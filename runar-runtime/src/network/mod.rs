@@ -17,6 +17,7 @@ mod error;
 mod frames;
 mod framing;
 mod interface;
+pub(crate) mod log_limit;
 mod mesh;
 mod peer;
 mod tls;
@@ -31,7 +32,7 @@ pub use error::TransportError;
 pub use framing::{FRAME_HEADER_LEN, read_frame, write_frame};
 pub(crate) use interface::{
     EventSink, InboundEvent, InboundRequest, NodeHandler, Offer, OutboundEvent, PeerChange,
-    PeerHandle, PeerLink, PeerNotice, PeerOffer,
+    PeerEventCounters, PeerHandle, PeerLink, PeerNotice, PeerOffer,
 };
 pub(crate) use mesh::{Mesh, MeshSettings};
 pub use tls::peer_node_id;

@@ -5,6 +5,7 @@ mod events;
 mod registry_events;
 mod remote;
 mod request;
+mod stats;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex};
 pub use crate::registry::SubscriptionId;
 pub use config::{BroadcastMode, NodeConfig, PublishOptions, RequestOptions, SubscribeOptions};
 pub use registry_events::{PeerEvent, ServiceEvent};
+pub use stats::{NodeStats, SubscriptionStats};
 
 use crate::error::{Error, Result};
 use crate::identity::{NodeId, NodeKeypair};
@@ -72,6 +74,8 @@ pub(crate) struct NodeInner {
     state: AtomicU8,
     retained: Mutex<events::RetainedStore>,
     next_subscription: AtomicU64,
+    /// What became of the node's events (see [`NodeStats`]).
+    counters: stats::NodeCounters,
 }
 
 struct ServiceEntry {
@@ -103,6 +107,9 @@ impl Node {
                 "request_timeout must be more than zero",
             ));
         }
+        if let Some(network) = &config.network {
+            network.validate()?;
+        }
         let keypair = match config
             .network
             .as_ref()
@@ -125,6 +132,7 @@ impl Node {
                 state: AtomicU8::new(CREATED),
                 retained: Mutex::default(),
                 next_subscription: AtomicU64::new(1),
+                counters: stats::NodeCounters::default(),
             }),
         })
     }
@@ -298,7 +306,7 @@ impl Node {
                 });
                 let settings = MeshSettings {
                     name: self.name().to_owned(),
-                    event_queue_capacity: self.inner.config.event_queue_capacity,
+                    event_counters: self.inner.counters.peers.clone(),
                     drain_timeout: self.inner.config.request_timeout,
                 };
                 Some(Mesh::bind(
