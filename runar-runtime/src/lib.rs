@@ -28,13 +28,14 @@
 pub mod codegen;
 mod discovery;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod identity;
 mod lock;
 mod network;
 mod node;
-mod registry;
 pub mod routing;
-mod service;
 pub mod value;
 mod wire;
 
@@ -42,13 +43,13 @@ pub use discovery::{DiscoveryOptions, MemoryHub, MulticastGroupSpec};
 pub use error::{Code, Error, Result};
 pub use identity::{NodeId, ParseNodeIdError};
 pub use network::{NetworkConfig, NetworkKey};
+pub use node::service::{
+    AbstractService, ActionHandler, Caller, EventContext, EventHandler, LifecycleContext,
+    RequestContext, ServiceInfo, ServiceState, action_handler, event_handler,
+};
 pub use node::{
     BroadcastMode, Node, NodeConfig, NodeStats, PeerEvent, PublishOptions, RequestOptions,
     ServiceEvent, SubscribeOptions, SubscriptionId, SubscriptionStats,
-};
-pub use service::{
-    AbstractService, ActionHandler, Caller, EventContext, EventHandler, LifecycleContext,
-    RequestContext, ServiceInfo, ServiceState, action_handler, event_handler,
 };
 pub use value::{Payload, Value};
 

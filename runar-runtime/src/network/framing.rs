@@ -121,6 +121,18 @@ pub async fn read_frame(
     Ok(Some(body.freeze()))
 }
 
+/// Where a [`FrameReader`] gets its bytes: a QUIC stream, or chunks in memory (the fuzz tests).
+pub(crate) trait ChunkSource {
+    /// The next chunk of the stream, `None` at its end.
+    async fn chunk(&mut self) -> Result<Option<Bytes>, TransportError>;
+}
+
+impl ChunkSource for RecvStream {
+    async fn chunk(&mut self) -> Result<Option<Bytes>, TransportError> {
+        Ok(self.read_chunk(usize::MAX, true).await?.map(|c| c.bytes))
+    }
+}
+
 /// Reads consecutive frames from one stream, taking whatever data has arrived with one read
 /// rather than two reads per frame. For streams that carry many small frames (events).
 ///
@@ -142,18 +154,13 @@ impl FrameReader {
         }
     }
 
-    /// The next chunk of the stream, `None` at its end.
-    async fn chunk(recv: &mut RecvStream) -> Result<Option<Bytes>, TransportError> {
-        Ok(recv.read_chunk(usize::MAX, true).await?.map(|c| c.bytes))
-    }
-
     /// Reads the next frame.
     pub(crate) async fn next(
         &mut self,
-        recv: &mut RecvStream,
+        recv: &mut impl ChunkSource,
     ) -> Result<Option<Bytes>, TransportError> {
         while self.pending.len() < FRAME_HEADER_LEN {
-            let Some(chunk) = Self::chunk(recv).await? else {
+            let Some(chunk) = recv.chunk().await? else {
                 return match self.pending.len() {
                     0 => Ok(None),
                     got => Err(TransportError::Truncated {
@@ -189,7 +196,7 @@ impl FrameReader {
         let mut body = BytesMut::with_capacity(len);
         body.put_slice(&std::mem::take(&mut self.pending));
         while body.len() < len {
-            let Some(mut chunk) = Self::chunk(recv).await? else {
+            let Some(mut chunk) = recv.chunk().await? else {
                 return Err(TransportError::Truncated {
                     expected: len,
                     got: body.len(),

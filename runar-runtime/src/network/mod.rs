@@ -14,8 +14,8 @@
 pub mod admission;
 mod config;
 mod error;
-mod frames;
-mod framing;
+pub(crate) mod frames;
+pub(crate) mod framing;
 mod interface;
 pub(crate) mod log_limit;
 mod mesh;

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::network::NetworkConfig;
+use crate::routing::{DEFAULT_MAX_PATH_DEPTH, DEFAULT_MAX_PATH_LEN, PathLimits};
 
 /// How a node is configured. Build one with [`NodeConfig::new`] and the `with_*` methods.
 ///
@@ -35,6 +36,12 @@ pub struct NodeConfig {
     pub publish_wait: Duration,
     /// How the node joins a network; `None` (the default) for a local-only node.
     pub network: Option<NetworkConfig>,
+    /// The longest path or pattern, in bytes with its `network:` prefix, that the node accepts
+    /// from its user or a peer (default 1024). Longer ones are refused with `InvalidArgument`.
+    pub max_path_len: usize,
+    /// The most segments a path or pattern may have (default 32). Deeper ones are refused with
+    /// `InvalidArgument`.
+    pub max_path_depth: usize,
 }
 
 impl NodeConfig {
@@ -47,6 +54,23 @@ impl NodeConfig {
             event_queue_capacity: 1024,
             publish_wait: Duration::ZERO,
             network: None,
+            max_path_len: DEFAULT_MAX_PATH_LEN,
+            max_path_depth: DEFAULT_MAX_PATH_DEPTH,
+        }
+    }
+
+    /// Sets the longest path (in bytes) and the most segments the node accepts.
+    pub fn with_path_limits(mut self, max_len: usize, max_depth: usize) -> Self {
+        self.max_path_len = max_len;
+        self.max_path_depth = max_depth;
+        self
+    }
+
+    /// The path limits as the routing layer takes them.
+    pub(crate) fn path_limits(&self) -> PathLimits {
+        PathLimits {
+            max_len: self.max_path_len,
+            max_depth: self.max_path_depth,
         }
     }
 

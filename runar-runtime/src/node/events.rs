@@ -26,9 +26,9 @@ use crate::lock::lock;
 use crate::network::log_limit::warn_limited;
 use crate::network::{EventSink, InboundEvent, OutboundEvent};
 use crate::node::BroadcastMode;
-use crate::registry::{Event, LocalSink, Origin, Sink, Subscription, SubscriptionCounters};
+use crate::node::registry::{Event, LocalSink, Origin, Sink, Subscription, SubscriptionCounters};
+use crate::node::service::{Caller, EventContext, EventHandler, event_handler};
 use crate::routing::{Segment, TopicPath, split_concrete};
-use crate::service::{Caller, EventContext, EventHandler, event_handler};
 use crate::value::{Payload, Value};
 
 /// The latest retained event per (network, topic).
@@ -73,7 +73,8 @@ impl Node {
         options: PublishOptions,
     ) -> Result<()> {
         self.check_not_stopped()?;
-        let (topic_network, topic) = split_concrete(path.as_ref())?;
+        let (topic_network, topic) =
+            split_concrete(path.as_ref(), self.inner.config.path_limits())?;
         let network = topic_network.unwrap_or(&self.inner.network);
         let segments: Vec<&str> = topic.split('/').collect();
         let topic_path: Arc<str> = topic.into();
@@ -251,7 +252,7 @@ impl Node {
         let counters = &self.inner.counters;
         count(&counters.received, 1);
         let peer = event.from;
-        let topic = match split_concrete(&event.topic) {
+        let topic = match split_concrete(&event.topic, self.inner.config.path_limits()) {
             Ok((None, topic)) if !is_local_only(topic) => topic,
             refused => {
                 count(&counters.rejected, 1);
@@ -373,7 +374,7 @@ impl Node {
         handler: EventHandler,
     ) -> Result<SubscriptionId> {
         self.check_not_stopped()?;
-        let pattern = TopicPath::parse(pattern)?;
+        let pattern = TopicPath::parse_within(pattern, self.inner.config.path_limits())?;
         let network: Arc<str> = pattern.network().unwrap_or(&self.inner.network).into();
         let id = self.next_subscription_id();
         let (queue, events) = mpsc::channel(self.inner.config.event_queue_capacity);

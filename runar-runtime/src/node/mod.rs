@@ -2,9 +2,11 @@
 
 mod config;
 mod events;
+pub(crate) mod registry;
 mod registry_events;
 mod remote;
 mod request;
+pub(crate) mod service;
 mod stats;
 
 use std::collections::BTreeMap;
@@ -13,21 +15,23 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-pub use crate::registry::SubscriptionId;
+pub use crate::node::registry::SubscriptionId;
 pub use config::{BroadcastMode, NodeConfig, PublishOptions, RequestOptions, SubscribeOptions};
 pub use registry_events::{PeerEvent, ServiceEvent};
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use remote::OfferingPeer;
 pub use stats::{NodeStats, SubscriptionStats};
 
 use crate::error::{Error, Result};
 use crate::identity::{NodeId, NodeKeypair};
 use crate::lock::lock;
 use crate::network::{Mesh, MeshSettings, NetworkKey, PeerLink};
-use crate::registry::{ActionInstance, Origin, Registry};
-use crate::routing::{Segment, TopicPath, split_network};
-use crate::service::context::Registrations;
-use crate::service::{
+use crate::node::registry::{ActionInstance, Origin, Registry};
+use crate::node::service::context::Registrations;
+use crate::node::service::{
     AbstractService, ActionHandler, DynService, LifecycleContext, ServiceInfo, ServiceState,
 };
+use crate::routing::{Segment, TopicPath, split_network};
 use crate::wire;
 
 const CREATED: u8 = 0;
@@ -102,6 +106,11 @@ impl Node {
                 "event_queue_capacity must be at least 1",
             ));
         }
+        if config.max_path_len == 0 || config.max_path_depth == 0 {
+            return Err(Error::invalid_argument(
+                "max_path_len and max_path_depth must be at least 1",
+            ));
+        }
         if config.request_timeout.is_zero() {
             return Err(Error::invalid_argument(
                 "request_timeout must be more than zero",
@@ -135,6 +144,12 @@ impl Node {
                 counters: stats::NodeCounters::default(),
             }),
         })
+    }
+
+    /// The node's routing tables, for the fuzz targets' checks.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.inner.registry
     }
 
     pub(crate) fn from_inner(inner: Arc<NodeInner>) -> Node {
@@ -213,7 +228,7 @@ impl Node {
     pub async fn add_service<S: AbstractService>(&self, service: S) -> Result<()> {
         let service: Arc<dyn DynService> = Arc::new(service);
         let path = service.path().to_owned();
-        let parsed = TopicPath::parse(&path)
+        let parsed = TopicPath::parse_within(&path, self.inner.config.path_limits())
             .map_err(|e| Error::invalid_argument(format!("service `{}`: {e}", service.name())))?;
         if parsed.network().is_some() || parsed.is_pattern() {
             return Err(Error::invalid_argument(format!(

@@ -11,14 +11,15 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use super::events::is_local_only;
 use super::{Node, NodeInner, SubscriptionId};
 use crate::error::{Error, Result};
+use crate::identity::NodeId;
 use crate::lock::lock;
 use crate::network::{
-    InboundEvent, InboundRequest, NodeHandler, Offer, OutboundEvent, PeerHandle, PeerLink,
-    PeerNotice, PeerOffer,
+    EventSink, InboundEvent, InboundRequest, NodeHandler, Offer, OutboundEvent, PeerHandle,
+    PeerLink, PeerNotice, PeerOffer,
 };
-use crate::registry::{ActionInstance, Origin, Sink, Subscription};
+use crate::node::registry::{ActionInstance, Origin, Sink, Subscription};
+use crate::node::service::{ActionHandler, RequestContext};
 use crate::routing::TopicPath;
-use crate::service::{ActionHandler, RequestContext};
 use crate::value::Value;
 use crate::wire;
 
@@ -97,6 +98,44 @@ pub(crate) struct PeerView {
     subscriptions: FxHashMap<u64, SubscriptionId>,
 }
 
+/// The peer an offer comes from, as the code that applies the offer needs it: a connection's
+/// [`PeerHandle`] in a running node, a stand-in in the fuzz targets (`crate::fuzzing`), which so
+/// run exactly the node's validation and registry updates.
+pub(crate) trait OfferingPeer {
+    /// The peer's id.
+    fn peer_id(&self) -> NodeId;
+    /// The connection the offer came over.
+    fn peer_link(&self) -> PeerLink;
+    /// True once the connection is superseded: its offers are ignored.
+    fn retired(&self) -> bool;
+    /// Where events for the peer's subscriptions go.
+    fn event_sink(&self) -> &Arc<dyn EventSink>;
+    /// A handler that serves an action in `network` by asking the peer.
+    fn action_handler(&self, network: Arc<str>) -> ActionHandler;
+}
+
+impl OfferingPeer for PeerHandle {
+    fn peer_id(&self) -> NodeId {
+        self.id
+    }
+
+    fn peer_link(&self) -> PeerLink {
+        self.link
+    }
+
+    fn retired(&self) -> bool {
+        self.is_retired()
+    }
+
+    fn event_sink(&self) -> &Arc<dyn EventSink> {
+        self.events()
+    }
+
+    fn action_handler(&self, network: Arc<str>) -> ActionHandler {
+        remote_action(self, network)
+    }
+}
+
 /// An [`ActionHandler`] that serves an action by asking `peer`.
 fn remote_action(peer: &PeerHandle, network: Arc<str>) -> ActionHandler {
     let peer = peer.clone();
@@ -143,13 +182,13 @@ impl Node {
 
     /// Registers what `peer` offers, diffed against what it offered before over the same link.
     /// An offer older than the last one applied, or for a superseded connection, is ignored.
-    pub(crate) fn apply_peer_offer(&self, peer: &PeerHandle, offer: PeerOffer) {
+    pub(crate) fn apply_peer_offer(&self, peer: &impl OfferingPeer, offer: PeerOffer) {
         // Held throughout: a link's removal waits for its registration, never the reverse.
         let mut views = lock(&self.inner.remote_views);
-        if peer.is_retired() {
+        if peer.retired() {
             return;
         }
-        let view = views.entry(peer.link).or_default();
+        let view = views.entry(peer.peer_link()).or_default();
         if offer.version <= view.version {
             return;
         }
@@ -159,33 +198,37 @@ impl Node {
     }
 
     /// Adds the actions `peer` newly offers and removes the ones it no longer does.
-    fn apply_actions(&self, peer: &PeerHandle, view: &mut PeerView, offer: &Offer) {
+    fn apply_actions(&self, peer: &impl OfferingPeer, view: &mut PeerView, offer: &Offer) {
         let registry = &self.inner.registry;
-        let origin = Origin::Remote(peer.link);
+        let limits = self.inner.config.path_limits();
+        let origin = Origin::Remote(peer.peer_link());
         let actions: FxHashSet<(String, String)> = offer
             .services
             .iter()
             .flat_map(|s| s.actions.iter().map(|a| (s.network.clone(), a.clone())))
             .collect();
         for (network, path) in view.actions.difference(&actions) {
-            if let Ok(pattern) = TopicPath::parse(path) {
+            if let Ok(pattern) = TopicPath::parse_within(path, limits) {
                 registry.remove_action(network, &pattern, &origin);
             }
         }
         for (network, path) in actions.difference(&view.actions) {
-            let pattern = match TopicPath::parse(path) {
+            let pattern = match TopicPath::parse_within(path, limits) {
                 Ok(p) if p.network().is_none() => p,
-                _ => {
-                    tracing::warn!(peer = %peer.id, %path, "peer announced an invalid action path");
+                // The error quotes only the start of a path over the length limit.
+                outcome => {
+                    let error =
+                        outcome.map_or_else(|e| e.to_string(), |_| "names a network".into());
+                    tracing::warn!(peer = %peer.peer_id(), %error, "peer announced an invalid action path");
                     continue;
                 }
             };
             let instance = ActionInstance {
                 origin,
-                handler: remote_action(peer, network.as_str().into()),
+                handler: peer.action_handler(network.as_str().into()),
             };
             if let Err(e) = registry.add_action(network, pattern, instance) {
-                tracing::warn!(peer = %peer.id, %path, error = %e, "remote action not registered");
+                tracing::warn!(peer = %peer.peer_id(), error = %e, "remote action not registered");
             }
         }
         view.actions = actions;
@@ -193,8 +236,9 @@ impl Node {
 
     /// Adds the subscriptions `peer` newly announces (replaying retained events to those that
     /// ask for them) and removes the ones it no longer does.
-    fn apply_subscriptions(&self, peer: &PeerHandle, view: &mut PeerView, offer: &Offer) {
+    fn apply_subscriptions(&self, peer: &impl OfferingPeer, view: &mut PeerView, offer: &Offer) {
         let registry = &self.inner.registry;
+        let limits = self.inner.config.path_limits();
         let announced: FxHashMap<u64, &wire::SubscriptionDescriptor> =
             offer.subscriptions.iter().map(|s| (s.id, s)).collect();
         let gone: Vec<u64> = view
@@ -212,10 +256,12 @@ impl Node {
             if view.subscriptions.contains_key(&remote_id) {
                 continue;
             }
-            let pattern = match TopicPath::parse(&descriptor.pattern) {
+            let pattern = match TopicPath::parse_within(&descriptor.pattern, limits) {
                 Ok(p) if p.network().is_none() => p,
-                _ => {
-                    tracing::warn!(peer = %peer.id, pattern = %descriptor.pattern, "peer announced an invalid subscription");
+                outcome => {
+                    let error =
+                        outcome.map_or_else(|e| e.to_string(), |_| "names a network".into());
+                    tracing::warn!(peer = %peer.peer_id(), %error, "peer announced an invalid subscription");
                     continue;
                 }
             };
@@ -224,9 +270,9 @@ impl Node {
                 id,
                 pattern: pattern.clone(),
                 group: (!descriptor.group.is_empty()).then(|| descriptor.group.as_str().into()),
-                origin: Origin::Remote(peer.link),
+                origin: Origin::Remote(peer.peer_link()),
                 sink: Sink::Remote {
-                    sink: peer.events().clone(),
+                    sink: peer.event_sink().clone(),
                     remote_id,
                 },
                 include_past: descriptor.include_past,
@@ -244,7 +290,7 @@ impl Node {
     /// its event queue has room.
     fn replay_retained(
         &self,
-        peer: &PeerHandle,
+        peer: &impl OfferingPeer,
         descriptor: &wire::SubscriptionDescriptor,
         pattern: &TopicPath,
     ) {
@@ -259,8 +305,8 @@ impl Node {
                 subscription_ids: vec![descriptor.id],
                 retained: true,
             };
-            if peer.events().try_send(retained).is_err() {
-                tracing::warn!(peer = %peer.id, "retained events dropped: the peer's event queue is full");
+            if peer.event_sink().try_send(retained).is_err() {
+                tracing::warn!(peer = %peer.peer_id(), "retained events dropped: the peer's event queue is full");
                 break;
             }
         }

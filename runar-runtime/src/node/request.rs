@@ -10,7 +10,7 @@ use futures::FutureExt;
 use super::{Node, RequestOptions};
 use crate::error::{Error, Result};
 use crate::network::InboundRequest;
-use crate::service::{ActionHandler, Caller, RequestContext};
+use crate::node::service::{ActionHandler, Caller, RequestContext};
 use crate::value::{Payload, Value};
 
 impl Node {
@@ -52,10 +52,11 @@ impl Node {
         self.check_not_stopped()?;
         let timeout = options.timeout.unwrap_or(self.inner.config.request_timeout);
         let deadline = Instant::now() + timeout;
-        let resolved = self
-            .inner
-            .registry
-            .resolve_action(&self.inner.network, path)?;
+        let resolved = self.inner.registry.resolve_action(
+            &self.inner.network,
+            path,
+            self.inner.config.path_limits(),
+        )?;
         let instance = resolved
             .slot
             .pick()
@@ -78,7 +79,11 @@ impl Node {
         let timeout = request.timeout.min(MAX_REMOTE_TIMEOUT);
         let deadline = Instant::now() + timeout;
         let path = request.path.as_str();
-        let resolved = self.inner.registry.resolve_action(&request.network, path)?;
+        let limits = self.inner.config.path_limits();
+        let resolved = self
+            .inner
+            .registry
+            .resolve_action(&request.network, path, limits)?;
         let handler = resolved
             .slot
             .local()

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Node, SubscriptionId};
 use crate::network::PeerEventCounters;
-use crate::registry::Sink;
+use crate::node::registry::Sink;
 
 /// Counters of a node's events since it was created, from [`Node::stats`].
 ///

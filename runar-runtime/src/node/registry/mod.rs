@@ -14,8 +14,8 @@ use tokio::sync::mpsc;
 use crate::error::{Error, Result};
 use crate::lock::{lock, read, write};
 use crate::network::{EventSink, PeerLink};
-use crate::routing::{PathParams, PathTrie, TopicPath, split_network};
-use crate::service::{ActionHandler, Caller};
+use crate::node::service::{ActionHandler, Caller};
+use crate::routing::{PathLimits, PathParams, PathTrie, TopicPath, split_network};
 use crate::value::Value;
 
 /// Identifies a subscription, for [`Node::unsubscribe`](crate::Node::unsubscribe).
@@ -257,8 +257,14 @@ impl Registry {
     }
 
     /// The slot serving `path` (with an optional `network:` prefix, else `default_network`),
-    /// and the template parameters the path fills in.
-    pub(crate) fn resolve_action(&self, default_network: &str, path: &str) -> Result<Resolved> {
+    /// and the template parameters the path fills in. A path that is not a registered literal
+    /// must be valid and within `limits`.
+    pub(crate) fn resolve_action(
+        &self,
+        default_network: &str,
+        path: &str,
+        limits: PathLimits,
+    ) -> Result<Resolved> {
         let (network, bare) = split_network(path)?;
         let network = network.unwrap_or(default_network);
         let networks = read(&self.networks);
@@ -271,7 +277,7 @@ impl Registry {
             });
         }
         // Not a literal action: validate the path, then look for a template that matches.
-        let concrete = TopicPath::parse_concrete(path)?;
+        let concrete = TopicPath::parse_concrete_within(path, limits)?;
         let segments: Vec<&str> = concrete.path().split('/').collect();
         if let Some((pattern, slot)) = table.and_then(|t| t.patterned.find_best(&segments)) {
             return Ok(Resolved {
@@ -355,6 +361,16 @@ impl Registry {
             .collect();
         subs.sort_by_key(|(_, s)| s.id);
         subs
+    }
+
+    /// The subscriptions that came from `origin`, with their networks (for the fuzz targets).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn subscriptions_from(&self, origin: Origin) -> Vec<(Arc<str>, Arc<Subscription>)> {
+        read(&self.subscriptions)
+            .values()
+            .filter(|(_, s)| s.origin == origin)
+            .cloned()
+            .collect()
     }
 
     /// Removes every action instance and subscription learned over `link`.

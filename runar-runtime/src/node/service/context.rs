@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::identity::NodeId;
 use crate::lock::lock;
+use crate::node::service::{ActionHandler, EventHandler, action_handler, event_handler};
 use crate::node::{Node, PublishOptions, RequestOptions, SubscribeOptions, SubscriptionId};
 use crate::routing::{PathParams, TopicPath};
-use crate::service::{ActionHandler, EventHandler, action_handler, event_handler};
 use crate::value::{Payload, Value};
 
 /// Who sent a request or published an event.
@@ -247,7 +247,7 @@ impl LifecycleContext {
     /// Registers the action `<service path>/<name>` with a type-erased handler.
     pub async fn register_action_raw(&self, name: &str, handler: ActionHandler) -> Result<()> {
         let full = format!("{}/{}", self.service_path, name);
-        let pattern = TopicPath::parse(&full)?;
+        let pattern = TopicPath::parse_within(&full, self.node.config().path_limits())?;
         if pattern.network().is_some() {
             return Err(Error::invalid_argument(format!(
                 "action `{name}`: an action lives in its service's network; drop the `network:` prefix"
