@@ -264,6 +264,10 @@ struct FuzzPeer {
 struct CountingSink(AtomicUsize);
 
 impl EventSink for CountingSink {
+    fn peer(&self) -> NodeId {
+        NodeId::from_public_key(&[9; 32])
+    }
+
     fn try_send(&self, _: OutboundEvent) -> Result<(), Option<OutboundEvent>> {
         self.0.fetch_add(1, Ordering::Relaxed);
         Ok(())

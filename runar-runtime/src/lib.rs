@@ -9,8 +9,9 @@
 //! # The public API
 //!
 //! * The node: [`Node`], [`NodeConfig`], the per-call options ([`RequestOptions`],
-//!   [`PublishOptions`], [`SubscribeOptions`], [`BroadcastMode`]), [`SubscriptionId`], and the
-//!   `$registry` events it publishes ([`ServiceEvent`], [`PeerEvent`]).
+//!   [`PublishOptions`], [`SubscribeOptions`], [`BroadcastMode`]), [`SubscriptionId`], the
+//!   `$registry` events it publishes ([`ServiceEvent`], [`PeerEvent`]), and its event counters
+//!   ([`NodeStats`], [`SubscriptionStats`]).
 //! * Services: [`AbstractService`] and its [`LifecycleContext`]; handlers get a
 //!   [`RequestContext`] or an [`EventContext`] and know their [`Caller`]; [`ServiceInfo`],
 //!   [`ServiceState`]; the type-erased [`ActionHandler`] / [`EventHandler`] and their typed
@@ -47,8 +48,8 @@ pub use node::service::{
     RequestContext, ServiceInfo, ServiceState, action_handler, event_handler,
 };
 pub use node::{
-    BroadcastMode, Node, NodeConfig, PeerEvent, PeerRefusedEvent, PublishOptions, RequestOptions,
-    ServiceEvent, SubscribeOptions, SubscriptionId,
+    BroadcastMode, Node, NodeConfig, NodeStats, PeerEvent, PeerRefusedEvent, PublishOptions,
+    RequestOptions, ServiceEvent, SubscribeOptions, SubscriptionId, SubscriptionStats,
 };
 pub use value::{Payload, Value};
 

@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 pub mod process;
+pub mod raw;
 pub mod udp_proxy;
 
 use std::time::{Duration, Instant};

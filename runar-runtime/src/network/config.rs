@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::{NetworkKey, TransportConfig};
 use crate::discovery::DiscoveryOptions;
+use crate::error::{Error, Result};
 
 /// How a node joins a network: where it listens, the key that admits it, how it finds peers,
 /// and the limits of its connections. Every field is used; the defaults suit a LAN.
@@ -97,6 +98,21 @@ pub struct NetworkConfig {
     /// is logged at most once per this interval and reason, with the number not logged since
     /// (default 10 s). Every refusal is still counted and published as a registry event.
     pub refusal_log_interval: Duration,
+    /// How many events may wait to be sent to one peer (default 1024). The queue is shared by
+    /// all of that peer's subscriptions, and never makes a publisher wait: an event that finds
+    /// it full (or over [`peer_event_queue_bytes`](Self::peer_event_queue_bytes)) is dropped
+    /// for that peer and counted in [`NodeStats::events_dropped`](crate::NodeStats), unless
+    /// the publish asked to wait ([`PublishOptions::with_wait`](crate::PublishOptions::with_wait)).
+    pub peer_event_queue_capacity: usize,
+    /// How many bytes of events may wait to be sent to one peer (default 8 MiB), counting the
+    /// batch being written. Bounds the memory a peer that reads slowly can hold on this node;
+    /// one event larger than this is still sent when the queue is otherwise empty.
+    pub peer_event_queue_bytes: usize,
+    /// How long a peer's event stream may stay stuck (a write that makes no progress because
+    /// the peer does not read) before the peer is disconnected as a slow consumer, with a logged
+    /// reason, and counted in [`NodeStats::slow_consumers`](crate::NodeStats) (default 5 s).
+    /// A peer that reads slowly but keeps reading only loses the events its queue cannot hold.
+    pub slow_consumer_timeout: Duration,
 }
 
 /// What one peer may announce in its hello and capability updates. Checked before anything is
@@ -157,6 +173,9 @@ impl Default for NetworkConfig {
             forget_unreachable_after: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(5),
             refusal_log_interval: Duration::from_secs(10),
+            peer_event_queue_capacity: 1024,
+            peer_event_queue_bytes: 8 * 1024 * 1024,
+            slow_consumer_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -295,6 +314,45 @@ impl NetworkConfig {
         self.max_discovery_dials = at_once;
         self.discovery_dials_per_second = per_second;
         self
+    }
+
+    /// Sets how many events may wait to be sent to one peer.
+    pub fn with_peer_event_queue_capacity(mut self, events: usize) -> Self {
+        self.peer_event_queue_capacity = events;
+        self
+    }
+
+    /// Sets how many bytes of events may wait to be sent to one peer.
+    pub fn with_peer_event_queue_bytes(mut self, bytes: usize) -> Self {
+        self.peer_event_queue_bytes = bytes;
+        self
+    }
+
+    /// Sets how long a peer's event stream may stay stuck before the peer is disconnected.
+    pub fn with_slow_consumer_timeout(mut self, timeout: Duration) -> Self {
+        self.slow_consumer_timeout = timeout;
+        self
+    }
+
+    /// Checks the settings that [`Transport`](super::Transport) does not: the event queues
+    /// and the slow-consumer timeout.
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.peer_event_queue_capacity == 0 {
+            return Err(Error::invalid_argument(
+                "peer_event_queue_capacity must be at least 1",
+            ));
+        }
+        if self.peer_event_queue_bytes == 0 {
+            return Err(Error::invalid_argument(
+                "peer_event_queue_bytes must be at least 1",
+            ));
+        }
+        if self.slow_consumer_timeout.is_zero() {
+            return Err(Error::invalid_argument(
+                "slow_consumer_timeout must be more than zero",
+            ));
+        }
+        Ok(())
     }
 
     pub(crate) fn transport(&self) -> TransportConfig {

@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -69,6 +70,41 @@ pub(crate) struct OutboundEvent {
     pub(crate) payload: bytes::Bytes,
     pub(crate) subscription_ids: Vec<u64>,
     pub(crate) retained: bool,
+}
+
+impl OutboundEvent {
+    /// How many deliveries the event carries: one per subscription it names.
+    pub(crate) fn copies(&self) -> u64 {
+        u64::try_from(self.subscription_ids.len()).unwrap_or(u64::MAX)
+    }
+
+    /// About how many bytes the event holds while queued (its frame's size, roughly).
+    pub(crate) fn queued_bytes(&self) -> usize {
+        let ids = self.subscription_ids.len().saturating_mul(10);
+        [
+            self.payload.len(),
+            self.topic.len(),
+            self.network.len(),
+            ids,
+            32,
+        ]
+        .iter()
+        .fold(0usize, |sum, n| sum.saturating_add(*n))
+    }
+}
+
+/// What became of the events queued for peers, counted by the peers' event writers for the
+/// node's statistics. Counts are deliveries: an event naming three subscriptions counts three.
+#[derive(Debug, Default)]
+pub(crate) struct PeerEventCounters {
+    /// Deliveries written to a peer's event stream.
+    pub(crate) written: AtomicU64,
+    /// Deliveries lost after they were queued: a write that failed, an event over the maximum
+    /// message size, events still queued when the connection closed.
+    pub(crate) dropped: AtomicU64,
+    /// Peers disconnected because their event stream stayed stuck past the slow-consumer
+    /// timeout.
+    pub(crate) slow_consumers: AtomicU64,
 }
 
 /// What happened to a peer, for the node's `$registry` events.
@@ -170,10 +206,13 @@ pub(crate) struct PeerOffer {
 /// Sends events to one peer (over its connection's event stream): the network supplies it for
 /// each peer subscription, the registry holds it, the node's event path uses it.
 pub(crate) trait EventSink: Send + Sync + 'static {
+    /// The peer the events go to (for logs).
+    fn peer(&self) -> NodeId;
     /// Queues `event` if the peer's queue has room; otherwise gives it back (`Err(Some)`), or
     /// drops it if the peer is gone (`Err(None)`).
     fn try_send(&self, event: OutboundEvent) -> Result<(), Option<OutboundEvent>>;
-    /// Queues `event`, waiting while the peer's queue is full. False when the peer is gone.
+    /// Queues `event`, waiting while the peer's queue is full. False when the peer is gone (or
+    /// went while this waited).
     fn send(&self, event: OutboundEvent) -> BoxFuture<'_, bool>;
 }
 

@@ -20,12 +20,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::framing::{encode_frame, read_frame, read_frame_within};
 use super::interface::{
-    NodeHandler, Offer, PeerChange, PeerNotice, PeerOffer, PeerRefusal, RefusalReason,
+    NodeHandler, Offer, PeerChange, PeerEventCounters, PeerNotice, PeerOffer, PeerRefusal,
+    RefusalReason,
 };
 use super::log_limit::warn_limited;
 use super::peer::{
-    KIND_CONTROL, PROTOCOL_VERSION, Peer, PeerIdentity, PeerQueues, PeerSettings, codes,
-    read_events, read_kind, serve_request, write_control, write_events,
+    EventFlow, EventWriter, KIND_CONTROL, PROTOCOL_VERSION, Peer, PeerIdentity, PeerQueues,
+    PeerSettings, codes, read_events, read_kind, serve_request, write_control, write_events,
 };
 use super::{NetworkConfig, NetworkKey, PeerLimits, PeerLink, Transport, TransportError};
 use crate::discovery::{Discovery, DiscoveryEvent, LocalPeer};
@@ -79,8 +80,8 @@ pub(crate) struct MeshSettings {
     pub(crate) name: String,
     /// The node's default network name, sent in hellos and checked in the peer's.
     pub(crate) network: String,
-    /// Events queued per peer before a publisher waits.
-    pub(crate) event_queue_capacity: usize,
+    /// Where the peers' event writers count what they write and drop.
+    pub(crate) event_counters: Arc<PeerEventCounters>,
     /// The longest a superseded connection waits for its requests in flight (the node's
     /// request timeout).
     pub(crate) drain_timeout: Duration,
@@ -106,7 +107,8 @@ pub(crate) struct Mesh<H> {
     /// The node's default network name, sent in the hello and checked in the peer's.
     network_name: String,
     network_id: String,
-    event_queue_capacity: usize,
+    /// The limits of each peer's outgoing events.
+    events: EventFlow,
     drain_timeout: Duration,
     peers: Mutex<FxHashMap<NodeId, Arc<Peer>>>,
     next_link: AtomicU64,
@@ -139,7 +141,12 @@ impl<H: NodeHandler> Mesh<H> {
             name: settings.name,
             network_name: settings.network,
             network_id: key.network_id(),
-            event_queue_capacity: settings.event_queue_capacity,
+            events: EventFlow {
+                queue_capacity: config.peer_event_queue_capacity,
+                queue_bytes: config.peer_event_queue_bytes,
+                slow_consumer_timeout: config.slow_consumer_timeout,
+                counters: settings.event_counters,
+            },
             drain_timeout: settings.drain_timeout,
             config,
             peers: Mutex::default(),
@@ -656,12 +663,11 @@ impl<H: NodeHandler> Mesh<H> {
         };
         let settings = PeerSettings {
             max_message_size: self.config.max_message_size,
-            event_queue_capacity: self.event_queue_capacity,
             control_queue_capacity: self.config.control_queue_capacity,
             read_timeout: self.config.read_timeout,
             max_request_bytes: self.config.max_request_bytes_per_peer,
         };
-        let (peer, queues) = Peer::new(identity, connection, settings);
+        let (peer, queues) = Peer::new(identity, connection, settings, &self.events);
         self.spawn_peer_tasks(&peer, queues, send, recv);
         peer
     }
@@ -825,7 +831,13 @@ impl<H: NodeHandler> Mesh<H> {
     ) {
         let max = self.config.max_message_size;
         tokio::spawn(write_control(control_send, queues.control, max));
-        tokio::spawn(write_events(peer.connection.clone(), queues.events, max));
+        tokio::spawn(write_events(EventWriter {
+            connection: peer.connection.clone(),
+            peer: peer.id,
+            queue: queues.events,
+            max_message_size: max,
+            flow: self.events.clone(),
+        }));
         let mesh = self.clone();
         let p = peer.clone();
         tokio::spawn(async move { mesh.read_control(p, control_recv).await });

@@ -33,7 +33,7 @@ pub use framing::{FRAME_HEADER_LEN, read_frame, write_frame};
 pub use interface::RefusalReason;
 pub(crate) use interface::{
     EventSink, InboundEvent, InboundRequest, NodeHandler, Offer, OutboundEvent, PeerChange,
-    PeerHandle, PeerLink, PeerNotice, PeerOffer, PeerRefusal,
+    PeerEventCounters, PeerHandle, PeerLink, PeerNotice, PeerOffer, PeerRefusal,
 };
 pub(crate) use mesh::{Mesh, MeshSettings};
 pub use tls::peer_node_id;

@@ -22,9 +22,18 @@ pub struct NodeConfig {
     pub default_network: String,
     /// How long a request waits for its answer unless the call says otherwise (default 30 s).
     pub request_timeout: Duration,
-    /// How many events may wait in one subscription's queue before publishers wait for the
-    /// subscriber to catch up (default 1024). Also the depth of each peer's outgoing event queue.
+    /// How many events may wait in one local subscription's queue (default 1024). An event
+    /// that finds the queue full is dropped for that subscription (the publisher never waits
+    /// for it, unless it asked to: [`publish_wait`](Self::publish_wait)) and counted in
+    /// [`NodeStats::events_dropped`](crate::NodeStats) and the subscription's
+    /// [`SubscriptionStats::dropped`](crate::SubscriptionStats). Peers' queues are set in
+    /// [`NetworkConfig::peer_event_queue_capacity`](crate::NetworkConfig).
     pub event_queue_capacity: usize,
+    /// How long a publish waits, at most, for subscribers whose queues are full, when its
+    /// [`PublishOptions`] do not say (default zero: it never waits, and a full subscriber
+    /// loses the event). Every subscriber with room gets the event first, so a waiting
+    /// publisher only holds back the full ones. Events from peers never wait.
+    pub publish_wait: Duration,
     /// How the node joins a network; `None` (the default) for a local-only node.
     pub network: Option<NetworkConfig>,
     /// The longest path or pattern, in bytes with its `network:` prefix, that the node accepts
@@ -46,6 +55,7 @@ impl NodeConfig {
             default_network: default_network.into(),
             request_timeout: Duration::from_secs(30),
             event_queue_capacity: 1024,
+            publish_wait: Duration::ZERO,
             network: None,
             timeout_penalty: Duration::from_secs(5),
             max_path_len: DEFAULT_MAX_PATH_LEN,
@@ -89,6 +99,12 @@ impl NodeConfig {
     /// Sets the capacity of each subscription's event queue.
     pub fn with_event_queue_capacity(mut self, capacity: usize) -> Self {
         self.event_queue_capacity = capacity;
+        self
+    }
+
+    /// Sets how long a publish waits, by default, for subscribers whose queues are full.
+    pub fn with_publish_wait(mut self, wait: Duration) -> Self {
+        self.publish_wait = wait;
         self
     }
 }
@@ -149,6 +165,12 @@ pub struct PublishOptions {
     /// Keep the event this long for subscriptions made later with
     /// [`SubscribeOptions::include_past`]. The latest event per topic is kept.
     pub retain_for: Option<Duration>,
+    /// How long this publish waits, at most, for subscribers (local, or a peer's queue) that
+    /// have no room; `None` takes [`NodeConfig::publish_wait`] (by default, no wait). Every
+    /// subscriber with room gets the event first; the full ones then share this one deadline,
+    /// and those still full when it passes lose the event (counted in the node's stats).
+    /// `Duration::MAX` waits as long as it takes.
+    pub wait: Option<Duration>,
 }
 
 impl PublishOptions {
@@ -161,6 +183,20 @@ impl PublishOptions {
     /// Retains the event for `duration`.
     pub fn with_retain_for(mut self, duration: Duration) -> Self {
         self.retain_for = Some(duration);
+        self
+    }
+
+    /// Waits up to `wait` for subscribers whose queues are full, rather than dropping the
+    /// event for them; the others are served first.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use runar_runtime::PublishOptions;
+    /// let lossless = PublishOptions::default().with_wait(Duration::from_secs(1));
+    /// assert_eq!(lossless.wait, Some(Duration::from_secs(1)));
+    /// ```
+    pub fn with_wait(mut self, wait: Duration) -> Self {
+        self.wait = Some(wait);
         self
     }
 }

@@ -8,6 +8,7 @@ mod registry_events;
 mod remote;
 mod request;
 pub(crate) mod service;
+mod stats;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -22,6 +23,7 @@ pub use readiness::PeerRefusedEvent;
 pub use registry_events::{PeerEvent, ServiceEvent};
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use remote::OfferingPeer;
+pub use stats::{NodeStats, SubscriptionStats};
 
 use crate::error::{Error, Result};
 use crate::identity::{NodeId, NodeKeypair};
@@ -84,6 +86,8 @@ pub(crate) struct NodeInner {
     dropped_at_stop: AtomicU64,
     /// Peers whose handshakes were refused, and why.
     refusals: Mutex<readiness::Refusals>,
+    /// What became of the node's events (see [`NodeStats`]).
+    counters: stats::NodeCounters,
 }
 
 impl Drop for NodeInner {
@@ -132,6 +136,9 @@ impl Node {
                 "request_timeout must be more than zero",
             ));
         }
+        if let Some(network) = &config.network {
+            network.validate()?;
+        }
         if let Some(network) = &config.network
             && network.key.is_none()
             && !network.insecure_dev_key
@@ -167,6 +174,7 @@ impl Node {
                 next_subscription: AtomicU64::new(1),
                 dropped_at_stop: AtomicU64::new(0),
                 refusals: Mutex::default(),
+                counters: stats::NodeCounters::default(),
             }),
         })
     }
@@ -354,7 +362,7 @@ impl Node {
                 let settings = MeshSettings {
                     name: self.name().to_owned(),
                     network: self.inner.network.to_string(),
-                    event_queue_capacity: self.inner.config.event_queue_capacity,
+                    event_counters: self.inner.counters.peers.clone(),
                     drain_timeout: self.inner.config.request_timeout,
                 };
                 Some(Mesh::bind(

@@ -8,6 +8,7 @@ use std::sync::{Arc, Weak};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
+use super::events::is_local_only;
 use super::{Node, NodeInner, SubscriptionId};
 use crate::error::{Error, Result};
 use crate::identity::NodeId;
@@ -176,13 +177,15 @@ fn remote_action(peer: &PeerHandle, network: Arc<str>) -> ActionHandler {
 }
 
 impl Node {
-    /// What this node offers its peers: running services and local subscriptions.
+    /// What this node offers its peers: running services and local subscriptions (except those
+    /// to local-only topics, such as `$registry/…`, which peers never send).
     pub(crate) fn offer(&self) -> Offer {
         let subscriptions = self
             .inner
             .registry
             .local_subscriptions()
             .into_iter()
+            .filter(|(_, sub)| !is_local_only(sub.pattern.path()))
             .map(|(network, sub)| wire::SubscriptionDescriptor {
                 id: sub.id.0,
                 network: network.to_string(),
@@ -354,6 +357,9 @@ impl Node {
         pattern: &TopicPath,
     ) {
         for event in self.retained_matching(&descriptor.network, pattern) {
+            if is_local_only(&event.topic) {
+                continue;
+            }
             let retained = OutboundEvent {
                 network: descriptor.network.as_str().into(),
                 topic: event.topic,

@@ -6,7 +6,7 @@
 //! when there is one, otherwise round-robin over the others with a counter per action path.
 
 use rustc_hash::FxHashMap as HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -48,13 +48,28 @@ pub(crate) enum Origin {
 /// Where a subscription's events go.
 pub(crate) enum Sink {
     /// A local handler's queue.
-    Local(mpsc::Sender<Event>),
+    Local(LocalSink),
     /// A peer's subscription `remote_id`: an opaque handle the network supplies, which queues
     /// events for the peer.
     Remote {
         sink: Arc<dyn EventSink>,
         remote_id: u64,
     },
+}
+
+/// A local subscription's bounded queue, and what became of the events offered to it.
+pub(crate) struct LocalSink {
+    pub(crate) queue: mpsc::Sender<Event>,
+    pub(crate) counters: Arc<SubscriptionCounters>,
+}
+
+/// What became of the events offered to one local subscription.
+#[derive(Debug, Default)]
+pub(crate) struct SubscriptionCounters {
+    /// Events handed to the handler.
+    pub(crate) delivered: AtomicU64,
+    /// Events dropped because the queue was full (after the publisher's wait, if any).
+    pub(crate) dropped: AtomicU64,
 }
 
 /// One instance of an action.
@@ -412,6 +427,21 @@ impl Registry {
     /// Subscription `id`, if it exists.
     pub(crate) fn subscription(&self, id: SubscriptionId) -> Option<Arc<Subscription>> {
         read(&self.subscriptions).get(&id).map(|(_, s)| s.clone())
+    }
+
+    /// This node's own subscriptions in `network` among `ids`, in the order of `ids` (one
+    /// lookup under one lock).
+    pub(crate) fn local_subscriptions_in(
+        &self,
+        network: &str,
+        ids: &[u64],
+    ) -> Vec<Arc<Subscription>> {
+        let index = read(&self.subscriptions);
+        ids.iter()
+            .filter_map(|id| index.get(&SubscriptionId(*id)))
+            .filter(|(n, s)| **n == *network && s.origin == Origin::Local)
+            .map(|(_, s)| s.clone())
+            .collect()
     }
 
     /// This node's own subscriptions, with their networks.
