@@ -27,6 +27,22 @@
 //! node.stop().await
 //! # }
 //! ```
+//!
+//! # What you write against
+//!
+//! * [`#[runar::service]`](service) on a trait or an impl block, or `runar-build` from a
+//!   `.proto` file, with [`include_proto!`]: typed servers and clients.
+//! * [`Node`] and [`NodeConfig`]: host services, [`request`](Node::request),
+//!   [`publish`](Node::publish), [`subscribe`](Node::subscribe); per-call [`RequestOptions`],
+//!   [`PublishOptions`], [`SubscribeOptions`].
+//! * [`AbstractService`] and the contexts its handlers get ([`LifecycleContext`],
+//!   [`RequestContext`], [`EventContext`], [`Caller`]).
+//! * The network as configuration: [`NetworkConfig`], [`NetworkKey`], [`DiscoveryOptions`],
+//!   [`NodeId`].
+//! * [`Error`], [`Code`], [`Result`]; [`Value`] and [`Payload`] for dynamic use; [`prost`].
+//!
+//! The wire protocol, the QUIC transport and discovery are internal; the `codegen` module that
+//! generated code uses is hidden.
 
 pub use prost;
 #[allow(unused_imports, unreachable_pub)] // empty until the macros land

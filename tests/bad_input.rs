@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::{WAIT, key, started, wait_for};
 use prost::Message;
-use runar::network::{NodeKeypair, Transport, TransportConfig, read_frame, write_frame};
-use runar::{AbstractService, Code, DiscoveryOptions, LifecycleContext, Node, wire};
+use runar::__private::{NodeKeypair, Transport, TransportConfig, read_frame, wire, write_frame};
+use runar::{AbstractService, Code, DiscoveryOptions, LifecycleContext, Node};
 
 const MAX: usize = 4 * 1024 * 1024;
 

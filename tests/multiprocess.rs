@@ -2,16 +2,15 @@
 //! SIGKILL, and a restarted server rejoining with the same id on a new port.
 //!
 //! The test binary runs itself as the server processes (`server_process`, which does nothing
-//! unless `RUNAR_TEST_SERVER` is set).
+//! unless `RUNAR_TEST_SERVER` is set; see `common::process`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{key, wait_for};
@@ -65,56 +64,29 @@ fn server_process() {
         node.start().await.unwrap();
         println!("READY {}", node.node_id());
         // Serve until the parent closes our stdin (or kills us).
-        tokio::task::spawn_blocking(|| std::io::stdin().lines().count())
-            .await
-            .unwrap();
+        common::process::until_stdin_closes().await;
         node.stop().await.unwrap();
     });
 }
 
-/// A server process; killed when dropped.
+/// A server process and its node id; killed when dropped.
 struct ServerProcess {
-    child: Child,
+    process: common::process::ServerProcess,
     id: String,
 }
 
 impl ServerProcess {
     fn spawn(name: &str, group: &str, keypair: &Path) -> ServerProcess {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "server_process",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("RUNAR_TEST_SERVER", name)
-            .env("RUNAR_TEST_GROUP", group)
-            .env("RUNAR_TEST_KEYPAIR", keypair)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                // libtest may print its own `test … ...` before ours on the same line.
-                if let Some((_, id)) = line.split_once("READY ") {
-                    let _ = tx.send(id.trim().to_owned());
-                }
-            }
-        });
-        let id = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("server never got ready");
-        ServerProcess { child, id }
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let process = common::process::ServerProcess::spawn(
+            "server_process",
+            [
+                ("RUNAR_TEST_SERVER", OsStr::new(name)),
+                ("RUNAR_TEST_GROUP", OsStr::new(group)),
+                ("RUNAR_TEST_KEYPAIR", keypair.as_os_str()),
+            ],
+        );
+        let id = process.ready.clone();
+        ServerProcess { process, id }
     }
 }
 
@@ -176,8 +148,7 @@ async fn processes_discover_balance_fail_over_and_rejoin() {
     assert_eq!(count["hello test from beta"], 10, "{count:?}");
 
     // SIGKILL beta: calls succeed through alpha within 3 s.
-    beta.child.kill().unwrap();
-    beta.child.wait().unwrap();
+    beta.process.kill();
     let killed = Instant::now();
     let mut consecutive = 0;
     while consecutive < 10 {

@@ -1,13 +1,15 @@
-//! The [`ServiceGenerator`] prost-build calls once per service: writes the `<service>_server`
-//! and `<service>_client` modules.
+//! The [`ServiceGenerator`] prost-build calls once per service: fills the shared generator's
+//! model (`runar-codegen`) from the descriptors and writes the `<service>_server` and
+//! `<service>_client` modules around what it emits.
 //!
 //! Generated code names the runtime only through `::runar::codegen` and writes every other
 //! path in full (`::core::…`, `::std::sync::Arc`), so it compiles when the user's crate shadows
 //! `Result`, `Option`, `Box` or `std`.
 
-use proc_macro2::{Ident, Literal, Span, TokenStream};
+use proc_macro2::{Ident, Span, TokenStream};
 use prost_build::{Comments, Method, Service, ServiceGenerator};
 use quote::{format_ident, quote};
+use runar_codegen::{doc, naming};
 
 use crate::model::{Model, ServiceModel};
 
@@ -57,14 +59,16 @@ impl ServiceGenerator for Generator {
             full_name: &full_name,
             model,
         };
-        buf.push_str(&service_gen.server().to_string());
+        let codegen_model = service_gen.codegen_model();
+        buf.push_str(&service_gen.server(&codegen_model).to_string());
         buf.push('\n');
-        buf.push_str(&service_gen.client().to_string());
+        buf.push_str(&service_gen.client(&codegen_model).to_string());
         buf.push('\n');
     }
 }
 
-/// Generates the code of one service; one method per generated item.
+/// Fills the shared generator's model for one service and wraps its output in the
+/// `<service>_server` and `<service>_client` modules.
 struct ServiceGen<'a> {
     service: &'a Service,
     full_name: &'a str,
@@ -72,65 +76,157 @@ struct ServiceGen<'a> {
 }
 
 impl ServiceGen<'_> {
-    fn snake(&self) -> String {
-        heck::ToSnakeCase::to_snake_case(self.service.proto_name.as_str())
-    }
-
     fn trait_ident(&self) -> Ident {
         format_ident!("{}", self.service.name)
-    }
-
-    fn server_ident(&self) -> Ident {
-        format_ident!("{}Server", self.service.name)
-    }
-
-    fn client_ident(&self) -> Ident {
-        format_ident!("{}Client", self.service.name)
     }
 
     fn is_event(&self, method: &Method) -> bool {
         self.model.events.contains(&method.proto_name)
     }
 
-    fn actions(&self) -> impl Iterator<Item = &Method> {
-        self.service.methods.iter().filter(|m| !self.is_event(m))
-    }
-
-    fn events(&self) -> impl Iterator<Item = &Method> {
-        self.service.methods.iter().filter(|m| self.is_event(m))
-    }
-
-    /// `inventory/get_item` for rpc `GetItem`.
-    fn endpoint_path(&self, method: &Method) -> String {
-        let name = self
-            .model
-            .endpoints
-            .get(&method.proto_name)
-            .cloned()
-            .unwrap_or_else(|| heck::ToSnakeCase::to_snake_case(method.proto_name.as_str()));
-        format!("{}/{}", self.model.path, name)
-    }
-
+    /// `get_item` for rpc `GetItem`.
     fn endpoint_name(&self, method: &Method) -> String {
         self.model
             .endpoints
             .get(&method.proto_name)
             .cloned()
-            .unwrap_or_else(|| heck::ToSnakeCase::to_snake_case(method.proto_name.as_str()))
+            .unwrap_or_else(|| naming::snake_case(&method.proto_name))
+    }
+
+    /// `inventory/get_item` for rpc `GetItem`.
+    fn endpoint_path(&self, method: &Method) -> String {
+        format!("{}/{}", self.model.path, self.endpoint_name(method))
+    }
+
+    /// The service in the shared generator's model.
+    fn codegen_model(&self) -> runar_codegen::Service {
+        let full_name = self.full_name;
+        let path = &self.model.path;
+        let trait_ident = self.trait_ident();
+        let server_ident = naming::server_ident(&self.service.name);
+        let client_ident = naming::client_ident(&self.service.name);
+        let server_docs = doc(&format!(
+            "Hosts an implementation of [`{trait_ident}`] on a node as the service \
+             `{full_name}`, path `{path}`.\n\n\
+             Its [`version`](runar::codegen::AbstractService::version) is the version of the \
+             crate that includes the generated code, and its \
+             [`schema`](runar::codegen::AbstractService::schema) the encoded \
+             `FileDescriptorProto` of the `.proto` file that defines the service."
+        ));
+        let client_docs = docs_or(
+            &self.service.comments,
+            &format!("A typed client of the `{full_name}` service."),
+            "Calls go through a [`Node`](runar::codegen::Node), so they reach the service \
+             whether it runs on that node or on a remote one. The client is cheap to clone; \
+             its methods take `&self`.",
+        );
+        runar_codegen::Service {
+            codegen: quote!(::runar::codegen),
+            vis: quote!(pub),
+            name: full_name.to_owned(),
+            path: path.clone(),
+            version: None,
+            description: description(&self.service.comments),
+            schema: self.model.schema.to_vec(),
+            host: runar_codegen::Host::Wrapper {
+                trait_ident,
+                server_ident,
+                docs: server_docs,
+            },
+            client_ident,
+            client_docs,
+            methods: self
+                .service
+                .methods
+                .iter()
+                .map(|m| self.method(m))
+                .collect(),
+        }
+    }
+
+    /// One rpc in the shared generator's model: an action, or an event.
+    fn method(&self, method: &Method) -> runar_codegen::Method {
+        let ident = method_ident(&method.name);
+        let request = rust_type(&method.input_type);
+        let response = rust_type(&method.output_type);
+        let name = self.endpoint_name(method);
+        let endpoint = self.endpoint_path(method);
+        let kind = runar_codegen::CallKind::from_streaming(
+            method.client_streaming,
+            method.server_streaming,
+        );
+        if self.is_event(method) {
+            let publish_docs = docs_or(
+                &method.comments,
+                &format!("The `{}` event.", method.proto_name),
+                &format!("Publishes the event on `{endpoint}`."),
+            );
+            let subscribe_docs = docs_or(
+                &method.comments,
+                &format!("The `{}` event.", method.proto_name),
+                &format!(
+                    "Subscribes `handler` to the events published on `{endpoint}`; see \
+                     [`Node::subscribe`](runar::codegen::Node::subscribe)."
+                ),
+            );
+            return runar_codegen::Method {
+                ident,
+                span: Span::call_site(),
+                kind,
+                endpoint: runar_codegen::Endpoint::Event {
+                    name,
+                    payload: request,
+                    publish_docs,
+                    subscribe_docs,
+                },
+                cfgs: TokenStream::new(),
+                handler: None,
+                client: None,
+            };
+        }
+        let docs = docs_or(
+            &method.comments,
+            &format!("Calls the `{}` rpc.", method.proto_name),
+            &format!("Requests the action `{endpoint}`."),
+        );
+        let request_var = runar_codegen::request_var();
+        let context_var = runar_codegen::context_var();
+        runar_codegen::Method {
+            ident,
+            span: Span::call_site(),
+            kind,
+            endpoint: runar_codegen::Endpoint::Action { name },
+            cfgs: TokenStream::new(),
+            handler: Some(runar_codegen::Handler {
+                request_ty: request.clone(),
+                uses_request: true,
+                uses_context: true,
+                prelude: TokenStream::new(),
+                args: vec![quote!(#context_var), quote!(#request_var)],
+            }),
+            client: Some(runar_codegen::ClientMethod {
+                docs,
+                attrs: TokenStream::new(),
+                params: quote!(request: #request),
+                build: quote!(request),
+                request_ty: request,
+                request_span: Span::call_site(),
+                response_ty: response,
+                response_span: Span::call_site(),
+            }),
+        }
     }
 
     /// The `<service>_server` module: the trait to implement and the service that hosts it.
-    fn server(&self) -> TokenStream {
-        let module = format_ident!("{}_server", self.snake());
+    fn server(&self, codegen_model: &runar_codegen::Service) -> TokenStream {
+        let module = format_ident!("{}", naming::server_module(&self.service.proto_name));
+        let client_module = format_ident!("{}", naming::client_module(&self.service.proto_name));
         let allows = module_allows();
         let trait_ident = self.trait_ident();
-        let server = self.server_ident();
-        let client = self.client_ident();
-        let client_module = format_ident!("{}_client", self.snake());
+        let server = naming::server_ident(&self.service.name);
+        let client = &codegen_model.client_ident;
         let full_name = self.full_name;
         let path = &self.model.path;
-        let schema = Literal::byte_string(&self.model.schema);
-        let description = description(&self.service.comments);
 
         let module_doc = doc(&format!(
             "Server side of the `{full_name}` service: implement [`{trait_ident}`]({module}::{trait_ident}) \
@@ -146,57 +242,37 @@ impl ServiceGen<'_> {
             ),
         );
 
-        let trait_methods = self.actions().map(|method| {
-            let ident = method_ident(&method.name);
-            let request = rust_type(&method.input_type);
-            let response = rust_type(&method.output_type);
-            let docs = docs_or(
-                &method.comments,
-                &format!("Serves the `{}` rpc.", method.proto_name),
-                &format!("Action `{}`.", self.endpoint_path(method)),
-            );
-            quote! {
-                #docs
-                fn #ident(
-                    &self,
-                    ctx: ::runar::codegen::RequestContext,
-                    request: #request,
-                ) -> impl ::core::future::Future<
-                    Output = ::runar::codegen::Result<#response>,
-                > + ::core::marker::Send;
-            }
-        });
-
-        let registrations = self.actions().map(|method| {
-            let ident = method_ident(&method.name);
-            let request = rust_type(&method.input_type);
-            let name = self.endpoint_name(method);
-            quote! {
-                {
-                    let inner = ::core::clone::Clone::clone(&self.inner);
-                    ctx.register_action(
-                        #name,
-                        move |request: #request, ctx: ::runar::codegen::RequestContext| {
-                            let inner = ::core::clone::Clone::clone(&inner);
-                            async move { <T as #trait_ident>::#ident(&*inner, ctx, request).await }
-                        },
-                    )
-                    .await?;
+        let trait_methods = self
+            .service
+            .methods
+            .iter()
+            .filter(|m| !self.is_event(m))
+            .map(|method| {
+                let ident = method_ident(&method.name);
+                let request = rust_type(&method.input_type);
+                let response = rust_type(&method.output_type);
+                let docs = docs_or(
+                    &method.comments,
+                    &format!("Serves the `{}` rpc.", method.proto_name),
+                    &format!("Action `{}`.", self.endpoint_path(method)),
+                );
+                quote! {
+                    #docs
+                    fn #ident(
+                        &self,
+                        ctx: ::runar::codegen::RequestContext,
+                        request: #request,
+                    ) -> impl ::core::future::Future<
+                        Output = ::runar::codegen::Result<#response>,
+                    > + ::core::marker::Send;
                 }
-            }
-        });
+            });
 
-        let server_doc = doc(&format!(
-            "Hosts an implementation of [`{trait_ident}`] on a node as the service \
-             `{full_name}`, path `{path}`.\n\n\
-             Its [`version`](runar::codegen::AbstractService::version) is the version of the \
-             crate that includes the generated code, and its \
-             [`schema`](runar::codegen::AbstractService::schema) the encoded \
-             `FileDescriptorProto` of the `.proto` file that defines the service."
-        ));
         let path_doc = doc(&format!(
             "The path of the service's actions and events: `{path}`."
         ));
+        let wrapper = runar_codegen::server_wrapper(codegen_model);
+        let service_impl = runar_codegen::service_impl(codegen_model);
 
         quote! {
             #module_doc
@@ -205,9 +281,6 @@ impl ServiceGen<'_> {
 
                 #path_doc
                 pub const SERVICE_PATH: &str = #path;
-
-                /// The encoded `FileDescriptorProto` of the file that defines the service.
-                const FILE_DESCRIPTOR: &[u8] = #schema;
 
                 #trait_doc
                 pub trait #trait_ident:
@@ -216,171 +289,27 @@ impl ServiceGen<'_> {
                     #(#trait_methods)*
                 }
 
-                #server_doc
-                pub struct #server<T> {
-                    inner: ::std::sync::Arc<T>,
-                }
+                #wrapper
 
-                impl<T: #trait_ident> #server<T> {
-                    /// Wraps an implementation.
-                    pub fn new(inner: T) -> Self {
-                        Self::from_arc(::std::sync::Arc::new(inner))
-                    }
-
-                    /// Wraps an implementation that is already shared.
-                    pub fn from_arc(inner: ::std::sync::Arc<T>) -> Self {
-                        #server { inner }
-                    }
-
-                    /// The implementation.
-                    pub fn get_ref(&self) -> &T {
-                        &self.inner
-                    }
-                }
-
-                impl<T> ::core::clone::Clone for #server<T> {
-                    fn clone(&self) -> Self {
-                        #server {
-                            inner: ::core::clone::Clone::clone(&self.inner),
-                        }
-                    }
-                }
-
-                impl<T> ::core::fmt::Debug for #server<T> {
-                    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                        f.debug_struct(::core::stringify!(#server))
-                            .field("service", &#full_name)
-                            .field("path", &SERVICE_PATH)
-                            .finish_non_exhaustive()
-                    }
-                }
-
-                impl<T: #trait_ident> ::runar::codegen::AbstractService for #server<T> {
-                    fn name(&self) -> &str {
-                        #full_name
-                    }
-
-                    fn path(&self) -> &str {
-                        SERVICE_PATH
-                    }
-
-                    fn version(&self) -> &str {
-                        ::core::env!("CARGO_PKG_VERSION")
-                    }
-
-                    fn description(&self) -> &str {
-                        #description
-                    }
-
-                    fn schema(&self) -> ::core::option::Option<&'static [u8]> {
-                        ::core::option::Option::Some(FILE_DESCRIPTOR)
-                    }
-
-                    async fn init(
-                        &self,
-                        ctx: &::runar::codegen::LifecycleContext,
-                    ) -> ::runar::codegen::Result<()> {
-                        #(#registrations)*
-                        ::core::result::Result::Ok(())
-                    }
-                }
+                #service_impl
             }
         }
     }
 
     /// The `<service>_client` module: the typed client.
-    fn client(&self) -> TokenStream {
-        let module = format_ident!("{}_client", self.snake());
+    fn client(&self, codegen_model: &runar_codegen::Service) -> TokenStream {
+        let module = format_ident!("{}", naming::client_module(&self.service.proto_name));
         let allows = module_allows();
-        let client = self.client_ident();
+        let client = &codegen_model.client_ident;
         let full_name = self.full_name;
         let path = &self.model.path;
-
         let module_doc = doc(&format!(
             "Client side of the `{full_name}` service: [`{client}`]({module}::{client})."
         ));
-        let client_doc = docs_or(
-            &self.service.comments,
-            &format!("A typed client of the `{full_name}` service."),
-            "Calls go through a [`Node`](runar::codegen::Node), so they reach the service \
-             whether it runs on that node or on a remote one. The client is cheap to clone; \
-             its methods take `&self`.",
-        );
         let path_doc = doc(&format!(
             "The path of the service's actions and events: `{path}`."
         ));
-
-        let calls = self.actions().map(|method| {
-            let ident = method_ident(&method.name);
-            let request = rust_type(&method.input_type);
-            let response = rust_type(&method.output_type);
-            let endpoint = self.endpoint_path(method);
-            let docs = docs_or(
-                &method.comments,
-                &format!("Calls the `{}` rpc.", method.proto_name),
-                &format!("Requests the action `{endpoint}`."),
-            );
-            quote! {
-                #docs
-                pub async fn #ident(
-                    &self,
-                    request: #request,
-                ) -> ::runar::codegen::Result<#response> {
-                    self.node
-                        .request_with(
-                            #endpoint,
-                            request,
-                            ::core::clone::Clone::clone(&self.options),
-                        )
-                        .await
-                }
-            }
-        });
-
-        let events = self.events().map(|method| {
-            let name = self.endpoint_name(method);
-            let publish = format_ident!("publish_{}", name);
-            let subscribe = format_ident!("subscribe_{}", name);
-            let event = rust_type(&method.input_type);
-            let endpoint = self.endpoint_path(method);
-            let publish_docs = docs_or(
-                &method.comments,
-                &format!("The `{}` event.", method.proto_name),
-                &format!("Publishes the event on `{endpoint}`."),
-            );
-            let subscribe_docs = docs_or(
-                &method.comments,
-                &format!("The `{}` event.", method.proto_name),
-                &format!(
-                    "Subscribes `handler` to the events published on `{endpoint}`; see \
-                     [`Node::subscribe`](runar::codegen::Node::subscribe)."
-                ),
-            );
-            quote! {
-                #publish_docs
-                pub async fn #publish(&self, event: #event) -> ::runar::codegen::Result<()> {
-                    self.node.publish(#endpoint, event).await
-                }
-
-                #subscribe_docs
-                pub async fn #subscribe<F, Fut>(
-                    &self,
-                    handler: F,
-                ) -> ::runar::codegen::Result<::runar::codegen::SubscriptionId>
-                where
-                    F: ::core::ops::Fn(#event, ::runar::codegen::EventContext) -> Fut
-                        + ::core::marker::Send
-                        + ::core::marker::Sync
-                        + 'static,
-                    Fut: ::core::future::Future<Output = ::runar::codegen::Result<()>>
-                        + ::core::marker::Send
-                        + 'static,
-                {
-                    self.node.subscribe(#endpoint, handler).await
-                }
-            }
-        });
-
+        let client_items = runar_codegen::client(codegen_model);
         quote! {
             #module_doc
             pub mod #module {
@@ -389,38 +318,7 @@ impl ServiceGen<'_> {
                 #path_doc
                 pub const SERVICE_PATH: &str = #path;
 
-                #client_doc
-                #[derive(::core::clone::Clone, ::core::fmt::Debug)]
-                pub struct #client {
-                    node: ::runar::codegen::Node,
-                    options: ::runar::codegen::RequestOptions,
-                }
-
-                impl #client {
-                    /// A client that calls the service through `node`.
-                    pub fn new(node: ::runar::codegen::Node) -> Self {
-                        #client {
-                            node,
-                            options: ::core::default::Default::default(),
-                        }
-                    }
-
-                    /// Sets the timeout of each call made through this client (the node's
-                    /// request timeout otherwise).
-                    pub fn with_timeout(mut self, timeout: ::core::time::Duration) -> Self {
-                        self.options = self.options.with_timeout(timeout);
-                        self
-                    }
-
-                    /// The node calls go through.
-                    pub fn node(&self) -> &::runar::codegen::Node {
-                        &self.node
-                    }
-
-                    #(#calls)*
-
-                    #(#events)*
-                }
+                #client_items
             }
         }
     }
@@ -455,19 +353,6 @@ fn method_ident(name: &str) -> Ident {
         Some(raw) => Ident::new_raw(raw, Span::call_site()),
         None => Ident::new(name, Span::call_site()),
     }
-}
-
-/// `#[doc]` attributes for `text`, one per line.
-fn doc(text: &str) -> TokenStream {
-    let lines = text.lines().map(|line| {
-        let line = if line.is_empty() {
-            String::new()
-        } else {
-            format!(" {line}")
-        };
-        quote!(#[doc = #line])
-    });
-    quote!(#(#lines)*)
 }
 
 /// The `.proto` comments as `#[doc]` attributes (prettyplease drops plain `//` comments, so

@@ -7,12 +7,13 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use heck::ToSnakeCase;
 use prost::Message;
 use prost_reflect::{
     DescriptorPool, DynamicMessage, ExtensionDescriptor, FileDescriptor, MethodDescriptor,
     ReflectMessage, ServiceDescriptor,
 };
+
+use runar_codegen::{CallKind, naming};
 
 use crate::Error;
 
@@ -20,9 +21,6 @@ use crate::Error;
 const SERVICE_PATH_OPTION: &str = "runar.service_path";
 /// The full name of the method option extension in `runar/options.proto`.
 const EVENT_OPTION: &str = "runar.event";
-
-/// Names the generated client takes for itself; an rpc may not use them.
-const CLIENT_RESERVED: &[&str] = &["new", "with_timeout", "node"];
 
 /// Everything known about the services of one compilation, by full name (`shop.Inventory`).
 #[derive(Debug, Default)]
@@ -98,14 +96,14 @@ pub(crate) fn analyze(
                     )?;
                     path
                 }
-                None => service.name().to_snake_case(),
+                None => naming::snake_case(service.name()),
             },
         };
 
         let mut events = HashSet::new();
         let mut endpoints = HashMap::new();
         // Rust names the client takes, with the rpc that took each.
-        let mut client_names: HashMap<String, String> = CLIENT_RESERVED
+        let mut client_names: HashMap<String, String> = naming::CLIENT_RESERVED
             .iter()
             .map(|n| ((*n).to_owned(), String::new()))
             .collect();
@@ -117,7 +115,7 @@ pub(crate) fn analyze(
             let method_construct = format!("{construct}, method {}", method.name());
             check_streaming(&file_name, line, &service, &method)?;
             let is_event = bool_option(&method.options(), event_option.as_ref());
-            let endpoint = method.name().to_snake_case();
+            let endpoint = naming::snake_case(method.name());
 
             if let Some(other) = endpoint_names.insert(endpoint.clone(), method.name().to_owned()) {
                 return Err(Error::Unsupported {
@@ -132,8 +130,8 @@ pub(crate) fn analyze(
             }
             let taken: Vec<String> = if is_event {
                 vec![
-                    format!("publish_{endpoint}"),
-                    format!("subscribe_{endpoint}"),
+                    naming::publish_method(&endpoint),
+                    naming::subscribe_method(&endpoint),
                 ]
             } else {
                 vec![endpoint.clone()]
@@ -163,8 +161,10 @@ pub(crate) fn analyze(
             endpoints.insert(method.name().to_owned(), endpoint);
         }
 
-        let snake = service.name().to_snake_case();
-        for module in [format!("{snake}_server"), format!("{snake}_client")] {
+        for module in [
+            naming::server_module(service.name()),
+            naming::client_module(service.name()),
+        ] {
             let key = (service.package_name().to_owned(), module.clone());
             if let Some(other) = modules.insert(key, service.full_name().to_owned()) {
                 return Err(Error::Unsupported {
@@ -212,18 +212,16 @@ fn check_streaming(
     service: &ServiceDescriptor,
     method: &MethodDescriptor,
 ) -> Result<(), Error> {
-    let kind = match (method.is_client_streaming(), method.is_server_streaming()) {
-        (false, false) => return Ok(()),
-        (true, false) => "client",
-        (false, true) => "server",
-        (true, true) => "bidirectional",
-    };
+    let kind = CallKind::from_streaming(method.is_client_streaming(), method.is_server_streaming());
+    if !kind.is_streaming() {
+        return Ok(());
+    }
     Err(Error::Streaming {
         file: file.to_owned(),
         line,
         service: service.full_name().to_owned(),
         method: method.name().to_owned(),
-        kind,
+        kind: kind.describe(),
     })
 }
 
@@ -274,7 +272,7 @@ fn colliding_message_module(pool: &DescriptorPool, package: &str, module: &str) 
                     .iter()
                     .any(|f| f.oneof_index.is_some() && !f.proto3_optional())
         })
-        .find(|m| m.name().to_snake_case() == module)
+        .find(|m| naming::snake_case(m.name()) == module)
         .map(|m| m.full_name().to_owned())
 }
 

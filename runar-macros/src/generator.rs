@@ -1,8 +1,11 @@
-//! The code generator: one method per generated item, assembled by `ToTokens` (the design of
+//! The macro's generator: the rewritten item and the parameter messages are its own; the server
+//! wrapper, the `AbstractService` impl and the client come from the shared generator
+//! (`runar-codegen`), filled from what the macro read. Assembled by `ToTokens` (the design of
 //! tarpc's `ServiceGenerator`).
 
-use proc_macro2::{Literal, Span, TokenStream};
-use quote::{ToTokens, format_ident, quote, quote_spanned};
+use proc_macro2::{Span, TokenStream};
+use quote::{ToTokens, quote};
+use runar_codegen::{local, naming};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{Ident, LitStr, TraitItem};
@@ -22,29 +25,6 @@ pub(crate) struct ServiceGenerator<'a> {
     server_ident: Ident,
 }
 
-/// A local variable of the generated code, invisible to the user's code (mixed-site hygiene).
-fn local(name: &str) -> Ident {
-    Ident::new(name, Span::mixed_site())
-}
-
-/// `tokens` with every span set to `span`, so that an error about the whole expression points
-/// at the user's code rather than at the attribute.
-fn respan(tokens: TokenStream, span: Span) -> TokenStream {
-    tokens
-        .into_iter()
-        .map(|mut tree| {
-            if let proc_macro2::TokenTree::Group(g) = &tree {
-                let mut group = proc_macro2::Group::new(g.delimiter(), respan(g.stream(), span));
-                group.set_span(span);
-                tree = proc_macro2::TokenTree::Group(group);
-            } else {
-                tree.set_span(span);
-            }
-            tree
-        })
-        .collect()
-}
-
 fn lit(value: &str) -> LitStr {
     LitStr::new(value, Span::call_site())
 }
@@ -59,8 +39,8 @@ impl<'a> ServiceGenerator<'a> {
             service,
             codegen,
             prost_path: lit(&prost_path),
-            client_ident: format_ident!("{}Client", base),
-            server_ident: format_ident!("{}Server", base),
+            client_ident: naming::client_ident(&base.to_string()),
+            server_ident: naming::server_ident(&base.to_string()),
         }
     }
 
@@ -149,169 +129,94 @@ impl<'a> ServiceGenerator<'a> {
         out
     }
 
-    /// `MathServer<T>`, which serves a trait implementation (trait form only).
-    fn server_struct(&self) -> TokenStream {
-        let Item::Trait(_) = &self.service.item else {
-            return TokenStream::new();
-        };
-        let Self { server_ident, .. } = self;
-        let vis = &self.service.vis;
-        let trait_ident = &self.service.ident;
-        let doc = lit(&format!(
-            "Serves an implementation of [`{trait_ident}`] on a Runar node, at the path `{}`: \
-             `node.add_service({server_ident}::new(service))`.",
-            self.service.path
-        ));
-        quote! {
-            #[doc = #doc]
-            #vis struct #server_ident<T> {
-                inner: ::std::sync::Arc<T>,
-            }
-
-            #[allow(dead_code)]
-            impl<T: #trait_ident> #server_ident<T> {
-                /// Wraps an implementation.
-                #vis fn new(inner: T) -> Self {
-                    Self::from_arc(::std::sync::Arc::new(inner))
-                }
-
-                /// Wraps an implementation that is shared with other code.
-                #vis fn from_arc(inner: ::std::sync::Arc<T>) -> Self {
-                    Self { inner }
-                }
-
-                /// The wrapped implementation.
-                #vis fn get_ref(&self) -> &T {
-                    &self.inner
-                }
-            }
-
-            impl<T> ::core::clone::Clone for #server_ident<T> {
-                fn clone(&self) -> Self {
-                    Self {
-                        inner: <::std::sync::Arc<T> as ::core::clone::Clone>::clone(&self.inner),
-                    }
-                }
-            }
-
-            impl<T> ::core::fmt::Debug for #server_ident<T> {
-                fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                    f.debug_struct(::core::stringify!(#server_ident)).finish_non_exhaustive()
-                }
-            }
-        }
-    }
-
-    /// `impl AbstractService`: metadata, the schema, and `init`, which registers one handler
-    /// per action and subscription.
-    fn service_impl(&self) -> TokenStream {
-        let Self {
-            service, codegen, ..
-        } = self;
-        let name = lit(&service.name);
-        let path = lit(&service.path);
-        let description = lit(&service.description);
-        let version = match &service.version {
-            Some(v) => {
-                let v = lit(v);
-                quote!(#v)
-            }
-            None => quote! {
-                match ::core::option_env!("CARGO_PKG_VERSION") {
-                    ::core::option::Option::Some(version) => version,
-                    ::core::option::Option::None => "0.0.0",
-                }
-            },
-        };
-        let schema = Literal::byte_string(&schema::file_descriptor(service));
-        let ctx = local("ctx");
-        let registrations = service.methods.iter().map(|m| self.registration(m, &ctx));
-        let header = match &service.item {
+    /// The service in the shared generator's model.
+    fn model(&self) -> runar_codegen::Service {
+        let service = self.service;
+        let vis = &service.vis;
+        let host = match &service.item {
             Item::Trait(_) => {
-                let server = &self.server_ident;
-                let trait_ident = &service.ident;
-                quote!(impl<T: #trait_ident> #codegen::AbstractService for #server<T>)
+                let trait_ident = service.ident.clone();
+                let server_ident = self.server_ident.clone();
+                let docs = runar_codegen::doc(&format!(
+                    "Serves an implementation of [`{trait_ident}`] on a Runar node, at the path \
+                     `{}`: `node.add_service({server_ident}::new(service))`.",
+                    service.path
+                ));
+                runar_codegen::Host::Wrapper {
+                    trait_ident,
+                    server_ident,
+                    docs,
+                }
             }
             Item::Impl(item) => {
                 let (impl_generics, _, where_clause) = item.generics.split_for_impl();
-                let self_ty = &item.self_ty;
-                quote!(impl #impl_generics #codegen::AbstractService for #self_ty #where_clause)
+                runar_codegen::Host::SelfType {
+                    impl_generics: impl_generics.to_token_stream(),
+                    self_ty: item.self_ty.to_token_stream(),
+                    where_clause: where_clause.to_token_stream(),
+                    span: item.self_ty.span(),
+                }
             }
         };
-        quote! {
-            #header {
-                fn name(&self) -> &str {
-                    #name
-                }
-
-                fn path(&self) -> &str {
-                    #path
-                }
-
-                fn version(&self) -> &str {
-                    #version
-                }
-
-                fn description(&self) -> &str {
-                    #description
-                }
-
-                fn schema(&self) -> ::core::option::Option<&'static [u8]> {
-                    ::core::option::Option::Some(#schema)
-                }
-
-                async fn init(&self, #ctx: &#codegen::LifecycleContext) -> #codegen::Result<()> {
-                    #(#registrations)*
-                    ::core::result::Result::Ok(())
-                }
-            }
+        let client_docs = runar_codegen::doc(&format!(
+            "A typed client of the `{}` service ({}): one method per action. Calls go through a \
+             node, to a local or a remote instance; the client is cheap to clone.",
+            service.path, service.name
+        ));
+        runar_codegen::Service {
+            codegen: self.codegen.clone(),
+            vis: vis.to_token_stream(),
+            name: service.name.clone(),
+            path: service.path.clone(),
+            version: service.version.clone(),
+            description: service.description.clone(),
+            schema: schema::file_descriptor(service),
+            host,
+            client_ident: self.client_ident.clone(),
+            client_docs,
+            methods: service.methods.iter().map(|m| self.method(m)).collect(),
         }
     }
 
-    /// Registers one action or subscription in `init`.
-    fn registration(&self, method: &Method, ctx: &Ident) -> TokenStream {
-        let codegen = &self.codegen;
-        let service_var = local("service");
-        let request = local("request");
-        let context = local("context");
-        let ident = &method.ident;
-        let (share, reshare, fn_path, receiver) = match &self.service.item {
-            Item::Trait(_) => {
-                let trait_ident = &self.service.ident;
-                (
-                    quote!(<::std::sync::Arc<T> as ::core::clone::Clone>::clone(
-                        &self.inner
-                    )),
-                    quote!(<::std::sync::Arc<T> as ::core::clone::Clone>::clone(&#service_var)),
-                    quote!(<T as #trait_ident>::#ident),
-                    quote!(&*#service_var),
-                )
-            }
-            Item::Impl(item) => {
-                // One clone of the service per handler; each request shares it through an `Arc`.
-                let clone = quote_spanned!(item.self_ty.span()=> ::core::clone::Clone::clone(self));
-                (
-                    quote!(::std::sync::Arc::new(#clone)),
-                    quote!(<::std::sync::Arc<Self> as ::core::clone::Clone>::clone(&#service_var)),
-                    quote!(Self::#ident),
-                    quote!(&*#service_var),
-                )
-            }
+    /// One method in the shared generator's model.
+    fn method(&self, method: &Method) -> runar_codegen::Method {
+        let endpoint = match &method.kind {
+            Kind::Action { name } => runar_codegen::Endpoint::Action { name: name.clone() },
+            Kind::Subscribe { topic } => runar_codegen::Endpoint::Subscription {
+                topic: topic.value(),
+                span: topic.span(),
+            },
         };
+        let cfgs = &method.cfgs;
+        runar_codegen::Method {
+            ident: method.ident.clone(),
+            span: method.ident.span(),
+            kind: runar_codegen::CallKind::Unary,
+            endpoint,
+            cfgs: quote!(#(#cfgs)*),
+            handler: Some(self.handler(method)),
+            client: method.is_action().then(|| self.client_method(method)),
+        }
+    }
+
+    /// How the handler decodes the request into the method's arguments.
+    fn handler(&self, method: &Method) -> runar_codegen::Handler {
+        let request = runar_codegen::request_var();
+        let context = runar_codegen::context_var();
         let payload = method.payload(&self.service.ident);
-        let (request_pat, request_ty) = match &payload {
-            Payload::Unit => (quote!(_), quote!(())),
-            Payload::Direct(f) => (request.to_token_stream(), f.ty.to_token_stream()),
-            Payload::Synthesized(name) => (request.to_token_stream(), name.to_token_stream()),
+        let request_ty = match &payload {
+            Payload::Unit => quote!(()),
+            Payload::Direct(f) => f.ty.to_token_stream(),
+            Payload::Synthesized(name) => name.to_token_stream(),
         };
         let mut bindings = Vec::new();
-        let mut call_args = Vec::new();
+        let mut args = Vec::new();
         let mut uses_context = false;
         for (i, arg) in method.args.iter().enumerate() {
             match arg {
                 Arg::Context => {
                     uses_context = true;
-                    call_args.push(context.to_token_stream());
+                    args.push(context.to_token_stream());
                 }
                 Arg::Field(f) => {
                     let var = local(&format!("arg{i}"));
@@ -324,56 +229,18 @@ impl<'a> ServiceGenerator<'a> {
                     };
                     let value = self.decode_enum(f, value);
                     bindings.push(quote!(let #var = #value;));
-                    call_args.push(var.to_token_stream());
+                    args.push(var.to_token_stream());
                 }
             }
         }
-        let context_pat = if uses_context {
-            context.to_token_stream()
-        } else {
-            quote!(_)
-        };
-        let (register, context_ty, target) = match &method.kind {
-            Kind::Action { name } => (
-                respan(
-                    quote!(#codegen::LifecycleContext::register_action),
-                    ident.span(),
-                ),
-                quote!(#codegen::RequestContext),
-                lit(name),
-            ),
-            Kind::Subscribe { topic } => (
-                respan(quote!(#codegen::LifecycleContext::subscribe), ident.span()),
-                quote!(#codegen::EventContext),
-                topic.clone(),
-            ),
-        };
-        // Spanned at the method so that "future is not `Send`" points at it.
-        let handler = quote_spanned! {ident.span()=>
-            async move {
-                #(#bindings)*
-                #fn_path(#receiver, #(#call_args),*).await
-            }
-        };
-        let closure = quote_spanned! {ident.span()=>
-            move |#request_pat: #request_ty, #context_pat: #context_ty| {
-                let #service_var = #reshare;
-                #handler
-            }
-        };
-        let call = quote_spanned! {ident.span()=>
-            #register(#ctx, #target, #closure).await?;
-        };
-        let cfgs = &method.cfgs;
-        quote! {
-            #(#cfgs)*
-            {
-                let #service_var = #share;
-                #call
-            }
+        runar_codegen::Handler {
+            request_ty,
+            uses_request: !matches!(payload, Payload::Unit),
+            uses_context,
+            prelude: quote!(#(#bindings)*),
+            args,
         }
     }
-
     /// Turns a field's wire value (`i32` for enums) into the parameter's value; an unknown enum
     /// value fails the request with `InvalidArgument`.
     fn decode_enum(&self, f: &Field, value: TokenStream) -> TokenStream {
@@ -472,68 +339,12 @@ impl<'a> ServiceGenerator<'a> {
         }
     }
 
-    /// `MathClient`: a typed stub with one method per action.
-    fn client(&self) -> TokenStream {
-        let Self {
-            service,
-            codegen,
-            client_ident,
-            ..
-        } = self;
-        let vis = &service.vis;
-        let doc = lit(&format!(
-            "A typed client of the `{}` service ({}): one method per action. Calls go through a \
-             node, to a local or a remote instance; the client is cheap to clone.",
-            service.path, service.name
-        ));
-        let methods = service
-            .methods
-            .iter()
-            .filter(|m| m.is_action())
-            .map(|m| self.client_method(m));
-        quote! {
-            #[doc = #doc]
-            #[derive(::core::clone::Clone, ::core::fmt::Debug)]
-            #vis struct #client_ident {
-                node: #codegen::Node,
-                options: #codegen::RequestOptions,
-            }
-
-            #[allow(dead_code)]
-            impl #client_ident {
-                /// A client that calls the service through `node`.
-                #vis fn new(node: #codegen::Node) -> Self {
-                    Self {
-                        node,
-                        options: ::core::default::Default::default(),
-                    }
-                }
-
-                /// Sets the timeout of every call this client makes (the node's request
-                /// timeout otherwise).
-                #vis fn with_timeout(mut self, timeout: ::core::time::Duration) -> Self {
-                    self.options = self.options.with_timeout(timeout);
-                    self
-                }
-
-                /// The node this client calls through.
-                #vis fn node(&self) -> &#codegen::Node {
-                    &self.node
-                }
-
-                #(#methods)*
-            }
-        }
-    }
-
-    fn client_method(&self, method: &Method) -> TokenStream {
-        let codegen = &self.codegen;
-        let vis = &self.service.vis;
-        let Kind::Action { name } = &method.kind else {
-            return TokenStream::new();
+    /// The client method of an action: the same parameters, sent as the action's request.
+    fn client_method(&self, method: &Method) -> runar_codegen::ClientMethod {
+        let full_path = match &method.kind {
+            Kind::Action { name } => format!("{}/{name}", self.service.path),
+            Kind::Subscribe { topic } => topic.value(),
         };
-        let full_path = lit(&format!("{}/{name}", self.service.path));
-        let request = local("request");
         let params = method.fields().map(|f| {
             let ident = &f.ident;
             let ty = &f.ty;
@@ -559,42 +370,30 @@ impl<'a> ServiceGenerator<'a> {
                 )
             }
         };
-        let ident = &method.ident;
-        let ret = &method.ret;
         let docs = &method.docs;
-        let cfgs = &method.cfgs;
         let allows = &method.allows;
-        let call_doc = lit(&format!("Calls the action `{}`.", full_path.value()));
+        let call_doc = lit(&format!("Calls the action `{full_path}`."));
         let separator = if docs.is_empty() {
             quote!()
         } else {
             quote!(#[doc = ""])
         };
-        // `Node::request_with`, in two steps so that a type that is not a message is reported
-        // at the parameter or at the return type.
-        let new_value = respan(quote!(#codegen::Value::new::<#request_ty>), request_span);
-        let into_typed = respan(quote!(#codegen::Value::into_typed::<#ret>), ret.span());
-        let response = local("response");
-        quote! {
-            #(#cfgs)*
-            #(#docs)*
-            #separator
-            #[doc = #call_doc]
-            #(#allows)*
-            #vis async fn #ident(&self, #(#params),*) -> #codegen::Result<#ret> {
-                let #request = #new_value(#build);
-                let #response = #codegen::Node::request_value(
-                    &self.node,
-                    #full_path,
-                    #request,
-                    ::core::clone::Clone::clone(&self.options),
-                )
-                .await?;
-                #into_typed(#response)
-            }
+        let ret = &method.ret;
+        runar_codegen::ClientMethod {
+            docs: quote! {
+                #(#docs)*
+                #separator
+                #[doc = #call_doc]
+            },
+            attrs: quote!(#(#allows)*),
+            params: quote!(#(#params),*),
+            build,
+            request_ty,
+            request_span,
+            response_ty: ret.to_token_stream(),
+            response_span: ret.span(),
         }
     }
-
     /// "the action `math/add` (`Math::add`)".
     fn describe(&self, method: &Method) -> String {
         let owner = self.service.ident.unraw();
@@ -668,12 +467,13 @@ fn prost_attr(f: &Field) -> TokenStream {
 
 impl ToTokens for ServiceGenerator<'_> {
     fn to_tokens(&self, output: &mut TokenStream) {
+        let model = self.model();
         output.extend([
             self.item(),
             self.messages(),
-            self.server_struct(),
-            self.service_impl(),
-            self.client(),
+            runar_codegen::server_wrapper(&model),
+            runar_codegen::service_impl(&model),
+            runar_codegen::client(&model),
         ]);
     }
 }

@@ -98,7 +98,9 @@ use crate::model::{Errors, Service};
 ///
 /// # Methods
 ///
-/// A handler is an `async fn` taking `&self`, not generic, returning `runar::Result<T>`. It may
+/// A handler is an `async fn` taking `&self`, not generic, returning `runar::Result<T>` (a bare
+/// `T` or a `Result<T, E>` whose `E` is not `runar::Error`, such as `Result<i64, String>`, is a
+/// compile error at the return type). It may
 /// take a `runar::RequestContext` parameter (a `runar::EventContext` for a subscription) to see
 /// the deadline, the caller and path parameters; the context is not part of the message and
 /// the client method does not take it (a parameter is a context when the last segment of its

@@ -2,6 +2,7 @@
 
 use proc_macro2::Span;
 use quote::{ToTokens, format_ident};
+use runar_codegen::naming;
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{
@@ -137,8 +138,8 @@ impl Method {
     /// CamelCase method name.
     pub(crate) fn camel_name(&self) -> String {
         match &self.kind {
-            Kind::Action { name } => camel_case(name),
-            Kind::Subscribe { .. } => camel_case(&self.ident.unraw().to_string()),
+            Kind::Action { name } => naming::upper_camel_case(name),
+            Kind::Subscribe { .. } => naming::upper_camel_case(&self.ident.unraw().to_string()),
         }
     }
 
@@ -162,8 +163,6 @@ impl Method {
         }
     }
 }
-
-const RESERVED_CLIENT_METHODS: [&str; 3] = ["new", "with_timeout", "node"];
 
 impl Service {
     pub(crate) fn from_trait(
@@ -289,7 +288,7 @@ impl Service {
                 }
                 path
             }
-            None => snake_case(&ident.unraw().to_string()),
+            None => naming::snake_case(&ident.unraw().to_string()),
         };
         // Two actions may not share a name: the second would replace the first.
         let mut seen: Vec<(&str, &Ident)> = Vec::new();
@@ -308,7 +307,7 @@ impl Service {
                     seen.push((name, &m.ident));
                 }
                 let client_name = m.ident.unraw().to_string();
-                if RESERVED_CLIENT_METHODS.contains(&client_name.as_str()) {
+                if naming::CLIENT_RESERVED.contains(&client_name.as_str()) {
                     errors.push_new(
                         m.ident.span(),
                         format!(
@@ -376,7 +375,7 @@ fn read_method(
                 Some(lit) => (lit.value(), lit.span()),
                 None => (sig.ident.unraw().to_string(), sig.ident.span()),
             };
-            if snake_case(&camel_case(&name)) != name || name.is_empty() {
+            if !naming::is_snake_case(&name) {
                 errors.push_new(
                     span,
                     format!(
@@ -498,16 +497,9 @@ fn read_method(
 
     let ret = match &sig.output {
         ReturnType::Type(_, ty) => match result_ok_type(ty) {
-            Some(ret) => ret,
-            None => {
-                errors.push_spanned(
-                    ty,
-                    format!(
-                        "runar service methods return `runar::Result<T>`; write \
-                         `runar::Result<{}>`",
-                        types::display(ty)
-                    ),
-                );
+            Ok(ret) => ret,
+            Err(e) => {
+                errors.push(e);
                 return None;
             }
         },
@@ -563,13 +555,41 @@ fn mentions(ty: &Type, ident: &Ident) -> bool {
     walk(ty.to_token_stream(), ident)
 }
 
-/// `T` in `Result<T>` / `runar::Result<T>` / `Result<T, E>`.
-fn result_ok_type(ty: &Type) -> Option<Type> {
-    let (name, args, _) = types::last_segment(ty)?;
-    if name != "Result" {
-        return None;
+/// `T` in `Result<T>` / `runar::Result<T>` / `Result<T, runar::Error>`; an error at the return
+/// type for anything else (a bare `T`, `Result<T, String>`).
+fn result_ok_type(ty: &Type) -> syn::Result<Type> {
+    let ok = match types::last_segment(ty) {
+        Some((name, args, _)) if name == "Result" => {
+            args.first().map(|t| (*t, args.get(1).copied()))
+        }
+        _ => None,
+    };
+    let Some((ok, error)) = ok else {
+        return Err(syn::Error::new_spanned(
+            ty,
+            format!(
+                "runar service methods return `runar::Result<T>`; write `runar::Result<{}>`",
+                types::display(ty)
+            ),
+        ));
+    };
+    // The error type can only be checked by name here; `runar::Error` (or a re-export of it
+    // named `Error`) passes, and the compiler checks the rest at the method.
+    if let Some(error) = error {
+        if types::last_segment(error).is_none_or(|(name, _, _)| name != "Error") {
+            return Err(syn::Error::new_spanned(
+                ty,
+                format!(
+                    "runar service methods return `runar::Result<T>`, whose error is \
+                     `runar::Error`, not `{}`; write `runar::Result<{}>` and fail with \
+                     `runar::Error::new(runar::Code::…, message)`",
+                    types::display(error),
+                    types::display(ok)
+                ),
+            ));
+        }
     }
-    args.first().map(|t| (*t).clone())
+    Ok((*ok).clone())
 }
 
 fn check_service_path(path: &str) -> Result<(), String> {
@@ -589,66 +609,4 @@ fn check_service_path(path: &str) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// `GetItem` → `get_item`, `HTTPServer` → `http_server`.
-pub(crate) fn snake_case(name: &str) -> String {
-    let chars: Vec<char> = name.chars().collect();
-    let mut out = String::with_capacity(name.len() + 4);
-    for (i, &c) in chars.iter().enumerate() {
-        if c.is_uppercase() {
-            let prev = i.checked_sub(1).map(|p| chars[p]);
-            let next = chars.get(i + 1);
-            let boundary = match prev {
-                Some(p) if p.is_lowercase() || p.is_ascii_digit() => true,
-                Some(p) if p.is_uppercase() => next.is_some_and(|n| n.is_lowercase()),
-                _ => false,
-            };
-            if boundary && !out.ends_with('_') {
-                out.push('_');
-            }
-            out.extend(c.to_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// `get_item` → `GetItem`.
-pub(crate) fn camel_case(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut upper = true;
-    for c in name.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.extend(c.to_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn case_conversions() {
-        assert_eq!(snake_case("Math"), "math");
-        assert_eq!(snake_case("MathService"), "math_service");
-        assert_eq!(snake_case("HTTPServer"), "http_server");
-        assert_eq!(snake_case("Calc2Go"), "calc2_go");
-        assert_eq!(camel_case("get_item"), "GetItem");
-        assert_eq!(camel_case("add2"), "Add2");
-        for ok in ["add", "get_item", "add2", "plus"] {
-            assert_eq!(snake_case(&camel_case(ok)), ok);
-        }
-        for bad in ["Add", "get__item", "item_", "_item", "item_2", "getItem"] {
-            assert_ne!(snake_case(&camel_case(bad)), bad);
-        }
-    }
 }

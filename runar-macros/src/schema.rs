@@ -9,7 +9,9 @@ use prost_types::{
 };
 use syn::ext::IdentExt;
 
-use crate::model::{Field, Method, Payload, Service, camel_case};
+use runar_codegen::naming;
+
+use crate::model::{Field, Method, Payload, Service};
 use crate::types::{EMPTY, Elem, FieldType, ReturnKind, Shape};
 
 /// The protobuf package of a service path: `shop/inventory` → `shop.inventory`.
@@ -112,12 +114,12 @@ fn add_field(message: &mut DescriptorProto, field: &Field, package: &str) {
     let mut descriptor = FieldDescriptorProto {
         name: Some(name.clone()),
         number: Some(field.tag as i32),
-        json_name: Some(json_name(&name)),
+        json_name: Some(naming::lower_camel_case(&name)),
         ..Default::default()
     };
     match &field.field.shape {
         Shape::Map { key, .. } => {
-            let entry_name = format!("{}Entry", camel_case(&name));
+            let entry_name = format!("{}Entry", naming::upper_camel_case(&name));
             let mut key_field = FieldDescriptorProto {
                 name: Some("key".to_owned()),
                 number: Some(1),
@@ -189,21 +191,4 @@ fn set_elem(descriptor: &mut FieldDescriptorProto, elem: &Elem) {
             descriptor.type_name = Some(proto.clone());
         }
     }
-}
-
-/// protoc's JSON name: `get_item_id` → `getItemId`.
-fn json_name(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut upper = false;
-    for c in name.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.extend(c.to_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }

@@ -5,21 +5,42 @@
 //!
 //! The modules follow the data's path: a [`value::Value`] is routed by a
 //! [`routing::TopicPath`] through the registry to a handler, locally or over the network.
+//!
+//! # The public API
+//!
+//! * The node: [`Node`], [`NodeConfig`], the per-call options ([`RequestOptions`],
+//!   [`PublishOptions`], [`SubscribeOptions`], [`BroadcastMode`]), [`SubscriptionId`], and the
+//!   `$registry` events it publishes ([`ServiceEvent`], [`PeerEvent`]).
+//! * Services: [`AbstractService`] and its [`LifecycleContext`]; handlers get a
+//!   [`RequestContext`] or an [`EventContext`] and know their [`Caller`]; [`ServiceInfo`],
+//!   [`ServiceState`]; the type-erased [`ActionHandler`] / [`EventHandler`] and their typed
+//!   adapters [`action_handler`] / [`event_handler`].
+//! * Values and paths: [`Value`], [`Payload`], the [`value`] and [`routing`] modules.
+//! * The network, as configuration: [`NetworkConfig`], [`NetworkKey`], [`DiscoveryOptions`]
+//!   (with [`MulticastGroupSpec`] and the in-process [`MemoryHub`]), and [`NodeId`].
+//! * Errors: [`Error`], [`Code`], [`Result`].
+//!
+//! The protocol, the transport and discovery are internal. Generated code uses the hidden
+//! `codegen` module.
 
+#[doc(hidden)]
 pub mod codegen;
-pub mod discovery;
+mod discovery;
 mod error;
-pub mod network;
+mod identity;
+mod lock;
+mod network;
 mod node;
 mod registry;
 pub mod routing;
 mod service;
 pub mod value;
-pub mod wire;
+mod wire;
 
-pub use discovery::{DiscoveryOptions, MemoryHub};
+pub use discovery::{DiscoveryOptions, MemoryHub, MulticastGroupSpec};
 pub use error::{Code, Error, Result};
-pub use network::{NetworkConfig, NetworkKey, NodeId};
+pub use identity::{NodeId, ParseNodeIdError};
+pub use network::{NetworkConfig, NetworkKey};
 pub use node::{
     BroadcastMode, Node, NodeConfig, PeerEvent, PublishOptions, RequestOptions, ServiceEvent,
     SubscribeOptions, SubscriptionId,
@@ -29,3 +50,20 @@ pub use service::{
     RequestContext, ServiceInfo, ServiceState, action_handler, event_handler,
 };
 pub use value::{Payload, Value};
+
+/// Protocol, transport and discovery internals, for Runar's own raw-client tests, fuzzing and
+/// benchmarks. Not part of the API: anything here may change in any release.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::discovery::{Discovery, DiscoveryEvent, LocalPeer};
+    pub use crate::identity::{NodeKeypair, verify};
+    pub use crate::network::admission;
+    pub use crate::network::{
+        FRAME_HEADER_LEN, Incoming, Transport, TransportConfig, TransportError, peer_node_id,
+        read_frame, write_frame,
+    };
+    /// The protocol messages (see `proto/runar/v1/README.md`).
+    pub mod wire {
+        pub use crate::wire::*;
+    }
+}

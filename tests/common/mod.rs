@@ -1,6 +1,9 @@
 //! Helpers shared by the multi-node tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
+pub mod process;
+pub mod udp_proxy;
+
 use std::time::{Duration, Instant};
 
 use runar::{DiscoveryOptions, NetworkConfig, NetworkKey, Node, NodeConfig};

@@ -2,13 +2,13 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex},
 };
 
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::{DiscoveryEvent, LocalPeer};
-use crate::network::NodeId;
+use crate::identity::NodeId;
 
 /// An in-process discovery hub for tests: every node attached to one hub sees the others.
 ///
@@ -73,7 +73,7 @@ impl MemoryHub {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::lock::lock(&self.inner)
     }
 
     /// Attaches a node: the others hear of it and it hears of them.
@@ -88,7 +88,7 @@ impl MemoryHub {
         let member = Member {
             token,
             node_id: local.keypair.node_id(),
-            network_id: local.network_key.network_id(),
+            network_id: local.network_id.clone(),
             addresses: in_process_addresses(&local.addresses),
             events,
         };

@@ -18,9 +18,10 @@
 //!   (see [`DiscoveryOptions::static_peer_addrs`]); [`Discovery`] does nothing with them.
 //!
 //! ```no_run
-//! # async fn demo(local: runar_runtime::discovery::LocalPeer) -> runar_runtime::Result<()> {
+//! # async fn demo(local: runar_runtime::__private::LocalPeer) -> runar_runtime::Result<()> {
 //! use std::{net::Ipv4Addr, time::Duration};
-//! use runar_runtime::discovery::{Discovery, DiscoveryEvent, DiscoveryOptions};
+//! use runar_runtime::DiscoveryOptions;
+//! use runar_runtime::__private::{Discovery, DiscoveryEvent};
 //!
 //! let options = DiscoveryOptions::multicast(DiscoveryOptions::DEFAULT_MULTICAST_GROUP)
 //!     .multicast_interface(Ipv4Addr::LOCALHOST)
@@ -55,7 +56,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::{
     Error, Result,
-    network::{NetworkKey, NodeId, NodeKeypair},
+    identity::{NodeId, NodeKeypair},
 };
 
 pub use memory::MemoryHub;
@@ -280,8 +281,9 @@ impl DiscoveryOptions {
 pub struct LocalPeer {
     /// The node's keypair; announcements are signed with it.
     pub keypair: Arc<NodeKeypair>,
-    /// The node's network; only its public id is announced.
-    pub network_key: NetworkKey,
+    /// The public id of the node's network (`NetworkKey::network_id`): announced, and
+    /// announcements from other networks are dropped.
+    pub network_id: String,
     /// The bound QUIC address(es); wildcards such as `0.0.0.0:port` are expanded per interface.
     pub addresses: Vec<SocketAddr>,
 }

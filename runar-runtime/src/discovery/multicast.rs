@@ -37,7 +37,7 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket as StdUdpSocket},
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -55,7 +55,7 @@ use super::{
 };
 use crate::{
     Error, Result,
-    network::{NodeId, NodeKeypair},
+    identity::{NodeId, NodeKeypair},
 };
 
 pub(crate) use super::packet::usable_from;
@@ -162,7 +162,7 @@ impl Sender {
     /// Sends one datagram of `kind` on every link, unless a goodbye was sent already. After a
     /// goodbye nothing more is sent. Non-blocking: a full socket buffer loses the datagram.
     fn send(&self, kind: Kind) {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = crate::lock::lock(&self.state);
         if state.stopped {
             return;
         }
@@ -282,7 +282,7 @@ impl MulticastDiscovery {
         })?;
 
         let keypair = Arc::clone(&local.keypair);
-        let network_id = local.network_key.network_id();
+        let network_id = local.network_id.clone();
         let checker = Checker {
             network_id: network_id.clone(),
             own: keypair.node_id(),

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use prost::Message as _;
 
 use crate::{
-    network::{NodeId, NodeKeypair, verify},
+    identity::{NodeId, NodeKeypair, verify},
     wire,
 };
 

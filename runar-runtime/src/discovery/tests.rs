@@ -33,14 +33,23 @@ fn free_group() -> (SocketAddr, StdUdpSocket) {
     (group, probe)
 }
 
-fn network(name: &str) -> NetworkKey {
-    NetworkKey::from_secret(format!("discovery test network {name}"))
+/// A network as discovery sees it: only its public id.
+struct TestNetwork(String);
+
+impl TestNetwork {
+    fn network_id(&self) -> String {
+        self.0.clone()
+    }
 }
 
-fn peer(network: &NetworkKey, addr: &str) -> LocalPeer {
+fn network(name: &str) -> TestNetwork {
+    TestNetwork(format!("discovery-test-network-{name}"))
+}
+
+fn peer(network: &TestNetwork, addr: &str) -> LocalPeer {
     LocalPeer {
         keypair: Arc::new(NodeKeypair::generate().unwrap()),
-        network_key: network.clone(),
+        network_id: network.network_id(),
         addresses: vec![addr.parse().unwrap()],
     }
 }
@@ -736,7 +745,7 @@ async fn child_process_node() {
         parts.next().unwrap().to_owned(),
         parts.next().unwrap().parse::<NodeId>().unwrap(),
     );
-    let net = NetworkKey::from_secret(secret);
+    let net = TestNetwork(secret.to_owned());
     let mut me = start(
         &DiscoveryOptions::multicast(group).multicast_interface(Ipv4Addr::LOCALHOST),
         peer(&net, "127.0.0.1:43002"),
@@ -763,7 +772,7 @@ async fn two_processes_find_each_other() {
     }
     let (group, _port) = free_group();
     let secret = "discovery test two processes";
-    let net = NetworkKey::from_secret(secret);
+    let net = TestNetwork(secret.to_owned());
     let mut parent = start(&on_loopback(group), peer(&net, "127.0.0.1:43001")).await;
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([

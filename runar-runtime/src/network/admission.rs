@@ -28,10 +28,8 @@ use rcgen::{
 use ring::{hkdf, rand::SecureRandom as _};
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 
-use super::{
-    error::TransportError,
-    identity::{NodeId, NodeKeypair, write_base32},
-};
+use super::error::TransportError;
+use crate::identity::{NodeId, NodeKeypair, write_base32};
 
 const HKDF_SALT: &[u8] = b"runar/network/v1";
 const CA_KEY_INFO: &[u8] = b"runar/network/v1/ca-key";
@@ -82,11 +80,11 @@ impl NetworkKey {
     }
 
     /// 32 random bytes, suitable as a new network's secret.
-    pub fn generate_secret() -> Result<[u8; 32], TransportError> {
+    pub fn generate_secret() -> crate::Result<[u8; 32]> {
         let mut secret = [0u8; 32];
         ring::rand::SystemRandom::new()
             .fill(&mut secret)
-            .map_err(|_| TransportError::InvalidKey("no randomness available".into()))?;
+            .map_err(|_| crate::Error::internal("no randomness available"))?;
         Ok(secret)
     }
 
@@ -99,7 +97,7 @@ impl NetworkKey {
     }
 
     /// The network's CA certificate (DER). Identical for every holder of the key.
-    pub fn ca_certificate(&self) -> Result<CertificateDer<'static>, TransportError> {
+    pub(crate) fn ca_certificate(&self) -> Result<CertificateDer<'static>, TransportError> {
         let (params, key) = self.ca()?;
         let cert = params.self_signed(&key).map_err(tls_err)?;
         Ok(cert.der().clone())

@@ -3,6 +3,7 @@
 use std::{io, net::SocketAddr, time::Duration};
 
 use crate::Error;
+use crate::identity::IdentityError;
 
 /// A failure in the network layer: identity, admission, the QUIC transport or framing.
 ///
@@ -81,6 +82,15 @@ pub enum TransportError {
     },
 }
 
+impl From<IdentityError> for TransportError {
+    fn from(err: IdentityError) -> Self {
+        match err {
+            IdentityError::InvalidKey(msg) => TransportError::InvalidKey(msg),
+            IdentityError::Io { context, source } => TransportError::Io { context, source },
+        }
+    }
+}
+
 /// True for QUIC transport error codes that carry a TLS alert (0x100..=0x1ff, RFC 9001 §4.8):
 /// the handshake was refused because of a certificate or identity problem.
 fn is_crypto_code(code: quinn::TransportErrorCode) -> bool {
@@ -104,6 +114,7 @@ impl TransportError {
     }
 }
 
+#[doc(hidden)] // the transport is internal
 impl From<TransportError> for Error {
     fn from(err: TransportError) -> Self {
         let msg = err.to_string();

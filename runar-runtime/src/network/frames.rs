@@ -12,8 +12,8 @@ use bytes::{BufMut as _, Bytes, BytesMut};
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
 use super::error::TransportError;
-use super::framing::FRAME_HEADER_LEN;
-use crate::registry::OutboundEvent;
+use super::framing::{FRAME_HEADER_LEN, checked_len};
+use super::interface::OutboundEvent;
 use crate::value::Value;
 
 /// `Request.network`, `.path`, `.payload`, `.timeout_ms`; `Response.payload`.
@@ -34,17 +34,6 @@ fn len_delimited_len(tag: u32, len: usize) -> usize {
 fn put_len_delimited_header(buf: &mut BytesMut, tag: u32, len: usize) {
     encode_key(tag, WireType::LengthDelimited, buf);
     encode_varint(len as u64, buf);
-}
-
-/// The frame's length header for a message of `len` bytes, if within `max` (and `u32`).
-fn frame_len(len: usize, max: usize) -> Result<u32, TransportError> {
-    match u32::try_from(len) {
-        Ok(n) if len <= max => Ok(n),
-        _ => Err(TransportError::FrameTooLarge {
-            len: len as u64,
-            max,
-        }),
-    }
 }
 
 /// The kind byte `kind`, then one frame holding
@@ -71,7 +60,7 @@ pub(crate) fn request_frame(
     if timeout_ms != 0 {
         len += key_len(TIMEOUT_MS) + encoded_len_varint(timeout_ms);
     }
-    let header = frame_len(len, max)?;
+    let header = checked_len(len, max)?;
 
     let mut buf = BytesMut::with_capacity(1 + FRAME_HEADER_LEN + len);
     buf.put_u8(kind);
@@ -100,7 +89,7 @@ pub(crate) fn request_frame(
 pub(crate) fn response_frame(payload: &Value, max: usize) -> Result<Bytes, TransportError> {
     let payload_len = payload.encoded_len();
     let len = len_delimited_len(RESPONSE_PAYLOAD, payload_len);
-    let header = frame_len(len, max)?;
+    let header = checked_len(len, max)?;
     let mut buf = BytesMut::with_capacity(FRAME_HEADER_LEN + len);
     buf.put_u32(header);
     put_len_delimited_header(&mut buf, RESPONSE_PAYLOAD, payload_len);
@@ -135,7 +124,7 @@ pub(crate) fn append_event_frame(
     if event.retained {
         len += key_len(RETAINED) + 1;
     }
-    let header = frame_len(len, max)?;
+    let header = checked_len(len, max)?;
 
     buf.reserve(FRAME_HEADER_LEN + len);
     let start = buf.len();

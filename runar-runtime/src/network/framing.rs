@@ -17,7 +17,7 @@ use super::error::TransportError;
 pub const FRAME_HEADER_LEN: usize = 4;
 
 /// The frame length of `len` bytes as a header value, if it is within `max` (and `u32`).
-fn checked_len(len: usize, max: usize) -> Result<u32, TransportError> {
+pub(super) fn checked_len(len: usize, max: usize) -> Result<u32, TransportError> {
     match u32::try_from(len) {
         Ok(n) if len <= max => Ok(n),
         _ => Err(TransportError::FrameTooLarge {

@@ -1,12 +1,12 @@
 //! The mesh: this node's connections to its peers.
 //!
 //! It accepts and dials connections, exchanges hellos (capabilities), keeps one connection per
-//! peer, tells peers when this node's services or subscriptions change, registers what peers
-//! offer as remote instances in the registry, and removes it when they leave.
+//! peer, tells peers when this node's services or subscriptions change, and tells the node (its
+//! [`NodeHandler`]) what peers offer, which peers come and go, and what they send.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prost::Message;
@@ -16,17 +16,16 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::framing::{encode_frame, read_frame};
+use super::interface::{NodeHandler, Offer, PeerChange, PeerNotice, PeerOffer};
 use super::peer::{
     KIND_CONTROL, PROTOCOL_VERSION, Peer, PeerIdentity, PeerQueues, codes, read_events, read_kind,
-    remote_action, serve_request, write_control, write_events,
+    serve_request, write_control, write_events,
 };
-use super::{NetworkConfig, NetworkKey, NodeId, NodeKeypair, Transport, TransportError};
+use super::{NetworkConfig, NetworkKey, PeerLink, Transport, TransportError};
 use crate::discovery::{Discovery, DiscoveryEvent, LocalPeer};
 use crate::error::{Error, Result};
-use crate::node::{Node, NodeInner, PeerChange};
-use crate::registry::{ActionInstance, Origin, OutboundEvent, PeerLink, Sink, Subscription};
-use crate::routing::TopicPath;
-use crate::service::context::lock;
+use crate::identity::{NodeId, NodeKeypair};
+use crate::lock::lock;
 use crate::wire;
 
 /// How long a duplicate connection stays open after the decision to drop it, at least.
@@ -46,12 +45,22 @@ enum Kept {
     No,
 }
 
+/// What the mesh takes from the node's configuration.
+pub(crate) struct MeshSettings {
+    /// The node's name, sent in hellos.
+    pub(crate) name: String,
+    /// Events queued per peer before a publisher waits.
+    pub(crate) event_queue_capacity: usize,
+    /// The longest a superseded connection waits for its requests in flight (the node's
+    /// request timeout).
+    pub(crate) drain_timeout: Duration,
+}
+
 /// This node's view of the network.
-pub(crate) struct Mesh {
-    node: Weak<NodeInner>,
+pub(crate) struct Mesh<H> {
+    node: H,
     transport: Transport,
     keypair: Arc<NodeKeypair>,
-    key: NetworkKey,
     discovery: Mutex<Option<Discovery>>,
     /// Peers being dialed after discovery reported them.
     dialing: Mutex<FxHashSet<NodeId>>,
@@ -60,6 +69,7 @@ pub(crate) struct Mesh {
     name: String,
     network_id: String,
     event_queue_capacity: usize,
+    drain_timeout: Duration,
     peers: Mutex<FxHashMap<NodeId, Arc<Peer>>>,
     next_link: AtomicU64,
     /// The version of this node's capabilities last sent.
@@ -69,26 +79,27 @@ pub(crate) struct Mesh {
     shutdown: CancellationToken,
 }
 
-impl Mesh {
+impl<H: NodeHandler> Mesh<H> {
     /// Binds the QUIC endpoint. Nothing is accepted or dialed until [`run`](Self::run).
     pub(crate) fn bind(
-        node: &Node,
+        node: H,
+        settings: MeshSettings,
         config: NetworkConfig,
         keypair: Arc<NodeKeypair>,
         key: NetworkKey,
-    ) -> Result<Arc<Mesh>> {
+    ) -> Result<Arc<Self>> {
         let transport = Transport::bind(config.transport(), &keypair, &key)?;
         Ok(Arc::new(Mesh {
-            node: node.downgrade(),
+            node,
             transport,
             keypair: keypair.clone(),
-            key: key.clone(),
             discovery: Mutex::default(),
             dialing: Mutex::default(),
             node_id: keypair.node_id(),
-            name: node.name().to_owned(),
+            name: settings.name,
             network_id: key.network_id(),
-            event_queue_capacity: node.config().event_queue_capacity,
+            event_queue_capacity: settings.event_queue_capacity,
+            drain_timeout: settings.drain_timeout,
             config,
             peers: Mutex::default(),
             next_link: AtomicU64::new(1),
@@ -104,7 +115,7 @@ impl Mesh {
         let (events, discovered) = mpsc::unbounded_channel();
         let local = LocalPeer {
             keypair: self.keypair.clone(),
-            network_key: self.key.clone(),
+            network_id: self.network_id.clone(),
             addresses: vec![self.local_addr()?],
         };
         let discovery = Discovery::start(&self.config.discovery, local, events).await?;
@@ -133,10 +144,14 @@ impl Mesh {
                     if self.is_connected(&node_id) || !lock(&self.dialing).insert(node_id) {
                         continue;
                     }
-                    if let Some(node) = self.node() {
-                        node.publish_peer_event(node_id, PeerChange::Discovered, "", &addresses)
-                            .await;
-                    }
+                    self.node
+                        .peer_changed(PeerNotice {
+                            peer: node_id,
+                            change: PeerChange::Discovered,
+                            name: "",
+                            addresses: &addresses,
+                        })
+                        .await;
                     let mesh = self.clone();
                     let defer = if self.node_id < node_id {
                         Duration::ZERO
@@ -188,10 +203,6 @@ impl Mesh {
         let mut ids: Vec<NodeId> = lock(&self.peers).keys().copied().collect();
         ids.sort();
         ids
-    }
-
-    fn node(&self) -> Option<Node> {
-        self.node.upgrade().map(Node::from_inner)
     }
 
     async fn accept_loop(self: Arc<Self>) {
@@ -294,62 +305,11 @@ impl Mesh {
             connection.close(codes::DUPLICATE, b"self");
             return Err(Error::invalid_argument("dialed itself"));
         }
-        let max = self.config.max_message_size;
         let ours = self.hello();
-        let (mut send, mut recv) = if dialed {
-            let (mut send, recv) = connection.open_bi().await.map_err(TransportError::from)?;
-            let frame = encode_frame(Some(KIND_CONTROL), &ours, max)?;
-            send.write_chunk(frame)
-                .await
-                .map_err(TransportError::from)?;
-            (send, recv)
-        } else {
-            let accepted =
-                tokio::time::timeout(self.config.connect_timeout, connection.accept_bi())
-                    .await
-                    .map_err(|_| Error::unavailable(format!("{peer_id} sent no hello in time")))?;
-            let (send, mut recv) = accepted.map_err(TransportError::from)?;
-            if read_kind(&mut recv).await? != KIND_CONTROL {
-                connection.close(codes::PROTOCOL, b"expected a control stream");
-                return Err(Error::invalid_argument(
-                    "the first stream was not a control stream",
-                ));
-            }
-            (send, recv)
-        };
-        let theirs = tokio::time::timeout(self.config.connect_timeout, read_frame(&mut recv, max))
-            .await
-            .map_err(|_| Error::unavailable(format!("{peer_id} sent no hello in time")))??
-            .ok_or_else(|| Error::unavailable(format!("{peer_id} closed before its hello")))?;
-        let theirs = wire::Hello::decode(theirs)
-            .map_err(|e| Error::invalid_argument(format!("malformed hello from {peer_id}: {e}")))?;
-        if let Err(e) = self.check_hello(&theirs, peer_id) {
-            connection.close(codes::PROTOCOL, e.message().as_bytes());
-            return Err(e);
-        }
-        if !dialed {
-            let frame = encode_frame(None, &ours, max)?;
-            send.write_chunk(frame)
-                .await
-                .map_err(TransportError::from)?;
-        }
-
-        let link = PeerLink {
-            node: peer_id,
-            link: self.next_link.fetch_add(1, Ordering::Relaxed),
-        };
-        let dialer = if dialed { self.node_id } else { peer_id };
-        let identity = PeerIdentity {
-            id: peer_id,
-            link,
-            name: theirs.node_name.clone(),
-            instance: theirs.instance,
-            dialer,
-        };
-        let (peer, queues) =
-            Peer::new(identity, connection.clone(), max, self.event_queue_capacity);
-        // Every connection serves what is sent on it until it closes, kept or not.
-        self.spawn_peer_tasks(&peer, queues, send, recv);
+        let (send, recv, theirs) = self
+            .exchange_hellos(&connection, peer_id, dialed, &ours)
+            .await?;
+        let peer = self.start_peer(connection, peer_id, dialed, &theirs, send, recv);
         match self.keep(&peer, theirs.capabilities.unwrap_or_default()) {
             Kept::Replacing(old) => self.retire(old),
             Kept::New => {}
@@ -358,17 +318,124 @@ impl Mesh {
                 return Ok(());
             }
         }
-        let addr = connection.remote_address();
-        tracing::info!(node = %self.name, peer = %peer_id, name = %theirs.node_name, %addr, "peer connected");
+        self.connected(&peer, &ours).await;
+        Ok(())
+    }
+
+    /// Opens (as the dialer) or accepts the control stream and swaps hellos on it: the dialer
+    /// speaks first, the other side answers once it has checked the dialer's hello. Returns the
+    /// control stream and the peer's (checked) hello.
+    async fn exchange_hellos(
+        &self,
+        connection: &Connection,
+        peer_id: NodeId,
+        dialed: bool,
+        ours: &wire::Hello,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream, wire::Hello)> {
+        let max = self.config.max_message_size;
+        let (mut send, mut recv) = if dialed {
+            let (mut send, recv) = connection.open_bi().await.map_err(TransportError::from)?;
+            let frame = encode_frame(Some(KIND_CONTROL), ours, max)?;
+            send.write_chunk(frame)
+                .await
+                .map_err(TransportError::from)?;
+            (send, recv)
+        } else {
+            self.accept_control(connection, peer_id).await?
+        };
+        let theirs = self.read_hello(&mut recv, peer_id).await?;
+        if let Err(e) = self.check_hello(&theirs, peer_id) {
+            connection.close(codes::PROTOCOL, e.message().as_bytes());
+            return Err(e);
+        }
+        if !dialed {
+            let frame = encode_frame(None, ours, max)?;
+            send.write_chunk(frame)
+                .await
+                .map_err(TransportError::from)?;
+        }
+        Ok((send, recv, theirs))
+    }
+
+    /// Accepts the dialer's control stream (within the connect timeout) and checks its kind.
+    async fn accept_control(
+        &self,
+        connection: &Connection,
+        peer_id: NodeId,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream)> {
+        let accepted = tokio::time::timeout(self.config.connect_timeout, connection.accept_bi())
+            .await
+            .map_err(|_| Error::unavailable(format!("{peer_id} sent no hello in time")))?;
+        let (send, mut recv) = accepted.map_err(TransportError::from)?;
+        if read_kind(&mut recv).await? != KIND_CONTROL {
+            connection.close(codes::PROTOCOL, b"expected a control stream");
+            return Err(Error::invalid_argument(
+                "the first stream was not a control stream",
+            ));
+        }
+        Ok((send, recv))
+    }
+
+    /// Reads and decodes the peer's hello (within the connect timeout).
+    async fn read_hello(
+        &self,
+        recv: &mut quinn::RecvStream,
+        peer_id: NodeId,
+    ) -> Result<wire::Hello> {
+        let max = self.config.max_message_size;
+        let frame = tokio::time::timeout(self.config.connect_timeout, read_frame(recv, max))
+            .await
+            .map_err(|_| Error::unavailable(format!("{peer_id} sent no hello in time")))??
+            .ok_or_else(|| Error::unavailable(format!("{peer_id} closed before its hello")))?;
+        wire::Hello::decode(frame)
+            .map_err(|e| Error::invalid_argument(format!("malformed hello from {peer_id}: {e}")))
+    }
+
+    /// Makes the [`Peer`] for an admitted connection and starts its tasks: every connection
+    /// serves what is sent on it until it closes, kept or not.
+    fn start_peer(
+        self: &Arc<Self>,
+        connection: Connection,
+        peer_id: NodeId,
+        dialed: bool,
+        theirs: &wire::Hello,
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+    ) -> Arc<Peer> {
+        let link = PeerLink {
+            node: peer_id,
+            link: self.next_link.fetch_add(1, Ordering::Relaxed),
+        };
+        let identity = PeerIdentity {
+            id: peer_id,
+            link,
+            name: theirs.node_name.clone(),
+            instance: theirs.instance,
+            dialer: if dialed { self.node_id } else { peer_id },
+        };
+        let max = self.config.max_message_size;
+        let (peer, queues) = Peer::new(identity, connection, max, self.event_queue_capacity);
+        self.spawn_peer_tasks(&peer, queues, send, recv);
+        peer
+    }
+
+    /// A kept peer is connected: log it, send it what changed during the hello, tell the node.
+    async fn connected(&self, peer: &Arc<Peer>, ours: &wire::Hello) {
+        let addr = peer.connection.remote_address();
+        tracing::info!(node = %self.name, peer = %peer.id, name = %peer.name, %addr, "peer connected");
         // Changes made during the hello went to the other peers only: catch up.
-        if self.version.load(Ordering::Acquire) > ours.capabilities.map_or(0, |c| c.version) {
+        let sent = ours.capabilities.as_ref().map_or(0, |c| c.version);
+        if self.version.load(Ordering::Acquire) > sent {
             peer.send_control(wire::control::Kind::Capabilities(self.capabilities()));
         }
-        if let Some(node) = self.node() {
-            node.publish_peer_event(peer_id, PeerChange::Connected, &peer.name, &[addr])
-                .await;
-        }
-        Ok(())
+        self.node
+            .peer_changed(PeerNotice {
+                peer: peer.id,
+                change: PeerChange::Connected,
+                name: &peer.name,
+                addresses: &[addr],
+            })
+            .await;
     }
 
     fn check_hello(&self, hello: &wire::Hello, peer_id: NodeId) -> Result<()> {
@@ -412,7 +479,7 @@ impl Mesh {
             }
         }
         // Registered before it is listed, so a peer listed as connected is routable.
-        self.apply_capabilities(peer, capabilities);
+        self.node.peer_offers(peer, peer_offer(capabilities));
         match peers.insert(peer.id, peer.clone()) {
             Some(old) => Kept::Replacing(old),
             None => Kept::New,
@@ -422,17 +489,14 @@ impl Mesh {
     /// Stops routing to `peer`'s connection and closes it once what is in flight on it is done
     /// (after a grace that lets the peer reach the same decision and its requests land).
     fn retire(&self, peer: Arc<Peer>) {
-        {
-            let _view = lock(&peer.view);
-            peer.retire();
-        }
-        let Some(node) = self.node() else {
+        peer.retire();
+        if !self.node.is_alive() {
             peer.connection
                 .close(codes::DUPLICATE, b"duplicate connection");
             return;
-        };
-        node.registry().remove_link(peer.link);
-        let longest = node.config().request_timeout;
+        }
+        self.node.link_removed(peer.link);
+        let longest = self.drain_timeout;
         tokio::spawn(async move {
             tokio::time::sleep(RETIRE_GRACE).await;
             peer.drained(longest).await;
@@ -472,13 +536,19 @@ impl Mesh {
         // create and drop an `accept_uni` future (and the reverse).
         let requests = async {
             while let Ok((send, recv)) = peer.connection.accept_bi().await {
-                let Some(node) = self.node() else { break };
+                if !self.node.is_alive() {
+                    break;
+                }
+                let node = self.node.clone();
                 tokio::spawn(serve_request(node, peer.clone(), send, recv, max));
             }
         };
         let events = async {
             while let Ok(recv) = peer.connection.accept_uni().await {
-                let Some(node) = self.node() else { break };
+                if !self.node.is_alive() {
+                    break;
+                }
+                let node = self.node.clone();
                 tokio::spawn(read_events(node, peer.id, recv, max));
             }
         };
@@ -505,7 +575,7 @@ impl Mesh {
                 Ok(wire::Control { kind: Some(kind) }) => match kind {
                     Kind::Capabilities(capabilities) => {
                         let version = capabilities.version;
-                        self.apply_capabilities(&peer, capabilities);
+                        self.node.peer_offers(&peer, peer_offer(capabilities));
                         peer.send_control(Kind::CapabilitiesAck(version));
                     }
                     Kind::CapabilitiesAck(version) => peer.acknowledged(version),
@@ -536,13 +606,21 @@ impl Mesh {
             }
             current
         };
-        let Some(node) = self.node() else { return };
-        node.registry().remove_link(peer.link);
+        if !self.node.is_alive() {
+            return;
+        }
+        self.node.link_removed(peer.link);
         // A connection replaced by a newer one is no departure.
         if was_current {
             tracing::info!(node = %self.name, peer = %peer.id, name = %peer.name, %reason, "peer disconnected");
             let addr = peer.connection.remote_address();
-            node.publish_peer_event(peer.id, PeerChange::Disconnected, &peer.name, &[addr])
+            self.node
+                .peer_changed(PeerNotice {
+                    peer: peer.id,
+                    change: PeerChange::Disconnected,
+                    name: &peer.name,
+                    addresses: &[addr],
+                })
                 .await;
         }
     }
@@ -561,27 +639,13 @@ impl Mesh {
     /// A snapshot of what this node offers, with a new version number.
     fn capabilities(&self) -> wire::Capabilities {
         let version = self.version.fetch_add(1, Ordering::AcqRel) + 1;
-        let Some(node) = self.node() else {
-            return wire::Capabilities {
-                version,
-                ..Default::default()
-            };
-        };
-        let subscriptions = node
-            .registry()
-            .local_subscriptions()
-            .into_iter()
-            .map(|(network, sub)| wire::SubscriptionDescriptor {
-                id: sub.id.0,
-                network: network.to_string(),
-                pattern: sub.pattern.path().to_owned(),
-                group: sub.group.as_deref().unwrap_or_default().to_owned(),
-                include_past: sub.include_past,
-            })
-            .collect();
+        let Offer {
+            services,
+            subscriptions,
+        } = self.node.offer();
         wire::Capabilities {
             version,
-            services: node.catalog(),
+            services,
             subscriptions,
         }
     }
@@ -607,108 +671,6 @@ impl Mesh {
         futures::future::join_all(waits).await;
     }
 
-    /// Registers what `peer` offers (diffed against what it offered before).
-    fn apply_capabilities(&self, peer: &Arc<Peer>, capabilities: wire::Capabilities) {
-        let Some(node) = self.node() else { return };
-        let registry = node.registry();
-        let origin = Origin::Remote(peer.link);
-        let mut view = lock(&peer.view);
-        if peer.is_retired() || capabilities.version <= view.version {
-            return;
-        }
-        view.version = capabilities.version;
-
-        // Actions.
-        let actions: FxHashSet<(String, String)> = capabilities
-            .services
-            .iter()
-            .flat_map(|s| s.actions.iter().map(|a| (s.network.clone(), a.clone())))
-            .collect();
-        for (network, path) in view.actions.difference(&actions) {
-            if let Ok(pattern) = TopicPath::parse(path) {
-                registry.remove_action(network, &pattern, &origin);
-            }
-        }
-        for (network, path) in actions.difference(&view.actions) {
-            let pattern = match TopicPath::parse(path) {
-                Ok(p) if p.network().is_none() => p,
-                _ => {
-                    tracing::warn!(peer = %peer.id, %path, "peer announced an invalid action path");
-                    continue;
-                }
-            };
-            let instance = ActionInstance {
-                origin,
-                handler: remote_action(peer, network.as_str().into()),
-            };
-            if let Err(e) = registry.add_action(network, pattern, instance) {
-                tracing::warn!(peer = %peer.id, %path, error = %e, "remote action not registered");
-            }
-        }
-        view.actions = actions;
-
-        // Subscriptions.
-        let announced: FxHashMap<u64, &wire::SubscriptionDescriptor> = capabilities
-            .subscriptions
-            .iter()
-            .map(|s| (s.id, s))
-            .collect();
-        let gone: Vec<u64> = view
-            .subscriptions
-            .keys()
-            .filter(|id| !announced.contains_key(id))
-            .copied()
-            .collect();
-        for remote_id in gone {
-            if let Some(local) = view.subscriptions.remove(&remote_id) {
-                registry.remove_subscription(local);
-            }
-        }
-        for (remote_id, descriptor) in announced {
-            if view.subscriptions.contains_key(&remote_id) {
-                continue;
-            }
-            let pattern = match TopicPath::parse(&descriptor.pattern) {
-                Ok(p) if p.network().is_none() => p,
-                _ => {
-                    tracing::warn!(peer = %peer.id, pattern = %descriptor.pattern, "peer announced an invalid subscription");
-                    continue;
-                }
-            };
-            let id = node.next_subscription_id();
-            let subscription = Arc::new(Subscription {
-                id,
-                pattern: pattern.clone(),
-                group: (!descriptor.group.is_empty()).then(|| descriptor.group.as_str().into()),
-                origin,
-                sink: Sink::Remote {
-                    queue: peer.events.clone(),
-                    remote_id,
-                },
-                include_past: descriptor.include_past,
-                active: Arc::new(AtomicBool::new(true)),
-            });
-            registry.add_subscription(&descriptor.network, subscription);
-            view.subscriptions.insert(remote_id, id);
-            if descriptor.include_past {
-                for event in node.retained_matching(&descriptor.network, &pattern) {
-                    let retained = OutboundEvent {
-                        network: descriptor.network.as_str().into(),
-                        topic: event.topic,
-                        payload: event.value.to_bytes(),
-                        subscription_ids: vec![remote_id],
-                        retained: true,
-                    };
-                    if peer.events.try_send(retained).is_err() {
-                        tracing::warn!(peer = %peer.id, "retained events dropped: the peer's event queue is full");
-                        break;
-                    }
-                }
-            }
-        }
-        view.services = capabilities.services;
-    }
-
     /// Says goodbye to every peer, closes the connections and the endpoint, stops discovery.
     pub(crate) async fn stop(&self) {
         self.shutdown.cancel();
@@ -731,6 +693,17 @@ impl Mesh {
     }
 }
 
+/// A peer's announced capabilities, as the node takes them.
+fn peer_offer(capabilities: wire::Capabilities) -> PeerOffer {
+    PeerOffer {
+        version: capabilities.version,
+        offer: Offer {
+            services: capabilities.services,
+            subscriptions: capabilities.subscriptions,
+        },
+    }
+}
+
 /// A random number from the system's generator.
 fn random_u64() -> Result<u64> {
     use ring::rand::SecureRandom;
@@ -742,63 +715,14 @@ fn random_u64() -> Result<u64> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use std::time::Instant;
-
-    use super::*;
-    use crate::discovery::DiscoveryOptions;
-    use crate::node::NodeConfig;
-
-    fn free_port() -> SocketAddr {
-        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket.local_addr().unwrap()
+impl<H> Mesh<H> {
+    /// The number of open QUIC connections.
+    pub(crate) fn connection_count(&self) -> usize {
+        self.transport.connection_count()
     }
 
-    async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-        let started = Instant::now();
-        while !condition() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "timed out waiting for {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    #[tokio::test]
-    async fn two_nodes_dialing_each_other_at_once_keep_one_connection() {
-        let key = NetworkKey::from_secret("simultaneous");
-        for round in 0..5 {
-            let (addr_a, addr_b) = (free_port(), free_port());
-            let config = |bind: SocketAddr, peer: SocketAddr| {
-                NodeConfig::new("n", "test").with_network_config(
-                    NetworkConfig::default()
-                        .with_bind_address(bind)
-                        .with_key(key.clone())
-                        .with_discovery(DiscoveryOptions::static_peers([peer])),
-                )
-            };
-            let a = Node::new(config(addr_a, addr_b)).await.unwrap();
-            let b = Node::new(config(addr_b, addr_a)).await.unwrap();
-            let (ra, rb) = tokio::join!(a.start(), b.start());
-            ra.unwrap();
-            rb.unwrap();
-            let (ma, mb) = (a.mesh().unwrap(), b.mesh().unwrap());
-            wait_for("one connection each way", || {
-                a.peers() == [b.node_id()]
-                    && b.peers() == [a.node_id()]
-                    && ma.transport.connection_count() == 1
-                    && mb.transport.connection_count() == 1
-            })
-            .await;
-            // Both kept the connection dialed by the smaller id.
-            let preferred = a.node_id().min(b.node_id());
-            let da = lock(&ma.peers).get(&b.node_id()).unwrap().dialer;
-            let db = lock(&mb.peers).get(&a.node_id()).unwrap().dialer;
-            assert_eq!((da, db), (preferred, preferred), "round {round}");
-            a.stop().await.unwrap();
-            b.stop().await.unwrap();
-        }
+    /// Which side dialed the connection kept to `peer`.
+    pub(crate) fn dialer_of(&self, peer: &NodeId) -> Option<NodeId> {
+        lock(&self.peers).get(peer).map(|p| p.dialer)
     }
 }

@@ -1,21 +1,23 @@
-//! The network layer: identity and admission, QUIC transport, framing.
+//! The network layer: admission, QUIC transport, framing, the peers and the mesh.
 //!
-//! The transport knows nothing of services: it moves frames between authenticated nodes.
+//! It knows nothing of services, the registry or the node: it moves frames between authenticated
+//! nodes, and talks to the node above it only through [`NodeHandler`] (see `interface.rs`), with
+//! decoded values.
 //!
-//! * [`NodeKeypair`] / [`NodeId`]: a node's Ed25519 identity and the id derived from it.
 //! * [`NetworkKey`]: the shared secret that admits nodes to a network (see [`admission`] for the
-//!   scheme).
+//!   scheme); identities ([`NodeId`](crate::NodeId)) live in `identity.rs`, below.
 //! * [`Transport`]: one QUIC endpoint per node, mutual TLS 1.3 with ALPN `runar/1`; every
-//!   connection comes with the peer's verified [`NodeId`].
+//!   connection comes with the peer's verified node id.
 //! * [`write_frame`] / [`read_frame`]: length-delimited frames on QUIC streams.
+//! * [`Mesh`]: this node's connections to its peers.
 
 pub mod admission;
 mod config;
 mod error;
 mod frames;
 mod framing;
-mod identity;
-pub(crate) mod mesh;
+mod interface;
+mod mesh;
 mod peer;
 mod tls;
 mod transport;
@@ -27,6 +29,10 @@ pub use admission::NetworkKey;
 pub use config::NetworkConfig;
 pub use error::TransportError;
 pub use framing::{FRAME_HEADER_LEN, read_frame, write_frame};
-pub use identity::{NodeId, NodeKeypair, ParseNodeIdError, verify};
+pub(crate) use interface::{
+    EventSink, InboundEvent, InboundRequest, NodeHandler, Offer, OutboundEvent, PeerChange,
+    PeerHandle, PeerLink, PeerNotice, PeerOffer,
+};
+pub(crate) use mesh::{Mesh, MeshSettings};
 pub use tls::peer_node_id;
 pub use transport::{Incoming, Transport, TransportConfig};

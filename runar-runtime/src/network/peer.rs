@@ -6,24 +6,25 @@
 //! (one `Request` frame, one `Response` frame), so requests never wait for each other; each side
 //! sends its events on one unidirectional stream, which keeps them in order.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use futures::future::BoxFuture;
 use prost::Message;
 use quinn::{Connection, RecvStream, SendStream};
-use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::{Notify, mpsc, watch};
 
+use super::TransportError;
 use super::frames::{append_event_frame, request_frame, response_frame};
 use super::framing::{FrameReader, encode_frame, read_frame};
-use super::{NodeId, TransportError};
+use super::interface::{
+    EventSink, InboundEvent, InboundRequest, NodeHandler, OutboundEvent, PeerLink,
+};
 use crate::error::{Code, Error, Result};
-use crate::node::{Node, SubscriptionId};
-use crate::registry::{OutboundEvent, PeerLink};
-use crate::service::{ActionHandler, RequestContext};
+use crate::identity::NodeId;
 use crate::value::Value;
 use crate::wire;
 
@@ -60,10 +61,9 @@ pub(crate) struct Peer {
     /// Which side opened the connection (for the simultaneous-dial rule).
     pub(crate) dialer: NodeId,
     control: mpsc::UnboundedSender<wire::Control>,
-    pub(crate) events: mpsc::Sender<OutboundEvent>,
+    /// The queue of the peer's event writer, as the node's subscriptions hold it.
+    events: Arc<dyn EventSink>,
     acked: watch::Sender<u64>,
-    /// What the peer last told us it offers, as registered here.
-    pub(crate) view: Mutex<PeerView>,
     /// Set when another connection to the same peer is kept: this one is no longer routed to,
     /// and closes once what is in flight on it is done.
     retired: AtomicBool,
@@ -84,13 +84,20 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// The peer's capabilities as applied to this node's registry.
-#[derive(Default)]
-pub(crate) struct PeerView {
-    pub(crate) version: u64,
-    pub(crate) actions: FxHashSet<(String, String)>,
-    pub(crate) subscriptions: FxHashMap<u64, SubscriptionId>,
-    pub(crate) services: Vec<wire::ServiceDescriptor>,
+/// A peer's event queue, as an [`EventSink`].
+struct EventQueue(mpsc::Sender<OutboundEvent>);
+
+impl EventSink for EventQueue {
+    fn try_send(&self, event: OutboundEvent) -> Result<(), Option<OutboundEvent>> {
+        self.0.try_send(event).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(event) => Some(event),
+            mpsc::error::TrySendError::Closed(_) => None,
+        })
+    }
+
+    fn send(&self, event: OutboundEvent) -> BoxFuture<'_, bool> {
+        Box::pin(async move { self.0.send(event).await.is_ok() })
+    }
 }
 
 /// Who a new peer is, from its certificate and its hello.
@@ -132,9 +139,8 @@ impl Peer {
             connection,
             dialer,
             control,
-            events,
+            events: Arc::new(EventQueue(events)),
             acked: watch::Sender::new(0),
-            view: Mutex::default(),
             retired: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
@@ -147,6 +153,11 @@ impl Peer {
                 events: events_rx,
             },
         )
+    }
+
+    /// The peer's event queue: every subscription of this peer holds a clone.
+    pub(crate) fn events(&self) -> &Arc<dyn EventSink> {
+        &self.events
     }
 
     /// Counts a request in flight until the returned guard is dropped.
@@ -225,12 +236,7 @@ impl Peer {
         let max = self.max_message_size;
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         let frame = request_frame(KIND_REQUEST, network, path, payload, timeout_ms, max);
-        let frame = frame.map_err(|e| match e {
-            TransportError::FrameTooLarge { len, max } => {
-                too_large(format_args!("the request to `{path}`"), len, max)
-            }
-            e => e.into(),
-        })?;
+        let frame = frame.map_err(|e| to_error(e, format_args!("the request to `{path}`")))?;
         let unreachable = |e: &dyn std::fmt::Display| {
             Error::unavailable(format!("peer {} is unreachable: {e}", self.id))
         };
@@ -249,12 +255,8 @@ impl Peer {
                     self.id
                 )));
             }
-            Err(TransportError::FrameTooLarge { len, max }) => {
-                return Err(too_large(
-                    format_args!("the answer from `{path}`"),
-                    len,
-                    max,
-                ));
+            Err(e @ TransportError::FrameTooLarge { .. }) => {
+                return Err(to_error(e, format_args!("the answer from `{path}`")));
             }
             Err(e) => return Err(unreachable(&e)),
         };
@@ -274,19 +276,6 @@ impl Peer {
     }
 }
 
-/// An [`ActionHandler`] that serves an action by asking `peer`.
-pub(crate) fn remote_action(peer: &Arc<Peer>, network: Arc<str>) -> ActionHandler {
-    let peer = peer.clone();
-    Arc::new(move |value: Value, ctx: RequestContext| {
-        let peer = peer.clone();
-        let network = network.clone();
-        Box::pin(async move {
-            peer.request(&network, ctx.path(), &value, ctx.remaining())
-                .await
-        })
-    })
-}
-
 /// Reads the kind byte that starts a stream.
 pub(crate) async fn read_kind(recv: &mut RecvStream) -> Result<u8, TransportError> {
     let mut kind = [0u8; 1];
@@ -299,11 +288,15 @@ pub(crate) async fn read_kind(recv: &mut RecvStream) -> Result<u8, TransportErro
     }
 }
 
-/// The error for a message of `len` bytes over the maximum message size.
-fn too_large(what: std::fmt::Arguments<'_>, len: u64, max: usize) -> Error {
-    Error::resource_exhausted(format!(
-        "{what} is {len} bytes, over the maximum message size of {max}"
-    ))
+/// The error for a transport failure on `what`: a message over the maximum message size names
+/// both sizes; any other failure maps as usual.
+fn to_error(error: TransportError, what: std::fmt::Arguments<'_>) -> Error {
+    match error {
+        TransportError::FrameTooLarge { len, max } => Error::resource_exhausted(format!(
+            "{what} is {len} bytes, over the maximum message size of {max}"
+        )),
+        e => e.into(),
+    }
 }
 
 fn error_response(error: &Error) -> wire::Response {
@@ -317,73 +310,112 @@ fn error_response(error: &Error) -> wire::Response {
 
 /// Serves one request stream the peer opened: reads the request, runs the local handler (which
 /// is dropped, and so cancelled, if the caller stops waiting), writes the answer.
-pub(crate) async fn serve_request(
-    node: Node,
+pub(crate) async fn serve_request<H: NodeHandler>(
+    node: H,
     from: Arc<Peer>,
     mut send: SendStream,
     mut recv: RecvStream,
     max: usize,
 ) {
     let _in_flight = from.in_flight();
-    let peer = from.id;
-    let outcome = match read_kind(&mut recv).await {
-        Ok(KIND_REQUEST) => match read_frame(&mut recv, max).await {
-            Ok(Some(frame)) => match wire::Request::decode(frame) {
-                Ok(request) => {
-                    let mut serving = std::pin::pin!(node.serve_remote(request, peer));
-                    // Most handlers answer on their first poll: only watch for the caller
-                    // giving up (which takes the connection's lock and a waker registration)
-                    // when one does not.
-                    match futures::poll!(serving.as_mut()) {
-                        Poll::Ready(outcome) => outcome,
-                        Poll::Pending => {
-                            let stopped = send.stopped();
-                            tokio::select! {
-                                outcome = &mut serving => outcome,
-                                _ = stopped => {
-                                    tracing::debug!(%peer, "caller cancelled a request");
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                }
-                Err(e) => Err(Error::invalid_argument(format!("malformed request: {e}"))),
-            },
-            Ok(None) => Err(Error::invalid_argument(
-                "the request stream ended before a request",
-            )),
-            Err(TransportError::FrameTooLarge { len, max }) => {
-                let _ = recv.stop(codes::TOO_LARGE);
-                Err(too_large(format_args!("the request"), len, max))
-            }
-            Err(e) => Err(Error::invalid_argument(format!("unreadable request: {e}"))),
+    let outcome = match read_request(from.id, &mut recv, max).await {
+        Ok(request) => match run_request(&node, request, &mut send).await {
+            Some(outcome) => outcome,
+            None => return,
         },
+        Err(Some(error)) => Err(error),
+        Err(None) => return,
+    };
+    write_response(send, &outcome, max).await;
+}
+
+/// Reads the kind byte and the `Request` frame of a request stream and decodes it. A request
+/// that cannot be read is an error to answer with; `Err(None)` when there is no one to answer
+/// (the stream ended before its kind byte).
+async fn read_request(
+    peer: NodeId,
+    recv: &mut RecvStream,
+    max: usize,
+) -> Result<InboundRequest, Option<Error>> {
+    match read_kind(recv).await {
+        Ok(KIND_REQUEST) => {}
         Ok(kind) => {
             tracing::debug!(%peer, kind, "unexpected stream kind on a request stream");
             let _ = recv.stop(codes::PROTOCOL);
-            Err(Error::invalid_argument(format!(
+            return Err(Some(Error::invalid_argument(format!(
                 "unknown stream kind {kind}"
-            )))
+            ))));
         }
         Err(e) => {
             tracing::debug!(%peer, error = %e, "request stream ended before its kind byte");
-            return;
+            return Err(None);
+        }
+    }
+    let frame = match read_frame(recv, max).await {
+        Ok(Some(frame)) => frame,
+        Ok(None) => {
+            return Err(Some(Error::invalid_argument(
+                "the request stream ended before a request",
+            )));
+        }
+        Err(e @ TransportError::FrameTooLarge { .. }) => {
+            let _ = recv.stop(codes::TOO_LARGE);
+            return Err(Some(to_error(e, format_args!("the request"))));
+        }
+        Err(e) => {
+            return Err(Some(Error::invalid_argument(format!(
+                "unreadable request: {e}"
+            ))));
         }
     };
-    let frame = match &outcome {
+    let request = wire::Request::decode(frame)
+        .map_err(|e| Some(Error::invalid_argument(format!("malformed request: {e}"))))?;
+    Ok(InboundRequest {
+        from: peer,
+        network: request.network,
+        path: request.path,
+        payload: Value::from_encoded(request.payload),
+        timeout: Duration::from_millis(request.timeout_ms),
+    })
+}
+
+/// Runs `request` on the node. `None` when the caller stopped waiting first: the handler is
+/// dropped, and there is nothing to answer.
+async fn run_request<H: NodeHandler>(
+    node: &H,
+    request: InboundRequest,
+    send: &mut SendStream,
+) -> Option<Result<Value>> {
+    let peer = request.from;
+    let mut serving = std::pin::pin!(node.serve(request));
+    // Most handlers answer on their first poll: only watch for the caller giving up (which
+    // takes the connection's lock and a waker registration) when one does not.
+    match futures::poll!(serving.as_mut()) {
+        Poll::Ready(outcome) => Some(outcome),
+        Poll::Pending => {
+            let stopped = send.stopped();
+            tokio::select! {
+                outcome = &mut serving => Some(outcome),
+                _ = stopped => {
+                    tracing::debug!(%peer, "caller cancelled a request");
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// Writes the answer, or the error, as the `Response` frame and finishes the stream. An answer
+/// over the maximum message size is replaced by that error.
+async fn write_response(mut send: SendStream, outcome: &Result<Value>, max: usize) {
+    let frame = match outcome {
         Ok(value) => response_frame(value, max),
         Err(e) => encode_frame(None, &error_response(e), max),
     };
     let frame = match frame {
         Ok(frame) => frame,
         Err(e) => {
-            let error = match e {
-                TransportError::FrameTooLarge { len, max } => {
-                    too_large(format_args!("the answer"), len, max)
-                }
-                e => e.into(),
-            };
+            let error = to_error(e, format_args!("the answer"));
             match encode_frame(None, &error_response(&error), max) {
                 Ok(frame) => frame,
                 Err(_) => return,
@@ -467,7 +499,12 @@ fn append_event(batch: &mut BytesMut, event: OutboundEvent, max: usize) {
 }
 
 /// Reads one of the peer's event streams and delivers each event to the subscriptions it names.
-pub(crate) async fn read_events(node: Node, peer: NodeId, mut recv: RecvStream, max: usize) {
+pub(crate) async fn read_events<H: NodeHandler>(
+    node: H,
+    peer: NodeId,
+    mut recv: RecvStream,
+    max: usize,
+) {
     match read_kind(&mut recv).await {
         Ok(KIND_EVENTS) => {}
         Ok(kind) => {
@@ -481,7 +518,17 @@ pub(crate) async fn read_events(node: Node, peer: NodeId, mut recv: RecvStream, 
     loop {
         match frames.next(&mut recv).await {
             Ok(Some(frame)) => match wire::Event::decode(frame) {
-                Ok(event) => node.deliver_inbound(peer, event).await,
+                Ok(event) => {
+                    node.deliver(InboundEvent {
+                        from: peer,
+                        network: event.network,
+                        topic: event.topic,
+                        payload: event.payload,
+                        subscription_ids: event.subscription_ids,
+                        retained: event.retained,
+                    })
+                    .await
+                }
                 Err(e) => tracing::debug!(%peer, error = %e, "malformed event skipped"),
             },
             Ok(None) => break,

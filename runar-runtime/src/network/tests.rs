@@ -27,6 +27,7 @@ use super::{
     *,
 };
 use crate::Code;
+use crate::identity::{NodeId, NodeKeypair, ParseNodeIdError, verify};
 
 /// Generous bound for anything that should take milliseconds; only hit on failure.
 const DEADLINE: Duration = Duration::from_secs(10);

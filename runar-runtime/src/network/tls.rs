@@ -30,8 +30,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Server
 use super::{
     admission::{NODE_NAME_SUFFIX, NetworkKey, node_dns_name},
     error::TransportError,
-    identity::{NodeId, NodeKeypair},
 };
+use crate::identity::{NodeId, NodeKeypair};
 
 /// The ALPN protocol id of the Runar transport.
 pub(crate) const ALPN: &[u8] = b"runar/1";

@@ -12,9 +12,9 @@ use super::{
     admission::NetworkKey,
     error::TransportError,
     framing::FRAME_HEADER_LEN,
-    identity::{NodeId, NodeKeypair},
     tls::{self, peer_node_id},
 };
+use crate::identity::{NodeId, NodeKeypair};
 
 /// Transport settings. [`Default`] suits a LAN; set `bind_addr` for a fixed port.
 #[derive(Debug, Clone, PartialEq, Eq)]

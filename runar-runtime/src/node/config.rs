@@ -1,6 +1,5 @@
 //! The node's configuration and per-call options.
 
-use std::fmt;
 use std::time::Duration;
 
 use crate::network::NetworkConfig;
@@ -140,21 +139,5 @@ impl SubscribeOptions {
     pub fn with_include_past(mut self, include_past: bool) -> Self {
         self.include_past = include_past;
         self
-    }
-}
-
-/// Identifies a subscription, for [`Node::unsubscribe`](crate::Node::unsubscribe).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SubscriptionId(pub(crate) u64);
-
-impl From<&SubscriptionId> for SubscriptionId {
-    fn from(id: &SubscriptionId) -> Self {
-        *id
-    }
-}
-
-impl fmt::Display for SubscriptionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sub-{}", self.0)
     }
 }

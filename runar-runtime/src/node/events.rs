@@ -11,16 +11,15 @@ use futures::FutureExt;
 use tokio::sync::mpsc;
 
 use super::request::panic_message;
-use super::{Node, NodeInner, PublishOptions, STOPPED, SubscribeOptions, SubscriptionId};
+use super::{Node, NodeInner, PublishOptions, SubscribeOptions, SubscriptionId};
 use crate::error::{Error, Result};
-use crate::network::NodeId;
+use crate::lock::lock;
+use crate::network::{EventSink, InboundEvent, OutboundEvent};
 use crate::node::BroadcastMode;
-use crate::registry::{Event, Origin, OutboundEvent, Sink, Subscription};
+use crate::registry::{Event, Origin, Sink, Subscription};
 use crate::routing::{Segment, TopicPath, split_concrete};
-use crate::service::context::lock;
 use crate::service::{Caller, EventContext, EventHandler, event_handler};
 use crate::value::{Payload, Value};
-use crate::wire;
 
 /// The latest retained event per (network, topic).
 pub(super) type RetainedStore = HashMap<Arc<str>, HashMap<Arc<str>, Retained>>;
@@ -58,9 +57,7 @@ impl Node {
         event: Value,
         options: PublishOptions,
     ) -> Result<()> {
-        if self.inner.state.load(Ordering::Acquire) == STOPPED {
-            return Err(Error::unavailable("the node has stopped"));
-        }
+        self.check_not_stopped()?;
         let (topic_network, topic) = split_concrete(path.as_ref())?;
         let network = topic_network.unwrap_or(&self.inner.network);
         let segments: Vec<&str> = topic.split('/').collect();
@@ -105,7 +102,7 @@ impl Node {
         retained: bool,
         targets: &[Arc<Subscription>],
     ) {
-        let mut peers: Vec<(&mpsc::Sender<OutboundEvent>, Vec<u64>)> = Vec::new();
+        let mut peers: Vec<(&Arc<dyn EventSink>, Vec<u64>)> = Vec::new();
         for sub in targets {
             match &sub.sink {
                 Sink::Local(queue) => {
@@ -118,10 +115,10 @@ impl Node {
                     // A closed queue means the subscription just ended: nothing to deliver to.
                     let _ = queue.send(event).await;
                 }
-                Sink::Remote { queue, remote_id } => {
-                    match peers.iter_mut().find(|(q, _)| q.same_channel(queue)) {
+                Sink::Remote { sink, remote_id } => {
+                    match peers.iter_mut().find(|(s, _)| Arc::ptr_eq(s, sink)) {
                         Some((_, ids)) => ids.push(*remote_id),
-                        None => peers.push((queue, vec![*remote_id])),
+                        None => peers.push((sink, vec![*remote_id])),
                     }
                 }
             }
@@ -130,7 +127,7 @@ impl Node {
             return;
         }
         let payload = value.to_bytes();
-        for (queue, subscription_ids) in peers {
+        for (sink, subscription_ids) in peers {
             let event = OutboundEvent {
                 network: network.clone(),
                 topic: topic.clone(),
@@ -138,14 +135,17 @@ impl Node {
                 subscription_ids,
                 retained,
             };
-            // A closed queue means the peer just left.
-            let _ = queue.send(event).await;
+            // Waits only when the peer's queue is full; a peer that is gone just left.
+            if let Err(Some(event)) = sink.try_send(event) {
+                sink.send(event).await;
+            }
         }
     }
 
-    /// Delivers an event that arrived from `peer` to the local subscriptions it names (those
+    /// Delivers an event that arrived from a peer to the local subscriptions it names (those
     /// that still exist and match its topic).
-    pub(crate) async fn deliver_inbound(&self, peer: NodeId, event: wire::Event) {
+    pub(crate) async fn deliver_inbound(&self, event: InboundEvent) {
+        let peer = event.from;
         let segments: Vec<&str> = event.topic.split('/').collect();
         let targets: Vec<Arc<Subscription>> = event
             .subscription_ids
@@ -163,7 +163,7 @@ impl Node {
         let value = Arc::new(Value::from_encoded(event.payload));
         self.deliver(
             &network,
-            event.topic.as_str().into(),
+            event.topic.into(),
             value,
             Caller::Remote(peer),
             event.retained,
@@ -243,12 +243,10 @@ impl Node {
         group: Option<Arc<str>>,
         handler: EventHandler,
     ) -> Result<SubscriptionId> {
-        if self.inner.state.load(Ordering::Acquire) == STOPPED {
-            return Err(Error::unavailable("the node has stopped"));
-        }
+        self.check_not_stopped()?;
         let pattern = TopicPath::parse(pattern)?;
         let network: Arc<str> = pattern.network().unwrap_or(&self.inner.network).into();
-        let id = SubscriptionId(self.inner.next_subscription.fetch_add(1, Ordering::Relaxed));
+        let id = self.next_subscription_id();
         let (queue, events) = mpsc::channel(self.inner.config.event_queue_capacity);
         let active = Arc::new(AtomicBool::new(true));
         if options.include_past {

@@ -3,26 +3,26 @@
 mod config;
 mod events;
 mod registry_events;
+mod remote;
 mod request;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
-pub use config::{
-    BroadcastMode, NodeConfig, PublishOptions, RequestOptions, SubscribeOptions, SubscriptionId,
-};
-pub(crate) use registry_events::PeerChange;
+pub use crate::registry::SubscriptionId;
+pub use config::{BroadcastMode, NodeConfig, PublishOptions, RequestOptions, SubscribeOptions};
 pub use registry_events::{PeerEvent, ServiceEvent};
 
 use crate::error::{Error, Result};
-use crate::network::mesh::Mesh;
-use crate::network::{NetworkKey, NodeId, NodeKeypair};
+use crate::identity::{NodeId, NodeKeypair};
+use crate::lock::lock;
+use crate::network::{Mesh, MeshSettings, NetworkKey, PeerLink};
 use crate::registry::{ActionInstance, Origin, Registry};
 use crate::routing::{Segment, TopicPath, split_network};
-use crate::service::context::{Registrations, lock};
+use crate::service::context::Registrations;
 use crate::service::{
     AbstractService, ActionHandler, DynService, LifecycleContext, ServiceInfo, ServiceState,
 };
@@ -62,7 +62,9 @@ pub(crate) struct NodeInner {
     node_id: NodeId,
     network: Arc<str>,
     /// The node's connections, once started with a network configuration.
-    mesh: Mutex<Option<Arc<Mesh>>>,
+    mesh: Mutex<Option<Arc<Mesh<remote::NodeLink>>>>,
+    /// What each peer link offered, as registered here.
+    remote_views: Mutex<rustc_hash::FxHashMap<PeerLink, remote::PeerView>>,
     /// The running services as peers see them, by path.
     catalog: Mutex<BTreeMap<Arc<str>, wire::ServiceDescriptor>>,
     registry: Registry,
@@ -114,6 +116,7 @@ impl Node {
                 node_id: keypair.node_id(),
                 keypair: Arc::new(keypair),
                 mesh: Mutex::default(),
+                remote_views: Mutex::default(),
                 catalog: Mutex::default(),
                 network: network.as_str().into(),
                 config,
@@ -130,14 +133,6 @@ impl Node {
         Node { inner }
     }
 
-    pub(crate) fn downgrade(&self) -> Weak<NodeInner> {
-        Arc::downgrade(&self.inner)
-    }
-
-    pub(crate) fn registry(&self) -> &Registry {
-        &self.inner.registry
-    }
-
     pub(crate) fn next_subscription_id(&self) -> SubscriptionId {
         SubscriptionId(self.inner.next_subscription.fetch_add(1, Ordering::Relaxed))
     }
@@ -147,7 +142,7 @@ impl Node {
         lock(&self.inner.catalog).values().cloned().collect()
     }
 
-    pub(crate) fn mesh(&self) -> Option<Arc<Mesh>> {
+    pub(crate) fn mesh(&self) -> Option<Arc<Mesh<remote::NodeLink>>> {
         lock(&self.inner.mesh).clone()
     }
 
@@ -187,6 +182,15 @@ impl Node {
     /// The node's configuration.
     pub fn config(&self) -> &NodeConfig {
         &self.inner.config
+    }
+
+    /// Fails with `Unavailable` once the node has stopped (requests, publishes and subscriptions
+    /// are refused from then on).
+    pub(crate) fn check_not_stopped(&self) -> Result<()> {
+        if self.inner.state.load(Ordering::Acquire) == STOPPED {
+            return Err(Error::unavailable("the node has stopped"));
+        }
+        Ok(())
     }
 
     /// True between a successful [`start`](Self::start) and [`stop`](Self::stop).
@@ -292,8 +296,14 @@ impl Node {
                     );
                     NetworkKey::from_secret(format!("runar-default-key:{}", self.inner.network))
                 });
+                let settings = MeshSettings {
+                    name: self.name().to_owned(),
+                    event_queue_capacity: self.inner.config.event_queue_capacity,
+                    drain_timeout: self.inner.config.request_timeout,
+                };
                 Some(Mesh::bind(
-                    self,
+                    remote::NodeLink::new(self),
+                    settings,
                     network.clone(),
                     self.inner.keypair.clone(),
                     key,
@@ -339,6 +349,7 @@ impl Node {
             }
         }
         self.inner.registry.clear();
+        lock(&self.inner.remote_views).clear();
         tracing::info!(node = %self.name(), "node stopped");
         first_error.map_or(Ok(()), Err)
     }

@@ -9,7 +9,8 @@
 //! Subscribe to them like any event: `node.subscribe("$registry/peer/>", |e: PeerEvent, ctx| …)`.
 
 use super::{BroadcastMode, Node, PublishOptions};
-use crate::network::NodeId;
+use crate::identity::NodeId;
+use crate::network::PeerChange;
 use crate::service::ServiceState;
 use crate::value::Value;
 
@@ -39,14 +40,6 @@ pub struct ServiceEvent {
     /// The new state: `running`, `stopped` or `failed`.
     #[prost(string, tag = "3")]
     pub state: String,
-}
-
-/// What happened to a peer.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum PeerChange {
-    Discovered,
-    Connected,
-    Disconnected,
 }
 
 impl Node {

@@ -2,18 +2,16 @@
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 
-use super::{Node, RequestOptions, STOPPED};
+use super::{Node, RequestOptions};
 use crate::error::{Error, Result};
-use crate::network::NodeId;
+use crate::network::InboundRequest;
 use crate::service::{ActionHandler, Caller, RequestContext};
 use crate::value::{Payload, Value};
-use crate::wire;
 
 impl Node {
     /// Sends `request` to the action at `path` and waits for its typed answer, within the node's
@@ -51,9 +49,7 @@ impl Node {
         options: RequestOptions,
     ) -> Result<Value> {
         let path = path.as_ref();
-        if self.inner.state.load(Ordering::Acquire) == STOPPED {
-            return Err(Error::unavailable("the node has stopped"));
-        }
+        self.check_not_stopped()?;
         let timeout = options.timeout.unwrap_or(self.inner.config.request_timeout);
         let deadline = Instant::now() + timeout;
         let resolved = self
@@ -77,11 +73,9 @@ impl Node {
 
     /// Serves a request from a peer with this node's own instance of the action (never
     /// forwarding it to another peer), within the caller's timeout.
-    pub(crate) async fn serve_remote(&self, request: wire::Request, peer: NodeId) -> Result<Value> {
-        if self.inner.state.load(Ordering::Acquire) == STOPPED {
-            return Err(Error::unavailable("the node has stopped"));
-        }
-        let timeout = Duration::from_millis(request.timeout_ms.min(MAX_REMOTE_TIMEOUT_MS));
+    pub(crate) async fn serve_remote(&self, request: InboundRequest) -> Result<Value> {
+        self.check_not_stopped()?;
+        let timeout = request.timeout.min(MAX_REMOTE_TIMEOUT);
         let deadline = Instant::now() + timeout;
         let path = request.path.as_str();
         let resolved = self.inner.registry.resolve_action(&request.network, path)?;
@@ -94,16 +88,15 @@ impl Node {
             self.clone(),
             resolved.path,
             resolved.params,
-            Caller::Remote(peer),
+            Caller::Remote(request.from),
             deadline,
         );
-        let value = Value::from_encoded(request.payload);
-        run_handler(&handler, value, ctx, deadline, timeout, path).await
+        run_handler(&handler, request.payload, ctx, deadline, timeout, path).await
     }
 }
 
 /// A day: the longest a peer may ask a handler to run.
-const MAX_REMOTE_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1000;
+const MAX_REMOTE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Runs a handler under its deadline, turning a panic into `Internal`.
 async fn run_handler(

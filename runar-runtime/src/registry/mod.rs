@@ -12,11 +12,27 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
-use crate::network::NodeId;
-use crate::node::SubscriptionId;
+use crate::lock::{lock, read, write};
+use crate::network::{EventSink, PeerLink};
 use crate::routing::{PathParams, PathTrie, TopicPath, split_network};
 use crate::service::{ActionHandler, Caller};
 use crate::value::Value;
+
+/// Identifies a subscription, for [`Node::unsubscribe`](crate::Node::unsubscribe).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubscriptionId(pub(crate) u64);
+
+impl From<&SubscriptionId> for SubscriptionId {
+    fn from(id: &SubscriptionId) -> Self {
+        *id
+    }
+}
+
+impl std::fmt::Display for SubscriptionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "sub-{}", self.0)
+    }
+}
 
 /// Where an action instance or a subscription lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -27,32 +43,14 @@ pub(crate) enum Origin {
     Remote(PeerLink),
 }
 
-/// One connection to a peer. Entries learned over a connection are removed with it, so a newer
-/// connection to the same peer never loses its entries to an older one's cleanup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct PeerLink {
-    pub(crate) node: NodeId,
-    pub(crate) link: u64,
-}
-
-/// An event bound for a peer: the peer's subscription ids it is for, and the payload, encoded
-/// once by the publisher for every peer.
-#[derive(Clone, Debug)]
-pub(crate) struct OutboundEvent {
-    pub(crate) network: Arc<str>,
-    pub(crate) topic: Arc<str>,
-    pub(crate) payload: bytes::Bytes,
-    pub(crate) subscription_ids: Vec<u64>,
-    pub(crate) retained: bool,
-}
-
 /// Where a subscription's events go.
 pub(crate) enum Sink {
     /// A local handler's queue.
     Local(mpsc::Sender<Event>),
-    /// A peer's event stream, for the peer's subscription `remote_id`.
+    /// A peer's subscription `remote_id`: an opaque handle the network supplies, which queues
+    /// events for the peer.
     Remote {
-        queue: mpsc::Sender<OutboundEvent>,
+        sink: Arc<dyn EventSink>,
         remote_id: u64,
     },
 }
@@ -171,16 +169,6 @@ pub(crate) struct Registry {
     subscriptions: RwLock<SubscriptionIndex>,
     /// Where `OnePerService` delivery stands for each subscribing group.
     rotation: std::sync::Mutex<HashMap<Arc<str>, usize>>,
-}
-
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Registry {
@@ -386,10 +374,7 @@ impl Registry {
 
     /// Picks the next member of `group` (of `size` members) for one-per-service delivery.
     pub(crate) fn rotate(&self, group: &Arc<str>, size: usize) -> usize {
-        let mut rotation = self
-            .rotation
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut rotation = lock(&self.rotation);
         let counter = rotation.entry(group.clone()).or_insert(0);
         let pick = *counter % size.max(1);
         *counter = counter.wrapping_add(1);

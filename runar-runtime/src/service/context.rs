@@ -4,7 +4,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::network::NodeId;
+use crate::identity::NodeId;
+use crate::lock::lock;
 use crate::node::{Node, PublishOptions, RequestOptions, SubscribeOptions, SubscriptionId};
 use crate::routing::{PathParams, TopicPath};
 use crate::service::{ActionHandler, EventHandler, action_handler, event_handler};
@@ -331,10 +332,4 @@ impl fmt::Debug for LifecycleContext {
             .field("service_path", &self.service_path)
             .finish()
     }
-}
-
-/// Locks a mutex, recovering the data if a panicking thread poisoned it (the data here stays
-/// consistent: every critical section is a single push or retain).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -18,6 +18,13 @@ use crate::error::{Error, Result};
 /// prost implements [`prost::Message`] for `()` and for the protobuf wrapper types (`f64`, `i64`,
 /// `bool`, `String`, `Vec<u8>`, …), so those work as payloads too: `()` encodes as an empty
 /// message and a scalar as a one-field message (field 1), like `google.protobuf.DoubleValue`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a Runar payload (a prost message)",
+    label = "not a prost message",
+    note = "use a prost message (`#[derive(runar::prost::Message)]` or one generated from a .proto), \
+            a scalar (`f64`, `i64`, `bool`, …), `String`, `Vec<u8>` or `()`; in a \
+            `#[runar::service]`, list the fields as parameters instead"
+)]
 pub trait Payload: prost::Message + Default + Clone + Send + Sync + 'static {}
 
 impl<T> Payload for T where T: prost::Message + Default + Clone + Send + Sync + 'static {}

@@ -20,7 +20,33 @@ use ring::{
     signature::{self, Ed25519KeyPair, KeyPair as _},
 };
 
-use super::error::TransportError;
+/// A failure to create, read or store a node's keypair.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityError {
+    /// A key (node keypair, PKCS#8 document) is malformed or cannot be generated.
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
+    /// A file operation (reading or writing a key file) failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+#[doc(hidden)] // identity errors are internal
+impl From<IdentityError> for crate::Error {
+    fn from(err: IdentityError) -> Self {
+        let msg = err.to_string();
+        match err {
+            IdentityError::InvalidKey(_) => crate::Error::invalid_argument(msg),
+            IdentityError::Io { .. } => crate::Error::internal(msg),
+        }
+    }
+}
 
 /// Length of a [`NodeId`] in bytes.
 const NODE_ID_LEN: usize = 16;
@@ -34,7 +60,8 @@ const BASE32_ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 /// Displays as 26 lowercase base32 characters and parses back with [`FromStr`].
 ///
 /// ```
-/// use runar_runtime::network::{NodeId, NodeKeypair};
+/// use runar_runtime::NodeId;
+/// use runar_runtime::__private::NodeKeypair;
 /// let key = NodeKeypair::generate().unwrap();
 /// let id = key.node_id();
 /// assert_eq!(id, NodeId::from_public_key(&key.public_key()));
@@ -180,21 +207,21 @@ impl fmt::Debug for NodeKeypair {
 
 impl NodeKeypair {
     /// A fresh random keypair.
-    pub fn generate() -> Result<Self, TransportError> {
+    pub fn generate() -> Result<Self, IdentityError> {
         let document = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
-            .map_err(|_| TransportError::InvalidKey("cannot generate an Ed25519 key".into()))?;
+            .map_err(|_| IdentityError::InvalidKey("cannot generate an Ed25519 key".into()))?;
         Self::from_pkcs8(document.as_ref())
     }
 
     /// The keypair in a PKCS#8 (v1 or v2) Ed25519 document.
-    pub fn from_pkcs8(pkcs8: &[u8]) -> Result<Self, TransportError> {
+    pub fn from_pkcs8(pkcs8: &[u8]) -> Result<Self, IdentityError> {
         let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8)
-            .map_err(|e| TransportError::InvalidKey(format!("not an Ed25519 PKCS#8 key: {e}")))?;
+            .map_err(|e| IdentityError::InvalidKey(format!("not an Ed25519 PKCS#8 key: {e}")))?;
         let public_key: [u8; 32] = pair
             .public_key()
             .as_ref()
             .try_into()
-            .map_err(|_| TransportError::InvalidKey("public key is not 32 bytes".into()))?;
+            .map_err(|_| IdentityError::InvalidKey("public key is not 32 bytes".into()))?;
         Ok(NodeKeypair {
             pkcs8: pkcs8.to_vec(),
             pair,
@@ -206,20 +233,20 @@ impl NodeKeypair {
     /// The keypair stored at `path` (PKCS#8 DER), or a new one written there if the file does
     /// not exist. A new file is created with mode 0600 (on Unix) and appears atomically: a
     /// concurrent caller either sees the complete file or creates its own, and only one wins.
-    pub fn load_or_generate(path: impl AsRef<Path>) -> Result<Self, TransportError> {
+    pub fn load_or_generate(path: impl AsRef<Path>) -> Result<Self, IdentityError> {
         let path = path.as_ref();
         match fs::read(path) {
             Ok(bytes) => return Self::from_pkcs8(&bytes),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => {
-                return Err(TransportError::Io {
+                return Err(IdentityError::Io {
                     context: format!("reading node key {}", path.display()),
                     source,
                 });
             }
         }
         let keypair = Self::generate()?;
-        let io_err = |context: &str, source| TransportError::Io {
+        let io_err = |context: &str, source| IdentityError::Io {
             context: format!("{context} {}", path.display()),
             source,
         };

@@ -1,0 +1,203 @@
+//! Runar's one code generator, shared by `runar-build` (which fills the model from protobuf
+//! descriptors) and `runar-macros` (which fills it from the annotated trait or impl block), as
+//! `tonic-build` serves both prost-generated and hand-written definitions.
+//!
+//! - [`model`]: one service/method model, which already knows the four call kinds;
+//! - [`naming`]: one set of naming rules (heck's case conversion, the generated items' names);
+//! - [`server_wrapper`], [`service_impl`] and [`client`]: one emitter for the server wrapper
+//!   (`new`, `from_arc`, `get_ref`), the `AbstractService` impl and the typed client (`new`,
+//!   `with_timeout`, `node`, one method per action, `publish_`/`subscribe_` per event).
+//!
+//! Emitted code names the runtime only through the model's `codegen` path (`::runar::codegen`)
+//! and every other item by its full path (`::core::…`, `::std::sync::Arc`), so it compiles when
+//! the user's crate shadows `Result`, `Option`, `std` or has no prelude. Local variables use
+//! mixed-site hygiene ([`local`]), so they cannot collide with the user's parameter names.
+
+pub mod model;
+pub mod naming;
+
+mod client;
+mod server;
+
+use proc_macro2::{Ident, Span, TokenStream};
+use quote::quote;
+
+pub use client::client;
+pub use model::{CallKind, ClientMethod, Endpoint, Handler, Host, Method, Service};
+pub use server::{server_wrapper, service_impl};
+
+/// A local variable of generated code, invisible to the user's code (mixed-site hygiene).
+pub fn local(name: &str) -> Ident {
+    Ident::new(name, Span::mixed_site())
+}
+
+/// The variable holding a handler's decoded request.
+pub fn request_var() -> Ident {
+    local("request")
+}
+
+/// The variable holding a handler's context.
+pub fn context_var() -> Ident {
+    local("context")
+}
+
+/// `tokens` with every span set to `span`, so that an error about the whole expression points at
+/// the user's code rather than at the attribute.
+pub fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tree| {
+            if let proc_macro2::TokenTree::Group(g) = &tree {
+                let mut group = proc_macro2::Group::new(g.delimiter(), respan(g.stream(), span));
+                group.set_span(span);
+                tree = proc_macro2::TokenTree::Group(group);
+            } else {
+                tree.set_span(span);
+            }
+            tree
+        })
+        .collect()
+}
+
+/// `#[doc]` attributes for `text`, one per line.
+pub fn doc(text: &str) -> TokenStream {
+    let lines = text.lines().map(|line| {
+        let line = if line.is_empty() {
+            String::new()
+        } else {
+            format!(" {line}")
+        };
+        quote!(#[doc = #line])
+    });
+    quote!(#(#lines)*)
+}
+
+/// A `compile_error!` for a call kind the emitters do not generate yet.
+fn unsupported_kind(method: &Method) -> Option<TokenStream> {
+    if !method.kind.is_streaming() {
+        return None;
+    }
+    let message = format!(
+        "`{}`: streaming rpcs are not supported yet ({} streaming)",
+        method.ident,
+        method.kind.describe()
+    );
+    let span = method.span;
+    Some(quote::quote_spanned!(span=> ::core::compile_error!(#message);))
+}
+
+#[cfg(test)]
+mod tests {
+    use quote::format_ident;
+
+    use super::*;
+
+    fn action(name: &str, kind: CallKind) -> Method {
+        let request = request_var();
+        Method {
+            ident: format_ident!("{}", name),
+            span: Span::call_site(),
+            kind,
+            endpoint: Endpoint::Action {
+                name: name.to_owned(),
+            },
+            cfgs: TokenStream::new(),
+            handler: Some(Handler {
+                request_ty: quote!(f64),
+                uses_request: true,
+                uses_context: false,
+                prelude: TokenStream::new(),
+                args: vec![quote!(#request)],
+            }),
+            client: Some(ClientMethod {
+                docs: doc("Calls it."),
+                attrs: TokenStream::new(),
+                params: quote!(x: f64),
+                build: quote!(x),
+                request_ty: quote!(f64),
+                request_span: Span::call_site(),
+                response_ty: quote!(f64),
+                response_span: Span::call_site(),
+            }),
+        }
+    }
+
+    fn service(methods: Vec<Method>) -> Service {
+        Service {
+            codegen: quote!(::runar::codegen),
+            vis: quote!(pub),
+            name: "Math".to_owned(),
+            path: "math".to_owned(),
+            version: None,
+            description: String::new(),
+            schema: Vec::new(),
+            host: Host::Wrapper {
+                trait_ident: format_ident!("Math"),
+                server_ident: naming::server_ident("Math"),
+                docs: TokenStream::new(),
+            },
+            client_ident: naming::client_ident("Math"),
+            client_docs: TokenStream::new(),
+            methods,
+        }
+    }
+
+    #[test]
+    fn one_emitter_gives_the_wrapper_the_service_and_the_client() {
+        let service = service(vec![action("double", CallKind::Unary)]);
+        let wrapper = server_wrapper(&service).to_string();
+        for item in ["struct MathServer", "fn new", "fn from_arc", "fn get_ref"] {
+            assert!(wrapper.contains(item), "{item} in {wrapper}");
+        }
+        let service_impl = service_impl(&service).to_string();
+        assert!(
+            service_impl.contains("AbstractService for MathServer")
+                && service_impl.contains("register_action")
+                && service_impl.contains("\"double\""),
+            "{service_impl}"
+        );
+        let client = client(&service).to_string();
+        for item in [
+            "struct MathClient",
+            "fn new",
+            "fn with_timeout",
+            "fn node",
+            "async fn double",
+            "\"math/double\"",
+        ] {
+            assert!(client.contains(item), "{item} in {client}");
+        }
+    }
+
+    #[test]
+    fn streaming_kinds_are_refused_for_now() {
+        assert_eq!(CallKind::from_streaming(false, false), CallKind::Unary);
+        assert_eq!(CallKind::from_streaming(true, true), CallKind::Bidi);
+        let service = service(vec![action("watch", CallKind::ServerStreaming)]);
+        for out in [service_impl(&service), client(&service)] {
+            let out = out.to_string();
+            assert!(
+                out.contains("compile_error")
+                    && out.contains("streaming rpcs are not supported yet (server streaming)"),
+                "{out}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_self_type_host_has_no_wrapper() {
+        let mut service = service(vec![action("double", CallKind::Unary)]);
+        service.host = Host::SelfType {
+            impl_generics: TokenStream::new(),
+            self_ty: quote!(Calc),
+            where_clause: TokenStream::new(),
+            span: Span::call_site(),
+        };
+        assert!(server_wrapper(&service).is_empty());
+        assert!(
+            service_impl(&service)
+                .to_string()
+                .contains("AbstractService for Calc")
+        );
+    }
+}

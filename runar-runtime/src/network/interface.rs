@@ -1,0 +1,154 @@
+//! The network's interface to the node above it, and the messages that cross it.
+//!
+//! The network imports nothing from the node, the registry or the services: it defines here what
+//! it needs ([`NodeHandler`], which the node implements), decodes frames into the values below
+//! before calling it, and hands the node opaque per-peer handles ([`PeerHandle`], [`EventSink`])
+//! to send requests and events back out. New inbound data (request metadata, flow control) is a
+//! new field on these structs or a new provided method on the trait.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use crate::error::Result;
+use crate::identity::NodeId;
+use crate::value::Value;
+use crate::wire;
+
+/// One connection to a peer. Entries learned over a connection are removed with it, so a newer
+/// connection to the same peer never loses its entries to an older one's cleanup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct PeerLink {
+    /// The peer.
+    pub(crate) node: NodeId,
+    /// This node's number for the connection, unique while the node runs.
+    pub(crate) link: u64,
+}
+
+/// A request a peer sent, decoded.
+pub(crate) struct InboundRequest {
+    /// The peer that sent it.
+    pub(crate) from: NodeId,
+    /// The network the action is in.
+    pub(crate) network: String,
+    /// The action path (without network).
+    pub(crate) path: String,
+    /// The request payload, still encoded.
+    pub(crate) payload: Value,
+    /// How long the caller waits, as it said (the node bounds it).
+    pub(crate) timeout: Duration,
+}
+
+/// An event a peer sent, decoded.
+pub(crate) struct InboundEvent {
+    /// The peer that sent it.
+    pub(crate) from: NodeId,
+    /// The network the topic is in.
+    pub(crate) network: String,
+    /// The concrete topic (without network).
+    pub(crate) topic: String,
+    /// The event payload, still encoded.
+    pub(crate) payload: bytes::Bytes,
+    /// This node's subscriptions the event is for.
+    pub(crate) subscription_ids: Vec<u64>,
+    /// True for a retained event replayed to a new subscription.
+    pub(crate) retained: bool,
+}
+
+/// An event bound for a peer: the peer's subscription ids it is for, and the payload, encoded
+/// once by the publisher for every peer.
+#[derive(Clone, Debug)]
+pub(crate) struct OutboundEvent {
+    pub(crate) network: Arc<str>,
+    pub(crate) topic: Arc<str>,
+    pub(crate) payload: bytes::Bytes,
+    pub(crate) subscription_ids: Vec<u64>,
+    pub(crate) retained: bool,
+}
+
+/// What happened to a peer, for the node's `$registry` events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PeerChange {
+    /// Discovery reported it; a connection is being attempted.
+    Discovered,
+    /// A connection to it was admitted and kept.
+    Connected,
+    /// Its (kept) connection closed.
+    Disconnected,
+}
+
+/// A change of a peer's state, as the mesh reports it.
+pub(crate) struct PeerNotice<'a> {
+    /// The peer.
+    pub(crate) peer: NodeId,
+    /// What happened.
+    pub(crate) change: PeerChange,
+    /// The peer's name, once it said it (empty before its hello).
+    pub(crate) name: &'a str,
+    /// Its addresses: announced ones when discovered, the connection's otherwise.
+    pub(crate) addresses: &'a [SocketAddr],
+}
+
+/// A peer's subscription as it announced it.
+pub(crate) type SubscriptionOffer = wire::SubscriptionDescriptor;
+
+/// What a node offers its peers: its running services and its subscriptions.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Offer {
+    /// The running services (network, path, actions, schema).
+    pub(crate) services: Vec<wire::ServiceDescriptor>,
+    /// Its subscriptions, with the ids events for them carry.
+    pub(crate) subscriptions: Vec<SubscriptionOffer>,
+}
+
+/// A peer's offer, numbered: a higher version replaces a lower one.
+pub(crate) struct PeerOffer {
+    /// The peer's version of its offer; later announcements have higher versions.
+    pub(crate) version: u64,
+    /// What the peer offers.
+    pub(crate) offer: Offer,
+}
+
+/// Sends events to one peer (over its connection's event stream): the network supplies it for
+/// each peer subscription, the registry holds it, the node's event path uses it.
+pub(crate) trait EventSink: Send + Sync + 'static {
+    /// Queues `event` if the peer's queue has room; otherwise gives it back (`Err(Some)`), or
+    /// drops it if the peer is gone (`Err(None)`).
+    fn try_send(&self, event: OutboundEvent) -> Result<(), Option<OutboundEvent>>;
+    /// Queues `event`, waiting while the peer's queue is full. False when the peer is gone.
+    fn send(&self, event: OutboundEvent) -> BoxFuture<'_, bool>;
+}
+
+/// What the network needs from the node it serves. The node implements it; the mesh calls it
+/// with decoded values, never with frames.
+pub(crate) trait NodeHandler: Clone + Send + Sync + 'static {
+    /// False once the node is gone: the mesh stops serving its peers' streams.
+    fn is_alive(&self) -> bool;
+
+    /// Serves a request a peer sent, with this node's own handler, within the caller's timeout.
+    fn serve(&self, request: InboundRequest) -> impl Future<Output = Result<Value>> + Send;
+
+    /// Delivers an event a peer sent to the local subscriptions it names.
+    fn deliver(&self, event: InboundEvent) -> impl Future<Output = ()> + Send;
+
+    /// What this node offers now (sent in hellos and capability announcements).
+    fn offer(&self) -> Offer;
+
+    /// The peer on `peer` now offers `offer`: the node updates what it routes to that link (it
+    /// diffs against what the link offered before and ignores an offer older than that). Called
+    /// before the peer is listed as connected, and again on every announcement.
+    fn peer_offers(&self, peer: &PeerHandle, offer: PeerOffer);
+
+    /// Nothing more is to be routed over `link` (the connection closed or was superseded).
+    fn link_removed(&self, link: PeerLink);
+
+    /// A peer was discovered, connected or disconnected.
+    fn peer_changed(&self, notice: PeerNotice<'_>) -> impl Future<Output = ()> + Send;
+}
+
+/// A handle on one admitted connection, for the node: send it requests, queue it events, know
+/// which link it is.
+pub(crate) type PeerHandle = Arc<super::peer::Peer>;

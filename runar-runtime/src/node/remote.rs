@@ -1,0 +1,328 @@
+//! The node's side of the network: it implements the mesh's [`NodeHandler`], turns what peers
+//! offer into remote action instances and subscriptions in the registry (diffed per connection),
+//! and removes them when a connection goes.
+
+use std::future::Future;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Weak};
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use super::{Node, NodeInner, SubscriptionId};
+use crate::error::{Error, Result};
+use crate::lock::lock;
+use crate::network::{
+    InboundEvent, InboundRequest, NodeHandler, Offer, OutboundEvent, PeerHandle, PeerLink,
+    PeerNotice, PeerOffer,
+};
+use crate::registry::{ActionInstance, Origin, Sink, Subscription};
+use crate::routing::TopicPath;
+use crate::service::{ActionHandler, RequestContext};
+use crate::value::Value;
+use crate::wire;
+
+/// The node as the mesh sees it. Weak, so that the mesh's tasks do not keep a dropped node alive.
+#[derive(Clone)]
+pub(crate) struct NodeLink(Weak<NodeInner>);
+
+impl NodeLink {
+    pub(super) fn new(node: &Node) -> NodeLink {
+        NodeLink(Arc::downgrade(&node.inner))
+    }
+
+    fn node(&self) -> Option<Node> {
+        self.0.upgrade().map(Node::from_inner)
+    }
+}
+
+impl NodeHandler for NodeLink {
+    fn is_alive(&self) -> bool {
+        self.0.strong_count() > 0
+    }
+
+    fn serve(&self, request: InboundRequest) -> impl Future<Output = Result<Value>> + Send {
+        let node = self.node();
+        async move {
+            match node {
+                Some(node) => node.serve_remote(request).await,
+                None => Err(Error::unavailable("the node has stopped")),
+            }
+        }
+    }
+
+    fn deliver(&self, event: InboundEvent) -> impl Future<Output = ()> + Send {
+        let node = self.node();
+        async move {
+            if let Some(node) = node {
+                node.deliver_inbound(event).await;
+            }
+        }
+    }
+
+    fn offer(&self) -> Offer {
+        self.node().map(|node| node.offer()).unwrap_or_default()
+    }
+
+    fn peer_offers(&self, peer: &PeerHandle, offer: PeerOffer) {
+        if let Some(node) = self.node() {
+            node.apply_peer_offer(peer, offer);
+        }
+    }
+
+    fn link_removed(&self, link: PeerLink) {
+        if let Some(node) = self.node() {
+            node.remove_link(link);
+        }
+    }
+
+    fn peer_changed(&self, notice: PeerNotice<'_>) -> impl Future<Output = ()> + Send {
+        let node = self.node();
+        async move {
+            if let Some(node) = node {
+                node.publish_peer_event(notice.peer, notice.change, notice.name, notice.addresses)
+                    .await;
+            }
+        }
+    }
+}
+
+/// What a peer link offers, as registered in this node's registry.
+#[derive(Default)]
+pub(crate) struct PeerView {
+    version: u64,
+    /// (network, action path).
+    actions: FxHashSet<(String, String)>,
+    /// The peer's subscription id → this node's id for it.
+    subscriptions: FxHashMap<u64, SubscriptionId>,
+}
+
+/// An [`ActionHandler`] that serves an action by asking `peer`.
+fn remote_action(peer: &PeerHandle, network: Arc<str>) -> ActionHandler {
+    let peer = peer.clone();
+    Arc::new(move |value: Value, ctx: RequestContext| {
+        let peer = peer.clone();
+        let network = network.clone();
+        Box::pin(async move {
+            peer.request(&network, ctx.path(), &value, ctx.remaining())
+                .await
+        })
+    })
+}
+
+impl Node {
+    /// What this node offers its peers: running services and local subscriptions.
+    pub(crate) fn offer(&self) -> Offer {
+        let subscriptions = self
+            .inner
+            .registry
+            .local_subscriptions()
+            .into_iter()
+            .map(|(network, sub)| wire::SubscriptionDescriptor {
+                id: sub.id.0,
+                network: network.to_string(),
+                pattern: sub.pattern.path().to_owned(),
+                group: sub.group.as_deref().unwrap_or_default().to_owned(),
+                include_past: sub.include_past,
+            })
+            .collect();
+        Offer {
+            services: self.catalog(),
+            subscriptions,
+        }
+    }
+
+    /// Removes everything learned over `link`.
+    pub(crate) fn remove_link(&self, link: PeerLink) {
+        let mut views = lock(&self.inner.remote_views);
+        views.remove(&link);
+        self.inner.registry.remove_link(link);
+    }
+
+    /// Registers what `peer` offers, diffed against what it offered before over the same link.
+    /// An offer older than the last one applied, or for a superseded connection, is ignored.
+    pub(crate) fn apply_peer_offer(&self, peer: &PeerHandle, offer: PeerOffer) {
+        // Held throughout: a link's removal waits for its registration, never the reverse.
+        let mut views = lock(&self.inner.remote_views);
+        if peer.is_retired() {
+            return;
+        }
+        let view = views.entry(peer.link).or_default();
+        if offer.version <= view.version {
+            return;
+        }
+        view.version = offer.version;
+        self.apply_actions(peer, view, &offer.offer);
+        self.apply_subscriptions(peer, view, &offer.offer);
+    }
+
+    /// Adds the actions `peer` newly offers and removes the ones it no longer does.
+    fn apply_actions(&self, peer: &PeerHandle, view: &mut PeerView, offer: &Offer) {
+        let registry = &self.inner.registry;
+        let origin = Origin::Remote(peer.link);
+        let actions: FxHashSet<(String, String)> = offer
+            .services
+            .iter()
+            .flat_map(|s| s.actions.iter().map(|a| (s.network.clone(), a.clone())))
+            .collect();
+        for (network, path) in view.actions.difference(&actions) {
+            if let Ok(pattern) = TopicPath::parse(path) {
+                registry.remove_action(network, &pattern, &origin);
+            }
+        }
+        for (network, path) in actions.difference(&view.actions) {
+            let pattern = match TopicPath::parse(path) {
+                Ok(p) if p.network().is_none() => p,
+                _ => {
+                    tracing::warn!(peer = %peer.id, %path, "peer announced an invalid action path");
+                    continue;
+                }
+            };
+            let instance = ActionInstance {
+                origin,
+                handler: remote_action(peer, network.as_str().into()),
+            };
+            if let Err(e) = registry.add_action(network, pattern, instance) {
+                tracing::warn!(peer = %peer.id, %path, error = %e, "remote action not registered");
+            }
+        }
+        view.actions = actions;
+    }
+
+    /// Adds the subscriptions `peer` newly announces (replaying retained events to those that
+    /// ask for them) and removes the ones it no longer does.
+    fn apply_subscriptions(&self, peer: &PeerHandle, view: &mut PeerView, offer: &Offer) {
+        let registry = &self.inner.registry;
+        let announced: FxHashMap<u64, &wire::SubscriptionDescriptor> =
+            offer.subscriptions.iter().map(|s| (s.id, s)).collect();
+        let gone: Vec<u64> = view
+            .subscriptions
+            .keys()
+            .filter(|id| !announced.contains_key(id))
+            .copied()
+            .collect();
+        for remote_id in gone {
+            if let Some(local) = view.subscriptions.remove(&remote_id) {
+                registry.remove_subscription(local);
+            }
+        }
+        for (remote_id, descriptor) in announced {
+            if view.subscriptions.contains_key(&remote_id) {
+                continue;
+            }
+            let pattern = match TopicPath::parse(&descriptor.pattern) {
+                Ok(p) if p.network().is_none() => p,
+                _ => {
+                    tracing::warn!(peer = %peer.id, pattern = %descriptor.pattern, "peer announced an invalid subscription");
+                    continue;
+                }
+            };
+            let id = self.next_subscription_id();
+            let subscription = Arc::new(Subscription {
+                id,
+                pattern: pattern.clone(),
+                group: (!descriptor.group.is_empty()).then(|| descriptor.group.as_str().into()),
+                origin: Origin::Remote(peer.link),
+                sink: Sink::Remote {
+                    sink: peer.events().clone(),
+                    remote_id,
+                },
+                include_past: descriptor.include_past,
+                active: Arc::new(AtomicBool::new(true)),
+            });
+            registry.add_subscription(&descriptor.network, subscription);
+            view.subscriptions.insert(remote_id, id);
+            if descriptor.include_past {
+                self.replay_retained(peer, descriptor, &pattern);
+            }
+        }
+    }
+
+    /// Sends the retained events `pattern` matches to the peer's new subscription, as far as
+    /// its event queue has room.
+    fn replay_retained(
+        &self,
+        peer: &PeerHandle,
+        descriptor: &wire::SubscriptionDescriptor,
+        pattern: &TopicPath,
+    ) {
+        for event in self.retained_matching(&descriptor.network, pattern) {
+            let retained = OutboundEvent {
+                network: descriptor.network.as_str().into(),
+                topic: event.topic,
+                payload: event.value.to_bytes(),
+                subscription_ids: vec![descriptor.id],
+                retained: true,
+            };
+            if peer.events().try_send(retained).is_err() {
+                tracing::warn!(peer = %peer.id, "retained events dropped: the peer's event queue is full");
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::time::Instant;
+
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::discovery::DiscoveryOptions;
+    use crate::network::{NetworkConfig, NetworkKey};
+    use crate::node::NodeConfig;
+
+    fn free_port() -> SocketAddr {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.local_addr().unwrap()
+    }
+
+    async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+        let started = Instant::now();
+        while !condition() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn two_nodes_dialing_each_other_at_once_keep_one_connection() {
+        let key = NetworkKey::from_secret("simultaneous");
+        for round in 0..5 {
+            let (addr_a, addr_b) = (free_port(), free_port());
+            let config = |bind: SocketAddr, peer: SocketAddr| {
+                NodeConfig::new("n", "test").with_network_config(
+                    NetworkConfig::default()
+                        .with_bind_address(bind)
+                        .with_key(key.clone())
+                        .with_discovery(DiscoveryOptions::static_peers([peer])),
+                )
+            };
+            let a = Node::new(config(addr_a, addr_b)).await.unwrap();
+            let b = Node::new(config(addr_b, addr_a)).await.unwrap();
+            let (ra, rb) = tokio::join!(a.start(), b.start());
+            ra.unwrap();
+            rb.unwrap();
+            let (ma, mb) = (a.mesh().unwrap(), b.mesh().unwrap());
+            wait_for("one connection each way", || {
+                a.peers() == [b.node_id()]
+                    && b.peers() == [a.node_id()]
+                    && ma.connection_count() == 1
+                    && mb.connection_count() == 1
+            })
+            .await;
+            // Both kept the connection dialed by the smaller id.
+            let preferred = a.node_id().min(b.node_id());
+            let da = ma.dialer_of(&b.node_id()).unwrap();
+            let db = mb.dialer_of(&a.node_id()).unwrap();
+            assert_eq!((da, db), (preferred, preferred), "round {round}");
+            a.stop().await.unwrap();
+            b.stop().await.unwrap();
+        }
+    }
+}
