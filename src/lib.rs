@@ -39,14 +39,12 @@
 //!   [`RequestContext`], [`EventContext`], [`Caller`]).
 //! * The network as configuration: [`NetworkConfig`], [`NetworkKey`], [`DiscoveryOptions`],
 //!   [`NodeId`].
-//! * [`Error`], [`Code`], [`Result`]; [`Value`] and [`Payload`] for dynamic use; [`prost`] and
-//!   [`prost_types`] (the well-known types: `Timestamp`, `Duration`, `Empty`, …).
+//! * [`Error`], [`Code`], [`Result`]; [`Value`] and [`Payload`] for dynamic use; [`prost`].
 //!
 //! The wire protocol, the QUIC transport and discovery are internal; the `codegen` module that
 //! generated code uses is hidden.
 
 pub use prost;
-pub use prost_types;
 #[allow(unused_imports, unreachable_pub)] // empty until the macros land
 pub use runar_macros::*;
 pub use runar_runtime::*;
