@@ -257,7 +257,7 @@ impl Node {
             })
             .collect();
         for (network, path) in actions.difference(&view.actions) {
-            let types = owners.get(&(&*network, path.as_str())).and_then(|service| {
+            let types = owners.get(&(network, path.as_str())).and_then(|service| {
                 let action = path.strip_prefix(&service.path)?.strip_prefix('/')?;
                 let key = (service.network.as_str(), service.path.as_str());
                 let schema = schemas
