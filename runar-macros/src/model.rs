@@ -426,7 +426,7 @@ fn check_receiver(sig: &Signature, errors: &mut Errors) {
         Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_none() => {}
         Some(FnArg::Receiver(r)) => {
             errors.push_spanned(
-                &*r,
+                r,
                 "runar service methods take `&self` (a service serves concurrent requests); \
                  use `&self`"
                     .to_owned(),
