@@ -31,9 +31,7 @@ mod identity;
 mod lock;
 mod network;
 mod node;
-mod registry;
 pub mod routing;
-mod service;
 pub mod value;
 mod wire;
 
@@ -45,7 +43,7 @@ pub use node::{
     BroadcastMode, Node, NodeConfig, PeerEvent, PublishOptions, RequestOptions, ServiceEvent,
     SubscribeOptions, SubscriptionId,
 };
-pub use service::{
+pub use node::service::{
     AbstractService, ActionHandler, Caller, EventContext, EventHandler, LifecycleContext,
     RequestContext, ServiceInfo, ServiceState, action_handler, event_handler,
 };

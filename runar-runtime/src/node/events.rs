@@ -16,9 +16,9 @@ use crate::error::{Error, Result};
 use crate::lock::lock;
 use crate::network::{EventSink, InboundEvent, OutboundEvent};
 use crate::node::BroadcastMode;
-use crate::registry::{Event, Origin, Sink, Subscription};
+use crate::node::registry::{Event, Origin, Sink, Subscription};
 use crate::routing::{Segment, TopicPath, split_concrete};
-use crate::service::{Caller, EventContext, EventHandler, event_handler};
+use crate::node::service::{Caller, EventContext, EventHandler, event_handler};
 use crate::value::{Payload, Value};
 
 /// The latest retained event per (network, topic).

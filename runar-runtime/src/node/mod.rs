@@ -2,9 +2,11 @@
 
 mod config;
 mod events;
+pub(crate) mod registry;
 mod registry_events;
 mod remote;
 mod request;
+pub(crate) mod service;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -12,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-pub use crate::registry::SubscriptionId;
+pub use crate::node::registry::SubscriptionId;
 pub use config::{BroadcastMode, NodeConfig, PublishOptions, RequestOptions, SubscribeOptions};
 pub use registry_events::{PeerEvent, ServiceEvent};
 
@@ -20,10 +22,10 @@ use crate::error::{Error, Result};
 use crate::identity::{NodeId, NodeKeypair};
 use crate::lock::lock;
 use crate::network::{Mesh, MeshSettings, NetworkKey, PeerLink};
-use crate::registry::{ActionInstance, Origin, Registry};
+use crate::node::registry::{ActionInstance, Origin, Registry};
 use crate::routing::{Segment, TopicPath, split_network};
-use crate::service::context::Registrations;
-use crate::service::{
+use crate::node::service::context::Registrations;
+use crate::node::service::{
     AbstractService, ActionHandler, DynService, LifecycleContext, ServiceInfo, ServiceState,
 };
 use crate::wire;

@@ -11,7 +11,7 @@
 use super::{BroadcastMode, Node, PublishOptions};
 use crate::identity::NodeId;
 use crate::network::PeerChange;
-use crate::service::ServiceState;
+use crate::node::service::ServiceState;
 use crate::value::Value;
 
 /// The payload of `$registry/peer/…` events.

@@ -15,9 +15,9 @@ use crate::network::{
     InboundEvent, InboundRequest, NodeHandler, Offer, OutboundEvent, PeerHandle, PeerLink,
     PeerNotice, PeerOffer,
 };
-use crate::registry::{ActionInstance, Origin, Sink, Subscription};
+use crate::node::registry::{ActionInstance, Origin, Sink, Subscription};
 use crate::routing::TopicPath;
-use crate::service::{ActionHandler, RequestContext};
+use crate::node::service::{ActionHandler, RequestContext};
 use crate::value::Value;
 use crate::wire;
 

@@ -10,7 +10,7 @@ use futures::FutureExt;
 use super::{Node, RequestOptions};
 use crate::error::{Error, Result};
 use crate::network::InboundRequest;
-use crate::service::{ActionHandler, Caller, RequestContext};
+use crate::node::service::{ActionHandler, Caller, RequestContext};
 use crate::value::{Payload, Value};
 
 impl Node {

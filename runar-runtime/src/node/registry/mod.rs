@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::lock::{lock, read, write};
 use crate::network::{EventSink, PeerLink};
 use crate::routing::{PathParams, PathTrie, TopicPath, split_network};
-use crate::service::{ActionHandler, Caller};
+use crate::node::service::{ActionHandler, Caller};
 use crate::value::Value;
 
 /// Identifies a subscription, for [`Node::unsubscribe`](crate::Node::unsubscribe).

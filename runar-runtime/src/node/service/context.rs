@@ -8,7 +8,7 @@ use crate::identity::NodeId;
 use crate::lock::lock;
 use crate::node::{Node, PublishOptions, RequestOptions, SubscribeOptions, SubscriptionId};
 use crate::routing::{PathParams, TopicPath};
-use crate::service::{ActionHandler, EventHandler, action_handler, event_handler};
+use crate::node::service::{ActionHandler, EventHandler, action_handler, event_handler};
 use crate::value::{Payload, Value};
 
 /// Who sent a request or published an event.
