@@ -20,6 +20,7 @@ LAYERS=(
   "node"              # the node; inside it, node/registry (what routes where) and node/service
                       # (AbstractService and the contexts, which are handles on their node)
   "codegen"           # the one module generated code uses
+  "fuzzing"           # entry points for the fuzz targets (feature `fuzzing`); may name any module
 )
 # Edges allowed inside a layer (none: each top-level module depends only on lower layers).
 SAME_LAYER=""

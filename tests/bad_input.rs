@@ -35,6 +35,15 @@ async fn hello(
     conn: &quinn::Connection,
     keypair: &NodeKeypair,
 ) -> (quinn::SendStream, quinn::RecvStream) {
+    hello_announcing(conn, keypair, wire::Capabilities::default()).await
+}
+
+/// Completes the hello on a control stream, announcing `capabilities`.
+async fn hello_announcing(
+    conn: &quinn::Connection,
+    keypair: &NodeKeypair,
+    capabilities: wire::Capabilities,
+) -> (quinn::SendStream, quinn::RecvStream) {
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     send.write_all(&[1]).await.unwrap();
     let hello = wire::Hello {
@@ -42,8 +51,9 @@ async fn hello(
         node_id: keypair.node_id().to_string(),
         node_name: "raw".into(),
         network_id: key().network_id(),
-        capabilities: Some(wire::Capabilities::default()),
+        capabilities: Some(capabilities),
         instance: 1,
+        ..Default::default()
     };
     write_frame(&mut send, &hello.encode_to_vec(), MAX)
         .await
@@ -74,6 +84,7 @@ fn request_frame(path: &str, payload: &[u8]) -> Vec<u8> {
         path: path.into(),
         payload: payload.to_vec().into(),
         timeout_ms: 5_000,
+        ..Default::default()
     };
     let body = request.encode_to_vec();
     let mut bytes = vec![2];
@@ -126,6 +137,7 @@ async fn garbage_instead_of_a_hello_closes_only_that_connection() {
         network_id: key().network_id(),
         capabilities: None,
         instance: 2,
+        ..Default::default()
     };
     write_frame(&mut send, &liar.encode_to_vec(), MAX)
         .await
@@ -238,6 +250,142 @@ async fn a_broken_control_stream_drops_only_that_peer() {
         .expect("the node should close it");
     still_serves(&b).await;
     tokio::time::sleep(Duration::from_millis(1)).await;
+    b.stop().await.unwrap();
+    a.stop().await.unwrap();
+}
+
+/// Capabilities with a 200,000-segment subscription and a 200,000-segment templated action.
+fn deep_capabilities() -> wire::Capabilities {
+    wire::Capabilities {
+        version: 1,
+        services: vec![wire::ServiceDescriptor {
+            path: "deep".into(),
+            name: "Deep".into(),
+            network: "test".into(),
+            actions: vec![format!("deep/{}{{x}}", "a/".repeat(199_998))],
+            ..Default::default()
+        }],
+        subscriptions: vec![wire::SubscriptionDescriptor {
+            id: 9,
+            network: "test".into(),
+            pattern: format!("{}>", "a/".repeat(199_999)),
+            ..Default::default()
+        }],
+    }
+}
+
+/// Closes the raw connection and waits until `node` has dropped the peer.
+async fn leave(node: &Node, conn: quinn::Connection, raw: &NodeKeypair) {
+    wait_for("the raw peer to be admitted", || {
+        node.peers().contains(&raw.node_id())
+    })
+    .await;
+    conn.close(0u32.into(), b"bye");
+    wait_for("the raw peer to be dropped", || {
+        !node.peers().contains(&raw.node_id())
+    })
+    .await;
+}
+
+/// A hello announcing paths far over the limits is refused entry by entry; the node neither
+/// aborts nor stops serving when that peer comes and goes.
+#[tokio::test]
+async fn a_hello_announcing_huge_paths_does_not_abort_the_node() {
+    let (a, b) = server().await;
+    let (_t, conn, keypair) = raw_client(&a).await;
+    let _control = hello_announcing(&conn, &keypair, deep_capabilities()).await;
+    still_serves(&b).await;
+    leave(&a, conn, &keypair).await;
+    still_serves(&b).await;
+    b.stop().await.unwrap();
+    a.stop().await.unwrap();
+}
+
+/// With the limits raised, the same hello is taken: the deep subscription gets events, and is
+/// removed without overflowing the stack when the peer leaves.
+#[tokio::test]
+async fn deep_announced_paths_within_raised_limits_are_routed_and_removed() {
+    common::init_tracing();
+    let config = runar::NodeConfig::new("a", "test")
+        .with_path_limits(1 << 20, 300_000)
+        .with_network_config(common::network(&key(), DiscoveryOptions::none()));
+    let a = Node::new(config).await.unwrap();
+    a.add_service(Fixture::new("a").0).await.unwrap();
+    a.start().await.unwrap();
+    let (_t, conn, keypair) = raw_client(&a).await;
+    let _control = hello_announcing(&conn, &keypair, deep_capabilities()).await;
+
+    let topic = format!("{}a", "a/".repeat(200_000));
+    let mut events = None;
+    let started = std::time::Instant::now();
+    while events.is_none() {
+        assert!(started.elapsed() < WAIT, "no event reached the raw peer");
+        a.publish(topic.as_str(), 5u64).await.unwrap();
+        events = tokio::time::timeout(Duration::from_millis(100), conn.accept_uni())
+            .await
+            .ok();
+    }
+    let mut uni = events.unwrap().unwrap();
+    let mut kind = [0u8];
+    uni.read_exact(&mut kind).await.unwrap();
+    assert_eq!(kind, [3]);
+    let event = wire::Event::decode(read_frame(&mut uni, MAX).await.unwrap().unwrap()).unwrap();
+    assert_eq!(event.subscription_ids, [9]);
+    assert_eq!(event.topic, topic);
+
+    leave(&a, conn, &keypair).await;
+    let n: u64 = a.request("echo/double", 4u64).await.unwrap();
+    assert_eq!(n, 8);
+    a.stop().await.unwrap();
+}
+
+/// An event from a peer whose topic is over the depth limit is dropped before it is routed;
+/// the next, valid event on the same stream is delivered.
+#[tokio::test]
+async fn an_inbound_event_with_a_topic_over_the_limits_is_dropped() {
+    let (a, b) = server().await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let sub = a
+        .subscribe("t/>", move |n: u64, ctx| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send((ctx.topic().to_owned(), n));
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    let id: u64 = sub.to_string().trim_start_matches("sub-").parse().unwrap();
+    let (_t, conn, keypair) = raw_client(&a).await;
+    let _control = hello(&conn, &keypair).await;
+    wait_for("the raw peer to be admitted", || {
+        a.peers().contains(&keypair.node_id())
+    })
+    .await;
+
+    let deep = format!("t/{}", vec!["s"; 32].join("/")); // 33 segments, the default is 32
+    let mut uni = conn.open_uni().await.unwrap();
+    uni.write_all(&[3]).await.unwrap();
+    for (topic, n) in [(deep.as_str(), 1u64), ("t/ok", 2)] {
+        let event = wire::Event {
+            network: "test".into(),
+            topic: topic.into(),
+            payload: n.encode_to_vec().into(),
+            subscription_ids: vec![id],
+            retained: false,
+        };
+        write_frame(&mut uni, &event.encode_to_vec(), MAX)
+            .await
+            .unwrap();
+    }
+    // Events on one stream are handled in order: once the second arrives, the first was dropped.
+    let got = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("the valid event never arrived")
+        .unwrap();
+    assert_eq!(got, ("t/ok".to_owned(), 2));
+    assert!(rx.try_recv().is_err());
+    still_serves(&b).await;
     b.stop().await.unwrap();
     a.stop().await.unwrap();
 }

@@ -1,403 +1,518 @@
-//! Events, on one node and across nodes over QUIC on 127.0.0.1: wildcards and templates,
-//! ordering, unsubscribe, retained events, broadcast modes, failing handlers, and the
-//! publisher's identity.
+//! Event flow control and inbound event hygiene: a slow or stuck subscriber, local or remote,
+//! never blocks a publisher (and loses only its own events, counted); a publisher that asks to
+//! wait serves the other subscribers first; two nodes whose handlers publish to each other do
+//! not deadlock; peers cannot amplify, forge or misroute events.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use common::fixture::Fixture;
-use common::{WAIT, key, next, pair, started, wait_for};
+use common::raw::{RawPeer, event, subscription};
+use common::{WAIT, key, started, wait_for};
+use runar::__private::TransportConfig;
 use runar::{
-    BroadcastMode, Caller, Code, DiscoveryOptions, Error, Node, NodeConfig, PublishOptions,
-    SubscribeOptions,
+    Code, DiscoveryOptions, NetworkConfig, Node, NodeConfig, Payload, PeerEvent, PublishOptions,
+    SubscriptionId,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-async fn node() -> Node {
-    Node::new(NodeConfig::new("test-node", "test"))
-        .await
-        .unwrap()
+fn network() -> NetworkConfig {
+    common::network(&key(), DiscoveryOptions::none())
 }
 
-// ---------------------------------------------------------------------------------------------
-// On one node
-
-#[tokio::test]
-async fn wildcards_and_templates_in_subscriptions() {
-    let node = node().await;
-    node.start().await.unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    for pattern in ["math/>", "math/*", "math/{op}/done", "other/x"] {
-        let tx = tx.clone();
-        node.subscribe(pattern, move |v: f64, ctx| {
-            let tx = tx.clone();
-            async move {
-                let op = ctx.param("op").map(str::to_owned);
-                tx.send((pattern, ctx.topic().to_owned(), op, v)).unwrap();
-                Ok(())
-            }
-        })
-        .await
-        .unwrap();
-    }
-    node.publish("math/add/done", 1.0f64).await.unwrap();
-    let mut got = [next(&mut rx).await, next(&mut rx).await];
-    got.sort_by_key(|g| g.0);
-    assert_eq!(got[0], ("math/>", "math/add/done".into(), None, 1.0));
-    assert_eq!(
-        got[1],
-        (
-            "math/{op}/done",
-            "math/add/done".into(),
-            Some("add".into()),
-            1.0
-        )
-    );
-    node.publish("math/add", 2.0f64).await.unwrap();
-    let mut got = [next(&mut rx).await, next(&mut rx).await];
-    got.sort_by_key(|g| g.0);
-    assert_eq!((got[0].0, got[1].0), ("math/*", "math/>"));
-    // A control event on another topic arrives next: nothing else was delivered.
-    node.publish("other/x", 3.0f64).await.unwrap();
-    assert_eq!(next(&mut rx).await.0, "other/x");
-}
-
-#[tokio::test]
-async fn one_subscriber_sees_a_publishers_events_in_order() {
-    let node = node().await;
-    node.start().await.unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    node.subscribe("seq", move |n: u64, _| {
-        let tx = tx.clone();
-        async move {
-            tx.send(n).unwrap();
-            Ok(())
-        }
-    })
-    .await
-    .unwrap();
-    for n in 0..500u64 {
-        node.publish("seq", n).await.unwrap();
-    }
-    for n in 0..500u64 {
-        assert_eq!(next(&mut rx).await, n);
-    }
-}
-
-#[tokio::test]
-async fn unsubscribe_stops_delivery() {
-    let node = node().await;
-    node.start().await.unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let tx2 = tx.clone();
-    let sub = node
-        .subscribe("news", move |s: String, _| {
-            let tx = tx.clone();
-            async move {
-                tx.send(format!("sub: {s}")).unwrap();
-                Ok(())
-            }
-        })
-        .await
-        .unwrap();
-    node.subscribe("control", move |s: String, _| {
-        let tx = tx2.clone();
-        async move {
-            tx.send(format!("control: {s}")).unwrap();
-            Ok(())
-        }
-    })
-    .await
-    .unwrap();
-    node.publish("news", String::from("one")).await.unwrap();
-    assert_eq!(next(&mut rx).await, "sub: one");
-    node.unsubscribe(&sub).await.unwrap();
-    node.publish("news", String::from("two")).await.unwrap();
-    node.publish("control", String::from("three"))
-        .await
-        .unwrap();
-    assert_eq!(next(&mut rx).await, "control: three");
-    assert!(rx.try_recv().is_err(), "nothing after unsubscribe");
-    assert_eq!(
-        node.unsubscribe(sub).await.unwrap_err().code(),
-        Code::NotFound
-    );
-}
-
-#[tokio::test]
-async fn retained_events_reach_a_late_subscriber() {
-    let node = node().await;
-    node.start().await.unwrap();
-    let retain = PublishOptions::default().with_retain_for(Duration::from_secs(60));
-    node.publish_with("sensors/temp", 20.5f64, retain.clone())
-        .await
-        .unwrap();
-    node.publish_with("sensors/temp", 21.5f64, retain.clone())
-        .await
-        .unwrap(); // latest wins
-    node.publish_with("sensors/hum", 40.0f64, retain)
-        .await
-        .unwrap();
-    node.publish("sensors/wind", 3.0f64).await.unwrap(); // not retained
-    node.publish_with(
-        "sensors/old",
-        1.0f64,
-        PublishOptions::default().with_retain_for(Duration::ZERO),
-    )
-    .await
-    .unwrap(); // expired at once
-
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let tx2 = tx.clone();
-    node.subscribe_with(
-        "sensors/>",
-        SubscribeOptions::include_past(),
-        move |v: f64, ctx| {
-            let tx = tx.clone();
-            async move {
-                tx.send((ctx.topic().to_owned(), v, ctx.is_retained()))
-                    .unwrap();
-                Ok(())
-            }
-        },
-    )
-    .await
-    .unwrap();
-    let mut got = [next(&mut rx).await, next(&mut rx).await];
-    got.sort_by(|a, b| a.0.cmp(&b.0));
-    assert_eq!(
-        got,
-        [
-            ("sensors/hum".into(), 40.0, true),
-            ("sensors/temp".into(), 21.5, true)
-        ]
-    );
-    // Without include_past, retained events are not replayed.
-    node.subscribe("sensors/>", move |v: f64, ctx| {
-        let tx = tx2.clone();
-        async move {
-            tx.send((format!("plain {}", ctx.topic()), v, ctx.is_retained()))
-                .unwrap();
-            Ok(())
-        }
-    })
-    .await
-    .unwrap();
-    node.publish("sensors/live", 7.0f64).await.unwrap();
-    let mut got = [next(&mut rx).await, next(&mut rx).await];
-    got.sort_by(|a, b| a.0.cmp(&b.0));
-    assert_eq!(
-        got,
-        [
-            ("plain sensors/live".into(), 7.0, false),
-            ("sensors/live".into(), 7.0, false)
-        ]
-    );
-    assert!(rx.try_recv().is_err());
-}
-
-#[tokio::test]
-async fn broadcast_modes_on_one_node() {
-    let node = node().await;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    for path in ["billing", "shipping"] {
-        let (fixture, _) = Fixture::new("test-node");
-        node.add_service(fixture.at(path).listening("orders/created", &tx))
-            .await
-            .unwrap();
-    }
-    node.start().await.unwrap();
-    for mode in [
-        BroadcastMode::All,
-        BroadcastMode::OnePerService,
-        BroadcastMode::LocalOnly,
-    ] {
-        node.publish_with(
-            "orders/created",
-            1u64,
-            PublishOptions::default().with_broadcast(mode),
-        )
-        .await
-        .unwrap();
-        let mut got = [next(&mut rx).await.1, next(&mut rx).await.1];
-        got.sort();
-        assert_eq!(got, ["billing", "shipping"], "{mode:?}");
-    }
-    assert!(rx.try_recv().is_err());
-    // A removed service's subscriptions go with it.
-    node.remove_service("billing").await.unwrap();
-    node.publish("orders/created", 2u64).await.unwrap();
-    assert_eq!(next(&mut rx).await.1, "shipping");
-}
-
-#[tokio::test]
-async fn a_failing_or_panicking_event_handler_does_not_end_the_subscription() {
-    let node = node().await;
-    node.start().await.unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    node.subscribe("jobs", move |n: u64, _| {
-        let tx = tx.clone();
-        async move {
-            match n {
-                0 => Err(Error::internal("bad job")),
-                1 => panic!("worse job"),
-                n => {
-                    tx.send(n).unwrap();
-                    Ok(())
-                }
-            }
-        }
-    })
-    .await
-    .unwrap();
-    for n in 0..3u64 {
-        node.publish("jobs", n).await.unwrap();
-    }
-    assert_eq!(next(&mut rx).await, 2);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Across nodes
-
-#[tokio::test]
-async fn events_cross_nodes_with_the_publisher_identity_and_retained_replay() {
-    let (a, b, _) = pair().await;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let tx2 = tx.clone();
-    // Subscribing returns once peers know of the subscription.
-    b.subscribe("news/{kind}", move |text: String, ctx| {
-        let tx = tx.clone();
-        async move {
-            let from = match ctx.publisher() {
-                Caller::Remote(id) => id.to_string(),
-                _ => "local".into(),
-            };
-            tx.send((ctx.param("kind").unwrap().to_owned(), text, from))
-                .unwrap();
-            Ok(())
-        }
-    })
-    .await
-    .unwrap();
-    for i in 0..20 {
-        a.publish("news/sport", format!("goal {i}")).await.unwrap();
-    }
-    for i in 0..20 {
-        let (kind, text, from) = tokio::time::timeout(WAIT, rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (kind.as_str(), text),
-            ("sport", format!("goal {i}")),
-            "in order"
-        );
-        assert_eq!(from, a.node_id().to_string());
-    }
-
-    // Retained on a, replayed to a subscription made later on b.
-    let retain = PublishOptions::default().with_retain_for(Duration::from_secs(60));
-    a.publish_with("status/a", String::from("ready"), retain)
-        .await
-        .unwrap();
-    b.subscribe_with(
-        "status/>",
-        SubscribeOptions::include_past(),
-        move |s: String, ctx| {
-            let tx = tx2.clone();
-            async move {
-                tx.send((ctx.topic().to_owned(), s, ctx.is_retained().to_string()))
-                    .unwrap();
-                Ok(())
-            }
-        },
-    )
-    .await
-    .unwrap();
-    let got = tokio::time::timeout(WAIT, rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(got, ("status/a".into(), "ready".into(), "true".into()));
-    b.stop().await.unwrap();
-    a.stop().await.unwrap();
-}
-
-#[tokio::test]
-async fn broadcast_modes_across_three_nodes() {
+async fn node_with(config: NodeConfig) -> Node {
     common::init_tracing();
-    let key = key();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let b = common::node("b", &key, DiscoveryOptions::none()).await;
-    let listener = |node, path| {
-        Fixture::new(node)
-            .0
-            .at(path)
-            .listening("orders/created", &tx)
-    };
-    b.add_service(listener("b", "billing")).await.unwrap();
-    b.start().await.unwrap();
-    let c = common::node("c", &key, DiscoveryOptions::none()).await;
-    c.add_service(listener("c", "billing")).await.unwrap();
-    c.add_service(listener("c", "shipping")).await.unwrap();
-    c.start().await.unwrap();
-    let a = started("a", &key, &[&b, &c]).await;
-    wait_for("a to connect to b and c", || a.peers().len() == 2).await;
+    let node = Node::new(config).await.unwrap();
+    node.start().await.unwrap();
+    node
+}
 
-    let mut collect = async |n: usize| {
-        let mut got = std::collections::HashMap::new();
-        for _ in 0..n {
-            let key = tokio::time::timeout(WAIT, rx.recv())
-                .await
-                .unwrap()
-                .unwrap();
-            *got.entry(key).or_insert(0) += 1;
+/// A subscription handler that counts what it gets.
+async fn counting(node: &Node, pattern: &str) -> (SubscriptionId, Arc<AtomicU64>) {
+    let count = Arc::new(AtomicU64::new(0));
+    let seen = count.clone();
+    let id = node
+        .subscribe(pattern, move |_: u64, _| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            async { Ok(()) }
+        })
+        .await
+        .unwrap();
+    (id, count)
+}
+
+/// A subscription (to events of type `T`) whose handler blocks until the returned gate is
+/// opened (set to true).
+async fn gated<T: Payload>(node: &Node, pattern: &str) -> (SubscriptionId, watch::Sender<bool>) {
+    let (gate, opened) = watch::channel(false);
+    let id = node
+        .subscribe(pattern, move |_: T, _| {
+            let mut opened = opened.clone();
+            async move {
+                let _ = opened.wait_for(|open| *open).await;
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    (id, gate)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[at.min(sorted.len() - 1)]
+}
+
+/// Publishes `n` events of `size` bytes on `topic/<i>`, never letting more than a window of them
+/// be ahead of `received` (the healthy subscriber, which must get every one), and returns how
+/// long each `publish` call took.
+async fn paced_publish(
+    node: &Node,
+    topic: &str,
+    n: u64,
+    size: usize,
+    received: &AtomicU64,
+) -> Vec<Duration> {
+    let mut latencies = Vec::with_capacity(n as usize);
+    let payload = vec![7u8; size];
+    for i in 0..n {
+        if i >= received.load(Ordering::SeqCst) + 256 {
+            wait_for("the healthy subscriber to catch up", || {
+                received.load(Ordering::SeqCst) + 64 >= i
+            })
+            .await;
         }
-        got
-    };
-
-    // All: every subscription on every node.
-    for _ in 0..10 {
-        a.publish("orders/created", 1u64).await.unwrap();
-    }
-    let got = collect(30).await;
-    assert_eq!(got[&("b", "billing")], 10);
-    assert_eq!(got[&("c", "billing")], 10);
-    assert_eq!(got[&("c", "shipping")], 10);
-
-    // OnePerService: exactly one billing instance per event, rotating; shipping every time.
-    let one = PublishOptions::default().with_broadcast(BroadcastMode::OnePerService);
-    for _ in 0..10 {
-        a.publish_with("orders/created", 2u64, one.clone())
+        let started = Instant::now();
+        node.publish(format!("{topic}/{i}"), payload.clone())
             .await
             .unwrap();
+        latencies.push(started.elapsed());
     }
-    let got = collect(20).await;
-    assert_eq!(
-        got[&("b", "billing")] + got[&("c", "billing")],
-        10,
-        "{got:?}"
-    );
-    assert_eq!(got[&("b", "billing")], 5, "rotates: {got:?}");
-    assert_eq!(got[&("c", "shipping")], 10);
+    latencies
+}
 
-    // LocalOnly from a: a has no subscribers, so nothing arrives; a control event proves it.
-    let local = PublishOptions::default().with_broadcast(BroadcastMode::LocalOnly);
-    a.publish_with("orders/created", 3u64, local).await.unwrap();
-    c.publish_with(
-        "orders/created",
-        4u64,
-        PublishOptions::default().with_broadcast(BroadcastMode::LocalOnly),
+/// A raw peer subscribes to everything node A publishes and never reads its event stream; a
+/// healthy node B subscribes too. A's `publish` never waits for the stuck peer, B gets every
+/// event, and A disconnects the stuck peer as a slow consumer once its stream has not moved for
+/// `slow_consumer_timeout`. Prints publish latency p50/p99 meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_never_blocks_publish_and_is_disconnected() {
+    let timeout = Duration::from_millis(800);
+    let a = node_with(
+        NodeConfig::new("a", "test").with_network_config(
+            network()
+                .with_max_message_size(64 * 1024)
+                .with_peer_event_queue_capacity(256)
+                .with_slow_consumer_timeout(timeout),
+        ),
     )
+    .await;
+    let b = started("b", &key(), &[&a]).await;
+    wait_for("b to connect", || b.peers() == [a.node_id()]).await;
+    let (_, received) = counting_bytes(&b, "load/>").await;
+
+    // Small flow-control windows, so that the stuck stream fills after a few MiB.
+    let stuck = RawPeer::connect_with(
+        &a,
+        TransportConfig {
+            max_message_size: 64 * 1024,
+            ..TransportConfig::default()
+        },
+        vec![subscription(1, "load/>")],
+    )
+    .await;
+
+    let n = 2_000u64;
+    let started = Instant::now();
+    let mut latencies = paced_publish(&a, "load", n, 8 * 1024, &received).await;
+    let publishing = started.elapsed();
+    wait_for("b to get every event", || {
+        received.load(Ordering::SeqCst) == n
+    })
+    .await;
+    wait_for("the stuck peer to be disconnected", || {
+        a.stats().slow_consumers == 1
+    })
+    .await;
+    let reason = tokio::time::timeout(WAIT, stuck.conn.closed())
+        .await
+        .expect("the stuck peer's connection is closed");
+    match reason {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code, quinn::VarInt::from_u32(4), "{close:?}")
+        }
+        other => panic!("closed with {other:?}"),
+    }
+    wait_for("a to drop the stuck peer", || a.peers() == [b.node_id()]).await;
+
+    latencies.sort();
+    let (p50, p99, max) = (
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 1.0),
+    );
+    let stats = a.stats();
+    eprintln!(
+        "publish latency with one stuck remote subscriber and one healthy one ({n} events of \
+         8 KiB, debug build): p50 {p50:?}, p99 {p99:?}, max {max:?}; {publishing:?} in all; \
+         healthy subscriber got {}/{n}; {stats:?}",
+        received.load(Ordering::SeqCst)
+    );
+    assert!(max < Duration::from_secs(1), "a publish took {max:?}");
+    assert!(stats.events_dropped > 0, "{stats:?}");
+    assert_eq!(
+        received.load(Ordering::SeqCst),
+        n,
+        "the healthy one lost nothing"
+    );
+    assert_eq!(b.stats().events_dropped, 0);
+}
+
+/// Like [`counting`], for `Vec<u8>` payloads.
+async fn counting_bytes(node: &Node, pattern: &str) -> (SubscriptionId, Arc<AtomicU64>) {
+    let count = Arc::new(AtomicU64::new(0));
+    let seen = count.clone();
+    let id = node
+        .subscribe(pattern, move |_: Vec<u8>, _| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            async { Ok(()) }
+        })
+        .await
+        .unwrap();
+    (id, count)
+}
+
+#[tokio::test]
+async fn a_slow_local_handler_does_not_block_the_publisher_and_its_losses_are_counted() {
+    let node = node_with(NodeConfig::new("local", "test").with_event_queue_capacity(512)).await;
+    let (slow, gate) = gated::<u64>(&node, "work").await;
+    let (fast, fast_count) = counting(&node, "work").await;
+    let n = 2_000u64;
+    let started = Instant::now();
+    for i in 0..n {
+        node.publish("work", i).await.unwrap();
+    }
+    let publishing = started.elapsed();
+    assert!(
+        publishing < Duration::from_secs(2),
+        "publishing took {publishing:?}"
+    );
+    wait_for("the fast subscriber to get everything", || {
+        fast_count.load(Ordering::SeqCst) == n
+    })
+    .await;
+
+    let before = node.subscription_stats(slow).unwrap();
+    assert_eq!(before.delivered, 1, "{before:?}"); // the handler holds the first
+    assert_eq!(before.queued, 512, "{before:?}");
+    assert_eq!(before.dropped, n - 1 - 512, "{before:?}");
+    let fast_stats = node.subscription_stats(fast).unwrap();
+    assert_eq!((fast_stats.delivered, fast_stats.dropped), (n, 0));
+    let stats = node.stats();
+    assert_eq!(stats.events_published, n);
+    assert_eq!(stats.events_dropped, before.dropped);
+
+    // Once the handler moves, it gets what its queue held, in order, and nothing more is lost.
+    gate.send(true).unwrap();
+    wait_for("the slow subscriber to drain", || {
+        node.subscription_stats(slow).unwrap().delivered == 1 + 512
+    })
+    .await;
+    let after = node.subscription_stats(slow).unwrap();
+    assert_eq!((after.dropped, after.queued), (before.dropped, 0));
+    assert_eq!(node.stats().events_delivered, n + 1 + 512);
+    node.unsubscribe(slow).await.unwrap();
+    assert!(node.subscription_stats(slow).is_none());
+}
+
+#[tokio::test]
+async fn a_waiting_publisher_serves_the_other_subscribers_first() {
+    let node = node_with(NodeConfig::new("local", "test").with_event_queue_capacity(1)).await;
+    let (slow, gate) = gated::<u64>(&node, "jobs").await;
+    let (_, fast_count) = counting(&node, "jobs").await;
+    // The handler holds the first event, the queue the second: the slow one is full.
+    node.publish("jobs", 1u64).await.unwrap();
+    wait_for("the slow handler to hold the first event", || {
+        node.subscription_stats(slow).unwrap().delivered == 1
+    })
+    .await;
+    node.publish("jobs", 2u64).await.unwrap();
+    wait_for("the fast one to get both", || {
+        fast_count.load(Ordering::SeqCst) == 2
+    })
+    .await;
+
+    let waiting = PublishOptions::default().with_wait(WAIT);
+    let publisher = node.clone();
+    let publish = tokio::spawn(async move { publisher.publish_with("jobs", 3u64, waiting).await });
+    // The fast subscriber gets the third event while the publisher still waits for the slow one.
+    wait_for("the fast one to get the third", || {
+        fast_count.load(Ordering::SeqCst) == 3
+    })
+    .await;
+    assert!(
+        !publish.is_finished(),
+        "the publisher waits for the full queue"
+    );
+    gate.send(true).unwrap();
+    tokio::time::timeout(WAIT, publish)
+        .await
+        .expect("the publish ends once there is room")
+        .unwrap()
+        .unwrap();
+    wait_for("the slow one to get all three", || {
+        node.subscription_stats(slow).unwrap().delivered == 3
+    })
+    .await;
+    assert_eq!(node.stats().events_dropped, 0);
+
+    // A wait that runs out drops the event for the full subscriber only, counted.
+    let (stuck, _closed) = gated::<u64>(&node, "later").await;
+    node.publish("later", 1u64).await.unwrap();
+    wait_for("the stuck handler to hold it", || {
+        node.subscription_stats(stuck).unwrap().delivered == 1
+    })
+    .await;
+    node.publish("later", 2u64).await.unwrap();
+    let started = Instant::now();
+    let short = PublishOptions::default().with_wait(Duration::from_millis(100));
+    node.publish_with("later", 3u64, short).await.unwrap();
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(100) && waited < WAIT,
+        "{waited:?}"
+    );
+    assert_eq!(node.subscription_stats(stuck).unwrap().dropped, 1);
+    assert_eq!(node.stats().events_dropped, 1);
+}
+
+/// Node B's handler is stuck: A's publishes do not wait for it, B's other subscriber gets every
+/// event, and B is not taken for a slow consumer (its event stream keeps moving).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_handler_on_a_peer_does_not_block_the_publisher() {
+    let a = node_with(NodeConfig::new("a", "test").with_network_config(network())).await;
+    let addrs = DiscoveryOptions::static_peers([a.local_addr().unwrap()]);
+    let b = node_with(
+        NodeConfig::new("b", "test")
+            .with_event_queue_capacity(256)
+            .with_network_config(common::network(&key(), addrs)),
+    )
+    .await;
+    wait_for("b to connect", || b.peers() == [a.node_id()]).await;
+    let (slow, _gate) = gated::<Vec<u8>>(&b, "work/>").await;
+    let (_, fast) = counting_bytes_healthy(&b).await;
+
+    let n = 3_000u64;
+    let mut latencies = paced_publish(&a, "work", n, 64, &fast).await;
+    wait_for("b's healthy subscriber to get everything", || {
+        fast.load(Ordering::SeqCst) == n
+    })
+    .await;
+    latencies.sort();
+    let max = percentile(&latencies, 1.0);
+    assert!(max < Duration::from_secs(1), "a publish took {max:?}");
+    let slow_stats = b.subscription_stats(slow).unwrap();
+    assert_eq!(slow_stats.delivered, 1, "{slow_stats:?}");
+    assert_eq!(slow_stats.queued, 256, "{slow_stats:?}");
+    assert_eq!(slow_stats.dropped, n - 257, "{slow_stats:?}");
+    assert_eq!(a.stats().slow_consumers, 0);
+    assert_eq!(a.stats().events_dropped, 0);
+    assert_eq!(b.peers(), [a.node_id()]);
+}
+
+/// B's healthy subscriber for the `work/>` events [`paced_publish`] sends.
+async fn counting_bytes_healthy(b: &Node) -> (SubscriptionId, Arc<AtomicU64>) {
+    counting_bytes(b, "work/>").await
+}
+
+#[tokio::test]
+async fn an_event_naming_a_subscription_many_times_runs_the_handler_once() {
+    let a = node_with(NodeConfig::new("a", "test").with_network_config(network())).await;
+    let (_, count) = counting(&a, "dup/x").await;
+    let raw = RawPeer::connect(&a, Vec::new()).await;
+    let id = raw
+        .subscription_id("dup/x")
+        .expect("a announces its subscription");
+    raw.send_events(&[
+        event("dup/x", 1u64, vec![id; 1000]),
+        event("dup/x", 2u64, vec![id]),
+    ])
+    .await;
+    wait_for("both events", || count.load(Ordering::SeqCst) >= 2).await;
+    assert_eq!(count.load(Ordering::SeqCst), 2);
+    let stats = a.stats();
+    assert_eq!((stats.events_received, stats.events_rejected), (2, 999));
+}
+
+#[tokio::test]
+async fn forged_misrouted_and_invalid_events_from_a_peer_are_refused() {
+    let a = node_with(NodeConfig::new("a", "test").with_network_config(network())).await;
+    let (tx, mut registry_events) = mpsc::unbounded_channel();
+    a.subscribe("$registry/peer/>", move |e: PeerEvent, ctx| {
+        let _ = tx.send((ctx.topic().to_owned(), e.node_id));
+        async { Ok(()) }
+    })
     .await
     .unwrap();
-    let got = collect(2).await;
-    assert_eq!(got.get(&("b", "billing")), None, "{got:?}");
-    assert!(rx.try_recv().is_err());
-    for n in [&a, &b, &c] {
-        n.stop().await.unwrap();
+    let (_, control) = counting(&a, "ctl/>").await;
+    let raw = RawPeer::connect(&a, Vec::new()).await;
+    assert_eq!(
+        raw.subscription_id("$registry/peer/>"),
+        None,
+        "local-only subscriptions are not announced"
+    );
+    let control_id = raw.subscription_id("ctl/>").unwrap();
+    // Every id a guess could reach.
+    let all: Vec<u64> = (0..=control_id + 16).collect();
+    let forged = PeerEvent {
+        node_id: "x".into(),
+        ..Default::default()
+    };
+    let mut elsewhere = event("ctl/x", 1u64, all.clone());
+    elsewhere.network = "elsewhere".into();
+    raw.send_events(&[
+        event("$registry/peer/x/disconnected", forged, all.clone()),
+        event("ctl//x", 1u64, all.clone()),
+        event("ctl/*", 1u64, all.clone()),
+        event("ctl/>", 1u64, all.clone()),
+        event("test:ctl/x", 1u64, all.clone()),
+        event("", 1u64, all.clone()),
+        elsewhere,
+        // Delivered, to the one subscription it matches; the other ids are ignored.
+        event("ctl/x", 1u64, all.clone()),
+    ])
+    .await;
+    wait_for("the valid event", || control.load(Ordering::SeqCst) == 1).await;
+    // Let anything wrongly delivered show up: a second valid event comes after it in order.
+    raw.send_events(&[event("ctl/y", 1u64, vec![control_id])])
+        .await;
+    wait_for("the second valid event", || {
+        control.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    while let Ok((topic, node)) = registry_events.try_recv() {
+        assert_ne!(node, "x", "a forged {topic} was delivered");
     }
+    let stats = a.stats();
+    assert_eq!(stats.events_received, 9);
+    // Six refused topics, then the misrouted network's ids, then the ids of the valid one
+    // that are not its subscription.
+    let ids = all.len() as u64;
+    assert_eq!(stats.events_rejected, 6 + ids + (ids - 1), "{stats:?}");
+}
+
+#[tokio::test]
+async fn local_only_topics_never_reach_peers() {
+    let a = node_with(NodeConfig::new("a", "test").with_network_config(network())).await;
+    let b = started("b", &key(), &[&a]).await;
+    wait_for("b to connect", || b.peers() == [a.node_id()]).await;
+    let (tx, mut topics) = mpsc::unbounded_channel();
+    b.subscribe(">", move |_: PeerEvent, ctx| {
+        let _ = tx.send(ctx.topic().to_owned());
+        async { Ok(()) }
+    })
+    .await
+    .unwrap();
+    // Even with the default broadcast mode, a `$…` topic stays on the node that publishes it.
+    a.publish("$registry/peer/x/disconnected", PeerEvent::default())
+        .await
+        .unwrap();
+    a.publish("news/x", PeerEvent::default()).await.unwrap();
+    let first = tokio::time::timeout(WAIT, topics.recv()).await.unwrap();
+    assert_eq!(first.as_deref(), Some("news/x"));
+    assert_eq!(a.stats().events_delivered, 1);
+}
+
+/// Two nodes whose handlers each publish several events to the other per event received, and
+/// wait for room, with queues of eight: the storm fills every queue, yet it ends and both nodes
+/// keep serving each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_publishing_from_handlers_to_each_other_do_not_deadlock() {
+    let config = |name: &str, discovery| {
+        NodeConfig::new(name, "test")
+            .with_event_queue_capacity(8)
+            .with_network_config(
+                common::network(&key(), discovery).with_peer_event_queue_capacity(8),
+            )
+    };
+    let a = node_with(config("a", DiscoveryOptions::none())).await;
+    let b = node_with(config(
+        "b",
+        DiscoveryOptions::static_peers([a.local_addr().unwrap()]),
+    ))
+    .await;
+    wait_for("b to connect", || b.peers() == [a.node_id()]).await;
+    let handled = Arc::new(AtomicU64::new(0));
+    for (node, mine, theirs, wait) in [
+        // One side waits for room as long as it takes, the other briefly: neither can hold the
+        // other's event stream, since events from peers never wait.
+        (&a, "ping/a", "ping/b", Duration::MAX),
+        (&b, "ping/b", "ping/a", Duration::from_millis(20)),
+    ] {
+        let handled = handled.clone();
+        node.subscribe(mine, move |hop: u64, ctx| {
+            handled.fetch_add(1, Ordering::SeqCst);
+            let options = PublishOptions::default().with_wait(wait);
+            async move {
+                if hop < 10 {
+                    for _ in 0..4 {
+                        ctx.node()
+                            .publish_with(theirs, hop + 1, options.clone())
+                            .await?;
+                    }
+                }
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    }
+    a.publish("ping/b", 0u64).await.unwrap();
+    // The storm ends (every path stops at hop 10, or at a full queue): no handler stays blocked.
+    let mut last = 0;
+    let mut quiet_since = Instant::now();
+    wait_for("the storm to end", || {
+        let now = handled.load(Ordering::SeqCst);
+        if now != last {
+            (last, quiet_since) = (now, Instant::now());
+        }
+        now > 0 && quiet_since.elapsed() > Duration::from_millis(300)
+    })
+    .await;
+    let (sa, sb) = (a.stats(), b.stats());
+    eprintln!("the storm: {last} events handled; a {sa:?}; b {sb:?}");
+    assert!(
+        sa.events_dropped + sb.events_dropped > 0,
+        "queues of eight must overflow"
+    );
+    // Both nodes still serve each other.
+    for (from, to) in [(&a, &b), (&b, &a)] {
+        let (_, probe) = counting(to, "probe").await;
+        let started = Instant::now();
+        from.publish("probe", 1u64).await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(1));
+        wait_for("the probe to cross", || probe.load(Ordering::SeqCst) == 1).await;
+    }
+    assert_eq!(a.peers(), [b.node_id()]);
+}
+
+#[tokio::test]
+async fn event_queue_settings_are_checked() {
+    for network in [
+        network().with_peer_event_queue_capacity(0),
+        network().with_peer_event_queue_bytes(0),
+        network().with_slow_consumer_timeout(Duration::ZERO),
+    ] {
+        let config = NodeConfig::new("n", "test").with_network_config(network);
+        let err = Node::new(config).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    }
+    let defaults = NetworkConfig::default();
+    assert_eq!(defaults.slow_consumer_timeout, Duration::from_secs(5));
+    assert_eq!(defaults.peer_event_queue_capacity, 1024);
+    assert_eq!(NodeConfig::new("n", "test").publish_wait, Duration::ZERO);
 }

@@ -572,3 +572,18 @@ fn schema_describes_messages_and_rpcs() {
             .contains(&"google/protobuf/empty.proto".to_owned())
     );
 }
+
+#[tokio::test]
+async fn client_wait_for_ready_waits_for_the_service() {
+    let node = Node::new(NodeConfig::new("n", "test")).await.unwrap();
+    node.start().await.unwrap();
+    let math = MathClient::new(node.clone()).with_timeout(Duration::from_secs(5));
+    // Without it, a call before the service is there fails at once.
+    let err = math.add(1.0, 2.0).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+    let waiting = math.clone().with_wait_for_ready(true);
+    let call = tokio::spawn(async move { waiting.add(1.0, 2.0).await });
+    node.add_service(MathServer::new(MathImpl)).await.unwrap();
+    assert_eq!(call.await.unwrap().unwrap(), 3.0);
+    node.stop().await.unwrap();
+}

@@ -1,5 +1,5 @@
 //! Requests, on one node and across nodes over QUIC on 127.0.0.1: routing and templates,
-//! timeouts and cancellation, handler errors and panics, wrong types, message size limits,
+//! bounded paths, timeouts and cancellation, handler errors and panics, wrong types, message size limits,
 //! concurrency on one connection, load balancing, and a generated client calling remotely.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -10,14 +10,22 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::fixture::{Fixture, Probe};
-use common::{WAIT, key, pair, serving_fixture, started, wait_for, wait_for_action};
+use common::{WAIT, key, next, pair, serving_fixture, started, wait_for, wait_for_action};
 use runar::{Code, DiscoveryOptions, Error, Node, NodeConfig, RequestOptions};
+use tokio::sync::mpsc;
 
 // ---------------------------------------------------------------------------------------------
 // On one node
 
 async fn local(config: NodeConfig) -> Node {
     serving_fixture(config).await.0
+}
+
+/// A local node with no services, not started.
+async fn node() -> Node {
+    Node::new(NodeConfig::new("test-node", "test"))
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -154,6 +162,87 @@ async fn a_wrong_request_type_is_invalid_argument() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bounded paths
+
+#[tokio::test]
+async fn paths_over_the_length_or_depth_limit_give_invalid_argument() {
+    let node = node().await;
+    node.start().await.unwrap();
+    // 400,001 bytes and 200,001 segments: refused before anything walks it.
+    let huge = format!("{}a", "a/".repeat(200_000));
+    let deep = vec!["s"; 33].join("/"); // short, but one segment over the default 32
+    for path in [&huge, &deep] {
+        let e = node
+            .subscribe(path.as_str(), |_: u64, _| async { Ok(()) })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+        let e = node.publish(path.as_str(), 1u64).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+        let e = node
+            .request::<u64, u64>(path.as_str(), 1)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    }
+    let e = node
+        .subscribe(huge.as_str(), |_: u64, _| async { Ok(()) })
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("max_path_len"), "{e}");
+    assert!(e.message().len() < 200, "the error quotes only the start");
+    let e = node
+        .subscribe(deep.as_str(), |_: u64, _| async { Ok(()) })
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("max_path_depth"), "{e}");
+    // At the limit is fine.
+    node.subscribe(vec!["s"; 32].join("/"), |_: u64, _| async { Ok(()) })
+        .await
+        .unwrap();
+    node.stop().await.unwrap();
+
+    let e = Node::new(NodeConfig::new("n", "test").with_path_limits(0, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+}
+
+/// With the limits raised, a 200,000-segment subscription is routed, removed and dropped with
+/// the node: nothing on the way recurses once per segment.
+#[tokio::test]
+async fn deep_paths_within_raised_limits_route_and_drop_without_overflow() {
+    let config = NodeConfig::new("deep", "test").with_path_limits(1 << 20, 300_000);
+    let node = Node::new(config).await.unwrap();
+    node.start().await.unwrap();
+    let pattern = format!("{}>", "a/".repeat(199_999));
+    let topic = format!("{}a", "a/".repeat(200_000));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let sub = node
+        .subscribe(pattern.as_str(), move |n: u64, _| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(n);
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    node.publish(topic.as_str(), 7u64).await.unwrap();
+    assert_eq!(next(&mut rx).await, 7);
+    node.unsubscribe(sub).await.unwrap();
+    // Left in place: stopping the node drops the registry with them.
+    node.subscribe(pattern.as_str(), |_: u64, _| async { Ok(()) })
+        .await
+        .unwrap();
+    node.subscribe(topic.as_str(), |_: u64, _| async { Ok(()) })
+        .await
+        .unwrap();
+    node.stop().await.unwrap();
+    drop(node);
 }
 
 // ---------------------------------------------------------------------------------------------

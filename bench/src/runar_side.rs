@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use runar::{
     AbstractService, DiscoveryOptions, LifecycleContext, NetworkConfig, NetworkKey, Node,
-    NodeConfig,
+    NodeConfig, PublishOptions,
 };
 
 use crate::events::{Publisher, Sink};
@@ -118,11 +118,14 @@ impl Rpc for RunarRpc {
     }
 }
 
-/// The client node publishes `bench/tick`, which only the server node subscribes to.
+/// The client node publishes `bench/tick`, which only the server node subscribes to. The
+/// benchmark counts every event, so it publishes losslessly: waiting for room in the peer's
+/// queue (as tonic's stream and zenoh's `CongestionControl::Block` do) instead of dropping.
 impl Publisher for RunarRpc {
     async fn publish(&self, payload: Bytes) {
+        let wait = PublishOptions::default().with_wait(Duration::MAX);
         self.client
-            .publish("bench/tick", Blob { data: payload })
+            .publish_with("bench/tick", Blob { data: payload }, wait)
             .await
             .expect("publish");
     }

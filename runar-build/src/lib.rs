@@ -182,8 +182,9 @@ impl Builder {
 
     /// [`compile`](Self::compile) with a prost-build [`Config`](prost_build::Config) for message
     /// options (type attributes, `bytes` fields, BTreeMap maps, extern paths, …). Runar sets
-    /// the service generator, the output directory, and the prost and prost-types paths
-    /// (to `::runar::codegen::prost` and `::runar::codegen::prost_types`) on it.
+    /// the service generator, the output directory, the prost and prost-types paths
+    /// (to `::runar::codegen::prost` and `::runar::codegen::prost_types`) and
+    /// `enable_type_names` (every message implements `prost::Name`) on it.
     ///
     /// # Errors
     ///
@@ -230,6 +231,9 @@ impl Builder {
             .service_generator(Box::new(generator::Generator::new(model)))
             .prost_path(format!("{CODEGEN}::prost"))
             .prost_types_path(format!("{CODEGEN}::prost_types"))
+            // Every message implements `prost::Name` (its full protobuf name), so a call can
+            // say which message it carries.
+            .enable_type_names()
             // prost documents only what the .proto documents; the user's crate may deny
             // `missing_docs`.
             .type_attribute(".", "#[allow(missing_docs)]");

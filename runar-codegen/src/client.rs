@@ -1,4 +1,4 @@
-//! The typed client: `new`, `with_timeout`, `node`, one method per action, and typed publish and
+//! The typed client: `new`, `with_timeout`, `with_wait_for_ready`, `node`, one method per action, and typed publish and
 //! subscribe per event.
 
 use proc_macro2::TokenStream;
@@ -37,6 +37,14 @@ pub fn client(service: &Service) -> TokenStream {
             /// otherwise).
             #vis fn with_timeout(mut self, timeout: ::core::time::Duration) -> Self {
                 self.options = self.options.with_timeout(timeout);
+                self
+            }
+
+            /// Sets whether every call this client makes waits, within its timeout, for an
+            /// instance of the action to appear instead of failing at once with `NotFound`
+            /// (gRPC's wait-for-ready; off by default).
+            #vis fn with_wait_for_ready(mut self, wait: bool) -> Self {
+                self.options = self.options.with_wait_for_ready(wait);
                 self
             }
 

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use runar_runtime::{AbstractService, LifecycleContext, Node, NodeConfig, Result};
+use runar_runtime::{AbstractService, LifecycleContext, Node, NodeConfig, PublishOptions, Result};
 use tokio::runtime::Runtime;
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -176,9 +176,13 @@ fn publish_fanout(c: &mut Criterion) {
                 b.iter_custom(|iters| {
                     rt.block_on(async {
                         let target = delivered.load(Ordering::Relaxed) + iters * subscribers;
+                        // Every event is counted: wait for room rather than drop.
+                        let wait = PublishOptions::default().with_wait(Duration::MAX);
                         let start = Instant::now();
                         for _ in 0..iters {
-                            node.publish("math/computed", 1.0f64).await.unwrap();
+                            node.publish_with("math/computed", 1.0f64, wait.clone())
+                                .await
+                                .unwrap();
                         }
                         // Measure until every subscriber has handled every event.
                         while delivered.load(Ordering::Relaxed) < target {

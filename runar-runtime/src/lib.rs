@@ -9,15 +9,16 @@
 //! # The public API
 //!
 //! * The node: [`Node`], [`NodeConfig`], the per-call options ([`RequestOptions`],
-//!   [`PublishOptions`], [`SubscribeOptions`], [`BroadcastMode`]), [`SubscriptionId`], and the
-//!   `$registry` events it publishes ([`ServiceEvent`], [`PeerEvent`]).
+//!   [`PublishOptions`], [`SubscribeOptions`], [`BroadcastMode`]), [`SubscriptionId`], the
+//!   `$registry` events it publishes ([`ServiceEvent`], [`PeerEvent`]), and its event counters
+//!   ([`NodeStats`], [`SubscriptionStats`]).
 //! * Services: [`AbstractService`] and its [`LifecycleContext`]; handlers get a
 //!   [`RequestContext`] or an [`EventContext`] and know their [`Caller`]; [`ServiceInfo`],
 //!   [`ServiceState`]; the type-erased [`ActionHandler`] / [`EventHandler`] and their typed
 //!   adapters [`action_handler`] / [`event_handler`].
 //! * Values and paths: [`Value`], [`Payload`], the [`value`] and [`routing`] modules.
 //! * The network, as configuration: [`NetworkConfig`], [`NetworkKey`], [`DiscoveryOptions`]
-//!   (with [`MulticastGroupSpec`] and the in-process [`MemoryHub`]), and [`NodeId`].
+//!   (with [`MulticastGroupSpec`] and the in-process [`MemoryHub`]), [`PeerLimits`], and [`NodeId`].
 //! * Errors: [`Error`], [`Code`], [`Result`].
 //!
 //! The protocol, the transport and discovery are internal. Generated code uses the hidden
@@ -27,6 +28,9 @@
 pub mod codegen;
 mod discovery;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod identity;
 mod lock;
 mod network;
@@ -38,14 +42,14 @@ mod wire;
 pub use discovery::{DiscoveryOptions, MemoryHub, MulticastGroupSpec};
 pub use error::{Code, Error, Result};
 pub use identity::{NodeId, ParseNodeIdError};
-pub use network::{NetworkConfig, NetworkKey};
-pub use node::{
-    BroadcastMode, Node, NodeConfig, PeerEvent, PublishOptions, RequestOptions, ServiceEvent,
-    SubscribeOptions, SubscriptionId,
-};
+pub use network::{NetworkConfig, NetworkKey, PeerLimits, RefusalReason};
 pub use node::service::{
     AbstractService, ActionHandler, Caller, EventContext, EventHandler, LifecycleContext,
     RequestContext, ServiceInfo, ServiceState, action_handler, event_handler,
+};
+pub use node::{
+    BroadcastMode, Node, NodeConfig, NodeStats, PeerEvent, PeerRefusedEvent, PublishOptions,
+    RequestOptions, ServiceEvent, SubscribeOptions, SubscriptionId, SubscriptionStats,
 };
 pub use value::{Payload, Value};
 
@@ -57,8 +61,8 @@ pub mod __private {
     pub use crate::identity::{NodeKeypair, verify};
     pub use crate::network::admission;
     pub use crate::network::{
-        FRAME_HEADER_LEN, Incoming, Transport, TransportConfig, TransportError, peer_node_id,
-        read_frame, write_frame,
+        FRAME_HEADER_LEN, Incoming, Pending, Transport, TransportConfig, TransportError,
+        peer_node_id, read_frame, write_frame,
     };
     /// The protocol messages (see `proto/runar/v1/README.md`).
     pub mod wire {

@@ -3,6 +3,7 @@
 
 pub mod fixture;
 pub mod process;
+pub mod raw;
 pub mod udp_proxy;
 
 use std::time::{Duration, Instant};

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use runar::codegen::prost_types::Timestamp;
+use prost_types::Timestamp;
 use runar::{Code, Node, NodeConfig, RequestContext};
 
 /// The code generated from `proto/shop.proto`.

@@ -40,7 +40,7 @@
 
 mod memory;
 mod multicast;
-mod packet;
+pub(crate) mod packet;
 
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::{NetworkKey, TransportConfig};
 use crate::discovery::DiscoveryOptions;
+use crate::error::{Error, Result};
 
 /// How a node joins a network: where it listens, the key that admits it, how it finds peers,
 /// and the limits of its connections. Every field is used; the defaults suit a LAN.
@@ -24,9 +25,13 @@ pub struct NetworkConfig {
     /// The UDP address the QUIC endpoint binds (default `0.0.0.0:0`: every interface, an
     /// ephemeral port).
     pub bind_address: SocketAddr,
-    /// The key that admits nodes to the network. Without one, a key is derived from the network
-    /// name, which anyone who knows the name can do: set a key for anything but a demo.
+    /// The key that admits nodes to the network. Required: a networked node without a key
+    /// fails at `Node::new`, unless [`insecure_dev_key`](Self::insecure_dev_key) is set.
     pub key: Option<NetworkKey>,
+    /// Opts into a key derived from the network name when no key is set (default `false`).
+    /// Anyone who knows or guesses the name can join, and a guess can be checked offline
+    /// against the network id that discovery broadcasts: for local development only.
+    pub insecure_dev_key: bool,
     /// Where the node's Ed25519 key is kept (created if missing), so its id survives restarts.
     /// Without it, the node gets a new key and id each time it starts.
     pub keypair_path: Option<PathBuf>,
@@ -37,10 +42,11 @@ pub struct NetworkConfig {
     pub max_message_size: usize,
     /// How long dialing a peer, including the TLS handshake and the hello, may take (default 5 s).
     pub connect_timeout: Duration,
-    /// How often an idle connection is probed (default 500 ms).
+    /// How often an idle connection is probed (default 200 ms).
     pub keep_alive_interval: Duration,
-    /// How long a silent peer is kept before it is dropped with its services (default 2.5 s, so
-    /// a vanished peer is gone within 3 s).
+    /// How long a silent peer is kept before it is dropped with its services (default 800 ms,
+    /// so a vanished peer is gone within 1 s; a live peer sends a keep-alive every
+    /// `keep_alive_interval`, four within this).
     pub idle_timeout: Duration,
     /// The most connections the node keeps; more are refused and logged (default 256).
     pub max_connections: usize,
@@ -49,9 +55,95 @@ pub struct NetworkConfig {
     /// The longest wait between two attempts to reach a static peer that is down; attempts
     /// start at 100 ms and double up to this (default 5 s).
     pub reconnect_backoff_max: Duration,
+    /// How long a peer that discovery reported, that cannot be reached and that discovery has
+    /// not reported again, is still redialed (default 60 s). Until then, and for as long as
+    /// discovery keeps reporting it (multicast announcements repeat) and it has not said
+    /// goodbye, a peer that is not connected is redialed with backoff.
+    pub forget_unreachable_after: Duration,
+    /// How long `Node::stop` lets requests in flight with peers finish after saying goodbye
+    /// (default 5 s). Peers stop routing to the node at the goodbye and close each connection
+    /// once nothing is in flight on it; what is still in flight after this is cut and counted
+    /// (`Node::requests_dropped_at_stop`).
+    pub shutdown_grace: Duration,
     /// How long a change of this node's services or subscriptions waits for connected peers to
     /// acknowledge it before the call that made it returns anyway (default 1 s).
     pub announce_timeout: Duration,
+    /// The most handshakes in progress at once (incoming and outgoing, counted apart from
+    /// `max_connections`); past half of it, incoming attempts must first prove their address
+    /// (a QUIC Retry), at it they are refused (default 64). The whole admission of a connection
+    /// (TLS handshake, stream kind, hello) must finish within `connect_timeout`.
+    pub max_pending_handshakes: usize,
+    /// How long a peer may take to send a whole request (stream kind, header, body) once it
+    /// opens the stream, and a frame's body once its header arrived on the control or event
+    /// stream; a peer slower than this has the stream cut (default 10 s).
+    pub read_timeout: Duration,
+    /// The most bytes of requests one peer may have buffered on this node at once (being
+    /// received or being served); more requests wait for room until `read_timeout` and are then
+    /// refused with `ResourceExhausted` (default 64 MiB).
+    pub max_request_bytes_per_peer: usize,
+    /// The most control messages queued for one peer; a peer that does not read its control
+    /// stream until this many are queued is disconnected, with a logged reason (default 1024).
+    pub control_queue_capacity: usize,
+    /// What one peer may announce (services, actions, subscriptions, schema bytes, string
+    /// sizes). A hello over them refuses the peer; a later announcement over them disconnects it.
+    pub peer_limits: PeerLimits,
+    /// The most dials to peers discovery reported that may be in progress at once (default 8):
+    /// a node that discovers many peers at once dials them a few at a time, so that the
+    /// handshakes finish within `connect_timeout` even on a loaded machine; the others wait.
+    pub max_discovery_dials: usize,
+    /// The most dials (first dials and redials) to discovered peers started per second
+    /// (default 20).
+    pub discovery_dials_per_second: u32,
+    /// A refused handshake (wrong network key, another network name, another protocol version)
+    /// is logged at most once per this interval and reason, with the number not logged since
+    /// (default 10 s). Every refusal is still counted and published as a registry event.
+    pub refusal_log_interval: Duration,
+    /// How many events may wait to be sent to one peer (default 1024). The queue is shared by
+    /// all of that peer's subscriptions, and never makes a publisher wait: an event that finds
+    /// it full (or over [`peer_event_queue_bytes`](Self::peer_event_queue_bytes)) is dropped
+    /// for that peer and counted in [`NodeStats::events_dropped`](crate::NodeStats), unless
+    /// the publish asked to wait ([`PublishOptions::with_wait`](crate::PublishOptions::with_wait)).
+    pub peer_event_queue_capacity: usize,
+    /// How many bytes of events may wait to be sent to one peer (default 8 MiB), counting the
+    /// batch being written. Bounds the memory a peer that reads slowly can hold on this node;
+    /// one event larger than this is still sent when the queue is otherwise empty.
+    pub peer_event_queue_bytes: usize,
+    /// How long a peer's event stream may stay stuck (a write that makes no progress because
+    /// the peer does not read) before the peer is disconnected as a slow consumer, with a logged
+    /// reason, and counted in [`NodeStats::slow_consumers`](crate::NodeStats) (default 5 s).
+    /// A peer that reads slowly but keeps reading only loses the events its queue cannot hold.
+    pub slow_consumer_timeout: Duration,
+}
+
+/// What one peer may announce in its hello and capability updates. Checked before anything is
+/// stored. The defaults are far above what a real node offers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerLimits {
+    /// Services (default 1024).
+    pub max_services: usize,
+    /// Actions, over all services (default 16,384).
+    pub max_actions: usize,
+    /// Subscriptions (default 16,384).
+    pub max_subscriptions: usize,
+    /// Schema bytes, over all services (default 4 MiB).
+    pub max_schema_bytes: usize,
+    /// The longest string (a network, a service path, a name, a version, a group), in bytes
+    /// (default 1024); a description may be four times as long. Action paths and subscription
+    /// patterns are held to the node's path limits instead (`NodeConfig::max_path_len`).
+    pub max_string_len: usize,
+}
+
+impl Default for PeerLimits {
+    fn default() -> Self {
+        PeerLimits {
+            max_services: 1024,
+            max_actions: 16 * 1024,
+            max_subscriptions: 16 * 1024,
+            max_schema_bytes: 4 * 1024 * 1024,
+            max_string_len: 1024,
+        }
+    }
 }
 
 impl Default for NetworkConfig {
@@ -60,6 +152,7 @@ impl Default for NetworkConfig {
         NetworkConfig {
             bind_address: transport.bind_addr,
             key: None,
+            insecure_dev_key: false,
             keypair_path: None,
             discovery: DiscoveryOptions::none(),
             max_message_size: transport.max_message_size,
@@ -70,6 +163,19 @@ impl Default for NetworkConfig {
             max_concurrent_requests: transport.max_concurrent_bidi_streams,
             reconnect_backoff_max: Duration::from_secs(5),
             announce_timeout: Duration::from_secs(1),
+            max_pending_handshakes: transport.max_pending_handshakes,
+            read_timeout: Duration::from_secs(10),
+            max_request_bytes_per_peer: 64 * 1024 * 1024,
+            control_queue_capacity: 1024,
+            peer_limits: PeerLimits::default(),
+            max_discovery_dials: 8,
+            discovery_dials_per_second: 20,
+            forget_unreachable_after: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(5),
+            refusal_log_interval: Duration::from_secs(10),
+            peer_event_queue_capacity: 1024,
+            peer_event_queue_bytes: 8 * 1024 * 1024,
+            slow_consumer_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -84,6 +190,14 @@ impl NetworkConfig {
     /// Sets the network key.
     pub fn with_key(mut self, key: NetworkKey) -> Self {
         self.key = Some(key);
+        self
+    }
+
+    /// Without a key, derives one from the network name instead of failing: **insecure**,
+    /// anyone who guesses the name joins. For local development only; a key set with
+    /// [`with_key`](Self::with_key) wins.
+    pub fn with_insecure_dev_key(mut self) -> Self {
+        self.insecure_dev_key = true;
         self
     }
 
@@ -147,6 +261,100 @@ impl NetworkConfig {
         self
     }
 
+    /// Sets how often refused handshakes are logged (per reason).
+    pub fn with_refusal_log_interval(mut self, interval: Duration) -> Self {
+        self.refusal_log_interval = interval;
+        self
+    }
+
+    /// Sets how long an unreachable, no longer reported peer is still redialed.
+    pub fn with_forget_unreachable_after(mut self, after: Duration) -> Self {
+        self.forget_unreachable_after = after;
+        self
+    }
+
+    /// Sets how long `Node::stop` lets requests in flight finish.
+    pub fn with_shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// Sets the most handshakes in progress at once.
+    pub fn with_max_pending_handshakes(mut self, handshakes: usize) -> Self {
+        self.max_pending_handshakes = handshakes;
+        self
+    }
+
+    /// Sets how long a peer may take to send a request or a frame.
+    pub fn with_read_timeout(mut self, timeout: Duration) -> Self {
+        self.read_timeout = timeout;
+        self
+    }
+
+    /// Sets the most request bytes one peer may have buffered.
+    pub fn with_max_request_bytes_per_peer(mut self, bytes: usize) -> Self {
+        self.max_request_bytes_per_peer = bytes;
+        self
+    }
+
+    /// Sets the most control messages queued for one peer.
+    pub fn with_control_queue_capacity(mut self, capacity: usize) -> Self {
+        self.control_queue_capacity = capacity;
+        self
+    }
+
+    /// Sets what one peer may announce.
+    pub fn with_peer_limits(mut self, limits: PeerLimits) -> Self {
+        self.peer_limits = limits;
+        self
+    }
+
+    /// Sets the most dials to discovered peers in progress at once, and per second.
+    pub fn with_discovery_dials(mut self, at_once: usize, per_second: u32) -> Self {
+        self.max_discovery_dials = at_once;
+        self.discovery_dials_per_second = per_second;
+        self
+    }
+
+    /// Sets how many events may wait to be sent to one peer.
+    pub fn with_peer_event_queue_capacity(mut self, events: usize) -> Self {
+        self.peer_event_queue_capacity = events;
+        self
+    }
+
+    /// Sets how many bytes of events may wait to be sent to one peer.
+    pub fn with_peer_event_queue_bytes(mut self, bytes: usize) -> Self {
+        self.peer_event_queue_bytes = bytes;
+        self
+    }
+
+    /// Sets how long a peer's event stream may stay stuck before the peer is disconnected.
+    pub fn with_slow_consumer_timeout(mut self, timeout: Duration) -> Self {
+        self.slow_consumer_timeout = timeout;
+        self
+    }
+
+    /// Checks the settings that [`Transport`](super::Transport) does not: the event queues
+    /// and the slow-consumer timeout.
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.peer_event_queue_capacity == 0 {
+            return Err(Error::invalid_argument(
+                "peer_event_queue_capacity must be at least 1",
+            ));
+        }
+        if self.peer_event_queue_bytes == 0 {
+            return Err(Error::invalid_argument(
+                "peer_event_queue_bytes must be at least 1",
+            ));
+        }
+        if self.slow_consumer_timeout.is_zero() {
+            return Err(Error::invalid_argument(
+                "slow_consumer_timeout must be more than zero",
+            ));
+        }
+        Ok(())
+    }
+
     pub(crate) fn transport(&self) -> TransportConfig {
         TransportConfig {
             bind_addr: self.bind_address,
@@ -156,6 +364,7 @@ impl NetworkConfig {
             connect_timeout: self.connect_timeout,
             max_concurrent_bidi_streams: self.max_concurrent_requests,
             max_connections: self.max_connections,
+            max_pending_handshakes: self.max_pending_handshakes,
         }
     }
 }

@@ -52,6 +52,9 @@ pub enum TransportError {
     /// The peer's identity could not be established or was not the one expected.
     #[error("peer identity: {0}")]
     PeerIdentity(String),
+    /// A peer started a frame and did not finish it in time.
+    #[error("a frame did not arrive within {0:?}")]
+    ReadTimeout(Duration),
     /// The transport already has its maximum number of connections.
     #[error("connection limit of {0} reached")]
     TooManyConnections(usize),
@@ -138,6 +141,7 @@ impl From<TransportError> for Error {
             | TransportError::Connection(_)
             | TransportError::Connect(_)
             | TransportError::Timeout { .. }
+            | TransportError::ReadTimeout(_)
             | TransportError::Bind { .. } => Error::unavailable(msg),
         }
     }

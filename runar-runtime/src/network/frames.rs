@@ -21,6 +21,7 @@ const NETWORK: u32 = 1;
 const PATH: u32 = 2;
 const PAYLOAD: u32 = 3;
 const TIMEOUT_MS: u32 = 4;
+const PAYLOAD_TYPE: u32 = 5;
 const RESPONSE_PAYLOAD: u32 = 1;
 /// `Event.topic`, `.subscription_ids`, `.retained` (network and payload as in `Request`).
 const TOPIC: u32 = 2;
@@ -37,7 +38,8 @@ fn put_len_delimited_header(buf: &mut BytesMut, tag: u32, len: usize) {
 }
 
 /// The kind byte `kind`, then one frame holding
-/// `Request { network, path, payload, timeout_ms }`.
+/// `Request { network, path, payload, timeout_ms, payload_type }` (the type name when prost
+/// names the payload's type).
 pub(crate) fn request_frame(
     kind: u8,
     network: &str,
@@ -60,6 +62,10 @@ pub(crate) fn request_frame(
     if timeout_ms != 0 {
         len += key_len(TIMEOUT_MS) + encoded_len_varint(timeout_ms);
     }
+    let payload_type = payload.known_name().unwrap_or_default();
+    if !payload_type.is_empty() {
+        len += len_delimited_len(PAYLOAD_TYPE, payload_type.len());
+    }
     let header = checked_len(len, max)?;
 
     let mut buf = BytesMut::with_capacity(1 + FRAME_HEADER_LEN + len);
@@ -80,6 +86,10 @@ pub(crate) fn request_frame(
     if timeout_ms != 0 {
         encode_key(TIMEOUT_MS, WireType::Varint, &mut buf);
         encode_varint(timeout_ms, &mut buf);
+    }
+    if !payload_type.is_empty() {
+        put_len_delimited_header(&mut buf, PAYLOAD_TYPE, payload_type.len());
+        buf.put_slice(payload_type.as_bytes());
     }
     debug_assert_eq!(buf.len(), 1 + FRAME_HEADER_LEN + len);
     Ok(buf.freeze())
@@ -189,6 +199,7 @@ mod tests {
                         path: path.into(),
                         payload: payload.to_bytes(),
                         timeout_ms,
+                        payload_type: payload.known_name().unwrap_or_default().into(),
                     };
                     let expected = encode_frame(Some(7), &message, max).unwrap();
                     let got = request_frame(7, network, path, &payload, timeout_ms, max).unwrap();
@@ -278,6 +289,7 @@ mod tests {
             path: "p".into(),
             payload: payload.to_bytes(),
             timeout_ms: 5,
+            payload_type: payload.known_name().unwrap_or_default().into(),
         };
         let prost = encode_frame(None, &expected, 50).unwrap_err();
         assert_eq!(err.to_string(), prost.to_string());

@@ -68,11 +68,40 @@ pub async fn write_frame(
 /// [`TransportError::FrameTooLarge`] when the declared length exceeds `max` (nothing more is
 /// read or allocated), and [`TransportError::Truncated`] when the stream ends mid-frame.
 ///
-/// A frame that arrived in one piece is returned without copying or allocating.
+/// A frame that arrived in one piece is returned without copying or allocating; otherwise the
+/// buffer grows as the body arrives (the declared length is never allocated up front).
 pub async fn read_frame(
     recv: &mut RecvStream,
     max: usize,
 ) -> Result<Option<Bytes>, TransportError> {
+    match read_header(recv, max).await? {
+        Some(len) => read_body(recv, len).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// [`read_frame`], with the frame's body (once its header arrived) due within `timeout`:
+/// waiting for a frame to start is not limited, a peer that starts one and stalls is.
+pub(crate) async fn read_frame_within(
+    recv: &mut RecvStream,
+    max: usize,
+    timeout: std::time::Duration,
+) -> Result<Option<Bytes>, TransportError> {
+    let Some(len) = read_header(recv, max).await? else {
+        return Ok(None);
+    };
+    tokio::time::timeout(timeout, read_body(recv, len))
+        .await
+        .map_err(|_| TransportError::ReadTimeout(timeout))?
+        .map(Some)
+}
+
+/// Reads a frame header and checks the declared length against `max`. `Ok(None)` when the
+/// stream ends cleanly before it.
+pub(crate) async fn read_header(
+    recv: &mut RecvStream,
+    max: usize,
+) -> Result<Option<usize>, TransportError> {
     let mut header = [0u8; FRAME_HEADER_LEN];
     match recv.read_exact(&mut header).await {
         Ok(()) => {}
@@ -95,8 +124,13 @@ pub async fn read_frame(
             });
         }
     };
+    Ok(Some(len))
+}
+
+/// Reads a frame body of `len` bytes (checked against the maximum by [`read_header`]).
+pub(crate) async fn read_body(recv: &mut RecvStream, len: usize) -> Result<Bytes, TransportError> {
     if len == 0 {
-        return Ok(Some(Bytes::new()));
+        return Ok(Bytes::new());
     }
     let truncated = |got| TransportError::Truncated { expected: len, got };
 
@@ -107,9 +141,10 @@ pub async fn read_frame(
         .ok_or_else(|| truncated(0))?
         .bytes;
     if first.len() >= len {
-        return Ok(Some(first));
+        return Ok(first);
     }
-    let mut body = BytesMut::with_capacity(len);
+    // Grows as bytes arrive: a peer that declares a large frame and sends little costs little.
+    let mut body = BytesMut::with_capacity(first.len().saturating_mul(2).min(len));
     body.put_slice(&first);
     while body.len() < len {
         let chunk = recv
@@ -118,7 +153,19 @@ pub async fn read_frame(
             .ok_or_else(|| truncated(body.len()))?;
         body.put_slice(&chunk.bytes);
     }
-    Ok(Some(body.freeze()))
+    Ok(body.freeze())
+}
+
+/// Where a [`FrameReader`] gets its bytes: a QUIC stream, or chunks in memory (the fuzz tests).
+pub(crate) trait ChunkSource {
+    /// The next chunk of the stream, `None` at its end.
+    async fn chunk(&mut self) -> Result<Option<Bytes>, TransportError>;
+}
+
+impl ChunkSource for RecvStream {
+    async fn chunk(&mut self) -> Result<Option<Bytes>, TransportError> {
+        Ok(self.read_chunk(usize::MAX, true).await?.map(|c| c.bytes))
+    }
 }
 
 /// Reads consecutive frames from one stream, taking whatever data has arrived with one read
@@ -128,32 +175,33 @@ pub async fn read_frame(
 /// [`TransportError::FrameTooLarge`] before reading an oversized body,
 /// [`TransportError::Truncated`] when the stream ends mid-frame. A frame that arrived within
 /// one received chunk is returned without copying.
+/// Once a frame's header has arrived, its body is due within `timeout`
+/// ([`TransportError::ReadTimeout`]).
 pub(crate) struct FrameReader {
     /// Received bytes not yet returned as frames.
     pending: Bytes,
     max: usize,
+    timeout: Option<std::time::Duration>,
 }
 
 impl FrameReader {
-    pub(crate) fn new(max: usize) -> Self {
+    /// A reader of frames up to `max` bytes, each body due within `timeout` once its header
+    /// arrived (`None`: no deadline, for sources already in memory).
+    pub(crate) fn new(max: usize, timeout: Option<std::time::Duration>) -> Self {
         FrameReader {
             pending: Bytes::new(),
             max,
+            timeout,
         }
-    }
-
-    /// The next chunk of the stream, `None` at its end.
-    async fn chunk(recv: &mut RecvStream) -> Result<Option<Bytes>, TransportError> {
-        Ok(recv.read_chunk(usize::MAX, true).await?.map(|c| c.bytes))
     }
 
     /// Reads the next frame.
     pub(crate) async fn next(
         &mut self,
-        recv: &mut RecvStream,
+        recv: &mut impl ChunkSource,
     ) -> Result<Option<Bytes>, TransportError> {
         while self.pending.len() < FRAME_HEADER_LEN {
-            let Some(chunk) = Self::chunk(recv).await? else {
+            let Some(chunk) = recv.chunk().await? else {
                 return match self.pending.len() {
                     0 => Ok(None),
                     got => Err(TransportError::Truncated {
@@ -185,21 +233,32 @@ impl FrameReader {
         if self.pending.len() >= len {
             return Ok(Some(self.pending.split_to(len)));
         }
-        // The body continues in later chunks: gather it in a buffer of its own.
-        let mut body = BytesMut::with_capacity(len);
-        body.put_slice(&std::mem::take(&mut self.pending));
-        while body.len() < len {
-            let Some(mut chunk) = Self::chunk(recv).await? else {
-                return Err(TransportError::Truncated {
-                    expected: len,
-                    got: body.len(),
-                });
-            };
-            let need = len - body.len();
-            if chunk.len() > need {
-                self.pending = chunk.split_off(need);
+        // The body continues in later chunks: gather it in a buffer of its own, which grows as
+        // bytes arrive, within the deadline.
+        let first = std::mem::take(&mut self.pending);
+        let mut body = BytesMut::with_capacity(first.len().saturating_mul(2).min(len));
+        body.put_slice(&first);
+        let gather = async {
+            while body.len() < len {
+                let Some(mut chunk) = recv.chunk().await? else {
+                    return Err(TransportError::Truncated {
+                        expected: len,
+                        got: body.len(),
+                    });
+                };
+                let need = len - body.len();
+                if chunk.len() > need {
+                    self.pending = chunk.split_off(need);
+                }
+                body.put_slice(&chunk);
             }
-            body.put_slice(&chunk);
+            Ok(())
+        };
+        match self.timeout {
+            Some(timeout) => tokio::time::timeout(timeout, gather)
+                .await
+                .map_err(|_| TransportError::ReadTimeout(timeout))??,
+            None => gather.await?,
         }
         Ok(Some(body.freeze()))
     }

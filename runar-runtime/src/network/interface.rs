@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -40,6 +41,8 @@ pub(crate) struct InboundRequest {
     pub(crate) payload: Value,
     /// How long the caller waits, as it said (the node bounds it).
     pub(crate) timeout: Duration,
+    /// The full protobuf name of the payload's type, as the caller said (empty: not said).
+    pub(crate) payload_type: String,
 }
 
 /// An event a peer sent, decoded.
@@ -69,6 +72,41 @@ pub(crate) struct OutboundEvent {
     pub(crate) retained: bool,
 }
 
+impl OutboundEvent {
+    /// How many deliveries the event carries: one per subscription it names.
+    pub(crate) fn copies(&self) -> u64 {
+        u64::try_from(self.subscription_ids.len()).unwrap_or(u64::MAX)
+    }
+
+    /// About how many bytes the event holds while queued (its frame's size, roughly).
+    pub(crate) fn queued_bytes(&self) -> usize {
+        let ids = self.subscription_ids.len().saturating_mul(10);
+        [
+            self.payload.len(),
+            self.topic.len(),
+            self.network.len(),
+            ids,
+            32,
+        ]
+        .iter()
+        .fold(0usize, |sum, n| sum.saturating_add(*n))
+    }
+}
+
+/// What became of the events queued for peers, counted by the peers' event writers for the
+/// node's statistics. Counts are deliveries: an event naming three subscriptions counts three.
+#[derive(Debug, Default)]
+pub(crate) struct PeerEventCounters {
+    /// Deliveries written to a peer's event stream.
+    pub(crate) written: AtomicU64,
+    /// Deliveries lost after they were queued: a write that failed, an event over the maximum
+    /// message size, events still queued when the connection closed.
+    pub(crate) dropped: AtomicU64,
+    /// Peers disconnected because their event stream stayed stuck past the slow-consumer
+    /// timeout.
+    pub(crate) slow_consumers: AtomicU64,
+}
+
 /// What happened to a peer, for the node's `$registry` events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PeerChange {
@@ -90,6 +128,59 @@ pub(crate) struct PeerNotice<'a> {
     pub(crate) name: &'a str,
     /// Its addresses: announced ones when discovered, the connection's otherwise.
     pub(crate) addresses: &'a [SocketAddr],
+}
+
+/// Why a peer's connection was refused, on either side of the handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+#[non_exhaustive]
+pub enum RefusalReason {
+    /// Not known (a newer peer's reason).
+    Unspecified = 0,
+    /// The peer's certificate is not issued by this network's key (TLS `UnknownIssuer`, a bad
+    /// certificate alert): the two nodes were given different `NetworkKey`s.
+    NetworkKey = 1,
+    /// The peer holds the key but its default network has another name.
+    NetworkName = 2,
+    /// The peer speaks another protocol version.
+    ProtocolVersion = 3,
+    /// The peer is not the node that was expected at that address, or its hello named another
+    /// id than its certificate.
+    Identity = 4,
+    /// The peer's hello announced more than `NetworkConfig::peer_limits` allow.
+    Limits = 5,
+}
+
+impl RefusalReason {
+    /// The reason in a few words, as in `network key mismatch`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalReason::Unspecified => "refused",
+            RefusalReason::NetworkKey => "network key mismatch",
+            RefusalReason::NetworkName => "network name mismatch",
+            RefusalReason::ProtocolVersion => "protocol version mismatch",
+            RefusalReason::Identity => "unexpected node identity",
+            RefusalReason::Limits => "announcement over the peer limits",
+        }
+    }
+}
+
+impl std::fmt::Display for RefusalReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A handshake the mesh refused, or that the peer refused, as the mesh reports it.
+pub(crate) struct PeerRefusal<'a> {
+    /// The peer's address.
+    pub(crate) address: SocketAddr,
+    /// The peer's id, when its certificate was verified.
+    pub(crate) peer: Option<NodeId>,
+    /// Why.
+    pub(crate) reason: RefusalReason,
+    /// The details, in words (bounded: at most a few hundred characters of the peer's).
+    pub(crate) detail: &'a str,
 }
 
 /// A peer's subscription as it announced it.
@@ -115,10 +206,13 @@ pub(crate) struct PeerOffer {
 /// Sends events to one peer (over its connection's event stream): the network supplies it for
 /// each peer subscription, the registry holds it, the node's event path uses it.
 pub(crate) trait EventSink: Send + Sync + 'static {
+    /// The peer the events go to (for logs).
+    fn peer(&self) -> NodeId;
     /// Queues `event` if the peer's queue has room; otherwise gives it back (`Err(Some)`), or
     /// drops it if the peer is gone (`Err(None)`).
     fn try_send(&self, event: OutboundEvent) -> Result<(), Option<OutboundEvent>>;
-    /// Queues `event`, waiting while the peer's queue is full. False when the peer is gone.
+    /// Queues `event`, waiting while the peer's queue is full. False when the peer is gone (or
+    /// went while this waited).
     fn send(&self, event: OutboundEvent) -> BoxFuture<'_, bool>;
 }
 
@@ -145,8 +239,14 @@ pub(crate) trait NodeHandler: Clone + Send + Sync + 'static {
     /// Nothing more is to be routed over `link` (the connection closed or was superseded).
     fn link_removed(&self, link: PeerLink);
 
-    /// A peer was discovered, connected or disconnected.
+    /// A peer was discovered, connected or disconnected. A connected peer is listed (and what
+    /// it offers registered) before this is called.
     fn peer_changed(&self, notice: PeerNotice<'_>) -> impl Future<Output = ()> + Send;
+
+    /// A handshake was refused, by this node or by the peer (wrong network key or name,
+    /// another protocol version, an unexpected identity). Peer-triggered: the node counts it and
+    /// rate-limits its logs.
+    fn peer_refused(&self, refusal: PeerRefusal<'_>) -> impl Future<Output = ()> + Send;
 }
 
 /// A handle on one admitted connection, for the node: send it requests, queue it events, know

@@ -9,19 +9,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
 use prost::Message;
 use quinn::Connection;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::framing::{encode_frame, read_frame};
-use super::interface::{NodeHandler, Offer, PeerChange, PeerNotice, PeerOffer};
-use super::peer::{
-    KIND_CONTROL, PROTOCOL_VERSION, Peer, PeerIdentity, PeerQueues, codes, read_events, read_kind,
-    serve_request, write_control, write_events,
+use super::framing::{encode_frame, read_frame, read_frame_within};
+use super::interface::{
+    NodeHandler, Offer, PeerChange, PeerEventCounters, PeerNotice, PeerOffer, PeerRefusal,
+    RefusalReason,
 };
-use super::{NetworkConfig, NetworkKey, PeerLink, Transport, TransportError};
+use super::log_limit::warn_limited;
+use super::peer::{
+    EventFlow, EventWriter, KIND_CONTROL, PROTOCOL_VERSION, Peer, PeerIdentity, PeerQueues,
+    PeerSettings, codes, read_events, read_kind, serve_request, write_control, write_events,
+};
+use super::{NetworkConfig, NetworkKey, PeerLimits, PeerLink, Transport, TransportError};
 use crate::discovery::{Discovery, DiscoveryEvent, LocalPeer};
 use crate::error::{Error, Result};
 use crate::identity::{NodeId, NodeKeypair};
@@ -33,7 +40,29 @@ const RETIRE_GRACE: Duration = Duration::from_secs(1);
 
 /// How long the node with the larger id waits before dialing a peer that discovery reported,
 /// so that usually only one of the two dials (the smaller id dials at once).
-const DIAL_DEFER: Duration = Duration::from_millis(300);
+const DIAL_DEFER: Duration = Duration::from_millis(1000);
+
+/// The first wait before redialing a peer, doubled after each failed attempt.
+const DIAL_RETRY_INITIAL: Duration = Duration::from_millis(100);
+
+/// A peer discovery reported and has not said goodbye.
+struct Wanted {
+    /// Where it was last reported.
+    addresses: Vec<SocketAddr>,
+    /// When discovery last reported it.
+    last_reported: Instant,
+    /// Cancelled at its goodbye (or when the node stops): ends its dialing task.
+    gone: CancellationToken,
+}
+
+/// A random duration in `[0, max)`, so that retries spread out.
+fn jitter(max: Duration) -> Duration {
+    let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+    match (random_u64(), nanos) {
+        (Ok(r), n) if n > 0 => Duration::from_nanos(r % n),
+        _ => Duration::ZERO,
+    }
+}
 
 /// What [`Mesh::keep`] decided for a new connection.
 enum Kept {
@@ -49,8 +78,10 @@ enum Kept {
 pub(crate) struct MeshSettings {
     /// The node's name, sent in hellos.
     pub(crate) name: String,
-    /// Events queued per peer before a publisher waits.
-    pub(crate) event_queue_capacity: usize,
+    /// The node's default network name, sent in hellos and checked in the peer's.
+    pub(crate) network: String,
+    /// Where the peers' event writers count what they write and drop.
+    pub(crate) event_counters: Arc<PeerEventCounters>,
     /// The longest a superseded connection waits for its requests in flight (the node's
     /// request timeout).
     pub(crate) drain_timeout: Duration,
@@ -62,13 +93,22 @@ pub(crate) struct Mesh<H> {
     transport: Transport,
     keypair: Arc<NodeKeypair>,
     discovery: Mutex<Option<Discovery>>,
-    /// Peers being dialed after discovery reported them.
-    dialing: Mutex<FxHashSet<NodeId>>,
+    /// The peers discovery reports (until their goodbye), each kept connected by its own task;
+    /// at most `max_connections` of them.
+    wanted: Mutex<FxHashMap<NodeId, Wanted>>,
+    /// Dials to discovered peers in progress (`max_discovery_dials` permits), so that a node
+    /// that discovers many peers at once completes handshakes instead of timing them all out.
+    discovery_dials: Semaphore,
+    /// When the next dial to a discovered peer may start (`discovery_dials_per_second`).
+    next_discovery_dial: Mutex<Instant>,
     config: NetworkConfig,
     node_id: NodeId,
     name: String,
+    /// The node's default network name, sent in the hello and checked in the peer's.
+    network_name: String,
     network_id: String,
-    event_queue_capacity: usize,
+    /// The limits of each peer's outgoing events.
+    events: EventFlow,
     drain_timeout: Duration,
     peers: Mutex<FxHashMap<NodeId, Arc<Peer>>>,
     next_link: AtomicU64,
@@ -94,11 +134,19 @@ impl<H: NodeHandler> Mesh<H> {
             transport,
             keypair: keypair.clone(),
             discovery: Mutex::default(),
-            dialing: Mutex::default(),
+            wanted: Mutex::default(),
+            discovery_dials: Semaphore::new(config.max_discovery_dials.max(1)),
+            next_discovery_dial: Mutex::new(Instant::now()),
             node_id: keypair.node_id(),
             name: settings.name,
+            network_name: settings.network,
             network_id: key.network_id(),
-            event_queue_capacity: settings.event_queue_capacity,
+            events: EventFlow {
+                queue_capacity: config.peer_event_queue_capacity,
+                queue_bytes: config.peer_event_queue_bytes,
+                slow_consumer_timeout: config.slow_consumer_timeout,
+                counters: settings.event_counters,
+            },
             drain_timeout: settings.drain_timeout,
             config,
             peers: Mutex::default(),
@@ -124,14 +172,27 @@ impl<H: NodeHandler> Mesh<H> {
         tokio::spawn(async move { mesh.accept_loop().await });
         let mesh = self.clone();
         tokio::spawn(async move { mesh.discovery_loop(discovered).await });
+        let mut tried = Vec::new();
         for addr in self.config.discovery.static_peer_addrs() {
             let mesh = self.clone();
-            tokio::spawn(async move { mesh.dial_loop(addr).await });
+            let (first, done) = tokio::sync::oneshot::channel();
+            tried.push(done);
+            tokio::spawn(async move { mesh.dial_loop(addr, first).await });
         }
+        // Return once each static peer has been tried (connected, or failed), so a request
+        // made right after `start` finds what a reachable peer offers. Bounded: the dial and
+        // the hello are each bounded by the connect timeout.
+        let limit = self.config.connect_timeout.saturating_mul(2);
+        let _ = tokio::time::timeout(limit, futures::future::join_all(tried)).await;
         Ok(())
     }
 
-    /// Connects to discovered peers and drops the ones that say goodbye.
+    /// Keeps a connection to every peer discovery reports, until it says goodbye.
+    ///
+    /// Each reported peer gets one task ([`Mesh::keep_discovered`]) that dials it whenever it is
+    /// not connected, with backoff: discovery may report a peer only once (the memory hub), and
+    /// a dial can fail under load or lose the one-connection-per-pair race, so a single attempt
+    /// per report could leave a pair unconnected for good.
     async fn discovery_loop(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<DiscoveryEvent>) {
         loop {
             let event = tokio::select! {
@@ -141,7 +202,36 @@ impl<H: NodeHandler> Mesh<H> {
             match event {
                 None => break,
                 Some(DiscoveryEvent::Discovered { node_id, addresses }) => {
-                    if self.is_connected(&node_id) || !lock(&self.dialing).insert(node_id) {
+                    if node_id == self.node_id {
+                        continue;
+                    }
+                    let is_new = {
+                        let mut wanted = lock(&self.wanted);
+                        let full = wanted.len() >= self.config.max_connections;
+                        match wanted.get_mut(&node_id) {
+                            Some(known) => {
+                                known.addresses = addresses.clone();
+                                known.last_reported = Instant::now();
+                                false
+                            }
+                            None if full => {
+                                warn_limited!(peer = %node_id, "discovered peer not dialed: too many peers reported");
+                                false
+                            }
+                            None => {
+                                wanted.insert(
+                                    node_id,
+                                    Wanted {
+                                        addresses: addresses.clone(),
+                                        last_reported: Instant::now(),
+                                        gone: self.shutdown.child_token(),
+                                    },
+                                );
+                                true
+                            }
+                        }
+                    };
+                    if !is_new {
                         continue;
                     }
                     self.node
@@ -153,37 +243,126 @@ impl<H: NodeHandler> Mesh<H> {
                         })
                         .await;
                     let mesh = self.clone();
-                    let defer = if self.node_id < node_id {
-                        Duration::ZERO
-                    } else {
-                        DIAL_DEFER
-                    };
-                    tokio::spawn(async move {
-                        if !defer.is_zero() {
-                            tokio::time::sleep(defer).await;
-                        }
-                        for addr in addresses
-                            .iter()
-                            .take_while(|_| !mesh.is_connected(&node_id))
-                        {
-                            // The TLS identity must be the announced node id.
-                            match mesh.connect(*addr, Some(&node_id)).await {
-                                Ok(_) => break,
-                                Err(e) => {
-                                    tracing::debug!(peer = %node_id, %addr, error = %e, "discovered peer unreachable")
-                                }
-                            }
-                        }
-                        lock(&mesh.dialing).remove(&node_id);
-                    });
+                    tokio::spawn(async move { mesh.keep_discovered(node_id).await });
                 }
                 Some(DiscoveryEvent::Goodbye { node_id }) => {
+                    if let Some(known) = lock(&self.wanted).remove(&node_id) {
+                        known.gone.cancel();
+                    }
                     let peer = lock(&self.peers).get(&node_id).cloned();
                     if let Some(peer) = peer {
                         peer.connection.close(codes::GOODBYE, b"goodbye");
                     }
                 }
             }
+        }
+    }
+
+    /// Waits for a permit to dial a discovered peer and for its start time under the rate
+    /// limit. `None` once the node stops.
+    async fn discovery_dial_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let permit = tokio::select! {
+            permit = self.discovery_dials.acquire() => permit.ok()?,
+            _ = self.shutdown.cancelled() => return None,
+        };
+        let per_second = self.config.discovery_dials_per_second.max(1);
+        let start = {
+            let mut next = lock(&self.next_discovery_dial);
+            let start = (*next).max(Instant::now());
+            *next = start + Duration::from_secs(1) / per_second;
+            start
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(start) => Some(permit),
+            _ = self.shutdown.cancelled() => None,
+        }
+    }
+
+    /// Dials the discovered peer `node_id` whenever it is not connected (backing off from
+    /// 100 ms to `reconnect_backoff_max`), until it says goodbye, the node stops, or it has been
+    /// unreachable and unreported for `forget_unreachable_after`.
+    async fn keep_discovered(self: Arc<Self>, node_id: NodeId) {
+        let Some(gone) = lock(&self.wanted).get(&node_id).map(|w| w.gone.clone()) else {
+            return;
+        };
+        // The node with the larger id waits a little before its first dial, so that usually
+        // only the smaller id dials (its connection is the one both sides keep).
+        let mut backoff = if self.node_id < node_id {
+            Duration::ZERO
+        } else {
+            DIAL_DEFER + jitter(DIAL_DEFER)
+        };
+        let mut unreachable_since: Option<Instant> = None;
+        loop {
+            if !backoff.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = gone.cancelled() => return,
+                }
+            }
+            let current = lock(&self.peers)
+                .get(&node_id)
+                .filter(|peer| peer.connection.close_reason().is_none())
+                .cloned();
+            if let Some(peer) = current {
+                unreachable_since = None;
+                tokio::select! {
+                    _ = peer.connection.closed() => {}
+                    _ = gone.cancelled() => return,
+                }
+                // Redial soon, with a little jitter so that both sides rarely dial at once.
+                backoff = DIAL_RETRY_INITIAL + jitter(DIAL_RETRY_INITIAL);
+                continue;
+            }
+            let Some((addresses, last_reported)) = lock(&self.wanted)
+                .get(&node_id)
+                .map(|w| (w.addresses.clone(), w.last_reported))
+            else {
+                return;
+            };
+            let Some(_permit) = self.discovery_dial_slot().await else {
+                return;
+            };
+            let mut reached = false;
+            for addr in addresses {
+                if self.is_connected(&node_id) {
+                    reached = true;
+                    break;
+                }
+                // The TLS identity must be the announced node id.
+                match self.connect(addr, Some(&node_id)).await {
+                    Ok(_) => {
+                        reached = true;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::debug!(peer = %node_id, %addr, error = %e, retry_in = ?backoff, "discovered peer unreachable")
+                    }
+                }
+            }
+            if reached {
+                backoff = Duration::ZERO;
+                continue;
+            }
+            let since = *unreachable_since.get_or_insert_with(Instant::now);
+            let forget = self.config.forget_unreachable_after;
+            if since.elapsed() >= forget && last_reported.elapsed() >= forget {
+                tracing::debug!(peer = %node_id, "discovered peer forgotten: unreachable and no longer reported");
+                let mut wanted = lock(&self.wanted);
+                if wanted
+                    .get(&node_id)
+                    .is_some_and(|w| w.last_reported == last_reported)
+                {
+                    wanted.remove(&node_id);
+                    return;
+                }
+                continue;
+            }
+            backoff = backoff
+                .max(DIAL_RETRY_INITIAL)
+                .saturating_mul(2)
+                .min(self.config.reconnect_backoff_max.max(DIAL_RETRY_INITIAL));
+            backoff = backoff.saturating_add(jitter(backoff));
         }
     }
 
@@ -215,14 +394,16 @@ impl<H: NodeHandler> Mesh<H> {
             let mesh = self.clone();
             tokio::spawn(async move {
                 let from = incoming.remote_address();
-                match incoming.handshake().await {
-                    Ok((connection, peer)) => {
+                match incoming.handshake_pending().await {
+                    Ok((connection, peer, _pending)) => {
                         if let Err(e) = mesh.attach(connection, peer, false).await {
                             tracing::debug!(%from, %peer, error = %e, "inbound connection dropped");
                         }
                     }
-                    // The transport logs refused handshakes itself.
-                    Err(e) => tracing::debug!(%from, error = %e, "inbound handshake failed"),
+                    Err(e) => {
+                        mesh.handshake_failed(from, &e).await;
+                        tracing::debug!(%from, error = %e, "inbound handshake failed");
+                    }
                 }
             });
         }
@@ -230,8 +411,10 @@ impl<H: NodeHandler> Mesh<H> {
 
     /// Keeps a connection to the static peer at `addr`: dials with backoff while it is down,
     /// then waits for the connection (ours or the peer's) to close, and starts again.
-    async fn dial_loop(self: Arc<Self>, addr: SocketAddr) {
-        let initial = Duration::from_millis(100);
+    /// `first` is told when the first attempt is over, whatever its outcome.
+    async fn dial_loop(self: Arc<Self>, addr: SocketAddr, first: tokio::sync::oneshot::Sender<()>) {
+        let mut first = Some(first);
+        let initial = DIAL_RETRY_INITIAL;
         let mut backoff = initial;
         let mut known: Option<NodeId> = None;
         loop {
@@ -248,7 +431,11 @@ impl<H: NodeHandler> Mesh<H> {
                 backoff = initial;
                 continue;
             }
-            match self.connect(addr, None).await {
+            let attempt = self.connect(addr, None).await;
+            if let Some(first) = first.take() {
+                let _ = first.send(());
+            }
+            match attempt {
                 Ok(id) => {
                     known = Some(id);
                     backoff = initial;
@@ -262,7 +449,9 @@ impl<H: NodeHandler> Mesh<H> {
                 _ = tokio::time::sleep(backoff) => {}
                 _ = self.shutdown.cancelled() => return,
             }
-            backoff = (backoff * 2).min(self.config.reconnect_backoff_max);
+            backoff = backoff
+                .saturating_mul(2)
+                .min(self.config.reconnect_backoff_max.max(initial));
         }
     }
 
@@ -273,9 +462,42 @@ impl<H: NodeHandler> Mesh<H> {
         addr: SocketAddr,
         expected: Option<&NodeId>,
     ) -> Result<NodeId> {
-        let (connection, peer) = self.transport.connect(addr, expected).await?;
+        let (connection, peer, _pending) =
+            match self.transport.connect_pending(addr, expected).await {
+                Ok(connected) => connected,
+                Err(e) => {
+                    self.handshake_failed(addr, &e).await;
+                    return Err(e.into());
+                }
+            };
         self.attach(connection, peer, true).await?;
         Ok(peer)
+    }
+
+    /// Reports a TLS handshake with `addr` that failed because the peer's certificate was
+    /// refused (or ours was): in Runar's words, a network key mismatch, or not the node that
+    /// was expected.
+    async fn handshake_failed(&self, addr: SocketAddr, error: &TransportError) {
+        if !error.is_handshake_refused() {
+            return;
+        }
+        let text = error.to_string();
+        let reason = if matches!(error, TransportError::PeerIdentity(_))
+            || text.contains("NotValidForName")
+        {
+            RefusalReason::Identity
+        } else {
+            RefusalReason::NetworkKey
+        };
+        let detail = format!("the TLS handshake failed ({text})");
+        self.node
+            .peer_refused(PeerRefusal {
+                address: addr,
+                peer: None,
+                reason,
+                detail: &detail,
+            })
+            .await;
     }
 
     /// Admits a verified connection (see [`Mesh::admit`]); a connection that fails admission
@@ -288,6 +510,20 @@ impl<H: NodeHandler> Mesh<H> {
     ) -> Result<()> {
         let admitted = self.admit(connection.clone(), peer_id, dialed).await;
         if admitted.is_err() {
+            // Refused by the peer at its hello: say why, on this side too.
+            if let Some((reason, detail)) = refusal_of(&connection) {
+                self.node
+                    .peer_refused(PeerRefusal {
+                        address: connection.remote_address(),
+                        peer: Some(peer_id),
+                        reason,
+                        detail: &format!("refused by the peer: {detail}"),
+                    })
+                    .await;
+                return Err(Error::permission_denied(format!(
+                    "{peer_id} refused the connection: {reason}: {detail}"
+                )));
+            }
             connection.close(codes::PROTOCOL, b"admission failed");
         }
         admitted
@@ -306,9 +542,16 @@ impl<H: NodeHandler> Mesh<H> {
             return Err(Error::invalid_argument("dialed itself"));
         }
         let ours = self.hello();
-        let (send, recv, theirs) = self
-            .exchange_hellos(&connection, peer_id, dialed, &ours)
-            .await?;
+        // The whole exchange under one deadline: a peer that opens no stream, sends no kind
+        // byte or no hello, or reads nothing, is dropped when it passes.
+        let (send, recv, theirs) = tokio::time::timeout(
+            self.config.connect_timeout,
+            self.exchange_hellos(&connection, peer_id, dialed, &ours),
+        )
+        .await
+        .map_err(|_| {
+            Error::unavailable(format!("{peer_id} did not complete its hello in time"))
+        })??;
         let peer = self.start_peer(connection, peer_id, dialed, &theirs, send, recv);
         match self.keep(&peer, theirs.capabilities.unwrap_or_default()) {
             Kept::Replacing(old) => self.retire(old),
@@ -341,11 +584,20 @@ impl<H: NodeHandler> Mesh<H> {
                 .map_err(TransportError::from)?;
             (send, recv)
         } else {
-            self.accept_control(connection, peer_id).await?
+            self.accept_control(connection).await?
         };
         let theirs = self.read_hello(&mut recv, peer_id).await?;
-        if let Err(e) = self.check_hello(&theirs, peer_id) {
-            connection.close(codes::PROTOCOL, e.message().as_bytes());
+        if let Err((reason, e)) = self.check_hello(&theirs, peer_id) {
+            let code = quinn::VarInt::from_u32(codes::REFUSED_BASE.saturating_add(reason as u32));
+            connection.close(code, e.message().as_bytes());
+            self.node
+                .peer_refused(PeerRefusal {
+                    address: connection.remote_address(),
+                    peer: Some(peer_id),
+                    reason,
+                    detail: e.message(),
+                })
+                .await;
             return Err(e);
         }
         if !dialed {
@@ -357,15 +609,12 @@ impl<H: NodeHandler> Mesh<H> {
         Ok((send, recv, theirs))
     }
 
-    /// Accepts the dialer's control stream (within the connect timeout) and checks its kind.
+    /// Accepts the dialer's control stream and checks its kind.
     async fn accept_control(
         &self,
         connection: &Connection,
-        peer_id: NodeId,
     ) -> Result<(quinn::SendStream, quinn::RecvStream)> {
-        let accepted = tokio::time::timeout(self.config.connect_timeout, connection.accept_bi())
-            .await
-            .map_err(|_| Error::unavailable(format!("{peer_id} sent no hello in time")))?;
+        let accepted = connection.accept_bi().await;
         let (send, mut recv) = accepted.map_err(TransportError::from)?;
         if read_kind(&mut recv).await? != KIND_CONTROL {
             connection.close(codes::PROTOCOL, b"expected a control stream");
@@ -376,16 +625,15 @@ impl<H: NodeHandler> Mesh<H> {
         Ok((send, recv))
     }
 
-    /// Reads and decodes the peer's hello (within the connect timeout).
+    /// Reads and decodes the peer's hello.
     async fn read_hello(
         &self,
         recv: &mut quinn::RecvStream,
         peer_id: NodeId,
     ) -> Result<wire::Hello> {
         let max = self.config.max_message_size;
-        let frame = tokio::time::timeout(self.config.connect_timeout, read_frame(recv, max))
-            .await
-            .map_err(|_| Error::unavailable(format!("{peer_id} sent no hello in time")))??
+        let frame = read_frame(recv, max)
+            .await?
             .ok_or_else(|| Error::unavailable(format!("{peer_id} closed before its hello")))?;
         wire::Hello::decode(frame)
             .map_err(|e| Error::invalid_argument(format!("malformed hello from {peer_id}: {e}")))
@@ -413,8 +661,13 @@ impl<H: NodeHandler> Mesh<H> {
             instance: theirs.instance,
             dialer: if dialed { self.node_id } else { peer_id },
         };
-        let max = self.config.max_message_size;
-        let (peer, queues) = Peer::new(identity, connection, max, self.event_queue_capacity);
+        let settings = PeerSettings {
+            max_message_size: self.config.max_message_size,
+            control_queue_capacity: self.config.control_queue_capacity,
+            read_timeout: self.config.read_timeout,
+            max_request_bytes: self.config.max_request_bytes_per_peer,
+        };
+        let (peer, queues) = Peer::new(identity, connection, settings, &self.events);
         self.spawn_peer_tasks(&peer, queues, send, recv);
         peer
     }
@@ -438,24 +691,67 @@ impl<H: NodeHandler> Mesh<H> {
             .await;
     }
 
-    fn check_hello(&self, hello: &wire::Hello, peer_id: NodeId) -> Result<()> {
+    /// Checks the peer's hello; a refusal comes with its reason.
+    fn check_hello(
+        &self,
+        hello: &wire::Hello,
+        peer_id: NodeId,
+    ) -> Result<(), (RefusalReason, Error)> {
         if hello.protocol_version != PROTOCOL_VERSION {
-            return Err(Error::unimplemented(format!(
-                "{peer_id} speaks protocol version {}, this node {PROTOCOL_VERSION}",
-                hello.protocol_version
-            )));
+            return Err((
+                RefusalReason::ProtocolVersion,
+                Error::unimplemented(format!(
+                    "protocol version mismatch: {peer_id} speaks version {}, this node {PROTOCOL_VERSION}",
+                    hello.protocol_version
+                )),
+            ));
         }
         if hello.node_id != peer_id.to_string() {
-            return Err(Error::permission_denied(format!(
-                "{peer_id} claimed to be {}",
-                hello.node_id
-            )));
+            return Err((
+                RefusalReason::Identity,
+                Error::permission_denied(format!(
+                    "{peer_id} claimed to be {}",
+                    bounded(&hello.node_id)
+                )),
+            ));
         }
         if hello.network_id != self.network_id {
-            return Err(Error::permission_denied(format!(
-                "{peer_id} is in network {}, not {}",
-                hello.network_id, self.network_id
-            )));
+            return Err((
+                RefusalReason::NetworkKey,
+                Error::permission_denied(format!(
+                    "network key mismatch: {peer_id} is in network {}, not {}",
+                    bounded(&hello.network_id),
+                    self.network_id
+                )),
+            ));
+        }
+        if !hello.network.is_empty() && hello.network != self.network_name {
+            return Err((
+                RefusalReason::NetworkName,
+                Error::permission_denied(format!(
+                    "network name mismatch: {peer_id} is in network `{}`, this node in `{}` (same key, another name)",
+                    bounded(&hello.network),
+                    self.network_name
+                )),
+            ));
+        }
+        let max_len = self.config.peer_limits.max_string_len;
+        if hello.node_name.len() > max_len {
+            return Err((
+                RefusalReason::Limits,
+                Error::resource_exhausted(format!(
+                    "{peer_id}'s name is {} bytes, over the limit of {max_len}",
+                    hello.node_name.len()
+                )),
+            ));
+        }
+        if let Some(capabilities) = &hello.capabilities {
+            check_capabilities(capabilities, &self.config.peer_limits).map_err(|e| {
+                (
+                    RefusalReason::Limits,
+                    Error::resource_exhausted(format!("{peer_id}'s hello: {e}")),
+                )
+            })?;
         }
         Ok(())
     }
@@ -467,6 +763,12 @@ impl<H: NodeHandler> Mesh<H> {
     fn keep(&self, peer: &Arc<Peer>, capabilities: wire::Capabilities) -> Kept {
         let preferred = self.node_id.min(peer.id);
         let mut peers = lock(&self.peers);
+        // Closed before it could be registered: its cleanup (`detach`) may already have run, so
+        // registering it would leave a dead peer behind. Checked under the lock `detach` takes
+        // first, so a connection that closes after this check is cleaned up as usual.
+        if peer.connection.close_reason().is_some() {
+            return Kept::No;
+        }
         if let Some(existing) = peers.get(&peer.id) {
             let existing_alive = existing.connection.close_reason().is_none();
             let same_instance = existing.instance == peer.instance;
@@ -505,6 +807,21 @@ impl<H: NodeHandler> Mesh<H> {
         });
     }
 
+    /// The peer is leaving: route nothing new to it, let what is in flight on the connection
+    /// finish (up to the drain timeout), then close it; the leaving node waits for that close
+    /// (up to its shutdown grace).
+    fn depart(&self, peer: Arc<Peer>) {
+        peer.retire();
+        if self.node.is_alive() {
+            self.node.link_removed(peer.link);
+        }
+        let longest = self.drain_timeout;
+        tokio::spawn(async move {
+            peer.drained(longest).await;
+            peer.connection.close(codes::GOODBYE, b"goodbye");
+        });
+    }
+
     fn spawn_peer_tasks(
         self: &Arc<Self>,
         peer: &Arc<Peer>,
@@ -514,7 +831,13 @@ impl<H: NodeHandler> Mesh<H> {
     ) {
         let max = self.config.max_message_size;
         tokio::spawn(write_control(control_send, queues.control, max));
-        tokio::spawn(write_events(peer.connection.clone(), queues.events, max));
+        tokio::spawn(write_events(EventWriter {
+            connection: peer.connection.clone(),
+            peer: peer.id,
+            queue: queues.events,
+            max_message_size: max,
+            flow: self.events.clone(),
+        }));
         let mesh = self.clone();
         let p = peer.clone();
         tokio::spawn(async move { mesh.read_control(p, control_recv).await });
@@ -549,7 +872,8 @@ impl<H: NodeHandler> Mesh<H> {
                     break;
                 }
                 let node = self.node.clone();
-                tokio::spawn(read_events(node, peer.id, recv, max));
+                let timeout = self.config.read_timeout;
+                tokio::spawn(read_events(node, peer.id, recv, max, timeout));
             }
         };
         // Either ending (the connection closed, or the node is gone) ends both.
@@ -563,7 +887,7 @@ impl<H: NodeHandler> Mesh<H> {
         use wire::control::Kind;
         let max = self.config.max_message_size;
         loop {
-            let frame = match read_frame(&mut recv, max).await {
+            let frame = match read_frame_within(&mut recv, max, self.config.read_timeout).await {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(e) => {
@@ -574,6 +898,13 @@ impl<H: NodeHandler> Mesh<H> {
             match wire::Control::decode(frame) {
                 Ok(wire::Control { kind: Some(kind) }) => match kind {
                     Kind::Capabilities(capabilities) => {
+                        if let Err(e) = check_capabilities(&capabilities, &self.config.peer_limits)
+                        {
+                            tracing::warn!(peer = %peer.id, error = %e, "disconnecting a peer whose announcement is over the limits");
+                            peer.connection
+                                .close(codes::PROTOCOL, b"announcement over the limits");
+                            return;
+                        }
                         let version = capabilities.version;
                         self.node.peer_offers(&peer, peer_offer(capabilities));
                         peer.send_control(Kind::CapabilitiesAck(version));
@@ -583,7 +914,7 @@ impl<H: NodeHandler> Mesh<H> {
                     Kind::Pong(_) => {}
                     Kind::Goodbye(goodbye) => {
                         tracing::info!(peer = %peer.id, reason = %goodbye.reason, "peer said goodbye");
-                        peer.connection.close(codes::GOODBYE, b"goodbye");
+                        self.depart(peer);
                         return;
                     }
                 },
@@ -598,6 +929,9 @@ impl<H: NodeHandler> Mesh<H> {
 
     /// Removes everything learned over the peer's connection.
     async fn detach(&self, peer: &Arc<Peer>, reason: &quinn::ConnectionError) {
+        // Retired before its offers are removed, so that a capability update being applied
+        // concurrently (on the control reader) is refused and cannot re-register them.
+        peer.retire();
         let was_current = {
             let mut peers = lock(&self.peers);
             let current = peers.get(&peer.id).is_some_and(|p| p.link == peer.link);
@@ -633,6 +967,7 @@ impl<H: NodeHandler> Mesh<H> {
             network_id: self.network_id.clone(),
             capabilities: Some(self.capabilities()),
             instance: self.instance,
+            network: self.network_name.clone(),
         }
     }
 
@@ -671,26 +1006,120 @@ impl<H: NodeHandler> Mesh<H> {
         futures::future::join_all(waits).await;
     }
 
-    /// Says goodbye to every peer, closes the connections and the endpoint, stops discovery.
-    pub(crate) async fn stop(&self) {
-        self.shutdown.cancel();
-        let peers: Vec<Arc<Peer>> = lock(&self.peers).drain().map(|(_, p)| p).collect();
-        // Closing first: the close code tells each peer at once (the goodbye message says why,
-        // if it gets out first), so they drop this node without waiting for discovery.
-        for peer in &peers {
-            peer.send_control(wire::control::Kind::Goodbye(wire::Goodbye {
-                reason: "node stopped".into(),
-            }));
-            peer.connection.close(codes::GOODBYE, b"goodbye");
+    /// Leaves the network: stops accepting and dialing, says goodbye to every peer, waits up to
+    /// `grace` for each to finish what is in flight on its connection and close it (peers close
+    /// once drained), then closes what is left, the endpoint and discovery. Returns the number
+    /// of requests still in flight when the grace ran out (they fail on both sides).
+    pub(crate) async fn stop(&self, grace: Duration) -> usize {
+        let peers = self.leave();
+        let closing = peers.iter().map(|peer| async move {
+            let _ = tokio::time::timeout(grace, peer.connection.closed()).await;
+        });
+        futures::future::join_all(closing).await;
+        let dropped = peers.iter().map(|peer| peer.requests_in_flight()).sum();
+        if dropped > 0 {
+            tracing::warn!(node = %self.name, dropped, ?grace, "stopped with requests in flight: they were cut");
         }
-        self.transport.close();
+        self.close_all(&peers);
         let discovery = lock(&self.discovery).take();
         if let Some(discovery) = discovery {
             discovery.stop().await;
         }
         // Let the endpoint send the close frames before the caller moves on (or exits).
         let _ = tokio::time::timeout(Duration::from_millis(100), self.transport.wait_idle()).await;
+        dropped
     }
+
+    /// What [`stop`](Self::stop) does without waiting, for a node dropped without `stop`: the
+    /// goodbyes are queued and the close code tells the peers at once. Every task of the mesh
+    /// ends (they watch the shutdown token or their connection).
+    pub(crate) fn stop_now(&self) {
+        let peers = self.leave();
+        self.close_all(&peers);
+        // Dropping discovery sends its goodbyes and ends its tasks.
+        drop(lock(&self.discovery).take());
+    }
+
+    /// Stops accepting and dialing, and queues a goodbye to every peer. Returns the peers.
+    fn leave(&self) -> Vec<Arc<Peer>> {
+        self.shutdown.cancel();
+        lock(&self.wanted).clear();
+        let peers: Vec<Arc<Peer>> = lock(&self.peers).drain().map(|(_, p)| p).collect();
+        for peer in &peers {
+            peer.retire();
+            peer.send_control(wire::control::Kind::Goodbye(wire::Goodbye {
+                reason: "node stopped".into(),
+            }));
+        }
+        peers
+    }
+
+    /// Closes the peers' connections and the endpoint.
+    fn close_all(&self, peers: &[Arc<Peer>]) {
+        for peer in peers {
+            peer.connection.close(codes::GOODBYE, b"goodbye");
+        }
+        self.transport.close();
+    }
+}
+
+/// Checks what a peer announces against `limits`, before anything of it is stored. The error
+/// says which limit.
+fn check_capabilities(
+    capabilities: &wire::Capabilities,
+    limits: &PeerLimits,
+) -> std::result::Result<(), String> {
+    let over = |what: &str, n: usize, max: usize| {
+        if n > max {
+            Err(format!("{n} {what}, over the limit of {max}"))
+        } else {
+            Ok(())
+        }
+    };
+    let long = |what: &str, s: &str, max: usize| {
+        if s.len() > max {
+            Err(format!(
+                "a {what} of {} bytes, over the limit of {max}",
+                s.len()
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let max_len = limits.max_string_len;
+    over("services", capabilities.services.len(), limits.max_services)?;
+    over(
+        "subscriptions",
+        capabilities.subscriptions.len(),
+        limits.max_subscriptions,
+    )?;
+    let (mut actions, mut schema) = (0usize, 0usize);
+    for service in &capabilities.services {
+        actions = actions.saturating_add(service.actions.len());
+        schema = schema.saturating_add(service.schema.len());
+        over("actions", actions, limits.max_actions)?;
+        over("schema bytes", schema, limits.max_schema_bytes)?;
+        for (what, s) in [
+            ("service path", &service.path),
+            ("service name", &service.name),
+            ("version", &service.version),
+            ("network", &service.network),
+        ] {
+            long(what, s, max_len)?;
+        }
+        long(
+            "description",
+            &service.description,
+            max_len.saturating_mul(4),
+        )?;
+        // Action paths and patterns are checked by the node against its path limits
+        // (`max_path_len`), the one place for path sizes.
+    }
+    for subscription in &capabilities.subscriptions {
+        long("network", &subscription.network, max_len)?;
+        long("group", &subscription.group, max_len)?;
+    }
+    Ok(())
 }
 
 /// A peer's announced capabilities, as the node takes them.
@@ -702,6 +1131,25 @@ fn peer_offer(capabilities: wire::Capabilities) -> PeerOffer {
             subscriptions: capabilities.subscriptions,
         },
     }
+}
+
+/// At most 64 characters of a peer's words, for a message.
+fn bounded(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
+/// The reason and details when the peer closed `connection` with a refusal code.
+fn refusal_of(connection: &Connection) -> Option<(RefusalReason, String)> {
+    let quinn::ConnectionError::ApplicationClosed(close) = connection.close_reason()? else {
+        return None;
+    };
+    let reason = u64::from(close.error_code)
+        .checked_sub(u64::from(codes::REFUSED_BASE))
+        .and_then(|n| i32::try_from(n).ok())
+        .and_then(|n| RefusalReason::try_from(n).ok())?;
+    // The peer's words, bounded.
+    let detail = String::from_utf8_lossy(close.reason.get(..256).unwrap_or(&close.reason));
+    Some((reason, detail.into_owned()))
 }
 
 /// A random number from the system's generator.

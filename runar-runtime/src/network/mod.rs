@@ -14,9 +14,10 @@
 pub mod admission;
 mod config;
 mod error;
-mod frames;
-mod framing;
+pub(crate) mod frames;
+pub(crate) mod framing;
 mod interface;
+pub(crate) mod log_limit;
 mod mesh;
 mod peer;
 mod tls;
@@ -26,13 +27,14 @@ mod transport;
 mod tests;
 
 pub use admission::NetworkKey;
-pub use config::NetworkConfig;
+pub use config::{NetworkConfig, PeerLimits};
 pub use error::TransportError;
 pub use framing::{FRAME_HEADER_LEN, read_frame, write_frame};
+pub use interface::RefusalReason;
 pub(crate) use interface::{
     EventSink, InboundEvent, InboundRequest, NodeHandler, Offer, OutboundEvent, PeerChange,
-    PeerHandle, PeerLink, PeerNotice, PeerOffer,
+    PeerEventCounters, PeerHandle, PeerLink, PeerNotice, PeerOffer, PeerRefusal,
 };
 pub(crate) use mesh::{Mesh, MeshSettings};
 pub use tls::peer_node_id;
-pub use transport::{Incoming, Transport, TransportConfig};
+pub use transport::{Incoming, Pending, Transport, TransportConfig};

@@ -15,14 +15,16 @@ use bytes::BytesMut;
 use futures::future::BoxFuture;
 use prost::Message;
 use quinn::{Connection, RecvStream, SendStream};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, watch};
 
 use super::TransportError;
 use super::frames::{append_event_frame, request_frame, response_frame};
-use super::framing::{FrameReader, encode_frame, read_frame};
+use super::framing::{FrameReader, encode_frame, read_body, read_frame, read_header};
 use super::interface::{
-    EventSink, InboundEvent, InboundRequest, NodeHandler, OutboundEvent, PeerLink,
+    EventSink, InboundEvent, InboundRequest, NodeHandler, OutboundEvent, PeerEventCounters,
+    PeerLink,
 };
+use super::log_limit::warn_limited;
 use crate::error::{Code, Error, Result};
 use crate::identity::NodeId;
 use crate::value::Value;
@@ -48,6 +50,11 @@ pub(crate) mod codes {
     pub(crate) const PROTOCOL: VarInt = VarInt::from_u32(2);
     /// A frame was over the maximum message size.
     pub(crate) const TOO_LARGE: VarInt = VarInt::from_u32(3);
+    /// The peer did not read (its control queue filled, or its event stream stayed stuck for the
+    /// slow-consumer timeout) or did not send in time.
+    pub(crate) const SLOW: VarInt = VarInt::from_u32(4);
+    /// The connection was refused at the hello: this plus the `RefusalReason`'s number.
+    pub(crate) const REFUSED_BASE: u32 = 16;
 }
 
 /// A connected, admitted peer.
@@ -60,7 +67,7 @@ pub(crate) struct Peer {
     pub(crate) connection: Connection,
     /// Which side opened the connection (for the simultaneous-dial rule).
     pub(crate) dialer: NodeId,
-    control: mpsc::UnboundedSender<wire::Control>,
+    control: mpsc::Sender<wire::Control>,
     /// The queue of the peer's event writer, as the node's subscriptions hold it.
     events: Arc<dyn EventSink>,
     acked: watch::Sender<u64>,
@@ -71,6 +78,20 @@ pub(crate) struct Peer {
     in_flight: AtomicUsize,
     idle: Notify,
     max_message_size: usize,
+    /// How long the peer may take to send a request, or a frame's body.
+    read_timeout: Duration,
+    /// Bytes of the peer's requests this node may hold at once (one permit per byte).
+    request_bytes: Arc<Semaphore>,
+    request_bytes_max: usize,
+}
+
+/// The per-peer limits a [`Peer`] is made with (from the network configuration).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerSettings {
+    pub(crate) max_message_size: usize,
+    pub(crate) control_queue_capacity: usize,
+    pub(crate) read_timeout: Duration,
+    pub(crate) max_request_bytes: usize,
 }
 
 /// Counts a request in flight on a connection while it lives.
@@ -84,20 +105,80 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// A peer's event queue, as an [`EventSink`].
-struct EventQueue(mpsc::Sender<OutboundEvent>);
+/// The limits of a peer's outgoing events, and where their fate is counted.
+#[derive(Clone)]
+pub(crate) struct EventFlow {
+    /// The most events queued for one peer.
+    pub(crate) queue_capacity: usize,
+    /// The most bytes of events queued for one peer (counting the batch being written).
+    pub(crate) queue_bytes: usize,
+    /// How long a write to the peer's event stream may make no progress before the peer is
+    /// disconnected as a slow consumer.
+    pub(crate) slow_consumer_timeout: Duration,
+    /// Shared by every peer of the node.
+    pub(crate) counters: Arc<PeerEventCounters>,
+}
+
+/// An event in a peer's queue, holding its share of the queue's byte budget until written.
+pub(crate) struct QueuedEvent {
+    event: OutboundEvent,
+    bytes: OwnedSemaphorePermit,
+}
+
+/// A peer's event queue, as an [`EventSink`]: bounded in events (the channel) and in bytes
+/// (the semaphore's permits).
+struct EventQueue {
+    peer: NodeId,
+    queue: mpsc::Sender<QueuedEvent>,
+    bytes: Arc<Semaphore>,
+    /// The byte budget, in permits (at most `u32::MAX`, as one acquisition takes).
+    max_bytes: u32,
+}
+
+impl EventQueue {
+    /// The permits `event` takes: its size, but never more than the whole budget, so that an
+    /// event larger than the budget can still be queued alone.
+    fn cost(&self, event: &OutboundEvent) -> u32 {
+        u32::try_from(event.queued_bytes())
+            .unwrap_or(u32::MAX)
+            .min(self.max_bytes)
+    }
+}
 
 impl EventSink for EventQueue {
+    fn peer(&self) -> NodeId {
+        self.peer
+    }
+
     fn try_send(&self, event: OutboundEvent) -> Result<(), Option<OutboundEvent>> {
-        self.0.try_send(event).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(event) => Some(event),
-            mpsc::error::TrySendError::Closed(_) => None,
-        })
+        let bytes = match self.bytes.clone().try_acquire_many_owned(self.cost(&event)) {
+            Ok(permit) => permit,
+            Err(TryAcquireError::NoPermits) => return Err(Some(event)),
+            Err(TryAcquireError::Closed) => return Err(None),
+        };
+        self.queue
+            .try_send(QueuedEvent { event, bytes })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(queued) => Some(queued.event),
+                mpsc::error::TrySendError::Closed(_) => None,
+            })
     }
 
     fn send(&self, event: OutboundEvent) -> BoxFuture<'_, bool> {
-        Box::pin(async move { self.0.send(event).await.is_ok() })
+        Box::pin(async move {
+            let cost = self.cost(&event);
+            let Ok(bytes) = self.bytes.clone().acquire_many_owned(cost).await else {
+                return false;
+            };
+            self.queue.send(QueuedEvent { event, bytes }).await.is_ok()
+        })
     }
+}
+
+/// The receiving end of a peer's event queue, for its writer.
+pub(crate) struct EventQueueReceiver {
+    queue: mpsc::Receiver<QueuedEvent>,
+    bytes: Arc<Semaphore>,
 }
 
 /// Who a new peer is, from its certificate and its hello.
@@ -111,16 +192,16 @@ pub(crate) struct PeerIdentity {
 
 /// The receiving ends of a new peer's queues, for the tasks that drain them.
 pub(crate) struct PeerQueues {
-    pub(crate) control: mpsc::UnboundedReceiver<wire::Control>,
-    pub(crate) events: mpsc::Receiver<OutboundEvent>,
+    pub(crate) control: mpsc::Receiver<wire::Control>,
+    pub(crate) events: EventQueueReceiver,
 }
 
 impl Peer {
     pub(crate) fn new(
         identity: PeerIdentity,
         connection: Connection,
-        max_message_size: usize,
-        event_queue_capacity: usize,
+        settings: PeerSettings,
+        events: &EventFlow,
     ) -> (Arc<Peer>, PeerQueues) {
         let PeerIdentity {
             id,
@@ -129,8 +210,19 @@ impl Peer {
             instance,
             dialer,
         } = identity;
-        let (control, control_rx) = mpsc::unbounded_channel();
-        let (events, events_rx) = mpsc::channel(event_queue_capacity);
+        let (control, control_rx) = mpsc::channel(settings.control_queue_capacity.max(1));
+        // Semaphore permits are capped; a budget beyond that cap is the cap.
+        let request_bytes_max = settings.max_request_bytes.min(Semaphore::MAX_PERMITS);
+        let (queue, queue_rx) = mpsc::channel(events.queue_capacity.max(1));
+        let max_bytes = u32::try_from(events.queue_bytes).unwrap_or(u32::MAX).max(1);
+        // `max_bytes` is at most u32::MAX, well under the semaphore's maximum.
+        let bytes = Arc::new(Semaphore::new(max_bytes as usize));
+        let event_queue = EventQueue {
+            peer: id,
+            queue,
+            bytes: bytes.clone(),
+            max_bytes,
+        };
         let peer = Arc::new(Peer {
             id,
             link,
@@ -139,18 +231,24 @@ impl Peer {
             connection,
             dialer,
             control,
-            events: Arc::new(EventQueue(events)),
+            events: Arc::new(event_queue),
             acked: watch::Sender::new(0),
             retired: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
-            max_message_size,
+            max_message_size: settings.max_message_size,
+            read_timeout: settings.read_timeout,
+            request_bytes: Arc::new(Semaphore::new(request_bytes_max)),
+            request_bytes_max,
         });
         (
             peer,
             PeerQueues {
                 control: control_rx,
-                events: events_rx,
+                events: EventQueueReceiver {
+                    queue: queue_rx,
+                    bytes,
+                },
             },
         )
     }
@@ -166,9 +264,14 @@ impl Peer {
         InFlight(self)
     }
 
+    /// The requests in flight on this connection, both ways.
+    pub(crate) fn requests_in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
     /// Waits until no request is in flight on this connection, or `timeout` passes.
     pub(crate) async fn drained(&self, timeout: Duration) {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = tokio::time::Instant::now().checked_add(timeout);
         loop {
             let notified = self.idle.notified();
             tokio::pin!(notified);
@@ -176,9 +279,12 @@ impl Peer {
             if self.in_flight.load(Ordering::Acquire) == 0 {
                 return;
             }
-            tokio::select! {
-                _ = notified => {}
-                _ = tokio::time::sleep_until(deadline) => return,
+            match deadline {
+                Some(deadline) => tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep_until(deadline) => return,
+                },
+                None => notified.await,
             }
         }
     }
@@ -193,10 +299,18 @@ impl Peer {
         self.retired.load(Ordering::Acquire)
     }
 
-    /// Queues a control message.
+    /// Queues a control message. A peer whose queue is full does not read its control stream:
+    /// it is disconnected.
     pub(crate) fn send_control(&self, kind: wire::control::Kind) {
-        // A closed queue means the control writer ended with the connection.
-        let _ = self.control.send(wire::Control { kind: Some(kind) });
+        match self.control.try_send(wire::Control { kind: Some(kind) }) {
+            // A closed queue means the control writer ended with the connection.
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                warn_limited!(peer = %self.id, "disconnecting a peer that does not read its control stream");
+                self.connection
+                    .close(codes::SLOW, b"control stream not read");
+            }
+        }
     }
 
     /// Records that the peer applied our capabilities up to `version`.
@@ -318,8 +432,18 @@ pub(crate) async fn serve_request<H: NodeHandler>(
     max: usize,
 ) {
     let _in_flight = from.in_flight();
-    let outcome = match read_request(from.id, &mut recv, max).await {
-        Ok(request) => match run_request(&node, request, &mut send).await {
+    // The whole request (kind, header, body) is due within the read timeout.
+    let timeout = from.read_timeout;
+    let read = tokio::time::timeout(timeout, read_request(&from, &mut recv, max)).await;
+    let read = read.unwrap_or_else(|_| {
+        warn_limited!(peer = %from.id, ?timeout, "cutting a request stream the peer is too slow to send");
+        let _ = recv.stop(codes::SLOW);
+        send.reset(codes::SLOW).ok();
+        Err(None)
+    });
+    // Held while the request is served: its bytes count against the peer's budget.
+    let outcome = match read {
+        Ok((request, _budget)) => match run_request(&node, request, &mut send).await {
             Some(outcome) => outcome,
             None => return,
         },
@@ -333,10 +457,11 @@ pub(crate) async fn serve_request<H: NodeHandler>(
 /// that cannot be read is an error to answer with; `Err(None)` when there is no one to answer
 /// (the stream ended before its kind byte).
 async fn read_request(
-    peer: NodeId,
+    from: &Peer,
     recv: &mut RecvStream,
     max: usize,
-) -> Result<InboundRequest, Option<Error>> {
+) -> Result<(InboundRequest, OwnedSemaphorePermit), Option<Error>> {
+    let peer = from.id;
     match read_kind(recv).await {
         Ok(KIND_REQUEST) => {}
         Ok(kind) => {
@@ -351,8 +476,8 @@ async fn read_request(
             return Err(None);
         }
     }
-    let frame = match read_frame(recv, max).await {
-        Ok(Some(frame)) => frame,
+    let len = match read_header(recv, max).await {
+        Ok(Some(len)) => len,
         Ok(None) => {
             return Err(Some(Error::invalid_argument(
                 "the request stream ended before a request",
@@ -368,15 +493,35 @@ async fn read_request(
             ))));
         }
     };
+    // Room for the body in the peer's budget first (waiting, within the read timeout, for
+    // its other requests to finish), so that what one peer holds on this node is bounded.
+    let want = u32::try_from(len.min(from.request_bytes_max)).unwrap_or(u32::MAX);
+    let Ok(budget) = from.request_bytes.clone().acquire_many_owned(want).await else {
+        return Err(Some(Error::unavailable("the connection is closing")));
+    };
+    let frame = match read_body(recv, len).await {
+        Ok(frame) => frame,
+        Err(e @ TransportError::FrameTooLarge { .. }) => {
+            let _ = recv.stop(codes::TOO_LARGE);
+            return Err(Some(to_error(e, format_args!("the request"))));
+        }
+        Err(e) => {
+            return Err(Some(Error::invalid_argument(format!(
+                "unreadable request: {e}"
+            ))));
+        }
+    };
     let request = wire::Request::decode(frame)
         .map_err(|e| Some(Error::invalid_argument(format!("malformed request: {e}"))))?;
-    Ok(InboundRequest {
+    let request = InboundRequest {
         from: peer,
         network: request.network,
         path: request.path,
         payload: Value::from_encoded(request.payload),
         timeout: Duration::from_millis(request.timeout_ms),
-    })
+        payload_type: request.payload_type,
+    };
+    Ok((request, budget))
 }
 
 /// Runs `request` on the node. `None` when the caller stopped waiting first: the handler is
@@ -430,7 +575,7 @@ async fn write_response(mut send: SendStream, outcome: &Result<Value>, max: usiz
 /// Writes queued control messages on the control stream.
 pub(crate) async fn write_control(
     mut send: SendStream,
-    mut queue: mpsc::UnboundedReceiver<wire::Control>,
+    mut queue: mpsc::Receiver<wire::Control>,
     max: usize,
 ) {
     while let Some(message) = queue.recv().await {
@@ -449,53 +594,134 @@ pub(crate) async fn write_control(
 /// The most bytes of already-queued events coalesced into one write.
 const EVENT_BATCH_BYTES: usize = 64 * 1024;
 
+/// What a peer's event writer needs: the connection, the queue it drains, its limits.
+pub(crate) struct EventWriter {
+    pub(crate) connection: Connection,
+    pub(crate) peer: NodeId,
+    pub(crate) queue: EventQueueReceiver,
+    pub(crate) max_message_size: usize,
+    pub(crate) flow: EventFlow,
+}
+
 /// Writes queued events on this side's event stream, opened on first use, in order. Events
 /// that are already queued when one is written go out in the same write (up to
 /// [`EVENT_BATCH_BYTES`]): the frames are the same, there are just fewer writes.
-pub(crate) async fn write_events(
-    connection: Connection,
-    mut queue: mpsc::Receiver<OutboundEvent>,
-    max: usize,
-) {
+///
+/// A write that makes no progress for the slow-consumer timeout (the peer stopped reading)
+/// closes the connection with [`codes::SLOW`]. Every delivery is counted: written, or
+/// dropped (a failed write, an event over the maximum size, events left when the connection
+/// closes).
+pub(crate) async fn write_events(writer: EventWriter) {
+    let EventWriter {
+        connection,
+        peer,
+        queue: EventQueueReceiver { mut queue, bytes },
+        max_message_size: max,
+        flow,
+    } = writer;
+    let counters = &flow.counters;
     let mut stream: Option<SendStream> = None;
-    let mut batch = BytesMut::new();
-    while let Some(event) = queue.recv().await {
-        append_event(&mut batch, event, max);
-        while batch.len() < EVENT_BATCH_BYTES {
+    let mut batch = Batch::default();
+    while let Some(first) = queue.recv().await {
+        batch.append(first, max, counters);
+        while batch.frames.len() < EVENT_BATCH_BYTES {
             match queue.try_recv() {
-                Ok(event) => append_event(&mut batch, event, max),
+                Ok(queued) => batch.append(queued, max, counters),
                 Err(_) => break,
             }
         }
-        if batch.is_empty() {
+        if batch.frames.is_empty() {
+            batch.clear();
             continue;
         }
-        if stream.is_none() {
-            let Ok(mut opened) = connection.open_uni().await else {
-                break;
-            };
-            if opened.write_all(&[KIND_EVENTS]).await.is_err() {
-                break;
+        let chunk = batch.frames.split().freeze();
+        let write = write_chunk(&connection, &mut stream, chunk);
+        match tokio::time::timeout(flow.slow_consumer_timeout, write).await {
+            Ok(Ok(())) => {
+                counters.written.fetch_add(batch.copies, Ordering::Relaxed);
             }
-            stream = Some(opened);
-        }
-        if let Some(open) = stream.as_mut() {
-            if open.write_chunk(batch.split().freeze()).await.is_err() {
+            Ok(Err(e)) => {
+                counters.dropped.fetch_add(batch.copies, Ordering::Relaxed);
                 stream = None;
                 if connection.close_reason().is_some() {
                     break;
                 }
+                warn_limited!(%peer, events = batch.copies, error = %e, "events to a peer lost: the write failed");
+            }
+            Err(_) => {
+                counters.dropped.fetch_add(batch.copies, Ordering::Relaxed);
+                counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                let timeout = flow.slow_consumer_timeout;
+                warn_limited!(%peer, ?timeout, "slow consumer: the peer's event stream made no progress in time; disconnecting it");
+                connection.close(codes::SLOW, b"slow consumer");
+                break;
+            }
+        }
+        batch.clear();
+    }
+    // The connection is gone: what is still queued will never be sent.
+    bytes.close();
+    queue.close();
+    let mut left = batch.copies;
+    while let Ok(queued) = queue.try_recv() {
+        left = left.saturating_add(queued.event.copies());
+    }
+    counters.dropped.fetch_add(left, Ordering::Relaxed);
+}
+
+/// Events on their way into one write: their frames, how many deliveries they carry, and
+/// their share of the queue's byte budget (released once written).
+#[derive(Default)]
+struct Batch {
+    frames: BytesMut,
+    copies: u64,
+    permits: Vec<OwnedSemaphorePermit>,
+}
+
+impl Batch {
+    /// Appends `queued` as one frame; an event over the maximum message size is logged,
+    /// counted as dropped and skipped.
+    fn append(&mut self, queued: QueuedEvent, max: usize, counters: &PeerEventCounters) {
+        let QueuedEvent { event, bytes } = queued;
+        self.permits.push(bytes);
+        match append_event_frame(&mut self.frames, &event, max) {
+            Ok(()) => self.copies = self.copies.saturating_add(event.copies()),
+            Err(e) => {
+                counters
+                    .dropped
+                    .fetch_add(event.copies(), Ordering::Relaxed);
+                tracing::warn!(topic = %event.topic, error = %e, "event not sent");
             }
         }
     }
+
+    fn clear(&mut self) {
+        self.frames.clear();
+        self.copies = 0;
+        self.permits.clear();
+    }
 }
 
-/// Appends `event` to `batch` as one frame; an event over the maximum message size is logged
-/// and skipped.
-fn append_event(batch: &mut BytesMut, event: OutboundEvent, max: usize) {
-    if let Err(e) = append_event_frame(batch, &event, max) {
-        tracing::warn!(topic = %event.topic, error = %e, "event not sent");
+/// Writes `chunk` on the event stream, opening it (with its kind byte) first if needed. A
+/// failed write leaves no stream, so the next one opens a new stream.
+async fn write_chunk(
+    connection: &Connection,
+    stream: &mut Option<SendStream>,
+    chunk: bytes::Bytes,
+) -> Result<(), TransportError> {
+    let open = match stream {
+        Some(open) => open,
+        None => {
+            let mut opened = connection.open_uni().await?;
+            opened.write_all(&[KIND_EVENTS]).await?;
+            stream.insert(opened)
+        }
+    };
+    if let Err(e) = open.write_chunk(chunk).await {
+        *stream = None;
+        return Err(e.into());
     }
+    Ok(())
 }
 
 /// Reads one of the peer's event streams and delivers each event to the subscriptions it names.
@@ -504,6 +730,7 @@ pub(crate) async fn read_events<H: NodeHandler>(
     peer: NodeId,
     mut recv: RecvStream,
     max: usize,
+    read_timeout: Duration,
 ) {
     match read_kind(&mut recv).await {
         Ok(KIND_EVENTS) => {}
@@ -514,7 +741,7 @@ pub(crate) async fn read_events<H: NodeHandler>(
         }
         Err(_) => return,
     }
-    let mut frames = FrameReader::new(max);
+    let mut frames = FrameReader::new(max, Some(read_timeout));
     loop {
         match frames.next(&mut recv).await {
             Ok(Some(frame)) => match wire::Event::decode(frame) {

@@ -1,7 +1,14 @@
 //! The QUIC transport: one quinn endpoint per node, both server and client, admitting only
 //! peers of the same network and telling each side who the other is.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use quinn::{
     Connection, Endpoint, IdleTimeout, VarInt,
@@ -12,6 +19,7 @@ use super::{
     admission::NetworkKey,
     error::TransportError,
     framing::FRAME_HEADER_LEN,
+    log_limit::warn_limited,
     tls::{self, peer_node_id},
 };
 use crate::identity::{NodeId, NodeKeypair};
@@ -24,18 +32,25 @@ pub struct TransportConfig {
     /// The largest frame, in bytes, either side may send. Default 4 MiB. Also sizes the
     /// per-stream flow-control window so that one maximal message fits in flight.
     pub max_message_size: usize,
-    /// How often to send keep-alives on a quiet connection. Default 1 s.
+    /// How often to send keep-alives on a quiet connection. Default 200 ms.
     pub keep_alive_interval: Duration,
-    /// How long without hearing from a peer before its connection is closed. Default 3 s: a
-    /// vanished peer is noticed within that. Must exceed `keep_alive_interval`.
+    /// How long without hearing from a peer before its connection is closed. Default 800 ms: a
+    /// vanished peer is noticed within 1 s, and a live one has sent four keep-alives in that
+    /// time. Must exceed `keep_alive_interval`.
     pub idle_timeout: Duration,
     /// How long to wait for a handshake (dialing or accepting). Default 5 s.
     pub connect_timeout: Duration,
     /// The number of bidirectional streams a peer may have open at once on one connection.
     /// Default 1024.
     pub max_concurrent_bidi_streams: u32,
-    /// The most connections (incoming and outgoing) this transport holds. Default 256.
+    /// The most established connections (incoming and outgoing) this transport holds, not
+    /// counting handshakes in progress. Default 256.
     pub max_connections: usize,
+    /// The most handshakes (incoming and outgoing) in progress at once, counted apart from
+    /// established connections. Beyond half of it, an incoming attempt from an address QUIC has
+    /// not validated is asked to retry (a Retry packet proves the address); at the limit,
+    /// attempts are refused. Default 64.
+    pub max_pending_handshakes: usize,
 }
 
 impl Default for TransportConfig {
@@ -43,11 +58,12 @@ impl Default for TransportConfig {
         TransportConfig {
             bind_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             max_message_size: 4 * 1024 * 1024,
-            keep_alive_interval: Duration::from_millis(500),
-            idle_timeout: Duration::from_millis(2500),
+            keep_alive_interval: Duration::from_millis(200),
+            idle_timeout: Duration::from_millis(800),
             connect_timeout: Duration::from_secs(5),
             max_concurrent_bidi_streams: 1024,
             max_connections: 256,
+            max_pending_handshakes: 64,
         }
     }
 }
@@ -99,6 +115,27 @@ pub struct Transport {
     endpoint: Endpoint,
     node_id: NodeId,
     config: Arc<TransportConfig>,
+    /// Handshakes in progress (see [`Pending`]).
+    pending: Arc<AtomicUsize>,
+}
+
+/// Counts one handshake in progress while it lives: from an incoming attempt or a dial until
+/// the handshake ends, or, when the caller holds it longer (see [`Incoming::handshake_pending`]),
+/// until the caller's admission ends.
+#[derive(Debug)]
+pub struct Pending(Arc<AtomicUsize>);
+
+impl Pending {
+    fn new(counter: &Arc<AtomicUsize>) -> Pending {
+        counter.fetch_add(1, Ordering::AcqRel);
+        Pending(counter.clone())
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Transport {
@@ -134,6 +171,7 @@ impl Transport {
             endpoint,
             node_id: node.node_id(),
             config: Arc::new(config),
+            pending: Arc::default(),
         })
     }
 
@@ -162,6 +200,18 @@ impl Transport {
         self.endpoint.open_connections()
     }
 
+    /// The number of handshakes in progress (see [`TransportConfig::max_pending_handshakes`]).
+    pub fn pending_count(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Established connections: open ones whose handshake (and admission) is over.
+    fn established(&self) -> usize {
+        self.endpoint
+            .open_connections()
+            .saturating_sub(self.pending_count())
+    }
+
     /// Dials `addr` and completes a verified handshake within the connect timeout.
     ///
     /// With `expected`, the peer must prove it is that node; without, any node of the network is
@@ -171,11 +221,29 @@ impl Transport {
         addr: SocketAddr,
         expected: Option<&NodeId>,
     ) -> Result<(Connection, NodeId), TransportError> {
-        if self.endpoint.open_connections() >= self.config.max_connections {
+        self.connect_pending(addr, expected)
+            .await
+            .map(|(connection, peer, _)| (connection, peer))
+    }
+
+    /// [`Transport::connect`], still counted as a handshake in progress until the returned
+    /// [`Pending`] is dropped (when the caller's own admission of the connection is over).
+    pub async fn connect_pending(
+        &self,
+        addr: SocketAddr,
+        expected: Option<&NodeId>,
+    ) -> Result<(Connection, NodeId, Pending), TransportError> {
+        if self.established() >= self.config.max_connections {
             return Err(TransportError::TooManyConnections(
                 self.config.max_connections,
             ));
         }
+        if self.pending_count() >= self.config.max_pending_handshakes {
+            return Err(TransportError::TooManyConnections(
+                self.config.max_pending_handshakes,
+            ));
+        }
+        let pending = Pending::new(&self.pending);
         let connecting = self.endpoint.connect(addr, &tls::server_name(expected))?;
         let after = self.config.connect_timeout;
         let connection = tokio::time::timeout(after, connecting)
@@ -191,30 +259,44 @@ impl Transport {
                 "expected node {expected}, reached {peer}"
             )));
         }
-        Ok((connection, peer))
+        Ok((connection, peer, pending))
     }
 
     /// The next incoming connection attempt, or `None` once the endpoint is closed.
     ///
-    /// Attempts beyond `max_connections` are refused (and logged) here. Complete the handshake
-    /// with [`Incoming::handshake`], typically in a task of its own so a slow peer does not hold
-    /// up the accept loop.
+    /// Attempts beyond `max_connections` established connections, or beyond
+    /// `max_pending_handshakes` in progress, are refused (and logged) here; past half the
+    /// pending limit, an attempt from an address not yet validated is asked to retry (QUIC
+    /// address validation) instead. Complete the handshake with [`Incoming::handshake`],
+    /// typically in a task of its own so a slow peer does not hold up the accept loop.
     pub async fn accept(&self) -> Option<Incoming> {
         loop {
             let incoming = self.endpoint.accept().await?;
+            let remote = incoming.remote_address();
             let limit = self.config.max_connections;
-            if self.endpoint.open_connections() >= limit {
-                tracing::warn!(
-                    remote = %incoming.remote_address(),
-                    limit,
-                    "refusing connection: connection limit reached"
-                );
+            if self.established() >= limit {
+                warn_limited!(%remote, limit, "refusing connection: connection limit reached");
                 incoming.refuse();
+                continue;
+            }
+            let pending = self.pending_count();
+            let max_pending = self.config.max_pending_handshakes;
+            if pending >= max_pending {
+                warn_limited!(%remote, limit = max_pending, "refusing connection: too many handshakes in progress");
+                incoming.refuse();
+                continue;
+            }
+            if pending >= max_pending / 2 && !incoming.remote_address_validated() {
+                // Costs the peer a round trip and proves it receives at that address.
+                if let Err(e) = incoming.retry() {
+                    e.into_incoming().refuse();
+                }
                 continue;
             }
             return Some(Incoming {
                 inner: incoming,
                 timeout: self.config.connect_timeout,
+                pending: Pending::new(&self.pending),
             });
         }
     }
@@ -238,6 +320,7 @@ impl Transport {
 pub struct Incoming {
     inner: quinn::Incoming,
     timeout: Duration,
+    pending: Pending,
 }
 
 impl Incoming {
@@ -253,8 +336,17 @@ impl Incoming {
 
     /// Completes the handshake within the connect timeout. On success the peer has proven it
     /// holds the network key and the returned id is derived from its certificate. Failures are
-    /// logged with `tracing::warn!` (remote address and reason).
+    /// logged with `tracing::debug!` (remote address and reason).
     pub async fn handshake(self) -> Result<(Connection, NodeId), TransportError> {
+        self.handshake_pending()
+            .await
+            .map(|(connection, peer, _)| (connection, peer))
+    }
+
+    /// [`Incoming::handshake`], still counted as a handshake in progress until the returned
+    /// [`Pending`] is dropped (when the caller's own admission of the connection is over).
+    pub async fn handshake_pending(self) -> Result<(Connection, NodeId, Pending), TransportError> {
+        let pending = self.pending;
         let addr = self.inner.remote_address();
         let after = self.timeout;
         let result = async {
@@ -272,8 +364,9 @@ impl Incoming {
         }
         .await;
         if let Err(error) = &result {
-            tracing::warn!(remote = %addr, %error, "refused incoming connection");
+            // Peer-triggered: the node logs refusals in its own words, rate-limited.
+            tracing::debug!(remote = %addr, %error, "refused incoming connection");
         }
-        result
+        result.map(|(connection, peer)| (connection, peer, pending))
     }
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::network::NetworkConfig;
+use crate::routing::{DEFAULT_MAX_PATH_DEPTH, DEFAULT_MAX_PATH_LEN, PathLimits};
 
 /// How a node is configured. Build one with [`NodeConfig::new`] and the `with_*` methods.
 ///
@@ -21,11 +22,29 @@ pub struct NodeConfig {
     pub default_network: String,
     /// How long a request waits for its answer unless the call says otherwise (default 30 s).
     pub request_timeout: Duration,
-    /// How many events may wait in one subscription's queue before publishers wait for the
-    /// subscriber to catch up (default 1024). Also the depth of each peer's outgoing event queue.
+    /// How many events may wait in one local subscription's queue (default 1024). An event
+    /// that finds the queue full is dropped for that subscription (the publisher never waits
+    /// for it, unless it asked to: [`publish_wait`](Self::publish_wait)) and counted in
+    /// [`NodeStats::events_dropped`](crate::NodeStats) and the subscription's
+    /// [`SubscriptionStats::dropped`](crate::SubscriptionStats). Peers' queues are set in
+    /// [`NetworkConfig::peer_event_queue_capacity`](crate::NetworkConfig).
     pub event_queue_capacity: usize,
+    /// How long a publish waits, at most, for subscribers whose queues are full, when its
+    /// [`PublishOptions`] do not say (default zero: it never waits, and a full subscriber
+    /// loses the event). Every subscriber with room gets the event first, so a waiting
+    /// publisher only holds back the full ones. Events from peers never wait.
+    pub publish_wait: Duration,
     /// How the node joins a network; `None` (the default) for a local-only node.
     pub network: Option<NetworkConfig>,
+    /// The longest path or pattern, in bytes with its `network:` prefix, that the node accepts
+    /// from its user or a peer (default 1024). Longer ones are refused with `InvalidArgument`.
+    pub max_path_len: usize,
+    /// The most segments a path or pattern may have (default 32). Deeper ones are refused with
+    /// `InvalidArgument`.
+    pub max_path_depth: usize,
+    /// How long the balancer avoids a remote instance that let a call time out, while another
+    /// instance of the action exists (default 5 s); then it is tried again.
+    pub timeout_penalty: Duration,
 }
 
 impl NodeConfig {
@@ -36,7 +55,26 @@ impl NodeConfig {
             default_network: default_network.into(),
             request_timeout: Duration::from_secs(30),
             event_queue_capacity: 1024,
+            publish_wait: Duration::ZERO,
             network: None,
+            timeout_penalty: Duration::from_secs(5),
+            max_path_len: DEFAULT_MAX_PATH_LEN,
+            max_path_depth: DEFAULT_MAX_PATH_DEPTH,
+        }
+    }
+
+    /// Sets the longest path (in bytes) and the most segments the node accepts.
+    pub fn with_path_limits(mut self, max_len: usize, max_depth: usize) -> Self {
+        self.max_path_len = max_len;
+        self.max_path_depth = max_depth;
+        self
+    }
+
+    /// The path limits as the routing layer takes them.
+    pub(crate) fn path_limits(&self) -> PathLimits {
+        PathLimits {
+            max_len: self.max_path_len,
+            max_depth: self.max_path_depth,
         }
     }
 
@@ -52,9 +90,21 @@ impl NodeConfig {
         self
     }
 
+    /// Sets how long a remote instance that let a call time out is avoided.
+    pub fn with_timeout_penalty(mut self, penalty: Duration) -> Self {
+        self.timeout_penalty = penalty;
+        self
+    }
+
     /// Sets the capacity of each subscription's event queue.
     pub fn with_event_queue_capacity(mut self, capacity: usize) -> Self {
         self.event_queue_capacity = capacity;
+        self
+    }
+
+    /// Sets how long a publish waits, by default, for subscribers whose queues are full.
+    pub fn with_publish_wait(mut self, wait: Duration) -> Self {
+        self.publish_wait = wait;
         self
     }
 }
@@ -65,6 +115,10 @@ impl NodeConfig {
 pub struct RequestOptions {
     /// Overrides the node's request timeout for this call.
     pub timeout: Option<Duration>,
+    /// When no instance serves the path yet, wait (within the call's timeout) for one to
+    /// appear instead of failing at once with `NotFound`, as gRPC's wait-for-ready. The call
+    /// then fails with `DeadlineExceeded` if none appears in time. Default off.
+    pub wait_for_ready: bool,
 }
 
 impl RequestOptions {
@@ -76,6 +130,13 @@ impl RequestOptions {
     /// Sets the timeout for this call.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sets whether the call waits for an instance to appear (see
+    /// [`wait_for_ready`](Self::wait_for_ready)).
+    pub fn with_wait_for_ready(mut self, wait: bool) -> Self {
+        self.wait_for_ready = wait;
         self
     }
 }
@@ -104,6 +165,12 @@ pub struct PublishOptions {
     /// Keep the event this long for subscriptions made later with
     /// [`SubscribeOptions::include_past`]. The latest event per topic is kept.
     pub retain_for: Option<Duration>,
+    /// How long this publish waits, at most, for subscribers (local, or a peer's queue) that
+    /// have no room; `None` takes [`NodeConfig::publish_wait`] (by default, no wait). Every
+    /// subscriber with room gets the event first; the full ones then share this one deadline,
+    /// and those still full when it passes lose the event (counted in the node's stats).
+    /// `Duration::MAX` waits as long as it takes.
+    pub wait: Option<Duration>,
 }
 
 impl PublishOptions {
@@ -116,6 +183,20 @@ impl PublishOptions {
     /// Retains the event for `duration`.
     pub fn with_retain_for(mut self, duration: Duration) -> Self {
         self.retain_for = Some(duration);
+        self
+    }
+
+    /// Waits up to `wait` for subscribers whose queues are full, rather than dropping the
+    /// event for them; the others are served first.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use runar_runtime::PublishOptions;
+    /// let lossless = PublishOptions::default().with_wait(Duration::from_secs(1));
+    /// assert_eq!(lossless.wait, Some(Duration::from_secs(1)));
+    /// ```
+    pub fn with_wait(mut self, wait: Duration) -> Self {
+        self.wait = Some(wait);
         self
     }
 }

@@ -1,24 +1,34 @@
 //! The event path: publish to matching subscriptions, per-subscription queues, retained events.
+//!
+//! Flow control: every local subscription has a bounded queue (`event_queue_capacity`) and
+//! every peer one bounded queue for all its subscriptions (`peer_event_queue_capacity`,
+//! `peer_event_queue_bytes`). A publisher hands the event to every queue with room, then, only
+//! if it asked to wait, waits for the full ones up to one deadline; what still finds no room is
+//! dropped and counted. Events from peers never wait, so a peer's event stream is never held
+//! behind one slow subscriber (and two nodes whose handlers publish to each other cannot
+//! deadlock). A peer that stops reading is disconnected by its event writer (`peer.rs`).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use tokio::sync::mpsc;
 
-use super::request::panic_message;
+use super::request::{deadline_after, panic_message};
+use super::stats::count;
 use super::{Node, NodeInner, PublishOptions, SubscribeOptions, SubscriptionId};
 use crate::error::{Error, Result};
 use crate::lock::lock;
+use crate::network::log_limit::warn_limited;
 use crate::network::{EventSink, InboundEvent, OutboundEvent};
 use crate::node::BroadcastMode;
-use crate::node::registry::{Event, Origin, Sink, Subscription};
-use crate::routing::{Segment, TopicPath, split_concrete};
+use crate::node::registry::{Event, LocalSink, Origin, Sink, Subscription, SubscriptionCounters};
 use crate::node::service::{Caller, EventContext, EventHandler, event_handler};
+use crate::routing::{Segment, TopicPath, split_concrete};
 use crate::value::{Payload, Value};
 
 /// The latest retained event per (network, topic).
@@ -33,14 +43,19 @@ pub(super) struct Retained {
 impl Node {
     /// Publishes `event` on the concrete topic `path` to every matching subscription.
     ///
-    /// Each subscription has its own queue, so one subscriber sees a publisher's events in
-    /// order; when a queue is full the publisher waits for that subscriber.
+    /// Each subscription has its own bounded queue, so one subscriber sees a publisher's events
+    /// in order. The publisher never waits for a slow subscriber: a subscriber whose queue is
+    /// full loses the event, which is counted ([`Node::stats`], [`Node::subscription_stats`])
+    /// and logged. To wait instead, see [`PublishOptions::with_wait`]. Topics whose first
+    /// segment starts with `$` (such as `$registry/…`) are local to this node: they never go
+    /// to peers.
     pub async fn publish<T: Payload>(&self, path: impl AsRef<str>, event: T) -> Result<()> {
         self.publish_with(path, event, PublishOptions::default())
             .await
     }
 
-    /// [`publish`](Self::publish) with options: broadcast mode and retention.
+    /// [`publish`](Self::publish) with options: broadcast mode, retention, and how long to
+    /// wait for subscribers whose queues are full.
     pub async fn publish_with<T: Payload>(
         &self,
         path: impl AsRef<str>,
@@ -58,7 +73,8 @@ impl Node {
         options: PublishOptions,
     ) -> Result<()> {
         self.check_not_stopped()?;
-        let (topic_network, topic) = split_concrete(path.as_ref())?;
+        let (topic_network, topic) =
+            split_concrete(path.as_ref(), self.inner.config.path_limits())?;
         let network = topic_network.unwrap_or(&self.inner.network);
         let segments: Vec<&str> = topic.split('/').collect();
         let topic_path: Arc<str> = topic.into();
@@ -73,47 +89,78 @@ impl Node {
                 Retained {
                     value: value.clone(),
                     publisher: Caller::Local,
-                    expires: now + ttl,
+                    expires: deadline_after(ttl),
                 },
             );
         }
+        count(&self.inner.counters.published, 1);
         let mut targets = self
             .inner
             .registry
             .matching_subscriptions(network, &segments);
-        self.select_targets(&mut targets, options.broadcast);
+        let broadcast = if is_local_only(topic) {
+            BroadcastMode::LocalOnly
+        } else {
+            options.broadcast
+        };
+        self.select_targets(&mut targets, broadcast);
         let network: Arc<str> = match topic_network {
             Some(named) => named.into(),
             None => self.inner.network.clone(),
         };
-        self.deliver(&network, topic_path, value, Caller::Local, false, &targets)
-            .await;
+        let wait = options.wait.unwrap_or(self.inner.config.publish_wait);
+        let event = Delivery {
+            network: &network,
+            topic: topic_path,
+            value,
+            publisher: Caller::Local,
+            retained: false,
+        };
+        self.deliver(event, &targets, wait).await;
         Ok(())
     }
 
     /// Hands an event to `targets`: local queues get the value itself; each peer gets one
     /// message naming its subscriptions, with the payload encoded once for all peers.
+    ///
+    /// Every queue with room gets the event first. Then, if `wait` is not zero, the full ones
+    /// are waited for together, up to `wait`; the deliveries that still find no room are
+    /// dropped, counted and logged (rate-limited).
     pub(crate) async fn deliver(
         &self,
-        network: &Arc<str>,
-        topic: Arc<str>,
-        value: Arc<Value>,
-        publisher: Caller,
-        retained: bool,
+        event: Delivery<'_>,
         targets: &[Arc<Subscription>],
+        wait: Duration,
     ) {
+        // A publisher in a tight loop never waits, so let the subscribers' tasks and the
+        // peers' writers run now and then (tokio's cooperative budget).
+        tokio::task::coop::consume_budget().await;
+        let Delivery {
+            network,
+            topic,
+            value,
+            publisher,
+            retained,
+        } = event;
+        let mut full_local: Vec<(&Subscription, &LocalSink, Event)> = Vec::new();
         let mut peers: Vec<(&Arc<dyn EventSink>, Vec<u64>)> = Vec::new();
         for sub in targets {
             match &sub.sink {
-                Sink::Local(queue) => {
+                Sink::Local(local) => {
                     let event = Event {
                         topic: topic.clone(),
                         value: value.clone(),
                         publisher: publisher.clone(),
                         retained,
                     };
-                    // A closed queue means the subscription just ended: nothing to deliver to.
-                    let _ = queue.send(event).await;
+                    match local.queue.try_send(event) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(event)) => {
+                            full_local.push((sub, local, event));
+                        }
+                        // A closed queue means the subscription just ended: nothing to deliver to.
+                        Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    }
                 }
                 Sink::Remote { sink, remote_id } => {
                     match peers.iter_mut().find(|(s, _)| Arc::ptr_eq(s, sink)) {
@@ -123,53 +170,136 @@ impl Node {
                 }
             }
         }
-        if peers.is_empty() {
-            return;
-        }
-        let payload = value.to_bytes();
-        for (sink, subscription_ids) in peers {
-            let event = OutboundEvent {
-                network: network.clone(),
-                topic: topic.clone(),
-                payload: payload.clone(),
-                subscription_ids,
-                retained,
-            };
-            // Waits only when the peer's queue is full; a peer that is gone just left.
-            if let Err(Some(event)) = sink.try_send(event) {
-                sink.send(event).await;
+        let mut full_peers: Vec<(&Arc<dyn EventSink>, OutboundEvent)> = Vec::new();
+        if !peers.is_empty() {
+            let payload = value.to_bytes();
+            for (sink, subscription_ids) in peers {
+                let event = OutboundEvent {
+                    network: network.clone(),
+                    topic: topic.clone(),
+                    payload: payload.clone(),
+                    subscription_ids,
+                    retained,
+                };
+                let copies = event.copies();
+                match sink.try_send(event) {
+                    Ok(()) => {}
+                    Err(Some(event)) => full_peers.push((sink, event)),
+                    Err(None) => {
+                        self.peer_dropped(sink.as_ref(), &topic, copies, "the peer is gone")
+                    }
+                }
             }
         }
+        if full_local.is_empty() && full_peers.is_empty() {
+            return;
+        }
+        let topic = &topic;
+        if wait.is_zero() {
+            for (sub, local, _) in &full_local {
+                self.local_dropped(sub, local);
+            }
+            for (sink, event) in &full_peers {
+                self.peer_dropped(sink.as_ref(), topic, event.copies(), "its queue is full");
+            }
+            return;
+        }
+        // `None`: no deadline (a wait of `Duration::MAX`).
+        let deadline = tokio::time::Instant::now().checked_add(wait);
+        let locals = full_local
+            .into_iter()
+            .map(|(sub, local, event)| async move {
+                // `Some(false)`: the subscription ended meanwhile, nothing lost.
+                if until(deadline, local.queue.send(event)).await.is_none() {
+                    self.local_dropped(sub, local);
+                }
+            });
+        let remotes = full_peers.into_iter().map(|(sink, event)| async move {
+            let copies = event.copies();
+            let why = match until(deadline, sink.send(event)).await {
+                Some(true) => return,
+                Some(false) => "the peer is gone",
+                None => "its queue is full",
+            };
+            self.peer_dropped(sink.as_ref(), topic, copies, why);
+        });
+        futures::future::join(
+            futures::future::join_all(locals),
+            futures::future::join_all(remotes),
+        )
+        .await;
     }
 
-    /// Delivers an event that arrived from a peer to the local subscriptions it names (those
-    /// that still exist and match its topic).
+    /// Counts and logs an event that a local subscription's full queue could not take.
+    fn local_dropped(&self, sub: &Subscription, local: &LocalSink) {
+        count(&local.counters.dropped, 1);
+        count(&self.inner.counters.dropped, 1);
+        warn_limited!(subscription = %sub.id, pattern = %sub.pattern, "event dropped: the subscription's queue is full");
+    }
+
+    /// Counts and logs `copies` deliveries to a peer that were lost.
+    fn peer_dropped(&self, sink: &dyn EventSink, topic: &str, copies: u64, why: &str) {
+        count(&self.inner.counters.dropped, copies);
+        warn_limited!(peer = %sink.peer(), %topic, copies, "event to a peer dropped: {why}");
+    }
+
+    /// Delivers an event that arrived from a peer to the local subscriptions it names, once
+    /// each, never waiting for a full queue. The topic is validated as a local publish's is,
+    /// and must not be local-only (`$…`); each id must be one of this node's subscriptions in
+    /// the event's network whose pattern matches the topic. What is refused is counted in
+    /// [`NodeStats::events_rejected`](super::NodeStats) and logged (rate-limited).
     pub(crate) async fn deliver_inbound(&self, event: InboundEvent) {
+        let counters = &self.inner.counters;
+        count(&counters.received, 1);
         let peer = event.from;
-        let segments: Vec<&str> = event.topic.split('/').collect();
-        let targets: Vec<Arc<Subscription>> = event
-            .subscription_ids
-            .iter()
-            .filter_map(|id| self.inner.registry.subscription(SubscriptionId(*id)))
-            .filter(|sub| matches!(sub.sink, Sink::Local(_)) && sub.pattern.matches(&segments))
+        let topic = match split_concrete(&event.topic, self.inner.config.path_limits()) {
+            Ok((None, topic)) if !is_local_only(topic) => topic,
+            refused => {
+                count(&counters.rejected, 1);
+                let why = match refused {
+                    Err(e) => e.to_string(),
+                    Ok((Some(_), _)) => "a topic with a network prefix".to_owned(),
+                    Ok((None, _)) => "a local-only topic".to_owned(),
+                };
+                warn_limited!(%peer, topic = %shorten(&event.topic), "event from a peer refused: {}", shorten(&why));
+                return;
+            }
+        };
+        let named = event.subscription_ids.len();
+        let mut ids = event.subscription_ids;
+        ids.sort_unstable();
+        ids.dedup();
+        let segments: Vec<&str> = topic.split('/').collect();
+        let targets: Vec<Arc<Subscription>> = self
+            .inner
+            .registry
+            .local_subscriptions_in(&event.network, &ids)
+            .into_iter()
+            .filter(|sub| !is_local_only(sub.pattern.path()) && sub.pattern.matches(&segments))
             .collect();
-        if targets.len() < event.subscription_ids.len() {
-            tracing::debug!(%peer, topic = %event.topic, "event for unknown or non-matching subscriptions");
+        let ignored = named.saturating_sub(targets.len());
+        if ignored > 0 {
+            count(
+                &counters.rejected,
+                u64::try_from(ignored).unwrap_or(u64::MAX),
+            );
+            // Also the ordinary race of an event with an unsubscribe: not worth a warning.
+            if let Some(suppressed) = INBOUND_IGNORED.allow() {
+                tracing::debug!(suppressed, %peer, topic, ignored, "event named subscriptions that are not this node's for that topic, or named one twice");
+            }
         }
         if targets.is_empty() {
             return;
         }
         let network: Arc<str> = event.network.as_str().into();
-        let value = Arc::new(Value::from_encoded(event.payload));
-        self.deliver(
-            &network,
-            event.topic.into(),
-            value,
-            Caller::Remote(peer),
-            event.retained,
-            &targets,
-        )
-        .await;
+        let delivery = Delivery {
+            network: &network,
+            topic: topic.into(),
+            value: Arc::new(Value::from_encoded(event.payload)),
+            publisher: Caller::Remote(peer),
+            retained: event.retained,
+        };
+        self.deliver(delivery, &targets, Duration::ZERO).await;
     }
 
     /// Narrows `targets` to what the broadcast mode asks for.
@@ -244,10 +374,11 @@ impl Node {
         handler: EventHandler,
     ) -> Result<SubscriptionId> {
         self.check_not_stopped()?;
-        let pattern = TopicPath::parse(pattern)?;
+        let pattern = TopicPath::parse_within(pattern, self.inner.config.path_limits())?;
         let network: Arc<str> = pattern.network().unwrap_or(&self.inner.network).into();
         let id = self.next_subscription_id();
         let (queue, events) = mpsc::channel(self.inner.config.event_queue_capacity);
+        let counters = Arc::new(SubscriptionCounters::default());
         let active = Arc::new(AtomicBool::new(true));
         if options.include_past {
             for event in self.retained_matching(&network, &pattern) {
@@ -263,6 +394,7 @@ impl Node {
             handler,
             events,
             active.clone(),
+            counters.clone(),
         ));
         self.inner.registry.add_subscription(
             &network,
@@ -271,7 +403,7 @@ impl Node {
                 pattern,
                 group,
                 origin: Origin::Local,
-                sink: Sink::Local(queue),
+                sink: Sink::Local(LocalSink { queue, counters }),
                 include_past: options.include_past,
                 active,
             }),
@@ -320,6 +452,7 @@ async fn run_subscription(
     handler: EventHandler,
     mut events: mpsc::Receiver<Event>,
     active: Arc<AtomicBool>,
+    counters: Arc<SubscriptionCounters>,
 ) {
     let templated = pattern
         .segments()
@@ -332,6 +465,8 @@ async fn run_subscription(
         let Some(inner) = node.upgrade() else {
             break;
         };
+        count(&counters.delivered, 1);
+        count(&inner.counters.delivered, 1);
         let params = if templated {
             let segments: Vec<&str> = event.topic.split('/').collect();
             pattern.params(&segments).unwrap_or_default()
@@ -356,5 +491,42 @@ async fn run_subscription(
                 %topic, %pattern, panic = panic_message(panic.as_ref()), "event handler panicked"
             ),
         }
+    }
+}
+
+/// An event on its way to subscriptions: what [`Node::deliver`] hands out.
+pub(crate) struct Delivery<'a> {
+    pub(crate) network: &'a Arc<str>,
+    pub(crate) topic: Arc<str>,
+    pub(crate) value: Arc<Value>,
+    pub(crate) publisher: Caller,
+    pub(crate) retained: bool,
+}
+
+/// Runs `sending` until `deadline` (`None`: for as long as it takes); `None` when the deadline
+/// passed first.
+async fn until<F: Future>(deadline: Option<tokio::time::Instant>, sending: F) -> Option<F::Output> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, sending).await.ok(),
+        None => Some(sending.await),
+    }
+}
+
+/// True for a topic or pattern in a namespace local to each node (its first segment starts
+/// with `$`, as in `$registry/…`): never sent to peers, never accepted from them, and never
+/// announced to them.
+pub(crate) fn is_local_only(path: &str) -> bool {
+    path.starts_with('$')
+}
+
+/// The rate limit of the debug line for ignored subscription ids in peers' events.
+static INBOUND_IGNORED: crate::network::log_limit::LogLimit =
+    crate::network::log_limit::LogLimit::new(10);
+
+/// At most the first 80 characters of `text`, for logging what a peer sent.
+fn shorten(text: &str) -> &str {
+    match text.char_indices().nth(80) {
+        Some((end, _)) => text.get(..end).unwrap_or(text),
+        None => text,
     }
 }

@@ -2,32 +2,40 @@
 
 mod config;
 mod events;
+mod readiness;
 pub(crate) mod registry;
 mod registry_events;
 mod remote;
 mod request;
 pub(crate) mod service;
+mod stats;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 pub use crate::node::registry::SubscriptionId;
 pub use config::{BroadcastMode, NodeConfig, PublishOptions, RequestOptions, SubscribeOptions};
+pub use readiness::PeerRefusedEvent;
 pub use registry_events::{PeerEvent, ServiceEvent};
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use remote::OfferingPeer;
+pub use stats::{NodeStats, SubscriptionStats};
 
 use crate::error::{Error, Result};
 use crate::identity::{NodeId, NodeKeypair};
 use crate::lock::lock;
 use crate::network::{Mesh, MeshSettings, NetworkKey, PeerLink};
 use crate::node::registry::{ActionInstance, Origin, Registry};
-use crate::routing::{Segment, TopicPath, split_network};
 use crate::node::service::context::Registrations;
 use crate::node::service::{
     AbstractService, ActionHandler, DynService, LifecycleContext, ServiceInfo, ServiceState,
 };
+use crate::routing::{Segment, TopicPath, split_network};
+use crate::value::types::MessageTypes;
 use crate::wire;
 
 const CREATED: u8 = 0;
@@ -74,6 +82,24 @@ pub(crate) struct NodeInner {
     state: AtomicU8,
     retained: Mutex<events::RetainedStore>,
     next_subscription: AtomicU64,
+    /// Requests with peers still in flight when `stop` ended its grace period.
+    dropped_at_stop: AtomicU64,
+    /// Peers whose handshakes were refused, and why.
+    refusals: Mutex<readiness::Refusals>,
+    /// What became of the node's events (see [`NodeStats`]).
+    counters: stats::NodeCounters,
+}
+
+impl Drop for NodeInner {
+    /// The last handle is gone without `stop`: leave the network as `stop` would, without
+    /// waiting (goodbyes queued, connections closed, the endpoint and discovery stopped), so
+    /// that no socket or task outlives the node.
+    fn drop(&mut self) {
+        let mesh = lock(&self.mesh).take();
+        if let Some(mesh) = mesh {
+            mesh.stop_now();
+        }
+    }
 }
 
 struct ServiceEntry {
@@ -100,10 +126,29 @@ impl Node {
                 "event_queue_capacity must be at least 1",
             ));
         }
+        if config.max_path_len == 0 || config.max_path_depth == 0 {
+            return Err(Error::invalid_argument(
+                "max_path_len and max_path_depth must be at least 1",
+            ));
+        }
         if config.request_timeout.is_zero() {
             return Err(Error::invalid_argument(
                 "request_timeout must be more than zero",
             ));
+        }
+        if let Some(network) = &config.network {
+            network.validate()?;
+        }
+        if let Some(network) = &config.network
+            && network.key.is_none()
+            && !network.insecure_dev_key
+        {
+            return Err(Error::invalid_argument(format!(
+                "network `{}` has no key: set one with NetworkConfig::with_key \
+                 (NetworkKey::from_secret or from_bytes), or opt into an insecure key derived \
+                 from the network name with NetworkConfig::with_insecure_dev_key()",
+                config.default_network
+            )));
         }
         let keypair = match config
             .network
@@ -127,8 +172,17 @@ impl Node {
                 state: AtomicU8::new(CREATED),
                 retained: Mutex::default(),
                 next_subscription: AtomicU64::new(1),
+                dropped_at_stop: AtomicU64::new(0),
+                refusals: Mutex::default(),
+                counters: stats::NodeCounters::default(),
             }),
         })
+    }
+
+    /// The node's routing tables, for the fuzz targets' checks.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.inner.registry
     }
 
     pub(crate) fn from_inner(inner: Arc<NodeInner>) -> Node {
@@ -171,6 +225,12 @@ impl Node {
         self.mesh().map(|m| m.peer_ids()).unwrap_or_default()
     }
 
+    /// How many requests with peers were still in flight, and so cut, when
+    /// [`stop`](Self::stop) ended its grace period (`NetworkConfig::shutdown_grace`).
+    pub fn requests_dropped_at_stop(&self) -> u64 {
+        self.inner.dropped_at_stop.load(Ordering::Relaxed)
+    }
+
     /// The node's name.
     pub fn name(&self) -> &str {
         &self.inner.config.name
@@ -207,7 +267,7 @@ impl Node {
     pub async fn add_service<S: AbstractService>(&self, service: S) -> Result<()> {
         let service: Arc<dyn DynService> = Arc::new(service);
         let path = service.path().to_owned();
-        let parsed = TopicPath::parse(&path)
+        let parsed = TopicPath::parse_within(&path, self.inner.config.path_limits())
             .map_err(|e| Error::invalid_argument(format!("service `{}`: {e}", service.name())))?;
         if parsed.network().is_some() || parsed.is_pattern() {
             return Err(Error::invalid_argument(format!(
@@ -292,15 +352,17 @@ impl Node {
         let mesh = match &self.inner.config.network {
             Some(network) => {
                 let key = network.key.clone().unwrap_or_else(|| {
+                    // Only reachable with `with_insecure_dev_key` (checked in `Node::new`).
                     tracing::warn!(
                         network = %self.inner.network,
-                        "no network key set: deriving one from the network name, which anyone who knows the name can do"
+                        "insecure development key: derived from the network name, which anyone who knows the name can do"
                     );
                     NetworkKey::from_secret(format!("runar-default-key:{}", self.inner.network))
                 });
                 let settings = MeshSettings {
                     name: self.name().to_owned(),
-                    event_queue_capacity: self.inner.config.event_queue_capacity,
+                    network: self.inner.network.to_string(),
+                    event_counters: self.inner.counters.peers.clone(),
                     drain_timeout: self.inner.config.request_timeout,
                 };
                 Some(Mesh::bind(
@@ -342,7 +404,17 @@ impl Node {
         }
         let mesh = lock(&self.inner.mesh).take();
         if let Some(mesh) = mesh {
-            mesh.stop().await;
+            let grace = self
+                .inner
+                .config
+                .network
+                .as_ref()
+                .map_or(Duration::ZERO, |n| n.shutdown_grace);
+            let dropped = mesh.stop(grace).await;
+            self.inner.dropped_at_stop.fetch_add(
+                u64::try_from(dropped).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
         }
         let mut first_error = None;
         for entry in services.iter_mut().rev() {
@@ -361,6 +433,7 @@ impl Node {
             self.clone(),
             entry.path.clone(),
             entry.registrations.clone(),
+            entry.service.schema(),
         )
     }
 
@@ -457,19 +530,14 @@ impl Node {
         pattern: TopicPath,
         service: &str,
         handler: ActionHandler,
+        types: Option<Arc<MessageTypes>>,
     ) -> Result<TopicPath> {
-        if pattern
-            .segments()
-            .iter()
-            .any(|s| matches!(s, Segment::Rest | Segment::Single))
-        {
-            return Err(Error::invalid_argument(format!(
-                "action `{pattern}` of service `{service}`: actions take `{{param}}` templates, not `*` or `>`"
-            )));
-        }
+        let pattern = action_pattern(pattern, &format!("service `{service}`"))?;
         let instance = ActionInstance {
             origin: Origin::Local,
             handler,
+            health: Default::default(),
+            types,
         };
         self.inner
             .registry
@@ -487,4 +555,25 @@ impl fmt::Debug for Node {
             .field("running", &self.is_running())
             .finish()
     }
+}
+
+/// `pattern` if it may name an action of `owner` (a local service or a peer's): templates
+/// (`{param}`) are allowed, wildcards (`*`, `>`) and a network prefix are not. Local and remote
+/// actions pass this same check.
+pub(crate) fn action_pattern(pattern: TopicPath, owner: &str) -> Result<TopicPath> {
+    if pattern
+        .segments()
+        .iter()
+        .any(|s| matches!(s, Segment::Rest | Segment::Single))
+    {
+        return Err(Error::invalid_argument(format!(
+            "action `{pattern}` of {owner}: actions take `{{param}}` templates, not `*` or `>`"
+        )));
+    }
+    if pattern.network().is_some() {
+        return Err(Error::invalid_argument(format!(
+            "action `{pattern}` of {owner}: an action lives in its service's network"
+        )));
+    }
+    Ok(pattern)
 }

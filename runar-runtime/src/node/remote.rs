@@ -8,17 +8,21 @@ use std::sync::{Arc, Weak};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
+use super::events::is_local_only;
 use super::{Node, NodeInner, SubscriptionId};
 use crate::error::{Error, Result};
+use crate::identity::NodeId;
 use crate::lock::lock;
+use crate::network::log_limit::warn_limited;
 use crate::network::{
-    InboundEvent, InboundRequest, NodeHandler, Offer, OutboundEvent, PeerHandle, PeerLink,
-    PeerNotice, PeerOffer,
+    EventSink, InboundEvent, InboundRequest, NodeHandler, Offer, OutboundEvent, PeerChange,
+    PeerHandle, PeerLink, PeerNotice, PeerOffer, PeerRefusal,
 };
 use crate::node::registry::{ActionInstance, Origin, Sink, Subscription};
-use crate::routing::TopicPath;
 use crate::node::service::{ActionHandler, RequestContext};
+use crate::routing::TopicPath;
 use crate::value::Value;
+use crate::value::types::{MessageTypes, types_in};
 use crate::wire;
 
 /// The node as the mesh sees it. Weak, so that the mesh's tasks do not keep a dropped node alive.
@@ -79,8 +83,33 @@ impl NodeHandler for NodeLink {
         let node = self.node();
         async move {
             if let Some(node) = node {
+                if notice.change == PeerChange::Connected {
+                    if let Some(address) = notice.addresses.first() {
+                        node.peer_admitted(*address);
+                    }
+                }
+                if notice.change != PeerChange::Discovered {
+                    // Listed or unlisted now: wake whoever waits for peers.
+                    node.inner.registry.notify_changed();
+                }
                 node.publish_peer_event(notice.peer, notice.change, notice.name, notice.addresses)
                     .await;
+            }
+        }
+    }
+
+    fn peer_refused(&self, refusal: PeerRefusal<'_>) -> impl Future<Output = ()> + Send {
+        let node = self.node();
+        let PeerRefusal {
+            address,
+            peer,
+            reason,
+            detail,
+        } = refusal;
+        let detail = detail.to_owned();
+        async move {
+            if let Some(node) = node {
+                node.peer_refused(address, peer, reason, &detail).await;
             }
         }
     }
@@ -91,9 +120,47 @@ impl NodeHandler for NodeLink {
 pub(crate) struct PeerView {
     version: u64,
     /// (network, action path).
-    actions: FxHashSet<(String, String)>,
+    actions: FxHashSet<(Arc<str>, String)>,
     /// The peer's subscription id → this node's id for it.
     subscriptions: FxHashMap<u64, SubscriptionId>,
+}
+
+/// The peer an offer comes from, as the code that applies the offer needs it: a connection's
+/// [`PeerHandle`] in a running node, a stand-in in the fuzz targets (`crate::fuzzing`), which so
+/// run exactly the node's validation and registry updates.
+pub(crate) trait OfferingPeer {
+    /// The peer's id.
+    fn peer_id(&self) -> NodeId;
+    /// The connection the offer came over.
+    fn peer_link(&self) -> PeerLink;
+    /// True once the connection is superseded: its offers are ignored.
+    fn retired(&self) -> bool;
+    /// Where events for the peer's subscriptions go.
+    fn event_sink(&self) -> &Arc<dyn EventSink>;
+    /// A handler that serves an action in `network` by asking the peer.
+    fn action_handler(&self, network: Arc<str>) -> ActionHandler;
+}
+
+impl OfferingPeer for PeerHandle {
+    fn peer_id(&self) -> NodeId {
+        self.id
+    }
+
+    fn peer_link(&self) -> PeerLink {
+        self.link
+    }
+
+    fn retired(&self) -> bool {
+        self.is_retired()
+    }
+
+    fn event_sink(&self) -> &Arc<dyn EventSink> {
+        self.events()
+    }
+
+    fn action_handler(&self, network: Arc<str>) -> ActionHandler {
+        remote_action(self, network)
+    }
 }
 
 /// An [`ActionHandler`] that serves an action by asking `peer`.
@@ -110,13 +177,15 @@ fn remote_action(peer: &PeerHandle, network: Arc<str>) -> ActionHandler {
 }
 
 impl Node {
-    /// What this node offers its peers: running services and local subscriptions.
+    /// What this node offers its peers: running services and local subscriptions (except those
+    /// to local-only topics, such as `$registry/…`, which peers never send).
     pub(crate) fn offer(&self) -> Offer {
         let subscriptions = self
             .inner
             .registry
             .local_subscriptions()
             .into_iter()
+            .filter(|(_, sub)| !is_local_only(sub.pattern.path()))
             .map(|(network, sub)| wire::SubscriptionDescriptor {
                 id: sub.id.0,
                 network: network.to_string(),
@@ -140,13 +209,13 @@ impl Node {
 
     /// Registers what `peer` offers, diffed against what it offered before over the same link.
     /// An offer older than the last one applied, or for a superseded connection, is ignored.
-    pub(crate) fn apply_peer_offer(&self, peer: &PeerHandle, offer: PeerOffer) {
+    pub(crate) fn apply_peer_offer(&self, peer: &impl OfferingPeer, offer: PeerOffer) {
         // Held throughout: a link's removal waits for its registration, never the reverse.
         let mut views = lock(&self.inner.remote_views);
-        if peer.is_retired() {
+        if peer.retired() {
             return;
         }
-        let view = views.entry(peer.link).or_default();
+        let view = views.entry(peer.peer_link()).or_default();
         if offer.version <= view.version {
             return;
         }
@@ -156,33 +225,72 @@ impl Node {
     }
 
     /// Adds the actions `peer` newly offers and removes the ones it no longer does.
-    fn apply_actions(&self, peer: &PeerHandle, view: &mut PeerView, offer: &Offer) {
+    fn apply_actions(&self, peer: &impl OfferingPeer, view: &mut PeerView, offer: &Offer) {
         let registry = &self.inner.registry;
-        let origin = Origin::Remote(peer.link);
-        let actions: FxHashSet<(String, String)> = offer
+        let limits = self.inner.config.path_limits();
+        let origin = Origin::Remote(peer.peer_link());
+        // One shared copy of each service's network name (the announcement's sizes are checked
+        // by the network before it gets here), not one per action.
+        let actions: FxHashSet<(Arc<str>, String)> = offer
             .services
             .iter()
-            .flat_map(|s| s.actions.iter().map(|a| (s.network.clone(), a.clone())))
+            .flat_map(|s| {
+                let network: Arc<str> = s.network.as_str().into();
+                s.actions.iter().map(move |a| (network.clone(), a.clone()))
+            })
             .collect();
         for (network, path) in view.actions.difference(&actions) {
-            if let Ok(pattern) = TopicPath::parse(path) {
+            if let Ok(pattern) = TopicPath::parse_within(path, limits) {
                 registry.remove_action(network, &pattern, &origin);
             }
         }
+        // Each service's schema, decoded once, names its actions' message types.
+        let mut schemas: FxHashMap<(&str, &str), Option<prost_types::FileDescriptorProto>> =
+            FxHashMap::default();
+        let owners: FxHashMap<(&str, &str), &wire::ServiceDescriptor> = offer
+            .services
+            .iter()
+            .flat_map(|s| {
+                s.actions
+                    .iter()
+                    .map(move |a| ((s.network.as_str(), a.as_str()), s))
+            })
+            .collect();
         for (network, path) in actions.difference(&view.actions) {
-            let pattern = match TopicPath::parse(path) {
-                Ok(p) if p.network().is_none() => p,
-                _ => {
-                    tracing::warn!(peer = %peer.id, %path, "peer announced an invalid action path");
+            let types = owners.get(&(&*network, path.as_str())).and_then(|service| {
+                let action = path.strip_prefix(&service.path)?.strip_prefix('/')?;
+                let key = (service.network.as_str(), service.path.as_str());
+                let schema = schemas
+                    .entry(key)
+                    .or_insert_with(|| prost::Message::decode(service.schema.clone()).ok());
+                let (request, response) = types_in(schema.as_ref()?, action)?;
+                Some(Arc::new(MessageTypes {
+                    request,
+                    response,
+                    request_rust: None,
+                    request_alias: None,
+                }))
+            });
+            // Exactly the checks a local action passes: the path limits, no network prefix, no
+            // wildcards. The error quotes only the start of a path over the length limit.
+            let pattern = match TopicPath::parse_within(path, limits)
+                .map_err(Error::from)
+                .and_then(|p| super::action_pattern(p, "a peer's service"))
+            {
+                Ok(p) => p,
+                Err(error) => {
+                    warn_limited!(peer = %peer.peer_id(), %error, "peer announced an invalid action");
                     continue;
                 }
             };
             let instance = ActionInstance {
                 origin,
-                handler: remote_action(peer, network.as_str().into()),
+                handler: peer.action_handler(network.clone()),
+                health: Default::default(),
+                types,
             };
             if let Err(e) = registry.add_action(network, pattern, instance) {
-                tracing::warn!(peer = %peer.id, %path, error = %e, "remote action not registered");
+                tracing::warn!(peer = %peer.peer_id(), error = %e, "remote action not registered");
             }
         }
         view.actions = actions;
@@ -190,8 +298,9 @@ impl Node {
 
     /// Adds the subscriptions `peer` newly announces (replaying retained events to those that
     /// ask for them) and removes the ones it no longer does.
-    fn apply_subscriptions(&self, peer: &PeerHandle, view: &mut PeerView, offer: &Offer) {
+    fn apply_subscriptions(&self, peer: &impl OfferingPeer, view: &mut PeerView, offer: &Offer) {
         let registry = &self.inner.registry;
+        let limits = self.inner.config.path_limits();
         let announced: FxHashMap<u64, &wire::SubscriptionDescriptor> =
             offer.subscriptions.iter().map(|s| (s.id, s)).collect();
         let gone: Vec<u64> = view
@@ -209,10 +318,12 @@ impl Node {
             if view.subscriptions.contains_key(&remote_id) {
                 continue;
             }
-            let pattern = match TopicPath::parse(&descriptor.pattern) {
+            let pattern = match TopicPath::parse_within(&descriptor.pattern, limits) {
                 Ok(p) if p.network().is_none() => p,
-                _ => {
-                    tracing::warn!(peer = %peer.id, pattern = %descriptor.pattern, "peer announced an invalid subscription");
+                outcome => {
+                    let error =
+                        outcome.map_or_else(|e| e.to_string(), |_| "names a network".into());
+                    warn_limited!(peer = %peer.peer_id(), %error, "peer announced an invalid subscription");
                     continue;
                 }
             };
@@ -221,9 +332,9 @@ impl Node {
                 id,
                 pattern: pattern.clone(),
                 group: (!descriptor.group.is_empty()).then(|| descriptor.group.as_str().into()),
-                origin: Origin::Remote(peer.link),
+                origin: Origin::Remote(peer.peer_link()),
                 sink: Sink::Remote {
-                    sink: peer.events().clone(),
+                    sink: peer.event_sink().clone(),
                     remote_id,
                 },
                 include_past: descriptor.include_past,
@@ -241,11 +352,14 @@ impl Node {
     /// its event queue has room.
     fn replay_retained(
         &self,
-        peer: &PeerHandle,
+        peer: &impl OfferingPeer,
         descriptor: &wire::SubscriptionDescriptor,
         pattern: &TopicPath,
     ) {
         for event in self.retained_matching(&descriptor.network, pattern) {
+            if is_local_only(&event.topic) {
+                continue;
+            }
             let retained = OutboundEvent {
                 network: descriptor.network.as_str().into(),
                 topic: event.topic,
@@ -253,8 +367,8 @@ impl Node {
                 subscription_ids: vec![descriptor.id],
                 retained: true,
             };
-            if peer.events().try_send(retained).is_err() {
-                tracing::warn!(peer = %peer.id, "retained events dropped: the peer's event queue is full");
+            if peer.event_sink().try_send(retained).is_err() {
+                tracing::warn!(peer = %peer.peer_id(), "retained events dropped: the peer's event queue is full");
                 break;
             }
         }

@@ -8,16 +8,18 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 
 use super::{Node, RequestOptions};
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::network::InboundRequest;
 use crate::node::service::{ActionHandler, Caller, RequestContext};
+use crate::value::types::known_name;
 use crate::value::{Payload, Value};
 
 impl Node {
     /// Sends `request` to the action at `path` and waits for its typed answer, within the node's
     /// request timeout. A local handler is called in memory: nothing is encoded.
     ///
-    /// Fails with `NotFound` at once when no instance serves `path`, `DeadlineExceeded` when the
+    /// Fails with `NotFound` at once when no instance serves `path` (unless the call sets
+    /// [`RequestOptions::with_wait_for_ready`]), `DeadlineExceeded` when the
     /// answer does not come in time, the handler's own error when it fails, and `Internal` when
     /// it panics.
     pub async fn request<Req: Payload, Resp: Payload>(
@@ -29,14 +31,15 @@ impl Node {
             .await
     }
 
-    /// [`request`](Self::request) with per-call options (a timeout).
+    /// [`request`](Self::request) with per-call options (a timeout, wait-for-ready).
     pub async fn request_with<Req: Payload, Resp: Payload>(
         &self,
         path: impl AsRef<str>,
         request: Req,
         options: RequestOptions,
     ) -> Result<Resp> {
-        self.request_value(path, Value::new(request), options)
+        let wanted = known_name::<Resp>();
+        self.call(path.as_ref(), Value::new(request), options, wanted)
             .await?
             .into_typed()
     }
@@ -48,19 +51,52 @@ impl Node {
         request: Value,
         options: RequestOptions,
     ) -> Result<Value> {
-        let path = path.as_ref();
+        self.call(path.as_ref(), request, options, None).await
+    }
+
+    /// Resolves `path`, checks the message types when the action's schema names them (the
+    /// caller expects a response named `wanted`, when known), and runs the handler.
+    async fn call(
+        &self,
+        path: &str,
+        request: Value,
+        options: RequestOptions,
+        wanted: Option<&'static str>,
+    ) -> Result<Value> {
         self.check_not_stopped()?;
         let timeout = options.timeout.unwrap_or(self.inner.config.request_timeout);
-        let deadline = Instant::now() + timeout;
-        let resolved = self
-            .inner
-            .registry
-            .resolve_action(&self.inner.network, path)?;
+        let deadline = deadline_after(timeout);
+        let registry = &self.inner.registry;
+        let limits = self.inner.config.path_limits();
+        let resolved = match registry.resolve_action(&self.inner.network, path, limits) {
+            Ok(resolved) => resolved,
+            Err(e) if e.code() == Code::NotFound => {
+                if !options.wait_for_ready {
+                    return Err(self.not_found(path));
+                }
+                self.wait_routable(path, deadline).await?;
+                registry
+                    .resolve_action(&self.inner.network, path, limits)
+                    .map_err(|_| self.not_found(path))?
+            }
+            Err(e) => return Err(e),
+        };
         let instance = resolved
             .slot
             .pick()
             .ok_or_else(|| Error::not_found(format!("no instance serves `{path}`")))?;
+        if let Some(types) = &instance.types {
+            // The handler's own Rust type needs no look (generated clients): only another
+            // type, whose name is known, is compared with the schema's.
+            if let Some(rust) = types.request_rust {
+                if !request.holds(rust) {
+                    types.check_request(path, request.known_name())?;
+                }
+            }
+            types.check_response(path, wanted)?;
+        }
         let handler = instance.handler.clone();
+        let health = instance.health.clone();
         let ctx = RequestContext::new(
             self.clone(),
             resolved.path,
@@ -68,7 +104,12 @@ impl Node {
             Caller::Local,
             deadline,
         );
-        run_handler(&handler, request, ctx, deadline, timeout, path).await
+        let answer = run_handler(&handler, request, ctx, deadline, timeout, path).await;
+        if matches!(&answer, Err(e) if e.code() == Code::DeadlineExceeded) {
+            // Other instances serve the next calls for a while; this one is retried later.
+            health.timed_out(self.inner.config.timeout_penalty);
+        }
+        answer
     }
 
     /// Serves a request from a peer with this node's own instance of the action (never
@@ -76,14 +117,23 @@ impl Node {
     pub(crate) async fn serve_remote(&self, request: InboundRequest) -> Result<Value> {
         self.check_not_stopped()?;
         let timeout = request.timeout.min(MAX_REMOTE_TIMEOUT);
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let path = request.path.as_str();
-        let resolved = self.inner.registry.resolve_action(&request.network, path)?;
-        let handler = resolved
+        let limits = self.inner.config.path_limits();
+        let resolved = self
+            .inner
+            .registry
+            .resolve_action(&request.network, path, limits)?;
+        let instance = resolved
             .slot
             .local()
-            .map(|instance| instance.handler.clone())
             .ok_or_else(|| Error::not_found(format!("no action `{path}` on this node")))?;
+        if let Some(types) = &instance.types {
+            // The caller names its message type when prost does (a scalar, `String`, `()`).
+            let sent = Some(request.payload_type.as_str()).filter(|t| !t.is_empty());
+            types.check_request(path, sent)?;
+        }
+        let handler = instance.handler.clone();
         let ctx = RequestContext::new(
             self.clone(),
             resolved.path,
@@ -94,6 +144,18 @@ impl Node {
         run_handler(&handler, request.payload, ctx, deadline, timeout, path).await
     }
 }
+
+/// The instant `timeout` from now; a timeout too long to represent (such as `Duration::MAX`)
+/// means a century, never a panic.
+pub(crate) fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(FOREVER))
+        .unwrap_or(now)
+}
+
+/// What "no deadline" means: longer than any process lives.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 
 /// A day: the longest a peer may ask a handler to run.
 const MAX_REMOTE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);

@@ -7,10 +7,15 @@
 //! - `{name}` matches one segment and hands its value to the handler as a path parameter.
 //!
 //! Requests and publishes use concrete paths (no `*`, `>` or `{…}`).
+//!
+//! A node bounds every path it is given or sent by length and depth (`PathLimits`, set from
+//! [`NodeConfig::max_path_len`](crate::NodeConfig::max_path_len) and
+//! [`max_path_depth`](crate::NodeConfig::max_path_depth)); nothing in this module recurses on
+//! a path, so even an unchecked path costs heap, not stack.
 
 mod path;
 mod trie;
 
-pub(crate) use path::split_concrete;
+pub(crate) use path::{DEFAULT_MAX_PATH_DEPTH, DEFAULT_MAX_PATH_LEN, PathLimits, split_concrete};
 pub use path::{PathError, PathParams, Segment, TopicPath, split_network};
 pub use trie::PathTrie;

@@ -51,6 +51,86 @@ pub enum PathError {
         "invalid path `{0}`: requests and events need a concrete path, without `*`, `>` or `{{…}}`"
     )]
     NotConcrete(String),
+    /// Longer than the node allows ([`NodeConfig::max_path_len`](crate::NodeConfig::max_path_len)).
+    #[error(
+        "invalid path `{start}…`: {len} bytes, over the limit of {max} (NodeConfig::max_path_len)"
+    )]
+    TooLong {
+        /// The start of the path as given.
+        start: String,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// More segments than the node allows
+    /// ([`NodeConfig::max_path_depth`](crate::NodeConfig::max_path_depth)).
+    #[error(
+        "invalid path `{start}…`: {depth} segments, over the limit of {max} (NodeConfig::max_path_depth)"
+    )]
+    TooDeep {
+        /// The start of the path as given.
+        start: String,
+        /// Its number of segments.
+        depth: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// The default of [`NodeConfig::max_path_len`](crate::NodeConfig::max_path_len), in bytes.
+pub(crate) const DEFAULT_MAX_PATH_LEN: usize = 1024;
+/// The default of [`NodeConfig::max_path_depth`](crate::NodeConfig::max_path_depth), in segments.
+pub(crate) const DEFAULT_MAX_PATH_DEPTH: usize = 32;
+
+/// How long (bytes, `network:` prefix included) and how deep (segments) a path may be. A node
+/// checks every path it is given or sent against the limits of its configuration before
+/// anything else looks at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PathLimits {
+    pub(crate) max_len: usize,
+    pub(crate) max_depth: usize,
+}
+
+impl Default for PathLimits {
+    fn default() -> Self {
+        PathLimits {
+            max_len: DEFAULT_MAX_PATH_LEN,
+            max_depth: DEFAULT_MAX_PATH_DEPTH,
+        }
+    }
+}
+
+impl PathLimits {
+    /// Refuses a path over the limits; costs at most `max_len` steps, whatever the input.
+    pub(crate) fn check(&self, full: &str) -> Result<(), PathError> {
+        if full.len() > self.max_len {
+            return Err(PathError::TooLong {
+                start: start_of(full),
+                len: full.len(),
+                max: self.max_len,
+            });
+        }
+        // A network name has no `/`, so every `/` separates two segments of the path.
+        let depth = full
+            .bytes()
+            .filter(|&b| b == b'/')
+            .count()
+            .saturating_add(1);
+        if depth > self.max_depth {
+            return Err(PathError::TooDeep {
+                start: start_of(full),
+                depth,
+                max: self.max_depth,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The first few dozen characters of `full`, for an error about a path too large to quote.
+fn start_of(full: &str) -> String {
+    full.chars().take(48).collect()
 }
 
 impl From<PathError> for crate::Error {
@@ -183,10 +263,14 @@ fn parse_segment(full: &str, seg: &str, position: usize, last: bool) -> Result<S
     })
 }
 
-/// Validates a concrete path exactly as [`TopicPath::parse_concrete`] does (same errors) and
-/// splits off its network, without building a [`TopicPath`]: for the publish path, which only
-/// needs the text.
-pub(crate) fn split_concrete(full: &str) -> Result<(Option<&str>, &str), PathError> {
+/// Validates a concrete path exactly as [`TopicPath::parse_concrete_within`] does (same errors)
+/// and splits off its network, without building a [`TopicPath`]: for the publish path, which
+/// only needs the text.
+pub(crate) fn split_concrete(
+    full: &str,
+    limits: PathLimits,
+) -> Result<(Option<&str>, &str), PathError> {
+    limits.check(full)?;
     let (network, path) = split_network(full)?;
     if path.is_empty() {
         return Err(PathError::Empty(full.to_owned()));
@@ -208,7 +292,22 @@ pub(crate) fn split_concrete(full: &str) -> Result<(Option<&str>, &str), PathErr
 }
 
 impl TopicPath {
-    /// Parses and validates a path or pattern.
+    /// [`parse`](Self::parse) within `limits`: what a node does with a path it is given.
+    pub(crate) fn parse_within(full: &str, limits: PathLimits) -> Result<Self, PathError> {
+        limits.check(full)?;
+        Self::parse(full)
+    }
+
+    /// [`parse_concrete`](Self::parse_concrete) within `limits`.
+    pub(crate) fn parse_concrete_within(full: &str, limits: PathLimits) -> Result<Self, PathError> {
+        limits.check(full)?;
+        Self::parse_concrete(full)
+    }
+
+    /// Parses and validates a path or pattern. Only the syntax is checked here: a node also
+    /// refuses paths over its length and depth limits
+    /// ([`NodeConfig::max_path_len`](crate::NodeConfig::max_path_len),
+    /// [`max_path_depth`](crate::NodeConfig::max_path_depth)).
     pub fn parse(full: &str) -> Result<Self, PathError> {
         let (network, path) = split_network(full)?;
         if path.is_empty() {
@@ -375,11 +474,41 @@ mod tests {
             "a/{b}/>/c",
             "a/*/{id}",
         ] {
-            let expected = TopicPath::parse_concrete(full)
+            let limits = PathLimits {
+                max_len: 16,
+                max_depth: 4,
+            };
+            let expected = TopicPath::parse_concrete_within(full, limits)
                 .map(|p| (p.network().map(str::to_owned), p.path().to_owned()));
-            let got = split_concrete(full).map(|(n, p)| (n.map(str::to_owned), p.to_owned()));
+            let got =
+                split_concrete(full, limits).map(|(n, p)| (n.map(str::to_owned), p.to_owned()));
             assert_eq!(got, expected, "{full:?}");
         }
+    }
+
+    #[test]
+    fn limits_bound_length_and_depth() {
+        let limits = PathLimits::default();
+        let at_depth = vec!["s"; DEFAULT_MAX_PATH_DEPTH].join("/");
+        assert!(TopicPath::parse_within(&at_depth, limits).is_ok());
+        let e = TopicPath::parse_within(&format!("{at_depth}/s"), limits).unwrap_err();
+        assert!(
+            matches!(e, PathError::TooDeep { depth, max, .. } if depth == max + 1),
+            "{e}"
+        );
+        let at_len = format!("net:{}", "x".repeat(DEFAULT_MAX_PATH_LEN - 4));
+        assert!(TopicPath::parse_within(&at_len, limits).is_ok());
+        let e = TopicPath::parse_within(&format!("{at_len}x"), limits).unwrap_err();
+        assert!(matches!(e, PathError::TooLong { .. }), "{e}");
+
+        // The limits come first, and the error quotes only the start of a huge path.
+        let huge = format!("{}a", "a/".repeat(200_000));
+        let e = TopicPath::parse_within(&huge, limits).unwrap_err();
+        assert!(matches!(e, PathError::TooLong { len: 400_001, .. }), "{e}");
+        assert!(e.to_string().len() < 200, "{e}");
+        assert!(split_concrete(&huge, limits).is_err());
+        // Plain `parse` checks only the syntax, and copes with any depth.
+        assert_eq!(TopicPath::parse(&huge).unwrap().segments().len(), 200_001);
     }
 
     #[test]

@@ -1,16 +1,20 @@
+use std::fmt;
+
 use rustc_hash::FxHashMap as HashMap;
 
 use super::path::{Segment, TopicPath};
 
 /// A trie of patterns. A lookup costs one step per segment of the looked-up path, whatever the
 /// number of registered patterns.
-#[derive(Debug)]
+///
+/// Nothing here recurses: every walk (insert, lookup, removal, drop) keeps its own stack or
+/// loop, so a path of any depth costs heap, never call stack (nodes also bound the depth of
+/// what they store: `NodeConfig::max_path_depth`).
 pub struct PathTrie<T> {
     root: Node<T>,
     len: usize,
 }
 
-#[derive(Debug)]
 struct Node<T> {
     literals: HashMap<Box<str>, Node<T>>,
     /// `*` and `{param}` both match any one segment; parameters are resolved from the pattern.
@@ -32,12 +36,68 @@ impl<T> Default for Node<T> {
     }
 }
 
+/// Dropping a deep chain of nodes field by field would recurse once per level: detach the
+/// children and drop them one at a time from a stack instead.
+impl<T> Drop for Node<T> {
+    fn drop(&mut self) {
+        let mut stack: Vec<Node<T>> = Vec::new();
+        take_children(self, &mut stack);
+        while let Some(mut node) = stack.pop() {
+            take_children(&mut node, &mut stack);
+            // `node` has no children left: its own drop does not go deeper.
+        }
+    }
+}
+
+fn take_children<T>(node: &mut Node<T>, into: &mut Vec<Node<T>>) {
+    into.extend(node.literals.drain().map(|(_, child)| child));
+    if let Some(child) = node.any.take() {
+        into.push(*child);
+    }
+}
+
 impl<T> Node<T> {
     fn is_empty(&self) -> bool {
         self.literals.is_empty()
             && self.any.is_none()
             && self.exact.is_empty()
             && self.rest.is_empty()
+    }
+
+    /// True when this node holds nothing but the edge for `seg`.
+    fn only_edge(&self, seg: &Segment) -> bool {
+        self.exact.is_empty()
+            && self.rest.is_empty()
+            && match seg {
+                Segment::Literal(_) => self.literals.len() == 1 && self.any.is_none(),
+                _ => self.literals.is_empty(),
+            }
+    }
+
+    /// The child that the pattern segment `seg` leads to (`>` stays on this node).
+    fn child(&self, seg: &Segment) -> Option<&Node<T>> {
+        match seg {
+            Segment::Literal(lit) => self.literals.get(&**lit),
+            Segment::Param(_) | Segment::Single => self.any.as_deref(),
+            Segment::Rest => Some(self),
+        }
+    }
+
+    fn child_mut(&mut self, seg: &Segment) -> Option<&mut Node<T>> {
+        match seg {
+            Segment::Literal(lit) => self.literals.get_mut(&**lit),
+            Segment::Param(_) | Segment::Single => self.any.as_deref_mut(),
+            Segment::Rest => Some(self),
+        }
+    }
+
+    /// Detaches the child that `seg` leads to; it is dropped by the caller (iteratively).
+    fn remove_child(&mut self, seg: &Segment) -> Option<Node<T>> {
+        match seg {
+            Segment::Literal(lit) => self.literals.remove(&**lit),
+            Segment::Param(_) | Segment::Single => self.any.take().map(|child| *child),
+            Segment::Rest => None,
+        }
     }
 }
 
@@ -47,6 +107,17 @@ impl<T> Default for PathTrie<T> {
             root: Node::default(),
             len: 0,
         }
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for PathTrie<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(
+                self.iter()
+                    .map(|(pattern, value)| (pattern.to_string(), value)),
+            )
+            .finish()
     }
 }
 
@@ -87,15 +158,66 @@ impl<T> PathTrie<T> {
     }
 
     /// Removes the entries stored under exactly `pattern` for which `remove` returns true, and
-    /// returns how many were removed.
+    /// returns how many were removed. Nodes left empty are pruned.
     pub fn remove_where(
         &mut self,
         pattern: &TopicPath,
         mut remove: impl FnMut(&T) -> bool,
     ) -> usize {
-        let removed = remove_in(&mut self.root, pattern, pattern.segments(), &mut remove);
-        self.len -= removed;
+        let segments = pattern.segments();
+        let rest = matches!(segments.last(), Some(Segment::Rest));
+        // The node the pattern ends on: a `>` is stored on the node before it.
+        let edges = segments.len().saturating_sub(usize::from(rest));
+        let Some(edges_path) = segments.get(..edges) else {
+            return 0;
+        };
+        let mut node = &mut self.root;
+        for seg in edges_path {
+            match node.child_mut(seg) {
+                Some(child) => node = child,
+                None => return 0,
+            }
+        }
+        let entries = if rest {
+            &mut node.rest
+        } else {
+            &mut node.exact
+        };
+        let before = entries.len();
+        entries.retain(|(p, v)| !(p == pattern && remove(v)));
+        let removed = before - entries.len();
+        self.len = self.len.saturating_sub(removed);
+        if removed > 0 && node.is_empty() {
+            self.prune(edges_path);
+        }
         removed
+    }
+
+    /// Detaches the empty tail of the chain `edges` ends on: from the deepest node on the way
+    /// that holds something besides the next edge (or the root), cut that edge.
+    fn prune(&mut self, edges: &[Segment]) {
+        let mut cut = 0;
+        let mut node = &self.root;
+        for (depth, seg) in edges.iter().enumerate() {
+            if !node.only_edge(seg) {
+                cut = depth;
+            }
+            match node.child(seg) {
+                Some(child) => node = child,
+                None => return,
+            }
+        }
+        let (Some(to_cut), Some(seg)) = (edges.get(..cut), edges.get(cut)) else {
+            return;
+        };
+        let mut node = &mut self.root;
+        for seg in to_cut {
+            match node.child_mut(seg) {
+                Some(child) => node = child,
+                None => return,
+            }
+        }
+        drop(node.remove_child(seg));
     }
 
     /// The entries stored under exactly `pattern` (one step per segment).
@@ -120,13 +242,61 @@ impl<T> PathTrie<T> {
 
     /// Every entry whose pattern matches the concrete `segments`.
     pub fn find_all<'a>(&'a self, segments: &[&str], out: &mut Vec<&'a (TopicPath, T)>) {
-        find_all_in(&self.root, segments, out);
+        // (node, how many segments it has consumed). Each trie node is reached by one path
+        // from the root, so each is visited at most once.
+        let mut stack = vec![(&self.root, 0usize)];
+        while let Some((node, depth)) = stack.pop() {
+            let Some(seg) = segments.get(depth) else {
+                out.extend(node.exact.iter());
+                continue;
+            };
+            out.extend(node.rest.iter());
+            if let Some(child) = node.literals.get(*seg) {
+                stack.push((child, depth + 1));
+            }
+            if let Some(child) = node.any.as_deref() {
+                stack.push((child, depth + 1));
+            }
+        }
     }
 
     /// The most specific entry matching `segments`: literal segments win over `*`/`{param}`,
     /// which win over `>`, segment by segment from the left.
     pub fn find_best(&self, segments: &[&str]) -> Option<&(TopicPath, T)> {
-        find_best_in(&self.root, segments)
+        enum Step<'a, T> {
+            /// Look below `node`, which has consumed `depth` segments.
+            Visit(&'a Node<T>, usize),
+            /// Both children of `node` failed: its `>` entries are the fallback.
+            Rest(&'a Node<T>),
+        }
+        // A depth-first search in preference order: the literal child, then the wildcard
+        // child, then the node's own `>` entries. Each trie node is visited at most once.
+        let mut stack = vec![Step::Visit(&self.root, 0)];
+        while let Some(step) = stack.pop() {
+            match step {
+                Step::Visit(node, depth) => {
+                    let Some(seg) = segments.get(depth) else {
+                        if let Some(found) = node.exact.first() {
+                            return Some(found);
+                        }
+                        continue;
+                    };
+                    stack.push(Step::Rest(node));
+                    if let Some(child) = node.any.as_deref() {
+                        stack.push(Step::Visit(child, depth + 1));
+                    }
+                    if let Some(child) = node.literals.get(*seg) {
+                        stack.push(Step::Visit(child, depth + 1));
+                    }
+                }
+                Step::Rest(node) => {
+                    if let Some(found) = node.rest.first() {
+                        return Some(found);
+                    }
+                }
+            }
+        }
+        None
     }
 
     /// Every stored entry.
@@ -141,79 +311,6 @@ impl<T> PathTrie<T> {
         }
         items.into_iter()
     }
-}
-
-fn remove_in<T>(
-    node: &mut Node<T>,
-    pattern: &TopicPath,
-    rest: &[Segment],
-    remove: &mut impl FnMut(&T) -> bool,
-) -> usize {
-    let Some((seg, tail)) = rest.split_first() else {
-        return drain(&mut node.exact, pattern, remove);
-    };
-    match seg {
-        Segment::Literal(lit) => {
-            let Some(child) = node.literals.get_mut(&**lit) else {
-                return 0;
-            };
-            let n = remove_in(child, pattern, tail, remove);
-            if child.is_empty() {
-                node.literals.remove(&**lit);
-            }
-            n
-        }
-        Segment::Param(_) | Segment::Single => {
-            let Some(child) = node.any.as_deref_mut() else {
-                return 0;
-            };
-            let n = remove_in(child, pattern, tail, remove);
-            if child.is_empty() {
-                node.any = None;
-            }
-            n
-        }
-        Segment::Rest => drain(&mut node.rest, pattern, remove),
-    }
-}
-
-fn drain<T>(
-    entries: &mut Vec<(TopicPath, T)>,
-    pattern: &TopicPath,
-    remove: &mut impl FnMut(&T) -> bool,
-) -> usize {
-    let before = entries.len();
-    entries.retain(|(p, v)| !(p == pattern && remove(v)));
-    before - entries.len()
-}
-
-fn find_all_in<'a, T>(node: &'a Node<T>, segments: &[&str], out: &mut Vec<&'a (TopicPath, T)>) {
-    let Some((seg, tail)) = segments.split_first() else {
-        out.extend(node.exact.iter());
-        return;
-    };
-    out.extend(node.rest.iter());
-    if let Some(child) = node.literals.get(*seg) {
-        find_all_in(child, tail, out);
-    }
-    if let Some(child) = node.any.as_deref() {
-        find_all_in(child, tail, out);
-    }
-}
-
-fn find_best_in<'a, T>(node: &'a Node<T>, segments: &[&str]) -> Option<&'a (TopicPath, T)> {
-    let Some((seg, tail)) = segments.split_first() else {
-        return node.exact.first();
-    };
-    node.literals
-        .get(*seg)
-        .and_then(|child| find_best_in(child, tail))
-        .or_else(|| {
-            node.any
-                .as_deref()
-                .and_then(|child| find_best_in(child, tail))
-        })
-        .or_else(|| node.rest.first())
 }
 
 #[cfg(test)]
@@ -300,5 +397,58 @@ mod tests {
         assert!(t.is_empty());
         assert!(t.root.is_empty());
         assert_eq!(t.iter().count(), 0);
+    }
+
+    #[test]
+    fn remove_prunes_only_the_dead_branch() {
+        let mut t = trie(&["a/b/c/d", "a/b", "a/{x}/c", "a/b/>"]);
+        let p = TopicPath::parse("a/b/c/d").unwrap();
+        assert_eq!(t.remove_where(&p, |_| true), 1);
+        // `a/b` still holds an entry and `a/b/>`; `c/d` below it is gone.
+        let b = t.root.literals.get("a").unwrap().literals.get("b").unwrap();
+        assert!(b.literals.is_empty());
+        assert_eq!(all(&t, "a/b"), vec![1]);
+        assert_eq!(all(&t, "a/b/c"), vec![2, 3]);
+        assert_eq!(best(&t, "a/b/c"), Some(3));
+        let p = TopicPath::parse("a/b/>").unwrap();
+        assert_eq!(t.remove_where(&p, |_| true), 1);
+        assert_eq!(best(&t, "a/b/c"), Some(2));
+        for p in ["a/b", "a/{x}/c"] {
+            let p = TopicPath::parse(p).unwrap();
+            assert_eq!(t.remove_where(&p, |_| true), 1);
+        }
+        assert!(t.root.is_empty());
+    }
+
+    /// A path of 200,000 segments: every walk would overflow the stack if it recursed once per
+    /// segment (inserting, looking up, removing, formatting and dropping).
+    #[test]
+    fn deep_paths_do_not_overflow_the_stack() {
+        const DEPTH: usize = 200_000;
+        let deep = format!("{}{{x}}", "a/".repeat(DEPTH - 1));
+        let deep_rest = format!("{}>", "a/".repeat(DEPTH - 1));
+        let concrete = vec!["a"; DEPTH];
+        let mut t = PathTrie::new();
+        t.insert(TopicPath::parse(&deep).unwrap(), 1);
+        t.insert(TopicPath::parse(&deep_rest).unwrap(), 2);
+        t.insert(TopicPath::parse("a/a").unwrap(), 3);
+        let mut out = Vec::new();
+        t.find_all(&concrete, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(t.find_best(&concrete).map(|(_, v)| *v), Some(1));
+        assert_eq!(t.iter().count(), 3);
+        assert!(format!("{t:?}").len() > DEPTH);
+        let p = TopicPath::parse(&deep).unwrap();
+        assert_eq!(t.get(&p).count(), 1);
+        assert_eq!(t.remove_where(&p, |_| true), 1);
+        assert_eq!(t.find_best(&concrete).map(|(_, v)| *v), Some(2));
+        drop(t); // still holds the deep `>` pattern
+
+        // Removing the only deep pattern prunes the whole chain at once.
+        let mut t = PathTrie::new();
+        t.insert(TopicPath::parse(&deep_rest).unwrap(), 1);
+        let p = TopicPath::parse(&deep_rest).unwrap();
+        assert_eq!(t.remove_where(&p, |_| true), 1);
+        assert!(t.root.is_empty());
     }
 }

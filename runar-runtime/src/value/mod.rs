@@ -13,6 +13,8 @@ use bytes::{Bytes, BytesMut};
 
 use crate::error::{Error, Result};
 
+pub(crate) mod types;
+
 /// A message Runar can carry: any prost message.
 ///
 /// prost implements [`prost::Message`] for `()` and for the protobuf wrapper types (`f64`, `i64`,
@@ -36,6 +38,7 @@ trait ErasedPayload: Send + Sync + 'static {
     fn encode_into(&self, buf: &mut BytesMut);
     fn encoded_len(&self) -> usize;
     fn type_name(&self) -> &'static str;
+    fn known_name(&self) -> Option<&'static str>;
     fn clone_box(&self) -> Box<dyn ErasedPayload>;
 }
 
@@ -55,6 +58,9 @@ impl<T: Payload> ErasedPayload for T {
     }
     fn type_name(&self) -> &'static str {
         std::any::type_name::<T>()
+    }
+    fn known_name(&self) -> Option<&'static str> {
+        types::known_name::<T>()
     }
     fn clone_box(&self) -> Box<dyn ErasedPayload> {
         Box::new(self.clone())
@@ -108,6 +114,23 @@ impl Value {
         match &self.repr {
             Repr::Typed(m) => Some(m.type_name()),
             Repr::Encoded(_) => None,
+        }
+    }
+
+    /// The protobuf name of the message held in memory, when prost names its type (the
+    /// scalars, `String`, bytes and `()`, as their `google.protobuf` wrappers and `Empty`).
+    pub(crate) fn known_name(&self) -> Option<&'static str> {
+        match &self.repr {
+            Repr::Typed(m) => m.known_name(),
+            Repr::Encoded(_) => None,
+        }
+    }
+
+    /// True when the value holds a message of Rust type `id` in memory.
+    pub(crate) fn holds(&self, id: std::any::TypeId) -> bool {
+        match &self.repr {
+            Repr::Typed(m) => m.as_any().type_id() == id,
+            Repr::Encoded(_) => false,
         }
     }
 

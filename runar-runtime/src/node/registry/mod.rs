@@ -6,17 +6,19 @@
 //! when there is one, otherwise round-robin over the others with a counter per action path.
 
 use rustc_hash::FxHashMap as HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 use crate::lock::{lock, read, write};
 use crate::network::{EventSink, PeerLink};
-use crate::routing::{PathParams, PathTrie, TopicPath, split_network};
 use crate::node::service::{ActionHandler, Caller};
+use crate::routing::{PathLimits, PathParams, PathTrie, TopicPath, split_network};
 use crate::value::Value;
+use crate::value::types::MessageTypes;
 
 /// Identifies a subscription, for [`Node::unsubscribe`](crate::Node::unsubscribe).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -46,7 +48,7 @@ pub(crate) enum Origin {
 /// Where a subscription's events go.
 pub(crate) enum Sink {
     /// A local handler's queue.
-    Local(mpsc::Sender<Event>),
+    Local(LocalSink),
     /// A peer's subscription `remote_id`: an opaque handle the network supplies, which queues
     /// events for the peer.
     Remote {
@@ -55,11 +57,46 @@ pub(crate) enum Sink {
     },
 }
 
+/// A local subscription's bounded queue, and what became of the events offered to it.
+pub(crate) struct LocalSink {
+    pub(crate) queue: mpsc::Sender<Event>,
+    pub(crate) counters: Arc<SubscriptionCounters>,
+}
+
+/// What became of the events offered to one local subscription.
+#[derive(Debug, Default)]
+pub(crate) struct SubscriptionCounters {
+    /// Events handed to the handler.
+    pub(crate) delivered: AtomicU64,
+    /// Events dropped because the queue was full (after the publisher's wait, if any).
+    pub(crate) dropped: AtomicU64,
+}
+
 /// One instance of an action.
 #[derive(Clone)]
 pub(crate) struct ActionInstance {
     pub(crate) origin: Origin,
     pub(crate) handler: ActionHandler,
+    /// Until when the balancer avoids this instance (it let a call time out).
+    pub(crate) health: InstanceHealth,
+    /// The action's message types, when its service has a schema.
+    pub(crate) types: Option<Arc<MessageTypes>>,
+}
+
+/// Whether an instance recently let a call time out; shared by the copies of one instance.
+#[derive(Clone, Default)]
+pub(crate) struct InstanceHealth(Arc<std::sync::Mutex<Option<Instant>>>);
+
+impl InstanceHealth {
+    /// Avoids the instance for `period` while another instance of the action exists.
+    pub(crate) fn timed_out(&self, period: Duration) {
+        *lock(&self.0) = Instant::now().checked_add(period);
+    }
+
+    /// True while the instance is avoided.
+    fn is_suspect(&self, now: Instant) -> bool {
+        lock(&self.0).is_some_and(|until| now < until)
+    }
 }
 
 /// Every instance of one action path.
@@ -74,17 +111,28 @@ pub(crate) struct ActionSlot {
 }
 
 impl ActionSlot {
-    /// The instance that should serve the next request: local first, else round-robin.
+    /// The instance that should serve the next request: local first, else round-robin over
+    /// the remote ones, skipping those that recently let a call time out while another one has
+    /// not (when all have, round-robin over all: they are retried).
     pub(crate) fn pick(&self) -> Option<&ActionInstance> {
         if let Some(local) = &self.local {
             return Some(local);
         }
-        match self.remote.len() {
-            0 => None,
-            n => self
-                .remote
-                .get(self.next.fetch_add(1, Ordering::Relaxed) % n),
+        let n = self.remote.len();
+        if n == 0 {
+            return None;
         }
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        if n > 1 {
+            let now = Instant::now();
+            let healthy = (0..n)
+                .filter_map(|i| self.remote.get((start + i) % n))
+                .find(|instance| !instance.health.is_suspect(now));
+            if healthy.is_some() {
+                return healthy;
+            }
+        }
+        self.remote.get(start)
     }
 
     /// This node's instance, if it has one.
@@ -161,10 +209,39 @@ pub(crate) struct Resolved {
 /// Every subscription by id, with its network.
 type SubscriptionIndex = HashMap<SubscriptionId, (Arc<str>, Arc<Subscription>)>;
 
+/// The Levenshtein distance between `a` and `b`, in characters (two rows, no recursion).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    let mut current = vec![0; previous.len()];
+    for (i, ca) in a.chars().enumerate() {
+        if let Some(first) = current.first_mut() {
+            *first = i.saturating_add(1);
+        }
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous
+                .get(j)
+                .map_or(usize::MAX, |d| d.saturating_add(usize::from(ca != *cb)));
+            let delete = previous
+                .get(j.saturating_add(1))
+                .map_or(usize::MAX, |d| d.saturating_add(1));
+            let insert = current.get(j).map_or(usize::MAX, |d| d.saturating_add(1));
+            if let Some(cell) = current.get_mut(j.saturating_add(1)) {
+                *cell = substitute.min(delete).min(insert);
+            }
+        }
+        std::mem::swap(&mut previous, &mut current);
+    }
+    previous.last().copied().unwrap_or(0)
+}
+
 /// The node's routing tables, one set per network.
 #[derive(Default)]
 pub(crate) struct Registry {
     networks: RwLock<HashMap<Arc<str>, NetworkTable>>,
+    /// Bumped whenever an action instance comes or goes (and when peers change), so that
+    /// readiness waits ([`Registry::changes`]) wake on a change instead of polling.
+    changes: tokio::sync::watch::Sender<u64>,
     /// Every subscription by id, with its network.
     subscriptions: RwLock<SubscriptionIndex>,
     /// Where `OnePerService` delivery stands for each subscribing group.
@@ -206,7 +283,20 @@ impl Registry {
             }
         }
         Self::put_slot(table, pattern, Some(Arc::new(slot)));
+        drop(networks);
+        self.notify_changed();
         Ok(())
+    }
+
+    /// A receiver that sees every later change of the action tables (see
+    /// [`Registry::notify_changed`]). Subscribe before checking, then wait on `changed()`.
+    pub(crate) fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Wakes everything waiting for a change (an action or a peer came or went).
+    pub(crate) fn notify_changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Removes the instances of `pattern` in `network` that come from `origin`.
@@ -221,6 +311,8 @@ impl Registry {
         let slot = slot.filtered(|i| i.origin != *origin);
         let slot = (!slot.is_empty()).then(|| Arc::new(slot));
         Self::put_slot(table, pattern.clone(), slot);
+        drop(networks);
+        self.notify_changed();
     }
 
     fn put_slot(table: &mut NetworkTable, pattern: TopicPath, slot: Option<Arc<ActionSlot>>) {
@@ -242,8 +334,14 @@ impl Registry {
     }
 
     /// The slot serving `path` (with an optional `network:` prefix, else `default_network`),
-    /// and the template parameters the path fills in.
-    pub(crate) fn resolve_action(&self, default_network: &str, path: &str) -> Result<Resolved> {
+    /// and the template parameters the path fills in. A path that is not a registered literal
+    /// must be valid and within `limits`.
+    pub(crate) fn resolve_action(
+        &self,
+        default_network: &str,
+        path: &str,
+        limits: PathLimits,
+    ) -> Result<Resolved> {
         let (network, bare) = split_network(path)?;
         let network = network.unwrap_or(default_network);
         let networks = read(&self.networks);
@@ -256,7 +354,7 @@ impl Registry {
             });
         }
         // Not a literal action: validate the path, then look for a template that matches.
-        let concrete = TopicPath::parse_concrete(path)?;
+        let concrete = TopicPath::parse_concrete_within(path, limits)?;
         let segments: Vec<&str> = concrete.path().split('/').collect();
         if let Some((pattern, slot)) = table.and_then(|t| t.patterned.find_best(&segments)) {
             return Ok(Resolved {
@@ -284,6 +382,21 @@ impl Registry {
             .collect();
         paths.sort();
         paths
+    }
+
+    /// The registered action path in `network` closest to `path` (by edit distance), when it
+    /// is close enough to be a likely typo: at most a third of the path's length, and 3.
+    pub(crate) fn closest_action(&self, network: &str, path: &str) -> Option<String> {
+        let len = path.chars().count();
+        let limit = (len / 3).clamp(1, 3);
+        self.action_paths(network)
+            .into_iter()
+            // Lengths further apart than the limit cannot be within it: skip the work.
+            .filter(|known| known.chars().count().abs_diff(len) <= limit)
+            .map(|known| (edit_distance(path, &known), known))
+            .filter(|(d, _)| *d <= limit)
+            .min()
+            .map(|(_, known)| known)
     }
 
     /// Adds a subscription in `network`.
@@ -316,6 +429,21 @@ impl Registry {
         read(&self.subscriptions).get(&id).map(|(_, s)| s.clone())
     }
 
+    /// This node's own subscriptions in `network` among `ids`, in the order of `ids` (one
+    /// lookup under one lock).
+    pub(crate) fn local_subscriptions_in(
+        &self,
+        network: &str,
+        ids: &[u64],
+    ) -> Vec<Arc<Subscription>> {
+        let index = read(&self.subscriptions);
+        ids.iter()
+            .filter_map(|id| index.get(&SubscriptionId(*id)))
+            .filter(|(n, s)| **n == *network && s.origin == Origin::Local)
+            .map(|(_, s)| s.clone())
+            .collect()
+    }
+
     /// This node's own subscriptions, with their networks.
     pub(crate) fn local_subscriptions(&self) -> Vec<(Arc<str>, Arc<Subscription>)> {
         let mut subs: Vec<_> = read(&self.subscriptions)
@@ -325,6 +453,16 @@ impl Registry {
             .collect();
         subs.sort_by_key(|(_, s)| s.id);
         subs
+    }
+
+    /// The subscriptions that came from `origin`, with their networks (for the fuzz targets).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn subscriptions_from(&self, origin: Origin) -> Vec<(Arc<str>, Arc<Subscription>)> {
+        read(&self.subscriptions)
+            .values()
+            .filter(|(_, s)| s.origin == origin)
+            .cloned()
+            .collect()
     }
 
     /// Removes every action instance and subscription learned over `link`.
@@ -355,6 +493,8 @@ impl Registry {
                 }
             }
         }
+        drop(networks);
+        self.notify_changed();
     }
 
     /// The subscriptions in `network` whose pattern matches the concrete `segments`.
@@ -387,5 +527,6 @@ impl Registry {
             sub.active.store(false, Ordering::Release);
         }
         write(&self.networks).clear();
+        self.notify_changed();
     }
 }

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::identity::NodeId;
 use crate::lock::lock;
+use crate::node::service::{ActionHandler, EventHandler, action_handler, event_handler};
 use crate::node::{Node, PublishOptions, RequestOptions, SubscribeOptions, SubscriptionId};
 use crate::routing::{PathParams, TopicPath};
-use crate::node::service::{ActionHandler, EventHandler, action_handler, event_handler};
-use crate::value::{Payload, Value};
+use crate::value::{Payload, Value, types};
 
 /// Who sent a request or published an event.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -206,6 +206,8 @@ pub struct LifecycleContext {
     node: Node,
     service_path: Arc<str>,
     registrations: Arc<Mutex<Registrations>>,
+    /// The service's schema, which names its actions' message types.
+    schema: Option<&'static [u8]>,
 }
 
 impl LifecycleContext {
@@ -213,11 +215,13 @@ impl LifecycleContext {
         node: Node,
         service_path: Arc<str>,
         registrations: Arc<Mutex<Registrations>>,
+        schema: Option<&'static [u8]>,
     ) -> Self {
         LifecycleContext {
             node,
             service_path,
             registrations,
+            schema,
         }
     }
 
@@ -233,6 +237,10 @@ impl LifecycleContext {
 
     /// Registers the action `<service path>/<name>` with a typed handler. `name` may have
     /// several segments and `{param}` templates (`items/{id}`).
+    ///
+    /// When the service has a schema naming the action's rpc, a dynamic call with another
+    /// message type than the rpc's (say a `String` to an action that takes a `Todo`) fails
+    /// with `InvalidArgument` naming both types, instead of decoding whatever fits.
     pub async fn register_action<Req, Resp, F, Fut>(&self, name: &str, handler: F) -> Result<()>
     where
         Req: Payload,
@@ -240,14 +248,33 @@ impl LifecycleContext {
         F: Fn(Req, RequestContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp>> + Send + 'static,
     {
-        self.register_action_raw(name, action_handler(handler))
-            .await
+        let types = self
+            .schema
+            .and_then(|schema| types::action_types(schema, name))
+            .map(|(request, response)| {
+                Arc::new(types::MessageTypes {
+                    request,
+                    response,
+                    request_rust: Some(std::any::TypeId::of::<Req>()),
+                    request_alias: types::known_name::<Req>(),
+                })
+            });
+        self.register(name, action_handler(handler), types)
     }
 
     /// Registers the action `<service path>/<name>` with a type-erased handler.
     pub async fn register_action_raw(&self, name: &str, handler: ActionHandler) -> Result<()> {
+        self.register(name, handler, None)
+    }
+
+    fn register(
+        &self,
+        name: &str,
+        handler: ActionHandler,
+        types: Option<Arc<types::MessageTypes>>,
+    ) -> Result<()> {
         let full = format!("{}/{}", self.service_path, name);
-        let pattern = TopicPath::parse(&full)?;
+        let pattern = TopicPath::parse_within(&full, self.node.config().path_limits())?;
         if pattern.network().is_some() {
             return Err(Error::invalid_argument(format!(
                 "action `{name}`: an action lives in its service's network; drop the `network:` prefix"
@@ -255,7 +282,7 @@ impl LifecycleContext {
         }
         let pattern = self
             .node
-            .register_action(pattern, &self.service_path, handler)?;
+            .register_action(pattern, &self.service_path, handler, types)?;
         lock(&self.registrations).actions.push(pattern);
         Ok(())
     }

@@ -1,0 +1,121 @@
+//! What the node counts about its events: [`NodeStats`] and [`SubscriptionStats`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{Node, SubscriptionId};
+use crate::network::PeerEventCounters;
+use crate::node::registry::Sink;
+
+/// Counters of a node's events since it was created, from [`Node::stats`].
+///
+/// Deliveries are counted per subscription: an event that reaches three subscriptions (local,
+/// or named in the message to a peer) counts three. Every delivery offered ends up delivered,
+/// dropped, or still queued (or discarded with its subscription, on unsubscribe or stop).
+///
+/// ```
+/// use runar_runtime::{Node, NodeConfig};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> runar_runtime::Result<()> {
+/// let node = Node::new(NodeConfig::new("node-a", "demo")).await?;
+/// node.start().await?;
+/// node.publish("nobody/listens", 1.0f64).await?;
+/// let stats = node.stats();
+/// assert_eq!(stats.events_published, 1);
+/// assert_eq!(stats.events_dropped, 0);
+/// # node.stop().await
+/// # }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// Events published on this node (`publish` calls with a valid topic, and the node's own
+    /// `$registry` events).
+    pub events_published: u64,
+    /// Events that arrived from peers, accepted or not.
+    pub events_received: u64,
+    /// Deliveries handed to a local subscription's handler, plus deliveries written to a
+    /// peer's event stream.
+    pub events_delivered: u64,
+    /// Deliveries lost: a local subscription's queue or a peer's queue was full (after the
+    /// publisher's wait, if it asked for one), the peer was gone, or a write to the peer
+    /// failed. Each loss is also logged (rate-limited).
+    pub events_dropped: u64,
+    /// What peers sent that was refused: an event with an invalid topic or one in a local-only
+    /// namespace (`$registry/…`) counts once; each subscription id an event named that is not
+    /// one of this node's subscriptions for that network and topic (or that it named twice)
+    /// counts once.
+    pub events_rejected: u64,
+    /// Peers disconnected because their event stream made no progress for
+    /// [`NetworkConfig::slow_consumer_timeout`](crate::NetworkConfig).
+    pub slow_consumers: u64,
+}
+
+/// What became of the events offered to one local subscription, from
+/// [`Node::subscription_stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SubscriptionStats {
+    /// Events handed to the handler.
+    pub delivered: u64,
+    /// Events dropped because the subscription's queue was full.
+    pub dropped: u64,
+    /// Events waiting in the queue now.
+    pub queued: usize,
+}
+
+/// The node's own event counters; the network's are in [`PeerEventCounters`].
+#[derive(Debug, Default)]
+pub(crate) struct NodeCounters {
+    pub(crate) published: AtomicU64,
+    pub(crate) received: AtomicU64,
+    /// Deliveries to local handlers.
+    pub(crate) delivered: AtomicU64,
+    /// Deliveries dropped at a full local or peer queue, or for a peer that was gone.
+    pub(crate) dropped: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    /// Shared with the mesh's event writers.
+    pub(crate) peers: Arc<PeerEventCounters>,
+}
+
+/// Adds `n` to a counter.
+pub(crate) fn count(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+fn get(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+impl Node {
+    /// The node's event counters: published, received, delivered, dropped, rejected, and
+    /// slow consumers disconnected.
+    pub fn stats(&self) -> NodeStats {
+        let c = &self.inner.counters;
+        NodeStats {
+            events_published: get(&c.published),
+            events_received: get(&c.received),
+            events_delivered: get(&c.delivered).saturating_add(get(&c.peers.written)),
+            events_dropped: get(&c.dropped).saturating_add(get(&c.peers.dropped)),
+            events_rejected: get(&c.rejected),
+            slow_consumers: get(&c.peers.slow_consumers),
+        }
+    }
+
+    /// What became of the events offered to the local subscription `id`; `None` when there is
+    /// no such subscription (any more).
+    pub fn subscription_stats(&self, id: impl Into<SubscriptionId>) -> Option<SubscriptionStats> {
+        let sub = self.inner.registry.subscription(id.into())?;
+        let Sink::Local(local) = &sub.sink else {
+            return None;
+        };
+        Some(SubscriptionStats {
+            delivered: get(&local.counters.delivered),
+            dropped: get(&local.counters.dropped),
+            queued: local
+                .queue
+                .max_capacity()
+                .saturating_sub(local.queue.capacity()),
+        })
+    }
+}
