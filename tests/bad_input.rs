@@ -7,26 +7,13 @@ mod common;
 
 use std::time::Duration;
 
+use common::fixture::Fixture;
 use common::{WAIT, key, started, wait_for};
 use prost::Message;
 use runar::__private::{NodeKeypair, Transport, TransportConfig, read_frame, wire, write_frame};
-use runar::{AbstractService, Code, DiscoveryOptions, LifecycleContext, Node};
+use runar::{Code, DiscoveryOptions, Node};
 
 const MAX: usize = 4 * 1024 * 1024;
-
-struct Echo;
-impl AbstractService for Echo {
-    fn name(&self) -> &str {
-        "Echo"
-    }
-    fn path(&self) -> &str {
-        "echo"
-    }
-    async fn init(&self, ctx: &LifecycleContext) -> runar::Result<()> {
-        ctx.register_action("double", |n: u64, _| async move { Ok(n * 2) })
-            .await
-    }
-}
 
 /// A raw QUIC client admitted to the network (it holds the key).
 async fn raw_client(target: &Node) -> (Transport, quinn::Connection, NodeKeypair) {
@@ -109,7 +96,7 @@ fn request_frame(path: &str, payload: &[u8]) -> Vec<u8> {
 async fn server() -> (Node, Node) {
     common::init_tracing();
     let a = common::node("a", &key(), DiscoveryOptions::none()).await;
-    a.add_service(Echo).await.unwrap();
+    a.add_service(Fixture::new("a").0).await.unwrap();
     a.start().await.unwrap();
     let b = started("b", &key(), &[&a]).await;
     wait_for("b to connect", || b.peers() == [a.node_id()]).await;
@@ -323,7 +310,7 @@ async fn deep_announced_paths_within_raised_limits_are_routed_and_removed() {
         .with_path_limits(1 << 20, 300_000)
         .with_network_config(common::network(&key(), DiscoveryOptions::none()));
     let a = Node::new(config).await.unwrap();
-    a.add_service(Echo).await.unwrap();
+    a.add_service(Fixture::new("a").0).await.unwrap();
     a.start().await.unwrap();
     let (_t, conn, keypair) = raw_client(&a).await;
     let _control = hello_announcing(&conn, &keypair, deep_capabilities()).await;

@@ -6,28 +6,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::fixture::Fixture;
 use common::{WAIT, key, wait_for};
-use runar::{AbstractService, DiscoveryOptions, LifecycleContext, MemoryHub, Node, PeerEvent};
+use runar::{DiscoveryOptions, MemoryHub, Node, PeerEvent};
 use tokio::sync::mpsc;
-
-struct Named(&'static str);
-impl AbstractService for Named {
-    fn name(&self) -> &str {
-        "Named"
-    }
-    fn path(&self) -> &str {
-        "named"
-    }
-    async fn init(&self, ctx: &LifecycleContext) -> runar::Result<()> {
-        let name = self.0;
-        ctx.register_action("who", move |_: (), _| async move { Ok(name.to_string()) })
-            .await
-    }
-}
 
 async fn serving(name: &'static str, discovery: DiscoveryOptions) -> Node {
     let node = common::node(name, &key(), discovery).await;
-    node.add_service(Named(name)).await.unwrap();
+    node.add_service(Fixture::new(name).0).await.unwrap();
     node.start().await.unwrap();
     node
 }
@@ -59,12 +45,7 @@ async fn memory_hub_nodes_connect_and_report_registry_events() {
     .await;
     let mut seen = std::collections::HashSet::new();
     for _ in 0..4 {
-        seen.insert(
-            watcher
-                .request::<(), String>("named/who", ())
-                .await
-                .unwrap(),
-        );
+        seen.insert(watcher.request::<(), String>("echo/who", ()).await.unwrap());
     }
     assert_eq!(seen.len(), 2);
 
@@ -117,10 +98,7 @@ async fn memory_hub_nodes_connect_and_report_registry_events() {
     );
     for _ in 0..3 {
         assert_eq!(
-            watcher
-                .request::<(), String>("named/who", ())
-                .await
-                .unwrap(),
+            watcher.request::<(), String>("echo/who", ()).await.unwrap(),
             "b"
         );
     }
@@ -140,9 +118,9 @@ async fn multicast_nodes_find_each_other_and_a_goodbye_is_fast() {
     })
     .await;
     println!("two nodes connected {:?} after start", started.elapsed());
-    assert_eq!(a.request::<(), String>("named/who", ()).await.unwrap(), "a");
+    assert_eq!(a.request::<(), String>("echo/who", ()).await.unwrap(), "a");
     // b's instance is reachable from a by its own node's view: b answers for itself.
-    assert_eq!(b.request::<(), String>("named/who", ()).await.unwrap(), "b");
+    assert_eq!(b.request::<(), String>("echo/who", ()).await.unwrap(), "b");
 
     let stopped = Instant::now();
     let stopping = tokio::spawn({

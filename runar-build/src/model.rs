@@ -54,19 +54,7 @@ pub(crate) fn analyze(
     pool: &DescriptorPool,
     overrides: &BTreeMap<String, String>,
 ) -> Result<Model, Error> {
-    for name in overrides.keys() {
-        if pool.get_service_by_name(name).is_none() {
-            let known: Vec<String> = pool.services().map(|s| s.full_name().to_owned()).collect();
-            return Err(Error::UnknownService {
-                service: name.clone(),
-                known: if known.is_empty() {
-                    "none".to_owned()
-                } else {
-                    known.join(", ")
-                },
-            });
-        }
-    }
+    check_overrides(pool, overrides)?;
 
     let path_option = pool.get_extension_by_name(SERVICE_PATH_OPTION);
     let event_option = pool.get_extension_by_name(EVENT_OPTION);
@@ -77,119 +65,12 @@ pub(crate) fn analyze(
 
     for service in pool.services() {
         let file = service.parent_file();
-        let file_name = file.name().to_owned();
         let construct = format!("service {}", service.full_name());
-
-        let path = match overrides.get(service.full_name()) {
-            Some(path) => {
-                check_path(path, "set in build.rs", &file, &service, &construct)?;
-                path.clone()
-            }
-            None => match string_option(&service.options(), path_option.as_ref()) {
-                Some(path) => {
-                    check_path(
-                        &path,
-                        "set by (runar.service_path)",
-                        &file,
-                        &service,
-                        &construct,
-                    )?;
-                    path
-                }
-                None => naming::snake_case(service.name()),
-            },
-        };
-
-        let mut events = HashSet::new();
-        let mut endpoints = HashMap::new();
-        // Rust names the client takes, with the rpc that took each.
-        let mut client_names: HashMap<String, String> = naming::CLIENT_RESERVED
-            .iter()
-            .map(|n| ((*n).to_owned(), String::new()))
-            .collect();
-        // Action and event names, with the rpc that took each.
-        let mut endpoint_names: HashMap<String, String> = HashMap::new();
-
-        for method in service.methods() {
-            let line = line_of(&file, method.path());
-            let method_construct = format!("{construct}, method {}", method.name());
-            check_streaming(&file_name, line, &service, &method)?;
-            let is_event = bool_option(&method.options(), event_option.as_ref());
-            let endpoint = naming::snake_case(method.name());
-
-            if let Some(other) = endpoint_names.insert(endpoint.clone(), method.name().to_owned()) {
-                return Err(Error::Unsupported {
-                    file: file_name,
-                    line,
-                    construct: method_construct,
-                    reason: format!(
-                        "its snake_case name `{endpoint}` is also the name of rpc {other}; \
-                         rename one of them"
-                    ),
-                });
-            }
-            let taken: Vec<String> = if is_event {
-                vec![
-                    naming::publish_method(&endpoint),
-                    naming::subscribe_method(&endpoint),
-                ]
-            } else {
-                vec![endpoint.clone()]
-            };
-            for name in taken {
-                if let Some(other) = client_names.insert(name.clone(), method.name().to_owned()) {
-                    let reason = if other.is_empty() {
-                        format!(
-                            "the generated client method `{name}` would collide with the client's own `{name}`; rename the rpc"
-                        )
-                    } else {
-                        format!(
-                            "the generated client method `{name}` would collide with the one generated for rpc {other}; rename one of them"
-                        )
-                    };
-                    return Err(Error::Unsupported {
-                        file: file_name,
-                        line,
-                        construct: method_construct,
-                        reason,
-                    });
-                }
-            }
-            if is_event {
-                events.insert(method.name().to_owned());
-            }
-            endpoints.insert(method.name().to_owned(), endpoint);
-        }
-
-        for module in [
-            naming::server_module(service.name()),
-            naming::client_module(service.name()),
-        ] {
-            let key = (service.package_name().to_owned(), module.clone());
-            if let Some(other) = modules.insert(key, service.full_name().to_owned()) {
-                return Err(Error::Unsupported {
-                    file: file_name,
-                    line: line_of(&file, service.path()),
-                    construct,
-                    reason: format!(
-                        "its generated module `{module}` is also generated for service {other}; rename one of them"
-                    ),
-                });
-            }
-            if let Some(message) = colliding_message_module(pool, service.package_name(), &module) {
-                return Err(Error::Unsupported {
-                    file: file_name,
-                    line: line_of(&file, service.path()),
-                    construct,
-                    reason: format!(
-                        "its generated module `{module}` collides with the module prost generates for the nested types of message {message}; rename one of them"
-                    ),
-                });
-            }
-        }
-
+        let path = service_path(&service, overrides, path_option.as_ref(), &construct)?;
+        let (events, endpoints) = read_methods(&service, event_option.as_ref(), &construct)?;
+        check_modules(pool, &service, &mut modules, &construct)?;
         let schema = schemas
-            .entry(file_name)
+            .entry(file.name().to_owned())
             .or_insert_with(|| schema_of(&file))
             .clone();
         model.services.insert(
@@ -203,6 +84,176 @@ pub(crate) fn analyze(
         );
     }
     Ok(model)
+}
+
+/// Fails when build.rs sets the path of a service that no file defines.
+fn check_overrides(
+    pool: &DescriptorPool,
+    overrides: &BTreeMap<String, String>,
+) -> Result<(), Error> {
+    for name in overrides.keys() {
+        if pool.get_service_by_name(name).is_none() {
+            let known: Vec<String> = pool.services().map(|s| s.full_name().to_owned()).collect();
+            return Err(Error::UnknownService {
+                service: name.clone(),
+                known: if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                },
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The service's path: set in build.rs, else by `(runar.service_path)`, else the snake_case
+/// of its name. A path that is set is checked.
+fn service_path(
+    service: &ServiceDescriptor,
+    overrides: &BTreeMap<String, String>,
+    path_option: Option<&ExtensionDescriptor>,
+    construct: &str,
+) -> Result<String, Error> {
+    let file = service.parent_file();
+    if let Some(path) = overrides.get(service.full_name()) {
+        check_path(path, "set in build.rs", &file, service, construct)?;
+        return Ok(path.clone());
+    }
+    match string_option(&service.options(), path_option) {
+        Some(path) => {
+            check_path(
+                &path,
+                "set by (runar.service_path)",
+                &file,
+                service,
+                construct,
+            )?;
+            Ok(path)
+        }
+        None => Ok(naming::snake_case(service.name())),
+    }
+}
+
+/// Reads the service's rpcs: the names of those that are events, and the action or event name
+/// of each. Fails on a streaming rpc and on a generated name that two rpcs, or an rpc and the
+/// client itself, would share.
+fn read_methods(
+    service: &ServiceDescriptor,
+    event_option: Option<&ExtensionDescriptor>,
+    construct: &str,
+) -> Result<(HashSet<String>, HashMap<String, String>), Error> {
+    let file = service.parent_file();
+    let file_name = file.name();
+    let mut events = HashSet::new();
+    let mut endpoints = HashMap::new();
+    // Rust names the client takes, with the rpc that took each.
+    let mut client_names: HashMap<String, String> = naming::CLIENT_RESERVED
+        .iter()
+        .map(|n| ((*n).to_owned(), String::new()))
+        .collect();
+    // Action and event names, with the rpc that took each.
+    let mut endpoint_names: HashMap<String, String> = HashMap::new();
+
+    for method in service.methods() {
+        let line = line_of(&file, method.path());
+        let method_construct = format!("{construct}, method {}", method.name());
+        check_streaming(file_name, line, service, &method)?;
+        let is_event = bool_option(&method.options(), event_option);
+        let endpoint = naming::snake_case(method.name());
+
+        if let Some(other) = endpoint_names.insert(endpoint.clone(), method.name().to_owned()) {
+            return Err(Error::Unsupported {
+                file: file_name.to_owned(),
+                line,
+                construct: method_construct,
+                reason: format!(
+                    "its snake_case name `{endpoint}` is also the name of rpc {other}; \
+                     rename one of them"
+                ),
+            });
+        }
+        let taken: Vec<String> = if is_event {
+            vec![
+                naming::publish_method(&endpoint),
+                naming::subscribe_method(&endpoint),
+            ]
+        } else {
+            vec![endpoint.clone()]
+        };
+        for name in taken {
+            if let Some(reason) = claim_client_name(&mut client_names, name, method.name()) {
+                return Err(Error::Unsupported {
+                    file: file_name.to_owned(),
+                    line,
+                    construct: method_construct,
+                    reason,
+                });
+            }
+        }
+        if is_event {
+            events.insert(method.name().to_owned());
+        }
+        endpoints.insert(method.name().to_owned(), endpoint);
+    }
+    Ok((events, endpoints))
+}
+
+/// Claims the client method `name` for `rpc`; on a collision, says with what.
+fn claim_client_name(
+    client_names: &mut HashMap<String, String>,
+    name: String,
+    rpc: &str,
+) -> Option<String> {
+    let other = client_names.insert(name.clone(), rpc.to_owned())?;
+    Some(if other.is_empty() {
+        format!(
+            "the generated client method `{name}` would collide with the client's own `{name}`; rename the rpc"
+        )
+    } else {
+        format!(
+            "the generated client method `{name}` would collide with the one generated for rpc {other}; rename one of them"
+        )
+    })
+}
+
+/// Fails when the service's generated modules (`<name>_server`, `<name>_client`) are also
+/// generated for another service of its package, or for a message's nested types. `modules`
+/// holds the modules taken so far, by package.
+fn check_modules(
+    pool: &DescriptorPool,
+    service: &ServiceDescriptor,
+    modules: &mut HashMap<(String, String), String>,
+    construct: &str,
+) -> Result<(), Error> {
+    let file = service.parent_file();
+    for module in [
+        naming::server_module(service.name()),
+        naming::client_module(service.name()),
+    ] {
+        let key = (service.package_name().to_owned(), module.clone());
+        if let Some(other) = modules.insert(key, service.full_name().to_owned()) {
+            return Err(Error::Unsupported {
+                file: file.name().to_owned(),
+                line: line_of(&file, service.path()),
+                construct: construct.to_owned(),
+                reason: format!(
+                    "its generated module `{module}` is also generated for service {other}; rename one of them"
+                ),
+            });
+        }
+        if let Some(message) = colliding_message_module(pool, service.package_name(), &module) {
+            return Err(Error::Unsupported {
+                file: file.name().to_owned(),
+                line: line_of(&file, service.path()),
+                construct: construct.to_owned(),
+                reason: format!(
+                    "its generated module `{module}` collides with the module prost generates for the nested types of message {message}; rename one of them"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Fails on a streaming rpc, naming the file, the line, the service and the method.

@@ -6,7 +6,7 @@ use runar_codegen::naming;
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{
-    Attribute, FnArg, Ident, ImplItem, ItemImpl, ItemTrait, LitStr, Pat, Path, ReturnType,
+    Attribute, FnArg, Ident, ImplItem, ItemImpl, ItemTrait, LitStr, Pat, PatType, Path, ReturnType,
     Signature, TraitItem, Type, Visibility,
 };
 
@@ -342,6 +342,27 @@ fn read_method(
     errors: &mut Errors,
 ) -> Option<Method> {
     let errors_before = errors.count();
+    check_signature(sig, errors);
+    let kind = read_kind(sig, role, errors);
+    let is_action = matches!(kind, Kind::Action { .. });
+    check_receiver(sig, errors);
+    let args = read_params(sig, is_action, generic_types, errors);
+    let (ret, ret_kind) = read_return(sig, is_action, errors)?;
+    (errors.count() == errors_before).then(|| Method {
+        ident: sig.ident.clone(),
+        kind,
+        args,
+        ret,
+        ret_kind,
+        docs: args::docs(attrs),
+        cfgs: args::cfgs(attrs),
+        allows: args::allows(attrs),
+    })
+}
+
+/// Refuses what a service method cannot be: not async, const, unsafe, extern, generic,
+/// variadic.
+fn check_signature(sig: &Signature, errors: &mut Errors) {
     if sig.asyncness.is_none() {
         errors.push_new(
             sig.fn_token.span,
@@ -368,8 +389,12 @@ fn read_method(
     if let Some(v) = &sig.variadic {
         errors.push_spanned(v, "a service method cannot be variadic".to_owned());
     }
+}
 
-    let kind = match role {
+/// The method's kind from its role: an action (its name checked) or a subscription (its topic
+/// checked).
+fn read_kind(sig: &Signature, role: Role, errors: &mut Errors) -> Kind {
+    match role {
         Role::Action { name } => {
             let (name, span) = match name {
                 Some(lit) => (lit.value(), lit.span()),
@@ -392,15 +417,16 @@ fn read_method(
             }
             Kind::Subscribe { topic }
         }
-    };
-    let is_action = matches!(kind, Kind::Action { .. });
+    }
+}
 
-    let mut inputs = sig.inputs.iter_mut();
-    match inputs.next() {
+/// Requires `&self` as the first parameter.
+fn check_receiver(sig: &Signature, errors: &mut Errors) {
+    match sig.inputs.first() {
         Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_none() => {}
         Some(FnArg::Receiver(r)) => {
             errors.push_spanned(
-                &*r,
+                r,
                 "runar service methods take `&self` (a service serves concurrent requests); \
                  use `&self`"
                     .to_owned(),
@@ -413,7 +439,16 @@ fn read_method(
             );
         }
     }
+}
 
+/// The parameters after `&self`: the context, and one protobuf field each (tags in order).
+/// Takes `#[runar(...)]` out of them.
+fn read_params(
+    sig: &mut Signature,
+    is_action: bool,
+    generic_types: &[Ident],
+    errors: &mut Errors,
+) -> Vec<Arg> {
     let (context_name, other_context) = if is_action {
         ("RequestContext", "EventContext")
     } else {
@@ -470,31 +505,55 @@ fn read_method(
             );
             continue;
         }
-        if let Some(generic) = generic_types.iter().find(|g| mentions(&pt.ty, g)) {
-            errors.push_spanned(
-                &pt.ty,
-                format!(
-                    "unsupported parameter type `{}`: the impl's generic type `{generic}` has no \
-                     fixed protobuf form; use a concrete type",
-                    types::display(&pt.ty)
-                ),
-            );
-            continue;
-        }
-        match types::classify_param(&pt.ty, &options) {
-            Ok(field) => {
-                tag += 1;
-                args.push(Arg::Field(Box::new(Field {
-                    ident,
-                    ty: (*pt.ty).clone(),
-                    field,
-                    tag,
-                })));
-            }
-            Err(e) => errors.push(e),
+        if let Some(field) = field_param(pt, ident, &options, generic_types, tag + 1, errors) {
+            tag += 1;
+            args.push(Arg::Field(Box::new(field)));
         }
     }
+    args
+}
 
+/// The protobuf field of the parameter `ident: pt.ty`, with `tag`.
+fn field_param(
+    pt: &PatType,
+    ident: Ident,
+    options: &types::ParamOptions,
+    generic_types: &[Ident],
+    tag: u32,
+    errors: &mut Errors,
+) -> Option<Field> {
+    if let Some(generic) = generic_types.iter().find(|g| mentions(&pt.ty, g)) {
+        errors.push_spanned(
+            &pt.ty,
+            format!(
+                "unsupported parameter type `{}`: the impl's generic type `{generic}` has no \
+                 fixed protobuf form; use a concrete type",
+                types::display(&pt.ty)
+            ),
+        );
+        return None;
+    }
+    match types::classify_param(&pt.ty, options) {
+        Ok(field) => Some(Field {
+            ident,
+            ty: (*pt.ty).clone(),
+            field,
+            tag,
+        }),
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    }
+}
+
+/// The `T` of `runar::Result<T>` and how it travels; `None` (with an error) when the return
+/// type is not a supported `runar::Result`.
+fn read_return(
+    sig: &Signature,
+    is_action: bool,
+    errors: &mut Errors,
+) -> Option<(Type, ReturnKind)> {
     let ret = match &sig.output {
         ReturnType::Type(_, ty) => match result_ok_type(ty) {
             Ok(ret) => ret,
@@ -530,17 +589,7 @@ fn read_method(
         }
         ReturnKind::WellKnown(types::EMPTY)
     };
-
-    (errors.count() == errors_before).then(|| Method {
-        ident: sig.ident.clone(),
-        kind,
-        args,
-        ret,
-        ret_kind,
-        docs: args::docs(attrs),
-        cfgs: args::cfgs(attrs),
-        allows: args::allows(attrs),
-    })
+    Some((ret, ret_kind))
 }
 
 /// True when `ty` names the identifier `ident` anywhere.

@@ -1,13 +1,16 @@
 //! Helpers shared by the multi-node tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
+pub mod fixture;
 pub mod process;
 pub mod raw;
 pub mod udp_proxy;
 
 use std::time::{Duration, Instant};
 
+use fixture::{Fixture, Probe};
 use runar::{DiscoveryOptions, NetworkConfig, NetworkKey, Node, NodeConfig};
+use tokio::sync::mpsc;
 
 /// Generous: conditions normally hold within milliseconds; this only bounds a failure.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -45,6 +48,37 @@ pub async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
         assert!(started.elapsed() < WAIT, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// A started node (local-only unless `config` says otherwise) serving a [`Fixture`] named
+/// after the node.
+pub async fn serving_fixture(config: NodeConfig) -> (Node, Probe) {
+    let node = Node::new(config).await.unwrap();
+    let (fixture, probe) = Fixture::new("local");
+    node.add_service(fixture).await.unwrap();
+    node.start().await.unwrap();
+    (node, probe)
+}
+
+/// Server node `a` serving a [`Fixture`] named `"a"`, and client node `b` connected to it.
+pub async fn pair() -> (Node, Node, Probe) {
+    init_tracing();
+    let key = key();
+    let a = node("a", &key, DiscoveryOptions::none()).await;
+    let (fixture, probe) = Fixture::new("a");
+    a.add_service(fixture).await.unwrap();
+    a.start().await.unwrap();
+    let b = started("b", &key, &[&a]).await;
+    wait_for("b to connect to a", || b.peers() == [a.node_id()]).await;
+    (a, b, probe)
+}
+
+/// Receives the next item, failing the test after [`WAIT`].
+pub async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("timed out waiting")
+        .expect("channel closed")
 }
 
 /// Waits until `node` routes `path` (to a local or a remote instance).

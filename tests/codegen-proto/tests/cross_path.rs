@@ -1,12 +1,16 @@
 //! One wire format: a client generated from a .proto calls a `#[runar::service]` service, and a
 //! macro client calls the .proto-generated server — locally (different Rust types for one schema,
-//! so the value falls back to encoding) and across two nodes over QUIC.
+//! so the value falls back to encoding) and across two nodes over QUIC. Both clients also call
+//! the hand-written test fixture, whose `add` has the same fields.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{Duration, Instant};
+#[path = "../../common/mod.rs"]
+mod common;
 
-use runar::{DiscoveryOptions, NetworkConfig, NetworkKey, Node, NodeConfig, RequestContext};
+use common::fixture::Fixture;
+use common::{key, started, wait_for};
+use runar::{DiscoveryOptions, Node, NodeConfig, RequestContext};
 use runar_codegen_proto_tests::calc;
 
 /// The macro side (public items, as a user's crate would have them).
@@ -173,25 +177,47 @@ async fn a_proto_client_calls_a_macro_service_and_the_reverse_locally() {
     with_proto_client(&node, "proto").await;
 }
 
-async fn networked(name: &str, peers: Vec<std::net::SocketAddr>) -> Node {
-    let network = NetworkConfig::default()
-        .with_bind_address("127.0.0.1:0".parse().unwrap())
-        .with_key(NetworkKey::from_secret("cross path"))
-        .with_discovery(DiscoveryOptions::static_peers(peers));
-    Node::new(NodeConfig::new(name, "test").with_network_config(network))
-        .await
-        .unwrap()
+/// Calls `add`, the one method the fixture shares with `calc`, through both clients.
+async fn add_with_both_clients(node: &Node) {
+    let proto = calc::calc_client::CalcClient::new(node.clone());
+    assert_eq!(
+        proto
+            .add(calc::CalcAddRequest { a: 1.5, b: 2.0 })
+            .await
+            .unwrap(),
+        3.5
+    );
+    let code_first = code_first::CalcClient::new(node.clone());
+    assert_eq!(code_first.add(1.5, 2.0).await.unwrap(), 3.5);
+}
+
+#[tokio::test]
+async fn both_clients_call_a_hand_written_service_locally_and_remotely() {
+    let server = common::node("fixture", &key(), DiscoveryOptions::none()).await;
+    let (fixture, _) = Fixture::new("fixture");
+    server.add_service(fixture.at("calc")).await.unwrap();
+    server.start().await.unwrap();
+    add_with_both_clients(&server).await;
+
+    let client = started("client", &key(), &[&server]).await;
+    wait_for("the client to connect", || {
+        client.peers() == [server.node_id()]
+    })
+    .await;
+    add_with_both_clients(&client).await;
+    client.stop().await.unwrap();
+    server.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn a_proto_client_calls_a_remote_macro_service_and_the_reverse() {
-    let macro_server = networked("macro", vec![]).await;
+    let macro_server = common::node("macro", &key(), DiscoveryOptions::none()).await;
     macro_server
         .add_service(code_first::CalcServer::new(code_first::Impl))
         .await
         .unwrap();
     macro_server.start().await.unwrap();
-    let proto_server = networked("proto", vec![]).await;
+    let proto_server = common::node("proto", &key(), DiscoveryOptions::none()).await;
     proto_server
         .add_service(calc::calc_server::CalcServer::new(ProtoImpl))
         .await
@@ -199,16 +225,11 @@ async fn a_proto_client_calls_a_remote_macro_service_and_the_reverse() {
     proto_server.start().await.unwrap();
 
     for (server, who) in [(&macro_server, "macro"), (&proto_server, "proto")] {
-        let client = networked("client", vec![server.local_addr().unwrap()]).await;
-        client.start().await.unwrap();
-        let started = Instant::now();
-        while client.peers() != [server.node_id()] {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "never connected"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let client = started("client", &key(), &[server]).await;
+        wait_for("the client to connect", || {
+            client.peers() == [server.node_id()]
+        })
+        .await;
         with_proto_client(&client, who).await;
         with_macro_client(&client, who).await;
         client.stop().await.unwrap();

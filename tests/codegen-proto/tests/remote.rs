@@ -3,41 +3,29 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{Duration, Instant};
+#[path = "../../common/mod.rs"]
+mod common;
 
-use runar::{Code, DiscoveryOptions, NetworkConfig, NetworkKey, Node, NodeConfig};
+use common::{WAIT, key, started, wait_for};
+use runar::{Code, DiscoveryOptions};
 use runar_codegen_proto_tests::fixtures::{Store, full_item};
 use runar_codegen_proto_tests::shop::item_catalog_client::ItemCatalogClient;
 use runar_codegen_proto_tests::shop::item_catalog_server::ItemCatalogServer;
 use runar_codegen_proto_tests::shop::{GetItemRequest, ListItemsRequest, StockChanged};
 
-const WAIT: Duration = Duration::from_secs(10);
-
-async fn node(name: &str, peers: Vec<std::net::SocketAddr>) -> Node {
-    let network = NetworkConfig::default()
-        .with_bind_address("127.0.0.1:0".parse().unwrap())
-        .with_key(NetworkKey::from_secret("codegen remote test"))
-        .with_discovery(DiscoveryOptions::static_peers(peers));
-    Node::new(NodeConfig::new(name, "test").with_network_config(network))
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_generated_client_calls_a_remote_proto_service() {
-    let server = node("server", vec![]).await;
+    let server = common::node("server", &key(), DiscoveryOptions::none()).await;
     server
         .add_service(ItemCatalogServer::new(Store::default()))
         .await
         .unwrap();
     server.start().await.unwrap();
-    let client_node = node("client", vec![server.local_addr().unwrap()]).await;
-    client_node.start().await.unwrap();
-    let started = Instant::now();
-    while client_node.peers() != [server.node_id()] {
-        assert!(started.elapsed() < WAIT, "never connected");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let client_node = started("client", &key(), &[&server]).await;
+    wait_for("the client to connect", || {
+        client_node.peers() == [server.node_id()]
+    })
+    .await;
 
     let client = ItemCatalogClient::new(client_node.clone());
     let sent = full_item(7);
