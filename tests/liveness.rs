@@ -150,21 +150,28 @@ async fn racing_pairs_always_end_up_connected() {
     for round in 0..3 {
         for i in 0..20 {
             // Static peers on both sides: both dial at once, every time.
-            let a_addr = free_port();
-            let b_addr = free_port();
             let config = |name: String, bind, peer| {
                 NodeConfig::new(name, "test").with_network_config(
                     common::network(&key, DiscoveryOptions::static_peers([peer]))
                         .with_bind_address(bind),
                 )
             };
-            let a = Node::new(config(format!("a{round}.{i}"), a_addr, b_addr))
-                .await
-                .unwrap();
-            let b = Node::new(config(format!("b{round}.{i}"), b_addr, a_addr))
-                .await
-                .unwrap();
-            pairs.push((a, b));
+            // A port found free can be taken by another test before the node binds it: pick
+            // new ports then (a bounded number of times).
+            let mut pair = None;
+            for _ in 0..10 {
+                let a_addr = free_port();
+                let b_addr = free_port();
+                let Ok(a) = Node::new(config(format!("a{round}.{i}"), a_addr, b_addr)).await else {
+                    continue;
+                };
+                let Ok(b) = Node::new(config(format!("b{round}.{i}"), b_addr, a_addr)).await else {
+                    continue;
+                };
+                pair = Some((a, b));
+                break;
+            }
+            pairs.push(pair.expect("no two free ports in ten tries"));
         }
         let starts = pairs
             .iter()
