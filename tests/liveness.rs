@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::{key, wait_for, wait_for_action};
 use runar::{
-    AbstractService, Code, DiscoveryOptions, LifecycleContext, MemoryHub, NetworkConfig, Node,
-    NodeConfig, PublishOptions, RequestOptions,
+    AbstractService, Code, DiscoveryOptions, LifecycleContext, MemoryHub, NetworkConfig,
+    NetworkKey, Node, NodeConfig, PublishOptions, RequestOptions,
 };
 
 /// `work/sleep` (sleeps the given milliseconds) and `work/who` (the node's name; hangs when
@@ -149,35 +149,28 @@ async fn racing_pairs_always_end_up_connected() {
     let mut pairs = Vec::new();
     for round in 0..3 {
         for i in 0..20 {
-            // Static peers on both sides: both dial at once, every time.
-            let config = |name: String, bind, peer| {
-                NodeConfig::new(name, "test").with_network_config(
-                    common::network(&key, DiscoveryOptions::static_peers([peer]))
-                        .with_bind_address(bind),
-                )
-            };
-            // A port found free can be taken by another test before the node binds it: pick
-            // new ports then (a bounded number of times).
-            let mut pair = None;
-            for _ in 0..10 {
-                let a_addr = free_port();
-                let b_addr = free_port();
-                let Ok(a) = Node::new(config(format!("a{round}.{i}"), a_addr, b_addr)).await else {
-                    continue;
-                };
-                let Ok(b) = Node::new(config(format!("b{round}.{i}"), b_addr, a_addr)).await else {
-                    continue;
-                };
-                pair = Some((a, b));
+            pairs.push(racing_pair(&key, format!("{round}.{i}")).await);
+        }
+        // A port found free can be taken by another test before `start` binds it: a pair that
+        // lost a port is rebuilt on new ports and all pairs not yet started start again.
+        let mut started = vec![false; pairs.len()];
+        for attempt in 0.. {
+            let starts = pairs.iter().zip(&started).map(|((a, b), done)| async move {
+                *done || (a.start().await.is_ok() && b.start().await.is_ok())
+            });
+            started = futures::future::join_all(starts).await;
+            if started.iter().all(|ok| *ok) {
                 break;
             }
-            pairs.push(pair.expect("no two free ports in ten tries"));
+            assert!(attempt < 10, "pairs still failing to bind after ten tries");
+            for (pair, ok) in pairs.iter_mut().zip(&started) {
+                if !ok {
+                    let _ = pair.0.stop().await;
+                    let _ = pair.1.stop().await;
+                    *pair = racing_pair(&key, format!("{round}.{attempt}'")).await;
+                }
+            }
         }
-        let starts = pairs
-            .iter()
-            .flat_map(|(a, b)| [a.start(), b.start()])
-            .collect::<Vec<_>>();
-        futures::future::try_join_all(starts).await.unwrap();
         wait_for("every pair connected", || {
             pairs
                 .iter()
@@ -197,6 +190,23 @@ async fn racing_pairs_always_end_up_connected() {
         stop_all(&nodes).await;
         pairs.clear();
     }
+}
+
+/// Two nodes with each other as their one static peer, on ports found free (not yet bound).
+async fn racing_pair(key: &NetworkKey, name: String) -> (Node, Node) {
+    let config = |name: String, bind, peer| {
+        NodeConfig::new(name, "test").with_network_config(
+            common::network(key, DiscoveryOptions::static_peers([peer])).with_bind_address(bind),
+        )
+    };
+    let (a_addr, b_addr) = (free_port(), free_port());
+    let a = Node::new(config(format!("a{name}"), a_addr, b_addr))
+        .await
+        .unwrap();
+    let b = Node::new(config(format!("b{name}"), b_addr, a_addr))
+        .await
+        .unwrap();
+    (a, b)
 }
 
 fn free_port() -> std::net::SocketAddr {
