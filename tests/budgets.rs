@@ -20,7 +20,7 @@ use runar::__private::{
 };
 use runar::{
     AbstractService, Code, DiscoveryOptions, LifecycleContext, MemoryHub, NetworkConfig,
-    NetworkKey, Node, NodeConfig, NodeId,
+    NetworkKey, Node, NodeConfig, NodeId, PeerLimits, RefusalReason,
 };
 
 struct Echo;
@@ -137,6 +137,48 @@ async fn an_amplifying_hello_is_refused_and_costs_little() {
     a.stop().await.unwrap();
 }
 
+/// A hello over the limits is refused with [`RefusalReason::Limits`], and the peer sees the
+/// reason: a raw peer in the connection's close code, a node in its refused peers.
+#[tokio::test]
+async fn an_over_limit_hello_is_refused_with_the_limits_reason() {
+    let a = victim(|c| c).await;
+    let (_t, conn, keypair) = raw::client(&a).await;
+    let (_s, _r, answered) = send_hello(&conn, &amplifying_hello(&keypair)).await;
+    assert!(
+        answered.is_none(),
+        "a hello over the limits is not answered"
+    );
+    let closed = tokio::time::timeout(WAIT, conn.closed())
+        .await
+        .expect("the node closes the connection");
+    // The close code is 16 plus the reason's number.
+    let limits = quinn::VarInt::from_u32(16 + RefusalReason::Limits as u32);
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code, limits, "{close:?}")
+        }
+        other => panic!("closed with {other:?}"),
+    }
+    assert!(a.peers().is_empty());
+
+    // A node announcing a service to one that takes none from peers learns why it is refused.
+    let mut none = PeerLimits::default();
+    none.max_services = 0;
+    let strict = victim(|c| c.with_peer_limits(none)).await;
+    let addr = strict.local_addr().unwrap();
+    let b = common::node("b", &key(), DiscoveryOptions::static_peers([addr])).await;
+    b.add_service(Echo).await.unwrap();
+    b.start().await.unwrap();
+    wait_for("b to learn it was refused for its announcement", || {
+        b.refused_peers() == [(addr, RefusalReason::Limits)]
+    })
+    .await;
+    assert!(b.peers().is_empty() && strict.peers().is_empty());
+    b.stop().await.unwrap();
+    strict.stop().await.unwrap();
+    a.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_wildcard_action_announcement_is_refused() {
     let a = victim(|c| c).await;
@@ -177,13 +219,11 @@ async fn a_wildcard_action_announcement_is_refused() {
 #[tokio::test]
 async fn silent_connections_do_not_keep_a_healthy_peer_out() {
     let a = victim(|c| c.with_connect_timeout(Duration::from_secs(1))).await;
-    let config = TransportConfig {
-        bind_addr: "127.0.0.1:0".parse().unwrap(),
+    let (transport, _) = raw::transport_with(TransportConfig {
         max_connections: 1024,
         max_pending_handshakes: 1024,
         ..TransportConfig::default()
-    };
-    let transport = Transport::bind(config, &NodeKeypair::generate().unwrap(), &key()).unwrap();
+    });
     let target = a.local_addr().unwrap();
     let id = a.node_id();
     // 256 connections that open a stream and send nothing.
