@@ -389,7 +389,8 @@ async fn fresh_discovered_ids_do_not_make_unbounded_dials() {
     a.stop().await.unwrap();
 }
 
-/// `victim/stats`: the victim's [`runar::NodeStats`] and peers, as text.
+/// `victim/stats`: the victim's [`runar::NodeStats`] and peer count, as text;
+/// `victim/rejected`: what it refused from peers ([`runar::NodeStats::events_rejected`]).
 struct VictimStats(Node);
 impl AbstractService for VictimStats {
     fn name(&self) -> &str {
@@ -403,6 +404,12 @@ impl AbstractService for VictimStats {
         ctx.register_action("stats", move |_: u64, _| {
             let node = node.clone();
             async move { Ok(format!("{:?}, {} peers", node.stats(), node.peers().len())) }
+        })
+        .await?;
+        let node = self.0.clone();
+        ctx.register_action("rejected", move |_: u64, _| {
+            let node = node.clone();
+            async move { Ok(node.stats().events_rejected) }
         })
         .await
     }
@@ -492,6 +499,11 @@ fn identities() -> usize {
         .unwrap_or(1)
 }
 
+/// How many fresh ids the attacker announces on the victim's multicast group. Each announcer
+/// hears and checks every other's announcements, so with many more the attacker's own process
+/// is kept too busy to attack.
+const ANNOUNCERS: usize = 32;
+
 /// One attack of [`attack`], run in a loop.
 struct Attack {
     name: &'static str,
@@ -538,7 +550,7 @@ fn max_size_request(path: &str) -> Vec<u8> {
 /// (1) hellos announcing 200,000-segment paths, (2) amplifying hellos and hellos over the
 /// limits, (3) a subscriber to the victim's events that never reads, (4) silent connections,
 /// slowloris request streams declaring 4 MiB, floods of max-size requests, (5) events naming a
-/// subscription 1,000 times with large payloads, (6) fresh ids announced on the victim's
+/// subscription 1,000 times with large payloads, (6) 32 fresh ids announced on the victim's
 /// multicast group pointing at a black hole, (7) a control flood never read and handshakes
 /// with the wrong key, (8) forged local-only events and wildcard actions.
 async fn attack(
@@ -660,6 +672,8 @@ async fn attack(
                 }
                 let request = max_size_request("echo/double");
                 while conn.close_reason().is_none() {
+                    // Writes the victim refuses fail at once: let the endpoint run.
+                    tokio::task::yield_now().await;
                     let sends = (0..8).map(|_| async {
                         let (mut send, recv) = conn.open_bi().await.ok()?;
                         send.write_all(&request).await.ok()?;
@@ -702,6 +716,8 @@ async fn attack(
             ];
             let frames: Vec<Vec<u8>> = events.iter().map(|e| e.encode_to_vec()).collect();
             while conn.close_reason().is_none() {
+                // Writes the victim refuses fail at once: let the endpoint run.
+                tokio::task::yield_now().await;
                 let Ok(mut stream) = conn.open_uni().await else {
                     break;
                 };
@@ -755,13 +771,13 @@ async fn attack(
         let tries = (0..32).map(|_| transport.connect(target, Some(&id)));
         futures::future::join_all(tries).await;
     }));
-    // 6: 200 fresh ids announced on the victim's multicast group, all pointing at a black hole.
+    // 6: fresh ids announced on the victim's multicast group, all pointing at a black hole.
     let blackhole = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
     let address = blackhole.local_addr().unwrap();
     let options = DiscoveryOptions::multicast(group.to_owned())
         .multicast_interface(std::net::Ipv4Addr::LOCALHOST);
     let mut announcers = Vec::new();
-    for _ in 0..200 {
+    for _ in 0..ANNOUNCERS {
         let local = LocalPeer {
             keypair: Arc::new(NodeKeypair::generate().unwrap()),
             network_id: key().network_id(),
@@ -881,6 +897,8 @@ async fn measure_attack(length: Duration) {
     still_serves(&b).await;
     let stats: String = b.request("victim/stats", 0u64).await.unwrap();
     eprintln!("victim after the attack: {stats}");
+    let rejected: u64 = b.request("victim/rejected", 0u64).await.unwrap();
+    assert!(rejected > 0, "the attack reached the victim: {stats}");
     sampling.store(false, Ordering::Relaxed);
     let peak = sampler.join().unwrap();
     let after = rss_of(&pid).unwrap();
