@@ -263,6 +263,26 @@ fn parse_segment(full: &str, seg: &str, position: usize, last: bool) -> Result<S
     })
 }
 
+/// True when `path` (without its network) is certainly a valid concrete path: non-empty
+/// segments of printable ASCII other than the reserved characters. One pass over the bytes, for
+/// the paths every publish and every event from a peer carry; anything else (non-ASCII text
+/// included) takes the segment-by-segment check, which also names the error.
+fn is_plain_concrete(path: &str) -> bool {
+    let mut previous = b'/';
+    for b in path.bytes() {
+        let fine = match b {
+            b'/' => previous != b'/',
+            b'*' | b'>' | b'{' | b'}' | b':' => false,
+            _ => b.is_ascii_graphic(),
+        };
+        if !fine {
+            return false;
+        }
+        previous = b;
+    }
+    previous != b'/'
+}
+
 /// Validates a concrete path exactly as [`TopicPath::parse_concrete_within`] does (same errors)
 /// and splits off its network, without building a [`TopicPath`]: for the publish path, which
 /// only needs the text.
@@ -272,6 +292,9 @@ pub(crate) fn split_concrete(
 ) -> Result<(Option<&str>, &str), PathError> {
     limits.check(full)?;
     let (network, path) = split_network(full)?;
+    if is_plain_concrete(path) {
+        return Ok((network, path));
+    }
     if path.is_empty() {
         return Err(PathError::Empty(full.to_owned()));
     }
@@ -473,6 +496,22 @@ mod tests {
             "$registry/peer/x/connected",
             "a/{b}/>/c",
             "a/*/{id}",
+            // The one-pass check for plain paths and the fallback it leaves the rest to.
+            "bench/tick",
+            "a-b_c.d/~!@#$%^&()+=[]|;',?\"`",
+            "net:a/b",
+            "a/b/",
+            "//",
+            "/",
+            "a/b}",
+            "a/{b",
+            "a/b>c",
+            "a/b*",
+            "é/ü",
+            "a/b\u{a0}c",
+            "a/b\tc",
+            "a/b\u{7f}",
+            "a/\u{0}",
         ] {
             let limits = PathLimits {
                 max_len: 16,
