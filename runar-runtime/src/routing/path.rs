@@ -263,15 +263,23 @@ fn parse_segment(full: &str, seg: &str, position: usize, last: bool) -> Result<S
     })
 }
 
-/// True when `path` (without its network) is certainly a valid concrete path: non-empty
-/// segments of printable ASCII other than the reserved characters. One pass over the bytes, for
-/// the paths every publish and every event from a peer carry; anything else (non-ASCII text
-/// included) takes the segment-by-segment check, which also names the error.
-fn is_plain_concrete(path: &str) -> bool {
+/// True when `full` is certainly a valid concrete path without a network prefix, within
+/// `limits`: non-empty segments of printable ASCII other than the reserved characters and `:`,
+/// no longer or deeper than allowed. One pass over the bytes, for the topics every publish and
+/// every event from a peer carry; anything else (a network prefix, non-ASCII text) takes the
+/// full check, which also names the error.
+fn is_plain_concrete(full: &str, limits: PathLimits) -> bool {
+    if full.len() > limits.max_len {
+        return false;
+    }
     let mut previous = b'/';
-    for b in path.bytes() {
+    let mut depth = 1usize;
+    for b in full.bytes() {
         let fine = match b {
-            b'/' => previous != b'/',
+            b'/' => {
+                depth = depth.saturating_add(1);
+                previous != b'/'
+            }
             b'*' | b'>' | b'{' | b'}' | b':' => false,
             _ => b.is_ascii_graphic(),
         };
@@ -280,7 +288,7 @@ fn is_plain_concrete(path: &str) -> bool {
         }
         previous = b;
     }
-    previous != b'/'
+    previous != b'/' && depth <= limits.max_depth
 }
 
 /// Validates a concrete path exactly as [`TopicPath::parse_concrete_within`] does (same errors)
@@ -290,11 +298,11 @@ pub(crate) fn split_concrete(
     full: &str,
     limits: PathLimits,
 ) -> Result<(Option<&str>, &str), PathError> {
+    if is_plain_concrete(full, limits) {
+        return Ok((None, full));
+    }
     limits.check(full)?;
     let (network, path) = split_network(full)?;
-    if is_plain_concrete(path) {
-        return Ok((network, path));
-    }
     if path.is_empty() {
         return Err(PathError::Empty(full.to_owned()));
     }
@@ -498,7 +506,12 @@ mod tests {
             "a/*/{id}",
             // The one-pass check for plain paths and the fallback it leaves the rest to.
             "bench/tick",
-            "a-b_c.d/~!@#$%^&()+=[]|;',?\"`",
+            "~!@#$%^&()/+=[]|",
+            ";',?\"`-_./a",
+            "abcdefghij/klmno",
+            "abcdefghij/klmnop",
+            "a/b/c/d",
+            "a/b/c//",
             "net:a/b",
             "a/b/",
             "//",
