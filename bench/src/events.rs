@@ -11,6 +11,9 @@ use tokio::sync::Notify;
 
 use crate::stats::Samples;
 
+/// How long the subscriber may receive nothing before the events still missing count as lost.
+const STALL: Duration = Duration::from_secs(1);
+
 /// Publishes one event to the subscriber.
 pub trait Publisher: Send + Sync {
     fn publish(&self, payload: Bytes) -> impl Future<Output = ()> + Send;
@@ -36,13 +39,28 @@ impl Sink {
         self.0.count.load(Ordering::Acquire)
     }
 
-    async fn wait_for(&self, target: u64) {
+    /// Waits until `target` events have been handled, or until none has arrived for
+    /// [`STALL`] (the rest were dropped by the subscriber's node, which drops an event from a
+    /// peer that finds the subscription's queue full): the count reached and when it was seen.
+    async fn wait_for(&self, target: u64) -> (u64, Instant) {
+        let mut seen = (self.count(), Instant::now());
         loop {
             let notified = self.0.notify.notified();
-            if self.count() >= target {
-                return;
+            let count = self.count();
+            if count != seen.0 {
+                seen = (count, Instant::now());
             }
-            notified.await;
+            if count >= target {
+                return seen;
+            }
+            let stalled = tokio::time::Instant::from_std(seen.1 + STALL);
+            if tokio::time::timeout_at(stalled, notified).await.is_err() && self.count() == count {
+                eprintln!(
+                    "bench: {} events never reached the subscriber (dropped: its queue was full)",
+                    target - count
+                );
+                return seen;
+            }
         }
     }
 }
@@ -112,8 +130,8 @@ pub async fn throughput<P: Publisher>(
     let base = sink.count();
     let start = Instant::now();
     let sent = burst(start + measure).await;
-    sink.wait_for(base + sent).await;
-    sent as f64 / start.elapsed().as_secs_f64()
+    let (handled, at) = sink.wait_for(base + sent).await;
+    (handled - base) as f64 / (at - start).as_secs_f64()
 }
 
 /// Publishes exactly `n` events and waits until all have been handled (for profilers).
@@ -123,6 +141,6 @@ pub async fn fixed<P: Publisher>(publisher: &P, sink: &Sink, payload: Bytes, n: 
     for _ in 0..n {
         publisher.publish(payload.clone()).await;
     }
-    sink.wait_for(base + n).await;
-    n as f64 / start.elapsed().as_secs_f64()
+    let (handled, at) = sink.wait_for(base + n).await;
+    (handled - base) as f64 / (at - start).as_secs_f64()
 }

@@ -194,16 +194,30 @@ impl Node {
         if full_local.is_empty() && full_peers.is_empty() {
             return;
         }
-        let topic = &topic;
         if wait.is_zero() {
             for (sub, local, _) in &full_local {
                 self.local_dropped(sub, local);
             }
             for (sink, event) in &full_peers {
-                self.peer_dropped(sink.as_ref(), topic, event.copies(), "its queue is full");
+                self.peer_dropped(sink.as_ref(), &topic, event.copies(), "its queue is full");
             }
             return;
         }
+        // Boxed: the waiting is the rare case, and its state would otherwise make every
+        // publish's future (moved on each call) several times larger.
+        Box::pin(self.wait_for_room(&topic, full_local, full_peers, wait)).await;
+    }
+
+    /// The waiting part of [`deliver`](Self::deliver): the deliveries whose queues were full
+    /// wait together for room, up to `wait`; those still without room are dropped, counted and
+    /// logged.
+    async fn wait_for_room(
+        &self,
+        topic: &str,
+        full_local: Vec<(&Subscription, &LocalSink, Event)>,
+        full_peers: Vec<(&Arc<dyn EventSink>, OutboundEvent)>,
+        wait: Duration,
+    ) {
         // `None`: no deadline (a wait of `Duration::MAX`).
         let deadline = tokio::time::Instant::now().checked_add(wait);
         let locals = full_local

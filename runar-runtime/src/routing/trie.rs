@@ -243,20 +243,28 @@ impl<T> PathTrie<T> {
     /// Every entry whose pattern matches the concrete `segments`.
     pub fn find_all<'a>(&'a self, segments: &[&str], out: &mut Vec<&'a (TopicPath, T)>) {
         // (node, how many segments it has consumed). Each trie node is reached by one path
-        // from the root, so each is visited at most once.
-        let mut stack = vec![(&self.root, 0usize)];
-        while let Some((node, depth)) = stack.pop() {
+        // from the root, so each is visited at most once. The node to visit next is kept
+        // apart from the stack, which holds only the branches left for later: a walk down a
+        // single branch (the common case) allocates nothing.
+        let mut stack = Vec::new();
+        let mut next = Some((&self.root, 0usize));
+        while let Some((node, depth)) = next.take().or_else(|| stack.pop()) {
             let Some(seg) = segments.get(depth) else {
                 out.extend(node.exact.iter());
                 continue;
             };
             out.extend(node.rest.iter());
-            if let Some(child) = node.literals.get(*seg) {
-                stack.push((child, depth + 1));
-            }
-            if let Some(child) = node.any.as_deref() {
-                stack.push((child, depth + 1));
-            }
+            let literal = node.literals.get(*seg);
+            // The wildcard branch first, then the literal one (the order of a stack that
+            // pushes the literal child before the wildcard child).
+            next = match (literal, node.any.as_deref()) {
+                (Some(literal), Some(any)) => {
+                    stack.push((literal, depth + 1));
+                    Some((any, depth + 1))
+                }
+                (Some(child), None) | (None, Some(child)) => Some((child, depth + 1)),
+                (None, None) => None,
+            };
         }
     }
 
