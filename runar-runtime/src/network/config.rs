@@ -94,6 +94,14 @@ pub struct NetworkConfig {
     /// The most dials (first dials and redials) to discovered peers started per second
     /// (default 20).
     pub discovery_dials_per_second: u32,
+    /// How many discovery events (a peer announced, a peer's goodbye) may wait for the node to
+    /// take them (default 1024). Discovery never waits: an event that finds the queue full is
+    /// dropped, counted and logged (rate-limited), so a flood of announcements with fresh ids
+    /// (anyone on the LAN can send them) cannot grow the node's memory. Multicast
+    /// announcements repeat, so a dropped one is made up for by the next; a
+    /// [`MemoryHub`](crate::MemoryHub) reports each peer once, so keep this above the hub's
+    /// size. At least 1.
+    pub discovery_queue_capacity: usize,
     /// A refused handshake (wrong network key, another network name, another protocol version)
     /// is logged at most once per this interval and reason, with the number not logged since
     /// (default 10 s). Every refusal is still counted and published as a registry event.
@@ -170,6 +178,7 @@ impl Default for NetworkConfig {
             peer_limits: PeerLimits::default(),
             max_discovery_dials: 8,
             discovery_dials_per_second: 20,
+            discovery_queue_capacity: 1024,
             forget_unreachable_after: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(5),
             refusal_log_interval: Duration::from_secs(10),
@@ -316,6 +325,12 @@ impl NetworkConfig {
         self
     }
 
+    /// Sets how many discovery events may wait for the node to take them.
+    pub fn with_discovery_queue_capacity(mut self, events: usize) -> Self {
+        self.discovery_queue_capacity = events;
+        self
+    }
+
     /// Sets how many events may wait to be sent to one peer.
     pub fn with_peer_event_queue_capacity(mut self, events: usize) -> Self {
         self.peer_event_queue_capacity = events;
@@ -334,9 +349,14 @@ impl NetworkConfig {
         self
     }
 
-    /// Checks the settings that [`Transport`](super::Transport) does not: the event queues
-    /// and the slow-consumer timeout.
+    /// Checks the settings that [`Transport`](super::Transport) does not: the event and
+    /// discovery queues and the slow-consumer timeout.
     pub(crate) fn validate(&self) -> Result<()> {
+        if self.discovery_queue_capacity == 0 {
+            return Err(Error::invalid_argument(
+                "discovery_queue_capacity must be at least 1",
+            ));
+        }
         if self.peer_event_queue_capacity == 0 {
             return Err(Error::invalid_argument(
                 "peer_event_queue_capacity must be at least 1",

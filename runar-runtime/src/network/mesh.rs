@@ -160,7 +160,8 @@ impl<H: NodeHandler> Mesh<H> {
     /// Starts accepting connections, dialing static peers and discovery. Fails when discovery
     /// cannot start (invalid options, sockets that cannot be set up).
     pub(crate) async fn run(self: &Arc<Self>) -> Result<()> {
-        let (events, discovered) = mpsc::unbounded_channel();
+        // Bounded: discovery drops (and counts) what finds it full rather than grow it.
+        let (events, discovered) = mpsc::channel(self.config.discovery_queue_capacity.max(1));
         let local = LocalPeer {
             keypair: self.keypair.clone(),
             network_id: self.network_id.clone(),
@@ -193,7 +194,7 @@ impl<H: NodeHandler> Mesh<H> {
     /// not connected, with backoff: discovery may report a peer only once (the memory hub), and
     /// a dial can fail under load or lose the one-connection-per-pair race, so a single attempt
     /// per report could leave a pair unconnected for good.
-    async fn discovery_loop(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<DiscoveryEvent>) {
+    async fn discovery_loop(self: Arc<Self>, mut events: mpsc::Receiver<DiscoveryEvent>) {
         loop {
             let event = tokio::select! {
                 event = events.recv() => event,
