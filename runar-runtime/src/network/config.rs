@@ -52,9 +52,20 @@ pub struct NetworkConfig {
     pub max_connections: usize,
     /// The most requests one peer may have in flight at once (default 1024).
     pub max_concurrent_requests: u32,
-    /// The longest wait between two attempts to reach a static peer that is down; attempts
-    /// start at 100 ms and double up to this (default 5 s).
+    /// The longest wait between two attempts to reach a static peer that refuses or fails the
+    /// connection; attempts start at 100 ms and double up to this (default 5 s). A peer that
+    /// answers nothing at all (down, or cut off) is probed instead, see
+    /// [`unreachable_probe_interval`](Self::unreachable_probe_interval).
     pub reconnect_backoff_max: Duration,
+    /// How often a static peer that answers nothing (its connection idled out, or the last
+    /// attempt heard nothing back) is probed with a new connection attempt (default 1 s), so
+    /// that a link that heals is used again within about this long, however long it was down.
+    /// A probe costs the peer's address one QUIC Initial (1200 bytes) and one retransmission,
+    /// about 2.4 KB per interval for as long as the peer stays silent; it gives up after this
+    /// interval (or `idle_timeout`, if longer) unless the peer answers, and a peer that answers
+    /// gets the whole `connect_timeout`. A peer that answers but refuses is redialed with the
+    /// backoff instead (`reconnect_backoff_max`).
+    pub unreachable_probe_interval: Duration,
     /// How long a peer that discovery reported, that cannot be reached and that discovery has
     /// not reported again, is still redialed (default 60 s). Until then, and for as long as
     /// discovery keeps reporting it (multicast announcements repeat) and it has not said
@@ -170,6 +181,7 @@ impl Default for NetworkConfig {
             max_connections: transport.max_connections,
             max_concurrent_requests: transport.max_concurrent_bidi_streams,
             reconnect_backoff_max: Duration::from_secs(5),
+            unreachable_probe_interval: transport.unreachable_probe_interval,
             announce_timeout: Duration::from_secs(1),
             max_pending_handshakes: transport.max_pending_handshakes,
             read_timeout: Duration::from_secs(10),
@@ -261,6 +273,12 @@ impl NetworkConfig {
     /// Sets the longest wait between attempts to reach a static peer.
     pub fn with_reconnect_backoff_max(mut self, max: Duration) -> Self {
         self.reconnect_backoff_max = max;
+        self
+    }
+
+    /// Sets how often a static peer that answers nothing is probed.
+    pub fn with_unreachable_probe_interval(mut self, interval: Duration) -> Self {
+        self.unreachable_probe_interval = interval;
         self
     }
 
@@ -385,6 +403,7 @@ impl NetworkConfig {
             max_concurrent_bidi_streams: self.max_concurrent_requests,
             max_connections: self.max_connections,
             max_pending_handshakes: self.max_pending_handshakes,
+            unreachable_probe_interval: self.unreachable_probe_interval,
         }
     }
 }
