@@ -286,13 +286,7 @@ impl<H: NodeHandler> Mesh<H> {
         let Some(gone) = lock(&self.wanted).get(&node_id).map(|w| w.gone.clone()) else {
             return;
         };
-        // The node with the larger id waits a little before its first dial, so that usually
-        // only the smaller id dials (its connection is the one both sides keep).
-        let mut backoff = if self.node_id < node_id {
-            Duration::ZERO
-        } else {
-            DIAL_DEFER + jitter(DIAL_DEFER)
-        };
+        let mut backoff = self.dial_delay(&node_id, Duration::ZERO);
         let mut unreachable_since: Option<Instant> = None;
         loop {
             if !backoff.is_zero() {
@@ -311,8 +305,10 @@ impl<H: NodeHandler> Mesh<H> {
                     _ = peer.connection.closed() => {}
                     _ = gone.cancelled() => return,
                 }
-                // Redial soon, with a little jitter so that both sides rarely dial at once.
-                backoff = DIAL_RETRY_INITIAL + jitter(DIAL_RETRY_INITIAL);
+                // Redial: soon, and as at first, usually from one side only, so that a mesh
+                // losing links under load does not spend twice the handshakes to mend them.
+                backoff =
+                    self.dial_delay(&node_id, DIAL_RETRY_INITIAL + jitter(DIAL_RETRY_INITIAL));
                 continue;
             }
             let Some((addresses, last_reported)) = lock(&self.wanted)
@@ -364,6 +360,19 @@ impl<H: NodeHandler> Mesh<H> {
                 .saturating_mul(2)
                 .min(self.config.reconnect_backoff_max.max(DIAL_RETRY_INITIAL));
             backoff = backoff.saturating_add(jitter(backoff));
+        }
+    }
+
+    /// How long to wait before dialing the discovered `peer` while not connected to it: `soon`
+    /// for the node with the smaller id, [`DIAL_DEFER`] and a jitter for the other, so that
+    /// usually only the smaller id dials (its connection is the one both sides keep) and a pair
+    /// costs one handshake, not two. The larger id still dials if the smaller does not (as when
+    /// discovery reports only one way).
+    fn dial_delay(&self, peer: &NodeId, soon: Duration) -> Duration {
+        if self.node_id < *peer {
+            soon
+        } else {
+            DIAL_DEFER + jitter(DIAL_DEFER)
         }
     }
 
