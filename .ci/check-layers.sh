@@ -12,6 +12,7 @@ SRC=runar-runtime/src
 # Lowest first. Each line is one layer.
 LAYERS=(
   "error wire lock"   # errors, the generated protocol messages, the one lock helper
+  "log_limit"         # rate limits for log lines a peer can trigger
   "value"             # Value: typed in memory or encoded
   "routing"           # TopicPath, PathTrie
   "identity"          # NodeId, NodeKeypair

@@ -364,7 +364,7 @@ async fn fresh_discovered_ids_do_not_make_unbounded_dials() {
             network_id: key().network_id(),
             addresses: vec![address],
         };
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, _rx) = tokio::sync::mpsc::channel(1024);
         announcers.push(
             Discovery::start(&DiscoveryOptions::memory(&hub), local, tx)
                 .await
@@ -784,7 +784,7 @@ async fn attack(
             network_id: key().network_id(),
             addresses: vec![address],
         };
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, _rx) = tokio::sync::mpsc::channel(1024);
         announcers.push(Discovery::start(&options, local, tx).await.unwrap());
     }
     // Each round counts a packet the victim sent to the black hole (its dials).

@@ -33,6 +33,7 @@ mod error;
 pub mod fuzzing;
 mod identity;
 mod lock;
+mod log_limit;
 mod network;
 mod node;
 pub mod routing;

@@ -5,9 +5,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use tokio::sync::mpsc::UnboundedSender;
-
-use super::{DiscoveryEvent, LocalPeer};
+use super::{DiscoveryEvent, LocalPeer, Reporter};
 use crate::identity::NodeId;
 
 /// An in-process discovery hub for tests: every node attached to one hub sees the others.
@@ -37,7 +35,7 @@ struct Member {
     node_id: NodeId,
     network_id: String,
     addresses: Vec<SocketAddr>,
-    events: UnboundedSender<DiscoveryEvent>,
+    events: Reporter,
 }
 
 impl Member {
@@ -77,11 +75,7 @@ impl MemoryHub {
     }
 
     /// Attaches a node: the others hear of it and it hears of them.
-    pub(crate) fn attach(
-        &self,
-        local: &LocalPeer,
-        events: UnboundedSender<DiscoveryEvent>,
-    ) -> MemoryMembership {
+    pub(crate) fn attach(&self, local: &LocalPeer, events: Reporter) -> MemoryMembership {
         let mut state = self.lock();
         let token = state.next_token;
         state.next_token = state.next_token.wrapping_add(1);
@@ -94,8 +88,8 @@ impl MemoryHub {
         };
         for other in &state.members {
             if other.visible_to(&member) {
-                let _ = other.events.send(member.discovered());
-                let _ = member.events.send(other.discovered());
+                other.events.report(member.discovered());
+                member.events.report(other.discovered());
             }
         }
         state.members.push(member);
@@ -110,7 +104,7 @@ impl MemoryHub {
         if let Some(me) = state.members.iter().find(|m| m.token == token) {
             for other in &state.members {
                 if me.visible_to(other) {
-                    let _ = other.events.send(me.discovered());
+                    other.events.report(me.discovered());
                 }
             }
         }
@@ -124,7 +118,7 @@ impl MemoryHub {
         let me = state.members.remove(index);
         for other in &state.members {
             if me.visible_to(other) {
-                let _ = other.events.send(DiscoveryEvent::Goodbye {
+                other.events.report(DiscoveryEvent::Goodbye {
                     node_id: me.node_id,
                 });
             }

@@ -26,7 +26,7 @@
 //! let options = DiscoveryOptions::multicast(DiscoveryOptions::DEFAULT_MULTICAST_GROUP)
 //!     .multicast_interface(Ipv4Addr::LOCALHOST)
 //!     .announce_interval(Duration::from_secs(5));
-//! let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+//! let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
 //! let discovery = Discovery::start(&options, local, tx).await?;
 //! while let Some(event) = rx.recv().await {
 //!     match event {
@@ -48,15 +48,19 @@ mod tests;
 use std::{
     fmt,
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc;
 
 use crate::{
     Error, Result,
     identity::{NodeId, NodeKeypair},
+    log_limit::warn_limited,
 };
 
 pub use memory::MemoryHub;
@@ -308,6 +312,36 @@ pub enum DiscoveryEvent {
     },
 }
 
+/// Where the providers report: the node's bounded discovery queue. Discovery never waits on
+/// it: an event that finds it full is dropped, counted ([`Discovery::events_dropped`]) and
+/// logged (rate-limited), so a flood of announcements (anyone on the LAN can send them, with
+/// fresh ids) costs a bounded amount of memory. Multicast announcements repeat, so a dropped
+/// one is made up for by the next.
+#[derive(Clone, Debug)]
+pub(crate) struct Reporter {
+    events: mpsc::Sender<DiscoveryEvent>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Reporter {
+    /// Queues `event`, or drops and counts it when the queue is full. A closed queue (the node
+    /// is stopping) takes nothing, silently.
+    pub(crate) fn report(&self, event: DiscoveryEvent) {
+        if let Err(mpsc::error::TrySendError::Full(event)) = self.events.try_send(event) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            let node = match &event {
+                DiscoveryEvent::Discovered { node_id, .. }
+                | DiscoveryEvent::Goodbye { node_id } => *node_id,
+            };
+            warn_limited!(
+                %node,
+                capacity = self.events.max_capacity(),
+                "discovery event dropped: the node's discovery queue is full"
+            );
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Running {
     Multicast(MulticastDiscovery),
@@ -319,17 +353,19 @@ enum Running {
 #[derive(Debug)]
 pub struct Discovery {
     running: Vec<Running>,
+    dropped: Arc<AtomicU64>,
 }
 
 impl Discovery {
-    /// Starts every provider in `options` for `local`, reporting to `events`. Must be called
-    /// within a Tokio runtime. Fails with [`Code::InvalidArgument`](crate::Code::InvalidArgument)
+    /// Starts every provider in `options` for `local`, reporting to `events`, a bounded queue
+    /// that discovery never waits on: what finds it full is dropped and counted
+    /// ([`events_dropped`](Self::events_dropped)). Must be called within a Tokio runtime. Fails with [`Code::InvalidArgument`](crate::Code::InvalidArgument)
     /// for invalid options and [`Code::Unavailable`](crate::Code::Unavailable) when sockets
     /// cannot be set up; then nothing is left running.
     pub async fn start(
         options: &DiscoveryOptions,
         local: LocalPeer,
-        events: UnboundedSender<DiscoveryEvent>,
+        events: mpsc::Sender<DiscoveryEvent>,
     ) -> Result<Discovery> {
         // Check every setting before anything is announced.
         for provider in &options.providers {
@@ -337,19 +373,29 @@ impl Discovery {
                 multicast.validate()?;
             }
         }
+        let dropped = Arc::new(AtomicU64::new(0));
+        let reporter = Reporter {
+            events,
+            dropped: dropped.clone(),
+        };
         let mut running = Vec::with_capacity(options.providers.len());
         for provider in &options.providers {
             match provider {
                 Provider::Multicast(multicast) => running.push(Running::Multicast(
-                    MulticastDiscovery::start(multicast, &local, events.clone()).await?,
+                    MulticastDiscovery::start(multicast, &local, reporter.clone()).await?,
                 )),
                 Provider::Memory(hub) => {
-                    running.push(Running::Memory(hub.attach(&local, events.clone())));
+                    running.push(Running::Memory(hub.attach(&local, reporter.clone())));
                 }
                 Provider::Static(_) => {}
             }
         }
-        Ok(Discovery { running })
+        Ok(Discovery { running, dropped })
+    }
+
+    /// The events dropped because the queue given to [`start`](Self::start) was full.
+    pub fn events_dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Sends goodbyes on every provider and waits for the tasks to end.

@@ -44,13 +44,13 @@ use std::{
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::{
     net::UdpSocket,
-    sync::{Notify, mpsc::UnboundedSender},
+    sync::Notify,
     task::JoinHandle,
     time::{Instant, sleep_until},
 };
 
 use super::{
-    DiscoveryEvent, LocalPeer, MulticastGroupSpec,
+    DiscoveryEvent, LocalPeer, MulticastGroupSpec, Reporter,
     packet::{Checker, Kind, MAX_ADDRESSES, Outgoing, Rejected, Verified, unix_millis, unix_nanos},
 };
 use crate::{
@@ -221,7 +221,7 @@ impl MulticastDiscovery {
     pub(crate) async fn start(
         options: &MulticastOptions,
         local: &LocalPeer,
-        events: UnboundedSender<DiscoveryEvent>,
+        events: Reporter,
     ) -> Result<Self> {
         let group = options.validate()?;
         let explicit = !options.interfaces.is_empty();
@@ -419,12 +419,7 @@ async fn announce(sender: Arc<Sender>, schedule: Schedule, now: Arc<Notify>, rep
     }
 }
 
-async fn listen(
-    socket: UdpSocket,
-    checker: Checker,
-    events: UnboundedSender<DiscoveryEvent>,
-    reply: Arc<Notify>,
-) {
+async fn listen(socket: UdpSocket, checker: Checker, events: Reporter, reply: Arc<Notify>) {
     // One more byte than allowed, to tell an oversized datagram (truncated) from a full one.
     let mut buf = vec![0u8; checker.max_size.saturating_add(1)];
     let mut peers = PeerTable::default();
@@ -464,7 +459,7 @@ async fn listen(
                     );
                     continue;
                 }
-                let _ = events.send(DiscoveryEvent::Discovered {
+                events.report(DiscoveryEvent::Discovered {
                     node_id: verified.node_id,
                     addresses,
                 });
@@ -472,7 +467,7 @@ async fn listen(
             Kind::Goodbye => {
                 if peers.record(&verified, false) {
                     tracing::debug!(node = %verified.node_id, %source, "discovery: goodbye");
-                    let _ = events.send(DiscoveryEvent::Goodbye {
+                    events.report(DiscoveryEvent::Goodbye {
                         node_id: verified.node_id,
                     });
                 }

@@ -11,7 +11,7 @@ use std::{
 
 use bytes::Bytes;
 use prost::Message as _;
-use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use tokio::sync::mpsc::{Receiver, channel};
 
 use super::{
     packet::{Kind, Outgoing, signed_bytes, unix_millis},
@@ -62,7 +62,7 @@ fn on_loopback(group: SocketAddr) -> DiscoveryOptions {
 struct Started {
     id: NodeId,
     discovery: Discovery,
-    events: UnboundedReceiver<DiscoveryEvent>,
+    events: Receiver<DiscoveryEvent>,
 }
 
 /// Logs to the test output when `RUST_LOG` is set (e.g. `RUST_LOG=runar_runtime=debug`).
@@ -76,7 +76,7 @@ fn init_tracing() {
 async fn start(options: &DiscoveryOptions, local: LocalPeer) -> Started {
     init_tracing();
     let id = local.keypair.node_id();
-    let (tx, events) = unbounded_channel();
+    let (tx, events) = channel(1024);
     let discovery = Discovery::start(options, local, tx).await.unwrap();
     Started {
         id,
@@ -87,7 +87,7 @@ async fn start(options: &DiscoveryOptions, local: LocalPeer) -> Started {
 
 /// The first event for which `f` returns `Some`, within `limit`; panics with `what` otherwise.
 async fn wait_for<T>(
-    events: &mut UnboundedReceiver<DiscoveryEvent>,
+    events: &mut Receiver<DiscoveryEvent>,
     limit: Duration,
     what: &str,
     mut f: impl FnMut(DiscoveryEvent) -> Option<T>,
@@ -105,7 +105,7 @@ async fn wait_for<T>(
 }
 
 /// The next event, within `limit`.
-async fn next_event(events: &mut UnboundedReceiver<DiscoveryEvent>, what: &str) -> DiscoveryEvent {
+async fn next_event(events: &mut Receiver<DiscoveryEvent>, what: &str) -> DiscoveryEvent {
     wait_for(events, DEADLINE, what, Some).await
 }
 
@@ -657,7 +657,7 @@ async fn bad_options_fail_in_start_without_panicking() {
         "239.255.1.1:0",
         "239.255.1.1",
     ] {
-        let (tx, _rx) = unbounded_channel();
+        let (tx, _rx) = channel(1024);
         let err = Discovery::start(
             &DiscoveryOptions::multicast(group),
             peer(&net, "127.0.0.1:1"),
@@ -674,14 +674,14 @@ async fn bad_options_fail_in_start_without_panicking() {
         on_loopback(group).max_datagram_size(100),
         on_loopback(group).max_datagram_size(70_000),
     ] {
-        let (tx, _rx) = unbounded_channel();
+        let (tx, _rx) = channel(1024);
         let err = Discovery::start(&options, peer(&net, "127.0.0.1:1"), tx)
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{options:?}: {err}");
     }
     // An interface that is not on this host.
-    let (tx, _rx) = unbounded_channel();
+    let (tx, _rx) = channel(1024);
     let err = Discovery::start(
         &DiscoveryOptions::multicast(group).multicast_interface(Ipv4Addr::new(192, 0, 2, 200)),
         peer(&net, "127.0.0.1:1"),
@@ -829,7 +829,66 @@ fn types_and_futures_are_send() {
     send_sync::<DiscoveryEvent>();
     send_sync::<LocalPeer>();
     let options = DiscoveryOptions::none();
-    let (tx, _rx) = unbounded_channel();
+    let (tx, _rx) = channel(1024);
     let start = Discovery::start(&options, peer(&network("a"), "127.0.0.1:1"), tx);
     send(&start);
+}
+
+/// A flood of genuine announcements with fresh ids (anyone on the LAN can make them) while the
+/// node takes none: the queue never holds more than its capacity; the rest is dropped and
+/// counted, and the queue works again once drained (issue 9, item 6).
+#[tokio::test]
+async fn a_flood_of_fresh_ids_is_dropped_at_the_bounded_queue() {
+    const CAPACITY: usize = 16;
+    const FLOOD: u64 = 300;
+    init_tracing();
+    let (group, _port) = free_group();
+    let net = network("a");
+    let (tx, mut events) = channel(CAPACITY);
+    let discovery = Discovery::start(&on_loopback(group), peer(&net, "127.0.0.1:40061"), tx)
+        .await
+        .unwrap();
+    let raw = multicast::sending_socket(Ipv4Addr::LOCALHOST, 1).unwrap();
+    let announce = |key: &NodeKeypair| {
+        let datagram = valid(key, &net.network_id(), wire::DiscoveryKind::Announce, 1);
+        raw.send_to(&datagram, group).unwrap();
+    };
+    // In batches, each taken in (queued or dropped) before the next: no datagram is lost to a
+    // socket buffer, so every one is accounted for.
+    let taken =
+        |events: &Receiver<DiscoveryEvent>| events.len() as u64 + discovery.events_dropped();
+    let mut sent = 0;
+    while sent < FLOOD {
+        for _ in 0..10 {
+            announce(&NodeKeypair::generate().unwrap());
+            sent += 1;
+        }
+        let deadline = Instant::now() + DEADLINE;
+        while taken(&events) < sent {
+            assert!(
+                Instant::now() < deadline,
+                "{} of {sent} taken",
+                taken(&events)
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert!(
+            events.len() <= CAPACITY,
+            "the queue grew to {}",
+            events.len()
+        );
+    }
+    assert_eq!(events.len(), CAPACITY);
+    assert_eq!(discovery.events_dropped(), FLOOD - CAPACITY as u64);
+
+    // Drained, it takes announcements again.
+    while events.try_recv().is_ok() {}
+    let late = NodeKeypair::generate().unwrap();
+    announce(&late);
+    let found = next_event(&mut events, "an announcement after the flood").await;
+    assert!(
+        matches!(found, DiscoveryEvent::Discovered { node_id, .. } if node_id == late.node_id())
+    );
+    assert_eq!(discovery.events_dropped(), FLOOD - CAPACITY as u64);
+    discovery.stop().await;
 }

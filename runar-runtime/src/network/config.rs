@@ -52,9 +52,20 @@ pub struct NetworkConfig {
     pub max_connections: usize,
     /// The most requests one peer may have in flight at once (default 1024).
     pub max_concurrent_requests: u32,
-    /// The longest wait between two attempts to reach a static peer that is down; attempts
-    /// start at 100 ms and double up to this (default 5 s).
+    /// The longest wait between two attempts to reach a static peer that refuses or fails the
+    /// connection; attempts start at 100 ms and double up to this (default 5 s). A peer that
+    /// answers nothing at all (down, or cut off) is probed instead, see
+    /// [`unreachable_probe_interval`](Self::unreachable_probe_interval).
     pub reconnect_backoff_max: Duration,
+    /// How often a static peer that answers nothing (its connection idled out, or the last
+    /// attempt heard nothing back) is probed with a new connection attempt (default 1 s), so
+    /// that a link that heals is used again within about this long, however long it was down.
+    /// A probe costs the peer's address one QUIC Initial (1200 bytes) and one retransmission,
+    /// about 2.4 KB per interval for as long as the peer stays silent; it gives up after this
+    /// interval (or `idle_timeout`, if longer) unless the peer answers, and a peer that answers
+    /// gets the whole `connect_timeout`. A peer that answers but refuses is redialed with the
+    /// backoff instead (`reconnect_backoff_max`).
+    pub unreachable_probe_interval: Duration,
     /// How long a peer that discovery reported, that cannot be reached and that discovery has
     /// not reported again, is still redialed (default 60 s). Until then, and for as long as
     /// discovery keeps reporting it (multicast announcements repeat) and it has not said
@@ -94,6 +105,14 @@ pub struct NetworkConfig {
     /// The most dials (first dials and redials) to discovered peers started per second
     /// (default 20).
     pub discovery_dials_per_second: u32,
+    /// How many discovery events (a peer announced, a peer's goodbye) may wait for the node to
+    /// take them (default 1024). Discovery never waits: an event that finds the queue full is
+    /// dropped, counted and logged (rate-limited), so a flood of announcements with fresh ids
+    /// (anyone on the LAN can send them) cannot grow the node's memory. Multicast
+    /// announcements repeat, so a dropped one is made up for by the next; a
+    /// [`MemoryHub`](crate::MemoryHub) reports each peer once, so keep this above the hub's
+    /// size. At least 1.
+    pub discovery_queue_capacity: usize,
     /// A refused handshake (wrong network key, another network name, another protocol version)
     /// is logged at most once per this interval and reason, with the number not logged since
     /// (default 10 s). Every refusal is still counted and published as a registry event.
@@ -162,6 +181,7 @@ impl Default for NetworkConfig {
             max_connections: transport.max_connections,
             max_concurrent_requests: transport.max_concurrent_bidi_streams,
             reconnect_backoff_max: Duration::from_secs(5),
+            unreachable_probe_interval: transport.unreachable_probe_interval,
             announce_timeout: Duration::from_secs(1),
             max_pending_handshakes: transport.max_pending_handshakes,
             read_timeout: Duration::from_secs(10),
@@ -170,6 +190,7 @@ impl Default for NetworkConfig {
             peer_limits: PeerLimits::default(),
             max_discovery_dials: 8,
             discovery_dials_per_second: 20,
+            discovery_queue_capacity: 1024,
             forget_unreachable_after: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(5),
             refusal_log_interval: Duration::from_secs(10),
@@ -255,6 +276,12 @@ impl NetworkConfig {
         self
     }
 
+    /// Sets how often a static peer that answers nothing is probed.
+    pub fn with_unreachable_probe_interval(mut self, interval: Duration) -> Self {
+        self.unreachable_probe_interval = interval;
+        self
+    }
+
     /// Sets how long a change waits for peers' acknowledgements.
     pub fn with_announce_timeout(mut self, timeout: Duration) -> Self {
         self.announce_timeout = timeout;
@@ -316,6 +343,12 @@ impl NetworkConfig {
         self
     }
 
+    /// Sets how many discovery events may wait for the node to take them.
+    pub fn with_discovery_queue_capacity(mut self, events: usize) -> Self {
+        self.discovery_queue_capacity = events;
+        self
+    }
+
     /// Sets how many events may wait to be sent to one peer.
     pub fn with_peer_event_queue_capacity(mut self, events: usize) -> Self {
         self.peer_event_queue_capacity = events;
@@ -334,9 +367,14 @@ impl NetworkConfig {
         self
     }
 
-    /// Checks the settings that [`Transport`](super::Transport) does not: the event queues
-    /// and the slow-consumer timeout.
+    /// Checks the settings that [`Transport`](super::Transport) does not: the event and
+    /// discovery queues and the slow-consumer timeout.
     pub(crate) fn validate(&self) -> Result<()> {
+        if self.discovery_queue_capacity == 0 {
+            return Err(Error::invalid_argument(
+                "discovery_queue_capacity must be at least 1",
+            ));
+        }
         if self.peer_event_queue_capacity == 0 {
             return Err(Error::invalid_argument(
                 "peer_event_queue_capacity must be at least 1",
@@ -365,6 +403,7 @@ impl NetworkConfig {
             max_concurrent_bidi_streams: self.max_concurrent_requests,
             max_connections: self.max_connections,
             max_pending_handshakes: self.max_pending_handshakes,
+            unreachable_probe_interval: self.unreachable_probe_interval,
         }
     }
 }

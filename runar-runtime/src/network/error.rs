@@ -115,6 +115,16 @@ impl TransportError {
             _ => false,
         }
     }
+
+    /// True when a dial heard nothing from the peer before it gave up (the handshake idled
+    /// out, or the connect timeout passed): the peer is down or unreachable, not refusing.
+    pub fn is_unanswered(&self) -> bool {
+        matches!(
+            self,
+            TransportError::Connection(quinn::ConnectionError::TimedOut)
+                | TransportError::Timeout { .. }
+        )
+    }
 }
 
 #[doc(hidden)] // the transport is internal

@@ -160,7 +160,8 @@ impl<H: NodeHandler> Mesh<H> {
     /// Starts accepting connections, dialing static peers and discovery. Fails when discovery
     /// cannot start (invalid options, sockets that cannot be set up).
     pub(crate) async fn run(self: &Arc<Self>) -> Result<()> {
-        let (events, discovered) = mpsc::unbounded_channel();
+        // Bounded: discovery drops (and counts) what finds it full rather than grow it.
+        let (events, discovered) = mpsc::channel(self.config.discovery_queue_capacity.max(1));
         let local = LocalPeer {
             keypair: self.keypair.clone(),
             network_id: self.network_id.clone(),
@@ -193,7 +194,7 @@ impl<H: NodeHandler> Mesh<H> {
     /// not connected, with backoff: discovery may report a peer only once (the memory hub), and
     /// a dial can fail under load or lose the one-connection-per-pair race, so a single attempt
     /// per report could leave a pair unconnected for good.
-    async fn discovery_loop(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<DiscoveryEvent>) {
+    async fn discovery_loop(self: Arc<Self>, mut events: mpsc::Receiver<DiscoveryEvent>) {
         loop {
             let event = tokio::select! {
                 event = events.recv() => event,
@@ -285,13 +286,7 @@ impl<H: NodeHandler> Mesh<H> {
         let Some(gone) = lock(&self.wanted).get(&node_id).map(|w| w.gone.clone()) else {
             return;
         };
-        // The node with the larger id waits a little before its first dial, so that usually
-        // only the smaller id dials (its connection is the one both sides keep).
-        let mut backoff = if self.node_id < node_id {
-            Duration::ZERO
-        } else {
-            DIAL_DEFER + jitter(DIAL_DEFER)
-        };
+        let mut backoff = self.dial_delay(&node_id, Duration::ZERO);
         let mut unreachable_since: Option<Instant> = None;
         loop {
             if !backoff.is_zero() {
@@ -310,8 +305,10 @@ impl<H: NodeHandler> Mesh<H> {
                     _ = peer.connection.closed() => {}
                     _ = gone.cancelled() => return,
                 }
-                // Redial soon, with a little jitter so that both sides rarely dial at once.
-                backoff = DIAL_RETRY_INITIAL + jitter(DIAL_RETRY_INITIAL);
+                // Redial: soon, and as at first, usually from one side only, so that a mesh
+                // losing links under load does not spend twice the handshakes to mend them.
+                backoff =
+                    self.dial_delay(&node_id, DIAL_RETRY_INITIAL + jitter(DIAL_RETRY_INITIAL));
                 continue;
             }
             let Some((addresses, last_reported)) = lock(&self.wanted)
@@ -366,6 +363,19 @@ impl<H: NodeHandler> Mesh<H> {
         }
     }
 
+    /// How long to wait before dialing the discovered `peer` while not connected to it: `soon`
+    /// for the node with the smaller id, [`DIAL_DEFER`] and a jitter for the other, so that
+    /// usually only the smaller id dials (its connection is the one both sides keep) and a pair
+    /// costs one handshake, not two. The larger id still dials if the smaller does not (as when
+    /// discovery reports only one way).
+    fn dial_delay(&self, peer: &NodeId, soon: Duration) -> Duration {
+        if self.node_id < *peer {
+            soon
+        } else {
+            DIAL_DEFER + jitter(DIAL_DEFER)
+        }
+    }
+
     fn is_connected(&self, id: &NodeId) -> bool {
         lock(&self.peers)
             .get(id)
@@ -409,14 +419,22 @@ impl<H: NodeHandler> Mesh<H> {
         }
     }
 
-    /// Keeps a connection to the static peer at `addr`: dials with backoff while it is down,
-    /// then waits for the connection (ours or the peer's) to close, and starts again.
-    /// `first` is told when the first attempt is over, whatever its outcome.
+    /// Keeps a connection to the static peer at `addr`: dials while it is down, then waits for
+    /// the connection (ours or the peer's) to close, and starts again. `first` is told when the
+    /// first attempt is over, whatever its outcome.
+    ///
+    /// A peer that answers nothing (its connection idled out, or an attempt heard nothing back:
+    /// it is down or cut off) is probed, an attempt about every `unreachable_probe_interval`
+    /// (each one QUIC Initial and one retransmission), so that a healed link is used again
+    /// within about that long however long it was cut. A peer that answers but refuses or fails
+    /// the connection is redialed with backoff, from 100 ms doubling to
+    /// `reconnect_backoff_max`, so that it is not hammered.
     async fn dial_loop(self: Arc<Self>, addr: SocketAddr, first: tokio::sync::oneshot::Sender<()>) {
         let mut first = Some(first);
         let initial = DIAL_RETRY_INITIAL;
         let mut backoff = initial;
         let mut known: Option<NodeId> = None;
+        let mut probe = false;
         loop {
             // Already connected to this peer (perhaps it dialed us): wait for that to end. A
             // closed connection whose cleanup has not run yet does not count.
@@ -424,34 +442,47 @@ impl<H: NodeHandler> Mesh<H> {
                 .and_then(|id| lock(&self.peers).get(&id).cloned())
                 .filter(|peer| peer.connection.close_reason().is_none());
             if let Some(peer) = current {
-                tokio::select! {
-                    _ = peer.connection.closed() => {}
+                let reason = tokio::select! {
+                    reason = peer.connection.closed() => reason,
                     _ = self.shutdown.cancelled() => return,
-                }
+                };
+                // Idled out: the peer went silent, and is probably cut off.
+                probe = matches!(reason, quinn::ConnectionError::TimedOut);
                 backoff = initial;
                 continue;
             }
-            let attempt = self.connect(addr, None).await;
+            let attempt = self.dial(addr, None, probe).await;
             if let Some(first) = first.take() {
                 let _ = first.send(());
             }
-            match attempt {
+            let wait = match attempt {
                 Ok(id) => {
                     known = Some(id);
                     backoff = initial;
+                    probe = false;
                     continue;
                 }
-                Err(e) => {
-                    tracing::debug!(%addr, error = %e, retry_in = ?backoff, "static peer unreachable")
+                Err((e, unanswered)) => {
+                    tracing::debug!(%addr, error = %e, unanswered, "static peer unreachable");
+                    probe = unanswered;
+                    if unanswered {
+                        // The attempt itself took the probe interval: try again at once, with
+                        // a little jitter so that peers probing each other spread out.
+                        backoff = initial;
+                        jitter(initial)
+                    } else {
+                        let wait = backoff;
+                        backoff = backoff
+                            .saturating_mul(2)
+                            .min(self.config.reconnect_backoff_max.max(initial));
+                        wait
+                    }
                 }
-            }
+            };
             tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = self.shutdown.cancelled() => return,
             }
-            backoff = backoff
-                .saturating_mul(2)
-                .min(self.config.reconnect_backoff_max.max(initial));
         }
     }
 
@@ -462,15 +493,33 @@ impl<H: NodeHandler> Mesh<H> {
         addr: SocketAddr,
         expected: Option<&NodeId>,
     ) -> Result<NodeId> {
-        let (connection, peer, _pending) =
-            match self.transport.connect_pending(addr, expected).await {
-                Ok(connected) => connected,
-                Err(e) => {
-                    self.handshake_failed(addr, &e).await;
-                    return Err(e.into());
-                }
-            };
-        self.attach(connection, peer, true).await?;
+        self.dial(addr, expected, false).await.map_err(|(e, _)| e)
+    }
+
+    /// [`connect`](Self::connect), probing when `probe` is set (see
+    /// [`Transport::probe_pending`]). A failure comes with whether the peer answered nothing.
+    async fn dial(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        expected: Option<&NodeId>,
+        probe: bool,
+    ) -> std::result::Result<NodeId, (Error, bool)> {
+        let dialed = if probe {
+            self.transport.probe_pending(addr, expected).await
+        } else {
+            self.transport.connect_pending(addr, expected).await
+        };
+        let (connection, peer, _pending) = match dialed {
+            Ok(connected) => connected,
+            Err(e) => {
+                self.handshake_failed(addr, &e).await;
+                let unanswered = e.is_unanswered();
+                return Err((e.into(), unanswered));
+            }
+        };
+        self.attach(connection, peer, true)
+            .await
+            .map_err(|e| (e, false))?;
         Ok(peer)
     }
 

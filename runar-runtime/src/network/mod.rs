@@ -17,7 +17,6 @@ mod error;
 pub(crate) mod frames;
 pub(crate) mod framing;
 mod interface;
-pub(crate) mod log_limit;
 mod mesh;
 mod peer;
 mod tls;
@@ -26,6 +25,8 @@ mod transport;
 #[cfg(test)]
 mod tests;
 
+/// The log rate limits, one level down (discovery uses them too); here for the network's paths.
+pub(crate) use crate::log_limit;
 pub use admission::NetworkKey;
 pub use config::{NetworkConfig, PeerLimits};
 pub use error::TransportError;

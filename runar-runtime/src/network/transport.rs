@@ -51,6 +51,11 @@ pub struct TransportConfig {
     /// not validated is asked to retry (a Retry packet proves the address); at the limit,
     /// attempts are refused. Default 64.
     pub max_pending_handshakes: usize,
+    /// How long a probing dial ([`Transport::probe_pending`]) waits for a peer that answers
+    /// nothing, or the idle timeout if that is longer. Default 1 s. A probe sends its first
+    /// QUIC Initial at once and one retransmission a third of the way through; once the peer
+    /// answers, the handshake goes on as any other (the real round-trip time takes over).
+    pub unreachable_probe_interval: Duration,
 }
 
 impl Default for TransportConfig {
@@ -64,6 +69,7 @@ impl Default for TransportConfig {
             max_concurrent_bidi_streams: 1024,
             max_connections: 256,
             max_pending_handshakes: 64,
+            unreachable_probe_interval: Duration::from_secs(1),
         }
     }
 }
@@ -101,6 +107,23 @@ impl TransportConfig {
             .datagram_receive_buffer_size(None);
         Ok(t)
     }
+
+    /// The transport parameters of a probing dial: the same, with an initial round-trip time
+    /// guess of a ninth of the probe interval. Before the peer answers, QUIC retransmits its
+    /// Initial after three round-trip guesses (a PTO) and gives the handshake up after three
+    /// PTOs (or the idle timeout, if longer): so a probe retransmits at a third of the interval
+    /// and ends at the interval.
+    fn quinn_probe_transport(&self) -> Result<quinn::TransportConfig, TransportError> {
+        let mut t = self.quinn_transport()?;
+        let guess = self.unreachable_probe_interval / 9;
+        if guess.is_zero() {
+            return Err(TransportError::InvalidConfig(
+                "unreachable_probe_interval is too short".into(),
+            ));
+        }
+        t.initial_rtt(guess);
+        Ok(t)
+    }
 }
 
 fn varint(n: u64) -> Result<VarInt, TransportError> {
@@ -113,6 +136,8 @@ fn varint(n: u64) -> Result<VarInt, TransportError> {
 #[derive(Debug, Clone)]
 pub struct Transport {
     endpoint: Endpoint,
+    /// The client configuration of probing dials (see [`Transport::probe_pending`]).
+    probe: quinn::ClientConfig,
     node_id: NodeId,
     config: Arc<TransportConfig>,
     /// Handshakes in progress (see [`Pending`]).
@@ -148,6 +173,7 @@ impl Transport {
         network: &NetworkKey,
     ) -> Result<Transport, TransportError> {
         let transport = Arc::new(config.quinn_transport()?);
+        let probe_transport = Arc::new(config.quinn_probe_transport()?);
         let tls = tls::build(node, network)?;
         let no_initial =
             |e: quinn::crypto::rustls::NoInitialCipherSuite| TransportError::Tls(e.to_string());
@@ -156,10 +182,11 @@ impl Transport {
             QuicServerConfig::try_from(tls.server).map_err(no_initial)?,
         ));
         server.transport_config(transport.clone());
-        let mut client = quinn::ClientConfig::new(Arc::new(
-            QuicClientConfig::try_from(tls.client).map_err(no_initial)?,
-        ));
+        let client_crypto = Arc::new(QuicClientConfig::try_from(tls.client).map_err(no_initial)?);
+        let mut client = quinn::ClientConfig::new(client_crypto.clone());
         client.transport_config(transport);
+        let mut probe = quinn::ClientConfig::new(client_crypto);
+        probe.transport_config(probe_transport);
 
         let mut endpoint =
             Endpoint::server(server, config.bind_addr).map_err(|source| TransportError::Bind {
@@ -169,6 +196,7 @@ impl Transport {
         endpoint.set_default_client_config(client);
         Ok(Transport {
             endpoint,
+            probe,
             node_id: node.node_id(),
             config: Arc::new(config),
             pending: Arc::default(),
@@ -233,6 +261,30 @@ impl Transport {
         addr: SocketAddr,
         expected: Option<&NodeId>,
     ) -> Result<(Connection, NodeId, Pending), TransportError> {
+        self.dial(addr, expected, None).await
+    }
+
+    /// [`Transport::connect_pending`] for a peer that answered nothing lately (it went silent,
+    /// or the last dial was unanswered): gives up after
+    /// [`unreachable_probe_interval`](TransportConfig::unreachable_probe_interval) (or the idle
+    /// timeout, if longer) if the peer still answers nothing, so that the caller can try again
+    /// about that often and reach the peer soon after its link heals. A peer that answers gets
+    /// the whole connect timeout, as with `connect_pending`.
+    pub async fn probe_pending(
+        &self,
+        addr: SocketAddr,
+        expected: Option<&NodeId>,
+    ) -> Result<(Connection, NodeId, Pending), TransportError> {
+        self.dial(addr, expected, Some(self.probe.clone())).await
+    }
+
+    /// Dials with the endpoint's client configuration, or `config`.
+    async fn dial(
+        &self,
+        addr: SocketAddr,
+        expected: Option<&NodeId>,
+        config: Option<quinn::ClientConfig>,
+    ) -> Result<(Connection, NodeId, Pending), TransportError> {
         if self.established() >= self.config.max_connections {
             return Err(TransportError::TooManyConnections(
                 self.config.max_connections,
@@ -244,7 +296,11 @@ impl Transport {
             ));
         }
         let pending = Pending::new(&self.pending);
-        let connecting = self.endpoint.connect(addr, &tls::server_name(expected))?;
+        let name = tls::server_name(expected);
+        let connecting = match config {
+            Some(config) => self.endpoint.connect_with(config, addr, &name)?,
+            None => self.endpoint.connect(addr, &name)?,
+        };
         let after = self.config.connect_timeout;
         let connection = tokio::time::timeout(after, connecting)
             .await

@@ -1,4 +1,5 @@
-//! Rate limits for log lines a peer can trigger, so a hostile peer cannot flood the log.
+//! Rate limits for log lines a peer can trigger, so a hostile peer (or anyone on the LAN, for
+//! discovery) cannot flood the log.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -45,8 +46,8 @@ impl LogLimit {
 /// `tracing::warn!` through a per-call-site [`LogLimit`] of 10 lines per second.
 macro_rules! warn_limited {
     ($($arg:tt)+) => {{
-        static LIMIT: $crate::network::log_limit::LogLimit =
-            $crate::network::log_limit::LogLimit::new(10);
+        static LIMIT: $crate::log_limit::LogLimit =
+            $crate::log_limit::LogLimit::new(10);
         if let Some(suppressed) = LIMIT.allow() {
             tracing::warn!(suppressed, $($arg)+);
         }
