@@ -12,7 +12,7 @@ SRC=runar-runtime/src
 # Lowest first. Each line is one layer.
 LAYERS=(
   "error wire lock"   # errors, the generated protocol messages, the one lock helper
-  "value"             # Value: typed in memory or encoded
+  "value metadata"    # Value: typed in memory or encoded; request and event metadata
   "routing"           # TopicPath, PathTrie
   "identity"          # NodeId, NodeKeypair
   "discovery"         # reports peers; knows identity, nothing of the node

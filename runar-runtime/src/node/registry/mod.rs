@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
+use crate::metadata::Metadata;
 use crate::lock::{lock, read, write};
 use crate::network::{EventSink, PeerLink};
 use crate::node::service::{ActionHandler, Caller};
@@ -163,6 +164,7 @@ pub(crate) struct Event {
     pub(crate) value: Arc<Value>,
     pub(crate) publisher: Caller,
     pub(crate) retained: bool,
+    pub(crate) metadata: Metadata,
 }
 
 /// A subscription: where matching events go.
