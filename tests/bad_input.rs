@@ -83,7 +83,7 @@ fn request_frame(path: &str, payload: &[u8]) -> Vec<u8> {
         network: "test".into(),
         path: path.into(),
         payload: payload.to_vec().into(),
-        timeout_ms: 5_000,
+        metadata: [("runar-timeout".into(), "5000".into())].into(),
         ..Default::default()
     };
     let body = request.encode_to_vec();
