@@ -212,13 +212,14 @@ async fn per_call_and_per_client_metadata_with_binary_values_cross_quic() {
     let plain = WhoAmIClient::new(a.clone());
     let mut tenant = Metadata::new();
     tenant.insert("tenant", "other").unwrap();
-    let configured = plain
-        .clone()
-        .with_metadata(tenant)
-        .with_interceptor(|mut call: Call| async move {
-            call.metadata_mut().insert("from-client", "yes")?;
-            Ok(call)
-        });
+    let configured =
+        plain
+            .clone()
+            .with_metadata(tenant)
+            .with_interceptor(|mut call: Call| async move {
+                call.metadata_mut().insert("from-client", "yes")?;
+                Ok(call)
+            });
     // The node's interceptor runs first, then the client's: the client's metadata was there
     // before both and the node's `tenant` replaced it.
     assert_eq!(configured.tell().await.unwrap(), "acme/yes");

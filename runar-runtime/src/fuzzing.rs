@@ -168,8 +168,8 @@ pub fn request_frames(data: &[u8]) {
                 .filter(|ms| *ms != 0 && timeout.as_deref() == Some(ms.to_string().as_bytes()))
                 .unwrap_or(0);
             // What the node would accept of the rest: all of it, or nothing.
-            let metadata = Metadata::from_wire(expected.metadata.clone(), MAX, MAX)
-                .unwrap_or_else(|_| {
+            let metadata =
+                Metadata::from_wire(expected.metadata.clone(), MAX, MAX).unwrap_or_else(|_| {
                     expected.metadata.clear();
                     Metadata::new()
                 });
@@ -214,8 +214,8 @@ pub fn request_frames(data: &[u8]) {
                 return;
             };
             let mut expected = event.clone();
-            let metadata = Metadata::from_wire(event.metadata.clone(), MAX, MAX)
-                .unwrap_or_else(|_| {
+            let metadata =
+                Metadata::from_wire(event.metadata.clone(), MAX, MAX).unwrap_or_else(|_| {
                     expected.metadata.clear();
                     Metadata::new()
                 });

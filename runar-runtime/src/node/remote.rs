@@ -170,8 +170,14 @@ fn remote_action(peer: &PeerHandle, network: Arc<str>) -> ActionHandler {
         let peer = peer.clone();
         let network = network.clone();
         Box::pin(async move {
-            peer.request(&network, ctx.path(), &value, ctx.remaining(), ctx.metadata())
-                .await
+            peer.request(
+                &network,
+                ctx.path(),
+                &value,
+                ctx.remaining(),
+                ctx.metadata(),
+            )
+            .await
         })
     })
 }

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
-use crate::metadata::Metadata;
 use crate::lock::{lock, read, write};
+use crate::metadata::Metadata;
 use crate::network::{EventSink, PeerLink};
 use crate::node::service::{ActionHandler, Caller};
 use crate::routing::{PathLimits, PathParams, PathTrie, TopicPath, split_network};
