@@ -373,6 +373,7 @@ async fn an_inbound_event_with_a_topic_over_the_limits_is_dropped() {
             payload: n.encode_to_vec().into(),
             subscription_ids: vec![id],
             retained: false,
+            ..Default::default()
         };
         write_frame(&mut uni, &event.encode_to_vec(), MAX)
             .await
