@@ -429,6 +429,24 @@ async fn the_deadline_still_reaches_the_remote_handler() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
+    // A panicking interceptor fails the call with Internal; the node carries on.
+    let panics = RequestOptions::default().with_interceptor(|call: Call| async move {
+        if call.path() == "probe/remaining" {
+            panic!("interceptor bug");
+        }
+        Ok(call)
+    });
+    let err = a
+        .request_with::<_, u64>("probe/remaining", (), panics)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Internal, "{err}");
+    assert!(err.message().contains("interceptor bug"), "{err}");
+    let left: u64 = a
+        .request_with("probe/remaining", (), RequestOptions::default())
+        .await
+        .unwrap();
+    assert!(left > 0);
 }
 
 #[tokio::test]

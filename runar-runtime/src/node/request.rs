@@ -206,16 +206,22 @@ impl Node {
     }
 }
 
-/// Runs interceptors under the call's deadline.
+/// Runs interceptors under the call's deadline, turning a panic into `Internal`.
 async fn within(
     deadline: Instant,
     timeout: Duration,
     path: &str,
     interceptors: impl Future<Output = Result<Call>>,
 ) -> Result<Call> {
-    tokio::time::timeout_at(deadline.into(), interceptors)
-        .await
-        .unwrap_or_else(|_| Err(deadline_exceeded(path, timeout)))
+    let interceptors = AssertUnwindSafe(interceptors).catch_unwind();
+    match tokio::time::timeout_at(deadline.into(), interceptors).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(panic)) => Err(Error::internal(format!(
+            "an interceptor of `{path}` panicked: {}",
+            panic_message(panic.as_ref())
+        ))),
+        Err(_) => Err(deadline_exceeded(path, timeout)),
+    }
 }
 
 /// The instant `timeout` from now; a timeout too long to represent (such as `Duration::MAX`)
