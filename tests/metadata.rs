@@ -336,10 +336,15 @@ async fn a_peer_over_the_metadata_limits_is_refused_with_resource_exhausted() {
     let many = (0..65).map(|i| entry(&format!("k{i}"), b"v")).collect();
     let (code, message) = raw_request(conn, many).await.unwrap_err();
     assert_eq!(code, Code::ResourceExhausted, "{message}");
+    assert_eq!(message, "the metadata has more than 64 entries, the limit");
 
     let big = vec![entry("tenant", &[b'x'; 9 * 1024])];
     let (code, message) = raw_request(conn, big).await.unwrap_err();
     assert_eq!(code, Code::ResourceExhausted, "{message}");
+    assert_eq!(
+        message,
+        "the metadata is over the limit of 8192 bytes of keys and values"
+    );
 
     for bad in [
         entry("Tenant", b"x"),
@@ -348,6 +353,7 @@ async fn a_peer_over_the_metadata_limits_is_refused_with_resource_exhausted() {
     ] {
         let (code, message) = raw_request(conn, vec![bad]).await.unwrap_err();
         assert_eq!(code, Code::InvalidArgument, "{message}");
+        assert!(message.contains("metadata key"), "{message}");
     }
     // Binary values are any bytes; unknown reserved entries are ignored.
     let fine = vec![entry("k-bin", &[0, 159, 255]), entry("runar-future", b"?")];

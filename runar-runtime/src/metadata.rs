@@ -223,9 +223,14 @@ impl Metadata {
         let mut size = 0usize;
         for (key, value) in entries {
             size = size.saturating_add(key.len()).saturating_add(value.len());
-            if metadata.len() >= max_entries || size > max_size {
+            if metadata.len() >= max_entries {
                 return Err(Error::resource_exhausted(format!(
-                    "the metadata is over the limit of {max_entries} entries or {max_size} bytes"
+                    "the metadata has more than {max_entries} entries, the limit"
+                )));
+            }
+            if size > max_size {
+                return Err(Error::resource_exhausted(format!(
+                    "the metadata is over the limit of {max_size} bytes of keys and values"
                 )));
             }
             check_user_key(&key)?;
