@@ -8,60 +8,11 @@ mod common;
 use std::time::Duration;
 
 use common::fixture::Fixture;
+use common::raw::{self, MAX, deep_capabilities, hello, hello_announcing};
 use common::{WAIT, key, started, wait_for};
 use prost::Message;
-use runar::__private::{NodeKeypair, Transport, TransportConfig, read_frame, wire, write_frame};
+use runar::__private::{NodeKeypair, read_frame, wire, write_frame};
 use runar::{Code, DiscoveryOptions, Node};
-
-const MAX: usize = 4 * 1024 * 1024;
-
-/// A raw QUIC client admitted to the network (it holds the key).
-async fn raw_client(target: &Node) -> (Transport, quinn::Connection, NodeKeypair) {
-    let keypair = NodeKeypair::generate().unwrap();
-    let config = TransportConfig {
-        bind_addr: "127.0.0.1:0".parse().unwrap(),
-        ..TransportConfig::default()
-    };
-    let transport = Transport::bind(config, &keypair, &key()).unwrap();
-    let (conn, _) = transport
-        .connect(target.local_addr().unwrap(), Some(&target.node_id()))
-        .await
-        .unwrap();
-    (transport, conn, keypair)
-}
-
-/// Completes the hello on a control stream, so request streams are served.
-async fn hello(
-    conn: &quinn::Connection,
-    keypair: &NodeKeypair,
-) -> (quinn::SendStream, quinn::RecvStream) {
-    hello_announcing(conn, keypair, wire::Capabilities::default()).await
-}
-
-/// Completes the hello on a control stream, announcing `capabilities`.
-async fn hello_announcing(
-    conn: &quinn::Connection,
-    keypair: &NodeKeypair,
-    capabilities: wire::Capabilities,
-) -> (quinn::SendStream, quinn::RecvStream) {
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    send.write_all(&[1]).await.unwrap();
-    let hello = wire::Hello {
-        protocol_version: 1,
-        node_id: keypair.node_id().to_string(),
-        node_name: "raw".into(),
-        network_id: key().network_id(),
-        capabilities: Some(capabilities),
-        instance: 1,
-        ..Default::default()
-    };
-    write_frame(&mut send, &hello.encode_to_vec(), MAX)
-        .await
-        .unwrap();
-    let theirs = read_frame(&mut recv, MAX).await.unwrap().unwrap();
-    wire::Hello::decode(theirs).unwrap();
-    (send, recv)
-}
 
 /// Sends `bytes` on a new request stream and returns the error code of the answer, if any.
 async fn send_raw(conn: &quinn::Connection, bytes: &[u8]) -> Option<Code> {
@@ -117,7 +68,7 @@ async fn garbage_instead_of_a_hello_closes_only_that_connection() {
         b"\x01\x00\x00\x00\x03abc",
         b"",
     ] {
-        let (_t, conn, _) = raw_client(&a).await;
+        let (_t, conn, _) = raw::client(&a).await;
         let (mut send, _recv) = conn.open_bi().await.unwrap();
         let _ = send.write_all(garbage).await;
         let _ = send.finish();
@@ -127,7 +78,7 @@ async fn garbage_instead_of_a_hello_closes_only_that_connection() {
         still_serves(&b).await;
     }
     // A hello that lies about the sender's id is refused too.
-    let (_t, conn, _) = raw_client(&a).await;
+    let (_t, conn, _) = raw::client(&a).await;
     let (mut send, _recv) = conn.open_bi().await.unwrap();
     send.write_all(&[1]).await.unwrap();
     let liar = wire::Hello {
@@ -154,7 +105,7 @@ async fn garbage_instead_of_a_hello_closes_only_that_connection() {
 #[tokio::test]
 async fn malformed_request_streams_get_errors_not_panics() {
     let (a, b) = server().await;
-    let (_t, conn, keypair) = raw_client(&a).await;
+    let (_t, conn, keypair) = raw::client(&a).await;
     let _control = hello(&conn, &keypair).await;
 
     // A well-formed request works on the raw connection.
@@ -235,7 +186,7 @@ async fn malformed_request_streams_get_errors_not_panics() {
 #[tokio::test]
 async fn a_broken_control_stream_drops_only_that_peer() {
     let (a, b) = server().await;
-    let (_t, conn, keypair) = raw_client(&a).await;
+    let (_t, conn, keypair) = raw::client(&a).await;
     let (mut control, _recv) = hello(&conn, &keypair).await;
     // A malformed control message is skipped...
     write_frame(&mut control, &[0xff, 0xff, 0xff], MAX)
@@ -252,26 +203,6 @@ async fn a_broken_control_stream_drops_only_that_peer() {
     tokio::time::sleep(Duration::from_millis(1)).await;
     b.stop().await.unwrap();
     a.stop().await.unwrap();
-}
-
-/// Capabilities with a 200,000-segment subscription and a 200,000-segment templated action.
-fn deep_capabilities() -> wire::Capabilities {
-    wire::Capabilities {
-        version: 1,
-        services: vec![wire::ServiceDescriptor {
-            path: "deep".into(),
-            name: "Deep".into(),
-            network: "test".into(),
-            actions: vec![format!("deep/{}{{x}}", "a/".repeat(199_998))],
-            ..Default::default()
-        }],
-        subscriptions: vec![wire::SubscriptionDescriptor {
-            id: 9,
-            network: "test".into(),
-            pattern: format!("{}>", "a/".repeat(199_999)),
-            ..Default::default()
-        }],
-    }
 }
 
 /// Closes the raw connection and waits until `node` has dropped the peer.
@@ -292,7 +223,7 @@ async fn leave(node: &Node, conn: quinn::Connection, raw: &NodeKeypair) {
 #[tokio::test]
 async fn a_hello_announcing_huge_paths_does_not_abort_the_node() {
     let (a, b) = server().await;
-    let (_t, conn, keypair) = raw_client(&a).await;
+    let (_t, conn, keypair) = raw::client(&a).await;
     let _control = hello_announcing(&conn, &keypair, deep_capabilities()).await;
     still_serves(&b).await;
     leave(&a, conn, &keypair).await;
@@ -312,7 +243,7 @@ async fn deep_announced_paths_within_raised_limits_are_routed_and_removed() {
     let a = Node::new(config).await.unwrap();
     a.add_service(Fixture::new("a").0).await.unwrap();
     a.start().await.unwrap();
-    let (_t, conn, keypair) = raw_client(&a).await;
+    let (_t, conn, keypair) = raw::client(&a).await;
     let _control = hello_announcing(&conn, &keypair, deep_capabilities()).await;
 
     let topic = format!("{}a", "a/".repeat(200_000));
@@ -356,7 +287,7 @@ async fn an_inbound_event_with_a_topic_over_the_limits_is_dropped() {
         .await
         .unwrap();
     let id: u64 = sub.to_string().trim_start_matches("sub-").parse().unwrap();
-    let (_t, conn, keypair) = raw_client(&a).await;
+    let (_t, conn, keypair) = raw::client(&a).await;
     let _control = hello(&conn, &keypair).await;
     wait_for("the raw peer to be admitted", || {
         a.peers().contains(&keypair.node_id())

@@ -52,28 +52,50 @@ fn config(name: &str, network: &str, key: &NetworkKey, discovery: DiscoveryOptio
     )
 }
 
-/// Node A: hosts the service, finds nobody itself.
-async fn server(network: &str, key: &NetworkKey) -> Node {
+/// Node A, started, finding nobody itself, hosting the service if `serving` (added before
+/// `start`, as in the README).
+async fn started_server(network: &str, key: &NetworkKey, serving: bool) -> Node {
     let a = Node::new(config("a", network, key, DiscoveryOptions::none()))
         .await
         .unwrap();
-    a.add_service(TodoList).await.unwrap();
+    if serving {
+        a.add_service(TodoList).await.unwrap();
+    }
     a.start().await.unwrap();
     a
 }
 
-/// Node B: dials A by address, as in the README.
-async fn client(network: &str, key: &NetworkKey, a: &Node) -> Node {
-    let b = Node::new(config(
+/// Node A: hosts the service, finds nobody itself.
+async fn server(network: &str, key: &NetworkKey) -> Node {
+    started_server(network, key, true).await
+}
+
+/// Node B, not started: dials A by address, as in the README.
+async fn dialing(network: &str, key: &NetworkKey, a: &Node) -> Node {
+    Node::new(config(
         "b",
         network,
         key,
         DiscoveryOptions::static_peers([a.local_addr().unwrap()]),
     ))
     .await
-    .unwrap();
+    .unwrap()
+}
+
+/// Node B, started: dials A by address, as in the README.
+async fn client(network: &str, key: &NetworkKey, a: &Node) -> Node {
+    let b = dialing(network, key, a).await;
     b.start().await.unwrap();
     b
+}
+
+/// Node A hosting the service and node B dialing it, in `todo-net` with the test key.
+async fn todo_pair() -> (Node, Node) {
+    common::init_tracing();
+    let key = common::key();
+    let a = server("todo-net", &key).await;
+    let b = client("todo-net", &key, &a).await;
+    (a, b)
 }
 
 fn buy_milk() -> AddTodoRequest {
@@ -125,21 +147,35 @@ async fn next_refusal(rx: &mut mpsc::UnboundedReceiver<PeerRefusedEvent>) -> Pee
         .unwrap()
 }
 
+/// Node A hosting the service in `todo-net` with `a_key`, and node B in `b_network` with
+/// `b_key` dialing it, both started; each one's refusal events from before B starts.
+async fn refused_pair(
+    a_key: &NetworkKey,
+    b_network: &str,
+    b_key: &NetworkKey,
+) -> (
+    Node,
+    Node,
+    mpsc::UnboundedReceiver<PeerRefusedEvent>,
+    mpsc::UnboundedReceiver<PeerRefusedEvent>,
+) {
+    let a = server("todo-net", a_key).await;
+    let a_refusals = refusals(&a).await;
+    let b = dialing(b_network, b_key, &a).await;
+    let b_refusals = refusals(&b).await;
+    b.start().await.unwrap();
+    (a, b, a_refusals, b_refusals)
+}
+
 #[tokio::test]
 async fn a_wrong_key_is_named_on_both_sides_and_in_not_found() {
     common::init_tracing();
-    let a = server("todo-net", &NetworkKey::from_secret("the right key")).await;
-    let mut a_refusals = refusals(&a).await;
-    let b = Node::new(config(
-        "b",
+    let (a, b, mut a_refusals, mut b_refusals) = refused_pair(
+        &NetworkKey::from_secret("the right key"),
         "todo-net",
         &NetworkKey::from_secret("the wrong key"),
-        DiscoveryOptions::static_peers([a.local_addr().unwrap()]),
-    ))
-    .await
-    .unwrap();
-    let mut b_refusals = refusals(&b).await;
-    b.start().await.unwrap();
+    )
+    .await;
 
     let err = TodoListClient::new(b.clone())
         .add_todo(buy_milk())
@@ -170,18 +206,7 @@ async fn a_wrong_key_is_named_on_both_sides_and_in_not_found() {
 async fn another_network_name_is_refused_at_the_hello_and_the_dialer_learns_why() {
     common::init_tracing();
     let key = NetworkKey::from_secret("one key, two names");
-    let a = server("todo-net", &key).await;
-    let mut a_refusals = refusals(&a).await;
-    let b = Node::new(config(
-        "b",
-        "other-net",
-        &key,
-        DiscoveryOptions::static_peers([a.local_addr().unwrap()]),
-    ))
-    .await
-    .unwrap();
-    let mut b_refusals = refusals(&b).await;
-    b.start().await.unwrap();
+    let (a, b, mut a_refusals, mut b_refusals) = refused_pair(&key, "other-net", &key).await;
 
     assert!(b.peers().is_empty() && a.peers().is_empty());
     let err = b
@@ -207,10 +232,7 @@ async fn another_network_name_is_refused_at_the_hello_and_the_dialer_learns_why(
 
 #[tokio::test]
 async fn a_typo_gets_a_suggestion_and_what_the_node_knows() {
-    common::init_tracing();
-    let key = common::key();
-    let a = server("todo-net", &key).await;
-    let b = client("todo-net", &key, &a).await;
+    let (a, b) = todo_pair().await;
     let err = b
         .request::<_, Todo>("todo_list/add_todoo", buy_milk())
         .await
@@ -243,10 +265,7 @@ async fn a_typo_gets_a_suggestion_and_what_the_node_knows() {
 
 #[tokio::test]
 async fn a_dynamic_call_with_another_message_type_is_invalid_argument() {
-    common::init_tracing();
-    let key = common::key();
-    let a = server("todo-net", &key).await;
-    let b = client("todo-net", &key, &a).await;
+    let (a, b) = todo_pair().await;
     for (node, place) in [(&a, "local"), (&b, "remote")] {
         // A String encodes like `AddTodoRequest { title }`: it must not be taken for one.
         let err = node
@@ -289,10 +308,7 @@ async fn a_dynamic_call_with_another_message_type_is_invalid_argument() {
 async fn wait_for_ready_waits_for_a_service_added_later() {
     common::init_tracing();
     let key = common::key();
-    let a = Node::new(config("a", "todo-net", &key, DiscoveryOptions::none()))
-        .await
-        .unwrap();
-    a.start().await.unwrap();
+    let a = started_server("todo-net", &key, false).await;
     let b = client("todo-net", &key, &a).await;
     b.wait_for_peers(1, WAIT).await.unwrap();
 
@@ -343,10 +359,7 @@ async fn wait_for_ready_waits_for_a_service_added_later() {
 async fn wait_for_action_and_wait_for_peers() {
     common::init_tracing();
     let key = common::key();
-    let a = Node::new(config("a", "todo-net", &key, DiscoveryOptions::none()))
-        .await
-        .unwrap();
-    a.start().await.unwrap();
+    let a = started_server("todo-net", &key, false).await;
     let err = a
         .wait_for_peers(1, Duration::from_millis(50))
         .await

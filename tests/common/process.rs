@@ -35,11 +35,15 @@ impl ServerProcess {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let name = role.to_owned();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 // libtest may print its own `test … ...` before ours on the same line.
                 if let Some((_, ready)) = line.split_once("READY ") {
                     let _ = tx.send(ready.trim().to_owned());
+                } else if !line.trim().is_empty() {
+                    // The server's log lines, marked as its own.
+                    eprintln!("[{name}] {line}");
                 }
             }
         });
@@ -47,6 +51,11 @@ impl ServerProcess {
             .recv_timeout(READY_TIMEOUT)
             .expect("server never got ready");
         ServerProcess { child, ready }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Kills the process with SIGKILL (no goodbye, no cleanup) and reaps it.

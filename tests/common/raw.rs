@@ -1,13 +1,129 @@
 //! A raw peer: a QUIC client that holds the network key and speaks the protocol by hand, for
 //! tests of what a broken or hostile peer can do.
 
+use std::net::SocketAddr;
+
 use prost::Message;
 use runar::__private::{NodeKeypair, Transport, TransportConfig, read_frame, wire, write_frame};
 use runar::{Node, NodeId};
 
-use super::{key, wait_for};
+use super::{WAIT, key, wait_for};
 
-const MAX: usize = 4 * 1024 * 1024;
+/// The default maximum message size, which raw peers use for their frames.
+pub const MAX: usize = 4 * 1024 * 1024;
+
+/// A raw endpoint on 127.0.0.1 holding the test key, with `max_message_size` (its stream
+/// flow-control window too).
+pub fn transport(max_message_size: usize) -> (Transport, NodeKeypair) {
+    transport_with(TransportConfig {
+        max_message_size,
+        ..TransportConfig::default()
+    })
+}
+
+/// A raw endpoint on 127.0.0.1 holding the test key, with `config` (its bind address is set
+/// here).
+pub fn transport_with(config: TransportConfig) -> (Transport, NodeKeypair) {
+    let keypair = NodeKeypair::generate().unwrap();
+    let config = TransportConfig {
+        bind_addr: "127.0.0.1:0".parse().unwrap(),
+        ..config
+    };
+    (Transport::bind(config, &keypair, &key()).unwrap(), keypair)
+}
+
+/// A raw QUIC connection to `target`, not yet past the hello (it holds the key).
+pub async fn client(target: &Node) -> (Transport, quinn::Connection, NodeKeypair) {
+    let (transport, keypair) = transport(MAX);
+    let (conn, _) = transport
+        .connect(target.local_addr().unwrap(), Some(&target.node_id()))
+        .await
+        .unwrap();
+    (transport, conn, keypair)
+}
+
+/// [`client`] to the node `id` at `addr`, or `None` when it does not connect (for attackers,
+/// which go on when the node refuses them).
+pub async fn try_client(
+    addr: SocketAddr,
+    id: &NodeId,
+    max_message_size: usize,
+) -> Option<(Transport, quinn::Connection, NodeKeypair)> {
+    let (transport, keypair) = transport(max_message_size);
+    let (conn, _) = transport.connect(addr, Some(id)).await.ok()?;
+    Some((transport, conn, keypair))
+}
+
+/// The hello of the raw peer `keypair` in the test network, announcing `capabilities`.
+// Built with `..Default::default()` so that new protocol fields need no edit.
+#[allow(clippy::needless_update)]
+pub fn hello_with(keypair: &NodeKeypair, capabilities: wire::Capabilities) -> wire::Hello {
+    wire::Hello {
+        protocol_version: 1,
+        node_id: keypair.node_id().to_string(),
+        node_name: "raw".into(),
+        network_id: key().network_id(),
+        capabilities: Some(capabilities),
+        instance: 1,
+        ..Default::default()
+    }
+}
+
+/// Sends `hello` on a new control stream; returns the stream and the node's hello, if it
+/// answered within [`WAIT`].
+pub async fn send_hello(
+    conn: &quinn::Connection,
+    hello: &wire::Hello,
+) -> (quinn::SendStream, quinn::RecvStream, Option<wire::Hello>) {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&[1]).await.unwrap();
+    let _ = write_frame(&mut send, &hello.encode_to_vec(), MAX).await;
+    let theirs = match tokio::time::timeout(WAIT, read_frame(&mut recv, MAX)).await {
+        Ok(Ok(Some(frame))) => wire::Hello::decode(frame).ok(),
+        _ => None,
+    };
+    (send, recv, theirs)
+}
+
+/// Completes the hello on a control stream, announcing `capabilities`; fails the test if the
+/// node does not answer. Returns the control stream, kept open (and never read).
+pub async fn hello_announcing(
+    conn: &quinn::Connection,
+    keypair: &NodeKeypair,
+    capabilities: wire::Capabilities,
+) -> (quinn::SendStream, quinn::RecvStream) {
+    let (send, recv, theirs) = send_hello(conn, &hello_with(keypair, capabilities)).await;
+    theirs.expect("the node answers the hello");
+    (send, recv)
+}
+
+/// [`hello_announcing`] nothing, so that request streams are served.
+pub async fn hello(
+    conn: &quinn::Connection,
+    keypair: &NodeKeypair,
+) -> (quinn::SendStream, quinn::RecvStream) {
+    hello_announcing(conn, keypair, wire::Capabilities::default()).await
+}
+
+/// Capabilities with a 200,000-segment subscription and a 200,000-segment templated action.
+pub fn deep_capabilities() -> wire::Capabilities {
+    wire::Capabilities {
+        version: 1,
+        services: vec![wire::ServiceDescriptor {
+            path: "deep".into(),
+            name: "Deep".into(),
+            network: "test".into(),
+            actions: vec![format!("deep/{}{{x}}", "a/".repeat(199_998))],
+            ..Default::default()
+        }],
+        subscriptions: vec![wire::SubscriptionDescriptor {
+            id: 9,
+            network: "test".into(),
+            pattern: format!("{}>", "a/".repeat(199_999)),
+            ..Default::default()
+        }],
+    }
+}
 
 /// An admitted connection to one node, past the hello.
 pub struct RawPeer {
@@ -34,43 +150,23 @@ pub fn subscription(id: u64, pattern: &str) -> wire::SubscriptionDescriptor {
 impl RawPeer {
     /// Connects to `target` with transport settings `config` (its bind address is set here),
     /// announces `subscriptions` in its hello, and waits until `target` lists it as a peer.
-    // The hello is built with `..Default::default()` so that new protocol fields need no edit.
-    #[allow(clippy::needless_update)]
     pub async fn connect_with(
         target: &Node,
         config: TransportConfig,
         subscriptions: Vec<wire::SubscriptionDescriptor>,
     ) -> RawPeer {
-        let keypair = NodeKeypair::generate().unwrap();
-        let config = TransportConfig {
-            bind_addr: "127.0.0.1:0".parse().unwrap(),
-            ..config
-        };
-        let transport = Transport::bind(config, &keypair, &key()).unwrap();
+        let (transport, keypair) = transport_with(config);
         let (conn, _) = transport
             .connect(target.local_addr().unwrap(), Some(&target.node_id()))
             .await
             .unwrap();
-        let (mut send, mut recv) = conn.open_bi().await.unwrap();
-        send.write_all(&[1]).await.unwrap();
-        let hello = wire::Hello {
-            protocol_version: 1,
-            node_id: keypair.node_id().to_string(),
-            node_name: "raw".into(),
-            network_id: key().network_id(),
-            capabilities: Some(wire::Capabilities {
-                version: 1,
-                subscriptions,
-                ..Default::default()
-            }),
-            instance: 1,
+        let capabilities = wire::Capabilities {
+            version: 1,
+            subscriptions,
             ..Default::default()
         };
-        write_frame(&mut send, &hello.encode_to_vec(), MAX)
-            .await
-            .unwrap();
-        let theirs = read_frame(&mut recv, MAX).await.unwrap().unwrap();
-        let theirs = wire::Hello::decode(theirs).unwrap();
+        let (send, recv, theirs) = send_hello(&conn, &hello_with(&keypair, capabilities)).await;
+        let theirs = theirs.expect("the node answers the hello");
         let id = keypair.node_id();
         wait_for("the raw peer to be admitted", || {
             target.peers().contains(&id)

@@ -493,15 +493,7 @@ async fn read_request(
                 "the request stream ended before a request",
             )));
         }
-        Err(e @ TransportError::FrameTooLarge { .. }) => {
-            let _ = recv.stop(codes::TOO_LARGE);
-            return Err(Some(to_error(e, format_args!("the request"))));
-        }
-        Err(e) => {
-            return Err(Some(Error::invalid_argument(format!(
-                "unreadable request: {e}"
-            ))));
-        }
+        Err(e) => return Err(Some(unreadable_request(recv, e))),
     };
     // Room for the body in the peer's budget first (waiting, within the read timeout, for
     // its other requests to finish), so that what one peer holds on this node is bounded.
@@ -511,15 +503,7 @@ async fn read_request(
     };
     let frame = match read_body(recv, len).await {
         Ok(frame) => frame,
-        Err(e @ TransportError::FrameTooLarge { .. }) => {
-            let _ = recv.stop(codes::TOO_LARGE);
-            return Err(Some(to_error(e, format_args!("the request"))));
-        }
-        Err(e) => {
-            return Err(Some(Error::invalid_argument(format!(
-                "unreadable request: {e}"
-            ))));
-        }
+        Err(e) => return Err(Some(unreadable_request(recv, e))),
     };
     let mut request = wire::Request::decode(frame)
         .map_err(|e| Some(Error::invalid_argument(format!("malformed request: {e}"))))?;
@@ -548,6 +532,18 @@ async fn read_request(
         metadata: request.metadata,
     };
     Ok((request, budget))
+}
+
+/// The error answered for a request whose header or body could not be read: a frame over the
+/// limit stops the stream with [`codes::TOO_LARGE`] (the peer need not send the rest).
+fn unreadable_request(recv: &mut RecvStream, e: TransportError) -> Error {
+    match e {
+        e @ TransportError::FrameTooLarge { .. } => {
+            let _ = recv.stop(codes::TOO_LARGE);
+            to_error(e, format_args!("the request"))
+        }
+        e => Error::invalid_argument(format!("unreadable request: {e}")),
+    }
 }
 
 /// Runs `request` on the node. `None` when the caller stopped waiting first: the handler is
@@ -716,7 +712,7 @@ impl Batch {
                 counters
                     .dropped
                     .fetch_add(event.copies(), Ordering::Relaxed);
-                tracing::warn!(topic = %event.topic, error = %e, "event not sent");
+                warn_limited!(topic = %event.topic, error = %e, "event not sent");
             }
         }
     }

@@ -512,7 +512,7 @@ async fn run_subscription(
             .await
         {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(%topic, %pattern, error = %e, "event handler failed"),
+            Ok(Err(e)) => warn_limited!(%topic, %pattern, error = %e, "event handler failed"),
             Err(panic) => tracing::error!(
                 %topic, %pattern, panic = panic_message(panic.as_ref()), "event handler panicked"
             ),

@@ -296,7 +296,7 @@ impl Node {
                 types,
             };
             if let Err(e) = registry.add_action(network, pattern, instance) {
-                tracing::warn!(peer = %peer.peer_id(), error = %e, "remote action not registered");
+                warn_limited!(peer = %peer.peer_id(), error = %e, "remote action not registered");
             }
         }
         view.actions = actions;
@@ -375,7 +375,7 @@ impl Node {
                 metadata: event.metadata,
             };
             if peer.event_sink().try_send(retained).is_err() {
-                tracing::warn!(peer = %peer.peer_id(), "retained events dropped: the peer's event queue is full");
+                warn_limited!(peer = %peer.peer_id(), "retained events dropped: the peer's event queue is full");
                 break;
             }
         }
