@@ -13,7 +13,7 @@ SRC=runar-runtime/src
 LAYERS=(
   "error wire lock"   # errors, the generated protocol messages, the one lock helper
   "log_limit"         # rate limits for log lines a peer can trigger
-  "value"             # Value: typed in memory or encoded
+  "value metadata"    # Value: typed in memory or encoded; request and event metadata
   "routing"           # TopicPath, PathTrie
   "identity"          # NodeId, NodeKeypair
   "discovery"         # reports peers; knows identity, nothing of the node

@@ -34,7 +34,7 @@ fn request_frame(path: &str, payload: &[u8]) -> Vec<u8> {
         network: "test".into(),
         path: path.into(),
         payload: payload.to_vec().into(),
-        timeout_ms: 5_000,
+        metadata: [("runar-timeout".into(), "5000".into())].into(),
         ..Default::default()
     };
     let body = request.encode_to_vec();
@@ -304,6 +304,7 @@ async fn an_inbound_event_with_a_topic_over_the_limits_is_dropped() {
             payload: n.encode_to_vec().into(),
             subscription_ids: vec![id],
             retained: false,
+            ..Default::default()
         };
         write_frame(&mut uni, &event.encode_to_vec(), MAX)
             .await

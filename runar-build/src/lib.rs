@@ -34,6 +34,7 @@
 //!   the crate that includes the code, and its schema the encoded `FileDescriptorProto` of the
 //!   service's file (with custom options, without source info);
 //! - `inventory_client::InventoryClient` (`Clone`; `new(node)`, `with_timeout(duration)`,
+//!   `with_wait_for_ready(bool)`, `with_metadata(metadata)`, `with_interceptor(interceptor)`,
 //!   `async fn get_item(&self, request) -> runar::Result<Item>`), which calls through the node,
 //!   wherever the service runs.
 //!

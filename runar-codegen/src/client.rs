@@ -1,5 +1,5 @@
-//! The typed client: `new`, `with_timeout`, `with_wait_for_ready`, `node`, one method per action, and typed publish and
-//! subscribe per event.
+//! The typed client: `new`, `with_timeout`, `with_wait_for_ready`, `with_metadata`,
+//! `with_interceptor`, `node`, one method per action, and typed publish and subscribe per event.
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
@@ -45,6 +45,20 @@ pub fn client(service: &Service) -> TokenStream {
             /// (gRPC's wait-for-ready; off by default).
             #vis fn with_wait_for_ready(mut self, wait: bool) -> Self {
                 self.options = self.options.with_wait_for_ready(wait);
+                self
+            }
+
+            /// Adds `metadata` to every call this client makes (replacing entries with the
+            /// same key); handlers read it with `RequestContext::metadata`.
+            #vis fn with_metadata(mut self, metadata: #codegen::Metadata) -> Self {
+                self.options = self.options.with_metadata(metadata);
+                self
+            }
+
+            /// Adds an outgoing interceptor to every call this client makes, run after the
+            /// node's: it may add metadata or refuse the call.
+            #vis fn with_interceptor(mut self, interceptor: impl #codegen::Interceptor) -> Self {
+                self.options = self.options.with_interceptor(interceptor);
                 self
             }
 

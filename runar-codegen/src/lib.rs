@@ -6,7 +6,8 @@
 //! - [`naming`]: one set of naming rules (heck's case conversion, the generated items' names);
 //! - [`server_wrapper`], [`service_impl`] and [`client`]: one emitter for the server wrapper
 //!   (`new`, `from_arc`, `get_ref`), the `AbstractService` impl and the typed client (`new`,
-//!   `with_timeout`, `with_wait_for_ready`, `node`, one method per action, `publish_`/`subscribe_` per event).
+//!   `with_timeout`, `with_wait_for_ready`, `with_metadata`, `with_interceptor`, `node`, one
+//!   method per action, `publish_`/`subscribe_` per event).
 //!
 //! Emitted code names the runtime only through the model's `codegen` path (`::runar::codegen`)
 //! and every other item by its full path (`::core::…`, `::std::sync::Arc`), so it compiles when
@@ -161,6 +162,8 @@ mod tests {
             "struct MathClient",
             "fn new",
             "fn with_timeout",
+            "fn with_metadata",
+            "fn with_interceptor",
             "fn with_wait_for_ready",
             "fn node",
             "async fn double",

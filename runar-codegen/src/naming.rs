@@ -7,7 +7,14 @@ use quote::format_ident;
 
 /// The names the generated client takes for itself; no action may generate a client method of
 /// one of these names.
-pub const CLIENT_RESERVED: &[&str] = &["new", "with_timeout", "node"];
+pub const CLIENT_RESERVED: &[&str] = &[
+    "new",
+    "with_timeout",
+    "with_wait_for_ready",
+    "with_metadata",
+    "with_interceptor",
+    "node",
+];
 
 /// `GetItem` → `get_item`, `ItemCatalog` → `item_catalog`, `HTTPServer` → `http_server`: service
 /// paths, action and event names, module names.

@@ -47,7 +47,8 @@ use crate::model::{Errors, Service};
 /// - `MathServer<T: Math>` (`new(T)`, `from_arc(Arc<T>)`, `get_ref()`), a
 ///   `runar::AbstractService` whose `init` registers one action per method (`math/add`,
 ///   `math/stats`);
-/// - `MathClient` (`Clone`; `new(node)`, `with_timeout(Duration)`, `node()`), with one
+/// - `MathClient` (`Clone`; `new(node)`, `with_timeout(Duration)`, `with_wait_for_ready(bool)`,
+///   `with_metadata(Metadata)`, `with_interceptor(impl Interceptor)`, `node()`), with one
 ///   `&self` async method per action taking the same parameters:
 ///   `client.add(1.0, 2.0).await -> runar::Result<f64>`;
 /// - one prost message per method whose parameters need one (see below), named
@@ -108,8 +109,8 @@ use crate::model::{Errors, Service};
 /// named by a plain identifier.
 ///
 /// An action name is snake_case (`get_item`; it maps to the rpc `GetItem` and back) and unique
-/// in the service. The client's own methods `new`, `with_timeout` and `node` cannot be action
-/// method names (rename the method, keep the action name with `#[action("new")]`).
+/// in the service. The client's own methods `new`, `with_timeout`, `with_wait_for_ready`,
+/// `with_metadata`, `with_interceptor` and `node` cannot be action method names (rename the method, keep the action name with `#[action("new")]`).
 ///
 /// `#[allow(..)]` on a method is repeated on its client method; `#[cfg(..)]` applies to its
 /// handler, client method and message, but the schema, built when the macro expands, still

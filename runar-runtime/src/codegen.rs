@@ -9,9 +9,10 @@ pub use prost;
 pub use prost_types;
 
 pub use crate::error::{Code, Error, Result};
+pub use crate::metadata::Metadata;
 pub use crate::node::service::{
-    AbstractService, ActionHandler, EventContext, EventHandler, LifecycleContext, RequestContext,
-    action_handler, event_handler,
+    AbstractService, ActionHandler, EventContext, EventHandler, Interceptor, LifecycleContext,
+    RequestContext, action_handler, event_handler,
 };
 pub use crate::node::{Node, PublishOptions, RequestOptions, SubscribeOptions, SubscriptionId};
 pub use crate::value::{Payload, Value};

@@ -22,6 +22,7 @@ use prost::Message as _;
 use crate::discovery::packet::{self, Checker};
 use crate::error::Error;
 use crate::identity::NodeId;
+use crate::metadata::{Metadata, TIMEOUT_KEY};
 use crate::network::frames::{append_event_frame, request_frame, response_frame};
 use crate::network::framing::{ChunkSource, FrameReader, encode_frame};
 use crate::network::{EventSink, Offer, OutboundEvent, PeerLink, PeerOffer, TransportError};
@@ -156,19 +157,46 @@ pub fn request_frames(data: &[u8]) {
                 return;
             };
             let payload = Value::from_encoded(request.payload.clone());
+            // The encoder names the payload's type itself (empty for bytes from the wire), and
+            // writes the timeout entry only in canonical form (decimal, not zero).
+            let mut expected = request.clone();
+            expected.payload_type = payload.known_name().unwrap_or_default().into();
+            let timeout = expected.metadata.remove(TIMEOUT_KEY);
+            let timeout_ms = timeout
+                .as_ref()
+                .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
+                .filter(|ms| *ms != 0 && timeout.as_deref() == Some(ms.to_string().as_bytes()))
+                .unwrap_or(0);
+            // What the node would accept of the rest: all of it, or nothing.
+            let metadata =
+                Metadata::from_wire(expected.metadata.clone(), MAX, MAX).unwrap_or_else(|_| {
+                    expected.metadata.clear();
+                    Metadata::new()
+                });
+            if timeout_ms != 0 {
+                let text = Bytes::from(timeout_ms.to_string());
+                expected.metadata.insert(TIMEOUT_KEY.into(), text);
+            }
             let ours = request_frame(
                 2,
                 &request.network,
                 &request.path,
                 &payload,
-                request.timeout_ms,
+                timeout_ms,
+                &metadata,
                 MAX,
             );
-            // The encoder names the payload's type itself (empty for bytes from the wire).
-            let mut expected = request.clone();
-            expected.payload_type = payload.known_name().unwrap_or_default().into();
             let prost = encode_frame(Some(2), &expected, MAX);
-            assert_eq!(ours.ok(), prost.ok(), "request frames differ");
+            match (ours, prost) {
+                (Ok(ours), Ok(prost)) if expected.metadata.len() > 1 => {
+                    // Map order is prost's (a hash map's): compare what decodes.
+                    assert_eq!(ours.len(), prost.len(), "request frame lengths differ");
+                    let body = ours.slice(1 + crate::network::FRAME_HEADER_LEN..);
+                    let decoded = wire::Request::decode(body).ok();
+                    assert_eq!(decoded, Some(expected), "request frames differ");
+                }
+                (ours, prost) => assert_eq!(ours.ok(), prost.ok(), "request frames differ"),
+            }
             check_concrete(&request.path, limits);
         }
         1 => {
@@ -185,17 +213,32 @@ pub fn request_frames(data: &[u8]) {
             let Ok(event) = wire::Event::decode(message) else {
                 return;
             };
+            let mut expected = event.clone();
+            let metadata =
+                Metadata::from_wire(event.metadata.clone(), MAX, MAX).unwrap_or_else(|_| {
+                    expected.metadata.clear();
+                    Metadata::new()
+                });
             let outbound = OutboundEvent {
                 network: event.network.as_str().into(),
                 topic: event.topic.as_str().into(),
                 payload: event.payload.clone(),
                 subscription_ids: event.subscription_ids.clone(),
                 retained: event.retained,
+                metadata,
             };
             let mut ours = BytesMut::new();
             let ours = append_event_frame(&mut ours, &outbound, MAX).map(|()| ours.freeze());
-            let prost = encode_frame(None, &event, MAX);
-            assert_eq!(ours.ok(), prost.ok(), "event frames differ");
+            let prost = encode_frame(None, &expected, MAX);
+            match (ours, prost) {
+                (Ok(ours), Ok(prost)) if expected.metadata.len() > 1 => {
+                    assert_eq!(ours.len(), prost.len(), "event frame lengths differ");
+                    let body = ours.slice(crate::network::FRAME_HEADER_LEN..);
+                    let decoded = wire::Event::decode(body).ok();
+                    assert_eq!(decoded, Some(expected), "event frames differ");
+                }
+                (ours, prost) => assert_eq!(ours.ok(), prost.ok(), "event frames differ"),
+            }
             check_concrete(&event.topic, limits);
         }
     }
@@ -472,6 +515,16 @@ pub fn inbound_event(data: &[u8]) {
     ids.sort_unstable();
     ids.dedup();
     assert!(ids.len() <= event.subscription_ids.len());
+    // The metadata, as the node checks it: within the limits or refused, never more.
+    let limits = NodeConfig::new("fuzz", "default");
+    if let Ok(metadata) = Metadata::from_wire(
+        event.metadata,
+        limits.max_metadata_size,
+        limits.max_metadata_entries,
+    ) {
+        assert!(metadata.len() <= limits.max_metadata_entries);
+        assert!(metadata.size() <= limits.max_metadata_size);
+    }
     value_as_messages(Value::from_encoded(event.payload));
 }
 
@@ -630,8 +683,14 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         network: "default".into(),
         path: "math/add".into(),
         payload: Value::new(41u64).to_bytes(),
-        timeout_ms: 5_000,
         payload_type: String::new(),
+        metadata: [
+            (TIMEOUT_KEY.to_owned(), Bytes::from_static(b"5000")),
+            ("tenant".to_owned(), Bytes::from_static(b"acme")),
+            ("trace-bin".to_owned(), Bytes::from_static(&[0, 1, 255])),
+        ]
+        .into_iter()
+        .collect(),
     };
     let error = wire::Response {
         result: Some(wire::response::Result::Error(wire::ErrorStatus {
@@ -650,6 +709,9 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         payload: Value::new(1.5f64).to_bytes(),
         subscription_ids: vec![1, 2, 300],
         retained: true,
+        metadata: [("request-id".to_owned(), Bytes::from_static(b"42"))]
+            .into_iter()
+            .collect(),
     };
     let bad_path = wire::Request {
         path: "math//add".into(),

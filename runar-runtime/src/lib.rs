@@ -19,6 +19,9 @@
 //! * Values and paths: [`Value`], [`Payload`], the [`value`] and [`routing`] modules.
 //! * The network, as configuration: [`NetworkConfig`], [`NetworkKey`], [`DiscoveryOptions`]
 //!   (with [`MulticastGroupSpec`] and the in-process [`MemoryHub`]), [`PeerLimits`], and [`NodeId`].
+//! * Metadata and interceptors: [`Metadata`] (per call, per client, per publish; read in the
+//!   handler's context), [`Interceptor`]s that see each [`Call`] on the calling and the serving
+//!   side.
 //! * Errors: [`Error`], [`Code`], [`Result`].
 //!
 //! The protocol, the transport and discovery are internal. Generated code uses the hidden
@@ -34,6 +37,7 @@ pub mod fuzzing;
 mod identity;
 mod lock;
 mod log_limit;
+mod metadata;
 mod network;
 mod node;
 pub mod routing;
@@ -43,10 +47,11 @@ mod wire;
 pub use discovery::{DiscoveryOptions, MemoryHub, MulticastGroupSpec};
 pub use error::{Code, Error, Result};
 pub use identity::{NodeId, ParseNodeIdError};
+pub use metadata::{Metadata, MetadataValue, TRACEPARENT};
 pub use network::{NetworkConfig, NetworkKey, PeerLimits, RefusalReason};
 pub use node::service::{
-    AbstractService, ActionHandler, Caller, EventContext, EventHandler, LifecycleContext,
-    RequestContext, ServiceInfo, ServiceState, action_handler, event_handler,
+    AbstractService, ActionHandler, Call, Caller, EventContext, EventHandler, Interceptor,
+    LifecycleContext, RequestContext, ServiceInfo, ServiceState, action_handler, event_handler,
 };
 pub use node::{
     BroadcastMode, Node, NodeConfig, NodeStats, PeerEvent, PeerRefusedEvent, PublishOptions,

@@ -14,15 +14,20 @@ use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, k
 use super::error::TransportError;
 use super::framing::{FRAME_HEADER_LEN, checked_len};
 use super::interface::OutboundEvent;
+use crate::metadata::{Metadata, TIMEOUT_KEY};
 use crate::value::Value;
 
-/// `Request.network`, `.path`, `.payload`, `.timeout_ms`; `Response.payload`.
+/// `Request.network`, `.path`, `.payload`, `.payload_type`, `.metadata`; `Response.payload`.
 const NETWORK: u32 = 1;
 const PATH: u32 = 2;
 const PAYLOAD: u32 = 3;
-const TIMEOUT_MS: u32 = 4;
 const PAYLOAD_TYPE: u32 = 5;
+/// `Request.metadata` and `Event.metadata`.
+const METADATA: u32 = 6;
 const RESPONSE_PAYLOAD: u32 = 1;
+/// A map entry's `key` and `value`.
+const ENTRY_KEY: u32 = 1;
+const ENTRY_VALUE: u32 = 2;
 /// `Event.topic`, `.subscription_ids`, `.retained` (network and payload as in `Request`).
 const TOPIC: u32 = 2;
 const SUBSCRIPTION_IDS: u32 = 4;
@@ -37,17 +42,77 @@ fn put_len_delimited_header(buf: &mut BytesMut, tag: u32, len: usize) {
     encode_varint(len as u64, buf);
 }
 
+/// The length of one map entry's message (an empty key or value is omitted, as prost does).
+fn entry_len(key: &[u8], value: &[u8]) -> usize {
+    let mut len = 0;
+    if !key.is_empty() {
+        len += len_delimited_len(ENTRY_KEY, key.len());
+    }
+    if !value.is_empty() {
+        len += len_delimited_len(ENTRY_VALUE, value.len());
+    }
+    len
+}
+
+/// The encoded length of `metadata`'s map entries (field [`METADATA`]).
+fn metadata_len(metadata: &Metadata) -> usize {
+    metadata
+        .raw_entries()
+        .iter()
+        .map(|(k, v)| len_delimited_len(METADATA, entry_len(k.as_bytes(), v)))
+        .sum()
+}
+
+/// Writes one entry of the metadata map.
+fn put_entry(buf: &mut BytesMut, key: &[u8], value: &[u8]) {
+    put_len_delimited_header(buf, METADATA, entry_len(key, value));
+    if !key.is_empty() {
+        put_len_delimited_header(buf, ENTRY_KEY, key.len());
+        buf.put_slice(key);
+    }
+    if !value.is_empty() {
+        put_len_delimited_header(buf, ENTRY_VALUE, value.len());
+        buf.put_slice(value);
+    }
+}
+
+/// Writes `metadata`'s entries.
+fn put_metadata(buf: &mut BytesMut, metadata: &Metadata) {
+    for (key, value) in metadata.raw_entries() {
+        put_entry(buf, key.as_bytes(), value);
+    }
+}
+
+/// `n` in decimal ASCII, written into `digits`.
+fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
+    let mut start = digits.len();
+    for slot in digits.iter_mut().rev() {
+        // `n % 10` is a digit: the cast cannot truncate.
+        *slot = b'0' + (n % 10) as u8;
+        n /= 10;
+        start -= 1;
+        if n == 0 {
+            break;
+        }
+    }
+    digits.get(start..).unwrap_or_default()
+}
+
 /// The kind byte `kind`, then one frame holding
-/// `Request { network, path, payload, timeout_ms, payload_type }` (the type name when prost
-/// names the payload's type).
+/// `Request { network, path, payload, payload_type, metadata }` (the type name when prost names
+/// the payload's type; the metadata being the reserved `runar-timeout` entry, when `timeout_ms`
+/// is not zero, then `metadata`'s entries).
 pub(crate) fn request_frame(
     kind: u8,
     network: &str,
     path: &str,
     payload: &Value,
     timeout_ms: u64,
+    metadata: &Metadata,
     max: usize,
 ) -> Result<Bytes, TransportError> {
+    let mut digits = [0u8; 20];
+    let timeout = decimal(timeout_ms, &mut digits);
     let payload_len = payload.encoded_len();
     let mut len = 0;
     if !network.is_empty() {
@@ -59,13 +124,14 @@ pub(crate) fn request_frame(
     if payload_len != 0 {
         len += len_delimited_len(PAYLOAD, payload_len);
     }
-    if timeout_ms != 0 {
-        len += key_len(TIMEOUT_MS) + encoded_len_varint(timeout_ms);
-    }
     let payload_type = payload.known_name().unwrap_or_default();
     if !payload_type.is_empty() {
         len += len_delimited_len(PAYLOAD_TYPE, payload_type.len());
     }
+    if timeout_ms != 0 {
+        len += len_delimited_len(METADATA, entry_len(TIMEOUT_KEY.as_bytes(), timeout));
+    }
+    len += metadata_len(metadata);
     let header = checked_len(len, max)?;
 
     let mut buf = BytesMut::with_capacity(1 + FRAME_HEADER_LEN + len);
@@ -83,14 +149,14 @@ pub(crate) fn request_frame(
         put_len_delimited_header(&mut buf, PAYLOAD, payload_len);
         payload.encode_into(&mut buf);
     }
-    if timeout_ms != 0 {
-        encode_key(TIMEOUT_MS, WireType::Varint, &mut buf);
-        encode_varint(timeout_ms, &mut buf);
-    }
     if !payload_type.is_empty() {
         put_len_delimited_header(&mut buf, PAYLOAD_TYPE, payload_type.len());
         buf.put_slice(payload_type.as_bytes());
     }
+    if timeout_ms != 0 {
+        put_entry(&mut buf, TIMEOUT_KEY.as_bytes(), timeout);
+    }
+    put_metadata(&mut buf, metadata);
     debug_assert_eq!(buf.len(), 1 + FRAME_HEADER_LEN + len);
     Ok(buf.freeze())
 }
@@ -108,8 +174,8 @@ pub(crate) fn response_frame(payload: &Value, max: usize) -> Result<Bytes, Trans
     Ok(buf.freeze())
 }
 
-/// Appends one frame holding `Event { network, topic, payload, subscription_ids, retained }`
-/// to `buf`. A message over `max` is refused and `buf` is left as it was.
+/// Appends one frame holding
+/// `Event { network, topic, payload, subscription_ids, retained, metadata }` to `buf`. A message over `max` is refused and `buf` is left as it was.
 pub(crate) fn append_event_frame(
     buf: &mut BytesMut,
     event: &OutboundEvent,
@@ -134,6 +200,7 @@ pub(crate) fn append_event_frame(
     if event.retained {
         len += key_len(RETAINED) + 1;
     }
+    len += metadata_len(&event.metadata);
     let header = checked_len(len, max)?;
 
     buf.reserve(FRAME_HEADER_LEN + len);
@@ -155,6 +222,7 @@ pub(crate) fn append_event_frame(
     if event.retained {
         prost::encoding::bool::encode(RETAINED, &true, buf);
     }
+    put_metadata(buf, &event.metadata);
     debug_assert_eq!(buf.len() - start, FRAME_HEADER_LEN + len);
     Ok(())
 }
@@ -162,6 +230,8 @@ pub(crate) fn append_event_frame(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
     use crate::network::framing::encode_frame;
     use crate::wire;
@@ -188,25 +258,55 @@ mod tests {
         ]
     }
 
+    fn metadatas() -> Vec<Metadata> {
+        let mut one = Metadata::new();
+        one.insert("tenant", "acme").unwrap();
+        let mut several = one.clone();
+        several.insert("empty", "").unwrap();
+        several.insert_bin("blob-bin", vec![0u8, 255, 7]).unwrap();
+        vec![Metadata::new(), one, several]
+    }
+
+    /// The wire map of a request: the timeout entry, then the metadata's.
+    fn wire_map(timeout_ms: u64, metadata: &Metadata) -> HashMap<String, Bytes> {
+        let mut map: HashMap<String, Bytes> = metadata
+            .raw_entries()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        if timeout_ms != 0 {
+            map.insert(TIMEOUT_KEY.into(), timeout_ms.to_string().into());
+        }
+        map
+    }
+
     #[test]
     fn request_frames_are_what_prost_encodes() {
         let max = 1 << 20;
         for payload in payloads() {
             for (network, path) in [("default", "math/add"), ("", ""), ("n", "")] {
                 for timeout_ms in [0, 1, 30_000, u64::MAX] {
-                    let message = wire::Request {
-                        network: network.into(),
-                        path: path.into(),
-                        payload: payload.to_bytes(),
-                        timeout_ms,
-                        payload_type: payload.known_name().unwrap_or_default().into(),
-                    };
-                    let expected = encode_frame(Some(7), &message, max).unwrap();
-                    let got = request_frame(7, network, path, &payload, timeout_ms, max).unwrap();
-                    assert_eq!(
-                        got, expected,
-                        "{payload:?} {network:?} {path:?} {timeout_ms}"
-                    );
+                    for metadata in metadatas() {
+                        let message = wire::Request {
+                            network: network.into(),
+                            path: path.into(),
+                            payload: payload.to_bytes(),
+                            payload_type: payload.known_name().unwrap_or_default().into(),
+                            metadata: wire_map(timeout_ms, &metadata),
+                        };
+                        let got =
+                            request_frame(7, network, path, &payload, timeout_ms, &metadata, max)
+                                .unwrap();
+                        let what = format!("{payload:?} {network:?} {path:?} {timeout_ms}");
+                        if message.metadata.len() <= 1 {
+                            // One map entry at most: prost's order is ours, byte for byte.
+                            let expected = encode_frame(Some(7), &message, max).unwrap();
+                            assert_eq!(got, expected, "{what}");
+                        }
+                        let body = got.slice(1 + FRAME_HEADER_LEN..);
+                        let decoded = <wire::Request as prost::Message>::decode(body).unwrap();
+                        assert_eq!(decoded, message, "{what}");
+                    }
                 }
             }
         }
@@ -238,6 +338,7 @@ mod tests {
                             payload: payload.to_bytes(),
                             subscription_ids: ids.clone(),
                             retained,
+                            metadata: metadatas().swap_remove(1),
                         };
                         let message = wire::Event {
                             network: network.into(),
@@ -245,6 +346,7 @@ mod tests {
                             payload: payload.to_bytes(),
                             subscription_ids: ids.clone(),
                             retained,
+                            metadata: wire_map(0, &event.metadata),
                         };
                         let one = encode_frame(None, &message, max).unwrap();
                         let mut alone = BytesMut::new();
@@ -265,6 +367,7 @@ mod tests {
             payload: Bytes::from(vec![1u8; 100]),
             subscription_ids: vec![1],
             retained: false,
+            metadata: Metadata::new(),
         };
         let message = wire::Event {
             network: "n".into(),
@@ -272,6 +375,7 @@ mod tests {
             payload: event.payload.clone(),
             subscription_ids: vec![1],
             retained: false,
+            metadata: HashMap::new(),
         };
         let mut untouched = BytesMut::from(&b"before"[..]);
         let err = append_event_frame(&mut untouched, &event, 50).unwrap_err();
@@ -283,13 +387,13 @@ mod tests {
     #[test]
     fn oversized_messages_are_refused_with_their_length() {
         let payload = Value::new(vec![0u8; 100]);
-        let err = request_frame(2, "n", "p", &payload, 5, 50).unwrap_err();
+        let err = request_frame(2, "n", "p", &payload, 5, &Metadata::new(), 50).unwrap_err();
         let expected = wire::Request {
             network: "n".into(),
             path: "p".into(),
             payload: payload.to_bytes(),
-            timeout_ms: 5,
             payload_type: payload.known_name().unwrap_or_default().into(),
+            metadata: wire_map(5, &Metadata::new()),
         };
         let prost = encode_frame(None, &expected, 50).unwrap_err();
         assert_eq!(err.to_string(), prost.to_string());

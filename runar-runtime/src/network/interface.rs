@@ -6,6 +6,7 @@
 //! to send requests and events back out. New inbound data (request metadata, flow control) is a
 //! new field on these structs or a new provided method on the trait.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use futures::future::BoxFuture;
 
 use crate::error::Result;
 use crate::identity::NodeId;
+use crate::metadata::Metadata;
 use crate::value::Value;
 use crate::wire;
 
@@ -43,6 +45,9 @@ pub(crate) struct InboundRequest {
     pub(crate) timeout: Duration,
     /// The full protobuf name of the payload's type, as the caller said (empty: not said).
     pub(crate) payload_type: String,
+    /// The request's metadata as the peer sent it, reserved entries taken out: the node
+    /// validates and limits it.
+    pub(crate) metadata: HashMap<String, bytes::Bytes>,
 }
 
 /// An event a peer sent, decoded.
@@ -59,6 +64,8 @@ pub(crate) struct InboundEvent {
     pub(crate) subscription_ids: Vec<u64>,
     /// True for a retained event replayed to a new subscription.
     pub(crate) retained: bool,
+    /// The event's metadata as the peer sent it (the node validates and limits it).
+    pub(crate) metadata: HashMap<String, bytes::Bytes>,
 }
 
 /// An event bound for a peer: the peer's subscription ids it is for, and the payload, encoded
@@ -70,6 +77,7 @@ pub(crate) struct OutboundEvent {
     pub(crate) payload: bytes::Bytes,
     pub(crate) subscription_ids: Vec<u64>,
     pub(crate) retained: bool,
+    pub(crate) metadata: Metadata,
 }
 
 impl OutboundEvent {
@@ -85,6 +93,7 @@ impl OutboundEvent {
             self.payload.len(),
             self.topic.len(),
             self.network.len(),
+            self.metadata.size(),
             ids,
             32,
         ]

@@ -27,6 +27,7 @@ use super::interface::{
 use super::log_limit::warn_limited;
 use crate::error::{Code, Error, Result};
 use crate::identity::NodeId;
+use crate::metadata::{Metadata, RESERVED_PREFIX, TIMEOUT_KEY};
 use crate::value::Value;
 use crate::wire;
 
@@ -337,19 +338,28 @@ impl Peer {
         }
     }
 
-    /// Sends a request to the peer and waits for its answer. Dropping the future stops the
-    /// stream, which cancels the handler on the peer.
+    /// Sends a request (with its metadata) to the peer and waits for its answer. Dropping the
+    /// future stops the stream, which cancels the handler on the peer.
     pub(crate) async fn request(
         &self,
         network: &str,
         path: &str,
         payload: &Value,
         timeout: Duration,
+        metadata: &Metadata,
     ) -> Result<Value> {
         let _in_flight = self.in_flight();
         let max = self.max_message_size;
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        let frame = request_frame(KIND_REQUEST, network, path, payload, timeout_ms, max);
+        let frame = request_frame(
+            KIND_REQUEST,
+            network,
+            path,
+            payload,
+            timeout_ms,
+            metadata,
+            max,
+        );
         let frame = frame.map_err(|e| to_error(e, format_args!("the request to `{path}`")))?;
         let unreachable = |e: &dyn std::fmt::Display| {
             Error::unavailable(format!("peer {} is unreachable: {e}", self.id))
@@ -495,15 +505,31 @@ async fn read_request(
         Ok(frame) => frame,
         Err(e) => return Err(Some(unreadable_request(recv, e))),
     };
-    let request = wire::Request::decode(frame)
+    let mut request = wire::Request::decode(frame)
         .map_err(|e| Some(Error::invalid_argument(format!("malformed request: {e}"))))?;
+    let timeout_ms = match request.metadata.remove(TIMEOUT_KEY) {
+        None => 0,
+        Some(value) => std::str::from_utf8(&value)
+            .ok()
+            .and_then(|text| text.parse::<u64>().ok())
+            .ok_or_else(|| {
+                Some(Error::invalid_argument(format!(
+                    "malformed `{TIMEOUT_KEY}`: expected milliseconds in decimal"
+                )))
+            })?,
+    };
+    // Reserved entries this version does not know are ignored.
+    request
+        .metadata
+        .retain(|key, _| !key.starts_with(RESERVED_PREFIX));
     let request = InboundRequest {
         from: peer,
         network: request.network,
         path: request.path,
         payload: Value::from_encoded(request.payload),
-        timeout: Duration::from_millis(request.timeout_ms),
+        timeout: Duration::from_millis(timeout_ms),
         payload_type: request.payload_type,
+        metadata: request.metadata,
     };
     Ok((request, budget))
 }
@@ -749,6 +775,7 @@ pub(crate) async fn read_events<H: NodeHandler>(
                         payload: event.payload,
                         subscription_ids: event.subscription_ids,
                         retained: event.retained,
+                        metadata: event.metadata,
                     })
                     .await
                 }

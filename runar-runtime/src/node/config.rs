@@ -1,8 +1,11 @@
 //! The node's configuration and per-call options.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::metadata::{DEFAULT_MAX_METADATA_ENTRIES, DEFAULT_MAX_METADATA_SIZE, Metadata};
 use crate::network::NetworkConfig;
+use crate::node::service::{Interceptor, Interceptors};
 use crate::routing::{DEFAULT_MAX_PATH_DEPTH, DEFAULT_MAX_PATH_LEN, PathLimits};
 
 /// How a node is configured. Build one with [`NodeConfig::new`] and the `with_*` methods.
@@ -45,6 +48,18 @@ pub struct NodeConfig {
     /// How long the balancer avoids a remote instance that let a call time out, while another
     /// instance of the action exists (default 5 s); then it is tried again.
     pub timeout_penalty: Duration,
+    /// The most bytes (keys plus values) one request's or event's metadata may hold (default
+    /// 8 KiB; the reserved `runar-` entries on the wire are not counted). Enforced on what this
+    /// node sends and on what it receives: a request over it fails with `ResourceExhausted`,
+    /// an event from a peer over it is dropped.
+    pub max_metadata_size: usize,
+    /// The most entries one request's or event's metadata may hold (default 64), enforced like
+    /// [`max_metadata_size`](Self::max_metadata_size).
+    pub max_metadata_entries: usize,
+    /// Runs, in order, before each request this node makes leaves it or reaches a local handler.
+    pub(crate) outgoing: Interceptors,
+    /// Runs, in order, before a local handler serves a request (from this node or a peer).
+    pub(crate) incoming: Interceptors,
 }
 
 impl NodeConfig {
@@ -60,7 +75,40 @@ impl NodeConfig {
             timeout_penalty: Duration::from_secs(5),
             max_path_len: DEFAULT_MAX_PATH_LEN,
             max_path_depth: DEFAULT_MAX_PATH_DEPTH,
+            max_metadata_size: DEFAULT_MAX_METADATA_SIZE,
+            max_metadata_entries: DEFAULT_MAX_METADATA_ENTRIES,
+            outgoing: Interceptors::default(),
+            incoming: Interceptors::default(),
         }
+    }
+
+    /// Sets the most bytes (keys plus values) one request's or event's metadata may hold.
+    pub fn with_max_metadata_size(mut self, bytes: usize) -> Self {
+        self.max_metadata_size = bytes;
+        self
+    }
+
+    /// Sets the most entries one request's or event's metadata may hold.
+    pub fn with_max_metadata_entries(mut self, entries: usize) -> Self {
+        self.max_metadata_entries = entries;
+        self
+    }
+
+    /// Adds an outgoing [`Interceptor`]: it runs (after the ones added before) on every request
+    /// this node makes, before it leaves the node or reaches a local handler. It may add
+    /// metadata, or refuse the call with an error the caller receives.
+    pub fn with_outgoing_interceptor(mut self, interceptor: impl Interceptor) -> Self {
+        self.outgoing = self.outgoing.with(Arc::new(interceptor));
+        self
+    }
+
+    /// Adds an incoming [`Interceptor`]: it runs (after the ones added before) before a local
+    /// handler serves a request, from this node or from a peer. It sees the path, the caller and
+    /// the metadata; it may add metadata the handler reads, or refuse the call with an error
+    /// that travels back to the caller with its code and message.
+    pub fn with_incoming_interceptor(mut self, interceptor: impl Interceptor) -> Self {
+        self.incoming = self.incoming.with(Arc::new(interceptor));
+        self
     }
 
     /// Sets the longest path (in bytes) and the most segments the node accepts.
@@ -110,6 +158,15 @@ impl NodeConfig {
 }
 
 /// Options for one request.
+///
+/// ```
+/// use runar_runtime::{Metadata, RequestOptions};
+/// let mut md = Metadata::new();
+/// md.insert("request-id", "42")?;
+/// let options = RequestOptions::default().with_metadata(md);
+/// assert_eq!(options.metadata.get("request-id"), Some("42"));
+/// # Ok::<(), runar_runtime::Error>(())
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RequestOptions {
@@ -119,6 +176,11 @@ pub struct RequestOptions {
     /// appear instead of failing at once with `NotFound`, as gRPC's wait-for-ready. The call
     /// then fails with `DeadlineExceeded` if none appears in time. Default off.
     pub wait_for_ready: bool,
+    /// The request's metadata, which the handler reads with
+    /// [`RequestContext::metadata`](crate::RequestContext::metadata).
+    pub metadata: Metadata,
+    /// Outgoing interceptors for this call, run after the node's.
+    pub(crate) interceptors: Interceptors,
 }
 
 impl RequestOptions {
@@ -137,6 +199,19 @@ impl RequestOptions {
     /// [`wait_for_ready`](Self::wait_for_ready)).
     pub fn with_wait_for_ready(mut self, wait: bool) -> Self {
         self.wait_for_ready = wait;
+        self
+    }
+
+    /// Adds `metadata`'s entries to the call's (replacing entries with the same key).
+    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata.extend(&metadata);
+        self
+    }
+
+    /// Adds an outgoing [`Interceptor`] for this call, run after the node's and the ones added
+    /// before.
+    pub fn with_interceptor(mut self, interceptor: impl Interceptor) -> Self {
+        self.interceptors = self.interceptors.with(Arc::new(interceptor));
         self
     }
 }
@@ -171,6 +246,9 @@ pub struct PublishOptions {
     /// and those still full when it passes lose the event (counted in the node's stats).
     /// `Duration::MAX` waits as long as it takes.
     pub wait: Option<Duration>,
+    /// The event's metadata, which handlers read with
+    /// [`EventContext::metadata`](crate::EventContext::metadata).
+    pub metadata: Metadata,
 }
 
 impl PublishOptions {
@@ -197,6 +275,12 @@ impl PublishOptions {
     /// ```
     pub fn with_wait(mut self, wait: Duration) -> Self {
         self.wait = Some(wait);
+        self
+    }
+
+    /// Sets the event's metadata.
+    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
         self
     }
 }

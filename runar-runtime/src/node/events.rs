@@ -23,6 +23,7 @@ use super::stats::count;
 use super::{Node, NodeInner, PublishOptions, SubscribeOptions, SubscriptionId};
 use crate::error::{Error, Result};
 use crate::lock::lock;
+use crate::metadata::Metadata;
 use crate::network::log_limit::warn_limited;
 use crate::network::{EventSink, InboundEvent, OutboundEvent};
 use crate::node::BroadcastMode;
@@ -38,6 +39,7 @@ pub(super) struct Retained {
     value: Arc<Value>,
     publisher: Caller,
     expires: Instant,
+    metadata: Metadata,
 }
 
 impl Node {
@@ -73,8 +75,11 @@ impl Node {
         options: PublishOptions,
     ) -> Result<()> {
         self.check_not_stopped()?;
-        let (topic_network, topic) =
-            split_concrete(path.as_ref(), self.inner.config.path_limits())?;
+        let config = &self.inner.config;
+        options
+            .metadata
+            .check_limits(config.max_metadata_size, config.max_metadata_entries)?;
+        let (topic_network, topic) = split_concrete(path.as_ref(), config.path_limits())?;
         let network = topic_network.unwrap_or(&self.inner.network);
         let segments: Vec<&str> = topic.split('/').collect();
         let topic_path: Arc<str> = topic.into();
@@ -90,6 +95,7 @@ impl Node {
                     value: value.clone(),
                     publisher: Caller::Local,
                     expires: deadline_after(ttl),
+                    metadata: options.metadata.clone(),
                 },
             );
         }
@@ -115,6 +121,7 @@ impl Node {
             value,
             publisher: Caller::Local,
             retained: false,
+            metadata: options.metadata,
         };
         self.deliver(event, &targets, wait).await;
         Ok(())
@@ -141,6 +148,7 @@ impl Node {
             value,
             publisher,
             retained,
+            metadata,
         } = event;
         let mut full_local: Vec<(&Subscription, &LocalSink, Event)> = Vec::new();
         let mut peers: Vec<(&Arc<dyn EventSink>, Vec<u64>)> = Vec::new();
@@ -152,6 +160,7 @@ impl Node {
                         value: value.clone(),
                         publisher: publisher.clone(),
                         retained,
+                        metadata: metadata.clone(),
                     };
                     match local.queue.try_send(event) {
                         Ok(()) => {}
@@ -180,6 +189,7 @@ impl Node {
                     payload: payload.clone(),
                     subscription_ids,
                     retained,
+                    metadata: metadata.clone(),
                 };
                 let copies = event.copies();
                 match sink.try_send(event) {
@@ -305,6 +315,19 @@ impl Node {
         if targets.is_empty() {
             return;
         }
+        let config = &self.inner.config;
+        let metadata = match Metadata::from_wire(
+            event.metadata,
+            config.max_metadata_size,
+            config.max_metadata_entries,
+        ) {
+            Ok(metadata) => metadata,
+            Err(error) => {
+                count(&counters.rejected, 1);
+                warn_limited!(%peer, %topic, "event from a peer refused: {}", shorten(error.message()));
+                return;
+            }
+        };
         let network: Arc<str> = event.network.as_str().into();
         let delivery = Delivery {
             network: &network,
@@ -312,6 +335,7 @@ impl Node {
             value: Arc::new(Value::from_encoded(event.payload)),
             publisher: Caller::Remote(peer),
             retained: event.retained,
+            metadata,
         };
         self.deliver(delivery, &targets, Duration::ZERO).await;
     }
@@ -454,6 +478,7 @@ impl Node {
                 value: r.value.clone(),
                 publisher: r.publisher.clone(),
                 retained: true,
+                metadata: r.metadata.clone(),
             })
             .collect()
     }
@@ -494,6 +519,7 @@ async fn run_subscription(
             params,
             event.publisher,
             event.retained,
+            event.metadata,
         );
         match AssertUnwindSafe(handler(event.value, ctx))
             .catch_unwind()
@@ -515,6 +541,7 @@ pub(crate) struct Delivery<'a> {
     pub(crate) value: Arc<Value>,
     pub(crate) publisher: Caller,
     pub(crate) retained: bool,
+    pub(crate) metadata: Metadata,
 }
 
 /// Runs `sending` until `deadline` (`None`: for as long as it takes); `None` when the deadline

@@ -170,8 +170,14 @@ fn remote_action(peer: &PeerHandle, network: Arc<str>) -> ActionHandler {
         let peer = peer.clone();
         let network = network.clone();
         Box::pin(async move {
-            peer.request(&network, ctx.path(), &value, ctx.remaining())
-                .await
+            peer.request(
+                &network,
+                ctx.path(),
+                &value,
+                ctx.remaining(),
+                ctx.metadata(),
+            )
+            .await
         })
     })
 }
@@ -366,6 +372,7 @@ impl Node {
                 payload: event.value.to_bytes(),
                 subscription_ids: vec![descriptor.id],
                 retained: true,
+                metadata: event.metadata,
             };
             if peer.event_sink().try_send(retained).is_err() {
                 warn_limited!(peer = %peer.peer_id(), "retained events dropped: the peer's event queue is full");

@@ -1,7 +1,9 @@
 //! The request path: resolve the action, run its handler under the deadline, catch panics.
 
 use std::any::Any;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -9,8 +11,10 @@ use futures::FutureExt;
 
 use super::{Node, RequestOptions};
 use crate::error::{Code, Error, Result};
+use crate::metadata::Metadata;
 use crate::network::InboundRequest;
-use crate::node::service::{ActionHandler, Caller, RequestContext};
+use crate::node::registry::Origin;
+use crate::node::service::{ActionHandler, Call, Caller, RequestContext};
 use crate::value::types::known_name;
 use crate::value::{Payload, Value};
 
@@ -31,7 +35,8 @@ impl Node {
             .await
     }
 
-    /// [`request`](Self::request) with per-call options (a timeout, wait-for-ready).
+    /// [`request`](Self::request) with per-call options (a timeout, wait-for-ready, metadata,
+    /// interceptors).
     pub async fn request_with<Req: Payload, Resp: Payload>(
         &self,
         path: impl AsRef<str>,
@@ -54,8 +59,9 @@ impl Node {
         self.call(path.as_ref(), request, options, None).await
     }
 
-    /// Resolves `path`, checks the message types when the action's schema names them (the
-    /// caller expects a response named `wanted`, when known), and runs the handler.
+    /// Resolves `path`, runs the outgoing interceptors, checks the message types when the
+    /// action's schema names them (the caller expects a response named `wanted`, when known),
+    /// runs the incoming interceptors when the instance is local, and runs the handler.
     async fn call(
         &self,
         path: &str,
@@ -64,7 +70,8 @@ impl Node {
         wanted: Option<&'static str>,
     ) -> Result<Value> {
         self.check_not_stopped()?;
-        let timeout = options.timeout.unwrap_or(self.inner.config.request_timeout);
+        let config = &self.inner.config;
+        let timeout = options.timeout.unwrap_or(config.request_timeout);
         let deadline = deadline_after(timeout);
         let registry = &self.inner.registry;
         let limits = self.inner.config.path_limits();
@@ -81,6 +88,21 @@ impl Node {
             }
             Err(e) => return Err(e),
         };
+        let mut metadata = options.metadata;
+        if !config.outgoing.is_empty() || !options.interceptors.is_empty() {
+            let call = Call {
+                path: resolved.path.clone(),
+                caller: Caller::Local,
+                metadata,
+                deadline,
+            };
+            let intercepted = async {
+                let call = config.outgoing.run(call).await?;
+                options.interceptors.run(call).await
+            };
+            metadata = within(deadline, timeout, path, intercepted).await?.metadata;
+        }
+        metadata.check_limits(config.max_metadata_size, config.max_metadata_entries)?;
         let instance = resolved
             .slot
             .pick()
@@ -97,12 +119,18 @@ impl Node {
         }
         let handler = instance.handler.clone();
         let health = instance.health.clone();
+        if instance.origin == Origin::Local && !config.incoming.is_empty() {
+            metadata = self
+                .intercept_incoming(&resolved.path, Caller::Local, metadata, deadline, timeout)
+                .await?;
+        }
         let ctx = RequestContext::new(
             self.clone(),
             resolved.path,
             resolved.params,
             Caller::Local,
             deadline,
+            metadata,
         );
         let answer = run_handler(&handler, request, ctx, deadline, timeout, path).await;
         if matches!(&answer, Err(e) if e.code() == Code::DeadlineExceeded) {
@@ -116,10 +144,16 @@ impl Node {
     /// forwarding it to another peer), within the caller's timeout.
     pub(crate) async fn serve_remote(&self, request: InboundRequest) -> Result<Value> {
         self.check_not_stopped()?;
+        let config = &self.inner.config;
         let timeout = request.timeout.min(MAX_REMOTE_TIMEOUT);
         let deadline = deadline_after(timeout);
         let path = request.path.as_str();
-        let limits = self.inner.config.path_limits();
+        let mut metadata = Metadata::from_wire(
+            request.metadata,
+            config.max_metadata_size,
+            config.max_metadata_entries,
+        )?;
+        let limits = config.path_limits();
         let resolved = self
             .inner
             .registry
@@ -134,14 +168,59 @@ impl Node {
             types.check_request(path, sent)?;
         }
         let handler = instance.handler.clone();
+        let caller = Caller::Remote(request.from);
+        if !config.incoming.is_empty() {
+            metadata = self
+                .intercept_incoming(&resolved.path, caller.clone(), metadata, deadline, timeout)
+                .await?;
+        }
         let ctx = RequestContext::new(
             self.clone(),
             resolved.path,
             resolved.params,
-            Caller::Remote(request.from),
+            caller,
             deadline,
+            metadata,
         );
         run_handler(&handler, request.payload, ctx, deadline, timeout, path).await
+    }
+
+    /// Runs the node's incoming interceptors on a call about to reach a local handler; returns
+    /// the metadata the handler gets.
+    async fn intercept_incoming(
+        &self,
+        path: &Arc<str>,
+        caller: Caller,
+        metadata: Metadata,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Metadata> {
+        let call = Call {
+            path: path.clone(),
+            caller,
+            metadata,
+            deadline,
+        };
+        let incoming = self.inner.config.incoming.run(call);
+        Ok(within(deadline, timeout, path, incoming).await?.metadata)
+    }
+}
+
+/// Runs interceptors under the call's deadline, turning a panic into `Internal`.
+async fn within(
+    deadline: Instant,
+    timeout: Duration,
+    path: &str,
+    interceptors: impl Future<Output = Result<Call>>,
+) -> Result<Call> {
+    let interceptors = AssertUnwindSafe(interceptors).catch_unwind();
+    match tokio::time::timeout_at(deadline.into(), interceptors).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(panic)) => Err(Error::internal(format!(
+            "an interceptor of `{path}` panicked: {}",
+            panic_message(panic.as_ref())
+        ))),
+        Err(_) => Err(deadline_exceeded(path, timeout)),
     }
 }
 

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 use crate::lock::{lock, read, write};
+use crate::metadata::Metadata;
 use crate::network::{EventSink, PeerLink};
 use crate::node::service::{ActionHandler, Caller};
 use crate::routing::{PathLimits, PathParams, PathTrie, TopicPath, split_network};
@@ -163,6 +164,7 @@ pub(crate) struct Event {
     pub(crate) value: Arc<Value>,
     pub(crate) publisher: Caller,
     pub(crate) retained: bool,
+    pub(crate) metadata: Metadata,
 }
 
 /// A subscription: where matching events go.

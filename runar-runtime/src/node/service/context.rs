@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::identity::NodeId;
 use crate::lock::lock;
+use crate::metadata::{Metadata, TRACEPARENT};
 use crate::node::service::{ActionHandler, EventHandler, action_handler, event_handler};
 use crate::node::{Node, PublishOptions, RequestOptions, SubscribeOptions, SubscriptionId};
 use crate::routing::{PathParams, TopicPath};
@@ -28,6 +29,7 @@ pub struct RequestContext {
     params: PathParams,
     caller: Caller,
     deadline: Instant,
+    metadata: Metadata,
 }
 
 impl RequestContext {
@@ -37,6 +39,7 @@ impl RequestContext {
         params: PathParams,
         caller: Caller,
         deadline: Instant,
+        metadata: Metadata,
     ) -> Self {
         RequestContext {
             node,
@@ -44,7 +47,14 @@ impl RequestContext {
             params,
             caller,
             deadline,
+            metadata,
         }
+    }
+
+    /// The request's metadata: what the caller set (per call, per client, by its interceptors)
+    /// and what this node's incoming interceptors added.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
     }
 
     /// The path that was requested (without network), e.g. `inventory/items/7`.
@@ -82,13 +92,31 @@ impl RequestContext {
         &self.node
     }
 
-    /// Makes a downstream request that inherits this request's deadline.
+    /// Makes a downstream request that inherits this request's deadline and its trace context
+    /// (the `traceparent` entry, when present). Other metadata is not copied: pass it on with
+    /// [`request_with`](Self::request_with) if the downstream call needs it.
     pub async fn request<Req: Payload, Resp: Payload>(
         &self,
         path: impl AsRef<str>,
         request: Req,
     ) -> Result<Resp> {
-        let options = RequestOptions::default().with_timeout(self.remaining());
+        self.request_with(path, request, RequestOptions::default())
+            .await
+    }
+
+    /// A downstream request with options: the deadline is this request's unless `options` has
+    /// an earlier one, and the trace context is added to `options`' metadata unless it has one.
+    pub async fn request_with<Req: Payload, Resp: Payload>(
+        &self,
+        path: impl AsRef<str>,
+        request: Req,
+        mut options: RequestOptions,
+    ) -> Result<Resp> {
+        let remaining = self.remaining();
+        options.timeout = Some(options.timeout.map_or(remaining, |t| t.min(remaining)));
+        if options.metadata.get(TRACEPARENT).is_none() && !self.metadata.is_empty() {
+            options.metadata.extend(&self.metadata.only(TRACEPARENT));
+        }
         self.node.request_with(path, request, options).await
     }
 
@@ -105,6 +133,7 @@ impl fmt::Debug for RequestContext {
             .field("params", &self.params)
             .field("caller", &self.caller)
             .field("remaining", &self.remaining())
+            .field("metadata", &self.metadata)
             .finish()
     }
 }
@@ -116,6 +145,7 @@ pub struct EventContext {
     params: PathParams,
     publisher: Caller,
     retained: bool,
+    metadata: Metadata,
 }
 
 impl EventContext {
@@ -125,6 +155,7 @@ impl EventContext {
         params: PathParams,
         publisher: Caller,
         retained: bool,
+        metadata: Metadata,
     ) -> Self {
         EventContext {
             node,
@@ -132,7 +163,14 @@ impl EventContext {
             params,
             publisher,
             retained,
+            metadata,
         }
+    }
+
+    /// The event's metadata, as its publisher set it
+    /// ([`PublishOptions::with_metadata`](crate::PublishOptions::with_metadata)).
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
     }
 
     /// The concrete topic the event was published on, e.g. `math/computed`.
@@ -188,6 +226,7 @@ impl fmt::Debug for EventContext {
             .field("params", &self.params)
             .field("publisher", &self.publisher)
             .field("retained", &self.retained)
+            .field("metadata", &self.metadata)
             .finish()
     }
 }

@@ -5,6 +5,7 @@
 //! `#[runar::service]`) implements [`AbstractService`]; it can also be written by hand.
 
 pub(crate) mod context;
+mod interceptor;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,6 +13,8 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 pub use context::{Caller, EventContext, LifecycleContext, RequestContext};
+pub(crate) use interceptor::Interceptors;
+pub use interceptor::{Call, Interceptor};
 
 use crate::error::Result;
 use crate::value::{Payload, Value};
