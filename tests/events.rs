@@ -45,6 +45,18 @@ async fn counting(node: &Node, pattern: &str) -> (SubscriptionId, Arc<AtomicU64>
     (id, count)
 }
 
+/// Subscribes `to` to `topic` and publishes on `from` until an event crosses: from then on
+/// `from` knows every subscription `to` made before this one.
+async fn until_heard(from: &Node, to: &Node, topic: &str) {
+    let (_, heard) = counting(to, topic).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while heard.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "{topic} never crossed");
+        from.publish(topic, 0u64).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A subscription (to events of type `T`) whose handler blocks until the returned gate is
 /// opened (set to true).
 async fn gated<T: Payload>(node: &Node, pattern: &str) -> (SubscriptionId, watch::Sender<bool>) {
@@ -496,6 +508,11 @@ async fn two_nodes_publishing_from_handlers_to_each_other_do_not_deadlock() {
         })
         .await
         .unwrap();
+    }
+    // Each node's subscriptions reach the other in the order they were made: once a later
+    // one is seen from the other side, so is `ping/…`.
+    for (from, to) in [(&a, &b), (&b, &a)] {
+        until_heard(from, to, "ready").await;
     }
     a.publish("ping/b", 0u64).await.unwrap();
     // The storm ends (every path stops at hop 10, or at a full queue): no handler stays blocked.
