@@ -374,12 +374,54 @@ async fn fresh_discovered_ids_do_not_make_unbounded_dials() {
     let window = Duration::from_millis(1500);
     let dials = initial_dcids(&blackhole, Instant::now() + window).await;
     eprintln!(
-        "{} fresh ids announced; {} dials started within {window:?}",
+        "{} fresh ids announced; {} dials started within {window:?}; {} reports dropped",
         announcers.len(),
-        dials.len()
+        dials.len(),
+        a.stats().discovery_reports_dropped
     );
     // At most 4 at once, each held until the connect timeout (5 s).
     assert!(!dials.is_empty() && dials.len() <= 4, "{}", dials.len());
+    let b = healthy(&a).await;
+    still_serves(&b).await;
+    for d in announcers {
+        d.stop().await;
+    }
+    b.stop().await.unwrap();
+    a.stop().await.unwrap();
+}
+
+/// Reports that find the bounded discovery queue full are dropped and counted on the node,
+/// not queued without bound: 200 peers already on the hub reach a node whose queue holds 8.
+#[tokio::test]
+async fn discovery_reports_past_the_queue_are_dropped_and_counted() {
+    let hub = MemoryHub::new();
+    let blackhole = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut announcers = Vec::new();
+    for _ in 0..200 {
+        let local = LocalPeer {
+            keypair: std::sync::Arc::new(NodeKeypair::generate().unwrap()),
+            network_id: key().network_id(),
+            addresses: vec![blackhole.local_addr().unwrap()],
+        };
+        let (tx, _rx) = tokio::sync::mpsc::channel(1024);
+        announcers.push(
+            Discovery::start(&DiscoveryOptions::memory(&hub), local, tx)
+                .await
+                .unwrap(),
+        );
+    }
+    let a = victim(|c| {
+        c.with_discovery(DiscoveryOptions::memory(&hub))
+            .with_discovery_queue_capacity(8)
+    })
+    .await;
+    wait_for("reports past the queue to be counted", || {
+        a.stats().discovery_reports_dropped > 0
+    })
+    .await;
+    let dropped = a.stats().discovery_reports_dropped;
+    eprintln!("200 peers on the hub, a queue of 8: {dropped} reports dropped");
+    assert!(dropped <= 200, "{dropped}");
     let b = healthy(&a).await;
     still_serves(&b).await;
     for d in announcers {

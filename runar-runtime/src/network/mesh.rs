@@ -188,6 +188,13 @@ impl<H: NodeHandler> Mesh<H> {
         Ok(())
     }
 
+    /// Discovery reports dropped because the bounded discovery queue was full.
+    pub(crate) fn discovery_reports_dropped(&self) -> u64 {
+        lock(&self.discovery)
+            .as_ref()
+            .map_or(0, Discovery::events_dropped)
+    }
+
     /// Keeps a connection to every peer discovery reports, until it says goodbye.
     ///
     /// Each reported peer gets one task ([`Mesh::keep_discovered`]) that dials it whenever it is

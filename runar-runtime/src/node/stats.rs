@@ -49,6 +49,10 @@ pub struct NodeStats {
     /// Peers disconnected because their event stream made no progress for
     /// [`NetworkConfig::slow_consumer_timeout`](crate::NetworkConfig).
     pub slow_consumers: u64,
+    /// Peer reports from discovery dropped because the bounded discovery queue was full
+    /// ([`NetworkConfig::discovery_queue_capacity`](crate::NetworkConfig)): a flood of
+    /// announcements, or a node too busy to keep up with them. Counted while the node runs.
+    pub discovery_reports_dropped: u64,
 }
 
 /// What became of the events offered to one local subscription, from
@@ -89,7 +93,7 @@ fn get(counter: &AtomicU64) -> u64 {
 
 impl Node {
     /// The node's event counters: published, received, delivered, dropped, rejected, and
-    /// slow consumers disconnected.
+    /// slow consumers disconnected; and the discovery reports dropped.
     pub fn stats(&self) -> NodeStats {
         let c = &self.inner.counters;
         NodeStats {
@@ -99,6 +103,9 @@ impl Node {
             events_dropped: get(&c.dropped).saturating_add(get(&c.peers.dropped)),
             events_rejected: get(&c.rejected),
             slow_consumers: get(&c.peers.slow_consumers),
+            discovery_reports_dropped: self
+                .mesh()
+                .map_or(0, |mesh| mesh.discovery_reports_dropped()),
         }
     }
 
