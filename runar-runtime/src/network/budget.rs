@@ -110,7 +110,6 @@ impl PeerBudget {
     fn want(&self, len: usize) -> u32 {
         u32::try_from(len.min(self.largest)).unwrap_or(u32::MAX)
     }
-
 }
 
 #[cfg(test)]

@@ -103,9 +103,9 @@ pub struct NetworkConfig {
     /// trip); raise it for long fat links.
     pub receive_window: u64,
     /// The most bytes this node keeps of what it wrote on one connection until the peer
-    /// acknowledges them (default 1 MiB), so that a peer that does not acknowledge holds at
-    /// most this much per connection (`(max_connections + max_pending_handshakes) × send_window`
-    /// node-wide).
+    /// acknowledges them (default 256 KiB), so that a peer that does not acknowledge holds at
+    /// most this much per connection (`(max_connections + max_pending_handshakes) ×
+    /// send_window` node-wide: 80 MiB by default).
     pub send_window: u64,
     /// The most control messages queued for one peer; a peer that does not read its control
     /// stream until this many are queued is disconnected, with a logged reason (default 1024).

@@ -54,7 +54,7 @@ pub struct TransportConfig {
     /// at least 16 KiB.
     pub receive_window: u64,
     /// The most bytes kept per connection of what was written until the peer acknowledges
-    /// them. Default 1 MiB; at least 16 KiB.
+    /// them. Default 256 KiB; at least 16 KiB.
     pub send_window: u64,
 }
 
@@ -70,7 +70,7 @@ impl Default for TransportConfig {
             max_connections: 256,
             max_pending_handshakes: 64,
             receive_window: 256 * 1024,
-            send_window: 1024 * 1024,
+            send_window: 256 * 1024,
         }
     }
 }
