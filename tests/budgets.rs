@@ -1079,9 +1079,9 @@ async fn a_hostile_peer_cannot_push_a_victim_process_over_its_budget() {
 /// --ignored --nocapture a_hostile_peer_for_30_seconds` (with `RUNAR_ATTACK_IDENTITIES=N` for
 /// N hostile identities, 4 by default; see [`identities`]). Measured on 2 shared cores, debug
 /// build, with the node-wide budget (victim RSS 11 MiB before each run; the healthy peer's
-/// calls p99 without the attack, then under it, every call answered): 1 identity, peak 74 MiB,
-/// p99 0.23 ms then 5.2 ms; 4 identities, peak 67 MiB, p99 0.28 then 2.5 ms; 8 identities,
-/// peak 73 MiB, p99 0.33 then 3.1 ms. (Before it: 161 MiB with 1 identity, 249 to 347 MiB
+/// calls p99 without the attack, then under it, every call answered): 1 identity, peak 64 MiB,
+/// p99 0.67 ms then 4.0 ms; 4 identities, peak 56 MiB, p99 0.23 then 3.6 ms; 8 identities,
+/// peak 70 MiB, p99 0.22 then 4.3 ms. (Before it: 161 MiB with 1 identity, 249 to 347 MiB
 /// with 4.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a 30 s measurement"]
