@@ -132,6 +132,7 @@ async fn a_peer_that_stops_reading_never_blocks_publish_and_is_disconnected() {
         &a,
         TransportConfig {
             max_message_size: 64 * 1024,
+            receive_window: 64 * 1024,
             ..TransportConfig::default()
         },
         vec![subscription(1, "load/>")],

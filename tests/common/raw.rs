@@ -12,11 +12,12 @@ use super::{WAIT, key, wait_for};
 /// The default maximum message size, which raw peers use for their frames.
 pub const MAX: usize = 4 * 1024 * 1024;
 
-/// A raw endpoint on 127.0.0.1 holding the test key, with `max_message_size` (its stream
-/// flow-control window too).
+/// A raw endpoint on 127.0.0.1 holding the test key, with `max_message_size` (its
+/// flow-control window too, at least 16 KiB).
 pub fn transport(max_message_size: usize) -> (Transport, NodeKeypair) {
     transport_with(TransportConfig {
         max_message_size,
+        receive_window: (max_message_size as u64).max(16 * 1024),
         ..TransportConfig::default()
     })
 }

@@ -88,10 +88,36 @@ pub struct NetworkConfig {
     /// opens the stream, and a frame's body once its header arrived on the control or event
     /// stream; a peer slower than this has the stream cut (default 10 s).
     pub read_timeout: Duration,
-    /// The most bytes of requests one peer may have buffered on this node at once (being
-    /// received or being served); more requests wait for room until `read_timeout` and are then
-    /// refused with `ResourceExhausted` (default 64 MiB).
+    /// The most bytes of requests all peers together may have buffered on this node at once
+    /// (from a request's header until its answer is written), whatever the number of peers or
+    /// identities (default 64 MiB). Requests that find no room wait, in arrival order, until
+    /// `read_timeout`, and are then cut. Small requests of a peer also have that peer's
+    /// [`request_reserve_per_peer`](Self::request_reserve_per_peer), outside this pool, so
+    /// peers that fill the pool cannot keep another peer's small calls waiting. Worst case
+    /// held for requests: `max_request_bytes + max_connections × request_reserve_per_peer`
+    /// (64 MiB + 256 × 64 KiB = 80 MiB by default).
+    pub max_request_bytes: usize,
+    /// The most bytes of the node-wide [`max_request_bytes`](Self::max_request_bytes) pool one
+    /// peer may hold at once (default 32 MiB: eight maximal requests, and never the whole
+    /// pool). A request larger than this is served alone.
     pub max_request_bytes_per_peer: usize,
+    /// Bytes of requests each peer may hold outside the node-wide pool (default 64 KiB): a
+    /// request that fits in what is left of its peer's reserve is read at once, so a peer with
+    /// few small calls in flight is served even while others hold the whole pool.
+    pub request_reserve_per_peer: usize,
+    /// The QUIC flow-control window of each connection and of each stream, in bytes (default
+    /// 256 KiB): the most a peer can make this node buffer on one connection before the node
+    /// reads it. Every open connection, admitted or still in its handshake, can hold this much,
+    /// so the node-wide worst case is `(max_connections + max_pending_handshakes) ×
+    /// receive_window` (320 × 256 KiB = 80 MiB by default). Ample for loopback and a LAN
+    /// (the window limits one connection's throughput to about `receive_window` per round
+    /// trip); raise it for long fat links.
+    pub receive_window: u64,
+    /// The most bytes this node keeps of what it wrote on one connection until the peer
+    /// acknowledges them (default 256 KiB), so that a peer that does not acknowledge holds at
+    /// most this much per connection (`(max_connections + max_pending_handshakes) ×
+    /// send_window` node-wide: 80 MiB by default).
+    pub send_window: u64,
     /// The most control messages queued for one peer; a peer that does not read its control
     /// stream until this many are queued is disconnected, with a logged reason (default 1024).
     pub control_queue_capacity: usize,
@@ -185,7 +211,11 @@ impl Default for NetworkConfig {
             announce_timeout: Duration::from_secs(1),
             max_pending_handshakes: transport.max_pending_handshakes,
             read_timeout: Duration::from_secs(10),
-            max_request_bytes_per_peer: 64 * 1024 * 1024,
+            max_request_bytes: 64 * 1024 * 1024,
+            max_request_bytes_per_peer: 32 * 1024 * 1024,
+            request_reserve_per_peer: 64 * 1024,
+            receive_window: transport.receive_window,
+            send_window: transport.send_window,
             control_queue_capacity: 1024,
             peer_limits: PeerLimits::default(),
             max_discovery_dials: 8,
@@ -324,6 +354,30 @@ impl NetworkConfig {
         self
     }
 
+    /// Sets the most request bytes all peers together may have buffered.
+    pub fn with_max_request_bytes(mut self, bytes: usize) -> Self {
+        self.max_request_bytes = bytes;
+        self
+    }
+
+    /// Sets the request bytes each peer may hold outside the node-wide pool.
+    pub fn with_request_reserve_per_peer(mut self, bytes: usize) -> Self {
+        self.request_reserve_per_peer = bytes;
+        self
+    }
+
+    /// Sets the QUIC flow-control window of each connection and stream.
+    pub fn with_receive_window(mut self, bytes: u64) -> Self {
+        self.receive_window = bytes;
+        self
+    }
+
+    /// Sets the most unacknowledged bytes kept per connection.
+    pub fn with_send_window(mut self, bytes: u64) -> Self {
+        self.send_window = bytes;
+        self
+    }
+
     /// Sets the most control messages queued for one peer.
     pub fn with_control_queue_capacity(mut self, capacity: usize) -> Self {
         self.control_queue_capacity = capacity;
@@ -368,7 +422,7 @@ impl NetworkConfig {
     }
 
     /// Checks the settings that [`Transport`](super::Transport) does not: the event and
-    /// discovery queues and the slow-consumer timeout.
+    /// discovery queues, the request budgets and the slow-consumer timeout.
     pub(crate) fn validate(&self) -> Result<()> {
         if self.discovery_queue_capacity == 0 {
             return Err(Error::invalid_argument(
@@ -383,6 +437,11 @@ impl NetworkConfig {
         if self.peer_event_queue_bytes == 0 {
             return Err(Error::invalid_argument(
                 "peer_event_queue_bytes must be at least 1",
+            ));
+        }
+        if self.max_request_bytes == 0 || self.max_request_bytes_per_peer == 0 {
+            return Err(Error::invalid_argument(
+                "max_request_bytes and max_request_bytes_per_peer must be at least 1",
             ));
         }
         if self.slow_consumer_timeout.is_zero() {
@@ -404,6 +463,8 @@ impl NetworkConfig {
             max_connections: self.max_connections,
             max_pending_handshakes: self.max_pending_handshakes,
             unreachable_probe_interval: self.unreachable_probe_interval,
+            receive_window: self.receive_window,
+            send_window: self.send_window,
         }
     }
 }

@@ -55,6 +55,10 @@ pub enum TransportError {
     /// A peer started a frame and did not finish it in time.
     #[error("a frame did not arrive within {0:?}")]
     ReadTimeout(Duration),
+    /// A peer's frame of this many bytes found no room in the node's budget of buffered
+    /// peer bytes (`NetworkConfig::max_request_bytes`).
+    #[error("no room for a frame of {0} bytes in the node's budget")]
+    OverBudget(usize),
     /// The transport already has its maximum number of connections.
     #[error("connection limit of {0} reached")]
     TooManyConnections(usize),
@@ -135,9 +139,9 @@ impl From<TransportError> for Error {
             return Error::permission_denied(msg);
         }
         match err {
-            TransportError::FrameTooLarge { .. } | TransportError::TooManyConnections(_) => {
-                Error::resource_exhausted(msg)
-            }
+            TransportError::FrameTooLarge { .. }
+            | TransportError::TooManyConnections(_)
+            | TransportError::OverBudget(_) => Error::resource_exhausted(msg),
             TransportError::Truncated { .. }
             | TransportError::InvalidKey(_)
             | TransportError::InvalidConfig(_)

@@ -11,6 +11,7 @@
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use quinn::{ReadExactError, RecvStream, SendStream};
 
+use super::budget::{Held, PeerBudget};
 use super::error::TransportError;
 
 /// Length of a frame header in bytes.
@@ -182,6 +183,10 @@ pub(crate) struct FrameReader {
     pending: Bytes,
     max: usize,
     timeout: Option<std::time::Duration>,
+    /// Where a frame that arrives in pieces takes room for its body, if anywhere.
+    budget: Option<PeerBudget>,
+    /// That room, for the last frame returned (released at the next call).
+    held: Option<Held>,
 }
 
 impl FrameReader {
@@ -192,7 +197,16 @@ impl FrameReader {
             pending: Bytes::new(),
             max,
             timeout,
+            budget: None,
+            held: None,
         }
+    }
+
+    /// Takes room in `budget` for each frame whose body does not arrive with its header, until
+    /// the next frame is asked for; a frame that finds no room is [`TransportError::OverBudget`].
+    pub(crate) fn with_budget(mut self, budget: PeerBudget) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     /// Reads the next frame.
@@ -200,6 +214,7 @@ impl FrameReader {
         &mut self,
         recv: &mut impl ChunkSource,
     ) -> Result<Option<Bytes>, TransportError> {
+        self.held = None;
         while self.pending.len() < FRAME_HEADER_LEN {
             let Some(chunk) = recv.chunk().await? else {
                 return match self.pending.len() {
@@ -234,7 +249,14 @@ impl FrameReader {
             return Ok(Some(self.pending.split_to(len)));
         }
         // The body continues in later chunks: gather it in a buffer of its own, which grows as
-        // bytes arrive, within the deadline.
+        // bytes arrive, within the deadline, and counts against the budget.
+        if let Some(budget) = &self.budget {
+            self.held = Some(
+                budget
+                    .try_acquire(len)
+                    .ok_or(TransportError::OverBudget(len))?,
+            );
+        }
         let first = std::mem::take(&mut self.pending);
         let mut body = BytesMut::with_capacity(first.len().saturating_mul(2).min(len));
         body.put_slice(&first);

@@ -18,6 +18,7 @@ use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::budget::RequestBudget;
 use super::framing::{encode_frame, read_frame, read_frame_within};
 use super::interface::{
     NodeHandler, Offer, PeerChange, PeerEventCounters, PeerNotice, PeerOffer, PeerRefusal,
@@ -109,6 +110,8 @@ pub(crate) struct Mesh<H> {
     network_id: String,
     /// The limits of each peer's outgoing events.
     events: EventFlow,
+    /// The node-wide budget of peers' request bytes.
+    request_budget: RequestBudget,
     drain_timeout: Duration,
     peers: Mutex<FxHashMap<NodeId, Arc<Peer>>>,
     next_link: AtomicU64,
@@ -148,6 +151,11 @@ impl<H: NodeHandler> Mesh<H> {
                 counters: settings.event_counters,
             },
             drain_timeout: settings.drain_timeout,
+            request_budget: RequestBudget::new(
+                config.max_request_bytes,
+                config.max_request_bytes_per_peer,
+                config.request_reserve_per_peer,
+            ),
             config,
             peers: Mutex::default(),
             next_link: AtomicU64::new(1),
@@ -721,7 +729,7 @@ impl<H: NodeHandler> Mesh<H> {
             max_message_size: self.config.max_message_size,
             control_queue_capacity: self.config.control_queue_capacity,
             read_timeout: self.config.read_timeout,
-            max_request_bytes: self.config.max_request_bytes_per_peer,
+            request_bytes: self.request_budget.peer(),
         };
         let (peer, queues) = Peer::new(identity, connection, settings, &self.events);
         self.spawn_peer_tasks(&peer, queues, send, recv);
@@ -929,7 +937,8 @@ impl<H: NodeHandler> Mesh<H> {
                 }
                 let node = self.node.clone();
                 let timeout = self.config.read_timeout;
-                tokio::spawn(read_events(node, peer.id, recv, max, timeout));
+                let budget = peer.budget().clone();
+                tokio::spawn(read_events(node, peer.id, recv, max, timeout, budget));
             }
         };
         // Either ending (the connection closed, or the node is gone) ends both.

@@ -12,6 +12,7 @@
 //! * [`Mesh`]: this node's connections to its peers.
 
 pub mod admission;
+mod budget;
 mod config;
 mod error;
 pub(crate) mod frames;

@@ -18,6 +18,7 @@ use quinn::{Connection, RecvStream, SendStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, watch};
 
 use super::TransportError;
+use super::budget::{Held, PeerBudget};
 use super::frames::{append_event_frame, request_frame, response_frame};
 use super::framing::{FrameReader, encode_frame, read_body, read_frame, read_header};
 use super::interface::{
@@ -81,18 +82,17 @@ pub(crate) struct Peer {
     max_message_size: usize,
     /// How long the peer may take to send a request, or a frame's body.
     read_timeout: Duration,
-    /// Bytes of the peer's requests this node may hold at once (one permit per byte).
-    request_bytes: Arc<Semaphore>,
-    request_bytes_max: usize,
+    /// Bytes of the peer's requests this node may hold at once.
+    request_bytes: PeerBudget,
 }
 
 /// The per-peer limits a [`Peer`] is made with (from the network configuration).
-#[derive(Debug, Clone, Copy)]
 pub(crate) struct PeerSettings {
     pub(crate) max_message_size: usize,
     pub(crate) control_queue_capacity: usize,
     pub(crate) read_timeout: Duration,
-    pub(crate) max_request_bytes: usize,
+    /// The peer's share of the node-wide request budget.
+    pub(crate) request_bytes: PeerBudget,
 }
 
 /// Counts a request in flight on a connection while it lives.
@@ -212,8 +212,6 @@ impl Peer {
             dialer,
         } = identity;
         let (control, control_rx) = mpsc::channel(settings.control_queue_capacity.max(1));
-        // Semaphore permits are capped; a budget beyond that cap is the cap.
-        let request_bytes_max = settings.max_request_bytes.min(Semaphore::MAX_PERMITS);
         let (queue, queue_rx) = mpsc::channel(events.queue_capacity.max(1));
         let max_bytes = u32::try_from(events.queue_bytes).unwrap_or(u32::MAX).max(1);
         // `max_bytes` is at most u32::MAX, well under the semaphore's maximum.
@@ -239,8 +237,7 @@ impl Peer {
             idle: Notify::new(),
             max_message_size: settings.max_message_size,
             read_timeout: settings.read_timeout,
-            request_bytes: Arc::new(Semaphore::new(request_bytes_max)),
-            request_bytes_max,
+            request_bytes: settings.request_bytes,
         });
         (
             peer,
@@ -257,6 +254,11 @@ impl Peer {
     /// The peer's event queue: every subscription of this peer holds a clone.
     pub(crate) fn events(&self) -> &Arc<dyn EventSink> {
         &self.events
+    }
+
+    /// The peer's share of the node-wide budget of buffered peer bytes.
+    pub(crate) fn budget(&self) -> &PeerBudget {
+        &self.request_bytes
     }
 
     /// Counts a request in flight until the returned guard is dropped.
@@ -451,13 +453,13 @@ pub(crate) async fn serve_request<H: NodeHandler>(
         send.reset(codes::SLOW).ok();
         Err(None)
     });
-    // Held while the request is served: its bytes count against the peer's budget.
-    let outcome = match read {
-        Ok((request, _budget)) => match run_request(&node, request, &mut send).await {
-            Some(outcome) => outcome,
+    // Held until the answer is written: its bytes count against the budget.
+    let (outcome, _budget) = match read {
+        Ok((request, budget)) => match run_request(&node, request, &mut send).await {
+            Some(outcome) => (outcome, Some(budget)),
             None => return,
         },
-        Err(Some(error)) => Err(error),
+        Err(Some(error)) => (Err(error), None),
         Err(None) => return,
     };
     write_response(send, &outcome, max).await;
@@ -470,7 +472,7 @@ async fn read_request(
     from: &Peer,
     recv: &mut RecvStream,
     max: usize,
-) -> Result<(InboundRequest, OwnedSemaphorePermit), Option<Error>> {
+) -> Result<(InboundRequest, Held), Option<Error>> {
     let peer = from.id;
     match read_kind(recv).await {
         Ok(KIND_REQUEST) => {}
@@ -495,10 +497,9 @@ async fn read_request(
         }
         Err(e) => return Err(Some(unreadable_request(recv, e))),
     };
-    // Room for the body in the peer's budget first (waiting, within the read timeout, for
-    // its other requests to finish), so that what one peer holds on this node is bounded.
-    let want = u32::try_from(len.min(from.request_bytes_max)).unwrap_or(u32::MAX);
-    let Ok(budget) = from.request_bytes.clone().acquire_many_owned(want).await else {
+    // Room for the body in the budget first (waiting, within the read timeout, for other
+    // requests to finish), so that what peers hold on this node is bounded node-wide.
+    let Some(budget) = from.request_bytes.acquire(len).await else {
         return Err(Some(Error::unavailable("the connection is closing")));
     };
     let frame = match read_body(recv, len).await {
@@ -747,12 +748,15 @@ async fn write_chunk(
 }
 
 /// Reads one of the peer's event streams and delivers each event to the subscriptions it names.
+/// An event whose frame arrives in pieces takes room in the peer's `budget` until delivered;
+/// without room, the stream is cut (the sender opens another).
 pub(crate) async fn read_events<H: NodeHandler>(
     node: H,
     peer: NodeId,
     mut recv: RecvStream,
     max: usize,
     read_timeout: Duration,
+    budget: PeerBudget,
 ) {
     match read_kind(&mut recv).await {
         Ok(KIND_EVENTS) => {}
@@ -763,7 +767,7 @@ pub(crate) async fn read_events<H: NodeHandler>(
         }
         Err(_) => return,
     }
-    let mut frames = FrameReader::new(max, Some(read_timeout));
+    let mut frames = FrameReader::new(max, Some(read_timeout)).with_budget(budget);
     loop {
         match frames.next(&mut recv).await {
             Ok(Some(frame)) => match wire::Event::decode(frame) {

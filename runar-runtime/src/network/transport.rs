@@ -18,7 +18,6 @@ use quinn::{
 use super::{
     admission::NetworkKey,
     error::TransportError,
-    framing::FRAME_HEADER_LEN,
     log_limit::warn_limited,
     tls::{self, peer_node_id},
 };
@@ -29,8 +28,7 @@ use crate::identity::{NodeId, NodeKeypair};
 pub struct TransportConfig {
     /// The UDP address to bind. Default `0.0.0.0:0` (all interfaces, ephemeral port).
     pub bind_addr: SocketAddr,
-    /// The largest frame, in bytes, either side may send. Default 4 MiB. Also sizes the
-    /// per-stream flow-control window so that one maximal message fits in flight.
+    /// The largest frame, in bytes, either side may send. Default 4 MiB.
     pub max_message_size: usize,
     /// How often to send keep-alives on a quiet connection. Default 200 ms.
     pub keep_alive_interval: Duration,
@@ -56,6 +54,13 @@ pub struct TransportConfig {
     /// QUIC Initial at once and one retransmission a third of the way through; once the peer
     /// answers, the handshake goes on as any other (the real round-trip time takes over).
     pub unreachable_probe_interval: Duration,
+    /// The flow-control window of each connection and of each stream, in bytes: the most a
+    /// peer can make this endpoint buffer on one connection before it is read. Default 256 KiB;
+    /// at least 16 KiB.
+    pub receive_window: u64,
+    /// The most bytes kept per connection of what was written until the peer acknowledges
+    /// them. Default 256 KiB; at least 16 KiB.
+    pub send_window: u64,
 }
 
 impl Default for TransportConfig {
@@ -70,6 +75,8 @@ impl Default for TransportConfig {
             max_connections: 256,
             max_pending_handshakes: 64,
             unreachable_probe_interval: Duration::from_secs(1),
+            receive_window: 256 * 1024,
+            send_window: 256 * 1024,
         }
     }
 }
@@ -92,18 +99,24 @@ impl TransportConfig {
         let idle = IdleTimeout::try_from(self.idle_timeout)
             .map_err(|_| TransportError::InvalidConfig("idle_timeout is too long".into()))?;
 
-        // Flow control: a stream may have one maximal message (and at least 1 MiB) in flight;
-        // a connection four times that. Ample for loopback and LAN without unbounded buffering.
-        let stream_window = (self.max_message_size as u64 + FRAME_HEADER_LEN as u64).max(1 << 20);
-        let connection_window = stream_window * 4;
+        // Flow control: what a peer can make this endpoint buffer is one window per connection
+        // (a stream's window is the connection's), whatever the message size; a larger message
+        // flows through as it is read. What is kept for sending is bounded the same way.
+        if self.receive_window < MIN_WINDOW || self.send_window < MIN_WINDOW {
+            return Err(TransportError::InvalidConfig(format!(
+                "receive_window ({}) and send_window ({}) must be at least {MIN_WINDOW}",
+                self.receive_window, self.send_window
+            )));
+        }
+        let window = varint(self.receive_window)?;
 
         let mut t = quinn::TransportConfig::default();
         t.keep_alive_interval(Some(self.keep_alive_interval))
             .max_idle_timeout(Some(idle))
             .max_concurrent_bidi_streams(VarInt::from_u32(self.max_concurrent_bidi_streams))
-            .stream_receive_window(varint(stream_window)?)
-            .receive_window(varint(connection_window)?)
-            .send_window(connection_window)
+            .stream_receive_window(window)
+            .receive_window(window)
+            .send_window(self.send_window)
             .datagram_receive_buffer_size(None);
         Ok(t)
     }
@@ -125,6 +138,9 @@ impl TransportConfig {
         Ok(t)
     }
 }
+
+/// The smallest flow-control window accepted, in bytes.
+const MIN_WINDOW: u64 = 16 * 1024;
 
 fn varint(n: u64) -> Result<VarInt, TransportError> {
     VarInt::from_u64(n).map_err(|_| TransportError::InvalidConfig(format!("{n} is too large")))
