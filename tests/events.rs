@@ -560,3 +560,57 @@ async fn event_queue_settings_are_checked() {
     assert_eq!(defaults.peer_event_queue_capacity, 1024);
     assert_eq!(NodeConfig::new("n", "test").publish_wait, Duration::ZERO);
 }
+
+/// Peers' events waiting for a slow local handler are bounded in bytes node-wide, not only in
+/// count per subscription: past `max_queued_event_bytes` they are dropped and counted, and
+/// the bytes held come back once the handler catches up.
+#[tokio::test]
+async fn peers_events_waiting_for_a_slow_handler_are_bounded_in_bytes() {
+    let b = node_with(
+        NodeConfig::new("b", "test")
+            .with_event_queue_capacity(1024)
+            .with_max_queued_event_bytes(64 * 1024)
+            .with_network_config(network()),
+    )
+    .await;
+    let (slow, gate) = gated::<Vec<u8>>(&b, "big/>").await;
+    let a = node_with(
+        NodeConfig::new("a", "test").with_network_config(common::network(
+            &key(),
+            DiscoveryOptions::static_peers([b.local_addr().unwrap()]),
+        )),
+    )
+    .await;
+    until_heard(&a, &b, "ready").await;
+    // 100 events of 8 KiB (and a few bytes of encoding): fewer than 8 fit in 64 KiB, the
+    // handler holding one of them.
+    for _ in 0..100 {
+        a.publish("big/x", vec![7u8; 8 * 1024]).await.unwrap();
+    }
+    wait_for("b to take or drop all 100", || {
+        let s = b.subscription_stats(slow).unwrap();
+        s.dropped + s.queued as u64 + s.delivered >= 99
+    })
+    .await;
+    let stats = b.subscription_stats(slow).unwrap();
+    eprintln!("a slow subscriber with a 64 KiB bound: {stats:?}");
+    assert!(stats.queued <= 8, "{stats:?}");
+    assert!(stats.dropped >= 90, "{stats:?}");
+    assert_eq!(b.stats().events_dropped, stats.dropped);
+    // Once the handler catches up, the bytes are free again: new events get through.
+    gate.send(true).unwrap();
+    wait_for("the queue to drain", || {
+        b.subscription_stats(slow).unwrap().queued == 0
+    })
+    .await;
+    let delivered = b.subscription_stats(slow).unwrap().delivered;
+    for _ in 0..4 {
+        a.publish("big/x", vec![7u8; 8 * 1024]).await.unwrap();
+    }
+    wait_for("four more to be handled", || {
+        b.subscription_stats(slow).unwrap().delivered == delivered + 4
+    })
+    .await;
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}

@@ -32,6 +32,13 @@ pub struct NodeConfig {
     /// [`SubscriptionStats::dropped`](crate::SubscriptionStats). Peers' queues are set in
     /// [`NetworkConfig::peer_event_queue_capacity`](crate::NetworkConfig).
     pub event_queue_capacity: usize,
+    /// The most bytes of peers' events that may wait in this node's local subscription
+    /// queues, all subscriptions together (default 64 MiB). A peer's event is held as its
+    /// encoded bytes until its handler has run; one that would go past this bound is dropped
+    /// for that subscription and counted as a full queue's would be, so a slow handler and a
+    /// peer sending large events cannot make the node buffer `event_queue_capacity` ×
+    /// the maximum message size per subscription.
+    pub max_queued_event_bytes: usize,
     /// How long a publish waits, at most, for subscribers whose queues are full, when its
     /// [`PublishOptions`] do not say (default zero: it never waits, and a full subscriber
     /// loses the event). Every subscriber with room gets the event first, so a waiting
@@ -70,6 +77,7 @@ impl NodeConfig {
             default_network: default_network.into(),
             request_timeout: Duration::from_secs(30),
             event_queue_capacity: 1024,
+            max_queued_event_bytes: 64 * 1024 * 1024,
             publish_wait: Duration::ZERO,
             network: None,
             timeout_penalty: Duration::from_secs(5),
@@ -147,6 +155,12 @@ impl NodeConfig {
     /// Sets the capacity of each subscription's event queue.
     pub fn with_event_queue_capacity(mut self, capacity: usize) -> Self {
         self.event_queue_capacity = capacity;
+        self
+    }
+
+    /// Sets the most bytes of peers' events that may wait in local subscription queues.
+    pub fn with_max_queued_event_bytes(mut self, bytes: usize) -> Self {
+        self.max_queued_event_bytes = bytes;
         self
     }
 

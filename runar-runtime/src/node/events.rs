@@ -27,7 +27,9 @@ use crate::metadata::Metadata;
 use crate::network::log_limit::warn_limited;
 use crate::network::{EventSink, InboundEvent, OutboundEvent};
 use crate::node::BroadcastMode;
-use crate::node::registry::{Event, LocalSink, Origin, Sink, Subscription, SubscriptionCounters};
+use crate::node::registry::{
+    Event, HeldBytes, LocalSink, Origin, Sink, Subscription, SubscriptionCounters,
+};
 use crate::node::service::{Caller, EventContext, EventHandler, event_handler};
 use crate::routing::{Segment, TopicPath, split_concrete};
 use crate::value::{Payload, Value};
@@ -155,12 +157,32 @@ impl Node {
         for sub in targets {
             match &sub.sink {
                 Sink::Local(local) => {
+                    // Bytes from a peer count against the node's bound while they wait.
+                    let held = if value.is_encoded() {
+                        let held = HeldBytes::try_hold(
+                            &self.inner.counters.queued_event_bytes,
+                            value.encoded_len(),
+                            self.inner.config.max_queued_event_bytes,
+                        );
+                        if held.is_none() {
+                            self.local_dropped(
+                                sub,
+                                local,
+                                "the node's queued event bytes are at their bound",
+                            );
+                            continue;
+                        }
+                        held
+                    } else {
+                        None
+                    };
                     let event = Event {
                         topic: topic.clone(),
                         value: value.clone(),
                         publisher: publisher.clone(),
                         retained,
                         metadata: metadata.clone(),
+                        held,
                     };
                     match local.queue.try_send(event) {
                         Ok(()) => {}
@@ -206,7 +228,7 @@ impl Node {
         }
         if wait.is_zero() {
             for (sub, local, _) in &full_local {
-                self.local_dropped(sub, local);
+                self.local_dropped(sub, local, "the subscription's queue is full");
             }
             for (sink, event) in &full_peers {
                 self.peer_dropped(sink.as_ref(), &topic, event.copies(), "its queue is full");
@@ -235,7 +257,7 @@ impl Node {
             .map(|(sub, local, event)| async move {
                 // `Some(false)`: the subscription ended meanwhile, nothing lost.
                 if until(deadline, local.queue.send(event)).await.is_none() {
-                    self.local_dropped(sub, local);
+                    self.local_dropped(sub, local, "the subscription's queue is full");
                 }
             });
         let remotes = full_peers.into_iter().map(|(sink, event)| async move {
@@ -255,10 +277,10 @@ impl Node {
     }
 
     /// Counts and logs an event that a local subscription's full queue could not take.
-    fn local_dropped(&self, sub: &Subscription, local: &LocalSink) {
+    fn local_dropped(&self, sub: &Subscription, local: &LocalSink, why: &str) {
         count(&local.counters.dropped, 1);
         count(&self.inner.counters.dropped, 1);
-        warn_limited!(subscription = %sub.id, pattern = %sub.pattern, "event dropped: the subscription's queue is full");
+        warn_limited!(subscription = %sub.id, pattern = %sub.pattern, "event dropped: {why}");
     }
 
     /// Counts and logs `copies` deliveries to a peer that were lost.
@@ -479,6 +501,7 @@ impl Node {
                 publisher: r.publisher.clone(),
                 retained: true,
                 metadata: r.metadata.clone(),
+                held: None,
             })
             .collect()
     }
@@ -512,6 +535,8 @@ async fn run_subscription(
         } else {
             Default::default()
         };
+        // The event's bytes stay counted against the node's bound until the handler has run.
+        let _held = event.held;
         let topic = event.topic.clone();
         let ctx = EventContext::new(
             Node::from_inner(inner),

@@ -78,6 +78,9 @@ pub(crate) struct NodeCounters {
     /// Deliveries dropped at a full local or peer queue, or for a peer that was gone.
     pub(crate) dropped: AtomicU64,
     pub(crate) rejected: AtomicU64,
+    /// Bytes of peers' events waiting in local subscription queues
+    /// ([`NodeConfig::max_queued_event_bytes`](crate::NodeConfig)).
+    pub(crate) queued_event_bytes: Arc<std::sync::atomic::AtomicUsize>,
     /// Shared with the mesh's event writers.
     pub(crate) peers: Arc<PeerEventCounters>,
 }

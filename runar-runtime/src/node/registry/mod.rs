@@ -165,6 +165,43 @@ pub(crate) struct Event {
     pub(crate) publisher: Caller,
     pub(crate) retained: bool,
     pub(crate) metadata: Metadata,
+    /// For an event that arrived as bytes: its share of the node's bound on queued event
+    /// bytes, given back when the event (and every clone of it) is handled or dropped.
+    pub(crate) held: Option<Arc<HeldBytes>>,
+}
+
+/// Bytes counted against a node-wide bound while something holds them; released on drop.
+#[derive(Debug)]
+pub(crate) struct HeldBytes {
+    counter: Arc<std::sync::atomic::AtomicUsize>,
+    bytes: usize,
+}
+
+impl HeldBytes {
+    /// Counts `bytes` against `counter` when that keeps it within `max`.
+    pub(crate) fn try_hold(
+        counter: &Arc<std::sync::atomic::AtomicUsize>,
+        bytes: usize,
+        max: usize,
+    ) -> Option<Arc<HeldBytes>> {
+        use std::sync::atomic::Ordering;
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(bytes).filter(|total| *total <= max)
+            })
+            .ok()?;
+        Some(Arc::new(HeldBytes {
+            counter: counter.clone(),
+            bytes,
+        }))
+    }
+}
+
+impl Drop for HeldBytes {
+    fn drop(&mut self) {
+        self.counter
+            .fetch_sub(self.bytes, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// A subscription: where matching events go.
