@@ -72,13 +72,8 @@ impl PeerBudget {
     /// free now, otherwise from the peer's cap and then the node-wide pool, waiting (in
     /// arrival order) for room. `None` if the budget was closed.
     pub(crate) async fn acquire(&self, len: usize) -> Option<Held> {
-        if len <= self.reserve_max
-            && let Ok(n) = u32::try_from(len)
-            && let Ok(permit) = self.reserve.clone().try_acquire_many_owned(n)
-        {
-            return Some(Held {
-                _permits: (permit, None),
-            });
+        if let Some(held) = self.from_reserve(len) {
+            return Some(held);
         }
         let want = self.want(len);
         let own = self.own.clone().acquire_many_owned(want).await.ok()?;
@@ -88,15 +83,25 @@ impl PeerBudget {
         })
     }
 
+    /// Room for `len` bytes from the peer's reserve, when it has that much free now.
+    fn from_reserve(&self, len: usize) -> Option<Held> {
+        if len > self.reserve_max {
+            return None;
+        }
+        let permit = self
+            .reserve
+            .clone()
+            .try_acquire_many_owned(u32::try_from(len).ok()?)
+            .ok()?;
+        Some(Held {
+            _permits: (permit, None),
+        })
+    }
+
     /// [`acquire`](Self::acquire) without waiting: `None` when there is no room now.
     pub(crate) fn try_acquire(&self, len: usize) -> Option<Held> {
-        if len <= self.reserve_max
-            && let Ok(n) = u32::try_from(len)
-            && let Ok(permit) = self.reserve.clone().try_acquire_many_owned(n)
-        {
-            return Some(Held {
-                _permits: (permit, None),
-            });
+        if let Some(held) = self.from_reserve(len) {
+            return Some(held);
         }
         let want = self.want(len);
         let own = self.own.clone().try_acquire_many_owned(want).ok()?;
