@@ -563,7 +563,8 @@ async fn discovery_reports_past_the_queue_are_dropped_and_counted() {
     .await;
     let dropped = a.stats().discovery_reports_dropped;
     eprintln!("200 peers on the hub, a queue of 8: {dropped} reports dropped");
-    assert!(dropped <= 200, "{dropped}");
+    // The queue keeps what it holds: at most 200 - 8 reports are lost.
+    assert!(dropped <= 200 - 8, "{dropped}");
     let b = healthy(&a).await;
     still_serves(&b).await;
     for d in announcers {
