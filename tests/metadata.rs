@@ -486,3 +486,39 @@ async fn a_peer_event_over_the_metadata_limits_is_dropped_and_counted() {
     let stats = b.stats();
     assert_eq!((stats.events_received, stats.events_rejected), (4, 3));
 }
+
+/// An event handler's downstream request carries the event's trace context, as a request
+/// handler's does, and nothing else of its metadata.
+#[tokio::test]
+async fn an_event_handlers_requests_carry_the_events_trace_context() {
+    let node = start(config("solo", &[]), true).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    node.subscribe("traced", move |key: String, ctx: runar::EventContext| {
+        let tx = tx.clone();
+        async move {
+            let seen: String = ctx.request("probe/read", key).await?;
+            let _ = tx.send(seen);
+            Ok(())
+        }
+    })
+    .await
+    .unwrap();
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let mut md = Metadata::new();
+    md.insert("traceparent", traceparent).unwrap();
+    md.insert("tenant", "acme").unwrap();
+    for key in ["traceparent", "tenant"] {
+        let options = PublishOptions::default().with_metadata(md.clone());
+        node.publish_with("traced", key.to_owned(), options)
+            .await
+            .unwrap();
+    }
+    let mut next = async || {
+        tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(next().await, format!("{traceparent}@local"));
+    assert_eq!(next().await, "-@local");
+}

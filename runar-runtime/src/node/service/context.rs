@@ -114,9 +114,7 @@ impl RequestContext {
     ) -> Result<Resp> {
         let remaining = self.remaining();
         options.timeout = Some(options.timeout.map_or(remaining, |t| t.min(remaining)));
-        if options.metadata.get(TRACEPARENT).is_none() && !self.metadata.is_empty() {
-            options.metadata.extend(&self.metadata.only(TRACEPARENT));
-        }
+        pass_on_trace_context(&mut options, &self.metadata);
         self.node.request_with(path, request, options).await
     }
 
@@ -204,13 +202,16 @@ impl EventContext {
         &self.node
     }
 
-    /// Makes a request.
+    /// Makes a request that carries on the event's trace context (its `traceparent` entry,
+    /// when present), as [`RequestContext::request`] does.
     pub async fn request<Req: Payload, Resp: Payload>(
         &self,
         path: impl AsRef<str>,
         request: Req,
     ) -> Result<Resp> {
-        self.node.request(path, request).await
+        let mut options = RequestOptions::default();
+        pass_on_trace_context(&mut options, &self.metadata);
+        self.node.request_with(path, request, options).await
     }
 
     /// Publishes an event.
@@ -397,5 +398,13 @@ impl fmt::Debug for LifecycleContext {
         f.debug_struct("LifecycleContext")
             .field("service_path", &self.service_path)
             .finish()
+    }
+}
+
+/// Adds the trace context (`traceparent`) of `incoming` to a downstream call's metadata,
+/// unless the call sets its own.
+fn pass_on_trace_context(options: &mut RequestOptions, incoming: &Metadata) {
+    if options.metadata.get(TRACEPARENT).is_none() && !incoming.is_empty() {
+        options.metadata.extend(&incoming.only(TRACEPARENT));
     }
 }
