@@ -72,7 +72,7 @@ impl PeerBudget {
     /// free now, otherwise from the peer's cap and then the node-wide pool, waiting (in
     /// arrival order) for room. `None` if the budget was closed.
     pub(crate) async fn acquire(&self, len: usize) -> Option<Held> {
-        if let Some(held) = self.from_reserve(len) {
+        if let Some(held) = self.take_reserve(len) {
             return Some(held);
         }
         let want = self.want(len);
@@ -84,7 +84,7 @@ impl PeerBudget {
     }
 
     /// Room for `len` bytes from the peer's reserve, when it has that much free now.
-    fn from_reserve(&self, len: usize) -> Option<Held> {
+    fn take_reserve(&self, len: usize) -> Option<Held> {
         if len > self.reserve_max {
             return None;
         }
@@ -100,7 +100,7 @@ impl PeerBudget {
 
     /// [`acquire`](Self::acquire) without waiting: `None` when there is no room now.
     pub(crate) fn try_acquire(&self, len: usize) -> Option<Held> {
-        if let Some(held) = self.from_reserve(len) {
+        if let Some(held) = self.take_reserve(len) {
             return Some(held);
         }
         let want = self.want(len);
