@@ -25,28 +25,47 @@ use crate::value::Value;
 use crate::value::types::{MessageTypes, types_in};
 use crate::wire;
 
-/// The node as the mesh sees it. Weak, so that the mesh's tasks do not keep a dropped node alive.
+/// The node as the mesh of one of its networks sees it. Weak, so that the mesh's tasks do not
+/// keep a dropped node alive.
+///
+/// Everything crossing it is confined to its network: a peer's requests, events, services and
+/// subscriptions are taken as this network's (one naming another is refused), and the peer is
+/// offered this network's services and subscriptions only.
 #[derive(Clone)]
-pub(crate) struct NodeLink(Weak<NodeInner>);
+pub(crate) struct NodeLink {
+    node: Weak<NodeInner>,
+    network: Arc<str>,
+}
 
 impl NodeLink {
-    pub(super) fn new(node: &Node) -> NodeLink {
-        NodeLink(Arc::downgrade(&node.inner))
+    pub(super) fn new(node: &Node, network: Arc<str>) -> NodeLink {
+        NodeLink {
+            node: Arc::downgrade(&node.inner),
+            network,
+        }
     }
 
     fn node(&self) -> Option<Node> {
-        self.0.upgrade().map(Node::from_inner)
+        self.node.upgrade().map(Node::from_inner)
     }
 }
 
 impl NodeHandler for NodeLink {
     fn is_alive(&self) -> bool {
-        self.0.strong_count() > 0
+        self.node.strong_count() > 0
     }
 
-    fn serve(&self, request: InboundRequest) -> impl Future<Output = Result<Value>> + Send {
+    fn serve(&self, mut request: InboundRequest) -> impl Future<Output = Result<Value>> + Send {
         let node = self.node();
+        let network = self.network.clone();
         async move {
+            if !in_network(&mut request.network, &network) {
+                // As if it did not exist: this connection's network has no such action.
+                return Err(Error::not_found(format!(
+                    "no action `{}` in network `{network}`",
+                    shorten(&request.path)
+                )));
+            }
             match node {
                 Some(node) => node.serve_remote(request).await,
                 None => Err(Error::unavailable("the node has stopped")),
@@ -54,21 +73,45 @@ impl NodeHandler for NodeLink {
         }
     }
 
-    fn deliver(&self, event: InboundEvent) -> impl Future<Output = ()> + Send {
+    fn deliver(&self, mut event: InboundEvent) -> impl Future<Output = ()> + Send {
         let node = self.node();
+        let network = self.network.clone();
         async move {
-            if let Some(node) = node {
-                node.deliver_inbound(event).await;
+            let Some(node) = node else { return };
+            if !in_network(&mut event.network, &network) {
+                warn_limited!(peer = %event.from, %network, "event for another network refused");
+                let counters = &node.inner.counters;
+                super::stats::count(&counters.received, 1);
+                super::stats::count(&counters.rejected, 1);
+                return;
             }
+            node.deliver_inbound(event).await;
         }
     }
 
     fn offer(&self) -> Offer {
-        self.node().map(|node| node.offer()).unwrap_or_default()
+        self.node()
+            .map(|node| node.offer(&self.network))
+            .unwrap_or_default()
     }
 
-    fn peer_offers(&self, peer: &PeerHandle, offer: PeerOffer) {
+    fn peer_offers(&self, peer: &PeerHandle, mut offer: PeerOffer) {
         if let Some(node) = self.node() {
+            // A peer offers in this connection's network only: entries naming another are
+            // dropped, so no peer can reach into another network of this node.
+            let network = &self.network;
+            let before = offer.offer.services.len() + offer.offer.subscriptions.len();
+            offer
+                .offer
+                .services
+                .retain_mut(|s| in_network(&mut s.network, network));
+            offer
+                .offer
+                .subscriptions
+                .retain_mut(|s| in_network(&mut s.network, network));
+            if offer.offer.services.len() + offer.offer.subscriptions.len() < before {
+                warn_limited!(peer = %peer.id, %network, "peer announced services or subscriptions of another network: ignored");
+            }
             node.apply_peer_offer(peer, offer);
         }
     }
@@ -113,6 +156,21 @@ impl NodeHandler for NodeLink {
             }
         }
     }
+}
+
+/// True when what a peer sent names `network` (or no network, which then means `network`):
+/// the connection's network is the only one a peer reaches.
+fn in_network(named: &mut String, network: &str) -> bool {
+    if named.is_empty() {
+        named.push_str(network);
+        return true;
+    }
+    named == network
+}
+
+/// At most 64 characters of a peer's words, for a message.
+fn shorten(text: &str) -> String {
+    text.chars().take(64).collect()
 }
 
 /// What a peer link offers, as registered in this node's registry.
@@ -183,15 +241,16 @@ fn remote_action(peer: &PeerHandle, network: Arc<str>) -> ActionHandler {
 }
 
 impl Node {
-    /// What this node offers its peers: running services and local subscriptions (except those
-    /// to local-only topics, such as `$registry/…`, which peers never send).
-    pub(crate) fn offer(&self) -> Offer {
+    /// What this node offers its peers in `network`: that network's running services and
+    /// local subscriptions (except those to local-only topics, such as `$registry/…`, which
+    /// peers never send).
+    pub(crate) fn offer(&self, network: &str) -> Offer {
         let subscriptions = self
             .inner
             .registry
             .local_subscriptions()
             .into_iter()
-            .filter(|(_, sub)| !is_local_only(sub.pattern.path()))
+            .filter(|(n, sub)| &**n == network && !is_local_only(sub.pattern.path()))
             .map(|(network, sub)| wire::SubscriptionDescriptor {
                 id: sub.id.0,
                 network: network.to_string(),
@@ -201,7 +260,7 @@ impl Node {
             })
             .collect();
         Offer {
-            services: self.catalog(),
+            services: self.catalog(network),
             subscriptions,
         }
     }
