@@ -665,7 +665,7 @@ impl<H: NodeHandler> Mesh<H> {
             connection.close(codes::DUPLICATE, b"self");
             return Err(Error::invalid_argument("dialed itself"));
         }
-        let ours = self.hello();
+        let ours = self.hello(&peer_id);
         // The whole exchange under one deadline: a peer that opens no stream, sends no kind
         // byte or no hello, or reads nothing, is dropped when it passes.
         let (send, recv, theirs) = tokio::time::timeout(
@@ -803,7 +803,7 @@ impl<H: NodeHandler> Mesh<H> {
         // Changes made during the hello went to the other peers only: catch up.
         let sent = ours.capabilities.as_ref().map_or(0, |c| c.version);
         if self.version.load(Ordering::Acquire) > sent {
-            peer.send_control(wire::control::Kind::Capabilities(self.capabilities()));
+            peer.send_control(wire::control::Kind::Capabilities(self.capabilities(&peer.id)));
         }
         self.node
             .peer_changed(PeerNotice {
@@ -1084,25 +1084,30 @@ impl<H: NodeHandler> Mesh<H> {
         }
     }
 
-    fn hello(&self) -> wire::Hello {
+    fn hello(&self, peer: &NodeId) -> wire::Hello {
         wire::Hello {
             protocol_version: PROTOCOL_VERSION,
             node_id: self.node_id.to_string(),
             node_name: self.name.clone(),
             network_id: self.network_id.clone(),
-            capabilities: Some(self.capabilities()),
+            capabilities: Some(self.capabilities(peer)),
             instance: self.instance,
             network: self.network_name.clone(),
         }
     }
 
-    /// A snapshot of what this node offers, with a new version number.
-    fn capabilities(&self) -> wire::Capabilities {
+    /// A snapshot of what this node offers `peer`, with a new version number.
+    fn capabilities(&self, peer: &NodeId) -> wire::Capabilities {
         let version = self.version.fetch_add(1, Ordering::AcqRel) + 1;
+        self.capabilities_at(version, peer)
+    }
+
+    /// What this node offers `peer`, as version `version`.
+    fn capabilities_at(&self, version: u64, peer: &NodeId) -> wire::Capabilities {
         let Offer {
             services,
             subscriptions,
-        } = self.node.offer();
+        } = self.node.offer(peer);
         wire::Capabilities {
             version,
             services,
@@ -1117,10 +1122,10 @@ impl<H: NodeHandler> Mesh<H> {
         if peers.is_empty() {
             return;
         }
-        let capabilities = self.capabilities();
-        let version = capabilities.version;
+        let version = self.version.fetch_add(1, Ordering::AcqRel) + 1;
         for peer in &peers {
-            peer.send_control(wire::control::Kind::Capabilities(capabilities.clone()));
+            let capabilities = self.capabilities_at(version, &peer.id);
+            peer.send_control(wire::control::Kind::Capabilities(capabilities));
         }
         let timeout = self.config.announce_timeout;
         let waits = peers.iter().map(|peer| async move {

@@ -1,5 +1,6 @@
 //! The [`Node`]: hosts services, routes requests and events.
 
+mod access;
 mod config;
 mod events;
 mod readiness;
@@ -13,8 +14,8 @@ mod stats;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 pub use crate::node::registry::SubscriptionId;
@@ -89,6 +90,10 @@ pub(crate) struct NodeInner {
     refusals: Mutex<readiness::Refusals>,
     /// What became of the node's events (see [`NodeStats`]).
     counters: stats::NodeCounters,
+    /// The access policy of each network that has one (see `access.rs`).
+    policies: RwLock<rustc_hash::FxHashMap<Arc<str>, Arc<crate::policy::Enforced>>>,
+    /// Some network has a policy: the one branch the request and event paths pay without.
+    policed: AtomicBool,
 }
 
 impl Drop for NodeInner {
@@ -208,6 +213,8 @@ impl Node {
                 dropped_at_stop: AtomicU64::new(0),
                 refusals: Mutex::default(),
                 counters: stats::NodeCounters::default(),
+                policies: RwLock::default(),
+                policed: AtomicBool::new(false),
             }),
         })
     }
@@ -480,6 +487,7 @@ impl Node {
             }
             None => Vec::new(),
         };
+        self.log_policies();
 
         for entry in services.iter_mut() {
             if entry.state == ServiceState::Created {

@@ -89,9 +89,9 @@ impl NodeHandler for NodeLink {
         }
     }
 
-    fn offer(&self) -> Offer {
+    fn offer(&self, peer: &NodeId) -> Offer {
         self.node()
-            .map(|node| node.offer(&self.network))
+            .map(|node| node.offer_for(&self.network, peer, node.offer(&self.network)))
             .unwrap_or_default()
     }
 
@@ -179,8 +179,13 @@ pub(crate) struct PeerView {
     version: u64,
     /// (network, action path).
     actions: FxHashSet<(Arc<str>, String)>,
-    /// The peer's subscription id → this node's id for it.
+    /// The peer's subscription id → this node's id for it (those the policy allows).
     subscriptions: FxHashMap<u64, SubscriptionId>,
+    /// Every subscription the peer announces (allowed or not), parsed, by its id: checked
+    /// again when the policy changes.
+    announced: FxHashMap<u64, (wire::SubscriptionDescriptor, TopicPath)>,
+    /// Where the peer's events go.
+    sink: Option<Arc<dyn EventSink>>,
 }
 
 /// The peer an offer comes from, as the code that applies the offer needs it: a connection's
@@ -361,8 +366,9 @@ impl Node {
         view.actions = actions;
     }
 
-    /// Adds the subscriptions `peer` newly announces (replaying retained events to those that
-    /// ask for them) and removes the ones it no longer does.
+    /// Adds the subscriptions `peer` newly announces that the network's policy allows
+    /// (replaying retained events to those that ask for them), and removes the ones it no
+    /// longer announces. A denied one is kept aside, checked again when the policy changes.
     fn apply_subscriptions(&self, peer: &impl OfferingPeer, view: &mut PeerView, offer: &Offer) {
         let registry = &self.inner.registry;
         let limits = self.inner.config.path_limits();
@@ -379,8 +385,11 @@ impl Node {
                 registry.remove_subscription(local);
             }
         }
+        view.announced.retain(|id, _| announced.contains_key(id));
+        view.sink = Some(peer.event_sink().clone());
         for (remote_id, descriptor) in announced {
-            if view.subscriptions.contains_key(&remote_id) {
+            if view.subscriptions.contains_key(&remote_id) || view.announced.contains_key(&remote_id)
+            {
                 continue;
             }
             let pattern = match TopicPath::parse_within(&descriptor.pattern, limits) {
@@ -392,23 +401,72 @@ impl Node {
                     continue;
                 }
             };
-            let id = self.next_subscription_id();
-            let subscription = Arc::new(Subscription {
-                id,
-                pattern: pattern.clone(),
-                group: (!descriptor.group.is_empty()).then(|| descriptor.group.as_str().into()),
-                origin: Origin::Remote(peer.peer_link()),
-                sink: Sink::Remote {
-                    sink: peer.event_sink().clone(),
-                    remote_id,
-                },
-                include_past: descriptor.include_past,
-                active: Arc::new(AtomicBool::new(true)),
-            });
-            registry.add_subscription(&descriptor.network, subscription);
+            view.announced.insert(remote_id, (descriptor.clone(), pattern.clone()));
+            if !self.may_subscribe(&descriptor.network, &peer.peer_id(), &pattern) {
+                continue;
+            }
+            let sink = peer.event_sink();
+            let id = self.add_remote_subscription(peer.peer_link(), sink, descriptor, pattern);
             view.subscriptions.insert(remote_id, id);
-            if descriptor.include_past {
-                self.replay_retained(peer, descriptor, &pattern);
+        }
+    }
+
+    /// Registers a peer's subscription (allowed by the policy) and replays retained events to
+    /// it if it asks for them.
+    fn add_remote_subscription(
+        &self,
+        link: PeerLink,
+        sink: &Arc<dyn EventSink>,
+        descriptor: &wire::SubscriptionDescriptor,
+        pattern: TopicPath,
+    ) -> SubscriptionId {
+        let id = self.next_subscription_id();
+        let subscription = Arc::new(Subscription {
+            id,
+            pattern: pattern.clone(),
+            group: (!descriptor.group.is_empty()).then(|| descriptor.group.as_str().into()),
+            origin: Origin::Remote(link),
+            sink: Sink::Remote {
+                sink: sink.clone(),
+                remote_id: descriptor.id,
+            },
+            include_past: descriptor.include_past,
+            active: Arc::new(AtomicBool::new(true)),
+        });
+        self.inner
+            .registry
+            .add_subscription(&descriptor.network, subscription);
+        if descriptor.include_past {
+            self.replay_retained(sink, descriptor, &pattern);
+        }
+        id
+    }
+
+    /// Checks every peer subscription in `network` against its (new) policy: one now denied
+    /// is removed (nothing more is sent for it), one now allowed is registered.
+    pub(super) fn recheck_subscriptions(&self, network: &str) {
+        let mut views = lock(&self.inner.remote_views);
+        for (link, view) in views.iter_mut() {
+            let Some(sink) = view.sink.clone() else {
+                continue;
+            };
+            for (remote_id, (descriptor, pattern)) in &view.announced {
+                if descriptor.network != network {
+                    continue;
+                }
+                let allowed = self.may_subscribe(network, &link.node, pattern);
+                match view.subscriptions.get(remote_id) {
+                    Some(local) if !allowed => {
+                        self.inner.registry.remove_subscription(*local);
+                        view.subscriptions.remove(remote_id);
+                    }
+                    None if allowed => {
+                        let id =
+                            self.add_remote_subscription(*link, &sink, descriptor, pattern.clone());
+                        view.subscriptions.insert(*remote_id, id);
+                    }
+                    _ => {}
+                }
             }
         }
     }
@@ -417,7 +475,7 @@ impl Node {
     /// its event queue has room.
     fn replay_retained(
         &self,
-        peer: &impl OfferingPeer,
+        sink: &Arc<dyn EventSink>,
         descriptor: &wire::SubscriptionDescriptor,
         pattern: &TopicPath,
     ) {
@@ -433,8 +491,8 @@ impl Node {
                 retained: true,
                 metadata: event.metadata,
             };
-            if peer.event_sink().try_send(retained).is_err() {
-                warn_limited!(peer = %peer.peer_id(), "retained events dropped: the peer's event queue is full");
+            if sink.try_send(retained).is_err() {
+                warn_limited!(peer = %sink.peer(), "retained events dropped: the peer's event queue is full");
                 break;
             }
         }

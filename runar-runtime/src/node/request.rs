@@ -4,6 +4,7 @@ use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,8 @@ use crate::metadata::Metadata;
 use crate::network::InboundRequest;
 use crate::node::registry::Origin;
 use crate::node::service::{ActionHandler, Call, Caller, RequestContext};
+use crate::policy::Access;
+use crate::routing::split_network;
 use crate::value::types::known_name;
 use crate::value::{Payload, Value};
 
@@ -117,6 +120,13 @@ impl Node {
             }
             types.check_response(path, wanted)?;
         }
+        if instance.origin == Origin::Local && self.inner.policed.load(Ordering::Relaxed) {
+            let network = match split_network(path) {
+                Ok((Some(network), _)) => network,
+                _ => &self.inner.network,
+            };
+            self.check_access(network, None, Access::Call, &resolved.path)?;
+        }
         let handler = instance.handler.clone();
         let health = instance.health.clone();
         if instance.origin == Origin::Local && !config.incoming.is_empty() {
@@ -162,6 +172,10 @@ impl Node {
             .slot
             .local()
             .ok_or_else(|| Error::not_found(format!("no action `{path}` on this node")))?;
+        if self.inner.policed.load(Ordering::Relaxed) {
+            // The caller's id is its certificate's: a peer cannot claim another.
+            self.check_access(&request.network, Some(&request.from), Access::Call, &resolved.path)?;
+        }
         if let Some(types) = &instance.types {
             // The caller names its message type when prost does (a scalar, `String`, `()`).
             let sent = Some(request.payload_type.as_str()).filter(|t| !t.is_empty());
