@@ -109,7 +109,13 @@ impl fmt::Display for Subject {
             SubjectKind::Local => f.write_str("local callers"),
             SubjectKind::AnyPeer => f.write_str("any peer"),
             SubjectKind::Nodes(ids) if ids.len() == 1 => {
-                write!(f, "node {}", ids.iter().next().map_or_else(String::new, ToString::to_string))
+                write!(
+                    f,
+                    "node {}",
+                    ids.iter()
+                        .next()
+                        .map_or_else(String::new, ToString::to_string)
+                )
             }
             SubjectKind::Nodes(ids) => write!(f, "{} nodes", ids.len()),
             SubjectKind::Group(name) => write!(f, "group `{name}`"),
@@ -161,7 +167,11 @@ impl fmt::Display for Rule {
             Effect::Allow => "allow",
             Effect::Deny => "deny",
         };
-        write!(f, "{effect} {} {} `{}`", self.subject, self.access, self.pattern)
+        write!(
+            f,
+            "{effect} {} {} `{}`",
+            self.subject, self.access, self.pattern
+        )
     }
 }
 
@@ -211,7 +221,11 @@ impl Policy {
     }
 
     /// Names a group of node ids, for [`Subject::group`].
-    pub fn with_group(mut self, name: impl Into<String>, ids: impl IntoIterator<Item = NodeId>) -> Policy {
+    pub fn with_group(
+        mut self,
+        name: impl Into<String>,
+        ids: impl IntoIterator<Item = NodeId>,
+    ) -> Policy {
         self.groups.insert(name.into(), ids.into_iter().collect());
         self
     }
@@ -293,7 +307,10 @@ impl Enforced {
         let mut rules = Vec::with_capacity(policy.rules.len());
         for (n, rule) in policy.rules.iter().enumerate() {
             let invalid = |why: String| {
-                Error::invalid_argument(format!("policy rule {} ({rule}): {why}", n.saturating_add(1)))
+                Error::invalid_argument(format!(
+                    "policy rule {} ({rule}): {why}",
+                    n.saturating_add(1)
+                ))
             };
             let pattern = TopicPath::parse_within(&rule.pattern, limits)
                 .map_err(|e| invalid(e.to_string()))?;
@@ -305,7 +322,9 @@ impl Enforced {
             if let SubjectKind::Group(name) = &rule.subject.0
                 && !policy.groups.contains_key(name)
             {
-                return Err(invalid(format!("no group `{name}`: define it with Policy::with_group")));
+                return Err(invalid(format!(
+                    "no group `{name}`: define it with Policy::with_group"
+                )));
             }
             rules.push(Compiled {
                 rule: rule.clone(),
@@ -346,15 +365,35 @@ impl Enforced {
     }
 
     /// Decides `access` by `who` to the concrete path `segments`, and counts the decision.
-    pub(crate) fn decide(&self, who: Who<'_>, access: Access, segments: &[&str]) -> Result<(), Denied> {
-        self.decide_by(who, access, |p| p.matches(segments), |p| p.matches(segments))
+    pub(crate) fn decide(
+        &self,
+        who: Who<'_>,
+        access: Access,
+        segments: &[&str],
+    ) -> Result<(), Denied> {
+        self.decide_by(
+            who,
+            access,
+            |p| p.matches(segments),
+            |p| p.matches(segments),
+        )
     }
 
     /// Decides `access` by `who` to everything `pattern` names (a subscription): allowed when
     /// an allow rule (or the default) covers all of it and no deny rule touches any of it.
-    pub(crate) fn decide_all(&self, who: Who<'_>, access: Access, pattern: &TopicPath) -> Result<(), Denied> {
+    pub(crate) fn decide_all(
+        &self,
+        who: Who<'_>,
+        access: Access,
+        pattern: &TopicPath,
+    ) -> Result<(), Denied> {
         let sub = pattern.segments();
-        self.decide_by(who, access, |p| overlaps(p.segments(), sub), |p| covers(p.segments(), sub))
+        self.decide_by(
+            who,
+            access,
+            |p| overlaps(p.segments(), sub),
+            |p| covers(p.segments(), sub),
+        )
     }
 
     /// Whether `who` may have `access` to some of what `pattern` names (what a peer is told it
@@ -390,7 +429,11 @@ impl Enforced {
                 }
             } else if denies(&rule.pattern) {
                 rule.decided.fetch_add(1, Ordering::Relaxed);
-                return Err(Denied(format!("rule {} ({})", n.saturating_add(1), rule.rule)));
+                return Err(Denied(format!(
+                    "rule {} ({})",
+                    n.saturating_add(1),
+                    rule.rule
+                )));
             }
         }
         match (allowed_by, self.policy.default) {
@@ -530,16 +573,32 @@ mod tests {
         assert!(call(&other, "inv/restock").is_err());
         let denied = call(&ops, "inv/secret").unwrap_err();
         assert!(denied.0.contains("rule 3"), "{denied:?}");
-        assert!(enforced.decide(None, Access::Call, &["inv", "get"]).is_err());
+        assert!(
+            enforced
+                .decide(None, Access::Call, &["inv", "get"])
+                .is_err()
+        );
         assert!(!enforced.names_local());
         let stats = enforced.stats();
-        assert_eq!((stats[0].allowed, stats[1].allowed, stats[2].denied), (1, 1, 1));
+        assert_eq!(
+            (stats[0].allowed, stats[1].allowed, stats[2].denied),
+            (1, 1, 1)
+        );
         assert_eq!(stats[3].denied, 2);
         // Subscriptions: covered by an allow, touched by no deny.
-        let policy = Policy::allow_all().deny(Subject::any_peer(), Access::Subscribe, "inv/secret/>");
+        let policy =
+            Policy::allow_all().deny(Subject::any_peer(), Access::Subscribe, "inv/secret/>");
         let enforced = Enforced::new(policy, limits()).unwrap();
-        assert!(enforced.decide_all(Some(&ops), Access::Subscribe, &p("inv/stock/>")).is_ok());
-        assert!(enforced.decide_all(Some(&ops), Access::Subscribe, &p("inv/>")).is_err());
+        assert!(
+            enforced
+                .decide_all(Some(&ops), Access::Subscribe, &p("inv/stock/>"))
+                .is_ok()
+        );
+        assert!(
+            enforced
+                .decide_all(Some(&ops), Access::Subscribe, &p("inv/>"))
+                .is_err()
+        );
     }
 
     #[test]

@@ -803,7 +803,9 @@ impl<H: NodeHandler> Mesh<H> {
         // Changes made during the hello went to the other peers only: catch up.
         let sent = ours.capabilities.as_ref().map_or(0, |c| c.version);
         if self.version.load(Ordering::Acquire) > sent {
-            peer.send_control(wire::control::Kind::Capabilities(self.capabilities(&peer.id)));
+            peer.send_control(wire::control::Kind::Capabilities(
+                self.capabilities(&peer.id),
+            ));
         }
         self.node
             .peer_changed(PeerNotice {

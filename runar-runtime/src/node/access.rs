@@ -114,7 +114,13 @@ impl Node {
         match policy.decide_all(Some(peer), Access::Subscribe, pattern) {
             Ok(()) => true,
             Err(denied) => {
-                let _ = self.denied(network, Some(peer), Access::Subscribe, pattern.path(), &denied.0);
+                let _ = self.denied(
+                    network,
+                    Some(peer),
+                    Access::Subscribe,
+                    pattern.path(),
+                    &denied.0,
+                );
                 false
             }
         }
@@ -131,7 +137,9 @@ impl Node {
         }
         policy
             .decide_all(None, Access::Subscribe, pattern)
-            .map_err(|denied| self.denied(network, None, Access::Subscribe, pattern.path(), &denied.0))
+            .map_err(|denied| {
+                self.denied(network, None, Access::Subscribe, pattern.path(), &denied.0)
+            })
     }
 
     /// Narrows what this node offers in `network` to what `peer` may use: the actions it may

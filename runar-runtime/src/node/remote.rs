@@ -388,7 +388,8 @@ impl Node {
         view.announced.retain(|id, _| announced.contains_key(id));
         view.sink = Some(peer.event_sink().clone());
         for (remote_id, descriptor) in announced {
-            if view.subscriptions.contains_key(&remote_id) || view.announced.contains_key(&remote_id)
+            if view.subscriptions.contains_key(&remote_id)
+                || view.announced.contains_key(&remote_id)
             {
                 continue;
             }
@@ -401,7 +402,8 @@ impl Node {
                     continue;
                 }
             };
-            view.announced.insert(remote_id, (descriptor.clone(), pattern.clone()));
+            view.announced
+                .insert(remote_id, (descriptor.clone(), pattern.clone()));
             if !self.may_subscribe(&descriptor.network, &peer.peer_id(), &pattern) {
                 continue;
             }

@@ -174,7 +174,12 @@ impl Node {
             .ok_or_else(|| Error::not_found(format!("no action `{path}` on this node")))?;
         if self.inner.policed.load(Ordering::Relaxed) {
             // The caller's id is its certificate's: a peer cannot claim another.
-            self.check_access(&request.network, Some(&request.from), Access::Call, &resolved.path)?;
+            self.check_access(
+                &request.network,
+                Some(&request.from),
+                Access::Call,
+                &resolved.path,
+            )?;
         }
         if let Some(types) = &instance.types {
             // The caller names its message type when prost does (a scalar, `String`, `()`).
