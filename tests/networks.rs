@@ -83,6 +83,18 @@ async fn three_nodes() -> (Node, Node, Node) {
     (a, b, c)
 }
 
+/// A code-first service for ops-net, to point its generated client at a network.
+#[derive(Clone)]
+struct Restarter;
+
+#[runar::service(path = "restarter")]
+impl Restarter {
+    #[action]
+    async fn restart(&self, what: String) -> runar::Result<String> {
+        Ok(format!("restarted {what}"))
+    }
+}
+
 async fn who(node: &Node, path: &str) -> runar::Result<String> {
     node.request::<(), String>(path, ()).await
 }
@@ -134,6 +146,32 @@ async fn a_node_in_two_networks_keeps_them_apart() {
     assert!(hidden(&a, &["admin/", "ops-c/"]).is_empty());
     assert!(hidden(&c, &["store/", "shop-a/"]).is_empty());
     assert!(hidden(&b, &["admin/", "ops-c/"]).is_empty());
+    for n in [&a, &c, &b] {
+        n.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_generated_client_can_be_pointed_at_a_network() {
+    let (a, b, c) = three_nodes().await;
+    b.add_service_to("ops-net", Restarter).await.unwrap();
+    // In ops-net, c's default network, the client needs no network.
+    wait_for("c to see the restarter", || {
+        c.actions().contains(&"restarter/restart".to_owned())
+    })
+    .await;
+    let reply = RestarterClient::new(c.clone()).restart("db".into()).await;
+    assert_eq!(reply.unwrap(), "restarted db");
+    // On b, whose default is shop-net, it is pointed at ops-net.
+    let plain = RestarterClient::new(b.clone());
+    let err = plain.restart("db".into()).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+    let ops = plain.with_network("ops-net");
+    assert_eq!(ops.restart("db".into()).await.unwrap(), "restarted db");
+    // a, in shop-net only, reaches it in no way.
+    let from_a = RestarterClient::new(a.clone()).with_network("ops-net");
+    let err = from_a.restart("db".into()).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err}");
     for n in [&a, &c, &b] {
         n.stop().await.unwrap();
     }
@@ -263,4 +301,37 @@ async fn additional_networks_are_checked() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+}
+
+#[tokio::test]
+async fn discovery_announces_each_network_apart() {
+    common::init_tracing();
+    let group = common::multicast();
+    let with = |name: &str, network: &str, key: &NetworkKey| {
+        NodeConfig::new(name, network).with_network_config(
+            NetworkConfig::default()
+                .with_bind_address("127.0.0.1:0".parse().unwrap())
+                .with_key(key.clone())
+                .with_discovery(group.clone()),
+        )
+    };
+    let b =
+        Node::new(with("b", "shop-net", &shop_key()).with_additional_network("ops-net", ops_key()))
+            .await
+            .unwrap();
+    let a = Node::new(with("a", "shop-net", &shop_key())).await.unwrap();
+    let c = Node::new(with("c", "ops-net", &ops_key())).await.unwrap();
+    for n in [&b, &a, &c] {
+        n.start().await.unwrap();
+    }
+    wait_for("each network's peers to find each other", || {
+        b.peers_in("shop-net") == [a.node_id()]
+            && b.peers_in("ops-net") == [c.node_id()]
+            && a.peers() == [b.node_id()]
+            && c.peers() == [b.node_id()]
+    })
+    .await;
+    for n in [&a, &c, &b] {
+        n.stop().await.unwrap();
+    }
 }

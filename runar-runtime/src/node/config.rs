@@ -221,6 +221,9 @@ pub struct RequestOptions {
     /// The request's metadata, which the handler reads with
     /// [`RequestContext::metadata`](crate::RequestContext::metadata).
     pub metadata: Metadata,
+    /// The network a path without a `network:` prefix is in, for this call (the node's
+    /// default network otherwise).
+    pub network: Option<String>,
     /// Outgoing interceptors for this call, run after the node's.
     pub(crate) interceptors: Interceptors,
 }
@@ -255,6 +258,22 @@ impl RequestOptions {
     pub fn with_interceptor(mut self, interceptor: impl Interceptor) -> Self {
         self.interceptors = self.interceptors.with(Arc::new(interceptor));
         self
+    }
+
+    /// Makes `network` the network of a path without a `network:` prefix (see
+    /// [`network`](Self::network)): what generated clients' `with_network` sets.
+    pub fn with_network(mut self, network: impl Into<String>) -> Self {
+        self.network = Some(network.into());
+        self
+    }
+
+    /// `path` in this call's network: prefixed with it when the options name a network and
+    /// `path` has no prefix of its own.
+    pub fn path_in_network<'a>(&self, path: &'a str) -> std::borrow::Cow<'a, str> {
+        match &self.network {
+            Some(network) if !path.contains(':') => format!("{network}:{path}").into(),
+            _ => path.into(),
+        }
     }
 }
 

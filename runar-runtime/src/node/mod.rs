@@ -445,6 +445,12 @@ impl Node {
         self.inner.registry.action_paths(&self.inner.network)
     }
 
+    /// Every action path registered in `network`, sorted (empty for a network the node is not
+    /// in).
+    pub fn actions_in(&self, network: &str) -> Vec<String> {
+        self.inner.registry.action_paths(network)
+    }
+
     /// Starts the node: initializes every service in the order they were added, then starts
     /// them. The first failure stops the sequence and is returned, naming the service.
     pub async fn start(&self) -> Result<()> {

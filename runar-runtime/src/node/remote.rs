@@ -80,9 +80,12 @@ impl NodeHandler for NodeLink {
             let Some(node) = node else { return };
             if !in_network(&mut event.network, &network) {
                 warn_limited!(peer = %event.from, %network, "event for another network refused");
+                // Counted as an event naming none of this node's subscriptions in its network
+                // would be: one rejection per id it names (at least one).
                 let counters = &node.inner.counters;
+                let named = u64::try_from(event.subscription_ids.len()).unwrap_or(u64::MAX);
                 super::stats::count(&counters.received, 1);
-                super::stats::count(&counters.rejected, 1);
+                super::stats::count(&counters.rejected, named.max(1));
                 return;
             }
             node.deliver_inbound(event).await;
@@ -135,8 +138,15 @@ impl NodeHandler for NodeLink {
                     // Listed or unlisted now: wake whoever waits for peers.
                     node.inner.registry.notify_changed();
                 }
-                node.publish_peer_event(notice.peer, notice.change, notice.name, notice.addresses)
-                    .await;
+                let network = &*self.network;
+                node.publish_peer_event(
+                    network,
+                    notice.peer,
+                    notice.change,
+                    notice.name,
+                    notice.addresses,
+                )
+                .await;
             }
         }
     }

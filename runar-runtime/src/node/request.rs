@@ -78,7 +78,11 @@ impl Node {
         let deadline = deadline_after(timeout);
         let registry = &self.inner.registry;
         let limits = self.inner.config.path_limits();
-        let resolved = match registry.resolve_action(&self.inner.network, path, limits) {
+        // A path without a prefix is in the call's network, else the node's default.
+        let in_network = options.path_in_network(path);
+        let path: &str = &in_network;
+        let network: &str = &self.inner.network;
+        let resolved = match registry.resolve_action(network, path, limits) {
             Ok(resolved) => resolved,
             Err(e) if e.code() == Code::NotFound => {
                 if !options.wait_for_ready {
@@ -86,7 +90,7 @@ impl Node {
                 }
                 self.wait_routable(path, deadline).await?;
                 registry
-                    .resolve_action(&self.inner.network, path, limits)
+                    .resolve_action(network, path, limits)
                     .map_err(|_| self.not_found(path))?
             }
             Err(e) => return Err(e),
@@ -123,7 +127,7 @@ impl Node {
         if instance.origin == Origin::Local && self.inner.policed.load(Ordering::Relaxed) {
             let network = match split_network(path) {
                 Ok((Some(network), _)) => network,
-                _ => &self.inner.network,
+                _ => network,
             };
             self.check_access(network, None, Access::Call, &resolved.path)?;
         }
