@@ -78,7 +78,7 @@ pub(crate) struct NodeInner {
     /// What each peer link offered, as registered here.
     remote_views: Mutex<rustc_hash::FxHashMap<PeerLink, remote::PeerView>>,
     /// The running services as peers see them, by network and path.
-    catalog: Mutex<BTreeMap<(Arc<str>, Arc<str>), wire::ServiceDescriptor>>,
+    catalog: Mutex<BTreeMap<CatalogKey, wire::ServiceDescriptor>>,
     registry: Registry,
     services: tokio::sync::Mutex<Vec<ServiceEntry>>,
     state: AtomicU8,
@@ -95,6 +95,9 @@ pub(crate) struct NodeInner {
     /// Some network has a policy: the one branch the request and event paths pay without.
     policed: AtomicBool,
 }
+
+/// A running service's place: (network, path).
+type CatalogKey = (Arc<str>, Arc<str>);
 
 impl Drop for NodeInner {
     /// The last handle is gone without `stop`: leave the network as `stop` would, without
