@@ -8,7 +8,7 @@
 //! ```
 //! use runar_runtime::NodeId;
 //! use runar_runtime::policy::{Access, Policy, Subject};
-//! # fn ops() -> NodeId { "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".parse().unwrap() }
+//! # fn ops() -> NodeId { "aaaaaaaaaaaaaaaaaaaaaaaaaa".parse().unwrap() }
 //! let policy = Policy::deny_all()
 //!     .allow(Subject::any_peer(), Access::Call, "inventory/get_item")
 //!     .allow(Subject::nodes([ops()]), Access::Call, "inventory/>")
