@@ -10,8 +10,10 @@ mod common;
 use std::time::Duration;
 
 use common::fixture::Fixture;
+use common::raw;
 use common::{WAIT, wait_for};
-use runar::__private::{NodeKeypair, Transport, TransportConfig};
+use prost::Message;
+use runar::__private::{NodeKeypair, Transport, TransportConfig, wire, write_frame};
 use runar::{Code, DiscoveryOptions, NetworkConfig, NetworkKey, Node, NodeConfig};
 use tokio::sync::mpsc;
 
@@ -172,6 +174,11 @@ async fn a_generated_client_can_be_pointed_at_a_network() {
     let from_a = RestarterClient::new(a.clone()).with_network("ops-net");
     let err = from_a.restart("db".into()).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err}");
+    // Removed by its network-prefixed path, it is gone from ops-net.
+    b.remove_service("ops-net:restarter").await.unwrap();
+    let err = ops.restart("db".into()).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+    assert!(!c.actions().contains(&"restarter/restart".to_owned()));
     for n in [&a, &c, &b] {
         n.stop().await.unwrap();
     }
@@ -331,6 +338,97 @@ async fn discovery_announces_each_network_apart() {
             && c.peers() == [b.node_id()]
     })
     .await;
+    for n in [&a, &c, &b] {
+        n.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_peer_cannot_reach_into_another_network_of_its_node() {
+    let (a, b, c) = three_nodes().await;
+    // A raw peer of shop-net that announces, asks and sends everything as ops-net's.
+    let config = TransportConfig {
+        bind_addr: "127.0.0.1:0".parse().unwrap(),
+        ..TransportConfig::default()
+    };
+    let keypair = NodeKeypair::generate().unwrap();
+    let transport = Transport::bind(config, &keypair, &shop_key()).unwrap();
+    let (conn, _) = transport
+        .connect(b.local_addr().unwrap(), Some(&b.node_id()))
+        .await
+        .unwrap();
+    let capabilities = wire::Capabilities {
+        version: 1,
+        services: vec![wire::ServiceDescriptor {
+            path: "evil".into(),
+            name: "evil".into(),
+            network: "ops-net".into(),
+            actions: vec!["evil/x".into()],
+            ..Default::default()
+        }],
+        subscriptions: vec![wire::SubscriptionDescriptor {
+            id: 1,
+            network: "ops-net".into(),
+            pattern: "alerts/>".into(),
+            ..Default::default()
+        }],
+    };
+    let mut hello = raw::hello_with(&keypair, capabilities);
+    hello.network_id = shop_key().network_id();
+    hello.network = "shop-net".into();
+    let (_send, _recv, theirs) = raw::send_hello(&conn, &hello).await;
+    let theirs = theirs.expect("b answers a shop-net hello");
+    // b told it of shop-net only.
+    let told: Vec<String> = theirs
+        .capabilities
+        .unwrap()
+        .services
+        .iter()
+        .map(|s| format!("{}:{}", s.network, s.path))
+        .collect();
+    assert_eq!(told, ["shop-net:store"]);
+    wait_for("b to list the raw peer", || {
+        b.peers_in("shop-net").contains(&keypair.node_id())
+    })
+    .await;
+    // Its ops-net service went nowhere.
+    assert!(
+        !b.actions_in("ops-net")
+            .iter()
+            .any(|p| p.starts_with("evil"))
+    );
+    assert!(
+        !b.actions_in("shop-net")
+            .iter()
+            .any(|p| p.starts_with("evil"))
+    );
+    assert!(!c.actions().iter().any(|p| p.starts_with("evil")));
+    // Its requests for ops-net's services are not served, whatever network they name.
+    for network in ["ops-net", "shop-net", ""] {
+        let (code, message) = raw::call(&conn, network, "admin/who", &[])
+            .await
+            .unwrap_err();
+        assert_eq!(code, Code::NotFound, "{network}: {message}");
+    }
+    // Its events into ops-net are refused and counted.
+    let rejected = b.stats().events_rejected;
+    let mut stream = conn.open_uni().await.unwrap();
+    stream.write_all(&[3]).await.unwrap();
+    let event = wire::Event {
+        network: "ops-net".into(),
+        topic: "alerts/x".into(),
+        subscription_ids: vec![1, 2, 3],
+        ..Default::default()
+    };
+    write_frame(&mut stream, &event.encode_to_vec(), raw::MAX)
+        .await
+        .unwrap();
+    stream.finish().unwrap();
+    wait_for("the event to be refused", || {
+        b.stats().events_rejected >= rejected + 3
+    })
+    .await;
+    conn.close(0u32.into(), b"bye");
     for n in [&a, &c, &b] {
         n.stop().await.unwrap();
     }

@@ -15,38 +15,6 @@ use runar::policy::{Access, Policy, Subject};
 use runar::{Code, Node};
 use tokio::sync::mpsc;
 
-/// Sends a request for `path` on a new stream of `conn`; the payload bytes, or the error's
-/// code and message.
-async fn raw_call(
-    conn: &quinn::Connection,
-    path: &str,
-    payload: &[u8],
-) -> Result<Vec<u8>, (Code, String)> {
-    let request = wire::Request {
-        network: "test".into(),
-        path: path.into(),
-        payload: payload.to_vec().into(),
-        metadata: [("runar-timeout".into(), "5000".into())].into(),
-        ..Default::default()
-    };
-    let body = request.encode_to_vec();
-    let mut bytes = vec![2];
-    bytes.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    bytes.extend_from_slice(&body);
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    send.write_all(&bytes).await.unwrap();
-    send.finish().unwrap();
-    let frame = tokio::time::timeout(WAIT, read_frame(&mut recv, MAX))
-        .await
-        .expect("no answer")
-        .unwrap()
-        .expect("an answer");
-    match wire::Response::decode(frame).unwrap().result.unwrap() {
-        wire::response::Result::Error(e) => Err((Code::from_u32(e.code), e.message)),
-        wire::response::Result::Payload(p) => Ok(p.to_vec()),
-    }
-}
-
 /// Closes a raw peer's connection, so that its node's `stop` need not wait for it.
 fn bye(conn: &quinn::Connection) {
     conn.close(0u32.into(), b"bye");
@@ -80,13 +48,13 @@ async fn a_denied_call_is_hidden_and_refused_an_allowed_one_works() {
     assert_eq!(n, 42);
 
     // Sent anyway, it is refused on a before the handler runs, naming the rule.
-    let (code, message) = raw_call(&raw.conn, "echo/double", &21u64.encode_to_vec())
+    let (code, message) = raw::call(&raw.conn, "test", "echo/double", &21u64.encode_to_vec())
         .await
         .unwrap_err();
     assert_eq!(code, Code::PermissionDenied, "{message}");
     assert!(message.contains("default (deny all)"), "{message}");
     assert!(message.contains(&raw.id.to_string()), "{message}");
-    let who = raw_call(&raw.conn, "echo/who", &[]).await.unwrap();
+    let who = raw::call(&raw.conn, "test", "echo/who", &[]).await.unwrap();
     assert_eq!(String::decode(who.as_slice()).unwrap(), "a");
 
     // Counted per rule.
@@ -111,7 +79,7 @@ async fn a_policy_changed_at_run_time_applies_to_the_next_call() {
     let err = b.request::<u64, u64>("echo/double", 21).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err}");
     let raw = raw_peer(&a).await;
-    let (code, message) = raw_call(&raw.conn, "echo/double", &21u64.encode_to_vec())
+    let (code, message) = raw::call(&raw.conn, "test", "echo/double", &21u64.encode_to_vec())
         .await
         .unwrap_err();
     assert_eq!(code, Code::PermissionDenied);
@@ -172,10 +140,14 @@ async fn the_caller_is_the_peer_its_certificate_proves() {
     assert!(theirs.is_none(), "a hello claiming b's id is refused");
     bye(&conn);
     let raw = raw_peer(&a).await;
-    let (code, message) = raw_call(&raw.conn, "echo/caller", &[]).await.unwrap_err();
+    let (code, message) = raw::call(&raw.conn, "test", "echo/caller", &[])
+        .await
+        .unwrap_err();
     assert_eq!(code, Code::PermissionDenied, "{message}");
     a.set_policy("test", Policy::allow_all()).await.unwrap();
-    let caller = raw_call(&raw.conn, "echo/caller", &[]).await.unwrap();
+    let caller = raw::call(&raw.conn, "test", "echo/caller", &[])
+        .await
+        .unwrap();
     assert_eq!(
         String::decode(caller.as_slice()).unwrap(),
         raw.id.to_string()
