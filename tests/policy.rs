@@ -315,3 +315,40 @@ async fn deny_all_hides_everything_from_peers_not_from_local_callers() {
         n.stop().await.unwrap();
     }
 }
+
+/// A code-first service, whose schema a peer may or may not be shown.
+#[derive(Clone)]
+struct Described;
+
+#[runar::service(path = "described")]
+impl Described {
+    /// Answers.
+    #[action]
+    async fn ask(&self, q: String) -> runar::Result<String> {
+        Ok(q)
+    }
+}
+
+#[tokio::test]
+async fn introspection_decides_whether_a_peer_sees_schemas() {
+    common::init_tracing();
+    let a = common::node("a", &key(), runar::DiscoveryOptions::none()).await;
+    a.add_service(Described).await.unwrap();
+    a.start().await.unwrap();
+    let schema_told = |raw: &RawPeer| {
+        let services = &raw.theirs.capabilities.as_ref().unwrap().services;
+        let described = services.iter().find(|s| s.path == "described").unwrap();
+        (!described.schema.is_empty(), described.actions.clone())
+    };
+    let call_only = Policy::deny_all().allow(Subject::any_peer(), Access::Call, "described/>");
+    a.set_policy("test", call_only.clone()).await.unwrap();
+    let raw = raw_peer(&a).await;
+    assert_eq!(schema_told(&raw), (false, vec!["described/ask".to_owned()]));
+    bye(&raw.conn);
+    let with_schema = call_only.allow(Subject::any_peer(), Access::Introspect, "described");
+    a.set_policy("test", with_schema).await.unwrap();
+    let raw = raw_peer(&a).await;
+    assert_eq!(schema_told(&raw), (true, vec!["described/ask".to_owned()]));
+    bye(&raw.conn);
+    a.stop().await.unwrap();
+}
