@@ -510,10 +510,17 @@ impl Node {
         }
         self.inner.state.store(RUNNING, Ordering::Release);
         if !meshes.is_empty() {
+            // Listed first: a peer accepted while the others start finds its network's mesh.
             *lock(&self.inner.meshes) = meshes.clone();
             let networks = self.networks();
             for (mesh, network) in meshes.iter().zip(&networks) {
-                mesh.run().await?;
+                if let Err(e) = mesh.run().await {
+                    // Leave no endpoint or task behind, as if the node had never bound.
+                    for mesh in std::mem::take(&mut *lock(&self.inner.meshes)) {
+                        mesh.stop_now();
+                    }
+                    return Err(e);
+                }
                 tracing::info!(node = %self.name(), id = %self.node_id(), %network, addr = ?mesh.local_addr().ok(), "listening");
             }
         }
