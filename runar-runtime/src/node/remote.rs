@@ -238,19 +238,14 @@ impl OfferingPeer for PeerHandle {
 
 /// An [`ActionHandler`] that serves an action by asking `peer`.
 fn remote_action(peer: &PeerHandle, network: Arc<str>) -> ActionHandler {
-    let peer = peer.clone();
+    // One `Arc` for both, so a call copies one handle, not two.
+    let target = Arc::new((peer.clone(), network));
     Arc::new(move |value: Value, ctx: RequestContext| {
-        let peer = peer.clone();
-        let network = network.clone();
+        let target = target.clone();
         Box::pin(async move {
-            peer.request(
-                &network,
-                ctx.path(),
-                &value,
-                ctx.remaining(),
-                ctx.metadata(),
-            )
-            .await
+            let (peer, network) = &*target;
+            peer.request(network, ctx.path(), &value, ctx.remaining(), ctx.metadata())
+                .await
         })
     })
 }
