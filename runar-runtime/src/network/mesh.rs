@@ -97,7 +97,7 @@ pub(crate) struct Mesh<H> {
     transport: Transport,
     /// This mesh's network, as the transport numbers it (0: the default).
     index: usize,
-    /// The meshes of the node's other networks, by index (this one's slot is empty).
+    /// The meshes of all the node's networks, by index (weak: the node owns them).
     siblings: Mutex<Vec<std::sync::Weak<Mesh<H>>>>,
     keypair: Arc<NodeKeypair>,
     discovery: Mutex<Option<Discovery>>,
