@@ -352,3 +352,27 @@ async fn introspection_decides_whether_a_peer_sees_schemas() {
     bye(&raw.conn);
     a.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_policy_naming_local_callers_checks_local_publishes_and_subscriptions() {
+    let a = common::node("a", &key(), runar::DiscoveryOptions::none()).await;
+    a.start().await.unwrap();
+    let policy = Policy::allow_all()
+        .deny(Subject::local(), Access::Publish, "secret/>")
+        .deny(Subject::local(), Access::Subscribe, "secret/>");
+    a.set_policy("test", policy).await.unwrap();
+    let err = a.publish("secret/x", 1u64).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    assert!(err.message().contains("rule 1"), "{err}");
+    let err = a
+        .subscribe(">", |_: u64, _| async { Ok(()) })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    assert!(err.message().contains("rule 2"), "{err}");
+    a.publish("public/x", 1u64).await.unwrap();
+    a.subscribe("public/>", |_: u64, _| async { Ok(()) })
+        .await
+        .unwrap();
+    a.stop().await.unwrap();
+}
