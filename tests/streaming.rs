@@ -540,3 +540,115 @@ async fn streams_past_the_limit_are_refused_and_unary_calls_still_pass() {
     assert_eq!(doubled, 42);
     drop(open);
 }
+
+// ---- a server that vanishes -----------------------------------------------------------------
+
+/// How long failure detection may take: the default idle timeout (800 ms) plus scheduling
+/// margin on a loaded machine.
+const DETECTION: Duration = Duration::from_secs(3);
+
+/// The environment variable that makes [`stream_server`] run.
+const SERVER_ENV: &str = "RUNAR_STREAM_SERVER";
+
+/// The server role of the SIGKILL test: runs when spawned by it, serving a fixture until its
+/// stdin closes, and prints `READY <address>`.
+#[test]
+fn stream_server() {
+    if std::env::var(SERVER_ENV).is_err() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let node = common::node("server", &common::key(), runar::DiscoveryOptions::none()).await;
+        let (fixture, _probe) = common::fixture::Fixture::new("server");
+        node.add_service(fixture).await.unwrap();
+        node.start().await.unwrap();
+        println!("READY {}", node.local_addr().unwrap());
+        common::process::until_stdin_closes().await;
+        node.stop().await.unwrap();
+    });
+}
+
+/// Reads `stream` until it fails; the error and how long after `since` it came.
+async fn failure_of(
+    stream: &mut Streaming<u64>,
+    since: std::time::Instant,
+) -> (runar::Error, Duration) {
+    let error = tokio::time::timeout(WAIT, async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(1)).await,
+                Ok(None) => panic!("the stream ended cleanly"),
+                Err(e) => return e,
+            }
+        }
+    })
+    .await
+    .expect("the stream never failed");
+    (error, since.elapsed())
+}
+
+#[tokio::test]
+async fn a_sigkilled_server_ends_the_clients_stream_with_unavailable() {
+    common::init_tracing();
+    let mut server = common::process::ServerProcess::spawn("stream_server", [(SERVER_ENV, "1")]);
+    let addr: std::net::SocketAddr = server.ready.parse().unwrap();
+    let client = common::node(
+        "client",
+        &common::key(),
+        runar::DiscoveryOptions::static_peers([addr]),
+    )
+    .await;
+    client.start().await.unwrap();
+    common::wait_for_action(&client, &path("stream/endless")).await;
+    let mut endless: Streaming<u64> = client
+        .request_stream(path("stream/endless"), stream_once(()))
+        .await
+        .unwrap();
+    assert_eq!(endless.message().await.unwrap(), Some(0));
+    let killed = std::time::Instant::now();
+    server.kill();
+    let (e, after) = failure_of(&mut endless, killed).await;
+    assert_eq!(e.code(), Code::Unavailable, "{e}");
+    assert!(
+        after < DETECTION,
+        "the stream failed {after:?} after the kill"
+    );
+    println!("SIGKILL: the client's stream failed {after:?} after the kill: {e}");
+}
+
+#[tokio::test]
+async fn a_partition_ends_the_clients_stream_with_unavailable() {
+    common::init_tracing();
+    let key = common::key();
+    let a = common::node("a", &key, runar::DiscoveryOptions::none()).await;
+    let (fixture, _probe) = common::fixture::Fixture::new("a");
+    a.add_service(fixture).await.unwrap();
+    a.start().await.unwrap();
+    let proxy = common::udp_proxy::UdpProxy::start(a.local_addr().unwrap()).await;
+    let b = common::node(
+        "b",
+        &key,
+        runar::DiscoveryOptions::static_peers([proxy.addr()]),
+    )
+    .await;
+    b.start().await.unwrap();
+    common::wait_for_action(&b, &path("stream/endless")).await;
+    let mut endless: Streaming<u64> = b
+        .request_stream(path("stream/endless"), stream_once(()))
+        .await
+        .unwrap();
+    assert_eq!(endless.message().await.unwrap(), Some(0));
+    let cut = std::time::Instant::now();
+    proxy.partition();
+    let (e, after) = failure_of(&mut endless, cut).await;
+    assert_eq!(e.code(), Code::Unavailable, "{e}");
+    assert!(
+        after < DETECTION,
+        "the stream failed {after:?} after the partition"
+    );
+    println!("partition: the client's stream failed {after:?} after the cut: {e}");
+}

@@ -21,6 +21,8 @@ mod interface;
 mod mesh;
 mod peer;
 mod stream;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use stream::{StreamItem, decode_for_fuzzing, decode_stream_frame};
 mod tls;
 mod transport;
 
