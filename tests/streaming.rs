@@ -283,6 +283,42 @@ async fn a_local_stream_performs_zero_encodes() {
     );
 }
 
+/// A streaming action whose handler makes a downstream request to the fixture's `hang`.
+struct Relay;
+
+impl AbstractService for Relay {
+    fn name(&self) -> &str {
+        "Relay"
+    }
+    fn path(&self) -> &str {
+        "relay"
+    }
+    async fn init(&self, ctx: &LifecycleContext) -> runar::Result<()> {
+        ctx.register_stream(
+            "hang",
+            CallKind::ServerStreaming,
+            |_: Streaming<()>, ctx| async move {
+                let outcome = ctx.request::<(), ()>(path("hang"), ()).await;
+                let code = outcome.err().map(|e| e.code().as_str().to_owned());
+                Ok(stream_once(Ok(code.unwrap_or_default())))
+            },
+        )
+        .await
+    }
+}
+
+#[tokio::test]
+async fn a_stream_handler_without_deadline_gives_its_requests_the_node_timeout() {
+    let config = NodeConfig::new("local", "test").with_request_timeout(Duration::from_millis(100));
+    let (node, _probe) = serving_fixture(config).await;
+    node.add_service(Relay).await.unwrap();
+    let relay: Streaming<String> = node
+        .request_stream("relay/hang", stream_once(()))
+        .await
+        .unwrap();
+    assert_eq!(collect(relay).await, [Code::DeadlineExceeded.as_str()]);
+}
+
 #[tokio::test]
 async fn order_is_kept_over_100_000_local_messages() {
     let (node, _probe) = local().await;

@@ -108,15 +108,19 @@ impl RequestContext {
     }
 
     /// A downstream request with options: the deadline is this request's unless `options` has
-    /// an earlier one, and the trace context is added to `options`' metadata unless it has one.
+    /// an earlier one (a streaming call without a deadline passes none on), and the trace
+    /// context is added to `options`' metadata unless it has one.
     pub async fn request_with<Req: Payload, Resp: Payload>(
         &self,
         path: impl AsRef<str>,
         request: Req,
         mut options: RequestOptions,
     ) -> Result<Resp> {
-        let remaining = self.remaining();
-        options.timeout = Some(options.timeout.map_or(remaining, |t| t.min(remaining)));
+        // A streaming call's handler may have no deadline: its downstream requests then get
+        // their own (the node's request timeout unless `options` set one).
+        if let Some(remaining) = crate::node::stream::finite(self.remaining()) {
+            options.timeout = Some(options.timeout.map_or(remaining, |t| t.min(remaining)));
+        }
         pass_on_trace_context(&mut options, &self.metadata);
         self.node.request_with(path, request, options).await
     }
