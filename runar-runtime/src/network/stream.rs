@@ -816,7 +816,7 @@ async fn serve_stream<H: NodeHandler>(
     match pumped {
         Pumped::Ended(outcome) => end(send, outcome, max).await,
         Pumped::Stopped => {
-            tracing::debug!(peer = %from.id, %path, "the caller left a stream");
+            tracing::debug!(peer = %from.id, %path, "a stream stopped: the caller left, or broke the protocol");
             let _ = send.reset(codes::CANCELLED);
         }
     }
@@ -894,8 +894,8 @@ fn decode_header(frame: Bytes) -> Result<Header> {
     })
 }
 
-/// Decodes a streaming call's header and its frames as a node does (for the fuzz target):
-/// the header's network, path and deadline, and each frame's item.
+/// Decodes a streaming call's header as `serve_stream` does (for the fuzz target): its
+/// network, path, deadline and number of metadata entries.
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn decode_for_fuzzing(
     header: Bytes,
