@@ -376,3 +376,38 @@ async fn a_policy_naming_local_callers_checks_local_publishes_and_subscriptions(
         .unwrap();
     a.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn streaming_calls_need_stream_access() {
+    let (a, b, _) = pair().await;
+    // Calls are allowed, streams are not: b is told of the action, a refuses the stream.
+    let calls_only = Policy::deny_all().allow(Subject::any_peer(), Access::Call, "echo/>");
+    a.set_policy("test", calls_only).await.unwrap();
+    let first = async {
+        let mut counts = b
+            .request_stream::<u64, u64>("echo/stream/count", futures::stream::iter([3u64]))
+            .await?;
+        counts.message().await
+    };
+    let err = first.await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    assert!(err.message().contains("stream"), "{err}");
+
+    let streams = Policy::deny_all()
+        .allow(Subject::any_peer(), Access::Call, "echo/>")
+        .allow(Subject::any_peer(), Access::Stream, "echo/stream/>");
+    a.set_policy("test", streams).await.unwrap();
+    let mut counts = b
+        .request_stream::<u64, u64>("echo/stream/count", futures::stream::iter([3u64]))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while let Some(n) = counts.message().await.unwrap() {
+        got.push(n);
+    }
+    assert_eq!(got, [0, 1, 2]);
+    let stats = a.policy_stats("test").unwrap();
+    assert!(stats[1].allowed >= 1, "{stats:?}");
+    b.stop().await.unwrap();
+    a.stop().await.unwrap();
+}

@@ -38,8 +38,8 @@ pub enum Access {
     Publish,
     /// Subscribing to this node's events (a peer's subscriptions, checked when announced).
     Subscribe,
-    /// Streaming calls (reserved for streaming rpcs: rules are accepted and counted once
-    /// they are served).
+    /// Streaming calls (server, client and bidirectional streaming actions), checked on the
+    /// serving node when the call starts. A peer is told of an action it may call or stream.
     Stream,
     /// Seeing a service's schema and description in what this node tells its peers.
     Introspect,

@@ -143,7 +143,7 @@ impl Node {
     }
 
     /// Narrows what this node offers in `network` to what `peer` may use: the actions it may
-    /// call (a service with none left is left out), the schema and description only where it
+    /// call or stream (a service with none left is left out), the schema and description only where it
     /// may introspect, and the subscriptions it may publish to.
     pub(super) fn offer_for(&self, network: &str, peer: &NodeId, mut offer: Offer) -> Offer {
         let Some(policy) = self.policy_of(network) else {
@@ -156,7 +156,11 @@ impl Node {
         };
         offer.services.retain_mut(|service| {
             let had = service.actions.len();
-            service.actions.retain(|action| may(Access::Call, action));
+            // A peer is told of an action it may call or stream (which one the action is,
+            // the serving node checks when the call comes).
+            service
+                .actions
+                .retain(|action| may(Access::Call, action) || may(Access::Stream, action));
             if !may(Access::Introspect, &service.path)
                 && !may(Access::Introspect, &format!("{}/>", service.path))
             {

@@ -8,6 +8,9 @@ use crate::network::{NetworkConfig, NetworkKey};
 use crate::node::service::{Interceptor, Interceptors};
 use crate::routing::{DEFAULT_MAX_PATH_DEPTH, DEFAULT_MAX_PATH_LEN, PathLimits};
 
+/// The default [`NodeConfig::stream_buffer`].
+const DEFAULT_STREAM_BUFFER: usize = 32;
+
 /// How a node is configured. Build one with [`NodeConfig::new`] and the `with_*` methods.
 ///
 /// ```
@@ -66,6 +69,14 @@ pub struct NodeConfig {
     /// The most entries one request's or event's metadata may hold (default 64), enforced like
     /// [`max_metadata_size`](Self::max_metadata_size).
     pub max_metadata_entries: usize,
+    /// How many messages of one streaming call may wait, on each side, between the producer
+    /// and the consumer (default 32): a local call's replies wait in a channel of this size,
+    /// and each side of a remote call grants the other this many messages of credit (more as
+    /// its consumer takes them) and buffers at most that many. A producer's stream is polled
+    /// only when there is room, so a consumer that stops reading stops the producer, and a
+    /// stalled remote stream holds no more than this (never QUIC's connection window, which
+    /// other calls share). At least 1.
+    pub stream_buffer: usize,
     /// Runs, in order, before each request this node makes leaves it or reaches a local handler.
     pub(crate) outgoing: Interceptors,
     /// Runs, in order, before a local handler serves a request (from this node or a peer).
@@ -89,6 +100,7 @@ impl NodeConfig {
             max_path_depth: DEFAULT_MAX_PATH_DEPTH,
             max_metadata_size: DEFAULT_MAX_METADATA_SIZE,
             max_metadata_entries: DEFAULT_MAX_METADATA_ENTRIES,
+            stream_buffer: DEFAULT_STREAM_BUFFER,
             outgoing: Interceptors::default(),
             incoming: Interceptors::default(),
         }
@@ -120,6 +132,13 @@ impl NodeConfig {
     /// that travels back to the caller with its code and message.
     pub fn with_incoming_interceptor(mut self, interceptor: impl Interceptor) -> Self {
         self.incoming = self.incoming.with(Arc::new(interceptor));
+        self
+    }
+
+    /// Sets how many messages of one streaming call may wait on each side (see
+    /// [`stream_buffer`](Self::stream_buffer)).
+    pub fn with_stream_buffer(mut self, messages: usize) -> Self {
+        self.stream_buffer = messages;
         self
     }
 

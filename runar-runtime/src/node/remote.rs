@@ -6,6 +6,8 @@ use std::future::Future;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Weak};
 
+use futures::StreamExt as _;
+use futures::stream::BoxStream;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::events::is_local_only;
@@ -15,11 +17,11 @@ use crate::identity::NodeId;
 use crate::lock::lock;
 use crate::network::log_limit::warn_limited;
 use crate::network::{
-    EventSink, InboundEvent, InboundRequest, NodeHandler, Offer, OutboundEvent, PeerChange,
-    PeerHandle, PeerLink, PeerNotice, PeerOffer, PeerRefusal,
+    EventSink, InboundEvent, InboundRequest, InboundStream, NodeHandler, Offer, OutboundEvent,
+    PeerChange, PeerHandle, PeerLink, PeerNotice, PeerOffer, PeerRefusal,
 };
 use crate::node::registry::{ActionInstance, Origin, Sink, Subscription};
-use crate::node::service::{ActionHandler, RequestContext};
+use crate::node::service::{ActionHandler, CallKind, RawStreaming, RequestContext, StreamHandler};
 use crate::routing::TopicPath;
 use crate::value::Value;
 use crate::value::types::{MessageTypes, types_in};
@@ -71,6 +73,31 @@ impl NodeHandler for NodeLink {
                 None => Err(Error::unavailable("the node has stopped")),
             }
         }
+    }
+
+    fn serve_stream(
+        &self,
+        mut stream: InboundStream,
+    ) -> impl Future<Output = Result<BoxStream<'static, Result<Value>>>> + Send {
+        let node = self.node();
+        let network = self.network.clone();
+        async move {
+            if !in_network(&mut stream.network, &network) {
+                // As if it did not exist: this connection's network has no such action.
+                return Err(Error::not_found(format!(
+                    "no action `{}` in network `{network}`",
+                    shorten(&stream.path)
+                )));
+            }
+            match node {
+                Some(node) => node.serve_remote_stream(stream).await,
+                None => Err(Error::unavailable("the node has stopped")),
+            }
+        }
+    }
+
+    fn stream_buffer(&self) -> usize {
+        self.node().map_or(1, |node| node.config().stream_buffer)
     }
 
     fn deliver(&self, mut event: InboundEvent) -> impl Future<Output = ()> + Send {
@@ -212,6 +239,11 @@ pub(crate) trait OfferingPeer {
     fn event_sink(&self) -> &Arc<dyn EventSink>;
     /// A handler that serves an action in `network` by asking the peer.
     fn action_handler(&self, network: Arc<str>) -> ActionHandler;
+    /// A handler that serves a streaming call in `network` with a stream to the peer.
+    fn stream_handler(&self, network: Arc<str>) -> Option<StreamHandler> {
+        let _ = network;
+        None
+    }
 }
 
 impl OfferingPeer for PeerHandle {
@@ -234,6 +266,33 @@ impl OfferingPeer for PeerHandle {
     fn action_handler(&self, network: Arc<str>) -> ActionHandler {
         remote_action(self, network)
     }
+
+    fn stream_handler(&self, network: Arc<str>) -> Option<StreamHandler> {
+        Some(remote_stream(self, network))
+    }
+}
+
+/// A [`StreamHandler`] that serves a streaming call with a stream to `peer`: it returns once
+/// the stream is open and its header written.
+fn remote_stream(peer: &PeerHandle, network: Arc<str>) -> StreamHandler {
+    let peer = peer.clone();
+    Arc::new(move |requests: RawStreaming, ctx: RequestContext| {
+        let peer = peer.clone();
+        let network = network.clone();
+        Box::pin(async move {
+            let timeout = super::stream::finite(ctx.remaining());
+            let buffer = ctx.node().config().stream_buffer;
+            peer.open_stream(
+                &network,
+                ctx.path(),
+                requests.boxed(),
+                timeout,
+                ctx.metadata(),
+                buffer,
+            )
+            .await
+        })
+    })
 }
 
 /// An [`ActionHandler`] that serves an action by asking `peer`.
@@ -363,6 +422,8 @@ impl Node {
                 handler: peer.action_handler(network.clone()),
                 health: Default::default(),
                 types,
+                kind: CallKind::Unary,
+                stream: peer.stream_handler(network.clone()),
             };
             if let Err(e) = registry.add_action(network, pattern, instance) {
                 warn_limited!(peer = %peer.peer_id(), error = %e, "remote action not registered");
