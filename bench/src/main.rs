@@ -19,6 +19,7 @@ mod rpc;
 mod rt;
 mod runar_side;
 mod stats;
+mod streams;
 mod tonic_side;
 
 use std::fmt::Write as _;
@@ -120,7 +121,7 @@ impl Options {
                 "--help" | "-h" => {
                     println!(
                         "runar-bench [--quick] [--secs S] [--rounds N] \
-                         [--only unary,local,events,payload,memory] \
+                         [--only unary,local,events,streams,payload,memory] \
                          [--profile runar-seq|quinn-seq|runar-64|runar-64-mt|quinn-64|tonic-64|runar-events] \
                          [--calls N]"
                     );
@@ -249,6 +250,24 @@ fn remote_events(runar: bool, rt: Rt, o: &Options) -> (Latency, f64) {
             let lat = events::latency(&publisher, &sink, payload.clone(), warmup, measure).await;
             let tput = events::throughput(&publisher, &sink, payload, warmup, measure).await;
             (Latency::from(&lat), tput)
+        }
+    })
+}
+
+/// Streaming rpcs, 64-byte messages: messages/s of one `kind` call, Runar or tonic + TLS.
+fn stream_rate(kind: streams::Kind, runar: bool, rt: Rt, o: &Options) -> f64 {
+    let name = if runar { "Runar" } else { "tonic + TLS" };
+    progress(&format!("{} 64 B, {name}, {}", kind.label(), rt.label()));
+    let (warmup, measure) = (o.warmup, o.measure);
+    rt.run(move || async move {
+        if runar {
+            let r = streams::runar().await;
+            let x = streams::rate(&r, kind, warmup, measure).await;
+            r.stop().await;
+            x
+        } else {
+            let (client, _) = tonic_side::connect(true).await;
+            streams::rate(&client, kind, warmup, measure).await
         }
     })
 }
@@ -554,6 +573,55 @@ fn main() {
                     rate(tput)
                 )
                 .unwrap();
+            }
+        }
+        out.push('\n');
+    }
+
+    if o.wants("streams") {
+        writeln!(
+            out,
+            "### 6. Streaming rpcs, 64-byte messages, one call (generated clients; Runar over QUIC between two nodes)\n"
+        )
+        .unwrap();
+        writeln!(
+            out,
+            "| runtime | kind | **Runar** messages/s | tonic + TLS messages/s | Runar / tonic |"
+        )
+        .unwrap();
+        writeln!(out, "|---|---|---:|---:|---:|").unwrap();
+        for rt in Rt::BOTH {
+            for kind in streams::Kind::BOTH {
+                let (mut runar, mut tonic) = (Vec::new(), Vec::new());
+                for round in 0..o.rounds {
+                    if round % 2 == 0 {
+                        runar.push(stream_rate(kind, true, rt, &o));
+                        tonic.push(stream_rate(kind, false, rt, &o));
+                    } else {
+                        tonic.push(stream_rate(kind, false, rt, &o));
+                        runar.push(stream_rate(kind, true, rt, &o));
+                    }
+                }
+                let (r, t) = (median(runar.into_iter()), median(tonic.into_iter()));
+                writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} |",
+                    rt.label(),
+                    kind.label(),
+                    rate(r),
+                    rate(t),
+                    ratio(r / t)
+                )
+                .unwrap();
+                targets.push((
+                    format!(
+                        "Runar {} messages/s ≥ tonic+TLS ({})",
+                        kind.label(),
+                        rt.label()
+                    ),
+                    r >= t,
+                    format!("{} vs {} = {}", rate(r), rate(t), ratio(r / t)),
+                ));
             }
         }
         out.push('\n');
