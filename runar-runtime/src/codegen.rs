@@ -11,8 +11,9 @@ pub use prost_types;
 pub use crate::error::{Code, Error, Result};
 pub use crate::metadata::Metadata;
 pub use crate::node::service::{
-    AbstractService, ActionHandler, EventContext, EventHandler, Interceptor, LifecycleContext,
-    RequestContext, action_handler, event_handler,
+    AbstractService, ActionHandler, CallKind, EventContext, EventHandler, Interceptor,
+    LifecycleContext, RequestContext, Streaming, action_handler, event_handler, stream_once,
 };
 pub use crate::node::{Node, PublishOptions, RequestOptions, SubscribeOptions, SubscriptionId};
 pub use crate::value::{Payload, Value};
+pub use futures::Stream;

@@ -12,6 +12,9 @@
 //!   [`PublishOptions`], [`SubscribeOptions`], [`BroadcastMode`]), [`SubscriptionId`], the
 //!   `$registry` events it publishes ([`ServiceEvent`], [`PeerEvent`]), and its event counters
 //!   ([`NodeStats`], [`SubscriptionStats`]).
+//! * Streaming calls: [`Node::request_stream`], [`LifecycleContext::register_stream`],
+//!   [`Streaming`] (the incoming messages), [`CallKind`], [`Stream`] (re-exported from
+//!   `futures-core`), [`stream_once`].
 //! * Services: [`AbstractService`] and its [`LifecycleContext`]; handlers get a
 //!   [`RequestContext`] or an [`EventContext`] and know their [`Caller`]; [`ServiceInfo`],
 //!   [`ServiceState`]; the type-erased [`ActionHandler`] / [`EventHandler`] and their typed
@@ -46,12 +49,14 @@ mod wire;
 
 pub use discovery::{DiscoveryOptions, MemoryHub, MulticastGroupSpec};
 pub use error::{Code, Error, Result};
+pub use futures::Stream;
 pub use identity::{NodeId, ParseNodeIdError};
 pub use metadata::{Metadata, MetadataValue, TRACEPARENT};
 pub use network::{NetworkConfig, NetworkKey, PeerLimits, RefusalReason};
 pub use node::service::{
-    AbstractService, ActionHandler, Call, Caller, EventContext, EventHandler, Interceptor,
-    LifecycleContext, RequestContext, ServiceInfo, ServiceState, action_handler, event_handler,
+    AbstractService, ActionHandler, Call, CallKind, Caller, EventContext, EventHandler,
+    Interceptor, LifecycleContext, RequestContext, ServiceInfo, ServiceState, Streaming,
+    action_handler, event_handler, stream_once,
 };
 pub use node::{
     BroadcastMode, Node, NodeConfig, NodeStats, PeerEvent, PeerRefusedEvent, PublishOptions,

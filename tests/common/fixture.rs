@@ -21,6 +21,16 @@
 //! | `items/{id}`  | `()`          | `"item {id}"`                                             |
 //! | `items/special` | `()`        | `"special"` (a literal beats the template)                |
 //!
+//! Streaming actions (registered with `register_stream`):
+//!
+//! | action          | kind    | takes         | answers                                         |
+//! |-----------------|---------|---------------|-------------------------------------------------|
+//! | `stream/count`  | server  | `u64` n       | `0, 1, …, n-1`                                  |
+//! | `stream/sum`    | client  | `u64`s        | their sum                                       |
+//! | `stream/echo`   | bidi    | `u64`s        | each one back, in order                         |
+//! | `stream/fail`   | server  | `u64` n       | `0 … n-1`, then the error [`FAIL_CODE`], [`FAIL_MESSAGE`] |
+//! | `stream/endless`| server  | `()`          | `0, 1, 2, …` for ever; [`Probe::pulled`] counts the messages taken from it, [`Probe::dropped`] hears `"stream dropped"` when it is dropped |
+//!
 //! With [`Fixture::listening`], the service also subscribes to a topic and reports each event
 //! as `(node name, service path)` on a channel the test gives (several fixtures may share one).
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
@@ -29,7 +39,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use runar::{AbstractService, Caller, Code, Error, LifecycleContext};
+use runar::{AbstractService, CallKind, Caller, Code, Error, LifecycleContext, Streaming};
 use tokio::sync::mpsc;
 
 /// Where a fixture serves unless told otherwise.
@@ -59,6 +69,7 @@ pub struct Fixture {
     listen: Option<(&'static str, Heard)>,
     calls: Arc<AtomicUsize>,
     dropped: mpsc::UnboundedSender<&'static str>,
+    pulled: Arc<AtomicUsize>,
 }
 
 /// Where a listening fixture reports `(node name, service path)` for each event it hears.
@@ -68,8 +79,11 @@ pub type Heard = mpsc::UnboundedSender<(&'static str, &'static str)>;
 pub struct Probe {
     /// Calls of `who` and `count` so far.
     pub calls: Arc<AtomicUsize>,
-    /// `"hang dropped"` each time a `hang` call's future is dropped (cancelled).
+    /// `"hang dropped"` each time a `hang` call's future is dropped (cancelled), `"stream
+    /// dropped"` each time a `stream/endless` stream is.
     pub dropped: mpsc::UnboundedReceiver<&'static str>,
+    /// Messages taken from `stream/endless` streams so far.
+    pub pulled: Arc<AtomicUsize>,
 }
 
 impl Fixture {
@@ -77,16 +91,19 @@ impl Fixture {
     pub fn new(node: &'static str) -> (Fixture, Probe) {
         let calls = Arc::new(AtomicUsize::new(0));
         let (dropped, dropped_rx) = mpsc::unbounded_channel();
+        let pulled = Arc::new(AtomicUsize::new(0));
         let fixture = Fixture {
             node,
             path: PATH,
             listen: None,
             calls: calls.clone(),
             dropped,
+            pulled: pulled.clone(),
         };
         let probe = Probe {
             calls,
             dropped: dropped_rx,
+            pulled,
         };
         (fixture, probe)
     }
@@ -113,6 +130,15 @@ impl Drop for DropSignal {
     }
 }
 
+/// Sends `"stream dropped"` when a stream is dropped.
+struct StreamDropSignal(mpsc::UnboundedSender<&'static str>);
+
+impl Drop for StreamDropSignal {
+    fn drop(&mut self) {
+        let _ = self.0.send("stream dropped");
+    }
+}
+
 impl AbstractService for Fixture {
     fn name(&self) -> &str {
         self.path
@@ -128,6 +154,7 @@ impl AbstractService for Fixture {
         self.register_failures(ctx).await?;
         self.register_sizes(ctx).await?;
         self.register_templates(ctx).await?;
+        self.register_streams(ctx).await?;
         if let Some((topic, heard)) = &self.listen {
             let (node, path, heard) = (self.node, self.path, heard.clone());
             ctx.subscribe(topic, move |_: u64, _| {
@@ -229,6 +256,65 @@ impl Fixture {
         ctx.register_action("items/special", |_: (), _| async {
             Ok(String::from("special"))
         })
+        .await
+    }
+
+    /// `stream/count`, `stream/sum`, `stream/echo`, `stream/fail`, `stream/endless`.
+    async fn register_streams(&self, ctx: &LifecycleContext) -> runar::Result<()> {
+        use futures::StreamExt as _;
+        ctx.register_stream(
+            "stream/count",
+            CallKind::ServerStreaming,
+            |mut req: Streaming<u64>, _| async move {
+                let n = req.message().await?.unwrap_or(0);
+                Ok(futures::stream::iter((0..n).map(Ok)))
+            },
+        )
+        .await?;
+        ctx.register_stream(
+            "stream/sum",
+            CallKind::ClientStreaming,
+            |mut items: Streaming<u64>, _| async move {
+                let mut sum = 0u64;
+                while let Some(n) = items.message().await? {
+                    sum = sum.wrapping_add(n);
+                }
+                Ok(runar::stream_once(Ok(sum)))
+            },
+        )
+        .await?;
+        ctx.register_stream(
+            "stream/echo",
+            CallKind::Bidi,
+            |items: Streaming<u64>, _| async move { Ok(items) },
+        )
+        .await?;
+        ctx.register_stream(
+            "stream/fail",
+            CallKind::ServerStreaming,
+            |mut req: Streaming<u64>, _| async move {
+                let n = req.message().await?.unwrap_or(0);
+                let failure = Err(Error::new(FAIL_CODE, FAIL_MESSAGE));
+                Ok(futures::stream::iter((0..n).map(Ok).chain(Some(failure))))
+            },
+        )
+        .await?;
+        let (dropped, pulled) = (self.dropped.clone(), self.pulled.clone());
+        ctx.register_stream(
+            "stream/endless",
+            CallKind::ServerStreaming,
+            move |_: Streaming<()>, _| {
+                let guard = StreamDropSignal(dropped.clone());
+                let pulled = pulled.clone();
+                async move {
+                    Ok(futures::stream::iter(0u64..).map(move |n| {
+                        let _ = &guard;
+                        pulled.fetch_add(1, Ordering::SeqCst);
+                        Ok(n)
+                    }))
+                }
+            },
+        )
         .await
     }
 }

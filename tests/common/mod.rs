@@ -81,6 +81,14 @@ pub async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
         .expect("channel closed")
 }
 
+/// The next drop a fixture reports (see [`Probe::dropped`]), failing the test after [`WAIT`].
+pub async fn next_dropped(probe: &mut Probe) -> &'static str {
+    tokio::time::timeout(WAIT, probe.dropped.recv())
+        .await
+        .expect("timed out waiting for a drop")
+        .expect("channel closed")
+}
+
 /// Waits until `node` routes `path` (to a local or a remote instance).
 pub async fn wait_for_action(node: &Node, path: &str) {
     wait_for(&format!("{path} on {}", node.name()), || {

@@ -8,6 +8,9 @@ use crate::network::NetworkConfig;
 use crate::node::service::{Interceptor, Interceptors};
 use crate::routing::{DEFAULT_MAX_PATH_DEPTH, DEFAULT_MAX_PATH_LEN, PathLimits};
 
+/// The default [`NodeConfig::stream_buffer`].
+const DEFAULT_STREAM_BUFFER: usize = 32;
+
 /// How a node is configured. Build one with [`NodeConfig::new`] and the `with_*` methods.
 ///
 /// ```
@@ -63,6 +66,13 @@ pub struct NodeConfig {
     /// The most entries one request's or event's metadata may hold (default 64), enforced like
     /// [`max_metadata_size`](Self::max_metadata_size).
     pub max_metadata_entries: usize,
+    /// How many messages of one streaming call may wait, on each side, between the producer
+    /// and the consumer (default 32): a local call's replies wait in a channel of this size
+    /// (the handler's stream is polled only when the channel has room), and a remote call
+    /// writes at most this many ready messages at once, the QUIC stream's flow-control window
+    /// ([`NetworkConfig::receive_window`](crate::NetworkConfig)) bounding what is in flight.
+    /// A consumer that stops reading stops the producer. At least 1.
+    pub stream_buffer: usize,
     /// Runs, in order, before each request this node makes leaves it or reaches a local handler.
     pub(crate) outgoing: Interceptors,
     /// Runs, in order, before a local handler serves a request (from this node or a peer).
@@ -85,6 +95,7 @@ impl NodeConfig {
             max_path_depth: DEFAULT_MAX_PATH_DEPTH,
             max_metadata_size: DEFAULT_MAX_METADATA_SIZE,
             max_metadata_entries: DEFAULT_MAX_METADATA_ENTRIES,
+            stream_buffer: DEFAULT_STREAM_BUFFER,
             outgoing: Interceptors::default(),
             incoming: Interceptors::default(),
         }
@@ -116,6 +127,13 @@ impl NodeConfig {
     /// that travels back to the caller with its code and message.
     pub fn with_incoming_interceptor(mut self, interceptor: impl Interceptor) -> Self {
         self.incoming = self.incoming.with(Arc::new(interceptor));
+        self
+    }
+
+    /// Sets how many messages of one streaming call may wait on each side (see
+    /// [`stream_buffer`](Self::stream_buffer)).
+    pub fn with_stream_buffer(mut self, messages: usize) -> Self {
+        self.stream_buffer = messages;
         self
     }
 

@@ -9,6 +9,7 @@ mod remote;
 mod request;
 pub(crate) mod service;
 mod stats;
+mod stream;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -32,7 +33,8 @@ use crate::network::{Mesh, MeshSettings, NetworkKey, PeerLink};
 use crate::node::registry::{ActionInstance, Origin, Registry};
 use crate::node::service::context::Registrations;
 use crate::node::service::{
-    AbstractService, ActionHandler, DynService, LifecycleContext, ServiceInfo, ServiceState,
+    AbstractService, ActionHandler, CallKind, DynService, LifecycleContext, ServiceInfo,
+    ServiceState, StreamHandler,
 };
 use crate::routing::{Segment, TopicPath, split_network};
 use crate::value::types::MessageTypes;
@@ -125,6 +127,9 @@ impl Node {
             return Err(Error::invalid_argument(
                 "event_queue_capacity must be at least 1",
             ));
+        }
+        if config.stream_buffer == 0 {
+            return Err(Error::invalid_argument("stream_buffer must be at least 1"));
         }
         if config.max_path_len == 0 || config.max_path_depth == 0 {
             return Err(Error::invalid_argument(
@@ -531,13 +536,20 @@ impl Node {
         service: &str,
         handler: ActionHandler,
         types: Option<Arc<MessageTypes>>,
+        stream: Option<(CallKind, StreamHandler)>,
     ) -> Result<TopicPath> {
         let pattern = action_pattern(pattern, &format!("service `{service}`"))?;
+        let (kind, stream) = match stream {
+            Some((kind, handler)) => (kind, Some(handler)),
+            None => (CallKind::Unary, None),
+        };
         let instance = ActionInstance {
             origin: Origin::Local,
             handler,
             health: Default::default(),
             types,
+            kind,
+            stream,
         };
         self.inner
             .registry

@@ -19,7 +19,7 @@ use crate::network::{
     PeerHandle, PeerLink, PeerNotice, PeerOffer, PeerRefusal,
 };
 use crate::node::registry::{ActionInstance, Origin, Sink, Subscription};
-use crate::node::service::{ActionHandler, RequestContext};
+use crate::node::service::{ActionHandler, CallKind, RequestContext, StreamHandler};
 use crate::routing::TopicPath;
 use crate::value::Value;
 use crate::value::types::{MessageTypes, types_in};
@@ -139,6 +139,11 @@ pub(crate) trait OfferingPeer {
     fn event_sink(&self) -> &Arc<dyn EventSink>;
     /// A handler that serves an action in `network` by asking the peer.
     fn action_handler(&self, network: Arc<str>) -> ActionHandler;
+    /// A handler that serves a streaming call in `network` with a stream to the peer.
+    fn stream_handler(&self, network: Arc<str>) -> Option<StreamHandler> {
+        let _ = network;
+        None
+    }
 }
 
 impl OfferingPeer for PeerHandle {
@@ -294,6 +299,8 @@ impl Node {
                 handler: peer.action_handler(network.clone()),
                 health: Default::default(),
                 types,
+                kind: CallKind::Unary,
+                stream: peer.stream_handler(network.clone()),
             };
             if let Err(e) = registry.add_action(network, pattern, instance) {
                 warn_limited!(peer = %peer.peer_id(), error = %e, "remote action not registered");

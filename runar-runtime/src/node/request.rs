@@ -187,7 +187,7 @@ impl Node {
 
     /// Runs the node's incoming interceptors on a call about to reach a local handler; returns
     /// the metadata the handler gets.
-    async fn intercept_incoming(
+    pub(super) async fn intercept_incoming(
         &self,
         path: &Arc<str>,
         caller: Caller,
@@ -207,7 +207,7 @@ impl Node {
 }
 
 /// Runs interceptors under the call's deadline, turning a panic into `Internal`.
-async fn within(
+pub(super) async fn within(
     deadline: Instant,
     timeout: Duration,
     path: &str,

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::lock::{lock, read, write};
 use crate::metadata::Metadata;
 use crate::network::{EventSink, PeerLink};
-use crate::node::service::{ActionHandler, Caller};
+use crate::node::service::{ActionHandler, CallKind, Caller, StreamHandler};
 use crate::routing::{PathLimits, PathParams, PathTrie, TopicPath, split_network};
 use crate::value::Value;
 use crate::value::types::MessageTypes;
@@ -82,6 +82,12 @@ pub(crate) struct ActionInstance {
     pub(crate) health: InstanceHealth,
     /// The action's message types, when its service has a schema.
     pub(crate) types: Option<Arc<MessageTypes>>,
+    /// How many messages each side sends (`Unary` for a remote instance, whose kind its peer
+    /// checks).
+    pub(crate) kind: CallKind,
+    /// Serves a streaming call: a local streaming action's handler, or a remote instance's
+    /// stream to its peer. `None` for a local unary action.
+    pub(crate) stream: Option<StreamHandler>,
 }
 
 /// Whether an instance recently let a call time out; shared by the copies of one instance.

@@ -7,7 +7,10 @@ use crate::error::{Error, Result};
 use crate::identity::NodeId;
 use crate::lock::lock;
 use crate::metadata::{Metadata, TRACEPARENT};
-use crate::node::service::{ActionHandler, EventHandler, action_handler, event_handler};
+use crate::node::service::stream::stream_handler;
+use crate::node::service::{
+    ActionHandler, CallKind, EventHandler, StreamHandler, Streaming, action_handler, event_handler,
+};
 use crate::node::{Node, PublishOptions, RequestOptions, SubscribeOptions, SubscriptionId};
 use crate::routing::{PathParams, TopicPath};
 use crate::value::{Payload, Value, types};
@@ -116,6 +119,33 @@ impl RequestContext {
         options.timeout = Some(options.timeout.map_or(remaining, |t| t.min(remaining)));
         pass_on_trace_context(&mut options, &self.metadata);
         self.node.request_with(path, request, options).await
+    }
+
+    /// Starts a downstream streaming call that inherits this request's deadline (if it has
+    /// one: a streaming call's handler has none unless its caller set one) and its trace
+    /// context, as [`request`](Self::request) does.
+    pub async fn request_stream<Req: Payload, Resp: Payload>(
+        &self,
+        path: impl AsRef<str>,
+        requests: impl futures::Stream<Item = Req> + Send + 'static,
+    ) -> Result<Streaming<Resp>> {
+        self.request_stream_with(path, requests, RequestOptions::default())
+            .await
+    }
+
+    /// [`request_stream`](Self::request_stream) with options (the earlier of the two deadlines
+    /// applies).
+    pub async fn request_stream_with<Req: Payload, Resp: Payload>(
+        &self,
+        path: impl AsRef<str>,
+        requests: impl futures::Stream<Item = Req> + Send + 'static,
+        mut options: RequestOptions,
+    ) -> Result<Streaming<Resp>> {
+        if let Some(remaining) = crate::node::stream::finite(self.remaining()) {
+            options.timeout = Some(options.timeout.map_or(remaining, |t| t.min(remaining)));
+        }
+        pass_on_trace_context(&mut options, &self.metadata);
+        self.node.request_stream_with(path, requests, options).await
     }
 
     /// Publishes an event.
@@ -299,12 +329,60 @@ impl LifecycleContext {
                     request_alias: types::known_name::<Req>(),
                 })
             });
-        self.register(name, action_handler(handler), types)
+        self.register(name, action_handler(handler), types, None)
     }
 
     /// Registers the action `<service path>/<name>` with a type-erased handler.
     pub async fn register_action_raw(&self, name: &str, handler: ActionHandler) -> Result<()> {
-        self.register(name, handler, None)
+        self.register(name, handler, None, None)
+    }
+
+    /// Registers the streaming action `<service path>/<name>`: the handler reads the caller's
+    /// messages from a [`Streaming`] and returns (once it accepts the call) any stream of
+    /// replies; the call ends when that stream ends (the caller sees `Ok(None)`) or yields an
+    /// error (the caller gets it, code and message kept). Callers use
+    /// [`Node::request_stream`](crate::Node::request_stream).
+    ///
+    /// At the runtime level every stream is bidirectional; `kind` is recorded (introspection,
+    /// schema), and for `ClientStreaming` only the first reply is sent. A unary
+    /// [`request`](crate::Node::request) to a streaming action fails with `InvalidArgument`.
+    ///
+    /// The handler's reply stream is polled only when there is room for a reply (the
+    /// consumer's buffer, [`NodeConfig::stream_buffer`](crate::NodeConfig), or the QUIC
+    /// stream's flow-control window), and dropped, with the handler, when the caller goes away.
+    ///
+    /// ```
+    /// use runar_runtime::{CallKind, LifecycleContext, Result, Streaming};
+    /// # async fn init(ctx: &LifecycleContext) -> Result<()> {
+    /// ctx.register_stream("count", CallKind::ServerStreaming, |mut req: Streaming<u32>, _ctx| async move {
+    ///     let upto = req.message().await?.unwrap_or(0);
+    ///     Ok(futures::stream::iter((0..upto).map(Ok::<u32, runar_runtime::Error>)))
+    /// })
+    /// .await
+    /// # }
+    /// ```
+    pub async fn register_stream<Req, Resp, F, Fut, S>(
+        &self,
+        name: &str,
+        kind: CallKind,
+        handler: F,
+    ) -> Result<()>
+    where
+        Req: Payload,
+        Resp: Payload,
+        F: Fn(Streaming<Req>, RequestContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<S>> + Send + 'static,
+        S: futures::Stream<Item = Result<Resp>> + Send + 'static,
+    {
+        let full: Arc<str> = format!("{}/{}", self.service_path, name).into();
+        let unary: ActionHandler = Arc::new(move |_, _| {
+            let error = Error::invalid_argument(format!(
+                "`{full}` is a {kind} action: call it with request_stream"
+            ));
+            Box::pin(std::future::ready(Err(error)))
+        });
+        let stream = stream_handler(kind, handler);
+        self.register(name, unary, None, Some((kind, stream)))
     }
 
     fn register(
@@ -312,6 +390,7 @@ impl LifecycleContext {
         name: &str,
         handler: ActionHandler,
         types: Option<Arc<types::MessageTypes>>,
+        stream: Option<(CallKind, StreamHandler)>,
     ) -> Result<()> {
         let full = format!("{}/{}", self.service_path, name);
         let pattern = TopicPath::parse_within(&full, self.node.config().path_limits())?;
@@ -320,9 +399,9 @@ impl LifecycleContext {
                 "action `{name}`: an action lives in its service's network; drop the `network:` prefix"
             )));
         }
-        let pattern = self
-            .node
-            .register_action(pattern, &self.service_path, handler, types)?;
+        let pattern =
+            self.node
+                .register_action(pattern, &self.service_path, handler, types, stream)?;
         lock(&self.registrations).actions.push(pattern);
         Ok(())
     }
@@ -383,6 +462,15 @@ impl LifecycleContext {
         request: Req,
     ) -> Result<Resp> {
         self.node.request(path, request).await
+    }
+
+    /// Starts a streaming call (see [`Node::request_stream`]).
+    pub async fn request_stream<Req: Payload, Resp: Payload>(
+        &self,
+        path: impl AsRef<str>,
+        requests: impl futures::Stream<Item = Req> + Send + 'static,
+    ) -> Result<Streaming<Resp>> {
+        self.node.request_stream(path, requests).await
     }
 
     /// Makes a request with a type-erased value.

@@ -6,6 +6,7 @@
 
 pub(crate) mod context;
 mod interceptor;
+pub(crate) mod stream;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,6 +16,8 @@ use futures::future::BoxFuture;
 pub use context::{Caller, EventContext, LifecycleContext, RequestContext};
 pub(crate) use interceptor::Interceptors;
 pub use interceptor::{Call, Interceptor};
+pub use stream::{CallKind, Streaming, stream_once};
+pub(crate) use stream::{RawStreaming, StreamHandler};
 
 use crate::error::Result;
 use crate::value::{Payload, Value};
