@@ -50,8 +50,18 @@ service Inventory {
 #[test]
 fn streaming_rpcs_of_every_kind_are_generated() {
     for (name, from, to, kind) in [
-        ("server_streaming", "(Tick)", "(stream Tick)", "ServerStreaming"),
-        ("client_streaming", "(stream Tick)", "(Tick)", "ClientStreaming"),
+        (
+            "server_streaming",
+            "(Tick)",
+            "(stream Tick)",
+            "ServerStreaming",
+        ),
+        (
+            "client_streaming",
+            "(stream Tick)",
+            "(Tick)",
+            "ClientStreaming",
+        ),
         ("bidi_streaming", "(stream Tick)", "(stream Tick)", "Bidi"),
     ] {
         let source = STREAMING.replace(
@@ -94,10 +104,7 @@ service Inventory {
             .starts_with("shop.proto:7: service shop.Inventory, method Ticked: streaming"),
         "{err}"
     );
-    assert!(
-        err.to_string().contains("not allowed on an event"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("not allowed on an event"), "{err}");
     assert!(matches!(err, runar_build::Error::Unsupported { .. }));
     assert_eq!((err.file(), err.line()), (Some("shop.proto"), Some(7)));
     // build.rs's `?` in `fn main() -> Result<(), Box<dyn Error>>` prints Debug: same text.

@@ -64,9 +64,7 @@ fn changes(
 }
 
 /// Adds up deliveries, which must arrive in id order (from 1).
-async fn add_up(
-    mut next: impl AsyncNext<(u64, u64)>,
-) -> runar::Result<(u64, u64, Vec<u64>)> {
+async fn add_up(mut next: impl AsyncNext<(u64, u64)>) -> runar::Result<(u64, u64, Vec<u64>)> {
     let (mut items, mut total, mut first) = (0u64, 0u64, Vec::new());
     while let Some((id, quantity)) = next.next_item().await? {
         if id != items + 1 {
@@ -331,10 +329,7 @@ async fn with_proto_client(node: &Node, decrement: i64) {
     assert_eq!(seqs, [0, 1, 2, 3, 4]);
     assert!(changes.iter().all(|c| c.id == 7));
 
-    let summary = client
-        .restock(stream::iter(deliveries(3)))
-        .await
-        .unwrap();
+    let summary = client.restock(stream::iter(deliveries(3))).await.unwrap();
     assert_eq!(
         summary,
         RestockSummary {
@@ -421,7 +416,10 @@ async fn remote_pair(service: impl runar::AbstractService + 'static) -> (Node, N
     server.add_service(service).await.unwrap();
     server.start().await.unwrap();
     let client = started("client", &key(), &[&server]).await;
-    wait_for("the client to connect", || client.peers() == [server.node_id()]).await;
+    wait_for("the client to connect", || {
+        client.peers() == [server.node_id()]
+    })
+    .await;
     for action in ["watch_stock", "restock", "haggle", "streamed"] {
         wait_for_action(&client, &format!("inventory/{action}")).await;
     }
@@ -437,9 +435,11 @@ async fn every_kind_through_the_generated_code_locally() {
     with_proto_client(&node, 1).await;
 
     let node = local().await;
-    node.add_service(code_first::InventoryServer::new(code_first::Store::default()))
-        .await
-        .unwrap();
+    node.add_service(code_first::InventoryServer::new(
+        code_first::Store::default(),
+    ))
+    .await
+    .unwrap();
     with_macro_client(&node, 2).await;
 }
 
@@ -450,8 +450,10 @@ async fn every_kind_through_the_generated_code_over_quic() {
     client.stop().await.unwrap();
     server.stop().await.unwrap();
 
-    let (server, client) =
-        remote_pair(code_first::InventoryServer::new(code_first::Store::default())).await;
+    let (server, client) = remote_pair(code_first::InventoryServer::new(
+        code_first::Store::default(),
+    ))
+    .await;
     with_macro_client(&client, 2).await;
     client.stop().await.unwrap();
     server.stop().await.unwrap();
@@ -461,9 +463,11 @@ async fn every_kind_through_the_generated_code_over_quic() {
 async fn a_proto_client_streams_from_a_macro_service_and_the_reverse() {
     // Locally: one schema, two sets of Rust types.
     let node = local().await;
-    node.add_service(code_first::InventoryServer::new(code_first::Store::default()))
-        .await
-        .unwrap();
+    node.add_service(code_first::InventoryServer::new(
+        code_first::Store::default(),
+    ))
+    .await
+    .unwrap();
     with_proto_client(&node, 2).await;
     let node = local().await;
     node.add_service(InventoryServer::new(ProtoStore::default()))
@@ -472,8 +476,10 @@ async fn a_proto_client_streams_from_a_macro_service_and_the_reverse() {
     with_macro_client(&node, 1).await;
 
     // Over QUIC.
-    let (server, client) =
-        remote_pair(code_first::InventoryServer::new(code_first::Store::default())).await;
+    let (server, client) = remote_pair(code_first::InventoryServer::new(
+        code_first::Store::default(),
+    ))
+    .await;
     with_proto_client(&client, 2).await;
     client.stop().await.unwrap();
     server.stop().await.unwrap();

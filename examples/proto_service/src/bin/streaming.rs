@@ -112,18 +112,20 @@ fn network(key: &NetworkKey, discovery: DiscoveryOptions) -> NetworkConfig {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let key = NetworkKey::from_secret("stock example");
     let store = Node::new(
-        NodeConfig::new("store", "stock-net").with_network_config(network(&key, DiscoveryOptions::none())),
+        NodeConfig::new("store", "stock-net")
+            .with_network_config(network(&key, DiscoveryOptions::none())),
     )
     .await?;
-    store.add_service(InventoryServer::from_arc(Arc::new(Store::default()))).await?;
+    store
+        .add_service(InventoryServer::from_arc(Arc::new(Store::default())))
+        .await?;
     store.start().await?;
 
     let address = store.local_addr().ok_or("the store node has no address")?;
     let peers = DiscoveryOptions::static_peers([address]);
-    let front = Node::new(
-        NodeConfig::new("front", "stock-net").with_network_config(network(&key, peers)),
-    )
-    .await?;
+    let front =
+        Node::new(NodeConfig::new("front", "stock-net").with_network_config(network(&key, peers)))
+            .await?;
     front.start().await?;
     front
         .wait_for_action("inventory/watch_stock", Duration::from_secs(5))
@@ -136,7 +138,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("item 7 starts at {:?}", first.map(|l| l.level));
 
     // Client streaming: any stream of requests; one summary once it ends.
-    let deliveries = (1..=3).map(|n| RestockItem { id: 7, quantity: n * 10 });
+    let deliveries = (1..=3).map(|n| RestockItem {
+        id: 7,
+        quantity: n * 10,
+    });
     let summary = client.restock(stream::iter(deliveries)).await?;
     println!(
         "restocked: {} deliveries, {} units",
