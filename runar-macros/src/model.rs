@@ -548,7 +548,7 @@ fn read_params(
             }
             stream = Some((*pt.ty).clone());
             let mut elem_param = pt.clone();
-            elem_param.ty = Box::new(elem.clone());
+            *elem_param.ty = elem.clone();
             let Some(field) = field_param(&elem_param, ident, &options, generic_types, 1, errors)
             else {
                 continue;
