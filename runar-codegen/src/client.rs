@@ -34,7 +34,8 @@ pub fn client(service: &Service) -> TokenStream {
             }
 
             /// Sets the timeout of every call this client makes (the node's request timeout
-            /// otherwise).
+            /// otherwise). A streaming call has no timeout unless one is set here; then it
+            /// bounds the whole call, to its last message.
             #vis fn with_timeout(mut self, timeout: ::core::time::Duration) -> Self {
                 self.options = self.options.with_timeout(timeout);
                 self
