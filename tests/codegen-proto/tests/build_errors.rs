@@ -79,7 +79,11 @@ fn streaming_rpcs_of_every_kind_are_generated() {
         // The unary rpc beside it is generated as before.
         assert!(out.contains("register_action"), "{name}: {out}");
         // The rpc's comment documents the trait method and the client method.
-        assert_eq!(out.matches("/// Watches the stock.").count(), 2, "{name}: {out}");
+        assert_eq!(
+            out.matches("/// Watches the stock.").count(),
+            2,
+            "{name}: {out}"
+        );
     }
 }
 

@@ -524,9 +524,23 @@ async fn the_macro_schema_marks_the_streaming_rpcs_like_the_proto() {
 const MANY: u64 = 100_000;
 
 #[tokio::test]
-async fn order_is_kept_over_100_000_messages_each_way_over_quic() {
+async fn order_is_kept_over_100_000_messages_each_way_locally_and_over_quic() {
+    let node = local().await;
+    node.add_service(InventoryServer::new(ProtoStore::default()))
+        .await
+        .unwrap();
+    in_order(&node).await;
+    node.stop().await.unwrap();
+
     let (server, client) = remote_pair(InventoryServer::new(ProtoStore::default())).await;
-    let inventory = InventoryClient::new(client.clone());
+    in_order(&client).await;
+    client.stop().await.unwrap();
+    server.stop().await.unwrap();
+}
+
+/// [`MANY`] messages each way through the generated client, in order.
+async fn in_order(node: &Node) {
+    let inventory = InventoryClient::new(node.clone());
 
     // Server streaming.
     let mut changes = inventory
@@ -577,8 +591,6 @@ async fn order_is_kept_over_100_000_messages_each_way_over_quic() {
         expected += 1;
     }
     assert_eq!(expected, MANY);
-    client.stop().await.unwrap();
-    server.stop().await.unwrap();
 }
 
 #[tokio::test]
