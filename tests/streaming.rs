@@ -308,3 +308,347 @@ fn streaming_is_send_and_unpin() {
     fn check<T: Send + Unpin>() {}
     check::<Streaming<u64>>();
 }
+
+// ---- over QUIC ------------------------------------------------------------------------------
+
+/// Server `a` (a fixture) and client `b`, `b` routing the fixture's stream actions to `a`.
+async fn remote_pair() -> (Node, Node, common::fixture::Probe) {
+    let (a, b, probe) = common::pair().await;
+    common::wait_for_action(&b, &path("stream/endless")).await;
+    (a, b, probe)
+}
+
+#[tokio::test]
+async fn each_kind_works_over_quic() {
+    let (_a, b, _probe) = remote_pair().await;
+    let count: Streaming<u64> = b
+        .request_stream(path("stream/count"), stream_once(5u64))
+        .await
+        .unwrap();
+    assert_eq!(collect(count).await, [0, 1, 2, 3, 4]);
+
+    let mut sum: Streaming<u64> = b
+        .request_stream(path("stream/sum"), futures::stream::iter(1..=100u64))
+        .await
+        .unwrap();
+    assert_eq!(sum.message().await.unwrap(), Some(5050));
+    assert_eq!(sum.message().await.unwrap(), None);
+
+    let echo: Streaming<u64> = b
+        .request_stream(path("stream/echo"), futures::stream::iter(0..1000u64))
+        .await
+        .unwrap();
+    assert_eq!(collect(echo).await, (0..1000).collect::<Vec<_>>());
+
+    // No requests at all: the handler sees the end at once.
+    let empty: Streaming<u64> = b
+        .request_stream(path("stream/echo"), futures::stream::empty::<u64>())
+        .await
+        .unwrap();
+    assert!(collect(empty).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_remote_bidi_call_is_not_lock_step() {
+    let (_a, b, _probe) = remote_pair().await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<u64>(1);
+    let requests =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|n| (n, rx)) });
+    let mut echo: Streaming<u64> = b
+        .request_stream(path("stream/echo"), requests)
+        .await
+        .unwrap();
+    for n in 0..10 {
+        tx.send(n).await.unwrap();
+        let got = tokio::time::timeout(WAIT, echo.message()).await.unwrap();
+        assert_eq!(got.unwrap(), Some(n));
+    }
+    drop(tx);
+    assert_eq!(echo.message().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn order_is_kept_over_100_000_remote_messages() {
+    let (_a, b, _probe) = remote_pair().await;
+    let started = std::time::Instant::now();
+    let mut echo: Streaming<u64> = b
+        .request_stream(path("stream/echo"), futures::stream::iter(0..100_000u64))
+        .await
+        .unwrap();
+    let mut expected = 0u64;
+    while let Some(n) = tokio::time::timeout(WAIT, echo.message())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        assert_eq!(n, expected);
+        expected += 1;
+    }
+    assert_eq!(expected, 100_000);
+    println!(
+        "remote bidi echo: 100,000 messages each way in {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_server_error_mid_stream_reaches_the_remote_caller() {
+    let (_a, b, _probe) = remote_pair().await;
+    let mut failing: Streaming<u64> = b
+        .request_stream(path("stream/fail"), stream_once(3u64))
+        .await
+        .unwrap();
+    for n in 0..3 {
+        assert_eq!(failing.message().await.unwrap(), Some(n));
+    }
+    let e = failing.message().await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (FAIL_CODE, FAIL_MESSAGE));
+    assert_eq!(failing.message().await.unwrap(), None);
+
+    // Refusals travel the same way: a unary action, an unknown one.
+    let e = error_of(
+        b.request_stream::<u64, u64>(path("double"), stream_once(1))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+}
+
+#[tokio::test]
+async fn dropping_a_remote_stream_drops_the_servers_stream() {
+    let (_a, b, mut probe) = remote_pair().await;
+    let mut endless: Streaming<u64> = b
+        .request_stream(path("stream/endless"), stream_once(()))
+        .await
+        .unwrap();
+    assert_eq!(endless.message().await.unwrap(), Some(0));
+    let dropped_at = std::time::Instant::now();
+    drop(endless);
+    assert_eq!(common::next_dropped(&mut probe).await, "stream dropped");
+    println!(
+        "the server dropped its stream {:?} after the client",
+        dropped_at.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_remote_consumer_stops_the_producer() {
+    let (_a, b, probe) = remote_pair().await;
+    let mut endless: Streaming<u64> = b
+        .request_stream(path("stream/endless"), stream_once(()))
+        .await
+        .unwrap();
+    assert_eq!(endless.message().await.unwrap(), Some(0));
+    // Stalled: the producer fills the QUIC windows, then waits. Wait until the count holds
+    // still for 300 ms.
+    let mut last = probe.pulled.load(Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = probe.pulled.load(Ordering::SeqCst);
+        if now == last {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the producer never stopped"
+        );
+        last = now;
+    }
+    // The producer is polled only with a credit in hand: the client grants its stream buffer
+    // (32 messages by default) and more only as its consumer takes them, in halves.
+    let buffer = b.config().stream_buffer;
+    assert!(
+        last <= buffer + buffer / 2,
+        "{last} messages pulled, buffer {buffer}"
+    );
+    println!("remote: {last} messages pulled from a producer whose consumer stalled");
+    // It resumes where it stopped, in order.
+    for n in 1..1000 {
+        assert_eq!(endless.message().await.unwrap(), Some(n));
+    }
+}
+
+#[tokio::test]
+async fn a_remote_timeout_bounds_the_whole_call() {
+    let (_a, b, mut probe) = remote_pair().await;
+    let options = RequestOptions::timeout(Duration::from_millis(200));
+    let mut endless = b
+        .request_stream_with::<(), u64>(path("stream/endless"), stream_once(()), options)
+        .await
+        .unwrap();
+    assert_eq!(endless.message().await.unwrap(), Some(0));
+    let e = error_of(endless).await;
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e}");
+    assert_eq!(common::next_dropped(&mut probe).await, "stream dropped");
+}
+
+#[tokio::test]
+async fn a_thousand_concurrent_server_streams_on_one_connection() {
+    let (_a, b, mut probe) = remote_pair().await;
+    let mut streams = Vec::new();
+    for _ in 0..1000 {
+        let stream: Streaming<u64> = b
+            .request_stream(path("stream/endless"), stream_once(()))
+            .await
+            .unwrap();
+        streams.push(stream);
+    }
+    // Every one is open at once and delivers.
+    let firsts = futures::future::join_all(streams.iter_mut().map(|s| s.message())).await;
+    assert!(firsts.into_iter().all(|m| m.unwrap() == Some(0)));
+    for stream in &mut streams {
+        assert_eq!(stream.message().await.unwrap(), Some(1));
+    }
+    drop(streams);
+    for _ in 0..1000 {
+        assert_eq!(common::next_dropped(&mut probe).await, "stream dropped");
+    }
+}
+
+#[tokio::test]
+async fn streams_past_the_limit_are_refused_and_unary_calls_still_pass() {
+    let key = common::key();
+    let server = Node::new(NodeConfig::new("a", "test").with_network_config(
+        common::network(&key, runar::DiscoveryOptions::none()).with_max_concurrent_streams(2),
+    ))
+    .await
+    .unwrap();
+    let (fixture, _probe) = common::fixture::Fixture::new("a");
+    server.add_service(fixture).await.unwrap();
+    server.start().await.unwrap();
+    let b = common::started("b", &key, &[&server]).await;
+    common::wait_for_action(&b, &path("stream/endless")).await;
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut s: Streaming<u64> = b
+            .request_stream(path("stream/endless"), stream_once(()))
+            .await
+            .unwrap();
+        assert_eq!(s.message().await.unwrap(), Some(0));
+        open.push(s);
+    }
+    let third = b
+        .request_stream::<(), u64>(path("stream/endless"), stream_once(()))
+        .await
+        .unwrap();
+    let e = error_of(third).await;
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+    // Unary requests have places of their own.
+    let doubled: u64 = b.request(path("double"), 21u64).await.unwrap();
+    assert_eq!(doubled, 42);
+    drop(open);
+}
+
+// ---- a server that vanishes -----------------------------------------------------------------
+
+/// How long failure detection may take: the default idle timeout (800 ms) plus scheduling
+/// margin on a loaded machine.
+const DETECTION: Duration = Duration::from_secs(3);
+
+/// The environment variable that makes [`stream_server`] run.
+const SERVER_ENV: &str = "RUNAR_STREAM_SERVER";
+
+/// The server role of the SIGKILL test: runs when spawned by it, serving a fixture until its
+/// stdin closes, and prints `READY <address>`.
+#[test]
+fn stream_server() {
+    if std::env::var(SERVER_ENV).is_err() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let node = common::node("server", &common::key(), runar::DiscoveryOptions::none()).await;
+        let (fixture, _probe) = common::fixture::Fixture::new("server");
+        node.add_service(fixture).await.unwrap();
+        node.start().await.unwrap();
+        println!("READY {}", node.local_addr().unwrap());
+        common::process::until_stdin_closes().await;
+        node.stop().await.unwrap();
+    });
+}
+
+/// Reads `stream` until it fails; the error and how long after `since` it came.
+async fn failure_of(
+    stream: &mut Streaming<u64>,
+    since: std::time::Instant,
+) -> (runar::Error, Duration) {
+    let error = tokio::time::timeout(WAIT, async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(1)).await,
+                Ok(None) => panic!("the stream ended cleanly"),
+                Err(e) => return e,
+            }
+        }
+    })
+    .await
+    .expect("the stream never failed");
+    (error, since.elapsed())
+}
+
+#[tokio::test]
+async fn a_sigkilled_server_ends_the_clients_stream_with_unavailable() {
+    common::init_tracing();
+    let mut server = common::process::ServerProcess::spawn("stream_server", [(SERVER_ENV, "1")]);
+    let addr: std::net::SocketAddr = server.ready.parse().unwrap();
+    let client = common::node(
+        "client",
+        &common::key(),
+        runar::DiscoveryOptions::static_peers([addr]),
+    )
+    .await;
+    client.start().await.unwrap();
+    common::wait_for_action(&client, &path("stream/endless")).await;
+    let mut endless: Streaming<u64> = client
+        .request_stream(path("stream/endless"), stream_once(()))
+        .await
+        .unwrap();
+    assert_eq!(endless.message().await.unwrap(), Some(0));
+    let killed = std::time::Instant::now();
+    server.kill();
+    let (e, after) = failure_of(&mut endless, killed).await;
+    assert_eq!(e.code(), Code::Unavailable, "{e}");
+    assert!(
+        after < DETECTION,
+        "the stream failed {after:?} after the kill"
+    );
+    println!("SIGKILL: the client's stream failed {after:?} after the kill: {e}");
+}
+
+#[tokio::test]
+async fn a_partition_ends_the_clients_stream_with_unavailable() {
+    common::init_tracing();
+    let key = common::key();
+    let a = common::node("a", &key, runar::DiscoveryOptions::none()).await;
+    let (fixture, _probe) = common::fixture::Fixture::new("a");
+    a.add_service(fixture).await.unwrap();
+    a.start().await.unwrap();
+    let proxy = common::udp_proxy::UdpProxy::start(a.local_addr().unwrap()).await;
+    let b = common::node(
+        "b",
+        &key,
+        runar::DiscoveryOptions::static_peers([proxy.addr()]),
+    )
+    .await;
+    b.start().await.unwrap();
+    common::wait_for_action(&b, &path("stream/endless")).await;
+    let mut endless: Streaming<u64> = b
+        .request_stream(path("stream/endless"), stream_once(()))
+        .await
+        .unwrap();
+    assert_eq!(endless.message().await.unwrap(), Some(0));
+    let cut = std::time::Instant::now();
+    proxy.partition();
+    let (e, after) = failure_of(&mut endless, cut).await;
+    assert_eq!(e.code(), Code::Unavailable, "{e}");
+    assert!(
+        after < DETECTION,
+        "the stream failed {after:?} after the partition"
+    );
+    println!("partition: the client's stream failed {after:?} after the cut: {e}");
+}

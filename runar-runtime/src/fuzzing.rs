@@ -244,6 +244,56 @@ pub fn request_frames(data: &[u8]) {
     }
 }
 
+/// The frames of streaming calls: the `Request` header as `serve_stream` decodes it (an
+/// absent `runar-timeout` is no deadline), and `StreamFrame`s (message, trailer, credit) as
+/// both sides' readers decode them, cut out of a stream of frames; a message re-encodes to
+/// prost's bytes. Input: `[which (1 byte)] bytes`: even, one header; odd, a stream of frames.
+pub fn stream_frames(data: &[u8]) {
+    use crate::network::{StreamItem, decode_for_fuzzing, decode_stream_frame};
+    let Some((&which, rest)) = data.split_first() else {
+        return;
+    };
+    if which % 2 == 0 {
+        if let Ok((_, path, _, _)) = decode_for_fuzzing(Bytes::copy_from_slice(rest)) {
+            check_concrete(&path, PathLimits::default());
+        }
+        return;
+    }
+    let (frames, _) = frames_in_one_piece(rest, MAX);
+    for frame in frames {
+        let prost = wire::StreamFrame::decode(frame.clone()).ok();
+        match decode_stream_frame(frame) {
+            Ok(StreamItem::Message(value)) => {
+                let ours = response_frame(&value, MAX).ok();
+                let expected = prost.and_then(|p| encode_frame(None, &p, MAX).ok());
+                assert_eq!(ours, expected, "message frames differ");
+            }
+            Ok(StreamItem::Credit(n)) => assert_eq!(
+                prost.and_then(|p| p.kind),
+                Some(wire::stream_frame::Kind::Credit(n)),
+                "credit frames differ"
+            ),
+            Ok(StreamItem::End(end)) => {
+                let Some(Some(wire::stream_frame::Kind::Trailer(trailer))) = prost.map(|p| p.kind)
+                else {
+                    panic!("a trailer that prost does not decode as one");
+                };
+                assert_eq!(
+                    end.map(|e| (e.code(), e.message().to_owned())),
+                    trailer
+                        .error
+                        .map(|s| (crate::error::Code::from_u32(s.code), s.message)),
+                    "trailers differ"
+                );
+            }
+            Err(_) => assert!(
+                prost.is_none_or(|p| p.kind.is_none()),
+                "a frame prost decodes was refused"
+            ),
+        }
+    }
+}
+
 /// A concrete path from a peer, checked as requests and publishes are: the fast check and the
 /// full parse must agree.
 fn check_concrete(path: &str, limits: PathLimits) {
@@ -733,6 +783,47 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ],
     ));
 
+    // stream_frames: a header (even selector) or a stream of StreamFrames (odd).
+    let mut header = request.clone();
+    header.payload = Bytes::new();
+    let mut no_deadline = header.clone();
+    no_deadline.metadata.remove(TIMEOUT_KEY);
+    let stream_frame = |kind: wire::stream_frame::Kind| {
+        let frame = wire::StreamFrame { kind: Some(kind) }.encode_to_vec();
+        let mut out = (frame.len() as u32).to_be_bytes().to_vec();
+        out.extend(frame);
+        out
+    };
+    let mut frames = vec![1u8];
+    frames.extend(stream_frame(wire::stream_frame::Kind::Credit(32)));
+    frames.extend(stream_frame(wire::stream_frame::Kind::Message(
+        Value::new(7u64).to_bytes(),
+    )));
+    frames.extend(stream_frame(
+        wire::stream_frame::Kind::Message(Bytes::new()),
+    ));
+    frames.extend(stream_frame(wire::stream_frame::Kind::Trailer(
+        wire::Trailer {
+            error: Some(wire::ErrorStatus {
+                code: 5,
+                message: "no item 7".into(),
+            }),
+        },
+    )));
+    let mut clean_end = vec![1u8];
+    clean_end.extend(stream_frame(wire::stream_frame::Kind::Trailer(
+        wire::Trailer::default(),
+    )));
+    out.push((
+        "stream_frames",
+        vec![
+            with_selector(0, &|| header.encode_to_vec()),
+            with_selector(0, &|| no_deadline.encode_to_vec()),
+            frames,
+            clean_end,
+        ],
+    ));
+
     // control: hello (even selector) or control message (odd).
     let capabilities = wire::Capabilities {
         version: 3,
@@ -939,6 +1030,7 @@ pub fn run(target: &str, data: &[u8]) {
     match target {
         "framing" => framing(data),
         "request_frames" => request_frames(data),
+        "stream_frames" => stream_frames(data),
         "control" => control(data),
         "inbound_event" => inbound_event(data),
         "discovery_packet" => discovery_packet(data),
@@ -956,7 +1048,7 @@ mod tests {
     #[test]
     fn every_target_takes_its_seeds_and_regressions() {
         let seeds = seeds();
-        assert_eq!(seeds.len(), 7);
+        assert_eq!(seeds.len(), 8);
         for (target, inputs) in &seeds {
             assert!(!inputs.is_empty(), "{target}");
             for input in inputs {

@@ -52,6 +52,12 @@ pub struct NetworkConfig {
     pub max_connections: usize,
     /// The most requests one peer may have in flight at once (default 1024).
     pub max_concurrent_requests: u32,
+    /// The most streaming calls one peer may have open on this node at once (default 1024);
+    /// one more is refused with `ResourceExhausted`. QUIC's limit of bidirectional streams a
+    /// peer may open (past which opening one waits) is this plus
+    /// [`max_concurrent_requests`](Self::max_concurrent_requests), so a peer's open streaming
+    /// calls (a watch may stay open for hours) never take the places of its unary requests.
+    pub max_concurrent_streams: u32,
     /// The longest wait between two attempts to reach a static peer that refuses or fails the
     /// connection; attempts start at 100 ms and double up to this (default 5 s). A peer that
     /// answers nothing at all (down, or cut off) is probed instead, see
@@ -206,6 +212,7 @@ impl Default for NetworkConfig {
             idle_timeout: transport.idle_timeout,
             max_connections: transport.max_connections,
             max_concurrent_requests: transport.max_concurrent_bidi_streams,
+            max_concurrent_streams: 1024,
             reconnect_backoff_max: Duration::from_secs(5),
             unreachable_probe_interval: transport.unreachable_probe_interval,
             announce_timeout: Duration::from_secs(1),
@@ -297,6 +304,12 @@ impl NetworkConfig {
     /// Sets the maximum number of requests in flight per peer.
     pub fn with_max_concurrent_requests(mut self, requests: u32) -> Self {
         self.max_concurrent_requests = requests;
+        self
+    }
+
+    /// Sets the most streaming calls one peer may have open on this node at once.
+    pub fn with_max_concurrent_streams(mut self, streams: u32) -> Self {
+        self.max_concurrent_streams = streams;
         self
     }
 
@@ -459,7 +472,9 @@ impl NetworkConfig {
             keep_alive_interval: self.keep_alive_interval,
             idle_timeout: self.idle_timeout,
             connect_timeout: self.connect_timeout,
-            max_concurrent_bidi_streams: self.max_concurrent_requests,
+            max_concurrent_bidi_streams: self
+                .max_concurrent_requests
+                .saturating_add(self.max_concurrent_streams),
             max_connections: self.max_connections,
             max_pending_handshakes: self.max_pending_handshakes,
             unreachable_probe_interval: self.unreachable_probe_interval,

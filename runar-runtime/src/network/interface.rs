@@ -14,6 +14,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 
 use crate::error::Result;
 use crate::identity::NodeId;
@@ -48,6 +49,23 @@ pub(crate) struct InboundRequest {
     /// The request's metadata as the peer sent it, reserved entries taken out: the node
     /// validates and limits it.
     pub(crate) metadata: HashMap<String, bytes::Bytes>,
+}
+
+/// A streaming call a peer started, decoded: its header, and its requests as the handler
+/// reads them.
+pub(crate) struct InboundStream {
+    /// The peer that started it.
+    pub(crate) from: NodeId,
+    /// The network the action is in.
+    pub(crate) network: String,
+    /// The action path (without network).
+    pub(crate) path: String,
+    /// The caller's deadline for the whole call, if it set one.
+    pub(crate) timeout: Option<Duration>,
+    /// The call's metadata as the peer sent it, reserved entries taken out.
+    pub(crate) metadata: HashMap<String, bytes::Bytes>,
+    /// The caller's messages, still encoded, read from the stream as they are asked for.
+    pub(crate) requests: BoxStream<'static, Result<Value>>,
 }
 
 /// An event a peer sent, decoded.
@@ -233,6 +251,26 @@ pub(crate) trait NodeHandler: Clone + Send + Sync + 'static {
 
     /// Serves a request a peer sent, with this node's own handler, within the caller's timeout.
     fn serve(&self, request: InboundRequest) -> impl Future<Output = Result<Value>> + Send;
+
+    /// Serves a streaming call a peer started, with this node's own handler: the stream of
+    /// replies once the handler accepted the call. The mesh drops it (and so the handler's
+    /// streams) when the caller goes away.
+    fn serve_stream(
+        &self,
+        stream: InboundStream,
+    ) -> impl Future<Output = Result<BoxStream<'static, Result<Value>>>> + Send {
+        let _ = stream;
+        async {
+            Err(crate::error::Error::unimplemented(
+                "this node serves no streaming calls",
+            ))
+        }
+    }
+
+    /// How many ready messages of one streaming call are written at once.
+    fn stream_buffer(&self) -> usize {
+        1
+    }
 
     /// Delivers an event a peer sent to the local subscriptions it names.
     fn deliver(&self, event: InboundEvent) -> impl Future<Output = ()> + Send;

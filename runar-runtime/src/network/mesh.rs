@@ -27,8 +27,9 @@ use super::interface::{
 use super::log_limit::warn_limited;
 use super::peer::{
     EventFlow, EventWriter, KIND_CONTROL, PROTOCOL_VERSION, Peer, PeerIdentity, PeerQueues,
-    PeerSettings, codes, read_events, read_kind, serve_request, write_control, write_events,
+    PeerSettings, codes, read_events, read_kind, write_control, write_events,
 };
+use super::stream::{StreamSlots, serve_bi};
 use super::{NetworkConfig, NetworkKey, PeerLimits, PeerLink, Transport, TransportError};
 use crate::discovery::{Discovery, DiscoveryEvent, LocalPeer};
 use crate::error::{Error, Result};
@@ -921,13 +922,14 @@ impl<H: NodeHandler> Mesh<H> {
         let max = self.config.max_message_size;
         // Two loops rather than one `select!` over both accepts, so that a request does not
         // create and drop an `accept_uni` future (and the reverse).
+        let streams = StreamSlots::new(self.config.max_concurrent_streams);
         let requests = async {
             while let Ok((send, recv)) = peer.connection.accept_bi().await {
                 if !self.node.is_alive() {
                     break;
                 }
                 let node = self.node.clone();
-                tokio::spawn(serve_request(node, peer.clone(), send, recv, max));
+                tokio::spawn(serve_bi(node, peer.clone(), send, recv, streams.clone()));
             }
         };
         let events = async {

@@ -20,6 +20,9 @@ pub(crate) mod framing;
 mod interface;
 mod mesh;
 mod peer;
+mod stream;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use stream::{StreamItem, decode_for_fuzzing, decode_stream_frame};
 mod tls;
 mod transport;
 
@@ -34,8 +37,8 @@ pub use error::TransportError;
 pub use framing::{FRAME_HEADER_LEN, read_frame, write_frame};
 pub use interface::RefusalReason;
 pub(crate) use interface::{
-    EventSink, InboundEvent, InboundRequest, NodeHandler, Offer, OutboundEvent, PeerChange,
-    PeerEventCounters, PeerHandle, PeerLink, PeerNotice, PeerOffer, PeerRefusal,
+    EventSink, InboundEvent, InboundRequest, InboundStream, NodeHandler, Offer, OutboundEvent,
+    PeerChange, PeerEventCounters, PeerHandle, PeerLink, PeerNotice, PeerOffer, PeerRefusal,
 };
 pub(crate) use mesh::{Mesh, MeshSettings};
 pub use tls::peer_node_id;

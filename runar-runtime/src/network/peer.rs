@@ -55,6 +55,8 @@ pub(crate) mod codes {
     /// The peer did not read (its control queue filled, or its event stream stayed stuck for the
     /// slow-consumer timeout) or did not send in time.
     pub(crate) const SLOW: VarInt = VarInt::from_u32(4);
+    /// The caller cancelled a streaming call (it dropped the reply stream).
+    pub(crate) const CANCELLED: VarInt = VarInt::from_u32(5);
     /// The connection was refused at the hello: this plus the `RefusalReason`'s number.
     pub(crate) const REFUSED_BASE: u32 = 16;
 }
@@ -261,6 +263,16 @@ impl Peer {
         &self.request_bytes
     }
 
+    /// The largest message, encoded, either way.
+    pub(crate) fn max_message_size(&self) -> usize {
+        self.max_message_size
+    }
+
+    /// How long the peer may take to send a request, or a frame's body.
+    pub(crate) fn read_timeout(&self) -> Duration {
+        self.read_timeout
+    }
+
     /// Counts a request in flight until the returned guard is dropped.
     pub(crate) fn in_flight(&self) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -434,8 +446,9 @@ fn error_response(error: &Error) -> wire::Response {
     }
 }
 
-/// Serves one request stream the peer opened: reads the request, runs the local handler (which
-/// is dropped, and so cancelled, if the caller stops waiting), writes the answer.
+/// Serves one request stream the peer opened, once its kind byte was read
+/// (`stream::serve_bi`): reads the request, runs the local handler (which is dropped, and so
+/// cancelled, if the caller stops waiting), writes the answer.
 pub(crate) async fn serve_request<H: NodeHandler>(
     node: H,
     from: Arc<Peer>,
@@ -444,7 +457,7 @@ pub(crate) async fn serve_request<H: NodeHandler>(
     max: usize,
 ) {
     let _in_flight = from.in_flight();
-    // The whole request (kind, header, body) is due within the read timeout.
+    // The whole request (header, body) is due within the read timeout.
     let timeout = from.read_timeout;
     let read = tokio::time::timeout(timeout, read_request(&from, &mut recv, max)).await;
     let read = read.unwrap_or_else(|_| {
@@ -465,29 +478,29 @@ pub(crate) async fn serve_request<H: NodeHandler>(
     write_response(send, &outcome, max).await;
 }
 
-/// Reads the kind byte and the `Request` frame of a request stream and decodes it. A request
-/// that cannot be read is an error to answer with; `Err(None)` when there is no one to answer
-/// (the stream ended before its kind byte).
+/// Answers a bidirectional stream of an unknown kind with an error and stops it.
+pub(crate) async fn unknown_kind(
+    peer: NodeId,
+    kind: u8,
+    send: SendStream,
+    mut recv: RecvStream,
+    max: usize,
+) {
+    tracing::debug!(%peer, kind, "unexpected stream kind on a request stream");
+    let _ = recv.stop(codes::PROTOCOL);
+    let error = Error::invalid_argument(format!("unknown stream kind {kind}"));
+    write_response(send, &Err(error), max).await;
+}
+
+/// Reads the `Request` frame of a request stream (after its kind byte) and decodes it. A
+/// request that cannot be read is an error to answer with; `Err(None)` when there is no one to
+/// answer.
 async fn read_request(
     from: &Peer,
     recv: &mut RecvStream,
     max: usize,
 ) -> Result<(InboundRequest, Held), Option<Error>> {
     let peer = from.id;
-    match read_kind(recv).await {
-        Ok(KIND_REQUEST) => {}
-        Ok(kind) => {
-            tracing::debug!(%peer, kind, "unexpected stream kind on a request stream");
-            let _ = recv.stop(codes::PROTOCOL);
-            return Err(Some(Error::invalid_argument(format!(
-                "unknown stream kind {kind}"
-            ))));
-        }
-        Err(e) => {
-            tracing::debug!(%peer, error = %e, "request stream ended before its kind byte");
-            return Err(None);
-        }
-    }
     let len = match read_header(recv, max).await {
         Ok(Some(len)) => len,
         Ok(None) => {

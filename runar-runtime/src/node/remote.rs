@@ -6,6 +6,8 @@ use std::future::Future;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Weak};
 
+use futures::StreamExt as _;
+use futures::stream::BoxStream;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::events::is_local_only;
@@ -15,11 +17,11 @@ use crate::identity::NodeId;
 use crate::lock::lock;
 use crate::network::log_limit::warn_limited;
 use crate::network::{
-    EventSink, InboundEvent, InboundRequest, NodeHandler, Offer, OutboundEvent, PeerChange,
-    PeerHandle, PeerLink, PeerNotice, PeerOffer, PeerRefusal,
+    EventSink, InboundEvent, InboundRequest, InboundStream, NodeHandler, Offer, OutboundEvent,
+    PeerChange, PeerHandle, PeerLink, PeerNotice, PeerOffer, PeerRefusal,
 };
 use crate::node::registry::{ActionInstance, Origin, Sink, Subscription};
-use crate::node::service::{ActionHandler, CallKind, RequestContext, StreamHandler};
+use crate::node::service::{ActionHandler, CallKind, RawStreaming, RequestContext, StreamHandler};
 use crate::routing::TopicPath;
 use crate::value::Value;
 use crate::value::types::{MessageTypes, types_in};
@@ -52,6 +54,23 @@ impl NodeHandler for NodeLink {
                 None => Err(Error::unavailable("the node has stopped")),
             }
         }
+    }
+
+    fn serve_stream(
+        &self,
+        stream: InboundStream,
+    ) -> impl Future<Output = Result<BoxStream<'static, Result<Value>>>> + Send {
+        let node = self.node();
+        async move {
+            match node {
+                Some(node) => node.serve_remote_stream(stream).await,
+                None => Err(Error::unavailable("the node has stopped")),
+            }
+        }
+    }
+
+    fn stream_buffer(&self) -> usize {
+        self.node().map_or(1, |node| node.config().stream_buffer)
     }
 
     fn deliver(&self, event: InboundEvent) -> impl Future<Output = ()> + Send {
@@ -166,6 +185,33 @@ impl OfferingPeer for PeerHandle {
     fn action_handler(&self, network: Arc<str>) -> ActionHandler {
         remote_action(self, network)
     }
+
+    fn stream_handler(&self, network: Arc<str>) -> Option<StreamHandler> {
+        Some(remote_stream(self, network))
+    }
+}
+
+/// A [`StreamHandler`] that serves a streaming call with a stream to `peer`: it returns once
+/// the stream is open and its header written.
+fn remote_stream(peer: &PeerHandle, network: Arc<str>) -> StreamHandler {
+    let peer = peer.clone();
+    Arc::new(move |requests: RawStreaming, ctx: RequestContext| {
+        let peer = peer.clone();
+        let network = network.clone();
+        Box::pin(async move {
+            let timeout = super::stream::finite(ctx.remaining());
+            let buffer = ctx.node().config().stream_buffer;
+            peer.open_stream(
+                &network,
+                ctx.path(),
+                requests.boxed(),
+                timeout,
+                ctx.metadata(),
+                buffer,
+            )
+            .await
+        })
+    })
 }
 
 /// An [`ActionHandler`] that serves an action by asking `peer`.

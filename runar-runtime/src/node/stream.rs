@@ -17,6 +17,8 @@ use tokio::sync::mpsc;
 use super::Node;
 use super::request::{deadline_after, within};
 use crate::error::{Code, Error, Result};
+use crate::metadata::Metadata;
+use crate::network::InboundStream;
 use crate::node::RequestOptions;
 use crate::node::registry::Origin;
 use crate::node::service::stream::{next_reply, start_handler};
@@ -219,6 +221,82 @@ impl Node {
         };
         Ok(replies.with_timeout(timeout, resolved.path))
     }
+}
+
+impl Node {
+    /// Serves a streaming call from a peer with this node's own instance of the action (never
+    /// forwarding it), under the caller's deadline if it set one. The returned replies end at
+    /// the handler's first error; a panic becomes `Internal`.
+    pub(crate) async fn serve_remote_stream(
+        &self,
+        stream: InboundStream,
+    ) -> Result<BoxStream<'static, Result<Value>>> {
+        self.check_not_stopped()?;
+        let config = &self.inner.config;
+        let setup = stream.timeout.unwrap_or(config.request_timeout);
+        let deadline = deadline_after(stream.timeout.unwrap_or(Duration::MAX));
+        let mut metadata = Metadata::from_wire(
+            stream.metadata,
+            config.max_metadata_size,
+            config.max_metadata_entries,
+        )?;
+        let path = stream.path.as_str();
+        let resolved =
+            self.inner
+                .registry
+                .resolve_action(&stream.network, path, config.path_limits())?;
+        let instance = resolved
+            .slot
+            .local()
+            .ok_or_else(|| Error::not_found(format!("no action `{path}` on this node")))?;
+        let Some(handler) = instance.stream.clone() else {
+            return Err(Error::invalid_argument(format!(
+                "`{path}` is a unary action: call it with request"
+            )));
+        };
+        let caller = Caller::Remote(stream.from);
+        if !config.incoming.is_empty() {
+            let setup_deadline = deadline_after(setup);
+            metadata = self
+                .intercept_incoming(
+                    &resolved.path,
+                    caller.clone(),
+                    metadata,
+                    setup_deadline,
+                    setup,
+                )
+                .await?;
+        }
+        let ctx = RequestContext::new(
+            self.clone(),
+            resolved.path.clone(),
+            resolved.params,
+            caller,
+            deadline,
+            metadata,
+        );
+        let requests = RawStreaming::new(stream.requests);
+        let replies = start_handler(&handler, requests, ctx, path).await?;
+        Ok(until_error(replies, resolved.path))
+    }
+}
+
+/// `replies` up to and including its first error, a panic turned into `Internal`.
+fn until_error(
+    replies: BoxStream<'static, Result<Value>>,
+    path: Arc<str>,
+) -> BoxStream<'static, Result<Value>> {
+    futures::stream::unfold(Some(replies), move |replies| {
+        let path = path.clone();
+        async move {
+            let mut replies = replies?;
+            match next_reply(&mut replies, &path).await? {
+                Ok(value) => Some((Ok(value), Some(replies))),
+                Err(error) => Some((Err(error), None)),
+            }
+        }
+    })
+    .boxed()
 }
 
 /// Runs a local stream handler in a task of its own; its replies wait in a channel of

@@ -1,0 +1,900 @@
+//! Streaming calls over QUIC: one bidirectional stream (kind [`KIND_STREAM`]) per call.
+//!
+//! The caller writes a `Request` header and its initial credit, then one
+//! `StreamFrame { message }` per request and `StreamFrame { trailer }` when its requests end;
+//! the server writes its initial credit, one `StreamFrame { message }` per reply and ends with
+//! one `StreamFrame { trailer }` (see `proto/runar/v1/README.md`).
+//!
+//! **Flow control is per message, by credit.** Each side grants the other as many messages as
+//! it buffers (`stream_buffer`) and grants more as its consumer takes them; a sender takes its
+//! producer's next message only when it holds a credit. Each side reads its stream eagerly into
+//! that bounded buffer, so a consumer that stops reading stops its producer without leaving
+//! unread bytes in QUIC's buffers: the connection's flow-control window is never held by a
+//! stalled stream, and other streams and unary requests on the connection carry on. A peer that
+//! sends past its credit breaks the protocol and the call ends.
+//!
+//! Each side runs a reader task (frames in: messages to the consumer's buffer, credits to the
+//! writer) and a writer (messages out as credit allows, grants out as the consumer takes
+//! messages). Cancellation: dropping the caller's reply stream resets its send side and stops
+//! its receive side; the server drops the handler's streams as soon as it sees either.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{BufMut as _, Bytes, BytesMut};
+use futures::stream::BoxStream;
+use futures::{FutureExt as _, Stream, StreamExt as _};
+use prost::Message as _;
+use quinn::{RecvStream, SendStream};
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::TransportError;
+use super::budget::{Held, PeerBudget};
+use super::frames::{request_frame, response_frame};
+use super::framing::{FrameReader, encode_frame, read_body, read_header};
+use super::interface::{InboundStream, NodeHandler};
+use super::log_limit::warn_limited;
+use super::peer::{KIND_REQUEST, Peer, codes, read_kind, serve_request, unknown_kind};
+use crate::error::{Code, Error, Result};
+use crate::identity::NodeId;
+use crate::metadata::{Metadata, RESERVED_PREFIX, TIMEOUT_KEY};
+use crate::value::Value;
+use crate::wire;
+
+/// The first byte of a streaming call's stream.
+pub(crate) const KIND_STREAM: u8 = 4;
+
+/// The most bytes of ready messages gathered into one write.
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// The most credit a sender may hold: a peer granting more breaks the protocol.
+const MAX_CREDIT: usize = 1 << 24;
+
+/// A stream of messages (requests or replies) that ends at its first error.
+pub(crate) type MessageStream = BoxStream<'static, Result<Value>>;
+
+/// The streaming calls one connection may have open on this node at once.
+#[derive(Clone)]
+pub(crate) struct StreamSlots {
+    permits: Arc<Semaphore>,
+    max: u32,
+}
+
+impl StreamSlots {
+    /// Room for `max` streaming calls at once.
+    pub(crate) fn new(max: u32) -> Self {
+        StreamSlots {
+            permits: Arc::new(Semaphore::new(max as usize)),
+            max,
+        }
+    }
+}
+
+/// One decoded frame of a streaming call.
+#[derive(Debug)]
+pub(crate) enum StreamItem {
+    /// A message, still encoded.
+    Message(Value),
+    /// The end of the sender's messages: `None` for a clean end, else its error.
+    End(Option<Error>),
+    /// The receiver of the frame may send this many more messages.
+    Credit(u32),
+}
+
+/// Decodes one `StreamFrame`. A frame that is not one (or has no member) is an error.
+pub(crate) fn decode_stream_frame(frame: Bytes) -> Result<StreamItem> {
+    let frame = wire::StreamFrame::decode(frame)
+        .map_err(|e| Error::invalid_argument(format!("malformed stream frame: {e}")))?;
+    match frame.kind {
+        Some(wire::stream_frame::Kind::Message(bytes)) => {
+            Ok(StreamItem::Message(Value::from_encoded(bytes)))
+        }
+        Some(wire::stream_frame::Kind::Trailer(trailer)) => {
+            Ok(StreamItem::End(trailer.error.map(|status| {
+                Error::new(Code::from_u32(status.code), status.message)
+            })))
+        }
+        Some(wire::stream_frame::Kind::Credit(n)) => Ok(StreamItem::Credit(n)),
+        None => Err(Error::invalid_argument("an empty stream frame")),
+    }
+}
+
+/// One frame holding `StreamFrame { message }`: the same bytes as `Response { payload }` (both
+/// are field 1, length-delimited), so the response encoder writes it.
+fn message_frame(value: &Value, max: usize) -> Result<Bytes, TransportError> {
+    response_frame(value, max)
+}
+
+/// One frame holding `StreamFrame { credit }`.
+fn credit_frame(credit: u32) -> Option<Bytes> {
+    let frame = wire::StreamFrame {
+        kind: Some(wire::stream_frame::Kind::Credit(credit)),
+    };
+    // A few bytes: within any maximum message size worth having.
+    encode_frame(None, &frame, usize::MAX).ok()
+}
+
+/// One frame holding the trailer for `outcome`.
+fn trailer_frame(outcome: &Result<()>, max: usize) -> Option<Bytes> {
+    let trailer = |error: Option<&Error>| wire::StreamFrame {
+        kind: Some(wire::stream_frame::Kind::Trailer(wire::Trailer {
+            error: error.map(|e| wire::ErrorStatus {
+                code: e.code().as_u32(),
+                message: e.message().to_owned(),
+            }),
+        })),
+    };
+    match encode_frame(None, &trailer(outcome.as_ref().err()), max) {
+        Ok(frame) => Some(frame),
+        // An error message too long for the frame: its code alone still fits.
+        Err(_) => {
+            let code = outcome.as_ref().err().map_or(Code::Internal, Error::code);
+            encode_frame(None, &trailer(Some(&Error::new(code, ""))), max).ok()
+        }
+    }
+}
+
+/// The error for a transport failure on a streaming call's stream.
+fn transport_error(peer: NodeId, path: &str, error: TransportError) -> Error {
+    match error {
+        TransportError::FrameTooLarge { len, max } => Error::resource_exhausted(format!(
+            "a message of the stream `{path}` is {len} bytes, over the maximum message size of {max}"
+        )),
+        TransportError::OverBudget(len) => Error::resource_exhausted(format!(
+            "no room for a message of {len} bytes of the stream `{path}` in the node's budget"
+        )),
+        TransportError::Read(quinn::ReadError::Reset(code)) => Error::unavailable(format!(
+            "peer {peer} reset the stream `{path}` (code {code})"
+        )),
+        e => Error::unavailable(format!("the stream `{path}` with peer {peer} failed: {e}")),
+    }
+}
+
+/// Credit this side grants the peer as its consumer takes messages: the writer sends it.
+#[derive(Default)]
+struct Grants {
+    pending: AtomicU32,
+    notify: Notify,
+}
+
+impl Grants {
+    fn add(&self, n: u32) {
+        self.pending.fetch_add(n, Ordering::AcqRel);
+        self.notify.notify_one();
+    }
+
+    fn take(&self) -> u32 {
+        self.pending.swap(0, Ordering::AcqRel)
+    }
+}
+
+/// What the reader task hands the consumer.
+enum Inbound {
+    /// A message, holding its bytes in the peer's budget (server side) until taken.
+    Message(Value, Option<Held>),
+    /// The end of the peer's messages: clean, or with an error.
+    End(Option<Error>),
+}
+
+/// The consumer's side of a call's incoming messages: a bounded buffer the reader task fills
+/// (never past the credit granted), and the grants given back as messages are taken.
+struct Inbox {
+    queue: mpsc::Receiver<Inbound>,
+    grants: Arc<Grants>,
+    /// Grants go out in batches of this many messages.
+    batch: u32,
+    taken: u32,
+    done: bool,
+    /// Dropped with the inbox (the caller's side: cancels the call).
+    _guard: Option<tokio_util::sync::DropGuard>,
+}
+
+impl Stream for Inbox {
+    type Item = Result<Value>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let item = match this.queue.poll_recv(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(item) => item,
+        };
+        match item {
+            Some(Inbound::Message(value, held)) => {
+                drop(held);
+                this.taken = this.taken.saturating_add(1);
+                if this.taken >= this.batch {
+                    this.grants.add(this.taken);
+                    this.taken = 0;
+                }
+                Poll::Ready(Some(Ok(value)))
+            }
+            Some(Inbound::End(end)) => {
+                this.done = true;
+                Poll::Ready(end.map(Err))
+            }
+            None => {
+                this.done = true;
+                Poll::Ready(Some(Err(Error::unavailable("the stream closed"))))
+            }
+        }
+    }
+}
+
+/// What a reader task needs.
+struct Reader {
+    recv: RecvStream,
+    frames: FrameReader,
+    /// Where messages go; `None` once the peer's messages ended (credits may still come).
+    inbox: Option<mpsc::Sender<Inbound>>,
+    /// The credit this side may spend sending.
+    credit: Arc<Semaphore>,
+    /// Cancelled when the call is over (either side).
+    stop: CancellationToken,
+    /// The caller's side: the peer's trailer ends the call.
+    caller: bool,
+    /// The server's side: where queued messages hold their bytes.
+    budget: Option<PeerBudget>,
+    peer: NodeId,
+    path: Arc<str>,
+}
+
+impl Reader {
+    /// Hands `end` to the consumer (waiting for room, unless the call stops).
+    async fn end(&mut self, end: Option<Error>) {
+        if let Some(inbox) = self.inbox.take() {
+            tokio::select! {
+                _ = self.stop.cancelled() => {}
+                _ = inbox.send(Inbound::End(end)) => {}
+            }
+        }
+    }
+}
+
+/// Reads a call's frames as they come: messages into the consumer's bounded buffer (a peer that
+/// sends past its credit breaks the protocol), credits to this side's writer, the trailer to
+/// the consumer. On the caller's side the server's trailer (or any failure) ends the call.
+async fn read_frames(mut reader: Reader) {
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = reader.stop.cancelled() => {
+                let _ = reader.recv.stop(codes::CANCELLED);
+                return;
+            }
+            frame = reader.frames.next(&mut reader.recv) => frame,
+        };
+        let failure = match frame {
+            Ok(Some(frame)) => {
+                let len = frame.len();
+                match decode_stream_frame(frame) {
+                    Ok(StreamItem::Message(value)) => {
+                        let held = match &reader.budget {
+                            Some(budget) => tokio::select! {
+                                _ = reader.stop.cancelled() => return,
+                                held = budget.acquire(len) => held,
+                            },
+                            None => None,
+                        };
+                        match &reader.inbox {
+                            // The consumer is gone (a server-streaming handler took its one
+                            // request): the message is dropped, the credits still come.
+                            Some(inbox) => match inbox.try_send(Inbound::Message(value, held)) {
+                                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => continue,
+                                Err(mpsc::error::TrySendError::Full(_)) => Error::invalid_argument(
+                                    "the peer sent past the credit it was granted",
+                                ),
+                            },
+                            None => {
+                                Error::invalid_argument("the peer sent a message after its trailer")
+                            }
+                        }
+                    }
+                    Ok(StreamItem::Credit(n)) => {
+                        let n = n as usize;
+                        if reader.credit.available_permits().saturating_add(n) > MAX_CREDIT {
+                            Error::invalid_argument("the peer granted too much credit")
+                        } else {
+                            reader.credit.add_permits(n);
+                            continue;
+                        }
+                    }
+                    Ok(StreamItem::End(end)) => {
+                        reader.end(end).await;
+                        if reader.caller {
+                            // The server's trailer: the call is over.
+                            reader.stop.cancel();
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(e) => e,
+                }
+            }
+            Ok(None) => {
+                if reader.caller && reader.inbox.is_some() {
+                    Error::unavailable(format!(
+                        "peer {} ended the stream `{}` without a trailer",
+                        reader.peer, reader.path
+                    ))
+                } else {
+                    // The caller finishes its side once the call is over.
+                    reader.end(None).await;
+                    return;
+                }
+            }
+            Err(TransportError::Read(quinn::ReadError::Reset(_))) if !reader.caller => {
+                Error::cancelled(format!("the caller cancelled the stream `{}`", reader.path))
+            }
+            Err(e) => transport_error(reader.peer, &reader.path, e),
+        };
+        tracing::debug!(peer = %reader.peer, path = %reader.path, error = %failure, "a streaming call failed");
+        let _ = reader.recv.stop(codes::PROTOCOL);
+        reader.end(Some(failure)).await;
+        reader.stop.cancel();
+        return;
+    }
+}
+
+/// How a side's messages ended, as [`pump`] saw it.
+enum Pumped {
+    /// The producer ended, cleanly or with an error (a deadline, a message over the size).
+    Ended(Result<()>),
+    /// The call stopped (cancelled, the peer stopped reading, the stream failed).
+    Stopped,
+}
+
+/// What [`pump`] sends with.
+struct Pump<'a> {
+    send: &'a mut SendStream,
+    credit: &'a Semaphore,
+    grants: &'a Grants,
+    stop: &'a CancellationToken,
+    deadline: Option<tokio::time::Instant>,
+    buffer: usize,
+    max: usize,
+    peer: NodeId,
+    path: &'a str,
+}
+
+/// Sends `messages` as the peer's credit allows (the producer is polled only with a credit in
+/// hand), and this side's grants as they come, until the messages end or the call stops.
+async fn pump<F: Future>(
+    p: Pump<'_>,
+    messages: &mut MessageStream,
+    mut stopped: Pin<&mut F>,
+) -> Pumped {
+    let mut expired = std::pin::pin!(async {
+        match p.deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    });
+    let mut credited = false;
+    let mut pending: Option<Option<Result<Value>>> = None;
+    loop {
+        let next = match pending.take() {
+            Some(next) => next,
+            None => {
+                tokio::select! {
+                    biased;
+                    _ = p.stop.cancelled() => return Pumped::Stopped,
+                    _ = stopped.as_mut() => return Pumped::Stopped,
+                    _ = &mut expired => {
+                        return Pumped::Ended(Err(Error::deadline_exceeded(format!(
+                            "the stream `{}` did not end within its deadline",
+                            p.path
+                        ))));
+                    }
+                    _ = p.grants.notify.notified() => {
+                        let n = p.grants.take();
+                        if n > 0 && !write(p.send, credit_frame(n), p.stop).await {
+                            return Pumped::Stopped;
+                        }
+                        continue;
+                    }
+                    permit = p.credit.acquire(), if !credited => {
+                        match permit {
+                            Ok(permit) => permit.forget(),
+                            Err(_) => return Pumped::Stopped,
+                        }
+                        credited = true;
+                        continue;
+                    }
+                    next = messages.next(), if credited => next,
+                }
+            }
+        };
+        let first = match next {
+            Some(Ok(value)) => value,
+            Some(Err(error)) => return Pumped::Ended(Err(error)),
+            None => return Pumped::Ended(Ok(())),
+        };
+        credited = false;
+        // Messages that are ready now go out in the same write, as credit allows.
+        let mut chunk = BytesMut::new();
+        let mut value = first;
+        let mut count = 0usize;
+        loop {
+            match message_frame(&value, p.max) {
+                Ok(frame) => chunk.put_slice(&frame),
+                Err(e) => return Pumped::Ended(Err(transport_error(p.peer, p.path, e))),
+            }
+            count = count.saturating_add(1);
+            if count >= p.buffer || chunk.len() >= BATCH_BYTES {
+                break;
+            }
+            let Ok(permit) = p.credit.try_acquire() else {
+                break;
+            };
+            match messages.next().now_or_never() {
+                Some(Some(Ok(next))) => {
+                    permit.forget();
+                    value = next;
+                }
+                Some(other) => {
+                    pending = Some(other);
+                    break;
+                }
+                None => break,
+            }
+        }
+        if !write(p.send, Some(chunk.freeze()), p.stop).await {
+            return Pumped::Stopped;
+        }
+    }
+}
+
+/// Writes `chunk` unless the call stops first; false when it did not go out.
+async fn write(send: &mut SendStream, chunk: Option<Bytes>, stop: &CancellationToken) -> bool {
+    let Some(chunk) = chunk else {
+        return false;
+    };
+    tokio::select! {
+        biased;
+        _ = stop.cancelled() => false,
+        written = send.write_chunk(chunk) => written.is_ok(),
+    }
+}
+
+/// The pieces shared by a call's reader task, its writer and its consumer.
+struct Link {
+    credit: Arc<Semaphore>,
+    grants: Arc<Grants>,
+    stop: CancellationToken,
+}
+
+impl Link {
+    fn new() -> Self {
+        Link {
+            credit: Arc::new(Semaphore::new(0)),
+            grants: Arc::default(),
+            stop: CancellationToken::new(),
+        }
+    }
+
+    /// The consumer's buffer (`buffer` messages plus the end) and the sender that fills it.
+    fn inbox(&self, buffer: usize, guard: bool) -> (mpsc::Sender<Inbound>, Inbox) {
+        let (tx, rx) = mpsc::channel(buffer.saturating_add(1));
+        let inbox = Inbox {
+            queue: rx,
+            grants: self.grants.clone(),
+            batch: u32::try_from((buffer / 2).max(1)).unwrap_or(u32::MAX),
+            taken: 0,
+            done: false,
+            _guard: guard.then(|| self.stop.clone().drop_guard()),
+        };
+        (tx, inbox)
+    }
+}
+
+/// The credit a side grants at first: the messages it buffers.
+fn initial_credit(buffer: usize) -> u32 {
+    u32::try_from(buffer).unwrap_or(u32::MAX)
+}
+
+impl Peer {
+    /// Starts a streaming call to the peer: opens a stream, writes the header and the initial
+    /// credit, and returns the stream of replies at once (never waiting for one). `requests`
+    /// are written by a task of their own, each taken only with a credit from the server;
+    /// their end sends the caller's trailer. Dropping the returned stream cancels the call.
+    pub(crate) async fn open_stream(
+        &self,
+        network: &str,
+        path: &str,
+        requests: MessageStream,
+        timeout: Option<Duration>,
+        metadata: &Metadata,
+        buffer: usize,
+    ) -> Result<MessageStream> {
+        let max = self.max_message_size();
+        // Absent means no deadline; a deadline under a millisecond is one millisecond.
+        let timeout_ms = timeout.map_or(0, |t| {
+            u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
+        });
+        let header = request_frame(
+            KIND_STREAM,
+            network,
+            path,
+            &Value::empty(),
+            timeout_ms,
+            metadata,
+            max,
+        )
+        .map_err(|e| transport_error(self.id, path, e))?;
+        let mut first = BytesMut::from(header);
+        first.put_slice(&credit_frame(initial_credit(buffer)).unwrap_or_default());
+        let unreachable = |e: &dyn std::fmt::Display| {
+            Error::unavailable(format!("peer {} is unreachable: {e}", self.id))
+        };
+        let (mut send, recv) = self
+            .connection
+            .open_bi()
+            .await
+            .map_err(|e| unreachable(&e))?;
+        send.write_chunk(first.freeze())
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let path: Arc<str> = path.into();
+        let link = Link::new();
+        let (inbox_tx, inbox) = link.inbox(buffer, true);
+        tokio::spawn(read_frames(Reader {
+            recv,
+            frames: FrameReader::new(max, Some(self.read_timeout())),
+            inbox: Some(inbox_tx.clone()),
+            credit: link.credit.clone(),
+            stop: link.stop.clone(),
+            caller: true,
+            budget: None,
+            peer: self.id,
+            path: path.clone(),
+        }));
+        tokio::spawn(write_requests(RequestWriter {
+            send,
+            requests,
+            link: Link {
+                credit: link.credit.clone(),
+                grants: link.grants.clone(),
+                stop: link.stop.clone(),
+            },
+            failed: inbox_tx,
+            peer: self.id,
+            path,
+            max,
+            buffer,
+        }));
+        Ok(inbox.boxed())
+    }
+}
+
+/// What writes a call's requests.
+struct RequestWriter {
+    send: SendStream,
+    requests: MessageStream,
+    link: Link,
+    /// Where a failure of the request side (a request over the size limit, the request stream
+    /// failing) goes, to end the caller's reply stream with it.
+    failed: mpsc::Sender<Inbound>,
+    peer: NodeId,
+    path: Arc<str>,
+    max: usize,
+    buffer: usize,
+}
+
+/// Writes the requests of a call as the server's credit allows, then the caller's trailer, then
+/// grants for the replies until the call is over (then finishes the send side). A cancelled
+/// call (the reply stream dropped) or a failed request side resets the send side.
+async fn write_requests(writer: RequestWriter) {
+    let RequestWriter {
+        mut send,
+        mut requests,
+        link,
+        failed,
+        peer,
+        path,
+        max,
+        buffer,
+    } = writer;
+    let stopped = send.stopped();
+    let mut stopped = std::pin::pin!(stopped);
+    let pumped = pump(
+        Pump {
+            send: &mut send,
+            credit: &link.credit,
+            grants: &link.grants,
+            stop: &link.stop,
+            deadline: None,
+            buffer,
+            max,
+            peer,
+            path: &path,
+        },
+        &mut requests,
+        stopped.as_mut(),
+    )
+    .await;
+    drop(requests);
+    match pumped {
+        Pumped::Ended(Ok(())) => {
+            if !write(&mut send, trailer_frame(&Ok(()), max), &link.stop).await {
+                let _ = send.reset(codes::CANCELLED);
+                return;
+            }
+        }
+        Pumped::Ended(Err(error)) => {
+            let _ = send.reset(codes::CANCELLED);
+            tokio::select! {
+                _ = link.stop.cancelled() => {}
+                _ = failed.send(Inbound::End(Some(error))) => {}
+            }
+            link.stop.cancel();
+            return;
+        }
+        Pumped::Stopped => {
+            let _ = send.reset(codes::CANCELLED);
+            return;
+        }
+    }
+    drop(failed);
+    // The requests ended: grants for the replies go on until the call is over.
+    let mut none: MessageStream = futures::stream::pending().boxed();
+    let after = pump(
+        Pump {
+            send: &mut send,
+            credit: &Semaphore::new(0),
+            grants: &link.grants,
+            stop: &link.stop,
+            deadline: None,
+            buffer,
+            max,
+            peer,
+            path: &path,
+        },
+        &mut none,
+        stopped.as_mut(),
+    )
+    .await;
+    drop(after);
+    let _ = send.finish();
+}
+
+/// Serves one bidirectional stream the peer opened: a request (kind 2) or a streaming call
+/// (kind 4), told apart by the kind byte, which is due within the read timeout.
+pub(crate) async fn serve_bi<H: NodeHandler>(
+    node: H,
+    from: Arc<Peer>,
+    mut send: SendStream,
+    mut recv: RecvStream,
+    streams: StreamSlots,
+) {
+    let max = from.max_message_size();
+    let timeout = from.read_timeout();
+    match tokio::time::timeout(timeout, read_kind(&mut recv)).await {
+        Ok(Ok(KIND_REQUEST)) => serve_request(node, from, send, recv, max).await,
+        Ok(Ok(KIND_STREAM)) => serve_stream(node, from, send, recv, streams).await,
+        Ok(Ok(kind)) => unknown_kind(from.id, kind, send, recv, max).await,
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %from.id, error = %e, "stream ended before its kind byte")
+        }
+        Err(_) => {
+            warn_limited!(peer = %from.id, ?timeout, "cutting a stream whose kind byte did not come in time");
+            let _ = recv.stop(codes::SLOW);
+            let _ = send.reset(codes::SLOW);
+        }
+    }
+}
+
+/// Serves one streaming call: reads the header, grants the caller its initial credit, asks the
+/// node for the reply stream (handing it the requests), writes the replies as the caller's
+/// credit allows and the trailer. Stops as soon as the caller goes away (its receive side
+/// stopped, its send side reset, or the connection lost), dropping the handler's streams.
+async fn serve_stream<H: NodeHandler>(
+    node: H,
+    from: Arc<Peer>,
+    mut send: SendStream,
+    mut recv: RecvStream,
+    streams: StreamSlots,
+) {
+    let max = from.max_message_size();
+    let timeout = from.read_timeout();
+    let header = match tokio::time::timeout(timeout, read_header_frame(&from, &mut recv, max)).await
+    {
+        Ok(header) => header,
+        Err(_) => {
+            warn_limited!(peer = %from.id, ?timeout, "cutting a stream whose header did not come in time");
+            let _ = recv.stop(codes::SLOW);
+            let _ = send.reset(codes::SLOW);
+            return;
+        }
+    };
+    let header = match header {
+        Ok(header) => header,
+        Err(error) => return end(send, Err(error), max).await,
+    };
+    let Ok(_slot) = streams.permits.try_acquire_owned() else {
+        let _ = recv.stop(codes::CANCELLED);
+        let error = Error::resource_exhausted(format!(
+            "too many streaming calls on this connection (at most {})",
+            streams.max
+        ));
+        return end(send, Err(error), max).await;
+    };
+    let buffer = node.stream_buffer();
+    let link = Link::new();
+    if !write(&mut send, credit_frame(initial_credit(buffer)), &link.stop).await {
+        return;
+    }
+    let path: Arc<str> = header.path.as_str().into();
+    let (inbox_tx, inbox) = link.inbox(buffer, false);
+    tokio::spawn(read_frames(Reader {
+        recv,
+        frames: FrameReader::new(max, Some(timeout)),
+        inbox: Some(inbox_tx),
+        credit: link.credit.clone(),
+        stop: link.stop.clone(),
+        caller: false,
+        budget: Some(from.budget().clone()),
+        peer: from.id,
+        path: path.clone(),
+    }));
+    // Stops the reader however this ends.
+    let _stop = link.stop.clone().drop_guard();
+    let deadline = header
+        .timeout
+        .and_then(|t| tokio::time::Instant::now().checked_add(t));
+    let inbound = InboundStream {
+        from: from.id,
+        network: header.network,
+        path: header.path,
+        timeout: header.timeout,
+        metadata: header.metadata,
+        requests: inbox.boxed(),
+    };
+    let stopped = send.stopped();
+    let mut stopped = std::pin::pin!(stopped);
+    let mut expired = std::pin::pin!(async {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    });
+    // The handler may read requests before it returns its replies (a client-streaming one
+    // reads them all): grants go out meanwhile.
+    let mut serving = std::pin::pin!(node.serve_stream(inbound));
+    let mut replies = loop {
+        tokio::select! {
+            biased;
+            _ = link.stop.cancelled() => return,
+            _ = stopped.as_mut() => return,
+            _ = &mut expired => {
+                let error = Error::deadline_exceeded(format!(
+                    "the stream `{path}` did not end within its deadline"
+                ));
+                return end(send, Err(error), max).await;
+            }
+            _ = link.grants.notify.notified() => {
+                let n = link.grants.take();
+                if n > 0 && !write(&mut send, credit_frame(n), &link.stop).await {
+                    return;
+                }
+            }
+            replies = &mut serving => match replies {
+                Ok(replies) => break replies,
+                Err(error) => return end(send, Err(error), max).await,
+            },
+        }
+    };
+    let pumped = pump(
+        Pump {
+            send: &mut send,
+            credit: &link.credit,
+            grants: &link.grants,
+            stop: &link.stop,
+            deadline,
+            buffer,
+            max,
+            peer: from.id,
+            path: &path,
+        },
+        &mut replies,
+        stopped.as_mut(),
+    )
+    .await;
+    drop(replies);
+    match pumped {
+        Pumped::Ended(outcome) => end(send, outcome, max).await,
+        Pumped::Stopped => {
+            tracing::debug!(peer = %from.id, %path, "the caller left a stream");
+            let _ = send.reset(codes::CANCELLED);
+        }
+    }
+}
+
+/// Writes the trailer for `outcome` and finishes the stream.
+async fn end(mut send: SendStream, outcome: Result<()>, max: usize) {
+    if let Some(frame) = trailer_frame(&outcome, max)
+        && send.write_chunk(frame).await.is_ok()
+    {
+        let _ = send.finish();
+    }
+}
+
+/// A streaming call's header, decoded.
+struct Header {
+    network: String,
+    path: String,
+    timeout: Option<Duration>,
+    metadata: HashMap<String, Bytes>,
+}
+
+/// Reads and decodes the `Request` header of a streaming call; its bytes count against the
+/// peer's budget while it is read.
+async fn read_header_frame(from: &Peer, recv: &mut RecvStream, max: usize) -> Result<Header> {
+    let len = match read_header(recv, max).await {
+        Ok(Some(len)) => len,
+        Ok(None) => {
+            return Err(Error::invalid_argument(
+                "the stream ended before its header",
+            ));
+        }
+        Err(e) => {
+            if matches!(e, TransportError::FrameTooLarge { .. }) {
+                let _ = recv.stop(codes::TOO_LARGE);
+            }
+            return Err(transport_error(from.id, "(header)", e));
+        }
+    };
+    let Some(_held) = from.budget().acquire(len).await else {
+        return Err(Error::unavailable("the connection is closing"));
+    };
+    let frame = read_body(recv, len)
+        .await
+        .map_err(|e| Error::invalid_argument(format!("unreadable stream header: {e}")))?;
+    decode_header(frame)
+}
+
+/// Decodes a streaming call's header: a `Request` whose `runar-timeout` entry, when present,
+/// is the call's deadline (absent: none).
+fn decode_header(frame: Bytes) -> Result<Header> {
+    let mut request = wire::Request::decode(frame)
+        .map_err(|e| Error::invalid_argument(format!("malformed stream header: {e}")))?;
+    let timeout = match request.metadata.remove(TIMEOUT_KEY) {
+        None => None,
+        Some(value) => Some(Duration::from_millis(
+            std::str::from_utf8(&value)
+                .ok()
+                .and_then(|text| text.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    Error::invalid_argument(format!(
+                        "malformed `{TIMEOUT_KEY}`: expected milliseconds in decimal"
+                    ))
+                })?,
+        )),
+    };
+    request
+        .metadata
+        .retain(|key, _| !key.starts_with(RESERVED_PREFIX));
+    Ok(Header {
+        network: request.network,
+        path: request.path,
+        timeout,
+        metadata: request.metadata,
+    })
+}
+
+/// Decodes a streaming call's header and its frames as a node does (for the fuzz target):
+/// the header's network, path and deadline, and each frame's item.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn decode_for_fuzzing(
+    header: Bytes,
+) -> Result<(String, String, Option<Duration>, usize)> {
+    decode_header(header).map(|h| (h.network, h.path, h.timeout, h.metadata.len()))
+}
