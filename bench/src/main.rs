@@ -254,20 +254,31 @@ fn remote_events(runar: bool, rt: Rt, o: &Options) -> (Latency, f64) {
     })
 }
 
-/// Streaming rpcs, 64-byte messages: messages/s of one `kind` call, Runar or tonic + TLS.
-fn stream_rate(kind: streams::Kind, runar: bool, rt: Rt, o: &Options) -> f64 {
-    let name = if runar { "Runar" } else { "tonic + TLS" };
+/// The `stream_buffer` of the second Runar column of the streaming table.
+const LARGE_STREAM_BUFFER: usize = 1024;
+
+/// Streaming rpcs, 64-byte messages: messages/s of one `kind` call: tonic + TLS (`None`), or
+/// Runar with the default `stream_buffer` (`Some(None)`) or another (`Some(Some(n))`).
+fn stream_rate(kind: streams::Kind, runar: Option<Option<usize>>, rt: Rt, o: &Options) -> f64 {
+    let name = match runar {
+        None => "tonic + TLS".to_owned(),
+        Some(None) => "Runar".to_owned(),
+        Some(Some(n)) => format!("Runar, stream_buffer {n}"),
+    };
     progress(&format!("{} 64 B, {name}, {}", kind.label(), rt.label()));
     let (warmup, measure) = (o.warmup, o.measure);
     rt.run(move || async move {
-        if runar {
-            let r = streams::runar().await;
-            let x = streams::rate(&r, kind, warmup, measure).await;
-            r.stop().await;
-            x
-        } else {
-            let (client, _) = tonic_side::connect(true).await;
-            streams::rate(&client, kind, warmup, measure).await
+        match runar {
+            Some(buffer) => {
+                let r = streams::runar(buffer).await;
+                let x = streams::rate(&r, kind, warmup, measure).await;
+                r.stop().await;
+                x
+            }
+            None => {
+                let (client, _) = tonic_side::connect(true).await;
+                streams::rate(&client, kind, warmup, measure).await
+            }
         }
     })
 }
@@ -586,31 +597,31 @@ fn main() {
         .unwrap();
         writeln!(
             out,
-            "| runtime | kind | **Runar** messages/s | tonic + TLS messages/s | Runar / tonic |"
+            "| runtime | kind | **Runar** messages/s | tonic + TLS messages/s | Runar / tonic | Runar, `stream_buffer` {LARGE_STREAM_BUFFER}, messages/s | its / tonic |"
         )
         .unwrap();
-        writeln!(out, "|---|---|---:|---:|---:|").unwrap();
+        writeln!(out, "|---|---|---:|---:|---:|---:|---:|").unwrap();
         for rt in Rt::BOTH {
             for kind in streams::Kind::BOTH {
-                let (mut runar, mut tonic) = (Vec::new(), Vec::new());
+                let systems = [Some(None), None, Some(Some(LARGE_STREAM_BUFFER))];
+                let mut runs: Vec<Vec<f64>> = vec![Vec::new(); systems.len()];
                 for round in 0..o.rounds {
-                    if round % 2 == 0 {
-                        runar.push(stream_rate(kind, true, rt, &o));
-                        tonic.push(stream_rate(kind, false, rt, &o));
-                    } else {
-                        tonic.push(stream_rate(kind, false, rt, &o));
-                        runar.push(stream_rate(kind, true, rt, &o));
+                    for i in 0..systems.len() {
+                        let which = (i + round) % systems.len();
+                        runs[which].push(stream_rate(kind, systems[which], rt, &o));
                     }
                 }
-                let (r, t) = (median(runar.into_iter()), median(tonic.into_iter()));
+                let [r, t, large] = [0, 1, 2].map(|i| median(runs[i].iter().copied()));
                 writeln!(
                     out,
-                    "| {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} |",
                     rt.label(),
                     kind.label(),
                     rate(r),
                     rate(t),
-                    ratio(r / t)
+                    ratio(r / t),
+                    rate(large),
+                    ratio(large / t)
                 )
                 .unwrap();
                 targets.push((

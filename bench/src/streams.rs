@@ -79,8 +79,16 @@ pub struct RunarStreams {
     nodes: [Node; 2],
 }
 
-pub async fn runar() -> RunarStreams {
-    let server = Node::new(NodeConfig::new("server", "bench").with_network_config(network(vec![])))
+/// Two nodes; `buffer` sets `NodeConfig::stream_buffer` on both (the default otherwise).
+pub async fn runar(buffer: Option<usize>) -> RunarStreams {
+    let config = |name: &str, peers| {
+        let config = NodeConfig::new(name, "bench").with_network_config(network(peers));
+        match buffer {
+            Some(messages) => config.with_stream_buffer(messages),
+            None => config,
+        }
+    };
+    let server = Node::new(config("server", vec![]))
         .await
         .expect("server node");
     server
@@ -89,10 +97,9 @@ pub async fn runar() -> RunarStreams {
         .expect("service");
     server.start().await.expect("server start");
     let addr = server.local_addr().expect("server address");
-    let client =
-        Node::new(NodeConfig::new("client", "bench").with_network_config(network(vec![addr])))
-            .await
-            .expect("client node");
+    let client = Node::new(config("client", vec![addr]))
+        .await
+        .expect("client node");
     client.start().await.expect("client start");
     let started = Instant::now();
     while !["bench_stream/pull", "bench_stream/push"]
