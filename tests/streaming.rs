@@ -652,3 +652,164 @@ async fn a_partition_ends_the_clients_stream_with_unavailable() {
     );
     println!("partition: the client's stream failed {after:?} after the cut: {e}");
 }
+
+// ---- a hostile caller -----------------------------------------------------------------------
+
+mod hostile {
+    use super::*;
+    use common::raw::{self, MAX};
+    use prost::Message as _;
+    use runar::__private::{read_frame, wire, write_frame};
+
+    /// A raw caller's stream to the fixture's `action` on `a` (header written).
+    async fn open(
+        conn: &quinn::Connection,
+        action: &str,
+    ) -> (quinn::SendStream, quinn::RecvStream) {
+        let (mut send, recv) = conn.open_bi().await.unwrap();
+        send.write_all(&[4]).await.unwrap();
+        let header = wire::Request {
+            network: "test".into(),
+            path: path(action),
+            ..Default::default()
+        };
+        write_frame(&mut send, &header.encode_to_vec(), MAX)
+            .await
+            .unwrap();
+        (send, recv)
+    }
+
+    async fn frame(send: &mut quinn::SendStream, kind: wire::stream_frame::Kind) {
+        let frame = wire::StreamFrame { kind: Some(kind) };
+        write_frame(send, &frame.encode_to_vec(), MAX)
+            .await
+            .unwrap();
+    }
+
+    /// Reads the server's frames until the stream ends; the trailer's code, if one came.
+    async fn until_end(recv: &mut quinn::RecvStream) -> Option<Code> {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                match read_frame(recv, MAX).await {
+                    Ok(Some(bytes)) => {
+                        if let Some(wire::stream_frame::Kind::Trailer(t)) =
+                            wire::StreamFrame::decode(bytes).unwrap().kind
+                        {
+                            return Some(
+                                t.error.map_or(Code::Internal, |e| Code::from_u32(e.code)),
+                            );
+                        }
+                    }
+                    Ok(None) | Err(_) => return None,
+                }
+            }
+        })
+        .await
+        .expect("the server never ended the stream")
+    }
+
+    async fn still_serves(b: &Node) {
+        let echo: Streaming<u64> = b
+            .request_stream(path("stream/echo"), futures::stream::iter(0..100u64))
+            .await
+            .unwrap();
+        assert_eq!(collect(echo).await.len(), 100);
+    }
+
+    #[tokio::test]
+    async fn a_caller_past_its_credit_or_granting_too_much_loses_only_its_call() {
+        let (a, b, _probe) = remote_pair().await;
+        let (_t, conn, keypair) = raw::client(&a).await;
+        let _control = raw::hello(&conn, &keypair).await;
+
+        // Grants no credit (so the echo cannot answer and stops reading), then sends 1,000
+        // requests: past the server's credit.
+        let (mut send, mut recv) = open(&conn, "stream/echo").await;
+        for n in 0..1000u64 {
+            let message = wire::stream_frame::Kind::Message(n.encode_to_vec().into());
+            let frame = wire::StreamFrame {
+                kind: Some(message),
+            };
+            if write_frame(&mut send, &frame.encode_to_vec(), MAX)
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        assert_eq!(
+            until_end(&mut recv).await,
+            None,
+            "the server resets the stream"
+        );
+        still_serves(&b).await;
+
+        // Grants more credit than any buffer.
+        let (mut send, mut recv) = open(&conn, "stream/endless").await;
+        frame(&mut send, wire::stream_frame::Kind::Credit(u32::MAX)).await;
+        frame(&mut send, wire::stream_frame::Kind::Credit(u32::MAX)).await;
+        assert_eq!(
+            until_end(&mut recv).await,
+            None,
+            "the server resets the stream"
+        );
+        still_serves(&b).await;
+
+        // A message after its trailer, then a malformed frame.
+        let (mut send, mut recv) = open(&conn, "stream/echo").await;
+        frame(&mut send, wire::stream_frame::Kind::Credit(1000)).await;
+        frame(
+            &mut send,
+            wire::stream_frame::Kind::Trailer(wire::Trailer::default()),
+        )
+        .await;
+        frame(
+            &mut send,
+            wire::stream_frame::Kind::Message(7u64.encode_to_vec().into()),
+        )
+        .await;
+        assert_eq!(until_end(&mut recv).await, None);
+        let (mut send, mut recv) = open(&conn, "stream/echo").await;
+        write_frame(&mut send, b"\xff\xff", MAX).await.unwrap();
+        assert_eq!(until_end(&mut recv).await, None);
+        still_serves(&b).await;
+    }
+
+    #[tokio::test]
+    async fn a_bad_header_gets_a_trailer_with_the_error() {
+        let (a, b, _probe) = remote_pair().await;
+        let (_t, conn, keypair) = raw::client(&a).await;
+        let _control = raw::hello(&conn, &keypair).await;
+        for (what, bytes, code) in [
+            ("garbage", vec![0xffu8, 0xff], Code::InvalidArgument),
+            (
+                "a bad timeout",
+                wire::Request {
+                    network: "test".into(),
+                    path: path("stream/echo"),
+                    metadata: [("runar-timeout".to_owned(), b"soon".to_vec().into())].into(),
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+                Code::InvalidArgument,
+            ),
+            (
+                "an unknown action",
+                wire::Request {
+                    network: "test".into(),
+                    path: path("stream/nothing"),
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+                Code::NotFound,
+            ),
+        ] {
+            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+            send.write_all(&[4]).await.unwrap();
+            write_frame(&mut send, &bytes, MAX).await.unwrap();
+            let _ = send.finish();
+            assert_eq!(until_end(&mut recv).await, Some(code), "{what}");
+        }
+        still_serves(&b).await;
+    }
+}

@@ -338,7 +338,11 @@ async fn read_frames(mut reader: Reader) {
         };
         tracing::debug!(peer = %reader.peer, path = %reader.path, error = %failure, "a streaming call failed");
         let _ = reader.recv.stop(codes::PROTOCOL);
-        reader.end(Some(failure)).await;
+        // The consumer gets the failure if its buffer has room (else it learns that the stream
+        // closed); the call stops at once either way, even while the consumer does not read.
+        if let Some(inbox) = reader.inbox.take() {
+            let _ = inbox.try_send(Inbound::End(Some(failure)));
+        }
         reader.stop.cancel();
         return;
     }

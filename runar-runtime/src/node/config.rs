@@ -67,11 +67,12 @@ pub struct NodeConfig {
     /// [`max_metadata_size`](Self::max_metadata_size).
     pub max_metadata_entries: usize,
     /// How many messages of one streaming call may wait, on each side, between the producer
-    /// and the consumer (default 32): a local call's replies wait in a channel of this size
-    /// (the handler's stream is polled only when the channel has room), and a remote call
-    /// writes at most this many ready messages at once, the QUIC stream's flow-control window
-    /// ([`NetworkConfig::receive_window`](crate::NetworkConfig)) bounding what is in flight.
-    /// A consumer that stops reading stops the producer. At least 1.
+    /// and the consumer (default 32): a local call's replies wait in a channel of this size,
+    /// and each side of a remote call grants the other this many messages of credit (more as
+    /// its consumer takes them) and buffers at most that many. A producer's stream is polled
+    /// only when there is room, so a consumer that stops reading stops the producer, and a
+    /// stalled remote stream holds no more than this (never QUIC's connection window, which
+    /// other calls share). At least 1.
     pub stream_buffer: usize,
     /// Runs, in order, before each request this node makes leaves it or reaches a local handler.
     pub(crate) outgoing: Interceptors,

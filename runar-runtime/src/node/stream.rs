@@ -52,8 +52,8 @@ impl Node {
     ///
     /// It returns as soon as the call is started (remote: the QUIC stream opened and the header
     /// written), never waiting for a first reply. Requests are taken from `requests` only when
-    /// there is room for them (the handler asks for the next one, or the QUIC stream has
-    /// window); the end of `requests` ends the request side. Dropping the returned
+    /// there is room for them (a local handler asks for the next one; a peer granted credit
+    /// for it); the end of `requests` ends the request side. Dropping the returned
     /// [`Streaming`] cancels the call: the handler and its streams are dropped, on a peer
     /// within one round trip.
     ///

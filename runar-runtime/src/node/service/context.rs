@@ -347,9 +347,9 @@ impl LifecycleContext {
     /// schema), and for `ClientStreaming` only the first reply is sent. A unary
     /// [`request`](crate::Node::request) to a streaming action fails with `InvalidArgument`.
     ///
-    /// The handler's reply stream is polled only when there is room for a reply (the
-    /// consumer's buffer, [`NodeConfig::stream_buffer`](crate::NodeConfig), or the QUIC
-    /// stream's flow-control window), and dropped, with the handler, when the caller goes away.
+    /// The handler's reply stream is polled only when there is room for a reply in the
+    /// caller's buffer ([`NodeConfig::stream_buffer`](crate::NodeConfig), granted as credit
+    /// over the network), and dropped, with the handler, when the caller goes away.
     ///
     /// ```
     /// use runar_runtime::{CallKind, LifecycleContext, Result, Streaming};
