@@ -78,6 +78,28 @@ pub trait Hygiene {
 
     #[subscribe("hygiene/ticks")]
     async fn on_tick(&self, request: u64, service: u64) -> ::runar::Result<()>;
+
+    /// Streams, with parameter names the stream adapters use for their own variables.
+    async fn chat(
+        &self,
+        requests: ::runar::Streaming<Point>,
+    ) -> ::runar::Result<
+        impl ::runar::Stream<Item = ::runar::Result<Point>> + ::core::marker::Send + 'static,
+    >;
+
+    async fn watch(
+        &self,
+        responses: i32,
+        response: i32,
+    ) -> ::runar::Result<
+        impl ::runar::Stream<Item = ::runar::Result<Point>> + ::core::marker::Send + 'static,
+    >;
+
+    async fn gather(
+        &self,
+        context: ::runar::RequestContext,
+        request: ::runar::Streaming<i32>,
+    ) -> ::runar::Result<i32>;
 }
 
 struct Impl;
@@ -110,6 +132,41 @@ impl Hygiene for Impl {
     async fn on_tick(&self, request: u64, service: u64) -> ::runar::Result<()> {
         let _ = (request, service);
         ::core::result::Result::Ok(())
+    }
+
+    async fn chat(
+        &self,
+        requests: ::runar::Streaming<Point>,
+    ) -> ::runar::Result<
+        impl ::runar::Stream<Item = ::runar::Result<Point>> + ::core::marker::Send + 'static,
+    > {
+        ::core::result::Result::Ok(requests)
+    }
+
+    async fn watch(
+        &self,
+        responses: i32,
+        response: i32,
+    ) -> ::runar::Result<
+        impl ::runar::Stream<Item = ::runar::Result<Point>> + ::core::marker::Send + 'static,
+    > {
+        ::core::result::Result::Ok(::futures::stream::iter([
+            ::core::result::Result::Ok(Point { x: responses }),
+            ::core::result::Result::Ok(Point { x: response }),
+        ]))
+    }
+
+    async fn gather(
+        &self,
+        context: ::runar::RequestContext,
+        mut request: ::runar::Streaming<i32>,
+    ) -> ::runar::Result<i32> {
+        let _ = context;
+        let mut sum = 0;
+        while let ::core::option::Option::Some(x) = request.message().await? {
+            sum += x;
+        }
+        ::core::result::Result::Ok(sum)
     }
 }
 
@@ -175,6 +232,39 @@ fn generated_code_is_hygienic() {
             .await
             .unwrap();
         ::core::assert_eq!(sum, 24.0);
+
+        let points = ::futures::stream::iter([Point { x: 1 }, Point { x: 2 }]);
+        let mut echoed = client.chat(points).await.unwrap();
+        ::core::assert_eq!(
+            echoed.message().await.unwrap(),
+            ::core::option::Option::Some(Point { x: 1 })
+        );
+        ::core::assert_eq!(
+            echoed.message().await.unwrap(),
+            ::core::option::Option::Some(Point { x: 2 })
+        );
+        ::core::assert_eq!(
+            echoed.message().await.unwrap(),
+            ::core::option::Option::None
+        );
+        let mut watched = client.watch(5, 6).await.unwrap();
+        ::core::assert_eq!(
+            watched.message().await.unwrap(),
+            ::core::option::Option::Some(Point { x: 5 })
+        );
+        ::core::assert_eq!(
+            watched.message().await.unwrap(),
+            ::core::option::Option::Some(Point { x: 6 })
+        );
+        ::core::assert_eq!(
+            watched.message().await.unwrap(),
+            ::core::option::Option::None
+        );
+        let total = client
+            .gather(::futures::stream::iter([1, 2, 3]))
+            .await
+            .unwrap();
+        ::core::assert_eq!(total, 6);
 
         let counter = CounterClient::new(::core::clone::Clone::clone(&node));
         ::core::assert_eq!(

@@ -19,6 +19,7 @@ mod rpc;
 mod rt;
 mod runar_side;
 mod stats;
+mod streams;
 mod tonic_side;
 
 use std::fmt::Write as _;
@@ -120,7 +121,7 @@ impl Options {
                 "--help" | "-h" => {
                     println!(
                         "runar-bench [--quick] [--secs S] [--rounds N] \
-                         [--only unary,local,events,payload,memory] \
+                         [--only unary,local,events,streams,payload,memory] \
                          [--profile runar-seq|quinn-seq|runar-64|runar-64-mt|quinn-64|tonic-64|runar-events] \
                          [--calls N]"
                     );
@@ -249,6 +250,35 @@ fn remote_events(runar: bool, rt: Rt, o: &Options) -> (Latency, f64) {
             let lat = events::latency(&publisher, &sink, payload.clone(), warmup, measure).await;
             let tput = events::throughput(&publisher, &sink, payload, warmup, measure).await;
             (Latency::from(&lat), tput)
+        }
+    })
+}
+
+/// The `stream_buffer` of the second Runar column of the streaming table.
+const LARGE_STREAM_BUFFER: usize = 1024;
+
+/// Streaming rpcs, 64-byte messages: messages/s of one `kind` call: tonic + TLS (`None`), or
+/// Runar with the default `stream_buffer` (`Some(None)`) or another (`Some(Some(n))`).
+fn stream_rate(kind: streams::Kind, runar: Option<Option<usize>>, rt: Rt, o: &Options) -> f64 {
+    let name = match runar {
+        None => "tonic + TLS".to_owned(),
+        Some(None) => "Runar".to_owned(),
+        Some(Some(n)) => format!("Runar, stream_buffer {n}"),
+    };
+    progress(&format!("{} 64 B, {name}, {}", kind.label(), rt.label()));
+    let (warmup, measure) = (o.warmup, o.measure);
+    rt.run(move || async move {
+        match runar {
+            Some(buffer) => {
+                let r = streams::runar(buffer).await;
+                let x = streams::rate(&r, kind, warmup, measure).await;
+                r.stop().await;
+                x
+            }
+            None => {
+                let (client, _) = tonic_side::connect(true).await;
+                streams::rate(&client, kind, warmup, measure).await
+            }
         }
     })
 }
@@ -554,6 +584,55 @@ fn main() {
                     rate(tput)
                 )
                 .unwrap();
+            }
+        }
+        out.push('\n');
+    }
+
+    if o.wants("streams") {
+        writeln!(
+            out,
+            "### 6. Streaming rpcs, 64-byte messages, one call (generated clients; Runar over QUIC between two nodes)\n"
+        )
+        .unwrap();
+        writeln!(
+            out,
+            "| runtime | kind | **Runar** messages/s | tonic + TLS messages/s | Runar / tonic | Runar, `stream_buffer` {LARGE_STREAM_BUFFER}, messages/s | its / tonic |"
+        )
+        .unwrap();
+        writeln!(out, "|---|---|---:|---:|---:|---:|---:|").unwrap();
+        for rt in Rt::BOTH {
+            for kind in streams::Kind::BOTH {
+                let systems = [Some(None), None, Some(Some(LARGE_STREAM_BUFFER))];
+                let mut runs: Vec<Vec<f64>> = vec![Vec::new(); systems.len()];
+                for round in 0..o.rounds {
+                    for i in 0..systems.len() {
+                        let which = (i + round) % systems.len();
+                        runs[which].push(stream_rate(kind, systems[which], rt, &o));
+                    }
+                }
+                let [r, t, large] = [0, 1, 2].map(|i| median(runs[i].iter().copied()));
+                writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} |",
+                    rt.label(),
+                    kind.label(),
+                    rate(r),
+                    rate(t),
+                    ratio(r / t),
+                    rate(large),
+                    ratio(large / t)
+                )
+                .unwrap();
+                targets.push((
+                    format!(
+                        "Runar {} messages/s ≥ tonic+TLS ({})",
+                        kind.label(),
+                        rt.label()
+                    ),
+                    r >= t,
+                    format!("{} vs {} = {}", rate(r), rate(t), ratio(r / t)),
+                ));
             }
         }
         out.push('\n');

@@ -15,7 +15,9 @@ use tonic::{Request, Response, Status};
 
 use crate::certs;
 use crate::events::{Publisher, Sink};
-use crate::pb::Blob;
+use crate::pb::{Blob, Count, Pull};
+use crate::streams::{Kind, Streamer};
+use futures::StreamExt as _;
 use crate::pb::grpc::echo_client::EchoClient;
 use crate::pb::grpc::echo_server::{Echo, EchoServer};
 use crate::rpc::Rpc;
@@ -46,6 +48,59 @@ impl Echo for EchoService {
             .take()
             .ok_or_else(|| Status::resource_exhausted("one subscriber only"))?;
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    type PullStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<Blob, Status>> + Send + 'static>>;
+
+    async fn pull(&self, request: Request<Pull>) -> Result<Response<Self::PullStream>, Status> {
+        let Pull { count, data } = request.into_inner();
+        let blobs = futures::stream::repeat(Blob { data })
+            .take(usize::try_from(count).unwrap_or(usize::MAX))
+            .map(Ok);
+        Ok(Response::new(Box::pin(blobs)))
+    }
+
+    async fn push(
+        &self,
+        request: Request<tonic::Streaming<Blob>>,
+    ) -> Result<Response<Count>, Status> {
+        let mut blobs = request.into_inner();
+        let mut n = 0;
+        while blobs.message().await?.is_some() {
+            n += 1;
+        }
+        Ok(Response::new(Count { n }))
+    }
+}
+
+/// tonic + TLS streams through its generated client.
+impl Streamer for TonicRpc {
+    async fn run(&self, kind: Kind, n: u64, payload: Bytes) {
+        let mut client = self.client.clone();
+        match kind {
+            Kind::Server => {
+                let mut blobs = client
+                    .pull(Pull {
+                        count: n,
+                        data: payload,
+                    })
+                    .await
+                    .expect("pull")
+                    .into_inner();
+                let mut got = 0;
+                while blobs.message().await.expect("a message").is_some() {
+                    got += 1;
+                }
+                assert_eq!(got, n, "pull ended early");
+            }
+            Kind::Client => {
+                let blobs = futures::stream::repeat(Blob { data: payload })
+                    .take(usize::try_from(n).unwrap_or(usize::MAX));
+                let got = client.push(blobs).await.expect("push").into_inner().n;
+                assert_eq!(got, n, "push lost messages");
+            }
+        }
     }
 }
 

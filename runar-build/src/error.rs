@@ -9,7 +9,7 @@ use std::fmt;
 /// points at the problem:
 ///
 /// ```text
-/// Error: shop.proto:14: service shop.Inventory, method WatchStock: streaming rpcs are not supported yet (server streaming)
+/// Error: shop.proto:14: service shop.Inventory, method New: the generated client method `new` would collide with the client's own `new`; rename the rpc
 /// ```
 ///
 /// `Debug` prints the same message as `Display`, for that reason.
@@ -28,27 +28,8 @@ pub enum Error {
         message: String,
     },
 
-    /// An rpc streams requests or responses. Runar actions take one request and give one
-    /// response; streaming is not supported yet, and such an rpc is never skipped silently.
-    #[error(
-        "{}service {service}, method {method}: streaming rpcs are not supported yet ({kind} streaming)",
-        at(Some(file), *line)
-    )]
-    Streaming {
-        /// The file defining the service.
-        file: String,
-        /// The 1-based line of the rpc, when known.
-        line: Option<u32>,
-        /// The service's full name (`shop.Inventory`).
-        service: String,
-        /// The rpc's name as written in the file (`WatchStock`).
-        method: String,
-        /// `client`, `server` or `bidirectional`.
-        kind: &'static str,
-    },
-
-    /// Another construct `runar-build` cannot generate code for (an invalid service path, two
-    /// rpcs whose generated names collide, …).
+    /// A construct `runar-build` cannot generate code for (an invalid service path, two rpcs
+    /// whose generated names collide, an event rpc that streams, …).
     #[error("{}{construct}: {reason}", at(Some(file), *line))]
     Unsupported {
         /// The file defining the construct.
@@ -88,7 +69,7 @@ impl Error {
     pub fn file(&self) -> Option<&str> {
         match self {
             Error::Proto { file, .. } => file.as_deref(),
-            Error::Streaming { file, .. } | Error::Unsupported { file, .. } => Some(file),
+            Error::Unsupported { file, .. } => Some(file),
             _ => None,
         }
     }
@@ -96,9 +77,7 @@ impl Error {
     /// The 1-based line the error is about, when known.
     pub fn line(&self) -> Option<u32> {
         match self {
-            Error::Proto { line, .. }
-            | Error::Streaming { line, .. }
-            | Error::Unsupported { line, .. } => *line,
+            Error::Proto { line, .. } | Error::Unsupported { line, .. } => *line,
             _ => None,
         }
     }

@@ -187,10 +187,16 @@ impl ServiceGen<'_> {
         let docs = docs_or(
             &method.comments,
             &format!("Calls the `{}` rpc.", method.proto_name),
-            &format!("Requests the action `{endpoint}`."),
+            &format!("Requests the action `{endpoint}`{}.", stream_note(kind)),
         );
         let request_var = runar_codegen::request_var();
         let context_var = runar_codegen::context_var();
+        // A call that streams requests takes the stream as its one parameter.
+        let (params, build) = if kind.streams_requests() {
+            (quote!(requests), TokenStream::new())
+        } else {
+            (quote!(request: #request), quote!(request))
+        };
         runar_codegen::Method {
             ident,
             span: Span::call_site(),
@@ -207,8 +213,8 @@ impl ServiceGen<'_> {
             client: Some(runar_codegen::ClientMethod {
                 docs,
                 attrs: TokenStream::new(),
-                params: quote!(request: #request),
-                build: quote!(request),
+                params,
+                build,
                 request_ty: request,
                 request_span: Span::call_site(),
                 response_ty: response,
@@ -251,20 +257,42 @@ impl ServiceGen<'_> {
                 let ident = method_ident(&method.name);
                 let request = rust_type(&method.input_type);
                 let response = rust_type(&method.output_type);
+                let kind = runar_codegen::CallKind::from_streaming(
+                    method.client_streaming,
+                    method.server_streaming,
+                );
                 let docs = docs_or(
                     &method.comments,
                     &format!("Serves the `{}` rpc.", method.proto_name),
-                    &format!("Action `{}`.", self.endpoint_path(method)),
+                    &format!(
+                        "Action `{}`{}.",
+                        self.endpoint_path(method),
+                        stream_note(kind)
+                    ),
                 );
+                let param = if kind.streams_requests() {
+                    quote!(requests: ::runar::codegen::Streaming<#request>)
+                } else {
+                    quote!(request: #request)
+                };
+                let output = if kind.streams_responses() {
+                    quote! {
+                        ::runar::codegen::Result<
+                            impl ::runar::codegen::Stream<
+                                Item = ::runar::codegen::Result<#response>,
+                            > + ::core::marker::Send + 'static,
+                        >
+                    }
+                } else {
+                    quote!(::runar::codegen::Result<#response>)
+                };
                 quote! {
                     #docs
                     fn #ident(
                         &self,
                         ctx: ::runar::codegen::RequestContext,
-                        request: #request,
-                    ) -> impl ::core::future::Future<
-                        Output = ::runar::codegen::Result<#response>,
-                    > + ::core::marker::Send;
+                        #param,
+                    ) -> impl ::core::future::Future<Output = #output> + ::core::marker::Send;
                 }
             });
 
@@ -320,6 +348,25 @@ impl ServiceGen<'_> {
 
                 #client_items
             }
+        }
+    }
+}
+
+/// How a streaming rpc's docs describe it: ` (server streaming: …)`; empty for a unary rpc.
+fn stream_note(kind: runar_codegen::CallKind) -> &'static str {
+    use runar_codegen::CallKind;
+    match kind {
+        CallKind::Unary => "",
+        CallKind::ServerStreaming => {
+            " (server streaming: one request, a stream of responses; the call returns once \
+             started, and dropping the stream of responses cancels it)"
+        }
+        CallKind::ClientStreaming => {
+            " (client streaming: a stream of requests, one response, sent when the requests end)"
+        }
+        CallKind::Bidi => {
+            " (bidirectional streaming: a stream of requests, a stream of responses; the call \
+             returns once started, and dropping the stream of responses cancels it)"
         }
     }
 }

@@ -40,6 +40,29 @@
 //!
 //! `.proto` comments become the docs of the trait, its methods, the client and its methods.
 //!
+//! # Streaming rpcs
+//!
+//! All four kinds of rpc are generated. A `stream` request becomes a
+//! `runar::Streaming<T>` parameter of the trait method (read it with `.message().await?` or as
+//! a `Stream<Item = runar::Result<T>>`), and a `stream` response a return of any stream:
+//!
+//! ```ignore
+//! // rpc WatchStock(WatchRequest) returns (stream StockChanged);
+//! async fn watch_stock(&self, ctx: runar::RequestContext, request: WatchRequest)
+//!     -> runar::Result<impl runar::Stream<Item = runar::Result<StockChanged>> + Send + 'static>;
+//! // rpc Restock(stream RestockItem) returns (RestockSummary);
+//! async fn restock(&self, ctx: runar::RequestContext, requests: runar::Streaming<RestockItem>)
+//!     -> runar::Result<RestockSummary>;
+//! // rpc Haggle(stream Offer) returns (stream Offer);
+//! async fn haggle(&self, ctx: runar::RequestContext, requests: runar::Streaming<Offer>)
+//!     -> runar::Result<impl runar::Stream<Item = runar::Result<Offer>> + Send + 'static>;
+//! ```
+//!
+//! The client's methods take a request, or any `Stream<Item = T> + Send + 'static` of them,
+//! and return a `runar::Streaming<T>` of responses (`watch_stock`, `haggle`) or the one response
+//! (`restock`). A call that streams responses returns as soon as it is started; dropping its
+//! `Streaming` cancels it.
+//!
 //! # Paths
 //!
 //! A service's path is the snake_case of its name (`Inventory` → `inventory`, `ItemCatalog` →
@@ -60,10 +83,10 @@
 //! # Errors
 //!
 //! Anything that cannot be generated is an [`Error`] naming the file, the line where known, and
-//! the construct; nothing is skipped silently. Streaming rpcs are not supported yet:
+//! the construct; nothing is skipped silently:
 //!
 //! ```text
-//! shop.proto:14: service shop.Inventory, method WatchStock: streaming rpcs are not supported yet (server streaming)
+//! shop.proto:14: service shop.Inventory, method New: the generated client method `new` would collide with the client's own `new`; rename the rpc
 //! ```
 //!
 //! # Requirements on the including crate
@@ -103,8 +126,8 @@ const CODEGEN: &str = "::runar::codegen";
 ///
 /// # Errors
 ///
-/// See [`Error`]: a `.proto` that does not compile, an unsupported construct (a streaming rpc,
-/// …), or a failure to write.
+/// See [`Error`]: a `.proto` that does not compile, an unsupported construct (an event rpc that
+/// streams, …), or a failure to write.
 pub fn compile_protos(
     files: &[impl AsRef<Path>],
     includes: &[impl AsRef<Path>],

@@ -136,7 +136,7 @@ fn service_path(
 }
 
 /// Reads the service's rpcs: the names of those that are events, and the action or event name
-/// of each. Fails on a streaming rpc and on a generated name that two rpcs, or an rpc and the
+/// of each. Fails on a streaming event and on a generated name that two rpcs, or an rpc and the
 /// client itself, would share.
 fn read_methods(
     service: &ServiceDescriptor,
@@ -158,8 +158,10 @@ fn read_methods(
     for method in service.methods() {
         let line = line_of(&file, method.path());
         let method_construct = format!("{construct}, method {}", method.name());
-        check_streaming(file_name, line, service, &method)?;
         let is_event = bool_option(&method.options(), event_option);
+        if is_event {
+            check_event_does_not_stream(file_name, line, &method, &method_construct)?;
+        }
         let endpoint = naming::snake_case(method.name());
 
         if let Some(other) = endpoint_names.insert(endpoint.clone(), method.name().to_owned()) {
@@ -256,23 +258,26 @@ fn check_modules(
     Ok(())
 }
 
-/// Fails on a streaming rpc, naming the file, the line, the service and the method.
-fn check_streaming(
+/// Fails on an event rpc that streams: an event is one message per publish.
+fn check_event_does_not_stream(
     file: &str,
     line: Option<u32>,
-    service: &ServiceDescriptor,
     method: &MethodDescriptor,
+    construct: &str,
 ) -> Result<(), Error> {
     let kind = CallKind::from_streaming(method.is_client_streaming(), method.is_server_streaming());
     if !kind.is_streaming() {
         return Ok(());
     }
-    Err(Error::Streaming {
+    Err(Error::Unsupported {
         file: file.to_owned(),
         line,
-        service: service.full_name().to_owned(),
-        method: method.name().to_owned(),
-        kind: kind.describe(),
+        construct: construct.to_owned(),
+        reason: format!(
+            "streaming ({} streaming) is not allowed on an event: an event is one message per \
+             publish; remove `stream`, or remove `(runar.event)` to make it a streaming rpc",
+            kind.describe()
+        ),
     })
 }
 

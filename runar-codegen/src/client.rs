@@ -5,9 +5,9 @@
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
-use crate::model::{Endpoint, Method, Service};
+use crate::model::{ClientMethod, Endpoint, Method, Service};
 use crate::naming::{publish_method, subscribe_method};
-use crate::{local, respan, unsupported_kind};
+use crate::{local, respan};
 
 /// The client struct and its methods.
 pub fn client(service: &Service) -> TokenStream {
@@ -35,7 +35,8 @@ pub fn client(service: &Service) -> TokenStream {
             }
 
             /// Sets the timeout of every call this client makes (the node's request timeout
-            /// otherwise).
+            /// otherwise). A streaming call has no timeout unless one is set here; then it
+            /// bounds the whole call, to its last message.
             #vis fn with_timeout(mut self, timeout: ::core::time::Duration) -> Self {
                 self.options = self.options.with_timeout(timeout);
                 self
@@ -89,8 +90,8 @@ fn client_method(service: &Service, method: &Method) -> TokenStream {
             let Some(client) = &method.client else {
                 return TokenStream::new();
             };
-            if let Some(error) = unsupported_kind(method) {
-                return quote!(#cfgs #error);
+            if method.kind.is_streaming() {
+                return streaming_client_method(service, method, client, name);
             }
             let full_path = format!("{}/{name}", service.path);
             let ident = &method.ident;
@@ -168,5 +169,96 @@ fn client_method(service: &Service, method: &Method) -> TokenStream {
             }
         }
         Endpoint::Subscription { .. } => TokenStream::new(),
+    }
+}
+
+/// The client method of a streaming action, on `Node::request_stream_with`: it returns as soon
+/// as the call is started. One request is sent as a one-item stream; one response is the first
+/// (and only) message of the response stream.
+fn streaming_client_method(
+    service: &Service,
+    method: &Method,
+    client: &ClientMethod,
+    name: &str,
+) -> TokenStream {
+    let codegen = &service.codegen;
+    let vis = &service.vis;
+    let cfgs = &method.cfgs;
+    let full_path = format!("{}/{name}", service.path);
+    let ident = &method.ident;
+    let docs = &client.docs;
+    let attrs = &client.attrs;
+    let request_ty = &client.request_ty;
+    let response_ty = &client.response_ty;
+    let responses = local("responses");
+    let request = local("request");
+    let response = local("response");
+    let (params, requests) = if method.kind.streams_requests() {
+        let stream = &client.params;
+        let item = respan(quote!(#request_ty), client.request_span);
+        (
+            quote! {
+                #stream: impl #codegen::Stream<Item = #item>
+                    + ::core::marker::Send
+                    + 'static
+            },
+            quote!(#stream),
+        )
+    } else {
+        let params = &client.params;
+        let build = &client.build;
+        (
+            params.clone(),
+            quote!({
+                let #request: #request_ty = #build;
+                #codegen::stream_once(#request)
+            }),
+        )
+    };
+    // Typed at the request and the response, so that a type that is not a payload is
+    // reported at the parameter or at the return type.
+    let start = respan(
+        quote!(#codegen::Node::request_stream_with::<#request_ty, #response_ty>),
+        client.response_span,
+    );
+    let call = quote! {
+        #start(
+            &self.node,
+            #full_path,
+            #requests,
+            ::core::clone::Clone::clone(&self.options),
+        )
+        .await
+    };
+    if method.kind.streams_responses() {
+        quote! {
+            #cfgs
+            #docs
+            #attrs
+            #vis async fn #ident(
+                &self,
+                #params
+            ) -> #codegen::Result<#codegen::Streaming<#response_ty>> {
+                #call
+            }
+        }
+    } else {
+        let message = format!("`{full_path}` ended without a response");
+        quote! {
+            #cfgs
+            #docs
+            #attrs
+            #vis async fn #ident(&self, #params) -> #codegen::Result<#response_ty> {
+                let mut #responses = #call?;
+                match #codegen::Streaming::message(&mut #responses).await? {
+                    ::core::option::Option::Some(#response) => {
+                        ::core::result::Result::Ok(#response)
+                    }
+                    ::core::option::Option::None => ::core::result::Result::Err(
+                        #codegen::Error::new(#codegen::Code::Internal, #message),
+                    ),
+                }
+            }
+        }
     }
 }

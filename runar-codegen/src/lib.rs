@@ -2,12 +2,16 @@
 //! descriptors) and `runar-macros` (which fills it from the annotated trait or impl block), as
 //! `tonic-build` serves both prost-generated and hand-written definitions.
 //!
-//! - [`model`]: one service/method model, which already knows the four call kinds;
+//! - [`model`]: one service/method model, with the four call kinds (unary, server, client and
+//!   bidirectional streaming);
 //! - [`naming`]: one set of naming rules (heck's case conversion, the generated items' names);
 //! - [`server_wrapper`], [`service_impl`] and [`client`]: one emitter for the server wrapper
 //!   (`new`, `from_arc`, `get_ref`), the `AbstractService` impl and the typed client (`new`,
 //!   `with_timeout`, `with_wait_for_ready`, `with_metadata`, `with_interceptor`, `node`, one
-//!   method per action, `publish_`/`subscribe_` per event).
+//!   method per action, `publish_`/`subscribe_` per event). Unary actions register with
+//!   `register_action` and call `Node::request_value`; streaming actions register with
+//!   `register_stream` and call `Node::request_stream_with` (the runtime's streams are all
+//!   bidirectional: the emitted adapters give each kind its shape).
 //!
 //! Emitted code names the runtime only through the model's `codegen` path (`::runar::codegen`)
 //! and every other item by its full path (`::core::…`, `::std::sync::Arc`), so it compiles when
@@ -71,20 +75,6 @@ pub fn doc(text: &str) -> TokenStream {
         quote!(#[doc = #line])
     });
     quote!(#(#lines)*)
-}
-
-/// A `compile_error!` for a call kind the emitters do not generate yet.
-fn unsupported_kind(method: &Method) -> Option<TokenStream> {
-    if !method.kind.is_streaming() {
-        return None;
-    }
-    let message = format!(
-        "`{}`: streaming rpcs are not supported yet ({} streaming)",
-        method.ident,
-        method.kind.describe()
-    );
-    let span = method.span;
-    Some(quote::quote_spanned!(span=> ::core::compile_error!(#message);))
 }
 
 #[cfg(test)]
@@ -174,18 +164,46 @@ mod tests {
     }
 
     #[test]
-    fn streaming_kinds_are_refused_for_now() {
+    fn streaming_kinds_register_streams_and_start_stream_calls() {
         assert_eq!(CallKind::from_streaming(false, false), CallKind::Unary);
         assert_eq!(CallKind::from_streaming(true, true), CallKind::Bidi);
-        let service = service(vec![action("watch", CallKind::ServerStreaming)]);
-        for out in [service_impl(&service), client(&service)] {
-            let out = out.to_string();
-            assert!(
-                out.contains("compile_error")
-                    && out.contains("streaming rpcs are not supported yet (server streaming)"),
-                "{out}"
-            );
+        let streams_requests = |name, kind| {
+            let mut method = action(name, kind);
+            if let Some(client) = &mut method.client {
+                client.params = quote!(items);
+            }
+            method
+        };
+        let service = service(vec![
+            action("watch", CallKind::ServerStreaming),
+            streams_requests("upload", CallKind::ClientStreaming),
+            streams_requests("chat", CallKind::Bidi),
+        ]);
+        let server = service_impl(&service).to_string();
+        for item in [
+            "register_stream",
+            "CallKind :: ServerStreaming",
+            "CallKind :: ClientStreaming",
+            "CallKind :: Bidi",
+            "stream_once",
+            "Streaming :: message",
+            "is a server-streaming call and takes one request",
+        ] {
+            assert!(server.contains(item), "{item} in {server}");
         }
+        assert!(!server.contains("register_action"), "{server}");
+        let client = client(&service).to_string();
+        for item in [
+            "async fn watch (& self , x : f64) -> :: runar :: codegen :: Result < :: runar :: codegen :: Streaming < f64 >>",
+            "async fn upload (& self , items : impl :: runar :: codegen :: Stream < Item = f64 >",
+            "async fn chat (& self , items : impl :: runar :: codegen :: Stream < Item = f64 >",
+            "request_stream_with :: < f64 , f64 >",
+            "\"math/upload\"",
+            "`math/upload` ended without a response",
+        ] {
+            assert!(client.contains(item), "{item} in {client}");
+        }
+        assert!(!client.contains("compile_error"), "{client}");
     }
 
     #[test]

@@ -32,6 +32,26 @@ impl CallKind {
         self != CallKind::Unary
     }
 
+    /// Whether the client sends a stream of requests (client streaming and bidirectional).
+    pub fn streams_requests(self) -> bool {
+        matches!(self, CallKind::ClientStreaming | CallKind::Bidi)
+    }
+
+    /// Whether the server sends a stream of responses (server streaming and bidirectional).
+    pub fn streams_responses(self) -> bool {
+        matches!(self, CallKind::ServerStreaming | CallKind::Bidi)
+    }
+
+    /// The variant's name (`ServerStreaming`), as `runar::codegen::CallKind` spells it.
+    pub fn variant(self) -> &'static str {
+        match self {
+            CallKind::Unary => "Unary",
+            CallKind::ServerStreaming => "ServerStreaming",
+            CallKind::ClientStreaming => "ClientStreaming",
+            CallKind::Bidi => "Bidi",
+        }
+    }
+
     /// `server`, `client` or `bidirectional` for a streaming kind, `unary` otherwise (as in
     /// "server streaming").
     pub fn describe(self) -> &'static str {
@@ -102,8 +122,9 @@ pub struct Method {
     pub ident: Ident,
     /// Where errors about the generated handler point (the user's method, or the call site).
     pub span: Span,
-    /// Unary or streaming. The emitters generate unary calls only for now; a streaming kind
-    /// becomes a `compile_error!` (both paths reject streaming earlier, with their own errors).
+    /// Unary or streaming (actions only; events and subscriptions are [`CallKind::Unary`]).
+    /// The kind decides the handler's registration (`register_action` or `register_stream`)
+    /// and the client method's shape: see [`Handler`] and [`ClientMethod`].
     pub kind: CallKind,
     /// What it is on the node.
     pub endpoint: Endpoint,
@@ -147,8 +168,14 @@ pub enum Endpoint {
 /// How the generated handler calls the method: `|request: <request_ty>, context| { prelude;
 /// method(&*service, args..).await }`. The request and the context are bound to
 /// [`request_var`](crate::request_var) and [`context_var`](crate::context_var).
+///
+/// By [`CallKind`]: for a unary or server-streaming action the request variable holds the one
+/// request (the adapter reads it from the request stream first); for a client-streaming or
+/// bidirectional action it holds the `runar::codegen::Streaming<request_ty>` of requests. A
+/// method of a kind that streams responses returns `Result<impl Stream<Item = Result<T>> +
+/// Send + 'static>`; the others return `Result<T>`.
 pub struct Handler {
-    /// The Rust type the request decodes into.
+    /// The Rust type the request decodes into (of each request, for a stream of them).
     pub request_ty: TokenStream,
     /// Whether `prelude` or `args` read the request.
     pub uses_request: bool,
@@ -162,20 +189,26 @@ pub struct Handler {
 
 /// A typed client method: `async fn <ident>(&self, <params>) -> Result<<response_ty>>`, which
 /// sends `build` as the action's request.
+///
+/// By [`CallKind`]: a call that streams requests takes one parameter, `<params>: impl
+/// Stream<Item = <request_ty>> + Send + 'static` (`params` is then the parameter's name alone,
+/// and `build` is unused); a call that streams responses returns
+/// `Result<Streaming<<response_ty>>>`.
 pub struct ClientMethod {
     /// `#[doc]` attributes.
     pub docs: TokenStream,
     /// Other attributes (`#[allow(..)]`).
     pub attrs: TokenStream,
-    /// The parameters after `&self` (`a: f64, b: f64`).
+    /// The parameters after `&self` (`a: f64, b: f64`); the name of the request stream
+    /// (`items`) for a call that streams requests.
     pub params: TokenStream,
-    /// The request, built from the parameters.
+    /// The request, built from the parameters (unused for a call that streams requests).
     pub build: TokenStream,
-    /// The request's Rust type.
+    /// The request's Rust type (of each request, for a stream of them).
     pub request_ty: TokenStream,
     /// Where "not a payload" errors about the request point.
     pub request_span: Span,
-    /// The response's Rust type.
+    /// The response's Rust type (of each response, for a stream of them).
     pub response_ty: TokenStream,
     /// Where "not a payload" errors about the response point.
     pub response_span: Span,

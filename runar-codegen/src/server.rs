@@ -4,8 +4,8 @@
 use proc_macro2::{Literal, TokenStream};
 use quote::{quote, quote_spanned};
 
-use crate::model::{Endpoint, Host, Method, Service};
-use crate::{context_var, local, request_var, respan, unsupported_kind};
+use crate::model::{Endpoint, Handler, Host, Method, Service};
+use crate::{context_var, local, request_var, respan};
 
 /// The wrapper (`MathServer<T: Math>` with `new`, `from_arc`, `get_ref`, `Clone`, `Debug`) for a
 /// [`Host::Wrapper`]; nothing for a [`Host::SelfType`].
@@ -135,9 +135,6 @@ fn registration(service: &Service, method: &Method, ctx: &proc_macro2::Ident) ->
         return TokenStream::new();
     };
     let cfgs = &method.cfgs;
-    if let Some(error) = unsupported_kind(method) {
-        return quote!(#cfgs #error);
-    }
     let codegen = &service.codegen;
     let span = method.span;
     let service_var = local("service");
@@ -163,6 +160,16 @@ fn registration(service: &Service, method: &Method, ctx: &proc_macro2::Ident) ->
         }
     };
     let (register, context_ty, target) = match &method.endpoint {
+        Endpoint::Action { name } if method.kind.is_streaming() => {
+            let call = stream_registration(service, method, handler, ctx, name, &reshare, &fn_path);
+            return quote! {
+                #cfgs
+                {
+                    let #service_var = #share;
+                    #call
+                }
+            };
+        }
         Endpoint::Action { name } => (
             respan(quote!(#codegen::LifecycleContext::register_action), span),
             quote!(#codegen::RequestContext),
@@ -216,5 +223,105 @@ fn registration(service: &Service, method: &Method, ctx: &proc_macro2::Ident) ->
             let #service_var = #share;
             #call
         }
+    }
+}
+
+/// Registers a streaming action with `register_stream`, adapting the method's shape (see
+/// [`Handler`]) to the runtime's, where every stream is bidirectional: a server-streaming
+/// handler reads its one request from the request stream, and a client-streaming handler's one
+/// response becomes a one-item stream. A method's stream of responses is boxed on the way out,
+/// so that its type no longer names the borrow of the service it was made from (the stream is
+/// `'static`, but a return-position `impl Trait` captures the lifetime of `&self`).
+fn stream_registration(
+    service: &Service,
+    method: &Method,
+    handler: &Handler,
+    ctx: &proc_macro2::Ident,
+    name: &str,
+    reshare: &TokenStream,
+    fn_path: &TokenStream,
+) -> TokenStream {
+    let codegen = &service.codegen;
+    let span = method.span;
+    let service_var = local("service");
+    let requests = local("requests");
+    let responses = local("responses");
+    let response = local("response");
+    let request = request_var();
+    let context = context_var();
+    let kind = proc_macro2::Ident::new(method.kind.variant(), proc_macro2::Span::call_site());
+    let register = respan(quote!(#codegen::LifecycleContext::register_stream), span);
+    let request_ty = &handler.request_ty;
+    let prelude = &handler.prelude;
+    let args = &handler.args;
+    let context_pat = if handler.uses_context {
+        quote!(#context)
+    } else {
+        quote!(_)
+    };
+    let (requests_pat, read_request) = if method.kind.streams_requests() {
+        (quote!(#request), TokenStream::new())
+    } else {
+        let request_pat = if handler.uses_request {
+            quote!(#request)
+        } else {
+            quote!(_)
+        };
+        let message = format!(
+            "`{}/{name}` is a server-streaming call and takes one request; none was sent",
+            service.path
+        );
+        (
+            quote!(mut #requests),
+            quote! {
+                let #request_pat = match #codegen::Streaming::message(&mut #requests).await? {
+                    ::core::option::Option::Some(#request) => #request,
+                    ::core::option::Option::None => {
+                        return ::core::result::Result::Err(#codegen::Error::new(
+                            #codegen::Code::InvalidArgument,
+                            #message,
+                        ));
+                    }
+                };
+            },
+        )
+    };
+    let call = quote_spanned!(span=> #fn_path(&*#service_var, #(#args),*).await?);
+    let reply = if method.kind.streams_responses() {
+        quote! {
+            let #responses = #call;
+            ::core::result::Result::Ok(
+                ::std::boxed::Box::pin(#responses)
+                    as ::core::pin::Pin<
+                        ::std::boxed::Box<
+                            dyn #codegen::Stream<Item = _> + ::core::marker::Send + 'static,
+                        >,
+                    >,
+            )
+        }
+    } else {
+        quote! {
+            let #response = #call;
+            ::core::result::Result::Ok(#codegen::stream_once(
+                ::core::result::Result::Ok(#response),
+            ))
+        }
+    };
+    // Spanned at the method so that "future is not `Send`" points at it.
+    quote_spanned! {span=>
+        #register(
+            #ctx,
+            #name,
+            #codegen::CallKind::#kind,
+            move |#requests_pat: #codegen::Streaming<#request_ty>, #context_pat: #codegen::RequestContext| {
+                let #service_var = #reshare;
+                async move {
+                    #read_request
+                    #prelude
+                    #reply
+                }
+            },
+        )
+        .await?;
     }
 }

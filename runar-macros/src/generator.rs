@@ -191,7 +191,7 @@ impl<'a> ServiceGenerator<'a> {
         runar_codegen::Method {
             ident: method.ident.clone(),
             span: method.ident.span(),
-            kind: runar_codegen::CallKind::Unary,
+            kind: method.call,
             endpoint,
             cfgs: quote!(#(#cfgs)*),
             handler: Some(self.handler(method)),
@@ -345,11 +345,19 @@ impl<'a> ServiceGenerator<'a> {
             Kind::Action { name } => format!("{}/{name}", self.service.path),
             Kind::Subscribe { topic } => topic.value(),
         };
-        let params = method.fields().map(|f| {
-            let ident = &f.ident;
-            let ty = &f.ty;
-            quote!(#ident: #ty)
-        });
+        let params: Vec<TokenStream> = if method.call.streams_requests() {
+            // The stream's name; the shared emitter types it.
+            method.fields().map(|f| f.ident.to_token_stream()).collect()
+        } else {
+            method
+                .fields()
+                .map(|f| {
+                    let ident = &f.ident;
+                    let ty = &f.ty;
+                    quote!(#ident: #ty)
+                })
+                .collect()
+        };
         let (build, request_ty, request_span) = match method.payload(&self.service.ident) {
             Payload::Unit => (quote!(()), quote!(()), Span::call_site()),
             Payload::Direct(f) => (

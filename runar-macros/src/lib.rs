@@ -116,6 +116,36 @@ use crate::model::{Errors, Service};
 /// handler, client method and message, but the schema, built when the macro expands, still
 /// lists the rpc.
 ///
+/// # Streaming actions
+///
+/// ```ignore
+/// #[runar::service(path = "stock")]
+/// pub trait Stock {
+///     // server streaming: one request, a stream of responses
+///     async fn watch(&self, id: u64)
+///         -> runar::Result<impl runar::Stream<Item = runar::Result<StockChanged>> + Send + 'static>;
+///     // client streaming: a stream of requests, one response
+///     async fn restock(&self, ctx: runar::RequestContext, items: runar::Streaming<RestockItem>)
+///         -> runar::Result<RestockSummary>;
+///     // bidirectional
+///     async fn haggle(&self, offers: runar::Streaming<Offer>)
+///         -> runar::Result<impl runar::Stream<Item = runar::Result<Offer>> + Send + 'static>;
+/// }
+/// let mut changes = client.watch(7).await?;            // runar::Streaming<StockChanged>
+/// while let Some(change) = changes.message().await? { /* … */ }
+/// let summary = client.restock(futures::stream::iter(items)).await?;
+/// ```
+///
+/// A parameter of type `runar::Streaming<T>` (recognized by the last segment, `Streaming`)
+/// makes the action stream its requests; it is then the action's only parameter besides the
+/// context, and the client method takes any `impl Stream<Item = T> + Send + 'static` in its
+/// place. A return of `runar::Result<impl runar::Stream<Item = runar::Result<T>> + Send +
+/// 'static>` makes it stream its responses; the client method returns
+/// `runar::Result<runar::Streaming<T>>` as soon as the call is started, and dropping that
+/// `Streaming` cancels the call. Each message of a stream is a prost message, a scalar or `()`
+/// (as a one-parameter request or a return value travels). The schema marks such an rpc
+/// `stream`, so the client generated from the equivalent `.proto` calls it, and the reverse.
+///
 /// A subscription returns `runar::Result<()>`; its parameters form the event message by the
 /// same rule as an action's request (one `f64` parameter receives an event published as
 /// `node.publish("math/computed", 3.0f64)`).

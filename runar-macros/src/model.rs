@@ -2,7 +2,7 @@
 
 use proc_macro2::Span;
 use quote::{ToTokens, format_ident};
-use runar_codegen::naming;
+use runar_codegen::{CallKind, naming};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{
@@ -76,7 +76,11 @@ pub(crate) struct Method {
     pub(crate) kind: Kind,
     /// The parameters after `&self`, in order.
     pub(crate) args: Vec<Arg>,
-    /// The `T` of `runar::Result<T>`.
+    /// Unary, or which sides stream: a `runar::Streaming<T>` parameter streams requests, a
+    /// `runar::Result<impl runar::Stream<Item = runar::Result<T>> + Send + 'static>` return
+    /// streams responses.
+    pub(crate) call: CallKind,
+    /// The `T` of `runar::Result<T>` (of each response, for a stream of them).
     pub(crate) ret: Type,
     pub(crate) ret_kind: ReturnKind,
     pub(crate) docs: Vec<Attribute>,
@@ -104,7 +108,8 @@ pub(crate) enum Arg {
 pub(crate) struct Field {
     /// The parameter's name, which names the field.
     pub(crate) ident: Ident,
-    /// The parameter's type as written.
+    /// The parameter's type as written; for a `runar::Streaming<T>` parameter, the `T` of each
+    /// request.
     pub(crate) ty: Type,
     pub(crate) field: FieldType,
     /// The field number: the parameter's position among the message parameters, from 1.
@@ -346,12 +351,13 @@ fn read_method(
     let kind = read_kind(sig, role, errors);
     let is_action = matches!(kind, Kind::Action { .. });
     check_receiver(sig, errors);
-    let args = read_params(sig, is_action, generic_types, errors);
-    let (ret, ret_kind) = read_return(sig, is_action, errors)?;
+    let (args, streams_requests) = read_params(sig, is_action, generic_types, errors);
+    let (ret, ret_kind, streams_responses) = read_return(sig, is_action, errors)?;
     (errors.count() == errors_before).then(|| Method {
         ident: sig.ident.clone(),
         kind,
         args,
+        call: CallKind::from_streaming(streams_requests, streams_responses),
         ret,
         ret_kind,
         docs: args::docs(attrs),
@@ -441,14 +447,15 @@ fn check_receiver(sig: &Signature, errors: &mut Errors) {
     }
 }
 
-/// The parameters after `&self`: the context, and one protobuf field each (tags in order).
-/// Takes `#[runar(...)]` out of them.
+/// The parameters after `&self`: the context, and one protobuf field each (tags in order), and
+/// whether they are one stream of requests (a `runar::Streaming<T>` parameter). Takes
+/// `#[runar(...)]` out of them.
 fn read_params(
     sig: &mut Signature,
     is_action: bool,
     generic_types: &[Ident],
     errors: &mut Errors,
-) -> Vec<Arg> {
+) -> (Vec<Arg>, bool) {
     let (context_name, other_context) = if is_action {
         ("RequestContext", "EventContext")
     } else {
@@ -457,6 +464,9 @@ fn read_params(
     let mut args = Vec::new();
     let mut tag = 0u32;
     let mut has_context = false;
+    // The `runar::Streaming<T>` parameter, if any.
+    let mut stream: Option<Type> = None;
+    let mut has_field = false;
     for input in sig.inputs.iter_mut() {
         let FnArg::Typed(pt) = input else {
             continue; // the receiver, checked above
@@ -505,12 +515,78 @@ fn read_params(
             );
             continue;
         }
+        let streamed = match types::last_segment(&pt.ty) {
+            Some((name, elems, _)) if name == "Streaming" => match elems.as_slice() {
+                [elem] => Some((*elem).clone()),
+                _ => {
+                    errors.push_spanned(
+                        &pt.ty,
+                        "a stream of requests is `runar::Streaming<T>`, with one type `T`",
+                    );
+                    continue;
+                }
+            },
+            _ => None,
+        };
+        if let Some(elem) = &streamed {
+            if !is_action {
+                errors.push_spanned(
+                    &pt.ty,
+                    "a subscription receives one event at a time; a `runar::Streaming<T>` \
+                     parameter makes an action a client-streaming call",
+                );
+                continue;
+            }
+            if stream.is_some() || has_field {
+                errors.push_spanned(
+                    &pt.ty,
+                    "a `runar::Streaming<T>` parameter is the whole request of a \
+                     client-streaming action: it can only come with a `RequestContext`; put \
+                     other values into the messages of the stream",
+                );
+                continue;
+            }
+            stream = Some((*pt.ty).clone());
+            let mut elem_param = pt.clone();
+            *elem_param.ty = elem.clone();
+            let Some(field) = field_param(&elem_param, ident, &options, generic_types, 1, errors)
+            else {
+                continue;
+            };
+            if !field.field.is_direct_payload() {
+                errors.push_spanned(
+                    elem,
+                    format!(
+                        "unsupported stream item type `{}`: each message of a stream is a prost \
+                         message, a scalar (f64, f32, i32, i64, u32, u64, bool, String, \
+                         Vec<u8>, Bytes) or (); wrap anything else in a prost message",
+                        types::display(elem)
+                    ),
+                );
+                continue;
+            }
+            tag = 1;
+            args.push(Arg::Field(Box::new(field)));
+            continue;
+        }
+        if let Some(streamed) = &stream {
+            errors.push_spanned(
+                &pt.ty,
+                format!(
+                    "`{}` is the whole request of this client-streaming action: it can only \
+                     come with a `RequestContext`; put this value into the messages of the stream",
+                    types::display(streamed)
+                ),
+            );
+            continue;
+        }
+        has_field = true;
         if let Some(field) = field_param(pt, ident, &options, generic_types, tag + 1, errors) {
             tag += 1;
             args.push(Arg::Field(Box::new(field)));
         }
     }
-    args
+    (args, stream.is_some())
 }
 
 /// The protobuf field of the parameter `ident: pt.ty`, with `tag`.
@@ -547,13 +623,15 @@ fn field_param(
     }
 }
 
-/// The `T` of `runar::Result<T>` and how it travels; `None` (with an error) when the return
-/// type is not a supported `runar::Result`.
+/// The `T` of `runar::Result<T>` and how it travels, and whether it is a stream of `T`s
+/// (`runar::Result<impl runar::Stream<Item = runar::Result<T>> + Send + 'static>`); `None`
+/// (with an error) when the return type is not a supported `runar::Result`.
 fn read_return(
     sig: &Signature,
     is_action: bool,
     errors: &mut Errors,
-) -> Option<(Type, ReturnKind)> {
+) -> Option<(Type, ReturnKind, bool)> {
+    let mut streams = false;
     let ret = match &sig.output {
         ReturnType::Type(_, ty) => match result_ok_type(ty) {
             Ok(ret) => ret,
@@ -568,6 +646,24 @@ fn read_return(
                 "runar service methods return `runar::Result<T>`; add `-> runar::Result<()>`"
                     .to_owned(),
             );
+            return None;
+        }
+    };
+    let ret = match stream_item(&ret) {
+        Ok(Some(item)) if is_action => {
+            streams = true;
+            item
+        }
+        Ok(Some(_)) => {
+            errors.push_spanned(
+                &ret,
+                "a subscription returns `runar::Result<()>`, not a stream".to_owned(),
+            );
+            return None;
+        }
+        Ok(None) => ret,
+        Err(e) => {
+            errors.push(e);
             return None;
         }
     };
@@ -589,7 +685,70 @@ fn read_return(
         }
         ReturnKind::WellKnown(types::EMPTY)
     };
-    Some((ret, ret_kind))
+    Some((ret, ret_kind, streams))
+}
+
+/// For `impl Stream<Item = runar::Result<T>> + Send + 'static` (the `Stream` named by any path
+/// ending in `Stream`), `T`; `None` for a type that is not an `impl Trait`; an error for an
+/// `impl Stream` of another shape.
+fn stream_item(ty: &Type) -> syn::Result<Option<Type>> {
+    const SHAPE: &str = "a stream of responses is returned as \
+        `runar::Result<impl runar::Stream<Item = runar::Result<T>> + Send + 'static>`";
+    let Type::ImplTrait(imp) = types::peel(ty) else {
+        return Ok(None);
+    };
+    let mut item = None;
+    let mut send = false;
+    let mut is_static = false;
+    for bound in &imp.bounds {
+        match bound {
+            syn::TypeParamBound::Trait(t) => {
+                let Some(last) = t.path.segments.last() else {
+                    continue;
+                };
+                if last.ident == "Send" {
+                    send = true;
+                } else if last.ident == "Stream" {
+                    let syn::PathArguments::AngleBracketed(a) = &last.arguments else {
+                        return Err(syn::Error::new_spanned(ty, SHAPE));
+                    };
+                    item = a.args.iter().find_map(|arg| match arg {
+                        syn::GenericArgument::AssocType(assoc) if assoc.ident == "Item" => {
+                            Some(assoc.ty.clone())
+                        }
+                        _ => None,
+                    });
+                }
+            }
+            syn::TypeParamBound::Lifetime(l) if l.ident == "static" => is_static = true,
+            _ => {}
+        }
+    }
+    let Some(item) = item else {
+        return Err(syn::Error::new_spanned(
+            ty,
+            format!("unsupported return type `{}`: {SHAPE}", types::display(ty)),
+        ));
+    };
+    if !(send && is_static) {
+        return Err(syn::Error::new_spanned(
+            ty,
+            format!(
+                "the stream must be `Send + 'static` (the node polls it on its own task): {SHAPE}"
+            ),
+        ));
+    }
+    // `Item = runar::Result<T>`: each message may be an error, which ends the stream.
+    result_ok_type(&item).map(Some).map_err(|_| {
+        syn::Error::new_spanned(
+            &item,
+            format!(
+                "each item of a stream of responses is a `runar::Result<T>` (an error ends the \
+                 stream): write `Item = runar::Result<{}>`",
+                types::display(&item)
+            ),
+        )
+    })
 }
 
 /// True when `ty` names the identifier `ident` anywhere.

@@ -70,6 +70,8 @@ pub(crate) fn file_descriptor(service: &Service) -> Vec<u8> {
             name: Some(method.camel_name()),
             input_type: Some(input),
             output_type: Some(output),
+            client_streaming: method.call.streams_requests().then_some(true),
+            server_streaming: method.call.streams_responses().then_some(true),
             ..Default::default()
         });
     }

@@ -7,7 +7,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Builder and `(runar.service_path)`: the builder wins.
         .service_path(".shop.Ledger", "ledger")
         .compile(
-            &["proto/shop/shop.proto", "proto/calc/calc.proto"],
+            &[
+                "proto/shop/shop.proto",
+                "proto/calc/calc.proto",
+                "proto/stock/stock.proto",
+            ],
             &["proto"],
         )?;
     Ok(())

@@ -25,6 +25,11 @@ pub mod calc {
     runar::include_proto!("calc");
 }
 
+/// Package `stock`: streaming rpcs of every kind (see tests/streaming.rs).
+pub mod stock {
+    runar::include_proto!("stock");
+}
+
 /// Fixtures shared by the tests: an `ItemCatalog` implementation and a fully populated item.
 pub mod fixtures {
     use std::collections::HashMap;

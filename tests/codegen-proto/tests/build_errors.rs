@@ -43,55 +43,53 @@ message Tick { uint64 n = 1; }
 
 service Inventory {
   rpc GetItem(Tick) returns (Tick);
+  // Watches the stock.
   rpc WatchStock(Tick) returns (stream Tick);
 }
 "#;
 
 #[test]
-fn server_streaming_rpc_is_a_clear_error() {
-    let (dir, result) = compile_with(
-        runar_build::configure(),
-        "server_streaming",
-        "shop.proto",
-        STREAMING,
-    );
-    let err = result.unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "shop.proto:8: service shop.Inventory, method WatchStock: streaming rpcs are not supported yet (server streaming)"
-    );
-    assert_eq!(err.file(), Some("shop.proto"));
-    assert_eq!(err.line(), Some(8));
-    assert!(matches!(err, runar_build::Error::Streaming { .. }));
-    // build.rs's `?` in `fn main() -> Result<(), Box<dyn Error>>` prints Debug: same text.
-    assert_eq!(format!("{err:?}"), err.to_string());
-    // Nothing was generated, not even the supported rpc.
-    assert_eq!(std::fs::read_dir(dir.join("out")).unwrap().count(), 0);
+fn streaming_rpcs_of_every_kind_are_generated() {
+    for (name, from, to, kind) in [
+        (
+            "server_streaming",
+            "(Tick)",
+            "(stream Tick)",
+            "ServerStreaming",
+        ),
+        (
+            "client_streaming",
+            "(stream Tick)",
+            "(Tick)",
+            "ClientStreaming",
+        ),
+        ("bidi_streaming", "(stream Tick)", "(stream Tick)", "Bidi"),
+    ] {
+        let source = STREAMING.replace(
+            "(Tick) returns (stream Tick)",
+            &format!("{from} returns {to}"),
+        );
+        let (dir, result) = compile_with(runar_build::configure(), name, "shop.proto", &source);
+        result.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let out = std::fs::read_to_string(dir.join("out").join("shop.rs")).unwrap();
+        assert!(
+            out.contains(&format!("CallKind::{kind}")) && out.contains("register_stream"),
+            "{name}: {out}"
+        );
+        // The unary rpc beside it is generated as before.
+        assert!(out.contains("register_action"), "{name}: {out}");
+        // The rpc's comment documents the trait method and the client method.
+        assert_eq!(
+            out.matches("/// Watches the stock.").count(),
+            2,
+            "{name}: {out}"
+        );
+    }
 }
 
 #[test]
-fn client_and_bidirectional_streaming_rpcs_are_clear_errors() {
-    let client = STREAMING.replace(
-        "(Tick) returns (stream Tick)",
-        "(stream Tick) returns (Tick)",
-    );
-    let err = compile("client_streaming", "shop.proto", &client).unwrap_err();
-    assert!(
-        err.to_string().ends_with(
-            "service shop.Inventory, method WatchStock: streaming rpcs are not supported yet (client streaming)"
-        ),
-        "{err}"
-    );
-    let bidi = STREAMING.replace(
-        "(Tick) returns (stream Tick)",
-        "(stream Tick) returns (stream Tick)",
-    );
-    let err = compile("bidi_streaming", "shop.proto", &bidi).unwrap_err();
-    assert!(
-        err.to_string().contains("(bidirectional streaming)"),
-        "{err}"
-    );
-    // A streaming event is still a streaming rpc.
+fn a_streaming_event_is_a_clear_error() {
+    // An event is one message per publish.
     let event = r#"syntax = "proto3";
 package shop;
 import "runar/options.proto";
@@ -101,12 +99,25 @@ service Inventory {
   rpc Ticked(stream Tick) returns (google.protobuf.Empty) { option (runar.event) = true; }
 }
 "#;
-    let err = compile("streaming_event", "shop.proto", event).unwrap_err();
+    let (dir, result) = compile_with(
+        runar_build::configure(),
+        "streaming_event",
+        "shop.proto",
+        event,
+    );
+    let err = result.unwrap_err();
     assert!(
         err.to_string()
             .starts_with("shop.proto:7: service shop.Inventory, method Ticked: streaming"),
         "{err}"
     );
+    assert!(err.to_string().contains("not allowed on an event"), "{err}");
+    assert!(matches!(err, runar_build::Error::Unsupported { .. }));
+    assert_eq!((err.file(), err.line()), (Some("shop.proto"), Some(7)));
+    // build.rs's `?` in `fn main() -> Result<(), Box<dyn Error>>` prints Debug: same text.
+    assert_eq!(format!("{err:?}"), err.to_string());
+    // Nothing was generated.
+    assert_eq!(std::fs::read_dir(dir.join("out")).unwrap().count(), 0);
 }
 
 #[test]
