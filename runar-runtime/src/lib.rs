@@ -59,6 +59,21 @@ pub use node::{
 };
 pub use value::{Payload, Value};
 
+/// The built-in `$runar` introspection service every node runs (see
+/// `proto/runar/v1/introspection.proto`): its action paths and typed messages. Call it on any
+/// node with [`Node::request_on`], or through [`Node::describe_peer`] and
+/// [`Node::list_schemas`]; a node answers for itself with [`Node::node_info`],
+/// [`Node::service_list`], [`Node::peer_list`] and [`Node::stats_report`].
+pub mod introspection {
+    pub use crate::node::introspection::{INFO, PEERS, PING, SERVICE_PATH, SERVICES, STATS};
+    pub use crate::wire::{
+        ActionDescription, ActionStats, CallKind, EventDescription, NodeInfo, NodeInfoRequest,
+        NodeStatsReport, NodeStatsRequest, PeerDescription, PeerList, PeerListRequest,
+        PingReply, PingRequest, ServiceDescription, ServiceList, ServiceListRequest,
+        SubscriptionReport,
+    };
+}
+
 /// Protocol, transport and discovery internals, for Runar's own raw-client tests, fuzzing and
 /// benchmarks. Not part of the API: anything here may change in any release.
 #[doc(hidden)]

@@ -69,6 +69,8 @@ pub(crate) struct Peer {
     pub(crate) connection: Connection,
     /// Which side opened the connection (for the simultaneous-dial rule).
     pub(crate) dialer: NodeId,
+    /// When the connection was admitted (for introspection).
+    pub(crate) connected_at: std::time::SystemTime,
     control: mpsc::Sender<wire::Control>,
     /// The queue of the peer's event writer, as the node's subscriptions hold it.
     events: Arc<dyn EventSink>,
@@ -229,6 +231,7 @@ impl Peer {
             instance,
             connection,
             dialer,
+            connected_at: std::time::SystemTime::now(),
             control,
             events: Arc::new(event_queue),
             acked: watch::Sender::new(0),

@@ -63,6 +63,10 @@ pub struct NodeConfig {
     /// The most entries one request's or event's metadata may hold (default 64), enforced like
     /// [`max_metadata_size`](Self::max_metadata_size).
     pub max_metadata_entries: usize,
+    /// Whether the node serves the built-in `$runar/…` introspection actions (node info,
+    /// services and schemas, peers, stats, ping) to itself and its peers (default on). A
+    /// transient node such as the `runar` CLI turns it off: it hosts nothing.
+    pub introspection: bool,
     /// Runs, in order, before each request this node makes leaves it or reaches a local handler.
     pub(crate) outgoing: Interceptors,
     /// Runs, in order, before a local handler serves a request (from this node or a peer).
@@ -85,6 +89,7 @@ impl NodeConfig {
             max_path_depth: DEFAULT_MAX_PATH_DEPTH,
             max_metadata_size: DEFAULT_MAX_METADATA_SIZE,
             max_metadata_entries: DEFAULT_MAX_METADATA_ENTRIES,
+            introspection: true,
             outgoing: Interceptors::default(),
             incoming: Interceptors::default(),
         }
@@ -93,6 +98,13 @@ impl NodeConfig {
     /// Sets the most bytes (keys plus values) one request's or event's metadata may hold.
     pub fn with_max_metadata_size(mut self, bytes: usize) -> Self {
         self.max_metadata_size = bytes;
+        self
+    }
+
+    /// Turns the built-in `$runar/…` introspection actions on or off (see
+    /// [`introspection`](Self::introspection)).
+    pub fn with_introspection(mut self, on: bool) -> Self {
+        self.introspection = on;
         self
     }
 

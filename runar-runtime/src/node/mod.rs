@@ -2,6 +2,7 @@
 
 mod config;
 mod events;
+pub(crate) mod introspection;
 mod readiness;
 pub(crate) mod registry;
 mod registry_events;
@@ -88,6 +89,8 @@ pub(crate) struct NodeInner {
     refusals: Mutex<readiness::Refusals>,
     /// What became of the node's events (see [`NodeStats`]).
     counters: stats::NodeCounters,
+    /// When the node was created (its uptime, for introspection).
+    created: std::time::Instant,
 }
 
 impl Drop for NodeInner {
@@ -175,6 +178,7 @@ impl Node {
                 dropped_at_stop: AtomicU64::new(0),
                 refusals: Mutex::default(),
                 counters: stats::NodeCounters::default(),
+                created: std::time::Instant::now(),
             }),
         })
     }
@@ -334,9 +338,12 @@ impl Node {
             .collect()
     }
 
-    /// Every action path registered in the default network, sorted.
+    /// Every action path registered in the default network, sorted (without the built-in
+    /// `$runar/…` introspection actions).
     pub fn actions(&self) -> Vec<String> {
-        self.inner.registry.action_paths(&self.inner.network)
+        let mut actions = self.inner.registry.action_paths(&self.inner.network);
+        actions.retain(|path| !path.starts_with('$'));
+        actions
     }
 
     /// Starts the node: initializes every service in the order they were added, then starts
@@ -375,6 +382,9 @@ impl Node {
             }
             None => None,
         };
+        if self.inner.config.introspection {
+            self.register_introspection()?;
+        }
         for entry in services.iter_mut() {
             if entry.state == ServiceState::Created {
                 self.init_service(entry).await?;
@@ -538,6 +548,7 @@ impl Node {
             handler,
             health: Default::default(),
             types,
+            stats: Some(Arc::default()),
         };
         self.inner
             .registry

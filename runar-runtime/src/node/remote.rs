@@ -294,6 +294,7 @@ impl Node {
                 handler: peer.action_handler(network.clone()),
                 health: Default::default(),
                 types,
+                stats: None,
             };
             if let Err(e) = registry.add_action(network, pattern, instance) {
                 warn_limited!(peer = %peer.peer_id(), error = %e, "remote action not registered");

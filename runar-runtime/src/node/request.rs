@@ -13,7 +13,7 @@ use super::{Node, RequestOptions};
 use crate::error::{Code, Error, Result};
 use crate::metadata::Metadata;
 use crate::network::InboundRequest;
-use crate::node::registry::Origin;
+use crate::node::registry::{ActionCounters, Origin};
 use crate::node::service::{ActionHandler, Call, Caller, RequestContext};
 use crate::value::types::known_name;
 use crate::value::{Payload, Value};
@@ -132,7 +132,8 @@ impl Node {
             deadline,
             metadata,
         );
-        let answer = run_handler(&handler, request, ctx, deadline, timeout, path).await;
+        let stats = instance.stats.as_deref();
+        let answer = run_handler(&handler, request, ctx, deadline, timeout, path, stats).await;
         if matches!(&answer, Err(e) if e.code() == Code::DeadlineExceeded) {
             // Other instances serve the next calls for a while; this one is retried later.
             health.timed_out(self.inner.config.timeout_penalty);
@@ -182,7 +183,8 @@ impl Node {
             deadline,
             metadata,
         );
-        run_handler(&handler, request.payload, ctx, deadline, timeout, path).await
+        let stats = instance.stats.as_deref();
+        run_handler(&handler, request.payload, ctx, deadline, timeout, path, stats).await
     }
 
     /// Runs the node's incoming interceptors on a call about to reach a local handler; returns
@@ -239,8 +241,27 @@ const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 /// A day: the longest a peer may ask a handler to run.
 const MAX_REMOTE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// Runs a handler under its deadline, turning a panic into `Internal`.
+/// Runs a handler under its deadline, turning a panic into `Internal`; counts the call in the
+/// local instance's `stats`.
 async fn run_handler(
+    handler: &ActionHandler,
+    request: Value,
+    ctx: RequestContext,
+    deadline: Instant,
+    timeout: Duration,
+    path: &str,
+    stats: Option<&ActionCounters>,
+) -> Result<Value> {
+    let timer = stats.map(ActionCounters::start);
+    let answer = run_guarded(handler, request, ctx, deadline, timeout, path).await;
+    if let Some(timer) = timer {
+        timer.finish(answer.as_ref().err().map(Error::code));
+    }
+    answer
+}
+
+/// Runs a handler under its deadline, turning a panic into `Internal`.
+async fn run_guarded(
     handler: &ActionHandler,
     request: Value,
     ctx: RequestContext,

@@ -73,6 +73,88 @@ pub(crate) struct SubscriptionCounters {
     pub(crate) dropped: AtomicU64,
 }
 
+/// Latency buckets of [`ActionCounters`]: bucket `i` counts calls that took less than `2^i`
+/// nanoseconds (the last one, everything slower: about 18 minutes and more).
+pub(crate) const LATENCY_BUCKETS: usize = 41;
+
+/// What the calls of one local action came to (requests, errors by code, in flight, a latency
+/// histogram), from this node and from peers. Plain relaxed atomics: a call costs a few
+/// uncontended increments and one clock read on each side.
+#[derive(Debug)]
+pub(crate) struct ActionCounters {
+    pub(crate) requests: AtomicU64,
+    pub(crate) in_flight: AtomicU64,
+    /// By [`Code`](crate::Code), in `Code::ALL` order.
+    pub(crate) errors: [AtomicU64; crate::error::Code::ALL.len()],
+    pub(crate) latency: [AtomicU64; LATENCY_BUCKETS],
+}
+
+impl Default for ActionCounters {
+    fn default() -> Self {
+        ActionCounters {
+            requests: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            errors: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl ActionCounters {
+    /// A call starts: counted, and timed until [`CallTimer::finish`] (or its drop, which
+    /// counts the call as `Cancelled`).
+    pub(crate) fn start(&self) -> CallTimer<'_> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        CallTimer {
+            counters: self,
+            start: Instant::now(),
+            done: false,
+        }
+    }
+
+    /// A call that started ended after `elapsed`, failing with `error` if it did.
+    fn finished(&self, elapsed: Duration, error: Option<crate::error::Code>) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Some(code) = error {
+            let index = crate::error::Code::ALL.iter().position(|c| *c == code);
+            if let Some(counter) = index.and_then(|i| self.errors.get(i)) {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = (u64::BITS - nanos.leading_zeros()) as usize;
+        if let Some(counter) = self.latency.get(bucket.min(LATENCY_BUCKETS - 1)) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One call of a local action, from [`ActionCounters::start`].
+pub(crate) struct CallTimer<'a> {
+    counters: &'a ActionCounters,
+    start: Instant,
+    done: bool,
+}
+
+impl CallTimer<'_> {
+    /// The call ended, failing with `error` if it did.
+    pub(crate) fn finish(mut self, error: Option<crate::error::Code>) {
+        self.done = true;
+        self.counters.finished(self.start.elapsed(), error);
+    }
+}
+
+impl Drop for CallTimer<'_> {
+    /// The call's future was dropped (the caller gave up): counted as cancelled.
+    fn drop(&mut self) {
+        if !self.done {
+            self.counters
+                .finished(self.start.elapsed(), Some(crate::error::Code::Cancelled));
+        }
+    }
+}
+
 /// One instance of an action.
 #[derive(Clone)]
 pub(crate) struct ActionInstance {
@@ -82,6 +164,8 @@ pub(crate) struct ActionInstance {
     pub(crate) health: InstanceHealth,
     /// The action's message types, when its service has a schema.
     pub(crate) types: Option<Arc<MessageTypes>>,
+    /// What the calls of a local instance came to (`None` for a remote one: the peer counts).
+    pub(crate) stats: Option<Arc<ActionCounters>>,
 }
 
 /// Whether an instance recently let a call time out; shared by the copies of one instance.
@@ -405,6 +489,25 @@ impl Registry {
         Err(Error::not_found(format!(
             "no action `{bare}` in network `{network}`"
         )))
+    }
+
+    /// The counters of every local action in `network`, by path, sorted.
+    pub(crate) fn local_action_counters(&self, network: &str) -> Vec<(Arc<str>, Arc<ActionCounters>)> {
+        let networks = read(&self.networks);
+        let Some(table) = networks.get(network) else {
+            return Vec::new();
+        };
+        let mut counters: Vec<_> = table
+            .exact
+            .values()
+            .chain(table.patterned.iter().map(|(_, slot)| slot))
+            .filter_map(|slot| {
+                let stats = slot.local.as_ref()?.stats.clone()?;
+                Some((slot.path.clone(), stats))
+            })
+            .collect();
+        counters.sort_by(|a, b| a.0.cmp(&b.0));
+        counters
     }
 
     /// Every action path registered in `network`.
