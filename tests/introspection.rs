@@ -36,29 +36,52 @@ async fn a_peer_describes_a_node_its_services_and_schemas() {
     common::init_tracing();
     let server = serving().await;
     let client = started("client", &key(), &[&server]).await;
-    wait_for("the client to connect", || client.peers() == [server.node_id()]).await;
+    wait_for("the client to connect", || {
+        client.peers() == [server.node_id()]
+    })
+    .await;
 
     let info = client.describe_peer(server.node_id()).await.unwrap();
     assert_eq!(info.node_id, server.node_id().to_string());
     assert_eq!(info.name, "server");
     assert_eq!(info.network, "test");
     assert_eq!(info.service_count, 2);
-    assert_eq!(info.addresses, vec![server.local_addr().unwrap().to_string()]);
+    assert_eq!(
+        info.addresses,
+        vec![server.local_addr().unwrap().to_string()]
+    );
 
     let list = client.list_schemas(server.node_id()).await.unwrap();
     let paths: Vec<&str> = list.services.iter().map(|s| s.path.as_str()).collect();
-    assert_eq!(paths, ["calc", PATH], "the $runar service is not a user service");
+    assert_eq!(
+        paths,
+        ["calc", PATH],
+        "the $runar service is not a user service"
+    );
     let calc = &list.services[0];
     let add = calc.actions.iter().find(|a| a.path == "calc/add").unwrap();
     assert_eq!(add.kind(), CallKind::Unary);
-    assert!(add.request_type.ends_with("AddRequest"), "{}", add.request_type);
+    assert!(
+        add.request_type.ends_with("AddRequest"),
+        "{}",
+        add.request_type
+    );
     // The macro's synthesized schema, as a FileDescriptorSet.
     let set = prost_types::FileDescriptorSet::decode(calc.schema.as_ref()).unwrap();
     let file = &set.file[0];
-    assert!(file.service.iter().any(|s| s.method.iter().any(|m| m.name() == "Add")));
+    assert!(
+        file.service
+            .iter()
+            .any(|s| s.method.iter().any(|m| m.name() == "Add"))
+    );
     // A service without a schema still lists its actions.
     assert!(list.services[1].schema.is_empty());
-    assert!(list.services[1].actions.iter().any(|a| a.path == format!("{PATH}/who")));
+    assert!(
+        list.services[1]
+            .actions
+            .iter()
+            .any(|a| a.path == format!("{PATH}/who"))
+    );
 
     // The client's own view matches what it asks itself.
     let own = client.describe_peer(client.node_id()).await.unwrap();
@@ -138,7 +161,10 @@ async fn introspection_can_be_turned_off_and_a_missing_node_is_unavailable() {
         .unwrap();
     node.start().await.unwrap();
     let err = node
-        .request::<_, introspection::NodeInfo>(introspection::INFO, introspection::NodeInfoRequest {})
+        .request::<_, introspection::NodeInfo>(
+            introspection::INFO,
+            introspection::NodeInfoRequest {},
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);

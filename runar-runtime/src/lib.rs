@@ -68,9 +68,8 @@ pub mod introspection {
     pub use crate::node::introspection::{INFO, PEERS, PING, SERVICE_PATH, SERVICES, STATS};
     pub use crate::wire::{
         ActionDescription, ActionStats, CallKind, EventDescription, NodeInfo, NodeInfoRequest,
-        NodeStatsReport, NodeStatsRequest, PeerDescription, PeerList, PeerListRequest,
-        PingReply, PingRequest, ServiceDescription, ServiceList, ServiceListRequest,
-        SubscriptionReport,
+        NodeStatsReport, NodeStatsRequest, PeerDescription, PeerList, PeerListRequest, PingReply,
+        PingRequest, ServiceDescription, ServiceList, ServiceListRequest, SubscriptionReport,
     };
 }
 

@@ -208,8 +208,13 @@ impl Node {
 
     /// What the node `node` (this one or a connected peer) is: its `$runar/info`.
     pub async fn describe_peer(&self, node: NodeId) -> Result<wire::NodeInfo> {
-        self.request_on(node, INFO, wire::NodeInfoRequest {}, RequestOptions::default())
-            .await
+        self.request_on(
+            node,
+            INFO,
+            wire::NodeInfoRequest {},
+            RequestOptions::default(),
+        )
+        .await
     }
 
     /// The services of the node `node` with their schemas: its `$runar/services`.

@@ -184,7 +184,16 @@ impl Node {
             metadata,
         );
         let stats = instance.stats.as_deref();
-        run_handler(&handler, request.payload, ctx, deadline, timeout, path, stats).await
+        run_handler(
+            &handler,
+            request.payload,
+            ctx,
+            deadline,
+            timeout,
+            path,
+            stats,
+        )
+        .await
     }
 
     /// Runs the node's incoming interceptors on a call about to reach a local handler; returns

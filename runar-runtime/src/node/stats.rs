@@ -175,7 +175,9 @@ fn percentile_us(buckets: &[u64], pct: u64) -> u64 {
     for (i, n) in buckets.iter().enumerate() {
         seen = seen.saturating_add(*n);
         if seen >= rank {
-            let nanos = 1u64.checked_shl(u32::try_from(i).unwrap_or(u32::MAX)).unwrap_or(u64::MAX);
+            let nanos = 1u64
+                .checked_shl(u32::try_from(i).unwrap_or(u32::MAX))
+                .unwrap_or(u64::MAX);
             return nanos.div_ceil(1000);
         }
     }

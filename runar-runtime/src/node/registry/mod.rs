@@ -492,7 +492,10 @@ impl Registry {
     }
 
     /// The counters of every local action in `network`, by path, sorted.
-    pub(crate) fn local_action_counters(&self, network: &str) -> Vec<(Arc<str>, Arc<ActionCounters>)> {
+    pub(crate) fn local_action_counters(
+        &self,
+        network: &str,
+    ) -> Vec<(Arc<str>, Arc<ActionCounters>)> {
         let networks = read(&self.networks);
         let Some(table) = networks.get(network) else {
             return Vec::new();
