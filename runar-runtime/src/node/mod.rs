@@ -548,7 +548,9 @@ impl Node {
             handler,
             health: Default::default(),
             types,
-            stats: Some(Arc::default()),
+            stats: Some(Arc::new(registry::ActionCounters::new(
+                self.inner.config.latency_sample_every,
+            ))),
         };
         self.inner
             .registry

@@ -262,37 +262,24 @@ async fn run_handler(
     stats: Option<&ActionCounters>,
 ) -> Result<Value> {
     let timer = stats.map(ActionCounters::start);
-    let answer = run_guarded(handler, request, ctx, deadline, timeout, path).await;
+    let mut answer = AssertUnwindSafe(handler(request, ctx)).catch_unwind();
+    // Most local handlers answer on their first poll: only arm a timer when one does not.
+    let outcome = match futures::poll!(&mut answer) {
+        Poll::Ready(outcome) => Ok(outcome),
+        Poll::Pending => tokio::time::timeout_at(deadline.into(), answer).await,
+    };
+    let answer = match outcome {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(panic)) => Err(Error::internal(format!(
+            "the handler of `{path}` panicked: {}",
+            panic_message(panic.as_ref())
+        ))),
+        Err(_) => Err(deadline_exceeded(path, timeout)),
+    };
     if let Some(timer) = timer {
         timer.finish(answer.as_ref().err().map(Error::code));
     }
     answer
-}
-
-/// Runs a handler under its deadline, turning a panic into `Internal`.
-async fn run_guarded(
-    handler: &ActionHandler,
-    request: Value,
-    ctx: RequestContext,
-    deadline: Instant,
-    timeout: Duration,
-    path: &str,
-) -> Result<Value> {
-    let mut answer = AssertUnwindSafe(handler(request, ctx)).catch_unwind();
-    // Most local handlers answer on their first poll: only arm a timer when one does not.
-    let outcome = match futures::poll!(&mut answer) {
-        Poll::Ready(outcome) => outcome,
-        Poll::Pending => match tokio::time::timeout_at(deadline.into(), answer).await {
-            Ok(outcome) => outcome,
-            Err(_) => return Err(deadline_exceeded(path, timeout)),
-        },
-    };
-    outcome.unwrap_or_else(|panic| {
-        Err(Error::internal(format!(
-            "the handler of `{path}` panicked: {}",
-            panic_message(panic.as_ref())
-        )))
-    })
 }
 
 fn deadline_exceeded(path: &str, timeout: Duration) -> Error {

@@ -149,9 +149,9 @@ impl Node {
                 let buckets: Vec<u64> = counters.latency.iter().map(get).collect();
                 crate::wire::ActionStats {
                     path: path.to_string(),
-                    requests: get(&counters.requests),
+                    requests: get(&counters.started),
                     errors,
-                    in_flight: get(&counters.in_flight),
+                    in_flight: get(&counters.started).saturating_sub(get(&counters.finished)),
                     p50_us: percentile_us(&buckets, 50),
                     p90_us: percentile_us(&buckets, 90),
                     p99_us: percentile_us(&buckets, 99),

@@ -78,54 +78,64 @@ pub(crate) struct SubscriptionCounters {
 pub(crate) const LATENCY_BUCKETS: usize = 41;
 
 /// What the calls of one local action came to (requests, errors by code, in flight, a latency
-/// histogram), from this node and from peers. Plain relaxed atomics: a call costs a few
-/// uncontended increments and one clock read on each side.
+/// histogram), from this node and from peers. Plain relaxed atomics: a call costs two
+/// uncontended increments; one call in `2^k` is also timed (two clock reads, which cost more
+/// than everything else together here), as
+/// [`NodeConfig::latency_sample_every`](crate::NodeConfig::latency_sample_every) says.
 #[derive(Debug)]
 pub(crate) struct ActionCounters {
-    pub(crate) requests: AtomicU64,
-    pub(crate) in_flight: AtomicU64,
+    pub(crate) started: AtomicU64,
+    pub(crate) finished: AtomicU64,
     /// By [`Code`](crate::Code), in `Code::ALL` order.
     pub(crate) errors: [AtomicU64; crate::error::Code::ALL.len()],
+    /// The timed calls, by latency bucket.
     pub(crate) latency: [AtomicU64; LATENCY_BUCKETS],
-}
-
-impl Default for ActionCounters {
-    fn default() -> Self {
-        ActionCounters {
-            requests: AtomicU64::new(0),
-            in_flight: AtomicU64::new(0),
-            errors: std::array::from_fn(|_| AtomicU64::new(0)),
-            latency: std::array::from_fn(|_| AtomicU64::new(0)),
-        }
-    }
+    /// A call whose start number has none of these bits set is timed; `None`: none is.
+    sample_mask: Option<u64>,
 }
 
 impl ActionCounters {
-    /// A call starts: counted, and timed until [`CallTimer::finish`] (or its drop, which
+    /// Counters that time one call in `sample_every` (rounded up to a power of two; 0 times
+    /// none).
+    pub(crate) fn new(sample_every: u32) -> Self {
+        ActionCounters {
+            started: AtomicU64::new(0),
+            finished: AtomicU64::new(0),
+            errors: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency: std::array::from_fn(|_| AtomicU64::new(0)),
+            sample_mask: (sample_every > 0).then(|| {
+                u64::from(sample_every.checked_next_power_of_two().unwrap_or(1 << 31)) - 1
+            }),
+        }
+    }
+
+    /// A call starts: counted, and finished by [`CallTimer::finish`] (or its drop, which
     /// counts the call as `Cancelled`).
     pub(crate) fn start(&self) -> CallTimer<'_> {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let number = self.started.fetch_add(1, Ordering::Relaxed);
+        let timed = self.sample_mask.is_some_and(|mask| number & mask == 0);
         CallTimer {
             counters: self,
-            start: Instant::now(),
+            start: timed.then(Instant::now),
             done: false,
         }
     }
 
-    /// A call that started ended after `elapsed`, failing with `error` if it did.
-    fn finished(&self, elapsed: Duration, error: Option<crate::error::Code>) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    /// A call that started ended, failing with `error` if it did; `start` when it was timed.
+    fn finished(&self, start: Option<Instant>, error: Option<crate::error::Code>) {
+        self.finished.fetch_add(1, Ordering::Relaxed);
         if let Some(code) = error {
             let index = crate::error::Code::ALL.iter().position(|c| *c == code);
             if let Some(counter) = index.and_then(|i| self.errors.get(i)) {
                 counter.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        let bucket = (u64::BITS - nanos.leading_zeros()) as usize;
-        if let Some(counter) = self.latency.get(bucket.min(LATENCY_BUCKETS - 1)) {
-            counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(start) = start {
+            let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let bucket = (u64::BITS - nanos.leading_zeros()) as usize;
+            if let Some(counter) = self.latency.get(bucket.min(LATENCY_BUCKETS - 1)) {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -133,7 +143,7 @@ impl ActionCounters {
 /// One call of a local action, from [`ActionCounters::start`].
 pub(crate) struct CallTimer<'a> {
     counters: &'a ActionCounters,
-    start: Instant,
+    start: Option<Instant>,
     done: bool,
 }
 
@@ -141,7 +151,7 @@ impl CallTimer<'_> {
     /// The call ended, failing with `error` if it did.
     pub(crate) fn finish(mut self, error: Option<crate::error::Code>) {
         self.done = true;
-        self.counters.finished(self.start.elapsed(), error);
+        self.counters.finished(self.start, error);
     }
 }
 
@@ -150,7 +160,7 @@ impl Drop for CallTimer<'_> {
     fn drop(&mut self) {
         if !self.done {
             self.counters
-                .finished(self.start.elapsed(), Some(crate::error::Code::Cancelled));
+                .finished(self.start, Some(crate::error::Code::Cancelled));
         }
     }
 }
@@ -673,5 +683,43 @@ impl Registry {
         }
         write(&self.networks).clear();
         self.notify_changed();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::error::Code;
+
+    fn get(n: &AtomicU64) -> u64 {
+        n.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn action_counters_count_every_call_and_time_a_sample() {
+        let counters = ActionCounters::new(4);
+        for i in 0..8 {
+            let timer = counters.start();
+            timer.finish((i == 3).then_some(Code::NotFound));
+        }
+        assert_eq!(get(&counters.started), 8);
+        assert_eq!(get(&counters.finished), 8);
+        let timed: u64 = counters.latency.iter().map(get).sum();
+        assert_eq!(timed, 2, "calls 0 and 4 of 8");
+        let not_found = Code::ALL.iter().position(|c| *c == Code::NotFound).unwrap();
+        assert_eq!(get(&counters.errors[not_found]), 1);
+    }
+
+    #[test]
+    fn a_dropped_call_is_cancelled_and_no_longer_in_flight() {
+        let counters = ActionCounters::new(0);
+        let timer = counters.start();
+        assert_eq!(get(&counters.started) - get(&counters.finished), 1);
+        drop(timer);
+        assert_eq!(get(&counters.finished), 1);
+        let cancelled = Code::ALL.iter().position(|c| *c == Code::Cancelled).unwrap();
+        assert_eq!(get(&counters.errors[cancelled]), 1);
+        assert_eq!(counters.latency.iter().map(get).sum::<u64>(), 0, "0 times none");
     }
 }
