@@ -49,6 +49,8 @@ pub use error::{Code, Error, Result};
 pub use identity::{NodeId, ParseNodeIdError};
 pub use metadata::{Metadata, MetadataValue, TRACEPARENT};
 pub use network::{NetworkConfig, NetworkKey, PeerLimits, RefusalReason};
+#[cfg(feature = "prometheus")]
+pub use node::PrometheusOptions;
 pub use node::service::{
     AbstractService, ActionHandler, Call, Caller, EventContext, EventHandler, Interceptor,
     LifecycleContext, RequestContext, ServiceInfo, ServiceState, action_handler, event_handler,

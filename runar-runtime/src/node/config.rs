@@ -73,6 +73,11 @@ pub struct NodeConfig {
     /// reads of a timed call cost more than the rest of the bookkeeping, so sampling keeps
     /// the stats under 20 ns per call on average.
     pub latency_sample_every: u32,
+    /// How often a running node hands its metrics to the `metrics` facade (default every
+    /// second; `None`: only when [`Node::record_metrics`](crate::Node::record_metrics) is
+    /// called). Feature `metrics`.
+    #[cfg(feature = "metrics")]
+    pub metrics_interval: Option<Duration>,
     /// Runs, in order, before each request this node makes leaves it or reaches a local handler.
     pub(crate) outgoing: Interceptors,
     /// Runs, in order, before a local handler serves a request (from this node or a peer).
@@ -97,6 +102,8 @@ impl NodeConfig {
             max_metadata_entries: DEFAULT_MAX_METADATA_ENTRIES,
             introspection: true,
             latency_sample_every: 16,
+            #[cfg(feature = "metrics")]
+            metrics_interval: Some(Duration::from_secs(1)),
             outgoing: Interceptors::default(),
             incoming: Interceptors::default(),
         }
@@ -119,6 +126,14 @@ impl NodeConfig {
     /// [`latency_sample_every`](Self::latency_sample_every)).
     pub fn with_latency_sample_every(mut self, calls: u32) -> Self {
         self.latency_sample_every = calls;
+        self
+    }
+
+    /// Sets how often the node hands its metrics to the `metrics` facade (`None`: never by
+    /// itself). Feature `metrics`.
+    #[cfg(feature = "metrics")]
+    pub fn with_metrics_interval(mut self, interval: Option<Duration>) -> Self {
+        self.metrics_interval = interval;
         self
     }
 

@@ -2,6 +2,7 @@
 
 mod config;
 mod events;
+mod exporter;
 pub(crate) mod introspection;
 mod readiness;
 pub(crate) mod registry;
@@ -20,6 +21,8 @@ use std::time::Duration;
 
 pub use crate::node::registry::SubscriptionId;
 pub use config::{BroadcastMode, NodeConfig, PublishOptions, RequestOptions, SubscribeOptions};
+#[cfg(feature = "prometheus")]
+pub use exporter::PrometheusOptions;
 pub use readiness::PeerRefusedEvent;
 pub use registry_events::{PeerEvent, ServiceEvent};
 #[cfg(any(test, feature = "fuzzing"))]
@@ -401,6 +404,8 @@ impl Node {
             tracing::info!(node = %self.name(), id = %self.node_id(), addr = ?mesh.local_addr().ok(), "listening");
             *lock(&self.inner.mesh) = Some(mesh);
         }
+        #[cfg(feature = "metrics")]
+        self.spawn_metrics_recorder();
         tracing::info!(node = %self.name(), services = services.len(), "node started");
         Ok(())
     }

@@ -718,8 +718,15 @@ mod tests {
         assert_eq!(get(&counters.started) - get(&counters.finished), 1);
         drop(timer);
         assert_eq!(get(&counters.finished), 1);
-        let cancelled = Code::ALL.iter().position(|c| *c == Code::Cancelled).unwrap();
+        let cancelled = Code::ALL
+            .iter()
+            .position(|c| *c == Code::Cancelled)
+            .unwrap();
         assert_eq!(get(&counters.errors[cancelled]), 1);
-        assert_eq!(counters.latency.iter().map(get).sum::<u64>(), 0, "0 times none");
+        assert_eq!(
+            counters.latency.iter().map(get).sum::<u64>(),
+            0,
+            "0 times none"
+        );
     }
 }
