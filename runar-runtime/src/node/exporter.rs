@@ -204,7 +204,15 @@ impl Node {
     /// call it to record at another moment (before a scrape, say).
     #[cfg(feature = "metrics")]
     pub fn record_metrics(&self) {
+        let mut described: Vec<&'static str> = Vec::new();
         for s in self.metric_samples() {
+            if !described.contains(&s.name) {
+                described.push(s.name);
+                match s.kind {
+                    MetricKind::Counter => metrics::describe_counter!(s.name, s.help),
+                    MetricKind::Gauge => metrics::describe_gauge!(s.name, s.help),
+                }
+            }
             let labels: Vec<metrics::Label> = s
                 .labels
                 .into_iter()
@@ -243,6 +251,7 @@ impl Node {
 }
 
 /// The metrics in the Prometheus text exposition format (version 0.0.4).
+#[cfg(feature = "prometheus")]
 pub(crate) fn prometheus_text(samples: &[MetricSample]) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
@@ -380,7 +389,7 @@ mod http {
 #[cfg(feature = "prometheus")]
 pub use http::PrometheusOptions;
 
-#[cfg(test)]
+#[cfg(all(test, feature = "prometheus"))]
 mod tests {
     use super::*;
 

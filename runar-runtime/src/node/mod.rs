@@ -2,6 +2,7 @@
 
 mod config;
 mod events;
+#[cfg(any(feature = "metrics", feature = "prometheus"))]
 mod exporter;
 pub(crate) mod introspection;
 mod readiness;
