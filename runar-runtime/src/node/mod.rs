@@ -12,6 +12,7 @@ mod remote;
 mod request;
 pub(crate) mod service;
 mod stats;
+mod trace;
 
 use std::collections::BTreeMap;
 use std::fmt;

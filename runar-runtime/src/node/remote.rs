@@ -170,14 +170,14 @@ fn remote_action(peer: &PeerHandle, network: Arc<str>) -> ActionHandler {
         let peer = peer.clone();
         let network = network.clone();
         Box::pin(async move {
-            peer.request(
-                &network,
-                ctx.path(),
-                &value,
-                ctx.remaining(),
-                ctx.metadata(),
-            )
-            .await
+            let (span, traced) = super::trace::client_span(ctx.path(), peer.id, ctx.metadata());
+            let metadata = traced.as_ref().unwrap_or(ctx.metadata());
+            let request = peer.request(&network, ctx.path(), &value, ctx.remaining(), metadata);
+            if span.is_disabled() {
+                request.await
+            } else {
+                tracing::Instrument::instrument(request, span).await
+            }
         })
     })
 }

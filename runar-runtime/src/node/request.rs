@@ -175,6 +175,7 @@ impl Node {
                 .intercept_incoming(&resolved.path, caller.clone(), metadata, deadline, timeout)
                 .await?;
         }
+        let span = super::trace::server_span(&resolved.path, request.from, &metadata);
         let ctx = RequestContext::new(
             self.clone(),
             resolved.path,
@@ -184,7 +185,7 @@ impl Node {
             metadata,
         );
         let stats = instance.stats.as_deref();
-        run_handler(
+        let run = run_handler(
             &handler,
             request.payload,
             ctx,
@@ -192,8 +193,12 @@ impl Node {
             timeout,
             path,
             stats,
-        )
-        .await
+        );
+        if span.is_disabled() {
+            run.await
+        } else {
+            tracing::Instrument::instrument(run, span).await
+        }
     }
 
     /// Runs the node's incoming interceptors on a call about to reach a local handler; returns
