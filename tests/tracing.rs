@@ -15,9 +15,12 @@ use tracing::span::{Attributes, Id, Record};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::prelude::*;
 
-/// Every span seen: its name and fields, by span id.
+/// A span's name and its fields.
+type Seen = (String, HashMap<String, String>);
+
+/// Every span seen, by span id.
 #[derive(Clone, Default)]
-struct Spans(Arc<Mutex<HashMap<u64, (String, HashMap<String, String>)>>>);
+struct Spans(Arc<Mutex<HashMap<u64, Seen>>>);
 
 struct Fields<'a>(&'a mut HashMap<String, String>);
 
