@@ -23,7 +23,9 @@ use crate::discovery::packet::{self, Checker};
 use crate::error::Error;
 use crate::identity::NodeId;
 use crate::metadata::{Metadata, TIMEOUT_KEY};
-use crate::network::frames::{append_event_frame, request_frame, response_frame};
+use crate::network::frames::{
+    append_event_frame, check_decode_request, request_frame, response_frame,
+};
 use crate::network::framing::{ChunkSource, FrameReader, encode_frame};
 use crate::network::{EventSink, Offer, OutboundEvent, PeerLink, PeerOffer, TransportError};
 use crate::node::registry::{Origin, Sink};
@@ -153,6 +155,7 @@ pub fn request_frames(data: &[u8]) {
     let limits = PathLimits::default();
     match which % 3 {
         0 => {
+            check_decode_request(message);
             let Ok(request) = wire::Request::decode(message) else {
                 return;
             };

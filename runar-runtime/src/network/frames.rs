@@ -14,7 +14,7 @@ use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, k
 use super::error::TransportError;
 use super::framing::{FRAME_HEADER_LEN, checked_len};
 use super::interface::OutboundEvent;
-use crate::metadata::{Metadata, TIMEOUT_KEY};
+use crate::metadata::{Metadata, RESERVED_PREFIX, TIMEOUT_KEY};
 use crate::value::Value;
 
 /// `Request.network`, `.path`, `.payload`, `.payload_type`, `.metadata`; `Response.payload`.
@@ -227,6 +227,159 @@ pub(crate) fn append_event_frame(
     Ok(())
 }
 
+/// A `Request` frame's body, decoded: what `wire::Request::decode` gives, with the metadata as
+/// a list in wire order (the `runar-timeout` entry parsed and taken out, other reserved
+/// entries dropped) instead of a hash map. A map field is a repeated entry message on the wire,
+/// so the bytes accepted are exactly prost's; decoding into a list spares hashing every key and
+/// allocating a table for the one entry most requests carry.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct DecodedRequest {
+    pub(crate) network: String,
+    pub(crate) path: String,
+    pub(crate) payload: Bytes,
+    pub(crate) payload_type: String,
+    /// `runar-timeout` (the last one, as in a map); zero when absent.
+    pub(crate) timeout_ms: u64,
+    /// The other entries, reserved ones (`runar-…`) left out; a later entry for the same key
+    /// replaces an earlier one where the node builds its `Metadata`, as in a map.
+    pub(crate) metadata: Vec<(String, Bytes)>,
+}
+
+/// Why a `Request` frame did not decode.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RequestDecodeError {
+    /// Not a valid `Request` message (prost's reason).
+    #[error("malformed request: {0}")]
+    Malformed(#[from] prost::DecodeError),
+    /// A metadata key is not UTF-8 (prost refuses a `string` map key that is not).
+    #[error("malformed request: a metadata key is not UTF-8")]
+    KeyNotText,
+    /// The `runar-timeout` entry is not a decimal number of milliseconds.
+    #[error("malformed `{TIMEOUT_KEY}`: expected milliseconds in decimal")]
+    Timeout,
+}
+
+/// Decodes a `Request` frame's body (see [`DecodedRequest`]); fails exactly where
+/// `wire::Request::decode` fails, and on a malformed `runar-timeout`.
+pub(crate) fn decode_request(mut buf: Bytes) -> Result<DecodedRequest, RequestDecodeError> {
+    use prost::encoding::{DecodeContext, bytes, decode_key, skip_field, string};
+    let mut request = DecodedRequest::default();
+    let mut timeout: Option<Bytes> = None;
+    while !buf.is_empty() {
+        let (tag, wire_type) = decode_key(&mut buf)?;
+        let ctx = DecodeContext::default();
+        match tag {
+            NETWORK => string::merge(wire_type, &mut request.network, &mut buf, ctx)?,
+            PATH => string::merge(wire_type, &mut request.path, &mut buf, ctx)?,
+            PAYLOAD => bytes::merge(wire_type, &mut request.payload, &mut buf, ctx)?,
+            PAYLOAD_TYPE => string::merge(wire_type, &mut request.payload_type, &mut buf, ctx)?,
+            METADATA => {
+                let (key, value) = decode_entry(wire_type, &mut buf)?;
+                let key = std::str::from_utf8(&key).map_err(|_| RequestDecodeError::KeyNotText)?;
+                if key == TIMEOUT_KEY {
+                    timeout = Some(value);
+                } else if !key.starts_with(RESERVED_PREFIX) {
+                    request.metadata.push((key.to_owned(), value));
+                }
+            }
+            _ => skip_field(wire_type, tag, &mut buf, ctx)?,
+        }
+    }
+    if let Some(text) = timeout {
+        request.timeout_ms = parse_decimal(&text).ok_or(RequestDecodeError::Timeout)?;
+    }
+    Ok(request)
+}
+
+/// One `map<string, bytes>` entry (a length-delimited message: key = 1, value = 2, unknown
+/// fields skipped, absent fields empty), read as prost's map decoding reads it, the key
+/// borrowed from the frame (its UTF-8 is checked by the caller).
+fn decode_entry(
+    wire_type: WireType,
+    buf: &mut Bytes,
+) -> Result<(Bytes, Bytes), prost::DecodeError> {
+    use prost::encoding::{
+        DecodeContext, bytes, check_wire_type, decode_key, merge_loop, skip_field,
+    };
+    check_wire_type(WireType::LengthDelimited, wire_type)?;
+    let mut entry = (Bytes::new(), Bytes::new());
+    merge_loop(
+        &mut entry,
+        buf,
+        DecodeContext::default(),
+        |(key, value), buf, ctx| {
+            let (tag, wire_type) = decode_key(buf)?;
+            match tag {
+                ENTRY_KEY => bytes::merge(wire_type, key, buf, ctx),
+                ENTRY_VALUE => bytes::merge(wire_type, value, buf, ctx),
+                _ => skip_field(wire_type, tag, buf, ctx),
+            }
+        },
+    )?;
+    Ok(entry)
+}
+
+/// A non-empty run of ASCII digits as a number, `None` on anything else or on overflow.
+fn parse_decimal(text: &[u8]) -> Option<u64> {
+    if text.is_empty() {
+        return None;
+    }
+    text.iter().try_fold(0u64, |n, &b| {
+        let digit = b.checked_sub(b'0').filter(|d| *d < 10)?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
+}
+
+/// Checks [`decode_request`] against prost's decoding of the same bytes as `wire::Request`:
+/// both refuse, or both give the same request (for the tests and the fuzz target).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn check_decode_request(body: &[u8]) {
+    use prost::Message as _;
+    let ours = decode_request(Bytes::copy_from_slice(body));
+    let Ok(mut prost) = crate::wire::Request::decode(body) else {
+        assert!(ours.is_err(), "prost refuses what decode_request accepts");
+        return;
+    };
+    let timeout = prost.metadata.remove(TIMEOUT_KEY);
+    let timeout_ms = match timeout.as_deref().map(parse_decimal) {
+        Some(None) => {
+            assert!(
+                matches!(ours, Err(RequestDecodeError::Timeout)),
+                "a malformed timeout is refused"
+            );
+            return;
+        }
+        Some(Some(ms)) => ms,
+        None => 0,
+    };
+    prost
+        .metadata
+        .retain(|key, _| !key.starts_with(RESERVED_PREFIX));
+    let Ok(ours) = ours else {
+        panic!("decode_request refuses what prost accepts");
+    };
+    let metadata: std::collections::HashMap<String, Bytes> = ours.metadata.into_iter().collect();
+    assert_eq!(
+        (
+            ours.network,
+            ours.path,
+            ours.payload,
+            ours.payload_type,
+            ours.timeout_ms,
+            metadata
+        ),
+        (
+            prost.network,
+            prost.path,
+            prost.payload,
+            prost.payload_type,
+            timeout_ms,
+            prost.metadata
+        ),
+        "decode_request and prost differ"
+    );
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -309,6 +462,51 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn requests_decode_as_prost_decodes_them() {
+        let max = 1 << 20;
+        for payload in payloads() {
+            for timeout_ms in [0, 1, 30_000, u64::MAX] {
+                for metadata in metadatas() {
+                    let frame =
+                        request_frame(7, "net", "math/add", &payload, timeout_ms, &metadata, max)
+                            .unwrap();
+                    let body = frame.slice(1 + FRAME_HEADER_LEN..);
+                    check_decode_request(&body);
+                    let decoded = decode_request(body).unwrap();
+                    assert_eq!(decoded.timeout_ms, timeout_ms);
+                    assert_eq!(decoded.metadata.len(), metadata.len());
+                }
+            }
+        }
+        // What a peer may send that the encoder never writes: repeated keys (the last wins),
+        // reserved and unknown entries, a malformed or non-canonical timeout, unknown fields,
+        // a key that is not UTF-8, a truncated entry.
+        let entry = |key: &[u8], value: &[u8]| {
+            let mut buf = BytesMut::new();
+            put_entry(&mut buf, key, value);
+            buf.to_vec()
+        };
+        let cases: Vec<Vec<u8>> = vec![
+            [entry(b"a", b"1"), entry(b"a", b"2")].concat(),
+            [entry(b"runar-timeout", b"5"), entry(b"runar-timeout", b"7")].concat(),
+            entry(b"runar-timeout", b"007"),
+            entry(b"runar-timeout", b"+5"),
+            entry(b"runar-timeout", b""),
+            entry(b"runar-timeout", b"99999999999999999999999"),
+            entry(b"runar-future", b"x"),
+            entry(b"", b""),
+            entry(&[0xff, 0xfe], b"x"),
+            [entry(b"k", b"v"), vec![0x58, 0x01]].concat(),
+            vec![0x32, 0x05, 0x0a, 0x01],
+            vec![0x32, 0x02, 0x18, 0x01],
+            vec![0x33],
+        ];
+        for case in cases {
+            check_decode_request(&case);
         }
     }
 

@@ -45,9 +45,9 @@ pub(crate) struct InboundRequest {
     pub(crate) timeout: Duration,
     /// The full protobuf name of the payload's type, as the caller said (empty: not said).
     pub(crate) payload_type: String,
-    /// The request's metadata as the peer sent it, reserved entries taken out: the node
-    /// validates and limits it.
-    pub(crate) metadata: HashMap<String, bytes::Bytes>,
+    /// The request's metadata as the peer sent it, in wire order, reserved entries taken out:
+    /// the node validates and limits it (a later entry for a key replaces an earlier one).
+    pub(crate) metadata: Vec<(String, bytes::Bytes)>,
 }
 
 /// An event a peer sent, decoded.

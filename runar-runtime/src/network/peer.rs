@@ -19,7 +19,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc
 
 use super::TransportError;
 use super::budget::{Held, PeerBudget};
-use super::frames::{append_event_frame, request_frame, response_frame};
+use super::frames::{append_event_frame, decode_request, request_frame, response_frame};
 use super::framing::{FrameReader, encode_frame, read_body, read_frame, read_header};
 use super::interface::{
     EventSink, InboundEvent, InboundRequest, NodeHandler, OutboundEvent, PeerEventCounters,
@@ -28,7 +28,7 @@ use super::interface::{
 use super::log_limit::warn_limited;
 use crate::error::{Code, Error, Result};
 use crate::identity::NodeId;
-use crate::metadata::{Metadata, RESERVED_PREFIX, TIMEOUT_KEY};
+use crate::metadata::Metadata;
 use crate::value::Value;
 use crate::wire;
 
@@ -447,9 +447,18 @@ pub(crate) async fn serve_request<H: NodeHandler>(
     max: usize,
 ) {
     let _in_flight = from.in_flight();
-    // The whole request (kind, header, body) is due within the read timeout.
+    // The whole request (kind, header, body) is due within the read timeout. Most requests
+    // arrive with their stream: the timer is armed only when the first read has to wait.
     let timeout = from.read_timeout;
-    let read = tokio::time::timeout(timeout, read_request(&from, &mut recv, max)).await;
+    let started = tokio::time::Instant::now();
+    let read = {
+        let mut reading = std::pin::pin!(read_request(&from, &mut recv, max));
+        match futures::poll!(reading.as_mut()) {
+            Poll::Ready(read) => Ok(read),
+            // Boxed, so the task of every request stream does not carry a timer it rarely needs.
+            Poll::Pending => Box::pin(tokio::time::timeout_at(started + timeout, reading)).await,
+        }
+    };
     let read = read.unwrap_or_else(|_| {
         warn_limited!(peer = %from.id, ?timeout, "cutting a request stream the peer is too slow to send");
         let _ = recv.stop(codes::SLOW);
@@ -509,29 +518,14 @@ async fn read_request(
         Ok(frame) => frame,
         Err(e) => return Err(Some(unreadable_request(recv, e))),
     };
-    let mut request = wire::Request::decode(frame)
-        .map_err(|e| Some(Error::invalid_argument(format!("malformed request: {e}"))))?;
-    let timeout_ms = match request.metadata.remove(TIMEOUT_KEY) {
-        None => 0,
-        Some(value) => std::str::from_utf8(&value)
-            .ok()
-            .and_then(|text| text.parse::<u64>().ok())
-            .ok_or_else(|| {
-                Some(Error::invalid_argument(format!(
-                    "malformed `{TIMEOUT_KEY}`: expected milliseconds in decimal"
-                )))
-            })?,
-    };
-    // Reserved entries this version does not know are ignored.
-    request
-        .metadata
-        .retain(|key, _| !key.starts_with(RESERVED_PREFIX));
+    let request =
+        decode_request(frame).map_err(|e| Some(Error::invalid_argument(e.to_string())))?;
     let request = InboundRequest {
         from: peer,
         network: request.network,
         path: request.path,
         payload: Value::from_encoded(request.payload),
-        timeout: Duration::from_millis(timeout_ms),
+        timeout: Duration::from_millis(request.timeout_ms),
         payload_type: request.payload_type,
         metadata: request.metadata,
     };
@@ -558,7 +552,9 @@ async fn run_request<H: NodeHandler>(
     send: &mut SendStream,
 ) -> Option<Result<Value>> {
     let peer = request.from;
-    let mut serving = std::pin::pin!(node.serve(request));
+    // Boxed: the node's side of a request is a large future, and inline it would make the task
+    // spawned for every request stream large, copied whole when it is spawned.
+    let mut serving = Box::pin(node.serve(request));
     // Most handlers answer on their first poll: only watch for the caller giving up (which
     // takes the connection's lock and a waker registration) when one does not.
     match futures::poll!(serving.as_mut()) {

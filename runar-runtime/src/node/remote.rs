@@ -165,14 +165,15 @@ impl OfferingPeer for PeerHandle {
 
 /// An [`ActionHandler`] that serves an action by asking `peer`.
 fn remote_action(peer: &PeerHandle, network: Arc<str>) -> ActionHandler {
-    let peer = peer.clone();
+    // One `Arc` for both, so a call copies one handle, not two.
+    let target = Arc::new((peer.clone(), network));
     Arc::new(move |value: Value, ctx: RequestContext| {
-        let peer = peer.clone();
-        let network = network.clone();
+        let target = target.clone();
         Box::pin(async move {
+            let (peer, network) = &*target;
             let (span, traced) = super::trace::client_span(ctx.path(), peer.id, ctx.metadata());
             let metadata = traced.as_ref().unwrap_or(ctx.metadata());
-            let request = peer.request(&network, ctx.path(), &value, ctx.remaining(), metadata);
+            let request = peer.request(network, ctx.path(), &value, ctx.remaining(), metadata);
             if span.is_disabled() {
                 request.await
             } else {

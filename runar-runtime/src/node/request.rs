@@ -103,8 +103,9 @@ impl Node {
             metadata = within(deadline, timeout, path, intercepted).await?.metadata;
         }
         metadata.check_limits(config.max_metadata_size, config.max_metadata_entries)?;
-        let instance = resolved
-            .slot
+        // The slot is held for the call: its instance's handler and health need no copies.
+        let slot = resolved.slot;
+        let instance = slot
             .pick()
             .ok_or_else(|| Error::not_found(format!("no instance serves `{path}`")))?;
         if let Some(types) = &instance.types {
@@ -117,8 +118,6 @@ impl Node {
             }
             types.check_response(path, wanted)?;
         }
-        let handler = instance.handler.clone();
-        let health = instance.health.clone();
         if instance.origin == Origin::Local && !config.incoming.is_empty() {
             metadata = self
                 .intercept_incoming(&resolved.path, Caller::Local, metadata, deadline, timeout)
@@ -133,10 +132,19 @@ impl Node {
             metadata,
         );
         let stats = instance.stats.as_deref();
-        let answer = run_handler(&handler, request, ctx, deadline, timeout, path, stats).await;
+        let answer = run_handler(
+            &instance.handler,
+            request,
+            ctx,
+            deadline,
+            timeout,
+            path,
+            stats,
+        )
+        .await;
         if matches!(&answer, Err(e) if e.code() == Code::DeadlineExceeded) {
             // Other instances serve the next calls for a while; this one is retried later.
-            health.timed_out(self.inner.config.timeout_penalty);
+            instance.health.timed_out(self.inner.config.timeout_penalty);
         }
         answer
     }
@@ -159,8 +167,8 @@ impl Node {
             .inner
             .registry
             .resolve_action(&request.network, path, limits)?;
-        let instance = resolved
-            .slot
+        let slot = resolved.slot;
+        let instance = slot
             .local()
             .ok_or_else(|| Error::not_found(format!("no action `{path}` on this node")))?;
         if let Some(types) = &instance.types {
@@ -168,7 +176,6 @@ impl Node {
             let sent = Some(request.payload_type.as_str()).filter(|t| !t.is_empty());
             types.check_request(path, sent)?;
         }
-        let handler = instance.handler.clone();
         let caller = Caller::Remote(request.from);
         if !config.incoming.is_empty() {
             metadata = self
@@ -186,7 +193,7 @@ impl Node {
         );
         let stats = instance.stats.as_deref();
         let run = run_handler(
-            &handler,
+            &instance.handler,
             request.payload,
             ctx,
             deadline,
