@@ -152,6 +152,18 @@ async fn stats_count_requests_errors_and_latency_per_action() {
     assert_eq!(fail.errors.get(FAIL_CODE.as_str()), Some(&1));
     assert!(!stats.actions.iter().any(|a| a.path.starts_with('$')));
     assert_eq!(stats.peers.len(), 1);
+
+    // Per peer: the events written to its stream.
+    client
+        .subscribe("news/>", |_: u64, _| async { Ok(()) })
+        .await
+        .unwrap();
+    server.publish("news/a", 1u64).await.unwrap();
+    wait_for("the event to reach the client's stream", || {
+        server.peer_list().peers[0].events_delivered == 1
+    })
+    .await;
+    assert_eq!(server.peer_list().peers[0].events_dropped, 0);
 }
 
 #[tokio::test]

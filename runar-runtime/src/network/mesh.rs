@@ -913,6 +913,7 @@ impl<H: NodeHandler> Mesh<H> {
             queue: queues.events,
             max_message_size: max,
             flow: self.events.clone(),
+            own: peer.event_counts.clone(),
         }));
         let mesh = self.clone();
         let p = peer.clone();

@@ -7,6 +7,7 @@
 //! service, and so never routed to another node: a peer asks one chosen node with
 //! [`Node::request_on`].
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, UNIX_EPOCH};
 
 use prost::Message as _;
@@ -131,6 +132,8 @@ impl Node {
                     lost_packets: stats.path.lost_packets,
                     requests_in_flight: u64::try_from(peer.requests_in_flight())
                         .unwrap_or(u64::MAX),
+                    events_delivered: peer.event_counts.written.load(Ordering::Relaxed),
+                    events_dropped: peer.event_counts.dropped.load(Ordering::Relaxed),
                 }
             })
             .collect();
