@@ -111,17 +111,18 @@ impl ActionCounters {
 
     /// A call starts: counted, and finished by [`CallTimer::finish`] (or its drop, which
     /// counts the call as `Cancelled`).
+    #[inline]
     pub(crate) fn start(&self) -> CallTimer<'_> {
         let number = self.started.fetch_add(1, Ordering::Relaxed);
         let timed = self.sample_mask.is_some_and(|mask| number & mask == 0);
         CallTimer {
             counters: self,
             start: timed.then(Instant::now),
-            done: false,
         }
     }
 
     /// A call that started ended, failing with `error` if it did; `start` when it was timed.
+    #[inline]
     fn finished(&self, start: Option<Instant>, error: Option<crate::error::Code>) {
         self.finished.fetch_add(1, Ordering::Relaxed);
         if let Some(code) = error {
@@ -144,24 +145,23 @@ impl ActionCounters {
 pub(crate) struct CallTimer<'a> {
     counters: &'a ActionCounters,
     start: Option<Instant>,
-    done: bool,
 }
 
 impl CallTimer<'_> {
     /// The call ended, failing with `error` if it did.
-    pub(crate) fn finish(mut self, error: Option<crate::error::Code>) {
-        self.done = true;
+    #[inline]
+    pub(crate) fn finish(self, error: Option<crate::error::Code>) {
         self.counters.finished(self.start, error);
+        // Counted: the drop below is for calls that never get here.
+        std::mem::forget(self);
     }
 }
 
 impl Drop for CallTimer<'_> {
     /// The call's future was dropped (the caller gave up): counted as cancelled.
     fn drop(&mut self) {
-        if !self.done {
-            self.counters
-                .finished(self.start, Some(crate::error::Code::Cancelled));
-        }
+        self.counters
+            .finished(self.start, Some(crate::error::Code::Cancelled));
     }
 }
 
