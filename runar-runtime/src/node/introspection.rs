@@ -377,6 +377,55 @@ mod tests {
     }
 
     #[test]
+    fn events_are_the_rpcs_marked_runar_event() {
+        use prost::encoding::{WireType, encode_key, encode_varint};
+        // `rpc StockChanged(shop.StockChanged) returns (google.protobuf.Empty)
+        //  { option (runar.event) = true; }` and a plain rpc, as raw bytes: prost-types
+        // cannot hold the extension.
+        let method = |name: &str, input: &str, event: bool| {
+            let mut bytes = prost_types::MethodDescriptorProto {
+                name: Some(name.into()),
+                input_type: Some(input.into()),
+                output_type: Some(".google.protobuf.Empty".into()),
+                ..Default::default()
+            }
+            .encode_to_vec();
+            if event {
+                let mut options = Vec::new();
+                encode_key(EVENT_OPTION, WireType::Varint, &mut options);
+                encode_varint(1, &mut options);
+                prost::encoding::bytes::encode(4, &options, &mut bytes);
+            }
+            bytes
+        };
+        let mut service = prost_types::ServiceDescriptorProto {
+            name: Some("Inventory".into()),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        prost::encoding::bytes::encode(2, &method("GetItem", ".shop.GetItem", false), &mut service);
+        prost::encoding::bytes::encode(
+            2,
+            &method("StockChanged", ".shop.StockChanged", true),
+            &mut service,
+        );
+        let mut file = Vec::new();
+        prost::encoding::bytes::encode(6, &service, &mut file);
+        assert_eq!(
+            event_methods(&file),
+            vec![("StockChanged".to_owned(), ".shop.StockChanged".to_owned())]
+        );
+        let described = describe_service(&wire::ServiceDescriptor {
+            path: "inventory".into(),
+            schema: file.into(),
+            ..Default::default()
+        });
+        assert_eq!(described.events.len(), 1);
+        assert_eq!(described.events[0].topic, "inventory/stock_changed");
+        assert_eq!(described.events[0].payload_type, "shop.StockChanged");
+    }
+
+    #[test]
     fn fields_stop_at_garbage() {
         assert_eq!(fields(&[0xff]).count(), 0);
         assert_eq!(fields(&[0x0a, 0x05, 1]).count(), 0);
