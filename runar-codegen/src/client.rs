@@ -1,5 +1,6 @@
 //! The typed client: `new`, `with_timeout`, `with_wait_for_ready`, `with_metadata`,
-//! `with_interceptor`, `node`, one method per action, and typed publish and subscribe per event.
+//! `with_interceptor`, `with_network`, `node`, one method per action, and typed publish and
+//! subscribe per event.
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
@@ -59,6 +60,13 @@ pub fn client(service: &Service) -> TokenStream {
             /// node's: it may add metadata or refuse the call.
             #vis fn with_interceptor(mut self, interceptor: impl #codegen::Interceptor) -> Self {
                 self.options = self.options.with_interceptor(interceptor);
+                self
+            }
+
+            /// Calls the service (and publishes and subscribes to its events) in `network`, one
+            /// of the node's networks, instead of the node's default network.
+            #vis fn with_network(mut self, network: impl ::core::convert::Into<::std::string::String>) -> Self {
+                self.options = self.options.with_network(network);
                 self
             }
 
@@ -130,11 +138,13 @@ fn client_method(service: &Service, method: &Method) -> TokenStream {
             let full_path = format!("{}/{name}", service.path);
             let publish = format_ident!("{}", publish_method(name));
             let subscribe = format_ident!("{}", subscribe_method(name));
+            let path = local("path");
             quote! {
                 #cfgs
                 #publish_docs
                 #vis async fn #publish(&self, event: #payload) -> #codegen::Result<()> {
-                    #codegen::Node::publish(&self.node, #full_path, event).await
+                    let #path = self.options.path_in_network(#full_path);
+                    #codegen::Node::publish(&self.node, #path, event).await
                 }
 
                 #cfgs
@@ -152,7 +162,8 @@ fn client_method(service: &Service, method: &Method) -> TokenStream {
                         + ::core::marker::Send
                         + 'static,
                 {
-                    #codegen::Node::subscribe(&self.node, #full_path, handler).await
+                    let #path = self.options.path_in_network(#full_path);
+                    #codegen::Node::subscribe(&self.node, #path, handler).await
                 }
             }
         }

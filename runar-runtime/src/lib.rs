@@ -22,6 +22,8 @@
 //! * Metadata and interceptors: [`Metadata`] (per call, per client, per publish; read in the
 //!   handler's context), [`Interceptor`]s that see each [`Call`] on the calling and the serving
 //!   side.
+//! * Several networks per node (`NodeConfig::with_additional_network`, `Node::add_service_to`)
+//!   and who may do what in each: the [`policy`] module (`Node::set_policy`).
 //! * Errors: [`Error`], [`Code`], [`Result`].
 //!
 //! The protocol, the transport and discovery are internal. Generated code uses the hidden
@@ -40,6 +42,7 @@ mod log_limit;
 mod metadata;
 mod network;
 mod node;
+pub mod policy;
 pub mod routing;
 pub mod value;
 mod wire;

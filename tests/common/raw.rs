@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use prost::Message;
 use runar::__private::{NodeKeypair, Transport, TransportConfig, read_frame, wire, write_frame};
-use runar::{Node, NodeId};
+use runar::{Code, Node, NodeId};
 
 use super::{WAIT, key, wait_for};
 
@@ -222,5 +222,38 @@ pub fn event(topic: &str, payload: impl Message, ids: Vec<u64>) -> wire::Event {
         payload: payload.encode_to_vec().into(),
         subscription_ids: ids,
         ..Default::default()
+    }
+}
+
+/// Sends a request for `path` in `network` on a new stream of `conn`; the payload bytes, or
+/// the error's code and message.
+pub async fn call(
+    conn: &quinn::Connection,
+    network: &str,
+    path: &str,
+    payload: &[u8],
+) -> Result<Vec<u8>, (Code, String)> {
+    let request = wire::Request {
+        network: network.into(),
+        path: path.into(),
+        payload: payload.to_vec().into(),
+        metadata: [("runar-timeout".into(), "5000".into())].into(),
+        ..Default::default()
+    };
+    let body = request.encode_to_vec();
+    let mut bytes = vec![2];
+    bytes.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    bytes.extend_from_slice(&body);
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&bytes).await.unwrap();
+    send.finish().unwrap();
+    let frame = tokio::time::timeout(WAIT, read_frame(&mut recv, MAX))
+        .await
+        .expect("no answer")
+        .unwrap()
+        .expect("an answer");
+    match wire::Response::decode(frame).unwrap().result.unwrap() {
+        wire::response::Result::Error(e) => Err((Code::from_u32(e.code), e.message)),
+        wire::response::Result::Payload(p) => Ok(p.to_vec()),
     }
 }

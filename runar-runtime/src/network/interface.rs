@@ -237,8 +237,9 @@ pub(crate) trait NodeHandler: Clone + Send + Sync + 'static {
     /// Delivers an event a peer sent to the local subscriptions it names.
     fn deliver(&self, event: InboundEvent) -> impl Future<Output = ()> + Send;
 
-    /// What this node offers now (sent in hellos and capability announcements).
-    fn offer(&self) -> Offer;
+    /// What this node offers `peer` now (sent in hellos and capability announcements): what
+    /// the peer may use of it.
+    fn offer(&self, peer: &NodeId) -> Offer;
 
     /// The peer on `peer` now offers `offer`: the node updates what it routes to that link (it
     /// diffs against what the link offered before and ignores an offer older than that). Called

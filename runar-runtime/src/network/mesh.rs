@@ -88,10 +88,17 @@ pub(crate) struct MeshSettings {
     pub(crate) drain_timeout: Duration,
 }
 
-/// This node's view of the network.
+/// This node's view of one of its networks. A node in several networks has one mesh per
+/// network over one shared endpoint: the mesh of the default network accepts every connection
+/// and hands each to the mesh of the network it was admitted to.
 pub(crate) struct Mesh<H> {
     node: H,
+    /// The shared endpoint, dialing in this mesh's network.
     transport: Transport,
+    /// This mesh's network, as the transport numbers it (0: the default).
+    index: usize,
+    /// The meshes of all the node's networks, by index (weak: the node owns them).
+    siblings: Mutex<Vec<std::sync::Weak<Mesh<H>>>>,
     keypair: Arc<NodeKeypair>,
     discovery: Mutex<Option<Discovery>>,
     /// The peers discovery reports (until their goodbye), each kept connected by its own task;
@@ -123,18 +130,52 @@ pub(crate) struct Mesh<H> {
 }
 
 impl<H: NodeHandler> Mesh<H> {
-    /// Binds the QUIC endpoint. Nothing is accepted or dialed until [`run`](Self::run).
-    pub(crate) fn bind(
+    /// Binds one QUIC endpoint for several networks (the first is the default) and makes a
+    /// mesh for each, in the same order. Nothing is accepted or dialed until
+    /// [`run`](Self::run).
+    pub(crate) fn bind_networks(
+        config: NetworkConfig,
+        keypair: Arc<NodeKeypair>,
+        networks: Vec<(H, MeshSettings, NetworkKey)>,
+    ) -> Result<Vec<Arc<Self>>> {
+        let keys: Vec<NetworkKey> = networks.iter().map(|(_, _, key)| key.clone()).collect();
+        let transport = Transport::bind_networks(config.transport(), &keypair, &keys)?;
+        let mut meshes = Vec::with_capacity(networks.len());
+        for (index, (node, settings, key)) in networks.into_iter().enumerate() {
+            let transport = transport
+                .in_network(index)
+                .ok_or_else(|| Error::internal("the transport lacks a network"))?;
+            meshes.push(Self::new(
+                node,
+                settings,
+                config.clone(),
+                keypair.clone(),
+                key,
+                transport,
+                index,
+            )?);
+        }
+        let all: Vec<std::sync::Weak<Self>> = meshes.iter().map(Arc::downgrade).collect();
+        for mesh in &meshes {
+            *lock(&mesh.siblings) = all.clone();
+        }
+        Ok(meshes)
+    }
+
+    fn new(
         node: H,
         settings: MeshSettings,
         config: NetworkConfig,
         keypair: Arc<NodeKeypair>,
         key: NetworkKey,
+        transport: Transport,
+        index: usize,
     ) -> Result<Arc<Self>> {
-        let transport = Transport::bind(config.transport(), &keypair, &key)?;
         Ok(Arc::new(Mesh {
             node,
             transport,
+            index,
+            siblings: Mutex::default(),
             keypair: keypair.clone(),
             discovery: Mutex::default(),
             wanted: Mutex::default(),
@@ -177,8 +218,11 @@ impl<H: NodeHandler> Mesh<H> {
         };
         let discovery = Discovery::start(&self.config.discovery, local, events).await?;
         *lock(&self.discovery) = Some(discovery);
-        let mesh = self.clone();
-        tokio::spawn(async move { mesh.accept_loop().await });
+        if self.index == 0 {
+            // One accept loop per endpoint: the default network's mesh runs it for all.
+            let mesh = self.clone();
+            tokio::spawn(async move { mesh.accept_loop().await });
+        }
         let mesh = self.clone();
         tokio::spawn(async move { mesh.discovery_loop(discovered).await });
         let mut tried = Vec::new();
@@ -433,6 +477,11 @@ impl<H: NodeHandler> Mesh<H> {
                 let from = incoming.remote_address();
                 match incoming.handshake_pending().await {
                     Ok((connection, peer, _pending)) => {
+                        // The network the handshake admitted the peer to picks the mesh.
+                        let Some(mesh) = mesh.mesh_of(&connection) else {
+                            connection.close(codes::PROTOCOL, b"network not served");
+                            return;
+                        };
                         if let Err(e) = mesh.attach(connection, peer, false).await {
                             tracing::debug!(%from, %peer, error = %e, "inbound connection dropped");
                         }
@@ -444,6 +493,17 @@ impl<H: NodeHandler> Mesh<H> {
                 }
             });
         }
+    }
+
+    /// The mesh (this one or a sibling) of the network an accepted connection is in; `None`
+    /// when that network's mesh has stopped.
+    fn mesh_of(self: &Arc<Self>, connection: &Connection) -> Option<Arc<Self>> {
+        let index = self.transport.network_of(connection)?;
+        if index == self.index {
+            return Some(self.clone());
+        }
+        let mesh = lock(&self.siblings).get(index)?.upgrade()?;
+        (!mesh.shutdown.is_cancelled()).then_some(mesh)
     }
 
     /// Keeps a connection to the static peer at `addr`: dials while it is down, then waits for
@@ -617,7 +677,7 @@ impl<H: NodeHandler> Mesh<H> {
             connection.close(codes::DUPLICATE, b"self");
             return Err(Error::invalid_argument("dialed itself"));
         }
-        let ours = self.hello();
+        let ours = self.hello(&peer_id);
         // The whole exchange under one deadline: a peer that opens no stream, sends no kind
         // byte or no hello, or reads nothing, is dropped when it passes.
         let (send, recv, theirs) = tokio::time::timeout(
@@ -755,7 +815,9 @@ impl<H: NodeHandler> Mesh<H> {
         // Changes made during the hello went to the other peers only: catch up.
         let sent = ours.capabilities.as_ref().map_or(0, |c| c.version);
         if self.version.load(Ordering::Acquire) > sent {
-            peer.send_control(wire::control::Kind::Capabilities(self.capabilities()));
+            peer.send_control(wire::control::Kind::Capabilities(
+                self.capabilities(&peer.id),
+            ));
         }
         self.node
             .peer_changed(PeerNotice {
@@ -1037,25 +1099,30 @@ impl<H: NodeHandler> Mesh<H> {
         }
     }
 
-    fn hello(&self) -> wire::Hello {
+    fn hello(&self, peer: &NodeId) -> wire::Hello {
         wire::Hello {
             protocol_version: PROTOCOL_VERSION,
             node_id: self.node_id.to_string(),
             node_name: self.name.clone(),
             network_id: self.network_id.clone(),
-            capabilities: Some(self.capabilities()),
+            capabilities: Some(self.capabilities(peer)),
             instance: self.instance,
             network: self.network_name.clone(),
         }
     }
 
-    /// A snapshot of what this node offers, with a new version number.
-    fn capabilities(&self) -> wire::Capabilities {
+    /// A snapshot of what this node offers `peer`, with a new version number.
+    fn capabilities(&self, peer: &NodeId) -> wire::Capabilities {
         let version = self.version.fetch_add(1, Ordering::AcqRel) + 1;
+        self.capabilities_at(version, peer)
+    }
+
+    /// What this node offers `peer`, as version `version`.
+    fn capabilities_at(&self, version: u64, peer: &NodeId) -> wire::Capabilities {
         let Offer {
             services,
             subscriptions,
-        } = self.node.offer();
+        } = self.node.offer(peer);
         wire::Capabilities {
             version,
             services,
@@ -1070,10 +1137,10 @@ impl<H: NodeHandler> Mesh<H> {
         if peers.is_empty() {
             return;
         }
-        let capabilities = self.capabilities();
-        let version = capabilities.version;
+        let version = self.version.fetch_add(1, Ordering::AcqRel) + 1;
         for peer in &peers {
-            peer.send_control(wire::control::Kind::Capabilities(capabilities.clone()));
+            let capabilities = self.capabilities_at(version, &peer.id);
+            peer.send_control(wire::control::Kind::Capabilities(capabilities));
         }
         let timeout = self.config.announce_timeout;
         let waits = peers.iter().map(|peer| async move {
@@ -1086,8 +1153,9 @@ impl<H: NodeHandler> Mesh<H> {
 
     /// Leaves the network: stops accepting and dialing, says goodbye to every peer, waits up to
     /// `grace` for each to finish what is in flight on its connection and close it (peers close
-    /// once drained), then closes what is left, the endpoint and discovery. Returns the number
-    /// of requests still in flight when the grace ran out (they fail on both sides).
+    /// once drained), then closes what is left and discovery (the node then closes the shared
+    /// endpoint: [`close_endpoint`](Self::close_endpoint)). Returns the number of requests
+    /// still in flight when the grace ran out (they fail on both sides).
     pub(crate) async fn stop(&self, grace: Duration) -> usize {
         let peers = self.leave();
         let closing = peers.iter().map(|peer| async move {
@@ -1103,9 +1171,15 @@ impl<H: NodeHandler> Mesh<H> {
         if let Some(discovery) = discovery {
             discovery.stop().await;
         }
-        // Let the endpoint send the close frames before the caller moves on (or exits).
-        let _ = tokio::time::timeout(Duration::from_millis(100), self.transport.wait_idle()).await;
         dropped
+    }
+
+    /// Closes the endpoint that every mesh of the node shares (after each one's
+    /// [`stop`](Self::stop)), and lets it send the close frames before the caller moves on (or
+    /// exits).
+    pub(crate) async fn close_endpoint(&self) {
+        self.transport.close();
+        let _ = tokio::time::timeout(Duration::from_millis(100), self.transport.wait_idle()).await;
     }
 
     /// What [`stop`](Self::stop) does without waiting, for a node dropped without `stop`: the
@@ -1114,6 +1188,7 @@ impl<H: NodeHandler> Mesh<H> {
     pub(crate) fn stop_now(&self) {
         let peers = self.leave();
         self.close_all(&peers);
+        self.transport.close();
         // Dropping discovery sends its goodbyes and ends its tasks.
         drop(lock(&self.discovery).take());
     }
@@ -1132,12 +1207,12 @@ impl<H: NodeHandler> Mesh<H> {
         peers
     }
 
-    /// Closes the peers' connections and the endpoint.
+    /// Closes the peers' connections (the shared endpoint stays open for the node's other
+    /// networks until [`close_endpoint`](Self::close_endpoint)).
     fn close_all(&self, peers: &[Arc<Peer>]) {
         for peer in peers {
             peer.connection.close(codes::GOODBYE, b"goodbye");
         }
-        self.transport.close();
     }
 }
 

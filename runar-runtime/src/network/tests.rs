@@ -230,6 +230,14 @@ impl ServerCertVerifier for AcceptAnyServer {
 fn rogue_client(
     cert: Option<(&NetworkKey, &NodeKeypair)>,
 ) -> (quinn::Endpoint, quinn::ClientConfig) {
+    rogue_client_naming(cert, b"runar/1".to_vec())
+}
+
+/// [`rogue_client`] offering the ALPN `alpn`.
+fn rogue_client_naming(
+    cert: Option<(&NetworkKey, &NodeKeypair)>,
+    alpn: Vec<u8>,
+) -> (quinn::Endpoint, quinn::ClientConfig) {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -245,7 +253,7 @@ fn rogue_client(
             .unwrap(),
         None => builder.with_no_client_auth(),
     };
-    tls.alpn_protocols = vec![b"runar/1".to_vec()];
+    tls.alpn_protocols = vec![alpn];
     let config = quinn::ClientConfig::new(Arc::new(
         quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap(),
     ));
@@ -304,6 +312,48 @@ async fn server_verifies_client_certificates() {
 
     // No certificate at all is refused.
     let err = rogue_attempt(&server.transport, None).await.unwrap_err();
+    assert!(err.is_handshake_refused(), "{err}");
+}
+
+#[tokio::test]
+async fn a_certificate_of_one_network_is_refused_for_another() {
+    let shop = NetworkKey::from_secret("network shop");
+    let ops = NetworkKey::from_secret("network ops");
+    let server_key = NodeKeypair::generate().unwrap();
+    let networks = [shop.clone(), ops.clone()];
+    let server = Transport::bind_networks(local_config(), &server_key, &networks).unwrap();
+    let addr = server.local_addr().unwrap();
+    let client = NodeKeypair::generate().unwrap();
+    let attempt = |cert: &NetworkKey, alpn: Vec<u8>| {
+        let (endpoint, config) = rogue_client_naming(Some((cert, &client)), alpn);
+        let accepted = accept_one(&server);
+        async move {
+            let _connecting = endpoint
+                .connect_with(config, addr, UNKNOWN_SERVER_NAME)
+                .unwrap();
+            within("rogue accept", accepted).await.unwrap()
+        }
+    };
+    // Each network's certificate naming its network is admitted to that network; bare
+    // `runar/1` names the default one.
+    for (index, network) in networks.iter().enumerate() {
+        let (conn, id) = attempt(network, tls::alpn_of(network)).await.unwrap();
+        assert_eq!(
+            (server.network_of(&conn), id),
+            (Some(index), client.node_id())
+        );
+    }
+    let (conn, _) = attempt(&shop, b"runar/1".to_vec()).await.unwrap();
+    assert_eq!(server.network_of(&conn), Some(0));
+    // A client holding the ops key that names shop-net (ignoring the shop certificate the
+    // server presents) completes TLS, and is refused before a byte of the protocol.
+    for alpn in [tls::alpn_of(&shop), b"runar/1".to_vec()] {
+        let err = attempt(&ops, alpn).await.unwrap_err();
+        assert!(err.is_handshake_refused(), "{err}");
+    }
+    // A network the server is not in is refused in the handshake.
+    let other = NetworkKey::from_secret("network other");
+    let err = attempt(&other, tls::alpn_of(&other)).await.unwrap_err();
     assert!(err.is_handshake_refused(), "{err}");
 }
 

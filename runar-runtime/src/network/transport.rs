@@ -1,5 +1,6 @@
 //! The QUIC transport: one quinn endpoint per node, both server and client, admitting only
-//! peers of the same network and telling each side who the other is.
+//! peers of the node's networks (each connection is in exactly one) and telling each side who
+//! the other is.
 
 use std::{
     net::SocketAddr,
@@ -146,14 +147,21 @@ fn varint(n: u64) -> Result<VarInt, TransportError> {
     VarInt::from_u64(n).map_err(|_| TransportError::InvalidConfig(format!("{n} is too large")))
 }
 
-/// A node's QUIC endpoint: accepts connections from, and dials, nodes of the same network.
+/// A node's QUIC endpoint: accepts connections from, and dials, nodes of its networks.
 ///
-/// Cheap to clone; clones share the endpoint.
+/// Cheap to clone; clones share the endpoint. One endpoint serves every network of a node; a
+/// clone made with [`Transport::in_network`] dials in another of them.
 #[derive(Debug, Clone)]
 pub struct Transport {
     endpoint: Endpoint,
-    /// The client configuration of probing dials (see [`Transport::probe_pending`]).
-    probe: quinn::ClientConfig,
+    /// The network this handle dials in (an index into `clients`).
+    network: usize,
+    /// Per network, the client configuration of dials.
+    clients: Arc<[quinn::ClientConfig]>,
+    /// Per network, the client configuration of probing dials (see [`Transport::probe_pending`]).
+    probes: Arc<[quinn::ClientConfig]>,
+    /// Per network, what the server side checks after a handshake.
+    networks: Arc<[tls::NetworkTls]>,
     node_id: NodeId,
     config: Arc<TransportConfig>,
     /// Handshakes in progress (see [`Pending`]).
@@ -188,9 +196,22 @@ impl Transport {
         node: &NodeKeypair,
         network: &NetworkKey,
     ) -> Result<Transport, TransportError> {
+        Self::bind_networks(config, node, std::slice::from_ref(network))
+    }
+
+    /// Binds one endpoint for `node` in every network of `networks` (not empty): the first is
+    /// the default, which this handle dials in (see [`Transport::in_network`]). Each connection
+    /// belongs to one network, named by ALPN and proven by the peer's certificate.
+    ///
+    /// Must be called within a Tokio runtime.
+    pub fn bind_networks(
+        config: TransportConfig,
+        node: &NodeKeypair,
+        networks: &[NetworkKey],
+    ) -> Result<Transport, TransportError> {
         let transport = Arc::new(config.quinn_transport()?);
         let probe_transport = Arc::new(config.quinn_probe_transport()?);
-        let tls = tls::build(node, network)?;
+        let tls = tls::build(node, networks)?;
         let no_initial =
             |e: quinn::crypto::rustls::NoInitialCipherSuite| TransportError::Tls(e.to_string());
 
@@ -198,25 +219,48 @@ impl Transport {
             QuicServerConfig::try_from(tls.server).map_err(no_initial)?,
         ));
         server.transport_config(transport.clone());
-        let client_crypto = Arc::new(QuicClientConfig::try_from(tls.client).map_err(no_initial)?);
-        let mut client = quinn::ClientConfig::new(client_crypto.clone());
-        client.transport_config(transport);
-        let mut probe = quinn::ClientConfig::new(client_crypto);
-        probe.transport_config(probe_transport);
+        let mut clients = Vec::with_capacity(tls.clients.len());
+        let mut probes = Vec::with_capacity(tls.clients.len());
+        for client in tls.clients {
+            let crypto = Arc::new(QuicClientConfig::try_from(client).map_err(no_initial)?);
+            let mut client = quinn::ClientConfig::new(crypto.clone());
+            client.transport_config(transport.clone());
+            clients.push(client);
+            let mut probe = quinn::ClientConfig::new(crypto);
+            probe.transport_config(probe_transport.clone());
+            probes.push(probe);
+        }
 
-        let mut endpoint =
+        let endpoint =
             Endpoint::server(server, config.bind_addr).map_err(|source| TransportError::Bind {
                 addr: config.bind_addr,
                 source,
             })?;
-        endpoint.set_default_client_config(client);
         Ok(Transport {
             endpoint,
-            probe,
+            network: 0,
+            clients: clients.into(),
+            probes: probes.into(),
+            networks: tls.networks.into(),
             node_id: node.node_id(),
             config: Arc::new(config),
             pending: Arc::default(),
         })
+    }
+
+    /// A handle on the same endpoint that dials in network `index` (in the order given to
+    /// [`Transport::bind_networks`]), or `None` when there is no such network.
+    pub fn in_network(&self, index: usize) -> Option<Transport> {
+        (index < self.clients.len()).then(|| Transport {
+            network: index,
+            ..self.clone()
+        })
+    }
+
+    /// The network (its index) of an accepted connection, as its handshake named and proved
+    /// it; `None` for a connection this transport did not accept.
+    pub fn network_of(&self, connection: &Connection) -> Option<usize> {
+        tls::network_of(connection, &self.networks).ok()
     }
 
     /// The address the endpoint is bound to.
@@ -291,10 +335,15 @@ impl Transport {
         addr: SocketAddr,
         expected: Option<&NodeId>,
     ) -> Result<(Connection, NodeId, Pending), TransportError> {
-        self.dial(addr, expected, Some(self.probe.clone())).await
+        let probe = self
+            .probes
+            .get(self.network)
+            .cloned()
+            .ok_or_else(|| TransportError::InvalidConfig("no such network".into()))?;
+        self.dial(addr, expected, Some(probe)).await
     }
 
-    /// Dials with the endpoint's client configuration, or `config`.
+    /// Dials with this handle's network's client configuration, or `config`.
     async fn dial(
         &self,
         addr: SocketAddr,
@@ -313,10 +362,15 @@ impl Transport {
         }
         let pending = Pending::new(&self.pending);
         let name = tls::server_name(expected);
-        let connecting = match config {
-            Some(config) => self.endpoint.connect_with(config, addr, &name)?,
-            None => self.endpoint.connect(addr, &name)?,
+        let config = match config {
+            Some(config) => config,
+            None => self
+                .clients
+                .get(self.network)
+                .cloned()
+                .ok_or_else(|| TransportError::InvalidConfig("no such network".into()))?,
         };
+        let connecting = self.endpoint.connect_with(config, addr, &name)?;
         let after = self.config.connect_timeout;
         let connection = tokio::time::timeout(after, connecting)
             .await
@@ -367,6 +421,7 @@ impl Transport {
             }
             return Some(Incoming {
                 inner: incoming,
+                networks: self.networks.clone(),
                 timeout: self.config.connect_timeout,
                 pending: Pending::new(&self.pending),
             });
@@ -391,6 +446,7 @@ impl Transport {
 #[derive(Debug)]
 pub struct Incoming {
     inner: quinn::Incoming,
+    networks: Arc<[tls::NetworkTls]>,
     timeout: Duration,
     pending: Pending,
 }
@@ -407,7 +463,8 @@ impl Incoming {
     }
 
     /// Completes the handshake within the connect timeout. On success the peer has proven it
-    /// holds the network key and the returned id is derived from its certificate. Failures are
+    /// holds the key of the network it asked for (see [`Transport::network_of`]) and the
+    /// returned id is derived from its certificate. Failures are
     /// logged with `tracing::debug!` (remote address and reason).
     pub async fn handshake(self) -> Result<(Connection, NodeId), TransportError> {
         self.handshake_pending()
@@ -426,7 +483,9 @@ impl Incoming {
             let connection = tokio::time::timeout(after, connecting)
                 .await
                 .map_err(|_| TransportError::Timeout { addr, after })??;
-            match peer_node_id(&connection) {
+            let verified = tls::network_of(&connection, &self.networks)
+                .and_then(|_| peer_node_id(&connection));
+            match verified {
                 Ok(peer) => Ok((connection, peer)),
                 Err(e) => {
                     connection.close(VarInt::from_u32(1), b"bad identity");

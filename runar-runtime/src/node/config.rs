@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::metadata::{DEFAULT_MAX_METADATA_ENTRIES, DEFAULT_MAX_METADATA_SIZE, Metadata};
-use crate::network::NetworkConfig;
+use crate::network::{NetworkConfig, NetworkKey};
 use crate::node::service::{Interceptor, Interceptors};
 use crate::routing::{DEFAULT_MAX_PATH_DEPTH, DEFAULT_MAX_PATH_LEN, PathLimits};
 
@@ -46,6 +46,9 @@ pub struct NodeConfig {
     pub publish_wait: Duration,
     /// How the node joins a network; `None` (the default) for a local-only node.
     pub network: Option<NetworkConfig>,
+    /// The node's other networks, each with its own name and key (default none): see
+    /// [`with_additional_network`](Self::with_additional_network).
+    pub additional_networks: Vec<(String, NetworkKey)>,
     /// The longest path or pattern, in bytes with its `network:` prefix, that the node accepts
     /// from its user or a peer (default 1024). Longer ones are refused with `InvalidArgument`.
     pub max_path_len: usize,
@@ -95,6 +98,7 @@ impl NodeConfig {
             max_queued_event_bytes: 64 * 1024 * 1024,
             publish_wait: Duration::ZERO,
             network: None,
+            additional_networks: Vec::new(),
             timeout_penalty: Duration::from_secs(5),
             max_path_len: DEFAULT_MAX_PATH_LEN,
             max_path_depth: DEFAULT_MAX_PATH_DEPTH,
@@ -181,6 +185,30 @@ impl NodeConfig {
         self
     }
 
+    /// Joins another network, `name`, admitted by its own `key`. It needs the network
+    /// configuration ([`with_network_config`](Self::with_network_config)), whose endpoint it
+    /// shares: one address (`Node::local_addr`) reaches every network of the node, the peer
+    /// naming the network in its handshake. It uses the same settings and discovery (each
+    /// network is announced apart, signed as the default one; a static peer is dialed in every
+    /// network, and one that is not in a network refuses that handshake).
+    ///
+    /// Each network is isolated: its own registry view and events, its peers (a peer of one
+    /// network never completes a handshake for another), its services
+    /// (`Node::add_service_to`), its access policy. A path or topic names a network with a
+    /// prefix: `ops-net:admin/restart`.
+    ///
+    /// ```
+    /// use runar_runtime::{NetworkConfig, NetworkKey, NodeConfig};
+    /// let config = NodeConfig::new("gateway", "shop-net")
+    ///     .with_network_config(NetworkConfig::default().with_key(NetworkKey::from_secret("shop")))
+    ///     .with_additional_network("ops-net", NetworkKey::from_secret("ops"));
+    /// assert_eq!(config.additional_networks.len(), 1);
+    /// ```
+    pub fn with_additional_network(mut self, name: impl Into<String>, key: NetworkKey) -> Self {
+        self.additional_networks.push((name.into(), key));
+        self
+    }
+
     /// Sets the default request timeout.
     pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
@@ -234,6 +262,9 @@ pub struct RequestOptions {
     /// The request's metadata, which the handler reads with
     /// [`RequestContext::metadata`](crate::RequestContext::metadata).
     pub metadata: Metadata,
+    /// The network a path without a `network:` prefix is in, for this call (the node's
+    /// default network otherwise).
+    pub network: Option<String>,
     /// Outgoing interceptors for this call, run after the node's.
     pub(crate) interceptors: Interceptors,
 }
@@ -268,6 +299,22 @@ impl RequestOptions {
     pub fn with_interceptor(mut self, interceptor: impl Interceptor) -> Self {
         self.interceptors = self.interceptors.with(Arc::new(interceptor));
         self
+    }
+
+    /// Makes `network` the network of a path without a `network:` prefix (see
+    /// [`network`](Self::network)): what generated clients' `with_network` sets.
+    pub fn with_network(mut self, network: impl Into<String>) -> Self {
+        self.network = Some(network.into());
+        self
+    }
+
+    /// `path` in this call's network: prefixed with it when the options name a network and
+    /// `path` has no prefix of its own.
+    pub fn path_in_network<'a>(&self, path: &'a str) -> std::borrow::Cow<'a, str> {
+        match &self.network {
+            Some(network) if !path.contains(':') => format!("{network}:{path}").into(),
+            _ => path.into(),
+        }
     }
 }
 

@@ -31,6 +31,7 @@ use crate::node::registry::{
     Event, HeldBytes, LocalSink, Origin, Sink, Subscription, SubscriptionCounters,
 };
 use crate::node::service::{Caller, EventContext, EventHandler, event_handler};
+use crate::policy::Access;
 use crate::routing::{Segment, TopicPath, split_concrete};
 use crate::value::{Payload, Value};
 
@@ -83,6 +84,9 @@ impl Node {
             .check_limits(config.max_metadata_size, config.max_metadata_entries)?;
         let (topic_network, topic) = split_concrete(path.as_ref(), config.path_limits())?;
         let network = topic_network.unwrap_or(&self.inner.network);
+        if self.inner.policed.load(Ordering::Relaxed) && !is_local_only(topic) {
+            self.check_access(network, None, Access::Publish, topic)?;
+        }
         let segments: Vec<&str> = topic.split('/').collect();
         let topic_path: Arc<str> = topic.into();
         let value = Arc::new(event);
@@ -311,6 +315,15 @@ impl Node {
                 return;
             }
         };
+        if self.inner.policed.load(Ordering::Relaxed)
+            && self
+                .check_access(&event.network, Some(&peer), Access::Publish, topic)
+                .is_err()
+        {
+            // Counted in the policy's decisions too, and logged (rate-limited) there.
+            count(&counters.rejected, 1);
+            return;
+        }
         let named = event.subscription_ids.len();
         let mut ids = event.subscription_ids;
         ids.sort_unstable();
@@ -448,6 +461,9 @@ impl Node {
         self.check_not_stopped()?;
         let pattern = TopicPath::parse_within(pattern, self.inner.config.path_limits())?;
         let network: Arc<str> = pattern.network().unwrap_or(&self.inner.network).into();
+        if self.inner.policed.load(Ordering::Relaxed) && !is_local_only(pattern.path()) {
+            self.check_local_subscribe(&network, &pattern)?;
+        }
         let id = self.next_subscription_id();
         let (queue, events) = mpsc::channel(self.inner.config.event_queue_capacity);
         let counters = Arc::new(SubscriptionCounters::default());

@@ -67,9 +67,11 @@ impl Node {
                 }),
             ),
         ];
-        for (path, handler) in actions {
-            let pattern = TopicPath::parse(path)?;
-            self.register_action(pattern, SERVICE_PATH, handler, None)?;
+        for network in self.networks() {
+            for (path, handler) in &actions {
+                let pattern = TopicPath::parse(path)?;
+                self.register_action(&network, pattern, SERVICE_PATH, handler.clone(), None)?;
+            }
         }
         Ok(())
     }
@@ -84,7 +86,7 @@ impl Node {
             name: self.name().to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             network: self.network().to_owned(),
-            networks: vec![self.network().to_owned()],
+            networks: self.networks(),
             addresses: self
                 .local_addr()
                 .map(|a| a.to_string())
@@ -100,8 +102,9 @@ impl Node {
     /// `$runar/services` answers).
     pub fn service_list(&self) -> wire::ServiceList {
         let services = self
-            .catalog()
-            .into_iter()
+            .networks()
+            .iter()
+            .flat_map(|network| self.catalog(network))
             .map(|service| describe_service(&service))
             .collect();
         wire::ServiceList { services }
@@ -110,13 +113,16 @@ impl Node {
     /// The peers this node is connected to, with their connection's statistics (what
     /// `$runar/peers` answers).
     pub fn peer_list(&self) -> wire::PeerList {
-        let Some(mesh) = self.mesh() else {
-            return wire::PeerList::default();
-        };
-        let peers = mesh
-            .connected_peers()
-            .iter()
-            .map(|peer| {
+        let peers = self
+            .networks()
+            .into_iter()
+            .zip(self.meshes())
+            .flat_map(|(network, mesh)| {
+                mesh.connected_peers()
+                    .into_iter()
+                    .map(move |peer| (network.clone(), peer))
+            })
+            .map(|(network, peer)| {
                 let stats = peer.connection.stats();
                 wire::PeerDescription {
                     node_id: peer.id.to_string(),
@@ -134,6 +140,7 @@ impl Node {
                         .unwrap_or(u64::MAX),
                     events_delivered: peer.event_counts.written.load(Ordering::Relaxed),
                     events_dropped: peer.event_counts.dropped.load(Ordering::Relaxed),
+                    network,
                 }
             })
             .collect();
@@ -189,9 +196,12 @@ impl Node {
             return self.request_with(path, request, options).await;
         }
         self.check_not_stopped()?;
-        let peer = self
-            .mesh()
-            .and_then(|mesh| mesh.peer(&node))
+        // The first of the node's networks (the default one first) in which `node` is a peer.
+        let (network, peer) = self
+            .networks()
+            .into_iter()
+            .zip(self.meshes())
+            .find_map(|(network, mesh)| mesh.peer(&node).map(|peer| (network, peer)))
             .ok_or_else(|| Error::unavailable(format!("node {node} is not connected")))?;
         let config = &self.inner.config;
         options
@@ -199,7 +209,6 @@ impl Node {
             .check_limits(config.max_metadata_size, config.max_metadata_entries)?;
         let timeout = options.timeout.unwrap_or(config.request_timeout);
         let request = Value::new(request);
-        let network = self.network().to_owned();
         let call = peer.request(&network, path, &request, timeout, &options.metadata);
         match tokio::time::timeout(timeout, call).await {
             Ok(answer) => answer?.into_typed(),

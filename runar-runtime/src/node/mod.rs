@@ -1,5 +1,6 @@
 //! The [`Node`]: hosts services, routes requests and events.
 
+mod access;
 mod config;
 mod events;
 #[cfg(any(feature = "metrics", feature = "prometheus"))]
@@ -17,8 +18,8 @@ mod trace;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 pub use crate::node::registry::SubscriptionId;
@@ -77,12 +78,13 @@ pub(crate) struct NodeInner {
     keypair: Arc<NodeKeypair>,
     node_id: NodeId,
     network: Arc<str>,
-    /// The node's connections, once started with a network configuration.
-    mesh: Mutex<Option<Arc<Mesh<remote::NodeLink>>>>,
+    /// The node's connections, once started with a network configuration: one mesh per
+    /// network, the default first, all over one endpoint.
+    meshes: Mutex<Vec<Arc<Mesh<remote::NodeLink>>>>,
     /// What each peer link offered, as registered here.
     remote_views: Mutex<rustc_hash::FxHashMap<PeerLink, remote::PeerView>>,
-    /// The running services as peers see them, by path.
-    catalog: Mutex<BTreeMap<Arc<str>, wire::ServiceDescriptor>>,
+    /// The running services as peers see them, by network and path.
+    catalog: Mutex<BTreeMap<CatalogKey, wire::ServiceDescriptor>>,
     registry: Registry,
     services: tokio::sync::Mutex<Vec<ServiceEntry>>,
     state: AtomicU8,
@@ -96,15 +98,22 @@ pub(crate) struct NodeInner {
     counters: stats::NodeCounters,
     /// When the node was created (its uptime, for introspection).
     created: std::time::Instant,
+    /// The access policy of each network that has one (see `access.rs`).
+    policies: RwLock<rustc_hash::FxHashMap<Arc<str>, Arc<crate::policy::Enforced>>>,
+    /// Some network has a policy: the one branch the request and event paths pay without.
+    policed: AtomicBool,
 }
+
+/// A running service's place: (network, path).
+type CatalogKey = (Arc<str>, Arc<str>);
 
 impl Drop for NodeInner {
     /// The last handle is gone without `stop`: leave the network as `stop` would, without
     /// waiting (goodbyes queued, connections closed, the endpoint and discovery stopped), so
     /// that no socket or task outlives the node.
     fn drop(&mut self) {
-        let mesh = lock(&self.mesh).take();
-        if let Some(mesh) = mesh {
+        let meshes = std::mem::take(&mut *lock(&self.meshes));
+        for mesh in meshes {
             mesh.stop_now();
         }
     }
@@ -112,6 +121,9 @@ impl Drop for NodeInner {
 
 struct ServiceEntry {
     service: Arc<dyn DynService>,
+    /// The network the service is in (and its actions and subscriptions, unless they name
+    /// another).
+    network: Arc<str>,
     path: Arc<str>,
     state: ServiceState,
     registrations: Arc<Mutex<Registrations>>,
@@ -121,13 +133,42 @@ impl Node {
     /// Creates a node. It serves nothing until [`start`](Self::start).
     pub async fn new(config: NodeConfig) -> Result<Node> {
         let network = &config.default_network;
-        if network.is_empty()
-            || !matches!(split_network(network), Ok((None, _)))
-            || network.contains('/')
-        {
-            return Err(Error::invalid_argument(format!(
-                "invalid default network `{network}`: use a non-empty name without `:` or `/`"
-            )));
+        check_network_name(network, "default network")?;
+        let mut ids = vec![
+            config
+                .network
+                .as_ref()
+                .and_then(|n| n.key.as_ref())
+                .map(NetworkKey::network_id),
+        ];
+        for (name, key) in &config.additional_networks {
+            check_network_name(name, "additional network")?;
+            if config.network.is_none() {
+                return Err(Error::invalid_argument(format!(
+                    "additional network `{name}` needs a network configuration \
+                     (NodeConfig::with_network_config), whose endpoint it shares"
+                )));
+            }
+            if *name == config.default_network
+                || config
+                    .additional_networks
+                    .iter()
+                    .filter(|(n, _)| n == name)
+                    .count()
+                    > 1
+            {
+                return Err(Error::invalid_argument(format!(
+                    "network `{name}` is named twice"
+                )));
+            }
+            let id = Some(key.network_id());
+            if ids.contains(&id) {
+                return Err(Error::invalid_argument(format!(
+                    "additional network `{name}` has the key of another network of this node: \
+                     each network needs its own key"
+                )));
+            }
+            ids.push(id);
         }
         if config.event_queue_capacity == 0 {
             return Err(Error::invalid_argument(
@@ -170,7 +211,7 @@ impl Node {
             inner: Arc::new(NodeInner {
                 node_id: keypair.node_id(),
                 keypair: Arc::new(keypair),
-                mesh: Mutex::default(),
+                meshes: Mutex::default(),
                 remote_views: Mutex::default(),
                 catalog: Mutex::default(),
                 network: network.as_str().into(),
@@ -184,6 +225,8 @@ impl Node {
                 refusals: Mutex::default(),
                 counters: stats::NodeCounters::default(),
                 created: std::time::Instant::now(),
+                policies: RwLock::default(),
+                policed: AtomicBool::new(false),
             }),
         })
     }
@@ -202,19 +245,44 @@ impl Node {
         SubscriptionId(self.inner.next_subscription.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// The running services, as announced to peers.
-    pub(crate) fn catalog(&self) -> Vec<wire::ServiceDescriptor> {
-        lock(&self.inner.catalog).values().cloned().collect()
+    /// The running services of `network`, as announced to its peers.
+    pub(crate) fn catalog(&self, network: &str) -> Vec<wire::ServiceDescriptor> {
+        lock(&self.inner.catalog)
+            .iter()
+            .filter(|((n, _), _)| &**n == network)
+            .map(|(_, d)| d.clone())
+            .collect()
     }
 
+    /// The mesh of the default network (whose endpoint every network shares).
     pub(crate) fn mesh(&self) -> Option<Arc<Mesh<remote::NodeLink>>> {
-        lock(&self.inner.mesh).clone()
+        lock(&self.inner.meshes).first().cloned()
+    }
+
+    /// The mesh of every network, the default first.
+    pub(crate) fn meshes(&self) -> Vec<Arc<Mesh<remote::NodeLink>>> {
+        lock(&self.inner.meshes).clone()
+    }
+
+    /// The node's networks: the default first, then the additional ones in order.
+    pub fn networks(&self) -> Vec<String> {
+        let config = &self.inner.config;
+        std::iter::once(config.default_network.clone())
+            .chain(config.additional_networks.iter().map(|(n, _)| n.clone()))
+            .collect()
     }
 
     /// Tells connected peers that this node's services or subscriptions changed, and waits
     /// (briefly) until they know.
     pub(crate) async fn announce(&self) {
-        if let Some(mesh) = self.mesh() {
+        futures::future::join_all(self.meshes().iter().map(|mesh| mesh.announce())).await;
+    }
+
+    /// [`announce`](Self::announce) in `network` only.
+    pub(crate) async fn announce_in(&self, network: &str) {
+        let index = self.networks().iter().position(|n| n == network);
+        let mesh = index.and_then(|i| self.meshes().get(i).cloned());
+        if let Some(mesh) = mesh {
             mesh.announce().await;
         }
     }
@@ -229,9 +297,20 @@ impl Node {
         self.mesh().and_then(|m| m.local_addr().ok())
     }
 
-    /// The peers this node is connected to.
+    /// The peers this node is connected to, in any of its networks.
     pub fn peers(&self) -> Vec<NodeId> {
-        self.mesh().map(|m| m.peer_ids()).unwrap_or_default()
+        let mut ids: Vec<NodeId> = self.meshes().iter().flat_map(|m| m.peer_ids()).collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// The peers this node is connected to in `network` (empty for a network it is not in).
+    pub fn peers_in(&self, network: &str) -> Vec<NodeId> {
+        let index = self.networks().iter().position(|n| n == network);
+        index
+            .and_then(|i| self.meshes().get(i).map(|m| m.peer_ids()))
+            .unwrap_or_default()
     }
 
     /// How many requests with peers were still in flight, and so cut, when
@@ -274,7 +353,28 @@ impl Node {
     /// `AlreadyExists`; a service whose `init` or `start` fails is not added and its error is
     /// returned.
     pub async fn add_service<S: AbstractService>(&self, service: S) -> Result<()> {
-        let service: Arc<dyn DynService> = Arc::new(service);
+        let network = self.inner.network.clone();
+        self.add_service_in(network, Arc::new(service)).await
+    }
+
+    /// [`add_service`](Self::add_service) in `network`, one of the node's networks: only that
+    /// network's peers see and call it, and its actions and subscriptions are in that network
+    /// (`network:` prefixed paths reach them from this node). Fails with `InvalidArgument` for
+    /// a network the node is not in.
+    pub async fn add_service_to<S: AbstractService>(
+        &self,
+        network: &str,
+        service: S,
+    ) -> Result<()> {
+        if !self.networks().iter().any(|n| n == network) {
+            return Err(Error::invalid_argument(format!(
+                "`{network}` is not a network of this node (add it with NodeConfig::with_additional_network)"
+            )));
+        }
+        self.add_service_in(network.into(), Arc::new(service)).await
+    }
+
+    async fn add_service_in(&self, network: Arc<str>, service: Arc<dyn DynService>) -> Result<()> {
         let path = service.path().to_owned();
         let parsed = TopicPath::parse_within(&path, self.inner.config.path_limits())
             .map_err(|e| Error::invalid_argument(format!("service `{}`: {e}", service.name())))?;
@@ -285,13 +385,17 @@ impl Node {
             )));
         }
         let mut services = self.inner.services.lock().await;
-        if services.iter().any(|s| *s.path == *path) {
+        if services
+            .iter()
+            .any(|s| *s.path == *path && s.network == network)
+        {
             return Err(Error::already_exists(format!(
                 "a service with path `{path}` is already on this node"
             )));
         }
         let mut entry = ServiceEntry {
             service,
+            network,
             path: path.into(),
             state: ServiceState::Created,
             registrations: Arc::default(),
@@ -313,12 +417,17 @@ impl Node {
         Ok(())
     }
 
-    /// Stops and removes the service at `path`.
+    /// Stops and removes the service at `path` (`network:path` for one in another network
+    /// than the default).
     pub async fn remove_service(&self, path: &str) -> Result<()> {
+        let (network, path) = match split_network(path) {
+            Ok((Some(network), path)) => (network, path),
+            _ => (&*self.inner.network, path),
+        };
         let mut services = self.inner.services.lock().await;
         let index = services
             .iter()
-            .position(|s| &*s.path == path)
+            .position(|s| &*s.path == path && &*s.network == network)
             .ok_or_else(|| Error::not_found(format!("no service with path `{path}`")))?;
         let mut entry = services.remove(index);
         let stopped = self.stop_service(&mut entry).await;
@@ -351,6 +460,14 @@ impl Node {
         actions
     }
 
+    /// Every action path registered in `network`, sorted (empty for a network the node is not
+    /// in; without the built-in `$runar/…` introspection actions).
+    pub fn actions_in(&self, network: &str) -> Vec<String> {
+        let mut actions = self.inner.registry.action_paths(network);
+        actions.retain(|path| !path.starts_with('$'));
+        actions
+    }
+
     /// Starts the node: initializes every service in the order they were added, then starts
     /// them. The first failure stops the sequence and is returned, naming the service.
     pub async fn start(&self) -> Result<()> {
@@ -361,7 +478,7 @@ impl Node {
             _ => {}
         }
         // Bind first: a port that cannot be had fails the start before any service runs.
-        let mesh = match &self.inner.config.network {
+        let meshes = match &self.inner.config.network {
             Some(network) => {
                 let key = network.key.clone().unwrap_or_else(|| {
                     // Only reachable with `with_insecure_dev_key` (checked in `Node::new`).
@@ -371,25 +488,33 @@ impl Node {
                     );
                     NetworkKey::from_secret(format!("runar-default-key:{}", self.inner.network))
                 });
-                let settings = MeshSettings {
+                let settings = |network: &str| MeshSettings {
                     name: self.name().to_owned(),
-                    network: self.inner.network.to_string(),
+                    network: network.to_owned(),
                     event_counters: self.inner.counters.peers.clone(),
                     drain_timeout: self.inner.config.request_timeout,
                 };
-                Some(Mesh::bind(
-                    remote::NodeLink::new(self),
-                    settings,
-                    network.clone(),
-                    self.inner.keypair.clone(),
+                let mut networks = vec![(
+                    remote::NodeLink::new(self, self.inner.network.clone()),
+                    settings(&self.inner.network),
                     key,
-                )?)
+                )];
+                for (name, key) in &self.inner.config.additional_networks {
+                    networks.push((
+                        remote::NodeLink::new(self, name.as_str().into()),
+                        settings(name),
+                        key.clone(),
+                    ));
+                }
+                Mesh::bind_networks(network.clone(), self.inner.keypair.clone(), networks)?
             }
-            None => None,
+            None => Vec::new(),
         };
         if self.inner.config.introspection {
             self.register_introspection()?;
         }
+        self.log_policies();
+
         for entry in services.iter_mut() {
             if entry.state == ServiceState::Created {
                 self.init_service(entry).await?;
@@ -401,10 +526,20 @@ impl Node {
             }
         }
         self.inner.state.store(RUNNING, Ordering::Release);
-        if let Some(mesh) = mesh {
-            mesh.run().await?;
-            tracing::info!(node = %self.name(), id = %self.node_id(), addr = ?mesh.local_addr().ok(), "listening");
-            *lock(&self.inner.mesh) = Some(mesh);
+        if !meshes.is_empty() {
+            // Listed first: a peer accepted while the others start finds its network's mesh.
+            *lock(&self.inner.meshes) = meshes.clone();
+            let networks = self.networks();
+            for (mesh, network) in meshes.iter().zip(&networks) {
+                if let Err(e) = mesh.run().await {
+                    // Leave no endpoint or task behind, as if the node had never bound.
+                    for mesh in std::mem::take(&mut *lock(&self.inner.meshes)) {
+                        mesh.stop_now();
+                    }
+                    return Err(e);
+                }
+                tracing::info!(node = %self.name(), id = %self.node_id(), %network, addr = ?mesh.local_addr().ok(), "listening");
+            }
         }
         #[cfg(feature = "metrics")]
         self.spawn_metrics_recorder();
@@ -419,15 +554,17 @@ impl Node {
         if self.inner.state.swap(STOPPED, Ordering::AcqRel) == STOPPED {
             return Ok(());
         }
-        let mesh = lock(&self.inner.mesh).take();
-        if let Some(mesh) = mesh {
+        let meshes = std::mem::take(&mut *lock(&self.inner.meshes));
+        if let Some(first) = meshes.first() {
             let grace = self
                 .inner
                 .config
                 .network
                 .as_ref()
                 .map_or(Duration::ZERO, |n| n.shutdown_grace);
-            let dropped = mesh.stop(grace).await;
+            let stopped = futures::future::join_all(meshes.iter().map(|m| m.stop(grace))).await;
+            first.close_endpoint().await;
+            let dropped: usize = stopped.iter().sum();
             self.inner.dropped_at_stop.fetch_add(
                 u64::try_from(dropped).unwrap_or(u64::MAX),
                 Ordering::Relaxed,
@@ -448,6 +585,7 @@ impl Node {
     fn lifecycle_context(&self, entry: &ServiceEntry) -> LifecycleContext {
         LifecycleContext::new(
             self.clone(),
+            entry.network.clone(),
             entry.path.clone(),
             entry.registrations.clone(),
             entry.service.schema(),
@@ -497,7 +635,7 @@ impl Node {
         ) {
             return Ok(());
         }
-        lock(&self.inner.catalog).remove(&entry.path);
+        lock(&self.inner.catalog).remove(&(entry.network.clone(), entry.path.clone()));
         let ctx = self.lifecycle_context(entry);
         let result = entry.service.stop(&ctx).await;
         entry.state = ServiceState::Stopped;
@@ -519,14 +657,14 @@ impl Node {
             name: service.name().to_owned(),
             version: service.version().to_owned(),
             description: service.description().to_owned(),
-            network: self.inner.network.to_string(),
+            network: entry.network.to_string(),
             actions,
             schema: service
                 .schema()
                 .map(bytes::Bytes::from_static)
                 .unwrap_or_default(),
         };
-        lock(&self.inner.catalog).insert(entry.path.clone(), descriptor);
+        lock(&self.inner.catalog).insert((entry.network.clone(), entry.path.clone()), descriptor);
     }
 
     fn remove_registrations(&self, entry: &ServiceEntry) {
@@ -534,16 +672,18 @@ impl Node {
         for pattern in &registrations.actions {
             self.inner
                 .registry
-                .remove_action(&self.inner.network, pattern, &Origin::Local);
+                .remove_action(&entry.network, pattern, &Origin::Local);
         }
         for id in registrations.subscriptions {
             self.inner.registry.remove_subscription(id);
         }
     }
 
-    /// Registers a local action of service `service` (used by [`LifecycleContext`]).
+    /// Registers a local action of service `service` in `network` (used by
+    /// [`LifecycleContext`]).
     pub(crate) fn register_action(
         &self,
+        network: &str,
         pattern: TopicPath,
         service: &str,
         handler: ActionHandler,
@@ -561,7 +701,7 @@ impl Node {
         };
         self.inner
             .registry
-            .add_action(&self.inner.network, pattern.clone(), instance)?;
+            .add_action(network, pattern.clone(), instance)?;
         Ok(pattern)
     }
 }
@@ -575,6 +715,19 @@ impl fmt::Debug for Node {
             .field("running", &self.is_running())
             .finish()
     }
+}
+
+/// Checks a network's name: not empty, without `:` or `/`.
+fn check_network_name(network: &str, what: &str) -> Result<()> {
+    if network.is_empty()
+        || !matches!(split_network(network), Ok((None, _)))
+        || network.contains('/')
+    {
+        return Err(Error::invalid_argument(format!(
+            "invalid {what} `{network}`: use a non-empty name without `:` or `/`"
+        )));
+    }
+    Ok(())
 }
 
 /// `pattern` if it may name an action of `owner` (a local service or a peer's): templates

@@ -43,9 +43,11 @@ pub struct ServiceEvent {
 }
 
 impl Node {
-    /// Publishes `$registry/peer/{id}/{change}` on this node.
+    /// Publishes `$registry/peer/{id}/{change}` on this node, in the peer's `network` (so a
+    /// subscriber of one network's registry events hears of that network's peers only).
     pub(crate) async fn publish_peer_event(
         &self,
+        network: &str,
         peer: NodeId,
         change: PeerChange,
         name: &str,
@@ -61,8 +63,12 @@ impl Node {
             name: name.to_owned(),
             addresses: addresses.iter().map(ToString::to_string).collect(),
         };
-        self.publish_registry_event(format!("$registry/peer/{peer}/{change}"), Value::new(event))
-            .await;
+        let topic = if network == &*self.inner.network {
+            format!("$registry/peer/{peer}/{change}")
+        } else {
+            format!("{network}:$registry/peer/{peer}/{change}")
+        };
+        self.publish_registry_event(topic, Value::new(event)).await;
     }
 
     /// Publishes `$registry/service/{path}/{state}` on this node.

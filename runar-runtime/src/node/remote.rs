@@ -25,28 +25,47 @@ use crate::value::Value;
 use crate::value::types::{MessageTypes, types_in};
 use crate::wire;
 
-/// The node as the mesh sees it. Weak, so that the mesh's tasks do not keep a dropped node alive.
+/// The node as the mesh of one of its networks sees it. Weak, so that the mesh's tasks do not
+/// keep a dropped node alive.
+///
+/// Everything crossing it is confined to its network: a peer's requests, events, services and
+/// subscriptions are taken as this network's (one naming another is refused), and the peer is
+/// offered this network's services and subscriptions only.
 #[derive(Clone)]
-pub(crate) struct NodeLink(Weak<NodeInner>);
+pub(crate) struct NodeLink {
+    node: Weak<NodeInner>,
+    network: Arc<str>,
+}
 
 impl NodeLink {
-    pub(super) fn new(node: &Node) -> NodeLink {
-        NodeLink(Arc::downgrade(&node.inner))
+    pub(super) fn new(node: &Node, network: Arc<str>) -> NodeLink {
+        NodeLink {
+            node: Arc::downgrade(&node.inner),
+            network,
+        }
     }
 
     fn node(&self) -> Option<Node> {
-        self.0.upgrade().map(Node::from_inner)
+        self.node.upgrade().map(Node::from_inner)
     }
 }
 
 impl NodeHandler for NodeLink {
     fn is_alive(&self) -> bool {
-        self.0.strong_count() > 0
+        self.node.strong_count() > 0
     }
 
-    fn serve(&self, request: InboundRequest) -> impl Future<Output = Result<Value>> + Send {
+    fn serve(&self, mut request: InboundRequest) -> impl Future<Output = Result<Value>> + Send {
         let node = self.node();
+        let network = self.network.clone();
         async move {
+            if !in_network(&mut request.network, &network) {
+                // As if it did not exist: this connection's network has no such action.
+                return Err(Error::not_found(format!(
+                    "no action `{}` in network `{network}`",
+                    shorten(&request.path)
+                )));
+            }
             match node {
                 Some(node) => node.serve_remote(request).await,
                 None => Err(Error::unavailable("the node has stopped")),
@@ -54,21 +73,48 @@ impl NodeHandler for NodeLink {
         }
     }
 
-    fn deliver(&self, event: InboundEvent) -> impl Future<Output = ()> + Send {
+    fn deliver(&self, mut event: InboundEvent) -> impl Future<Output = ()> + Send {
         let node = self.node();
+        let network = self.network.clone();
         async move {
-            if let Some(node) = node {
-                node.deliver_inbound(event).await;
+            let Some(node) = node else { return };
+            if !in_network(&mut event.network, &network) {
+                warn_limited!(peer = %event.from, %network, "event for another network refused");
+                // Counted as an event naming none of this node's subscriptions in its network
+                // would be: one rejection per id it names (at least one).
+                let counters = &node.inner.counters;
+                let named = u64::try_from(event.subscription_ids.len()).unwrap_or(u64::MAX);
+                super::stats::count(&counters.received, 1);
+                super::stats::count(&counters.rejected, named.max(1));
+                return;
             }
+            node.deliver_inbound(event).await;
         }
     }
 
-    fn offer(&self) -> Offer {
-        self.node().map(|node| node.offer()).unwrap_or_default()
+    fn offer(&self, peer: &NodeId) -> Offer {
+        self.node()
+            .map(|node| node.offer_for(&self.network, peer, node.offer(&self.network)))
+            .unwrap_or_default()
     }
 
-    fn peer_offers(&self, peer: &PeerHandle, offer: PeerOffer) {
+    fn peer_offers(&self, peer: &PeerHandle, mut offer: PeerOffer) {
         if let Some(node) = self.node() {
+            // A peer offers in this connection's network only: entries naming another are
+            // dropped, so no peer can reach into another network of this node.
+            let network = &self.network;
+            let before = offer.offer.services.len() + offer.offer.subscriptions.len();
+            offer
+                .offer
+                .services
+                .retain_mut(|s| in_network(&mut s.network, network));
+            offer
+                .offer
+                .subscriptions
+                .retain_mut(|s| in_network(&mut s.network, network));
+            if offer.offer.services.len() + offer.offer.subscriptions.len() < before {
+                warn_limited!(peer = %peer.id, %network, "peer announced services or subscriptions of another network: ignored");
+            }
             node.apply_peer_offer(peer, offer);
         }
     }
@@ -92,8 +138,15 @@ impl NodeHandler for NodeLink {
                     // Listed or unlisted now: wake whoever waits for peers.
                     node.inner.registry.notify_changed();
                 }
-                node.publish_peer_event(notice.peer, notice.change, notice.name, notice.addresses)
-                    .await;
+                let network = &*self.network;
+                node.publish_peer_event(
+                    network,
+                    notice.peer,
+                    notice.change,
+                    notice.name,
+                    notice.addresses,
+                )
+                .await;
             }
         }
     }
@@ -115,14 +168,34 @@ impl NodeHandler for NodeLink {
     }
 }
 
+/// True when what a peer sent names `network` (or no network, which then means `network`):
+/// the connection's network is the only one a peer reaches.
+fn in_network(named: &mut String, network: &str) -> bool {
+    if named.is_empty() {
+        named.push_str(network);
+        return true;
+    }
+    named == network
+}
+
+/// At most 64 characters of a peer's words, for a message.
+fn shorten(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
 /// What a peer link offers, as registered in this node's registry.
 #[derive(Default)]
 pub(crate) struct PeerView {
     version: u64,
     /// (network, action path).
     actions: FxHashSet<(Arc<str>, String)>,
-    /// The peer's subscription id → this node's id for it.
+    /// The peer's subscription id → this node's id for it (those the policy allows).
     subscriptions: FxHashMap<u64, SubscriptionId>,
+    /// Every subscription the peer announces (allowed or not), parsed, by its id: checked
+    /// again when the policy changes.
+    announced: FxHashMap<u64, (wire::SubscriptionDescriptor, TopicPath)>,
+    /// Where the peer's events go.
+    sink: Option<Arc<dyn EventSink>>,
 }
 
 /// The peer an offer comes from, as the code that applies the offer needs it: a connection's
@@ -184,15 +257,16 @@ fn remote_action(peer: &PeerHandle, network: Arc<str>) -> ActionHandler {
 }
 
 impl Node {
-    /// What this node offers its peers: running services and local subscriptions (except those
-    /// to local-only topics, such as `$registry/…`, which peers never send).
-    pub(crate) fn offer(&self) -> Offer {
+    /// What this node offers its peers in `network`: that network's running services and
+    /// local subscriptions (except those to local-only topics, such as `$registry/…`, which
+    /// peers never send).
+    pub(crate) fn offer(&self, network: &str) -> Offer {
         let subscriptions = self
             .inner
             .registry
             .local_subscriptions()
             .into_iter()
-            .filter(|(_, sub)| !is_local_only(sub.pattern.path()))
+            .filter(|(n, sub)| &**n == network && !is_local_only(sub.pattern.path()))
             .map(|(network, sub)| wire::SubscriptionDescriptor {
                 id: sub.id.0,
                 network: network.to_string(),
@@ -202,7 +276,7 @@ impl Node {
             })
             .collect();
         Offer {
-            services: self.catalog(),
+            services: self.catalog(network),
             subscriptions,
         }
     }
@@ -304,8 +378,9 @@ impl Node {
         view.actions = actions;
     }
 
-    /// Adds the subscriptions `peer` newly announces (replaying retained events to those that
-    /// ask for them) and removes the ones it no longer does.
+    /// Adds the subscriptions `peer` newly announces that the network's policy allows
+    /// (replaying retained events to those that ask for them), and removes the ones it no
+    /// longer announces. A denied one is kept aside, checked again when the policy changes.
     fn apply_subscriptions(&self, peer: &impl OfferingPeer, view: &mut PeerView, offer: &Offer) {
         let registry = &self.inner.registry;
         let limits = self.inner.config.path_limits();
@@ -322,8 +397,12 @@ impl Node {
                 registry.remove_subscription(local);
             }
         }
+        view.announced.retain(|id, _| announced.contains_key(id));
+        view.sink = Some(peer.event_sink().clone());
         for (remote_id, descriptor) in announced {
-            if view.subscriptions.contains_key(&remote_id) {
+            if view.subscriptions.contains_key(&remote_id)
+                || view.announced.contains_key(&remote_id)
+            {
                 continue;
             }
             let pattern = match TopicPath::parse_within(&descriptor.pattern, limits) {
@@ -335,23 +414,73 @@ impl Node {
                     continue;
                 }
             };
-            let id = self.next_subscription_id();
-            let subscription = Arc::new(Subscription {
-                id,
-                pattern: pattern.clone(),
-                group: (!descriptor.group.is_empty()).then(|| descriptor.group.as_str().into()),
-                origin: Origin::Remote(peer.peer_link()),
-                sink: Sink::Remote {
-                    sink: peer.event_sink().clone(),
-                    remote_id,
-                },
-                include_past: descriptor.include_past,
-                active: Arc::new(AtomicBool::new(true)),
-            });
-            registry.add_subscription(&descriptor.network, subscription);
+            view.announced
+                .insert(remote_id, (descriptor.clone(), pattern.clone()));
+            if !self.may_subscribe(&descriptor.network, &peer.peer_id(), &pattern) {
+                continue;
+            }
+            let sink = peer.event_sink();
+            let id = self.add_remote_subscription(peer.peer_link(), sink, descriptor, pattern);
             view.subscriptions.insert(remote_id, id);
-            if descriptor.include_past {
-                self.replay_retained(peer, descriptor, &pattern);
+        }
+    }
+
+    /// Registers a peer's subscription (allowed by the policy) and replays retained events to
+    /// it if it asks for them.
+    fn add_remote_subscription(
+        &self,
+        link: PeerLink,
+        sink: &Arc<dyn EventSink>,
+        descriptor: &wire::SubscriptionDescriptor,
+        pattern: TopicPath,
+    ) -> SubscriptionId {
+        let id = self.next_subscription_id();
+        let subscription = Arc::new(Subscription {
+            id,
+            pattern: pattern.clone(),
+            group: (!descriptor.group.is_empty()).then(|| descriptor.group.as_str().into()),
+            origin: Origin::Remote(link),
+            sink: Sink::Remote {
+                sink: sink.clone(),
+                remote_id: descriptor.id,
+            },
+            include_past: descriptor.include_past,
+            active: Arc::new(AtomicBool::new(true)),
+        });
+        self.inner
+            .registry
+            .add_subscription(&descriptor.network, subscription);
+        if descriptor.include_past {
+            self.replay_retained(sink, descriptor, &pattern);
+        }
+        id
+    }
+
+    /// Checks every peer subscription in `network` against its (new) policy: one now denied
+    /// is removed (nothing more is sent for it), one now allowed is registered.
+    pub(super) fn recheck_subscriptions(&self, network: &str) {
+        let mut views = lock(&self.inner.remote_views);
+        for (link, view) in views.iter_mut() {
+            let Some(sink) = view.sink.clone() else {
+                continue;
+            };
+            for (remote_id, (descriptor, pattern)) in &view.announced {
+                if descriptor.network != network {
+                    continue;
+                }
+                let allowed = self.may_subscribe(network, &link.node, pattern);
+                match view.subscriptions.get(remote_id) {
+                    Some(local) if !allowed => {
+                        self.inner.registry.remove_subscription(*local);
+                        view.subscriptions.remove(remote_id);
+                    }
+                    None if allowed => {
+                        let id =
+                            self.add_remote_subscription(*link, &sink, descriptor, pattern.clone());
+                        view.subscriptions.insert(*remote_id, id);
+                    }
+                    _ => {}
+                }
             }
         }
     }
@@ -360,7 +489,7 @@ impl Node {
     /// its event queue has room.
     fn replay_retained(
         &self,
-        peer: &impl OfferingPeer,
+        sink: &Arc<dyn EventSink>,
         descriptor: &wire::SubscriptionDescriptor,
         pattern: &TopicPath,
     ) {
@@ -376,8 +505,8 @@ impl Node {
                 retained: true,
                 metadata: event.metadata,
             };
-            if peer.event_sink().try_send(retained).is_err() {
-                warn_limited!(peer = %peer.peer_id(), "retained events dropped: the peer's event queue is full");
+            if sink.try_send(retained).is_err() {
+                warn_limited!(peer = %sink.peer(), "retained events dropped: the peer's event queue is full");
                 break;
             }
         }

@@ -4,6 +4,7 @@ use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,8 @@ use crate::metadata::Metadata;
 use crate::network::InboundRequest;
 use crate::node::registry::{ActionCounters, Origin};
 use crate::node::service::{ActionHandler, Call, Caller, RequestContext};
+use crate::policy::Access;
+use crate::routing::split_network;
 use crate::value::types::known_name;
 use crate::value::{Payload, Value};
 
@@ -75,7 +78,11 @@ impl Node {
         let deadline = deadline_after(timeout);
         let registry = &self.inner.registry;
         let limits = self.inner.config.path_limits();
-        let resolved = match registry.resolve_action(&self.inner.network, path, limits) {
+        // A path without a prefix is in the call's network, else the node's default.
+        let in_network = options.path_in_network(path);
+        let path: &str = &in_network;
+        let network: &str = &self.inner.network;
+        let resolved = match registry.resolve_action(network, path, limits) {
             Ok(resolved) => resolved,
             Err(e) if e.code() == Code::NotFound => {
                 if !options.wait_for_ready {
@@ -83,7 +90,7 @@ impl Node {
                 }
                 self.wait_routable(path, deadline).await?;
                 registry
-                    .resolve_action(&self.inner.network, path, limits)
+                    .resolve_action(network, path, limits)
                     .map_err(|_| self.not_found(path))?
             }
             Err(e) => return Err(e),
@@ -117,6 +124,14 @@ impl Node {
                 }
             }
             types.check_response(path, wanted)?;
+        }
+        // Without a policy, this one branch is all a call pays for access control.
+        if self.inner.policed.load(Ordering::Relaxed) && instance.origin == Origin::Local {
+            let network = match split_network(path) {
+                Ok((Some(network), _)) => network,
+                _ => network,
+            };
+            self.check_access(network, None, Access::Call, &resolved.path)?;
         }
         if instance.origin == Origin::Local && !config.incoming.is_empty() {
             metadata = self
@@ -171,6 +186,15 @@ impl Node {
         let instance = slot
             .local()
             .ok_or_else(|| Error::not_found(format!("no action `{path}` on this node")))?;
+        if self.inner.policed.load(Ordering::Relaxed) {
+            // The caller's id is its certificate's: a peer cannot claim another.
+            self.check_access(
+                &request.network,
+                Some(&request.from),
+                Access::Call,
+                &resolved.path,
+            )?;
+        }
         if let Some(types) = &instance.types {
             // The caller names its message type when prost does (a scalar, `String`, `()`).
             let sent = Some(request.payload_type.as_str()).filter(|t| !t.is_empty());

@@ -107,8 +107,10 @@ impl Node {
             events_rejected: get(&c.rejected),
             slow_consumers: get(&c.peers.slow_consumers),
             discovery_reports_dropped: self
-                .mesh()
-                .map_or(0, |mesh| mesh.discovery_reports_dropped()),
+                .meshes()
+                .iter()
+                .map(|mesh| mesh.discovery_reports_dropped())
+                .sum(),
         }
     }
 

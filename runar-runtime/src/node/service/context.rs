@@ -244,6 +244,8 @@ pub(crate) struct Registrations {
 #[derive(Clone)]
 pub struct LifecycleContext {
     node: Node,
+    /// The service's network.
+    network: Arc<str>,
     service_path: Arc<str>,
     registrations: Arc<Mutex<Registrations>>,
     /// The service's schema, which names its actions' message types.
@@ -253,12 +255,14 @@ pub struct LifecycleContext {
 impl LifecycleContext {
     pub(crate) fn new(
         node: Node,
+        network: Arc<str>,
         service_path: Arc<str>,
         registrations: Arc<Mutex<Registrations>>,
         schema: Option<&'static [u8]>,
     ) -> Self {
         LifecycleContext {
             node,
+            network,
             service_path,
             registrations,
             schema,
@@ -273,6 +277,11 @@ impl LifecycleContext {
     /// The node hosting the service.
     pub fn node(&self) -> &Node {
         &self.node
+    }
+
+    /// The network the service is in (see `Node::add_service_to`).
+    pub fn network(&self) -> &str {
+        &self.network
     }
 
     /// Registers the action `<service path>/<name>` with a typed handler. `name` may have
@@ -320,9 +329,13 @@ impl LifecycleContext {
                 "action `{name}`: an action lives in its service's network; drop the `network:` prefix"
             )));
         }
-        let pattern = self
-            .node
-            .register_action(pattern, &self.service_path, handler, types)?;
+        let pattern = self.node.register_action(
+            &self.network,
+            pattern,
+            &self.service_path,
+            handler,
+            types,
+        )?;
         lock(&self.registrations).actions.push(pattern);
         Ok(())
     }
@@ -340,13 +353,22 @@ impl LifecycleContext {
             .await
     }
 
-    /// Subscribes the service to `pattern` with options and a type-erased handler.
+    /// Subscribes the service to `pattern` with options and a type-erased handler. A pattern
+    /// without a `network:` prefix is in the service's network.
     pub async fn subscribe_raw(
         &self,
         pattern: &str,
         options: SubscribeOptions,
         handler: EventHandler,
     ) -> Result<SubscriptionId> {
+        let prefixed;
+        let pattern = match crate::routing::split_network(pattern) {
+            Ok((None, _)) if *self.network != *self.node.network() => {
+                prefixed = format!("{}:{pattern}", self.network);
+                prefixed.as_str()
+            }
+            _ => pattern,
+        };
         let id = self
             .node
             .subscribe_raw(pattern, options, Some(self.service_path.clone()), handler)

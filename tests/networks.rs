@@ -1,0 +1,435 @@
+//! Several networks per node, over QUIC on 127.0.0.1: `a` is in shop-net, `c` in ops-net, and
+//! `b` in both behind one address. Each network is isolated both ways, even through `b`:
+//! services, calls, capabilities and events of one never reach the other; `ops-net:` prefixes
+//! route; a peer of one network never completes a handshake for another.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::fixture::Fixture;
+use common::raw;
+use common::{WAIT, wait_for};
+use prost::Message;
+use runar::__private::{NodeKeypair, Transport, TransportConfig, wire, write_frame};
+use runar::{Code, DiscoveryOptions, NetworkConfig, NetworkKey, Node, NodeConfig};
+use tokio::sync::mpsc;
+
+fn shop_key() -> NetworkKey {
+    NetworkKey::from_secret("networks test: shop")
+}
+
+fn ops_key() -> NetworkKey {
+    NetworkKey::from_secret("networks test: ops")
+}
+
+fn config(name: &str, network: &str, key: &NetworkKey, peers: &[&Node]) -> NodeConfig {
+    let addrs: Vec<_> = peers.iter().map(|p| p.local_addr().unwrap()).collect();
+    let discovery = if addrs.is_empty() {
+        DiscoveryOptions::none()
+    } else {
+        DiscoveryOptions::static_peers(addrs)
+    };
+    NodeConfig::new(name, network).with_network_config(
+        NetworkConfig::default()
+            .with_bind_address("127.0.0.1:0".parse().unwrap())
+            .with_key(key.clone())
+            .with_discovery(discovery),
+    )
+}
+
+/// `b` in shop-net and ops-net, serving `store` (shop-net) and `admin` (ops-net); `a` in
+/// shop-net serving `shop-a`, `c` in ops-net serving `ops-c`, both dialing `b`.
+async fn three_nodes() -> (Node, Node, Node) {
+    common::init_tracing();
+    let b = Node::new(
+        config("b", "shop-net", &shop_key(), &[]).with_additional_network("ops-net", ops_key()),
+    )
+    .await
+    .unwrap();
+    b.add_service(Fixture::new("b").0.at("store"))
+        .await
+        .unwrap();
+    b.add_service_to("ops-net", Fixture::new("b").0.at("admin"))
+        .await
+        .unwrap();
+    b.start().await.unwrap();
+
+    let a = Node::new(config("a", "shop-net", &shop_key(), &[&b]))
+        .await
+        .unwrap();
+    a.add_service(Fixture::new("a").0.at("shop-a"))
+        .await
+        .unwrap();
+    a.start().await.unwrap();
+    let c = Node::new(config("c", "ops-net", &ops_key(), &[&b]))
+        .await
+        .unwrap();
+    c.add_service(Fixture::new("c").0.at("ops-c"))
+        .await
+        .unwrap();
+    c.start().await.unwrap();
+
+    wait_for("a and c to connect to b", || {
+        b.peers_in("shop-net") == [a.node_id()] && b.peers_in("ops-net") == [c.node_id()]
+    })
+    .await;
+    wait_for("b to route both peers' services", || {
+        b.actions().contains(&"shop-a/who".to_owned())
+            && c.actions().contains(&"admin/who".to_owned())
+            && a.actions().contains(&"store/who".to_owned())
+    })
+    .await;
+    (a, b, c)
+}
+
+/// A code-first service for ops-net, to point its generated client at a network.
+#[derive(Clone)]
+struct Restarter;
+
+#[runar::service(path = "restarter")]
+impl Restarter {
+    #[action]
+    async fn restart(&self, what: String) -> runar::Result<String> {
+        Ok(format!("restarted {what}"))
+    }
+}
+
+async fn who(node: &Node, path: &str) -> runar::Result<String> {
+    node.request::<(), String>(path, ()).await
+}
+
+#[tokio::test]
+async fn a_node_in_two_networks_keeps_them_apart() {
+    let (a, b, c) = three_nodes().await;
+    // One address reaches both of b's networks.
+    assert_eq!(b.networks(), ["shop-net", "ops-net"]);
+    assert_eq!(a.peers(), [b.node_id()]);
+    assert_eq!(c.peers(), [b.node_id()]);
+
+    // Each network reaches its own services on b.
+    assert_eq!(who(&a, "store/who").await.unwrap(), "b");
+    assert_eq!(who(&c, "admin/who").await.unwrap(), "b");
+    // b reaches each peer in its network, the prefix picking ops-net.
+    assert_eq!(who(&b, "shop-a/who").await.unwrap(), "a");
+    assert_eq!(who(&b, "ops-net:ops-c/who").await.unwrap(), "c");
+    assert_eq!(who(&b, "ops-net:admin/who").await.unwrap(), "b");
+    assert_eq!(who(&b, "shop-net:store/who").await.unwrap(), "b");
+
+    // Nothing crosses: not from a peer, not through b, not with a prefix.
+    for (node, path) in [
+        (&a, "admin/who"),
+        (&a, "ops-net:admin/who"),
+        (&a, "ops-c/who"),
+        (&a, "ops-net:ops-c/who"),
+        (&c, "store/who"),
+        (&c, "shop-net:store/who"),
+        (&c, "shop-a/who"),
+        (&c, "shop-net:shop-a/who"),
+        (&b, "admin/who"),
+        (&b, "ops-c/who"),
+        (&b, "ops-net:shop-a/who"),
+        (&b, "ops-net:store/who"),
+    ] {
+        let err = who(node, path).await.unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{} {path}: {err}", node.name());
+    }
+
+    // Capabilities: a peer is told only of its own network's services.
+    let hidden = |node: &Node, prefixes: &[&str]| {
+        node.actions()
+            .iter()
+            .filter(|p| prefixes.iter().any(|x| p.starts_with(x)))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert!(hidden(&a, &["admin/", "ops-c/"]).is_empty());
+    assert!(hidden(&c, &["store/", "shop-a/"]).is_empty());
+    assert!(hidden(&b, &["admin/", "ops-c/"]).is_empty());
+    for n in [&a, &c, &b] {
+        n.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_generated_client_can_be_pointed_at_a_network() {
+    let (a, b, c) = three_nodes().await;
+    b.add_service_to("ops-net", Restarter).await.unwrap();
+    // In ops-net, c's default network, the client needs no network.
+    wait_for("c to see the restarter", || {
+        c.actions().contains(&"restarter/restart".to_owned())
+    })
+    .await;
+    let reply = RestarterClient::new(c.clone()).restart("db".into()).await;
+    assert_eq!(reply.unwrap(), "restarted db");
+    // On b, whose default is shop-net, it is pointed at ops-net.
+    let plain = RestarterClient::new(b.clone());
+    let err = plain.restart("db".into()).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+    let ops = plain.with_network("ops-net");
+    assert_eq!(ops.restart("db".into()).await.unwrap(), "restarted db");
+    // a, in shop-net only, reaches it in no way.
+    let from_a = RestarterClient::new(a.clone()).with_network("ops-net");
+    let err = from_a.restart("db".into()).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+    // Removed by its network-prefixed path, it is gone from ops-net.
+    b.remove_service("ops-net:restarter").await.unwrap();
+    let err = ops.restart("db".into()).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+    assert!(!c.actions().contains(&"restarter/restart".to_owned()));
+    for n in [&a, &c, &b] {
+        n.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn events_stay_in_their_network() {
+    let (a, b, c) = three_nodes().await;
+    let (a_tx, mut a_rx) = mpsc::unbounded_channel();
+    let (c_tx, mut c_rx) = mpsc::unbounded_channel();
+    a.subscribe("alerts/>", move |n: u64, ctx| {
+        let tx = a_tx.clone();
+        async move {
+            tx.send((ctx.topic().to_owned(), n)).unwrap();
+            Ok(())
+        }
+    })
+    .await
+    .unwrap();
+    c.subscribe("alerts/>", move |n: u64, ctx| {
+        let tx = c_tx.clone();
+        async move {
+            tx.send((ctx.topic().to_owned(), n)).unwrap();
+            Ok(())
+        }
+    })
+    .await
+    .unwrap();
+
+    // Each peer hears its network's events, once b knows its subscription.
+    let heard = |rx: &mut mpsc::UnboundedReceiver<(String, u64)>| rx.try_recv().ok();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let (mut a_got, mut c_got) = (None, None);
+    while a_got.is_none() || c_got.is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "no events arrived");
+        if a_got.is_none() {
+            b.publish("alerts/shop", 1u64).await.unwrap();
+        }
+        if c_got.is_none() {
+            b.publish("ops-net:alerts/ops", 2u64).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        a_got = a_got.or_else(|| heard(&mut a_rx));
+        c_got = c_got.or_else(|| heard(&mut c_rx));
+    }
+    assert_eq!(a_got.unwrap(), ("alerts/shop".to_owned(), 1));
+    assert_eq!(c_got.unwrap(), ("alerts/ops".to_owned(), 2));
+
+    // Events of the other network, then a marker in each: the marker comes after anything
+    // leaked on the same connection, and nothing leaked.
+    b.publish("alerts/shop", 10u64).await.unwrap();
+    b.publish("ops-net:alerts/ops", 20u64).await.unwrap();
+    b.publish("alerts/marker", 99u64).await.unwrap();
+    b.publish("ops-net:alerts/marker", 99u64).await.unwrap();
+    for (rx, network) in [(&mut a_rx, "shop"), (&mut c_rx, "ops")] {
+        loop {
+            let (topic, _) = common::next(rx).await;
+            if topic == "alerts/marker" {
+                break;
+            }
+            assert_eq!(topic, format!("alerts/{network}"), "a leaked event");
+        }
+    }
+    for n in [&a, &c, &b] {
+        n.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_peer_of_one_network_is_not_admitted_to_another() {
+    let (a, b, c) = three_nodes().await;
+    let raw = |key: &NetworkKey| {
+        let config = TransportConfig {
+            bind_addr: "127.0.0.1:0".parse().unwrap(),
+            ..TransportConfig::default()
+        };
+        Transport::bind(config, &NodeKeypair::generate().unwrap(), key).unwrap()
+    };
+    // The ops key reaches b (ops-net) at the same address as the shop key (shop-net)...
+    let ops = raw(&ops_key());
+    let addr = b.local_addr().unwrap();
+    ops.connect(addr, Some(&b.node_id())).await.unwrap();
+    raw(&shop_key())
+        .connect(addr, Some(&b.node_id()))
+        .await
+        .unwrap();
+    // ... but not a, which is only in shop-net, nor c with the shop key.
+    let err = ops
+        .connect(a.local_addr().unwrap(), None)
+        .await
+        .unwrap_err();
+    assert!(err.is_handshake_refused(), "{err}");
+    let err = raw(&shop_key())
+        .connect(c.local_addr().unwrap(), None)
+        .await
+        .unwrap_err();
+    assert!(err.is_handshake_refused(), "{err}");
+    for n in [&a, &c, &b] {
+        n.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn additional_networks_are_checked() {
+    let shop = NetworkConfig::default().with_key(shop_key());
+    let err =
+        Node::new(NodeConfig::new("x", "shop-net").with_additional_network("ops-net", ops_key()))
+            .await
+            .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    for (name, key) in [
+        ("shop-net", ops_key()),
+        ("ops:net", ops_key()),
+        ("ops-net", shop_key()),
+    ] {
+        let config = NodeConfig::new("x", "shop-net")
+            .with_network_config(shop.clone())
+            .with_additional_network(name, key);
+        let err = Node::new(config).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{name}: {err}");
+    }
+    let node = Node::new(NodeConfig::new("x", "shop-net").with_network_config(shop))
+        .await
+        .unwrap();
+    let err = node
+        .add_service_to("ops-net", Fixture::new("x").0)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+}
+
+#[tokio::test]
+async fn discovery_announces_each_network_apart() {
+    common::init_tracing();
+    let group = common::multicast();
+    let with = |name: &str, network: &str, key: &NetworkKey| {
+        NodeConfig::new(name, network).with_network_config(
+            NetworkConfig::default()
+                .with_bind_address("127.0.0.1:0".parse().unwrap())
+                .with_key(key.clone())
+                .with_discovery(group.clone()),
+        )
+    };
+    let b =
+        Node::new(with("b", "shop-net", &shop_key()).with_additional_network("ops-net", ops_key()))
+            .await
+            .unwrap();
+    let a = Node::new(with("a", "shop-net", &shop_key())).await.unwrap();
+    let c = Node::new(with("c", "ops-net", &ops_key())).await.unwrap();
+    for n in [&b, &a, &c] {
+        n.start().await.unwrap();
+    }
+    wait_for("each network's peers to find each other", || {
+        b.peers_in("shop-net") == [a.node_id()]
+            && b.peers_in("ops-net") == [c.node_id()]
+            && a.peers() == [b.node_id()]
+            && c.peers() == [b.node_id()]
+    })
+    .await;
+    for n in [&a, &c, &b] {
+        n.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_peer_cannot_reach_into_another_network_of_its_node() {
+    let (a, b, c) = three_nodes().await;
+    // A raw peer of shop-net that announces, asks and sends everything as ops-net's.
+    let config = TransportConfig {
+        bind_addr: "127.0.0.1:0".parse().unwrap(),
+        ..TransportConfig::default()
+    };
+    let keypair = NodeKeypair::generate().unwrap();
+    let transport = Transport::bind(config, &keypair, &shop_key()).unwrap();
+    let (conn, _) = transport
+        .connect(b.local_addr().unwrap(), Some(&b.node_id()))
+        .await
+        .unwrap();
+    let capabilities = wire::Capabilities {
+        version: 1,
+        services: vec![wire::ServiceDescriptor {
+            path: "evil".into(),
+            name: "evil".into(),
+            network: "ops-net".into(),
+            actions: vec!["evil/x".into()],
+            ..Default::default()
+        }],
+        subscriptions: vec![wire::SubscriptionDescriptor {
+            id: 1,
+            network: "ops-net".into(),
+            pattern: "alerts/>".into(),
+            ..Default::default()
+        }],
+    };
+    let mut hello = raw::hello_with(&keypair, capabilities);
+    hello.network_id = shop_key().network_id();
+    hello.network = "shop-net".into();
+    let (_send, _recv, theirs) = raw::send_hello(&conn, &hello).await;
+    let theirs = theirs.expect("b answers a shop-net hello");
+    // b told it of shop-net only.
+    let told: Vec<String> = theirs
+        .capabilities
+        .unwrap()
+        .services
+        .iter()
+        .map(|s| format!("{}:{}", s.network, s.path))
+        .collect();
+    assert_eq!(told, ["shop-net:store"]);
+    wait_for("b to list the raw peer", || {
+        b.peers_in("shop-net").contains(&keypair.node_id())
+    })
+    .await;
+    // Its ops-net service went nowhere.
+    assert!(
+        !b.actions_in("ops-net")
+            .iter()
+            .any(|p| p.starts_with("evil"))
+    );
+    assert!(
+        !b.actions_in("shop-net")
+            .iter()
+            .any(|p| p.starts_with("evil"))
+    );
+    assert!(!c.actions().iter().any(|p| p.starts_with("evil")));
+    // Its requests for ops-net's services are not served, whatever network they name.
+    for network in ["ops-net", "shop-net", ""] {
+        let (code, message) = raw::call(&conn, network, "admin/who", &[])
+            .await
+            .unwrap_err();
+        assert_eq!(code, Code::NotFound, "{network}: {message}");
+    }
+    // Its events into ops-net are refused and counted.
+    let rejected = b.stats().events_rejected;
+    let mut stream = conn.open_uni().await.unwrap();
+    stream.write_all(&[3]).await.unwrap();
+    let event = wire::Event {
+        network: "ops-net".into(),
+        topic: "alerts/x".into(),
+        subscription_ids: vec![1, 2, 3],
+        ..Default::default()
+    };
+    write_frame(&mut stream, &event.encode_to_vec(), raw::MAX)
+        .await
+        .unwrap();
+    stream.finish().unwrap();
+    wait_for("the event to be refused", || {
+        b.stats().events_rejected >= rejected + 3
+    })
+    .await;
+    conn.close(0u32.into(), b"bye");
+    for n in [&a, &c, &b] {
+        n.stop().await.unwrap();
+    }
+}
