@@ -56,6 +56,8 @@ pub use futures::Stream;
 pub use identity::{NodeId, ParseNodeIdError};
 pub use metadata::{Metadata, MetadataValue, TRACEPARENT};
 pub use network::{NetworkConfig, NetworkKey, PeerLimits, RefusalReason};
+#[cfg(feature = "prometheus")]
+pub use node::PrometheusOptions;
 pub use node::service::{
     AbstractService, ActionHandler, Call, CallKind, Caller, EventContext, EventHandler,
     Interceptor, LifecycleContext, RequestContext, ServiceInfo, ServiceState, Streaming,
@@ -66,6 +68,20 @@ pub use node::{
     RequestOptions, ServiceEvent, SubscribeOptions, SubscriptionId, SubscriptionStats,
 };
 pub use value::{Payload, Value};
+
+/// The built-in `$runar` introspection service every node runs (see
+/// `proto/runar/v1/introspection.proto`): its action paths and typed messages. Call it on any
+/// node with [`Node::request_on`], or through [`Node::describe_peer`] and
+/// [`Node::list_schemas`]; a node answers for itself with [`Node::node_info`],
+/// [`Node::service_list`], [`Node::peer_list`] and [`Node::stats_report`].
+pub mod introspection {
+    pub use crate::node::introspection::{INFO, PEERS, PING, SERVICE_PATH, SERVICES, STATS};
+    pub use crate::wire::{
+        ActionDescription, ActionStats, CallKind, EventDescription, NodeInfo, NodeInfoRequest,
+        NodeStatsReport, NodeStatsRequest, PeerDescription, PeerList, PeerListRequest, PingReply,
+        PingRequest, ServiceDescription, ServiceList, ServiceListRequest, SubscriptionReport,
+    };
+}
 
 /// Protocol, transport and discovery internals, for Runar's own raw-client tests, fuzzing and
 /// benchmarks. Not part of the API: anything here may change in any release.

@@ -79,6 +79,33 @@ impl NetworkKey {
         Self::from_secret(secret)
     }
 
+    /// The network key for the secret held in the file at `path` (as `runar keygen` writes
+    /// it): the file's content without surrounding whitespace, taken as
+    /// [`from_secret`](Self::from_secret) takes it. Fails with `NotFound` or `PermissionDenied`
+    /// when the file cannot be read and `InvalidArgument` when it holds no secret.
+    pub fn from_file(path: impl AsRef<std::path::Path>) -> crate::Result<Self> {
+        let path = path.as_ref();
+        let content = std::fs::read(path).map_err(|e| {
+            let code = match e.kind() {
+                std::io::ErrorKind::NotFound => crate::Code::NotFound,
+                std::io::ErrorKind::PermissionDenied => crate::Code::PermissionDenied,
+                _ => crate::Code::Unavailable,
+            };
+            crate::Error::new(
+                code,
+                format!("cannot read the key file {}: {e}", path.display()),
+            )
+        })?;
+        let secret = content.trim_ascii();
+        if secret.is_empty() {
+            return Err(crate::Error::invalid_argument(format!(
+                "the key file {} is empty",
+                path.display()
+            )));
+        }
+        Ok(Self::from_secret(secret))
+    }
+
     /// 32 random bytes, suitable as a new network's secret.
     pub fn generate_secret() -> crate::Result<[u8; 32]> {
         let mut secret = [0u8; 32];

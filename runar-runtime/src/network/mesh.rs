@@ -447,6 +447,18 @@ impl<H: NodeHandler> Mesh<H> {
         Ok(self.transport.local_addr()?)
     }
 
+    /// The connected peers, sorted by id (for introspection and requests to one chosen node).
+    pub(crate) fn connected_peers(&self) -> Vec<Arc<Peer>> {
+        let mut peers: Vec<Arc<Peer>> = lock(&self.peers).values().cloned().collect();
+        peers.sort_by_key(|p| p.id);
+        peers
+    }
+
+    /// The connection to `id`, when there is one.
+    pub(crate) fn peer(&self, id: &NodeId) -> Option<Arc<Peer>> {
+        lock(&self.peers).get(id).cloned()
+    }
+
     /// The peers currently connected.
     pub(crate) fn peer_ids(&self) -> Vec<NodeId> {
         let mut ids: Vec<NodeId> = lock(&self.peers).keys().copied().collect();
@@ -964,6 +976,7 @@ impl<H: NodeHandler> Mesh<H> {
             queue: queues.events,
             max_message_size: max,
             flow: self.events.clone(),
+            own: peer.event_counts.clone(),
         }));
         let mesh = self.clone();
         let p = peer.clone();

@@ -71,6 +71,11 @@ pub(crate) struct Peer {
     pub(crate) connection: Connection,
     /// Which side opened the connection (for the simultaneous-dial rule).
     pub(crate) dialer: NodeId,
+    /// When the connection was admitted (for introspection).
+    pub(crate) connected_at: std::time::SystemTime,
+    /// What became of the events queued for this peer on this connection (the node-wide
+    /// totals are the mesh's): for introspection.
+    pub(crate) event_counts: Arc<PeerEventCounters>,
     control: mpsc::Sender<wire::Control>,
     /// The queue of the peer's event writer, as the node's subscriptions hold it.
     events: Arc<dyn EventSink>,
@@ -231,6 +236,8 @@ impl Peer {
             instance,
             connection,
             dialer,
+            connected_at: std::time::SystemTime::now(),
+            event_counts: Arc::default(),
             control,
             events: Arc::new(event_queue),
             acked: watch::Sender::new(0),
@@ -633,6 +640,8 @@ pub(crate) struct EventWriter {
     pub(crate) queue: EventQueueReceiver,
     pub(crate) max_message_size: usize,
     pub(crate) flow: EventFlow,
+    /// The peer's own counts ([`Peer::event_counts`]), kept beside the node-wide ones.
+    pub(crate) own: Arc<PeerEventCounters>,
 }
 
 /// Writes queued events on this side's event stream, opened on first use, in order. Events
@@ -650,6 +659,7 @@ pub(crate) async fn write_events(writer: EventWriter) {
         queue: EventQueueReceiver { mut queue, bytes },
         max_message_size: max,
         flow,
+        own,
     } = writer;
     let counters = &flow.counters;
     let mut stream: Option<SendStream> = None;
@@ -671,9 +681,11 @@ pub(crate) async fn write_events(writer: EventWriter) {
         match tokio::time::timeout(flow.slow_consumer_timeout, write).await {
             Ok(Ok(())) => {
                 counters.written.fetch_add(batch.copies, Ordering::Relaxed);
+                own.written.fetch_add(batch.copies, Ordering::Relaxed);
             }
             Ok(Err(e)) => {
                 counters.dropped.fetch_add(batch.copies, Ordering::Relaxed);
+                own.dropped.fetch_add(batch.copies, Ordering::Relaxed);
                 stream = None;
                 if connection.close_reason().is_some() {
                     break;
@@ -682,6 +694,7 @@ pub(crate) async fn write_events(writer: EventWriter) {
             }
             Err(_) => {
                 counters.dropped.fetch_add(batch.copies, Ordering::Relaxed);
+                own.dropped.fetch_add(batch.copies, Ordering::Relaxed);
                 counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
                 let timeout = flow.slow_consumer_timeout;
                 warn_limited!(%peer, ?timeout, "slow consumer: the peer's event stream made no progress in time; disconnecting it");
@@ -699,6 +712,7 @@ pub(crate) async fn write_events(writer: EventWriter) {
         left = left.saturating_add(queued.event.copies());
     }
     counters.dropped.fetch_add(left, Ordering::Relaxed);
+    own.dropped.fetch_add(left, Ordering::Relaxed);
 }
 
 /// Events on their way into one write: their frames, how many deliveries they carry, and

@@ -438,6 +438,18 @@ impl Node {
             .await
     }
 
+    /// The dynamic form of [`subscribe_with`](Self::subscribe_with): the handler gets each
+    /// event as a type-erased [`Value`] (an event from a peer holds its encoded bytes).
+    pub async fn subscribe_value(
+        &self,
+        pattern: impl AsRef<str>,
+        options: SubscribeOptions,
+        handler: EventHandler,
+    ) -> Result<SubscriptionId> {
+        self.subscribe_raw(pattern.as_ref(), options, None, handler)
+            .await
+    }
+
     /// Subscribes with a type-erased handler; `group` is the owning service's path.
     pub(crate) async fn subscribe_raw(
         &self,

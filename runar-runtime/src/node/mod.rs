@@ -3,6 +3,9 @@
 mod access;
 mod config;
 mod events;
+#[cfg(any(feature = "metrics", feature = "prometheus"))]
+mod exporter;
+pub(crate) mod introspection;
 mod readiness;
 pub(crate) mod registry;
 mod registry_events;
@@ -11,6 +14,7 @@ mod request;
 pub(crate) mod service;
 mod stats;
 mod stream;
+mod trace;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,6 +25,8 @@ use std::time::Duration;
 
 pub use crate::node::registry::SubscriptionId;
 pub use config::{BroadcastMode, NodeConfig, PublishOptions, RequestOptions, SubscribeOptions};
+#[cfg(feature = "prometheus")]
+pub use exporter::PrometheusOptions;
 pub use readiness::PeerRefusedEvent;
 pub use registry_events::{PeerEvent, ServiceEvent};
 #[cfg(any(test, feature = "fuzzing"))]
@@ -92,6 +98,8 @@ pub(crate) struct NodeInner {
     refusals: Mutex<readiness::Refusals>,
     /// What became of the node's events (see [`NodeStats`]).
     counters: stats::NodeCounters,
+    /// When the node was created (its uptime, for introspection).
+    created: std::time::Instant,
     /// The access policy of each network that has one (see `access.rs`).
     policies: RwLock<rustc_hash::FxHashMap<Arc<str>, Arc<crate::policy::Enforced>>>,
     /// Some network has a policy: the one branch the request and event paths pay without.
@@ -221,6 +229,7 @@ impl Node {
                 dropped_at_stop: AtomicU64::new(0),
                 refusals: Mutex::default(),
                 counters: stats::NodeCounters::default(),
+                created: std::time::Instant::now(),
                 policies: RwLock::default(),
                 policed: AtomicBool::new(false),
             }),
@@ -448,15 +457,20 @@ impl Node {
             .collect()
     }
 
-    /// Every action path registered in the default network, sorted.
+    /// Every action path registered in the default network, sorted (without the built-in
+    /// `$runar/…` introspection actions).
     pub fn actions(&self) -> Vec<String> {
-        self.inner.registry.action_paths(&self.inner.network)
+        let mut actions = self.inner.registry.action_paths(&self.inner.network);
+        actions.retain(|path| !path.starts_with('$'));
+        actions
     }
 
     /// Every action path registered in `network`, sorted (empty for a network the node is not
-    /// in).
+    /// in; without the built-in `$runar/…` introspection actions).
     pub fn actions_in(&self, network: &str) -> Vec<String> {
-        self.inner.registry.action_paths(network)
+        let mut actions = self.inner.registry.action_paths(network);
+        actions.retain(|path| !path.starts_with('$'));
+        actions
     }
 
     /// Starts the node: initializes every service in the order they were added, then starts
@@ -501,6 +515,9 @@ impl Node {
             }
             None => Vec::new(),
         };
+        if self.inner.config.introspection {
+            self.register_introspection()?;
+        }
         self.log_policies();
 
         for entry in services.iter_mut() {
@@ -529,6 +546,8 @@ impl Node {
                 tracing::info!(node = %self.name(), id = %self.node_id(), %network, addr = ?mesh.local_addr().ok(), "listening");
             }
         }
+        #[cfg(feature = "metrics")]
+        self.spawn_metrics_recorder();
         tracing::info!(node = %self.name(), services = services.len(), "node started");
         Ok(())
     }
@@ -688,6 +707,9 @@ impl Node {
             types,
             kind,
             stream,
+            stats: Some(Arc::new(registry::ActionCounters::new(
+                self.inner.config.latency_sample_every,
+            ))),
         };
         self.inner
             .registry

@@ -303,8 +303,14 @@ fn remote_action(peer: &PeerHandle, network: Arc<str>) -> ActionHandler {
         let target = target.clone();
         Box::pin(async move {
             let (peer, network) = &*target;
-            peer.request(network, ctx.path(), &value, ctx.remaining(), ctx.metadata())
-                .await
+            let (span, traced) = super::trace::client_span(ctx.path(), peer.id, ctx.metadata());
+            let metadata = traced.as_ref().unwrap_or(ctx.metadata());
+            let request = peer.request(network, ctx.path(), &value, ctx.remaining(), metadata);
+            if span.is_disabled() {
+                request.await
+            } else {
+                tracing::Instrument::instrument(request, span).await
+            }
         })
     })
 }
@@ -424,6 +430,7 @@ impl Node {
                 types,
                 kind: CallKind::Unary,
                 stream: peer.stream_handler(network.clone()),
+                stats: None,
             };
             if let Err(e) = registry.add_action(network, pattern, instance) {
                 warn_limited!(peer = %peer.peer_id(), error = %e, "remote action not registered");

@@ -14,7 +14,7 @@ use super::{Node, RequestOptions};
 use crate::error::{Code, Error, Result};
 use crate::metadata::Metadata;
 use crate::network::InboundRequest;
-use crate::node::registry::Origin;
+use crate::node::registry::{ActionCounters, Origin};
 use crate::node::service::{ActionHandler, Call, Caller, RequestContext};
 use crate::policy::Access;
 use crate::routing::split_network;
@@ -146,7 +146,17 @@ impl Node {
             deadline,
             metadata,
         );
-        let answer = run_handler(&instance.handler, request, ctx, deadline, timeout, path).await;
+        let stats = instance.stats.as_deref();
+        let answer = run_handler(
+            &instance.handler,
+            request,
+            ctx,
+            deadline,
+            timeout,
+            path,
+            stats,
+        )
+        .await;
         if matches!(&answer, Err(e) if e.code() == Code::DeadlineExceeded) {
             // Other instances serve the next calls for a while; this one is retried later.
             instance.health.timed_out(self.inner.config.timeout_penalty);
@@ -196,6 +206,7 @@ impl Node {
                 .intercept_incoming(&resolved.path, caller.clone(), metadata, deadline, timeout)
                 .await?;
         }
+        let span = super::trace::server_span(&resolved.path, request.from, &metadata);
         let ctx = RequestContext::new(
             self.clone(),
             resolved.path,
@@ -204,15 +215,21 @@ impl Node {
             deadline,
             metadata,
         );
-        run_handler(
+        let stats = instance.stats.as_deref();
+        let run = run_handler(
             &instance.handler,
             request.payload,
             ctx,
             deadline,
             timeout,
             path,
-        )
-        .await
+            stats,
+        );
+        if span.is_disabled() {
+            run.await
+        } else {
+            tracing::Instrument::instrument(run, span).await
+        }
     }
 
     /// Runs the node's incoming interceptors on a call about to reach a local handler; returns
@@ -269,7 +286,8 @@ const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 /// A day: the longest a peer may ask a handler to run.
 const MAX_REMOTE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// Runs a handler under its deadline, turning a panic into `Internal`.
+/// Runs a handler under its deadline, turning a panic into `Internal`; counts the call in the
+/// local instance's `stats`.
 async fn run_handler(
     handler: &ActionHandler,
     request: Value,
@@ -277,22 +295,27 @@ async fn run_handler(
     deadline: Instant,
     timeout: Duration,
     path: &str,
+    stats: Option<&ActionCounters>,
 ) -> Result<Value> {
+    let timer = stats.map(ActionCounters::start);
     let mut answer = AssertUnwindSafe(handler(request, ctx)).catch_unwind();
     // Most local handlers answer on their first poll: only arm a timer when one does not.
     let outcome = match futures::poll!(&mut answer) {
-        Poll::Ready(outcome) => outcome,
-        Poll::Pending => match tokio::time::timeout_at(deadline.into(), answer).await {
-            Ok(outcome) => outcome,
-            Err(_) => return Err(deadline_exceeded(path, timeout)),
-        },
+        Poll::Ready(outcome) => Ok(outcome),
+        Poll::Pending => tokio::time::timeout_at(deadline.into(), answer).await,
     };
-    outcome.unwrap_or_else(|panic| {
-        Err(Error::internal(format!(
+    let answer = match outcome {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(panic)) => Err(Error::internal(format!(
             "the handler of `{path}` panicked: {}",
             panic_message(panic.as_ref())
-        )))
-    })
+        ))),
+        Err(_) => Err(deadline_exceeded(path, timeout)),
+    };
+    if let Some(timer) = timer {
+        timer.finish(answer.as_ref().err().map(Error::code));
+    }
+    answer
 }
 
 fn deadline_exceeded(path: &str, timeout: Duration) -> Error {

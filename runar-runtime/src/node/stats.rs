@@ -131,3 +131,74 @@ impl Node {
         })
     }
 }
+
+impl Node {
+    /// The counters of every local action (requests, errors by code, in flight, latency
+    /// percentiles), as `$runar/stats` reports them.
+    pub(crate) fn action_stats(&self) -> Vec<crate::wire::ActionStats> {
+        self.inner
+            .registry
+            .local_action_counters(&self.inner.network)
+            .into_iter()
+            .filter(|(path, _)| !path.starts_with('$'))
+            .map(|(path, counters)| {
+                let errors = crate::error::Code::ALL
+                    .iter()
+                    .zip(&counters.errors)
+                    .map(|(code, n)| (code.as_str().to_owned(), get(n)))
+                    .filter(|(_, n)| *n > 0)
+                    .collect();
+                let buckets: Vec<u64> = counters.latency.iter().map(get).collect();
+                crate::wire::ActionStats {
+                    path: path.to_string(),
+                    requests: get(&counters.started),
+                    errors,
+                    in_flight: get(&counters.started).saturating_sub(get(&counters.finished)),
+                    p50_us: percentile_us(&buckets, 50),
+                    p90_us: percentile_us(&buckets, 90),
+                    p99_us: percentile_us(&buckets, 99),
+                    max_us: percentile_us(&buckets, 100),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The upper bound, in microseconds (rounded up), of the latency bucket holding the `pct`th
+/// percentile of calls; 0 when there were none. Bucket `i` holds calls under `2^i` ns.
+fn percentile_us(buckets: &[u64], pct: u64) -> u64 {
+    let total: u64 = buckets.iter().fold(0u64, |a, b| a.saturating_add(*b));
+    if total == 0 {
+        return 0;
+    }
+    // The rank of the percentile call, 1-based: ceil(total * pct / 100).
+    let rank = total.saturating_mul(pct).div_ceil(100).max(1);
+    let mut seen = 0u64;
+    for (i, n) in buckets.iter().enumerate() {
+        seen = seen.saturating_add(*n);
+        if seen >= rank {
+            let nanos = 1u64
+                .checked_shl(u32::try_from(i).unwrap_or(u32::MAX))
+                .unwrap_or(u64::MAX);
+            return nanos.div_ceil(1000);
+        }
+    }
+    u64::MAX
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile_us;
+
+    #[test]
+    fn percentiles_are_bucket_bounds() {
+        assert_eq!(percentile_us(&[0; 41], 50), 0);
+        let mut buckets = [0u64; 41];
+        buckets[7] = 98; // < 128 ns
+        buckets[20] = 2; // < ~1 ms
+        assert_eq!(percentile_us(&buckets, 50), 1);
+        assert_eq!(percentile_us(&buckets, 98), 1);
+        assert_eq!(percentile_us(&buckets, 99), 1049);
+        assert_eq!(percentile_us(&buckets, 100), 1049);
+    }
+}

@@ -117,6 +117,17 @@ pub(crate) fn types_in(
     file: &prost_types::FileDescriptorProto,
     action: &str,
 ) -> Option<(Box<str>, Box<str>)> {
+    let method = method_in(file, action)?;
+    let name = |n: &str| n.trim_start_matches('.').into();
+    Some((name(method.input_type()), name(method.output_type())))
+}
+
+/// The one rpc of a decoded schema that the action `action` (a name under its service) serves:
+/// `add_todo` is the rpc `AddTodo`. `None` when none or several match.
+pub(crate) fn method_in<'a>(
+    file: &'a prost_types::FileDescriptorProto,
+    action: &str,
+) -> Option<&'a prost_types::MethodDescriptorProto> {
     let wanted = normalize(action);
     let mut found = file
         .service
@@ -127,8 +138,7 @@ pub(crate) fn types_in(
     if found.next().is_some() {
         return None;
     }
-    let name = |n: &str| n.trim_start_matches('.').into();
-    Some((name(method.input_type()), name(method.output_type())))
+    Some(method)
 }
 
 /// `AddTodo` and `add_todo` both become `addtodo`.

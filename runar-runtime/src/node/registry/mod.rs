@@ -73,6 +73,98 @@ pub(crate) struct SubscriptionCounters {
     pub(crate) dropped: AtomicU64,
 }
 
+/// Latency buckets of [`ActionCounters`]: bucket `i` counts calls that took less than `2^i`
+/// nanoseconds (the last one, everything slower: about 18 minutes and more).
+pub(crate) const LATENCY_BUCKETS: usize = 41;
+
+/// What the calls of one local action came to (requests, errors by code, in flight, a latency
+/// histogram), from this node and from peers. Plain relaxed atomics: a call costs two
+/// uncontended increments; one call in `2^k` is also timed (two clock reads, which cost more
+/// than everything else together here), as
+/// [`NodeConfig::latency_sample_every`](crate::NodeConfig::latency_sample_every) says.
+#[derive(Debug)]
+pub(crate) struct ActionCounters {
+    pub(crate) started: AtomicU64,
+    pub(crate) finished: AtomicU64,
+    /// By [`Code`](crate::Code), in `Code::ALL` order.
+    pub(crate) errors: [AtomicU64; crate::error::Code::ALL.len()],
+    /// The timed calls, by latency bucket.
+    pub(crate) latency: [AtomicU64; LATENCY_BUCKETS],
+    /// A call whose start number has none of these bits set is timed; `None`: none is.
+    sample_mask: Option<u64>,
+}
+
+impl ActionCounters {
+    /// Counters that time one call in `sample_every` (rounded up to a power of two; 0 times
+    /// none).
+    pub(crate) fn new(sample_every: u32) -> Self {
+        ActionCounters {
+            started: AtomicU64::new(0),
+            finished: AtomicU64::new(0),
+            errors: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency: std::array::from_fn(|_| AtomicU64::new(0)),
+            sample_mask: (sample_every > 0).then(|| {
+                u64::from(sample_every.checked_next_power_of_two().unwrap_or(1 << 31)) - 1
+            }),
+        }
+    }
+
+    /// A call starts: counted, and finished by [`CallTimer::finish`] (or its drop, which
+    /// counts the call as `Cancelled`).
+    #[inline]
+    pub(crate) fn start(&self) -> CallTimer<'_> {
+        let number = self.started.fetch_add(1, Ordering::Relaxed);
+        let timed = self.sample_mask.is_some_and(|mask| number & mask == 0);
+        CallTimer {
+            counters: self,
+            start: timed.then(Instant::now),
+        }
+    }
+
+    /// A call that started ended, failing with `error` if it did; `start` when it was timed.
+    #[inline]
+    fn finished(&self, start: Option<Instant>, error: Option<crate::error::Code>) {
+        self.finished.fetch_add(1, Ordering::Relaxed);
+        if let Some(code) = error {
+            let index = crate::error::Code::ALL.iter().position(|c| *c == code);
+            if let Some(counter) = index.and_then(|i| self.errors.get(i)) {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if let Some(start) = start {
+            let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let bucket = (u64::BITS - nanos.leading_zeros()) as usize;
+            if let Some(counter) = self.latency.get(bucket.min(LATENCY_BUCKETS - 1)) {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// One call of a local action, from [`ActionCounters::start`].
+pub(crate) struct CallTimer<'a> {
+    counters: &'a ActionCounters,
+    start: Option<Instant>,
+}
+
+impl CallTimer<'_> {
+    /// The call ended, failing with `error` if it did.
+    #[inline]
+    pub(crate) fn finish(self, error: Option<crate::error::Code>) {
+        self.counters.finished(self.start, error);
+        // Counted: the drop below is for calls that never get here.
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for CallTimer<'_> {
+    /// The call's future was dropped (the caller gave up): counted as cancelled.
+    fn drop(&mut self) {
+        self.counters
+            .finished(self.start, Some(crate::error::Code::Cancelled));
+    }
+}
+
 /// One instance of an action.
 #[derive(Clone)]
 pub(crate) struct ActionInstance {
@@ -88,6 +180,8 @@ pub(crate) struct ActionInstance {
     /// Serves a streaming call: a local streaming action's handler, or a remote instance's
     /// stream to its peer. `None` for a local unary action.
     pub(crate) stream: Option<StreamHandler>,
+    /// What the calls of a local instance came to (`None` for a remote one: the peer counts).
+    pub(crate) stats: Option<Arc<ActionCounters>>,
 }
 
 /// Whether an instance recently let a call time out; shared by the copies of one instance.
@@ -413,6 +507,28 @@ impl Registry {
         )))
     }
 
+    /// The counters of every local action in `network`, by path, sorted.
+    pub(crate) fn local_action_counters(
+        &self,
+        network: &str,
+    ) -> Vec<(Arc<str>, Arc<ActionCounters>)> {
+        let networks = read(&self.networks);
+        let Some(table) = networks.get(network) else {
+            return Vec::new();
+        };
+        let mut counters: Vec<_> = table
+            .exact
+            .values()
+            .chain(table.patterned.iter().map(|(_, slot)| slot))
+            .filter_map(|slot| {
+                let stats = slot.local.as_ref()?.stats.clone()?;
+                Some((slot.path.clone(), stats))
+            })
+            .collect();
+        counters.sort_by(|a, b| a.0.cmp(&b.0));
+        counters
+    }
+
     /// Every action path registered in `network`.
     pub(crate) fn action_paths(&self, network: &str) -> Vec<String> {
         let networks = read(&self.networks);
@@ -573,5 +689,50 @@ impl Registry {
         }
         write(&self.networks).clear();
         self.notify_changed();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::error::Code;
+
+    fn get(n: &AtomicU64) -> u64 {
+        n.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn action_counters_count_every_call_and_time_a_sample() {
+        let counters = ActionCounters::new(4);
+        for i in 0..8 {
+            let timer = counters.start();
+            timer.finish((i == 3).then_some(Code::NotFound));
+        }
+        assert_eq!(get(&counters.started), 8);
+        assert_eq!(get(&counters.finished), 8);
+        let timed: u64 = counters.latency.iter().map(get).sum();
+        assert_eq!(timed, 2, "calls 0 and 4 of 8");
+        let not_found = Code::ALL.iter().position(|c| *c == Code::NotFound).unwrap();
+        assert_eq!(get(&counters.errors[not_found]), 1);
+    }
+
+    #[test]
+    fn a_dropped_call_is_cancelled_and_no_longer_in_flight() {
+        let counters = ActionCounters::new(0);
+        let timer = counters.start();
+        assert_eq!(get(&counters.started) - get(&counters.finished), 1);
+        drop(timer);
+        assert_eq!(get(&counters.finished), 1);
+        let cancelled = Code::ALL
+            .iter()
+            .position(|c| *c == Code::Cancelled)
+            .unwrap();
+        assert_eq!(get(&counters.errors[cancelled]), 1);
+        assert_eq!(
+            counters.latency.iter().map(get).sum::<u64>(),
+            0,
+            "0 times none"
+        );
     }
 }
