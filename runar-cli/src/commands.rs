@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use comfy_table::{Table, presets};
+use prost_reflect::MessageDescriptor;
 use runar::introspection::{self, ActionDescription, CallKind, NodeStatsReport, ServiceList};
 use runar::{Code, EventHandler, NodeId, PublishOptions, RequestOptions, SubscribeOptions, Value};
 use serde_json::json;
@@ -247,15 +248,6 @@ pub(crate) async fn call(mesh: &Mesh, path: &str, data: Option<&str>) -> Result<
         CliError::not_found(format!("no node serves `{path}`"))
             .with_hint("`runar list` shows the actions")
     })?;
-    if action.kind() != CallKind::Unary {
-        return Err(CliError::new(
-            Code::Unimplemented,
-            format!(
-                "`{path}` is a {} action: streaming calls are not supported yet",
-                kind_text(action.kind())
-            ),
-        ));
-    }
     if action.request_type.is_empty() || action.response_type.is_empty() {
         return Err(CliError::not_found(format!(
             "`{path}` has no schema, so its JSON cannot be converted"
@@ -266,6 +258,9 @@ pub(crate) async fn call(mesh: &Mesh, path: &str, data: Option<&str>) -> Result<
     let request = schemas.message(&action.request_type)?;
     let response = schemas.message(&action.response_type)?;
     let json = read_data(data.unwrap_or("{}"))?;
+    if action.kind() != CallKind::Unary {
+        return call_stream(mesh, path, action.kind(), &request, &response, &json).await;
+    }
     let bytes = schema::encode_json(&request, &json)?;
     let options = RequestOptions::default()
         .with_timeout(mesh.global.timeout)
@@ -282,6 +277,48 @@ pub(crate) async fn call(mesh: &Mesh, path: &str, data: Option<&str>) -> Result<
             "{}",
             serde_json::to_string_pretty(&json).unwrap_or_else(|_| json.to_string())
         );
+    }
+    Ok(())
+}
+
+/// A streaming `runar call`: the request is one JSON object, or for a client or bidirectional
+/// stream one JSON object a line (an empty input sends none); every reply is printed as it
+/// comes, one JSON object a line. `--timeout` bounds finding the action and starting the
+/// call, not how long a stream lives (stop it with Ctrl-C).
+async fn call_stream(
+    mesh: &Mesh,
+    path: &str,
+    kind: CallKind,
+    request: &MessageDescriptor,
+    response: &MessageDescriptor,
+    json: &str,
+) -> Result<(), CliError> {
+    let messages = if kind == CallKind::ServerStreaming {
+        vec![schema::encode_json(request, json)?]
+    } else {
+        json.lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| schema::encode_json(request, line))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let requests = futures::stream::iter(
+        messages
+            .into_iter()
+            .map(|bytes| Value::from_encoded(bytes.into())),
+    );
+    let options = RequestOptions::default().with_wait_for_ready(true);
+    let start = mesh.node.request_stream_value(path, requests, options);
+    let mut replies = tokio::time::timeout(mesh.global.timeout, start)
+        .await
+        .map_err(|_| {
+            CliError::new(
+                Code::DeadlineExceeded,
+                format!("`{path}` did not start within {:?}", mesh.global.timeout),
+            )
+        })??;
+    while let Some(reply) = futures::StreamExt::next(&mut replies).await {
+        let json = schema::decode_to_json(response, &reply?.to_bytes())?;
+        print_json(&json);
     }
     Ok(())
 }

@@ -75,7 +75,9 @@ enum Command {
     Call {
         /// The action's path (`inventory/get_item`).
         path: String,
-        /// The request as JSON, or `@FILE` to read it from a file (default `{}`).
+        /// The request as JSON, or `@FILE` to read it from a file (default `{}`); for a client
+        /// or bidirectional stream, one JSON object a line. A streamed reply prints one JSON
+        /// object a line.
         #[arg(short = 'd', long = "data")]
         data: Option<String>,
     },

@@ -15,8 +15,8 @@ use prost_types::{
     FileDescriptorProto, MessageOptions, MethodDescriptorProto, ServiceDescriptorProto,
 };
 use runar::{
-    AbstractService, Code, DiscoveryOptions, Error, LifecycleContext, NetworkConfig, NetworkKey,
-    Node, NodeConfig,
+    AbstractService, CallKind, Code, DiscoveryOptions, Error, LifecycleContext, NetworkConfig,
+    NetworkKey, Node, NodeConfig, Streaming,
 };
 use tokio::sync::mpsc;
 
@@ -147,15 +147,23 @@ fn schema() -> &'static [u8] {
             ],
             service: vec![ServiceDescriptorProto {
                 name: Some("Shop".into()),
-                method: ["Ship", "Fail"]
-                    .iter()
-                    .map(|m| MethodDescriptorProto {
-                        name: Some((*m).into()),
-                        input_type: Some(".test.shop.Order".into()),
-                        output_type: Some(".test.shop.Order".into()),
-                        ..Default::default()
-                    })
-                    .collect(),
+                // (name, client streaming, server streaming)
+                method: [
+                    ("Ship", false, false),
+                    ("Fail", false, false),
+                    ("Track", false, true),
+                    ("Collect", true, false),
+                ]
+                .iter()
+                .map(|(m, client, server)| MethodDescriptorProto {
+                    name: Some((*m).into()),
+                    input_type: Some(".test.shop.Order".into()),
+                    output_type: Some(".test.shop.Order".into()),
+                    client_streaming: Some(*client),
+                    server_streaming: Some(*server),
+                    ..Default::default()
+                })
+                .collect(),
                 options: None,
             }],
             ..Default::default()
@@ -188,6 +196,43 @@ impl AbstractService for Shop {
         ctx.register_action("fail", |order: Order, _| async move {
             Err::<Order, _>(Error::new(Code::NotFound, format!("no order {}", order.id)))
         })
+        .await?;
+        // Three updates of the order, placed then shipped twice over.
+        ctx.register_stream(
+            "track",
+            CallKind::ServerStreaming,
+            |mut orders: Streaming<Order>, _| async move {
+                let order = orders.message().await?.unwrap_or_default();
+                let updates = (1..=3).map(move |n| {
+                    let mut update = order.clone();
+                    update.status = if n == 1 {
+                        Status::Placed
+                    } else {
+                        Status::Shipped
+                    }
+                    .into();
+                    update.prices.insert("update".into(), n);
+                    Ok(update)
+                });
+                Ok(futures::stream::iter(updates))
+            },
+        )
+        .await?;
+        // One order holding the items of every order sent.
+        ctx.register_stream(
+            "collect",
+            CallKind::ClientStreaming,
+            |mut orders: Streaming<Order>, _| async move {
+                let mut all = Order {
+                    id: "all".into(),
+                    ..Default::default()
+                };
+                while let Some(order) = orders.message().await? {
+                    all.items.extend(order.items);
+                }
+                Ok(runar::stream_once(Ok(all)))
+            },
+        )
         .await?;
         let heard = self.heard.clone();
         ctx.subscribe("orders/>", move |order: Order, _| {
@@ -302,6 +347,30 @@ async fn every_command_against_a_node_found_by_static_peers() {
     assert_eq!(reply["prices"]["shipping"], 5);
     assert_eq!(reply["placedAt"], "2026-11-30T12:00:00Z");
     assert_eq!(reply["items"][0]["count"], 2);
+
+    // call: a server stream prints every reply, one JSON object a line
+    let list = json(&runar(&node, &["--json", "list"]).await);
+    let actions = list[0]["services"][0]["actions"].as_array().unwrap();
+    let track = actions.iter().find(|a| a["path"] == "shop/track").unwrap();
+    assert_eq!(track["kind"], "server-streaming", "{track}");
+    let updates = stdout(&runar(&node, &["call", "shop/track", "-d", r#"{"id":"o-3"}"#]).await);
+    let updates: Vec<serde_json::Value> = updates
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(updates.len(), 3, "{updates:?}");
+    for (n, update) in updates.iter().enumerate() {
+        assert_eq!(update["id"], "o-3");
+        assert_eq!(update["prices"]["update"], n + 1);
+    }
+    assert_eq!(updates[0]["status"], "STATUS_PLACED");
+    assert_eq!(updates[2]["status"], "STATUS_SHIPPED");
+    // … and a client stream sends one JSON object a line.
+    let lines = "{\"items\":[{\"sku\":\"a\"}]}\n{\"items\":[{\"sku\":\"b\"}]}\n";
+    let all = json(&runar(&node, &["call", "shop/collect", "-d", lines]).await);
+    assert_eq!(all["id"], "all");
+    assert_eq!(all["items"][0]["sku"], "a");
+    assert_eq!(all["items"][1]["sku"], "b");
 
     // call: an error reply has its code name on stderr and its own exit code
     let failed = runar(&node, &["call", "shop/fail", "-d", r#"{"id":"o-9"}"#]).await;

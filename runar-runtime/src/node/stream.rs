@@ -107,6 +107,21 @@ impl Node {
             .await
     }
 
+    /// The dynamic form of [`request_stream_with`](Self::request_stream_with): type-erased
+    /// [`Value`]s in and out (as [`request_value`](Self::request_value) is for unary calls),
+    /// for tools that work from schemas, such as the `runar` CLI and gateways. Dropping the
+    /// returned stream cancels the call.
+    pub async fn request_stream_value(
+        &self,
+        path: impl AsRef<str>,
+        requests: impl Stream<Item = Value> + Send + 'static,
+        options: RequestOptions,
+    ) -> Result<BoxStream<'static, Result<Value>>> {
+        let requests = requests.map(Ok).boxed();
+        let raw = self.call_stream(path.as_ref(), requests, options).await?;
+        Ok(raw.boxed())
+    }
+
     /// How many messages each side of the action at `path` sends, when this node serves it
     /// itself (`None` otherwise: a peer's action's kind is the peer's to check).
     pub fn call_kind(&self, path: impl AsRef<str>) -> Option<CallKind> {
