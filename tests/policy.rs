@@ -380,34 +380,43 @@ async fn a_policy_naming_local_callers_checks_local_publishes_and_subscriptions(
 #[tokio::test]
 async fn streaming_calls_need_stream_access() {
     let (a, b, _) = pair().await;
-    // Calls are allowed, streams are not: b is told of the action, a refuses the stream.
+    let count = |node: &Node| -> futures::future::BoxFuture<'static, runar::Result<Vec<u64>>> {
+        let node = node.clone();
+        Box::pin(async move {
+            let mut counts = node
+                .request_stream::<u64, u64>("echo/stream/count", futures::stream::iter([3u64]))
+                .await?;
+            let mut got = Vec::new();
+            while let Some(n) = counts.message().await? {
+                got.push(n);
+            }
+            Ok(got)
+        })
+    };
+    // Calls are allowed, streams are not: b is not told of the streaming action.
     let calls_only = Policy::deny_all().allow(Subject::any_peer(), Access::Call, "echo/>");
     a.set_policy("test", calls_only).await.unwrap();
-    let first = async {
-        let mut counts = b
-            .request_stream::<u64, u64>("echo/stream/count", futures::stream::iter([3u64]))
-            .await?;
-        counts.message().await
-    };
-    let err = first.await.unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
-    assert!(err.message().contains("stream"), "{err}");
+    assert!(b.actions().contains(&"echo/double".to_owned()));
+    assert!(!b.actions().contains(&"echo/stream/count".to_owned()));
+    let err = count(&b).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err}");
 
     let streams = Policy::deny_all()
         .allow(Subject::any_peer(), Access::Call, "echo/>")
         .allow(Subject::any_peer(), Access::Stream, "echo/stream/>");
     a.set_policy("test", streams).await.unwrap();
-    let mut counts = b
-        .request_stream::<u64, u64>("echo/stream/count", futures::stream::iter([3u64]))
-        .await
-        .unwrap();
-    let mut got = Vec::new();
-    while let Some(n) = counts.message().await.unwrap() {
-        got.push(n);
-    }
-    assert_eq!(got, [0, 1, 2]);
+    assert_eq!(count(&b).await.unwrap(), [0, 1, 2]);
     let stats = a.policy_stats("test").unwrap();
     assert!(stats[1].allowed >= 1, "{stats:?}");
+
+    // Checked where the action is served: here, for a local caller the policy names.
+    let local_denied =
+        Policy::allow_all().deny(Subject::local(), Access::Stream, "echo/stream/count");
+    a.set_policy("test", local_denied).await.unwrap();
+    let err = count(&a).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    assert!(err.message().contains("stream"), "{err}");
+    assert_eq!(count(&b).await.unwrap(), [0, 1, 2]);
     b.stop().await.unwrap();
     a.stop().await.unwrap();
 }

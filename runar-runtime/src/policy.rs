@@ -39,7 +39,8 @@ pub enum Access {
     /// Subscribing to this node's events (a peer's subscriptions, checked when announced).
     Subscribe,
     /// Streaming calls (server, client and bidirectional streaming actions), checked on the
-    /// serving node when the call starts. A peer is told of an action it may call or stream.
+    /// serving node when the call starts. A peer is told of a streaming action only where it
+    /// may stream it (of a unary one where it may call it).
     Stream,
     /// Seeing a service's schema and description in what this node tells its peers.
     Introspect,

@@ -13,6 +13,7 @@ use crate::identity::NodeId;
 use crate::lock::{read, write};
 use crate::network::Offer;
 use crate::network::log_limit::warn_limited;
+use crate::node::service::CallKind;
 use crate::policy::{Access, Enforced, Policy, RuleStats, Who};
 use crate::routing::TopicPath;
 
@@ -143,24 +144,34 @@ impl Node {
     }
 
     /// Narrows what this node offers in `network` to what `peer` may use: the actions it may
-    /// call or stream (a service with none left is left out), the schema and description only where it
+    /// call (a streaming one: stream; a service with none left is left out), the schema and description only where it
     /// may introspect, and the subscriptions it may publish to.
     pub(super) fn offer_for(&self, network: &str, peer: &NodeId, mut offer: Offer) -> Offer {
         let Some(policy) = self.policy_of(network) else {
             return offer;
         };
         let limits = self.inner.config.path_limits();
+        let registry = &self.inner.registry;
         let may = |access, path: &str| {
             TopicPath::parse_within(path, limits)
                 .is_ok_and(|p| policy.may_some(Some(peer), access, &p))
         };
         offer.services.retain_mut(|service| {
             let had = service.actions.len();
-            // A peer is told of an action it may call or stream (which one the action is,
-            // the serving node checks when the call comes).
-            service
-                .actions
-                .retain(|action| may(Access::Call, action) || may(Access::Stream, action));
+            // A unary action needs `Call`, a streaming one `Stream`.
+            service.actions.retain(|action| {
+                let streams = registry
+                    .local_kind(network, action)
+                    .is_some_and(|kind| kind != CallKind::Unary);
+                may(
+                    if streams {
+                        Access::Stream
+                    } else {
+                        Access::Call
+                    },
+                    action,
+                )
+            });
             if !may(Access::Introspect, &service.path)
                 && !may(Access::Introspect, &format!("{}/>", service.path))
             {

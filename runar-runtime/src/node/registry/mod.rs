@@ -529,6 +529,23 @@ impl Registry {
         counters
     }
 
+    /// How many messages each side of this node's own action `path` (as registered, templates
+    /// and all) in `network` sends; `None` when this node has no such action.
+    pub(crate) fn local_kind(&self, network: &str, path: &str) -> Option<CallKind> {
+        let networks = read(&self.networks);
+        let table = networks.get(network)?;
+        let slot = match table.exact.get(path) {
+            Some(slot) => slot.clone(),
+            None => table
+                .patterned
+                .iter()
+                .find(|(p, _)| p.path() == path)?
+                .1
+                .clone(),
+        };
+        slot.local().map(|instance| instance.kind)
+    }
+
     /// Every action path registered in `network`.
     pub(crate) fn action_paths(&self, network: &str) -> Vec<String> {
         let networks = read(&self.networks);
