@@ -14,7 +14,7 @@ use common::raw;
 use common::{WAIT, wait_for};
 use prost::Message;
 use runar::__private::{NodeKeypair, Transport, TransportConfig, wire, write_frame};
-use runar::{Code, DiscoveryOptions, NetworkConfig, NetworkKey, Node, NodeConfig};
+use runar::{Code, DiscoveryOptions, NetworkConfig, NetworkKey, Node, NodeConfig, RequestOptions};
 use tokio::sync::mpsc;
 
 fn shop_key() -> NetworkKey {
@@ -179,6 +179,47 @@ async fn a_generated_client_can_be_pointed_at_a_network() {
     let err = ops.restart("db".into()).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err}");
     assert!(!c.actions().contains(&"restarter/restart".to_owned()));
+    for n in [&a, &c, &b] {
+        n.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_streaming_call_can_be_pointed_at_a_network() {
+    let (a, b, c) = three_nodes().await;
+    let count = |node: &Node, options: RequestOptions| {
+        let node = node.clone();
+        async move {
+            let mut counts = node
+                .request_stream_with::<u64, u64>(
+                    "admin/stream/count",
+                    futures::stream::iter([3u64]),
+                    options,
+                )
+                .await?;
+            let mut got = Vec::new();
+            while let Some(n) = counts.message().await? {
+                got.push(n);
+            }
+            runar::Result::<Vec<u64>>::Ok(got)
+        }
+    };
+    // `admin` is in ops-net: on b (default shop-net) a stream reaches it only when pointed there.
+    let err = count(&b, RequestOptions::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+    let ops = RequestOptions::default().with_network("ops-net");
+    assert_eq!(count(&b, ops.clone()).await.unwrap(), [0, 1, 2]);
+    // c, in ops-net, reaches b's admin over QUIC; a, in shop-net only, in no way.
+    wait_for("c to see admin", || {
+        c.actions().contains(&"admin/stream/count".to_owned())
+    })
+    .await;
+    assert_eq!(
+        count(&c, RequestOptions::default()).await.unwrap(),
+        [0, 1, 2]
+    );
+    let err = count(&a, ops).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err}");
     for n in [&a, &c, &b] {
         n.stop().await.unwrap();
     }

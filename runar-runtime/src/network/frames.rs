@@ -238,8 +238,8 @@ pub(crate) struct DecodedRequest {
     pub(crate) path: String,
     pub(crate) payload: Bytes,
     pub(crate) payload_type: String,
-    /// `runar-timeout` (the last one, as in a map); zero when absent.
-    pub(crate) timeout_ms: u64,
+    /// `runar-timeout` (the last one, as in a map); `None` when absent.
+    pub(crate) timeout_ms: Option<u64>,
     /// The other entries, reserved ones (`runar-…`) left out; a later entry for the same key
     /// replaces an earlier one where the node builds its `Metadata`, as in a map.
     pub(crate) metadata: Vec<(String, Bytes)>,
@@ -286,7 +286,7 @@ pub(crate) fn decode_request(mut buf: Bytes) -> Result<DecodedRequest, RequestDe
         }
     }
     if let Some(text) = timeout {
-        request.timeout_ms = parse_decimal(&text).ok_or(RequestDecodeError::Timeout)?;
+        request.timeout_ms = Some(parse_decimal(&text).ok_or(RequestDecodeError::Timeout)?);
     }
     Ok(request)
 }
@@ -346,8 +346,8 @@ pub(crate) fn check_decode_request(body: &[u8]) {
             );
             return;
         }
-        Some(Some(ms)) => ms,
-        None => 0,
+        Some(Some(ms)) => Some(ms),
+        None => None,
     };
     prost
         .metadata
@@ -474,7 +474,7 @@ mod tests {
                     let body = frame.slice(1 + FRAME_HEADER_LEN..);
                     check_decode_request(&body);
                     let decoded = decode_request(body).unwrap();
-                    assert_eq!(decoded.timeout_ms, timeout_ms);
+                    assert_eq!(decoded.timeout_ms.unwrap_or(0), timeout_ms);
                     assert_eq!(decoded.metadata.len(), metadata.len());
                 }
             }

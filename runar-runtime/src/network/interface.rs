@@ -63,7 +63,7 @@ pub(crate) struct InboundStream {
     /// The caller's deadline for the whole call, if it set one.
     pub(crate) timeout: Option<Duration>,
     /// The call's metadata as the peer sent it, reserved entries taken out.
-    pub(crate) metadata: HashMap<String, bytes::Bytes>,
+    pub(crate) metadata: Vec<(String, bytes::Bytes)>,
     /// The caller's messages, still encoded, read from the stream as they are asked for.
     pub(crate) requests: BoxStream<'static, Result<Value>>,
 }

@@ -542,7 +542,7 @@ async fn read_request(
         network: request.network,
         path: request.path,
         payload: Value::from_encoded(request.payload),
-        timeout: Duration::from_millis(request.timeout_ms),
+        timeout: Duration::from_millis(request.timeout_ms.unwrap_or(0)),
         payload_type: request.payload_type,
         metadata: request.metadata,
     };

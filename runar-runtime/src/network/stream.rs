@@ -18,7 +18,6 @@
 //! messages). Cancellation: dropping the caller's reply stream resets its send side and stops
 //! its receive side; the server drops the handler's streams as soon as it sees either.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -36,14 +35,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::TransportError;
 use super::budget::{Held, PeerBudget};
-use super::frames::{request_frame, response_frame};
+use super::frames::{decode_request, request_frame, response_frame};
 use super::framing::{FrameReader, encode_frame, read_body, read_header};
 use super::interface::{InboundStream, NodeHandler};
 use super::log_limit::warn_limited;
 use super::peer::{KIND_REQUEST, Peer, codes, read_kind, serve_request, unknown_kind};
 use crate::error::{Code, Error, Result};
 use crate::identity::NodeId;
-use crate::metadata::{Metadata, RESERVED_PREFIX, TIMEOUT_KEY};
+use crate::metadata::Metadata;
 use crate::value::Value;
 use crate::wire;
 
@@ -836,7 +835,7 @@ struct Header {
     network: String,
     path: String,
     timeout: Option<Duration>,
-    metadata: HashMap<String, Bytes>,
+    metadata: Vec<(String, Bytes)>,
 }
 
 /// Reads and decodes the `Request` header of a streaming call; its bytes count against the
@@ -865,31 +864,14 @@ async fn read_header_frame(from: &Peer, recv: &mut RecvStream, max: usize) -> Re
     decode_header(frame)
 }
 
-/// Decodes a streaming call's header: a `Request` whose `runar-timeout` entry, when present,
-/// is the call's deadline (absent: none).
+/// Decodes a streaming call's header: a `Request` (as a request stream's, `decode_request`)
+/// whose `runar-timeout` entry, when present, is the call's deadline (absent: none).
 fn decode_header(frame: Bytes) -> Result<Header> {
-    let mut request = wire::Request::decode(frame)
-        .map_err(|e| Error::invalid_argument(format!("malformed stream header: {e}")))?;
-    let timeout = match request.metadata.remove(TIMEOUT_KEY) {
-        None => None,
-        Some(value) => Some(Duration::from_millis(
-            std::str::from_utf8(&value)
-                .ok()
-                .and_then(|text| text.parse::<u64>().ok())
-                .ok_or_else(|| {
-                    Error::invalid_argument(format!(
-                        "malformed `{TIMEOUT_KEY}`: expected milliseconds in decimal"
-                    ))
-                })?,
-        )),
-    };
-    request
-        .metadata
-        .retain(|key, _| !key.starts_with(RESERVED_PREFIX));
+    let request = decode_request(frame).map_err(|e| Error::invalid_argument(e.to_string()))?;
     Ok(Header {
         network: request.network,
         path: request.path,
-        timeout,
+        timeout: request.timeout_ms.map(Duration::from_millis),
         metadata: request.metadata,
     })
 }

@@ -12,14 +12,23 @@ use futures::FutureExt;
 
 use super::{Node, RequestOptions};
 use crate::error::{Code, Error, Result};
+use crate::identity::NodeId;
 use crate::metadata::Metadata;
 use crate::network::InboundRequest;
-use crate::node::registry::{ActionCounters, Origin};
+use crate::node::registry::{ActionCounters, Origin, Resolved};
 use crate::node::service::{ActionHandler, Call, Caller, RequestContext};
 use crate::policy::Access;
 use crate::routing::split_network;
 use crate::value::types::known_name;
 use crate::value::{Payload, Value};
+
+/// A call from this node, routed ([`Node::route`]): the path as resolved (with the call's
+/// network prefix), the action, and the metadata the interceptors left.
+pub(super) struct Routed<'p> {
+    pub(super) path: std::borrow::Cow<'p, str>,
+    pub(super) resolved: Resolved,
+    pub(super) metadata: Metadata,
+}
 
 impl Node {
     /// Sends `request` to the action at `path` and waits for its typed answer, within the node's
@@ -76,40 +85,10 @@ impl Node {
         let config = &self.inner.config;
         let timeout = options.timeout.unwrap_or(config.request_timeout);
         let deadline = deadline_after(timeout);
-        let registry = &self.inner.registry;
-        let limits = self.inner.config.path_limits();
-        // A path without a prefix is in the call's network, else the node's default.
-        let in_network = options.path_in_network(path);
-        let path: &str = &in_network;
-        let network: &str = &self.inner.network;
-        let resolved = match registry.resolve_action(network, path, limits) {
-            Ok(resolved) => resolved,
-            Err(e) if e.code() == Code::NotFound => {
-                if !options.wait_for_ready {
-                    return Err(self.not_found(path));
-                }
-                self.wait_routable(path, deadline).await?;
-                registry
-                    .resolve_action(network, path, limits)
-                    .map_err(|_| self.not_found(path))?
-            }
-            Err(e) => return Err(e),
-        };
-        let mut metadata = options.metadata;
-        if !config.outgoing.is_empty() || !options.interceptors.is_empty() {
-            let call = Call {
-                path: resolved.path.clone(),
-                caller: Caller::Local,
-                metadata,
-                deadline,
-            };
-            let intercepted = async {
-                let call = config.outgoing.run(call).await?;
-                options.interceptors.run(call).await
-            };
-            metadata = within(deadline, timeout, path, intercepted).await?.metadata;
-        }
-        metadata.check_limits(config.max_metadata_size, config.max_metadata_entries)?;
+        let routed = self
+            .route(path, options, deadline, (deadline, timeout))
+            .await?;
+        let (path, resolved, mut metadata) = (&*routed.path, routed.resolved, routed.metadata);
         // The slot is held for the call: its instance's handler and health need no copies.
         let slot = resolved.slot;
         let instance = slot
@@ -125,13 +104,8 @@ impl Node {
             }
             types.check_response(path, wanted)?;
         }
-        // Without a policy, this one branch is all a call pays for access control.
-        if self.inner.policed.load(Ordering::Relaxed) && instance.origin == Origin::Local {
-            let network = match split_network(path) {
-                Ok((Some(network), _)) => network,
-                _ => network,
-            };
-            self.check_access(network, None, Access::Call, &resolved.path)?;
+        if instance.origin == Origin::Local {
+            self.check_local_access(path, Access::Call, &resolved.path)?;
         }
         if instance.origin == Origin::Local && !config.incoming.is_empty() {
             metadata = self
@@ -172,29 +146,17 @@ impl Node {
         let timeout = request.timeout.min(MAX_REMOTE_TIMEOUT);
         let deadline = deadline_after(timeout);
         let path = request.path.as_str();
-        let mut metadata = Metadata::from_wire(
+        let (resolved, mut metadata) = self.admit_remote(
+            &request.network,
+            path,
+            &request.from,
             request.metadata,
-            config.max_metadata_size,
-            config.max_metadata_entries,
+            Access::Call,
         )?;
-        let limits = config.path_limits();
-        let resolved = self
-            .inner
-            .registry
-            .resolve_action(&request.network, path, limits)?;
         let slot = resolved.slot;
         let instance = slot
             .local()
             .ok_or_else(|| Error::not_found(format!("no action `{path}` on this node")))?;
-        if self.inner.policed.load(Ordering::Relaxed) {
-            // The caller's id is its certificate's: a peer cannot claim another.
-            self.check_access(
-                &request.network,
-                Some(&request.from),
-                Access::Call,
-                &resolved.path,
-            )?;
-        }
         if let Some(types) = &instance.types {
             // The caller names its message type when prost does (a scalar, `String`, `()`).
             let sent = Some(request.payload_type.as_str()).filter(|t| !t.is_empty());
@@ -230,6 +192,111 @@ impl Node {
         } else {
             tracing::Instrument::instrument(run, span).await
         }
+    }
+
+    /// What every call from this node does before it picks an instance: resolves `path` in the
+    /// call's network (waiting for it to be routable, within `setup`, when the call asks to),
+    /// runs the node's outgoing interceptors and the call's own on its metadata (within
+    /// `setup`; the interceptors see `deadline`, the whole call's), and checks the metadata
+    /// against the node's limits. Shared by unary and streaming calls.
+    pub(super) async fn route<'p>(
+        &self,
+        path: &'p str,
+        options: RequestOptions,
+        deadline: Instant,
+        (setup_deadline, setup): (Instant, Duration),
+    ) -> Result<Routed<'p>> {
+        let config = &self.inner.config;
+        let registry = &self.inner.registry;
+        let limits = config.path_limits();
+        // A path without a prefix is in the call's network, else the node's default.
+        let in_network = options.path_in_network(path);
+        let network: &str = &self.inner.network;
+        let resolved = match registry.resolve_action(network, &in_network, limits) {
+            Ok(resolved) => resolved,
+            Err(e) if e.code() == Code::NotFound => {
+                if !options.wait_for_ready {
+                    return Err(self.not_found(&in_network));
+                }
+                self.wait_routable(&in_network, setup_deadline).await?;
+                registry
+                    .resolve_action(network, &in_network, limits)
+                    .map_err(|_| self.not_found(&in_network))?
+            }
+            Err(e) => return Err(e),
+        };
+        let mut metadata = options.metadata;
+        if !config.outgoing.is_empty() || !options.interceptors.is_empty() {
+            let call = Call {
+                path: resolved.path.clone(),
+                caller: Caller::Local,
+                metadata,
+                deadline,
+            };
+            let intercepted = async {
+                let call = config.outgoing.run(call).await?;
+                options.interceptors.run(call).await
+            };
+            metadata = within(setup_deadline, setup, &in_network, intercepted)
+                .await?
+                .metadata;
+        }
+        metadata.check_limits(config.max_metadata_size, config.max_metadata_entries)?;
+        Ok(Routed {
+            path: in_network,
+            resolved,
+            metadata,
+        })
+    }
+
+    /// Checks `access` for a local caller on this node's own action `resolved` (called as
+    /// `path`, perhaps with a network prefix). Without a policy, this one branch is all a call
+    /// pays for access control.
+    pub(super) fn check_local_access(
+        &self,
+        path: &str,
+        access: Access,
+        resolved: &str,
+    ) -> Result<()> {
+        if !self.inner.policed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let network = match split_network(path) {
+            Ok((Some(network), _)) => network,
+            _ => &self.inner.network,
+        };
+        self.check_access(network, None, access, resolved)
+    }
+
+    /// What every call from a peer does before it reaches this node's own instance: its
+    /// metadata checked against this node's limits, the action resolved in the peer's network
+    /// (`NotFound` unless this node serves it itself), and `access` checked for the peer (whose id is its certificate's: a peer cannot claim
+    /// another). Shared by unary and streaming calls.
+    pub(super) fn admit_remote(
+        &self,
+        network: &str,
+        path: &str,
+        from: &NodeId,
+        metadata: Vec<(String, bytes::Bytes)>,
+        access: Access,
+    ) -> Result<(Resolved, Metadata)> {
+        let config = &self.inner.config;
+        let metadata = Metadata::from_wire(
+            metadata,
+            config.max_metadata_size,
+            config.max_metadata_entries,
+        )?;
+        let resolved = self
+            .inner
+            .registry
+            .resolve_action(network, path, config.path_limits())?;
+        if resolved.slot.local().is_none() {
+            return Err(Error::not_found(format!("no action `{path}` on this node")));
+        }
+        if self.inner.policed.load(Ordering::Relaxed) {
+            self.check_access(network, Some(from), access, &resolved.path)?;
+        }
+        Ok((resolved, metadata))
     }
 
     /// Runs the node's incoming interceptors on a call about to reach a local handler; returns

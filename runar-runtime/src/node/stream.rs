@@ -8,7 +8,6 @@
 //! stream to the peer (see `network/stream.rs`).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::stream::BoxStream;
@@ -16,18 +15,16 @@ use futures::{Stream, StreamExt as _};
 use tokio::sync::mpsc;
 
 use super::Node;
-use super::request::{deadline_after, within};
-use crate::error::{Code, Error, Result};
-use crate::metadata::Metadata;
+use super::request::deadline_after;
+use crate::error::{Error, Result};
 use crate::network::InboundStream;
 use crate::node::RequestOptions;
 use crate::node::registry::Origin;
 use crate::node::service::stream::{next_reply, start_handler};
 use crate::node::service::{
-    Call, CallKind, Caller, RawStreaming, RequestContext, StreamHandler, Streaming,
+    CallKind, Caller, RawStreaming, RequestContext, StreamHandler, Streaming,
 };
 use crate::policy::Access;
-use crate::routing::split_network;
 use crate::value::{Payload, Value};
 
 /// Longer than this is no deadline at all (see [`finite`]).
@@ -163,38 +160,10 @@ impl Node {
         let setup = timeout.unwrap_or(config.request_timeout);
         let setup_deadline = deadline_after(setup);
         let deadline = deadline_after(timeout.unwrap_or(Duration::MAX));
-        let registry = &self.inner.registry;
-        let limits = config.path_limits();
-        let resolved = match registry.resolve_action(&self.inner.network, path, limits) {
-            Ok(resolved) => resolved,
-            Err(e) if e.code() == Code::NotFound => {
-                if !options.wait_for_ready {
-                    return Err(self.not_found(path));
-                }
-                self.wait_routable(path, setup_deadline).await?;
-                registry
-                    .resolve_action(&self.inner.network, path, limits)
-                    .map_err(|_| self.not_found(path))?
-            }
-            Err(e) => return Err(e),
-        };
-        let mut metadata = options.metadata;
-        if !config.outgoing.is_empty() || !options.interceptors.is_empty() {
-            let call = Call {
-                path: resolved.path.clone(),
-                caller: Caller::Local,
-                metadata,
-                deadline,
-            };
-            let intercepted = async {
-                let call = config.outgoing.run(call).await?;
-                options.interceptors.run(call).await
-            };
-            metadata = within(setup_deadline, setup, path, intercepted)
-                .await?
-                .metadata;
-        }
-        metadata.check_limits(config.max_metadata_size, config.max_metadata_entries)?;
+        let routed = self
+            .route(path, options, deadline, (setup_deadline, setup))
+            .await?;
+        let (path, resolved, mut metadata) = (&*routed.path, routed.resolved, routed.metadata);
         let instance = resolved
             .slot
             .pick()
@@ -205,13 +174,8 @@ impl Node {
             )));
         };
         let local = instance.origin == Origin::Local;
-        // Without a policy, this one branch is all a call pays for access control.
-        if local && self.inner.policed.load(Ordering::Relaxed) {
-            let network = match split_network(path) {
-                Ok((Some(network), _)) => network,
-                _ => &self.inner.network,
-            };
-            self.check_access(network, None, Access::Stream, &resolved.path)?;
+        if local {
+            self.check_local_access(path, Access::Stream, &resolved.path)?;
         }
         if local && !config.incoming.is_empty() {
             metadata = self
@@ -261,29 +225,18 @@ impl Node {
         let config = &self.inner.config;
         let setup = stream.timeout.unwrap_or(config.request_timeout);
         let deadline = deadline_after(stream.timeout.unwrap_or(Duration::MAX));
-        let mut metadata = Metadata::from_wire(
-            stream.metadata,
-            config.max_metadata_size,
-            config.max_metadata_entries,
-        )?;
         let path = stream.path.as_str();
-        let resolved =
-            self.inner
-                .registry
-                .resolve_action(&stream.network, path, config.path_limits())?;
+        let (resolved, mut metadata) = self.admit_remote(
+            &stream.network,
+            path,
+            &stream.from,
+            stream.metadata,
+            Access::Stream,
+        )?;
         let instance = resolved
             .slot
             .local()
             .ok_or_else(|| Error::not_found(format!("no action `{path}` on this node")))?;
-        if self.inner.policed.load(Ordering::Relaxed) {
-            // The caller's id is its certificate's: a peer cannot claim another.
-            self.check_access(
-                &stream.network,
-                Some(&stream.from),
-                Access::Stream,
-                &resolved.path,
-            )?;
-        }
         let Some(handler) = instance.stream.clone() else {
             return Err(Error::invalid_argument(format!(
                 "`{path}` is a unary action: call it with request"
