@@ -266,20 +266,26 @@ async fn a_slowloris_request_stream_is_cut_after_the_read_timeout() {
     let (_s, _r, answered) =
         send_hello(&conn, &hello_with(&keypair, wire::Capabilities::default())).await;
     assert!(answered.is_some());
-    // A request that declares 1 MB and sends 10 bytes, then nothing.
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    let mut bytes = vec![2];
-    bytes.extend_from_slice(&1_000_000u32.to_be_bytes());
-    bytes.extend_from_slice(&[0; 10]);
-    send.write_all(&bytes).await.unwrap();
-    let started = Instant::now();
-    let read = tokio::time::timeout(WAIT, read_frame(&mut recv, MAX))
-        .await
-        .expect("the node cuts the stream");
-    assert!(read.is_err(), "the stream is reset, not answered: {read:?}");
-    let took = started.elapsed();
-    eprintln!("slowloris request stream cut after {took:?}");
-    assert!(took >= timeout / 2 && took < WAIT);
+    // A request (kind 2) or a streaming call's header (kind 4) that declares 1 MB and sends 10
+    // bytes, then nothing; and a stream that sends nothing after its kind byte.
+    let declared_1mb = |kind: u8| {
+        let mut bytes = vec![kind];
+        bytes.extend_from_slice(&1_000_000u32.to_be_bytes());
+        bytes.extend_from_slice(&[0; 10]);
+        bytes
+    };
+    for bytes in [declared_1mb(2), declared_1mb(4), vec![4]] {
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send.write_all(&bytes).await.unwrap();
+        let started = Instant::now();
+        let read = tokio::time::timeout(WAIT, read_frame(&mut recv, MAX))
+            .await
+            .expect("the node cuts the stream");
+        assert!(read.is_err(), "the stream is reset, not answered: {read:?}");
+        let took = started.elapsed();
+        eprintln!("slowloris stream (kind {}) cut after {took:?}", bytes[0]);
+        assert!(took >= timeout / 2 && took < WAIT);
+    }
     still_serves(&b).await;
     b.stop().await.unwrap();
     a.stop().await.unwrap();

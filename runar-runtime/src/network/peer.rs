@@ -464,18 +464,9 @@ pub(crate) async fn serve_request<H: NodeHandler>(
     max: usize,
 ) {
     let _in_flight = from.in_flight();
-    // The whole request (header, body) is due within the read timeout. Most requests arrive
-    // with their stream: the timer is armed only when the first read has to wait.
+    // The whole request (header, body) is due within the read timeout.
     let timeout = from.read_timeout;
-    let started = tokio::time::Instant::now();
-    let read = {
-        let mut reading = std::pin::pin!(read_request(&from, &mut recv, max));
-        match futures::poll!(reading.as_mut()) {
-            Poll::Ready(read) => Ok(read),
-            // Boxed, so the task of every request stream does not carry a timer it rarely needs.
-            Poll::Pending => Box::pin(tokio::time::timeout_at(started + timeout, reading)).await,
-        }
-    };
+    let read = within_read_timeout(timeout, read_request(&from, &mut recv, max)).await;
     let read = read.unwrap_or_else(|_| {
         warn_limited!(peer = %from.id, ?timeout, "cutting a request stream the peer is too slow to send");
         let _ = recv.stop(codes::SLOW);
@@ -492,6 +483,20 @@ pub(crate) async fn serve_request<H: NodeHandler>(
         Err(None) => return,
     };
     write_response(send, &outcome, max).await;
+}
+
+/// Runs `read` within `timeout`. Most reads of a new stream find their bytes already there:
+/// the timer is armed (and boxed, so that the task of every request stream carries no timer
+/// it rarely needs) only when the first poll has to wait.
+pub(crate) async fn within_read_timeout<F: std::future::Future>(
+    timeout: Duration,
+    read: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut read = std::pin::pin!(read);
+    match futures::poll!(read.as_mut()) {
+        Poll::Ready(output) => Ok(output),
+        Poll::Pending => Box::pin(tokio::time::timeout(timeout, read)).await,
+    }
 }
 
 /// Answers a bidirectional stream of an unknown kind with an error and stops it.

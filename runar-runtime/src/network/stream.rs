@@ -39,7 +39,9 @@ use super::frames::{decode_request, request_frame, response_frame};
 use super::framing::{FrameReader, encode_frame, read_body, read_header};
 use super::interface::{InboundStream, NodeHandler};
 use super::log_limit::warn_limited;
-use super::peer::{KIND_REQUEST, Peer, codes, read_kind, serve_request, unknown_kind};
+use super::peer::{
+    KIND_REQUEST, Peer, codes, read_kind, serve_request, unknown_kind, within_read_timeout,
+};
 use crate::error::{Code, Error, Result};
 use crate::identity::NodeId;
 use crate::metadata::Metadata;
@@ -680,9 +682,10 @@ pub(crate) async fn serve_bi<H: NodeHandler>(
 ) {
     let max = from.max_message_size();
     let timeout = from.read_timeout();
-    match tokio::time::timeout(timeout, read_kind(&mut recv)).await {
+    match within_read_timeout(timeout, read_kind(&mut recv)).await {
         Ok(Ok(KIND_REQUEST)) => serve_request(node, from, send, recv, max).await,
-        Ok(Ok(KIND_STREAM)) => serve_stream(node, from, send, recv, streams).await,
+        // Boxed: a streaming call's state would make every request stream's task larger.
+        Ok(Ok(KIND_STREAM)) => Box::pin(serve_stream(node, from, send, recv, streams)).await,
         Ok(Ok(kind)) => unknown_kind(from.id, kind, send, recv, max).await,
         Ok(Err(e)) => {
             tracing::debug!(peer = %from.id, error = %e, "stream ended before its kind byte")
