@@ -5,8 +5,9 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
+use common::counted::{Counted, DECODES, ENCODES};
 use common::next;
 use runar::{AbstractService, LifecycleContext, Node, NodeConfig};
 use tokio::sync::mpsc;
@@ -15,48 +16,6 @@ async fn node() -> Node {
     Node::new(NodeConfig::new("test-node", "test"))
         .await
         .unwrap()
-}
-
-static ENCODES: AtomicUsize = AtomicUsize::new(0);
-static DECODES: AtomicUsize = AtomicUsize::new(0);
-
-/// A message that counts its encodes and decodes.
-#[derive(Clone, Debug, Default, PartialEq)]
-struct Counted {
-    n: i64,
-}
-
-impl prost::Message for Counted {
-    fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
-        ENCODES.fetch_add(1, Ordering::SeqCst);
-        if self.n != 0 {
-            prost::encoding::int64::encode(1, &self.n, buf);
-        }
-    }
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: prost::encoding::WireType,
-        buf: &mut impl prost::bytes::Buf,
-        ctx: prost::encoding::DecodeContext,
-    ) -> Result<(), prost::DecodeError> {
-        DECODES.fetch_add(1, Ordering::SeqCst);
-        if tag == 1 {
-            prost::encoding::int64::merge(wire_type, &mut self.n, buf, ctx)
-        } else {
-            prost::encoding::skip_field(wire_type, tag, buf, ctx)
-        }
-    }
-    fn encoded_len(&self) -> usize {
-        if self.n != 0 {
-            prost::encoding::int64::encoded_len(1, &self.n)
-        } else {
-            0
-        }
-    }
-    fn clear(&mut self) {
-        self.n = 0;
-    }
 }
 
 /// Same schema as `Counted`, another Rust type (as two crates generated from one .proto).

@@ -5,9 +5,10 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use common::counted::{Counted, DECODES, ENCODES};
 use common::fixture::{FAIL_CODE, FAIL_MESSAGE, PATH};
 use common::{WAIT, serving_fixture, wait_for};
 use futures::StreamExt as _;
@@ -200,47 +201,6 @@ async fn unary_and_streaming_calls_are_told_apart() {
     assert_eq!(e.code(), Code::NotFound, "{e}");
 }
 
-static ENCODES: AtomicUsize = AtomicUsize::new(0);
-
-/// A message that counts its encodes (and decodes, as encodes too: any is a failure here).
-#[derive(Clone, Debug, Default, PartialEq)]
-struct Counted {
-    n: i64,
-}
-
-impl prost::Message for Counted {
-    fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
-        ENCODES.fetch_add(1, Ordering::SeqCst);
-        if self.n != 0 {
-            prost::encoding::int64::encode(1, &self.n, buf);
-        }
-    }
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: prost::encoding::WireType,
-        buf: &mut impl prost::bytes::Buf,
-        ctx: prost::encoding::DecodeContext,
-    ) -> Result<(), prost::DecodeError> {
-        ENCODES.fetch_add(1, Ordering::SeqCst);
-        if tag == 1 {
-            prost::encoding::int64::merge(wire_type, &mut self.n, buf, ctx)
-        } else {
-            prost::encoding::skip_field(wire_type, tag, buf, ctx)
-        }
-    }
-    fn encoded_len(&self) -> usize {
-        if self.n != 0 {
-            prost::encoding::int64::encoded_len(1, &self.n)
-        } else {
-            0
-        }
-    }
-    fn clear(&mut self) {
-        self.n = 0;
-    }
-}
-
 struct Doubler;
 
 impl AbstractService for Doubler {
@@ -267,7 +227,8 @@ async fn a_local_stream_performs_zero_encodes() {
     let node = Node::new(NodeConfig::new("local", "test")).await.unwrap();
     node.add_service(Doubler).await.unwrap();
     node.start().await.unwrap();
-    let before = ENCODES.load(Ordering::SeqCst);
+    let counts = || ENCODES.load(Ordering::SeqCst) + DECODES.load(Ordering::SeqCst);
+    let before = counts();
     let requests = futures::stream::iter((1..=1000).map(|n| Counted { n }));
     let doubled: Streaming<Counted> = node
         .request_stream("doubler/double", requests)
@@ -276,11 +237,7 @@ async fn a_local_stream_performs_zero_encodes() {
     let got = collect(doubled).await;
     assert_eq!(got.len(), 1000);
     assert!(got.iter().zip(1..).all(|(c, n)| c.n == 2 * n));
-    assert_eq!(
-        ENCODES.load(Ordering::SeqCst) - before,
-        0,
-        "no encode or decode locally"
-    );
+    assert_eq!(counts() - before, 0, "no encode or decode locally");
 }
 
 /// A streaming action whose handler makes a downstream request to the fixture's `hang`.

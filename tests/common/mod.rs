@@ -1,6 +1,7 @@
 //! Helpers shared by the multi-node tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
+pub mod counted;
 pub mod fixture;
 pub mod process;
 pub mod raw;
