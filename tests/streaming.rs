@@ -48,67 +48,6 @@ async fn local() -> (Node, common::fixture::Probe) {
 }
 
 #[tokio::test]
-async fn each_kind_works_locally() {
-    let (node, _probe) = local().await;
-    let count: Streaming<u64> = node
-        .request_stream(path("stream/count"), stream_once(5u64))
-        .await
-        .unwrap();
-    assert_eq!(collect(count).await, [0, 1, 2, 3, 4]);
-
-    let mut sum: Streaming<u64> = node
-        .request_stream(path("stream/sum"), futures::stream::iter(1..=100u64))
-        .await
-        .unwrap();
-    assert_eq!(sum.message().await.unwrap(), Some(5050));
-    assert_eq!(sum.message().await.unwrap(), None);
-
-    let echo: Streaming<u64> = node
-        .request_stream(path("stream/echo"), futures::stream::iter(0..1000u64))
-        .await
-        .unwrap();
-    assert_eq!(collect(echo).await, (0..1000).collect::<Vec<_>>());
-}
-
-#[tokio::test]
-async fn a_bidi_call_is_not_lock_step() {
-    // The call returns before any reply, and a reply comes before the requests end.
-    let (node, _probe) = local().await;
-    let (tx, rx) = tokio::sync::mpsc::channel::<u64>(1);
-    let requests =
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|n| (n, rx)) });
-    let mut echo: Streaming<u64> = node
-        .request_stream(path("stream/echo"), requests)
-        .await
-        .unwrap();
-    for n in 0..10 {
-        tx.send(n).await.unwrap();
-        assert_eq!(echo.message().await.unwrap(), Some(n));
-    }
-    drop(tx);
-    assert_eq!(echo.message().await.unwrap(), None);
-}
-
-#[tokio::test]
-async fn a_server_error_mid_stream_reaches_the_caller_locally() {
-    let (node, _probe) = local().await;
-    let mut failing: Streaming<u64> = node
-        .request_stream(path("stream/fail"), stream_once(3u64))
-        .await
-        .unwrap();
-    for n in 0..3 {
-        assert_eq!(failing.message().await.unwrap(), Some(n));
-    }
-    let e = failing.message().await.unwrap_err();
-    assert_eq!((e.code(), e.message()), (FAIL_CODE, FAIL_MESSAGE));
-    assert_eq!(
-        failing.message().await.unwrap(),
-        None,
-        "an error ends the stream"
-    );
-}
-
-#[tokio::test]
 async fn a_stalled_consumer_stops_a_local_producer() {
     let buffer = 8;
     let (node, probe) =
@@ -276,26 +215,6 @@ async fn a_stream_handler_without_deadline_gives_its_requests_the_node_timeout()
     assert_eq!(collect(relay).await, [Code::DeadlineExceeded.as_str()]);
 }
 
-#[tokio::test]
-async fn order_is_kept_over_100_000_local_messages() {
-    let (node, _probe) = local().await;
-    let echo: Streaming<u64> = node
-        .request_stream(path("stream/echo"), futures::stream::iter(0..100_000u64))
-        .await
-        .unwrap();
-    let mut expected = 0u64;
-    let mut echo = echo;
-    while let Some(n) = tokio::time::timeout(WAIT, echo.message())
-        .await
-        .unwrap()
-        .unwrap()
-    {
-        assert_eq!(n, expected);
-        expected += 1;
-    }
-    assert_eq!(expected, 100_000);
-}
-
 #[test]
 fn streaming_is_send_and_unpin() {
     fn check<T: Send + Unpin>() {}
@@ -311,43 +230,43 @@ async fn remote_pair() -> (Node, Node, common::fixture::Probe) {
     (a, b, probe)
 }
 
-#[tokio::test]
-async fn each_kind_works_over_quic() {
-    let (_a, b, _probe) = remote_pair().await;
-    let count: Streaming<u64> = b
+// ---- the same checks, local and over QUIC ----------------------------------------------------
+
+/// Each kind through `caller`: a server stream, a client stream, a bidirectional one, and one
+/// with no requests at all (the handler sees the end at once).
+async fn each_kind(caller: &Node) {
+    let count: Streaming<u64> = caller
         .request_stream(path("stream/count"), stream_once(5u64))
         .await
         .unwrap();
     assert_eq!(collect(count).await, [0, 1, 2, 3, 4]);
 
-    let mut sum: Streaming<u64> = b
+    let mut sum: Streaming<u64> = caller
         .request_stream(path("stream/sum"), futures::stream::iter(1..=100u64))
         .await
         .unwrap();
     assert_eq!(sum.message().await.unwrap(), Some(5050));
     assert_eq!(sum.message().await.unwrap(), None);
 
-    let echo: Streaming<u64> = b
+    let echo: Streaming<u64> = caller
         .request_stream(path("stream/echo"), futures::stream::iter(0..1000u64))
         .await
         .unwrap();
     assert_eq!(collect(echo).await, (0..1000).collect::<Vec<_>>());
 
-    // No requests at all: the handler sees the end at once.
-    let empty: Streaming<u64> = b
+    let empty: Streaming<u64> = caller
         .request_stream(path("stream/echo"), futures::stream::empty::<u64>())
         .await
         .unwrap();
     assert!(collect(empty).await.is_empty());
 }
 
-#[tokio::test]
-async fn a_remote_bidi_call_is_not_lock_step() {
-    let (_a, b, _probe) = remote_pair().await;
+/// The call returns before any reply, and a reply comes before the requests end.
+async fn bidi_is_not_lock_step(caller: &Node) {
     let (tx, rx) = tokio::sync::mpsc::channel::<u64>(1);
     let requests =
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|n| (n, rx)) });
-    let mut echo: Streaming<u64> = b
+    let mut echo: Streaming<u64> = caller
         .request_stream(path("stream/echo"), requests)
         .await
         .unwrap();
@@ -360,11 +279,10 @@ async fn a_remote_bidi_call_is_not_lock_step() {
     assert_eq!(echo.message().await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn order_is_kept_over_100_000_remote_messages() {
-    let (_a, b, _probe) = remote_pair().await;
+/// 100,000 messages each way through a bidirectional echo, in order.
+async fn order_is_kept(caller: &Node) {
     let started = std::time::Instant::now();
-    let mut echo: Streaming<u64> = b
+    let mut echo: Streaming<u64> = caller
         .request_stream(path("stream/echo"), futures::stream::iter(0..100_000u64))
         .await
         .unwrap();
@@ -379,15 +297,15 @@ async fn order_is_kept_over_100_000_remote_messages() {
     }
     assert_eq!(expected, 100_000);
     println!(
-        "remote bidi echo: 100,000 messages each way in {:?}",
+        "bidi echo: 100,000 messages each way in {:?}",
         started.elapsed()
     );
 }
 
-#[tokio::test]
-async fn a_server_error_mid_stream_reaches_the_remote_caller() {
-    let (_a, b, _probe) = remote_pair().await;
-    let mut failing: Streaming<u64> = b
+/// A server error mid-stream reaches the caller with its code and message and ends the
+/// stream; refusals travel the same way (a unary action called as a stream).
+async fn server_error_mid_stream(caller: &Node) {
+    let mut failing: Streaming<u64> = caller
         .request_stream(path("stream/fail"), stream_once(3u64))
         .await
         .unwrap();
@@ -396,16 +314,59 @@ async fn a_server_error_mid_stream_reaches_the_remote_caller() {
     }
     let e = failing.message().await.unwrap_err();
     assert_eq!((e.code(), e.message()), (FAIL_CODE, FAIL_MESSAGE));
-    assert_eq!(failing.message().await.unwrap(), None);
-
-    // Refusals travel the same way: a unary action, an unknown one.
-    let e = error_of(
-        b.request_stream::<u64, u64>(path("double"), stream_once(1))
-            .await
-            .unwrap(),
-    )
-    .await;
+    assert_eq!(
+        failing.message().await.unwrap(),
+        None,
+        "an error ends the stream"
+    );
+    let e = match caller
+        .request_stream::<u64, u64>(path("double"), stream_once(1))
+        .await
+    {
+        Ok(stream) => error_of(stream).await,
+        Err(e) => e,
+    };
     assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+}
+
+#[tokio::test]
+async fn each_kind_works_locally() {
+    each_kind(&local().await.0).await;
+}
+
+#[tokio::test]
+async fn each_kind_works_over_quic() {
+    each_kind(&remote_pair().await.1).await;
+}
+
+#[tokio::test]
+async fn a_bidi_call_is_not_lock_step() {
+    bidi_is_not_lock_step(&local().await.0).await;
+}
+
+#[tokio::test]
+async fn a_remote_bidi_call_is_not_lock_step() {
+    bidi_is_not_lock_step(&remote_pair().await.1).await;
+}
+
+#[tokio::test]
+async fn order_is_kept_over_100_000_local_messages() {
+    order_is_kept(&local().await.0).await;
+}
+
+#[tokio::test]
+async fn order_is_kept_over_100_000_remote_messages() {
+    order_is_kept(&remote_pair().await.1).await;
+}
+
+#[tokio::test]
+async fn a_server_error_mid_stream_reaches_the_caller_locally() {
+    server_error_mid_stream(&local().await.0).await;
+}
+
+#[tokio::test]
+async fn a_server_error_mid_stream_reaches_the_remote_caller() {
+    server_error_mid_stream(&remote_pair().await.1).await;
 }
 
 #[tokio::test]
