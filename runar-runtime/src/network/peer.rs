@@ -468,9 +468,7 @@ pub(crate) async fn serve_request<H: NodeHandler>(
     let timeout = from.read_timeout;
     let read = within_read_timeout(timeout, read_request(&from, &mut recv, max)).await;
     let read = read.unwrap_or_else(|_| {
-        warn_limited!(peer = %from.id, ?timeout, "cutting a request stream the peer is too slow to send");
-        let _ = recv.stop(codes::SLOW);
-        send.reset(codes::SLOW).ok();
+        cut_slow_stream(from.id, timeout, "request", &mut send, &mut recv);
         Err(None)
     });
     // Held until the answer is written: its bytes count against the budget.
@@ -497,6 +495,20 @@ pub(crate) async fn within_read_timeout<F: std::future::Future>(
         Poll::Ready(output) => Ok(output),
         Poll::Pending => Box::pin(tokio::time::timeout(timeout, read)).await,
     }
+}
+
+/// Cuts a stream whose first bytes (`what`: its kind byte, a request, a streaming call's
+/// header) did not come within the read timeout, both ways, and says so (rate-limited).
+pub(crate) fn cut_slow_stream(
+    peer: NodeId,
+    timeout: Duration,
+    what: &'static str,
+    send: &mut SendStream,
+    recv: &mut RecvStream,
+) {
+    warn_limited!(%peer, ?timeout, what, "cutting a stream the peer is too slow to send");
+    let _ = recv.stop(codes::SLOW);
+    let _ = send.reset(codes::SLOW);
 }
 
 /// Answers a bidirectional stream of an unknown kind with an error and stops it.

@@ -38,9 +38,9 @@ use super::budget::{Held, PeerBudget};
 use super::frames::{decode_request, request_frame, response_frame};
 use super::framing::{FrameReader, encode_frame, read_body, read_header};
 use super::interface::{InboundStream, NodeHandler};
-use super::log_limit::warn_limited;
 use super::peer::{
-    KIND_REQUEST, Peer, codes, read_kind, serve_request, unknown_kind, within_read_timeout,
+    KIND_REQUEST, Peer, codes, cut_slow_stream, read_kind, serve_request, unknown_kind,
+    within_read_timeout,
 };
 use crate::error::{Code, Error, Result};
 use crate::identity::NodeId;
@@ -690,11 +690,7 @@ pub(crate) async fn serve_bi<H: NodeHandler>(
         Ok(Err(e)) => {
             tracing::debug!(peer = %from.id, error = %e, "stream ended before its kind byte")
         }
-        Err(_) => {
-            warn_limited!(peer = %from.id, ?timeout, "cutting a stream whose kind byte did not come in time");
-            let _ = recv.stop(codes::SLOW);
-            let _ = send.reset(codes::SLOW);
-        }
+        Err(_) => cut_slow_stream(from.id, timeout, "kind byte", &mut send, &mut recv),
     }
 }
 
@@ -711,13 +707,17 @@ async fn serve_stream<H: NodeHandler>(
 ) {
     let max = from.max_message_size();
     let timeout = from.read_timeout();
-    let header = match tokio::time::timeout(timeout, read_header_frame(&from, &mut recv, max)).await
+    let header = match within_read_timeout(timeout, read_header_frame(&from, &mut recv, max)).await
     {
         Ok(header) => header,
         Err(_) => {
-            warn_limited!(peer = %from.id, ?timeout, "cutting a stream whose header did not come in time");
-            let _ = recv.stop(codes::SLOW);
-            let _ = send.reset(codes::SLOW);
+            cut_slow_stream(
+                from.id,
+                timeout,
+                "streaming call's header",
+                &mut send,
+                &mut recv,
+            );
             return;
         }
     };
