@@ -15,12 +15,12 @@ use tonic::{Request, Response, Status};
 
 use crate::certs;
 use crate::events::{Publisher, Sink};
-use crate::pb::{Blob, Count, Pull};
-use crate::streams::{Kind, Streamer};
-use futures::StreamExt as _;
 use crate::pb::grpc::echo_client::EchoClient;
 use crate::pb::grpc::echo_server::{Echo, EchoServer};
+use crate::pb::{Blob, Count, Pull};
 use crate::rpc::Rpc;
+use crate::streams::{Kind, Streamer};
+use futures::StreamExt as _;
 
 const MAX_MESSAGE: usize = 8 << 20;
 
