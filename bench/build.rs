@@ -11,7 +11,8 @@ fn main() {
             .output_type(output)
             .codec_path("tonic_prost::ProstCodec")
     };
-    let method = |name: &str, route: &str| method_of(name, route, "crate::pb::Blob", "crate::pb::Blob");
+    let method =
+        |name: &str, route: &str| method_of(name, route, "crate::pb::Blob", "crate::pb::Blob");
     let service = tonic_build::manual::Service::builder()
         .name("Echo")
         .package("bench")
