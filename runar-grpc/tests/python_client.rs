@@ -1,0 +1,247 @@
+//! A real foreign client through the gateway: Python `grpcio` (from PyPI, in a virtual
+//! environment kept under `target/`), with stubs `grpcio-tools` generates from the same
+//! `tests/proto/greeter.proto` the Runar service is built from, calls a service on another
+//! node: a unary reply, `NOT_FOUND` with its message, an expiring deadline (which cancels the
+//! handler on the far node), and server reflection v1alpha and v1.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use runar::{DiscoveryOptions, NetworkConfig, NetworkKey, Node, NodeConfig};
+
+pub mod greeter {
+    runar::include_proto!("gateway.test");
+}
+use greeter::greeter_server::{Greeter, GreeterServer};
+use greeter::{HelloReply, HelloRequest, SleepRequest};
+
+/// Bounds a failure only: conditions normally hold within milliseconds.
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Hello {
+    /// Sleep calls that were dropped before they answered.
+    cancelled: Arc<AtomicUsize>,
+}
+
+/// Counts a call dropped before it finished.
+struct DropGuard(Option<Arc<AtomicUsize>>);
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        if let Some(count) = self.0.take() {
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Greeter for Hello {
+    async fn say_hello(
+        &self,
+        ctx: runar::RequestContext,
+        req: HelloRequest,
+    ) -> runar::Result<HelloReply> {
+        if req.name == "nobody" {
+            return Err(runar::Error::new(
+                runar::Code::NotFound,
+                "no greeting for nobody",
+            ));
+        }
+        Ok(HelloReply {
+            message: format!("hello {}", req.name),
+            node: ctx.node().name().to_owned(),
+        })
+    }
+
+    async fn sleep(
+        &self,
+        ctx: runar::RequestContext,
+        req: SleepRequest,
+    ) -> runar::Result<HelloReply> {
+        let mut guard = DropGuard(Some(self.cancelled.clone()));
+        tokio::time::sleep(Duration::from_millis(req.millis.into())).await;
+        guard.0 = None;
+        Ok(HelloReply {
+            message: "slept".into(),
+            node: ctx.node().name().to_owned(),
+        })
+    }
+}
+
+fn network(key: &NetworkKey, discovery: DiscoveryOptions) -> NetworkConfig {
+    NetworkConfig::default()
+        .with_bind_address("127.0.0.1:0".parse().unwrap())
+        .with_key(key.clone())
+        .with_discovery(discovery)
+}
+
+async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < WAIT, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Output that says pip could not reach its index.
+fn unreachable_index(output: &str) -> bool {
+    [
+        "NewConnectionError",
+        "Failed to establish a new connection",
+        "Temporary failure in name resolution",
+        "Name or service not known",
+        "Network is unreachable",
+        "ConnectTimeoutError",
+        "ProxyError",
+        "No matching distribution found",
+    ]
+    .iter()
+    .any(|m| output.contains(m))
+}
+
+/// The virtual environment's python with grpcio, grpcio-tools and grpcio-reflection, created
+/// once under `target/`; `None` (the test is skipped) only when PyPI cannot be reached.
+fn python() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("grpc-python-venv");
+    let python = dir.join("bin").join("python");
+    let marker = dir.join(".installed");
+    if marker.exists() {
+        return Some(python);
+    }
+    let venv = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&dir)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        venv.status.success(),
+        "python3 -m venv failed: {}",
+        String::from_utf8_lossy(&venv.stderr)
+    );
+    let pip = Command::new(&python)
+        .args(["-m", "pip", "install", "-q"])
+        .args(["grpcio", "grpcio-tools", "grpcio-reflection"])
+        .output()
+        .expect("pip runs");
+    if !pip.status.success() {
+        let output = format!(
+            "{}{}",
+            String::from_utf8_lossy(&pip.stdout),
+            String::from_utf8_lossy(&pip.stderr)
+        );
+        if unreachable_index(&output) {
+            eprintln!("SKIPPED: PyPI cannot be reached, so grpcio cannot be installed:\n{output}");
+            return None;
+        }
+        panic!("pip install grpcio grpcio-tools grpcio-reflection failed:\n{output}");
+    }
+    std::fs::write(&marker, b"").unwrap();
+    Some(python)
+}
+
+/// Generates the Python stubs of `greeter.proto` into a fresh directory.
+fn stubs(python: &Path) -> PathBuf {
+    let protos = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/proto");
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("grpc-python-stubs-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    let generated = Command::new(python)
+        .args(["-m", "grpc_tools.protoc", "-I"])
+        .arg(&protos)
+        .arg(format!("--python_out={}", out.display()))
+        .arg(format!("--grpc_python_out={}", out.display()))
+        .arg("greeter.proto")
+        .output()
+        .unwrap();
+    assert!(
+        generated.status.success(),
+        "grpc_tools.protoc failed: {}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_grpc_client_calls_a_service_on_another_node() {
+    let Some(python) = tokio::task::spawn_blocking(python).await.unwrap() else {
+        return;
+    };
+    let stubs = stubs(&python);
+
+    let key = NetworkKey::from_secret("runar gateway test secret");
+    let cancelled = Arc::new(AtomicUsize::new(0));
+    let a = Node::new(
+        NodeConfig::new("node-a", "test")
+            .with_network_config(network(&key, DiscoveryOptions::none())),
+    )
+    .await
+    .unwrap();
+    a.add_service(GreeterServer::new(Hello {
+        cancelled: cancelled.clone(),
+    }))
+    .await
+    .unwrap();
+    a.start().await.unwrap();
+    let b = Node::new(
+        NodeConfig::new("node-b", "test").with_network_config(network(
+            &key,
+            DiscoveryOptions::static_peers([a.local_addr().unwrap()]),
+        )),
+    )
+    .await
+    .unwrap();
+    b.start().await.unwrap();
+    b.wait_for_action("greeter/sleep", WAIT).await.unwrap();
+
+    let gateway = runar_grpc::Gateway::new(b.clone());
+    let addr = gateway.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    assert_ne!(addr.port(), 0);
+    assert_eq!(
+        gateway.methods(),
+        [
+            "/gateway.test.Greeter/SayHello",
+            "/gateway.test.Greeter/Sleep"
+        ]
+    );
+    let serving = tokio::spawn({
+        let gateway = gateway.clone();
+        async move { gateway.serve().await }
+    });
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/client.py");
+    let client = tokio::process::Command::new(&python)
+        .arg(&script)
+        .arg(addr.to_string())
+        .env("PYTHONPATH", &stubs)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), client)
+        .await
+        .expect("the Python client finishes")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("all ok"),
+        "the Python client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // The expired deadline cancelled the handler on node A.
+    wait_for("the sleeping handler to be dropped", || {
+        cancelled.load(Ordering::SeqCst) == 1
+    })
+    .await;
+
+    gateway.shutdown();
+    tokio::time::timeout(WAIT, serving)
+        .await
+        .expect("serve returns after shutdown")
+        .unwrap()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&stubs);
+    b.stop().await.unwrap();
+    a.stop().await.unwrap();
+}
