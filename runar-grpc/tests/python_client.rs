@@ -2,7 +2,7 @@
 //! environment kept under `target/`), with stubs `grpcio-tools` generates from the same
 //! `tests/proto/greeter.proto` the Runar service is built from, calls a service on another
 //! node: a unary reply, `NOT_FOUND` with its message, an expiring deadline (which cancels the
-//! handler on the far node), and server reflection v1alpha and v1.
+//! handler on the far node), the trace context crossing, and server reflection v1alpha and v1.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use runar::{DiscoveryOptions, NetworkConfig, NetworkKey, Node, NodeConfig};
 
+/// The `gateway.test` package, generated from `tests/proto/greeter.proto`.
 pub mod greeter {
     runar::include_proto!("gateway.test");
 }
@@ -53,6 +54,11 @@ impl Greeter for Hello {
         Ok(HelloReply {
             message: format!("hello {}", req.name),
             node: ctx.node().name().to_owned(),
+            traceparent: ctx
+                .metadata()
+                .get(runar::TRACEPARENT)
+                .unwrap_or_default()
+                .to_owned(),
         })
     }
 
@@ -67,6 +73,7 @@ impl Greeter for Hello {
         Ok(HelloReply {
             message: "slept".into(),
             node: ctx.node().name().to_owned(),
+            ..Default::default()
         })
     }
 }
@@ -242,6 +249,49 @@ async fn a_python_grpc_client_calls_a_service_on_another_node() {
         .unwrap()
         .unwrap();
     let _ = std::fs::remove_dir_all(&stubs);
+    b.stop().await.unwrap();
+    a.stop().await.unwrap();
+}
+
+/// What the gateway serves follows the mesh: a service a peer adds after the gateway started is
+/// served, and one it removes is no longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_follows_services_as_they_come_and_go() {
+    let key = NetworkKey::from_secret("runar gateway test secret");
+    let a = Node::new(
+        NodeConfig::new("node-a", "test")
+            .with_network_config(network(&key, DiscoveryOptions::none())),
+    )
+    .await
+    .unwrap();
+    a.start().await.unwrap();
+    let b = Node::new(
+        NodeConfig::new("node-b", "test").with_network_config(network(
+            &key,
+            DiscoveryOptions::static_peers([a.local_addr().unwrap()]),
+        )),
+    )
+    .await
+    .unwrap();
+    b.start().await.unwrap();
+    let gateway = runar_grpc::Gateway::new(b.clone());
+    assert!(gateway.methods().is_empty());
+
+    a.add_service(GreeterServer::new(Hello {
+        cancelled: Arc::default(),
+    }))
+    .await
+    .unwrap();
+    wait_for("the peer's service to be served", || {
+        gateway.methods().len() == 2
+    })
+    .await;
+    a.remove_service("greeter").await.unwrap();
+    wait_for("the removed service to be gone", || {
+        gateway.methods().is_empty()
+    })
+    .await;
+
     b.stop().await.unwrap();
     a.stop().await.unwrap();
 }

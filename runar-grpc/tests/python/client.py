@@ -29,6 +29,12 @@ def main():
     reply = stub.SayHello(greeter_pb2.HelloRequest(name="ada"), timeout=10)
     check("unary reply", reply.message == "hello ada" and reply.node == "node-a", reply)
 
+    trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    reply = stub.SayHello(
+        greeter_pb2.HelloRequest(name="ada"), timeout=10, metadata=(("traceparent", trace),)
+    )
+    check("traceparent crosses", reply.traceparent == trace, reply)
+
     try:
         stub.SayHello(greeter_pb2.HelloRequest(name="nobody"), timeout=10)
         check("not found", False, "no error")
