@@ -112,6 +112,11 @@ fn unreachable_index(output: &str) -> bool {
 /// The virtual environment's python with grpcio, grpcio-tools and grpcio-reflection, created
 /// once under `target/`; `None` (the test is skipped) only when PyPI cannot be reached.
 fn python() -> Option<PathBuf> {
+    // The tests of this file run at once: one creates the environment, the others wait.
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _installing = INSTALL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("grpc-python-venv");
     let python = dir.join("bin").join("python");
     let marker = dir.join(".installed");
@@ -171,13 +176,9 @@ fn stubs(python: &Path) -> PathBuf {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_python_grpc_client_calls_a_service_on_another_node() {
-    let Some(python) = tokio::task::spawn_blocking(python).await.unwrap() else {
-        return;
-    };
-    let stubs = stubs(&python);
-
+/// Node A serves the greeter, node B reaches it over QUIC; returns them and A's count of
+/// cancelled sleeps.
+async fn two_nodes() -> (Node, Node, Arc<AtomicUsize>) {
     let key = NetworkKey::from_secret("runar gateway test secret");
     let cancelled = Arc::new(AtomicUsize::new(0));
     let a = Node::new(
@@ -202,8 +203,41 @@ async fn a_python_grpc_client_calls_a_service_on_another_node() {
     .unwrap();
     b.start().await.unwrap();
     b.wait_for_action("greeter/sleep", WAIT).await.unwrap();
+    (a, b, cancelled)
+}
 
-    let gateway = runar_grpc::Gateway::new(b.clone());
+/// Runs `tests/python/client.py` against `addr` (over TLS trusting `ca` when given) and
+/// checks that every check passed.
+async fn run_python_client(python: &Path, stubs: &Path, addr: &str, ca: Option<&Path>) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/client.py");
+    let mut command = tokio::process::Command::new(python);
+    command.arg(&script).arg(addr);
+    if let Some(ca) = ca {
+        command.arg(ca);
+    }
+    let client = command.env("PYTHONPATH", stubs).kill_on_drop(true).output();
+    let output = tokio::time::timeout(Duration::from_secs(60), client)
+        .await
+        .expect("the Python client finishes")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("all ok"),
+        "the Python client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Runs the Python client through a gateway with `config` on node B; `ca` is the certificate
+/// the client trusts when the gateway serves TLS.
+async fn python_client_through(config: runar_grpc::GatewayConfig, ca: Option<&Path>) {
+    let Some(python) = tokio::task::spawn_blocking(python).await.unwrap() else {
+        return;
+    };
+    let stubs = stubs(&python);
+    let (a, b, cancelled) = two_nodes().await;
+
+    let gateway = runar_grpc::Gateway::with_config(b.clone(), config);
     let addr = gateway.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     assert_ne!(addr.port(), 0);
     assert_eq!(
@@ -218,23 +252,11 @@ async fn a_python_grpc_client_calls_a_service_on_another_node() {
         async move { gateway.serve().await }
     });
 
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/client.py");
-    let client = tokio::process::Command::new(&python)
-        .arg(&script)
-        .arg(addr.to_string())
-        .env("PYTHONPATH", &stubs)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(60), client)
-        .await
-        .expect("the Python client finishes")
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && stdout.contains("all ok"),
-        "the Python client failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let target = match ca {
+        Some(_) => format!("localhost:{}", addr.port()),
+        None => addr.to_string(),
+    };
+    run_python_client(&python, &stubs, &target, ca).await;
 
     // The expired deadline cancelled the handler on node A.
     wait_for("the sleeping handler to be dropped", || {
@@ -251,6 +273,24 @@ async fn a_python_grpc_client_calls_a_service_on_another_node() {
     let _ = std::fs::remove_dir_all(&stubs);
     b.stop().await.unwrap();
     a.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_grpc_client_calls_a_service_on_another_node() {
+    python_client_through(runar_grpc::GatewayConfig::default(), None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_grpc_client_calls_over_tls() {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = certified.cert.pem();
+    let ca = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("grpc-gateway-ca-{}.pem", std::process::id()));
+    std::fs::write(&ca, &cert).unwrap();
+    let config = runar_grpc::GatewayConfig::default()
+        .with_tls_identity(cert, certified.signing_key.serialize_pem());
+    python_client_through(config, Some(&ca)).await;
+    let _ = std::fs::remove_file(&ca);
 }
 
 /// What the gateway serves follows the mesh: a service a peer adds after the gateway started is
