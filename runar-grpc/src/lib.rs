@@ -15,8 +15,8 @@
 //! - **Pass-through**: a request's protobuf bytes go to the node untouched
 //!   (`Value::from_encoded`), and the reply's bytes come back as the node has them; the gateway
 //!   decodes neither.
-//! - **Deadlines**: `grpc-timeout` becomes the Runar call's deadline (without one, the node's
-//!   request timeout applies).
+//! - **Deadlines**: `grpc-timeout` becomes the Runar call's deadline, less
+//!   [`GatewayConfig::deadline_margin`] (without one, the node's request timeout applies).
 //! - **Errors**: a Runar [`Code`] becomes the gRPC status code of the same name, with the
 //!   error's message.
 //! - **Cancellation**: a client that cancels (or goes away) drops the Runar call, which
@@ -84,6 +84,11 @@ pub struct GatewayConfig {
     pub tls: Option<ServerTlsConfig>,
     /// How often `serve` looks whether the node has stopped (default 200 ms).
     pub stop_check_interval: Duration,
+    /// How much shorter than the client's `grpc-timeout` the Runar call's deadline is
+    /// (default 20 ms): the HTTP/2 server runs its own timer for `grpc-timeout` and answers
+    /// `CANCELLED` when it fires, so the Runar call must expire first for the client to get
+    /// `DEADLINE_EXCEEDED`.
+    pub deadline_margin: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -92,6 +97,7 @@ impl Default for GatewayConfig {
             max_message_size: 4 * 1024 * 1024,
             tls: None,
             stop_check_interval: Duration::from_millis(200),
+            deadline_margin: Duration::from_millis(20),
         }
     }
 }
@@ -116,6 +122,12 @@ impl GatewayConfig {
     /// Serves TLS as `tls` says.
     pub fn with_tls(mut self, tls: ServerTlsConfig) -> Self {
         self.tls = Some(tls);
+        self
+    }
+
+    /// Sets how much shorter than `grpc-timeout` the Runar call's deadline is.
+    pub fn with_deadline_margin(mut self, margin: Duration) -> Self {
+        self.deadline_margin = margin;
         self
     }
 
@@ -287,6 +299,7 @@ impl Shared {
         let call = UnaryCall {
             node: self.node.clone(),
             route,
+            deadline_margin: self.config.deadline_margin,
         };
         grpc.unary(call, request).await
     }
@@ -296,6 +309,7 @@ impl Shared {
 struct UnaryCall {
     node: Node,
     route: Route,
+    deadline_margin: Duration,
 }
 
 impl tonic::server::UnaryService<Bytes> for UnaryCall {
@@ -305,8 +319,9 @@ impl tonic::server::UnaryService<Bytes> for UnaryCall {
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let node = self.node.clone();
         let action = self.route.action.clone();
+        let margin = self.deadline_margin;
         Box::pin(async move {
-            let options = call_options(request.metadata());
+            let options = call_options(request.metadata(), margin);
             let value = Value::from_encoded(request.into_inner());
             // Dropped with this future when the client cancels: the Runar call goes with it.
             match node.request_value(&action, value, options).await {
@@ -317,15 +332,16 @@ impl tonic::server::UnaryService<Bytes> for UnaryCall {
     }
 }
 
-/// The Runar call's options from the gRPC request's metadata: its deadline and trace context.
-fn call_options(metadata: &tonic::metadata::MetadataMap) -> RequestOptions {
+/// The Runar call's options from the gRPC request's metadata: its deadline (`margin` before
+/// the client's) and trace context.
+fn call_options(metadata: &tonic::metadata::MetadataMap, margin: Duration) -> RequestOptions {
     let mut options = RequestOptions::default();
     if let Some(timeout) = metadata
         .get("grpc-timeout")
         .and_then(|v| v.to_str().ok())
         .and_then(parse_grpc_timeout)
     {
-        options = options.with_timeout(timeout);
+        options = options.with_timeout(timeout.saturating_sub(margin));
     }
     let mut crossing = Metadata::new();
     for key in [TRACEPARENT, TRACESTATE] {

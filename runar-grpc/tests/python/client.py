@@ -57,6 +57,19 @@ def main():
     except grpc.RpcError as e:
         check("deadline", e.code() == grpc.StatusCode.DEADLINE_EXCEEDED, e.code())
 
+    try:
+        channel.unary_unary("/nowhere.Service/Method")(b"", timeout=10)
+        check("unknown method", False, "no error")
+    except grpc.RpcError as e:
+        check("unknown method", e.code() == grpc.StatusCode.UNIMPLEMENTED, e.code())
+
+    # Bytes that are no HelloRequest reach the handler's node untouched and are refused there.
+    try:
+        channel.unary_unary("/gateway.test.Greeter/SayHello")(b"\xff\xff\xff", timeout=10)
+        check("malformed request", False, "no error")
+    except grpc.RpcError as e:
+        check("malformed request", e.code() == grpc.StatusCode.INVALID_ARGUMENT, e.code())
+
     # Reflection, v1alpha through grpcio-reflection's descriptor database.
     database = ProtoReflectionDescriptorDatabase(channel)
     services = set(database.get_services())
