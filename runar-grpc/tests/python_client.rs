@@ -2,14 +2,17 @@
 //! environment kept under `target/`), with stubs `grpcio-tools` generates from the same
 //! `tests/proto/greeter.proto` the Runar service is built from, calls a service on another
 //! node: a unary reply, `NOT_FOUND` with its message, an expiring deadline (which cancels the
-//! handler on the far node), the trace context crossing, and server reflection v1alpha and v1.
+//! handler on the far node), a cancelled call (which cancels it too), the trace context
+//! crossing, and server reflection v1alpha and v1.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use runar::{DiscoveryOptions, NetworkConfig, NetworkKey, Node, NodeConfig};
 
@@ -24,17 +27,25 @@ use greeter::{HelloReply, HelloRequest, SleepRequest};
 const WAIT: Duration = Duration::from_secs(10);
 
 struct Hello {
+    counts: Arc<Counts>,
+}
+
+/// What became of the sleep calls.
+#[derive(Default)]
+struct Counts {
+    /// Sleep calls that started.
+    started: AtomicUsize,
     /// Sleep calls that were dropped before they answered.
-    cancelled: Arc<AtomicUsize>,
+    cancelled: AtomicUsize,
 }
 
 /// Counts a call dropped before it finished.
-struct DropGuard(Option<Arc<AtomicUsize>>);
+struct DropGuard(Option<Arc<Counts>>);
 
 impl Drop for DropGuard {
     fn drop(&mut self) {
-        if let Some(count) = self.0.take() {
-            count.fetch_add(1, Ordering::SeqCst);
+        if let Some(counts) = self.0.take() {
+            counts.cancelled.fetch_add(1, Ordering::SeqCst);
         }
     }
 }
@@ -67,7 +78,8 @@ impl Greeter for Hello {
         ctx: runar::RequestContext,
         req: SleepRequest,
     ) -> runar::Result<HelloReply> {
-        let mut guard = DropGuard(Some(self.cancelled.clone()));
+        self.counts.started.fetch_add(1, Ordering::SeqCst);
+        let mut guard = DropGuard(Some(self.counts.clone()));
         tokio::time::sleep(Duration::from_millis(req.millis.into())).await;
         guard.0 = None;
         Ok(HelloReply {
@@ -177,10 +189,10 @@ fn stubs(python: &Path) -> PathBuf {
 }
 
 /// Node A serves the greeter, node B reaches it over QUIC; returns them and A's count of
-/// cancelled sleeps.
-async fn two_nodes() -> (Node, Node, Arc<AtomicUsize>) {
+/// sleep counts.
+async fn two_nodes() -> (Node, Node, Arc<Counts>) {
     let key = NetworkKey::from_secret("runar gateway test secret");
-    let cancelled = Arc::new(AtomicUsize::new(0));
+    let counts = Arc::new(Counts::default());
     let a = Node::new(
         NodeConfig::new("node-a", "test")
             .with_network_config(network(&key, DiscoveryOptions::none())),
@@ -188,7 +200,7 @@ async fn two_nodes() -> (Node, Node, Arc<AtomicUsize>) {
     .await
     .unwrap();
     a.add_service(GreeterServer::new(Hello {
-        cancelled: cancelled.clone(),
+        counts: counts.clone(),
     }))
     .await
     .unwrap();
@@ -203,7 +215,7 @@ async fn two_nodes() -> (Node, Node, Arc<AtomicUsize>) {
     .unwrap();
     b.start().await.unwrap();
     b.wait_for_action("greeter/sleep", WAIT).await.unwrap();
-    (a, b, cancelled)
+    (a, b, counts)
 }
 
 /// Runs `tests/python/client.py` against `addr` (over TLS trusting `ca` when given) and
@@ -235,7 +247,7 @@ async fn python_client_through(config: runar_grpc::GatewayConfig, ca: Option<&Pa
         return;
     };
     let stubs = stubs(&python);
-    let (a, b, cancelled) = two_nodes().await;
+    let (a, b, counts) = two_nodes().await;
 
     let gateway = runar_grpc::Gateway::with_config(b.clone(), config);
     let addr = gateway.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
@@ -260,7 +272,7 @@ async fn python_client_through(config: runar_grpc::GatewayConfig, ca: Option<&Pa
 
     // The expired deadline cancelled the handler on node A.
     wait_for("the sleeping handler to be dropped", || {
-        cancelled.load(Ordering::SeqCst) == 1
+        counts.cancelled.load(Ordering::SeqCst) == 1
     })
     .await;
 
@@ -318,7 +330,7 @@ async fn the_gateway_follows_services_as_they_come_and_go() {
     assert!(gateway.methods().is_empty());
 
     a.add_service(GreeterServer::new(Hello {
-        cancelled: Arc::default(),
+        counts: Arc::default(),
     }))
     .await
     .unwrap();
@@ -332,6 +344,67 @@ async fn the_gateway_follows_services_as_they_come_and_go() {
     })
     .await;
 
+    b.stop().await.unwrap();
+    a.stop().await.unwrap();
+}
+
+/// A client that cancels its call drops the Runar call: the handler on the far node is
+/// cancelled long before its own deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_grpc_call_cancels_the_handler_on_the_far_node() {
+    let Some(python) = tokio::task::spawn_blocking(python).await.unwrap() else {
+        return;
+    };
+    let stubs = stubs(&python);
+    let (a, b, counts) = two_nodes().await;
+    let gateway = runar_grpc::Gateway::new(b.clone());
+    let addr = gateway.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let serving = tokio::spawn({
+        let gateway = gateway.clone();
+        async move { gateway.serve().await }
+    });
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/cancel.py");
+    let mut client = tokio::process::Command::new(&python)
+        .arg(&script)
+        .arg(addr.to_string())
+        .env("PYTHONPATH", &stubs)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = client.stdin.take().unwrap();
+    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    wait_for("the sleep call to reach node A", || {
+        counts.started.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert_eq!(counts.cancelled.load(Ordering::SeqCst), 0);
+    stdin.write_all(b"cancel\n").await.unwrap();
+    stdin.flush().await.unwrap();
+    wait_for("the handler on node A to be cancelled", || {
+        counts.cancelled.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let line = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .expect("the client reports")
+        .unwrap();
+    assert_eq!(line.as_deref(), Some("cancelled"));
+    let status = tokio::time::timeout(WAIT, client.wait())
+        .await
+        .expect("the client exits")
+        .unwrap();
+    assert!(status.success());
+
+    gateway.shutdown();
+    tokio::time::timeout(WAIT, serving)
+        .await
+        .expect("serve returns after shutdown")
+        .unwrap()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&stubs);
     b.stop().await.unwrap();
     a.stop().await.unwrap();
 }
