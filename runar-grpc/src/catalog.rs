@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use prost::Message as _;
 use prost_types::{FileDescriptorProto, FileDescriptorSet};
-use runar_runtime::Node;
+use runar_runtime::{CallKind, Node};
 use tonic::body::Body;
 use tower_service::Service;
 
@@ -26,8 +26,8 @@ pub(crate) type HttpHandler =
 pub(crate) struct Route {
     /// The Runar action path (in the node's default network).
     pub(crate) action: String,
-    /// The rpc streams requests or replies (not served through the gateway yet).
-    pub(crate) streaming: bool,
+    /// How many messages each side sends, as the schema says.
+    pub(crate) kind: CallKind,
 }
 
 /// One build of what the gateway serves.
@@ -132,7 +132,12 @@ fn add_routes(
                 .entry(format!("/{full}/{}", method.name()))
                 .or_insert_with(|| Route {
                     action: action.clone(),
-                    streaming: method.client_streaming() || method.server_streaming(),
+                    kind: match (method.client_streaming(), method.server_streaming()) {
+                        (false, false) => CallKind::Unary,
+                        (false, true) => CallKind::ServerStreaming,
+                        (true, false) => CallKind::ClientStreaming,
+                        (true, true) => CallKind::Bidi,
+                    },
                 });
         }
     }
@@ -214,10 +219,13 @@ mod tests {
             routes.get("/shop.Inventory/GetItem"),
             Some(&Route {
                 action: "stock/get_item".into(),
-                streaming: false
+                kind: CallKind::Unary
             })
         );
-        assert!(routes["/shop.Inventory/WatchStock"].streaming);
+        assert_eq!(
+            routes.get("/shop.Inventory/WatchStock").map(|r| r.kind),
+            Some(CallKind::ServerStreaming)
+        );
         assert!(!routes.contains_key("/shop.Inventory/StockChanged"));
         assert_eq!(routes.len(), 2);
     }

@@ -29,6 +29,7 @@
 //! Served: unary rpcs of the node's default network. Streaming rpcs answer `UNIMPLEMENTED`
 //! until the gateway supports them.
 
+mod call;
 mod catalog;
 mod codec;
 
@@ -38,14 +39,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use runar_runtime::{Code, Metadata, Node, RequestOptions, TRACEPARENT, Value};
+use runar_runtime::{CallKind, Code, Metadata, Node, RequestOptions, TRACEPARENT};
 use tokio::net::TcpListener;
 use tonic::body::Body;
 use tonic::server::Grpc;
 use tower_service::Service;
 
-use catalog::{BoxFuture, Route, Table};
+use call::Call;
+use catalog::{BoxFuture, Table};
 use codec::PassThrough;
 
 pub use tonic::transport::{Identity, ServerTlsConfig};
@@ -288,53 +289,28 @@ impl Shared {
                 "no service this gateway reaches offers `{path}`"
             )));
         };
-        if route.streaming {
-            return status(tonic::Status::unimplemented(format!(
-                "`{}` streams: the gRPC gateway serves unary calls only for now",
-                request.uri().path()
-            )));
-        }
         let max = self.config.max_message_size;
         let mut grpc = Grpc::new(PassThrough).apply_max_message_size_config(Some(max), Some(max));
-        let call = UnaryCall {
+        let call = Call {
             node: self.node.clone(),
-            route,
+            action: route.action,
             deadline_margin: self.config.deadline_margin,
         };
-        grpc.unary(call, request).await
-    }
-}
-
-/// One unary call, as tonic's server runs it.
-struct UnaryCall {
-    node: Node,
-    route: Route,
-    deadline_margin: Duration,
-}
-
-impl tonic::server::UnaryService<Bytes> for UnaryCall {
-    type Response = Bytes;
-    type Future = BoxFuture<Result<tonic::Response<Bytes>, tonic::Status>>;
-
-    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
-        let node = self.node.clone();
-        let action = self.route.action.clone();
-        let margin = self.deadline_margin;
-        Box::pin(async move {
-            let options = call_options(request.metadata(), margin);
-            let value = Value::from_encoded(request.into_inner());
-            // Dropped with this future when the client cancels: the Runar call goes with it.
-            match node.request_value(&action, value, options).await {
-                Ok(reply) => Ok(tonic::Response::new(reply.to_bytes())),
-                Err(error) => Err(tonic::Status::new(grpc_code(error.code()), error.message())),
-            }
-        })
+        match route.kind {
+            CallKind::Unary => grpc.unary(call, request).await,
+            CallKind::ServerStreaming => grpc.server_streaming(call, request).await,
+            CallKind::ClientStreaming => grpc.client_streaming(call, request).await,
+            CallKind::Bidi => grpc.streaming(call, request).await,
+        }
     }
 }
 
 /// The Runar call's options from the gRPC request's metadata: its deadline (`margin` before
 /// the client's) and trace context.
-fn call_options(metadata: &tonic::metadata::MetadataMap, margin: Duration) -> RequestOptions {
+pub(crate) fn call_options(
+    metadata: &tonic::metadata::MetadataMap,
+    margin: Duration,
+) -> RequestOptions {
     let mut options = RequestOptions::default();
     if let Some(timeout) = metadata
         .get("grpc-timeout")

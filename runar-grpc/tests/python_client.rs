@@ -2,108 +2,25 @@
 //! environment kept under `target/`), with stubs `grpcio-tools` generates from the same
 //! `tests/proto/greeter.proto` the Runar service is built from, calls a service on another
 //! node: a unary reply, `NOT_FOUND` with its message, an expiring deadline (which cancels the
-//! handler on the far node), a cancelled call (which cancels it too), the trace context
+//! handler on the far node), a server stream (with an error mid-stream and an expiring
+//! deadline), a client stream, a bidirectional stream (also in lock-step, and with an error), a
+//! cancelled call and a cancelled stream (which cancel their handlers too), the trace context
 //! crossing, and server reflection v1alpha and v1.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use runar::{DiscoveryOptions, NetworkConfig, NetworkKey, Node, NodeConfig};
+use runar::{DiscoveryOptions, NetworkKey, Node, NodeConfig};
 
-/// The `gateway.test` package, generated from `tests/proto/greeter.proto`.
-pub mod greeter {
-    runar::include_proto!("gateway.test");
-}
-use greeter::greeter_server::{Greeter, GreeterServer};
-use greeter::{HelloReply, HelloRequest, SleepRequest};
-
-/// Bounds a failure only: conditions normally hold within milliseconds.
-const WAIT: Duration = Duration::from_secs(10);
-
-struct Hello {
-    counts: Arc<Counts>,
-}
-
-/// What became of the sleep calls.
-#[derive(Default)]
-struct Counts {
-    /// Sleep calls that started.
-    started: AtomicUsize,
-    /// Sleep calls that were dropped before they answered.
-    cancelled: AtomicUsize,
-}
-
-/// Counts a call dropped before it finished.
-struct DropGuard(Option<Arc<Counts>>);
-
-impl Drop for DropGuard {
-    fn drop(&mut self) {
-        if let Some(counts) = self.0.take() {
-            counts.cancelled.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-}
-
-impl Greeter for Hello {
-    async fn say_hello(
-        &self,
-        ctx: runar::RequestContext,
-        req: HelloRequest,
-    ) -> runar::Result<HelloReply> {
-        if req.name == "nobody" {
-            return Err(runar::Error::new(
-                runar::Code::NotFound,
-                "no greeting for nobody",
-            ));
-        }
-        Ok(HelloReply {
-            message: format!("hello {}", req.name),
-            node: ctx.node().name().to_owned(),
-            traceparent: ctx
-                .metadata()
-                .get(runar::TRACEPARENT)
-                .unwrap_or_default()
-                .to_owned(),
-        })
-    }
-
-    async fn sleep(
-        &self,
-        ctx: runar::RequestContext,
-        req: SleepRequest,
-    ) -> runar::Result<HelloReply> {
-        self.counts.started.fetch_add(1, Ordering::SeqCst);
-        let mut guard = DropGuard(Some(self.counts.clone()));
-        tokio::time::sleep(Duration::from_millis(req.millis.into())).await;
-        guard.0 = None;
-        Ok(HelloReply {
-            message: "slept".into(),
-            node: ctx.node().name().to_owned(),
-            ..Default::default()
-        })
-    }
-}
-
-fn network(key: &NetworkKey, discovery: DiscoveryOptions) -> NetworkConfig {
-    NetworkConfig::default()
-        .with_bind_address("127.0.0.1:0".parse().unwrap())
-        .with_key(key.clone())
-        .with_discovery(discovery)
-}
-
-async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(started.elapsed() < WAIT, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
+mod common;
+use common::greeter::greeter_server::GreeterServer;
+use common::{Hello, METHODS, WAIT, network, serve, stop, two_nodes, wait_for};
 
 /// Output that says pip could not reach its index.
 fn unreachable_index(output: &str) -> bool {
@@ -188,36 +105,6 @@ fn stubs(python: &Path) -> PathBuf {
     out
 }
 
-/// Node A serves the greeter, node B reaches it over QUIC; returns them and A's count of
-/// sleep counts.
-async fn two_nodes() -> (Node, Node, Arc<Counts>) {
-    let key = NetworkKey::from_secret("runar gateway test secret");
-    let counts = Arc::new(Counts::default());
-    let a = Node::new(
-        NodeConfig::new("node-a", "test")
-            .with_network_config(network(&key, DiscoveryOptions::none())),
-    )
-    .await
-    .unwrap();
-    a.add_service(GreeterServer::new(Hello {
-        counts: counts.clone(),
-    }))
-    .await
-    .unwrap();
-    a.start().await.unwrap();
-    let b = Node::new(
-        NodeConfig::new("node-b", "test").with_network_config(network(
-            &key,
-            DiscoveryOptions::static_peers([a.local_addr().unwrap()]),
-        )),
-    )
-    .await
-    .unwrap();
-    b.start().await.unwrap();
-    b.wait_for_action("greeter/sleep", WAIT).await.unwrap();
-    (a, b, counts)
-}
-
 /// Runs `tests/python/client.py` against `addr` (over TLS trusting `ca` when given) and
 /// checks that every check passed.
 async fn run_python_client(python: &Path, stubs: &Path, addr: &str, ca: Option<&Path>) {
@@ -249,20 +136,8 @@ async fn python_client_through(config: runar_grpc::GatewayConfig, ca: Option<&Pa
     let stubs = stubs(&python);
     let (a, b, counts) = two_nodes().await;
 
-    let gateway = runar_grpc::Gateway::with_config(b.clone(), config);
-    let addr = gateway.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    assert_ne!(addr.port(), 0);
-    assert_eq!(
-        gateway.methods(),
-        [
-            "/gateway.test.Greeter/SayHello",
-            "/gateway.test.Greeter/Sleep"
-        ]
-    );
-    let serving = tokio::spawn({
-        let gateway = gateway.clone();
-        async move { gateway.serve().await }
-    });
+    let (gateway, addr, serving) = serve(&b, config).await;
+    assert_eq!(gateway.methods(), METHODS);
 
     let target = match ca {
         Some(_) => format!("localhost:{}", addr.port()),
@@ -270,18 +145,18 @@ async fn python_client_through(config: runar_grpc::GatewayConfig, ca: Option<&Pa
     };
     run_python_client(&python, &stubs, &target, ca).await;
 
-    // The expired deadline cancelled the handler on node A.
+    // The expired deadline cancelled the handler on node A, and the streams all ended.
     wait_for("the sleeping handler to be dropped", || {
         counts.cancelled.load(Ordering::SeqCst) == 1
     })
     .await;
+    wait_for("every stream to be dropped", || {
+        counts.streams_dropped.load(Ordering::SeqCst)
+            == counts.streams_started.load(Ordering::SeqCst)
+    })
+    .await;
 
-    gateway.shutdown();
-    tokio::time::timeout(WAIT, serving)
-        .await
-        .expect("serve returns after shutdown")
-        .unwrap()
-        .unwrap();
+    stop(gateway, serving).await;
     let _ = std::fs::remove_dir_all(&stubs);
     b.stop().await.unwrap();
     a.stop().await.unwrap();
@@ -335,7 +210,7 @@ async fn the_gateway_follows_services_as_they_come_and_go() {
     .await
     .unwrap();
     wait_for("the peer's service to be served", || {
-        gateway.methods().len() == 2
+        gateway.methods() == METHODS
     })
     .await;
     a.remove_service("greeter").await.unwrap();
@@ -348,8 +223,8 @@ async fn the_gateway_follows_services_as_they_come_and_go() {
     a.stop().await.unwrap();
 }
 
-/// A client that cancels its call drops the Runar call: the handler on the far node is
-/// cancelled long before its own deadline.
+/// A client that cancels its call or its stream drops the Runar call: the handlers on the far
+/// node are cancelled long before their own deadline or end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_grpc_call_cancels_the_handler_on_the_far_node() {
     let Some(python) = tokio::task::spawn_blocking(python).await.unwrap() else {
@@ -357,12 +232,7 @@ async fn a_cancelled_grpc_call_cancels_the_handler_on_the_far_node() {
     };
     let stubs = stubs(&python);
     let (a, b, counts) = two_nodes().await;
-    let gateway = runar_grpc::Gateway::new(b.clone());
-    let addr = gateway.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let serving = tokio::spawn({
-        let gateway = gateway.clone();
-        async move { gateway.serve().await }
-    });
+    let (gateway, addr, serving) = serve(&b, runar_grpc::GatewayConfig::default()).await;
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/cancel.py");
     let mut client = tokio::process::Command::new(&python)
@@ -376,15 +246,18 @@ async fn a_cancelled_grpc_call_cancels_the_handler_on_the_far_node() {
         .unwrap();
     let mut stdin = client.stdin.take().unwrap();
     let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
-    wait_for("the sleep call to reach node A", || {
+    wait_for("the sleep call and the stream to reach node A", || {
         counts.started.load(Ordering::SeqCst) == 1
+            && counts.streams_started.load(Ordering::SeqCst) == 1
     })
     .await;
     assert_eq!(counts.cancelled.load(Ordering::SeqCst), 0);
+    assert_eq!(counts.streams_dropped.load(Ordering::SeqCst), 0);
     stdin.write_all(b"cancel\n").await.unwrap();
     stdin.flush().await.unwrap();
-    wait_for("the handler on node A to be cancelled", || {
+    wait_for("the handlers on node A to be cancelled", || {
         counts.cancelled.load(Ordering::SeqCst) == 1
+            && counts.streams_dropped.load(Ordering::SeqCst) == 1
     })
     .await;
     let line = tokio::time::timeout(WAIT, lines.next_line())
@@ -398,12 +271,7 @@ async fn a_cancelled_grpc_call_cancels_the_handler_on_the_far_node() {
         .unwrap();
     assert!(status.success());
 
-    gateway.shutdown();
-    tokio::time::timeout(WAIT, serving)
-        .await
-        .expect("serve returns after shutdown")
-        .unwrap()
-        .unwrap();
+    stop(gateway, serving).await;
     let _ = std::fs::remove_dir_all(&stubs);
     b.stop().await.unwrap();
     a.stop().await.unwrap();

@@ -3,6 +3,7 @@ tests/proto/greeter.proto. Usage: client.py ADDRESS [CA_PEM] (over TLS trusting 
 given). Prints one line per check; exits non-zero
 on the first failure."""
 
+import queue
 import sys
 
 import grpc
@@ -57,6 +58,75 @@ def main():
     except grpc.RpcError as e:
         check("deadline", e.code() == grpc.StatusCode.DEADLINE_EXCEEDED, e.code())
 
+    replies = [r.message for r in stub.Count(greeter_pb2.CountRequest(name="ada", count=5), timeout=10)]
+    check("server stream", replies == [f"hello ada {i}" for i in range(1, 6)], replies)
+
+    got = []
+    try:
+        for r in stub.Count(greeter_pb2.CountRequest(name="ada", count=5, fail_after=2), timeout=10):
+            got.append(r.message)
+        check("error mid-stream", False, "no error")
+    except grpc.RpcError as e:
+        check(
+            "error mid-stream",
+            e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            and e.details() == "no more than 2"
+            and got == ["hello ada 1", "hello ada 2"],
+            f"{e.code()} {e.details()!r} {got}",
+        )
+
+    got = []
+    try:
+        request = greeter_pb2.CountRequest(name="ada", count=1000, every_millis=50)
+        for r in stub.Count(request, timeout=0.5):
+            got.append(r.message)
+        check("stream deadline", False, "no error")
+    except grpc.RpcError as e:
+        check(
+            "stream deadline",
+            e.code() == grpc.StatusCode.DEADLINE_EXCEEDED and 1 <= len(got) < 10,
+            f"{e.code()} {got}",
+        )
+
+    names = iter([greeter_pb2.HelloRequest(name=n) for n in ["ada", "bob", "cy"]])
+    reply = stub.Collect(names, timeout=10)
+    check("client stream", reply.message == "hello ada, bob, cy", reply)
+
+    names = iter([greeter_pb2.HelloRequest(name=n) for n in ["ada", "bob"]])
+    replies = [r.message for r in stub.Chat(names, timeout=10)]
+    check("bidi stream", replies == ["hello ada", "hello bob"], replies)
+
+    # Lock-step: each request waits for the reply to the one before.
+    outbox = queue.Queue()
+
+    def requests():
+        while (item := outbox.get()) is not None:
+            yield item
+
+    call = stub.Chat(requests(), timeout=10)
+    seen = []
+    for name in ["ada", "bob", "cy"]:
+        outbox.put(greeter_pb2.HelloRequest(name=name))
+        seen.append(next(call).message)
+    outbox.put(None)
+    rest = list(call)
+    check("bidi lock-step", seen == ["hello ada", "hello bob", "hello cy"] and rest == [], seen)
+
+    got = []
+    try:
+        names = iter([greeter_pb2.HelloRequest(name=n) for n in ["ada", "nobody", "bob"]])
+        for r in stub.Chat(names, timeout=10):
+            got.append(r.message)
+        check("bidi error", False, "no error")
+    except grpc.RpcError as e:
+        check(
+            "bidi error",
+            e.code() == grpc.StatusCode.NOT_FOUND
+            and e.details() == "no greeting for nobody"
+            and got == ["hello ada"],
+            f"{e.code()} {e.details()!r} {got}",
+        )
+
     try:
         channel.unary_unary("/nowhere.Service/Method")(b"", timeout=10)
         check("unknown method", False, "no error")
@@ -77,7 +147,8 @@ def main():
     pool = descriptor_pool.DescriptorPool(database)
     greeter = pool.FindServiceByName("gateway.test.Greeter")
     methods = sorted(m.name for m in greeter.methods)
-    check("reflection v1alpha describes", methods == ["SayHello", "Sleep"], methods)
+    expected = ["Chat", "Collect", "Count", "SayHello", "Sleep"]
+    check("reflection v1alpha describes", methods == expected, methods)
 
     # Reflection v1, raw: the v1 messages are the v1alpha ones under another package.
     info = channel.stream_stream(
