@@ -79,7 +79,8 @@ pub enum GatewayError {
 #[non_exhaustive]
 pub struct GatewayConfig {
     /// The largest request or reply message, in bytes (default 4 MiB, as a Runar node's
-    /// `max_message_size`); a larger one fails with `RESOURCE_EXHAUSTED`.
+    /// `max_message_size`); a larger one fails the call with `OUT_OF_RANGE` (tonic's code
+    /// for it), a request in a client stream too.
     pub max_message_size: usize,
     /// TLS on the listener (default none: plain HTTP/2).
     pub tls: Option<ServerTlsConfig>,
