@@ -12,22 +12,26 @@
 //! # }
 //! ```
 //!
-//! - **Pass-through**: a request's protobuf bytes go to the node untouched
-//!   (`Value::from_encoded`), and the reply's bytes come back as the node has them; the gateway
-//!   decodes neither.
-//! - **Deadlines**: `grpc-timeout` becomes the Runar call's deadline, less
-//!   [`GatewayConfig::deadline_margin`] (without one, the node's request timeout applies).
+//! - **All four call kinds**: a unary rpc is a [`Node::request_value`], a server, client or
+//!   bidirectional stream a [`Node::request_stream_value`], as the rpc's schema says.
+//! - **Pass-through**: a message's protobuf bytes go to the node untouched
+//!   (`Value::from_encoded`), and the replies' bytes come back as the node has them; the
+//!   gateway decodes neither.
+//! - **Deadlines**: `grpc-timeout` becomes the Runar call's deadline (for a stream, the whole
+//!   call's), less [`GatewayConfig::deadline_margin`]; without one, a unary call has the node's
+//!   request timeout and a stream none.
 //! - **Errors**: a Runar [`Code`] becomes the gRPC status code of the same name, with the
-//!   error's message.
+//!   error's message, mid-stream too (the replies before it are delivered first).
 //! - **Cancellation**: a client that cancels (or goes away) drops the Runar call, which
-//!   cancels the remote handler.
+//!   cancels the handler, on a peer too. A client stream that breaks (a message over
+//!   [`GatewayConfig::max_message_size`], a reset) fails the call with that status; the handler
+//!   never sees it as a clean end of the requests.
 //! - **Metadata**: `traceparent` and `tracestate` cross (the W3C trace context); other headers
 //!   do not.
 //! - **Reflection**: gRPC server reflection v1 and v1alpha, built from the same schemas.
 //! - **Current**: what is served is rebuilt when the node's services or peers change.
 //!
-//! Served: unary rpcs of the node's default network. Streaming rpcs answer `UNIMPLEMENTED`
-//! until the gateway supports them.
+//! Served: the services of the node's default network.
 
 mod call;
 mod catalog;
