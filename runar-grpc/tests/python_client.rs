@@ -83,11 +83,16 @@ fn python() -> Option<PathBuf> {
     Some(python)
 }
 
-/// Generates the Python stubs of `greeter.proto` into a fresh directory.
+/// Generates the Python stubs of `greeter.proto` into a fresh directory (one per test: each
+/// removes its own when done).
 fn stubs(python: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let protos = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/proto");
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("grpc-python-stubs-{}", std::process::id()));
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "grpc-python-stubs-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    ));
     std::fs::create_dir_all(&out).unwrap();
     let generated = Command::new(python)
         .args(["-m", "grpc_tools.protoc", "-I"])
