@@ -323,6 +323,43 @@ async fn call_stream(
     Ok(())
 }
 
+/// `runar gateway --listen ADDR [--tls-cert PEM --tls-key PEM]`: a gRPC gateway on the CLI's
+/// node, serving every service the network offers, until Ctrl-C. Prints the bound address
+/// (`{"listen": ADDR}` with `--json`) once it listens.
+pub(crate) async fn gateway(
+    mesh: &Mesh,
+    listen: std::net::SocketAddr,
+    tls: Option<(&Path, &Path)>,
+) -> Result<(), CliError> {
+    let mut config = runar_grpc::GatewayConfig::default();
+    if let Some((cert, key)) = tls {
+        let read = |path: &Path| {
+            std::fs::read(path)
+                .map_err(|e| CliError::not_found(format!("cannot read {}: {e}", path.display())))
+        };
+        config = config.with_tls_identity(read(cert)?, read(key)?);
+    }
+    let failed = |e: runar_grpc::GatewayError| CliError::new(Code::Unavailable, e.to_string());
+    let gateway = runar_grpc::Gateway::with_config(mesh.node.clone(), config);
+    let addr = gateway.bind(listen).await.map_err(failed)?;
+    if mesh.global.json {
+        print_json(&json!({ "listen": addr.to_string() }));
+    } else {
+        println!("gRPC gateway listening on {addr}");
+    }
+    let serving = gateway.serve();
+    tokio::pin!(serving);
+    tokio::select! {
+        served = &mut serving => served.map_err(failed)?,
+        _ = tokio::signal::ctrl_c() => {
+            // Calls in flight finish; no new ones are taken.
+            gateway.shutdown();
+            serving.await.map_err(failed)?;
+        }
+    }
+    Ok(())
+}
+
 /// `runar pub TOPIC --type MESSAGE -d JSON`.
 pub(crate) async fn publish(
     mesh: &Mesh,

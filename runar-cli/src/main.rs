@@ -117,6 +117,19 @@ enum Command {
         #[arg(long)]
         node: Option<String>,
     },
+    /// A gRPC gateway to every service of the network (with server reflection), until Ctrl-C.
+    /// Prints the address it listens on.
+    Gateway {
+        /// The address to listen on (port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:50051", value_name = "ADDR")]
+        listen: SocketAddr,
+        /// Serve TLS with this PEM certificate chain (and `--tls-key`).
+        #[arg(long, requires = "tls_key", value_name = "PATH")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of `--tls-cert`.
+        #[arg(long, requires = "tls_cert", value_name = "PATH")]
+        tls_key: Option<PathBuf>,
+    },
     /// A random 256-bit network secret, written to a new file (mode 0600) or printed.
     Keygen {
         /// The file to create.
@@ -198,6 +211,14 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 } => commands::subscribe(&mesh, &pattern, count, message_type.as_deref()).await,
                 Command::Ping { node, count } => commands::ping(&mesh, &node, count).await,
                 Command::Stats { node } => commands::stats(&mesh, node.as_deref()).await,
+                Command::Gateway {
+                    listen,
+                    tls_cert,
+                    tls_key,
+                } => {
+                    let tls = tls_cert.as_deref().zip(tls_key.as_deref());
+                    commands::gateway(&mesh, listen, tls).await
+                }
                 Command::Keygen { .. } => Ok(()),
             };
             mesh.leave().await;

@@ -1,6 +1,6 @@
 //! The real `runar` binary against nodes in this test process: with static peers and with
 //! multicast, every command, JSON ⇄ protobuf of a nested message with an enum, a map and a
-//! well-known type, an error reply, and a wrong key.
+//! well-known type, an error reply, a wrong key, and `runar gateway` serving a gRPC client.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::HashMap;
@@ -580,4 +580,109 @@ async fn keygen_writes_a_private_secret_the_library_reads() {
         .unwrap();
     assert_eq!(again.status.code(), Some(16), "AlreadyExists is 10 + 6");
     std::fs::remove_file(&dir).unwrap();
+}
+
+/// A gRPC call through `runar gateway` to `/test.shop.Shop/{method}`.
+async fn grpc_call(
+    channel: &tonic::transport::Channel,
+    method: &'static str,
+    order: Order,
+) -> Result<Order, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(method);
+    let codec = tonic_prost::ProstCodec::<Order, Order>::default();
+    let reply = grpc.unary(tonic::Request::new(order), path, codec).await?;
+    Ok(reply.into_inner())
+}
+
+/// `runar gateway --listen 127.0.0.1:0` joins the network, prints where it listens, and serves
+/// the node's services to a gRPC client (a reply, an error with its message, a server stream)
+/// until Ctrl-C, after which it exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_serves_the_network_to_a_grpc_client_until_ctrl_c() {
+    use tokio::io::AsyncBufReadExt as _;
+
+    let (node, _heard) = shop_node("shop-1", DiscoveryOptions::none()).await;
+    let addr = node.local_addr().unwrap().to_string();
+    let mut gateway = tokio::process::Command::new(env!("CARGO_BIN_EXE_runar"))
+        .args(["--peer", &addr, "gateway", "--listen", "127.0.0.1:0"])
+        .env("RUNAR_KEY", SECRET)
+        .env("RUNAR_NETWORK", "shop-net")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(gateway.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .expect("the gateway says where it listens")
+        .unwrap()
+        .unwrap();
+    let listen = line
+        .strip_prefix("gRPC gateway listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"));
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{listen}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+
+    let order = Order {
+        id: "o-1".into(),
+        ..Default::default()
+    };
+    // The node's offer may reach the gateway a moment after it has joined.
+    let started = Instant::now();
+    let shipped = loop {
+        match grpc_call(&channel, "/test.shop.Shop/Ship", order.clone()).await {
+            Err(status) if status.code() == tonic::Code::Unimplemented => {
+                assert!(started.elapsed() < WAIT, "never served: {status:?}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            other => break other.unwrap(),
+        }
+    };
+    assert_eq!(shipped.status, Status::Shipped as i32);
+    assert_eq!(shipped.prices.get("shipping"), Some(&5));
+
+    let status = grpc_call(&channel, "/test.shop.Shop/Fail", order.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    assert_eq!(status.message(), "no order o-1");
+
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.unwrap();
+    let mut updates = grpc
+        .server_streaming(
+            tonic::Request::new(order),
+            tonic::codegen::http::uri::PathAndQuery::from_static("/test.shop.Shop/Track"),
+            tonic_prost::ProstCodec::<Order, Order>::default(),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = Vec::new();
+    while let Some(update) = updates.message().await.unwrap() {
+        seen.push(update.prices.get("update").copied());
+    }
+    assert_eq!(seen, [Some(1), Some(2), Some(3)]);
+
+    // Ctrl-C: the gateway stops and leaves the network.
+    let pid = gateway.id().unwrap().to_string();
+    let interrupt = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(interrupt.success());
+    let exited = tokio::time::timeout(WAIT, gateway.wait())
+        .await
+        .expect("the gateway exits after Ctrl-C")
+        .unwrap();
+    assert!(exited.success(), "{exited:?}");
+
+    node.stop().await.unwrap();
 }

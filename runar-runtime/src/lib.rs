@@ -65,7 +65,8 @@ pub use node::service::{
 };
 pub use node::{
     BroadcastMode, Node, NodeConfig, NodeStats, PeerEvent, PeerRefusedEvent, PublishOptions,
-    RequestOptions, ServiceEvent, SubscribeOptions, SubscriptionId, SubscriptionStats,
+    ReachableService, RequestOptions, ServiceEvent, SubscribeOptions, SubscriptionId,
+    SubscriptionStats,
 };
 pub use value::{Payload, Value};
 

@@ -6,6 +6,7 @@ mod events;
 #[cfg(any(feature = "metrics", feature = "prometheus"))]
 mod exporter;
 pub(crate) mod introspection;
+mod reachable;
 mod readiness;
 pub(crate) mod registry;
 mod registry_events;
@@ -27,6 +28,7 @@ pub use crate::node::registry::SubscriptionId;
 pub use config::{BroadcastMode, NodeConfig, PublishOptions, RequestOptions, SubscribeOptions};
 #[cfg(feature = "prometheus")]
 pub use exporter::PrometheusOptions;
+pub use reachable::ReachableService;
 pub use readiness::PeerRefusedEvent;
 pub use registry_events::{PeerEvent, ServiceEvent};
 #[cfg(any(test, feature = "fuzzing"))]
@@ -641,6 +643,7 @@ impl Node {
             return Ok(());
         }
         lock(&self.inner.catalog).remove(&(entry.network.clone(), entry.path.clone()));
+        self.inner.registry.notify_changed();
         let ctx = self.lifecycle_context(entry);
         let result = entry.service.stop(&ctx).await;
         entry.state = ServiceState::Stopped;
@@ -670,6 +673,8 @@ impl Node {
                 .unwrap_or_default(),
         };
         lock(&self.inner.catalog).insert((entry.network.clone(), entry.path.clone()), descriptor);
+        // Seen by `catalog_version` readers only now that the schema is listed.
+        self.inner.registry.notify_changed();
     }
 
     fn remove_registrations(&self, entry: &ServiceEntry) {

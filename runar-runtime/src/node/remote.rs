@@ -223,6 +223,8 @@ pub(crate) struct PeerView {
     announced: FxHashMap<u64, (wire::SubscriptionDescriptor, TopicPath)>,
     /// Where the peer's events go.
     sink: Option<Arc<dyn EventSink>>,
+    /// The peer's id and the services it offers, as announced (see `reachable.rs`).
+    pub(super) services: Option<(NodeId, Vec<wire::ServiceDescriptor>)>,
 }
 
 /// The peer an offer comes from, as the code that applies the offer needs it: a connection's
@@ -360,6 +362,7 @@ impl Node {
             return;
         }
         view.version = offer.version;
+        view.services = Some((peer.peer_id(), offer.offer.services.clone()));
         self.apply_actions(peer, view, &offer.offer);
         self.apply_subscriptions(peer, view, &offer.offer);
     }

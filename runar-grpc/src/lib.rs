@@ -1,0 +1,436 @@
+//! A gRPC gateway for a Runar [`Node`]: any gRPC client (Python, Go, grpcurl, …) calls every
+//! service the node can reach, local or on its peers, `.proto` or macro, at
+//! `/{package}.{Service}/{Method}`, the names from the service's schema.
+//!
+//! ```no_run
+//! # async fn run(node: runar_runtime::Node) -> Result<(), Box<dyn std::error::Error>> {
+//! let gateway = runar_grpc::Gateway::new(node.clone());
+//! let addr = gateway.bind("127.0.0.1:50051".parse()?).await?; // port 0 works
+//! println!("gRPC on {addr}");
+//! gateway.serve().await?; // until the node stops or `gateway.shutdown()`
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! - **All four call kinds**: a unary rpc is a [`Node::request_value`], a server, client or
+//!   bidirectional stream a [`Node::request_stream_value`], as the rpc's schema says.
+//! - **Pass-through**: a message's protobuf bytes go to the node untouched
+//!   (`Value::from_encoded`), and the replies' bytes come back as the node has them; the
+//!   gateway decodes neither.
+//! - **Deadlines**: `grpc-timeout` becomes the Runar call's deadline (for a stream, the whole
+//!   call's), less [`GatewayConfig::deadline_margin`]; without one, a unary call has the node's
+//!   request timeout and a stream none.
+//! - **Errors**: a Runar [`Code`] becomes the gRPC status code of the same name, with the
+//!   error's message, mid-stream too (the replies before it are delivered first).
+//! - **Cancellation**: a client that cancels (or goes away) drops the Runar call, which
+//!   cancels the handler, on a peer too. A client stream that breaks (a message over
+//!   [`GatewayConfig::max_message_size`], a reset) fails the call with that status; the handler
+//!   never sees it as a clean end of the requests.
+//! - **Metadata**: `traceparent` and `tracestate` cross (the W3C trace context); other headers
+//!   do not.
+//! - **Reflection**: gRPC server reflection v1 and v1alpha, built from the same schemas.
+//! - **Current**: what is served is rebuilt when the node's services or peers change.
+//!
+//! Served: the services of the node's default network.
+
+mod call;
+mod catalog;
+mod codec;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use runar_runtime::{CallKind, Code, Metadata, Node, RequestOptions, TRACEPARENT};
+use tokio::net::TcpListener;
+use tonic::body::Body;
+use tonic::server::Grpc;
+use tower_service::Service;
+
+use call::Call;
+use catalog::{BoxFuture, Table};
+use codec::PassThrough;
+
+pub use tonic::transport::{Identity, ServerTlsConfig};
+
+/// The W3C trace-state header, which crosses with `traceparent`.
+pub const TRACESTATE: &str = "tracestate";
+
+/// Errors of the gateway's own life (binding, serving); calls fail with a gRPC status.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    /// The listener could not be bound.
+    #[error("cannot bind the gRPC gateway to {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `serve` was called before `bind`, or twice.
+    #[error("the gRPC gateway is not bound (call `bind` before `serve`, once)")]
+    NotBound,
+    /// The TLS configuration was refused, or the server failed.
+    #[error("the gRPC gateway's server failed: {0}")]
+    Server(#[from] tonic::transport::Error),
+}
+
+/// The gateway's settings.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct GatewayConfig {
+    /// The largest request or reply message, in bytes (default 4 MiB, as a Runar node's
+    /// `max_message_size`); a larger one fails the call with `OUT_OF_RANGE` (tonic's code
+    /// for it), a request in a client stream too.
+    pub max_message_size: usize,
+    /// TLS on the listener (default none: plain HTTP/2).
+    pub tls: Option<ServerTlsConfig>,
+    /// How often `serve` looks whether the node has stopped (default 200 ms).
+    pub stop_check_interval: Duration,
+    /// How much shorter than the client's `grpc-timeout` the Runar call's deadline is
+    /// (default 20 ms): the HTTP/2 server runs its own timer for `grpc-timeout` and answers
+    /// `CANCELLED` when it fires, so the Runar call must expire first for the client to get
+    /// `DEADLINE_EXCEEDED`.
+    pub deadline_margin: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            max_message_size: 4 * 1024 * 1024,
+            tls: None,
+            stop_check_interval: Duration::from_millis(200),
+            deadline_margin: Duration::from_millis(20),
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Sets the largest request or reply message.
+    pub fn with_max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Serves TLS with this certificate chain and key (PEM), rustls with ring.
+    pub fn with_tls_identity(
+        mut self,
+        cert_pem: impl AsRef<[u8]>,
+        key_pem: impl AsRef<[u8]>,
+    ) -> Self {
+        self.tls = Some(ServerTlsConfig::new().identity(Identity::from_pem(cert_pem, key_pem)));
+        self
+    }
+
+    /// Serves TLS as `tls` says.
+    pub fn with_tls(mut self, tls: ServerTlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Sets how much shorter than `grpc-timeout` the Runar call's deadline is.
+    pub fn with_deadline_margin(mut self, margin: Duration) -> Self {
+        self.deadline_margin = margin;
+        self
+    }
+
+    /// Sets how often `serve` looks whether the node has stopped.
+    pub fn with_stop_check_interval(mut self, interval: Duration) -> Self {
+        self.stop_check_interval = interval;
+        self
+    }
+}
+
+/// A gRPC server in front of a [`Node`]. Clone it to keep a handle (for
+/// [`shutdown`](Self::shutdown)) while another task runs [`serve`](Self::serve).
+#[derive(Clone)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    node: Node,
+    config: GatewayConfig,
+    listener: Mutex<Option<TcpListener>>,
+    table: RwLock<Arc<Table>>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl Gateway {
+    /// A gateway for `node`, with the default [`GatewayConfig`].
+    pub fn new(node: Node) -> Gateway {
+        Gateway::with_config(node, GatewayConfig::default())
+    }
+
+    /// A gateway for `node` with `config`.
+    pub fn with_config(node: Node, config: GatewayConfig) -> Gateway {
+        let table = Table::build(&node);
+        Gateway {
+            shared: Arc::new(Shared {
+                node,
+                config,
+                listener: Mutex::new(None),
+                table: RwLock::new(Arc::new(table)),
+                shutdown: tokio::sync::watch::channel(false).0,
+            }),
+        }
+    }
+
+    /// Binds the listener; returns the bound address (port 0 picks a free one).
+    pub async fn bind(&self, addr: SocketAddr) -> Result<SocketAddr, GatewayError> {
+        let bind_error = |source| GatewayError::Bind { addr, source };
+        let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+        let local = listener.local_addr().map_err(bind_error)?;
+        *lock(&self.shared.listener) = Some(listener);
+        Ok(local)
+    }
+
+    /// Serves calls on the bound listener until the node stops or
+    /// [`shutdown`](Self::shutdown) is called.
+    pub async fn serve(&self) -> Result<(), GatewayError> {
+        let listener = lock(&self.shared.listener)
+            .take()
+            .ok_or(GatewayError::NotBound)?;
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = self.shared.config.tls.clone() {
+            server = server.tls_config(tls)?;
+        }
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let signal = stopped(self.shared.clone());
+        server
+            .serve_with_incoming_shutdown(self.clone(), incoming, signal)
+            .await?;
+        Ok(())
+    }
+
+    /// Stops [`serve`](Self::serve): no new calls are taken; those in flight finish.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.send_replace(true);
+    }
+
+    /// The gRPC method names served now (`/{package}.{Service}/{Method}`), sorted.
+    pub fn methods(&self) -> Vec<String> {
+        let mut methods: Vec<String> = self.shared.table().routes.keys().cloned().collect();
+        methods.sort();
+        methods
+    }
+}
+
+/// Resolves once the gateway is shut down, or the node has stopped after running.
+async fn stopped(shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.subscribe();
+    let mut was_running = shared.node.is_running();
+    let mut tick = tokio::time::interval(shared.config.stop_check_interval);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            _ = tick.tick() => {
+                let running = shared.node.is_running();
+                if was_running && !running {
+                    return;
+                }
+                was_running |= running;
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// What is served now: rebuilt first when the node's catalog changed.
+    fn table(&self) -> Arc<Table> {
+        let current = read(&self.table).clone();
+        if current.version == self.node.catalog_version() {
+            return current;
+        }
+        let fresh = Arc::new(Table::build(&self.node));
+        *write(&self.table) = fresh.clone();
+        fresh
+    }
+}
+
+impl Service<http::Request<Body>> for Gateway {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<http::Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let shared = self.shared.clone();
+        Box::pin(async move { Ok(shared.dispatch(request).await) })
+    }
+}
+
+const REFLECTION_V1: &str = "/grpc.reflection.v1.ServerReflection/";
+const REFLECTION_V1ALPHA: &str = "/grpc.reflection.v1alpha.ServerReflection/";
+
+impl Shared {
+    async fn dispatch(self: Arc<Self>, request: http::Request<Body>) -> http::Response<Body> {
+        let table = self.table();
+        let path = request.uri().path();
+        let reflection = if path.starts_with(REFLECTION_V1) {
+            Some(&table.reflection_v1)
+        } else if path.starts_with(REFLECTION_V1ALPHA) {
+            Some(&table.reflection_v1alpha)
+        } else {
+            None
+        };
+        if let Some(handler) = reflection {
+            return match handler {
+                Some(handler) => handler(request).await,
+                None => status(tonic::Status::unavailable(
+                    "gRPC reflection is not available",
+                )),
+            };
+        }
+        let Some(route) = table.routes.get(path).cloned() else {
+            let path = path.to_owned();
+            return status(tonic::Status::unimplemented(format!(
+                "no service this gateway reaches offers `{path}`"
+            )));
+        };
+        let max = self.config.max_message_size;
+        let mut grpc = Grpc::new(PassThrough).apply_max_message_size_config(Some(max), Some(max));
+        let call = Call {
+            node: self.node.clone(),
+            action: route.action,
+            deadline_margin: self.config.deadline_margin,
+        };
+        match route.kind {
+            CallKind::Unary => grpc.unary(call, request).await,
+            CallKind::ServerStreaming => grpc.server_streaming(call, request).await,
+            CallKind::ClientStreaming => grpc.client_streaming(call, request).await,
+            CallKind::Bidi => grpc.streaming(call, request).await,
+        }
+    }
+}
+
+/// The Runar call's options from the gRPC request's metadata: its deadline (`margin` before
+/// the client's) and trace context.
+pub(crate) fn call_options(
+    metadata: &tonic::metadata::MetadataMap,
+    margin: Duration,
+) -> RequestOptions {
+    let mut options = RequestOptions::default();
+    if let Some(timeout) = metadata
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+    {
+        options = options.with_timeout(timeout.saturating_sub(margin));
+    }
+    let mut crossing = Metadata::new();
+    for key in [TRACEPARENT, TRACESTATE] {
+        if let Some(value) = metadata.get(key).and_then(|v| v.to_str().ok()) {
+            if let Err(error) = crossing.insert(key, value) {
+                tracing::debug!(%key, %error, "trace context not passed on");
+            }
+        }
+    }
+    if !crossing.is_empty() {
+        options = options.with_metadata(crossing);
+    }
+    options
+}
+
+/// A `grpc-timeout` value (at most 8 digits and a unit: `H`, `M`, `S`, `m`, `u`, `n`).
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let split = value.len().checked_sub(1)?;
+    let (digits, unit) = (value.get(..split)?, value.get(split..)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The gRPC status code of a Runar [`Code`]: the one of the same name.
+pub fn grpc_code(code: Code) -> tonic::Code {
+    match code {
+        Code::Cancelled => tonic::Code::Cancelled,
+        Code::InvalidArgument => tonic::Code::InvalidArgument,
+        Code::DeadlineExceeded => tonic::Code::DeadlineExceeded,
+        Code::NotFound => tonic::Code::NotFound,
+        Code::AlreadyExists => tonic::Code::AlreadyExists,
+        Code::PermissionDenied => tonic::Code::PermissionDenied,
+        Code::ResourceExhausted => tonic::Code::ResourceExhausted,
+        Code::Unimplemented => tonic::Code::Unimplemented,
+        Code::Unavailable => tonic::Code::Unavailable,
+        _ => tonic::Code::Internal,
+    }
+}
+
+/// The Runar [`Code`] of a gRPC status code (the ones Runar has no name for become
+/// `Internal`, `Unavailable` or `InvalidArgument`, by what they mean for a caller).
+pub fn runar_code(code: tonic::Code) -> Code {
+    match code {
+        tonic::Code::Cancelled => Code::Cancelled,
+        tonic::Code::InvalidArgument
+        | tonic::Code::OutOfRange
+        | tonic::Code::FailedPrecondition => Code::InvalidArgument,
+        tonic::Code::DeadlineExceeded => Code::DeadlineExceeded,
+        tonic::Code::NotFound => Code::NotFound,
+        tonic::Code::AlreadyExists => Code::AlreadyExists,
+        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => Code::PermissionDenied,
+        tonic::Code::ResourceExhausted => Code::ResourceExhausted,
+        tonic::Code::Unimplemented => Code::Unimplemented,
+        tonic::Code::Unavailable | tonic::Code::Aborted => Code::Unavailable,
+        _ => Code::Internal,
+    }
+}
+
+/// A response that is only a status.
+fn status(status: tonic::Status) -> http::Response<Body> {
+    status.into_http()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_and_bad_ones_do_not() {
+        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("5u"), Some(Duration::from_micros(5)));
+        assert_eq!(parse_grpc_timeout("123456789S"), None, "9 digits");
+        assert_eq!(parse_grpc_timeout("m"), None);
+        assert_eq!(parse_grpc_timeout("10x"), None);
+        assert_eq!(parse_grpc_timeout("-1S"), None);
+        assert_eq!(parse_grpc_timeout("1é"), None);
+        assert_eq!(parse_grpc_timeout(""), None);
+    }
+
+    #[test]
+    fn codes_map_both_ways() {
+        for code in Code::ALL {
+            assert_eq!(runar_code(grpc_code(code)), code);
+        }
+    }
+}
