@@ -20,6 +20,7 @@ mod quinn_side;
 mod rpc;
 mod rt;
 mod runar_side;
+mod scale;
 mod stats;
 mod streams;
 mod tonic_side;
@@ -136,7 +137,7 @@ impl Options {
                 "--help" | "-h" => {
                     println!(
                         "runar-bench [--quick] [--secs S] [--rounds N] \
-                         [--only unary,local,events,streams,payload,memory,gateway] \
+                         [--only unary,local,events,streams,payload,memory,scale,gateway] \
                          [--profile runar-seq|quinn-seq|gateway-seq|tonic-plain-seq|runar-64|runar-64-mt|quinn-64|tonic-64|gateway-64|gateway-64-mt|tonic-plain-64|tonic-plain-64-mt|runar-events] \
                          [--calls N]"
                     );
@@ -453,6 +454,10 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() == 4 && args[1] == "--child" && args[2] == "mem" {
         memory::child(&args[3]);
+        return;
+    }
+    if args.len() == 5 && args[1] == "--child" && args[2] == "scale" {
+        scale::child(args[3].parse().expect("a node count"), &args[4]);
         return;
     }
     let o = Options::parse();
@@ -821,6 +826,43 @@ fn main() {
                 "| {what} | {:.1} | {:+.1} |",
                 kib as f64 / 1024.0,
                 (kib as f64 - base as f64) / 1024.0
+            )
+            .unwrap();
+        }
+        out.push('\n');
+    }
+
+    if o.wants("scale") {
+        progress("scale (child processes)");
+        writeln!(
+            out,
+            "### 6. The cost of a peer: N nodes in one process, full mesh over QUIC (current-thread)\n\n\
+             Each row is one fresh process with N nodes meshed, against one with the same N nodes \
+             and no peers. Per connection end: (meshed RSS − alone RSS) / (N × (N − 1)). Idle CPU: \
+             over {} s once the mesh has formed, as a share of one core.\n",
+            scale::IDLE.as_secs()
+        )
+        .unwrap();
+        writeln!(
+            out,
+            "| nodes | connections | time to mesh s | RSS MiB (alone) | RSS MiB (meshed) | KiB per connection end | idle CPU % (alone) | idle CPU % (meshed) |"
+        )
+        .unwrap();
+        writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|").unwrap();
+        for n in [10usize, 25, 50, 60] {
+            let alone = scale::measure(n, false);
+            let meshed = scale::measure(n, true);
+            let ends = (n * (n - 1)) as f64;
+            writeln!(
+                out,
+                "| {n} | {} | {:.2} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} |",
+                n * (n - 1) / 2,
+                meshed.mesh.as_secs_f64(),
+                alone.rss_kib as f64 / 1024.0,
+                meshed.rss_kib as f64 / 1024.0,
+                (meshed.rss_kib as f64 - alone.rss_kib as f64) / ends,
+                alone.idle_cpu * 100.0,
+                meshed.idle_cpu * 100.0,
             )
             .unwrap();
         }

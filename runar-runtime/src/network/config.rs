@@ -42,7 +42,8 @@ pub struct NetworkConfig {
     pub max_message_size: usize,
     /// How long dialing a peer, including the TLS handshake and the hello, may take (default 5 s).
     pub connect_timeout: Duration,
-    /// How often an idle connection is probed (default 200 ms).
+    /// How often an idle connection is probed (default 200 ms), by the side that dialed it;
+    /// the other side's acknowledgements keep the dialer's idle timer running.
     pub keep_alive_interval: Duration,
     /// How long a silent peer is kept before it is dropped with its services (default 800 ms,
     /// so a vanished peer is gone within 1 s; a live peer sends a keep-alive every
@@ -50,7 +51,10 @@ pub struct NetworkConfig {
     pub idle_timeout: Duration,
     /// The most connections the node keeps; more are refused and logged (default 256).
     pub max_connections: usize,
-    /// The most requests one peer may have in flight at once (default 1024).
+    /// The most requests one peer may have in flight at once (default 1024). A connection
+    /// starts by letting its peer open 64 streams and doubles that as half are in use, up to
+    /// this plus [`max_concurrent_streams`](Self::max_concurrent_streams): QUIC keeps a table
+    /// entry per stream a peer may open, so an idle connection stays small.
     pub max_concurrent_requests: u32,
     /// The most streaming calls one peer may have open on this node at once (default 1024);
     /// one more is refused with `ResourceExhausted`. QUIC's limit of bidirectional streams a

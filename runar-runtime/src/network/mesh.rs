@@ -30,6 +30,7 @@ use super::peer::{
     PeerSettings, codes, read_events, read_kind, write_control, write_events,
 };
 use super::stream::{StreamSlots, serve_bi};
+use super::transport::BidiStreamCredit;
 use super::{NetworkConfig, NetworkKey, PeerLimits, PeerLink, Transport, TransportError};
 use crate::discovery::{Discovery, DiscoveryEvent, LocalPeer};
 use crate::error::{Error, Result};
@@ -998,13 +999,19 @@ impl<H: NodeHandler> Mesh<H> {
         // Two loops rather than one `select!` over both accepts, so that a request does not
         // create and drop an `accept_uni` future (and the reverse).
         let streams = StreamSlots::new(self.config.max_concurrent_streams);
+        let mut credit = BidiStreamCredit::new(&self.config.transport());
         let requests = async {
             while let Ok((send, recv)) = peer.connection.accept_bi().await {
                 if !self.node.is_alive() {
                     break;
                 }
                 let node = self.node.clone();
-                tokio::spawn(serve_bi(node, peer.clone(), send, recv, streams.clone()));
+                let open = credit.opened(&peer.connection);
+                let served = serve_bi(node, peer.clone(), send, recv, streams.clone());
+                tokio::spawn(async move {
+                    served.await;
+                    drop(open);
+                });
             }
         };
         let events = async {

@@ -40,7 +40,9 @@ pub struct TransportConfig {
     /// How long to wait for a handshake (dialing or accepting). Default 5 s.
     pub connect_timeout: Duration,
     /// The number of bidirectional streams a peer may have open at once on one connection.
-    /// Default 1024.
+    /// Default 1024. QUIC keeps a table entry per stream a peer may open, so a connection
+    /// starts with [`INITIAL_BIDI_STREAMS`] and its owner raises the limit towards this one as
+    /// the peer uses them ([`BidiStreamCredit`]): an idle connection stays small.
     pub max_concurrent_bidi_streams: u32,
     /// The most established connections (incoming and outgoing) this transport holds, not
     /// counting handshakes in progress. Default 256.
@@ -83,7 +85,17 @@ impl Default for TransportConfig {
 }
 
 impl TransportConfig {
-    /// quinn's transport parameters for this configuration.
+    /// The bidirectional streams a peer may open on a new connection, before
+    /// [`BidiStreamCredit`] raises it.
+    pub(crate) fn initial_bidi_streams(&self) -> u32 {
+        self.max_concurrent_bidi_streams.min(INITIAL_BIDI_STREAMS)
+    }
+
+    /// quinn's transport parameters for this configuration, for the side that dialed.
+    ///
+    /// Only the dialing side sends keep-alives: the answer to each (an acknowledgement) keeps
+    /// the dialer's idle timer running as the keep-alive keeps the other side's, so one side
+    /// detects a vanished peer as fast as both would, with half the packets.
     fn quinn_transport(&self) -> Result<quinn::TransportConfig, TransportError> {
         if self.idle_timeout <= self.keep_alive_interval {
             return Err(TransportError::InvalidConfig(format!(
@@ -114,7 +126,8 @@ impl TransportConfig {
         let mut t = quinn::TransportConfig::default();
         t.keep_alive_interval(Some(self.keep_alive_interval))
             .max_idle_timeout(Some(idle))
-            .max_concurrent_bidi_streams(VarInt::from_u32(self.max_concurrent_bidi_streams))
+            .max_concurrent_bidi_streams(VarInt::from_u32(self.initial_bidi_streams()))
+            .max_concurrent_uni_streams(VarInt::from_u32(MAX_UNI_STREAMS))
             .stream_receive_window(window)
             .receive_window(window)
             .send_window(self.send_window)
@@ -142,6 +155,60 @@ impl TransportConfig {
 
 /// The smallest flow-control window accepted, in bytes.
 const MIN_WINDOW: u64 = 16 * 1024;
+
+/// The bidirectional streams a peer may open on a new connection (or
+/// `max_concurrent_bidi_streams` if lower); raised as they are used.
+pub(crate) const INITIAL_BIDI_STREAMS: u32 = 64;
+
+/// The unidirectional streams a peer may have open at once: a peer sends its events on one
+/// stream at a time (a new one after a failed write), so a few suffice.
+const MAX_UNI_STREAMS: u32 = 8;
+
+/// Raises the number of bidirectional streams a peer may open on a connection as it uses them:
+/// when half of what is granted is in use, the grant doubles, up to the configured most. QUIC
+/// keeps a table entry (about 80 bytes) per stream a peer may open, so granting the most to
+/// every connection up front cost ~170 KiB per idle connection end at 2,048 streams.
+#[derive(Debug)]
+pub(crate) struct BidiStreamCredit {
+    granted: u32,
+    most: u32,
+    open: Arc<std::sync::atomic::AtomicU32>,
+}
+
+/// One stream counted by [`BidiStreamCredit`]: held while it is served.
+#[derive(Debug)]
+pub(crate) struct OpenBidiStream(Arc<std::sync::atomic::AtomicU32>);
+
+impl Drop for OpenBidiStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl BidiStreamCredit {
+    /// The credit of a new connection made with `config`.
+    pub(crate) fn new(config: &TransportConfig) -> Self {
+        BidiStreamCredit {
+            granted: config.initial_bidi_streams(),
+            most: config.max_concurrent_bidi_streams,
+            open: Arc::default(),
+        }
+    }
+
+    /// Counts a stream the peer opened, raising the peer's limit on `connection` when half of
+    /// it is in use; the stream counts until the returned guard drops.
+    pub(crate) fn opened(&mut self, connection: &quinn::Connection) -> OpenBidiStream {
+        let open = self
+            .open
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .saturating_add(1);
+        if open.saturating_mul(2) >= self.granted && self.granted < self.most {
+            self.granted = self.granted.saturating_mul(2).min(self.most);
+            connection.set_max_concurrent_bi_streams(VarInt::from_u32(self.granted));
+        }
+        OpenBidiStream(self.open.clone())
+    }
+}
 
 fn varint(n: u64) -> Result<VarInt, TransportError> {
     VarInt::from_u64(n).map_err(|_| TransportError::InvalidConfig(format!("{n} is too large")))
@@ -218,7 +285,9 @@ impl Transport {
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(
             QuicServerConfig::try_from(tls.server).map_err(no_initial)?,
         ));
-        server.transport_config(transport.clone());
+        let mut accepted = config.quinn_transport()?;
+        accepted.keep_alive_interval(None);
+        server.transport_config(Arc::new(accepted));
         let mut clients = Vec::with_capacity(tls.clients.len());
         let mut probes = Vec::with_capacity(tls.clients.len());
         for client in tls.clients {
