@@ -4,6 +4,7 @@
 //! cargo run --release --manifest-path bench/Cargo.toml              # everything, ~2 minutes
 //! cargo run --release --manifest-path bench/Cargo.toml -- --quick   # shorter runs
 //! cargo run --release --manifest-path bench/Cargo.toml -- --only unary,local
+//! cargo run --release --manifest-path bench/Cargo.toml -- --only gateway
 //! ```
 //!
 //! Prints a markdown table (progress goes to stderr). See BENCHMARKS.md for what each row
@@ -11,6 +12,7 @@
 
 mod certs;
 mod events;
+mod gateway_side;
 mod local;
 mod memory;
 mod pb;
@@ -38,6 +40,9 @@ enum System {
     Runar,
     TonicTls,
     TonicPlain,
+    /// tonic's client → the gRPC gateway → a Runar service on the gateway's node.
+    GatewayTls,
+    GatewayPlain,
 }
 
 impl System {
@@ -48,12 +53,22 @@ impl System {
         System::TonicPlain,
     ];
 
+    /// The gRPC gateway against tonic serving the same service directly.
+    const GATEWAY: [System; 4] = [
+        System::GatewayPlain,
+        System::TonicPlain,
+        System::GatewayTls,
+        System::TonicTls,
+    ];
+
     fn label(self) -> &'static str {
         match self {
             System::Quinn => "raw quinn (floor)",
             System::Runar => "**Runar**",
             System::TonicTls => "tonic + TLS",
             System::TonicPlain => "tonic plaintext",
+            System::GatewayTls => "**gRPC gateway** + TLS → Runar",
+            System::GatewayPlain => "**gRPC gateway** plaintext → Runar",
         }
     }
 }
@@ -122,8 +137,8 @@ impl Options {
                 "--help" | "-h" => {
                     println!(
                         "runar-bench [--quick] [--secs S] [--rounds N] \
-                         [--only unary,local,events,streams,payload,memory,scale] \
-                         [--profile runar-seq|quinn-seq|runar-64|runar-64-mt|quinn-64|tonic-64|runar-events] \
+                         [--only unary,local,events,streams,payload,memory,scale,gateway] \
+                         [--profile runar-seq|quinn-seq|gateway-seq|tonic-plain-seq|runar-64|runar-64-mt|quinn-64|tonic-64|gateway-64|gateway-64-mt|tonic-plain-64|tonic-plain-64-mt|runar-events] \
                          [--calls N]"
                     );
                     std::process::exit(0);
@@ -179,8 +194,53 @@ fn unary(system: System, rt: Rt, o: &Options) -> (Latency, f64) {
                 )
                 .await
             }
+            System::GatewayTls | System::GatewayPlain => {
+                let r = gateway_side::connect(system == System::GatewayTls).await;
+                let out = both(&r, payload, warmup, measure).await;
+                r.stop().await;
+                out
+            }
         }
     })
+}
+
+/// [`unary`] for each of `systems` on `rt`, `o.rounds` times with the systems in rotating
+/// order: each system's median latency and median 64-in-flight calls/s, in `systems`' order.
+fn unary_rounds(systems: &[System], rt: Rt, o: &Options) -> Vec<(System, Latency, f64)> {
+    let n = systems.len();
+    let mut runs: Vec<Vec<(Latency, f64)>> = vec![Vec::new(); n];
+    for round in 0..o.rounds {
+        for k in 0..n {
+            let i = (k + round) % n;
+            runs[i].push(unary(systems[i], rt, o));
+        }
+    }
+    systems
+        .iter()
+        .zip(runs)
+        .map(|(&s, r)| {
+            let lat = median_latency(r.iter().map(|x| x.0));
+            (s, lat, median(r.iter().map(|x| x.1)))
+        })
+        .collect()
+}
+
+/// One table row per result of [`unary_rounds`].
+fn unary_rows(out: &mut String, rt: Rt, results: &[(System, Latency, f64)]) {
+    for (s, lat, par) in results {
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            rt.label(),
+            s.label(),
+            us(lat.p50),
+            us(lat.p90),
+            us(lat.p99),
+            rate(lat.per_sec),
+            rate(*par)
+        )
+        .unwrap();
+    }
 }
 
 /// Sequential round trips of each payload size: (size, p50 µs, MiB/s of payload each way).
@@ -221,6 +281,12 @@ fn sweep(system: System, rt: Rt, sizes: &[usize], o: &Options) -> Vec<(usize, f6
             }
             System::TonicPlain => {
                 each(&tonic_side::connect(false).await.0, sizes, warmup, measure).await
+            }
+            System::GatewayTls | System::GatewayPlain => {
+                let r = gateway_side::connect(system == System::GatewayTls).await;
+                let out = each(&r, sizes, warmup, measure).await;
+                r.stop().await;
+                out
             }
         }
     })
@@ -306,9 +372,9 @@ fn profile(which: &str, o: &Options) {
     let measure = o.measure;
     let report = |what: &str, x: f64| println!("{which}: {what} {x:.0}");
     match which {
-        "runar-seq" | "quinn-seq" => {
+        "runar-seq" | "quinn-seq" | "gateway-seq" | "tonic-plain-seq" => {
             let calls = o.calls;
-            let quinn = which.starts_with("quinn");
+            let which = which.to_owned();
             let s = Rt::Current.run(move || async move {
                 async fn go<R: rpc::Rpc>(
                     r: &R,
@@ -321,32 +387,47 @@ fn profile(which: &str, o: &Options) {
                         None => rpc::sequential(r, payload, Duration::ZERO, measure).await,
                     }
                 }
-                if quinn {
-                    go(&quinn_side::connect().await, payload, calls, measure).await
-                } else {
-                    go(&runar_side::connect().await, payload, calls, measure).await
+                match which.as_str() {
+                    "quinn-seq" => go(&quinn_side::connect().await, payload, calls, measure).await,
+                    "gateway-seq" => {
+                        let r = gateway_side::connect(false).await;
+                        go(&r, payload, calls, measure).await
+                    }
+                    "tonic-plain-seq" => {
+                        let r = tonic_side::connect(false).await.0;
+                        go(&r, payload, calls, measure).await
+                    }
+                    _ => go(&runar_side::connect().await, payload, calls, measure).await,
                 }
             });
             report("p50 ns", s.quantile_us(0.5) * 1000.0);
         }
-        "runar-64" | "runar-64-mt" | "quinn-64" | "tonic-64" => {
+        "runar-64" | "runar-64-mt" | "quinn-64" | "tonic-64" | "gateway-64" | "gateway-64-mt"
+        | "tonic-plain-64" | "tonic-plain-64-mt" => {
             let rt = if which.ends_with("-mt") {
                 Rt::Multi
             } else {
                 Rt::Current
             };
-            let quinn = which.starts_with("quinn");
-            let tonic = which.starts_with("tonic");
+            let system = which.trim_end_matches("-mt").to_owned();
             let x = rt.run(move || async move {
-                if quinn {
-                    let r = quinn_side::connect().await;
-                    rpc::concurrent(&r, payload, 64, Duration::ZERO, measure).await
-                } else if tonic {
-                    let r = tonic_side::connect(true).await.0;
-                    rpc::concurrent(&r, payload, 64, Duration::ZERO, measure).await
-                } else {
-                    let r = runar_side::connect().await;
-                    rpc::concurrent(&r, payload, 64, Duration::ZERO, measure).await
+                match system.as_str() {
+                    "quinn-64" => {
+                        let r = quinn_side::connect().await;
+                        rpc::concurrent(&r, payload, 64, Duration::ZERO, measure).await
+                    }
+                    "tonic-64" | "tonic-plain-64" => {
+                        let r = tonic_side::connect(system == "tonic-64").await.0;
+                        rpc::concurrent(&r, payload, 64, Duration::ZERO, measure).await
+                    }
+                    "gateway-64" => {
+                        let r = gateway_side::connect(false).await;
+                        rpc::concurrent(&r, payload, 64, Duration::ZERO, measure).await
+                    }
+                    _ => {
+                        let r = runar_side::connect().await;
+                        rpc::concurrent(&r, payload, 64, Duration::ZERO, measure).await
+                    }
                 }
             });
             report("calls/s", x);
@@ -410,36 +491,8 @@ fn main() {
         writeln!(out, "|---|---|---:|---:|---:|---:|---:|").unwrap();
         let mut ratios = String::new();
         for rt in Rt::BOTH {
-            let n = System::ALL.len();
-            let mut runs: Vec<Vec<(Latency, f64)>> = vec![Vec::new(); n];
-            for round in 0..o.rounds {
-                for k in 0..n {
-                    let i = (k + round) % n;
-                    runs[i].push(unary(System::ALL[i], rt, &o));
-                }
-            }
-            let results: Vec<(System, Latency, f64)> = System::ALL
-                .iter()
-                .zip(runs)
-                .map(|(&s, r)| {
-                    let lat = median_latency(r.iter().map(|x| x.0));
-                    (s, lat, median(r.iter().map(|x| x.1)))
-                })
-                .collect();
-            for (s, lat, par) in &results {
-                writeln!(
-                    out,
-                    "| {} | {} | {} | {} | {} | {} | {} |",
-                    rt.label(),
-                    s.label(),
-                    us(lat.p50),
-                    us(lat.p90),
-                    us(lat.p99),
-                    rate(lat.per_sec),
-                    rate(*par)
-                )
-                .unwrap();
-            }
+            let results = unary_rounds(&System::ALL, rt, &o);
+            unary_rows(&mut out, rt, &results);
             let get = |sys: System| {
                 results
                     .iter()
@@ -640,6 +693,56 @@ fn main() {
                 ));
             }
         }
+        out.push('\n');
+    }
+
+    if o.wants("gateway") {
+        writeln!(
+            out,
+            "### 7. gRPC gateway: tonic's client through `runar-grpc` to a Runar service on the \
+             gateway's node, vs tonic serving the same service, 100-byte payload\n"
+        )
+        .unwrap();
+        writeln!(
+            out,
+            "| runtime | system | p50 µs | p90 µs | p99 µs | sequential calls/s | 64 in flight calls/s |"
+        )
+        .unwrap();
+        writeln!(out, "|---|---|---:|---:|---:|---:|---:|").unwrap();
+        let mut ratios = String::new();
+        for rt in Rt::BOTH {
+            let results = unary_rounds(&System::GATEWAY, rt, &o);
+            unary_rows(&mut out, rt, &results);
+            let get = |sys: System| {
+                results
+                    .iter()
+                    .find(|(s, _, _)| *s == sys)
+                    .map(|(_, l, p)| (*l, *p))
+                    .expect("measured")
+            };
+            for (transport, gateway, direct) in [
+                ("plaintext", System::GatewayPlain, System::TonicPlain),
+                ("TLS", System::GatewayTls, System::TonicTls),
+            ] {
+                let ((g, g_par), (d, d_par)) = (get(gateway), get(direct));
+                writeln!(
+                    ratios,
+                    "| {} | {transport} | {} | {} | {} |",
+                    rt.label(),
+                    ratio(g.p50 / d.p50),
+                    ratio(g.per_sec / d.per_sec),
+                    ratio(g_par / d_par)
+                )
+                .unwrap();
+            }
+        }
+        writeln!(
+            out,
+            "\n| runtime | transport | gateway p50 / tonic p50 | gateway / tonic, sequential calls/s | gateway / tonic, 64 in flight calls/s |"
+        )
+        .unwrap();
+        writeln!(out, "|---|---|---:|---:|---:|").unwrap();
+        out.push_str(&ratios);
         out.push('\n');
     }
 

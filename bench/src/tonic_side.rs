@@ -134,22 +134,7 @@ pub async fn connect(tls: bool) -> (TonicRpc, TonicPublisher) {
         .max_encoding_message_size(MAX_MESSAGE);
     tokio::spawn(builder.add_service(server).serve_with_incoming(incoming));
 
-    let scheme = if tls { "https" } else { "http" };
-    let mut endpoint =
-        Endpoint::from_shared(format!("{scheme}://127.0.0.1:{port}")).expect("endpoint");
-    if tls {
-        endpoint = endpoint
-            .tls_config(
-                ClientTlsConfig::new()
-                    .ca_certificate(Certificate::from_pem(&cert.cert_pem))
-                    .domain_name("localhost"),
-            )
-            .expect("client TLS");
-    }
-    let channel = endpoint.connect().await.expect("connect");
-    let client = EchoClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
+    let client = echo_client(channel(port, tls.then_some(&cert)).await);
     (
         TonicRpc { client },
         TonicPublisher {
@@ -159,16 +144,46 @@ pub async fn connect(tls: bool) -> (TonicRpc, TonicPublisher) {
     )
 }
 
+/// A channel to the HTTP/2 server on 127.0.0.1:`port` (TCP_NODELAY on, tonic's default): https
+/// trusting `tls` when given, else plaintext (h2c).
+pub async fn channel(port: u16, tls: Option<&certs::SelfSigned>) -> Channel {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint =
+        Endpoint::from_shared(format!("{scheme}://127.0.0.1:{port}")).expect("endpoint");
+    if let Some(cert) = tls {
+        endpoint = endpoint
+            .tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(&cert.cert_pem))
+                    .domain_name("localhost"),
+            )
+            .expect("client TLS");
+    }
+    endpoint.connect().await.expect("connect")
+}
+
+/// The generated `bench.Echo` client on `channel`, with the suite's message size limits.
+pub fn echo_client(channel: Channel) -> EchoClient<Channel> {
+    EchoClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
+}
+
+/// One `bench.Echo/Echo` call.
+pub async fn echo(client: &EchoClient<Channel>, payload: Bytes) -> Bytes {
+    // tonic clients take `&mut self`; a clone per caller is the documented pattern.
+    let mut client = client.clone();
+    client
+        .echo(Blob { data: payload })
+        .await
+        .expect("echo")
+        .into_inner()
+        .data
+}
+
 impl Rpc for TonicRpc {
     async fn call(&self, payload: Bytes) -> Bytes {
-        // tonic clients take `&mut self`; a clone per caller is the documented pattern.
-        let mut client = self.client.clone();
-        client
-            .echo(Blob { data: payload })
-            .await
-            .expect("echo")
-            .into_inner()
-            .data
+        echo(&self.client, payload).await
     }
 }
 
