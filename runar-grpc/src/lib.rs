@@ -95,6 +95,10 @@ pub struct GatewayConfig {
     /// `CANCELLED` when it fires, so the Runar call must expire first for the client to get
     /// `DEADLINE_EXCEEDED`.
     pub deadline_margin: Duration,
+    /// Whether accepted connections set `TCP_NODELAY` (default `true`): without it the kernel
+    /// holds a small reply back until the previous one is acknowledged (Nagle's algorithm),
+    /// which cost a third of the calls per second at 64 calls in flight.
+    pub tcp_nodelay: bool,
 }
 
 impl Default for GatewayConfig {
@@ -104,6 +108,7 @@ impl Default for GatewayConfig {
             tls: None,
             stop_check_interval: Duration::from_millis(200),
             deadline_margin: Duration::from_millis(20),
+            tcp_nodelay: true,
         }
     }
 }
@@ -134,6 +139,12 @@ impl GatewayConfig {
     /// Sets how much shorter than `grpc-timeout` the Runar call's deadline is.
     pub fn with_deadline_margin(mut self, margin: Duration) -> Self {
         self.deadline_margin = margin;
+        self
+    }
+
+    /// Sets whether accepted connections set `TCP_NODELAY`.
+    pub fn with_tcp_nodelay(mut self, nodelay: bool) -> Self {
+        self.tcp_nodelay = nodelay;
         self
     }
 
@@ -198,7 +209,8 @@ impl Gateway {
         if let Some(tls) = self.shared.config.tls.clone() {
             server = server.tls_config(tls)?;
         }
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = tonic::transport::server::TcpIncoming::from(listener)
+            .with_nodelay(Some(self.shared.config.tcp_nodelay));
         let signal = stopped(self.shared.clone());
         server
             .serve_with_incoming_shutdown(self.clone(), incoming, signal)
