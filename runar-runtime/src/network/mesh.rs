@@ -1004,7 +1004,11 @@ impl<H: NodeHandler> Mesh<H> {
                     break;
                 }
                 let node = self.node.clone();
-                tokio::spawn(serve_bi(node, peer.clone(), send, recv, streams.clone()));
+                // Boxed: the task of a request stream is large (reading, serving, writing),
+                // and tokio copies a task's future whole several times (at the spawn, into
+                // its cell, at each stage); boxed, each copy is of a pointer.
+                let serve = Box::pin(serve_bi(node, peer.clone(), send, recv, streams.clone()));
+                tokio::spawn(serve);
             }
         };
         let events = async {
