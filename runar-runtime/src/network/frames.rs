@@ -254,6 +254,9 @@ pub(crate) enum RequestDecodeError {
     /// The `runar-timeout` entry is not a decimal number of milliseconds.
     #[error("malformed `{TIMEOUT_KEY}`: expected milliseconds in decimal")]
     Timeout,
+    /// A metadata entry's key is not UTF-8 (where prost says "invalid string value").
+    #[error("malformed request: a metadata key is not UTF-8")]
+    KeyNotUtf8,
 }
 
 /// Decodes a `Request` frame's body (see [`DecodedRequest`]); fails exactly where
@@ -271,11 +274,14 @@ pub(crate) fn decode_request(mut buf: Bytes) -> Result<DecodedRequest, RequestDe
             PAYLOAD => bytes::merge(wire_type, &mut request.payload, &mut buf, ctx)?,
             PAYLOAD_TYPE => string::merge(wire_type, &mut request.payload_type, &mut buf, ctx)?,
             METADATA => {
+                // The key stays in the frame's buffer: only an entry the node keeps is copied
+                // into a `String` (the `runar-timeout` most requests carry is not).
                 let (key, value) = decode_entry(&mut buf)?;
-                if key == TIMEOUT_KEY {
+                if key == TIMEOUT_KEY.as_bytes() {
                     timeout = Some(value);
-                } else if !key.starts_with(RESERVED_PREFIX) {
-                    request.metadata.push((key, value));
+                } else if !key.starts_with(RESERVED_PREFIX.as_bytes()) {
+                    let key = std::str::from_utf8(&key).map_err(|_| RequestDecodeError::KeyNotUtf8)?;
+                    request.metadata.push((key.to_owned(), value));
                 }
             }
             _ => skip_field(wire_type, tag, &mut buf, ctx)?,
@@ -292,10 +298,12 @@ pub(crate) fn decode_request(mut buf: Bytes) -> Result<DecodedRequest, RequestDe
 ///
 /// Like prost, it reads the entry as length-delimited whatever wire type its key said, and
 /// checks every occurrence of the key for UTF-8, not only the last (the request_frames fuzz
-/// target found both differences).
-fn decode_entry(buf: &mut Bytes) -> Result<(String, Bytes), prost::DecodeError> {
-    use prost::encoding::{DecodeContext, bytes, decode_key, merge_loop, skip_field, string};
-    let mut entry = (String::new(), Bytes::new());
+/// target found both differences). The key is returned as the frame's bytes (checked to be
+/// UTF-8), not copied into a `String`.
+fn decode_entry(buf: &mut Bytes) -> Result<(Bytes, Bytes), RequestDecodeError> {
+    use prost::encoding::{DecodeContext, bytes, decode_key, merge_loop, skip_field};
+    let mut entry = (Bytes::new(), Bytes::new());
+    let mut utf8 = true;
     merge_loop(
         &mut entry,
         buf,
@@ -303,12 +311,20 @@ fn decode_entry(buf: &mut Bytes) -> Result<(String, Bytes), prost::DecodeError> 
         |(key, value), buf, ctx| {
             let (tag, wire_type) = decode_key(buf)?;
             match tag {
-                ENTRY_KEY => string::merge(wire_type, key, buf, ctx),
+                ENTRY_KEY => {
+                    bytes::merge(wire_type, key, buf, ctx)?;
+                    // As prost's `string::merge`: each occurrence must be UTF-8.
+                    utf8 &= std::str::from_utf8(key).is_ok();
+                    Ok(())
+                }
                 ENTRY_VALUE => bytes::merge(wire_type, value, buf, ctx),
                 _ => skip_field(wire_type, tag, buf, ctx),
             }
         },
     )?;
+    if !utf8 {
+        return Err(RequestDecodeError::KeyNotUtf8);
+    }
     Ok(entry)
 }
 
