@@ -9,7 +9,7 @@
 //! whose network and topic would otherwise be copied into `String`s for every event.
 
 use bytes::{BufMut as _, Bytes, BytesMut};
-use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+use prost::encoding::{WireType, encoded_len_varint, key_len};
 
 use super::error::TransportError;
 use super::framing::{FRAME_HEADER_LEN, checked_len};
@@ -37,9 +37,30 @@ fn len_delimited_len(tag: u32, len: usize) -> usize {
     key_len(tag) + encoded_len_varint(len as u64) + len
 }
 
+/// A length-delimited field's key and length, in one write: the same bytes as prost's
+/// `encode_key` and `encode_varint`, which write a byte at a time (a call, and a capacity
+/// check, each).
 fn put_len_delimited_header(buf: &mut BytesMut, tag: u32, len: usize) {
-    encode_key(tag, WireType::LengthDelimited, buf);
-    encode_varint(len as u64, buf);
+    let mut header = [0u8; 20];
+    let key = (u64::from(tag) << 3) | WireType::LengthDelimited as u64;
+    let key_end = put_varint(&mut header, key);
+    let end = key_end + put_varint(header.get_mut(key_end..).unwrap_or_default(), len as u64);
+    buf.put_slice(header.get(..end).unwrap_or_default());
+}
+
+/// Writes `value` as a protobuf varint at the start of `out` (10 bytes hold any `u64`);
+/// returns how many bytes it took.
+fn put_varint(out: &mut [u8], mut value: u64) -> usize {
+    for (written, slot) in out.iter_mut().enumerate() {
+        if value < 0x80 {
+            // Under 0x80: the cast cannot truncate.
+            *slot = value as u8;
+            return written + 1;
+        }
+        *slot = (value & 0x7f) as u8 | 0x80;
+        value >>= 7;
+    }
+    out.len()
 }
 
 /// The length of one map entry's message (an empty key or value is omitted, as prost does).
@@ -135,8 +156,8 @@ pub(crate) fn request_frame(
     let header = checked_len(len, max)?;
 
     let mut buf = BytesMut::with_capacity(1 + FRAME_HEADER_LEN + len);
-    buf.put_u8(kind);
-    buf.put_u32(header);
+    let [a, b, c, d] = header.to_be_bytes();
+    buf.put_slice(&[kind, a, b, c, d]);
     if !network.is_empty() {
         put_len_delimited_header(&mut buf, NETWORK, network.len());
         buf.put_slice(network.as_bytes());
@@ -440,6 +461,22 @@ mod tests {
             map.insert(TIMEOUT_KEY.into(), timeout_ms.to_string().into());
         }
         map
+    }
+
+    #[test]
+    fn field_headers_are_what_prost_encodes() {
+        use prost::encoding::{encode_key, encode_varint};
+        let lens = [0, 1, 127, 128, 300, 16_383, 16_384, u32::MAX as usize, usize::MAX];
+        for tag in [1, 15, 16, 2047, 2048, (1 << 29) - 1] {
+            for len in lens {
+                let mut ours = BytesMut::new();
+                put_len_delimited_header(&mut ours, tag, len);
+                let mut prost = BytesMut::new();
+                encode_key(tag, WireType::LengthDelimited, &mut prost);
+                encode_varint(len as u64, &mut prost);
+                assert_eq!(ours, prost, "tag {tag}, length {len}");
+            }
+        }
     }
 
     #[test]
