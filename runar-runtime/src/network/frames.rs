@@ -42,10 +42,15 @@ fn len_delimited_len(tag: u32, len: usize) -> usize {
 /// check, each).
 fn put_len_delimited_header(buf: &mut BytesMut, tag: u32, len: usize) {
     let mut header = [0u8; 20];
+    buf.put_slice(len_delimited_header(&mut header, tag, len));
+}
+
+/// A length-delimited field's key and length, written into `out`.
+fn len_delimited_header(out: &mut [u8; 20], tag: u32, len: usize) -> &[u8] {
     let key = (u64::from(tag) << 3) | WireType::LengthDelimited as u64;
-    let key_end = put_varint(&mut header, key);
-    let end = key_end + put_varint(header.get_mut(key_end..).unwrap_or_default(), len as u64);
-    buf.put_slice(header.get(..end).unwrap_or_default());
+    let key_end = put_varint(out, key);
+    let end = key_end + put_varint(out.get_mut(key_end..).unwrap_or_default(), len as u64);
+    out.get(..end).unwrap_or_default()
 }
 
 /// Writes `value` as a protobuf varint at the start of `out` (10 bytes hold any `u64`);
@@ -84,8 +89,14 @@ fn metadata_len(metadata: &Metadata) -> usize {
         .sum()
 }
 
-/// Writes one entry of the metadata map.
+/// Writes one entry of the metadata map: a small one (such as the `runar-timeout` of every
+/// request) gathered on the stack and written at once, a larger one part by part.
 fn put_entry(buf: &mut BytesMut, key: &[u8], value: &[u8]) {
+    let mut staged = [0u8; 64];
+    if let Some(len) = stage_entry(&mut staged, key, value) {
+        buf.put_slice(staged.get(..len).unwrap_or_default());
+        return;
+    }
     put_len_delimited_header(buf, METADATA, entry_len(key, value));
     if !key.is_empty() {
         put_len_delimited_header(buf, ENTRY_KEY, key.len());
@@ -95,6 +106,29 @@ fn put_entry(buf: &mut BytesMut, key: &[u8], value: &[u8]) {
         put_len_delimited_header(buf, ENTRY_VALUE, value.len());
         buf.put_slice(value);
     }
+}
+
+/// The bytes [`put_entry`] writes, written into `out`; `None` (and `out` partly written) when
+/// they do not fit.
+fn stage_entry(out: &mut [u8], key: &[u8], value: &[u8]) -> Option<usize> {
+    let mut at = 0usize;
+    let mut put = |part: &[u8]| -> Option<()> {
+        let end = at.checked_add(part.len())?;
+        out.get_mut(at..end)?.copy_from_slice(part);
+        at = end;
+        Some(())
+    };
+    let mut header = [0u8; 20];
+    put(len_delimited_header(&mut header, METADATA, entry_len(key, value)))?;
+    if !key.is_empty() {
+        put(len_delimited_header(&mut header, ENTRY_KEY, key.len()))?;
+        put(key)?;
+    }
+    if !value.is_empty() {
+        put(len_delimited_header(&mut header, ENTRY_VALUE, value.len()))?;
+        put(value)?;
+    }
+    Some(at)
 }
 
 /// Writes `metadata`'s entries.
@@ -193,6 +227,26 @@ pub(crate) fn response_frame(payload: &Value, max: usize) -> Result<Bytes, Trans
     payload.encode_into(&mut buf);
     debug_assert_eq!(buf.len(), FRAME_HEADER_LEN + len);
     Ok(buf.freeze())
+}
+
+/// Decodes a `Response` frame's body exactly as `wire::Response::decode` does. The usual
+/// answer, a body that is one `payload` field and nothing else, is taken as it is (a slice of
+/// the frame) without prost's generic field loop; anything else is prost's to decode.
+pub(crate) fn decode_response(body: Bytes) -> Result<crate::wire::Response, prost::DecodeError> {
+    use crate::wire::{Response, response};
+    const PAYLOAD_KEY: u8 = ((RESPONSE_PAYLOAD as u8) << 3) | WireType::LengthDelimited as u8;
+    if let Some((&PAYLOAD_KEY, mut rest)) = body.split_first() {
+        let spans_the_rest = prost::encoding::decode_varint(&mut rest)
+            .is_ok_and(|len| usize::try_from(len) == Ok(rest.len()));
+        // `rest` is a suffix of `body`: `start` is within it.
+        let start = body.len() - rest.len();
+        if spans_the_rest && start <= body.len() {
+            return Ok(Response {
+                result: Some(response::Result::Payload(body.slice(start..))),
+            });
+        }
+    }
+    prost::Message::decode(body)
 }
 
 /// Appends one frame holding
@@ -447,7 +501,10 @@ mod tests {
         let mut several = one.clone();
         several.insert("empty", "").unwrap();
         several.insert_bin("blob-bin", vec![0u8, 255, 7]).unwrap();
-        vec![Metadata::new(), one, several]
+        // Too long to be staged on the stack: written part by part.
+        let mut long = several.clone();
+        long.insert("long", "x".repeat(100)).unwrap();
+        vec![Metadata::new(), one, several, long]
     }
 
     /// The wire map of a request: the timeout entry, then the metadata's.
@@ -569,6 +626,40 @@ mod tests {
             };
             let expected = encode_frame(None, &message, 1 << 20).unwrap();
             assert_eq!(response_frame(&payload, 1 << 20).unwrap(), expected);
+        }
+    }
+
+    #[test]
+    fn responses_decode_as_prost_decodes_them() {
+        use prost::Message as _;
+        let error = wire::Response {
+            result: Some(wire::response::Result::Error(wire::ErrorStatus {
+                code: 5,
+                message: "gone".into(),
+            })),
+        }
+        .encode_to_vec();
+        let bodies: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![0x0a, 0],
+            vec![0x0a, 3, 1, 2, 3],
+            vec![0x0a, 0x80, 0x01],
+            // Shorter or longer than it says; a second payload; an unknown field after.
+            vec![0x0a, 4, 1, 2, 3],
+            vec![0x0a, 2, 1, 2, 3],
+            vec![0x0a, 1, 7, 0x0a, 1, 8],
+            vec![0x0a, 1, 7, 0x18, 1],
+            // A varint too long, a bad wire type for the key.
+            vec![0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+            vec![0x08, 1],
+            error.clone(),
+            [vec![0x0a, 1, 7], error].concat(),
+        ];
+        for body in bodies {
+            let ours = decode_response(Bytes::from(body.clone()));
+            let prost = wire::Response::decode(&body[..]);
+            assert_eq!(ours.is_ok(), prost.is_ok(), "{body:?}");
+            assert_eq!(ours.ok(), prost.ok(), "{body:?}");
         }
     }
 

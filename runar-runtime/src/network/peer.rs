@@ -19,7 +19,9 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc
 
 use super::TransportError;
 use super::budget::{Held, PeerBudget};
-use super::frames::{append_event_frame, decode_request, request_frame, response_frame};
+use super::frames::{
+    append_event_frame, decode_request, decode_response, request_frame, response_frame,
+};
 use super::framing::{FrameReader, encode_frame, read_body, read_frame, read_header};
 use super::interface::{
     EventSink, InboundEvent, InboundRequest, NodeHandler, OutboundEvent, PeerEventCounters,
@@ -405,7 +407,7 @@ impl Peer {
             }
             Err(e) => return Err(unreachable(&e)),
         };
-        let response = wire::Response::decode(frame).map_err(|e| {
+        let response = decode_response(frame).map_err(|e| {
             Error::internal(format!("peer {} sent a malformed response: {e}", self.id))
         })?;
         match response.result {
