@@ -208,7 +208,11 @@ pub fn request_frames(data: &[u8]) {
                 assert!(ours.is_err(), "prost refuses what decode_response accepts");
                 return;
             };
-            assert_eq!(ours.ok().as_ref(), Some(&response), "decode_response and prost differ");
+            assert_eq!(
+                ours.ok().as_ref(),
+                Some(&response),
+                "decode_response and prost differ"
+            );
             if let Some(wire::response::Result::Payload(bytes)) = &response.result {
                 let ours = response_frame(&Value::from_encoded(bytes.clone()), MAX);
                 let prost = encode_frame(None, &response, MAX);

@@ -119,7 +119,11 @@ fn stage_entry(out: &mut [u8], key: &[u8], value: &[u8]) -> Option<usize> {
         Some(())
     };
     let mut header = [0u8; 20];
-    put(len_delimited_header(&mut header, METADATA, entry_len(key, value)))?;
+    put(len_delimited_header(
+        &mut header,
+        METADATA,
+        entry_len(key, value),
+    ))?;
     if !key.is_empty() {
         put(len_delimited_header(&mut header, ENTRY_KEY, key.len()))?;
         put(key)?;
@@ -355,7 +359,8 @@ pub(crate) fn decode_request(mut buf: Bytes) -> Result<DecodedRequest, RequestDe
                 if key == TIMEOUT_KEY.as_bytes() {
                     timeout = Some(value);
                 } else if !key.starts_with(RESERVED_PREFIX.as_bytes()) {
-                    let key = std::str::from_utf8(&key).map_err(|_| RequestDecodeError::KeyNotUtf8)?;
+                    let key =
+                        std::str::from_utf8(&key).map_err(|_| RequestDecodeError::KeyNotUtf8)?;
                     request.metadata.push((key.to_owned(), value));
                 }
             }
@@ -523,7 +528,17 @@ mod tests {
     #[test]
     fn field_headers_are_what_prost_encodes() {
         use prost::encoding::{encode_key, encode_varint};
-        let lens = [0, 1, 127, 128, 300, 16_383, 16_384, u32::MAX as usize, usize::MAX];
+        let lens = [
+            0,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            u32::MAX as usize,
+            usize::MAX,
+        ];
         for tag in [1, 15, 16, 2047, 2048, (1 << 29) - 1] {
             for len in lens {
                 let mut ours = BytesMut::new();
@@ -650,7 +665,9 @@ mod tests {
             vec![0x0a, 1, 7, 0x0a, 1, 8],
             vec![0x0a, 1, 7, 0x18, 1],
             // A varint too long, a bad wire type for the key.
-            vec![0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+            vec![
+                0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+            ],
             vec![0x08, 1],
             error.clone(),
             [vec![0x0a, 1, 7], error].concat(),
