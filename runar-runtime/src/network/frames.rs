@@ -242,9 +242,8 @@ pub(crate) fn decode_response(body: Bytes) -> Result<crate::wire::Response, pros
     if let Some((&PAYLOAD_KEY, mut rest)) = body.split_first() {
         let spans_the_rest = prost::encoding::decode_varint(&mut rest)
             .is_ok_and(|len| usize::try_from(len) == Ok(rest.len()));
-        // `rest` is a suffix of `body`: `start` is within it.
-        let start = body.len() - rest.len();
-        if spans_the_rest && start <= body.len() {
+        // `rest` is a suffix of `body`: where it starts is within `body`.
+        if let (true, Some(start)) = (spans_the_rest, body.len().checked_sub(rest.len())) {
             return Ok(Response {
                 result: Some(response::Result::Payload(body.slice(start..))),
             });
