@@ -24,7 +24,7 @@ use crate::error::Error;
 use crate::identity::NodeId;
 use crate::metadata::{Metadata, TIMEOUT_KEY};
 use crate::network::frames::{
-    append_event_frame, check_decode_request, request_frame, response_frame,
+    append_event_frame, check_decode_request, decode_response, request_frame, response_frame,
 };
 use crate::network::framing::{ChunkSource, FrameReader, encode_frame};
 use crate::network::{EventSink, Offer, OutboundEvent, PeerLink, PeerOffer, TransportError};
@@ -203,9 +203,16 @@ pub fn request_frames(data: &[u8]) {
             check_concrete(&request.path, limits);
         }
         1 => {
+            let ours = decode_response(Bytes::copy_from_slice(message));
             let Ok(response) = wire::Response::decode(message) else {
+                assert!(ours.is_err(), "prost refuses what decode_response accepts");
                 return;
             };
+            assert_eq!(
+                ours.ok().as_ref(),
+                Some(&response),
+                "decode_response and prost differ"
+            );
             if let Some(wire::response::Result::Payload(bytes)) = &response.result {
                 let ours = response_frame(&Value::from_encoded(bytes.clone()), MAX);
                 let prost = encode_frame(None, &response, MAX);

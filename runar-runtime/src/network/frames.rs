@@ -9,7 +9,7 @@
 //! whose network and topic would otherwise be copied into `String`s for every event.
 
 use bytes::{BufMut as _, Bytes, BytesMut};
-use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+use prost::encoding::{WireType, encoded_len_varint, key_len};
 
 use super::error::TransportError;
 use super::framing::{FRAME_HEADER_LEN, checked_len};
@@ -37,9 +37,35 @@ fn len_delimited_len(tag: u32, len: usize) -> usize {
     key_len(tag) + encoded_len_varint(len as u64) + len
 }
 
+/// A length-delimited field's key and length, in one write: the same bytes as prost's
+/// `encode_key` and `encode_varint`, which write a byte at a time (a call, and a capacity
+/// check, each).
 fn put_len_delimited_header(buf: &mut BytesMut, tag: u32, len: usize) {
-    encode_key(tag, WireType::LengthDelimited, buf);
-    encode_varint(len as u64, buf);
+    let mut header = [0u8; 20];
+    buf.put_slice(len_delimited_header(&mut header, tag, len));
+}
+
+/// A length-delimited field's key and length, written into `out`.
+fn len_delimited_header(out: &mut [u8; 20], tag: u32, len: usize) -> &[u8] {
+    let key = (u64::from(tag) << 3) | WireType::LengthDelimited as u64;
+    let key_end = put_varint(out, key);
+    let end = key_end + put_varint(out.get_mut(key_end..).unwrap_or_default(), len as u64);
+    out.get(..end).unwrap_or_default()
+}
+
+/// Writes `value` as a protobuf varint at the start of `out` (10 bytes hold any `u64`);
+/// returns how many bytes it took.
+fn put_varint(out: &mut [u8], mut value: u64) -> usize {
+    for (written, slot) in out.iter_mut().enumerate() {
+        if value < 0x80 {
+            // Under 0x80: the cast cannot truncate.
+            *slot = value as u8;
+            return written + 1;
+        }
+        *slot = (value & 0x7f) as u8 | 0x80;
+        value >>= 7;
+    }
+    out.len()
 }
 
 /// The length of one map entry's message (an empty key or value is omitted, as prost does).
@@ -63,8 +89,14 @@ fn metadata_len(metadata: &Metadata) -> usize {
         .sum()
 }
 
-/// Writes one entry of the metadata map.
+/// Writes one entry of the metadata map: a small one (such as the `runar-timeout` of every
+/// request) gathered on the stack and written at once, a larger one part by part.
 fn put_entry(buf: &mut BytesMut, key: &[u8], value: &[u8]) {
+    let mut staged = [0u8; 64];
+    if let Some(len) = stage_entry(&mut staged, key, value) {
+        buf.put_slice(staged.get(..len).unwrap_or_default());
+        return;
+    }
     put_len_delimited_header(buf, METADATA, entry_len(key, value));
     if !key.is_empty() {
         put_len_delimited_header(buf, ENTRY_KEY, key.len());
@@ -74,6 +106,33 @@ fn put_entry(buf: &mut BytesMut, key: &[u8], value: &[u8]) {
         put_len_delimited_header(buf, ENTRY_VALUE, value.len());
         buf.put_slice(value);
     }
+}
+
+/// The bytes [`put_entry`] writes, written into `out`; `None` (and `out` partly written) when
+/// they do not fit.
+fn stage_entry(out: &mut [u8], key: &[u8], value: &[u8]) -> Option<usize> {
+    let mut at = 0usize;
+    let mut put = |part: &[u8]| -> Option<()> {
+        let end = at.checked_add(part.len())?;
+        out.get_mut(at..end)?.copy_from_slice(part);
+        at = end;
+        Some(())
+    };
+    let mut header = [0u8; 20];
+    put(len_delimited_header(
+        &mut header,
+        METADATA,
+        entry_len(key, value),
+    ))?;
+    if !key.is_empty() {
+        put(len_delimited_header(&mut header, ENTRY_KEY, key.len()))?;
+        put(key)?;
+    }
+    if !value.is_empty() {
+        put(len_delimited_header(&mut header, ENTRY_VALUE, value.len()))?;
+        put(value)?;
+    }
+    Some(at)
 }
 
 /// Writes `metadata`'s entries.
@@ -135,8 +194,8 @@ pub(crate) fn request_frame(
     let header = checked_len(len, max)?;
 
     let mut buf = BytesMut::with_capacity(1 + FRAME_HEADER_LEN + len);
-    buf.put_u8(kind);
-    buf.put_u32(header);
+    let [a, b, c, d] = header.to_be_bytes();
+    buf.put_slice(&[kind, a, b, c, d]);
     if !network.is_empty() {
         put_len_delimited_header(&mut buf, NETWORK, network.len());
         buf.put_slice(network.as_bytes());
@@ -172,6 +231,25 @@ pub(crate) fn response_frame(payload: &Value, max: usize) -> Result<Bytes, Trans
     payload.encode_into(&mut buf);
     debug_assert_eq!(buf.len(), FRAME_HEADER_LEN + len);
     Ok(buf.freeze())
+}
+
+/// Decodes a `Response` frame's body exactly as `wire::Response::decode` does. The usual
+/// answer, a body that is one `payload` field and nothing else, is taken as it is (a slice of
+/// the frame) without prost's generic field loop; anything else is prost's to decode.
+pub(crate) fn decode_response(body: Bytes) -> Result<crate::wire::Response, prost::DecodeError> {
+    use crate::wire::{Response, response};
+    const PAYLOAD_KEY: u8 = ((RESPONSE_PAYLOAD as u8) << 3) | WireType::LengthDelimited as u8;
+    if let Some((&PAYLOAD_KEY, mut rest)) = body.split_first() {
+        let spans_the_rest = prost::encoding::decode_varint(&mut rest)
+            .is_ok_and(|len| usize::try_from(len) == Ok(rest.len()));
+        // `rest` is a suffix of `body`: where it starts is within `body`.
+        if let (true, Some(start)) = (spans_the_rest, body.len().checked_sub(rest.len())) {
+            return Ok(Response {
+                result: Some(response::Result::Payload(body.slice(start..))),
+            });
+        }
+    }
+    prost::Message::decode(body)
 }
 
 /// Appends one frame holding
@@ -254,6 +332,9 @@ pub(crate) enum RequestDecodeError {
     /// The `runar-timeout` entry is not a decimal number of milliseconds.
     #[error("malformed `{TIMEOUT_KEY}`: expected milliseconds in decimal")]
     Timeout,
+    /// A metadata entry's key is not UTF-8 (where prost says "invalid string value").
+    #[error("malformed request: a metadata key is not UTF-8")]
+    KeyNotUtf8,
 }
 
 /// Decodes a `Request` frame's body (see [`DecodedRequest`]); fails exactly where
@@ -271,11 +352,15 @@ pub(crate) fn decode_request(mut buf: Bytes) -> Result<DecodedRequest, RequestDe
             PAYLOAD => bytes::merge(wire_type, &mut request.payload, &mut buf, ctx)?,
             PAYLOAD_TYPE => string::merge(wire_type, &mut request.payload_type, &mut buf, ctx)?,
             METADATA => {
+                // The key stays in the frame's buffer: only an entry the node keeps is copied
+                // into a `String` (the `runar-timeout` most requests carry is not).
                 let (key, value) = decode_entry(&mut buf)?;
-                if key == TIMEOUT_KEY {
+                if key == TIMEOUT_KEY.as_bytes() {
                     timeout = Some(value);
-                } else if !key.starts_with(RESERVED_PREFIX) {
-                    request.metadata.push((key, value));
+                } else if !key.starts_with(RESERVED_PREFIX.as_bytes()) {
+                    let key =
+                        std::str::from_utf8(&key).map_err(|_| RequestDecodeError::KeyNotUtf8)?;
+                    request.metadata.push((key.to_owned(), value));
                 }
             }
             _ => skip_field(wire_type, tag, &mut buf, ctx)?,
@@ -292,10 +377,12 @@ pub(crate) fn decode_request(mut buf: Bytes) -> Result<DecodedRequest, RequestDe
 ///
 /// Like prost, it reads the entry as length-delimited whatever wire type its key said, and
 /// checks every occurrence of the key for UTF-8, not only the last (the request_frames fuzz
-/// target found both differences).
-fn decode_entry(buf: &mut Bytes) -> Result<(String, Bytes), prost::DecodeError> {
-    use prost::encoding::{DecodeContext, bytes, decode_key, merge_loop, skip_field, string};
-    let mut entry = (String::new(), Bytes::new());
+/// target found both differences). The key is returned as the frame's bytes (checked to be
+/// UTF-8), not copied into a `String`.
+fn decode_entry(buf: &mut Bytes) -> Result<(Bytes, Bytes), RequestDecodeError> {
+    use prost::encoding::{DecodeContext, bytes, decode_key, merge_loop, skip_field};
+    let mut entry = (Bytes::new(), Bytes::new());
+    let mut utf8 = true;
     merge_loop(
         &mut entry,
         buf,
@@ -303,12 +390,20 @@ fn decode_entry(buf: &mut Bytes) -> Result<(String, Bytes), prost::DecodeError> 
         |(key, value), buf, ctx| {
             let (tag, wire_type) = decode_key(buf)?;
             match tag {
-                ENTRY_KEY => string::merge(wire_type, key, buf, ctx),
+                ENTRY_KEY => {
+                    bytes::merge(wire_type, key, buf, ctx)?;
+                    // As prost's `string::merge`: each occurrence must be UTF-8.
+                    utf8 &= std::str::from_utf8(key).is_ok();
+                    Ok(())
+                }
                 ENTRY_VALUE => bytes::merge(wire_type, value, buf, ctx),
                 _ => skip_field(wire_type, tag, buf, ctx),
             }
         },
     )?;
+    if !utf8 {
+        return Err(RequestDecodeError::KeyNotUtf8);
+    }
     Ok(entry)
 }
 
@@ -410,7 +505,10 @@ mod tests {
         let mut several = one.clone();
         several.insert("empty", "").unwrap();
         several.insert_bin("blob-bin", vec![0u8, 255, 7]).unwrap();
-        vec![Metadata::new(), one, several]
+        // Too long to be staged on the stack: written part by part.
+        let mut long = several.clone();
+        long.insert("long", "x".repeat(100)).unwrap();
+        vec![Metadata::new(), one, several, long]
     }
 
     /// The wire map of a request: the timeout entry, then the metadata's.
@@ -424,6 +522,32 @@ mod tests {
             map.insert(TIMEOUT_KEY.into(), timeout_ms.to_string().into());
         }
         map
+    }
+
+    #[test]
+    fn field_headers_are_what_prost_encodes() {
+        use prost::encoding::{encode_key, encode_varint};
+        let lens = [
+            0,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            u32::MAX as usize,
+            usize::MAX,
+        ];
+        for tag in [1, 15, 16, 2047, 2048, (1 << 29) - 1] {
+            for len in lens {
+                let mut ours = BytesMut::new();
+                put_len_delimited_header(&mut ours, tag, len);
+                let mut prost = BytesMut::new();
+                encode_key(tag, WireType::LengthDelimited, &mut prost);
+                encode_varint(len as u64, &mut prost);
+                assert_eq!(ours, prost, "tag {tag}, length {len}");
+            }
+        }
     }
 
     #[test]
@@ -516,6 +640,42 @@ mod tests {
             };
             let expected = encode_frame(None, &message, 1 << 20).unwrap();
             assert_eq!(response_frame(&payload, 1 << 20).unwrap(), expected);
+        }
+    }
+
+    #[test]
+    fn responses_decode_as_prost_decodes_them() {
+        use prost::Message as _;
+        let error = wire::Response {
+            result: Some(wire::response::Result::Error(wire::ErrorStatus {
+                code: 5,
+                message: "gone".into(),
+            })),
+        }
+        .encode_to_vec();
+        let bodies: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![0x0a, 0],
+            vec![0x0a, 3, 1, 2, 3],
+            vec![0x0a, 0x80, 0x01],
+            // Shorter or longer than it says; a second payload; an unknown field after.
+            vec![0x0a, 4, 1, 2, 3],
+            vec![0x0a, 2, 1, 2, 3],
+            vec![0x0a, 1, 7, 0x0a, 1, 8],
+            vec![0x0a, 1, 7, 0x18, 1],
+            // A varint too long, a bad wire type for the key.
+            vec![
+                0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+            ],
+            vec![0x08, 1],
+            error.clone(),
+            [vec![0x0a, 1, 7], error].concat(),
+        ];
+        for body in bodies {
+            let ours = decode_response(Bytes::from(body.clone()));
+            let prost = wire::Response::decode(&body[..]);
+            assert_eq!(ours.is_ok(), prost.is_ok(), "{body:?}");
+            assert_eq!(ours.ok(), prost.ok(), "{body:?}");
         }
     }
 

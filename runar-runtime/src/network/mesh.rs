@@ -1008,10 +1008,13 @@ impl<H: NodeHandler> Mesh<H> {
                 let node = self.node.clone();
                 let open = credit.opened(&peer.connection);
                 let served = serve_bi(node, peer.clone(), send, recv, streams.clone());
-                tokio::spawn(async move {
+                // Boxed: the task of a request stream is large (reading, serving, writing),
+                // and tokio copies a task's future whole several times (at the spawn, into
+                // its cell, at each stage); boxed, each copy is of a pointer.
+                tokio::spawn(Box::pin(async move {
                     served.await;
                     drop(open);
-                });
+                }));
             }
         };
         let events = async {

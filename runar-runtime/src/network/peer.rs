@@ -19,7 +19,9 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc
 
 use super::TransportError;
 use super::budget::{Held, PeerBudget};
-use super::frames::{append_event_frame, decode_request, request_frame, response_frame};
+use super::frames::{
+    append_event_frame, decode_request, decode_response, request_frame, response_frame,
+};
 use super::framing::{FrameReader, encode_frame, read_body, read_frame, read_header};
 use super::interface::{
     EventSink, InboundEvent, InboundRequest, NodeHandler, OutboundEvent, PeerEventCounters,
@@ -405,7 +407,7 @@ impl Peer {
             }
             Err(e) => return Err(unreachable(&e)),
         };
-        let response = wire::Response::decode(frame).map_err(|e| {
+        let response = decode_response(frame).map_err(|e| {
             Error::internal(format!("peer {} sent a malformed response: {e}", self.id))
         })?;
         match response.result {
@@ -586,9 +588,9 @@ async fn run_request<H: NodeHandler>(
     send: &mut SendStream,
 ) -> Option<Result<Value>> {
     let peer = request.from;
-    // Boxed: the node's side of a request is a large future, and inline it would make the task
-    // spawned for every request stream large, copied whole when it is spawned.
-    let mut serving = Box::pin(node.serve(request));
+    // Inline: the task of a request stream is boxed when spawned (`Mesh::accept_streams`), so
+    // its size is copied once, and the node's side needs no allocation of its own.
+    let mut serving = std::pin::pin!(node.serve(request));
     // Most handlers answer on their first poll: only watch for the caller giving up (which
     // takes the connection's lock and a waker registration) when one does not.
     match futures::poll!(serving.as_mut()) {

@@ -68,11 +68,12 @@ pub(crate) fn client_span(
     peer: NodeId,
     metadata: &Metadata,
 ) -> (Span, Option<Metadata>) {
-    let (service, method) = service_and_method(path);
+    // The fields are evaluated only for an enabled span: a call without a subscriber does not
+    // split its path.
     let span = tracing::info_span!(
         "rpc.client",
-        rpc.service = service,
-        rpc.method = method,
+        rpc.service = service_and_method(path).0,
+        rpc.method = service_and_method(path).1,
         peer = %peer,
         trace_id = Empty,
         span_id = Empty,
@@ -101,11 +102,12 @@ pub(crate) fn client_span(
 /// The span a request from `peer` is served in: a child (by W3C ids) of the caller's span
 /// named in its `traceparent`.
 pub(crate) fn server_span(path: &str, peer: NodeId, metadata: &Metadata) -> Span {
-    let (service, method) = service_and_method(path);
+    // The fields are evaluated only for an enabled span: a call without a subscriber does not
+    // split its path.
     let span = tracing::info_span!(
         "rpc.server",
-        rpc.service = service,
-        rpc.method = method,
+        rpc.service = service_and_method(path).0,
+        rpc.method = service_and_method(path).1,
         peer = %peer,
         trace_id = Empty,
         span_id = Empty,

@@ -154,10 +154,10 @@ impl Value {
                     }
                 } else {
                     let from = m.type_name();
-                    decode_as::<T>(&encode_erased(m.as_ref()), Some(from))
+                    decode_as::<T>(encode_erased(m.as_ref()), Some(from))
                 }
             }
-            Repr::Encoded(bytes) => decode_as::<T>(&bytes, None),
+            Repr::Encoded(bytes) => decode_as::<T>(bytes, None),
         }
     }
 
@@ -166,9 +166,9 @@ impl Value {
         match &self.repr {
             Repr::Typed(m) => match m.as_any().downcast_ref::<T>() {
                 Some(t) => Ok(t.clone()),
-                None => decode_as::<T>(&encode_erased(m.as_ref()), Some(m.type_name())),
+                None => decode_as::<T>(encode_erased(m.as_ref()), Some(m.type_name())),
             },
-            Repr::Encoded(bytes) => decode_as::<T>(bytes, None),
+            Repr::Encoded(bytes) => decode_as::<T>(bytes.clone(), None),
         }
     }
 
@@ -223,7 +223,10 @@ fn encode_erased(message: &dyn ErasedPayload) -> Bytes {
     buf.freeze()
 }
 
-fn decode_as<T: Payload>(bytes: &[u8], from: Option<&'static str>) -> Result<T> {
+/// Decodes `bytes` as a `T`; an error names the target type (and `from`, a message converted).
+/// Decoded from `Bytes` (not a slice), a `bytes` field that prost keeps as `Bytes` shares the
+/// encoding's buffer instead of being copied into a buffer of its own.
+fn decode_as<T: Payload>(bytes: impl bytes::Buf, from: Option<&'static str>) -> Result<T> {
     T::decode(bytes).map_err(|e| {
         let target = std::any::type_name::<T>();
         match from {
