@@ -15,5 +15,8 @@ pub use crate::node::service::{
     LifecycleContext, RequestContext, Streaming, action_handler, event_handler, stream_once,
 };
 pub use crate::node::{Node, PublishOptions, RequestOptions, SubscribeOptions, SubscriptionId};
+pub use crate::seal::{Sealed, SealedField, SealedValue};
 pub use crate::value::{Payload, Value};
+/// Implements `SealedValue` for a message type a labelled field holds.
+pub use crate::__sealed_message as sealed_message;
 pub use futures::Stream;
