@@ -16,7 +16,7 @@
 mod envelope;
 mod keys;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -366,30 +366,35 @@ pub(crate) struct NodeSeal {
 thread_local! {
     /// The message id of the encode in progress (every envelope of one message shares it).
     static ENCODING_ID: Cell<Option<[u8; MESSAGE_ID_LEN]>> = const { Cell::new(None) };
-    /// The message id of the first envelope of the decode in progress.
-    static DECODING_ID: Cell<Option<[u8; MESSAGE_ID_LEN]>> = const { Cell::new(None) };
+    /// The message id of each sender's first envelope in the decode in progress (a relay's
+    /// own envelopes sit beside those it passes on, each sender's with its own id).
+    static DECODING_IDS: RefCell<Vec<(NodeId, [u8; MESSAGE_ID_LEN])>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Opens `bytes` (a field's envelope) in the current scope: the plaintext, or `None` when this
 /// node cannot open it (no scope, no key, redacted, unknown sender).
 fn open_envelope(site: &Site<'_>, bytes: &[u8]) -> Result<Option<Vec<u8>>, EnvelopeError> {
-    let envelope = Envelope::parse(bytes)?;
-    if envelope.label != site.label {
-        return Err(EnvelopeError::DoesNotOpen);
-    }
-    let Some(scope) = scope::current() else {
-        return Ok(None);
-    };
-    let Some(seal) = scope.as_any().downcast_ref::<NodeSeal>() else {
-        return Ok(None);
-    };
-    let result = seal.open(site, &envelope);
-    match &result {
-        Ok(Some(_)) => count(&seal.counters.opened),
-        Ok(None) => count(&seal.counters.kept_sealed),
-        Err(e) => {
-            count(&seal.counters.refused);
-            warn_limited!(message = site.message, field = site.field, "sealed field refused: {e}");
+    let scope = scope::current();
+    let seal = scope
+        .as_ref()
+        .and_then(|s| s.as_any().downcast_ref::<NodeSeal>());
+    let result = Envelope::parse(bytes).and_then(|envelope| {
+        if envelope.label != site.label {
+            return Err(EnvelopeError::DoesNotOpen);
+        }
+        match seal {
+            Some(seal) => seal.open(site, &envelope),
+            None => Ok(None),
+        }
+    });
+    if let Some(seal) = seal {
+        match &result {
+            Ok(Some(_)) => count(&seal.counters.opened),
+            Ok(None) => count(&seal.counters.kept_sealed),
+            Err(e) => {
+                count(&seal.counters.refused);
+                warn_limited!(message = site.message, field = site.field, "sealed field refused: {e}");
+            }
         }
     }
     result
@@ -450,12 +455,15 @@ impl NodeSeal {
         if !envelope.sealed {
             return Ok(None);
         }
-        // Every envelope of one message carries the same message id.
-        let mixed = DECODING_ID.with(|id| match id.get() {
-            Some(first) => first != envelope.message_id,
-            None => {
-                id.set(Some(envelope.message_id));
-                false
+        // Every envelope one sender sealed in one message carries the same message id.
+        let mixed = DECODING_IDS.with(|ids| {
+            let mut ids = ids.borrow_mut();
+            match ids.iter().find(|(sender, _)| *sender == envelope.sender) {
+                Some((_, first)) => *first != envelope.message_id,
+                None => {
+                    ids.push((envelope.sender, envelope.message_id));
+                    false
+                }
             }
         });
         if mixed {
@@ -484,7 +492,7 @@ impl Scope for NodeSeal {
 
     fn enter(&self) {
         ENCODING_ID.with(|id| id.set(None));
-        DECODING_ID.with(|id| id.set(None));
+        DECODING_IDS.with(|ids| ids.borrow_mut().clear());
     }
 }
 
@@ -511,3 +519,6 @@ fn random_id() -> [u8; MESSAGE_ID_LEN] {
     }
     id
 }
+
+#[cfg(test)]
+mod tests;
