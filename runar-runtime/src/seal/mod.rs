@@ -316,6 +316,17 @@ impl<T: PartialEq, F> PartialEq for Sealed<T, F> {
     }
 }
 
+impl<T: Eq, F> Eq for Sealed<T, F> {}
+
+impl<T: std::hash::Hash, F> std::hash::Hash for Sealed<T, F> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match &self.state {
+            State::Open(value) => value.hash(state),
+            State::Sealed(bytes) => bytes.hash(state),
+        }
+    }
+}
+
 impl<T: fmt::Debug, F: SealedField> fmt::Debug for Sealed<T, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.state {

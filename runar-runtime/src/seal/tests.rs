@@ -395,3 +395,38 @@ fn unlabelled_messages_are_untouched() {
     assert_eq!(plain.to_bytes(), scoped.to_bytes());
     assert_eq!(w.a.stats(), SealStats::default());
 }
+
+/// Prints what sealing costs: `cargo test -p runar-runtime --lib seal::tests::cost -- --ignored
+/// --nocapture` (dependencies, hpke included, are optimized even in test builds).
+#[test]
+#[ignore = "a measurement, not a check"]
+fn cost() {
+    fn per_op(n: u32, mut f: impl FnMut()) -> Duration {
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        start.elapsed() / n
+    }
+    let w = world(DEFAULT_RETENTION);
+    let plain = Value::new(String::from("an unlabelled payload of some bytes"));
+    let scoped = plain.clone().scoped(scope(&w.a));
+    let n = 200_000;
+    let unscoped_encode = per_op(n, || drop(black_box(&plain).to_bytes()));
+    let scoped_encode = per_op(n, || drop(black_box(&scoped).to_bytes()));
+    let sealed = send(&w.a, record());
+    let m = 2_000;
+    let seal_two = per_op(m, || drop(send(&w.a, record())));
+    let open_two = per_op(m, || drop(receive::<Record>(&w.c, &sealed).unwrap()));
+    let unopened = per_op(m, || drop(receive::<Record>(&w.b, &sealed).unwrap()));
+    eprintln!(
+        "unlabelled encode: {unscoped_encode:?} plain, {scoped_encode:?} with a seal scope; \
+         record with 2 labelled fields: seal {seal_two:?}, open both {open_two:?}, \
+         open one (other kept sealed) {unopened:?}; sealed record {} bytes",
+        sealed.len()
+    );
+}
+
+fn black_box<T>(v: T) -> T {
+    std::hint::black_box(v)
+}
