@@ -157,7 +157,10 @@ async fn each_node_opens_only_the_labels_it_holds() {
 
     // Two responses, two fields each.
     assert_eq!(m.a.seal_stats().sealed, 4);
-    assert_eq!((m.b.seal_stats().opened, m.b.seal_stats().kept_sealed), (1, 1));
+    assert_eq!(
+        (m.b.seal_stats().opened, m.b.seal_stats().kept_sealed),
+        (1, 1)
+    );
     assert_eq!(m.c.seal_stats().opened, 2);
 }
 
@@ -190,7 +193,9 @@ async fn published_records_are_sealed_per_label() {
         loop {
             assert!(tokio::time::Instant::now() < deadline, "no event delivered");
             m.a.publish("records/changed", record()).await.unwrap();
-            if let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await {
+            if let Ok(Some(event)) =
+                tokio::time::timeout(Duration::from_millis(50), rx.recv()).await
+            {
                 got.push(event);
                 break;
             }

@@ -121,7 +121,10 @@ pub(crate) fn rewrite(out_dir: &Path, fields: &[Labelled]) -> Result<(), Error> 
         let path = out_dir.join(format!("{name}.rs"));
         let source = std::fs::read_to_string(&path)?;
         let mut file = syn::parse_file(&source).map_err(|e| {
-            std::io::Error::other(format!("cannot parse prost's output {}: {e}", path.display()))
+            std::io::Error::other(format!(
+                "cannot parse prost's output {}: {e}",
+                path.display()
+            ))
         })?;
         let mut markers = Vec::new();
         let mut sealed_messages = HashSet::new();

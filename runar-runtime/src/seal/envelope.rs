@@ -5,7 +5,7 @@ use hpke::aead::ChaCha20Poly1305;
 use hpke::kdf::HkdfSha256;
 use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
 
-use super::keys::{KEY_ID_LEN, KEY_LEN, KeyId, KeyPair, Kem, PublicKey};
+use super::keys::{KEY_ID_LEN, KEY_LEN, Kem, KeyId, KeyPair, PublicKey};
 use crate::identity::NodeId;
 
 /// The envelope format's version.
@@ -170,9 +170,14 @@ fn aad(
     let message = site.message.as_bytes();
     let message = message.get(..usize::from(u16::MAX)).unwrap_or(message);
     let label = label_bytes(site.label);
-    let mut aad = Vec::with_capacity(AAD_PREFIX.len() + 2 + message.len() + 4 + 1 + label.len() + 44);
+    let mut aad =
+        Vec::with_capacity(AAD_PREFIX.len() + 2 + message.len() + 4 + 1 + label.len() + 44);
     aad.extend_from_slice(AAD_PREFIX);
-    aad.extend_from_slice(&u16::try_from(message.len()).unwrap_or(u16::MAX).to_be_bytes());
+    aad.extend_from_slice(
+        &u16::try_from(message.len())
+            .unwrap_or(u16::MAX)
+            .to_be_bytes(),
+    );
     aad.extend_from_slice(message);
     aad.extend_from_slice(&site.field.to_be_bytes());
     aad.push(u8::try_from(label.len()).unwrap_or(u8::MAX));

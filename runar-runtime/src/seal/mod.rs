@@ -99,30 +99,6 @@ sealed_scalar!(
     f64 => double,
 );
 
-/// Implements [`SealedValue`] for a prost message type, so a labelled field can hold it.
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __sealed_message {
-    ($ty:ty) => {
-        impl $crate::codegen::SealedValue for $ty {
-            fn encode_field(&self, tag: u32, buf: &mut impl $crate::codegen::prost::bytes::BufMut) {
-                $crate::codegen::prost::encoding::message::encode(tag, self, buf);
-            }
-            fn merge_field(
-                &mut self,
-                wire_type: $crate::codegen::prost::encoding::WireType,
-                buf: &mut impl $crate::codegen::prost::bytes::Buf,
-                ctx: $crate::codegen::prost::encoding::DecodeContext,
-            ) -> ::core::result::Result<(), $crate::codegen::prost::DecodeError> {
-                $crate::codegen::prost::encoding::message::merge(wire_type, self, buf, ctx)
-            }
-            fn field_len(&self, tag: u32) -> usize {
-                $crate::codegen::prost::encoding::message::encoded_len(tag, self)
-            }
-        }
-    };
-}
-
 /// A labelled field: open (the value) in memory, or sealed (an envelope this node cannot open).
 ///
 /// Generated messages hold it as `Option<Sealed<T, F>>` (`None`: the field is unset). Build one
@@ -218,7 +194,10 @@ impl<T: SealedValue, F: SealedField> Sealed<T, F> {
                 };
                 let mut envelope = Vec::new();
                 let scope = scope::current();
-                match scope.as_ref().and_then(|s| s.as_any().downcast_ref::<NodeSeal>()) {
+                match scope
+                    .as_ref()
+                    .and_then(|s| s.as_any().downcast_ref::<NodeSeal>())
+                {
                     Some(seal) => seal.seal(&site, &plaintext, &mut envelope),
                     None => envelope::redacted(F::LABEL, plaintext.len(), &mut envelope),
                 }
@@ -272,16 +251,17 @@ impl<T: SealedValue, F: SealedField> Sealed<T, F> {
             field: tag,
             label: F::LABEL,
         };
-        let opened = open_envelope(&site, &bytes).map_err(|e| {
-            decode_error(format!("field {tag} of {}: {e}", F::MESSAGE))
-        })?;
+        let opened = open_envelope(&site, &bytes)
+            .map_err(|e| decode_error(format!("field {tag} of {}: {e}", F::MESSAGE)))?;
         *field = Some(match opened {
             Some(plaintext) => {
                 let mut value = T::default();
                 let mut pt = plaintext.as_slice();
                 let (key_tag, key_wire) = prost::encoding::decode_key(&mut pt)?;
                 if key_tag != tag {
-                    return Err(decode_error("a sealed field's plaintext names another field"));
+                    return Err(decode_error(
+                        "a sealed field's plaintext names another field",
+                    ));
                 }
                 value.merge_field(key_wire, &mut pt, ctx)?;
                 Sealed::new(value)
@@ -404,7 +384,11 @@ fn open_envelope(site: &Site<'_>, bytes: &[u8]) -> Result<Option<Vec<u8>>, Envel
             Ok(None) => count(&seal.counters.kept_sealed),
             Err(e) => {
                 count(&seal.counters.refused);
-                warn_limited!(message = site.message, field = site.field, "sealed field refused: {e}");
+                warn_limited!(
+                    message = site.message,
+                    field = site.field,
+                    "sealed field refused: {e}"
+                );
             }
         }
     }

@@ -109,8 +109,16 @@ fn world(retention: Duration) -> World {
     c_ring.trust_node(node_id(1), a_key.public());
     World {
         a: Arc::new(NodeSeal::new(node_id(1), a_key, a_ring.clone())),
-        b: Arc::new(NodeSeal::new(node_id(2), KeyPair::generate(), b_ring.clone())),
-        c: Arc::new(NodeSeal::new(node_id(3), KeyPair::generate(), c_ring.clone())),
+        b: Arc::new(NodeSeal::new(
+            node_id(2),
+            KeyPair::generate(),
+            b_ring.clone(),
+        )),
+        c: Arc::new(NodeSeal::new(
+            node_id(3),
+            KeyPair::generate(),
+            c_ring.clone(),
+        )),
         user,
         system,
         a_ring,
@@ -221,7 +229,10 @@ fn a_relay_sends_what_it_cannot_open_on_unchanged() {
 fn local_conversions_and_moves_encrypt_nothing() {
     let w = world(DEFAULT_RETENTION);
     // Moved out as it is: no encode at all.
-    let moved: Record = Value::new(record()).scoped(scope(&w.a)).into_typed().unwrap();
+    let moved: Record = Value::new(record())
+        .scoped(scope(&w.a))
+        .into_typed()
+        .unwrap();
     assert_eq!(moved.name.unwrap().open().unwrap(), "Ada");
     // Another Rust type of the same schema: encoded and decoded locally, in clear.
     let twin: RecordTwin = Value::new(record()).into_typed().unwrap();
@@ -345,7 +356,10 @@ fn rotation_keeps_old_epochs_open_until_the_retention_ends() {
         if at_c.name.unwrap().is_sealed() {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "epoch 1 never expired");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "epoch 1 never expired"
+        );
         std::thread::yield_now();
     }
     let at_c: Record = receive(&w.c, &new).unwrap();
@@ -378,11 +392,19 @@ fn a_revoked_key_opens_nothing_new_or_old() {
 fn an_envelope_from_an_unknown_or_impostor_sender_does_not_open() {
     let w = world(DEFAULT_RETENTION);
     // A node C does not know seals with a key of its own: kept sealed.
-    let stranger = Arc::new(NodeSeal::new(node_id(9), KeyPair::generate(), w.a_ring.clone()));
+    let stranger = Arc::new(NodeSeal::new(
+        node_id(9),
+        KeyPair::generate(),
+        w.a_ring.clone(),
+    ));
     let at_c: Record = receive(&w.c, &send(&stranger, record())).unwrap();
     assert!(at_c.name.unwrap().is_sealed());
     // A node claiming to be A, with another key: refused.
-    let impostor = Arc::new(NodeSeal::new(node_id(1), KeyPair::generate(), w.a_ring.clone()));
+    let impostor = Arc::new(NodeSeal::new(
+        node_id(1),
+        KeyPair::generate(),
+        w.a_ring.clone(),
+    ));
     let err = receive::<Record>(&w.c, &send(&impostor, record())).unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 }

@@ -90,7 +90,14 @@ async fn generated_labelled_fields_open_only_where_their_keys_are() {
     assert_eq!(r.id, "r1");
     assert_eq!(*r.balance.as_ref().unwrap().open().unwrap(), 42);
     assert_eq!(
-        r.inner.as_ref().unwrap().secret.as_ref().unwrap().open().unwrap(),
+        r.inner
+            .as_ref()
+            .unwrap()
+            .secret
+            .as_ref()
+            .unwrap()
+            .open()
+            .unwrap(),
         &vec![1, 2, 3]
     );
     assert_eq!(r.inner.as_ref().unwrap().plain, 7);
@@ -104,7 +111,10 @@ async fn generated_labelled_fields_open_only_where_their_keys_are() {
     assert_eq!(*counter.n.unwrap().open().unwrap(), 5);
 
     let at_c = VaultClient::new(c.clone()).with_wait_for_ready(true);
-    assert_eq!(at_c.get(GetRequest::default()).await.unwrap(), full_record());
+    assert_eq!(
+        at_c.get(GetRequest::default()).await.unwrap(),
+        full_record()
+    );
 
     // Events: C subscribes through the generated client, A publishes through its own.
     let (tx, mut rx) = mpsc::unbounded_channel();
