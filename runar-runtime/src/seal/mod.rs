@@ -233,6 +233,25 @@ impl<T: SealedValue, F: SealedField> Sealed<T, F> {
         ctx: DecodeContext,
     ) -> Result<(), DecodeError> {
         if scope::is_local() {
+            // Inside one node: open values went out in clear, sealed ones as their envelopes.
+            // Only a length-delimited field can be either; it is an envelope when it parses as
+            // one of this field's label.
+            let mut framed = None;
+            if wire_type == WireType::LengthDelimited {
+                let mut bytes = Bytes::new();
+                prost::encoding::bytes::merge(wire_type, &mut bytes, buf, ctx.clone())?;
+                if Envelope::parse(&bytes).is_ok_and(|e| e.label == F::LABEL) {
+                    *field = Some(Sealed {
+                        state: State::Sealed(bytes),
+                        field: PhantomData,
+                    });
+                    return Ok(());
+                }
+                let mut with_len = Vec::with_capacity(bytes.len().saturating_add(10));
+                prost::encoding::encode_varint(bytes.len() as u64, &mut with_len);
+                with_len.extend_from_slice(&bytes);
+                framed = Some(with_len);
+            }
             let mut value = match field.take() {
                 Some(Sealed {
                     state: State::Open(value),
@@ -240,7 +259,10 @@ impl<T: SealedValue, F: SealedField> Sealed<T, F> {
                 }) => value,
                 _ => T::default(),
             };
-            value.merge_field(wire_type, buf, ctx)?;
+            match framed {
+                Some(framed) => value.merge_field(wire_type, &mut framed.as_slice(), ctx)?,
+                None => value.merge_field(wire_type, buf, ctx)?,
+            }
             *field = Some(Sealed::new(value));
             return Ok(());
         }

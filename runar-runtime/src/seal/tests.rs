@@ -242,6 +242,21 @@ fn local_conversions_and_moves_encrypt_nothing() {
 }
 
 #[test]
+fn a_local_conversion_keeps_sealed_fields_sealed() {
+    let w = world(DEFAULT_RETENTION);
+    let at_b: Record = receive(&w.b, &send(&w.a, record())).unwrap();
+    // B converts the record to another Rust type of the schema: `user` stays sealed (and
+    // still opens at C), `system` stays open.
+    let twin: RecordTwin = Value::new(at_b).into_typed().unwrap();
+    assert!(twin.name.as_ref().unwrap().is_sealed());
+    assert_eq!(*twin.balance.as_ref().unwrap().open().unwrap(), 42);
+    w.c_ring.trust_node(node_id(2), w.b.key.public());
+    let at_c: Record = receive(&w.c, &send(&w.b, twin)).unwrap();
+    assert_eq!(at_c.name.unwrap().open().unwrap(), "Ada");
+    assert_eq!(*at_c.balance.unwrap().open().unwrap(), 42);
+}
+
+#[test]
 fn without_a_scope_labelled_fields_leave_redacted() {
     let w = world(DEFAULT_RETENTION);
     let bytes = Value::new(record()).to_bytes();
