@@ -16,6 +16,7 @@ LAYERS=(
   "value metadata"    # Value: typed in memory or encoded; request and event metadata
   "routing"           # TopicPath, PathTrie
   "identity"          # NodeId, NodeKeypair
+  "seal"              # sealed fields: envelopes, label keys, KeyResolver; knows values and node ids
   "policy"            # access policies: rules on subjects (node ids), accesses and path patterns
   "discovery"         # reports peers; knows identity, nothing of the node
   "network"           # admission, transport, framing, mesh; NodeHandler is its interface upward

@@ -80,6 +80,15 @@
 //! `subscribe_<rpc>(&self, handler)` (handler as for `Node::subscribe`), on the topic
 //! `<service path>/<rpc in snake_case>`.
 //!
+//! # Sealed fields
+//!
+//! A field labelled `[(runar.label) = "user"]` (see `runar/options.proto`) is generated as
+//! `Option<::runar::codegen::Sealed<T, Marker>>`: sealed whenever its message is encoded for
+//! another node, opened by a node that holds the label's key, and read with
+//! `field.as_ref().map(|f| f.open())` (the value, or a `PermissionDenied` error). A message with
+//! a labelled field is not `Copy`. See `runar::seal` and "Sealed fields" in
+//! `proto/runar/v1/README.md`.
+//!
 //! # Errors
 //!
 //! Anything that cannot be generated is an [`Error`] naming the file, the line where known, and
@@ -98,6 +107,7 @@
 mod error;
 mod generator;
 mod model;
+mod sealed;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -243,7 +253,9 @@ impl Builder {
             }
         }
 
-        let model = model::analyze(&compiler.descriptor_pool(), &self.service_paths)?;
+        let pool = compiler.descriptor_pool();
+        let model = model::analyze(&pool, &self.service_paths)?;
+        let labelled = sealed::collect(&pool)?;
         let out_dir = match self.out_dir {
             Some(dir) => dir,
             None => std::env::var_os("OUT_DIR")
@@ -251,7 +263,7 @@ impl Builder {
                 .ok_or(Error::NoOutDir)?,
         };
         config
-            .out_dir(out_dir)
+            .out_dir(out_dir.clone())
             .service_generator(Box::new(generator::Generator::new(model)))
             .prost_path(format!("{CODEGEN}::prost"))
             .prost_types_path(format!("{CODEGEN}::prost_types"))
@@ -263,6 +275,7 @@ impl Builder {
             .type_attribute(".", "#[allow(missing_docs)]");
         // `compile_fds` never runs protoc (only `compile_protos` and `load_fds` do).
         config.compile_fds(compiler.file_descriptor_set())?;
+        sealed::rewrite(&out_dir, &labelled)?;
         Ok(())
     }
 }

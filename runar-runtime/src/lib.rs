@@ -27,6 +27,8 @@
 //!   side.
 //! * Several networks per node (`NodeConfig::with_additional_network`, `Node::add_service_to`)
 //!   and who may do what in each: the [`policy`] module (`Node::set_policy`).
+//! * Sealed fields (end-to-end field encryption declared in the schema): the [`seal`] module
+//!   ([`seal::Sealed`], [`seal::KeyResolver`], [`seal::Keyring`]).
 //! * Errors: [`Error`], [`Code`], [`Result`].
 //!
 //! The protocol, the transport and discovery are internal. Generated code uses the hidden
@@ -47,6 +49,7 @@ mod network;
 mod node;
 pub mod policy;
 pub mod routing;
+pub mod seal;
 pub mod value;
 mod wire;
 

@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "proto/shop/shop.proto",
                 "proto/calc/calc.proto",
                 "proto/stock/stock.proto",
+                "proto/vault/vault.proto",
             ],
             &["proto"],
         )?;

@@ -92,6 +92,13 @@ pub struct NodeConfig {
     /// called). Feature `metrics`.
     #[cfg(feature = "metrics")]
     pub metrics_interval: Option<Duration>,
+    /// What this node seals labelled fields to and opens them with (see [`crate::seal`]);
+    /// set with [`with_key_resolver`](Self::with_key_resolver). Without one, labelled fields
+    /// leave the node redacted and none are opened.
+    pub(crate) key_resolver: Option<Resolver>,
+    /// The node's X25519 sealing key (set with [`with_sealing_key`](Self::with_sealing_key);
+    /// default: a fresh one per node).
+    pub(crate) sealing_key: Option<crate::seal::KeyPair>,
     /// Runs, in order, before each request this node makes leaves it or reaches a local handler.
     pub(crate) outgoing: Interceptors,
     /// Runs, in order, before a local handler serves a request (from this node or a peer).
@@ -120,9 +127,25 @@ impl NodeConfig {
             latency_sample_every: 16,
             #[cfg(feature = "metrics")]
             metrics_interval: Some(Duration::from_secs(1)),
+            key_resolver: None,
+            sealing_key: None,
             outgoing: Interceptors::default(),
             incoming: Interceptors::default(),
         }
+    }
+
+    /// Seals labelled fields to, and opens them with, the keys `resolver` gives (see
+    /// [`crate::seal`]; [`Keyring`](crate::seal::Keyring) is the default implementation).
+    pub fn with_key_resolver(mut self, resolver: Arc<dyn crate::seal::KeyResolver>) -> Self {
+        self.key_resolver = Some(Resolver(resolver));
+        self
+    }
+
+    /// Sets the node's X25519 sealing key, which the nodes that open its envelopes must know
+    /// (default: a fresh key per node; `Node::sealing_key` gives its public half).
+    pub fn with_sealing_key(mut self, key: crate::seal::KeyPair) -> Self {
+        self.sealing_key = Some(key);
+        self
     }
 
     /// Sets the most bytes (keys plus values) one request's or event's metadata may hold.
@@ -425,5 +448,15 @@ impl SubscribeOptions {
     pub fn with_include_past(mut self, include_past: bool) -> Self {
         self.include_past = include_past;
         self
+    }
+}
+
+/// A node's [`KeyResolver`](crate::seal::KeyResolver), shown by name in the config's `Debug`.
+#[derive(Clone)]
+pub(crate) struct Resolver(pub(crate) Arc<dyn crate::seal::KeyResolver>);
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyResolver")
     }
 }

@@ -207,7 +207,7 @@ impl Node {
         }
         let mut full_peers: Vec<(&Arc<dyn EventSink>, OutboundEvent)> = Vec::new();
         if !peers.is_empty() {
-            let payload = value.to_bytes();
+            let payload = self.encode_for_peers(&value);
             for (sink, subscription_ids) in peers {
                 let event = OutboundEvent {
                     network: network.clone(),
@@ -367,7 +367,7 @@ impl Node {
         let delivery = Delivery {
             network: &network,
             topic: topic.into(),
-            value: Arc::new(Value::from_encoded(event.payload)),
+            value: Arc::new(self.sealed_scope(Value::from_encoded(event.payload))),
             publisher: Caller::Remote(peer),
             retained: event.retained,
             metadata,

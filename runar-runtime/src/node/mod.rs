@@ -12,6 +12,7 @@ pub(crate) mod registry;
 mod registry_events;
 mod remote;
 mod request;
+mod sealing;
 pub(crate) mod service;
 mod stats;
 mod stream;
@@ -106,6 +107,8 @@ pub(crate) struct NodeInner {
     policies: RwLock<rustc_hash::FxHashMap<Arc<str>, Arc<crate::policy::Enforced>>>,
     /// Some network has a policy: the one branch the request and event paths pay without.
     policed: AtomicBool,
+    /// The node's sealing key and seal scope (see `sealing.rs`).
+    sealing: sealing::Sealing,
 }
 
 /// A running service's place: (network, path).
@@ -216,6 +219,7 @@ impl Node {
         };
         Ok(Node {
             inner: Arc::new(NodeInner {
+                sealing: sealing::Sealing::new(&config, keypair.node_id()),
                 node_id: keypair.node_id(),
                 keypair: Arc::new(keypair),
                 meshes: Mutex::default(),

@@ -307,12 +307,15 @@ fn remote_action(peer: &PeerHandle, network: Arc<str>) -> ActionHandler {
             let (peer, network) = &*target;
             let (span, traced) = super::trace::client_span(ctx.path(), peer.id, ctx.metadata());
             let metadata = traced.as_ref().unwrap_or(ctx.metadata());
+            let node = ctx.node();
+            let value = node.sealed_scope(value);
             let request = peer.request(network, ctx.path(), &value, ctx.remaining(), metadata);
-            if span.is_disabled() {
+            let answer = if span.is_disabled() {
                 request.await
             } else {
                 tracing::Instrument::instrument(request, span).await
-            }
+            };
+            answer.map(|value| node.sealed_scope(value))
         })
     })
 }
@@ -564,7 +567,7 @@ impl Node {
             let retained = OutboundEvent {
                 network: descriptor.network.as_str().into(),
                 topic: event.topic,
-                payload: event.value.to_bytes(),
+                payload: self.encode_for_peers(&event.value),
                 subscription_ids: vec![descriptor.id],
                 retained: true,
                 metadata: event.metadata,

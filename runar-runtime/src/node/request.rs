@@ -180,18 +180,19 @@ impl Node {
         let stats = instance.stats.as_deref();
         let run = run_handler(
             &instance.handler,
-            request.payload,
+            self.sealed_scope(request.payload),
             ctx,
             deadline,
             timeout,
             path,
             stats,
         );
-        if span.is_disabled() {
+        let answer = if span.is_disabled() {
             run.await
         } else {
             tracing::Instrument::instrument(run, span).await
-        }
+        };
+        answer.map(|value| self.sealed_scope(value))
     }
 
     /// What every call from this node does before it picks an instance: resolves `path` in the

@@ -8,12 +8,16 @@
 
 use std::any::Any;
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
 use crate::error::{Error, Result};
 
+pub(crate) mod scope;
 pub(crate) mod types;
+
+use scope::Scope;
 
 /// A message Runar can carry: any prost message.
 ///
@@ -82,6 +86,9 @@ enum Repr {
 /// ```
 pub struct Value {
     repr: Repr,
+    /// The node's seal scope, on a value bound for a peer or received from one: sealed fields
+    /// are sealed when it encodes and opened when it decodes (see `crate::seal`).
+    scope: Option<Arc<dyn Scope>>,
 }
 
 impl Value {
@@ -89,6 +96,7 @@ impl Value {
     pub fn new<T: Payload>(message: T) -> Self {
         Value {
             repr: Repr::Typed(Box::new(message)),
+            scope: None,
         }
     }
 
@@ -101,7 +109,15 @@ impl Value {
     pub fn from_encoded(bytes: Bytes) -> Self {
         Value {
             repr: Repr::Encoded(bytes),
+            scope: None,
         }
+    }
+
+    /// The value with `scope`: its encode (bound for a peer) seals the labelled fields, its
+    /// decode (bytes from a peer) opens those the node holds keys for.
+    pub(crate) fn scoped(mut self, scope: Arc<dyn Scope>) -> Self {
+        self.scope = Some(scope);
+        self
     }
 
     /// True when the value holds bytes rather than a typed message.
@@ -154,10 +170,13 @@ impl Value {
                     }
                 } else {
                     let from = m.type_name();
-                    decode_as::<T>(encode_erased(m.as_ref()), Some(from))
+                    scope::locally(|| decode_as::<T>(encode_erased(m.as_ref()), Some(from)))
                 }
             }
-            Repr::Encoded(bytes) => decode_as::<T>(bytes, None),
+            Repr::Encoded(bytes) => match &self.scope {
+                Some(s) => scope::within(s, || decode_as::<T>(bytes, None)),
+                None => decode_as::<T>(bytes, None),
+            },
         }
     }
 
@@ -166,16 +185,24 @@ impl Value {
         match &self.repr {
             Repr::Typed(m) => match m.as_any().downcast_ref::<T>() {
                 Some(t) => Ok(t.clone()),
-                None => decode_as::<T>(encode_erased(m.as_ref()), Some(m.type_name())),
+                None => scope::locally(|| {
+                    decode_as::<T>(encode_erased(m.as_ref()), Some(m.type_name()))
+                }),
             },
-            Repr::Encoded(bytes) => decode_as::<T>(bytes.clone(), None),
+            Repr::Encoded(bytes) => match &self.scope {
+                Some(s) => scope::within(s, || decode_as::<T>(bytes.clone(), None)),
+                None => decode_as::<T>(bytes.clone(), None),
+            },
         }
     }
 
     /// The protobuf encoding of the value. Cheap for a value that already holds bytes.
     pub fn to_bytes(&self) -> Bytes {
         match &self.repr {
-            Repr::Typed(m) => encode_erased(m.as_ref()),
+            Repr::Typed(m) => match &self.scope {
+                Some(s) => scope::within(s, || encode_erased(m.as_ref())),
+                None => encode_erased(m.as_ref()),
+            },
             Repr::Encoded(bytes) => bytes.clone(),
         }
     }
@@ -184,7 +211,10 @@ impl Value {
     /// bytes), without an intermediate buffer.
     pub(crate) fn encode_into(&self, buf: &mut BytesMut) {
         match &self.repr {
-            Repr::Typed(m) => m.encode_into(buf),
+            Repr::Typed(m) => match &self.scope {
+                Some(s) => scope::within(s, || m.encode_into(buf)),
+                None => m.encode_into(buf),
+            },
             Repr::Encoded(bytes) => buf.extend_from_slice(bytes),
         }
     }
@@ -192,6 +222,7 @@ impl Value {
     /// The length of the value's protobuf encoding.
     pub fn encoded_len(&self) -> usize {
         match &self.repr {
+            // A sealed field's length does not depend on the scope (see `crate::seal`).
             Repr::Typed(m) => m.encoded_len(),
             Repr::Encoded(bytes) => bytes.len(),
         }
@@ -204,7 +235,10 @@ impl Clone for Value {
             Repr::Typed(m) => Repr::Typed(m.clone_box()),
             Repr::Encoded(bytes) => Repr::Encoded(bytes.clone()),
         };
-        Value { repr }
+        Value {
+            repr,
+            scope: self.scope.clone(),
+        }
     }
 }
 

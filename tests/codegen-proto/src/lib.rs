@@ -30,6 +30,11 @@ pub mod stock {
     runar::include_proto!("stock");
 }
 
+/// Package `vault`: labelled (sealed) fields (see tests/sealed.rs).
+pub mod vault {
+    runar::include_proto!("vault");
+}
+
 /// Fixtures shared by the tests: an `ItemCatalog` implementation and a fully populated item.
 pub mod fixtures {
     use std::collections::HashMap;

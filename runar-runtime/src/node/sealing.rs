@@ -1,0 +1,71 @@
+//! The node's side of sealed fields (see `crate::seal`): its sealing key, its seal scope, which
+//! it attaches to the values it sends to peers (sealed as they encode) and receives from them
+//! (opened as they decode). Local calls never see it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::Node;
+use crate::seal::{KeyPair, NodeSeal, PublicKey, SealStats};
+use crate::value::Value;
+use crate::value::scope::Scope;
+
+/// The node's sealing key and, with a resolver configured, its seal scope.
+pub(crate) struct Sealing {
+    public: PublicKey,
+    seal: Option<Arc<NodeSeal>>,
+    /// The same scope, as the value layer holds it.
+    scope: Option<Arc<dyn Scope>>,
+}
+
+impl Sealing {
+    pub(crate) fn new(config: &super::NodeConfig, node: crate::NodeId) -> Self {
+        let key = config.sealing_key.clone().unwrap_or_else(KeyPair::generate);
+        let public = key.public();
+        let seal = config
+            .key_resolver
+            .as_ref()
+            .map(|r| Arc::new(NodeSeal::new(node, key, r.0.clone())));
+        let scope = seal.clone().map(|s| s as Arc<dyn Scope>);
+        Sealing {
+            public,
+            seal,
+            scope,
+        }
+    }
+}
+
+impl Node {
+    /// The public half of the node's X25519 sealing key: the nodes that open fields this node
+    /// sealed must know it (`Keyring::trust_node`).
+    pub fn sealing_key(&self) -> PublicKey {
+        self.inner.sealing.public
+    }
+
+    /// How many labelled fields this node sealed, redacted, opened, kept sealed and refused.
+    pub fn seal_stats(&self) -> SealStats {
+        self.inner
+            .sealing
+            .seal
+            .as_ref()
+            .map(|s| s.stats())
+            .unwrap_or_default()
+    }
+
+    /// `value`'s encoding for peers: labelled fields sealed.
+    pub(crate) fn encode_for_peers(&self, value: &Value) -> Bytes {
+        match &self.inner.sealing.scope {
+            Some(scope) => crate::value::scope::within(scope, || value.to_bytes()),
+            None => value.to_bytes(),
+        }
+    }
+
+    /// `value`, bound for a peer or received from one, with the node's seal scope.
+    pub(crate) fn sealed_scope(&self, value: Value) -> Value {
+        match &self.inner.sealing.scope {
+            Some(scope) => value.scoped(scope.clone()),
+            None => value,
+        }
+    }
+}

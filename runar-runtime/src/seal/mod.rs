@@ -1,0 +1,541 @@
+//! Sealed fields: field-level end-to-end encryption declared in the schema.
+//!
+//! A field labelled in its `.proto` (`string ssn = 3 [(runar.label) = "user"];`) is a
+//! [`Sealed`] in the generated message. In memory it is open; when the message is encoded for
+//! another node it is sealed (HPKE, RFC 9180, auth mode) to the label's current key, and a node
+//! that decodes it opens it when its [`KeyResolver`] holds that key, or keeps it sealed:
+//! [`Sealed::open`] then answers `PermissionDenied`, never a silent default. A local call moves
+//! the message and encrypts nothing. The envelope's format and what its associated data binds
+//! are in `proto/runar/v1/README.md` ("Sealed fields").
+//!
+//! A node seals and opens with the resolver of its config (`NodeConfig::with_key_resolver`; the
+//! default implementation is [`Keyring`]) and its own sealing key (`Node::sealing_key`), which
+//! the nodes that open its envelopes must know (`Keyring::trust_node`). A node without a
+//! resolver sends labelled fields redacted, and opens none.
+
+mod envelope;
+mod keys;
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::{Buf, BufMut, Bytes};
+use prost::DecodeError;
+use prost::encoding::{DecodeContext, WireType};
+
+pub use envelope::MAX_LABEL_LEN;
+pub use keys::{
+    DEFAULT_RETENTION, KEY_ID_LEN, KEY_LEN, KeyError, KeyId, KeyPair, KeyResolver, Keyring,
+    PublicKey, SealTo,
+};
+
+use crate::error::Error;
+use crate::identity::NodeId;
+use crate::log_limit::warn_limited;
+use crate::value::scope::{self, Scope};
+use envelope::{Envelope, EnvelopeError, MESSAGE_ID_LEN, Sender, Site};
+
+/// A labelled field of a generated message, named by a marker type code generation emits.
+pub trait SealedField: 'static {
+    /// The full protobuf name of the message the field is in.
+    const MESSAGE: &'static str;
+    /// The field's number.
+    const FIELD: u32;
+    /// The field's label.
+    const LABEL: &'static str;
+}
+
+/// A field value that can be sealed: how it encodes as a protobuf field of its own.
+///
+/// Implemented for the protobuf scalars (`String`, `Vec<u8>`, `bool`, `i32`, `i64`, `u32`,
+/// `u64`, `f32`, `f64`); a message type gets it from code generation.
+pub trait SealedValue: Clone + Default + PartialEq + fmt::Debug + Send + Sync + 'static {
+    /// Encodes the value as field `tag` (key and value).
+    fn encode_field(&self, tag: u32, buf: &mut impl BufMut);
+    /// Merges a field's value of `wire_type` from `buf` (after its key).
+    fn merge_field(
+        &mut self,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError>;
+    /// The length of [`encode_field`](Self::encode_field)'s output.
+    fn field_len(&self, tag: u32) -> usize;
+}
+
+macro_rules! sealed_scalar {
+    ($($ty:ty => $module:ident),* $(,)?) => {$(
+        impl SealedValue for $ty {
+            fn encode_field(&self, tag: u32, buf: &mut impl BufMut) {
+                prost::encoding::$module::encode(tag, self, buf);
+            }
+            fn merge_field(
+                &mut self,
+                wire_type: WireType,
+                buf: &mut impl Buf,
+                ctx: DecodeContext,
+            ) -> Result<(), DecodeError> {
+                prost::encoding::$module::merge(wire_type, self, buf, ctx)
+            }
+            fn field_len(&self, tag: u32) -> usize {
+                prost::encoding::$module::encoded_len(tag, self)
+            }
+        }
+    )*};
+}
+
+sealed_scalar!(
+    String => string,
+    Vec<u8> => bytes,
+    bool => bool,
+    i32 => int32,
+    i64 => int64,
+    u32 => uint32,
+    u64 => uint64,
+    f32 => float,
+    f64 => double,
+);
+
+/// A labelled field: open (the value) in memory, or sealed (an envelope this node cannot open).
+///
+/// Generated messages hold it as `Option<Sealed<T, F>>` (`None`: the field is unset). Build one
+/// with [`Sealed::new`] (or `From<T>`); read it with [`open`](Self::open), which fails with
+/// `PermissionDenied` when the field arrived sealed to a key this node does not hold.
+pub struct Sealed<T, F> {
+    state: State<T>,
+    field: PhantomData<fn() -> F>,
+}
+
+#[derive(Clone, PartialEq)]
+enum State<T> {
+    Open(T),
+    /// The envelope's bytes, as they came (a relay sends them on unchanged).
+    Sealed(Bytes),
+}
+
+impl<T: SealedValue, F: SealedField> Sealed<T, F> {
+    /// An open field holding `value`.
+    pub fn new(value: T) -> Self {
+        Sealed {
+            state: State::Open(value),
+            field: PhantomData,
+        }
+    }
+
+    /// The value, or `PermissionDenied` when the field is sealed to a key this node does not
+    /// hold (or was redacted by a sender that held none).
+    pub fn open(&self) -> crate::Result<&T> {
+        match &self.state {
+            State::Open(value) => Ok(value),
+            State::Sealed(bytes) => Err(self.denied(bytes)),
+        }
+    }
+
+    /// The value, moved out, or `PermissionDenied` as for [`open`](Self::open).
+    pub fn into_open(self) -> crate::Result<T> {
+        match self.state {
+            State::Open(value) => Ok(value),
+            State::Sealed(ref bytes) => Err(self.denied(bytes)),
+        }
+    }
+
+    /// True when the field is sealed (this node could not open it).
+    pub fn is_sealed(&self) -> bool {
+        matches!(self.state, State::Sealed(_))
+    }
+
+    /// The field's label.
+    pub fn label(&self) -> &'static str {
+        F::LABEL
+    }
+
+    /// The envelope's epoch, when the field is sealed (not redacted).
+    pub fn epoch(&self) -> Option<u32> {
+        match &self.state {
+            State::Sealed(bytes) => Envelope::parse(bytes)
+                .ok()
+                .filter(|e| e.sealed)
+                .map(|e| e.epoch),
+            State::Open(_) => None,
+        }
+    }
+
+    fn denied(&self, bytes: &[u8]) -> Error {
+        let redacted = Envelope::parse(bytes).map(|e| !e.sealed).unwrap_or(false);
+        let why = if redacted {
+            "its sender held no key for the label, so it was redacted"
+        } else {
+            "this node holds no key for its label"
+        };
+        Error::permission_denied(format!(
+            "field {} of {} is sealed (label `{}`): {why}",
+            F::FIELD,
+            F::MESSAGE,
+            F::LABEL
+        ))
+    }
+
+    /// Encodes the field (for the prost-generated message: it is a oneof of one field there).
+    #[doc(hidden)]
+    pub fn encode(&self, buf: &mut impl BufMut) {
+        let tag = F::FIELD;
+        match &self.state {
+            State::Open(value) if scope::is_local() => value.encode_field(tag, buf),
+            State::Open(value) => {
+                let mut plaintext = Vec::with_capacity(value.field_len(tag));
+                value.encode_field(tag, &mut plaintext);
+                let site = Site {
+                    message: F::MESSAGE,
+                    field: tag,
+                    label: F::LABEL,
+                };
+                let mut envelope = Vec::new();
+                let scope = scope::current();
+                match scope
+                    .as_ref()
+                    .and_then(|s| s.as_any().downcast_ref::<NodeSeal>())
+                {
+                    Some(seal) => seal.seal(&site, &plaintext, &mut envelope),
+                    None => envelope::redacted(F::LABEL, plaintext.len(), &mut envelope),
+                }
+                prost::encoding::bytes::encode(tag, &envelope, buf);
+            }
+            State::Sealed(bytes) => prost::encoding::bytes::encode(tag, bytes, buf),
+        }
+    }
+
+    /// The field's encoded length (for the prost-generated message).
+    #[doc(hidden)]
+    pub fn encoded_len(&self) -> usize {
+        let tag = F::FIELD;
+        match &self.state {
+            State::Open(value) if scope::is_local() => value.field_len(tag),
+            State::Open(value) => {
+                let len = envelope::envelope_len(F::LABEL, value.field_len(tag));
+                prost::encoding::key_len(tag)
+                    .saturating_add(prost::encoding::encoded_len_varint(len as u64))
+                    .saturating_add(len)
+            }
+            State::Sealed(bytes) => prost::encoding::bytes::encoded_len(tag, bytes),
+        }
+    }
+
+    /// Decodes the field (for the prost-generated message).
+    #[doc(hidden)]
+    pub fn merge(
+        field: &mut Option<Self>,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        if scope::is_local() {
+            // Inside one node: open values went out in clear, sealed ones as their envelopes.
+            // Only a length-delimited field can be either; it is an envelope when it parses as
+            // one of this field's label.
+            let mut framed = None;
+            if wire_type == WireType::LengthDelimited {
+                let mut bytes = Bytes::new();
+                prost::encoding::bytes::merge(wire_type, &mut bytes, buf, ctx.clone())?;
+                if Envelope::parse(&bytes).is_ok_and(|e| e.label == F::LABEL) {
+                    *field = Some(Sealed {
+                        state: State::Sealed(bytes),
+                        field: PhantomData,
+                    });
+                    return Ok(());
+                }
+                let mut with_len = Vec::with_capacity(bytes.len().saturating_add(10));
+                prost::encoding::encode_varint(bytes.len() as u64, &mut with_len);
+                with_len.extend_from_slice(&bytes);
+                framed = Some(with_len);
+            }
+            let mut value = match field.take() {
+                Some(Sealed {
+                    state: State::Open(value),
+                    ..
+                }) => value,
+                _ => T::default(),
+            };
+            match framed {
+                Some(framed) => value.merge_field(wire_type, &mut framed.as_slice(), ctx)?,
+                None => value.merge_field(wire_type, buf, ctx)?,
+            }
+            *field = Some(Sealed::new(value));
+            return Ok(());
+        }
+        let mut bytes = Bytes::new();
+        prost::encoding::bytes::merge(wire_type, &mut bytes, buf, ctx.clone())?;
+        let site = Site {
+            message: F::MESSAGE,
+            field: tag,
+            label: F::LABEL,
+        };
+        let opened = open_envelope(&site, &bytes)
+            .map_err(|e| decode_error(format!("field {tag} of {}: {e}", F::MESSAGE)))?;
+        *field = Some(match opened {
+            Some(plaintext) => {
+                let mut value = T::default();
+                let mut pt = plaintext.as_slice();
+                let (key_tag, key_wire) = prost::encoding::decode_key(&mut pt)?;
+                if key_tag != tag {
+                    return Err(decode_error(
+                        "a sealed field's plaintext names another field",
+                    ));
+                }
+                value.merge_field(key_wire, &mut pt, ctx)?;
+                Sealed::new(value)
+            }
+            None => Sealed {
+                state: State::Sealed(bytes),
+                field: PhantomData,
+            },
+        });
+        Ok(())
+    }
+}
+
+impl<T: SealedValue, F: SealedField> From<T> for Sealed<T, F> {
+    fn from(value: T) -> Self {
+        Sealed::new(value)
+    }
+}
+
+impl<T: Clone, F> Clone for Sealed<T, F> {
+    fn clone(&self) -> Self {
+        Sealed {
+            state: self.state.clone(),
+            field: PhantomData,
+        }
+    }
+}
+
+impl<T: PartialEq, F> PartialEq for Sealed<T, F> {
+    fn eq(&self, other: &Self) -> bool {
+        self.state == other.state
+    }
+}
+
+impl<T: Eq, F> Eq for Sealed<T, F> {}
+
+impl<T: std::hash::Hash, F> std::hash::Hash for Sealed<T, F> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match &self.state {
+            State::Open(value) => value.hash(state),
+            State::Sealed(bytes) => bytes.hash(state),
+        }
+    }
+}
+
+impl<T: fmt::Debug, F: SealedField> fmt::Debug for Sealed<T, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.state {
+            State::Open(value) => f.debug_tuple("Open").field(value).finish(),
+            State::Sealed(_) => write!(f, "<sealed:{}>", F::LABEL),
+        }
+    }
+}
+
+/// Counts of a node's seals and opens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SealStats {
+    /// Fields sealed for another node.
+    pub sealed: u64,
+    /// Fields sent redacted: no key for their label.
+    pub redacted: u64,
+    /// Fields opened.
+    pub opened: u64,
+    /// Fields received that stayed sealed: no key for their label, epoch or sender.
+    pub kept_sealed: u64,
+    /// Fields refused: malformed, moved or tampered with.
+    pub refused: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    sealed: AtomicU64,
+    redacted: AtomicU64,
+    opened: AtomicU64,
+    kept_sealed: AtomicU64,
+    refused: AtomicU64,
+}
+
+fn count(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A node's seal scope: its id, its sealing key and its resolver. Attached to the values it
+/// sends to and receives from peers (`Value::scoped`).
+pub(crate) struct NodeSeal {
+    node: NodeId,
+    key: KeyPair,
+    resolver: Arc<dyn KeyResolver>,
+    counters: Counters,
+}
+
+thread_local! {
+    /// The message id of the encode in progress (every envelope of one message shares it).
+    static ENCODING_ID: Cell<Option<[u8; MESSAGE_ID_LEN]>> = const { Cell::new(None) };
+    /// The message id of each sender's first envelope in the decode in progress (a relay's
+    /// own envelopes sit beside those it passes on, each sender's with its own id).
+    static DECODING_IDS: RefCell<Vec<(NodeId, [u8; MESSAGE_ID_LEN])>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Opens `bytes` (a field's envelope) in the current scope: the plaintext, or `None` when this
+/// node cannot open it (no scope, no key, redacted, unknown sender).
+fn open_envelope(site: &Site<'_>, bytes: &[u8]) -> Result<Option<Vec<u8>>, EnvelopeError> {
+    let scope = scope::current();
+    let seal = scope
+        .as_ref()
+        .and_then(|s| s.as_any().downcast_ref::<NodeSeal>());
+    let result = Envelope::parse(bytes).and_then(|envelope| {
+        if envelope.label != site.label {
+            return Err(EnvelopeError::DoesNotOpen);
+        }
+        match seal {
+            Some(seal) => seal.open(site, &envelope),
+            None => Ok(None),
+        }
+    });
+    if let Some(seal) = seal {
+        match &result {
+            Ok(Some(_)) => count(&seal.counters.opened),
+            Ok(None) => count(&seal.counters.kept_sealed),
+            Err(e) => {
+                count(&seal.counters.refused);
+                warn_limited!(
+                    message = site.message,
+                    field = site.field,
+                    "sealed field refused: {e}"
+                );
+            }
+        }
+    }
+    result
+}
+
+impl NodeSeal {
+    pub(crate) fn new(node: NodeId, key: KeyPair, resolver: Arc<dyn KeyResolver>) -> Self {
+        NodeSeal {
+            node,
+            key,
+            resolver,
+            counters: Counters::default(),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> SealStats {
+        let c = &self.counters;
+        SealStats {
+            sealed: c.sealed.load(Ordering::Relaxed),
+            redacted: c.redacted.load(Ordering::Relaxed),
+            opened: c.opened.load(Ordering::Relaxed),
+            kept_sealed: c.kept_sealed.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
+        }
+    }
+
+    fn seal(&self, site: &Site<'_>, plaintext: &[u8], out: &mut Vec<u8>) {
+        let Some(to) = self.resolver.seal_key(site.label) else {
+            count(&self.counters.redacted);
+            envelope::redacted(site.label, plaintext.len(), out);
+            return;
+        };
+        let message_id = ENCODING_ID.with(|id| match id.get() {
+            Some(id) => id,
+            None => {
+                let fresh = random_id();
+                id.set(Some(fresh));
+                fresh
+            }
+        });
+        let sender = Sender {
+            node: self.node,
+            key: &self.key,
+            message_id,
+        };
+        if envelope::seal(site, &to.public, to.epoch, &sender, plaintext, out) {
+            count(&self.counters.sealed);
+        } else {
+            count(&self.counters.redacted);
+        }
+    }
+
+    fn open(
+        &self,
+        site: &Site<'_>,
+        envelope: &Envelope<'_>,
+    ) -> Result<Option<Vec<u8>>, EnvelopeError> {
+        if !envelope.sealed {
+            return Ok(None);
+        }
+        // Every envelope one sender sealed in one message carries the same message id.
+        let mixed = DECODING_IDS.with(|ids| {
+            let mut ids = ids.borrow_mut();
+            match ids.iter().find(|(sender, _)| *sender == envelope.sender) {
+                Some((_, first)) => *first != envelope.message_id,
+                None => {
+                    ids.push((envelope.sender, envelope.message_id));
+                    false
+                }
+            }
+        });
+        if mixed {
+            return Err(EnvelopeError::DoesNotOpen);
+        }
+        let Some(key) = self
+            .resolver
+            .open_key(site.label, envelope.key_id, envelope.epoch)
+        else {
+            return Ok(None);
+        };
+        let Some(sender_key) = self.resolver.sender_key(&envelope.sender) else {
+            return Ok(None);
+        };
+        if sender_key.as_bytes() != &envelope.sender_key {
+            return Err(EnvelopeError::DoesNotOpen);
+        }
+        envelope.open(site, &key, &sender_key).map(Some)
+    }
+}
+
+impl Scope for NodeSeal {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn enter(&self) {
+        ENCODING_ID.with(|id| id.set(None));
+        DECODING_IDS.with(|ids| ids.borrow_mut().clear());
+    }
+}
+
+/// A decode error with this message (prost has no other way to make one).
+#[allow(deprecated)]
+fn decode_error(message: impl Into<std::borrow::Cow<'static, str>>) -> DecodeError {
+    DecodeError::new(message)
+}
+
+fn random_id() -> [u8; MESSAGE_ID_LEN] {
+    let mut id = [0u8; MESSAGE_ID_LEN];
+    let rng = ring::rand::SystemRandom::new();
+    if ring::rand::SecureRandom::fill(&rng, &mut id).is_err() {
+        // The system's random source failed: fall back to the clock and a counter, still
+        // unique per message in this process.
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        id[..8].copy_from_slice(&n.to_be_bytes());
+        id[8..].copy_from_slice(&t.to_be_bytes());
+    }
+    id
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,240 @@
+//! Sealed fields across three nodes over QUIC on 127.0.0.1 (issue 16): A serves and publishes a
+//! record with a `user` and a `system` field; B holds `system`, C holds both. Envelope-level
+//! checks (moved, tampered, retention) are in `runar-runtime/src/seal/tests.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{WAIT, key, network, next};
+use runar::codegen::Sealed;
+use runar::seal::{KeyPair, Keyring, SealedField};
+use runar::{AbstractService, Code, DiscoveryOptions, LifecycleContext, Node, NodeConfig};
+use tokio::sync::mpsc;
+
+struct UserField;
+impl SealedField for UserField {
+    const MESSAGE: &'static str = "test.Record";
+    const FIELD: u32 = 2;
+    const LABEL: &'static str = "user";
+}
+
+struct SystemField;
+impl SealedField for SystemField {
+    const MESSAGE: &'static str = "test.Record";
+    const FIELD: u32 = 3;
+    const LABEL: &'static str = "system";
+}
+
+/// What `runar-build` generates for `message Record { string id = 1; string name = 2
+/// [(runar.label) = "user"]; int64 balance = 3 [(runar.label) = "system"]; }`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Record {
+    #[prost(string, tag = "1")]
+    id: String,
+    #[prost(oneof = "Sealed::<String, UserField>", tags = "2")]
+    name: Option<Sealed<String, UserField>>,
+    #[prost(oneof = "Sealed::<i64, SystemField>", tags = "3")]
+    balance: Option<Sealed<i64, SystemField>>,
+}
+
+fn record() -> Record {
+    Record {
+        id: "r1".into(),
+        name: Some(Sealed::new("Ada".into())),
+        balance: Some(Sealed::new(42)),
+    }
+}
+
+/// A's service: `records/get` answers the record; `records/keep` answers what it was sent,
+/// and tells the test what it could read of it.
+struct Records {
+    seen: mpsc::UnboundedSender<(bool, bool)>,
+}
+
+impl AbstractService for Records {
+    fn name(&self) -> &str {
+        "Records"
+    }
+    fn path(&self) -> &str {
+        "records"
+    }
+    async fn init(&self, ctx: &LifecycleContext) -> runar::Result<()> {
+        ctx.register_action("get", |_: (), _ctx| async move { Ok(record()) })
+            .await?;
+        let seen = self.seen.clone();
+        ctx.register_action("keep", move |r: Record, _ctx| {
+            let seen = seen.clone();
+            async move {
+                let readable = (
+                    r.name.as_ref().is_some_and(|f| f.open().is_ok()),
+                    r.balance.as_ref().is_some_and(|f| f.open().is_ok()),
+                );
+                seen.send(readable).unwrap();
+                Ok(r)
+            }
+        })
+        .await
+    }
+}
+
+struct Mesh {
+    a: Node,
+    b: Node,
+    c: Node,
+    a_ring: Arc<Keyring>,
+    c_ring: Arc<Keyring>,
+    seen: mpsc::UnboundedReceiver<(bool, bool)>,
+}
+
+async fn sealed_node(name: &str, ring: &Arc<Keyring>, peers: &[&Node]) -> Node {
+    let addrs: Vec<_> = peers.iter().map(|p| p.local_addr().unwrap()).collect();
+    let config = NodeConfig::new(name, "test")
+        .with_network_config(network(&key(), DiscoveryOptions::static_peers(addrs)))
+        .with_key_resolver(ring.clone());
+    Node::new(config).await.unwrap()
+}
+
+async fn mesh() -> Mesh {
+    common::init_tracing();
+    let user = KeyPair::generate();
+    let system = KeyPair::generate();
+    let a_ring = Arc::new(Keyring::new());
+    a_ring.seal_to("user", 1, user.public());
+    a_ring.seal_to("system", 1, system.public());
+    let b_ring = Arc::new(Keyring::new());
+    b_ring.hold("system", 1, &system);
+    let c_ring = Arc::new(Keyring::new());
+    c_ring.hold("user", 1, &user);
+    c_ring.hold("system", 1, &system);
+
+    let a = sealed_node("a", &a_ring, &[]).await;
+    let (tx, seen) = mpsc::unbounded_channel();
+    a.add_service(Records { seen: tx }).await.unwrap();
+    a.start().await.unwrap();
+    let b = sealed_node("b", &b_ring, &[&a]).await;
+    let c = sealed_node("c", &c_ring, &[&a]).await;
+    for ring in [&b_ring, &c_ring] {
+        ring.trust_node(a.node_id(), a.sealing_key());
+    }
+    // C opens what it sealed itself, when A hands it back.
+    c_ring.trust_node(c.node_id(), c.sealing_key());
+    b.start().await.unwrap();
+    c.start().await.unwrap();
+    for n in [&b, &c] {
+        n.wait_for_action("records/get", WAIT).await.unwrap();
+    }
+    Mesh {
+        a,
+        b,
+        c,
+        a_ring,
+        c_ring,
+        seen,
+    }
+}
+
+#[tokio::test]
+async fn each_node_opens_only_the_labels_it_holds() {
+    let m = mesh().await;
+
+    // A local call on A moves the record: nothing sealed.
+    let local: Record = m.a.request("records/get", ()).await.unwrap();
+    assert_eq!(local.name.unwrap().open().unwrap(), "Ada");
+    assert_eq!(m.a.seal_stats().sealed, 0);
+
+    let at_b: Record = m.b.request("records/get", ()).await.unwrap();
+    assert_eq!(at_b.id, "r1");
+    assert_eq!(*at_b.balance.as_ref().unwrap().open().unwrap(), 42);
+    let err = at_b.name.as_ref().unwrap().open().unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    let at_c: Record = m.c.request("records/get", ()).await.unwrap();
+    assert_eq!(at_c.name.unwrap().open().unwrap(), "Ada");
+    assert_eq!(*at_c.balance.unwrap().open().unwrap(), 42);
+
+    // Two responses, two fields each.
+    assert_eq!(m.a.seal_stats().sealed, 4);
+    assert_eq!(
+        (m.b.seal_stats().opened, m.b.seal_stats().kept_sealed),
+        (1, 1)
+    );
+    assert_eq!(m.c.seal_stats().opened, 2);
+}
+
+#[tokio::test]
+async fn published_records_are_sealed_per_label() {
+    let m = mesh().await;
+    let mut inboxes = Vec::new();
+    for n in [&m.b, &m.c] {
+        let (tx, rx) = mpsc::unbounded_channel();
+        n.subscribe("records/changed", move |r: Record, _ctx| {
+            let tx = tx.clone();
+            async move {
+                tx.send((
+                    r.name.unwrap().into_open().ok(),
+                    r.balance.unwrap().into_open().ok(),
+                ))
+                .unwrap();
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+        inboxes.push(rx);
+    }
+    m.a.wait_for_peers(2, WAIT).await.unwrap();
+    // Subscriptions reach A with the peers' capabilities: publish until both are delivered.
+    let mut got = Vec::new();
+    for rx in &mut inboxes {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            assert!(tokio::time::Instant::now() < deadline, "no event delivered");
+            m.a.publish("records/changed", record()).await.unwrap();
+            if let Ok(Some(event)) =
+                tokio::time::timeout(Duration::from_millis(50), rx.recv()).await
+            {
+                got.push(event);
+                break;
+            }
+        }
+    }
+    assert_eq!(got[0], (None, Some(42)), "B opens system only");
+    assert_eq!(got[1], (Some("Ada".to_string()), Some(42)), "C opens both");
+}
+
+#[tokio::test]
+async fn a_node_without_the_keys_relays_envelopes_it_cannot_read() {
+    let mut m = mesh().await;
+    // C sends a record to A, which holds neither label: A reads neither field and answers it
+    // back unchanged; C opens both (it trusts its own sealing key).
+    let back: Record = m.c.request("records/keep", record()).await.unwrap();
+    assert_eq!(next_seen(&mut m.seen).await, (false, false));
+    assert_eq!(back.name.unwrap().open().unwrap(), "Ada");
+    assert_eq!(*back.balance.unwrap().open().unwrap(), 42);
+    assert_eq!(m.a.seal_stats().sealed, 0, "A resealed nothing");
+}
+
+async fn next_seen(rx: &mut mpsc::UnboundedReceiver<(bool, bool)>) -> (bool, bool) {
+    next(rx).await
+}
+
+#[tokio::test]
+async fn after_rotation_and_revocation_new_records_use_the_new_epoch() {
+    let m = mesh().await;
+    // `system` moves to epoch 2, given to C only; epoch 1 (B's) is revoked at A.
+    let system2 = KeyPair::generate();
+    m.a_ring.seal_to("system", 2, system2.public());
+    m.a_ring.revoke("system", 1);
+    m.c_ring.hold("system", 2, &system2);
+
+    let at_b: Record = m.b.request("records/get", ()).await.unwrap();
+    let balance = at_b.balance.unwrap();
+    assert_eq!(balance.epoch(), Some(2));
+    assert_eq!(balance.open().unwrap_err().code(), Code::PermissionDenied);
+
+    let at_c: Record = m.c.request("records/get", ()).await.unwrap();
+    assert_eq!(*at_c.balance.unwrap().open().unwrap(), 42);
+}
