@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::TransportError;
 use super::budget::{Held, PeerBudget};
-use super::frames::{decode_request, request_frame, response_frame};
+use super::frames::{append_response_frame, decode_request, request_frame};
 use super::framing::{FrameReader, encode_frame, read_body, read_header};
 use super::interface::{InboundStream, NodeHandler};
 use super::peer::{
@@ -104,12 +104,6 @@ pub(crate) fn decode_stream_frame(frame: Bytes) -> Result<StreamItem> {
         Some(wire::stream_frame::Kind::Credit(n)) => Ok(StreamItem::Credit(n)),
         None => Err(Error::invalid_argument("an empty stream frame")),
     }
-}
-
-/// One frame holding `StreamFrame { message }`: the same bytes as `Response { payload }` (both
-/// are field 1, length-delimited), so the response encoder writes it.
-fn message_frame(value: &Value, max: usize) -> Result<Bytes, TransportError> {
-    response_frame(value, max)
 }
 
 /// One frame holding `StreamFrame { credit }`.
@@ -263,15 +257,23 @@ impl Reader {
 /// Reads a call's frames as they come: messages into the consumer's bounded buffer (a peer that
 /// sends past its credit breaks the protocol), credits to this side's writer, the trailer to
 /// the consumer. On the caller's side the server's trailer (or any failure) ends the call.
+///
+/// Every frame of a received chunk is handled before the next wait (one wake-up of the
+/// consumer per chunk, not per message).
 async fn read_frames(mut reader: Reader) {
+    let stop = reader.stop.clone();
+    let mut cancelled = std::pin::pin!(stop.cancelled());
     loop {
-        let frame = tokio::select! {
-            biased;
-            _ = reader.stop.cancelled() => {
-                let _ = reader.recv.stop(codes::CANCELLED);
-                return;
-            }
-            frame = reader.frames.next(&mut reader.recv) => frame,
+        let frame = match reader.frames.ready() {
+            Some(frame) => frame.map(Some),
+            None => tokio::select! {
+                biased;
+                _ = cancelled.as_mut() => {
+                    let _ = reader.recv.stop(codes::CANCELLED);
+                    return;
+                }
+                frame = reader.frames.next(&mut reader.recv) => frame,
+            },
         };
         let failure = match frame {
             Ok(Some(frame)) => {
@@ -279,9 +281,12 @@ async fn read_frames(mut reader: Reader) {
                 match decode_stream_frame(frame) {
                     Ok(StreamItem::Message(value)) => {
                         let held = match &reader.budget {
-                            Some(budget) => tokio::select! {
-                                _ = reader.stop.cancelled() => return,
-                                held = budget.acquire(len) => held,
+                            Some(budget) => match budget.try_acquire(len) {
+                                Some(held) => Some(held),
+                                None => tokio::select! {
+                                    _ = cancelled.as_mut() => return,
+                                    held = budget.acquire(len) => held,
+                                },
                             },
                             None => None,
                         };
@@ -364,14 +369,28 @@ struct Pump<'a> {
     grants: &'a Grants,
     stop: &'a CancellationToken,
     deadline: Option<tokio::time::Instant>,
-    buffer: usize,
     max: usize,
     peer: NodeId,
     path: &'a str,
 }
 
+/// Takes all the credit `credit` holds now (none if it holds none).
+fn take_credit(credit: &Semaphore) -> usize {
+    let n = u32::try_from(credit.available_permits()).unwrap_or(u32::MAX);
+    match credit.try_acquire_many(n) {
+        Ok(permits) if n > 0 => {
+            permits.forget();
+            n as usize
+        }
+        _ => 0,
+    }
+}
+
 /// Sends `messages` as the peer's credit allows (the producer is polled only with a credit in
 /// hand), and this side's grants as they come, until the messages end or the call stops.
+///
+/// Every message the producer has ready (and credit allows) goes into one buffer, with any
+/// grants due, and out in one write of at most about [`BATCH_BYTES`]; the buffer is reused.
 async fn pump<F: Future>(
     p: Pump<'_>,
     messages: &mut MessageStream,
@@ -383,12 +402,17 @@ async fn pump<F: Future>(
             None => std::future::pending().await,
         }
     });
-    let mut credited = false;
+    // Credit taken from `p.credit` and not yet spent: one message each.
+    let mut credit = 0usize;
     let mut pending: Option<Option<Result<Value>>> = None;
+    let mut chunk = BytesMut::new();
     loop {
         let next = match pending.take() {
             Some(next) => next,
             None => {
+                if credit == 0 {
+                    credit = take_credit(p.credit);
+                }
                 tokio::select! {
                     biased;
                     _ = p.stop.cancelled() => return Pumped::Stopped,
@@ -406,45 +430,40 @@ async fn pump<F: Future>(
                         }
                         continue;
                     }
-                    permit = p.credit.acquire(), if !credited => {
+                    permit = p.credit.acquire(), if credit == 0 => {
                         match permit {
                             Ok(permit) => permit.forget(),
                             Err(_) => return Pumped::Stopped,
                         }
-                        credited = true;
+                        credit = 1;
                         continue;
                     }
-                    next = messages.next(), if credited => next,
+                    next = messages.next(), if credit > 0 => next,
                 }
             }
         };
-        let first = match next {
+        let mut value = match next {
             Some(Ok(value)) => value,
             Some(Err(error)) => return Pumped::Ended(Err(error)),
             None => return Pumped::Ended(Ok(())),
         };
-        credited = false;
         // Messages that are ready now go out in the same write, as credit allows.
-        let mut chunk = BytesMut::new();
-        let mut value = first;
-        let mut count = 0usize;
         loop {
-            match message_frame(&value, p.max) {
-                Ok(frame) => chunk.put_slice(&frame),
-                Err(e) => return Pumped::Ended(Err(transport_error(p.peer, p.path, e))),
+            credit = credit.saturating_sub(1);
+            if let Err(e) = append_response_frame(&mut chunk, &value, p.max) {
+                return Pumped::Ended(Err(transport_error(p.peer, p.path, e)));
             }
-            count = count.saturating_add(1);
-            if count >= p.buffer || chunk.len() >= BATCH_BYTES {
+            if chunk.len() >= BATCH_BYTES {
                 break;
             }
-            let Ok(permit) = p.credit.try_acquire() else {
-                break;
-            };
-            match messages.next().now_or_never() {
-                Some(Some(Ok(next))) => {
-                    permit.forget();
-                    value = next;
+            if credit == 0 {
+                credit = take_credit(p.credit);
+                if credit == 0 {
+                    break;
                 }
+            }
+            match messages.next().now_or_never() {
+                Some(Some(Ok(next))) => value = next,
                 Some(other) => {
                     pending = Some(other);
                     break;
@@ -452,7 +471,11 @@ async fn pump<F: Future>(
                 None => break,
             }
         }
-        if !write(p.send, Some(chunk.freeze()), p.stop).await {
+        let n = p.grants.take();
+        if n > 0 {
+            chunk.put_slice(&credit_frame(n).unwrap_or_default());
+        }
+        if !write(p.send, Some(chunk.split().freeze()), p.stop).await {
             return Pumped::Stopped;
         }
     }
@@ -574,7 +597,6 @@ impl Peer {
             peer: self.id,
             path,
             max,
-            buffer,
         }));
         Ok(inbox.boxed())
     }
@@ -591,7 +613,6 @@ struct RequestWriter {
     peer: NodeId,
     path: Arc<str>,
     max: usize,
-    buffer: usize,
 }
 
 /// Writes the requests of a call as the server's credit allows, then the caller's trailer, then
@@ -606,7 +627,6 @@ async fn write_requests(writer: RequestWriter) {
         peer,
         path,
         max,
-        buffer,
     } = writer;
     let stopped = send.stopped();
     let mut stopped = std::pin::pin!(stopped);
@@ -617,7 +637,6 @@ async fn write_requests(writer: RequestWriter) {
             grants: &link.grants,
             stop: &link.stop,
             deadline: None,
-            buffer,
             max,
             peer,
             path: &path,
@@ -658,7 +677,6 @@ async fn write_requests(writer: RequestWriter) {
             grants: &link.grants,
             stop: &link.stop,
             deadline: None,
-            buffer,
             max,
             peer,
             path: &path,
@@ -805,7 +823,6 @@ async fn serve_stream<H: NodeHandler>(
             grants: &link.grants,
             stop: &link.stop,
             deadline,
-            buffer,
             max,
             peer: from.id,
             path: &path,

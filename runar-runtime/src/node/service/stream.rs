@@ -272,12 +272,21 @@ pub(crate) async fn next_reply(
     replies: &mut BoxStream<'static, Result<Value>>,
     path: &str,
 ) -> Option<Result<Value>> {
-    match AssertUnwindSafe(replies.next()).catch_unwind().await {
+    std::future::poll_fn(|cx| poll_reply(replies, cx, path)).await
+}
+
+/// [`next_reply`] as a poll: the next reply if ready, a panic turned into `Internal`.
+pub(crate) fn poll_reply(
+    replies: &mut BoxStream<'static, Result<Value>>,
+    cx: &mut Context<'_>,
+    path: &str,
+) -> Poll<Option<Result<Value>>> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| replies.poll_next_unpin(cx))) {
         Ok(item) => item,
-        Err(panic) => Some(Err(Error::internal(format!(
+        Err(panic) => Poll::Ready(Some(Err(Error::internal(format!(
             "the stream of `{path}` panicked: {}",
             panic_message(panic.as_ref())
-        )))),
+        ))))),
     }
 }
 
