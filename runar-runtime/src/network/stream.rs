@@ -15,14 +15,22 @@
 //!
 //! Each side runs a reader task (frames in: messages to the consumer's buffer, credits to the
 //! writer) and a writer (messages out as credit allows, grants out as the consumer takes
-//! messages). Cancellation: dropping the caller's reply stream resets its send side and stops
+//! messages).
+//!
+//! **Batching.** Per-message costs are what limit a stream of small messages, so the writer
+//! encodes every message its producer has ready (within its credit) into one reused buffer,
+//! with the grants it owes, and writes it at once; the reader takes every complete frame of a
+//! received chunk into the consumer's queue before it waits again, waking the consumer once;
+//! the consumer takes the whole queue in one lock and grants credit back in batches of half its
+//! buffer. Cancellation: dropping the caller's reply stream resets its send side and stops
 //! its receive side; the server drops the handler's streams as soon as it sees either.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{BufMut as _, Bytes, BytesMut};
@@ -30,7 +38,7 @@ use futures::stream::BoxStream;
 use futures::{FutureExt as _, Stream, StreamExt as _};
 use prost::Message as _;
 use quinn::{RecvStream, SendStream};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::TransportError;
@@ -90,6 +98,9 @@ pub(crate) enum StreamItem {
 
 /// Decodes one `StreamFrame`. A frame that is not one (or has no member) is an error.
 pub(crate) fn decode_stream_frame(frame: Bytes) -> Result<StreamItem> {
+    if let Some(message) = message_of(&frame) {
+        return Ok(StreamItem::Message(Value::from_encoded(message)));
+    }
     let frame = wire::StreamFrame::decode(frame)
         .map_err(|e| Error::invalid_argument(format!("malformed stream frame: {e}")))?;
     match frame.kind {
@@ -104,6 +115,23 @@ pub(crate) fn decode_stream_frame(frame: Bytes) -> Result<StreamItem> {
         Some(wire::stream_frame::Kind::Credit(n)) => Ok(StreamItem::Credit(n)),
         None => Err(Error::invalid_argument("an empty stream frame")),
     }
+}
+
+/// The message of a frame that is `StreamFrame { message }` alone (field 1, length-delimited,
+/// its length the rest of the frame), as prost would decode it, without prost's decoder: the
+/// frame nearly every call is made of. `None` for any other frame.
+fn message_of(frame: &Bytes) -> Option<Bytes> {
+    let (&key, mut rest) = frame.split_first()?;
+    // Field 1, wire type 2 (length-delimited).
+    if key != 0x0A {
+        return None;
+    }
+    let len = prost::encoding::decode_varint(&mut rest).ok()?;
+    if u64::try_from(rest.len()).ok()? != len {
+        return None;
+    }
+    let start = frame.len().checked_sub(rest.len())?;
+    Some(frame.slice(start..))
 }
 
 /// One frame holding `StreamFrame { credit }`.
@@ -177,10 +205,88 @@ enum Inbound {
     End(Option<Error>),
 }
 
+/// The messages waiting for a call's consumer, shared by whoever fills them ([`InboxTx`]) and
+/// the consumer ([`Inbox`]), which takes all of them at once when it has none left.
+struct Queue {
+    items: VecDeque<Inbound>,
+    /// The messages the peer may still send: the credit granted and not yet used.
+    room: usize,
+    /// The consumer, waiting for an item.
+    waker: Option<Waker>,
+    /// Live [`InboxTx`] handles: with none left and nothing queued, the stream closed.
+    senders: usize,
+    /// False once the consumer is gone: messages are dropped.
+    open: bool,
+}
+
+fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
+    queue.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Wakes the consumer, if it waits, once the lock is released.
+fn wake(mut queue: MutexGuard<'_, Queue>) {
+    let waker = queue.waker.take();
+    drop(queue);
+    if let Some(waker) = waker {
+        waker.wake();
+    }
+}
+
+/// Fills a call's [`Inbox`]: the reader task, and on the caller's side the request writer
+/// (which may end the call with the request side's error).
+struct InboxTx(Arc<Mutex<Queue>>);
+
+/// A message that the peer sent without credit for it.
+struct OverCredit;
+
+impl InboxTx {
+    /// Queues a message (dropped if the consumer is gone); the peer must have had credit.
+    fn message(&self, value: Value, held: Option<Held>) -> Result<(), OverCredit> {
+        let mut queue = lock(&self.0);
+        if !queue.open {
+            return Ok(());
+        }
+        queue.room = queue.room.checked_sub(1).ok_or(OverCredit)?;
+        queue.items.push_back(Inbound::Message(value, held));
+        wake(queue);
+        Ok(())
+    }
+
+    /// Queues the end of the messages, clean or with an error.
+    fn end(&self, end: Option<Error>) {
+        let mut queue = lock(&self.0);
+        if queue.open {
+            queue.items.push_back(Inbound::End(end));
+            wake(queue);
+        }
+    }
+}
+
+impl Clone for InboxTx {
+    fn clone(&self) -> Self {
+        let mut queue = lock(&self.0);
+        queue.senders = queue.senders.saturating_add(1);
+        drop(queue);
+        InboxTx(self.0.clone())
+    }
+}
+
+impl Drop for InboxTx {
+    fn drop(&mut self) {
+        let mut queue = lock(&self.0);
+        queue.senders = queue.senders.saturating_sub(1);
+        if queue.senders == 0 {
+            wake(queue);
+        }
+    }
+}
+
 /// The consumer's side of a call's incoming messages: a bounded buffer the reader task fills
 /// (never past the credit granted), and the grants given back as messages are taken.
 struct Inbox {
-    queue: mpsc::Receiver<Inbound>,
+    queue: Arc<Mutex<Queue>>,
+    /// Items taken from the queue in one go, not yet handed out.
+    taken_items: VecDeque<Inbound>,
     grants: Arc<Grants>,
     /// Grants go out in batches of this many messages.
     batch: u32,
@@ -188,6 +294,30 @@ struct Inbox {
     done: bool,
     /// Dropped with the inbox (the caller's side: cancels the call).
     _guard: Option<tokio_util::sync::DropGuard>,
+}
+
+impl Inbox {
+    /// The next item: from those already taken, else all the queue holds. `None` while the
+    /// queue is empty (the waker then registered), `Some(None)` once it closed.
+    fn next_item(&mut self, cx: &mut Context<'_>) -> Option<Option<Inbound>> {
+        if let Some(item) = self.taken_items.pop_front() {
+            return Some(Some(item));
+        }
+        let mut queue = lock(&self.queue);
+        if queue.items.is_empty() {
+            if queue.senders == 0 {
+                return Some(None);
+            }
+            match &queue.waker {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                _ => queue.waker = Some(cx.waker().clone()),
+            }
+            return None;
+        }
+        std::mem::swap(&mut queue.items, &mut self.taken_items);
+        drop(queue);
+        Some(self.taken_items.pop_front())
+    }
 }
 
 impl Stream for Inbox {
@@ -198,15 +328,22 @@ impl Stream for Inbox {
         if this.done {
             return Poll::Ready(None);
         }
-        let item = match this.queue.poll_recv(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(item) => item,
+        // A consumer that always finds a message still yields to other tasks now and then.
+        let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+        let Some(item) = this.next_item(cx) else {
+            return Poll::Pending;
         };
+        coop.made_progress();
         match item {
             Some(Inbound::Message(value, held)) => {
                 drop(held);
                 this.taken = this.taken.saturating_add(1);
                 if this.taken >= this.batch {
+                    // Room first: the grant may reach the peer, and its messages this side,
+                    // as soon as it is added.
+                    let mut queue = lock(&this.queue);
+                    queue.room = queue.room.saturating_add(this.taken as usize);
+                    drop(queue);
                     this.grants.add(this.taken);
                     this.taken = 0;
                 }
@@ -224,32 +361,40 @@ impl Stream for Inbox {
     }
 }
 
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        let mut queue = lock(&self.queue);
+        queue.open = false;
+        let items = std::mem::take(&mut queue.items);
+        drop(queue);
+        // Messages still queued release their room in the peer's budget.
+        drop(items);
+    }
+}
+
 /// What a reader task needs.
 struct Reader {
     recv: RecvStream,
     frames: FrameReader,
     /// Where messages go; `None` once the peer's messages ended (credits may still come).
-    inbox: Option<mpsc::Sender<Inbound>>,
+    inbox: Option<InboxTx>,
     /// The credit this side may spend sending.
     credit: Arc<Semaphore>,
     /// Cancelled when the call is over (either side).
     stop: CancellationToken,
     /// The caller's side: the peer's trailer ends the call.
     caller: bool,
-    /// The server's side: where queued messages hold their bytes.
+    /// Where queued messages hold their bytes: the peer's budget.
     budget: Option<PeerBudget>,
     peer: NodeId,
     path: Arc<str>,
 }
 
 impl Reader {
-    /// Hands `end` to the consumer (waiting for room, unless the call stops).
-    async fn end(&mut self, end: Option<Error>) {
+    /// Hands `end` to the consumer.
+    fn end(&mut self, end: Option<Error>) {
         if let Some(inbox) = self.inbox.take() {
-            tokio::select! {
-                _ = self.stop.cancelled() => {}
-                _ = inbox.send(Inbound::End(end)) => {}
-            }
+            inbox.end(end);
         }
     }
 }
@@ -293,9 +438,9 @@ async fn read_frames(mut reader: Reader) {
                         match &reader.inbox {
                             // The consumer is gone (a server-streaming handler took its one
                             // request): the message is dropped, the credits still come.
-                            Some(inbox) => match inbox.try_send(Inbound::Message(value, held)) {
-                                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => continue,
-                                Err(mpsc::error::TrySendError::Full(_)) => Error::invalid_argument(
+                            Some(inbox) => match inbox.message(value, held) {
+                                Ok(()) => continue,
+                                Err(OverCredit) => Error::invalid_argument(
                                     "the peer sent past the credit it was granted",
                                 ),
                             },
@@ -314,7 +459,7 @@ async fn read_frames(mut reader: Reader) {
                         }
                     }
                     Ok(StreamItem::End(end)) => {
-                        reader.end(end).await;
+                        reader.end(end);
                         if reader.caller {
                             // The server's trailer: the call is over.
                             reader.stop.cancel();
@@ -333,7 +478,7 @@ async fn read_frames(mut reader: Reader) {
                     ))
                 } else {
                     // The caller finishes its side once the call is over.
-                    reader.end(None).await;
+                    reader.end(None);
                     return;
                 }
             }
@@ -344,11 +489,9 @@ async fn read_frames(mut reader: Reader) {
         };
         tracing::debug!(peer = %reader.peer, path = %reader.path, error = %failure, "a streaming call failed");
         let _ = reader.recv.stop(codes::PROTOCOL);
-        // The consumer gets the failure if its buffer has room (else it learns that the stream
-        // closed); the call stops at once either way, even while the consumer does not read.
-        if let Some(inbox) = reader.inbox.take() {
-            let _ = inbox.try_send(Inbound::End(Some(failure)));
-        }
+        // The consumer gets the failure after the messages before it; the call stops at once,
+        // even while the consumer does not read.
+        reader.end(Some(failure));
         reader.stop.cancel();
         return;
     }
@@ -509,11 +652,20 @@ impl Link {
         }
     }
 
-    /// The consumer's buffer (`buffer` messages plus the end) and the sender that fills it.
-    fn inbox(&self, buffer: usize, guard: bool) -> (mpsc::Sender<Inbound>, Inbox) {
-        let (tx, rx) = mpsc::channel(buffer.saturating_add(1));
+    /// The consumer's buffer (`buffer` messages, the credit granted at first, plus the end)
+    /// and the handle that fills it.
+    fn inbox(&self, buffer: usize, guard: bool) -> (InboxTx, Inbox) {
+        let queue = Arc::new(Mutex::new(Queue {
+            items: VecDeque::new(),
+            room: buffer,
+            waker: None,
+            senders: 1,
+            open: true,
+        }));
+        let tx = InboxTx(queue.clone());
         let inbox = Inbox {
-            queue: rx,
+            queue,
+            taken_items: VecDeque::new(),
             grants: self.grants.clone(),
             batch: u32::try_from((buffer / 2).max(1)).unwrap_or(u32::MAX),
             taken: 0,
@@ -581,7 +733,7 @@ impl Peer {
             credit: link.credit.clone(),
             stop: link.stop.clone(),
             caller: true,
-            budget: None,
+            budget: Some(self.budget().clone()),
             peer: self.id,
             path: path.clone(),
         }));
@@ -609,7 +761,7 @@ struct RequestWriter {
     link: Link,
     /// Where a failure of the request side (a request over the size limit, the request stream
     /// failing) goes, to end the caller's reply stream with it.
-    failed: mpsc::Sender<Inbound>,
+    failed: InboxTx,
     peer: NodeId,
     path: Arc<str>,
     max: usize,
@@ -655,10 +807,7 @@ async fn write_requests(writer: RequestWriter) {
         }
         Pumped::Ended(Err(error)) => {
             let _ = send.reset(codes::CANCELLED);
-            tokio::select! {
-                _ = link.stop.cancelled() => {}
-                _ = failed.send(Inbound::End(Some(error))) => {}
-            }
+            failed.end(Some(error));
             link.stop.cancel();
             return;
         }

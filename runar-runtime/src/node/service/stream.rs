@@ -152,8 +152,11 @@ impl Stream for RawStreaming {
             }
             Poll::Pending => {}
         }
+        // The clock too: a source that always has a message is `Pending` only when the task's
+        // budget runs out, and then the timer is not ready either, however late it is.
         if let Some(deadline) = &mut this.deadline
-            && deadline.sleep.as_mut().poll(cx).is_ready()
+            && (deadline.sleep.as_mut().poll(cx).is_ready()
+                || deadline.sleep.deadline() <= tokio::time::Instant::now())
         {
             let error = Error::deadline_exceeded(format!(
                 "the stream `{}` did not end within {:?}",
