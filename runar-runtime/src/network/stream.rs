@@ -240,14 +240,26 @@ struct InboxTx(Arc<Mutex<Queue>>);
 struct OverCredit;
 
 impl InboxTx {
-    /// Queues a message (dropped if the consumer is gone); the peer must have had credit.
-    fn message(&self, value: Value, held: Option<Held>) -> Result<(), OverCredit> {
+    /// Queues `batch`'s messages (dropped if the consumer is gone), the last one holding
+    /// `held`; the peer must have had credit for all of them.
+    fn messages(&self, batch: &mut Vec<Value>, held: Option<Held>) -> Result<(), OverCredit> {
         let mut queue = lock(&self.0);
         if !queue.open {
+            drop(queue);
+            batch.clear();
             return Ok(());
         }
-        queue.room = queue.room.checked_sub(1).ok_or(OverCredit)?;
-        queue.items.push_back(Inbound::Message(value, held));
+        queue.room = queue.room.checked_sub(batch.len()).ok_or(OverCredit)?;
+        let mut held = held;
+        let mut values = batch.drain(..).peekable();
+        while let Some(value) = values.next() {
+            let held = if values.peek().is_none() {
+                held.take()
+            } else {
+                None
+            };
+            queue.items.push_back(Inbound::Message(value, held));
+        }
         wake(queue);
         Ok(())
     }
@@ -385,12 +397,56 @@ struct Reader {
     /// The caller's side: the peer's trailer ends the call.
     caller: bool,
     /// Where queued messages hold their bytes: the peer's budget.
-    budget: Option<PeerBudget>,
+    budget: PeerBudget,
+    /// Messages of frames already received, not yet queued: they go to the consumer together
+    /// (one lock, one take from the budget) before the reader waits again.
+    batch: Vec<Value>,
+    /// Their bytes.
+    batch_bytes: usize,
     peer: NodeId,
     path: Arc<str>,
 }
 
 impl Reader {
+    /// Queues the batch of messages for the consumer, their bytes held in the peer's budget
+    /// until the last of them is taken (waiting for room unless `cancelled`). `Ok(false)`: the
+    /// call stopped meanwhile; an error: the peer sent past its credit.
+    async fn deliver(&mut self, cancelled: Pin<&mut impl Future<Output = ()>>) -> Result<bool> {
+        if self.batch.is_empty() {
+            return Ok(true);
+        }
+        let len = std::mem::take(&mut self.batch_bytes);
+        let held = match self.budget.try_acquire(len) {
+            Some(held) => held,
+            None => {
+                let held = tokio::select! {
+                    _ = cancelled => return Ok(false),
+                    held = self.budget.acquire(len) => held,
+                };
+                let Some(held) = held else {
+                    return Ok(false);
+                };
+                held
+            }
+        };
+        match &self.inbox {
+            Some(inbox) => inbox.messages(&mut self.batch, Some(held)).map_err(|OverCredit| {
+                Error::invalid_argument("the peer sent past the credit it was granted")
+            })?,
+            None => self.batch.clear(),
+        }
+        Ok(true)
+    }
+
+    /// Ends the call with `failure`: the consumer gets it after the messages queued before it;
+    /// the call stops at once, even while the consumer does not read.
+    fn fail(&mut self, failure: Error) {
+        tracing::debug!(peer = %self.peer, path = %self.path, error = %failure, "a streaming call failed");
+        let _ = self.recv.stop(codes::PROTOCOL);
+        self.end(Some(failure));
+        self.stop.cancel();
+    }
+
     /// Hands `end` to the consumer.
     fn end(&mut self, end: Option<Error>) {
         if let Some(inbox) = self.inbox.take() {
@@ -411,43 +467,37 @@ async fn read_frames(mut reader: Reader) {
     loop {
         let frame = match reader.frames.ready() {
             Some(frame) => frame.map(Some),
-            None => tokio::select! {
-                biased;
-                _ = cancelled.as_mut() => {
-                    let _ = reader.recv.stop(codes::CANCELLED);
-                    return;
+            None => {
+                // Everything received is handled: the messages go to the consumer at once.
+                match reader.deliver(cancelled.as_mut()).await {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(failure) => {
+                        reader.fail(failure);
+                        return;
+                    }
                 }
-                frame = reader.frames.next(&mut reader.recv) => frame,
-            },
+                tokio::select! {
+                    biased;
+                    _ = cancelled.as_mut() => {
+                        let _ = reader.recv.stop(codes::CANCELLED);
+                        return;
+                    }
+                    frame = reader.frames.next(&mut reader.recv) => frame,
+                }
+            }
         };
         let failure = match frame {
             Ok(Some(frame)) => {
                 let len = frame.len();
                 match decode_stream_frame(frame) {
                     Ok(StreamItem::Message(value)) => {
-                        let held = match &reader.budget {
-                            Some(budget) => match budget.try_acquire(len) {
-                                Some(held) => Some(held),
-                                None => tokio::select! {
-                                    _ = cancelled.as_mut() => return,
-                                    held = budget.acquire(len) => held,
-                                },
-                            },
-                            None => None,
-                        };
-                        match &reader.inbox {
-                            // The consumer is gone (a server-streaming handler took its one
-                            // request): the message is dropped, the credits still come.
-                            Some(inbox) => match inbox.message(value, held) {
-                                Ok(()) => continue,
-                                Err(OverCredit) => Error::invalid_argument(
-                                    "the peer sent past the credit it was granted",
-                                ),
-                            },
-                            None => {
-                                Error::invalid_argument("the peer sent a message after its trailer")
-                            }
+                        if reader.inbox.is_some() {
+                            reader.batch.push(value);
+                            reader.batch_bytes = reader.batch_bytes.saturating_add(len);
+                            continue;
                         }
+                        Error::invalid_argument("the peer sent a message after its trailer")
                     }
                     Ok(StreamItem::Credit(n)) => {
                         let n = n as usize;
@@ -459,6 +509,14 @@ async fn read_frames(mut reader: Reader) {
                         }
                     }
                     Ok(StreamItem::End(end)) => {
+                        match reader.deliver(cancelled.as_mut()).await {
+                            Ok(true) => {}
+                            Ok(false) => return,
+                            Err(failure) => {
+                                reader.fail(failure);
+                                return;
+                            }
+                        }
                         reader.end(end);
                         if reader.caller {
                             // The server's trailer: the call is over.
@@ -487,12 +545,11 @@ async fn read_frames(mut reader: Reader) {
             }
             Err(e) => transport_error(reader.peer, &reader.path, e),
         };
-        tracing::debug!(peer = %reader.peer, path = %reader.path, error = %failure, "a streaming call failed");
-        let _ = reader.recv.stop(codes::PROTOCOL);
-        // The consumer gets the failure after the messages before it; the call stops at once,
-        // even while the consumer does not read.
-        reader.end(Some(failure));
-        reader.stop.cancel();
+        // The messages before the failure first, if they fit.
+        if let Ok(false) | Err(_) = reader.deliver(cancelled.as_mut()).await {
+            reader.batch.clear();
+        }
+        reader.fail(failure);
         return;
     }
 }
@@ -733,7 +790,9 @@ impl Peer {
             credit: link.credit.clone(),
             stop: link.stop.clone(),
             caller: true,
-            budget: Some(self.budget().clone()),
+            budget: self.budget().clone(),
+            batch: Vec::new(),
+            batch_bytes: 0,
             peer: self.id,
             path: path.clone(),
         }));
@@ -914,7 +973,9 @@ async fn serve_stream<H: NodeHandler>(
         credit: link.credit.clone(),
         stop: link.stop.clone(),
         caller: false,
-        budget: Some(from.budget().clone()),
+        budget: from.budget().clone(),
+        batch: Vec::new(),
+        batch_bytes: 0,
         peer: from.id,
         path: path.clone(),
     }));
