@@ -214,7 +214,8 @@ impl FrameReader {
     /// received chunk before waiting again. An oversized declared length is
     /// [`TransportError::FrameTooLarge`], as from [`next`](Self::next).
     pub(crate) fn ready(&mut self) -> Option<Result<Bytes, TransportError>> {
-        let header: [u8; FRAME_HEADER_LEN] = self.pending.get(..FRAME_HEADER_LEN)?.try_into().ok()?;
+        let header: [u8; FRAME_HEADER_LEN] =
+            self.pending.get(..FRAME_HEADER_LEN)?.try_into().ok()?;
         let declared = u32::from_be_bytes(header);
         let len = match usize::try_from(declared) {
             Ok(len) if len <= self.max => len,

@@ -25,11 +25,11 @@
 //! buffer. Cancellation: dropping the caller's reply stream resets its send side and stops
 //! its receive side; the server drops the handler's streams as soon as it sees either.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -430,9 +430,11 @@ impl Reader {
             }
         };
         match &self.inbox {
-            Some(inbox) => inbox.messages(&mut self.batch, Some(held)).map_err(|OverCredit| {
-                Error::invalid_argument("the peer sent past the credit it was granted")
-            })?,
+            Some(inbox) => inbox
+                .messages(&mut self.batch, Some(held))
+                .map_err(|OverCredit| {
+                    Error::invalid_argument("the peer sent past the credit it was granted")
+                })?,
             None => self.batch.clear(),
         }
         Ok(true)
