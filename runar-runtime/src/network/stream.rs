@@ -264,6 +264,11 @@ impl InboxTx {
         Ok(())
     }
 
+    /// The messages the peer may still send.
+    fn room(&self) -> usize {
+        lock(&self.0).room
+    }
+
     /// Queues the end of the messages, clean or with an error.
     fn end(&self, end: Option<Error>) {
         let mut queue = lock(&self.0);
@@ -410,7 +415,8 @@ struct Reader {
 impl Reader {
     /// Queues the batch of messages for the consumer, their bytes held in the peer's budget
     /// until the last of them is taken (waiting for room unless `cancelled`). `Ok(false)`: the
-    /// call stopped meanwhile; an error: the peer sent past its credit.
+    /// call stopped meanwhile; an error: the peer sent past its credit, or the connection is
+    /// closing.
     async fn deliver(&mut self, cancelled: Pin<&mut impl Future<Output = ()>>) -> Result<bool> {
         if self.batch.is_empty() {
             return Ok(true);
@@ -419,14 +425,19 @@ impl Reader {
         let held = match self.budget.try_acquire(len) {
             Some(held) => held,
             None => {
+                // No waiting for room for messages the peer had no credit for.
+                if let Some(inbox) = &self.inbox
+                    && inbox.room() < self.batch.len()
+                {
+                    return Err(Error::invalid_argument(
+                        "the peer sent past the credit it was granted",
+                    ));
+                }
                 let held = tokio::select! {
                     _ = cancelled => return Ok(false),
                     held = self.budget.acquire(len) => held,
                 };
-                let Some(held) = held else {
-                    return Ok(false);
-                };
-                held
+                held.ok_or_else(|| Error::unavailable("the connection is closing"))?
             }
         };
         match &self.inbox {
