@@ -411,7 +411,7 @@ async fn a_stalled_remote_consumer_stops_the_producer() {
         last = now;
     }
     // The producer is polled only with a credit in hand: the client grants its stream buffer
-    // (32 messages by default) and more only as its consumer takes them, in halves.
+    // (256 messages by default) and more only as its consumer takes them, in halves.
     let buffer = b.config().stream_buffer;
     assert!(
         last <= buffer + buffer / 2,

@@ -138,7 +138,7 @@ impl Options {
                     println!(
                         "runar-bench [--quick] [--secs S] [--rounds N] \
                          [--only unary,local,events,streams,payload,memory,scale,gateway] \
-                         [--profile runar-seq|quinn-seq|gateway-seq|tonic-plain-seq|runar-64|runar-64-mt|quinn-64|tonic-64|gateway-64|gateway-64-mt|tonic-plain-64|tonic-plain-64-mt|runar-events] \
+                         [--profile runar-seq|quinn-seq|gateway-seq|tonic-plain-seq|runar-64|runar-64-mt|quinn-64|tonic-64|gateway-64|gateway-64-mt|tonic-plain-64|tonic-plain-64-mt|runar-events|runar-pull[:N]|runar-push[:N]] \
                          [--calls N]"
                     );
                     std::process::exit(0);
@@ -445,6 +445,25 @@ fn profile(which: &str, o: &Options) {
                 }
             });
             report("events/s", x);
+        }
+        w if w.starts_with("runar-pull") || w.starts_with("runar-push") => {
+            // `runar-pull:N` sets `stream_buffer` to N.
+            let buffer = w.split_once(':').and_then(|(_, n)| n.parse().ok());
+            let kind = if w.starts_with("runar-pull") {
+                streams::Kind::Server
+            } else {
+                streams::Kind::Client
+            };
+            let n = o.calls.unwrap_or(1_000_000);
+            let x = Rt::Current.run(move || async move {
+                let r = streams::runar(buffer).await;
+                let start = std::time::Instant::now();
+                streams::Streamer::run(&r, kind, n, Bytes::from(vec![0x5Au8; 64])).await;
+                let x = n as f64 / start.elapsed().as_secs_f64();
+                r.stop().await;
+                x
+            });
+            report("messages/s", x);
         }
         other => panic!("unknown profile scenario {other}"),
     }

@@ -102,7 +102,7 @@ fn frames_in_one_piece(mut stream: &[u8], max: usize) -> (Vec<Bytes>, Ending) {
 }
 
 /// Framing: a stream of length-prefixed frames, cut into chunks of fuzzer-chosen sizes, read by
-/// the event streams' [`FrameReader`] must give the same frames and the same ending as the stream
+/// the [`FrameReader`] of event streams and streaming calls must give the same frames and the same ending as the stream
 /// parsed in one piece. Input: `[max frame len (1 byte), chunk sizes (1 byte: count n, then n
 /// sizes)] stream`.
 pub fn framing(data: &[u8]) {
@@ -132,7 +132,13 @@ pub fn framing(data: &[u8]) {
     let mut reader = FrameReader::new(max, None);
     let mut got = Vec::new();
     let got_ending = loop {
-        match run_ready(reader.next(&mut source)) {
+        // As a streaming call's reader does: every frame already received (`ready`), then a
+        // read (`next`); and `next` alone.
+        let step = match (got.len() % 2 == 0).then(|| reader.ready()).flatten() {
+            Some(ready) => ready.map(Some),
+            None => run_ready(reader.next(&mut source)),
+        };
+        match step {
             Ok(Some(frame)) => got.push(frame),
             Ok(None) => break Ending::Clean,
             Err(TransportError::FrameTooLarge { .. }) => break Ending::TooLarge,

@@ -222,15 +222,29 @@ pub(crate) fn request_frame(
 
 /// One frame holding `Response { payload }` (a oneof member: encoded even when empty).
 pub(crate) fn response_frame(payload: &Value, max: usize) -> Result<Bytes, TransportError> {
+    let mut buf = BytesMut::new();
+    append_response_frame(&mut buf, payload, max)?;
+    Ok(buf.freeze())
+}
+
+/// Appends one frame holding `Response { payload }` to `buf` (a streaming call's
+/// `StreamFrame { message }` has the same bytes). A payload over `max` is refused and `buf` is
+/// left as it was.
+pub(crate) fn append_response_frame(
+    buf: &mut BytesMut,
+    payload: &Value,
+    max: usize,
+) -> Result<(), TransportError> {
     let payload_len = payload.encoded_len();
     let len = len_delimited_len(RESPONSE_PAYLOAD, payload_len);
     let header = checked_len(len, max)?;
-    let mut buf = BytesMut::with_capacity(FRAME_HEADER_LEN + len);
+    buf.reserve(FRAME_HEADER_LEN + len);
+    let start = buf.len();
     buf.put_u32(header);
-    put_len_delimited_header(&mut buf, RESPONSE_PAYLOAD, payload_len);
-    payload.encode_into(&mut buf);
-    debug_assert_eq!(buf.len(), FRAME_HEADER_LEN + len);
-    Ok(buf.freeze())
+    put_len_delimited_header(buf, RESPONSE_PAYLOAD, payload_len);
+    payload.encode_into(buf);
+    debug_assert_eq!(buf.len() - start, FRAME_HEADER_LEN + len);
+    Ok(())
 }
 
 /// Decodes a `Response` frame's body exactly as `wire::Response::decode` does. The usual

@@ -209,6 +209,31 @@ impl FrameReader {
         self
     }
 
+    /// The next frame if it has already arrived in full, without reading (`None`: more bytes
+    /// are needed, so [`next`](Self::next) must read). Lets a reader take every frame of a
+    /// received chunk before waiting again. An oversized declared length is
+    /// [`TransportError::FrameTooLarge`], as from [`next`](Self::next).
+    pub(crate) fn ready(&mut self) -> Option<Result<Bytes, TransportError>> {
+        let header: [u8; FRAME_HEADER_LEN] =
+            self.pending.get(..FRAME_HEADER_LEN)?.try_into().ok()?;
+        let declared = u32::from_be_bytes(header);
+        let len = match usize::try_from(declared) {
+            Ok(len) if len <= self.max => len,
+            _ => {
+                return Some(Err(TransportError::FrameTooLarge {
+                    len: u64::from(declared),
+                    max: self.max,
+                }));
+            }
+        };
+        if self.pending.len().checked_sub(FRAME_HEADER_LEN)? < len {
+            return None;
+        }
+        self.held = None;
+        self.pending.advance(FRAME_HEADER_LEN);
+        Some(Ok(self.pending.split_to(len)))
+    }
+
     /// Reads the next frame.
     pub(crate) async fn next(
         &mut self,

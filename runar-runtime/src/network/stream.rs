@@ -15,14 +15,22 @@
 //!
 //! Each side runs a reader task (frames in: messages to the consumer's buffer, credits to the
 //! writer) and a writer (messages out as credit allows, grants out as the consumer takes
-//! messages). Cancellation: dropping the caller's reply stream resets its send side and stops
+//! messages).
+//!
+//! **Batching.** Per-message costs are what limit a stream of small messages, so the writer
+//! encodes every message its producer has ready (within its credit) into one reused buffer,
+//! with the grants it owes, and writes it at once; the reader takes every complete frame of a
+//! received chunk into the consumer's queue before it waits again, waking the consumer once;
+//! the consumer takes the whole queue in one lock and grants credit back in batches of half its
+//! buffer. Cancellation: dropping the caller's reply stream resets its send side and stops
 //! its receive side; the server drops the handler's streams as soon as it sees either.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{BufMut as _, Bytes, BytesMut};
@@ -30,12 +38,12 @@ use futures::stream::BoxStream;
 use futures::{FutureExt as _, Stream, StreamExt as _};
 use prost::Message as _;
 use quinn::{RecvStream, SendStream};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::TransportError;
 use super::budget::{Held, PeerBudget};
-use super::frames::{decode_request, request_frame, response_frame};
+use super::frames::{append_response_frame, decode_request, request_frame};
 use super::framing::{FrameReader, encode_frame, read_body, read_header};
 use super::interface::{InboundStream, NodeHandler};
 use super::peer::{
@@ -90,6 +98,9 @@ pub(crate) enum StreamItem {
 
 /// Decodes one `StreamFrame`. A frame that is not one (or has no member) is an error.
 pub(crate) fn decode_stream_frame(frame: Bytes) -> Result<StreamItem> {
+    if let Some(message) = message_of(&frame) {
+        return Ok(StreamItem::Message(Value::from_encoded(message)));
+    }
     let frame = wire::StreamFrame::decode(frame)
         .map_err(|e| Error::invalid_argument(format!("malformed stream frame: {e}")))?;
     match frame.kind {
@@ -106,10 +117,21 @@ pub(crate) fn decode_stream_frame(frame: Bytes) -> Result<StreamItem> {
     }
 }
 
-/// One frame holding `StreamFrame { message }`: the same bytes as `Response { payload }` (both
-/// are field 1, length-delimited), so the response encoder writes it.
-fn message_frame(value: &Value, max: usize) -> Result<Bytes, TransportError> {
-    response_frame(value, max)
+/// The message of a frame that is `StreamFrame { message }` alone (field 1, length-delimited,
+/// its length the rest of the frame), as prost would decode it, without prost's decoder: the
+/// frame nearly every call is made of. `None` for any other frame.
+fn message_of(frame: &Bytes) -> Option<Bytes> {
+    let (&key, mut rest) = frame.split_first()?;
+    // Field 1, wire type 2 (length-delimited).
+    if key != 0x0A {
+        return None;
+    }
+    let len = prost::encoding::decode_varint(&mut rest).ok()?;
+    if u64::try_from(rest.len()).ok()? != len {
+        return None;
+    }
+    let start = frame.len().checked_sub(rest.len())?;
+    Some(frame.slice(start..))
 }
 
 /// One frame holding `StreamFrame { credit }`.
@@ -183,10 +205,105 @@ enum Inbound {
     End(Option<Error>),
 }
 
+/// The messages waiting for a call's consumer, shared by whoever fills them ([`InboxTx`]) and
+/// the consumer ([`Inbox`]), which takes all of them at once when it has none left.
+struct Queue {
+    items: VecDeque<Inbound>,
+    /// The messages the peer may still send: the credit granted and not yet used.
+    room: usize,
+    /// The consumer, waiting for an item.
+    waker: Option<Waker>,
+    /// Live [`InboxTx`] handles: with none left and nothing queued, the stream closed.
+    senders: usize,
+    /// False once the consumer is gone: messages are dropped.
+    open: bool,
+}
+
+fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
+    queue.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Wakes the consumer, if it waits, once the lock is released.
+fn wake(mut queue: MutexGuard<'_, Queue>) {
+    let waker = queue.waker.take();
+    drop(queue);
+    if let Some(waker) = waker {
+        waker.wake();
+    }
+}
+
+/// Fills a call's [`Inbox`]: the reader task, and on the caller's side the request writer
+/// (which may end the call with the request side's error).
+struct InboxTx(Arc<Mutex<Queue>>);
+
+/// A message that the peer sent without credit for it.
+struct OverCredit;
+
+impl InboxTx {
+    /// Queues `batch`'s messages (dropped if the consumer is gone), the last one holding
+    /// `held`; the peer must have had credit for all of them.
+    fn messages(&self, batch: &mut Vec<Value>, held: Option<Held>) -> Result<(), OverCredit> {
+        let mut queue = lock(&self.0);
+        if !queue.open {
+            drop(queue);
+            batch.clear();
+            return Ok(());
+        }
+        queue.room = queue.room.checked_sub(batch.len()).ok_or(OverCredit)?;
+        let mut held = held;
+        let mut values = batch.drain(..).peekable();
+        while let Some(value) = values.next() {
+            let held = if values.peek().is_none() {
+                held.take()
+            } else {
+                None
+            };
+            queue.items.push_back(Inbound::Message(value, held));
+        }
+        wake(queue);
+        Ok(())
+    }
+
+    /// The messages the peer may still send.
+    fn room(&self) -> usize {
+        lock(&self.0).room
+    }
+
+    /// Queues the end of the messages, clean or with an error.
+    fn end(&self, end: Option<Error>) {
+        let mut queue = lock(&self.0);
+        if queue.open {
+            queue.items.push_back(Inbound::End(end));
+            wake(queue);
+        }
+    }
+}
+
+impl Clone for InboxTx {
+    fn clone(&self) -> Self {
+        let mut queue = lock(&self.0);
+        queue.senders = queue.senders.saturating_add(1);
+        drop(queue);
+        InboxTx(self.0.clone())
+    }
+}
+
+impl Drop for InboxTx {
+    fn drop(&mut self) {
+        let mut queue = lock(&self.0);
+        queue.senders = queue.senders.saturating_sub(1);
+        if queue.senders == 0 {
+            wake(queue);
+        }
+    }
+}
+
 /// The consumer's side of a call's incoming messages: a bounded buffer the reader task fills
 /// (never past the credit granted), and the grants given back as messages are taken.
 struct Inbox {
-    queue: mpsc::Receiver<Inbound>,
+    queue: Arc<Mutex<Queue>>,
+    /// Items taken from the queue in one go, not yet handed out.
+    taken_items: VecDeque<Inbound>,
     grants: Arc<Grants>,
     /// Grants go out in batches of this many messages.
     batch: u32,
@@ -194,6 +311,30 @@ struct Inbox {
     done: bool,
     /// Dropped with the inbox (the caller's side: cancels the call).
     _guard: Option<tokio_util::sync::DropGuard>,
+}
+
+impl Inbox {
+    /// The next item: from those already taken, else all the queue holds. `None` while the
+    /// queue is empty (the waker then registered), `Some(None)` once it closed.
+    fn next_item(&mut self, cx: &mut Context<'_>) -> Option<Option<Inbound>> {
+        if let Some(item) = self.taken_items.pop_front() {
+            return Some(Some(item));
+        }
+        let mut queue = lock(&self.queue);
+        if queue.items.is_empty() {
+            if queue.senders == 0 {
+                return Some(None);
+            }
+            match &queue.waker {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                _ => queue.waker = Some(cx.waker().clone()),
+            }
+            return None;
+        }
+        std::mem::swap(&mut queue.items, &mut self.taken_items);
+        drop(queue);
+        Some(self.taken_items.pop_front())
+    }
 }
 
 impl Stream for Inbox {
@@ -204,15 +345,22 @@ impl Stream for Inbox {
         if this.done {
             return Poll::Ready(None);
         }
-        let item = match this.queue.poll_recv(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(item) => item,
+        // A consumer that always finds a message still yields to other tasks now and then.
+        let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+        let Some(item) = this.next_item(cx) else {
+            return Poll::Pending;
         };
+        coop.made_progress();
         match item {
             Some(Inbound::Message(value, held)) => {
                 drop(held);
                 this.taken = this.taken.saturating_add(1);
                 if this.taken >= this.batch {
+                    // Room first: the grant may reach the peer, and its messages this side,
+                    // as soon as it is added.
+                    let mut queue = lock(&this.queue);
+                    queue.room = queue.room.saturating_add(this.taken as usize);
+                    drop(queue);
                     this.grants.add(this.taken);
                     this.taken = 0;
                 }
@@ -230,32 +378,92 @@ impl Stream for Inbox {
     }
 }
 
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        let mut queue = lock(&self.queue);
+        queue.open = false;
+        let items = std::mem::take(&mut queue.items);
+        drop(queue);
+        // Messages still queued release their room in the peer's budget.
+        drop(items);
+    }
+}
+
 /// What a reader task needs.
 struct Reader {
     recv: RecvStream,
     frames: FrameReader,
     /// Where messages go; `None` once the peer's messages ended (credits may still come).
-    inbox: Option<mpsc::Sender<Inbound>>,
+    inbox: Option<InboxTx>,
     /// The credit this side may spend sending.
     credit: Arc<Semaphore>,
     /// Cancelled when the call is over (either side).
     stop: CancellationToken,
     /// The caller's side: the peer's trailer ends the call.
     caller: bool,
-    /// The server's side: where queued messages hold their bytes.
-    budget: Option<PeerBudget>,
+    /// Where queued messages hold their bytes: the peer's budget.
+    budget: PeerBudget,
+    /// Messages of frames already received, not yet queued: they go to the consumer together
+    /// (one lock, one take from the budget) before the reader waits again.
+    batch: Vec<Value>,
+    /// Their bytes.
+    batch_bytes: usize,
     peer: NodeId,
     path: Arc<str>,
 }
 
 impl Reader {
-    /// Hands `end` to the consumer (waiting for room, unless the call stops).
-    async fn end(&mut self, end: Option<Error>) {
-        if let Some(inbox) = self.inbox.take() {
-            tokio::select! {
-                _ = self.stop.cancelled() => {}
-                _ = inbox.send(Inbound::End(end)) => {}
+    /// Queues the batch of messages for the consumer, their bytes held in the peer's budget
+    /// until the last of them is taken (waiting for room unless `cancelled`). `Ok(false)`: the
+    /// call stopped meanwhile; an error: the peer sent past its credit, or the connection is
+    /// closing.
+    async fn deliver(&mut self, cancelled: Pin<&mut impl Future<Output = ()>>) -> Result<bool> {
+        if self.batch.is_empty() {
+            return Ok(true);
+        }
+        let len = std::mem::take(&mut self.batch_bytes);
+        let held = match self.budget.try_acquire(len) {
+            Some(held) => held,
+            None => {
+                // No waiting for room for messages the peer had no credit for.
+                if let Some(inbox) = &self.inbox
+                    && inbox.room() < self.batch.len()
+                {
+                    return Err(Error::invalid_argument(
+                        "the peer sent past the credit it was granted",
+                    ));
+                }
+                let held = tokio::select! {
+                    _ = cancelled => return Ok(false),
+                    held = self.budget.acquire(len) => held,
+                };
+                held.ok_or_else(|| Error::unavailable("the connection is closing"))?
             }
+        };
+        match &self.inbox {
+            Some(inbox) => inbox
+                .messages(&mut self.batch, Some(held))
+                .map_err(|OverCredit| {
+                    Error::invalid_argument("the peer sent past the credit it was granted")
+                })?,
+            None => self.batch.clear(),
+        }
+        Ok(true)
+    }
+
+    /// Ends the call with `failure`: the consumer gets it after the messages queued before it;
+    /// the call stops at once, even while the consumer does not read.
+    fn fail(&mut self, failure: Error) {
+        tracing::debug!(peer = %self.peer, path = %self.path, error = %failure, "a streaming call failed");
+        let _ = self.recv.stop(codes::PROTOCOL);
+        self.end(Some(failure));
+        self.stop.cancel();
+    }
+
+    /// Hands `end` to the consumer.
+    fn end(&mut self, end: Option<Error>) {
+        if let Some(inbox) = self.inbox.take() {
+            inbox.end(end);
         }
     }
 }
@@ -263,41 +471,46 @@ impl Reader {
 /// Reads a call's frames as they come: messages into the consumer's bounded buffer (a peer that
 /// sends past its credit breaks the protocol), credits to this side's writer, the trailer to
 /// the consumer. On the caller's side the server's trailer (or any failure) ends the call.
+///
+/// Every frame of a received chunk is handled before the next wait (one wake-up of the
+/// consumer per chunk, not per message).
 async fn read_frames(mut reader: Reader) {
+    let stop = reader.stop.clone();
+    let mut cancelled = std::pin::pin!(stop.cancelled());
     loop {
-        let frame = tokio::select! {
-            biased;
-            _ = reader.stop.cancelled() => {
-                let _ = reader.recv.stop(codes::CANCELLED);
-                return;
+        let frame = match reader.frames.ready() {
+            Some(frame) => frame.map(Some),
+            None => {
+                // Everything received is handled: the messages go to the consumer at once.
+                match reader.deliver(cancelled.as_mut()).await {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(failure) => {
+                        reader.fail(failure);
+                        return;
+                    }
+                }
+                tokio::select! {
+                    biased;
+                    _ = cancelled.as_mut() => {
+                        let _ = reader.recv.stop(codes::CANCELLED);
+                        return;
+                    }
+                    frame = reader.frames.next(&mut reader.recv) => frame,
+                }
             }
-            frame = reader.frames.next(&mut reader.recv) => frame,
         };
         let failure = match frame {
             Ok(Some(frame)) => {
                 let len = frame.len();
                 match decode_stream_frame(frame) {
                     Ok(StreamItem::Message(value)) => {
-                        let held = match &reader.budget {
-                            Some(budget) => tokio::select! {
-                                _ = reader.stop.cancelled() => return,
-                                held = budget.acquire(len) => held,
-                            },
-                            None => None,
-                        };
-                        match &reader.inbox {
-                            // The consumer is gone (a server-streaming handler took its one
-                            // request): the message is dropped, the credits still come.
-                            Some(inbox) => match inbox.try_send(Inbound::Message(value, held)) {
-                                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => continue,
-                                Err(mpsc::error::TrySendError::Full(_)) => Error::invalid_argument(
-                                    "the peer sent past the credit it was granted",
-                                ),
-                            },
-                            None => {
-                                Error::invalid_argument("the peer sent a message after its trailer")
-                            }
+                        if reader.inbox.is_some() {
+                            reader.batch.push(value);
+                            reader.batch_bytes = reader.batch_bytes.saturating_add(len);
+                            continue;
                         }
+                        Error::invalid_argument("the peer sent a message after its trailer")
                     }
                     Ok(StreamItem::Credit(n)) => {
                         let n = n as usize;
@@ -309,7 +522,15 @@ async fn read_frames(mut reader: Reader) {
                         }
                     }
                     Ok(StreamItem::End(end)) => {
-                        reader.end(end).await;
+                        match reader.deliver(cancelled.as_mut()).await {
+                            Ok(true) => {}
+                            Ok(false) => return,
+                            Err(failure) => {
+                                reader.fail(failure);
+                                return;
+                            }
+                        }
+                        reader.end(end);
                         if reader.caller {
                             // The server's trailer: the call is over.
                             reader.stop.cancel();
@@ -328,7 +549,7 @@ async fn read_frames(mut reader: Reader) {
                     ))
                 } else {
                     // The caller finishes its side once the call is over.
-                    reader.end(None).await;
+                    reader.end(None);
                     return;
                 }
             }
@@ -337,14 +558,11 @@ async fn read_frames(mut reader: Reader) {
             }
             Err(e) => transport_error(reader.peer, &reader.path, e),
         };
-        tracing::debug!(peer = %reader.peer, path = %reader.path, error = %failure, "a streaming call failed");
-        let _ = reader.recv.stop(codes::PROTOCOL);
-        // The consumer gets the failure if its buffer has room (else it learns that the stream
-        // closed); the call stops at once either way, even while the consumer does not read.
-        if let Some(inbox) = reader.inbox.take() {
-            let _ = inbox.try_send(Inbound::End(Some(failure)));
+        // The messages before the failure first, if they fit.
+        if let Ok(false) | Err(_) = reader.deliver(cancelled.as_mut()).await {
+            reader.batch.clear();
         }
-        reader.stop.cancel();
+        reader.fail(failure);
         return;
     }
 }
@@ -364,14 +582,28 @@ struct Pump<'a> {
     grants: &'a Grants,
     stop: &'a CancellationToken,
     deadline: Option<tokio::time::Instant>,
-    buffer: usize,
     max: usize,
     peer: NodeId,
     path: &'a str,
 }
 
+/// Takes all the credit `credit` holds now (none if it holds none).
+fn take_credit(credit: &Semaphore) -> usize {
+    let n = u32::try_from(credit.available_permits()).unwrap_or(u32::MAX);
+    match credit.try_acquire_many(n) {
+        Ok(permits) if n > 0 => {
+            permits.forget();
+            n as usize
+        }
+        _ => 0,
+    }
+}
+
 /// Sends `messages` as the peer's credit allows (the producer is polled only with a credit in
 /// hand), and this side's grants as they come, until the messages end or the call stops.
+///
+/// Every message the producer has ready (and credit allows) goes into one buffer, with any
+/// grants due, and out in one write of at most about [`BATCH_BYTES`]; the buffer is reused.
 async fn pump<F: Future>(
     p: Pump<'_>,
     messages: &mut MessageStream,
@@ -383,12 +615,17 @@ async fn pump<F: Future>(
             None => std::future::pending().await,
         }
     });
-    let mut credited = false;
+    // Credit taken from `p.credit` and not yet spent: one message each.
+    let mut credit = 0usize;
     let mut pending: Option<Option<Result<Value>>> = None;
+    let mut chunk = BytesMut::new();
     loop {
         let next = match pending.take() {
             Some(next) => next,
             None => {
+                if credit == 0 {
+                    credit = take_credit(p.credit);
+                }
                 tokio::select! {
                     biased;
                     _ = p.stop.cancelled() => return Pumped::Stopped,
@@ -406,45 +643,40 @@ async fn pump<F: Future>(
                         }
                         continue;
                     }
-                    permit = p.credit.acquire(), if !credited => {
+                    permit = p.credit.acquire(), if credit == 0 => {
                         match permit {
                             Ok(permit) => permit.forget(),
                             Err(_) => return Pumped::Stopped,
                         }
-                        credited = true;
+                        credit = 1;
                         continue;
                     }
-                    next = messages.next(), if credited => next,
+                    next = messages.next(), if credit > 0 => next,
                 }
             }
         };
-        let first = match next {
+        let mut value = match next {
             Some(Ok(value)) => value,
             Some(Err(error)) => return Pumped::Ended(Err(error)),
             None => return Pumped::Ended(Ok(())),
         };
-        credited = false;
         // Messages that are ready now go out in the same write, as credit allows.
-        let mut chunk = BytesMut::new();
-        let mut value = first;
-        let mut count = 0usize;
         loop {
-            match message_frame(&value, p.max) {
-                Ok(frame) => chunk.put_slice(&frame),
-                Err(e) => return Pumped::Ended(Err(transport_error(p.peer, p.path, e))),
+            credit = credit.saturating_sub(1);
+            if let Err(e) = append_response_frame(&mut chunk, &value, p.max) {
+                return Pumped::Ended(Err(transport_error(p.peer, p.path, e)));
             }
-            count = count.saturating_add(1);
-            if count >= p.buffer || chunk.len() >= BATCH_BYTES {
+            if chunk.len() >= BATCH_BYTES {
                 break;
             }
-            let Ok(permit) = p.credit.try_acquire() else {
-                break;
-            };
-            match messages.next().now_or_never() {
-                Some(Some(Ok(next))) => {
-                    permit.forget();
-                    value = next;
+            if credit == 0 {
+                credit = take_credit(p.credit);
+                if credit == 0 {
+                    break;
                 }
+            }
+            match messages.next().now_or_never() {
+                Some(Some(Ok(next))) => value = next,
                 Some(other) => {
                     pending = Some(other);
                     break;
@@ -452,7 +684,11 @@ async fn pump<F: Future>(
                 None => break,
             }
         }
-        if !write(p.send, Some(chunk.freeze()), p.stop).await {
+        let n = p.grants.take();
+        if n > 0 {
+            chunk.put_slice(&credit_frame(n).unwrap_or_default());
+        }
+        if !write(p.send, Some(chunk.split().freeze()), p.stop).await {
             return Pumped::Stopped;
         }
     }
@@ -486,11 +722,20 @@ impl Link {
         }
     }
 
-    /// The consumer's buffer (`buffer` messages plus the end) and the sender that fills it.
-    fn inbox(&self, buffer: usize, guard: bool) -> (mpsc::Sender<Inbound>, Inbox) {
-        let (tx, rx) = mpsc::channel(buffer.saturating_add(1));
+    /// The consumer's buffer (`buffer` messages, the credit granted at first, plus the end)
+    /// and the handle that fills it.
+    fn inbox(&self, buffer: usize, guard: bool) -> (InboxTx, Inbox) {
+        let queue = Arc::new(Mutex::new(Queue {
+            items: VecDeque::new(),
+            room: buffer,
+            waker: None,
+            senders: 1,
+            open: true,
+        }));
+        let tx = InboxTx(queue.clone());
         let inbox = Inbox {
-            queue: rx,
+            queue,
+            taken_items: VecDeque::new(),
             grants: self.grants.clone(),
             batch: u32::try_from((buffer / 2).max(1)).unwrap_or(u32::MAX),
             taken: 0,
@@ -558,7 +803,9 @@ impl Peer {
             credit: link.credit.clone(),
             stop: link.stop.clone(),
             caller: true,
-            budget: None,
+            budget: self.budget().clone(),
+            batch: Vec::new(),
+            batch_bytes: 0,
             peer: self.id,
             path: path.clone(),
         }));
@@ -574,7 +821,6 @@ impl Peer {
             peer: self.id,
             path,
             max,
-            buffer,
         }));
         Ok(inbox.boxed())
     }
@@ -587,11 +833,10 @@ struct RequestWriter {
     link: Link,
     /// Where a failure of the request side (a request over the size limit, the request stream
     /// failing) goes, to end the caller's reply stream with it.
-    failed: mpsc::Sender<Inbound>,
+    failed: InboxTx,
     peer: NodeId,
     path: Arc<str>,
     max: usize,
-    buffer: usize,
 }
 
 /// Writes the requests of a call as the server's credit allows, then the caller's trailer, then
@@ -606,7 +851,6 @@ async fn write_requests(writer: RequestWriter) {
         peer,
         path,
         max,
-        buffer,
     } = writer;
     let stopped = send.stopped();
     let mut stopped = std::pin::pin!(stopped);
@@ -617,7 +861,6 @@ async fn write_requests(writer: RequestWriter) {
             grants: &link.grants,
             stop: &link.stop,
             deadline: None,
-            buffer,
             max,
             peer,
             path: &path,
@@ -636,10 +879,7 @@ async fn write_requests(writer: RequestWriter) {
         }
         Pumped::Ended(Err(error)) => {
             let _ = send.reset(codes::CANCELLED);
-            tokio::select! {
-                _ = link.stop.cancelled() => {}
-                _ = failed.send(Inbound::End(Some(error))) => {}
-            }
+            failed.end(Some(error));
             link.stop.cancel();
             return;
         }
@@ -658,7 +898,6 @@ async fn write_requests(writer: RequestWriter) {
             grants: &link.grants,
             stop: &link.stop,
             deadline: None,
-            buffer,
             max,
             peer,
             path: &path,
@@ -747,7 +986,9 @@ async fn serve_stream<H: NodeHandler>(
         credit: link.credit.clone(),
         stop: link.stop.clone(),
         caller: false,
-        budget: Some(from.budget().clone()),
+        budget: from.budget().clone(),
+        batch: Vec::new(),
+        batch_bytes: 0,
         peer: from.id,
         path: path.clone(),
     }));
@@ -805,7 +1046,6 @@ async fn serve_stream<H: NodeHandler>(
             grants: &link.grants,
             stop: &link.stop,
             deadline,
-            buffer,
             max,
             peer: from.id,
             path: &path,

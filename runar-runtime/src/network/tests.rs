@@ -544,7 +544,8 @@ async fn truncated_frames_and_garbage_give_errors() {
 
 /// Sends `pieces` on a new stream, each in its own packet (a pause between them, so that frames
 /// and headers straddle received chunks), and reads the stream on the server side with
-/// [`FrameReader`] (`buffered`) or repeated [`read_frame`] calls.
+/// [`FrameReader`] (`buffered`: `ready`, then `next` when it needs bytes) or repeated
+/// [`read_frame`] calls.
 async fn read_pieces(
     conn: &quinn::Connection,
     server_conn: &quinn::Connection,
@@ -564,7 +565,12 @@ async fn read_pieces(
     within("read frames", async {
         loop {
             let frame = if buffered {
-                reader.next(&mut recv).await?
+                // Every other frame as a streaming call's reader takes it: already received
+                // in full (`ready`), else read.
+                match (frames.len() % 2 == 0).then(|| reader.ready()).flatten() {
+                    Some(frame) => Some(frame?),
+                    None => reader.next(&mut recv).await?,
+                }
             } else {
                 read_frame(&mut recv, max).await?
             };

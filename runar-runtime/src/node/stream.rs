@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::network::InboundStream;
 use crate::node::RequestOptions;
 use crate::node::registry::Origin;
-use crate::node::service::stream::{next_reply, start_handler};
+use crate::node::service::stream::{next_reply, poll_reply, start_handler};
 use crate::node::service::{
     CallKind, Caller, RawStreaming, RequestContext, StreamHandler, Streaming,
 };
@@ -274,15 +274,16 @@ fn until_error(
     replies: BoxStream<'static, Result<Value>>,
     path: Arc<str>,
 ) -> BoxStream<'static, Result<Value>> {
-    futures::stream::unfold(Some(replies), move |replies| {
-        let path = path.clone();
-        async move {
-            let mut replies = replies?;
-            match next_reply(&mut replies, &path).await? {
-                Ok(value) => Some((Ok(value), Some(replies))),
-                Err(error) => Some((Err(error), None)),
-            }
+    let mut replies = Some(replies);
+    futures::stream::poll_fn(move |cx| {
+        let Some(source) = replies.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        let item = std::task::ready!(poll_reply(source, cx, &path));
+        if !matches!(item, Some(Ok(_))) {
+            replies = None;
         }
+        std::task::Poll::Ready(item)
     })
     .boxed()
 }

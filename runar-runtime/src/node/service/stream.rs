@@ -152,8 +152,11 @@ impl Stream for RawStreaming {
             }
             Poll::Pending => {}
         }
+        // The clock too: a source that always has a message is `Pending` only when the task's
+        // budget runs out, and then the timer is not ready either, however late it is.
         if let Some(deadline) = &mut this.deadline
-            && deadline.sleep.as_mut().poll(cx).is_ready()
+            && (deadline.sleep.as_mut().poll(cx).is_ready()
+                || deadline.sleep.deadline() <= tokio::time::Instant::now())
         {
             let error = Error::deadline_exceeded(format!(
                 "the stream `{}` did not end within {:?}",
@@ -272,12 +275,21 @@ pub(crate) async fn next_reply(
     replies: &mut BoxStream<'static, Result<Value>>,
     path: &str,
 ) -> Option<Result<Value>> {
-    match AssertUnwindSafe(replies.next()).catch_unwind().await {
+    std::future::poll_fn(|cx| poll_reply(replies, cx, path)).await
+}
+
+/// [`next_reply`] as a poll: the next reply if ready, a panic turned into `Internal`.
+pub(crate) fn poll_reply(
+    replies: &mut BoxStream<'static, Result<Value>>,
+    cx: &mut Context<'_>,
+    path: &str,
+) -> Poll<Option<Result<Value>>> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| replies.poll_next_unpin(cx))) {
         Ok(item) => item,
-        Err(panic) => Some(Err(Error::internal(format!(
+        Err(panic) => Poll::Ready(Some(Err(Error::internal(format!(
             "the stream of `{path}` panicked: {}",
             panic_message(panic.as_ref())
-        )))),
+        ))))),
     }
 }
 
