@@ -29,7 +29,7 @@ pub const KINDS: [(&str, &str); 5] = [
 ];
 
 /// VmRSS of this process in KiB.
-fn rss_kib() -> u64 {
+pub fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
     status
         .lines()

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use runar::{Node, NodeConfig};
 
+use crate::memory::rss_kib;
 use crate::runar_side::network;
 
 /// How long the child stays idle while its CPU time is measured.
@@ -25,16 +26,6 @@ pub struct Scale {
     pub mesh: Duration,
     /// CPU time (user + system) over [`IDLE`], as a share of one core.
     pub idle_cpu: f64,
-}
-
-/// VmRSS of this process in KiB.
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
 }
 
 /// User + system CPU time of this process (from /proc/self/stat, in clock ticks of 10 ms).
