@@ -1,15 +1,23 @@
 //! The envelope a sealed field carries on the wire (its layout is in `proto/runar/v1/README.md`,
-//! "Sealed fields"), and the HPKE seal and open of its plaintext.
+//! "Sealed fields"), and the seal and open of its plaintext.
+//!
+//! One HPKE context per label per message: the first field of a label a message seals sets it
+//! up ([`SealCtx::begin`]: one encapsulation, one key schedule), and every field of that label
+//! in the message is sealed with the key the context exports, under its own sequence number.
+//! Each field keeps its own slot (prost encodes and decodes field by field); the slots of one
+//! context share its encapsulated key, and a receiver sets the context up once
+//! ([`OpenCtx::new`]) for all of them.
 
 use hpke::aead::ChaCha20Poly1305;
 use hpke::kdf::HkdfSha256;
 use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 
 use super::keys::{KEY_ID_LEN, KEY_LEN, Kem, KeyId, KeyPair, PublicKey};
 use crate::identity::NodeId;
 
-/// The envelope format's version.
-const VERSION: u8 = 1;
+/// The envelope format's version (1: one HPKE setup per field; 2: per label per message).
+const VERSION: u8 = 2;
 /// `kind` of an envelope with ciphertext.
 const KIND_SEALED: u8 = 1;
 /// `kind` of an envelope whose sender held no key for its label: zeros, never opens.
@@ -20,14 +28,17 @@ pub const MAX_LABEL_LEN: usize = 64;
 pub(crate) const MESSAGE_ID_LEN: usize = 16;
 const NODE_ID_LEN: usize = 16;
 const TAG_LEN: usize = 16;
-/// HPKE's `info` for every envelope.
-const INFO: &[u8] = b"runar/seal/v1";
+const SEQ_LEN: usize = 4;
+/// HPKE's `info` for every context.
+const INFO: &[u8] = b"runar/seal/v2";
+/// The exporter context of the fields' key.
+const EXPORT_FIELDS: &[u8] = b"runar/seal/v2 fields";
 /// The associated data's prefix.
-const AAD_PREFIX: &[u8] = b"runar/seal/v1\0";
+const AAD_PREFIX: &[u8] = b"runar/seal/v2\0";
 
 /// Bytes an envelope adds to its plaintext, besides its label.
 const FIXED_LEN: usize =
-    3 + KEY_ID_LEN + 4 + MESSAGE_ID_LEN + NODE_ID_LEN + KEY_LEN + KEY_LEN + TAG_LEN;
+    3 + KEY_ID_LEN + 4 + MESSAGE_ID_LEN + NODE_ID_LEN + KEY_LEN + KEY_LEN + SEQ_LEN + TAG_LEN;
 
 /// The label as written: at most [`MAX_LABEL_LEN`] bytes (code generation refuses longer ones).
 fn label_bytes(label: &str) -> &[u8] {
@@ -64,7 +75,10 @@ pub(crate) struct Envelope<'a> {
     pub(crate) message_id: [u8; MESSAGE_ID_LEN],
     pub(crate) sender: NodeId,
     pub(crate) sender_key: [u8; KEY_LEN],
-    enc: &'a [u8],
+    /// The HPKE encapsulated key: the same in every envelope of one label in one message.
+    pub(crate) enc: [u8; KEY_LEN],
+    /// The field's sequence number in its context (0 for the label's first field sealed).
+    pub(crate) seq: u32,
     ciphertext: &'a [u8],
 }
 
@@ -112,7 +126,8 @@ impl<'a> Envelope<'a> {
         let message_id = array(b)?;
         let sender = NodeId::from_bytes(array(b)?);
         let sender_key = array(b)?;
-        let enc = take(b, KEY_LEN)?;
+        let enc = array(b)?;
+        let seq = u32::from_be_bytes(array(b)?);
         if b.len() < TAG_LEN {
             return Err(EnvelopeError::Malformed("too short"));
         }
@@ -125,37 +140,75 @@ impl<'a> Envelope<'a> {
             sender,
             sender_key,
             enc,
+            seq,
             ciphertext: b,
         })
     }
 
-    /// Opens the envelope with `key` (the label's key pair of its key id and epoch), sealed by
-    /// `sender_key` (the key the resolver knows for its sender), at `site`.
-    pub(crate) fn open(
-        &self,
-        site: &Site<'_>,
-        key: &KeyPair,
-        sender_key: &PublicKey,
-    ) -> Result<Vec<u8>, EnvelopeError> {
-        let sender = sender_key.to_hpke().ok_or(EnvelopeError::DoesNotOpen)?;
-        let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(self.enc)
-            .map_err(|_| EnvelopeError::DoesNotOpen)?;
+    /// Opens the envelope with `ctx` (its context: see [`OpenCtx::new`]) at `site`.
+    pub(crate) fn open(&self, site: &Site<'_>, ctx: &OpenCtx) -> Result<Vec<u8>, EnvelopeError> {
         let aad = aad(
             site,
             &self.key_id,
             self.epoch,
             &self.message_id,
             &self.sender,
+            self.seq,
         );
-        hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, Kem>(
+        let mut buf = self.ciphertext.to_vec();
+        let len = ctx
+            .key
+            .open_in_place(nonce(self.seq), Aad::from(aad), &mut buf)
+            .map_err(|_| EnvelopeError::DoesNotOpen)?
+            .len();
+        buf.truncate(len);
+        Ok(buf)
+    }
+}
+
+/// The nonce of sequence number `seq` (each context has a key of its own).
+fn nonce(seq: u32) -> Nonce {
+    let mut nonce = [0u8; 12];
+    nonce[8..].copy_from_slice(&seq.to_be_bytes());
+    Nonce::assume_unique_for_key(nonce)
+}
+
+/// The fields' AEAD key an HPKE context exports.
+fn fields_key(
+    export: impl FnOnce(&mut [u8]) -> Result<(), hpke::HpkeError>,
+) -> Option<LessSafeKey> {
+    let mut key = [0u8; 32];
+    export(&mut key).ok()?;
+    let key = UnboundKey::new(&CHACHA20_POLY1305, &key).ok()?;
+    Some(LessSafeKey::new(key))
+}
+
+/// A receiver's context of one label in one message: set up once, opens each of its fields.
+pub(crate) struct OpenCtx {
+    key: LessSafeKey,
+}
+
+impl OpenCtx {
+    /// Sets up the context of `envelope` with `key` (the label's key pair of its key id and
+    /// epoch), sealed by `sender_key` (the key the resolver knows for its sender): one HPKE
+    /// decapsulation and key schedule.
+    pub(crate) fn new(
+        envelope: &Envelope<'_>,
+        key: &KeyPair,
+        sender_key: &PublicKey,
+    ) -> Result<Self, EnvelopeError> {
+        let sender = sender_key.to_hpke().ok_or(EnvelopeError::DoesNotOpen)?;
+        let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&envelope.enc)
+            .map_err(|_| EnvelopeError::DoesNotOpen)?;
+        let ctx = hpke::setup_receiver::<ChaCha20Poly1305, HkdfSha256, Kem>(
             &OpModeR::Auth(sender),
             key.hpke_secret(),
             &enc,
             INFO,
-            self.ciphertext,
-            &aad,
         )
-        .map_err(|_| EnvelopeError::DoesNotOpen)
+        .map_err(|_| EnvelopeError::DoesNotOpen)?;
+        let key = fields_key(|out| ctx.export(EXPORT_FIELDS, out)).ok_or(EnvelopeError::DoesNotOpen)?;
+        Ok(OpenCtx { key })
     }
 }
 
@@ -166,12 +219,13 @@ fn aad(
     epoch: u32,
     message_id: &[u8; MESSAGE_ID_LEN],
     sender: &NodeId,
+    seq: u32,
 ) -> Vec<u8> {
     let message = site.message.as_bytes();
     let message = message.get(..usize::from(u16::MAX)).unwrap_or(message);
     let label = label_bytes(site.label);
     let mut aad =
-        Vec::with_capacity(AAD_PREFIX.len() + 2 + message.len() + 4 + 1 + label.len() + 44);
+        Vec::with_capacity(AAD_PREFIX.len() + 2 + message.len() + 4 + 1 + label.len() + 48);
     aad.extend_from_slice(AAD_PREFIX);
     aad.extend_from_slice(
         &u16::try_from(message.len())
@@ -186,6 +240,7 @@ fn aad(
     aad.extend_from_slice(&epoch.to_be_bytes());
     aad.extend_from_slice(message_id);
     aad.extend_from_slice(sender.as_bytes());
+    aad.extend_from_slice(&seq.to_be_bytes());
     aad
 }
 
@@ -196,58 +251,99 @@ pub(crate) struct Sender<'a> {
     pub(crate) message_id: [u8; MESSAGE_ID_LEN],
 }
 
-/// Writes the envelope sealing `plaintext` at `site` to `to` (a label key of `epoch`), from
-/// `sender`, into `out`. On an HPKE failure (a bad recipient key) writes a redacted envelope.
-/// Writes exactly [`envelope_len`] bytes either way.
-pub(crate) fn seal(
-    site: &Site<'_>,
-    to: &PublicKey,
+/// A sender's context of one label in one message: set up for its first field, seals them all.
+pub(crate) struct SealCtx {
+    key_id: KeyId,
     epoch: u32,
-    sender: &Sender<'_>,
-    plaintext: &[u8],
-    out: &mut Vec<u8>,
-) -> bool {
-    let key_id = to.key_id();
-    let sealed = to.to_hpke().and_then(|recipient| {
-        let aad = aad(site, &key_id, epoch, &sender.message_id, &sender.node);
+    enc: [u8; KEY_LEN],
+    key: LessSafeKey,
+    /// The next field's sequence number.
+    next: u32,
+}
+
+impl SealCtx {
+    /// Sets up a context to `to` (a label key of `epoch`) from `sender`: one HPKE
+    /// encapsulation and key schedule. `None` on an HPKE failure (a bad recipient key).
+    pub(crate) fn begin(to: &PublicKey, epoch: u32, sender: &Sender<'_>) -> Option<Self> {
+        let recipient = to.to_hpke()?;
         let sender_pair = (
             sender.key.hpke_secret().clone(),
             sender.key.public().to_hpke()?,
         );
         let mut rng = rand_core::UnwrapErr(rand_core::OsRng);
-        hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, Kem, _>(
+        let (enc, ctx) = hpke::setup_sender::<ChaCha20Poly1305, HkdfSha256, Kem, _>(
             &OpModeS::Auth(sender_pair),
             &recipient,
             INFO,
-            plaintext,
-            &aad,
             &mut rng,
         )
-        .ok()
-    });
-    match sealed {
-        Some((enc, ciphertext)) => {
-            let label = label_bytes(site.label);
-            out.reserve(envelope_len(site.label, plaintext.len()));
-            out.extend_from_slice(&[
-                VERSION,
-                KIND_SEALED,
-                u8::try_from(label.len()).unwrap_or(u8::MAX),
-            ]);
-            out.extend_from_slice(label);
-            out.extend_from_slice(key_id.as_bytes());
-            out.extend_from_slice(&epoch.to_be_bytes());
-            out.extend_from_slice(&sender.message_id);
-            out.extend_from_slice(sender.node.as_bytes());
-            out.extend_from_slice(sender.key.public().as_bytes());
-            out.extend_from_slice(&enc.to_bytes());
-            out.extend_from_slice(&ciphertext);
-            true
-        }
-        None => {
+        .ok()?;
+        let key = fields_key(|out| ctx.export(EXPORT_FIELDS, out))?;
+        let mut enc_bytes = [0u8; KEY_LEN];
+        enc.write_exact(&mut enc_bytes);
+        Some(SealCtx {
+            key_id: to.key_id(),
+            epoch,
+            enc: enc_bytes,
+            key,
+            next: 0,
+        })
+    }
+
+    /// Writes the envelope sealing `plaintext` at `site` from `sender` into `out`, the
+    /// context's next field. On a failure (a context that sealed 2^32 fields) writes a
+    /// redacted envelope and answers false. Writes exactly [`envelope_len`] bytes either way.
+    pub(crate) fn seal(
+        &mut self,
+        site: &Site<'_>,
+        sender: &Sender<'_>,
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let seq = self.next;
+        let Some(next) = seq.checked_add(1) else {
             redacted(site.label, plaintext.len(), out);
-            false
-        }
+            return false;
+        };
+        let aad = aad(
+            site,
+            &self.key_id,
+            self.epoch,
+            &sender.message_id,
+            &sender.node,
+            seq,
+        );
+        let label = label_bytes(site.label);
+        let start = out.len();
+        out.reserve(envelope_len(site.label, plaintext.len()));
+        out.extend_from_slice(&[
+            VERSION,
+            KIND_SEALED,
+            u8::try_from(label.len()).unwrap_or(u8::MAX),
+        ]);
+        out.extend_from_slice(label);
+        out.extend_from_slice(self.key_id.as_bytes());
+        out.extend_from_slice(&self.epoch.to_be_bytes());
+        out.extend_from_slice(&sender.message_id);
+        out.extend_from_slice(sender.node.as_bytes());
+        out.extend_from_slice(sender.key.public().as_bytes());
+        out.extend_from_slice(&self.enc);
+        out.extend_from_slice(&seq.to_be_bytes());
+        let body = out.len();
+        out.extend_from_slice(plaintext);
+        let tag = out.get_mut(body..).and_then(|in_out| {
+            self.key
+                .seal_in_place_separate_tag(nonce(seq), Aad::from(aad), in_out)
+                .ok()
+        });
+        let Some(tag) = tag else {
+            out.truncate(start);
+            redacted(site.label, plaintext.len(), out);
+            return false;
+        };
+        out.extend_from_slice(tag.as_ref());
+        self.next = next;
+        true
     }
 }
 

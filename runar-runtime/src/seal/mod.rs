@@ -10,17 +10,21 @@
 //!
 //! A node seals and opens with the resolver of its config (`NodeConfig::with_key_resolver`; the
 //! default implementation is [`Keyring`]) and its own sealing key (`Node::sealing_key`), which
-//! the nodes that open its envelopes must know (`Keyring::trust_node`). A node without a
-//! resolver sends labelled fields redacted, and opens none.
+//! the nodes that open its envelopes must know: its peers learn it from its hello (the node
+//! hands it to [`NodeSeal`]), others are told it (`Keyring::trust_node`). All the fields of one
+//! label in one message are sealed under one HPKE context (one envelope per label per message),
+//! each in its own slot. A node without a resolver sends labelled fields redacted, and opens
+//! none.
 
 mod envelope;
 mod keys;
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use bytes::{Buf, BufMut, Bytes};
 use prost::DecodeError;
@@ -36,7 +40,7 @@ use crate::error::Error;
 use crate::identity::NodeId;
 use crate::log_limit::warn_limited;
 use crate::value::scope::{self, Scope};
-use envelope::{Envelope, EnvelopeError, MESSAGE_ID_LEN, Sender, Site};
+use envelope::{Envelope, EnvelopeError, MESSAGE_ID_LEN, OpenCtx, SealCtx, Sender, Site};
 
 /// A labelled field of a generated message, named by a marker type code generation emits.
 pub trait SealedField: 'static {
@@ -344,6 +348,9 @@ impl<T: fmt::Debug, F: SealedField> fmt::Debug for Sealed<T, F> {
 pub struct SealStats {
     /// Fields sealed for another node.
     pub sealed: u64,
+    /// HPKE contexts set up to seal them: one per label per message, whatever its number of
+    /// fields of that label.
+    pub envelopes: u64,
     /// Fields sent redacted: no key for their label.
     pub redacted: u64,
     /// Fields opened.
@@ -357,6 +364,7 @@ pub struct SealStats {
 #[derive(Default)]
 struct Counters {
     sealed: AtomicU64,
+    envelopes: AtomicU64,
     redacted: AtomicU64,
     opened: AtomicU64,
     kept_sealed: AtomicU64,
@@ -373,15 +381,43 @@ pub(crate) struct NodeSeal {
     node: NodeId,
     key: KeyPair,
     resolver: Arc<dyn KeyResolver>,
+    /// The sealing keys the node's peers announced on their connections, by node.
+    announced: RwLock<HashMap<NodeId, PublicKey>>,
     counters: Counters,
 }
 
+/// The state of the encode in progress: its message id and, per label, the HPKE context its
+/// fields are sealed with (`None`: no key, its fields go redacted).
+#[derive(Default)]
+struct Encoding {
+    id: Option<[u8; MESSAGE_ID_LEN]>,
+    labels: Vec<(&'static str, Option<SealCtx>)>,
+}
+
+/// A context the decode in progress opened (or could not): one per sender, label and
+/// encapsulated key.
+struct Opening {
+    sender: NodeId,
+    label: String,
+    enc: [u8; KEY_LEN],
+    /// `None`: this node cannot open it (no key of that id and epoch, unknown sender).
+    ctx: Option<OpenCtx>,
+    /// The sequence numbers opened, each once.
+    seqs: Vec<u32>,
+}
+
+/// The state of the decode in progress.
+#[derive(Default)]
+struct Decoding {
+    /// The message id of each sender's first envelope (a relay's own envelopes sit beside
+    /// those it passes on, each sender's with its own id).
+    ids: Vec<(NodeId, [u8; MESSAGE_ID_LEN])>,
+    contexts: Vec<Opening>,
+}
+
 thread_local! {
-    /// The message id of the encode in progress (every envelope of one message shares it).
-    static ENCODING_ID: Cell<Option<[u8; MESSAGE_ID_LEN]>> = const { Cell::new(None) };
-    /// The message id of each sender's first envelope in the decode in progress (a relay's
-    /// own envelopes sit beside those it passes on, each sender's with its own id).
-    static DECODING_IDS: RefCell<Vec<(NodeId, [u8; MESSAGE_ID_LEN])>> = const { RefCell::new(Vec::new()) };
+    static ENCODING: RefCell<Encoding> = RefCell::new(Encoding::default());
+    static DECODING: RefCell<Decoding> = RefCell::new(Decoding::default());
 }
 
 /// Opens `bytes` (a field's envelope) in the current scope: the plaintext, or `None` when this
@@ -423,7 +459,17 @@ impl NodeSeal {
             node,
             key,
             resolver,
+            announced: RwLock::default(),
             counters: Counters::default(),
+        }
+    }
+
+    /// Records `node`'s sealing key as `node` announced it on an authenticated connection
+    /// (replacing an earlier one: a restarted node may have a new key).
+    pub(crate) fn announce(&self, node: NodeId, key: PublicKey) {
+        let known = crate::lock::read(&self.announced).get(&node) == Some(&key);
+        if !known {
+            crate::lock::write(&self.announced).insert(node, key);
         }
     }
 
@@ -431,6 +477,7 @@ impl NodeSeal {
         let c = &self.counters;
         SealStats {
             sealed: c.sealed.load(Ordering::Relaxed),
+            envelopes: c.envelopes.load(Ordering::Relaxed),
             redacted: c.redacted.load(Ordering::Relaxed),
             opened: c.opened.load(Ordering::Relaxed),
             kept_sealed: c.kept_sealed.load(Ordering::Relaxed),
@@ -438,26 +485,45 @@ impl NodeSeal {
         }
     }
 
-    fn seal(&self, site: &Site<'_>, plaintext: &[u8], out: &mut Vec<u8>) {
-        let Some(to) = self.resolver.seal_key(site.label) else {
-            count(&self.counters.redacted);
-            envelope::redacted(site.label, plaintext.len(), out);
-            return;
-        };
-        let message_id = ENCODING_ID.with(|id| match id.get() {
-            Some(id) => id,
-            None => {
-                let fresh = random_id();
-                id.set(Some(fresh));
-                fresh
+    /// Seals `plaintext` at `site` into `out`, with the context of its label in the message
+    /// being encoded (set up for the label's first field).
+    fn seal(&self, site: &Site<'static>, plaintext: &[u8], out: &mut Vec<u8>) {
+        let sealed = ENCODING.with(|encoding| {
+            let mut encoding = encoding.borrow_mut();
+            let encoding = &mut *encoding;
+            let message_id = *encoding.id.get_or_insert_with(random_id);
+            let sender = Sender {
+                node: self.node,
+                key: &self.key,
+                message_id,
+            };
+            let at = match encoding
+                .labels
+                .iter()
+                .position(|(label, _)| *label == site.label)
+            {
+                Some(at) => at,
+                None => {
+                    let ctx = self.resolver.seal_key(site.label).and_then(|to| {
+                        let ctx = SealCtx::begin(&to.public, to.epoch, &sender);
+                        if ctx.is_some() {
+                            count(&self.counters.envelopes);
+                        }
+                        ctx
+                    });
+                    encoding.labels.push((site.label, ctx));
+                    encoding.labels.len().saturating_sub(1)
+                }
+            };
+            match encoding.labels.get_mut(at).and_then(|(_, ctx)| ctx.as_mut()) {
+                Some(ctx) => ctx.seal(site, &sender, plaintext, out),
+                None => {
+                    envelope::redacted(site.label, plaintext.len(), out);
+                    false
+                }
             }
         });
-        let sender = Sender {
-            node: self.node,
-            key: &self.key,
-            message_id,
-        };
-        if envelope::seal(site, &to.public, to.epoch, &sender, plaintext, out) {
+        if sealed {
             count(&self.counters.sealed);
         } else {
             count(&self.counters.redacted);
@@ -472,33 +538,85 @@ impl NodeSeal {
         if !envelope.sealed {
             return Ok(None);
         }
-        // Every envelope one sender sealed in one message carries the same message id.
-        let mixed = DECODING_IDS.with(|ids| {
-            let mut ids = ids.borrow_mut();
-            match ids.iter().find(|(sender, _)| *sender == envelope.sender) {
-                Some((_, first)) => *first != envelope.message_id,
-                None => {
-                    ids.push((envelope.sender, envelope.message_id));
-                    false
+        DECODING.with(|decoding| {
+            let mut decoding = decoding.borrow_mut();
+            let decoding = &mut *decoding;
+            // Every envelope one sender sealed in one message carries the same message id.
+            match decoding
+                .ids
+                .iter()
+                .find(|(sender, _)| *sender == envelope.sender)
+            {
+                Some((_, first)) if *first != envelope.message_id => {
+                    return Err(EnvelopeError::DoesNotOpen);
                 }
+                Some(_) => {}
+                None => decoding.ids.push((envelope.sender, envelope.message_id)),
             }
-        });
-        if mixed {
-            return Err(EnvelopeError::DoesNotOpen);
-        }
+            // And every envelope of one label from one sender in it, the same context.
+            let at = match decoding
+                .contexts
+                .iter()
+                .position(|o| o.sender == envelope.sender && o.label == envelope.label)
+            {
+                Some(at) => at,
+                None => {
+                    let ctx = self.open_ctx(site, envelope)?;
+                    decoding.contexts.push(Opening {
+                        sender: envelope.sender,
+                        label: envelope.label.to_owned(),
+                        enc: envelope.enc,
+                        ctx,
+                        seqs: Vec::new(),
+                    });
+                    decoding.contexts.len().saturating_sub(1)
+                }
+            };
+            let Some(opening) = decoding.contexts.get_mut(at) else {
+                return Ok(None);
+            };
+            if opening.enc != envelope.enc || opening.seqs.contains(&envelope.seq) {
+                return Err(EnvelopeError::DoesNotOpen);
+            }
+            let Some(ctx) = &opening.ctx else {
+                return Ok(None);
+            };
+            let plaintext = envelope.open(site, ctx)?;
+            opening.seqs.push(envelope.seq);
+            Ok(Some(plaintext))
+        })
+    }
+
+    /// The context of `envelope`'s label in the message being decoded, set up: `None` when
+    /// this node holds no key of its id and epoch or does not know its sender.
+    fn open_ctx(
+        &self,
+        site: &Site<'_>,
+        envelope: &Envelope<'_>,
+    ) -> Result<Option<OpenCtx>, EnvelopeError> {
         let Some(key) = self
             .resolver
             .open_key(site.label, envelope.key_id, envelope.epoch)
         else {
             return Ok(None);
         };
-        let Some(sender_key) = self.resolver.sender_key(&envelope.sender) else {
+        let announced = crate::lock::read(&self.announced)
+            .get(&envelope.sender)
+            .copied();
+        let trusted = self.resolver.sender_key(&envelope.sender);
+        if announced.is_none() && trusted.is_none() {
             return Ok(None);
-        };
-        if sender_key.as_bytes() != &envelope.sender_key {
-            return Err(EnvelopeError::DoesNotOpen);
         }
-        envelope.open(site, &key, &sender_key).map(Some)
+        // The envelope's sender key must be one vouched for its node: announced by the node on
+        // its connection, or known to the resolver (a node met through a relay).
+        let Some(sender_key) = [announced, trusted]
+            .into_iter()
+            .flatten()
+            .find(|key| key.as_bytes() == &envelope.sender_key)
+        else {
+            return Err(EnvelopeError::DoesNotOpen);
+        };
+        OpenCtx::new(envelope, &key, &sender_key).map(Some)
     }
 }
 
@@ -508,8 +626,16 @@ impl Scope for NodeSeal {
     }
 
     fn enter(&self) {
-        ENCODING_ID.with(|id| id.set(None));
-        DECODING_IDS.with(|ids| ids.borrow_mut().clear());
+        ENCODING.with(|encoding| {
+            let mut encoding = encoding.borrow_mut();
+            encoding.id = None;
+            encoding.labels.clear();
+        });
+        DECODING.with(|decoding| {
+            let mut decoding = decoding.borrow_mut();
+            decoding.ids.clear();
+            decoding.contexts.clear();
+        });
     }
 }
 

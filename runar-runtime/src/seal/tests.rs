@@ -29,6 +29,29 @@ field!(RecordUser, "test.Record", 2, "user");
 field!(RecordSystem, "test.Record", 3, "system");
 field!(OtherUser, "test.Other", 2, "user");
 field!(RecordUser4, "test.Record", 4, "user");
+field!(TrioA, "test.Trio", 1, "user");
+field!(TrioB, "test.Trio", 2, "user");
+field!(TrioC, "test.Trio", 3, "user");
+
+/// Three fields of one label (`Solo` is its first field alone).
+#[derive(Clone, PartialEq, prost::Message)]
+struct Trio {
+    #[prost(oneof = "Sealed::<String, TrioA>", tags = "1")]
+    a: Option<Sealed<String, TrioA>>,
+    #[prost(oneof = "Sealed::<String, TrioB>", tags = "2")]
+    b: Option<Sealed<String, TrioB>>,
+    #[prost(oneof = "Sealed::<String, TrioC>", tags = "3")]
+    c: Option<Sealed<String, TrioC>>,
+}
+
+fn trio(n: usize) -> Trio {
+    let value = |i: usize| (i < n).then(|| format!("field {i}"));
+    Trio {
+        a: value(0).map(Sealed::new),
+        b: value(1).map(Sealed::new),
+        c: value(2).map(Sealed::new),
+    }
+}
 
 /// What code generation emits for `message Record { string id = 1; string name = 2
 /// [(runar.label) = "user"]; int64 balance = 3 [(runar.label) = "system"]; }`.
@@ -322,9 +345,9 @@ fn a_tampered_envelope_fails() {
     let w = world(DEFAULT_RETENTION);
     let bytes = send(&w.a, record());
     let user = envelope_of(&bytes, 2);
-    // Header `[1, 1, 4, "user"]`, key id at 7, epoch at 15, message id at 19, sender id at
-    // 35, sender key at 51, enc at 83, then ciphertext and tag.
-    for at in [user.len() - 1, user.len() - 20, 20, 60, 90] {
+    // Header `[2, 1, 4, "user"]`, key id at 7, epoch at 15, message id at 19, sender id at
+    // 35, sender key at 51, enc at 83, sequence number at 115, then ciphertext and tag.
+    for at in [user.len() - 1, user.len() - 20, 20, 60, 90, 118] {
         let mut tampered = user.clone();
         tampered[at] ^= 1;
         let err = receive::<Record>(&w.c, &with_field(2, &tampered)).unwrap_err();
@@ -342,6 +365,75 @@ fn a_tampered_envelope_fails() {
         let err = receive::<Record>(&w.c, &with_field(2, &user[..cut])).unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "cut at {cut}");
     }
+}
+
+#[test]
+fn one_envelope_per_label_per_message() {
+    let w = world(DEFAULT_RETENTION);
+    let bytes = send(&w.a, trio(3));
+    let stats = w.a.stats();
+    assert_eq!((stats.sealed, stats.envelopes), (3, 1), "one HPKE setup for three fields");
+    // Every slot carries the one context's encapsulated key, each its own sequence number.
+    let slots: Vec<Vec<u8>> = (1..=3).map(|tag| envelope_of(&bytes, tag)).collect();
+    for (seq, slot) in slots.iter().enumerate() {
+        assert_eq!(slot[83..115], slots[0][83..115], "shared enc");
+        assert_eq!(slot[115..119], (seq as u32).to_be_bytes(), "sequence number");
+    }
+    let at_c: Trio = receive(&w.c, &bytes).unwrap();
+    assert_eq!(at_c.c.unwrap().open().unwrap(), "field 2");
+    assert_eq!(w.c.stats().opened, 3);
+    // Two labels, two contexts.
+    send(&w.a, record());
+    assert_eq!(w.a.stats().envelopes, 3);
+}
+
+#[test]
+fn fields_swapped_within_an_envelope_or_taken_from_another_message_fail() {
+    let w = world(DEFAULT_RETENTION);
+    let bytes = send(&w.a, trio(3));
+    let slots: Vec<Vec<u8>> = (1..=3).map(|tag| envelope_of(&bytes, tag)).collect();
+    let message = |order: [usize; 3]| {
+        let mut out = Vec::new();
+        for (tag, at) in (1..=3).zip(order) {
+            out.extend_from_slice(&with_field(tag, &slots[at]));
+        }
+        Bytes::from(out)
+    };
+    // As sent, it opens; with two fields swapped, it does not.
+    assert!(receive::<Trio>(&w.c, &message([0, 1, 2])).is_ok());
+    let err = receive::<Trio>(&w.c, &message([1, 0, 2])).unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    // A slot appearing twice (its sequence number reused) fails too.
+    let mut twice = message([0, 1, 2]).to_vec();
+    twice.extend_from_slice(&with_field(2, &slots[1]));
+    let err = receive::<Trio>(&w.c, &Bytes::from(twice)).unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    // A field of another message of the same type, same label and sequence number.
+    let other = send(&w.a, trio(3));
+    let mut spliced = with_field(1, &slots[0]).to_vec();
+    spliced.extend_from_slice(&with_field(2, &envelope_of(&other, 2)));
+    let err = receive::<Trio>(&w.c, &Bytes::from(spliced)).unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+#[test]
+fn announced_sender_keys_open_without_trust() {
+    let w = world(DEFAULT_RETENTION);
+    // D holds both labels and was told nothing of A: it keeps A's fields sealed ...
+    let d_ring = Arc::new(Keyring::new());
+    d_ring.hold("user", 1, &w.user);
+    d_ring.hold("system", 1, &w.system);
+    let d = Arc::new(NodeSeal::new(node_id(4), KeyPair::generate(), d_ring));
+    let bytes = send(&w.a, record());
+    let at_d: Record = receive(&d, &bytes).unwrap();
+    assert!(at_d.name.unwrap().is_sealed());
+    // ... until A announces its key (as in its hello); another key announced for A does not
+    // make A's envelopes open, it refuses them.
+    d.announce(node_id(1), KeyPair::generate().public());
+    assert!(receive::<Record>(&d, &bytes).is_err());
+    d.announce(node_id(1), w.a.key.public());
+    let at_d: Record = receive(&d, &bytes).unwrap();
+    assert_eq!(at_d.name.unwrap().open().unwrap(), "Ada");
 }
 
 #[test]
@@ -456,6 +548,15 @@ fn cost() {
     let seal_two = per_op(m, || drop(send(&w.a, record())));
     let open_two = per_op(m, || drop(receive::<Record>(&w.c, &sealed).unwrap()));
     let unopened = per_op(m, || drop(receive::<Record>(&w.b, &sealed).unwrap()));
+    for n in [1, 3] {
+        let sealed = send(&w.a, trio(n));
+        let seal = per_op(m, || drop(send(&w.a, trio(n))));
+        let open = per_op(m, || drop(receive::<Trio>(&w.c, &sealed).unwrap()));
+        eprintln!(
+            "{n} field(s) of one label: seal {seal:?}, open {open:?} per message, {} bytes",
+            sealed.len()
+        );
+    }
     eprintln!(
         "unlabelled encode: {unscoped_encode:?} plain, {scoped_encode:?} with a seal scope; \
          record with 2 labelled fields: seal {seal_two:?}, open both {open_two:?}, \
