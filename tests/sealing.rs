@@ -1,6 +1,7 @@
 //! Sealed fields across three nodes over QUIC on 127.0.0.1 (issue 16): A serves and publishes a
 //! record with a `user` and a `system` field; B holds `system`, C holds both. Envelope-level
-//! checks (moved, tampered, retention) are in `runar-runtime/src/seal/tests.rs`.
+//! checks (moved, tampered, retention) are in `runar-runtime/src/seal/tests.rs`. No test calls
+//! `Keyring::trust_node`: the nodes learn each other's sealing keys from their hellos.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -11,7 +12,10 @@ use std::time::Duration;
 use common::{WAIT, key, network, next};
 use runar::codegen::Sealed;
 use runar::seal::{KeyPair, Keyring, SealedField};
-use runar::{AbstractService, Code, DiscoveryOptions, LifecycleContext, Node, NodeConfig};
+use runar::{
+    AbstractService, CallKind, Code, DiscoveryOptions, LifecycleContext, Node, NodeConfig,
+    Streaming,
+};
 use tokio::sync::mpsc;
 
 struct UserField;
@@ -64,20 +68,54 @@ impl AbstractService for Records {
     async fn init(&self, ctx: &LifecycleContext) -> runar::Result<()> {
         ctx.register_action("get", |_: (), _ctx| async move { Ok(record()) })
             .await?;
+        // Server stream: `n` records.
+        ctx.register_stream(
+            "watch",
+            CallKind::ServerStreaming,
+            |mut req: Streaming<u32>, _ctx| async move {
+                let n = req.message().await?.unwrap_or(0);
+                Ok(futures::stream::iter(
+                    (0..n).map(|_| Ok::<_, runar::Error>(record())),
+                ))
+            },
+        )
+        .await?;
+        // Client stream: tells the test what it could read of each record, answers the last.
+        let seen = self.seen.clone();
+        ctx.register_stream(
+            "keep_all",
+            CallKind::ClientStreaming,
+            move |mut records: Streaming<Record>, _ctx| {
+                let seen = seen.clone();
+                async move {
+                    let mut last = None;
+                    while let Some(r) = records.message().await? {
+                        seen.send(readable(&r)).unwrap();
+                        last = Some(r);
+                    }
+                    Ok(futures::stream::iter(last.map(Ok::<_, runar::Error>)))
+                }
+            },
+        )
+        .await?;
         let seen = self.seen.clone();
         ctx.register_action("keep", move |r: Record, _ctx| {
             let seen = seen.clone();
             async move {
-                let readable = (
-                    r.name.as_ref().is_some_and(|f| f.open().is_ok()),
-                    r.balance.as_ref().is_some_and(|f| f.open().is_ok()),
-                );
-                seen.send(readable).unwrap();
+                seen.send(readable(&r)).unwrap();
                 Ok(r)
             }
         })
         .await
     }
+}
+
+/// Which of `r`'s fields open here: (user, system).
+fn readable(r: &Record) -> (bool, bool) {
+    (
+        r.name.as_ref().is_some_and(|f| f.open().is_ok()),
+        r.balance.as_ref().is_some_and(|f| f.open().is_ok()),
+    )
 }
 
 struct Mesh {
@@ -106,6 +144,7 @@ async fn mesh() -> Mesh {
     a_ring.seal_to("system", 1, system.public());
     let b_ring = Arc::new(Keyring::new());
     b_ring.hold("system", 1, &system);
+    b_ring.seal_to("user", 1, user.public());
     let c_ring = Arc::new(Keyring::new());
     c_ring.hold("user", 1, &user);
     c_ring.hold("system", 1, &system);
@@ -116,11 +155,6 @@ async fn mesh() -> Mesh {
     a.start().await.unwrap();
     let b = sealed_node("b", &b_ring, &[&a]).await;
     let c = sealed_node("c", &c_ring, &[&a]).await;
-    for ring in [&b_ring, &c_ring] {
-        ring.trust_node(a.node_id(), a.sealing_key());
-    }
-    // C opens what it sealed itself, when A hands it back.
-    c_ring.trust_node(c.node_id(), c.sealing_key());
     b.start().await.unwrap();
     c.start().await.unwrap();
     for n in [&b, &c] {
@@ -237,4 +271,103 @@ async fn after_rotation_and_revocation_new_records_use_the_new_epoch() {
 
     let at_c: Record = m.c.request("records/get", ()).await.unwrap();
     assert_eq!(*at_c.balance.unwrap().open().unwrap(), 42);
+}
+
+#[tokio::test]
+async fn a_server_stream_is_sealed_per_label_and_opened_by_key_holders() {
+    let m = mesh().await;
+    for n in [&m.b, &m.c] {
+        n.wait_for_action("records/watch", WAIT).await.unwrap();
+    }
+
+    // A local stream on A moves the records: nothing sealed.
+    let mut local = m
+        .a
+        .request_stream::<u32, Record>("records/watch", futures::stream::iter([2u32]))
+        .await
+        .unwrap();
+    while let Some(r) = local.message().await.unwrap() {
+        assert_eq!(readable(&r), (true, true));
+    }
+    assert_eq!(m.a.seal_stats().sealed, 0);
+
+    // B holds `system` only; C holds both.
+    for (node, expect) in [(&m.b, (false, true)), (&m.c, (true, true))] {
+        let mut replies = node
+            .request_stream::<u32, Record>("records/watch", futures::stream::iter([3u32]))
+            .await
+            .unwrap();
+        let mut count = 0;
+        while let Some(r) = replies.message().await.unwrap() {
+            assert_eq!(readable(&r), expect);
+            assert_eq!(*r.balance.as_ref().unwrap().open().unwrap(), 42);
+            if !expect.0 {
+                let err = r.name.as_ref().unwrap().open().unwrap_err();
+                assert_eq!(err.code(), Code::PermissionDenied);
+            }
+            count += 1;
+        }
+        assert_eq!(count, 3);
+    }
+    // Six records, two labels each: one envelope (HPKE setup) per label per record.
+    let stats = m.a.seal_stats();
+    assert_eq!((stats.sealed, stats.envelopes, stats.redacted), (12, 12, 0));
+    assert_eq!(
+        (m.b.seal_stats().opened, m.b.seal_stats().kept_sealed),
+        (3, 3)
+    );
+    assert_eq!(m.c.seal_stats().opened, 6);
+}
+
+#[tokio::test]
+async fn a_client_stream_is_sealed_and_relayed_unread() {
+    let mut m = mesh().await;
+    m.b.wait_for_action("records/keep_all", WAIT).await.unwrap();
+    // B seals both labels (it holds `system`, seals `user` to its public key); A holds neither
+    // and answers the last record back as it came; B opens `system` only.
+    let records = futures::stream::iter((0..3).map(|_| record()));
+    let mut replies = m
+        .b
+        .request_stream::<Record, Record>("records/keep_all", records)
+        .await
+        .unwrap();
+    let back = replies.message().await.unwrap().unwrap();
+    for _ in 0..3 {
+        assert_eq!(next_seen(&mut m.seen).await, (false, false));
+    }
+    assert_eq!(*back.balance.as_ref().unwrap().open().unwrap(), 42);
+    let err = back.name.as_ref().unwrap().open().unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(m.b.seal_stats().sealed, 6);
+    assert_eq!(m.a.seal_stats().sealed, 0, "A resealed nothing");
+    assert_eq!(m.a.seal_stats().kept_sealed, 6);
+}
+
+#[tokio::test]
+async fn peers_open_each_others_fields_with_announced_keys() {
+    common::init_tracing();
+    let user = KeyPair::generate();
+    let system = KeyPair::generate();
+    // X holds `system` and seals `user`; Y holds both. Neither is told the other's key.
+    let x_ring = Arc::new(Keyring::new());
+    x_ring.hold("system", 1, &system);
+    x_ring.seal_to("user", 1, user.public());
+    let y_ring = Arc::new(Keyring::new());
+    y_ring.hold("user", 1, &user);
+    y_ring.hold("system", 1, &system);
+    let x = sealed_node("x", &x_ring, &[]).await;
+    let (tx, mut seen) = mpsc::unbounded_channel();
+    x.add_service(Records { seen: tx }).await.unwrap();
+    x.start().await.unwrap();
+    let y = sealed_node("y", &y_ring, &[&x]).await;
+    y.start().await.unwrap();
+    y.wait_for_action("records/keep", WAIT).await.unwrap();
+
+    // Y seals both; X opens `system` (Y's key came in Y's hello), not `user`, and answers:
+    // `system` resealed by X, `user` passed on as Y sealed it. Y opens both.
+    let back: Record = y.request("records/keep", record()).await.unwrap();
+    assert_eq!(next_seen(&mut seen).await, (false, true));
+    assert_eq!(back.name.unwrap().open().unwrap(), "Ada");
+    assert_eq!(*back.balance.unwrap().open().unwrap(), 42);
+    assert_eq!(x.seal_stats().refused + y.seal_stats().refused, 0);
 }

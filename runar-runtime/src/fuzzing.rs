@@ -887,6 +887,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         capabilities: Some(capabilities.clone()),
         instance: 42,
         network: "default".into(),
+        sealing_key: vec![9; 32].into(),
     };
     let controls = [
         wire::control::Kind::Capabilities(capabilities.clone()),

@@ -36,6 +36,7 @@ use crate::discovery::{Discovery, DiscoveryEvent, LocalPeer};
 use crate::error::{Error, Result};
 use crate::identity::{NodeId, NodeKeypair};
 use crate::lock::lock;
+use crate::seal::PublicKey;
 use crate::wire;
 
 /// How long a duplicate connection stays open after the decision to drop it, at least.
@@ -88,6 +89,8 @@ pub(crate) struct MeshSettings {
     /// The longest a superseded connection waits for its requests in flight (the node's
     /// request timeout).
     pub(crate) drain_timeout: Duration,
+    /// The node's sealing public key, announced in hellos.
+    pub(crate) sealing_key: PublicKey,
 }
 
 /// This node's view of one of its networks. A node in several networks has one mesh per
@@ -128,6 +131,8 @@ pub(crate) struct Mesh<H> {
     version: AtomicU64,
     /// Random, new at each start (see `Hello::instance`).
     instance: u64,
+    /// The node's sealing public key, announced in hellos.
+    sealing_key: PublicKey,
     shutdown: CancellationToken,
 }
 
@@ -204,6 +209,7 @@ impl<H: NodeHandler> Mesh<H> {
             next_link: AtomicU64::new(1),
             version: AtomicU64::new(0),
             instance: random_u64()?,
+            sealing_key: settings.sealing_key,
             shutdown: CancellationToken::new(),
         }))
     }
@@ -797,6 +803,7 @@ impl<H: NodeHandler> Mesh<H> {
             link,
             name: theirs.node_name.clone(),
             instance: theirs.instance,
+            sealing_key: announced_sealing_key(theirs, peer_id),
             dialer: if dialed { self.node_id } else { peer_id },
         };
         let settings = PeerSettings {
@@ -1120,6 +1127,7 @@ impl<H: NodeHandler> Mesh<H> {
             capabilities: Some(self.capabilities(peer)),
             instance: self.instance,
             network: self.network_name.clone(),
+            sealing_key: bytes::Bytes::copy_from_slice(self.sealing_key.as_bytes()),
         }
     }
 
@@ -1338,4 +1346,20 @@ impl<H> Mesh<H> {
     pub(crate) fn dialer_of(&self, peer: &NodeId) -> Option<NodeId> {
         lock(&self.peers).get(peer).map(|p| p.dialer)
     }
+}
+
+/// The sealing key `peer` announced in its hello: `None` when it announced none, or bytes
+/// that are not an X25519 public key (logged; the connection is kept, its envelopes then open
+/// only with a key the resolver knows).
+fn announced_sealing_key(hello: &wire::Hello, peer: NodeId) -> Option<PublicKey> {
+    if hello.sealing_key.is_empty() {
+        return None;
+    }
+    let key = <[u8; crate::seal::KEY_LEN]>::try_from(hello.sealing_key.as_ref())
+        .ok()
+        .and_then(|bytes| PublicKey::from_bytes(bytes).ok());
+    if key.is_none() {
+        warn_limited!(%peer, "peer announced a malformed sealing key: ignored");
+    }
+    key
 }

@@ -31,6 +31,7 @@ use super::log_limit::warn_limited;
 use crate::error::{Code, Error, Result};
 use crate::identity::NodeId;
 use crate::metadata::Metadata;
+use crate::seal::PublicKey;
 use crate::value::Value;
 use crate::wire;
 
@@ -70,6 +71,8 @@ pub(crate) struct Peer {
     pub(crate) name: String,
     /// The peer's instance (see `Hello::instance`).
     pub(crate) instance: u64,
+    /// The sealing key the peer announced in its hello (bound to its id by mutual TLS).
+    pub(crate) sealing_key: Option<PublicKey>,
     pub(crate) connection: Connection,
     /// Which side opened the connection (for the simultaneous-dial rule).
     pub(crate) dialer: NodeId,
@@ -197,6 +200,8 @@ pub(crate) struct PeerIdentity {
     pub(crate) link: PeerLink,
     pub(crate) name: String,
     pub(crate) instance: u64,
+    /// The sealing key the peer announced in its hello (bound to its id by mutual TLS).
+    pub(crate) sealing_key: Option<PublicKey>,
     pub(crate) dialer: NodeId,
 }
 
@@ -218,6 +223,7 @@ impl Peer {
             link,
             name,
             instance,
+            sealing_key,
             dialer,
         } = identity;
         let (control, control_rx) = mpsc::channel(settings.control_queue_capacity.max(1));
@@ -236,6 +242,7 @@ impl Peer {
             link,
             name,
             instance,
+            sealing_key,
             connection,
             dialer,
             connected_at: std::time::SystemTime::now(),

@@ -504,6 +504,7 @@ impl Node {
                     network: network.to_owned(),
                     event_counters: self.inner.counters.peers.clone(),
                     drain_timeout: self.inner.config.request_timeout,
+                    sealing_key: self.sealing_key(),
                 };
                 let mut networks = vec![(
                     remote::NodeLink::new(self, self.inner.network.clone()),

@@ -142,6 +142,9 @@ impl NodeHandler for NodeLink {
             if offer.offer.services.len() + offer.offer.subscriptions.len() < before {
                 warn_limited!(peer = %peer.id, %network, "peer announced services or subscriptions of another network: ignored");
             }
+            if let Some(key) = peer.sealing_key {
+                node.peer_sealing_key(peer.id, key);
+            }
             node.apply_peer_offer(peer, offer);
         }
     }
@@ -283,16 +286,20 @@ fn remote_stream(peer: &PeerHandle, network: Arc<str>) -> StreamHandler {
         let network = network.clone();
         Box::pin(async move {
             let timeout = super::stream::finite(ctx.remaining());
-            let buffer = ctx.node().config().stream_buffer;
-            peer.open_stream(
-                &network,
-                ctx.path(),
-                requests.boxed(),
-                timeout,
-                ctx.metadata(),
-                buffer,
-            )
-            .await
+            let node = ctx.node();
+            let buffer = node.config().stream_buffer;
+            // Sealed as they are written for the peer; the replies opened as they are read.
+            let replies = peer
+                .open_stream(
+                    &network,
+                    ctx.path(),
+                    node.sealed_stream(requests.boxed()),
+                    timeout,
+                    ctx.metadata(),
+                    buffer,
+                )
+                .await?;
+            Ok(node.sealed_stream(replies))
         })
     })
 }

@@ -5,8 +5,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::StreamExt as _;
+use futures::stream::BoxStream;
 
 use super::Node;
+use crate::error::Result;
 use crate::seal::{KeyPair, NodeSeal, PublicKey, SealStats};
 use crate::value::Value;
 use crate::value::scope::Scope;
@@ -27,6 +30,10 @@ impl Sealing {
             .key_resolver
             .as_ref()
             .map(|r| Arc::new(NodeSeal::new(node, key, r.0.clone())));
+        if let Some(seal) = &seal {
+            // The node opens what it sealed itself (a record handed back to it).
+            seal.announce(node, public);
+        }
         let scope = seal.clone().map(|s| s as Arc<dyn Scope>);
         Sealing {
             public,
@@ -38,7 +45,8 @@ impl Sealing {
 
 impl Node {
     /// The public half of the node's X25519 sealing key: the nodes that open fields this node
-    /// sealed must know it (`Keyring::trust_node`).
+    /// sealed must know it. Its peers learn it from the node's hello; a node that receives
+    /// its envelopes through another (a relay) is told it with `Keyring::trust_node`.
     pub fn sealing_key(&self) -> PublicKey {
         self.inner.sealing.public
     }
@@ -53,11 +61,33 @@ impl Node {
             .unwrap_or_default()
     }
 
+    /// Records the sealing key `peer` announced in its hello (the connection's mutual TLS binds
+    /// it to the peer's id): envelopes the peer seals open here without `Keyring::trust_node`.
+    pub(crate) fn peer_sealing_key(&self, peer: crate::NodeId, key: PublicKey) {
+        if let Some(seal) = &self.inner.sealing.seal {
+            seal.announce(peer, key);
+        }
+    }
+
     /// `value`'s encoding for peers: labelled fields sealed.
     pub(crate) fn encode_for_peers(&self, value: &Value) -> Bytes {
         match &self.inner.sealing.scope {
             Some(scope) => crate::value::scope::within(scope, || value.to_bytes()),
             None => value.to_bytes(),
+        }
+    }
+
+    /// The messages of a streaming call, bound for a peer or received from one, each with the
+    /// node's seal scope (see [`sealed_scope`](Self::sealed_scope)).
+    pub(crate) fn sealed_stream(
+        &self,
+        messages: BoxStream<'static, Result<Value>>,
+    ) -> BoxStream<'static, Result<Value>> {
+        match self.inner.sealing.scope.clone() {
+            Some(scope) => messages
+                .map(move |message| message.map(|value| value.scoped(scope.clone())))
+                .boxed(),
+            None => messages,
         }
     }
 

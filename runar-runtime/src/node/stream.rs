@@ -263,9 +263,11 @@ impl Node {
             deadline,
             metadata,
         );
-        let requests = RawStreaming::new(stream.requests);
+        // The caller's messages open as the handler decodes them; the replies seal as they
+        // are written for the caller.
+        let requests = RawStreaming::new(self.sealed_stream(stream.requests));
         let replies = start_handler(&handler, requests, ctx, path).await?;
-        Ok(until_error(replies, resolved.path))
+        Ok(self.sealed_stream(until_error(replies, resolved.path)))
     }
 }
 
