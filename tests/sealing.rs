@@ -281,11 +281,10 @@ async fn a_server_stream_is_sealed_per_label_and_opened_by_key_holders() {
     }
 
     // A local stream on A moves the records: nothing sealed.
-    let mut local = m
-        .a
-        .request_stream::<u32, Record>("records/watch", futures::stream::iter([2u32]))
-        .await
-        .unwrap();
+    let mut local =
+        m.a.request_stream::<u32, Record>("records/watch", futures::stream::iter([2u32]))
+            .await
+            .unwrap();
     while let Some(r) = local.message().await.unwrap() {
         assert_eq!(readable(&r), (true, true));
     }
@@ -326,11 +325,10 @@ async fn a_client_stream_is_sealed_and_relayed_unread() {
     // B seals both labels (it holds `system`, seals `user` to its public key); A holds neither
     // and answers the last record back as it came; B opens `system` only.
     let records = futures::stream::iter((0..3).map(|_| record()));
-    let mut replies = m
-        .b
-        .request_stream::<Record, Record>("records/keep_all", records)
-        .await
-        .unwrap();
+    let mut replies =
+        m.b.request_stream::<Record, Record>("records/keep_all", records)
+            .await
+            .unwrap();
     let back = replies.message().await.unwrap().unwrap();
     for _ in 0..3 {
         assert_eq!(next_seen(&mut m.seen).await, (false, false));

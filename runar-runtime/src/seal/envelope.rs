@@ -207,7 +207,8 @@ impl OpenCtx {
             INFO,
         )
         .map_err(|_| EnvelopeError::DoesNotOpen)?;
-        let key = fields_key(|out| ctx.export(EXPORT_FIELDS, out)).ok_or(EnvelopeError::DoesNotOpen)?;
+        let key =
+            fields_key(|out| ctx.export(EXPORT_FIELDS, out)).ok_or(EnvelopeError::DoesNotOpen)?;
         Ok(OpenCtx { key })
     }
 }

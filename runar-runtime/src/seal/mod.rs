@@ -20,9 +20,9 @@ mod envelope;
 mod keys;
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -515,7 +515,11 @@ impl NodeSeal {
                     encoding.labels.len().saturating_sub(1)
                 }
             };
-            match encoding.labels.get_mut(at).and_then(|(_, ctx)| ctx.as_mut()) {
+            match encoding
+                .labels
+                .get_mut(at)
+                .and_then(|(_, ctx)| ctx.as_mut())
+            {
                 Some(ctx) => ctx.seal(site, &sender, plaintext, out),
                 None => {
                     envelope::redacted(site.label, plaintext.len(), out);

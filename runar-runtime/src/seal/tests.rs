@@ -372,12 +372,20 @@ fn one_envelope_per_label_per_message() {
     let w = world(DEFAULT_RETENTION);
     let bytes = send(&w.a, trio(3));
     let stats = w.a.stats();
-    assert_eq!((stats.sealed, stats.envelopes), (3, 1), "one HPKE setup for three fields");
+    assert_eq!(
+        (stats.sealed, stats.envelopes),
+        (3, 1),
+        "one HPKE setup for three fields"
+    );
     // Every slot carries the one context's encapsulated key, each its own sequence number.
     let slots: Vec<Vec<u8>> = (1..=3).map(|tag| envelope_of(&bytes, tag)).collect();
     for (seq, slot) in slots.iter().enumerate() {
         assert_eq!(slot[83..115], slots[0][83..115], "shared enc");
-        assert_eq!(slot[115..119], (seq as u32).to_be_bytes(), "sequence number");
+        assert_eq!(
+            slot[115..119],
+            (seq as u32).to_be_bytes(),
+            "sequence number"
+        );
     }
     let at_c: Trio = receive(&w.c, &bytes).unwrap();
     assert_eq!(at_c.c.unwrap().open().unwrap(), "field 2");
