@@ -251,8 +251,9 @@ impl Node {
     }
 
     /// Checks `access` for a local caller on this node's own action `resolved` (called as
-    /// `path`, perhaps with a network prefix). Without a policy, this one branch is all a call
-    /// pays for access control.
+    /// `path`, perhaps with a network prefix). Without a policy, this one branch (inlined into
+    /// the caller) is all a call pays for access control.
+    #[inline]
     pub(super) fn check_local_access(
         &self,
         path: &str,
@@ -262,6 +263,13 @@ impl Node {
         if !self.inner.policed.load(Ordering::Relaxed) {
             return Ok(());
         }
+        self.check_local_access_policed(path, access, resolved)
+    }
+
+    /// [`check_local_access`](Self::check_local_access) on a node with a policy.
+    #[cold]
+    #[inline(never)]
+    fn check_local_access_policed(&self, path: &str, access: Access, resolved: &str) -> Result<()> {
         let network = match split_network(path) {
             Ok((Some(network), _)) => network,
             _ => &self.inner.network,
