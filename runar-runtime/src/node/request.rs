@@ -285,7 +285,11 @@ impl Node {
     ) -> Result<Option<Resolution<'p>>> {
         let in_network = options.path_in_network(path);
         let limits = self.inner.config.path_limits();
-        match (self.inner.registry).resolve_action(&self.inner.network, &in_network, limits) {
+        match self
+            .inner
+            .registry
+            .resolve_action(&self.inner.network, &in_network, limits)
+        {
             Ok(resolved) => Ok(Some(Resolution {
                 path: in_network,
                 resolved,
