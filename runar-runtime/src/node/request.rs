@@ -30,6 +30,24 @@ pub(super) struct Routed<'p> {
     pub(super) metadata: Metadata,
 }
 
+/// A path resolved by [`Node::route_now`], before the interceptors: the path with the call's
+/// network prefix, and the action.
+struct Resolution<'p> {
+    path: std::borrow::Cow<'p, str>,
+    resolved: Resolved,
+}
+
+impl<'p> Resolution<'p> {
+    /// The call routed, with the metadata it carries.
+    fn with_metadata(self, metadata: Metadata) -> Routed<'p> {
+        Routed {
+            path: self.path,
+            resolved: self.resolved,
+            metadata,
+        }
+    }
+}
+
 impl Node {
     /// Sends `request` to the action at `path` and waits for its typed answer, within the node's
     /// request timeout. A local handler is called in memory: nothing is encoded.
@@ -85,9 +103,20 @@ impl Node {
         let config = &self.inner.config;
         let timeout = options.timeout.unwrap_or(config.request_timeout);
         let deadline = deadline_after(timeout);
-        let routed = self
-            .route(path, options, deadline, (deadline, timeout))
-            .await?;
+        // Without outgoing interceptors, a call to a routable path is routed without an
+        // `.await`; the general (boxed) `route` waits for the path or runs the interceptors.
+        let no_interceptors = config.outgoing.is_empty() && options.interceptors.is_empty();
+        let routed = match no_interceptors.then(|| self.route_now(path, &options)) {
+            Some(Ok(Some(resolved))) => {
+                let metadata = options.metadata;
+                metadata.check_limits(config.max_metadata_size, config.max_metadata_entries)?;
+                resolved.with_metadata(metadata)
+            }
+            Some(Err(e)) => return Err(e),
+            Some(Ok(None)) | None => {
+                Box::pin(self.route(path, options, deadline, (deadline, timeout))).await?
+            }
+        };
         let (path, resolved, mut metadata) = (&*routed.path, routed.resolved, routed.metadata);
         // The slot is held for the call: its instance's handler and health need no copies.
         let slot = resolved.slot;
@@ -108,9 +137,10 @@ impl Node {
             self.check_local_access(path, Access::Call, &resolved.path)?;
         }
         if instance.origin == Origin::Local && !config.incoming.is_empty() {
-            metadata = self
-                .intercept_incoming(&resolved.path, Caller::Local, metadata, deadline, timeout)
-                .await?;
+            // Boxed: the calls without incoming interceptors keep a smaller future.
+            let incoming =
+                self.intercept_incoming(&resolved.path, Caller::Local, metadata, deadline, timeout);
+            metadata = Box::pin(incoming).await?;
         }
         let ctx = RequestContext::new(
             self.clone(),
@@ -208,23 +238,18 @@ impl Node {
         (setup_deadline, setup): (Instant, Duration),
     ) -> Result<Routed<'p>> {
         let config = &self.inner.config;
-        let registry = &self.inner.registry;
-        let limits = config.path_limits();
-        // A path without a prefix is in the call's network, else the node's default.
-        let in_network = options.path_in_network(path);
-        let network: &str = &self.inner.network;
-        let resolved = match registry.resolve_action(network, &in_network, limits) {
-            Ok(resolved) => resolved,
-            Err(e) if e.code() == Code::NotFound => {
-                if !options.wait_for_ready {
-                    return Err(self.not_found(&in_network));
-                }
+        let (in_network, resolved) = match self.route_now(path, &options)? {
+            Some(routed) => (routed.path, routed.resolved),
+            None => {
+                let in_network = options.path_in_network(path);
                 self.wait_routable(&in_network, setup_deadline).await?;
-                registry
-                    .resolve_action(network, &in_network, limits)
-                    .map_err(|_| self.not_found(&in_network))?
+                let resolved = self
+                    .inner
+                    .registry
+                    .resolve_action(&self.inner.network, &in_network, config.path_limits())
+                    .map_err(|_| self.not_found(&in_network))?;
+                (in_network, resolved)
             }
-            Err(e) => return Err(e),
         };
         let mut metadata = options.metadata;
         if !config.outgoing.is_empty() || !options.interceptors.is_empty() {
@@ -250,9 +275,35 @@ impl Node {
         })
     }
 
+    /// Resolves `path` in the call's network (a path without a prefix is in the call's
+    /// network, else the node's default), synchronously: `Ok(None)` when no instance serves it
+    /// yet and the call waits for one, `NotFound` when it does not wait.
+    fn route_now<'p>(
+        &self,
+        path: &'p str,
+        options: &RequestOptions,
+    ) -> Result<Option<Resolution<'p>>> {
+        let in_network = options.path_in_network(path);
+        let limits = self.inner.config.path_limits();
+        match self
+            .inner
+            .registry
+            .resolve_action(&self.inner.network, &in_network, limits)
+        {
+            Ok(resolved) => Ok(Some(Resolution {
+                path: in_network,
+                resolved,
+            })),
+            Err(e) if e.code() == Code::NotFound && options.wait_for_ready => Ok(None),
+            Err(e) if e.code() == Code::NotFound => Err(self.not_found(&in_network)),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Checks `access` for a local caller on this node's own action `resolved` (called as
-    /// `path`, perhaps with a network prefix). Without a policy, this one branch is all a call
-    /// pays for access control.
+    /// `path`, perhaps with a network prefix). Without a policy, this one branch (inlined into
+    /// the caller) is all a call pays for access control.
+    #[inline]
     pub(super) fn check_local_access(
         &self,
         path: &str,
@@ -262,6 +313,13 @@ impl Node {
         if !self.inner.policed.load(Ordering::Relaxed) {
             return Ok(());
         }
+        self.check_local_access_policed(path, access, resolved)
+    }
+
+    /// [`check_local_access`](Self::check_local_access) on a node with a policy.
+    #[cold]
+    #[inline(never)]
+    fn check_local_access_policed(&self, path: &str, access: Access, resolved: &str) -> Result<()> {
         let network = match split_network(path) {
             Ok((Some(network), _)) => network,
             _ => &self.inner.network,
