@@ -2,16 +2,18 @@
 //! - the messages and the Runar service (`runar-build`; `bytes` fields as `bytes::Bytes`, so
 //!   that no system pays for a copy the others avoid), which the gRPC gateway serves;
 //! - tonic's client and server for the same service (tonic-build's manual builder, one method
-//!   per rpc, over the messages above, with tonic-prost's codec).
+//!   per rpc, over the messages above, with tonic-prost's codec);
+//! - from `proto/sealing.proto`, the messages with labelled (sealed) fields of `--only sealing`.
 
 use std::error::Error;
 
 const PROTO: &str = "proto/bench.proto";
+const SEALING_PROTO: &str = "proto/sealing.proto";
 
 fn main() -> Result<(), Box<dyn Error>> {
     let mut config = runar_build::prost_build::Config::new();
     config.bytes(["."]);
-    runar_build::configure().compile_with_config(config, &[PROTO], &["proto"])?;
+    runar_build::configure().compile_with_config(config, &[PROTO, SEALING_PROTO], &["proto"])?;
 
     let files = protox::compile([PROTO], ["proto"])?;
     for file in &files.file {

@@ -5,6 +5,7 @@
 //! cargo run --release --manifest-path bench/Cargo.toml -- --quick   # shorter runs
 //! cargo run --release --manifest-path bench/Cargo.toml -- --only unary,local
 //! cargo run --release --manifest-path bench/Cargo.toml -- --only gateway
+//! cargo run --release --manifest-path bench/Cargo.toml -- --only sealing
 //! ```
 //!
 //! Prints a markdown table (progress goes to stderr). See BENCHMARKS.md for what each row
@@ -21,6 +22,7 @@ mod rpc;
 mod rt;
 mod runar_side;
 mod scale;
+mod sealing;
 mod stats;
 mod streams;
 mod tonic_side;
@@ -43,6 +45,8 @@ enum System {
     /// tonic's client → the gRPC gateway → a Runar service on the gateway's node.
     GatewayTls,
     GatewayPlain,
+    /// Runar's echo of a record with labelled fields (`--only sealing`).
+    Sealed(sealing::Variant),
 }
 
 impl System {
@@ -51,6 +55,13 @@ impl System {
         System::Runar,
         System::TonicTls,
         System::TonicPlain,
+    ];
+
+    /// The same echo of a record with no labelled field, one, and three under two labels.
+    const SEALING: [System; 3] = [
+        System::Sealed(sealing::Variant::Plain),
+        System::Sealed(sealing::Variant::One),
+        System::Sealed(sealing::Variant::Three),
     ];
 
     /// The gRPC gateway against tonic serving the same service directly.
@@ -69,6 +80,7 @@ impl System {
             System::TonicPlain => "tonic plaintext",
             System::GatewayTls => "**gRPC gateway** + TLS → Runar",
             System::GatewayPlain => "**gRPC gateway** plaintext → Runar",
+            System::Sealed(v) => v.label(),
         }
     }
 }
@@ -137,7 +149,7 @@ impl Options {
                 "--help" | "-h" => {
                     println!(
                         "runar-bench [--quick] [--secs S] [--rounds N] \
-                         [--only unary,local,events,streams,payload,memory,scale,gateway] \
+                         [--only unary,local,events,streams,payload,memory,scale,gateway,sealing] \
                          [--profile runar-seq|quinn-seq|gateway-seq|tonic-plain-seq|runar-64|runar-64-mt|quinn-64|tonic-64|gateway-64|gateway-64-mt|tonic-plain-64|tonic-plain-64-mt|runar-events|runar-pull[:N]|runar-push[:N]] \
                          [--calls N]"
                     );
@@ -196,6 +208,12 @@ fn unary(system: System, rt: Rt, o: &Options) -> (Latency, f64) {
             }
             System::GatewayTls | System::GatewayPlain => {
                 let r = gateway_side::connect(system == System::GatewayTls).await;
+                let out = both(&r, payload, warmup, measure).await;
+                r.stop().await;
+                out
+            }
+            System::Sealed(v) => {
+                let r = sealing::connect(v).await;
                 let out = both(&r, payload, warmup, measure).await;
                 r.stop().await;
                 out
@@ -284,6 +302,12 @@ fn sweep(system: System, rt: Rt, sizes: &[usize], o: &Options) -> Vec<(usize, f6
             }
             System::GatewayTls | System::GatewayPlain => {
                 let r = gateway_side::connect(system == System::GatewayTls).await;
+                let out = each(&r, sizes, warmup, measure).await;
+                r.stop().await;
+                out
+            }
+            System::Sealed(v) => {
+                let r = sealing::connect(v).await;
                 let out = each(&r, sizes, warmup, measure).await;
                 r.stop().await;
                 out
@@ -765,6 +789,10 @@ fn main() {
         out.push('\n');
     }
 
+    if o.wants("sealing") {
+        sealing_section(&mut out, &o);
+    }
+
     if o.wants("payload") {
         let sizes = [100usize, 10 << 10, 1 << 20];
         let size_label = |s: usize| match s {
@@ -909,4 +937,84 @@ fn main() {
     )
     .unwrap();
     println!("{out}");
+}
+
+/// Section 8: the cost of sealed fields per message, against the same echo with no label.
+fn sealing_section(out: &mut String, o: &Options) {
+    writeln!(
+        out,
+        "### 8. Sealed fields: the same unary echo between two nodes over QUIC, 100-byte `data` \
+         plus a name, a balance and a note; labelled fields sealed on send and opened on receive, \
+         both ways\n"
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "| runtime | record | p50 µs | p90 µs | p99 µs | sequential calls/s | 64 in flight calls/s | p50 − (a) µs | sequential / (a) | 64 in flight / (a) |"
+    )
+    .unwrap();
+    writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|").unwrap();
+    for rt in Rt::BOTH {
+        let results = unary_rounds(&System::SEALING, rt, o);
+        let Some(&(_, base, base_par)) = results.first() else {
+            continue;
+        };
+        for (s, lat, par) in &results {
+            writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {:+.1} | {} | {} |",
+                rt.label(),
+                s.label(),
+                us(lat.p50),
+                us(lat.p90),
+                us(lat.p99),
+                rate(lat.per_sec),
+                rate(*par),
+                lat.p50 - base.p50,
+                ratio(lat.per_sec / base.per_sec),
+                ratio(par / base_par)
+            )
+            .unwrap();
+        }
+    }
+
+    progress("sealing: envelopes per call, and local calls");
+    writeln!(
+        out,
+        "\n| record | envelopes sealed per remote call (both nodes) | all opened | CPU µs per remote call (both nodes, current-thread) | its − (a) | local `node.request` ns (current-thread) | sealed by the local calls (`seal_stats().sealed`) |"
+    )
+    .unwrap();
+    writeln!(out, "|---|---:|---|---:|---:|---:|---:|").unwrap();
+    let per_call = Rt::Current.run(|| async {
+        let mut v = Vec::new();
+        for variant in sealing::Variant::ALL {
+            let r = sealing::connect(variant).await;
+            // Everything runs on this thread: its CPU time is both nodes' (the load of other
+            // processes on the machine does not count in it, unlike wall time).
+            let calls = 300;
+            let cpu0 = sealing::thread_cpu_ns();
+            for _ in 0..calls {
+                rpc::Rpc::call(&r, Bytes::from_static(&[0xA5; 100])).await;
+            }
+            let cpu_us =
+                sealing::thread_cpu_ns().saturating_sub(cpu0) as f64 / 1000.0 / f64::from(calls);
+            let (per_call, all_opened) = r.sealed_per_call();
+            v.push((per_call, all_opened, cpu_us));
+            r.stop().await;
+        }
+        v
+    });
+    let local = Rt::Current.run(|| sealing::local(50_000, 5));
+    let base_cpu = per_call.first().map_or(f64::NAN, |x| x.2);
+    for ((variant, ns, sealed), (per_call, all_opened, cpu_us)) in local.iter().zip(per_call) {
+        writeln!(
+            out,
+            "| {} | {per_call:.1} | {} | {cpu_us:.0} | {:+.0} | {ns:.0} | {sealed} |",
+            variant.label(),
+            if all_opened { "yes" } else { "**no**" },
+            cpu_us - base_cpu
+        )
+        .unwrap();
+    }
+    out.push('\n');
 }
