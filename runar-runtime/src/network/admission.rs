@@ -16,6 +16,12 @@
 //! 5. Both ends of every connection present their leaf and verify the peer's against the CA
 //!    (mutual TLS 1.3); a peer's [`NodeId`] is always recomputed from its verified leaf's key.
 //!
+//! 6. A **network-held label's key** (sealed fields, `crate::seal`) of `label` and `epoch` is the
+//!    X25519 key pair whose secret is `HKDF-Expand(PRK, info, 32)` with
+//!    `info = "runar/network/v1/label" || u8(len(label)) || label || u32_be(epoch)`
+//!    ([`NetworkKey::label_key`]): every member derives it, no key is distributed, and a node of
+//!    another network (another secret) cannot.
+//!
 //! The secret should be high-entropy (see [`NetworkKey::generate_secret`]): the network id is
 //! broadcast, and a guessable secret could be found from it by trial.
 
@@ -34,6 +40,7 @@ use crate::identity::{NodeId, NodeKeypair, write_base32};
 const HKDF_SALT: &[u8] = b"runar/network/v1";
 const CA_KEY_INFO: &[u8] = b"runar/network/v1/ca-key";
 const NETWORK_ID_INFO: &[u8] = b"runar/network/v1/network-id";
+const LABEL_INFO: &[u8] = b"runar/network/v1/label";
 /// DNS suffix of the names in node certificates: `<node-id>.runar`.
 pub(crate) const NODE_NAME_SUFFIX: &str = ".runar";
 
@@ -48,6 +55,8 @@ const ED25519_PKCS8_V1_PREFIX: [u8; 16] = [
 /// `Debug` shows only the public network id.
 #[derive(Clone)]
 pub struct NetworkKey {
+    /// HKDF's PRK of the secret: network-held label keys are expanded from it.
+    prk: hkdf::Prk,
     ca_seed: [u8; 32],
     network_id: [u8; 16],
 }
@@ -69,9 +78,37 @@ impl NetworkKey {
             *o = b;
         }
         NetworkKey {
+            prk,
             ca_seed,
             network_id,
         }
+    }
+
+    /// The key pair of `label` (a sealed-field label held by this network) for `epoch`, the
+    /// same for every holder of this key and for no one else (module documentation, step 6).
+    /// Labels longer than [`MAX_LABEL_LEN`](crate::seal::MAX_LABEL_LEN) bytes are cut there,
+    /// as envelopes cut them.
+    ///
+    /// ```
+    /// use runar_runtime::NetworkKey;
+    /// use runar_runtime::seal::{KeyResolver, Keyring};
+    /// let ops = NetworkKey::from_secret("a high-entropy secret");
+    /// let ring = Keyring::new();
+    /// ring.hold("ops", 1, &ops.label_key("ops", 1));
+    /// assert_eq!(ring.seal_key("ops").unwrap().public, ops.label_key("ops", 1).public());
+    /// ```
+    pub fn label_key(&self, label: &str, epoch: u32) -> crate::seal::KeyPair {
+        let label = label.as_bytes();
+        let label = label.get(..crate::seal::MAX_LABEL_LEN).unwrap_or(label);
+        let len = [u8::try_from(label.len()).unwrap_or(u8::MAX)];
+        let epoch = epoch.to_be_bytes();
+        let mut seed = [0u8; 32];
+        // 32 bytes is far below HKDF-SHA256's limit, so neither step can fail.
+        let _ = self
+            .prk
+            .expand(&[LABEL_INFO, &len, label, &epoch], hkdf::HKDF_SHA256)
+            .and_then(|okm| okm.fill(&mut seed));
+        crate::seal::KeyPair::derive(&seed)
     }
 
     /// The network key for a 32-byte secret; the same as [`NetworkKey::from_secret`].

@@ -4,11 +4,12 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::RwLock;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use hpke::{Deserializable, Kem as _, Serializable};
 use ring::digest;
 
+use super::grant::KeyGrant;
 use crate::identity::NodeId;
 use crate::lock;
 
@@ -27,6 +28,18 @@ pub enum KeyError {
     /// The bytes are not an X25519 key.
     #[error("not an X25519 key")]
     InvalidKey,
+    /// A key grant that is not this profile's, or was altered.
+    #[error("the key grant does not open with this profile key")]
+    GrantDoesNotOpen,
+    /// Bytes that are not a key grant.
+    #[error("malformed key grant")]
+    MalformedGrant,
+    /// A label or profile id longer than a grant carries.
+    #[error("{0} too long")]
+    TooLong(&'static str),
+    /// The keyring holds no key pair of the label that still opens.
+    #[error("this keyring holds no key of label `{0}`")]
+    NotHeld(String),
 }
 
 /// An X25519 key pair: a label's key of one epoch, or a node's sealing key.
@@ -47,6 +60,17 @@ impl KeyPair {
     pub fn generate() -> Self {
         let mut rng = rand_core::UnwrapErr(rand_core::OsRng);
         let (secret, public) = Kem::gen_keypair(&mut rng);
+        KeyPair {
+            secret,
+            public: PublicKey::from_hpke(&public),
+        }
+    }
+
+    /// The key pair derived from `ikm` (RFC 9180's `DeriveKeyPair`): the same input gives the
+    /// same pair. `ikm` must be secret and high-entropy (at least 32 bytes); a network derives
+    /// its labels' keys this way (`NetworkKey::label_key`).
+    pub fn derive(ikm: &[u8]) -> Self {
+        let (secret, public) = Kem::derive_keypair(ikm);
         KeyPair {
             secret,
             public: PublicKey::from_hpke(&public),
@@ -211,6 +235,8 @@ pub struct Keyring {
 struct Inner {
     labels: HashMap<String, Vec<Epoch>>,
     senders: HashMap<NodeId, PublicKey>,
+    /// Per label, the user profiles registered for it: id → public key.
+    profiles: HashMap<String, HashMap<String, PublicKey>>,
 }
 
 struct Epoch {
@@ -280,6 +306,127 @@ impl Keyring {
     /// Registers `node`'s sealing public key: envelopes it sealed open here.
     pub fn trust_node(&self, node: NodeId, key: PublicKey) {
         lock::write(&self.inner).senders.insert(node, key);
+    }
+
+    /// Like [`hold`](Self::hold), for an epoch a newer one replaced at `retired` (wall-clock
+    /// time, as a keystore records it): it opens until `retired` plus the retention, not a
+    /// full retention from now. Hold the epochs of a label oldest first.
+    pub fn hold_retired(&self, label: &str, epoch: u32, pair: &KeyPair, retired: SystemTime) {
+        self.add(label, epoch, pair.public(), Some(pair.clone()));
+        let ago = SystemTime::now()
+            .duration_since(retired)
+            .unwrap_or(Duration::ZERO);
+        let at = Instant::now().checked_sub(ago);
+        let mut inner = lock::write(&self.inner);
+        if let Some(e) = inner
+            .labels
+            .get_mut(label)
+            .and_then(|epochs| epochs.iter_mut().find(|e| e.epoch == epoch && !e.revoked))
+        {
+            // Further back than this process's clock reaches: it no longer opens.
+            e.retired_at = Some(at.unwrap_or_else(Instant::now));
+            if at.is_none() {
+                e.pair = None;
+            }
+        }
+    }
+
+    /// Registers user profile `profile` (its public key) for `label`, which this keyring holds:
+    /// the answer is one [`KeyGrant`] per epoch of the label that still opens, each the label's
+    /// key pair wrapped to `public`. Hand them to the profile's holder, who
+    /// [`opens`](KeyGrant::open) them and [`hold`](Self::hold)s the label: every message
+    /// sealed to the label is then openable with the profile's private key. Registering the
+    /// same id again replaces its key.
+    pub fn add_profile(
+        &self,
+        label: &str,
+        profile: &str,
+        public: PublicKey,
+    ) -> Result<Vec<KeyGrant>, KeyError> {
+        let held = self.held_pairs(label);
+        if held.is_empty() {
+            return Err(KeyError::NotHeld(label.to_owned()));
+        }
+        let grants = held
+            .iter()
+            .map(|(epoch, pair)| KeyGrant::wrap(label, *epoch, profile, pair, &public))
+            .collect::<Result<Vec<_>, _>>()?;
+        lock::write(&self.inner)
+            .profiles
+            .entry(label.to_owned())
+            .or_default()
+            .insert(profile.to_owned(), public);
+        Ok(grants)
+    }
+
+    /// Removes user profile `profile` from `label`. The profile's holder has had the label's
+    /// keys, so the label **rotates**: a fresh key pair becomes its newest epoch here (new
+    /// messages are sealed to it; older epochs open until the retention ends), and the answer
+    /// is its grants for the profiles still registered, to hand to them. Nothing happens (an
+    /// empty answer) when the profile was not registered.
+    pub fn remove_profile(&self, label: &str, profile: &str) -> Result<Vec<KeyGrant>, KeyError> {
+        let removed = lock::write(&self.inner)
+            .profiles
+            .get_mut(label)
+            .and_then(|p| p.remove(profile));
+        if removed.is_none() {
+            return Ok(Vec::new());
+        }
+        let next = {
+            let inner = lock::read(&self.inner);
+            inner
+                .labels
+                .get(label)
+                .and_then(|e| e.iter().map(|e| e.epoch).max())
+                .unwrap_or(0)
+                .checked_add(1)
+                .ok_or(KeyError::TooLong("epoch"))?
+        };
+        let pair = KeyPair::generate();
+        self.hold(label, next, &pair);
+        self.grants(label, next)
+    }
+
+    /// The profiles registered for `label`: id and public key.
+    pub fn profiles(&self, label: &str) -> Vec<(String, PublicKey)> {
+        lock::read(&self.inner)
+            .profiles
+            .get(label)
+            .map(|p| p.iter().map(|(id, k)| (id.clone(), *k)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Grants of `label`'s key of `epoch` for every profile registered for the label (after
+    /// [`hold`](Self::hold)ing a new epoch, to hand it to them).
+    pub fn grants(&self, label: &str, epoch: u32) -> Result<Vec<KeyGrant>, KeyError> {
+        let Some((_, pair)) = self
+            .held_pairs(label)
+            .into_iter()
+            .find(|(e, _)| *e == epoch)
+        else {
+            return Err(KeyError::NotHeld(label.to_owned()));
+        };
+        self.profiles(label)
+            .iter()
+            .map(|(id, public)| KeyGrant::wrap(label, epoch, id, &pair, public))
+            .collect()
+    }
+
+    /// The key pairs of `label` this keyring holds that still open, by epoch.
+    fn held_pairs(&self, label: &str) -> Vec<(u32, KeyPair)> {
+        let inner = lock::read(&self.inner);
+        inner
+            .labels
+            .get(label)
+            .map(|epochs| {
+                epochs
+                    .iter()
+                    .filter(|e| !e.revoked)
+                    .filter(|e| e.retired_at.is_none_or(|r| r.elapsed() < self.retention))
+                    .filter_map(|e| e.pair.clone().map(|p| (e.epoch, p)))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn add(&self, label: &str, epoch: u32, public: PublicKey, pair: Option<KeyPair>) {

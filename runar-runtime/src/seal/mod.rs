@@ -17,7 +17,9 @@
 //! none.
 
 mod envelope;
+mod grant;
 mod keys;
+mod keystore;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -31,9 +33,13 @@ use prost::DecodeError;
 use prost::encoding::{DecodeContext, WireType};
 
 pub use envelope::MAX_LABEL_LEN;
+pub use grant::{KeyGrant, MAX_PROFILE_ID_LEN};
 pub use keys::{
     DEFAULT_RETENTION, KEY_ID_LEN, KEY_LEN, KeyError, KeyId, KeyPair, KeyResolver, Keyring,
     PublicKey, SealTo,
+};
+pub use keystore::{
+    DEFAULT_ITERATIONS, EpochInfo, Keystore, KeystoreConfig, KeystoreError, PermissionCheck,
 };
 
 use crate::error::Error;
