@@ -47,6 +47,8 @@
 pub use prost;
 #[allow(unused_imports, unreachable_pub)] // empty until the macros land
 pub use runar_macros::*;
+/// A labelled field's value: open in memory, sealed on the wire (see [`seal`]).
+pub use runar_runtime::seal::Sealed;
 pub use runar_runtime::*;
 
 /// Includes the Rust code `runar-build` generated for a protobuf package.

@@ -25,23 +25,37 @@ impl Schemas {
     pub(crate) fn new<'a>(lists: impl IntoIterator<Item = &'a ServiceList>) -> Schemas {
         let mut pool = DescriptorPool::global();
         let mut skipped = Vec::new();
+        // Served schemas import `runar/options.proto` without carrying it.
+        if pool.get_file_by_name(OPTIONS_FILE).is_none() {
+            if let Err(e) = pool.add_file_descriptor_proto(options_file()) {
+                skipped.push(format!("{OPTIONS_FILE}: {e}"));
+            }
+        }
         for service in lists.into_iter().flat_map(|l| &l.services) {
             if service.schema.is_empty() {
                 continue;
             }
-            let set = match prost_types::FileDescriptorSet::decode(service.schema.as_ref()) {
-                Ok(set) => set,
+            // Each file's own bytes, not prost-types' decoding of them, which would drop the
+            // extension options (`(runar.label)`).
+            let files = match raw_files(service.schema.as_ref()) {
+                Ok(files) => files,
                 Err(e) => {
                     skipped.push(format!("{}: {e}", service.path));
                     continue;
                 }
             };
-            for file in set.file {
-                if pool.get_file_by_name(file.name()).is_some() {
+            for raw in files {
+                let name = match prost_types::FileDescriptorProto::decode(raw.as_ref()) {
+                    Ok(file) => file.name().to_owned(),
+                    Err(e) => {
+                        skipped.push(format!("{}: {e}", service.path));
+                        continue;
+                    }
+                };
+                if pool.get_file_by_name(&name).is_some() {
                     continue;
                 }
-                let name = file.name().to_owned();
-                if let Err(e) = pool.add_file_descriptor_proto(file) {
+                if let Err(e) = pool.decode_file_descriptor_proto(raw) {
                     skipped.push(format!("{name} (service {}): {e}", service.path));
                 }
             }
@@ -72,6 +86,68 @@ impl Schemas {
     }
 }
 
+/// The encoded files of an encoded `FileDescriptorSet` (its field 1).
+fn raw_files(mut set: &[u8]) -> Result<Vec<bytes::Bytes>, prost::DecodeError> {
+    use prost::encoding::{DecodeContext, WireType, decode_key, skip_field};
+    let mut files = Vec::new();
+    while !set.is_empty() {
+        let (number, wire_type) = decode_key(&mut set)?;
+        if number == 1 && wire_type == WireType::LengthDelimited {
+            let mut file = bytes::Bytes::new();
+            prost::encoding::bytes::merge(
+                wire_type,
+                &mut file,
+                &mut set,
+                DecodeContext::default(),
+            )?;
+            files.push(file);
+        } else {
+            skip_field(wire_type, number, &mut set, DecodeContext::default())?;
+        }
+    }
+    Ok(files)
+}
+
+/// The name of Runar's options file (`proto/runar/options.proto`).
+const OPTIONS_FILE: &str = "runar/options.proto";
+
+/// `runar/options.proto`'s descriptor: its three extensions (`service_path`, `event`, `label`).
+fn options_file() -> prost_types::FileDescriptorProto {
+    use prost_types::field_descriptor_proto::{Label, Type};
+    let extension =
+        |name: &str, number: i32, ty: Type, extendee: &str| prost_types::FieldDescriptorProto {
+            name: Some(name.into()),
+            number: Some(number),
+            label: Some(Label::Optional.into()),
+            r#type: Some(ty.into()),
+            extendee: Some(extendee.into()),
+            json_name: Some(name.into()),
+            ..Default::default()
+        };
+    prost_types::FileDescriptorProto {
+        name: Some(OPTIONS_FILE.into()),
+        package: Some("runar".into()),
+        dependency: vec!["google/protobuf/descriptor.proto".into()],
+        extension: vec![
+            extension(
+                "service_path",
+                51700,
+                Type::String,
+                ".google.protobuf.ServiceOptions",
+            ),
+            extension("event", 51701, Type::Bool, ".google.protobuf.MethodOptions"),
+            extension(
+                "label",
+                51702,
+                Type::String,
+                ".google.protobuf.FieldOptions",
+            ),
+        ],
+        syntax: Some("proto3".into()),
+        ..Default::default()
+    }
+}
+
 /// `json` (proto3 JSON mapping) as the protobuf encoding of `message`.
 pub(crate) fn encode_json(message: &MessageDescriptor, json: &str) -> Result<Vec<u8>, CliError> {
     let mut deserializer = serde_json::Deserializer::from_str(json);
@@ -83,11 +159,135 @@ pub(crate) fn encode_json(message: &MessageDescriptor, json: &str) -> Result<Vec
     Ok(dynamic.encode_to_vec())
 }
 
-/// The protobuf `bytes` of a `message`, as proto3 JSON.
+/// The full name of the field option that labels (seals) a field, in `runar/options.proto`.
+const LABEL_OPTION: &str = "runar.label";
+
+/// The label of `field` (`[(runar.label) = "user"]`), when its schema gives it one.
+pub(crate) fn label_of(field: &FieldDescriptor) -> Option<String> {
+    let ext = field.parent_pool().get_extension_by_name(LABEL_OPTION)?;
+    let options = field.options();
+    if !options.has_extension(&ext) {
+        return None;
+    }
+    options
+        .get_extension(&ext)
+        .as_str()
+        .map(str::to_owned)
+        .filter(|l| !l.is_empty())
+}
+
+/// A labelled field that arrived sealed: where it goes in the JSON, and its label.
+struct SealedAt {
+    /// JSON names from the top message down to the field.
+    path: Vec<String>,
+    label: String,
+}
+
+/// `bytes` (a `message`) without its sealed fields, which go to `out`. A labelled field from
+/// another node is an envelope (a length-delimited value) whatever its declared type; the CLI's
+/// node holds no label keys, so it opens none. Singular message fields are searched too, as
+/// deep as the schema nests them, at most `prost`'s recursion limit (100, the limit decoding has
+/// anyway); anything that does not parse is left for the decoder to report.
+fn strip_sealed(
+    message: &MessageDescriptor,
+    bytes: &[u8],
+    path: &[String],
+    depth: u32,
+    out: &mut Vec<SealedAt>,
+) -> Option<Vec<u8>> {
+    use prost::encoding::{WireType, decode_key, decode_varint, encode_varint};
+    if depth >= 100 {
+        return None;
+    }
+    let mut kept = Vec::with_capacity(bytes.len());
+    let mut buf = bytes;
+    let mut changed = false;
+    while !buf.is_empty() {
+        let start = buf;
+        let (number, wire_type) = decode_key(&mut buf).ok()?;
+        let field = message.get_field(number);
+        if wire_type == WireType::LengthDelimited {
+            let len = usize::try_from(decode_varint(&mut buf).ok()?).ok()?;
+            let value = buf.get(..len)?;
+            let header = start.get(..start.len().checked_sub(buf.len())?)?;
+            buf = buf.get(len..)?;
+            let label = field.as_ref().and_then(label_of);
+            if let (Some(field), Some(label)) = (&field, label) {
+                let mut at = path.to_vec();
+                at.push(field.json_name().to_owned());
+                out.push(SealedAt { path: at, label });
+                changed = true;
+                continue;
+            }
+            if let Some(Kind::Message(inner)) = field
+                .as_ref()
+                .filter(|f| !f.is_list() && !f.is_map())
+                .map(FieldDescriptor::kind)
+            {
+                let mut at = path.to_vec();
+                at.push(field.as_ref().map(|f| f.json_name().to_owned())?);
+                let before = out.len();
+                let stripped = strip_sealed(&inner, value, &at, depth.saturating_add(1), out)?;
+                if out.len() != before {
+                    changed = true;
+                    prost::encoding::encode_key(number, wire_type, &mut kept);
+                    encode_varint(stripped.len() as u64, &mut kept);
+                    kept.extend_from_slice(&stripped);
+                    continue;
+                }
+            }
+            kept.extend_from_slice(header);
+            kept.extend_from_slice(value);
+            continue;
+        }
+        prost::encoding::skip_field(
+            wire_type,
+            number,
+            &mut buf,
+            prost::encoding::DecodeContext::default(),
+        )
+        .ok()?;
+        let taken = start.len().checked_sub(buf.len())?;
+        kept.extend_from_slice(start.get(..taken)?);
+    }
+    Some(if changed { kept } else { bytes.to_vec() })
+}
+
+/// The protobuf `bytes` of a `message`, as proto3 JSON. A labelled field that arrived sealed
+/// prints as `"<sealed:LABEL>"`.
 pub(crate) fn decode_to_json(
     message: &MessageDescriptor,
     bytes: &[u8],
 ) -> Result<serde_json::Value, CliError> {
+    let mut sealed = Vec::new();
+    let stripped = strip_sealed(message, bytes, &[], 0, &mut sealed);
+    let bytes = match &stripped {
+        Some(stripped) => stripped.as_slice(),
+        None => {
+            sealed.clear();
+            bytes
+        }
+    };
+    let mut json = decode_plain(message, bytes)?;
+    for at in sealed {
+        let Some((last, parents)) = at.path.split_last() else {
+            continue;
+        };
+        let parent: String = parents.iter().map(|key| format!("/{key}")).collect();
+        if let Some(object) = json
+            .pointer_mut(&parent)
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            object.insert(
+                last.clone(),
+                serde_json::Value::String(format!("<sealed:{}>", at.label)),
+            );
+        }
+    }
+    Ok(json)
+}
+
+fn decode_plain(message: &MessageDescriptor, bytes: &[u8]) -> Result<serde_json::Value, CliError> {
     let dynamic = DynamicMessage::decode(message.clone(), bytes).map_err(|e| {
         CliError::new(
             runar::Code::Internal,
@@ -172,9 +372,12 @@ fn write_message(out: &mut String, message: &MessageDescriptor, depth: usize) {
         } else {
             ""
         };
+        let sealed = label_of(&field)
+            .map(|l| format!(" [(runar.label) = \"{l}\"]"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "{pad}  {label}{} {} = {};",
+            "{pad}  {label}{} {} = {}{sealed};",
             type_name(&field),
             field.name(),
             field.number()

@@ -7,6 +7,7 @@ mod args;
 mod generator;
 mod model;
 mod schema;
+mod sealed;
 mod types;
 
 use proc_macro::TokenStream;
@@ -254,4 +255,37 @@ fn expand(
             out
         }
     }
+}
+
+/// Labelled (sealed) fields on a hand-written prost message: the code-first twin of
+/// `[(runar.label) = "user"]` in a `.proto`.
+///
+/// Put it above `#[derive(prost::Message)]` and mark fields with `#[runar(label = "...")]`:
+///
+/// ```ignore
+/// #[runar::message(package = "vault")]
+/// #[derive(Clone, PartialEq, runar::prost::Message)]
+/// #[prost(prost_path = "::runar::prost")]
+/// pub struct Record {
+///     #[prost(string, tag = "1")]
+///     pub id: String,
+///     #[runar(label = "user")]
+///     #[prost(string, tag = "2")]
+///     pub name: String,                       // becomes Option<runar::Sealed<String, _>>
+/// }
+/// ```
+///
+/// Each labelled field becomes `Option<runar::codegen::Sealed<T, Marker>>` (for a message
+/// field `#[prost(message, optional)] Option<M>`, `T` is `M`, which needs
+/// `runar::codegen::sealed_message!(M);` once), exactly what `runar-build` generates for the
+/// same field of a `.proto`, with the same wire format: a message sealed by one side opens on
+/// the other when `package` and the struct's name make the `.proto` message's full name
+/// (`vault.Record`). Without `package` the full name is the struct's name. A labelled field is
+/// singular (not repeated, a map, `optional` or in a oneof); a label is 1 to 64 characters
+/// `a-z 0-9 _ - .`. `crate = "..."` names the `runar` crate if it is not `::runar`.
+#[proc_macro_attribute]
+pub fn message(attr: TokenStream, item: TokenStream) -> TokenStream {
+    sealed::expand(attr.into(), item.into())
+        .unwrap_or_else(|e| e.to_compile_error())
+        .into()
 }
