@@ -368,4 +368,18 @@ async fn peers_open_each_others_fields_with_announced_keys() {
     assert_eq!(back.name.unwrap().open().unwrap(), "Ada");
     assert_eq!(*back.balance.unwrap().open().unwrap(), 42);
     assert_eq!(x.seal_stats().refused + y.seal_stats().refused, 0);
+
+    // Announced keys are held per connected peer: X forgets Y's once Y is gone, so identities
+    // that come and go cannot grow the map.
+    assert_eq!(x.seal_stats().peer_keys, 2, "X's own key and Y's");
+    y.stop().await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while x.seal_stats().peer_keys != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "X still holds Y's key: {:?}",
+            x.seal_stats()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -164,6 +164,9 @@ impl NodeHandler for NodeLink {
                         node.peer_admitted(*address);
                     }
                 }
+                if notice.change == PeerChange::Disconnected {
+                    node.peer_gone(&notice.peer);
+                }
                 if notice.change != PeerChange::Discovered {
                     // Listed or unlisted now: wake whoever waits for peers.
                     node.inner.registry.notify_changed();

@@ -69,6 +69,15 @@ impl Node {
         }
     }
 
+    /// Forgets `peer`'s announced sealing key once no connection to it remains.
+    pub(crate) fn peer_gone(&self, peer: &crate::NodeId) {
+        if let Some(seal) = &self.inner.sealing.seal {
+            if !self.meshes().iter().any(|mesh| mesh.peer(peer).is_some()) {
+                seal.forget(peer);
+            }
+        }
+    }
+
     /// `value`'s encoding for peers: labelled fields sealed.
     pub(crate) fn encode_for_peers(&self, value: &Value) -> Bytes {
         match &self.inner.sealing.scope {

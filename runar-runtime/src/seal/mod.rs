@@ -365,6 +365,9 @@ pub struct SealStats {
     pub kept_sealed: u64,
     /// Fields refused: malformed, moved or tampered with.
     pub refused: u64,
+    /// Sealing keys held as announced by peers (this node's own included): one per connected
+    /// peer; a peer's is forgotten when its last connection closes.
+    pub peer_keys: u64,
 }
 
 #[derive(Default)]
@@ -479,6 +482,12 @@ impl NodeSeal {
         }
     }
 
+    /// Forgets `node`'s announced key: it has no connection to this node any more (so the map
+    /// is bounded by the connected peers, however many identities have come and gone).
+    pub(crate) fn forget(&self, node: &NodeId) {
+        crate::lock::write(&self.announced).remove(node);
+    }
+
     pub(crate) fn stats(&self) -> SealStats {
         let c = &self.counters;
         SealStats {
@@ -488,6 +497,7 @@ impl NodeSeal {
             opened: c.opened.load(Ordering::Relaxed),
             kept_sealed: c.kept_sealed.load(Ordering::Relaxed),
             refused: c.refused.load(Ordering::Relaxed),
+            peer_keys: u64::try_from(crate::lock::read(&self.announced).len()).unwrap_or(u64::MAX),
         }
     }
 
