@@ -978,10 +978,10 @@ fn sealing_section(out: &mut String, o: &Options) {
         }
     }
 
-    progress("sealing: envelopes per call, and local calls");
+    progress("sealing: sealed fields per call, and local calls");
     writeln!(
         out,
-        "\n| record | envelopes sealed per remote call (both nodes) | all opened | CPU µs per remote call (both nodes, current-thread) | its − (a) | local `node.request` ns (current-thread) | sealed by the local calls (`seal_stats().sealed`) |"
+        "\n| record | labelled fields sealed per remote call (both nodes) | all opened | CPU µs per remote call (both nodes, current-thread) | its − (a) | local `node.request` ns (current-thread) | sealed by the local calls (`seal_stats().sealed`) |"
     )
     .unwrap();
     writeln!(out, "|---|---:|---|---:|---:|---:|---:|").unwrap();

@@ -147,7 +147,8 @@ impl SealRpc {
         let _ = self.server.stop().await;
     }
 
-    /// Envelopes sealed by both nodes per call so far, and whether every one was opened.
+    /// Labelled fields sealed by both nodes per call so far (`SealStats::sealed`, not the HPKE
+    /// setups: those are `SealStats::envelopes`), and whether every one was opened.
     pub fn sealed_per_call(&self) -> (f64, bool) {
         let (c, s) = (self.client.seal_stats(), self.server.seal_stats());
         let calls = self.calls.load(Ordering::Relaxed) as f64;
