@@ -17,8 +17,6 @@ use crate::model::line_of;
 
 /// The full name of the field option extension in `runar/options.proto`.
 const LABEL_OPTION: &str = "runar.label";
-/// The longest label (the envelope's limit).
-const MAX_LABEL_LEN: usize = 64;
 /// The hidden module of marker types in each generated file.
 const MARKERS: &str = "__runar_sealed";
 
@@ -64,15 +62,8 @@ pub(crate) fn collect(pool: &DescriptorPool) -> Result<Vec<Labelled>, Error> {
                 construct: format!("field {}", field.full_name()),
                 reason,
             };
-            if label.is_empty()
-                || label.len() > MAX_LABEL_LEN
-                || !label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b))
-            {
-                return Err(unsupported(format!(
-                    "label `{label}` is not 1 to {MAX_LABEL_LEN} characters `a-z 0-9 _ - .`"
-                )));
+            if let Some(problem) = runar_codegen::sealed::label_problem(&label) {
+                return Err(unsupported(problem));
             }
             if field.is_list() || field.is_map() {
                 return Err(unsupported(
@@ -241,22 +232,15 @@ fn rewrite_field(
             scope.push(syn::parse_quote!(::runar::codegen::sealed_message!(#ty);));
         }
     }
-    let message = &field.message_full_name;
-    let number = field.number;
-    let label = &field.label;
-    let doc = format!(
-        "Field `{}` ({number}) of `{message}`, label `{label}`.",
-        field.field_name
-    );
-    Ok(quote! {
-        #[doc = #doc]
-        pub struct #marker;
-        impl ::runar::codegen::SealedField for #marker {
-            const MESSAGE: &'static str = #message;
-            const FIELD: u32 = #number;
-            const LABEL: &'static str = #label;
-        }
-    })
+    Ok(runar_codegen::sealed::sealed_marker(
+        &quote!(pub),
+        &marker,
+        &quote!(::runar),
+        &field.message_full_name,
+        &field.field_name,
+        field.number,
+        &field.label,
+    ))
 }
 
 /// `T` of `Option<T>` (however the path to `Option` is written).

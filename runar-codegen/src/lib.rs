@@ -20,6 +20,7 @@
 
 pub mod model;
 pub mod naming;
+pub mod sealed;
 
 mod client;
 mod server;

@@ -12,9 +12,6 @@ use syn::parse::Parser;
 use syn::spanned::Spanned;
 use syn::{Fields, ItemStruct, LitStr, Type};
 
-/// The longest label (the envelope's limit, as in `runar-build`).
-const MAX_LABEL_LEN: usize = 64;
-
 /// Expands `#[runar::message(...)]` on `item`.
 pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     let mut package: Option<LitStr> = None;
@@ -84,16 +81,8 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
             .map(|i| i.to_string())
             .unwrap_or_default();
         let value = label.value();
-        if value.is_empty()
-            || value.len() > MAX_LABEL_LEN
-            || !value
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b))
-        {
-            push_error(syn::Error::new(
-                label.span(),
-                format!("label `{value}` is not 1 to {MAX_LABEL_LEN} characters `a-z 0-9 _ - .`"),
-            ));
+        if let Some(problem) = runar_codegen::sealed::label_problem(&value) {
+            push_error(syn::Error::new(label.span(), problem));
             continue;
         }
         match seal_field(field, &name, &full_name, &field_name, &value, &vis, &krate) {
@@ -192,18 +181,9 @@ fn seal_field(
     field.ty = syn::parse_quote!(
         ::core::option::Option<#krate::codegen::Sealed<#value_type, #marker>>
     );
-    let doc = format!("Field `{field_name}` ({tag}) of `{full_name}`, label `{label}`.");
-    Ok(quote! {
-        #[doc = #doc]
-        #[doc(hidden)]
-        #[allow(non_camel_case_types)]
-        #vis struct #marker;
-        impl #krate::codegen::SealedField for #marker {
-            const MESSAGE: &'static str = #full_name;
-            const FIELD: u32 = #tag;
-            const LABEL: &'static str = #label;
-        }
-    })
+    Ok(runar_codegen::sealed::sealed_marker(
+        vis, &marker, krate, full_name, field_name, tag, label,
+    ))
 }
 
 /// `T` of `Option<T>`.
