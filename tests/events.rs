@@ -614,3 +614,30 @@ async fn peers_events_waiting_for_a_slow_handler_are_bounded_in_bytes() {
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }
+
+/// A node that stops right after publishing: its goodbye travels on the control stream, its
+/// events on the event stream, so the goodbye may arrive first; the peer must still read the
+/// events before it closes the connection (the goodbye says how many). This lost the event of
+/// `runar pub` in CI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_published_just_before_a_node_stops_reach_its_peers() {
+    let a = node_with(NodeConfig::new("a", "test").with_network_config(network())).await;
+    let (_, heard) = counting(&a, "last/words").await;
+    // Subscribed before b connects: b learns it from a's hello, and b's first event opens
+    // the event stream (as for the CLI).
+    let b = started("b", &key(), &[&a]).await;
+    wait_for("b to connect", || b.peers() == [a.node_id()]).await;
+
+    const SENT: u64 = 300;
+    for i in 0..SENT {
+        b.publish("last/words", i).await.unwrap();
+    }
+    b.stop().await.unwrap();
+
+    wait_for("every event published before the stop", || {
+        heard.load(Ordering::SeqCst) == SENT
+    })
+    .await;
+    let stats = b.stats();
+    assert_eq!(stats.events_dropped, 0, "{stats:?}");
+}

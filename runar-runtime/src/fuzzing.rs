@@ -894,6 +894,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         wire::control::Kind::Ping(7),
         wire::control::Kind::Goodbye(wire::Goodbye {
             reason: "bye".into(),
+            events: 7,
         }),
         wire::control::Kind::CapabilitiesAck(3),
     ];

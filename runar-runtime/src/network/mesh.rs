@@ -955,16 +955,20 @@ impl<H: NodeHandler> Mesh<H> {
     }
 
     /// The peer is leaving: route nothing new to it, let what is in flight on the connection
-    /// finish (up to the drain timeout), then close it; the leaving node waits for that close
-    /// (up to its shutdown grace).
-    fn depart(&self, peer: Arc<Peer>) {
+    /// finish and read the `events` event frames its goodbye announced (up to the drain
+    /// timeout in all), then close it; the leaving node waits for that close (up to its
+    /// shutdown grace).
+    fn depart(&self, peer: Arc<Peer>, events: u64) {
         peer.retire();
         if self.node.is_alive() {
             self.node.link_removed(peer.link);
         }
         let longest = self.drain_timeout;
         tokio::spawn(async move {
+            let started = Instant::now();
             peer.drained(longest).await;
+            let left = longest.saturating_sub(started.elapsed());
+            let _ = tokio::time::timeout(left, peer.events_read(events)).await;
             peer.connection.close(codes::GOODBYE, b"goodbye");
         });
     }
@@ -1002,7 +1006,6 @@ impl<H: NodeHandler> Mesh<H> {
 
     /// Serves the peer's request streams and reads its event streams, each in its own task.
     async fn accept_streams(self: Arc<Self>, peer: Arc<Peer>) {
-        let max = self.config.max_message_size;
         // Two loops rather than one `select!` over both accepts, so that a request does not
         // create and drop an `accept_uni` future (and the reverse).
         let streams = StreamSlots::new(self.config.max_concurrent_streams);
@@ -1029,10 +1032,7 @@ impl<H: NodeHandler> Mesh<H> {
                 if !self.node.is_alive() {
                     break;
                 }
-                let node = self.node.clone();
-                let timeout = self.config.read_timeout;
-                let budget = peer.budget().clone();
-                tokio::spawn(read_events(node, peer.id, recv, max, timeout, budget));
+                tokio::spawn(read_events(self.node.clone(), peer.clone(), recv));
             }
         };
         // Either ending (the connection closed, or the node is gone) ends both.
@@ -1073,7 +1073,7 @@ impl<H: NodeHandler> Mesh<H> {
                     Kind::Pong(_) => {}
                     Kind::Goodbye(goodbye) => {
                         tracing::info!(peer = %peer.id, reason = %goodbye.reason, "peer said goodbye");
-                        self.depart(peer);
+                        self.depart(peer, goodbye.events);
                         return;
                     }
                 },
@@ -1177,9 +1177,15 @@ impl<H: NodeHandler> Mesh<H> {
     /// endpoint: [`close_endpoint`](Self::close_endpoint)). Returns the number of requests
     /// still in flight when the grace ran out (they fail on both sides).
     pub(crate) async fn stop(&self, grace: Duration) -> usize {
-        let peers = self.leave();
+        let peers = self.retire_all();
+        let deadline = Instant::now() + grace;
         let closing = peers.iter().map(|peer| async move {
-            let _ = tokio::time::timeout(grace, peer.connection.closed()).await;
+            // The events already queued go out before the goodbye, which says how many there
+            // were, so that the peer reads them before it closes.
+            let written = tokio::time::timeout_at(deadline, peer.flush_events()).await;
+            let events = written.ok().flatten().unwrap_or(0);
+            say_goodbye(peer, events);
+            let _ = tokio::time::timeout_at(deadline, peer.connection.closed()).await;
         });
         futures::future::join_all(closing).await;
         let dropped = peers.iter().map(|peer| peer.requests_in_flight()).sum();
@@ -1206,23 +1212,23 @@ impl<H: NodeHandler> Mesh<H> {
     /// goodbyes are queued and the close code tells the peers at once. Every task of the mesh
     /// ends (they watch the shutdown token or their connection).
     pub(crate) fn stop_now(&self) {
-        let peers = self.leave();
+        let peers = self.retire_all();
+        for peer in &peers {
+            say_goodbye(peer, 0);
+        }
         self.close_all(&peers);
         self.transport.close();
         // Dropping discovery sends its goodbyes and ends its tasks.
         drop(lock(&self.discovery).take());
     }
 
-    /// Stops accepting and dialing, and queues a goodbye to every peer. Returns the peers.
-    fn leave(&self) -> Vec<Arc<Peer>> {
+    /// Stops accepting and dialing, and retires every peer. Returns the peers.
+    fn retire_all(&self) -> Vec<Arc<Peer>> {
         self.shutdown.cancel();
         lock(&self.wanted).clear();
         let peers: Vec<Arc<Peer>> = lock(&self.peers).drain().map(|(_, p)| p).collect();
         for peer in &peers {
             peer.retire();
-            peer.send_control(wire::control::Kind::Goodbye(wire::Goodbye {
-                reason: "node stopped".into(),
-            }));
         }
         peers
     }
@@ -1234,6 +1240,14 @@ impl<H: NodeHandler> Mesh<H> {
             peer.connection.close(codes::GOODBYE, b"goodbye");
         }
     }
+}
+
+/// Queues a goodbye to `peer`, announcing the `events` event frames written to it.
+fn say_goodbye(peer: &Peer, events: u64) {
+    peer.send_control(wire::control::Kind::Goodbye(wire::Goodbye {
+        reason: "node stopped".into(),
+        events,
+    }));
 }
 
 /// Checks what a peer announces against `limits`, before anything of it is stored. The error

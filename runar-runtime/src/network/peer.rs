@@ -7,7 +7,7 @@
 //! sends its events on one unidirectional stream, which keeps them in order.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use bytes::BytesMut;
 use futures::future::BoxFuture;
 use prost::Message;
 use quinn::{Connection, RecvStream, SendStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, oneshot, watch};
 
 use super::TransportError;
 use super::budget::{Held, PeerBudget};
@@ -84,6 +84,12 @@ pub(crate) struct Peer {
     control: mpsc::Sender<wire::Control>,
     /// The queue of the peer's event writer, as the node's subscriptions hold it.
     events: Arc<dyn EventSink>,
+    /// The same queue, for [`flush_events`](Self::flush_events).
+    event_queue: mpsc::Sender<Queued>,
+    /// Event frames read from the peer's event streams on this connection, and a wake-up for
+    /// whoever waits for a number of them (see [`events_read`](Self::events_read)).
+    frames_read: AtomicU64,
+    more_read: Notify,
     acked: watch::Sender<u64>,
     /// Set when another connection to the same peer is kept: this one is no longer routed to,
     /// and closes once what is in flight on it is done.
@@ -138,11 +144,19 @@ pub(crate) struct QueuedEvent {
     bytes: OwnedSemaphorePermit,
 }
 
+/// What a peer's event queue carries.
+pub(crate) enum Queued {
+    Event(QueuedEvent),
+    /// Once every event queued before it is written, the writer answers the number of event
+    /// frames written on the connection so far.
+    Flush(oneshot::Sender<u64>),
+}
+
 /// A peer's event queue, as an [`EventSink`]: bounded in events (the channel) and in bytes
 /// (the semaphore's permits).
 struct EventQueue {
     peer: NodeId,
-    queue: mpsc::Sender<QueuedEvent>,
+    queue: mpsc::Sender<Queued>,
     bytes: Arc<Semaphore>,
     /// The byte budget, in permits (at most `u32::MAX`, as one acquisition takes).
     max_bytes: u32,
@@ -170,10 +184,11 @@ impl EventSink for EventQueue {
             Err(TryAcquireError::Closed) => return Err(None),
         };
         self.queue
-            .try_send(QueuedEvent { event, bytes })
+            .try_send(Queued::Event(QueuedEvent { event, bytes }))
             .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(queued) => Some(queued.event),
-                mpsc::error::TrySendError::Closed(_) => None,
+                mpsc::error::TrySendError::Full(Queued::Event(queued)) => Some(queued.event),
+                mpsc::error::TrySendError::Full(Queued::Flush(_))
+                | mpsc::error::TrySendError::Closed(_) => None,
             })
     }
 
@@ -183,14 +198,17 @@ impl EventSink for EventQueue {
             let Ok(bytes) = self.bytes.clone().acquire_many_owned(cost).await else {
                 return false;
             };
-            self.queue.send(QueuedEvent { event, bytes }).await.is_ok()
+            self.queue
+                .send(Queued::Event(QueuedEvent { event, bytes }))
+                .await
+                .is_ok()
         })
     }
 }
 
 /// The receiving end of a peer's event queue, for its writer.
 pub(crate) struct EventQueueReceiver {
-    queue: mpsc::Receiver<QueuedEvent>,
+    queue: mpsc::Receiver<Queued>,
     bytes: Arc<Semaphore>,
 }
 
@@ -233,7 +251,7 @@ impl Peer {
         let bytes = Arc::new(Semaphore::new(max_bytes as usize));
         let event_queue = EventQueue {
             peer: id,
-            queue,
+            queue: queue.clone(),
             bytes: bytes.clone(),
             max_bytes,
         };
@@ -249,6 +267,9 @@ impl Peer {
             event_counts: Arc::default(),
             control,
             events: Arc::new(event_queue),
+            event_queue: queue,
+            frames_read: AtomicU64::new(0),
+            more_read: Notify::new(),
             acked: watch::Sender::new(0),
             retired: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
@@ -272,6 +293,35 @@ impl Peer {
     /// The peer's event queue: every subscription of this peer holds a clone.
     pub(crate) fn events(&self) -> &Arc<dyn EventSink> {
         &self.events
+    }
+
+    /// Waits until every event queued for the peer so far is written on the connection, and
+    /// answers the number of event frames written on it. `None` when the writer is gone (the
+    /// connection closed).
+    pub(crate) async fn flush_events(&self) -> Option<u64> {
+        let (done, written) = oneshot::channel();
+        self.event_queue.send(Queued::Flush(done)).await.ok()?;
+        written.await.ok()
+    }
+
+    /// Counts an event frame read from the peer.
+    fn frame_read(&self) {
+        self.frames_read.fetch_add(1, Ordering::AcqRel);
+        self.more_read.notify_waiters();
+    }
+
+    /// Waits until `frames` event frames have been read from the peer on this connection (the
+    /// count its goodbye announced).
+    pub(crate) async fn events_read(&self, frames: u64) {
+        loop {
+            let notified = self.more_read.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.frames_read.load(Ordering::Acquire) >= frames {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// The peer's share of the node-wide budget of buffered peer bytes.
@@ -677,7 +727,8 @@ pub(crate) struct EventWriter {
 /// A write that makes no progress for the slow-consumer timeout (the peer stopped reading)
 /// closes the connection with [`codes::SLOW`]. Every delivery is counted: written, or
 /// dropped (a failed write, an event over the maximum size, events left when the connection
-/// closes).
+/// closes). A [`Queued::Flush`] is answered, with the number of frames written so far, once
+/// what was queued before it is written.
 pub(crate) async fn write_events(writer: EventWriter) {
     let EventWriter {
         connection,
@@ -690,16 +741,22 @@ pub(crate) async fn write_events(writer: EventWriter) {
     let counters = &flow.counters;
     let mut stream: Option<SendStream> = None;
     let mut batch = Batch::default();
+    // Event frames written on the connection, for flushes.
+    let mut frames_written: u64 = 0;
+    let mut flushes: Vec<oneshot::Sender<u64>> = Vec::new();
     while let Some(first) = queue.recv().await {
-        batch.append(first, max, counters);
-        while batch.frames.len() < EVENT_BATCH_BYTES {
+        batch.take(first, max, counters, &mut flushes);
+        while batch.frames.len() < EVENT_BATCH_BYTES && flushes.is_empty() {
             match queue.try_recv() {
-                Ok(queued) => batch.append(queued, max, counters),
+                Ok(queued) => batch.take(queued, max, counters, &mut flushes),
                 Err(_) => break,
             }
         }
         if batch.frames.is_empty() {
             batch.clear();
+            for flush in flushes.drain(..) {
+                let _ = flush.send(frames_written);
+            }
             continue;
         }
         let chunk = batch.frames.split().freeze();
@@ -708,6 +765,7 @@ pub(crate) async fn write_events(writer: EventWriter) {
             Ok(Ok(())) => {
                 counters.written.fetch_add(batch.copies, Ordering::Relaxed);
                 own.written.fetch_add(batch.copies, Ordering::Relaxed);
+                frames_written = frames_written.saturating_add(batch.count);
             }
             Ok(Err(e)) => {
                 counters.dropped.fetch_add(batch.copies, Ordering::Relaxed);
@@ -729,13 +787,18 @@ pub(crate) async fn write_events(writer: EventWriter) {
             }
         }
         batch.clear();
+        for flush in flushes.drain(..) {
+            let _ = flush.send(frames_written);
+        }
     }
     // The connection is gone: what is still queued will never be sent.
     bytes.close();
     queue.close();
     let mut left = batch.copies;
     while let Ok(queued) = queue.try_recv() {
-        left = left.saturating_add(queued.event.copies());
+        if let Queued::Event(queued) = queued {
+            left = left.saturating_add(queued.event.copies());
+        }
     }
     counters.dropped.fetch_add(left, Ordering::Relaxed);
     own.dropped.fetch_add(left, Ordering::Relaxed);
@@ -746,18 +809,37 @@ pub(crate) async fn write_events(writer: EventWriter) {
 #[derive(Default)]
 struct Batch {
     frames: BytesMut,
+    /// How many frames.
+    count: u64,
     copies: u64,
     permits: Vec<OwnedSemaphorePermit>,
 }
 
 impl Batch {
+    /// Appends an event, or sets a flush aside to answer after this batch is written.
+    fn take(
+        &mut self,
+        queued: Queued,
+        max: usize,
+        counters: &PeerEventCounters,
+        flushes: &mut Vec<oneshot::Sender<u64>>,
+    ) {
+        match queued {
+            Queued::Event(event) => self.append(event, max, counters),
+            Queued::Flush(done) => flushes.push(done),
+        }
+    }
+
     /// Appends `queued` as one frame; an event over the maximum message size is logged,
     /// counted as dropped and skipped.
     fn append(&mut self, queued: QueuedEvent, max: usize, counters: &PeerEventCounters) {
         let QueuedEvent { event, bytes } = queued;
         self.permits.push(bytes);
         match append_event_frame(&mut self.frames, &event, max) {
-            Ok(()) => self.copies = self.copies.saturating_add(event.copies()),
+            Ok(()) => {
+                self.count = self.count.saturating_add(1);
+                self.copies = self.copies.saturating_add(event.copies());
+            }
             Err(e) => {
                 counters
                     .dropped
@@ -769,6 +851,7 @@ impl Batch {
 
     fn clear(&mut self) {
         self.frames.clear();
+        self.count = 0;
         self.copies = 0;
         self.permits.clear();
     }
@@ -799,14 +882,9 @@ async fn write_chunk(
 /// Reads one of the peer's event streams and delivers each event to the subscriptions it names.
 /// An event whose frame arrives in pieces takes room in the peer's `budget` until delivered;
 /// without room, the stream is cut (the sender opens another).
-pub(crate) async fn read_events<H: NodeHandler>(
-    node: H,
-    peer: NodeId,
-    mut recv: RecvStream,
-    max: usize,
-    read_timeout: Duration,
-    budget: PeerBudget,
-) {
+/// Every frame read is counted on the peer (see [`Peer::events_read`]).
+pub(crate) async fn read_events<H: NodeHandler>(node: H, from: Arc<Peer>, mut recv: RecvStream) {
+    let peer = from.id;
     match read_kind(&mut recv).await {
         Ok(KIND_EVENTS) => {}
         Ok(kind) => {
@@ -816,9 +894,14 @@ pub(crate) async fn read_events<H: NodeHandler>(
         }
         Err(_) => return,
     }
-    let mut frames = FrameReader::new(max, Some(read_timeout)).with_budget(budget);
+    let mut frames = FrameReader::new(from.max_message_size(), Some(from.read_timeout()))
+        .with_budget(from.budget().clone());
     loop {
-        match frames.next(&mut recv).await {
+        let frame = frames.next(&mut recv).await;
+        if let Ok(Some(_)) = &frame {
+            from.frame_read();
+        }
+        match frame {
             Ok(Some(frame)) => match wire::Event::decode(frame) {
                 Ok(event) => {
                     node.deliver(InboundEvent {
