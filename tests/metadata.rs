@@ -13,8 +13,8 @@ use common::{WAIT, key, wait_for, wait_for_action};
 use prost::Message;
 use runar::__private::{read_frame, wire, write_frame};
 use runar::{
-    AbstractService, Call, Caller, Code, DiscoveryOptions, Error, LifecycleContext, Metadata, Node,
-    NodeConfig, PublishOptions, RequestContext, RequestOptions,
+    AbstractService, Call, Caller, Code, Error, LifecycleContext, Metadata, Node, NodeConfig,
+    PublishOptions, RequestContext, RequestOptions,
 };
 use tokio::sync::mpsc;
 
@@ -78,11 +78,7 @@ struct WhoAmIImpl;
 impl WhoAmI for WhoAmIImpl {}
 
 fn config(name: &str, peers: &[&Node]) -> NodeConfig {
-    let addrs: Vec<_> = peers.iter().map(|p| p.local_addr().unwrap()).collect();
-    NodeConfig::new(name, "test").with_network_config(common::network(
-        &key(),
-        DiscoveryOptions::static_peers(addrs),
-    ))
+    common::config(name, "test", &key(), peers)
 }
 
 /// Adds `tenant: acme` to every outgoing call.

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use common::fixture::Fixture;
 use common::raw;
-use common::{WAIT, wait_for};
+use common::{WAIT, config, wait_for};
 use prost::Message;
 use runar::__private::{NodeKeypair, Transport, TransportConfig, wire, write_frame};
-use runar::{Code, DiscoveryOptions, NetworkConfig, NetworkKey, Node, NodeConfig, RequestOptions};
+use runar::{Code, NetworkConfig, NetworkKey, Node, NodeConfig, RequestOptions};
 use tokio::sync::mpsc;
 
 fn shop_key() -> NetworkKey {
@@ -23,21 +23,6 @@ fn shop_key() -> NetworkKey {
 
 fn ops_key() -> NetworkKey {
     NetworkKey::from_secret("networks test: ops")
-}
-
-fn config(name: &str, network: &str, key: &NetworkKey, peers: &[&Node]) -> NodeConfig {
-    let addrs: Vec<_> = peers.iter().map(|p| p.local_addr().unwrap()).collect();
-    let discovery = if addrs.is_empty() {
-        DiscoveryOptions::none()
-    } else {
-        DiscoveryOptions::static_peers(addrs)
-    };
-    NodeConfig::new(name, network).with_network_config(
-        NetworkConfig::default()
-            .with_bind_address("127.0.0.1:0".parse().unwrap())
-            .with_key(key.clone())
-            .with_discovery(discovery),
-    )
 }
 
 /// `b` in shop-net and ops-net, serving `store` (shop-net) and `admin` (ops-net); `a` in

@@ -9,13 +9,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{WAIT, key, network, next};
+use common::{WAIT, key, next};
 use runar::codegen::Sealed;
 use runar::seal::{KeyPair, Keyring, SealedField};
-use runar::{
-    AbstractService, CallKind, Code, DiscoveryOptions, LifecycleContext, Node, NodeConfig,
-    Streaming,
-};
+use runar::{AbstractService, CallKind, Code, LifecycleContext, Node, Streaming};
 use tokio::sync::mpsc;
 
 struct UserField;
@@ -128,10 +125,7 @@ struct Mesh {
 }
 
 async fn sealed_node(name: &str, ring: &Arc<Keyring>, peers: &[&Node]) -> Node {
-    let addrs: Vec<_> = peers.iter().map(|p| p.local_addr().unwrap()).collect();
-    let config = NodeConfig::new(name, "test")
-        .with_network_config(network(&key(), DiscoveryOptions::static_peers(addrs)))
-        .with_key_resolver(ring.clone());
+    let config = common::config(name, "test", &key(), peers).with_key_resolver(ring.clone());
     Node::new(config).await.unwrap()
 }
 

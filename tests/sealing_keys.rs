@@ -8,13 +8,10 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{WAIT, wait_for};
+use common::{WAIT, config, wait_for};
 use runar::codegen::Sealed;
 use runar::seal::{KeyGrant, KeyPair, Keyring, Keystore, KeystoreConfig, SealedField};
-use runar::{
-    AbstractService, Code, DiscoveryOptions, LifecycleContext, NetworkConfig, NetworkKey, Node,
-    NodeConfig,
-};
+use runar::{AbstractService, Code, LifecycleContext, NetworkKey, Node};
 
 struct OpsField;
 impl SealedField for OpsField {
@@ -114,16 +111,6 @@ fn shop_key() -> NetworkKey {
 
 fn ops_key() -> NetworkKey {
     NetworkKey::from_secret("runar test ops-net secret")
-}
-
-fn config(name: &str, network: &str, key: &NetworkKey, peers: &[&Node]) -> NodeConfig {
-    let addrs: Vec<_> = peers.iter().map(|p| p.local_addr().unwrap()).collect();
-    NodeConfig::new(name, network).with_network_config(
-        NetworkConfig::default()
-            .with_bind_address("127.0.0.1:0".parse().unwrap())
-            .with_key(key.clone())
-            .with_discovery(DiscoveryOptions::static_peers(addrs)),
-    )
 }
 
 /// Every node of the test trusts every other's sealing key.

@@ -34,10 +34,21 @@ pub async fn node(name: &str, key: &NetworkKey, discovery: DiscoveryOptions) -> 
         .unwrap()
 }
 
-/// A started node that dials `peers`.
-pub async fn started(name: &str, key: &NetworkKey, peers: &[&Node]) -> Node {
+/// The configuration of a node `name` of `network` (keyed with `key`) on 127.0.0.1 that dials
+/// `peers` (no discovery when there are none).
+pub fn config(name: &str, network: &str, key: &NetworkKey, peers: &[&Node]) -> NodeConfig {
     let addrs: Vec<_> = peers.iter().map(|p| p.local_addr().unwrap()).collect();
-    let n = node(name, key, DiscoveryOptions::static_peers(addrs)).await;
+    let discovery = if addrs.is_empty() {
+        DiscoveryOptions::none()
+    } else {
+        DiscoveryOptions::static_peers(addrs)
+    };
+    NodeConfig::new(name, network).with_network_config(self::network(key, discovery))
+}
+
+/// A started node of network `test` that dials `peers`.
+pub async fn started(name: &str, key: &NetworkKey, peers: &[&Node]) -> Node {
+    let n = Node::new(config(name, "test", key, peers)).await.unwrap();
     n.start().await.unwrap();
     n
 }
