@@ -351,3 +351,126 @@ fn refused(site: &Site<'_>, reason: impl ToString) -> FieldSealError {
         reason: reason.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::identity::NodeId;
+    use crate::seal::{KeyPair, Keyring, SealStats};
+
+    /// `t.M { string a = 1 [label user]; t.N n = 2; string plain = 3; }`,
+    /// `t.N { string b = 1 [label user]; }`, or the same fields under another message name.
+    #[derive(Clone)]
+    struct Schema(&'static str);
+
+    impl MessageSchema for Schema {
+        fn full_name(&self) -> &str {
+            self.0
+        }
+        fn field(&self, number: u32) -> Option<FieldSchema<Self>> {
+            let user = Some("user".to_owned());
+            match (self.0, number) {
+                ("t.N", 1) => Some(FieldSchema::new(user, None)),
+                (_, 1) => Some(FieldSchema::new(user, None)),
+                ("t.N", _) => None,
+                (_, 2) => Some(FieldSchema::new(None, Some(Schema("t.N")))),
+                (_, 3) => Some(FieldSchema::new(None, None)),
+                _ => None,
+            }
+        }
+    }
+
+    fn string(tag: u32, value: &str, out: &mut Vec<u8>) {
+        prost::encoding::string::encode(tag, &value.to_owned(), out);
+    }
+
+    /// `a = "hi", n = { b = "x" }, plain = "p"`.
+    fn message() -> Vec<u8> {
+        let mut inner = Vec::new();
+        string(1, "x", &mut inner);
+        let mut out = Vec::new();
+        string(1, "hi", &mut out);
+        prost::encoding::bytes::encode(2, &inner, &mut out);
+        string(3, "p", &mut out);
+        out
+    }
+
+    fn seal_of(id: u8, ring: Keyring) -> (FieldSeal, NodeId, KeyPair) {
+        let node = NodeId::from_bytes([id; 16]);
+        let key = KeyPair::generate();
+        let seal = NodeSeal::new(node, key.clone(), Arc::new(ring));
+        (FieldSeal::new(Arc::new(seal)), node, key)
+    }
+
+    #[test]
+    fn sealed_fields_open_for_a_holder_stay_sealed_for_others_and_refuse_moves() {
+        let user = KeyPair::generate();
+        let ring = Keyring::new();
+        ring.seal_to("user", 1, user.public());
+        let (sender, sender_id, sender_key) = seal_of(1, ring);
+        let sealed = sender.seal(&Schema("t.M"), &message()).unwrap();
+        assert_ne!(sealed, message());
+        assert!(!sealed.windows(2).any(|w| w == b"hi"), "a is sealed");
+        assert_eq!(sender.seal.stats().sealed, 2);
+        assert_eq!(
+            sender.seal.stats().envelopes,
+            1,
+            "one context for the label"
+        );
+
+        // The holder, who knows the sender's key, opens both.
+        let ring = Keyring::new();
+        ring.hold("user", 1, &user);
+        let (holder, _, _) = seal_of(2, ring);
+        holder.seal.announce(sender_id, sender_key.public());
+        let opened = holder.open(&Schema("t.M"), &sealed).unwrap();
+        assert_eq!(opened.bytes, message());
+        assert!(opened.sealed.is_empty());
+        assert_eq!(holder.seal.stats().opened, 2);
+
+        // Another node: both taken out and listed, the rest as it was.
+        let (other, _, _) = seal_of(3, Keyring::new());
+        let kept = other.open(&Schema("t.M"), &sealed).unwrap();
+        let paths: Vec<_> = kept.sealed.iter().map(|k| k.path.clone()).collect();
+        assert_eq!(paths, [vec![1], vec![2, 1]]);
+        let mut rest = Vec::new();
+        prost::encoding::bytes::encode(2, &Vec::new(), &mut rest);
+        string(3, "p", &mut rest);
+        assert_eq!(kept.bytes, rest);
+        assert_eq!(other.seal.stats().kept_sealed, 2);
+
+        // Moved to another message, or tampered with: refused.
+        let moved = holder.open(&Schema("t.Other"), &sealed).unwrap_err();
+        assert!(matches!(moved, FieldSealError::Refused { .. }), "{moved}");
+        // The last byte of the first envelope (field 1: key, length, then its tag's end).
+        let first = envelope::envelope_len("user", 4);
+        let at = 1 + prost::encoding::encoded_len_varint(first as u64) + first - 1;
+        let mut tampered = sealed.clone();
+        tampered[at] ^= 1;
+        let err = holder.open(&Schema("t.M"), &tampered).unwrap_err();
+        assert!(
+            matches!(err, FieldSealError::Refused { field: 1, .. }),
+            "{err}"
+        );
+        assert!(holder.seal.stats().refused >= 1);
+        let stats: SealStats = holder.seal.stats();
+        assert_eq!(stats.opened, 2, "nothing more opened");
+    }
+
+    #[test]
+    fn no_key_to_seal_to_is_an_error_not_a_redaction() {
+        let (sender, _, _) = seal_of(1, Keyring::new());
+        let err = sender.seal(&Schema("t.M"), &message()).unwrap_err();
+        assert!(
+            matches!(&err, FieldSealError::NoKey { field: 1, label, .. } if label == "user"),
+            "{err}"
+        );
+        // Without a labelled field there is nothing to seal.
+        let mut plain = Vec::new();
+        string(3, "p", &mut plain);
+        assert_eq!(sender.seal(&Schema("t.M"), &plain).unwrap(), plain);
+        assert!(sender.open(&Schema("t.M"), &[0xff]).is_err(), "malformed");
+    }
+}
