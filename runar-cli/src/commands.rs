@@ -14,14 +14,14 @@ use crate::error::CliError;
 use crate::join::Mesh;
 use crate::schema::{self, Schemas};
 
-fn table(header: &[&str]) -> Table {
+pub(crate) fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
     table.load_preset(presets::NOTHING);
     table.set_header(header.iter().copied());
     table
 }
 
-fn print_json(value: &serde_json::Value) {
+pub(crate) fn print_json(value: &serde_json::Value) {
     println!("{value}");
 }
 
@@ -261,7 +261,7 @@ pub(crate) async fn call(mesh: &Mesh, path: &str, data: Option<&str>) -> Result<
     if action.kind() != CallKind::Unary {
         return call_stream(mesh, path, action.kind(), &request, &response, &json).await;
     }
-    let bytes = schema::encode_json(&request, &json)?;
+    let bytes = schema::encode_json(&request, &json, &mesh.seal)?;
     let options = RequestOptions::default()
         .with_timeout(mesh.global.timeout)
         .with_wait_for_ready(true);
@@ -269,7 +269,7 @@ pub(crate) async fn call(mesh: &Mesh, path: &str, data: Option<&str>) -> Result<
         .node
         .request_value(path, Value::from_encoded(bytes.into()), options)
         .await?;
-    let json = schema::decode_to_json(&response, &reply.to_bytes())?;
+    let json = schema::decode_to_json(&response, &reply.to_bytes(), &mesh.seal)?;
     if mesh.global.json {
         print_json(&json);
     } else {
@@ -294,11 +294,11 @@ async fn call_stream(
     json: &str,
 ) -> Result<(), CliError> {
     let messages = if kind == CallKind::ServerStreaming {
-        vec![schema::encode_json(request, json)?]
+        vec![schema::encode_json(request, json, &mesh.seal)?]
     } else {
         json.lines()
             .filter(|line| !line.trim().is_empty())
-            .map(|line| schema::encode_json(request, line))
+            .map(|line| schema::encode_json(request, line, &mesh.seal))
             .collect::<Result<Vec<_>, _>>()?
     };
     let requests = futures::stream::iter(
@@ -317,7 +317,7 @@ async fn call_stream(
             )
         })??;
     while let Some(reply) = futures::StreamExt::next(&mut replies).await {
-        let json = schema::decode_to_json(response, &reply?.to_bytes())?;
+        let json = schema::decode_to_json(response, &reply?.to_bytes(), &mesh.seal)?;
         print_json(&json);
     }
     Ok(())
@@ -370,7 +370,7 @@ pub(crate) async fn publish(
     let all = mesh.all_services().await?;
     let schemas = Schemas::new(lists(&all));
     let message = schemas.message(message_type)?;
-    let bytes = schema::encode_json(&message, &read_data(data)?)?;
+    let bytes = schema::encode_json(&message, &read_data(data)?, &mesh.seal)?;
     let before = mesh.node.stats();
     mesh.node
         .publish_value(
@@ -446,7 +446,7 @@ pub(crate) async fn subscribe(
         let bytes = value.to_bytes();
         let line = match message {
             Some(message) => {
-                let event = schema::decode_to_json(&message, &bytes)?;
+                let event = schema::decode_to_json(&message, &bytes, &mesh.seal)?;
                 json!({ "topic": topic, "type": message.full_name(), "event": event })
             }
             None => json!({ "topic": topic, "bytes": hex(&bytes) }),
@@ -604,8 +604,27 @@ pub(crate) async fn stats(mesh: &Mesh, node: Option<&str>) -> Result<(), CliErro
     Ok(())
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Creates `path` for secrets: a new file (an existing one is refused), mode `0600`.
+pub(crate) fn create_private_file(path: &Path) -> Result<std::fs::File, CliError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    options.open(path).map_err(|e| {
+        let code = if e.kind() == std::io::ErrorKind::AlreadyExists {
+            Code::AlreadyExists
+        } else {
+            Code::PermissionDenied
+        };
+        CliError::new(code, format!("cannot create {}: {e}", path.display()))
+    })
 }
 
 /// `runar keygen [--out FILE]`.
@@ -615,21 +634,7 @@ pub(crate) fn keygen(out: Option<&Path>) -> Result<(), CliError> {
         println!("{secret}");
         return Ok(());
     };
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path).map_err(|e| {
-        let code = if e.kind() == std::io::ErrorKind::AlreadyExists {
-            Code::AlreadyExists
-        } else {
-            Code::PermissionDenied
-        };
-        CliError::new(code, format!("cannot create {}: {e}", path.display()))
-    })?;
+    let mut file = create_private_file(path)?;
     writeln!(file, "{secret}")
         .map_err(|e| CliError::internal(format!("cannot write {}: {e}", path.display())))?;
     eprintln!(

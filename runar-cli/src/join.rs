@@ -3,9 +3,11 @@
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use runar::introspection::{self, NodeInfo, ServiceList};
+use runar::seal::{FieldSeal, Keyring};
 use runar::{
     Code, DiscoveryOptions, NetworkConfig, NetworkKey, Node, NodeConfig, NodeId, Payload,
     RefusalReason, RequestOptions,
@@ -25,6 +27,8 @@ const SETTLE: Duration = Duration::from_millis(300);
 pub(crate) struct Mesh {
     pub(crate) node: Node,
     pub(crate) global: Global,
+    /// Seals the labelled fields the CLI sends, opens those it receives (see `schema`).
+    pub(crate) seal: FieldSeal,
 }
 
 /// The network secret: `--key-file`, else `RUNAR_KEY`.
@@ -106,16 +110,28 @@ impl Mesh {
             .with_connect_timeout(global.timeout)
             .with_discovery(discovery);
         // Transient: no services, no `$runar` actions, so nothing is ever routed to it.
-        let config = NodeConfig::new("runar-cli", global.network.clone())
+        let mut config = NodeConfig::new("runar-cli", global.network.clone())
             .with_introspection(false)
             .with_request_timeout(global.timeout)
             .with_network_config(network);
-        let node = Node::new(config).await?;
+        // The keystore's label keys and sealing key; without one, a keyring that holds none,
+        // so the CLI still tells a sealed field from a plain one.
+        let ring = Arc::new(Keyring::new());
+        if let Some(dir) = &global.keystore {
+            let store = crate::keys::open(dir)?;
+            store.load_into(&ring)?;
+            config = config.with_sealing_key(store.sealing_key()?);
+        }
+        let node = Node::new(config.with_key_resolver(ring)).await?;
+        let seal = node
+            .field_seal()
+            .ok_or_else(|| CliError::internal("the CLI's node has no key resolver"))?;
         let spinner = spinner(global);
         let started = node.start().await;
         let mesh = Mesh {
             node,
             global: global.clone(),
+            seal,
         };
         let found = match started {
             Ok(()) => mesh.discover().await,

@@ -9,6 +9,7 @@
 mod commands;
 mod error;
 mod join;
+mod keys;
 mod schema;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -54,6 +55,11 @@ pub(crate) struct Global {
     /// Print JSON (one object, or one a line) instead of tables.
     #[arg(long, global = true)]
     pub(crate) json: bool,
+    /// A keystore (`runar keys init`): `call`, `pub` and `sub` open the labelled fields it holds
+    /// keys of and seal the ones sent. Its passphrase: `RUNAR_KEYSTORE_PASSPHRASE`, else asked
+    /// on the terminal.
+    #[arg(long, global = true, env = "RUNAR_KEYSTORE", value_name = "DIR")]
+    pub(crate) keystore: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -130,6 +136,12 @@ enum Command {
         #[arg(long, requires = "tls_cert", value_name = "PATH")]
         tls_key: Option<PathBuf>,
     },
+    /// Label keys in a keystore (`--keystore DIR`): init, generate, rotate, list, export,
+    /// import, revoke.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
     /// A random 256-bit network secret, written to a new file (mode 0600) or printed.
     Keygen {
         /// The file to create.
@@ -192,6 +204,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     let global = cli.global;
     match cli.command {
         Command::Keygen { out } => commands::keygen(out.as_deref()),
+        Command::Keys { command } => keys::run(&global, command),
         command => {
             let mesh = join::Mesh::join(&global).await?;
             let result = match command {
@@ -219,7 +232,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                     let tls = tls_cert.as_deref().zip(tls_key.as_deref());
                     commands::gateway(&mesh, listen, tls).await
                 }
-                Command::Keygen { .. } => Ok(()),
+                Command::Keygen { .. } | Command::Keys { .. } => Ok(()),
             };
             mesh.leave().await;
             result

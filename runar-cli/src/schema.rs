@@ -1,5 +1,6 @@
-//! The nodes' schemas in one prost-reflect pool: JSON ⇄ protobuf (the proto3 JSON mapping) and
-//! `.proto` text for `describe`.
+//! The nodes' schemas in one prost-reflect pool: JSON ⇄ protobuf (the proto3 JSON mapping, with
+//! labelled fields sealed and opened by the runtime's `FieldSeal`) and `.proto` text for
+//! `describe`.
 
 use std::fmt::Write as _;
 
@@ -9,6 +10,7 @@ use prost_reflect::{
     MessageDescriptor, SerializeOptions, ServiceDescriptor,
 };
 use runar::introspection::ServiceList;
+use runar::seal::{FieldSchema, FieldSeal, FieldSealError, MessageSchema};
 
 use crate::error::CliError;
 
@@ -148,8 +150,8 @@ fn options_file() -> prost_types::FileDescriptorProto {
     }
 }
 
-/// `json` (proto3 JSON mapping) as the protobuf encoding of `message`.
-pub(crate) fn encode_json(message: &MessageDescriptor, json: &str) -> Result<Vec<u8>, CliError> {
+/// `json` (proto3 JSON mapping) as the protobuf encoding of `message`, as it is.
+fn encode_plain(message: &MessageDescriptor, json: &str) -> Result<Vec<u8>, CliError> {
     let mut deserializer = serde_json::Deserializer::from_str(json);
     let dynamic = DynamicMessage::deserialize(message.clone(), &mut deserializer)
         .and_then(|m| deserializer.end().map(|()| m))
@@ -176,101 +178,79 @@ pub(crate) fn label_of(field: &FieldDescriptor) -> Option<String> {
         .filter(|l| !l.is_empty())
 }
 
-/// A labelled field that arrived sealed: where it goes in the JSON, and its label.
-struct SealedAt {
-    /// JSON names from the top message down to the field.
-    path: Vec<String>,
-    label: String,
+/// A message's descriptor as the runtime's [`FieldSeal`] asks about it: each field's label,
+/// and the message type of a singular message field.
+struct Described(MessageDescriptor);
+
+impl MessageSchema for Described {
+    fn full_name(&self) -> &str {
+        self.0.full_name()
+    }
+
+    fn field(&self, number: u32) -> Option<FieldSchema<Self>> {
+        let field = self.0.get_field(number)?;
+        let message = match field.kind() {
+            Kind::Message(inner) if !field.is_list() && !field.is_map() => Some(Described(inner)),
+            _ => None,
+        };
+        Some(FieldSchema::new(label_of(&field), message))
+    }
 }
 
-/// `bytes` (a `message`) without its sealed fields, which go to `out`. A labelled field from
-/// another node is an envelope (a length-delimited value) whatever its declared type; the CLI's
-/// node holds no label keys, so it opens none. Singular message fields are searched too, as
-/// deep as the schema nests them, at most `prost`'s recursion limit (100, the limit decoding has
-/// anyway); anything that does not parse is left for the decoder to report.
-fn strip_sealed(
-    message: &MessageDescriptor,
-    bytes: &[u8],
-    path: &[String],
-    depth: u32,
-    out: &mut Vec<SealedAt>,
-) -> Option<Vec<u8>> {
-    use prost::encoding::{WireType, decode_key, decode_varint, encode_varint};
-    if depth >= 100 {
-        return None;
-    }
-    let mut kept = Vec::with_capacity(bytes.len());
-    let mut buf = bytes;
-    let mut changed = false;
-    while !buf.is_empty() {
-        let start = buf;
-        let (number, wire_type) = decode_key(&mut buf).ok()?;
-        let field = message.get_field(number);
-        if wire_type == WireType::LengthDelimited {
-            let len = usize::try_from(decode_varint(&mut buf).ok()?).ok()?;
-            let value = buf.get(..len)?;
-            let header = start.get(..start.len().checked_sub(buf.len())?)?;
-            buf = buf.get(len..)?;
-            let label = field.as_ref().and_then(label_of);
-            if let (Some(field), Some(label)) = (&field, label) {
-                let mut at = path.to_vec();
-                at.push(field.json_name().to_owned());
-                out.push(SealedAt { path: at, label });
-                changed = true;
-                continue;
-            }
-            if let Some(Kind::Message(inner)) = field
-                .as_ref()
-                .filter(|f| !f.is_list() && !f.is_map())
-                .map(FieldDescriptor::kind)
-            {
-                let mut at = path.to_vec();
-                at.push(field.as_ref().map(|f| f.json_name().to_owned())?);
-                let before = out.len();
-                let stripped = strip_sealed(&inner, value, &at, depth.saturating_add(1), out)?;
-                if out.len() != before {
-                    changed = true;
-                    prost::encoding::encode_key(number, wire_type, &mut kept);
-                    encode_varint(stripped.len() as u64, &mut kept);
-                    kept.extend_from_slice(&stripped);
-                    continue;
-                }
-            }
-            kept.extend_from_slice(header);
-            kept.extend_from_slice(value);
-            continue;
+/// A [`FieldSeal`] error as the CLI reports it.
+fn seal_error(e: FieldSealError) -> CliError {
+    match e {
+        FieldSealError::NoKey { ref label, .. } => {
+            let hint = format!(
+                "give --keystore DIR holding label `{label}`'s key (`runar keys import {label} \
+                 EPOCH FILE`), or only its public key (a file of `runar keys export {label} \
+                 EPOCH --public`) to seal to it"
+            );
+            CliError::invalid(e.to_string()).with_hint(hint)
         }
-        prost::encoding::skip_field(
-            wire_type,
-            number,
-            &mut buf,
-            prost::encoding::DecodeContext::default(),
-        )
-        .ok()?;
-        let taken = start.len().checked_sub(buf.len())?;
-        kept.extend_from_slice(start.get(..taken)?);
+        FieldSealError::Malformed { .. } => CliError::invalid(e.to_string()),
+        _ => CliError::internal(e.to_string()),
     }
-    Some(if changed { kept } else { bytes.to_vec() })
 }
 
-/// The protobuf `bytes` of a `message`, as proto3 JSON. A labelled field that arrived sealed
-/// prints as `"<sealed:LABEL>"`.
+/// `json` (proto3 JSON mapping) as the protobuf encoding of `message`, its labelled fields
+/// sealed with `seal` (an error, before anything is sent, when the CLI has no key for one).
+pub(crate) fn encode_json(
+    message: &MessageDescriptor,
+    json: &str,
+    seal: &FieldSeal,
+) -> Result<Vec<u8>, CliError> {
+    let bytes = encode_plain(message, json)?;
+    seal.seal(&Described(message.clone()), &bytes)
+        .map_err(seal_error)
+}
+
+/// The protobuf `bytes` of a `message`, as proto3 JSON: the labelled fields `seal` opens as
+/// plain values, the others as `"<sealed:LABEL>"`.
 pub(crate) fn decode_to_json(
     message: &MessageDescriptor,
     bytes: &[u8],
+    seal: &FieldSeal,
 ) -> Result<serde_json::Value, CliError> {
-    let mut sealed = Vec::new();
-    let stripped = strip_sealed(message, bytes, &[], 0, &mut sealed);
-    let bytes = match &stripped {
-        Some(stripped) => stripped.as_slice(),
-        None => {
-            sealed.clear();
-            bytes
+    let opened = seal
+        .open(&Described(message.clone()), bytes)
+        .map_err(seal_error)?;
+    let mut json = decode_plain(message, &opened.bytes)?;
+    for kept in opened.sealed {
+        // The JSON names along the field numbers' path.
+        let mut names = Vec::with_capacity(kept.path.len());
+        let mut at = Some(message.clone());
+        for number in &kept.path {
+            let Some(field) = at.as_ref().and_then(|m| m.get_field(*number)) else {
+                break;
+            };
+            names.push(field.json_name().to_owned());
+            at = match field.kind() {
+                Kind::Message(inner) => Some(inner),
+                _ => None,
+            };
         }
-    };
-    let mut json = decode_plain(message, bytes)?;
-    for at in sealed {
-        let Some((last, parents)) = at.path.split_last() else {
+        let Some((last, parents)) = names.split_last() else {
             continue;
         };
         let parent: String = parents.iter().map(|key| format!("/{key}")).collect();
@@ -280,7 +260,7 @@ pub(crate) fn decode_to_json(
         {
             object.insert(
                 last.clone(),
-                serde_json::Value::String(format!("<sealed:{}>", at.label)),
+                serde_json::Value::String(format!("<sealed:{}>", kept.label)),
             );
         }
     }

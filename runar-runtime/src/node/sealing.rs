@@ -61,6 +61,17 @@ impl Node {
             .unwrap_or_default()
     }
 
+    /// The node's sealing for encoded messages whose schema is known only at run time (a
+    /// tool converting JSON with served descriptors, a gateway): `None` without a key
+    /// resolver (`NodeConfig::with_key_resolver`).
+    pub fn field_seal(&self) -> Option<crate::seal::FieldSeal> {
+        self.inner
+            .sealing
+            .seal
+            .clone()
+            .map(crate::seal::FieldSeal::new)
+    }
+
     /// Records the sealing key `peer` announced in its hello (the connection's mutual TLS binds
     /// it to the peer's id): envelopes the peer seals open here without `Keyring::trust_node`.
     pub(crate) fn peer_sealing_key(&self, peer: crate::NodeId, key: PublicKey) {

@@ -13,6 +13,10 @@
 //!   of `u8 label_len | label | u16_be count | count × (u32_be epoch | u8 flags (bit 0:
 //!   revoked) | u64_be retired (Unix seconds when a newer epoch replaced it, 0: not) | secret
 //!   (32, zeros once revoked))`.
+//! * `public.<label>.key`, one per label this keystore seals to without holding it
+//!   ([`Keystore::import_public`]): `MAGIC | 0x01 | kind 3 | nonce (12) | ciphertext + tag` of
+//!   `u8 label_len | label | u16_be count | count × (u32_be epoch | public key (32))`. Public
+//!   keys are not secret, but encrypted like the rest they cannot be swapped for another's.
 //!
 //! `MAGIC` is `"runar-keystore"`. The key is PBKDF2-HMAC-SHA256 of the passphrase with the
 //! `keystore` file's random salt and iteration count ([`DEFAULT_ITERATIONS`] for a new keystore,
@@ -48,6 +52,7 @@ const VERSION: u8 = 1;
 const KIND_CHECK: u8 = 0;
 const KIND_SEALING: u8 = 1;
 const KIND_LABEL: u8 = 2;
+const KIND_PUBLIC: u8 = 3;
 const SALT_LEN: usize = 16;
 const NONCE_LEN: usize = 12;
 const CHECK: &[u8] = b"runar keystore check";
@@ -253,6 +258,13 @@ fn label_file(label: &str) -> String {
     format!("label.{label}.key")
 }
 
+fn public_file(label: &str) -> String {
+    format!("public.{label}.key")
+}
+
+/// Bytes of one entry of a `public.<label>.key` file: epoch and key.
+const PUBLIC_ENTRY_LEN: usize = 4 + KEY_LEN;
+
 impl Keystore {
     /// Opens the keystore in `dir` with `passphrase`, creating it (and the directory, `0700`)
     /// when it does not exist yet, with the default [`KeystoreConfig`].
@@ -322,6 +334,12 @@ impl Keystore {
             permissions: config.permissions,
             write: RwLock::new(()),
         })
+    }
+
+    /// True when `dir` holds a keystore (its `keystore` file): [`open`](Self::open) would
+    /// open it rather than create one.
+    pub fn exists(dir: impl AsRef<Path>) -> bool {
+        dir.as_ref().join(CHECK_FILE).exists()
     }
 
     /// The keystore's directory.
@@ -489,7 +507,103 @@ impl Keystore {
                 held = held.saturating_add(1);
             }
         }
+        // Labels it seals to without holding them: an epoch it holds or revoked stays so.
+        for (label, epoch, public) in self.public_keys()? {
+            let private = self.read_label(&label)?;
+            if !private.iter().any(|e| e.epoch == epoch) {
+                ring.seal_to(&label, epoch, public);
+            }
+        }
         Ok(held)
+    }
+
+    /// Stores `public` as `label`'s public key of `epoch`, for a keystore that seals to the
+    /// label without holding it (a sender that is not one of its holders, given the key with
+    /// [`export_label`](Self::export_label)`(..).public()`): [`load_into`](Self::load_into)
+    /// gives it to the keyring with `Keyring::seal_to`, unless the keystore has the label's
+    /// key pair of that epoch. Replaces an earlier public key of the same epoch.
+    pub fn import_public(
+        &self,
+        label: &str,
+        epoch: u32,
+        public: &PublicKey,
+    ) -> Result<(), KeystoreError> {
+        check_label(label)?;
+        let _guard = lock::write(&self.write);
+        let mut entries = self.read_public(label)?;
+        entries.retain(|(e, _)| *e != epoch);
+        entries.push((epoch, *public));
+        entries.sort_by_key(|(e, _)| *e);
+        self.write_public(label, &entries)
+    }
+
+    /// Removes `label`'s public key of `epoch` (stored with
+    /// [`import_public`](Self::import_public)): nothing is sealed to it any more. Answers
+    /// whether there was one.
+    pub fn remove_public(&self, label: &str, epoch: u32) -> Result<bool, KeystoreError> {
+        check_label(label)?;
+        let _guard = lock::write(&self.write);
+        let mut entries = self.read_public(label)?;
+        let before = entries.len();
+        entries.retain(|(e, _)| *e != epoch);
+        if entries.len() == before {
+            return Ok(false);
+        }
+        if entries.is_empty() {
+            let path = self.dir.join(public_file(label));
+            fs::remove_file(&path).map_err(io(&path))?;
+        } else {
+            self.write_public(label, &entries)?;
+        }
+        Ok(true)
+    }
+
+    /// The public keys stored with [`import_public`](Self::import_public): label, epoch and
+    /// key, sorted by label and epoch.
+    pub fn public_keys(&self) -> Result<Vec<(String, u32, PublicKey)>, KeystoreError> {
+        let mut all = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(io(&self.dir))? {
+            let entry = entry.map_err(io(&self.dir))?;
+            let name = entry.file_name();
+            let Some(label) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("public."))
+                .and_then(|n| n.strip_suffix(".key"))
+            else {
+                continue;
+            };
+            if check_label(label).is_ok() {
+                for (epoch, public) in self.read_public(label)? {
+                    all.push((label.to_owned(), epoch, public));
+                }
+            }
+        }
+        all.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        Ok(all)
+    }
+
+    fn read_public(&self, label: &str) -> Result<Vec<(u32, PublicKey)>, KeystoreError> {
+        let name = public_file(label);
+        let path = self.dir.join(&name);
+        if !path.exists() {
+            return Ok(Vec::new());
+        }
+        let plain = self.read_file(&name, KIND_PUBLIC)?;
+        parse_public(label, &plain).ok_or(KeystoreError::Tampered(path))
+    }
+
+    fn write_public(&self, label: &str, entries: &[(u32, PublicKey)]) -> Result<(), KeystoreError> {
+        let mut plain = Vec::with_capacity(3 + label.len() + entries.len() * PUBLIC_ENTRY_LEN);
+        plain.push(u8::try_from(label.len()).unwrap_or(u8::MAX));
+        plain.extend_from_slice(label.as_bytes());
+        let count = u16::try_from(entries.len())
+            .map_err(|_| KeystoreError::EpochsExhausted(label.to_owned()))?;
+        plain.extend_from_slice(&count.to_be_bytes());
+        for (epoch, public) in entries {
+            plain.extend_from_slice(&epoch.to_be_bytes());
+            plain.extend_from_slice(public.as_bytes());
+        }
+        self.write_file(&public_file(label), KIND_PUBLIC, &plain)
     }
 
     fn add_epoch(
@@ -611,6 +725,27 @@ fn parse_label(label: &str, mut plain: &[u8]) -> Option<Vec<Entry>> {
         });
     }
     b.is_empty().then_some(entries)
+}
+
+/// A `public.<label>.key` file's plaintext (see the module documentation).
+fn parse_public(label: &str, plain: &[u8]) -> Option<Vec<(u32, PublicKey)>> {
+    let (&len, rest) = plain.split_first()?;
+    let rest = rest
+        .strip_prefix(label.as_bytes())
+        .filter(|_| usize::from(len) == label.len())?;
+    let (count, mut rest) = rest.split_first_chunk::<2>()?;
+    let count = usize::from(u16::from_be_bytes(*count));
+    let mut entries = Vec::with_capacity(count.min(rest.len() / PUBLIC_ENTRY_LEN));
+    for _ in 0..count {
+        let (epoch, after) = rest.split_first_chunk::<4>()?;
+        let (public, after) = after.split_first_chunk::<KEY_LEN>()?;
+        entries.push((
+            u32::from_be_bytes(*epoch),
+            PublicKey::from_bytes(*public).ok()?,
+        ));
+        rest = after;
+    }
+    rest.is_empty().then_some(entries)
 }
 
 fn file_header(kind: u8) -> Vec<u8> {
@@ -825,6 +960,45 @@ mod tests {
         assert_eq!(ring.seal_key("user").unwrap().epoch, 2);
         assert!(ring.open_key("user", v1.public().key_id(), 1).is_some());
         assert_eq!(ring.seal_key("system").unwrap().epoch, 1);
+    }
+
+    #[test]
+    fn public_keys_seal_to_a_label_the_keystore_does_not_hold() {
+        let dir = TempDir::new();
+        let store = Keystore::open_with(&dir.0, "pass", fast()).unwrap();
+        let (v1, v2) = (KeyPair::generate(), KeyPair::generate());
+        store.import_public("billing", 1, &v1.public()).unwrap();
+        store.import_public("billing", 2, &v2.public()).unwrap();
+        assert_eq!(mode(&dir.0.join("public.billing.key")), 0o600);
+        assert_eq!(store.labels().unwrap(), Vec::<String>::new(), "no key pair");
+        let store = Keystore::open(&dir.0, "pass").unwrap();
+        assert_eq!(
+            store.public_keys().unwrap(),
+            [
+                ("billing".to_owned(), 1, v1.public()),
+                ("billing".to_owned(), 2, v2.public())
+            ]
+        );
+        let ring = Keyring::new();
+        assert_eq!(store.load_into(&ring).unwrap(), 0, "no key pair held");
+        assert_eq!(ring.seal_key("billing").unwrap().public, v2.public());
+        assert!(ring.open_key("billing", v2.public().key_id(), 2).is_none());
+
+        assert!(store.remove_public("billing", 2).unwrap());
+        assert!(!store.remove_public("billing", 2).unwrap());
+        let ring = Keyring::new();
+        store.load_into(&ring).unwrap();
+        assert_eq!(ring.seal_key("billing").unwrap().epoch, 1);
+        assert!(store.remove_public("billing", 1).unwrap());
+        assert!(!dir.0.join("public.billing.key").exists());
+
+        // A key pair of the epoch wins over a public key of it.
+        let pair = KeyPair::generate();
+        store.import_label("ops", 1, &pair).unwrap();
+        store.import_public("ops", 1, &v1.public()).unwrap();
+        let ring = Keyring::new();
+        store.load_into(&ring).unwrap();
+        assert_eq!(ring.seal_key("ops").unwrap().public, pair.public());
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! each in its own slot. A node without a resolver sends labelled fields redacted, and opens
 //! none.
 
+mod dynamic;
 mod envelope;
 mod grant;
 mod keys;
@@ -32,6 +33,9 @@ use bytes::{Buf, BufMut, Bytes};
 use prost::DecodeError;
 use prost::encoding::{DecodeContext, WireType};
 
+pub use dynamic::{
+    FieldSchema, FieldSeal, FieldSealError, KeptSealed, MAX_NESTING, MessageSchema, Opened,
+};
 pub use envelope::MAX_LABEL_LEN;
 pub use grant::{KeyGrant, MAX_PROFILE_ID_LEN};
 pub use keys::{
