@@ -192,11 +192,18 @@ impl Metadata {
         })
     }
 
-    /// Fails with `ResourceExhausted` when the metadata is over either limit.
+    /// Fails with `ResourceExhausted` when the metadata is over either limit. Inlined: no
+    /// metadata, the usual case, is one branch.
+    #[inline]
     pub(crate) fn check_limits(&self, max_size: usize, max_entries: usize) -> Result<()> {
         if self.is_empty() {
             return Ok(());
         }
+        self.check_entries(max_size, max_entries)
+    }
+
+    /// [`check_limits`](Self::check_limits) for metadata with entries.
+    fn check_entries(&self, max_size: usize, max_entries: usize) -> Result<()> {
         if self.len() > max_entries {
             return Err(Error::resource_exhausted(format!(
                 "the metadata has {} entries, over the limit of {max_entries}",

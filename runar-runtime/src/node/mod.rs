@@ -347,9 +347,10 @@ impl Node {
 
     /// Fails with `Unavailable` once the node has stopped (requests, publishes and subscriptions
     /// are refused from then on).
+    #[inline]
     pub(crate) fn check_not_stopped(&self) -> Result<()> {
         if self.inner.state.load(Ordering::Acquire) == STOPPED {
-            return Err(Error::unavailable("the node has stopped"));
+            return Err(stopped());
         }
         Ok(())
     }
@@ -771,4 +772,11 @@ pub(crate) fn action_pattern(pattern: TopicPath, owner: &str) -> Result<TopicPat
         )));
     }
     Ok(pattern)
+}
+
+/// The error of a call on a stopped node (out of line: [`Node::check_not_stopped`] is inlined).
+#[cold]
+#[inline(never)]
+fn stopped() -> Error {
+    Error::unavailable("the node has stopped")
 }

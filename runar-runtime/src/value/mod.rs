@@ -38,7 +38,12 @@ impl<T> Payload for T where T: prost::Message + Default + Clone + Send + Sync + 
 /// Object-safe view of a [`Payload`], so a [`Value`] can hold any of them.
 trait ErasedPayload: Send + Sync + 'static {
     fn as_any(&self) -> &dyn Any;
-    fn into_any(self: Box<Self>) -> Box<dyn Any>;
+    /// Moves the message into `slot` when `slot` is an `Option` of its type (one virtual call
+    /// and one type check: the local path's typed hand-over); gives it back otherwise.
+    fn take_into(
+        self: Box<Self>,
+        slot: &mut dyn Any,
+    ) -> std::result::Result<(), Box<dyn ErasedPayload>>;
     fn encode_into(&self, buf: &mut BytesMut);
     fn encoded_len(&self) -> usize;
     fn type_name(&self) -> &'static str;
@@ -50,8 +55,17 @@ impl<T: Payload> ErasedPayload for T {
     fn as_any(&self) -> &dyn Any {
         self
     }
-    fn into_any(self: Box<Self>) -> Box<dyn Any> {
-        self
+    fn take_into(
+        self: Box<Self>,
+        slot: &mut dyn Any,
+    ) -> std::result::Result<(), Box<dyn ErasedPayload>> {
+        match slot.downcast_mut::<Option<T>>() {
+            Some(slot) => {
+                *slot = Some(*self);
+                Ok(())
+            }
+            None => Err(self),
+        }
     }
     fn encode_into(&self, buf: &mut BytesMut) {
         // `encode_raw` cannot fail: the buffer grows as needed.
@@ -163,14 +177,13 @@ impl Value {
     pub fn into_typed<T: Payload>(self) -> Result<T> {
         match self.repr {
             Repr::Typed(m) => {
-                if m.as_any().is::<T>() {
-                    match m.into_any().downcast::<T>() {
-                        Ok(t) => Ok(*t),
-                        Err(_) => Err(Error::internal("value downcast failed after a type check")),
+                let mut slot: Option<T> = None;
+                match m.take_into(&mut slot) {
+                    Ok(()) => slot.ok_or_else(|| Error::internal("a typed value was not moved")),
+                    Err(m) => {
+                        let from = m.type_name();
+                        scope::locally(|| decode_as::<T>(encode_erased(m.as_ref()), Some(from)))
                     }
-                } else {
-                    let from = m.type_name();
-                    scope::locally(|| decode_as::<T>(encode_erased(m.as_ref()), Some(from)))
                 }
             }
             Repr::Encoded(bytes) => match &self.scope {

@@ -214,11 +214,18 @@ pub(crate) struct ActionSlot {
 impl ActionSlot {
     /// The instance that should serve the next request: local first, else round-robin over
     /// the remote ones, skipping those that recently let a call time out while another one has
-    /// not (when all have, round-robin over all: they are retried).
+    /// not (when all have, round-robin over all: they are retried). Inlined: a local instance
+    /// is one branch.
+    #[inline]
     pub(crate) fn pick(&self) -> Option<&ActionInstance> {
-        if let Some(local) = &self.local {
-            return Some(local);
+        match &self.local {
+            Some(local) => Some(local),
+            None => self.pick_remote(),
         }
+    }
+
+    /// [`pick`](Self::pick) for a slot without a local instance.
+    fn pick_remote(&self) -> Option<&ActionInstance> {
         let n = self.remote.len();
         if n == 0 {
             return None;
