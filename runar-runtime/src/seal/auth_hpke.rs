@@ -40,9 +40,10 @@ pub(crate) type Shared = [u8; KEY_LEN];
 ///
 /// The same function as RFC 7748's ladder (`x25519_dalek`'s `diffie_hellman`), computed
 /// through the Edwards form when `public` is on the curve: its variable-base multiplication
-/// (constant time in the secret, AVX2 where the CPU has it) costs about a third fewer instructions than
-/// the ladder. The u-coordinate of [k]P does not depend on P's sign, and the clamped scalar is
-/// used unreduced, so the result is the ladder's; a `public` on the twist takes the ladder.
+/// (constant time in the secret, AVX2 where the CPU has it) costs about a third fewer
+/// instructions than the ladder. The u-coordinate of [k]P does not depend on P's sign, and the
+/// clamped scalar is used unreduced, so the result is the ladder's; a `public` on the twist
+/// takes the ladder.
 pub(crate) fn dh(secret: &StaticSecret, public: &[u8; KEY_LEN]) -> Option<Shared> {
     let point = MontgomeryPoint(*public);
     let scalar = secret.to_bytes();
