@@ -326,7 +326,11 @@ impl FieldSeal {
             Some(at) => at,
             None => {
                 let to = seal.resolver.seal_key(site.label).ok_or_else(no_key)?;
-                let ctx = SealCtx::begin(&to.public, to.epoch, &sender).ok_or_else(no_key)?;
+                // Not kept (labels here come from schemas known at run time): once per label
+                // per message.
+                let dh = super::auth_hpke::dh(&seal.key.x25519_secret(), to.public.as_bytes())
+                    .ok_or_else(no_key)?;
+                let ctx = SealCtx::begin(&to.public, to.epoch, &sender, &dh).ok_or_else(no_key)?;
                 count(&seal.counters.envelopes);
                 labels.push((site.label.to_owned(), ctx));
                 labels.len().saturating_sub(1)

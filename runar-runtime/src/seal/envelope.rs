@@ -8,12 +8,12 @@
 //! context share its encapsulated key, and a receiver sets the context up once
 //! ([`OpenCtx::new`]) for all of them.
 
-use hpke::aead::ChaCha20Poly1305;
-use hpke::kdf::HkdfSha256;
-use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
+use std::sync::OnceLock;
+
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 
-use super::keys::{KEY_ID_LEN, KEY_LEN, Kem, KeyId, KeyPair, PublicKey};
+use super::auth_hpke::{Shared, Suite};
+use super::keys::{KEY_ID_LEN, KEY_LEN, KeyId, KeyPair, PublicKey};
 use crate::identity::NodeId;
 
 /// The envelope format's version (1: one HPKE setup per field; 2: per label per message).
@@ -33,6 +33,12 @@ const SEQ_LEN: usize = 4;
 const INFO: &[u8] = b"runar/seal/v2";
 /// The exporter context of the fields' key.
 const EXPORT_FIELDS: &[u8] = b"runar/seal/v2 fields";
+/// The HPKE contexts of envelopes: `INFO`, and the fields' key exported from each.
+static FIELDS: Suite = Suite {
+    info: INFO,
+    export: EXPORT_FIELDS,
+    context: OnceLock::new(),
+};
 /// The associated data's prefix.
 const AAD_PREFIX: &[u8] = b"runar/seal/v2\0";
 
@@ -173,13 +179,9 @@ fn nonce(seq: u32) -> Nonce {
     Nonce::assume_unique_for_key(nonce)
 }
 
-/// The fields' AEAD key an HPKE context exports.
-fn fields_key(
-    export: impl FnOnce(&mut [u8]) -> Result<(), hpke::HpkeError>,
-) -> Option<LessSafeKey> {
-    let mut key = [0u8; 32];
-    export(&mut key).ok()?;
-    let key = UnboundKey::new(&CHACHA20_POLY1305, &key).ok()?;
+/// The fields' AEAD key, from the secret an HPKE context exports.
+fn fields_key(secret: &[u8; 32]) -> Option<LessSafeKey> {
+    let key = UnboundKey::new(&CHACHA20_POLY1305, secret).ok()?;
     Some(LessSafeKey::new(key))
 }
 
@@ -191,24 +193,24 @@ pub(crate) struct OpenCtx {
 impl OpenCtx {
     /// Sets up the context of `envelope` with `key` (the label's key pair of its key id and
     /// epoch), sealed by `sender_key` (the key the resolver knows for its sender): one HPKE
-    /// decapsulation and key schedule.
+    /// auth-mode decapsulation and key schedule. `static_dh` is the DH of `key` with
+    /// `sender_key` (`auth_hpke::dh`), which the caller keeps for the pair.
     pub(crate) fn new(
         envelope: &Envelope<'_>,
         key: &KeyPair,
         sender_key: &PublicKey,
+        static_dh: &Shared,
     ) -> Result<Self, EnvelopeError> {
-        let sender = sender_key.to_hpke().ok_or(EnvelopeError::DoesNotOpen)?;
-        let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&envelope.enc)
-            .map_err(|_| EnvelopeError::DoesNotOpen)?;
-        let ctx = hpke::setup_receiver::<ChaCha20Poly1305, HkdfSha256, Kem>(
-            &OpModeR::Auth(sender),
-            key.hpke_secret(),
-            &enc,
-            INFO,
-        )
-        .map_err(|_| EnvelopeError::DoesNotOpen)?;
-        let key =
-            fields_key(|out| ctx.export(EXPORT_FIELDS, out)).ok_or(EnvelopeError::DoesNotOpen)?;
+        let secret = FIELDS
+            .open(
+                &envelope.enc,
+                &key.x25519_secret(),
+                key.public().as_bytes(),
+                sender_key.as_bytes(),
+                static_dh,
+            )
+            .ok_or(EnvelopeError::DoesNotOpen)?;
+        let key = fields_key(&secret).ok_or(EnvelopeError::DoesNotOpen)?;
         Ok(OpenCtx { key })
     }
 }
@@ -263,29 +265,29 @@ pub(crate) struct SealCtx {
 }
 
 impl SealCtx {
-    /// Sets up a context to `to` (a label key of `epoch`) from `sender`: one HPKE
-    /// encapsulation and key schedule. `None` on an HPKE failure (a bad recipient key).
-    pub(crate) fn begin(to: &PublicKey, epoch: u32, sender: &Sender<'_>) -> Option<Self> {
-        let recipient = to.to_hpke()?;
-        let sender_pair = (
-            sender.key.hpke_secret().clone(),
-            sender.key.public().to_hpke()?,
-        );
-        let mut rng = rand_core::UnwrapErr(rand_core::OsRng);
-        let (enc, ctx) = hpke::setup_sender::<ChaCha20Poly1305, HkdfSha256, Kem, _>(
-            &OpModeS::Auth(sender_pair),
-            &recipient,
-            INFO,
-            &mut rng,
-        )
-        .ok()?;
-        let key = fields_key(|out| ctx.export(EXPORT_FIELDS, out))?;
-        let mut enc_bytes = [0u8; KEY_LEN];
-        enc.write_exact(&mut enc_bytes);
+    /// Sets up a context to `to` (a label key of `epoch`) from `sender`: one HPKE auth-mode
+    /// encapsulation and key schedule. `static_dh` is the DH of the sender's key with `to`
+    /// (`auth_hpke::dh`), which the caller keeps for the pair. `None` on a failure (a bad
+    /// recipient key, no randomness).
+    pub(crate) fn begin(
+        to: &PublicKey,
+        epoch: u32,
+        sender: &Sender<'_>,
+        static_dh: &Shared,
+    ) -> Option<Self> {
+        let mut ephemeral = [0u8; KEY_LEN];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut ephemeral).ok()?;
+        let (enc, secret) = FIELDS.seal(
+            ephemeral,
+            to.as_bytes(),
+            sender.key.public().as_bytes(),
+            static_dh,
+        )?;
+        let key = fields_key(&secret)?;
         Some(SealCtx {
             key_id: to.key_id(),
             epoch,
-            enc: enc_bytes,
+            enc,
             key,
             next: 0,
         })

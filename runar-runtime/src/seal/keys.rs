@@ -100,6 +100,11 @@ impl KeyPair {
     pub(crate) fn hpke_secret(&self) -> &HpkeSecret {
         &self.secret
     }
+
+    /// The secret as `x25519-dalek`'s, for the envelope's DHKEM (`auth_hpke`).
+    pub(crate) fn x25519_secret(&self) -> x25519_dalek::StaticSecret {
+        x25519_dalek::StaticSecret::from(self.secret_bytes())
+    }
 }
 
 /// An X25519 public key.

@@ -16,6 +16,7 @@
 //! each in its own slot. A node without a resolver sends labelled fields redacted, and opens
 //! none.
 
+mod auth_hpke;
 mod dynamic;
 mod envelope;
 mod grant;
@@ -50,6 +51,7 @@ use crate::error::Error;
 use crate::identity::NodeId;
 use crate::log_limit::warn_limited;
 use crate::value::scope::{self, Scope};
+use auth_hpke::Shared;
 use envelope::{Envelope, EnvelopeError, MESSAGE_ID_LEN, OpenCtx, SealCtx, Sender, Site};
 
 /// A labelled field of a generated message, named by a marker type code generation emits.
@@ -395,8 +397,22 @@ pub(crate) struct NodeSeal {
     key: KeyPair,
     resolver: Arc<dyn KeyResolver>,
     /// The sealing keys the node's peers announced on their connections, by node.
-    announced: RwLock<HashMap<NodeId, PublicKey>>,
+    announced: RwLock<HashMap<NodeId, Announced>>,
+    /// Per label this node sealed to, the label's key it was sealed to last and the static DH
+    /// of this node's key with it (auth mode's second DH, the same for every message to that
+    /// key). The labels are the program's (`SealedField::LABEL`), so the list is as long as
+    /// its schema has labels; a rotation replaces a label's entry.
+    seal_dh: RwLock<Vec<(&'static str, PublicKey, Shared)>>,
     counters: Counters,
+}
+
+/// A peer's announced sealing key and, per label, the static DH of the peer's key with the
+/// label's key pair this node last opened its envelopes with (auth mode's second DH; a
+/// rotation replaces the entry). Forgotten with the key, so the entries are bounded by the
+/// connected peers times the labels the node holds.
+struct Announced {
+    key: PublicKey,
+    dh: Vec<(String, PublicKey, Shared)>,
 }
 
 /// The state of the encode in progress: its message id and, per label, the HPKE context its
@@ -473,6 +489,7 @@ impl NodeSeal {
             key,
             resolver,
             announced: RwLock::default(),
+            seal_dh: RwLock::default(),
             counters: Counters::default(),
         }
     }
@@ -480,9 +497,17 @@ impl NodeSeal {
     /// Records `node`'s sealing key as `node` announced it on an authenticated connection
     /// (replacing an earlier one: a restarted node may have a new key).
     pub(crate) fn announce(&self, node: NodeId, key: PublicKey) {
-        let known = crate::lock::read(&self.announced).get(&node) == Some(&key);
+        let known = crate::lock::read(&self.announced)
+            .get(&node)
+            .is_some_and(|a| a.key == key);
         if !known {
-            crate::lock::write(&self.announced).insert(node, key);
+            crate::lock::write(&self.announced).insert(
+                node,
+                Announced {
+                    key,
+                    dh: Vec::new(),
+                },
+            );
         }
     }
 
@@ -525,7 +550,8 @@ impl NodeSeal {
                 Some(at) => at,
                 None => {
                     let ctx = self.resolver.seal_key(site.label).and_then(|to| {
-                        let ctx = SealCtx::begin(&to.public, to.epoch, &sender);
+                        let dh = self.seal_dh(site.label, &to.public)?;
+                        let ctx = SealCtx::begin(&to.public, to.epoch, &sender, &dh);
                         if ctx.is_some() {
                             count(&self.counters.envelopes);
                         }
@@ -626,7 +652,7 @@ impl NodeSeal {
         };
         let announced = crate::lock::read(&self.announced)
             .get(&envelope.sender)
-            .copied();
+            .map(|a| a.key);
         let trusted = self.resolver.sender_key(&envelope.sender);
         if announced.is_none() && trusted.is_none() {
             return Ok(None);
@@ -640,7 +666,63 @@ impl NodeSeal {
         else {
             return Err(EnvelopeError::DoesNotOpen);
         };
-        OpenCtx::new(envelope, &key, &sender_key).map(Some)
+        let dh = if announced == Some(sender_key) {
+            self.open_dh(&envelope.sender, site.label, &key, &sender_key)
+        } else {
+            // A sender met through a relay: not kept (the announced keys bound the cache).
+            auth_hpke::dh(&key.x25519_secret(), sender_key.as_bytes())
+        }
+        .ok_or(EnvelopeError::DoesNotOpen)?;
+        OpenCtx::new(envelope, &key, &sender_key, &dh).map(Some)
+    }
+
+    /// The static DH of this node's sealing key with `to`, `label`'s key now: computed when
+    /// the label is first sealed and when its key changes, kept in `seal_dh`. `None` when `to`
+    /// is a low-order key.
+    fn seal_dh(&self, label: &'static str, to: &PublicKey) -> Option<Shared> {
+        let kept = crate::lock::read(&self.seal_dh)
+            .iter()
+            .find(|(l, k, _)| *l == label && k == to)
+            .map(|(_, _, dh)| *dh);
+        if kept.is_some() {
+            return kept;
+        }
+        let dh = auth_hpke::dh(&self.key.x25519_secret(), to.as_bytes())?;
+        let mut cache = crate::lock::write(&self.seal_dh);
+        cache.retain(|(l, _, _)| *l != label);
+        cache.push((label, *to, dh));
+        Some(dh)
+    }
+
+    /// The static DH of `key` (`label`'s key pair an envelope is sealed to) with `sender_key`,
+    /// the key `sender` announced: kept with the announced key, per label. `None` when
+    /// `sender_key` is a low-order key.
+    fn open_dh(
+        &self,
+        sender: &NodeId,
+        label: &str,
+        key: &KeyPair,
+        sender_key: &PublicKey,
+    ) -> Option<Shared> {
+        let public = key.public();
+        let kept = crate::lock::read(&self.announced)
+            .get(sender)
+            .filter(|a| a.key == *sender_key)
+            .and_then(|a| {
+                a.dh.iter()
+                    .find(|(l, k, _)| l == label && *k == public)
+                    .map(|(_, _, dh)| *dh)
+            });
+        if kept.is_some() {
+            return kept;
+        }
+        let dh = auth_hpke::dh(&key.x25519_secret(), sender_key.as_bytes())?;
+        let mut announced = crate::lock::write(&self.announced);
+        if let Some(a) = announced.get_mut(sender).filter(|a| a.key == *sender_key) {
+            a.dh.retain(|(l, _, _)| l != label);
+            a.dh.push((label.to_owned(), public, dh));
+        }
+        Some(dh)
     }
 }
 
