@@ -17,6 +17,7 @@
 //! none.
 
 mod envelope;
+mod fields;
 mod grant;
 mod keys;
 mod keystore;
@@ -33,6 +34,7 @@ use prost::DecodeError;
 use prost::encoding::{DecodeContext, WireType};
 
 pub use envelope::MAX_LABEL_LEN;
+pub use fields::{Opened, SealFields};
 pub use grant::{KeyGrant, MAX_PROFILE_ID_LEN};
 pub use keys::{
     DEFAULT_RETENTION, KEY_ID_LEN, KEY_LEN, KeyError, KeyId, KeyPair, KeyResolver, Keyring,
