@@ -343,3 +343,81 @@ async fn sealed_fields_open_at_a_gateway_holding_their_labels_and_nowhere_else()
         stop(gw, serving).await;
     }
 }
+
+/// A macro service's labelled fields, through a gateway holding their labels: its schema
+/// defines the `#[runar::message]` record with its labels, so the gateway opens them.
+mod code_first {
+    /// `Record` of `tests/proto/vault.proto`, written by hand in the service's package.
+    #[runar::message(package = "macro.vault")]
+    #[derive(Clone, PartialEq, runar::prost::Message)]
+    #[prost(prost_path = "::runar::prost")]
+    pub(crate) struct Record {
+        #[prost(string, tag = "1")]
+        pub(crate) id: String,
+        #[runar(label = "user")]
+        #[prost(string, tag = "2")]
+        pub(crate) name: String,
+        #[runar(label = "system")]
+        #[prost(int64, tag = "3")]
+        pub(crate) balance: i64,
+    }
+
+    #[derive(Clone)]
+    pub(crate) struct Vault;
+
+    #[runar::service(path = "macro/vault")]
+    impl Vault {
+        #[action]
+        async fn get(&self, id: String) -> runar::Result<Record> {
+            Ok(Record {
+                id,
+                name: Some("Ada".to_string().into()),
+                balance: Some(42.into()),
+            })
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_macro_services_sealed_fields_open_at_the_gateway() {
+    let user = KeyPair::generate();
+    let system = KeyPair::generate();
+    let ring = Arc::new(Keyring::new());
+    ring.hold("user", 1, &user);
+    ring.hold("system", 1, &system);
+    let key = NetworkKey::from_secret("runar gateway sealed test secret");
+    let a = Node::new(
+        NodeConfig::new("a", "test")
+            .with_network_config(network(&key, DiscoveryOptions::none()))
+            .with_key_resolver(ring.clone()),
+    )
+    .await
+    .unwrap();
+    a.add_service(code_first::Vault).await.unwrap();
+    a.start().await.unwrap();
+    let h = sealed_node("h", ring, &[&a]).await;
+    h.wait_for_action("macro/vault/get", WAIT).await.unwrap();
+    let (gateway, addr, serving) = serve(&h, GatewayConfig::default()).await;
+    let mut grpc = tonic::client::Grpc::new(channel(addr).await);
+    grpc.ready().await.unwrap();
+    // The request is the one-field message `get`'s parameter makes (`string id = 1`).
+    let record: pb::Record = grpc
+        .unary(
+            tonic::Request::new(pb::GetRequest { id: "r1".into() }),
+            http::uri::PathAndQuery::from_static("/macro.vault.Vault/Get"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        record,
+        pb::Record {
+            id: "r1".into(),
+            name: "Ada".into(),
+            balance: 42
+        }
+    );
+    assert!(h.seal_stats().opened >= 2);
+    stop(gateway, serving).await;
+}
