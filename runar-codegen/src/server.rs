@@ -86,8 +86,9 @@ pub fn service_impl(service: &Service) -> TokenStream {
     } else {
         // Built once, at run time: which message types have a schema of their own is a trait
         // question, answered here by autoref on each concrete type.
-        let entries = service.schema_messages.iter().map(|(name, ty)| {
+        let entries = service.schema_messages.iter().map(|(name, ty, cfgs)| {
             quote! {
+                #cfgs
                 (#name, {
                     #[allow(unused_imports)]
                     use #codegen::{ProbeNone as _, ProbeSchema as _};
