@@ -1,9 +1,12 @@
-//! Generates, from the one `.proto` the gateway's tests use (pure Rust, no `protoc`): the Runar
-//! service they serve, and the tonic client they call it with (into `$OUT_DIR/tonic`).
+//! Generates, from the `.proto` files the gateway's tests use (pure Rust, no `protoc`): the Runar
+//! services they serve, and the tonic clients they call them with (into `$OUT_DIR/tonic`; a
+//! tonic client knows nothing of `(runar.label)`, so a labelled field is its declared type
+//! there, as for any foreign client).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (protos, includes) = (["tests/proto/greeter.proto"], ["tests/proto"]);
-    runar_build::compile_protos(&protos, &includes)?;
+    let protos = ["tests/proto/greeter.proto", "tests/proto/vault.proto"];
+    let includes = ["tests/proto", "../proto"];
+    runar_build::compile_protos(&protos, &includes[..1])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("tonic");
     std::fs::create_dir_all(&out)?;
     tonic_prost_build::configure()

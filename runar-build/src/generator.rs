@@ -128,6 +128,7 @@ impl ServiceGen<'_> {
             version: None,
             description: description(&self.service.comments),
             schema: self.model.schema.to_vec(),
+            schema_messages: Vec::new(),
             host: runar_codegen::Host::Wrapper {
                 trait_ident,
                 server_ident,

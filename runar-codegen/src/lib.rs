@@ -123,6 +123,7 @@ mod tests {
             version: None,
             description: String::new(),
             schema: Vec::new(),
+            schema_messages: Vec::new(),
             host: Host::Wrapper {
                 trait_ident: format_ident!("Math"),
                 server_ident: naming::server_ident("Math"),

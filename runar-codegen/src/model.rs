@@ -80,6 +80,11 @@ pub struct Service {
     pub description: String,
     /// The encoded `FileDescriptorProto` the service serves as its schema.
     pub schema: Vec<u8>,
+    /// Message types the schema names by their Rust name (`Record`), each with its type: at
+    /// run time, those with a `runar::codegen::MessageSchema` (`#[runar::message]`) are
+    /// named by their full name and defined in the schema; each with the `#[cfg]`s of the
+    /// method that names it. Empty for a `.proto` service.
+    pub schema_messages: Vec<(String, TokenStream, TokenStream)>,
     /// What implements `AbstractService`.
     pub host: Host,
     /// The client's name (`MathClient`).

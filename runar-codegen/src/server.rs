@@ -81,6 +81,31 @@ pub fn service_impl(service: &Service) -> TokenStream {
         },
     };
     let schema = Literal::byte_string(&service.schema);
+    let schema = if service.schema_messages.is_empty() {
+        quote!(::core::option::Option::Some(#schema))
+    } else {
+        // Built once, at run time: which message types have a schema of their own is a trait
+        // question, answered here by autoref on each concrete type.
+        let entries = service.schema_messages.iter().map(|(name, ty, cfgs)| {
+            quote! {
+                #cfgs
+                (#name, {
+                    #[allow(unused_imports)]
+                    use #codegen::{ProbeNone as _, ProbeSchema as _};
+                    (&&#codegen::SchemaProbe::<#ty>::new()).message_info()
+                })
+            }
+        });
+        quote! {
+            static SCHEMA: ::std::sync::OnceLock<::std::vec::Vec<u8>> =
+                ::std::sync::OnceLock::new();
+            ::core::option::Option::Some(
+                SCHEMA
+                    .get_or_init(|| #codegen::schema_with_messages(#schema, &[#(#entries),*]))
+                    .as_slice(),
+            )
+        }
+    };
     let ctx = local("ctx");
     let registrations = service
         .methods
@@ -118,7 +143,7 @@ pub fn service_impl(service: &Service) -> TokenStream {
             }
 
             fn schema(&self) -> ::core::option::Option<&'static [u8]> {
-                ::core::option::Option::Some(#schema)
+                #schema
             }
 
             async fn init(&self, #ctx: &#codegen::LifecycleContext) -> #codegen::Result<()> {

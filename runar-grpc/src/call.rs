@@ -8,6 +8,7 @@
 //! client's request stream that breaks (a message too large, a reset) fails the call with that
 //! status rather than looking like a clean end of the requests.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,7 +21,59 @@ use tonic::server::{
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::catalog::BoxFuture;
+use crate::sealed::{self, Labels};
 use crate::{call_options, grpc_code};
+
+/// What one gRPC method's labelled (sealed) fields need.
+pub(crate) struct Sealed {
+    pub(crate) labels: Arc<Labels>,
+    /// The request's message, when it holds labelled fields.
+    pub(crate) input: Option<prost_reflect::MessageDescriptor>,
+    /// The reply's message, when it holds labelled fields.
+    pub(crate) output: Option<prost_reflect::MessageDescriptor>,
+    /// `SealedFields::Open`: seal the requests' fields, open the replies'.
+    pub(crate) open: bool,
+}
+
+impl Sealed {
+    /// The Runar value of a request's bytes: labelled fields sealed in `Open` mode (they came
+    /// in clear), and taken as a peer's (envelopes) in either mode, so a local handler opens
+    /// those the node holds keys for.
+    fn request(&self, node: &Node, bytes: Bytes) -> Result<Value, Status> {
+        let Some(message) = &self.input else {
+            return Ok(Value::from_encoded(bytes));
+        };
+        let bytes = if self.open {
+            Bytes::from(sealed::seal(node, &self.labels, message, &bytes)?)
+        } else {
+            bytes
+        };
+        Ok(node.sealed_value(bytes))
+    }
+
+    /// A reply's bytes for the client: labelled fields as envelopes (a local handler's reply
+    /// is encoded as for a peer), opened in `Open` mode.
+    fn reply(&self, node: &Node, reply: &Value) -> Result<Bytes, Status> {
+        let Some(message) = &self.output else {
+            return Ok(reply.to_bytes());
+        };
+        let bytes = if reply.is_encoded() {
+            reply.to_bytes()
+        } else {
+            node.encode_for_peers(reply)
+        };
+        if self.open {
+            Ok(Bytes::from(sealed::open(
+                node,
+                &self.labels,
+                message,
+                &bytes,
+            )?))
+        } else {
+            Ok(bytes)
+        }
+    }
+}
 
 /// The replies of a streaming call, as tonic sends them.
 pub(crate) type Replies = BoxStream<'static, Result<Bytes, Status>>;
@@ -32,6 +85,8 @@ pub(crate) struct Call {
     pub(crate) action: String,
     /// How much shorter than `grpc-timeout` the Runar call's deadline is.
     pub(crate) deadline_margin: Duration,
+    /// Its labelled fields.
+    pub(crate) sealed: Arc<Sealed>,
 }
 
 /// The gRPC status of a Runar error: the code of the same name, the same message.
@@ -56,7 +111,7 @@ impl Call {
                 .request_stream_value(&self.action, requests, options)
                 .await
                 .map_err(|e| status(&e))?;
-            Ok(relay(replies, broken))
+            Ok(relay(self.node, self.sealed, replies, broken))
         })
     }
 }
@@ -64,28 +119,36 @@ impl Call {
 /// The replies as gRPC messages; a broken request stream's status ends them first. After the
 /// first error nothing more is sent (dropping the Runar stream cancels the call).
 fn relay(
+    node: Node,
+    sealed: Arc<Sealed>,
     replies: BoxStream<'static, runar_runtime::Result<Value>>,
     broken: Option<oneshot::Receiver<Status>>,
 ) -> Replies {
     let state = Some((replies, broken));
-    futures::stream::unfold(state, |state| async move {
-        let (mut replies, broken) = state?;
-        let next = match broken {
-            Some(mut broken) => tokio::select! {
-                biased;
-                why = &mut broken => match why {
-                    Ok(why) => return Some((Err(why), None)),
-                    // The requests ended cleanly: nothing left to watch.
-                    Err(_) => (replies.next().await, None),
+    futures::stream::unfold(state, move |state| {
+        let (node, sealed) = (node.clone(), sealed.clone());
+        async move {
+            let (mut replies, broken) = state?;
+            let next = match broken {
+                Some(mut broken) => tokio::select! {
+                    biased;
+                    why = &mut broken => match why {
+                        Ok(why) => return Some((Err(why), None)),
+                        // The requests ended cleanly: nothing left to watch.
+                        Err(_) => (replies.next().await, None),
+                    },
+                    next = replies.next() => (next, Some(broken)),
                 },
-                next = replies.next() => (next, Some(broken)),
-            },
-            None => (replies.next().await, None),
-        };
-        match next {
-            (Some(Ok(reply)), broken) => Some((Ok(reply.to_bytes()), Some((replies, broken)))),
-            (Some(Err(error)), _) => Some((Err(status(&error)), None)),
-            (None, _) => None,
+                None => (replies.next().await, None),
+            };
+            match next {
+                (Some(Ok(reply)), broken) => match sealed.reply(&node, &reply) {
+                    Ok(bytes) => Some((Ok(bytes), Some((replies, broken)))),
+                    Err(why) => Some((Err(why), None)),
+                },
+                (Some(Err(error)), _) => Some((Err(status(&error)), None)),
+                (None, _) => None,
+            }
         }
     })
     .boxed()
@@ -94,22 +157,31 @@ fn relay(
 /// The client's request stream as Runar values. When it breaks, its status goes to the
 /// returned receiver and the stream stays open (never a clean end the handler would answer).
 fn requests(
+    node: Node,
+    sealed: Arc<Sealed>,
     incoming: Streaming<Bytes>,
 ) -> (
     impl Stream<Item = Value> + Send + 'static,
     oneshot::Receiver<Status>,
 ) {
     let (tx, rx) = oneshot::channel();
-    let stream = futures::stream::unfold((incoming, Some(tx)), |(mut incoming, tx)| async move {
-        match incoming.message().await {
-            Ok(Some(bytes)) => Some((Value::from_encoded(bytes), (incoming, tx))),
-            Ok(None) => None,
-            Err(why) => {
-                if let Some(tx) = tx {
-                    let _ = tx.send(why);
+    let stream = futures::stream::unfold((incoming, Some(tx)), move |(mut incoming, tx)| {
+        let (node, sealed) = (node.clone(), sealed.clone());
+        async move {
+            let next = incoming
+                .message()
+                .await
+                .and_then(|m| m.map(|bytes| sealed.request(&node, bytes)).transpose());
+            match next {
+                Ok(Some(value)) => Some((value, (incoming, tx))),
+                Ok(None) => None,
+                Err(why) => {
+                    if let Some(tx) = tx {
+                        let _ = tx.send(why);
+                    }
+                    // Open until the call, which the status ends, drops it.
+                    futures::future::pending().await
                 }
-                // Open until the call, which the status ends, drops it.
-                futures::future::pending().await
             }
         }
     });
@@ -124,11 +196,12 @@ impl UnaryService<Bytes> for Call {
         let node = self.node.clone();
         let action = self.action.clone();
         let options = call_options(request.metadata(), self.deadline_margin);
+        let sealed = self.sealed.clone();
         Box::pin(async move {
-            let value = Value::from_encoded(request.into_inner());
+            let value = sealed.request(&node, request.into_inner())?;
             // Dropped with this future when the client cancels: the Runar call goes with it.
             match node.request_value(&action, value, options).await {
-                Ok(reply) => Ok(Response::new(reply.to_bytes())),
+                Ok(reply) => Ok(Response::new(sealed.reply(&node, &reply)?)),
                 Err(error) => Err(status(&error)),
             }
         })
@@ -142,7 +215,11 @@ impl ServerStreamingService<Bytes> for Call {
 
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let (metadata, _, message) = request.into_parts();
-        let one = futures::stream::once(async move { Value::from_encoded(message) });
+        let value = match self.sealed.request(&self.node, message) {
+            Ok(value) => value,
+            Err(why) => return Box::pin(async move { Err(why) }),
+        };
+        let one = futures::stream::once(async move { value });
         let started = self.clone().start_stream(&metadata, one, None);
         Box::pin(async move { Ok(Response::new(started.await?)) })
     }
@@ -154,7 +231,7 @@ impl ClientStreamingService<Bytes> for Call {
 
     fn call(&mut self, request: Request<Streaming<Bytes>>) -> Self::Future {
         let (metadata, _, incoming) = request.into_parts();
-        let (incoming, broken) = requests(incoming);
+        let (incoming, broken) = requests(self.node.clone(), self.sealed.clone(), incoming);
         let started = self.clone().start_stream(&metadata, incoming, Some(broken));
         let action = self.action.clone();
         Box::pin(async move {
@@ -176,7 +253,7 @@ impl StreamingService<Bytes> for Call {
 
     fn call(&mut self, request: Request<Streaming<Bytes>>) -> Self::Future {
         let (metadata, _, incoming) = request.into_parts();
-        let (incoming, broken) = requests(incoming);
+        let (incoming, broken) = requests(self.node.clone(), self.sealed.clone(), incoming);
         let started = self.clone().start_stream(&metadata, incoming, Some(broken));
         Box::pin(async move { Ok(Response::new(started.await?)) })
     }

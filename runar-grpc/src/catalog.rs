@@ -9,10 +9,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use prost::Message as _;
+use prost_reflect::MessageDescriptor;
 use prost_types::{FileDescriptorProto, FileDescriptorSet};
 use runar_runtime::{CallKind, Node};
 use tonic::body::Body;
 use tower_service::Service;
+
+use crate::sealed::{self, Labels};
 
 /// A boxed future, as the HTTP service returns.
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -28,6 +31,10 @@ pub(crate) struct Route {
     pub(crate) action: String,
     /// How many messages each side sends, as the schema says.
     pub(crate) kind: CallKind,
+    /// The request's message, when it holds labelled (sealed) fields.
+    pub(crate) input: Option<MessageDescriptor>,
+    /// The reply's message, when it holds labelled (sealed) fields.
+    pub(crate) output: Option<MessageDescriptor>,
 }
 
 /// One build of what the gateway serves.
@@ -36,24 +43,29 @@ pub(crate) struct Table {
     pub(crate) version: u64,
     /// `/{package}.{Service}/{Method}` → its action.
     pub(crate) routes: HashMap<String, Route>,
+    /// The schemas' labelled fields.
+    pub(crate) labels: Arc<Labels>,
     /// gRPC server reflection, v1 and v1alpha, over the same files.
     pub(crate) reflection_v1: Option<HttpHandler>,
     pub(crate) reflection_v1alpha: Option<HttpHandler>,
 }
 
 impl Table {
-    /// What `node` can reach now.
-    pub(crate) fn build(node: &Node) -> Table {
+    /// What `node` can reach now; with `sealed_as_bytes`, reflection gives labelled fields the
+    /// type `bytes` (their envelopes).
+    pub(crate) fn build(node: &Node, sealed_as_bytes: bool) -> Table {
         // Read first: a change while building makes the next call build again.
         let version = node.catalog_version();
         let network = node.network();
-        let mut routes = HashMap::new();
-        let mut files: Vec<FileDescriptorProto> = Vec::new();
-        for service in node
+        let services: Vec<_> = node
             .reachable_services()
             .into_iter()
             .filter(|s| s.network == network && !s.schema.is_empty())
-        {
+            .collect();
+        let labels = Labels::new(services.iter().map(|s| s.schema.as_ref()));
+        let mut routes = HashMap::new();
+        let mut files: Vec<FileDescriptorProto> = Vec::new();
+        for service in services {
             let Ok(file) = FileDescriptorProto::decode(service.schema.clone()) else {
                 tracing::debug!(service = %service.path, "a schema that does not decode is skipped");
                 continue;
@@ -64,11 +76,13 @@ impl Table {
                 &service.path,
                 &service.name,
                 &service.actions,
+                Some(&labels),
             );
             if !files.iter().any(|f| f.name == file.name) {
                 files.push(file);
             }
         }
+        let files = sealed::served_files(files, &labels, sealed_as_bytes);
         let set = FileDescriptorSet { file: files };
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_file_descriptor_set(set.clone())
@@ -85,6 +99,7 @@ impl Table {
         Table {
             version,
             routes,
+            labels: Arc::new(labels),
             reflection_v1,
             reflection_v1alpha,
         }
@@ -102,6 +117,7 @@ fn add_routes(
     path: &str,
     name: &str,
     actions: &[String],
+    labels: Option<&Labels>,
 ) {
     let package = file.package();
     let named: Vec<_> = file
@@ -130,14 +146,21 @@ fn add_routes(
             };
             routes
                 .entry(format!("/{full}/{}", method.name()))
-                .or_insert_with(|| Route {
-                    action: action.clone(),
-                    kind: match (method.client_streaming(), method.server_streaming()) {
-                        (false, false) => CallKind::Unary,
-                        (false, true) => CallKind::ServerStreaming,
-                        (true, false) => CallKind::ClientStreaming,
-                        (true, true) => CallKind::Bidi,
-                    },
+                .or_insert_with(|| {
+                    let (input, output) = labels
+                        .map(|l| l.method(&full, method.name()))
+                        .unwrap_or_default();
+                    Route {
+                        action: action.clone(),
+                        input,
+                        output,
+                        kind: match (method.client_streaming(), method.server_streaming()) {
+                            (false, false) => CallKind::Unary,
+                            (false, true) => CallKind::ServerStreaming,
+                            (true, false) => CallKind::ClientStreaming,
+                            (true, true) => CallKind::Bidi,
+                        },
+                    }
                 });
         }
     }
@@ -214,12 +237,14 @@ mod tests {
     fn rpcs_map_to_their_actions_and_events_to_none() {
         let mut routes = HashMap::new();
         let actions = ["stock/get_item".to_owned(), "stock/watch_stock".to_owned()];
-        add_routes(&mut routes, &file(), "stock", "Inventory", &actions);
+        add_routes(&mut routes, &file(), "stock", "Inventory", &actions, None);
         assert_eq!(
             routes.get("/shop.Inventory/GetItem"),
             Some(&Route {
                 action: "stock/get_item".into(),
-                kind: CallKind::Unary
+                kind: CallKind::Unary,
+                input: None,
+                output: None,
             })
         );
         assert_eq!(

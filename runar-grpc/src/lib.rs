@@ -16,7 +16,7 @@
 //!   bidirectional stream a [`Node::request_stream_value`], as the rpc's schema says.
 //! - **Pass-through**: a message's protobuf bytes go to the node untouched
 //!   (`Value::from_encoded`), and the replies' bytes come back as the node has them; the
-//!   gateway decodes neither.
+//!   gateway decodes neither (but for the labelled fields of a message that has some).
 //! - **Deadlines**: `grpc-timeout` becomes the Runar call's deadline (for a stream, the whole
 //!   call's), less [`GatewayConfig::deadline_margin`]; without one, a unary call has the node's
 //!   request timeout and a stream none.
@@ -28,6 +28,10 @@
 //!   never sees it as a clean end of the requests.
 //! - **Metadata**: `traceparent` and `tracestate` cross (the W3C trace context); other headers
 //!   do not.
+//! - **Sealed fields**: a reply's labelled fields (`[(runar.label) = "user"]`) are opened with
+//!   the gateway node's keys and a request's sealed, or both cross as envelopes that
+//!   reflection types `bytes`, as [`GatewayConfig::sealed_fields`] says ([`SealedFields`]).
+//!   A field the gateway cannot open fails the call with `PERMISSION_DENIED`, never a default.
 //! - **Reflection**: gRPC server reflection v1 and v1alpha, built from the same schemas.
 //! - **Current**: what is served is rebuilt when the node's services or peers change.
 //!
@@ -36,6 +40,7 @@
 mod call;
 mod catalog;
 mod codec;
+mod sealed;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -78,6 +83,27 @@ pub enum GatewayError {
     Server(#[from] tonic::transport::Error),
 }
 
+/// What the gateway does with labelled (sealed) fields, `[(runar.label) = "user"]`: see
+/// [`GatewayConfig::sealed_fields`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SealedFields {
+    /// The gateway node opens every labelled field of a reply, and the client gets the plain
+    /// value in the field's declared type, as the schema (and reflection) says. A field it
+    /// cannot open (it holds no key for the label, or the sender held none and redacted it)
+    /// fails the call with `PERMISSION_DENIED` naming the field, never an empty or default
+    /// value in its place. A request's labelled fields, in clear from the client, are sealed
+    /// by the gateway node (it is the mesh's boundary) to the label's key; with no key to seal
+    /// to, the call fails with `FAILED_PRECONDITION` naming the field, before it is sent.
+    #[default]
+    Open,
+    /// Labelled fields cross as their envelopes, both ways: reflection serves each labelled
+    /// field as `bytes`, so a client decodes a reply without error and gets the envelope
+    /// (which it can send back in a request unchanged, for a node holding the label to
+    /// open). The gateway node opens and seals nothing.
+    PassThrough,
+}
+
 /// The gateway's settings.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -99,6 +125,9 @@ pub struct GatewayConfig {
     /// holds a small reply back until the previous one is acknowledged (Nagle's algorithm),
     /// which cost a third of the calls per second at 64 calls in flight.
     pub tcp_nodelay: bool,
+    /// What labelled (sealed) fields become (default [`SealedFields::Open`]: opened with the
+    /// gateway node's keys, in their declared types).
+    pub sealed_fields: SealedFields,
 }
 
 impl Default for GatewayConfig {
@@ -109,6 +138,7 @@ impl Default for GatewayConfig {
             stop_check_interval: Duration::from_millis(200),
             deadline_margin: Duration::from_millis(20),
             tcp_nodelay: true,
+            sealed_fields: SealedFields::Open,
         }
     }
 }
@@ -148,6 +178,12 @@ impl GatewayConfig {
         self
     }
 
+    /// Sets what labelled (sealed) fields become.
+    pub fn with_sealed_fields(mut self, sealed_fields: SealedFields) -> Self {
+        self.sealed_fields = sealed_fields;
+        self
+    }
+
     /// Sets how often `serve` looks whether the node has stopped.
     pub fn with_stop_check_interval(mut self, interval: Duration) -> Self {
         self.stop_check_interval = interval;
@@ -178,7 +214,7 @@ impl Gateway {
 
     /// A gateway for `node` with `config`.
     pub fn with_config(node: Node, config: GatewayConfig) -> Gateway {
-        let table = Table::build(&node);
+        let table = Table::build(&node, config.sealed_fields == SealedFields::PassThrough);
         Gateway {
             shared: Arc::new(Shared {
                 node,
@@ -257,7 +293,8 @@ impl Shared {
         if current.version == self.node.catalog_version() {
             return current;
         }
-        let fresh = Arc::new(Table::build(&self.node));
+        let as_bytes = self.config.sealed_fields == SealedFields::PassThrough;
+        let fresh = Arc::new(Table::build(&self.node, as_bytes));
         *write(&self.table) = fresh.clone();
         fresh
     }
@@ -308,10 +345,17 @@ impl Shared {
         };
         let max = self.config.max_message_size;
         let mut grpc = Grpc::new(PassThrough).apply_max_message_size_config(Some(max), Some(max));
+        let open = self.config.sealed_fields == SealedFields::Open;
         let call = Call {
             node: self.node.clone(),
             action: route.action,
             deadline_margin: self.config.deadline_margin,
+            sealed: Arc::new(call::Sealed {
+                labels: table.labels.clone(),
+                input: route.input,
+                output: route.output,
+                open,
+            }),
         };
         match route.kind {
             CallKind::Unary => grpc.unary(call, request).await,

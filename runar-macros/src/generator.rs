@@ -171,6 +171,7 @@ impl<'a> ServiceGenerator<'a> {
             version: service.version.clone(),
             description: service.description.clone(),
             schema: schema::file_descriptor(service),
+            schema_messages: schema::messages(service),
             host,
             client_ident: self.client_ident.clone(),
             client_docs,

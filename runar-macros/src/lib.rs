@@ -4,6 +4,7 @@
 //! See [`service`] for what the macro generates and for the wire format rules.
 
 mod args;
+mod descriptor;
 mod generator;
 mod model;
 mod schema;

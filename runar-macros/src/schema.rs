@@ -99,6 +99,42 @@ pub(crate) fn file_descriptor(service: &Service) -> Vec<u8> {
     file.encode_to_vec()
 }
 
+/// The prost message types the schema names by their Rust name: each action's request (when
+/// it is one message) and response, each name once, with its type (see
+/// `runar_codegen::Service::schema_messages`).
+pub(crate) fn messages(
+    service: &Service,
+) -> Vec<(String, proc_macro2::TokenStream, proc_macro2::TokenStream)> {
+    use quote::ToTokens as _;
+    let mut out = Vec::new();
+    for method in service.methods.iter().filter(|m| m.is_action()) {
+        let cfgs = &method.cfgs;
+        let cfgs = quote::quote!(#(#cfgs)*);
+        // A type of a configured-out method may not exist: each entry keeps its method's cfgs.
+        let mut add = |name: &str, ty: &syn::Type| {
+            if !name.starts_with('.') {
+                out.push((name.to_owned(), ty.to_token_stream(), cfgs.clone()));
+            }
+        };
+        if let Payload::Direct(Field {
+            ty,
+            field:
+                FieldType {
+                    shape: Shape::Single,
+                    elem: Elem::Message { proto },
+                },
+            ..
+        }) = method.payload(&service.ident)
+        {
+            add(proto, ty);
+        }
+        if let ReturnKind::Message(name) = &method.ret_kind {
+            add(name, &method.ret);
+        }
+    }
+    out
+}
+
 /// The request message of an action: one field per parameter.
 fn request_message(method: &Method, package: &str) -> DescriptorProto {
     let mut message = DescriptorProto {

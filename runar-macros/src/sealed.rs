@@ -47,6 +47,11 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
             "`#[runar::message]` needs a struct with named fields",
         ));
     };
+    let package_name = package.as_ref().map(LitStr::value).unwrap_or_default();
+    // The message's own schema, from the fields as written (before the labelled ones are
+    // rewritten); `None` once a field has a shape it does not describe.
+    let mut schema_fields = Some(Vec::new());
+    let mut labelled = false;
     let mut markers = Vec::new();
     let mut errors: Option<syn::Error> = None;
     let mut push_error = |e: syn::Error| match &mut errors {
@@ -74,7 +79,17 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
             }
         }
         field.attrs = keep;
+        let entry = crate::descriptor::field(
+            field,
+            label.as_ref().map(LitStr::value).as_deref(),
+            &package_name,
+        );
+        match (&mut schema_fields, entry) {
+            (Some(fields), Some(entry)) => fields.push(entry),
+            (fields, _) => *fields = None,
+        }
         let Some(label) = label else { continue };
+        labelled = true;
         let field_name = field
             .ident
             .as_ref()
@@ -93,9 +108,23 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
     if let Some(e) = errors {
         return Err(e);
     }
+    let ident = &item.ident;
+    let (impl_generics, ty_generics, where_clause) = item.generics.split_for_impl();
+    let schema = schema_fields.map(|fields| {
+        let descriptor =
+            proc_macro2::Literal::byte_string(&crate::descriptor::message(&name, fields));
+        quote! {
+            impl #impl_generics #krate::codegen::MessageSchema for #ident #ty_generics #where_clause {
+                const FULL_NAME: &'static str = #full_name;
+                const DESCRIPTOR: &'static [u8] = #descriptor;
+                const LABELLED: bool = #labelled;
+            }
+        }
+    });
     Ok(quote! {
         #item
         #(#markers)*
+        #schema
     })
 }
 

@@ -89,8 +89,10 @@ impl Node {
         }
     }
 
-    /// `value`'s encoding for peers: labelled fields sealed.
-    pub(crate) fn encode_for_peers(&self, value: &Value) -> Bytes {
+    /// `value`'s encoding as this node sends it to a peer: labelled fields sealed (redacted
+    /// without a resolver or a key for their label). For a value that already holds bytes,
+    /// those bytes.
+    pub fn encode_for_peers(&self, value: &Value) -> Bytes {
         match &self.inner.sealing.scope {
             Some(scope) => crate::value::scope::within(scope, || value.to_bytes()),
             None => value.to_bytes(),
@@ -117,5 +119,28 @@ impl Node {
             Some(scope) => value.scoped(scope.clone()),
             None => value,
         }
+    }
+
+    /// A value holding `bytes` as a peer sends them (labelled fields as envelopes): decoded
+    /// by a local handler, it opens the fields this node holds keys for. For front ends that
+    /// carry messages as bytes (the gRPC gateway).
+    pub fn sealed_value(&self, bytes: Bytes) -> Value {
+        self.sealed_scope(Value::from_encoded(bytes))
+    }
+
+    /// Runs `f` as the encode or decode of one message's labelled fields by name
+    /// ([`SealFields`](crate::seal::SealFields)): for code that knows the message only from its
+    /// schema. `f` must not encode or decode other values meanwhile (the per-message state is
+    /// this thread's, as for a generated message's fields).
+    pub fn with_sealed_fields<R>(
+        &self,
+        f: impl FnOnce(&mut crate::seal::SealFields<'_>) -> R,
+    ) -> R {
+        let seal = self.inner.sealing.seal.as_deref();
+        if let Some(seal) = seal {
+            // A fresh message: its ids and contexts start afresh on this thread.
+            Scope::enter(seal);
+        }
+        f(&mut crate::seal::SealFields::new(seal))
     }
 }

@@ -187,3 +187,59 @@ async fn a_macro_client_opens_what_a_proto_service_sealed() {
         Code::PermissionDenied
     );
 }
+
+/// The labels of a macro service's messages are in its schema, as for a `.proto` service:
+/// `$runar/services`, asked over QUIC, defines `vault.Record` (a `#[runar::message]`) with
+/// `[(runar.label) = "user"]` on `name` and `"system"` on `balance`, and `Get` returns it by
+/// its full name.
+#[tokio::test]
+async fn a_macro_service_schema_shows_its_labels() {
+    use prost::Message as _;
+    let keys = keys();
+    let (a, b, _c) = mesh(&keys, async |a: &Node| {
+        a.add_service(code_first::VaultServer::new(code_first::Store))
+            .await
+            .unwrap();
+    })
+    .await;
+    b.wait_for_action("vault/get", common::WAIT).await.unwrap();
+    let list: runar::introspection::ServiceList = b
+        .request_on(
+            a.node_id(),
+            "$runar/services",
+            runar::introspection::ServiceListRequest::default(),
+            runar::RequestOptions::default(),
+        )
+        .await
+        .unwrap();
+    let vault = list.services.iter().find(|s| s.path == "vault").unwrap();
+    let set =
+        runar::codegen::prost_types::FileDescriptorSet::decode(vault.schema.as_ref()).unwrap();
+    let file = &set.file[0];
+    let get = &file.service[0].method[0];
+    assert_eq!(get.output_type(), ".vault.Record");
+    let record = file
+        .message_type
+        .iter()
+        .find(|m| m.name() == "Record")
+        .expect("vault.Record is defined in the schema");
+    let fields: Vec<_> = record
+        .field
+        .iter()
+        .map(|f| (f.name(), f.number()))
+        .collect();
+    assert_eq!(fields, [("id", 1), ("name", 2), ("balance", 3)]);
+    assert!(file.dependency.iter().any(|d| d == "runar/options.proto"));
+    // The options' extension, `(runar.label)` (51702), as the `.proto` path writes it.
+    for label in ["user", "system"] {
+        let mut option = Vec::new();
+        runar::prost::encoding::string::encode(51702, &label.to_owned(), &mut option);
+        assert!(
+            vault
+                .schema
+                .windows(option.len())
+                .any(|w| w == option.as_slice()),
+            "the `{label}` label is in the schema"
+        );
+    }
+}
