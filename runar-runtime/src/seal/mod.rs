@@ -484,6 +484,12 @@ fn open_envelope(site: &Site<'_>, bytes: &[u8]) -> Result<Option<Vec<u8>>, Envel
     result
 }
 
+/// True when `bytes` parse as an envelope (for the fuzz target `fuzzing::sealed_fields`).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn parses_as_envelope(bytes: &[u8]) -> bool {
+    Envelope::parse(bytes).is_ok()
+}
+
 impl NodeSeal {
     pub(crate) fn new(node: NodeId, key: KeyPair, resolver: Arc<dyn KeyResolver>) -> Self {
         NodeSeal {
