@@ -62,14 +62,11 @@ impl Node {
     }
 
     /// The node's sealing for encoded messages whose schema is known only at run time (a
-    /// tool converting JSON with served descriptors, a gateway): `None` without a key
-    /// resolver (`NodeConfig::with_key_resolver`).
-    pub fn field_seal(&self) -> Option<crate::seal::FieldSeal> {
-        self.inner
-            .sealing
-            .seal
-            .clone()
-            .map(crate::seal::FieldSeal::new)
+    /// tool converting JSON with served descriptors, a gateway). Without a key
+    /// resolver (`NodeConfig::with_key_resolver`) it seals nothing (`FieldSealError::NoKey`)
+    /// and opens nothing (every labelled field stays sealed).
+    pub fn field_seal(&self) -> crate::seal::FieldSeal {
+        crate::seal::FieldSeal::new(self.inner.sealing.seal.clone())
     }
 
     /// Records the sealing key `peer` announced in its hello (the connection's mutual TLS binds
