@@ -40,6 +40,7 @@
 mod call;
 mod catalog;
 mod codec;
+pub mod schema;
 mod sealed;
 
 use std::convert::Infallible;
