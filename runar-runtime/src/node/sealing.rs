@@ -124,20 +124,4 @@ impl Node {
     pub fn sealed_value(&self, bytes: Bytes) -> Value {
         self.sealed_scope(Value::from_encoded(bytes))
     }
-
-    /// Runs `f` as the encode or decode of one message's labelled fields by name
-    /// ([`SealFields`](crate::seal::SealFields)): for code that knows the message only from its
-    /// schema. `f` must not encode or decode other values meanwhile (the per-message state is
-    /// this thread's, as for a generated message's fields).
-    pub fn with_sealed_fields<R>(
-        &self,
-        f: impl FnOnce(&mut crate::seal::SealFields<'_>) -> R,
-    ) -> R {
-        let seal = self.inner.sealing.seal.as_deref();
-        if let Some(seal) = seal {
-            // A fresh message: its ids and contexts start afresh on this thread.
-            Scope::enter(seal);
-        }
-        f(&mut crate::seal::SealFields::new(seal))
-    }
 }
