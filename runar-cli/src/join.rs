@@ -123,9 +123,7 @@ impl Mesh {
             config = config.with_sealing_key(store.sealing_key()?);
         }
         let node = Node::new(config.with_key_resolver(ring)).await?;
-        let seal = node
-            .field_seal()
-            .ok_or_else(|| CliError::internal("the CLI's node has no key resolver"))?;
+        let seal = node.field_seal();
         let spinner = spinner(global);
         let started = node.start().await;
         let mesh = Mesh {

@@ -10,7 +10,8 @@ use prost_reflect::{
     MessageDescriptor, SerializeOptions, ServiceDescriptor,
 };
 use runar::introspection::ServiceList;
-use runar::seal::{FieldSchema, FieldSeal, FieldSealError, MessageSchema};
+use runar::seal::{FieldSeal, FieldSealError};
+use runar_grpc::schema::{Described, OPTIONS_FILE, label_of, options_file};
 
 use crate::error::CliError;
 
@@ -110,46 +111,6 @@ fn raw_files(mut set: &[u8]) -> Result<Vec<bytes::Bytes>, prost::DecodeError> {
     Ok(files)
 }
 
-/// The name of Runar's options file (`proto/runar/options.proto`).
-const OPTIONS_FILE: &str = "runar/options.proto";
-
-/// `runar/options.proto`'s descriptor: its three extensions (`service_path`, `event`, `label`).
-fn options_file() -> prost_types::FileDescriptorProto {
-    use prost_types::field_descriptor_proto::{Label, Type};
-    let extension =
-        |name: &str, number: i32, ty: Type, extendee: &str| prost_types::FieldDescriptorProto {
-            name: Some(name.into()),
-            number: Some(number),
-            label: Some(Label::Optional.into()),
-            r#type: Some(ty.into()),
-            extendee: Some(extendee.into()),
-            json_name: Some(name.into()),
-            ..Default::default()
-        };
-    prost_types::FileDescriptorProto {
-        name: Some(OPTIONS_FILE.into()),
-        package: Some("runar".into()),
-        dependency: vec!["google/protobuf/descriptor.proto".into()],
-        extension: vec![
-            extension(
-                "service_path",
-                51700,
-                Type::String,
-                ".google.protobuf.ServiceOptions",
-            ),
-            extension("event", 51701, Type::Bool, ".google.protobuf.MethodOptions"),
-            extension(
-                "label",
-                51702,
-                Type::String,
-                ".google.protobuf.FieldOptions",
-            ),
-        ],
-        syntax: Some("proto3".into()),
-        ..Default::default()
-    }
-}
-
 /// `json` (proto3 JSON mapping) as the protobuf encoding of `message`, as it is.
 fn encode_plain(message: &MessageDescriptor, json: &str) -> Result<Vec<u8>, CliError> {
     let mut deserializer = serde_json::Deserializer::from_str(json);
@@ -159,42 +120,6 @@ fn encode_plain(message: &MessageDescriptor, json: &str) -> Result<Vec<u8>, CliE
             CliError::invalid(format!("the JSON is not a `{}`: {e}", message.full_name()))
         })?;
     Ok(dynamic.encode_to_vec())
-}
-
-/// The full name of the field option that labels (seals) a field, in `runar/options.proto`.
-const LABEL_OPTION: &str = "runar.label";
-
-/// The label of `field` (`[(runar.label) = "user"]`), when its schema gives it one.
-pub(crate) fn label_of(field: &FieldDescriptor) -> Option<String> {
-    let ext = field.parent_pool().get_extension_by_name(LABEL_OPTION)?;
-    let options = field.options();
-    if !options.has_extension(&ext) {
-        return None;
-    }
-    options
-        .get_extension(&ext)
-        .as_str()
-        .map(str::to_owned)
-        .filter(|l| !l.is_empty())
-}
-
-/// A message's descriptor as the runtime's [`FieldSeal`] asks about it: each field's label,
-/// and the message type of a singular message field.
-struct Described(MessageDescriptor);
-
-impl MessageSchema for Described {
-    fn full_name(&self) -> &str {
-        self.0.full_name()
-    }
-
-    fn field(&self, number: u32) -> Option<FieldSchema<Self>> {
-        let field = self.0.get_field(number)?;
-        let message = match field.kind() {
-            Kind::Message(inner) if !field.is_list() && !field.is_map() => Some(Described(inner)),
-            _ => None,
-        };
-        Some(FieldSchema::new(label_of(&field), message))
-    }
 }
 
 /// A [`FieldSeal`] error as the CLI reports it.

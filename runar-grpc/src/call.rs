@@ -21,12 +21,11 @@ use tonic::server::{
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::catalog::BoxFuture;
-use crate::sealed::{self, Labels};
+use crate::sealed;
 use crate::{call_options, grpc_code};
 
 /// What one gRPC method's labelled (sealed) fields need.
 pub(crate) struct Sealed {
-    pub(crate) labels: Arc<Labels>,
     /// The request's message, when it holds labelled fields.
     pub(crate) input: Option<prost_reflect::MessageDescriptor>,
     /// The reply's message, when it holds labelled fields.
@@ -44,7 +43,7 @@ impl Sealed {
             return Ok(Value::from_encoded(bytes));
         };
         let bytes = if self.open {
-            Bytes::from(sealed::seal(node, &self.labels, message, &bytes)?)
+            Bytes::from(sealed::seal(node, message, &bytes)?)
         } else {
             bytes
         };
@@ -63,12 +62,7 @@ impl Sealed {
             node.encode_for_peers(reply)
         };
         if self.open {
-            Ok(Bytes::from(sealed::open(
-                node,
-                &self.labels,
-                message,
-                &bytes,
-            )?))
+            Ok(Bytes::from(sealed::open(node, message, &bytes)?))
         } else {
             Ok(bytes)
         }

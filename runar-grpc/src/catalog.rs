@@ -43,8 +43,6 @@ pub(crate) struct Table {
     pub(crate) version: u64,
     /// `/{package}.{Service}/{Method}` → its action.
     pub(crate) routes: HashMap<String, Route>,
-    /// The schemas' labelled fields.
-    pub(crate) labels: Arc<Labels>,
     /// gRPC server reflection, v1 and v1alpha, over the same files.
     pub(crate) reflection_v1: Option<HttpHandler>,
     pub(crate) reflection_v1alpha: Option<HttpHandler>,
@@ -99,7 +97,6 @@ impl Table {
         Table {
             version,
             routes,
-            labels: Arc::new(labels),
             reflection_v1,
             reflection_v1alpha,
         }

@@ -40,6 +40,7 @@
 mod call;
 mod catalog;
 mod codec;
+pub mod schema;
 mod sealed;
 
 use std::convert::Infallible;
@@ -351,7 +352,6 @@ impl Shared {
             action: route.action,
             deadline_margin: self.config.deadline_margin,
             sealed: Arc::new(call::Sealed {
-                labels: table.labels.clone(),
                 input: route.input,
                 output: route.output,
                 open,

@@ -62,14 +62,11 @@ impl Node {
     }
 
     /// The node's sealing for encoded messages whose schema is known only at run time (a
-    /// tool converting JSON with served descriptors, a gateway): `None` without a key
-    /// resolver (`NodeConfig::with_key_resolver`).
-    pub fn field_seal(&self) -> Option<crate::seal::FieldSeal> {
-        self.inner
-            .sealing
-            .seal
-            .clone()
-            .map(crate::seal::FieldSeal::new)
+    /// tool converting JSON with served descriptors, a gateway). Without a key
+    /// resolver (`NodeConfig::with_key_resolver`) it seals nothing (`FieldSealError::NoKey`)
+    /// and opens nothing (every labelled field stays sealed).
+    pub fn field_seal(&self) -> crate::seal::FieldSeal {
+        crate::seal::FieldSeal::new(self.inner.sealing.seal.clone())
     }
 
     /// Records the sealing key `peer` announced in its hello (the connection's mutual TLS binds
@@ -126,21 +123,5 @@ impl Node {
     /// carry messages as bytes (the gRPC gateway).
     pub fn sealed_value(&self, bytes: Bytes) -> Value {
         self.sealed_scope(Value::from_encoded(bytes))
-    }
-
-    /// Runs `f` as the encode or decode of one message's labelled fields by name
-    /// ([`SealFields`](crate::seal::SealFields)): for code that knows the message only from its
-    /// schema. `f` must not encode or decode other values meanwhile (the per-message state is
-    /// this thread's, as for a generated message's fields).
-    pub fn with_sealed_fields<R>(
-        &self,
-        f: impl FnOnce(&mut crate::seal::SealFields<'_>) -> R,
-    ) -> R {
-        let seal = self.inner.sealing.seal.as_deref();
-        if let Some(seal) = seal {
-            // A fresh message: its ids and contexts start afresh on this thread.
-            Scope::enter(seal);
-        }
-        f(&mut crate::seal::SealFields::new(seal))
     }
 }

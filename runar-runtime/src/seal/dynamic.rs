@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, encode_varint};
 
-use super::envelope::{self, SealCtx, Sender, Site};
+use super::envelope::{self, Envelope, EnvelopeError, SealCtx, Sender, Site};
 use super::{MAX_LABEL_LEN, NodeSeal, count, open_envelope, random_id};
 use crate::value::scope::{self, Scope};
 
@@ -34,8 +34,10 @@ pub trait MessageSchema: Sized {
 pub struct FieldSchema<M> {
     /// The field's label (`[(runar.label) = "user"]`), when it has one.
     pub label: Option<String>,
-    /// The field's message type, when it is a singular message field (searched for labelled
-    /// fields in turn); `None` for scalars, repeated fields and maps.
+    /// The field's message type, when it is a message field (searched for labelled fields in
+    /// turn: each element of a repeated field, each entry of a map, the plaintext of a
+    /// labelled one); `None` for scalars. A schema may leave out the message types it knows
+    /// hold no labelled field, so they are copied without being walked.
     pub message: Option<M>,
 }
 
@@ -50,10 +52,14 @@ impl<M> FieldSchema<M> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct KeptSealed {
-    /// Field numbers from the top message down to the field.
+    /// Field numbers from the top message down to the field (an element of a repeated field
+    /// has its field's number, without its index).
     pub path: Vec<u32>,
     /// The field's label.
     pub label: String,
+    /// True when its sender redacted it (it held no key for the label), rather than sealing
+    /// it to a key this node does not hold.
+    pub redacted: bool,
 }
 
 /// An opened message: [`FieldSeal::open`]'s answer.
@@ -72,13 +78,19 @@ pub struct Opened {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FieldSealError {
-    /// The bytes do not parse as the message (or nest deeper than [`MAX_NESTING`]).
+    /// The bytes do not parse as the message.
     #[error("the message does not parse as `{message}`: {reason}")]
     Malformed {
         /// The message's full name.
         message: String,
         /// What is wrong.
         reason: &'static str,
+    },
+    /// The message nests messages [`MAX_NESTING`] deep or deeper.
+    #[error("`{message}` nests messages deeper than {MAX_NESTING}")]
+    TooDeep {
+        /// The full name of the message at the limit.
+        message: String,
     },
     /// No key to seal a label to: the resolver neither holds the label nor knows a public key
     /// of it.
@@ -121,13 +133,14 @@ pub enum FieldSealError {
 /// [`open`](Self::open) after receiving one. It counts in the node's `SealStats`.
 #[derive(Clone)]
 pub struct FieldSeal {
-    seal: Arc<NodeSeal>,
+    /// `None` on a node without a key resolver: it seals nothing (`NoKey`) and opens nothing.
+    seal: Option<Arc<NodeSeal>>,
 }
 
 impl std::fmt::Debug for FieldSeal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FieldSeal")
-            .field("node", &self.seal.node)
+            .field("node", &self.seal.as_ref().map(|s| s.node))
             .finish_non_exhaustive()
     }
 }
@@ -145,14 +158,15 @@ enum Walk {
 }
 
 impl FieldSeal {
-    pub(crate) fn new(seal: Arc<NodeSeal>) -> Self {
+    pub(crate) fn new(seal: Option<Arc<NodeSeal>>) -> Self {
         FieldSeal { seal }
     }
 
     /// `bytes` (an encoded `schema` message) with every labelled field in clear sealed to its
-    /// label's current key, as generated code seals it when it encodes for a peer. Fails with
-    /// [`FieldSealError::NoKey`] when the resolver has no key for a label present (rather
-    /// than sending it redacted, as generated code does).
+    /// label's current key, as generated code seals it when it encodes for a peer (the
+    /// labelled fields inside a labelled message field sealed first, inside its plaintext).
+    /// Fails with [`FieldSealError::NoKey`] when the resolver has no key for a label present,
+    /// or the node has no resolver (rather than sending it redacted, as generated code does).
     pub fn seal<M: MessageSchema>(
         &self,
         schema: &M,
@@ -170,16 +184,14 @@ impl FieldSeal {
 
     /// `bytes` (an encoded `schema` message from a peer) with its labelled fields opened where
     /// this node holds their key, as generated code opens them when it decodes; the others are
-    /// taken out and listed. Fails on an envelope that is malformed, moved or tampered with.
+    /// taken out and listed (all of them on a node without a key resolver). Fails on an
+    /// envelope that is malformed, moved or tampered with.
     pub fn open<M: MessageSchema>(
         &self,
         schema: &M,
         bytes: &[u8],
     ) -> Result<Opened, FieldSealError> {
-        let scope: Arc<dyn Scope> = self.seal.clone();
-        // In the node's scope: the checks and counts of a decode by generated code, with the
-        // state of one message (one message id per sender, each slot opened once).
-        scope::within(&scope, || {
+        let open = || {
             let mut walk = Walk::Open(Vec::new());
             let mut path = Vec::new();
             let stripped = self.walk(schema, bytes, &mut path, 0, &mut walk)?;
@@ -191,7 +203,30 @@ impl FieldSeal {
                 bytes: stripped.unwrap_or_else(|| bytes.to_vec()),
                 sealed,
             })
-        })
+        };
+        match &self.seal {
+            Some(seal) => {
+                let scope: Arc<dyn Scope> = seal.clone();
+                // In the node's scope: the checks and counts of a decode by generated code,
+                // with the state of one message (one message id per sender, each slot opened
+                // once).
+                scope::within(&scope, open)
+            }
+            None => open(),
+        }
+    }
+
+    /// Opens `bytes`, the envelope at `site`: its plaintext, `None` when it stays sealed.
+    fn open_one(&self, site: &Site<'_>, bytes: &[u8]) -> Result<Option<Vec<u8>>, EnvelopeError> {
+        if self.seal.is_some() {
+            // In the node's scope (`open`).
+            return open_envelope(site, bytes);
+        }
+        let envelope = Envelope::parse(bytes)?;
+        if envelope.label != site.label {
+            return Err(EnvelopeError::DoesNotOpen);
+        }
+        Ok(None)
     }
 
     /// Walks one message: `Some(new bytes)` when a labelled field in it (or in a message
@@ -209,7 +244,9 @@ impl FieldSeal {
             reason,
         };
         if depth >= MAX_NESTING {
-            return Err(malformed("nested too deep"));
+            return Err(FieldSealError::TooDeep {
+                message: schema.full_name().to_owned(),
+            });
         }
         let mut out = Vec::with_capacity(bytes.len());
         let mut changed = false;
@@ -237,6 +274,11 @@ impl FieldSeal {
                 .ok_or_else(|| malformed("truncated field"))?;
             let field = schema.field(number);
             let label = field.as_ref().and_then(|f| f.label.as_deref());
+            // The message type of a length-delimited message field, walked in turn.
+            let inner = field
+                .as_ref()
+                .and_then(|f| f.message.as_ref())
+                .filter(|_| value.is_some());
             if let Some(label) = label {
                 let site = Site {
                     message: schema.full_name(),
@@ -251,49 +293,78 @@ impl FieldSeal {
                     });
                 }
                 changed = true;
-                match walk {
-                    Walk::Seal { message_id, labels } => {
-                        self.seal_field(&site, *message_id, labels, whole, &mut out)?;
+                if matches!(walk, Walk::Seal { .. }) {
+                    // A labelled message field: its own labelled fields are sealed inside it
+                    // first, as generated code seals them.
+                    let mut nested = None;
+                    if let (Some(inner), Some(value)) = (inner, value) {
+                        path.push(number);
+                        let walked = self.walk(inner, value, path, depth.saturating_add(1), walk);
+                        path.pop();
+                        nested = walked?;
                     }
-                    Walk::Open(sealed) => {
-                        let envelope = value.ok_or_else(|| refused(&site, "not an envelope"))?;
-                        match open_envelope(&site, envelope).map_err(|e| refused(&site, e))? {
-                            Some(plaintext) => {
-                                // The plaintext is the field on its own: its key must be ours.
-                                let mut pt = plaintext.as_slice();
-                                match decode_key(&mut pt) {
-                                    Ok((tag, _)) if tag == number => {}
-                                    _ => {
-                                        return Err(refused(
-                                            &site,
-                                            "its plaintext names another field",
-                                        ));
-                                    }
-                                }
-                                out.extend_from_slice(&plaintext);
-                            }
-                            None => {
-                                let mut at = path.clone();
-                                at.push(number);
-                                sealed.push(KeptSealed {
-                                    path: at,
-                                    label: label.to_owned(),
-                                });
-                            }
+                    let plaintext = match nested {
+                        Some(body) => {
+                            let mut field = Vec::with_capacity(body.len().saturating_add(8));
+                            put_len(number, &body, &mut field);
+                            std::borrow::Cow::Owned(field)
+                        }
+                        None => std::borrow::Cow::Borrowed(whole),
+                    };
+                    if let Walk::Seal { message_id, labels } = walk {
+                        self.seal_field(&site, *message_id, labels, &plaintext, &mut out)?;
+                    }
+                    continue;
+                }
+                let envelope = value.ok_or_else(|| refused(&site, "not an envelope"))?;
+                let Some(plaintext) = self
+                    .open_one(&site, envelope)
+                    .map_err(|e| refused(&site, e))?
+                else {
+                    let mut at = path.clone();
+                    at.push(number);
+                    if let Walk::Open(sealed) = walk {
+                        sealed.push(KeptSealed {
+                            path: at,
+                            label: label.to_owned(),
+                            redacted: Envelope::parse(envelope).is_ok_and(|e| !e.sealed),
+                        });
+                    }
+                    continue;
+                };
+                // The plaintext is the field on its own: its key must be ours.
+                let mut pt = plaintext.as_slice();
+                let wire = match decode_key(&mut pt) {
+                    Ok((tag, wire)) if tag == number => wire,
+                    _ => return Err(refused(&site, "its plaintext names another field")),
+                };
+                match inner {
+                    Some(inner) if wire == WireType::LengthDelimited => {
+                        // A labelled message field: open the labelled fields sealed inside.
+                        let body = decode_varint(&mut pt)
+                            .ok()
+                            .and_then(|len| usize::try_from(len).ok())
+                            .and_then(|len| pt.get(..len))
+                            .ok_or_else(|| refused(&site, "its plaintext is truncated"))?;
+                        path.push(number);
+                        let walked = self.walk(inner, body, path, depth.saturating_add(1), walk);
+                        path.pop();
+                        match walked? {
+                            Some(new) => put_len(number, &new, &mut out),
+                            None => out.extend_from_slice(&plaintext),
                         }
                     }
+                    _ => out.extend_from_slice(&plaintext),
                 }
                 continue;
             }
-            if let (Some(inner), Some(value)) = (field.and_then(|f| f.message), value) {
+            if let (Some(inner), Some(value)) = (inner, value) {
                 path.push(number);
-                let walked = self.walk(&inner, value, path, depth.saturating_add(1), walk);
+                let walked = self.walk(inner, value, path, depth.saturating_add(1), walk);
                 path.pop();
                 if let Some(new) = walked? {
                     changed = true;
-                    prost::encoding::encode_key(number, WireType::LengthDelimited, &mut out);
-                    encode_varint(new.len() as u64, &mut out);
-                    out.extend_from_slice(&new);
+                    put_len(number, &new, &mut out);
                     continue;
                 }
             }
@@ -311,16 +382,16 @@ impl FieldSeal {
         plaintext: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), FieldSealError> {
-        let seal = &self.seal;
-        let sender = Sender {
-            node: seal.node,
-            key: &seal.key,
-            message_id,
-        };
         let no_key = || FieldSealError::NoKey {
             message: site.message.to_owned(),
             field: site.field,
             label: site.label.to_owned(),
+        };
+        let seal = self.seal.as_ref().ok_or_else(no_key)?;
+        let sender = Sender {
+            node: seal.node,
+            key: &seal.key,
+            message_id,
         };
         let at = match labels.iter().position(|(l, _)| l == site.label) {
             Some(at) => at,
@@ -347,6 +418,13 @@ impl FieldSeal {
     }
 }
 
+/// Appends field `number` as a length-delimited `value`.
+fn put_len(number: u32, value: &[u8], out: &mut Vec<u8>) {
+    prost::encoding::encode_key(number, WireType::LengthDelimited, out);
+    encode_varint(value.len() as u64, out);
+    out.extend_from_slice(value);
+}
+
 fn refused(site: &Site<'_>, reason: impl ToString) -> FieldSealError {
     FieldSealError::Refused {
         message: site.message.to_owned(),
@@ -364,7 +442,8 @@ mod tests {
     use crate::identity::NodeId;
     use crate::seal::{KeyPair, Keyring, SealStats};
 
-    /// `t.M { string a = 1 [label user]; t.N n = 2; string plain = 3; }`,
+    /// `t.M { string a = 1 [label user]; t.N n = 2; string plain = 3; t.N inner = 4 [label
+    /// user]; repeated t.N many = 5; }`,
     /// `t.N { string b = 1 [label user]; }`, or the same fields under another message name.
     #[derive(Clone)]
     struct Schema(&'static str);
@@ -381,6 +460,9 @@ mod tests {
                 ("t.N", _) => None,
                 (_, 2) => Some(FieldSchema::new(None, Some(Schema("t.N")))),
                 (_, 3) => Some(FieldSchema::new(None, None)),
+                // `t.N inner = 4 [label user]; repeated t.N many = 5;`
+                (_, 4) => Some(FieldSchema::new(user, Some(Schema("t.N")))),
+                (_, 5) => Some(FieldSchema::new(None, Some(Schema("t.N")))),
                 _ => None,
             }
         }
@@ -405,7 +487,7 @@ mod tests {
         let node = NodeId::from_bytes([id; 16]);
         let key = KeyPair::generate();
         let seal = NodeSeal::new(node, key.clone(), Arc::new(ring));
-        (FieldSeal::new(Arc::new(seal)), node, key)
+        (FieldSeal::new(Some(Arc::new(seal))), node, key)
     }
 
     #[test]
@@ -417,9 +499,9 @@ mod tests {
         let sealed = sender.seal(&Schema("t.M"), &message()).unwrap();
         assert_ne!(sealed, message());
         assert!(!sealed.windows(2).any(|w| w == b"hi"), "a is sealed");
-        assert_eq!(sender.seal.stats().sealed, 2);
+        assert_eq!(sender.seal.as_ref().unwrap().stats().sealed, 2);
         assert_eq!(
-            sender.seal.stats().envelopes,
+            sender.seal.as_ref().unwrap().stats().envelopes,
             1,
             "one context for the label"
         );
@@ -428,11 +510,15 @@ mod tests {
         let ring = Keyring::new();
         ring.hold("user", 1, &user);
         let (holder, _, _) = seal_of(2, ring);
-        holder.seal.announce(sender_id, sender_key.public());
+        holder
+            .seal
+            .as_ref()
+            .unwrap()
+            .announce(sender_id, sender_key.public());
         let opened = holder.open(&Schema("t.M"), &sealed).unwrap();
         assert_eq!(opened.bytes, message());
         assert!(opened.sealed.is_empty());
-        assert_eq!(holder.seal.stats().opened, 2);
+        assert_eq!(holder.seal.as_ref().unwrap().stats().opened, 2);
 
         // Another node: both taken out and listed, the rest as it was.
         let (other, _, _) = seal_of(3, Keyring::new());
@@ -443,7 +529,7 @@ mod tests {
         prost::encoding::bytes::encode(2, &Vec::new(), &mut rest);
         string(3, "p", &mut rest);
         assert_eq!(kept.bytes, rest);
-        assert_eq!(other.seal.stats().kept_sealed, 2);
+        assert_eq!(other.seal.as_ref().unwrap().stats().kept_sealed, 2);
 
         // Moved to another message, or tampered with: refused.
         let moved = holder.open(&Schema("t.Other"), &sealed).unwrap_err();
@@ -458,8 +544,8 @@ mod tests {
             matches!(err, FieldSealError::Refused { field: 1, .. }),
             "{err}"
         );
-        assert!(holder.seal.stats().refused >= 1);
-        let stats: SealStats = holder.seal.stats();
+        assert!(holder.seal.as_ref().unwrap().stats().refused >= 1);
+        let stats: SealStats = holder.seal.as_ref().unwrap().stats();
         assert_eq!(stats.opened, 2, "nothing more opened");
     }
 
@@ -476,5 +562,76 @@ mod tests {
         string(3, "p", &mut plain);
         assert_eq!(sender.seal(&Schema("t.M"), &plain).unwrap(), plain);
         assert!(sender.open(&Schema("t.M"), &[0xff]).is_err(), "malformed");
+    }
+
+    /// `inner = { b = "x" }, many = [{ b = "y" }, { b = "z" }], plain = "p"`.
+    fn nested() -> Vec<u8> {
+        let n = |b: &str| {
+            let mut inner = Vec::new();
+            string(1, b, &mut inner);
+            inner
+        };
+        let mut out = Vec::new();
+        prost::encoding::bytes::encode(4, &n("x"), &mut out);
+        prost::encoding::bytes::encode(5, &n("y"), &mut out);
+        prost::encoding::bytes::encode(5, &n("z"), &mut out);
+        string(3, "p", &mut out);
+        out
+    }
+
+    #[test]
+    fn labelled_message_fields_and_repeated_ones_are_walked() {
+        let user = KeyPair::generate();
+        let ring = Keyring::new();
+        ring.seal_to("user", 1, user.public());
+        let (sender, sender_id, sender_key) = seal_of(1, ring);
+        let sealed = sender.seal(&Schema("t.M"), &nested()).unwrap();
+        for clear in [b"x", b"y", b"z"] {
+            assert!(
+                !sealed.windows(3).any(|w| w == [0x0a, 0x01, clear[0]]),
+                "{} is sealed",
+                clear[0] as char
+            );
+        }
+        // `inner`, the `b` inside it, and each element's `b`.
+        assert_eq!(sender.seal.as_ref().unwrap().stats().sealed, 4);
+
+        let ring = Keyring::new();
+        ring.hold("user", 1, &user);
+        let (holder, _, _) = seal_of(2, ring);
+        holder
+            .seal
+            .as_ref()
+            .unwrap()
+            .announce(sender_id, sender_key.public());
+        let opened = holder.open(&Schema("t.M"), &sealed).unwrap();
+        assert_eq!(opened.bytes, nested());
+        assert!(opened.sealed.is_empty());
+        assert_eq!(holder.seal.as_ref().unwrap().stats().opened, 4);
+
+        // A node without a key resolver seals nothing and opens nothing.
+        let none = FieldSeal::new(None);
+        let kept = none.open(&Schema("t.M"), &sealed).unwrap();
+        let paths: Vec<_> = kept.sealed.iter().map(|k| k.path.clone()).collect();
+        assert_eq!(paths, [vec![4], vec![5, 1], vec![5, 1]]);
+        assert!(kept.sealed.iter().all(|k| !k.redacted && k.label == "user"));
+        // (`inner`'s own field first: it is sealed inside `inner`'s plaintext.)
+        assert!(matches!(
+            none.seal(&Schema("t.M"), &nested()),
+            Err(FieldSealError::NoKey { field: 1, ref message, .. }) if message == "t.N"
+        ));
+    }
+
+    #[test]
+    fn a_redacted_field_is_told_from_a_sealed_one() {
+        let mut redacted = Vec::new();
+        envelope::redacted("user", 4, &mut redacted);
+        let mut message = Vec::new();
+        prost::encoding::bytes::encode(1, &redacted, &mut message);
+        let (other, _, _) = seal_of(3, Keyring::new());
+        let kept = other.open(&Schema("t.M"), &message).unwrap();
+        assert_eq!(kept.sealed.len(), 1);
+        assert!(kept.sealed.iter().all(|k| k.redacted && k.path == [1]));
+        assert!(kept.bytes.is_empty());
     }
 }

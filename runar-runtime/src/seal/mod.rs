@@ -19,7 +19,6 @@
 mod auth_hpke;
 mod dynamic;
 mod envelope;
-mod fields;
 mod grant;
 mod keys;
 mod keystore;
@@ -39,7 +38,6 @@ pub use dynamic::{
     FieldSchema, FieldSeal, FieldSealError, KeptSealed, MAX_NESTING, MessageSchema, Opened,
 };
 pub use envelope::MAX_LABEL_LEN;
-pub use fields::{FieldOpened, SealFields};
 pub use grant::{KeyGrant, MAX_PROFILE_ID_LEN};
 pub use keys::{
     DEFAULT_RETENTION, KEY_ID_LEN, KEY_LEN, KeyError, KeyId, KeyPair, KeyResolver, Keyring,
