@@ -756,7 +756,7 @@ fn fuzz_seal() -> &'static crate::seal::FieldSeal {
         ring.hold("user", 1, &KeyPair::derive(b"fuzz user label"));
         ring.seal_to("other", 1, KeyPair::derive(b"fuzz other label").public());
         ring.trust_node(node, key.public());
-        FieldSeal::new(Arc::new(NodeSeal::new(node, key, Arc::new(ring))))
+        FieldSeal::new(Some(Arc::new(NodeSeal::new(node, key, Arc::new(ring)))))
     })
 }
 
