@@ -321,3 +321,36 @@ async fn an_inbound_event_with_a_topic_over_the_limits_is_dropped() {
     b.stop().await.unwrap();
     a.stop().await.unwrap();
 }
+
+/// A goodbye announcing more event frames than the peer will ever send: the node drops the
+/// peer's routes at once and closes the connection after its drain timeout (the request
+/// timeout), not never.
+#[tokio::test]
+async fn a_goodbye_announcing_events_that_never_come_is_waited_for_only_the_drain_timeout() {
+    common::init_tracing();
+    let config = runar::NodeConfig::new("a", "test")
+        .with_request_timeout(Duration::from_millis(300))
+        .with_network_config(common::network(&key(), DiscoveryOptions::none()));
+    let a = Node::new(config).await.unwrap();
+    a.start().await.unwrap();
+    let (_t, conn, keypair) = raw::client(&a).await;
+    let (mut control, _recv) = hello(&conn, &keypair).await;
+    wait_for("the raw peer to be admitted", || {
+        a.peers().contains(&keypair.node_id())
+    })
+    .await;
+    let goodbye = wire::Control {
+        kind: Some(wire::control::Kind::Goodbye(wire::Goodbye {
+            reason: "lying".into(),
+            events: u64::MAX,
+        })),
+    };
+    write_frame(&mut control, &goodbye.encode_to_vec(), MAX)
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, conn.closed())
+        .await
+        .expect("the node closes the connection after its drain timeout");
+    wait_for("the raw peer to be dropped", || a.peers().is_empty()).await;
+    a.stop().await.unwrap();
+}
