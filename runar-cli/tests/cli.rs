@@ -20,8 +20,16 @@ use runar::{
 };
 use tokio::sync::mpsc;
 
+mod common;
+
+use common::{Net, WAIT, json, stdout};
+
 const SECRET: &str = "a runar-cli test network secret";
-const WAIT: Duration = Duration::from_secs(20);
+/// The network of these tests.
+const SHOP: Net = Net {
+    name: "shop-net",
+    secret: SECRET,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
 #[repr(i32)]
@@ -262,38 +270,13 @@ async fn shop_node(
 }
 
 /// Runs `runar` with `args` and the network's key (`secret`), bounded by [`WAIT`].
-async fn runar_with(secret: &str, args: &[&str]) -> Output {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_runar"));
-    command
-        .args(args)
-        .env("RUNAR_KEY", secret)
-        .env("RUNAR_NETWORK", "shop-net")
-        .kill_on_drop(true);
-    tokio::time::timeout(WAIT, command.output())
-        .await
-        .expect("runar did not finish")
-        .unwrap()
+/// The shop network with another secret (a wrong key).
+async fn runar_with(secret: &'static str, args: &[&str]) -> Output {
+    Net { secret, ..SHOP }.run(args, &[]).await
 }
 
 async fn runar(peer: &Node, args: &[&str]) -> Output {
-    let addr = peer.local_addr().unwrap().to_string();
-    let mut all = vec!["--peer", addr.as_str()];
-    all.extend_from_slice(args);
-    runar_with(SECRET, &all).await
-}
-
-fn stdout(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "runar failed ({:?}): {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout.clone()).unwrap()
-}
-
-fn json(output: &Output) -> serde_json::Value {
-    serde_json::from_str(&stdout(output)).unwrap()
+    SHOP.run_at(peer, args, &[]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
