@@ -490,6 +490,19 @@ mod tests {
         (FieldSeal::new(Some(Arc::new(seal))), node, key)
     }
 
+    /// A node holding `user` (epoch 1) that knows `sender`'s sealing key.
+    fn holder_of(user: &KeyPair, sender: NodeId, sender_key: &KeyPair) -> FieldSeal {
+        let ring = Keyring::new();
+        ring.hold("user", 1, user);
+        let (holder, _, _) = seal_of(2, ring);
+        holder
+            .seal
+            .as_ref()
+            .unwrap()
+            .announce(sender, sender_key.public());
+        holder
+    }
+
     #[test]
     fn sealed_fields_open_for_a_holder_stay_sealed_for_others_and_refuse_moves() {
         let user = KeyPair::generate();
@@ -507,14 +520,7 @@ mod tests {
         );
 
         // The holder, who knows the sender's key, opens both.
-        let ring = Keyring::new();
-        ring.hold("user", 1, &user);
-        let (holder, _, _) = seal_of(2, ring);
-        holder
-            .seal
-            .as_ref()
-            .unwrap()
-            .announce(sender_id, sender_key.public());
+        let holder = holder_of(&user, sender_id, &sender_key);
         let opened = holder.open(&Schema("t.M"), &sealed).unwrap();
         assert_eq!(opened.bytes, message());
         assert!(opened.sealed.is_empty());
@@ -596,14 +602,7 @@ mod tests {
         // `inner`, the `b` inside it, and each element's `b`.
         assert_eq!(sender.seal.as_ref().unwrap().stats().sealed, 4);
 
-        let ring = Keyring::new();
-        ring.hold("user", 1, &user);
-        let (holder, _, _) = seal_of(2, ring);
-        holder
-            .seal
-            .as_ref()
-            .unwrap()
-            .announce(sender_id, sender_key.public());
+        let holder = holder_of(&user, sender_id, &sender_key);
         let opened = holder.open(&Schema("t.M"), &sealed).unwrap();
         assert_eq!(opened.bytes, nested());
         assert!(opened.sealed.is_empty());
