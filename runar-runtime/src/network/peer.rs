@@ -90,6 +90,9 @@ pub(crate) struct Peer {
     /// whoever waits for a number of them (see [`events_read`](Self::events_read)).
     frames_read: AtomicU64,
     more_read: Notify,
+    /// Set once someone waits in `events_read` (after a goodbye): until then reading an event
+    /// frame only counts it, no wake-up on the event path.
+    read_awaited: AtomicBool,
     acked: watch::Sender<u64>,
     /// Set when another connection to the same peer is kept: this one is no longer routed to,
     /// and closes once what is in flight on it is done.
@@ -270,6 +273,7 @@ impl Peer {
             event_queue: queue,
             frames_read: AtomicU64::new(0),
             more_read: Notify::new(),
+            read_awaited: AtomicBool::new(false),
             acked: watch::Sender::new(0),
             retired: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
@@ -306,18 +310,22 @@ impl Peer {
 
     /// Counts an event frame read from the peer.
     fn frame_read(&self) {
-        self.frames_read.fetch_add(1, Ordering::AcqRel);
-        self.more_read.notify_waiters();
+        self.frames_read.fetch_add(1, Ordering::SeqCst);
+        if self.read_awaited.load(Ordering::SeqCst) {
+            self.more_read.notify_waiters();
+        }
     }
 
     /// Waits until `frames` event frames have been read from the peer on this connection (the
     /// count its goodbye announced).
     pub(crate) async fn events_read(&self, frames: u64) {
+        // SeqCst with `frame_read`: either it sees this flag and wakes us, or we see its count.
+        self.read_awaited.store(true, Ordering::SeqCst);
         loop {
             let notified = self.more_read.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.frames_read.load(Ordering::Acquire) >= frames {
+            if self.frames_read.load(Ordering::SeqCst) >= frames {
                 return;
             }
             notified.await;
