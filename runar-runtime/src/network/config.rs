@@ -128,6 +128,24 @@ pub struct NetworkConfig {
     /// most this much per connection (`(max_connections + max_pending_handshakes) ×
     /// send_window` node-wide: 80 MiB by default).
     pub send_window: u64,
+    /// The largest UDP payload (one QUIC packet) this node sends or accepts, in bytes (default
+    /// and most 6,550; at least 1,200). Connections start at 1,200 bytes and QUIC's path MTU
+    /// discovery probes up to this: on loopback (MTU 65,536) packets grow to it, on a
+    /// 1,500-byte Ethernet link discovery settles at about 1,472 bytes after a few lost probes
+    /// (a lost probe is not taken for congestion), and when large packets later go missing in
+    /// bursts the connection drops to 1,200 bytes for a minute (black-hole detection). Larger
+    /// packets mean fewer packets to encrypt, acknowledge and pass through the kernel per
+    /// message: a 1 MiB message on loopback costs a third of the CPU it did at 1,452 bytes.
+    /// The most is 6,550 because quinn sends up to ten packets in one segmentation-offload
+    /// (GSO) write and the kernel refuses a write over 64 KiB.
+    pub max_udp_payload_size: u16,
+    /// The UDP socket's receive and send buffers asked of the kernel (`SO_RCVBUF`,
+    /// `SO_SNDBUF`), in bytes (default 4 MiB; 0 keeps the system's defaults). A receive buffer
+    /// smaller than what peers have in flight drops datagrams, which QUIC resends and takes for
+    /// congestion. Linux grants at most `net.core.rmem_max` / `wmem_max` (raise them with
+    /// `sysctl` for full speed; the node logs what it got when that is less than asked). Kernel
+    /// memory, one pair per node, used only while datagrams wait.
+    pub socket_buffer_size: usize,
     /// The most control messages queued for one peer; a peer that does not read its control
     /// stream until this many are queued is disconnected, with a logged reason (default 1024).
     pub control_queue_capacity: usize,
@@ -227,6 +245,8 @@ impl Default for NetworkConfig {
             request_reserve_per_peer: 64 * 1024,
             receive_window: transport.receive_window,
             send_window: transport.send_window,
+            max_udp_payload_size: transport.max_udp_payload_size,
+            socket_buffer_size: transport.socket_buffer_size,
             control_queue_capacity: 1024,
             peer_limits: PeerLimits::default(),
             max_discovery_dials: 8,
@@ -395,6 +415,18 @@ impl NetworkConfig {
         self
     }
 
+    /// Sets the largest UDP payload (QUIC packet) sent or accepted.
+    pub fn with_max_udp_payload_size(mut self, bytes: u16) -> Self {
+        self.max_udp_payload_size = bytes;
+        self
+    }
+
+    /// Sets the UDP socket's receive and send buffer sizes (0: the system's defaults).
+    pub fn with_socket_buffer_size(mut self, bytes: usize) -> Self {
+        self.socket_buffer_size = bytes;
+        self
+    }
+
     /// Sets the most control messages queued for one peer.
     pub fn with_control_queue_capacity(mut self, capacity: usize) -> Self {
         self.control_queue_capacity = capacity;
@@ -484,6 +516,8 @@ impl NetworkConfig {
             unreachable_probe_interval: self.unreachable_probe_interval,
             receive_window: self.receive_window,
             send_window: self.send_window,
+            max_udp_payload_size: self.max_udp_payload_size,
+            socket_buffer_size: self.socket_buffer_size,
         }
     }
 }

@@ -64,6 +64,13 @@ pub struct TransportConfig {
     /// The most bytes kept per connection of what was written until the peer acknowledges
     /// them. Default 256 KiB; at least 16 KiB.
     pub send_window: u64,
+    /// The largest UDP payload (one QUIC packet) this endpoint sends or accepts; path MTU
+    /// discovery probes up to it. Default and most 6,550 (`MAX_UDP_PAYLOAD`); at least 1,200. See
+    /// `NetworkConfig::max_udp_payload_size`.
+    pub max_udp_payload_size: u16,
+    /// The receive and send buffer sizes asked of the kernel for the UDP socket; 0 keeps the
+    /// system's defaults. Default 4 MiB. See `NetworkConfig::socket_buffer_size`.
+    pub socket_buffer_size: usize,
 }
 
 impl Default for TransportConfig {
@@ -80,6 +87,8 @@ impl Default for TransportConfig {
             unreachable_probe_interval: Duration::from_secs(1),
             receive_window: 256 * 1024,
             send_window: 256 * 1024,
+            max_udp_payload_size: MAX_UDP_PAYLOAD,
+            socket_buffer_size: 4 * 1024 * 1024,
         }
     }
 }
@@ -122,6 +131,9 @@ impl TransportConfig {
             )));
         }
         let window = varint(self.receive_window)?;
+        self.check_udp_payload_size()?;
+        let mut mtu = quinn::MtuDiscoveryConfig::default();
+        mtu.upper_bound(self.max_udp_payload_size);
 
         let mut t = quinn::TransportConfig::default();
         t.keep_alive_interval(Some(self.keep_alive_interval))
@@ -131,8 +143,59 @@ impl TransportConfig {
             .stream_receive_window(window)
             .receive_window(window)
             .send_window(self.send_window)
+            .mtu_discovery_config(Some(mtu))
             .datagram_receive_buffer_size(None);
         Ok(t)
+    }
+
+    fn check_udp_payload_size(&self) -> Result<(), TransportError> {
+        if !(MIN_UDP_PAYLOAD..=MAX_UDP_PAYLOAD).contains(&self.max_udp_payload_size) {
+            return Err(TransportError::InvalidConfig(format!(
+                "max_udp_payload_size ({}) must be from {MIN_UDP_PAYLOAD} to {MAX_UDP_PAYLOAD}",
+                self.max_udp_payload_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// quinn's endpoint settings: the largest UDP payload accepted (announced to peers, which
+    /// send no larger).
+    fn quinn_endpoint(&self) -> Result<quinn::EndpointConfig, TransportError> {
+        self.check_udp_payload_size()?;
+        let mut endpoint = quinn::EndpointConfig::default();
+        endpoint
+            .max_udp_payload_size(self.max_udp_payload_size)
+            .map_err(|e| TransportError::InvalidConfig(format!("max_udp_payload_size: {e}")))?;
+        Ok(endpoint)
+    }
+
+    /// Binds the UDP socket, with the socket buffers asked for.
+    fn bind_socket(&self) -> Result<std::net::UdpSocket, TransportError> {
+        let addr = self.bind_addr;
+        let bind_error = |source| TransportError::Bind { addr, source };
+        let socket = std::net::UdpSocket::bind(addr).map_err(bind_error)?;
+        if self.socket_buffer_size > 0 {
+            let sock = socket2::SockRef::from(&socket);
+            sock.set_recv_buffer_size(self.socket_buffer_size)
+                .and_then(|()| sock.set_send_buffer_size(self.socket_buffer_size))
+                .map_err(bind_error)?;
+            // Linux reports twice what it grants (the other half is its bookkeeping).
+            let granted = |size: std::io::Result<usize>| size.map_or(0, |n| n / 2);
+            let (recv, send) = (
+                granted(sock.recv_buffer_size()),
+                granted(sock.send_buffer_size()),
+            );
+            if recv < self.socket_buffer_size || send < self.socket_buffer_size {
+                tracing::info!(
+                    asked = self.socket_buffer_size,
+                    recv,
+                    send,
+                    "the UDP socket got smaller buffers than asked (the kernel caps them at \
+                     net.core.rmem_max and wmem_max); large messages may be slower"
+                );
+            }
+        }
+        Ok(socket)
     }
 
     /// The transport parameters of a probing dial: the same, with an initial round-trip time
@@ -155,6 +218,15 @@ impl TransportConfig {
 
 /// The smallest flow-control window accepted, in bytes.
 const MIN_WINDOW: u64 = 16 * 1024;
+
+/// The smallest UDP payload QUIC allows, in bytes.
+const MIN_UDP_PAYLOAD: u16 = 1200;
+
+/// The largest [`TransportConfig::max_udp_payload_size`]: ten packets of it (what quinn puts in
+/// one segmentation-offload write) and a UDP header fit the kernel's 64 KiB limit on one
+/// write, for IPv4 and IPv6. Larger packets made such writes fail (`EMSGSIZE`), which QUIC took
+/// for loss and then for a black hole, dropping to 1,200-byte packets.
+pub(crate) const MAX_UDP_PAYLOAD: u16 = 6550;
 
 /// The bidirectional streams a peer may open on a new connection (or
 /// `max_concurrent_bidi_streams` if lower); raised as they are used.
@@ -300,11 +372,17 @@ impl Transport {
             probes.push(probe);
         }
 
-        let endpoint =
-            Endpoint::server(server, config.bind_addr).map_err(|source| TransportError::Bind {
-                addr: config.bind_addr,
-                source,
-            })?;
+        let socket = config.bind_socket()?;
+        let endpoint = Endpoint::new(
+            config.quinn_endpoint()?,
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|source| TransportError::Bind {
+            addr: config.bind_addr,
+            source,
+        })?;
         Ok(Transport {
             endpoint,
             network: 0,
