@@ -39,6 +39,8 @@ use stats::{Latency, rate, ratio, us};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum System {
     Quinn,
+    /// Raw quinn with a Runar node's transport settings.
+    QuinnRunarSettings,
     Runar,
     TonicTls,
     TonicPlain,
@@ -75,6 +77,7 @@ impl System {
     fn label(self) -> &'static str {
         match self {
             System::Quinn => "raw quinn (floor)",
+            System::QuinnRunarSettings => "raw quinn, Runar's transport settings",
             System::Runar => "**Runar**",
             System::TonicTls => "tonic + TLS",
             System::TonicPlain => "tonic plaintext",
@@ -150,7 +153,7 @@ impl Options {
                     println!(
                         "runar-bench [--quick] [--secs S] [--rounds N] \
                          [--only unary,local,events,streams,payload,memory,scale,gateway,sealing] \
-                         [--profile runar-seq|quinn-seq|gateway-seq|tonic-plain-seq|runar-64|runar-64-mt|quinn-64|tonic-64|gateway-64|gateway-64-mt|tonic-plain-64|tonic-plain-64-mt|runar-events|runar-pull[:N]|runar-push[:N]] \
+                         [--profile runar-seq[:BYTES]|quinn-seq[:BYTES]|quinn-runar-seq[:BYTES]|tonic-seq[:BYTES]|gateway-seq|tonic-plain-seq|runar-64|runar-64-mt|quinn-64|tonic-64|gateway-64|gateway-64-mt|tonic-plain-64|tonic-plain-64-mt|runar-events|runar-pull[:N]|runar-push[:N]] \
                          [--calls N]"
                     );
                     std::process::exit(0);
@@ -188,6 +191,10 @@ fn unary(system: System, rt: Rt, o: &Options) -> (Latency, f64) {
         }
         match system {
             System::Quinn => both(&quinn_side::connect().await, payload, warmup, measure).await,
+            System::QuinnRunarSettings => {
+                let r = quinn_side::connect_with(quinn_side::Settings::Runar).await;
+                both(&r, payload, warmup, measure).await
+            }
             System::Runar => {
                 let r = runar_side::connect().await;
                 let out = both(&r, payload, warmup, measure).await;
@@ -288,6 +295,10 @@ fn sweep(system: System, rt: Rt, sizes: &[usize], o: &Options) -> Vec<(usize, f6
         }
         match system {
             System::Quinn => each(&quinn_side::connect().await, sizes, warmup, measure).await,
+            System::QuinnRunarSettings => {
+                let r = quinn_side::connect_with(quinn_side::Settings::Runar).await;
+                each(&r, sizes, warmup, measure).await
+            }
             System::Runar => {
                 let r = runar_side::connect().await;
                 let out = each(&r, sizes, warmup, measure).await;
@@ -396,9 +407,24 @@ fn profile(which: &str, o: &Options) {
     let measure = o.measure;
     let report = |what: &str, x: f64| println!("{which}: {what} {x:.0}");
     match which {
-        "runar-seq" | "quinn-seq" | "gateway-seq" | "tonic-plain-seq" => {
+        w if [
+            "runar-seq",
+            "quinn-seq",
+            "quinn-runar-seq",
+            "gateway-seq",
+            "tonic-plain-seq",
+            "tonic-seq",
+        ]
+        .contains(&w.split_once(':').map_or(w, |(name, _)| name)) =>
+        {
+            // `runar-seq:1048576` echoes payloads of that many bytes (default 100).
+            let (name, size) = match w.split_once(':') {
+                Some((name, n)) => (name, n.parse().expect("a payload size in bytes")),
+                None => (w, 100),
+            };
+            let payload = Bytes::from(vec![0xA5u8; size]);
             let calls = o.calls;
-            let which = which.to_owned();
+            let which = name.to_owned();
             let s = Rt::Current.run(move || async move {
                 async fn go<R: rpc::Rpc>(
                     r: &R,
@@ -412,7 +438,21 @@ fn profile(which: &str, o: &Options) {
                     }
                 }
                 match which.as_str() {
-                    "quinn-seq" => go(&quinn_side::connect().await, payload, calls, measure).await,
+                    "quinn-seq" | "quinn-runar-seq" => {
+                        let settings = if which == "quinn-seq" {
+                            quinn_side::Settings::Defaults
+                        } else {
+                            quinn_side::Settings::Runar
+                        };
+                        let r = quinn_side::connect_with(settings).await;
+                        let s = go(&r, payload, calls, measure).await;
+                        r.print_stats();
+                        s
+                    }
+                    "tonic-seq" => {
+                        let r = tonic_side::connect(true).await.0;
+                        go(&r, payload, calls, measure).await
+                    }
                     "gateway-seq" => {
                         let r = gateway_side::connect(false).await;
                         go(&r, payload, calls, measure).await
@@ -807,12 +847,17 @@ fn main() {
         .unwrap();
         writeln!(
             out,
-            "| runtime | payload | raw quinn | **Runar** | tonic + TLS | Runar / quinn | Runar / tonic+TLS |"
+            "| runtime | payload | raw quinn, quinn's defaults | raw quinn, Runar's transport settings | **Runar** | tonic + TLS | Runar / quinn (Runar's settings) | Runar / tonic+TLS |"
         )
         .unwrap();
-        writeln!(out, "|---|---|---:|---:|---:|---:|---:|").unwrap();
+        writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|").unwrap();
         for rt in Rt::BOTH {
-            let systems = [System::Quinn, System::Runar, System::TonicTls];
+            let systems = [
+                System::Quinn,
+                System::QuinnRunarSettings,
+                System::Runar,
+                System::TonicTls,
+            ];
             let mut runs: Vec<Vec<Vec<(usize, f64, f64)>>> = vec![Vec::new(); systems.len()];
             for round in 0..o.rounds {
                 for k in 0..systems.len() {
@@ -832,18 +877,24 @@ fn main() {
                     })
                     .collect()
             };
-            let (q, r, t) = (summary(&runs[0]), summary(&runs[1]), summary(&runs[2]));
+            let (q, qr, r, t) = (
+                summary(&runs[0]),
+                summary(&runs[1]),
+                summary(&runs[2]),
+                summary(&runs[3]),
+            );
             for i in 0..sizes.len() {
                 let cell = |x: &(usize, f64, f64)| format!("{:.1} ({})", x.2, us(x.1));
                 writeln!(
                     out,
-                    "| {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
                     rt.label(),
                     size_label(sizes[i]),
                     cell(&q[i]),
+                    cell(&qr[i]),
                     cell(&r[i]),
                     cell(&t[i]),
-                    ratio(r[i].2 / q[i].2),
+                    ratio(r[i].2 / qr[i].2),
                     ratio(r[i].2 / t[i].2)
                 )
                 .unwrap();

@@ -1,6 +1,7 @@
 //! Raw quinn: one bidirectional stream per request, a 4-byte big-endian length prefix on the
-//! request and on the answer. The floor under any RPC over QUIC streams; quinn's default
-//! transport configuration, rustls with ring, a self-signed certificate.
+//! request and on the answer. The floor under any RPC over QUIC streams: quinn's default
+//! transport configuration, or the one a Runar node uses ([`Settings`]); rustls with ring, a
+//! self-signed certificate.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,16 +21,23 @@ pub struct QuinnRpc {
     _server: Endpoint,
 }
 
-/// Starts an echo server and connects a client to it, on the current runtime.
+/// Starts an echo server and connects a client to it, on the current runtime, with quinn's
+/// default settings.
 pub async fn connect() -> QuinnRpc {
+    connect_with(Settings::Defaults).await
+}
+
+/// [`connect`] with `settings`.
+pub async fn connect_with(settings: Settings) -> QuinnRpc {
     let cert = certs::localhost();
     let server_config = quinn::ServerConfig::with_single_cert(
         vec![cert.cert_der.clone()],
         cert.key_der.clone_key().into(),
     )
     .expect("server config");
-    let server = Endpoint::server(server_config, SocketAddr::from(([127, 0, 0, 1], 0)))
-        .expect("server endpoint");
+    let mut server_config = server_config;
+    server_config.transport_config(Arc::new(transport(settings)));
+    let server = endpoint(settings, Some(server_config));
     let addr = server.local_addr().expect("server address");
     let accept = server.clone();
     tokio::spawn(async move {
@@ -47,10 +55,10 @@ pub async fn connect() -> QuinnRpc {
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.cert_der).expect("root certificate");
-    let client_config =
+    let mut client_config =
         quinn::ClientConfig::with_root_certificates(Arc::new(roots)).expect("client config");
-    let mut endpoint =
-        Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).expect("client endpoint");
+    client_config.transport_config(Arc::new(transport(settings)));
+    let mut endpoint = endpoint(settings, None);
     endpoint.set_default_client_config(client_config);
     let connection = endpoint
         .connect(addr, "localhost")
@@ -61,6 +69,69 @@ pub async fn connect() -> QuinnRpc {
         connection,
         _endpoint: endpoint,
         _server: server,
+    }
+}
+
+/// The transport settings of the raw quinn floor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settings {
+    /// quinn's defaults (1,452-byte packets at most, windows for a 100 ms path, the system's
+    /// socket buffers).
+    Defaults,
+    /// What a Runar node uses by default (`NetworkConfig`'s flow-control windows, largest UDP
+    /// payload and socket buffers).
+    Runar,
+}
+
+fn transport(settings: Settings) -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    if settings == Settings::Runar {
+        let runar = runar::NetworkConfig::default();
+        let window = quinn::VarInt::from_u64(runar.receive_window).expect("a window");
+        let mut mtu = quinn::MtuDiscoveryConfig::default();
+        mtu.upper_bound(runar.max_udp_payload_size);
+        t.stream_receive_window(window)
+            .receive_window(window)
+            .send_window(runar.send_window)
+            .mtu_discovery_config(Some(mtu));
+    }
+    t
+}
+
+fn endpoint(settings: Settings, server: Option<quinn::ServerConfig>) -> Endpoint {
+    let socket = std::net::UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
+    let mut config = quinn::EndpointConfig::default();
+    if settings == Settings::Runar {
+        let runar = runar::NetworkConfig::default();
+        config
+            .max_udp_payload_size(runar.max_udp_payload_size)
+            .expect("a UDP payload size");
+        let s = socket2::SockRef::from(&socket);
+        s.set_recv_buffer_size(runar.socket_buffer_size)
+            .expect("SO_RCVBUF");
+        s.set_send_buffer_size(runar.socket_buffer_size)
+            .expect("SO_SNDBUF");
+    }
+    Endpoint::new(config, server, socket, Arc::new(quinn::TokioRuntime)).expect("endpoint")
+}
+
+impl QuinnRpc {
+    /// Prints the client connection's path and packet counts (to stderr), for profiling.
+    pub fn print_stats(&self) {
+        let s = self.connection.stats();
+        eprintln!(
+            "quinn client: path mtu {} rtt {:?} cwnd {} lost {} sent {} datagrams ({} bytes) \
+             in {} transmits, received {} datagrams ({} bytes)",
+            s.path.current_mtu,
+            s.path.rtt,
+            s.path.cwnd,
+            s.path.lost_packets,
+            s.udp_tx.datagrams,
+            s.udp_tx.bytes,
+            s.udp_tx.ios,
+            s.udp_rx.datagrams,
+            s.udp_rx.bytes,
+        );
     }
 }
 
