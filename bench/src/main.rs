@@ -153,7 +153,7 @@ impl Options {
                     println!(
                         "runar-bench [--quick] [--secs S] [--rounds N] \
                          [--only unary,local,events,streams,payload,memory,scale,gateway,sealing] \
-                         [--profile runar-seq[:BYTES]|quinn-seq[:BYTES]|quinn-runar-seq[:BYTES]|tonic-seq[:BYTES]|gateway-seq|tonic-plain-seq|runar-64|runar-64-mt|quinn-64|tonic-64|gateway-64|gateway-64-mt|tonic-plain-64|tonic-plain-64-mt|runar-events|runar-pull[:N]|runar-push[:N]] \
+                         [--profile runar-seq[-mt][:BYTES]|quinn-seq[-mt][:BYTES]|quinn-runar-seq[-mt][:BYTES]|tonic-seq[-mt][:BYTES]|gateway-seq|tonic-plain-seq|runar-64|runar-64-mt|quinn-64|tonic-64|gateway-64|gateway-64-mt|tonic-plain-64|tonic-plain-64-mt|runar-events|runar-pull[:N]|runar-push[:N]] \
                          [--calls N]"
                     );
                     std::process::exit(0);
@@ -415,17 +415,27 @@ fn profile(which: &str, o: &Options) {
             "tonic-plain-seq",
             "tonic-seq",
         ]
-        .contains(&w.split_once(':').map_or(w, |(name, _)| name)) =>
+        .contains(
+            &w.split_once(':')
+                .map_or(w, |(name, _)| name)
+                .trim_end_matches("-mt"),
+        ) =>
         {
-            // `runar-seq:1048576` echoes payloads of that many bytes (default 100).
+            // `runar-seq:1048576` echoes payloads of that many bytes (default 100); `-mt` runs
+            // on the multi-thread runtime.
             let (name, size) = match w.split_once(':') {
                 Some((name, n)) => (name, n.parse().expect("a payload size in bytes")),
                 None => (w, 100),
             };
+            let rt = if name.ends_with("-mt") {
+                Rt::Multi
+            } else {
+                Rt::Current
+            };
             let payload = Bytes::from(vec![0xA5u8; size]);
             let calls = o.calls;
-            let which = name.to_owned();
-            let s = Rt::Current.run(move || async move {
+            let which = name.trim_end_matches("-mt").to_owned();
+            let s = rt.run(move || async move {
                 async fn go<R: rpc::Rpc>(
                     r: &R,
                     payload: Bytes,
