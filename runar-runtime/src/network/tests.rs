@@ -987,3 +987,69 @@ async fn rtt() {
         );
     }
 }
+
+/// Connects a client of `config` to a server of `config`, echoing frames; the client's side.
+async fn echo_pair(config: TransportConfig) -> (quinn::Connection, Node, Node) {
+    let network = NetworkKey::from_secret("packet size");
+    let server = node(&network, config.clone());
+    let client = node(&network, config);
+    let accepted = accept_one(&server.transport);
+    let addr = server.transport.local_addr().unwrap();
+    let (conn, _) = within("connect", client.transport.connect(addr, None))
+        .await
+        .unwrap();
+    let (server_conn, _) = within("accept", accepted).await.unwrap().unwrap();
+    echo_server(server_conn, MAX);
+    (conn, server, client)
+}
+
+/// Echoes 256 KiB until the connection's path MTU is `want`, or the deadline passes.
+async fn mtu_reaches(conn: &quinn::Connection, want: u16) -> u16 {
+    let payload = vec![7u8; 256 * 1024];
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let reply = within("round trip", round_trip(conn, &payload, MAX)).await;
+        assert_eq!(reply.len(), payload.len());
+        let mtu = conn.stats().path.current_mtu;
+        if mtu >= want || Instant::now() > until {
+            return mtu;
+        }
+    }
+}
+
+#[tokio::test]
+async fn packets_grow_to_max_udp_payload_size_on_loopback() {
+    // Loopback's MTU is 65,536: discovery grows packets to the configured most, not further.
+    let (conn, _server, _client) = echo_pair(local_config()).await;
+    let most = TransportConfig::default().max_udp_payload_size;
+    assert!(most > 1452, "the default is above quinn's 1,452");
+    assert_eq!(mtu_reaches(&conn, most).await, most);
+
+    // A smaller setting is honoured: packets stop there.
+    let (conn, _server, _client) = echo_pair(TransportConfig {
+        max_udp_payload_size: 1300,
+        ..local_config()
+    })
+    .await;
+    assert_eq!(mtu_reaches(&conn, 1300).await, 1300);
+    let payload = vec![7u8; 64 * 1024];
+    within("round trip", round_trip(&conn, &payload, MAX)).await;
+    assert_eq!(conn.stats().path.current_mtu, 1300);
+}
+
+#[tokio::test]
+async fn udp_payload_sizes_out_of_range_are_refused() {
+    let network = NetworkKey::from_secret("packet size");
+    let key = NodeKeypair::generate().unwrap();
+    for size in [0, 1199, super::transport::MAX_UDP_PAYLOAD + 1, u16::MAX] {
+        let config = TransportConfig {
+            max_udp_payload_size: size,
+            ..local_config()
+        };
+        let err = Transport::bind(config, &key, &network).unwrap_err();
+        assert!(
+            matches!(err, TransportError::InvalidConfig(ref m) if m.contains("max_udp_payload_size")),
+            "{size}: {err}"
+        );
+    }
+}
