@@ -1020,9 +1020,12 @@ async fn mtu_reaches(conn: &quinn::Connection, want: u16) -> u16 {
 #[tokio::test]
 async fn packets_grow_to_max_udp_payload_size_on_loopback() {
     // Loopback's MTU is 65,536: discovery grows packets to the configured most, not further.
-    let (conn, _server, _client) = echo_pair(local_config()).await;
-    let most = TransportConfig::default().max_udp_payload_size;
-    assert!(most > 1452, "the default is above quinn's 1,452");
+    let most = super::transport::MAX_UDP_PAYLOAD;
+    let (conn, _server, _client) = echo_pair(TransportConfig {
+        max_udp_payload_size: most,
+        ..local_config()
+    })
+    .await;
     assert_eq!(mtu_reaches(&conn, most).await, most);
 
     // A smaller setting is honoured: packets stop there.

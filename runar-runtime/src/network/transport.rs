@@ -65,7 +65,8 @@ pub struct TransportConfig {
     /// them. Default 512 KiB; at least 16 KiB.
     pub send_window: u64,
     /// The largest UDP payload (one QUIC packet) this endpoint sends or accepts; path MTU
-    /// discovery probes up to it. Default and most 6,550 (`MAX_UDP_PAYLOAD`); at least 1,200. See
+    /// discovery probes up to it. Default 1,452 (quinn's), most 6,550 (`MAX_UDP_PAYLOAD`), at
+    /// least 1,200. See
     /// `NetworkConfig::max_udp_payload_size`.
     pub max_udp_payload_size: u16,
     /// The receive and send buffer sizes asked of the kernel for the UDP socket; 0 keeps the
@@ -87,7 +88,7 @@ impl Default for TransportConfig {
             unreachable_probe_interval: Duration::from_secs(1),
             receive_window: 256 * 1024,
             send_window: 512 * 1024,
-            max_udp_payload_size: MAX_UDP_PAYLOAD,
+            max_udp_payload_size: 1452,
             socket_buffer_size: 4 * 1024 * 1024,
         }
     }
