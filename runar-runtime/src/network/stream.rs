@@ -50,6 +50,7 @@ use super::peer::{
     KIND_REQUEST, Peer, codes, cut_slow_stream, read_kind, serve_request, unknown_kind,
     within_read_timeout,
 };
+use super::transport::OpenBidiStream;
 use crate::error::{Code, Error, Result};
 use crate::identity::NodeId;
 use crate::metadata::Metadata;
@@ -911,14 +912,17 @@ async fn write_requests(writer: RequestWriter) {
 }
 
 /// Serves one bidirectional stream the peer opened: a request (kind 2) or a streaming call
-/// (kind 4), told apart by the kind byte, which is due within the read timeout.
+/// (kind 4), told apart by the kind byte, which is due within the read timeout. The stream
+/// counts against the peer's grant of streams (`open`) until this returns.
 pub(crate) async fn serve_bi<H: NodeHandler>(
     node: H,
     from: Arc<Peer>,
     mut send: SendStream,
     mut recv: RecvStream,
     streams: StreamSlots,
+    open: OpenBidiStream,
 ) {
+    let _open = open;
     let max = from.max_message_size();
     let timeout = from.read_timeout();
     match within_read_timeout(timeout, read_kind(&mut recv)).await {
