@@ -489,10 +489,7 @@ struct Issue14 {
 
 impl Issue14 {
     fn unary(&self, r: usize, s: System) -> Option<(Latency, f64)> {
-        self.unary[r]
-            .iter()
-            .find(|x| x.0 == s)
-            .map(|x| (x.1, x.2))
+        self.unary[r].iter().find(|x| x.0 == s).map(|x| (x.1, x.2))
     }
 
     fn events(&self, r: usize, s: EventSystem) -> Option<f64> {
@@ -563,7 +560,13 @@ impl Issue14 {
                     continue;
                 };
                 let (a, b) = (pick(&runar), pick(&other));
-                row(what, rt, show(a), format!("{name}: {}", show(b)), ratio(a / b));
+                row(
+                    what,
+                    rt,
+                    show(a),
+                    format!("{name}: {}", show(b)),
+                    ratio(a / b),
+                );
             }
         }
         for (r, rt) in Rt::BOTH.into_iter().enumerate() {
@@ -596,7 +599,11 @@ impl Issue14 {
              ratio = Runar / reference.\n"
         )
         .unwrap();
-        writeln!(out, "| measurement | Runar | reference in the same run | ratio |").unwrap();
+        writeln!(
+            out,
+            "| measurement | Runar | reference in the same run | ratio |"
+        )
+        .unwrap();
         writeln!(out, "|---|---:|---:|---:|").unwrap();
         out.push_str(&rows);
         out.push('\n');
@@ -692,8 +699,8 @@ fn profile(which: &str, o: &Options) {
             report("p50 ns", s.quantile_us(0.5) * 1000.0);
         }
         "runar-64" | "runar-64-mt" | "quinn-64" | "tonic-64" | "gateway-64" | "gateway-64-mt"
-        | "tonic-plain-64" | "tonic-plain-64-mt" | "tarpc-64" | "tarpc-64-mt" | "quinn-framed-64"
-        | "quinn-framed-64-mt" => {
+        | "tonic-plain-64" | "tonic-plain-64-mt" | "tarpc-64" | "tarpc-64-mt"
+        | "quinn-framed-64" | "quinn-framed-64-mt" => {
             let rt = if which.ends_with("-mt") {
                 Rt::Multi
             } else {
