@@ -346,7 +346,11 @@ async fn a_panic_mid_stream_and_one_reply(caller: &Node) {
         .request_stream(path("stream/twice"), futures::stream::iter(1..=4u64))
         .await
         .unwrap();
-    assert_eq!(collect(replies).await, [4], "client streaming sends one reply");
+    assert_eq!(
+        collect(replies).await,
+        [4],
+        "client streaming sends one reply"
+    );
 }
 
 #[tokio::test]
