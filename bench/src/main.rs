@@ -169,7 +169,7 @@ impl Options {
                     println!(
                         "runar-bench [--quick] [--secs S] [--rounds N] \
                          [--only unary,local,events,streams,payload,memory,scale,gateway,sealing] \
-                         [--profile runar-seq|quinn-seq|gateway-seq|tonic-plain-seq|tarpc-seq|runar-64|runar-64-mt|quinn-64|quinn-framed-64[-mt]|tonic-64|gateway-64|gateway-64-mt|tonic-plain-64|tonic-plain-64-mt|tarpc-64[-mt]|runar-events|zenoh-events[-quic]|runar-pull[:N]|runar-push[:N]] \
+                         [--profile runar-seq|quinn-seq|gateway-seq|tonic-plain-seq|tarpc-seq|runar-64|runar-64-mt|quinn-64|quinn-framed-64[-mt]|tonic-64|gateway-64|gateway-64-mt|tonic-plain-64|tonic-plain-64-mt|tarpc-64[-mt]|runar-events|zenoh-events[-quic]|runar-pull[:N]|runar-push[:N]|tonic-pull|tonic-push] \
                          [--calls N]"
                     );
                     std::process::exit(0);
@@ -779,6 +779,22 @@ fn profile(which: &str, o: &Options) {
                 }
             });
             report("events/s", x);
+        }
+        "tonic-pull" | "tonic-push" => {
+            // tonic + TLS, for the per-message cost of the runar-pull/runar-push profiles.
+            let kind = if which == "tonic-pull" {
+                streams::Kind::Server
+            } else {
+                streams::Kind::Client
+            };
+            let n = o.calls.unwrap_or(1_000_000);
+            let x = Rt::Current.run(move || async move {
+                let (client, _) = tonic_side::connect(true).await;
+                let start = std::time::Instant::now();
+                streams::Streamer::run(&client, kind, n, Bytes::from(vec![0x5Au8; 64])).await;
+                n as f64 / start.elapsed().as_secs_f64()
+            });
+            report("messages/s", x);
         }
         w if w.starts_with("runar-pull") || w.starts_with("runar-push") => {
             // `runar-pull:N` sets `stream_buffer` to N.
