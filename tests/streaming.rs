@@ -329,6 +329,40 @@ async fn server_error_mid_stream(caller: &Node) {
     assert_eq!(e.code(), Code::InvalidArgument, "{e}");
 }
 
+/// A reply stream that panics ends the caller's stream with `Internal` after the messages before
+/// it; a client-streaming handler that returns two replies sends only the first.
+async fn a_panic_mid_stream_and_one_reply(caller: &Node) {
+    let mut panicking: Streaming<u64> = caller
+        .request_stream(path("stream/panic"), stream_once(3u64))
+        .await
+        .unwrap();
+    for n in 0..3 {
+        assert_eq!(panicking.message().await.unwrap(), Some(n));
+    }
+    let e = error_of(panicking).await;
+    assert_eq!(e.code(), Code::Internal, "{e}");
+    assert!(e.message().contains("panicked"), "{e}");
+    let replies: Streaming<u64> = caller
+        .request_stream(path("stream/twice"), futures::stream::iter(1..=4u64))
+        .await
+        .unwrap();
+    assert_eq!(
+        collect(replies).await,
+        [4],
+        "client streaming sends one reply"
+    );
+}
+
+#[tokio::test]
+async fn a_panic_mid_stream_reaches_the_caller_locally() {
+    a_panic_mid_stream_and_one_reply(&local().await.0).await;
+}
+
+#[tokio::test]
+async fn a_panic_mid_stream_reaches_the_remote_caller() {
+    a_panic_mid_stream_and_one_reply(&remote_pair().await.1).await;
+}
+
 #[tokio::test]
 async fn each_kind_works_locally() {
     each_kind(&local().await.0).await;

@@ -99,15 +99,24 @@ pub async fn latency<P: Publisher>(
     }
 }
 
+/// What [`throughput`] measured.
+#[derive(Clone, Copy, Debug)]
+pub struct Throughput {
+    /// Events handled per second, from the first publish to the last event handled.
+    pub per_sec: f64,
+    /// Events published during the measurement that the subscriber never handled.
+    pub lost: u64,
+}
+
 /// Publishes back to back for `measure`, then waits until the subscriber has handled every
-/// event: events per second over that whole time.
+/// event: events per second over that whole time, and how many never arrived.
 pub async fn throughput<P: Publisher>(
     publisher: &P,
     sink: &Sink,
     payload: Bytes,
     warmup: Duration,
     measure: Duration,
-) -> f64 {
+) -> Throughput {
     let burst = |until: Instant| {
         let payload = payload.clone();
         async move {
@@ -131,7 +140,10 @@ pub async fn throughput<P: Publisher>(
     let start = Instant::now();
     let sent = burst(start + measure).await;
     let (handled, at) = sink.wait_for(base + sent).await;
-    (handled - base) as f64 / (at - start).as_secs_f64()
+    Throughput {
+        per_sec: (handled - base) as f64 / (at - start).as_secs_f64(),
+        lost: (base + sent).saturating_sub(handled),
+    }
 }
 
 /// Publishes exactly `n` events and waits until all have been handled (for profilers).

@@ -16,7 +16,9 @@ mod events;
 mod gateway_side;
 mod local;
 mod memory;
+mod nats_side;
 mod pb;
+mod quinn_framed;
 mod quinn_side;
 mod rpc;
 mod rt;
@@ -25,7 +27,9 @@ mod scale;
 mod sealing;
 mod stats;
 mod streams;
+mod tarpc_side;
 mod tonic_side;
+mod zenoh_side;
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -34,6 +38,7 @@ use bytes::Bytes;
 
 use rt::Rt;
 use stats::{Latency, rate, ratio, us};
+use zenoh_side::Link;
 
 /// The systems compared on request/response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +46,8 @@ enum System {
     Quinn,
     /// Raw quinn with a Runar node's transport settings.
     QuinnRunarSettings,
+    /// Raw quinn, every call a frame on one long-lived stream.
+    QuinnFramed,
     Runar,
     TonicTls,
     TonicPlain,
@@ -49,14 +56,22 @@ enum System {
     GatewayPlain,
     /// Runar's echo of a record with labelled fields (`--only sealing`).
     Sealed(sealing::Variant),
+    /// tarpc 0.38, bincode over plain TCP.
+    Tarpc,
+    /// zenoh 1.10 query/reply between two peer sessions over this link.
+    ZenohQuery(Link),
 }
 
 impl System {
-    const ALL: [System; 4] = [
+    const ALL: [System; 8] = [
         System::Quinn,
+        System::QuinnFramed,
         System::Runar,
         System::TonicTls,
         System::TonicPlain,
+        System::Tarpc,
+        System::ZenohQuery(Link::Tcp),
+        System::ZenohQuery(Link::Quic),
     ];
 
     /// The same echo of a record with no labelled field, one, and three under two labels.
@@ -78,12 +93,16 @@ impl System {
         match self {
             System::Quinn => "raw quinn (floor)",
             System::QuinnRunarSettings => "raw quinn, Runar's transport settings",
+            System::QuinnFramed => "raw quinn, one framed stream",
             System::Runar => "**Runar**",
             System::TonicTls => "tonic + TLS",
             System::TonicPlain => "tonic plaintext",
             System::GatewayTls => "**gRPC gateway** + TLS → Runar",
             System::GatewayPlain => "**gRPC gateway** plaintext → Runar",
             System::Sealed(v) => v.label(),
+            System::Tarpc => "tarpc 0.38 (bincode, plain TCP)",
+            System::ZenohQuery(Link::Tcp) => "zenoh 1.10 query/reply, TCP",
+            System::ZenohQuery(Link::Quic) => "zenoh 1.10 query/reply, QUIC",
         }
     }
 }
@@ -153,7 +172,7 @@ impl Options {
                     println!(
                         "runar-bench [--quick] [--secs S] [--rounds N] \
                          [--only unary,local,events,streams,payload,memory,scale,gateway,sealing] \
-                         [--profile runar-seq[-mt][:BYTES]|quinn-seq[-mt][:BYTES]|quinn-runar-seq[-mt][:BYTES]|tonic-seq[-mt][:BYTES]|gateway-seq|tonic-plain-seq|runar-64|runar-64-mt|quinn-64|tonic-64|gateway-64|gateway-64-mt|tonic-plain-64|tonic-plain-64-mt|runar-events|runar-pull[:N]|runar-push[:N]] \
+                         [--profile runar-seq[-mt][:BYTES]|quinn-seq[-mt][:BYTES]|quinn-runar-seq[-mt][:BYTES]|tonic-seq[-mt][:BYTES]|gateway-seq|tonic-plain-seq|tarpc-seq|runar-64|runar-64-mt|quinn-64|quinn-framed-64[-mt]|tonic-64|gateway-64|gateway-64-mt|tonic-plain-64|tonic-plain-64-mt|tarpc-64[-mt]|runar-events|zenoh-events[-quic]|runar-pull[:N]|runar-push[:N]|tonic-pull|tonic-push] \
                          [--calls N]"
                     );
                     std::process::exit(0);
@@ -195,6 +214,9 @@ fn unary(system: System, rt: Rt, o: &Options) -> (Latency, f64) {
                 let r = quinn_side::connect_with(quinn_side::Settings::Runar).await;
                 both(&r, payload, warmup, measure).await
             }
+            System::QuinnFramed => {
+                both(&quinn_framed::connect().await, payload, warmup, measure).await
+            }
             System::Runar => {
                 let r = runar_side::connect().await;
                 let out = both(&r, payload, warmup, measure).await;
@@ -225,6 +247,13 @@ fn unary(system: System, rt: Rt, o: &Options) -> (Latency, f64) {
                 r.stop().await;
                 out
             }
+            System::Tarpc => both(&tarpc_side::connect().await, payload, warmup, measure).await,
+            System::ZenohQuery(link) => {
+                let (r, hold) = zenoh_side::query(link).await;
+                let out = both(&r, payload, warmup, measure).await;
+                hold.stop(r).await;
+                out
+            }
         }
     })
 }
@@ -232,14 +261,7 @@ fn unary(system: System, rt: Rt, o: &Options) -> (Latency, f64) {
 /// [`unary`] for each of `systems` on `rt`, `o.rounds` times with the systems in rotating
 /// order: each system's median latency and median 64-in-flight calls/s, in `systems`' order.
 fn unary_rounds(systems: &[System], rt: Rt, o: &Options) -> Vec<(System, Latency, f64)> {
-    let n = systems.len();
-    let mut runs: Vec<Vec<(Latency, f64)>> = vec![Vec::new(); n];
-    for round in 0..o.rounds {
-        for k in 0..n {
-            let i = (k + round) % n;
-            runs[i].push(unary(systems[i], rt, o));
-        }
-    }
+    let runs = rotate(systems, o, |s| unary(s, rt, o));
     systems
         .iter()
         .zip(runs)
@@ -299,6 +321,9 @@ fn sweep(system: System, rt: Rt, sizes: &[usize], o: &Options) -> Vec<(usize, f6
                 let r = quinn_side::connect_with(quinn_side::Settings::Runar).await;
                 each(&r, sizes, warmup, measure).await
             }
+            System::QuinnFramed => {
+                each(&quinn_framed::connect().await, sizes, warmup, measure).await
+            }
             System::Runar => {
                 let r = runar_side::connect().await;
                 let out = each(&r, sizes, warmup, measure).await;
@@ -323,37 +348,98 @@ fn sweep(system: System, rt: Rt, sizes: &[usize], o: &Options) -> Vec<(usize, f6
                 r.stop().await;
                 out
             }
+            System::Tarpc => each(&tarpc_side::connect().await, sizes, warmup, measure).await,
+            System::ZenohQuery(link) => {
+                let (r, hold) = zenoh_side::query(link).await;
+                let out = each(&r, sizes, warmup, measure).await;
+                hold.stop(r).await;
+                out
+            }
         }
     })
 }
 
-/// Remote events, 64-byte payload: (latency, messages/s) for Runar or tonic streaming.
-fn remote_events(runar: bool, rt: Rt, o: &Options) -> (Latency, f64) {
-    let name = if runar {
-        "Runar publish → subscriber on the other node"
-    } else {
-        "tonic + TLS server streaming"
-    };
-    progress(&format!("events 64 B, {name}, {}", rt.label()));
+/// The systems compared on remote events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EventSystem {
+    Runar,
+    TonicStreaming,
+    /// zenoh 1.10 pub/sub between two peer sessions over this link.
+    Zenoh(Link),
+}
+
+impl EventSystem {
+    const ALL: [EventSystem; 4] = [
+        EventSystem::Runar,
+        EventSystem::TonicStreaming,
+        EventSystem::Zenoh(Link::Tcp),
+        EventSystem::Zenoh(Link::Quic),
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            EventSystem::Runar => "**Runar** publish/subscribe",
+            EventSystem::TonicStreaming => "tonic + TLS server streaming",
+            EventSystem::Zenoh(Link::Tcp) => "zenoh 1.10 pub/sub, TCP",
+            EventSystem::Zenoh(Link::Quic) => "zenoh 1.10 pub/sub, QUIC",
+        }
+    }
+}
+
+/// Remote events, 64-byte payload, of `system` on `rt`: latency and throughput.
+fn remote_events(system: EventSystem, rt: Rt, o: &Options) -> (Latency, events::Throughput) {
+    progress(&format!("events 64 B, {}, {}", system.label(), rt.label()));
     let (warmup, measure) = (o.warmup, o.measure);
     let payload = Bytes::from(vec![0x5Au8; 64]);
     rt.run(move || async move {
-        let sink = events::Sink::default();
-        if runar {
-            let r = runar_side::connect().await;
-            r.subscribe(sink.clone()).await;
-            let lat = events::latency(&r, &sink, payload.clone(), warmup, measure).await;
-            let tput = events::throughput(&r, &sink, payload, warmup, measure).await;
-            r.stop().await;
-            (Latency::from(&lat), tput)
-        } else {
-            let (client, mut publisher) = tonic_side::connect(true).await;
-            publisher.subscribe(&client, sink.clone()).await;
-            let lat = events::latency(&publisher, &sink, payload.clone(), warmup, measure).await;
-            let tput = events::throughput(&publisher, &sink, payload, warmup, measure).await;
+        async fn both<P: events::Publisher>(
+            p: &P,
+            sink: &events::Sink,
+            payload: Bytes,
+            warmup: Duration,
+            measure: Duration,
+        ) -> (Latency, events::Throughput) {
+            let lat = events::latency(p, sink, payload.clone(), warmup, measure).await;
+            let tput = events::throughput(p, sink, payload, warmup, measure).await;
             (Latency::from(&lat), tput)
         }
+        let sink = events::Sink::default();
+        match system {
+            EventSystem::Runar => {
+                let r = runar_side::connect().await;
+                r.subscribe(sink.clone()).await;
+                let out = both(&r, &sink, payload, warmup, measure).await;
+                r.stop().await;
+                out
+            }
+            EventSystem::TonicStreaming => {
+                let (client, mut publisher) = tonic_side::connect(true).await;
+                publisher.subscribe(&client, sink.clone()).await;
+                both(&publisher, &sink, payload, warmup, measure).await
+            }
+            EventSystem::Zenoh(link) => {
+                let z = zenoh_side::pubsub(link, sink.clone()).await;
+                let out = both(&z, &sink, payload, warmup, measure).await;
+                z.stop().await;
+                out
+            }
+        }
     })
+}
+
+/// Calls `measure` for each of `systems`, `o.rounds` times with the systems in rotating order
+/// (so that drift of the machine's speed favours none): every result of each system, in
+/// `systems`' order.
+fn rotate<S: Copy, T>(systems: &[S], o: &Options, mut measure: impl FnMut(S) -> T) -> Vec<Vec<T>> {
+    let n = systems.len();
+    let mut runs: Vec<Vec<T>> = (0..n).map(|_| Vec::new()).collect();
+    for round in 0..o.rounds {
+        for k in 0..n {
+            let i = (k + round) % n;
+            runs[i].push(measure(systems[i]));
+        }
+    }
+    runs
 }
 
 /// The `stream_buffer` of the second Runar column of the streaming table.
@@ -401,6 +487,192 @@ fn median_latency(runs: impl Iterator<Item = Latency> + Clone) -> Latency {
     }
 }
 
+/// The figures of issue 14's table, filled in by the sections that ran (index 0: the
+/// current-thread runtime, 1: the multi-thread one), printed side by side with their references
+/// from the same run.
+#[derive(Default)]
+struct Issue14 {
+    unary: [Vec<(System, Latency, f64)>; 2],
+    events: [Vec<(EventSystem, Latency, events::Throughput)>; 2],
+    /// 1 MiB sequential echo, MiB/s: (Runar, tonic + TLS).
+    mib: [Option<(f64, f64)>; 2],
+}
+
+impl Issue14 {
+    fn unary(&self, r: usize, s: System) -> Option<(Latency, f64)> {
+        self.unary[r].iter().find(|x| x.0 == s).map(|x| (x.1, x.2))
+    }
+
+    fn events(&self, r: usize, s: EventSystem) -> Option<f64> {
+        self.events[r]
+            .iter()
+            .find(|x| x.0 == s)
+            .map(|x| x.2.per_sec)
+    }
+
+    /// The table, in the issue's row order, each row for both runtimes; rows whose section did
+    /// not run are left out.
+    fn write(&self, out: &mut String) {
+        let mut rows = String::new();
+        let mut row = |what: &str, rt: Rt, runar: String, reference: String, ratio: String| {
+            writeln!(
+                rows,
+                "| {what}, {} | {runar} | {reference} | {ratio} |",
+                rt.label()
+            )
+            .unwrap();
+        };
+        type Pick = fn(&(Latency, f64)) -> f64;
+        type Show = fn(f64) -> String;
+        let unary_rows: [(&str, System, &str, Pick, Show); 5] = [
+            (
+                "unary p50",
+                System::Quinn,
+                "raw quinn, stream per call",
+                |x| x.0.p50,
+                |x| format!("{} µs", us(x)),
+            ),
+            (
+                "unary calls/s, 64 in flight",
+                System::Quinn,
+                "raw quinn, stream per call",
+                |x| x.1,
+                rate,
+            ),
+            (
+                "unary calls/s, 64 in flight",
+                System::QuinnFramed,
+                "raw quinn, one framed stream",
+                |x| x.1,
+                rate,
+            ),
+            (
+                "unary calls/s, 64 in flight",
+                System::Tarpc,
+                "tarpc 0.38 (bincode, plain TCP)",
+                |x| x.1,
+                rate,
+            ),
+            (
+                "unary p50",
+                System::Tarpc,
+                "tarpc 0.38",
+                |x| x.0.p50,
+                |x| format!("{} µs", us(x)),
+            ),
+        ];
+        for (i, (what, reference, name, pick, show)) in unary_rows.iter().enumerate() {
+            if i == 3 {
+                self.events_rows(&mut row);
+            }
+            for (r, rt) in Rt::BOTH.into_iter().enumerate() {
+                let (Some(runar), Some(other)) =
+                    (self.unary(r, System::Runar), self.unary(r, *reference))
+                else {
+                    continue;
+                };
+                let (a, b) = (pick(&runar), pick(&other));
+                row(
+                    what,
+                    rt,
+                    show(a),
+                    format!("{name}: {}", show(b)),
+                    ratio(a / b),
+                );
+            }
+        }
+        for (r, rt) in Rt::BOTH.into_iter().enumerate() {
+            let (Some(runar), Some(tcp), Some(quic)) = (
+                self.unary(r, System::Runar),
+                self.unary(r, System::ZenohQuery(Link::Tcp)),
+                self.unary(r, System::ZenohQuery(Link::Quic)),
+            ) else {
+                continue;
+            };
+            row(
+                "unary calls/s, 64 in flight (not in the issue)",
+                rt,
+                rate(runar.1),
+                format!(
+                    "zenoh query/reply over TCP: {}; over QUIC: {}",
+                    rate(tcp.1),
+                    rate(quic.1)
+                ),
+                format!("{} / {}", ratio(runar.1 / tcp.1), ratio(runar.1 / quic.1)),
+            );
+        }
+        if rows.is_empty() {
+            return;
+        }
+        writeln!(
+            out,
+            "### Issue 14's table from this run\n\n\
+             Runar's figure and its reference from the same run (medians of the rounds); \
+             ratio = Runar / reference.\n"
+        )
+        .unwrap();
+        writeln!(
+            out,
+            "| measurement | Runar | reference in the same run | ratio |"
+        )
+        .unwrap();
+        writeln!(out, "|---|---:|---:|---:|").unwrap();
+        out.push_str(&rows);
+        out.push('\n');
+    }
+
+    /// The events rows and the 1 MiB row, which sit in the middle of the issue's table.
+    fn events_rows(&self, row: &mut impl FnMut(&str, Rt, String, String, String)) {
+        for (r, rt) in Rt::BOTH.into_iter().enumerate() {
+            let (Some(runar), Some(tcp), Some(quic)) = (
+                self.events(r, EventSystem::Runar),
+                self.events(r, EventSystem::Zenoh(Link::Tcp)),
+                self.events(r, EventSystem::Zenoh(Link::Quic)),
+            ) else {
+                continue;
+            };
+            row(
+                "remote events 64 B, msgs/s",
+                rt,
+                rate(runar),
+                format!(
+                    "zenoh 1.10 over TCP: {}; over QUIC: {}",
+                    rate(tcp),
+                    rate(quic)
+                ),
+                format!("{} / {}", ratio(runar / tcp), ratio(runar / quic)),
+            );
+        }
+        for (r, rt) in Rt::BOTH.into_iter().enumerate() {
+            let (Some(runar), Some(tonic)) = (
+                self.events(r, EventSystem::Runar),
+                self.events(r, EventSystem::TonicStreaming),
+            ) else {
+                continue;
+            };
+            row(
+                "remote events 64 B, msgs/s",
+                rt,
+                rate(runar),
+                format!("tonic server streaming: {}", rate(tonic)),
+                ratio(runar / tonic),
+            );
+        }
+        for (r, rt) in Rt::BOTH.into_iter().enumerate() {
+            let Some((runar, tonic)) = self.mib[r] else {
+                continue;
+            };
+            row(
+                "1 MiB echo MiB/s",
+                rt,
+                format!("{runar:.0}"),
+                format!("tonic + TLS: {tonic:.0}"),
+                ratio(runar / tonic),
+            );
+        }
+    }
+}
+
 /// Runs one scenario for a long time, for `perf record`/callgrind.
 fn profile(which: &str, o: &Options) {
     let payload = Bytes::from(vec![0xA5u8; 100]);
@@ -414,6 +686,7 @@ fn profile(which: &str, o: &Options) {
             "gateway-seq",
             "tonic-plain-seq",
             "tonic-seq",
+            "tarpc-seq",
         ]
         .contains(
             &w.split_once(':')
@@ -463,6 +736,7 @@ fn profile(which: &str, o: &Options) {
                         let r = tonic_side::connect(true).await.0;
                         go(&r, payload, calls, measure).await
                     }
+                    "tarpc-seq" => go(&tarpc_side::connect().await, payload, calls, measure).await,
                     "gateway-seq" => {
                         let r = gateway_side::connect(false).await;
                         go(&r, payload, calls, measure).await
@@ -477,7 +751,8 @@ fn profile(which: &str, o: &Options) {
             report("p50 ns", s.quantile_us(0.5) * 1000.0);
         }
         "runar-64" | "runar-64-mt" | "quinn-64" | "tonic-64" | "gateway-64" | "gateway-64-mt"
-        | "tonic-plain-64" | "tonic-plain-64-mt" => {
+        | "tonic-plain-64" | "tonic-plain-64-mt" | "tarpc-64" | "tarpc-64-mt"
+        | "quinn-framed-64" | "quinn-framed-64-mt" => {
             let rt = if which.ends_with("-mt") {
                 Rt::Multi
             } else {
@@ -498,6 +773,14 @@ fn profile(which: &str, o: &Options) {
                         let r = gateway_side::connect(false).await;
                         rpc::concurrent(&r, payload, 64, Duration::ZERO, measure).await
                     }
+                    "tarpc-64" => {
+                        let r = tarpc_side::connect().await;
+                        rpc::concurrent(&r, payload, 64, Duration::ZERO, measure).await
+                    }
+                    "quinn-framed-64" => {
+                        let r = quinn_framed::connect().await;
+                        rpc::concurrent(&r, payload, 64, Duration::ZERO, measure).await
+                    }
                     _ => {
                         let r = runar_side::connect().await;
                         rpc::concurrent(&r, payload, 64, Duration::ZERO, measure).await
@@ -505,6 +788,30 @@ fn profile(which: &str, o: &Options) {
                 }
             });
             report("calls/s", x);
+        }
+        "zenoh-events" | "zenoh-events-quic" => {
+            let link = if which.ends_with("quic") {
+                Link::Quic
+            } else {
+                Link::Tcp
+            };
+            let calls = o.calls;
+            let x = Rt::Current.run(move || async move {
+                let sink = events::Sink::default();
+                let z = zenoh_side::pubsub(link, sink.clone()).await;
+                let payload = Bytes::from(vec![0x5Au8; 64]);
+                let x = match calls {
+                    Some(n) => events::fixed(&z, &sink, payload, n).await,
+                    None => {
+                        events::throughput(&z, &sink, payload, Duration::ZERO, measure)
+                            .await
+                            .per_sec
+                    }
+                };
+                z.stop().await;
+                x
+            });
+            report("events/s", x);
         }
         "runar-events" => {
             let calls = o.calls;
@@ -515,10 +822,30 @@ fn profile(which: &str, o: &Options) {
                 let payload = Bytes::from(vec![0x5Au8; 64]);
                 match calls {
                     Some(n) => events::fixed(&r, &sink, payload, n).await,
-                    None => events::throughput(&r, &sink, payload, Duration::ZERO, measure).await,
+                    None => {
+                        events::throughput(&r, &sink, payload, Duration::ZERO, measure)
+                            .await
+                            .per_sec
+                    }
                 }
             });
             report("events/s", x);
+        }
+        "tonic-pull" | "tonic-push" => {
+            // tonic + TLS, for the per-message cost of the runar-pull/runar-push profiles.
+            let kind = if which == "tonic-pull" {
+                streams::Kind::Server
+            } else {
+                streams::Kind::Client
+            };
+            let n = o.calls.unwrap_or(1_000_000);
+            let x = Rt::Current.run(move || async move {
+                let (client, _) = tonic_side::connect(true).await;
+                let start = std::time::Instant::now();
+                streams::Streamer::run(&client, kind, n, Bytes::from(vec![0x5Au8; 64])).await;
+                n as f64 / start.elapsed().as_secs_f64()
+            });
+            report("messages/s", x);
         }
         w if w.starts_with("runar-pull") || w.starts_with("runar-push") => {
             // `runar-pull:N` sets `stream_buffer` to N.
@@ -561,6 +888,7 @@ fn main() {
     let started = std::time::Instant::now();
     let mut out = String::new();
     let mut targets: Vec<(String, bool, String)> = Vec::new();
+    let mut issue14 = Issue14::default();
 
     writeln!(
         out,
@@ -583,7 +911,8 @@ fn main() {
         .unwrap();
         writeln!(out, "|---|---|---:|---:|---:|---:|---:|").unwrap();
         let mut ratios = String::new();
-        for rt in Rt::BOTH {
+        let mut others = String::new();
+        for (r, rt) in Rt::BOTH.into_iter().enumerate() {
             let results = unary_rounds(&System::ALL, rt, &o);
             unary_rows(&mut out, rt, &results);
             let get = |sys: System| {
@@ -596,6 +925,35 @@ fn main() {
             let (runar, runar_par) = get(System::Runar);
             let (quinn, _) = get(System::Quinn);
             let (tls, tls_par) = get(System::TonicTls);
+            for other in [
+                System::Tarpc,
+                System::ZenohQuery(Link::Tcp),
+                System::ZenohQuery(Link::Quic),
+            ] {
+                let (lat, par) = get(other);
+                writeln!(
+                    others,
+                    "| {} | {} | {} | {} | {} |",
+                    rt.label(),
+                    other.label(),
+                    ratio(runar.p50 / lat.p50),
+                    ratio(runar.per_sec / lat.per_sec),
+                    ratio(runar_par / par)
+                )
+                .unwrap();
+            }
+            let (_, tarpc_par) = get(System::Tarpc);
+            targets.push((
+                format!("Runar 64-in-flight calls/s ≥ tarpc ({})", rt.label()),
+                runar_par >= tarpc_par,
+                format!(
+                    "{} vs {} = {}",
+                    rate(runar_par),
+                    rate(tarpc_par),
+                    ratio(runar_par / tarpc_par)
+                ),
+            ));
+            issue14.unary[r] = results.clone();
             let p50_ratio = runar.p50 / quinn.p50;
             let seq_ratio = runar.per_sec / tls.per_sec;
             let par_ratio = runar_par / tls_par;
@@ -646,6 +1004,13 @@ fn main() {
         .unwrap();
         writeln!(out, "|---|---:|---:|---:|").unwrap();
         out.push_str(&ratios);
+        writeln!(
+            out,
+            "\n| runtime | against | Runar p50 / its p50 | Runar / it, sequential calls/s | Runar / it, 64 in flight calls/s |"
+        )
+        .unwrap();
+        writeln!(out, "|---|---|---:|---:|---:|").unwrap();
+        out.push_str(&others);
         out.push('\n');
     }
 
@@ -688,55 +1053,59 @@ fn main() {
         .unwrap();
         writeln!(
             out,
-            "| runtime | system | p50 µs | p90 µs | p99 µs | messages/s | messages/s vs tonic |"
+            "| runtime | system | p50 µs | p90 µs | p99 µs | messages/s | lost | Runar / this, messages/s |"
         )
         .unwrap();
-        writeln!(out, "|---|---|---:|---:|---:|---:|---:|").unwrap();
-        for rt in Rt::BOTH {
-            let (mut runar, mut tonic) = (Vec::new(), Vec::new());
-            for round in 0..o.rounds {
-                if round % 2 == 0 {
-                    runar.push(remote_events(true, rt, &o));
-                    tonic.push(remote_events(false, rt, &o));
-                } else {
-                    tonic.push(remote_events(false, rt, &o));
-                    runar.push(remote_events(true, rt, &o));
-                }
-            }
-            let (r_lat, r_tput) = (
-                median_latency(runar.iter().map(|x| x.0)),
-                median(runar.iter().map(|x| x.1)),
-            );
-            let (t_lat, t_tput) = (
-                median_latency(tonic.iter().map(|x| x.0)),
-                median(tonic.iter().map(|x| x.1)),
-            );
-            for (name, lat, tput, vs) in [
-                (
-                    "**Runar** publish/subscribe",
-                    r_lat,
-                    r_tput,
-                    ratio(r_tput / t_tput),
-                ),
-                (
-                    "tonic + TLS server streaming",
-                    t_lat,
-                    t_tput,
-                    String::from("1.00x"),
-                ),
-            ] {
+        writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|").unwrap();
+        for (r, rt) in Rt::BOTH.into_iter().enumerate() {
+            let runs = rotate(&EventSystem::ALL, &o, |s| remote_events(s, rt, &o));
+            let results: Vec<_> = EventSystem::ALL
+                .iter()
+                .zip(runs)
+                .map(|(&s, runs)| {
+                    let lat = median_latency(runs.iter().map(|x| x.0));
+                    let tput = events::Throughput {
+                        per_sec: median(runs.iter().map(|x| x.1.per_sec)),
+                        // The worst round: nothing lost means nothing lost in any round.
+                        lost: runs.iter().map(|x| x.1.lost).max().unwrap_or(0),
+                    };
+                    (s, lat, tput)
+                })
+                .collect();
+            let runar = results
+                .iter()
+                .find(|x| x.0 == EventSystem::Runar)
+                .map_or(f64::NAN, |x| x.2.per_sec);
+            for (s, lat, tput) in &results {
                 writeln!(
                     out,
-                    "| {} | {name} | {} | {} | {} | {} | {vs} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
                     rt.label(),
+                    s.label(),
                     us(lat.p50),
                     us(lat.p90),
                     us(lat.p99),
-                    rate(tput)
+                    rate(tput.per_sec),
+                    tput.lost,
+                    ratio(runar / tput.per_sec)
                 )
                 .unwrap();
+                if let EventSystem::Zenoh(Link::Tcp) = s {
+                    targets.push((
+                        format!("Runar events ≥ zenoh over TCP ({})", rt.label()),
+                        runar >= tput.per_sec,
+                        format!(
+                            "{} vs {} = {}",
+                            rate(runar),
+                            rate(tput.per_sec),
+                            ratio(runar / tput.per_sec)
+                        ),
+                    ));
+                }
             }
+            issue14.events[r] = results;
         }
+        writeln!(out, "\n{}", nats_side::skipped()).unwrap();
         out.push('\n');
     }
 
@@ -893,6 +1262,10 @@ fn main() {
                 summary(&runs[2]),
                 summary(&runs[3]),
             );
+            let mib = |x: &Vec<(usize, f64, f64)>| x.iter().find(|x| x.0 == 1 << 20).map(|x| x.2);
+            if let (Some(runar), Some(tonic)) = (mib(&r), mib(&t)) {
+                issue14.mib[usize::from(rt == Rt::Multi)] = Some((runar, tonic));
+            }
             for i in 0..sizes.len() {
                 let cell = |x: &(usize, f64, f64)| format!("{:.1} ({})", x.2, us(x.1));
                 writeln!(
@@ -976,6 +1349,8 @@ fn main() {
         }
         out.push('\n');
     }
+
+    issue14.write(&mut out);
 
     if !targets.is_empty() {
         writeln!(out, "### Targets\n").unwrap();

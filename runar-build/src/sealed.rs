@@ -211,7 +211,7 @@ fn rewrite_field(
             .ok_or_else(not_found)?;
         let value_type: Type = match &field.message_type {
             // prost holds a singular message as `Option<M>`.
-            Some(_) => option_inner(&target.ty).ok_or_else(not_found)?,
+            Some(_) => runar_codegen::sealed::option_inner(&target.ty).ok_or_else(not_found)?,
             None => target.ty.clone(),
         };
         if field.message_type.is_some() {
@@ -241,22 +241,6 @@ fn rewrite_field(
         field.number,
         &field.label,
     ))
-}
-
-/// `T` of `Option<T>` (however the path to `Option` is written).
-fn option_inner(ty: &Type) -> Option<Type> {
-    let Type::Path(path) = ty else { return None };
-    let last = path.path.segments.last()?;
-    if last.ident != "Option" {
-        return None;
-    }
-    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
-        return None;
-    };
-    match args.args.first()? {
-        syn::GenericArgument::Type(t) => Some(t.clone()),
-        _ => None,
-    }
 }
 
 trait MetaString {

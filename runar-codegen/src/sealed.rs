@@ -43,6 +43,25 @@ pub fn sealed_marker(
     }
 }
 
+/// `T` of a field typed `Option<T>` (the last path segment named `Option`, as prost and
+/// hand-written messages spell it); `None` for any other type.
+pub fn option_inner(ty: &syn::Type) -> Option<syn::Type> {
+    let syn::Type::Path(path) = ty else {
+        return None;
+    };
+    let last = path.path.segments.last()?;
+    if last.ident != "Option" {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    match args.args.first()? {
+        syn::GenericArgument::Type(t) => Some(t.clone()),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +74,22 @@ mod tests {
         assert!(label_problem("User").is_some());
         assert!(label_problem(&"a".repeat(MAX_LABEL_LEN + 1)).is_some());
         assert_eq!(label_problem(&"a".repeat(MAX_LABEL_LEN)), None);
+    }
+
+    #[test]
+    fn option_inner_takes_the_type_out_of_an_option_however_spelled() {
+        let inner = |t: &str| {
+            syn::parse_str(t)
+                .ok()
+                .and_then(|t| super::option_inner(&t))
+                .map(|t| quote::quote!(#t).to_string())
+        };
+        assert_eq!(inner("Option<Foo>").as_deref(), Some("Foo"));
+        assert_eq!(
+            inner("::core::option::Option<a::B>").as_deref(),
+            Some("a :: B")
+        );
+        assert_eq!(inner("Vec<Foo>"), None);
+        assert_eq!(inner("(u8, u8)"), None);
     }
 }

@@ -115,8 +115,6 @@ pub struct GatewayConfig {
     pub max_message_size: usize,
     /// TLS on the listener (default none: plain HTTP/2).
     pub tls: Option<ServerTlsConfig>,
-    /// How often `serve` looks whether the node has stopped (default 200 ms).
-    pub stop_check_interval: Duration,
     /// How much shorter than the client's `grpc-timeout` the Runar call's deadline is
     /// (default 20 ms): the HTTP/2 server runs its own timer for `grpc-timeout` and answers
     /// `CANCELLED` when it fires, so the Runar call must expire first for the client to get
@@ -136,7 +134,6 @@ impl Default for GatewayConfig {
         GatewayConfig {
             max_message_size: 4 * 1024 * 1024,
             tls: None,
-            stop_check_interval: Duration::from_millis(200),
             deadline_margin: Duration::from_millis(20),
             tcp_nodelay: true,
             sealed_fields: SealedFields::Open,
@@ -182,12 +179,6 @@ impl GatewayConfig {
     /// Sets what labelled (sealed) fields become.
     pub fn with_sealed_fields(mut self, sealed_fields: SealedFields) -> Self {
         self.sealed_fields = sealed_fields;
-        self
-    }
-
-    /// Sets how often `serve` looks whether the node has stopped.
-    pub fn with_stop_check_interval(mut self, interval: Duration) -> Self {
-        self.stop_check_interval = interval;
         self
     }
 }
@@ -268,22 +259,12 @@ impl Gateway {
     }
 }
 
-/// Resolves once the gateway is shut down, or the node has stopped after running.
+/// Resolves once the gateway is shut down, or the node stops.
 async fn stopped(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.subscribe();
-    let mut was_running = shared.node.is_running();
-    let mut tick = tokio::time::interval(shared.config.stop_check_interval);
-    loop {
-        tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => return,
-            _ = tick.tick() => {
-                let running = shared.node.is_running();
-                if was_running && !running {
-                    return;
-                }
-                was_running |= running;
-            }
-        }
+    tokio::select! {
+        _ = shutdown.wait_for(|s| *s) => {}
+        () = shared.node.stopped() => {}
     }
 }
 

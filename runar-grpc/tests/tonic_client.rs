@@ -219,3 +219,32 @@ async fn a_client_stream_over_the_message_limit_fails_rather_than_ending_early()
     b.stop().await.unwrap();
     a.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_returns_when_the_node_stops() {
+    let (a, b, _counts) = two_nodes().await;
+    let (_gateway, addr, serving) = serve(&b, runar_grpc::GatewayConfig::default()).await;
+    let client = GreeterClient::new(channel(addr).await);
+    let reply = client
+        .clone()
+        .say_hello(hello("ada"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.message, "hello ada");
+
+    // No shutdown of the gateway: stopping the node it serves ends `serve`, with no polling
+    // interval to wait out.
+    let started = Instant::now();
+    b.stop().await.unwrap();
+    tokio::time::timeout(WAIT, serving)
+        .await
+        .expect("serve returns once the node stops")
+        .unwrap()
+        .unwrap();
+    println!(
+        "serve returned {:?} after the node stopped",
+        started.elapsed()
+    );
+    a.stop().await.unwrap();
+}

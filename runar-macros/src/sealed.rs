@@ -195,7 +195,7 @@ fn seal_field(
     }
     let tag = tag.ok_or_else(|| syn::Error::new(prost_attr.span(), "no `tag = \"N\"`"))?;
     let value_type: Type = if is_message {
-        option_inner(&field.ty).ok_or_else(|| {
+        runar_codegen::sealed::option_inner(&field.ty).ok_or_else(|| {
             syn::Error::new(field.ty.span(), "a message field is `Option<Message>`")
         })?
     } else {
@@ -213,20 +213,4 @@ fn seal_field(
     Ok(runar_codegen::sealed::sealed_marker(
         vis, &marker, krate, full_name, field_name, tag, label,
     ))
-}
-
-/// `T` of `Option<T>`.
-fn option_inner(ty: &Type) -> Option<Type> {
-    let Type::Path(path) = ty else { return None };
-    let last = path.path.segments.last()?;
-    if last.ident != "Option" {
-        return None;
-    }
-    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
-        return None;
-    };
-    match args.args.first()? {
-        syn::GenericArgument::Type(t) => Some(t.clone()),
-        _ => None,
-    }
 }

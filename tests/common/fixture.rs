@@ -29,6 +29,8 @@
 //! | `stream/sum`    | client  | `u64`s        | their sum                                       |
 //! | `stream/echo`   | bidi    | `u64`s        | each one back, in order                         |
 //! | `stream/fail`   | server  | `u64` n       | `0 … n-1`, then the error [`FAIL_CODE`], [`FAIL_MESSAGE`] |
+//! | `stream/panic`  | server  | `u64` n       | `0 … n-1`, then its reply stream panics         |
+//! | `stream/twice`  | client  | `u64`s        | two replies, their count and 0 (only the first is sent) |
 //! | `stream/endless`| server  | `()`          | `0, 1, 2, …` for ever; [`Probe::pulled`] counts the messages taken from it, [`Probe::dropped`] hears `"stream dropped"` when it is dropped |
 //!
 //! With [`Fixture::listening`], the service also subscribes to a topic and reports each event
@@ -296,6 +298,30 @@ impl Fixture {
                 let n = req.message().await?.unwrap_or(0);
                 let failure = Err(Error::new(FAIL_CODE, FAIL_MESSAGE));
                 Ok(futures::stream::iter((0..n).map(Ok).chain(Some(failure))))
+            },
+        )
+        .await?;
+        ctx.register_stream(
+            "stream/panic",
+            CallKind::ServerStreaming,
+            |mut req: Streaming<u64>, _| async move {
+                let n = req.message().await?.unwrap_or(0);
+                Ok(futures::stream::iter(0..=n).map(move |i| {
+                    assert!(i < n, "the reply stream panics after {n} messages");
+                    Ok(i)
+                }))
+            },
+        )
+        .await?;
+        ctx.register_stream(
+            "stream/twice",
+            CallKind::ClientStreaming,
+            |mut items: Streaming<u64>, _| async move {
+                let mut count = 0u64;
+                while items.message().await?.is_some() {
+                    count += 1;
+                }
+                Ok(futures::stream::iter([Ok(count), Ok(0)]))
             },
         )
         .await?;

@@ -1017,14 +1017,18 @@ impl<H: NodeHandler> Mesh<H> {
                 }
                 let node = self.node.clone();
                 let open = credit.opened(&peer.connection);
-                let served = serve_bi(node, peer.clone(), send, recv, streams.clone());
                 // Boxed: the task of a request stream is large (reading, serving, writing),
                 // and tokio copies a task's future whole several times (at the spawn, into
-                // its cell, at each stage); boxed, each copy is of a pointer.
-                tokio::spawn(Box::pin(async move {
-                    served.await;
-                    drop(open);
-                }));
+                // its cell, at each stage); boxed, each copy is of a pointer. No wrapping
+                // `async` block: awaiting the stream's future from one would copy it again.
+                tokio::spawn(Box::pin(serve_bi(
+                    node,
+                    peer.clone(),
+                    send,
+                    recv,
+                    streams.clone(),
+                    open,
+                )));
             }
         };
         let events = async {

@@ -50,6 +50,7 @@ use super::peer::{
     KIND_REQUEST, Peer, codes, cut_slow_stream, read_kind, serve_request, unknown_kind,
     within_read_timeout,
 };
+use super::transport::OpenBidiStream;
 use crate::error::{Code, Error, Result};
 use crate::identity::NodeId;
 use crate::metadata::Metadata;
@@ -121,17 +122,26 @@ pub(crate) fn decode_stream_frame(frame: Bytes) -> Result<StreamItem> {
 /// its length the rest of the frame), as prost would decode it, without prost's decoder: the
 /// frame nearly every call is made of. `None` for any other frame.
 fn message_of(frame: &Bytes) -> Option<Bytes> {
-    let (&key, mut rest) = frame.split_first()?;
+    match message_head(frame) {
+        0 => None,
+        start => Some(frame.slice(start..)),
+    }
+}
+
+/// How many bytes lead the message of a frame body that is `StreamFrame { message }` alone
+/// (its key and length); 0 for any other frame (a message frame has at least 2).
+fn message_head(body: &[u8]) -> usize {
+    let Some((&key, mut rest)) = body.split_first() else {
+        return 0;
+    };
     // Field 1, wire type 2 (length-delimited).
     if key != 0x0A {
-        return None;
+        return 0;
     }
-    let len = prost::encoding::decode_varint(&mut rest).ok()?;
-    if u64::try_from(rest.len()).ok()? != len {
-        return None;
+    match prost::encoding::decode_varint(&mut rest) {
+        Ok(len) if u64::try_from(rest.len()) == Ok(len) => body.len().saturating_sub(rest.len()),
+        _ => 0,
     }
-    let start = frame.len().checked_sub(rest.len())?;
-    Some(frame.slice(start..))
 }
 
 /// One frame holding `StreamFrame { credit }`.
@@ -199,8 +209,11 @@ impl Grants {
 
 /// What the reader task hands the consumer.
 enum Inbound {
-    /// A message, holding its bytes in the peer's budget (server side) until taken.
-    Message(Value, Option<Held>),
+    /// A message.
+    Message(Value),
+    /// The room in the peer's budget that the messages queued before it hold: released as
+    /// the last of them is taken.
+    Release(Held),
     /// The end of the peer's messages: clean, or with an error.
     End(Option<Error>),
 }
@@ -240,9 +253,9 @@ struct InboxTx(Arc<Mutex<Queue>>);
 struct OverCredit;
 
 impl InboxTx {
-    /// Queues `batch`'s messages (dropped if the consumer is gone), the last one holding
-    /// `held`; the peer must have had credit for all of them.
-    fn messages(&self, batch: &mut Vec<Value>, held: Option<Held>) -> Result<(), OverCredit> {
+    /// Queues `batch`'s messages (dropped if the consumer is gone), `held` released when the
+    /// last of them is taken; the peer must have had credit for all of them.
+    fn messages(&self, batch: &mut Vec<Value>, held: Held) -> Result<(), OverCredit> {
         let mut queue = lock(&self.0);
         if !queue.open {
             drop(queue);
@@ -250,16 +263,8 @@ impl InboxTx {
             return Ok(());
         }
         queue.room = queue.room.checked_sub(batch.len()).ok_or(OverCredit)?;
-        let mut held = held;
-        let mut values = batch.drain(..).peekable();
-        while let Some(value) = values.next() {
-            let held = if values.peek().is_none() {
-                held.take()
-            } else {
-                None
-            };
-            queue.items.push_back(Inbound::Message(value, held));
-        }
+        queue.items.extend(batch.drain(..).map(Inbound::Message));
+        queue.items.push_back(Inbound::Release(held));
         wake(queue);
         Ok(())
     }
@@ -347,33 +352,43 @@ impl Stream for Inbox {
         }
         // A consumer that always finds a message still yields to other tasks now and then.
         let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
-        let Some(item) = this.next_item(cx) else {
-            return Poll::Pending;
-        };
-        coop.made_progress();
-        match item {
-            Some(Inbound::Message(value, held)) => {
-                drop(held);
-                this.taken = this.taken.saturating_add(1);
-                if this.taken >= this.batch {
-                    // Room first: the grant may reach the peer, and its messages this side,
-                    // as soon as it is added.
-                    let mut queue = lock(&this.queue);
-                    queue.room = queue.room.saturating_add(this.taken as usize);
-                    drop(queue);
-                    this.grants.add(this.taken);
-                    this.taken = 0;
+        loop {
+            let Some(item) = this.next_item(cx) else {
+                return Poll::Pending;
+            };
+            coop.made_progress();
+            return match item {
+                Some(Inbound::Message(value)) => {
+                    // The last message of a batch releases the batch's room in the budget.
+                    if let Some(Inbound::Release(_)) = this.taken_items.front() {
+                        this.taken_items.pop_front();
+                    }
+                    this.taken = this.taken.saturating_add(1);
+                    if this.taken >= this.batch {
+                        // Room first: the grant may reach the peer, and its messages this
+                        // side, as soon as it is added.
+                        let mut queue = lock(&this.queue);
+                        queue.room = queue.room.saturating_add(this.taken as usize);
+                        drop(queue);
+                        this.grants.add(this.taken);
+                        this.taken = 0;
+                    }
+                    Poll::Ready(Some(Ok(value)))
                 }
-                Poll::Ready(Some(Ok(value)))
-            }
-            Some(Inbound::End(end)) => {
-                this.done = true;
-                Poll::Ready(end.map(Err))
-            }
-            None => {
-                this.done = true;
-                Poll::Ready(Some(Err(Error::unavailable("the stream closed"))))
-            }
+                Some(Inbound::End(end)) => {
+                    this.done = true;
+                    Poll::Ready(end.map(Err))
+                }
+                // Released with its batch's last message; never first in a queue.
+                Some(Inbound::Release(held)) => {
+                    drop(held);
+                    continue;
+                }
+                None => {
+                    this.done = true;
+                    Poll::Ready(Some(Err(Error::unavailable("the stream closed"))))
+                }
+            };
         }
     }
 }
@@ -442,7 +457,7 @@ impl Reader {
         };
         match &self.inbox {
             Some(inbox) => inbox
-                .messages(&mut self.batch, Some(held))
+                .messages(&mut self.batch, held)
                 .map_err(|OverCredit| {
                     Error::invalid_argument("the peer sent past the credit it was granted")
                 })?,
@@ -468,6 +483,12 @@ impl Reader {
     }
 }
 
+/// A frame decoded, with its length.
+fn decoded(frame: Bytes) -> (Result<StreamItem>, usize) {
+    let len = frame.len();
+    (decode_stream_frame(frame), len)
+}
+
 /// Reads a call's frames as they come: messages into the consumer's bounded buffer (a peer that
 /// sends past its credit breaks the protocol), credits to this side's writer, the trailer to
 /// the consumer. On the caller's side the server's trailer (or any failure) ends the call.
@@ -478,8 +499,16 @@ async fn read_frames(mut reader: Reader) {
     let stop = reader.stop.clone();
     let mut cancelled = std::pin::pin!(stop.cancelled());
     loop {
-        let frame = match reader.frames.ready() {
-            Some(frame) => frame.map(Some),
+        // A message frame's message is sliced from the received chunk at once.
+        let frame = match reader.frames.ready_split(message_head) {
+            Some(Ok((head, message))) if head > 0 => {
+                let len = message.len().saturating_add(head);
+                Ok(Some((
+                    Ok(StreamItem::Message(Value::from_encoded(message))),
+                    len,
+                )))
+            }
+            Some(frame) => frame.map(|(_, frame)| Some(decoded(frame))),
             None => {
                 // Everything received is handled: the messages go to the consumer at once.
                 match reader.deliver(cancelled.as_mut()).await {
@@ -496,14 +525,13 @@ async fn read_frames(mut reader: Reader) {
                         let _ = reader.recv.stop(codes::CANCELLED);
                         return;
                     }
-                    frame = reader.frames.next(&mut reader.recv) => frame,
+                    frame = reader.frames.next(&mut reader.recv) => frame.map(|f| f.map(decoded)),
                 }
             }
         };
         let failure = match frame {
-            Ok(Some(frame)) => {
-                let len = frame.len();
-                match decode_stream_frame(frame) {
+            Ok(Some((item, len))) => {
+                match item {
                     Ok(StreamItem::Message(value)) => {
                         if reader.inbox.is_some() {
                             reader.batch.push(value);
@@ -911,14 +939,17 @@ async fn write_requests(writer: RequestWriter) {
 }
 
 /// Serves one bidirectional stream the peer opened: a request (kind 2) or a streaming call
-/// (kind 4), told apart by the kind byte, which is due within the read timeout.
+/// (kind 4), told apart by the kind byte, which is due within the read timeout. The stream
+/// counts against the peer's grant of streams (`open`) until this returns.
 pub(crate) async fn serve_bi<H: NodeHandler>(
     node: H,
     from: Arc<Peer>,
     mut send: SendStream,
     mut recv: RecvStream,
     streams: StreamSlots,
+    open: OpenBidiStream,
 ) {
+    let _open = open;
     let max = from.max_message_size();
     let timeout = from.read_timeout();
     match within_read_timeout(timeout, read_kind(&mut recv)).await {

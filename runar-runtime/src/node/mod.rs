@@ -97,6 +97,8 @@ pub(crate) struct NodeInner {
     next_subscription: AtomicU64,
     /// Requests with peers still in flight when `stop` ended its grace period.
     dropped_at_stop: AtomicU64,
+    /// Cancelled when [`Node::stop`] begins (see [`Node::stopped`]).
+    stopping: tokio_util::sync::CancellationToken,
     /// Peers whose handshakes were refused, and why.
     refusals: Mutex<readiness::Refusals>,
     /// What became of the node's events (see [`NodeStats`]).
@@ -233,6 +235,7 @@ impl Node {
                 retained: Mutex::default(),
                 next_subscription: AtomicU64::new(1),
                 dropped_at_stop: AtomicU64::new(0),
+                stopping: tokio_util::sync::CancellationToken::new(),
                 refusals: Mutex::default(),
                 counters: stats::NodeCounters::default(),
                 created: std::time::Instant::now(),
@@ -358,6 +361,13 @@ impl Node {
     /// True between a successful [`start`](Self::start) and [`stop`](Self::stop).
     pub fn is_running(&self) -> bool {
         self.inner.state.load(Ordering::Acquire) == RUNNING
+    }
+
+    /// Resolves once [`stop`](Self::stop) has begun (at once if it already has): from then on
+    /// the node takes no new calls. For what runs beside a node and should end with it, such
+    /// as a gateway in front of it.
+    pub async fn stopped(&self) {
+        self.inner.stopping.cancelled().await;
     }
 
     /// Adds a service. Before [`start`](Self::start) it waits for the node to start; after, it is
@@ -567,6 +577,7 @@ impl Node {
         if self.inner.state.swap(STOPPED, Ordering::AcqRel) == STOPPED {
             return Ok(());
         }
+        self.inner.stopping.cancel();
         let meshes = std::mem::take(&mut *lock(&self.inner.meshes));
         if let Some(first) = meshes.first() {
             let grace = self

@@ -319,10 +319,13 @@ fn remote_action(peer: &PeerHandle, network: Arc<str>) -> ActionHandler {
             let metadata = traced.as_ref().unwrap_or(ctx.metadata());
             let node = ctx.node();
             let value = node.sealed_scope(value);
-            let request = peer.request(network, ctx.path(), &value, ctx.remaining(), metadata);
+            // The request future made where it is awaited: made first and awaited after, it
+            // would be copied into the await's slot.
             let answer = if span.is_disabled() {
-                request.await
+                peer.request(network, ctx.path(), &value, ctx.remaining(), metadata)
+                    .await
             } else {
+                let request = peer.request(network, ctx.path(), &value, ctx.remaining(), metadata);
                 tracing::Instrument::instrument(request, span).await
             };
             answer.map(|value| node.sealed_scope(value))

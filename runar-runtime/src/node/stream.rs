@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::network::InboundStream;
 use crate::node::RequestOptions;
 use crate::node::registry::Origin;
-use crate::node::service::stream::{next_reply, poll_reply, start_handler};
+use crate::node::service::stream::start_handler;
 use crate::node::service::{
     CallKind, Caller, RawStreaming, RequestContext, StreamHandler, Streaming,
 };
@@ -216,7 +216,8 @@ impl Node {
 impl Node {
     /// Serves a streaming call from a peer with this node's own instance of the action (never
     /// forwarding it), under the caller's deadline if it set one. The returned replies end at
-    /// the handler's first error; a panic becomes `Internal`.
+    /// the handler's first error; a panic becomes `Internal` (the handler's reply stream does
+    /// both, as `register_stream` wraps it).
     pub(crate) async fn serve_remote_stream(
         &self,
         stream: InboundStream,
@@ -267,27 +268,8 @@ impl Node {
         // are written for the caller.
         let requests = RawStreaming::new(self.sealed_stream(stream.requests));
         let replies = start_handler(&handler, requests, ctx, path).await?;
-        Ok(self.sealed_stream(until_error(replies, resolved.path)))
+        Ok(self.sealed_stream(replies))
     }
-}
-
-/// `replies` up to and including its first error, a panic turned into `Internal`.
-fn until_error(
-    replies: BoxStream<'static, Result<Value>>,
-    path: Arc<str>,
-) -> BoxStream<'static, Result<Value>> {
-    let mut replies = Some(replies);
-    futures::stream::poll_fn(move |cx| {
-        let Some(source) = replies.as_mut() else {
-            return std::task::Poll::Ready(None);
-        };
-        let item = std::task::ready!(poll_reply(source, cx, &path));
-        if !matches!(item, Some(Ok(_))) {
-            replies = None;
-        }
-        std::task::Poll::Ready(item)
-    })
-    .boxed()
 }
 
 /// Runs a local stream handler in a task of its own; its replies wait in a channel of
@@ -310,7 +292,9 @@ fn spawn_local(
         };
         // Room first, then the next reply: the handler's stream is polled only with room.
         while let Ok(permit) = replies_tx.reserve().await {
-            match next_reply(&mut replies, &path).await {
+            // The replies end at their first error; a panic is `Internal` (see
+            // `stream_handler`).
+            match replies.next().await {
                 Some(reply) => {
                     let last = reply.is_err();
                     permit.send(reply);

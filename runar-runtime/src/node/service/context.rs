@@ -65,6 +65,11 @@ impl RequestContext {
         &self.path
     }
 
+    /// [`path`](Self::path), shared.
+    pub(crate) fn shared_path(&self) -> &Arc<str> {
+        &self.path
+    }
+
     /// The value of the template parameter `name` (`{name}` in the registered action path).
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params.get(name)

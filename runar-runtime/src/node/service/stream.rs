@@ -248,8 +248,9 @@ pub fn stream_once<T: Send + 'static>(item: T) -> futures::stream::Iter<std::opt
     futures::stream::iter(Some(item))
 }
 
-/// Wraps a typed streaming handler as a [`StreamHandler`]. For `ClientStreaming`, only the
-/// first reply is sent (the call ends after it).
+/// Wraps a typed streaming handler as a [`StreamHandler`]. Its replies end at the first error
+/// (a panic of the reply stream becomes `Internal`); for `ClientStreaming`, only the first
+/// reply is sent (the call ends after it).
 pub(crate) fn stream_handler<Req, Resp, F, Fut, S>(kind: CallKind, f: F) -> StreamHandler
 where
     Req: Payload,
@@ -259,37 +260,65 @@ where
     S: Stream<Item = Result<Resp>> + Send + 'static,
 {
     Arc::new(move |requests: RawStreaming, ctx: RequestContext| {
+        let path = ctx.shared_path().clone();
         let fut = f(Streaming::from_raw(requests), ctx);
         Box::pin(async move {
-            let replies = fut.await?.map(|reply| reply.map(Value::new));
-            Ok(match kind {
-                CallKind::ClientStreaming => replies.take(1).boxed(),
-                _ => replies.boxed(),
-            })
+            let replies = fut.await?;
+            Ok(Replies {
+                source: Some(Box::pin(replies)),
+                left: match kind {
+                    CallKind::ClientStreaming => 1,
+                    _ => u64::MAX,
+                },
+                path,
+            }
+            .boxed())
         })
     })
 }
 
-/// Drives `handler`'s reply stream: the next reply, a panic turned into `Internal`.
-pub(crate) async fn next_reply(
-    replies: &mut BoxStream<'static, Result<Value>>,
-    path: &str,
-) -> Option<Result<Value>> {
-    std::future::poll_fn(|cx| poll_reply(replies, cx, path)).await
+/// A typed handler's reply stream as [`Value`]s, in one layer: each reply is moved into a
+/// `Value` as it is taken, the stream ends after its first error (or after `left` replies),
+/// and a panic while polling it ends it with `Internal`.
+struct Replies<S> {
+    /// `None` once the stream ended.
+    source: Option<Pin<Box<S>>>,
+    /// The replies still to send.
+    left: u64,
+    path: Arc<str>,
 }
 
-/// [`next_reply`] as a poll: the next reply if ready, a panic turned into `Internal`.
-pub(crate) fn poll_reply(
-    replies: &mut BoxStream<'static, Result<Value>>,
-    cx: &mut Context<'_>,
-    path: &str,
-) -> Poll<Option<Result<Value>>> {
-    match std::panic::catch_unwind(AssertUnwindSafe(|| replies.poll_next_unpin(cx))) {
-        Ok(item) => item,
-        Err(panic) => Poll::Ready(Some(Err(Error::internal(format!(
-            "the stream of `{path}` panicked: {}",
-            panic_message(panic.as_ref())
-        ))))),
+impl<S, Resp> Stream for Replies<S>
+where
+    S: Stream<Item = Result<Resp>>,
+    Resp: Payload,
+{
+    type Item = Result<Value>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let Some(source) = this.source.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let item =
+            match std::panic::catch_unwind(AssertUnwindSafe(|| source.as_mut().poll_next(cx))) {
+                Ok(Poll::Pending) => return Poll::Pending,
+                Ok(Poll::Ready(Some(Ok(reply)))) => {
+                    this.left = this.left.saturating_sub(1);
+                    if this.left == 0 {
+                        this.source = None;
+                    }
+                    return Poll::Ready(Some(Ok(Value::new(reply))));
+                }
+                Ok(Poll::Ready(item)) => item.map(|e| e.map(Value::new)),
+                Err(panic) => Some(Err(Error::internal(format!(
+                    "the stream of `{}` panicked: {}",
+                    this.path,
+                    panic_message(panic.as_ref())
+                )))),
+            };
+        this.source = None;
+        Poll::Ready(item)
     }
 }
 
