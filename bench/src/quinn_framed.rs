@@ -9,7 +9,6 @@
 //! with one write.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -17,7 +16,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use quinn::{Endpoint, RecvStream, SendStream};
 use tokio::sync::oneshot;
 
-use crate::certs;
+use crate::quinn_side;
 use crate::rpc::Rpc;
 
 /// Calls waiting for their answer, by id.
@@ -36,41 +35,8 @@ pub struct QuinnFramed {
 
 /// Starts an echo server and connects a client to it, on the current runtime.
 pub async fn connect() -> QuinnFramed {
-    let cert = certs::localhost();
-    let server_config = quinn::ServerConfig::with_single_cert(
-        vec![cert.cert_der.clone()],
-        cert.key_der.clone_key().into(),
-    )
-    .expect("server config");
-    let server = Endpoint::server(server_config, SocketAddr::from(([127, 0, 0, 1], 0)))
-        .expect("server endpoint");
-    let addr = server.local_addr().expect("server address");
-    let accept = server.clone();
-    tokio::spawn(async move {
-        while let Some(incoming) = accept.accept().await {
-            tokio::spawn(async move {
-                let Ok(connection) = incoming.await else {
-                    return;
-                };
-                while let Ok((send, recv)) = connection.accept_bi().await {
-                    tokio::spawn(serve(send, recv));
-                }
-            });
-        }
-    });
-
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert_der).expect("root certificate");
-    let client_config =
-        quinn::ClientConfig::with_root_certificates(Arc::new(roots)).expect("client config");
-    let mut endpoint =
-        Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).expect("client endpoint");
-    endpoint.set_default_client_config(client_config);
-    let connection = endpoint
-        .connect(addr, "localhost")
-        .expect("connect")
-        .await
-        .expect("handshake");
+    let (connection, endpoint, server) =
+        quinn_side::connected(quinn_side::Settings::Defaults, serve).await;
     let (send, recv) = connection.open_bi().await.expect("open_bi");
     let pending: Pending = Arc::default();
     tokio::spawn(read_answers(recv, pending.clone()));

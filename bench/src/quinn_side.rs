@@ -29,13 +29,28 @@ pub async fn connect() -> QuinnRpc {
 
 /// [`connect`] with `settings`.
 pub async fn connect_with(settings: Settings) -> QuinnRpc {
+    let (connection, endpoint, server) = connected(settings, serve).await;
+    QuinnRpc {
+        connection,
+        _endpoint: endpoint,
+        _server: server,
+    }
+}
+
+/// Starts a server whose every accepted bidirectional stream is served by `serve` in a task of
+/// its own, and connects a client to it, on the current runtime: (the client's connection, the
+/// client endpoint, the server endpoint), both endpoints to be kept alive by the caller.
+pub async fn connected<F, Fut>(settings: Settings, serve: F) -> (Connection, Endpoint, Endpoint)
+where
+    F: Fn(SendStream, RecvStream) -> Fut + Copy + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let cert = certs::localhost();
-    let server_config = quinn::ServerConfig::with_single_cert(
+    let mut server_config = quinn::ServerConfig::with_single_cert(
         vec![cert.cert_der.clone()],
         cert.key_der.clone_key().into(),
     )
     .expect("server config");
-    let mut server_config = server_config;
     server_config.transport_config(Arc::new(transport(settings)));
     let server = endpoint(settings, Some(server_config));
     let addr = server.local_addr().expect("server address");
@@ -65,11 +80,7 @@ pub async fn connect_with(settings: Settings) -> QuinnRpc {
         .expect("connect")
         .await
         .expect("handshake");
-    QuinnRpc {
-        connection,
-        _endpoint: endpoint,
-        _server: server,
-    }
+    (connection, endpoint, server)
 }
 
 /// The transport settings of the raw quinn floor.
