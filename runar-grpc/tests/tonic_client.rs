@@ -37,6 +37,16 @@ async fn channel(addr: std::net::SocketAddr) -> Channel {
         .unwrap()
 }
 
+/// The unary reply to `name`.
+async fn say_hello(client: &GreeterClient<Channel>, name: &str) -> pb::HelloReply {
+    client
+        .clone()
+        .say_hello(hello(name))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 fn hello(name: &str) -> HelloRequest {
     HelloRequest {
         name: name.to_owned(),
@@ -51,12 +61,7 @@ async fn a_tonic_client_calls_a_service_on_another_node() {
     let client = GreeterClient::new(channel.clone());
 
     // Unary.
-    let reply = client
-        .clone()
-        .say_hello(hello("ada"))
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = say_hello(&client, "ada").await;
     assert_eq!(reply.message, "hello ada");
     assert_eq!(reply.node, "node-a");
 
@@ -225,16 +230,10 @@ async fn serve_returns_when_the_node_stops() {
     let (a, b, _counts) = two_nodes().await;
     let (_gateway, addr, serving) = serve(&b, runar_grpc::GatewayConfig::default()).await;
     let client = GreeterClient::new(channel(addr).await);
-    let reply = client
-        .clone()
-        .say_hello(hello("ada"))
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = say_hello(&client, "ada").await;
     assert_eq!(reply.message, "hello ada");
 
-    // No shutdown of the gateway: stopping the node it serves ends `serve`, with no polling
-    // interval to wait out.
+    // No shutdown of the gateway: stopping the node it serves ends `serve`.
     let started = Instant::now();
     b.stop().await.unwrap();
     tokio::time::timeout(WAIT, serving)
