@@ -116,7 +116,8 @@ struct Options {
     rounds: usize,
     sections: Vec<String>,
     profile: Option<String>,
-    /// For `--profile`: a fixed number of sequential calls instead of a duration.
+    /// For `--profile`: a fixed number of calls instead of a duration (sequential, or 64 in
+    /// flight for the `-64` profiles).
     calls: Option<u64>,
 }
 
@@ -759,31 +760,49 @@ fn profile(which: &str, o: &Options) {
                 Rt::Current
             };
             let system = which.trim_end_matches("-mt").to_owned();
+            let calls = o.calls;
             let x = rt.run(move || async move {
+                // `--calls N`: exactly N calls (a multiple of 64), for instruction counts that
+                // do not depend on how fast the profiler runs; else calls for `--secs`.
+                async fn many<R: rpc::Rpc>(
+                    r: &R,
+                    payload: Bytes,
+                    calls: Option<u64>,
+                    measure: Duration,
+                ) -> f64 {
+                    match calls {
+                        Some(n) => {
+                            let start = std::time::Instant::now();
+                            let made = rpc::concurrent_fixed(r, payload, 64, n).await;
+                            made as f64 / start.elapsed().as_secs_f64()
+                        }
+                        None => rpc::concurrent(r, payload, 64, Duration::ZERO, measure).await,
+                    }
+                }
                 match system.as_str() {
                     "quinn-64" => {
                         let r = quinn_side::connect().await;
-                        rpc::concurrent(&r, payload, 64, Duration::ZERO, measure).await
+                        many(&r, payload, calls, measure).await
                     }
                     "tonic-64" | "tonic-plain-64" => {
                         let r = tonic_side::connect(system == "tonic-64").await.0;
-                        rpc::concurrent(&r, payload, 64, Duration::ZERO, measure).await
+                        many(&r, payload, calls, measure).await
                     }
                     "gateway-64" => {
                         let r = gateway_side::connect(false).await;
-                        rpc::concurrent(&r, payload, 64, Duration::ZERO, measure).await
+                        many(&r, payload, calls, measure).await
                     }
                     "tarpc-64" => {
                         let r = tarpc_side::connect().await;
-                        rpc::concurrent(&r, payload, 64, Duration::ZERO, measure).await
+                        many(&r, payload, calls, measure).await
                     }
                     "quinn-framed-64" => {
                         let r = quinn_framed::connect().await;
-                        rpc::concurrent(&r, payload, 64, Duration::ZERO, measure).await
+                        many(&r, payload, calls, measure).await
                     }
                     _ => {
                         let r = runar_side::connect().await;
-                        rpc::concurrent(&r, payload, 64, Duration::ZERO, measure).await
+                        many(&r, payload, calls, measure).await
                     }
                 }
             });
@@ -871,6 +890,12 @@ fn profile(which: &str, o: &Options) {
 }
 
 fn main() {
+    // tarpc and zenoh (through quinn's `log`) turn on tracing's `log` feature for every crate
+    // of this build. With no subscriber set, that feature sends each span, enabled or not,
+    // through the `log` crate (~750 instructions per Runar call, more in quinn): a cost no
+    // system pays in its own build. A subscriber that records nothing turns it off.
+    tracing::dispatcher::set_global_default(tracing::Dispatch::none())
+        .expect("the first subscriber set");
     let args: Vec<String> = std::env::args().collect();
     if args.len() == 4 && args[1] == "--child" && args[2] == "mem" {
         memory::child(&args[3]);

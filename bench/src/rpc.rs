@@ -100,6 +100,29 @@ pub async fn concurrent<R: Rpc>(
     total as f64 / measure.as_secs_f64()
 }
 
+/// Exactly `n` calls (rounded down to a multiple of `inflight`) by `inflight` callers, each
+/// a task issuing calls back to back (for profilers: a fixed amount of work, not of time).
+/// Returns the calls made.
+pub async fn concurrent_fixed<R: Rpc>(rpc: &R, payload: Bytes, inflight: usize, n: u64) -> u64 {
+    let len = payload.len();
+    let each = n / inflight as u64;
+    let tasks: Vec<_> = (0..inflight)
+        .map(|_| {
+            let rpc = rpc.clone();
+            let payload = payload.clone();
+            tokio::spawn(async move {
+                for _ in 0..each {
+                    check(len, rpc.call(payload.clone()).await);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("a caller task panicked");
+    }
+    each * inflight as u64
+}
+
 fn check(len: usize, answer: Bytes) {
     assert_eq!(
         answer.len(),
