@@ -153,12 +153,15 @@ impl Node {
             metadata,
         );
         let stats = instance.stats.as_deref();
+        // A peer's answer is never there at the first poll: polling it before the timer is
+        // armed would only poll its stream twice.
+        let local = instance.origin == Origin::Local;
         let answer = run_handler(
             &instance.handler,
             request,
             ctx,
-            deadline,
-            timeout,
+            (deadline, timeout),
+            local,
             path,
             stats,
         )
@@ -214,8 +217,8 @@ impl Node {
             &instance.handler,
             self.sealed_scope(request.payload),
             ctx,
-            deadline,
-            timeout,
+            (deadline, timeout),
+            true,
             path,
             stats,
         );
@@ -418,21 +421,27 @@ const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 /// A day: the longest a peer may ask a handler to run.
 const MAX_REMOTE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// Runs a handler under its deadline, turning a panic into `Internal`; counts the call in the
-/// local instance's `stats`.
+/// Runs a handler under its deadline (the instant, and the timeout it came from), turning a
+/// panic into `Internal`; counts the call in the local instance's `stats`. Most local handlers
+/// answer on their first poll: when `poll_first`, the timer is armed only if the handler does
+/// not.
 async fn run_handler(
     handler: &ActionHandler,
     request: Value,
     ctx: RequestContext,
-    deadline: Instant,
-    timeout: Duration,
+    (deadline, timeout): (Instant, Duration),
+    poll_first: bool,
     path: &str,
     stats: Option<&ActionCounters>,
 ) -> Result<Value> {
     let timer = stats.map(ActionCounters::start);
     let mut answer = AssertUnwindSafe(handler(request, ctx)).catch_unwind();
-    // Most local handlers answer on their first poll: only arm a timer when one does not.
-    let outcome = match futures::poll!(&mut answer) {
+    let first = if poll_first {
+        futures::poll!(&mut answer)
+    } else {
+        Poll::Pending
+    };
+    let outcome = match first {
         Poll::Ready(outcome) => Ok(outcome),
         Poll::Pending => tokio::time::timeout_at(deadline.into(), answer).await,
     };
