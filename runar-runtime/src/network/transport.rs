@@ -238,13 +238,19 @@ pub(crate) const INITIAL_BIDI_STREAMS: u32 = 64;
 const MAX_UNI_STREAMS: u32 = 8;
 
 /// Raises the number of bidirectional streams a peer may open on a connection as it uses them:
-/// when half of what is granted is in use, the grant doubles, up to the configured most. QUIC
-/// keeps a table entry (about 80 bytes) per stream a peer may open, so granting the most to
-/// every connection up front cost ~170 KiB per idle connection end at 2,048 streams.
+/// the grant doubles, up to the configured most, when half of it is in use at once, or when the
+/// peer has opened as many streams as it grants since it last grew. QUIC keeps a table entry
+/// (about 80 bytes) per stream a peer may open, so granting the most to every connection up
+/// front cost ~170 KiB per idle connection end at 2,048 streams; and QUIC tells the peer of
+/// each eighth of the grant its closed streams free (a `MAX_STREAMS` frame, in a packet of its
+/// own when no answer carries it), so a small grant on a busy connection cost a packet every
+/// few calls (64 streams: 2.22 packets per sequential call against 2.03 with 512).
 #[derive(Debug)]
 pub(crate) struct BidiStreamCredit {
     granted: u32,
     most: u32,
+    /// Streams opened since the grant last grew.
+    opened: u32,
     open: Arc<std::sync::atomic::AtomicU32>,
 }
 
@@ -264,22 +270,35 @@ impl BidiStreamCredit {
         BidiStreamCredit {
             granted: config.initial_bidi_streams(),
             most: config.max_concurrent_bidi_streams,
+            opened: 0,
             open: Arc::default(),
         }
     }
 
-    /// Counts a stream the peer opened, raising the peer's limit on `connection` when half of
-    /// it is in use; the stream counts until the returned guard drops.
+    /// Counts a stream the peer opened, raising the peer's limit on `connection` when it is
+    /// due (see the type); the stream counts as open until the returned guard drops.
     pub(crate) fn opened(&mut self, connection: &quinn::Connection) -> OpenBidiStream {
         let open = self
             .open
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             .saturating_add(1);
-        if open.saturating_mul(2) >= self.granted && self.granted < self.most {
-            self.granted = self.granted.saturating_mul(2).min(self.most);
-            connection.set_max_concurrent_bi_streams(VarInt::from_u32(self.granted));
+        if let Some(granted) = self.counted(open) {
+            connection.set_max_concurrent_bi_streams(VarInt::from_u32(granted));
         }
         OpenBidiStream(self.open.clone())
+    }
+
+    /// Counts one more stream opened, `open` being open now with it: the new grant when it
+    /// grows.
+    fn counted(&mut self, open: u32) -> Option<u32> {
+        self.opened = self.opened.saturating_add(1);
+        let due = open.saturating_mul(2) >= self.granted || self.opened >= self.granted;
+        if !due || self.granted >= self.most {
+            return None;
+        }
+        self.granted = self.granted.saturating_mul(2).min(self.most);
+        self.opened = 0;
+        Some(self.granted)
     }
 }
 
@@ -647,5 +666,46 @@ impl Incoming {
             tracing::debug!(remote = %addr, %error, "refused incoming connection");
         }
         result.map(|(connection, peer)| (connection, peer, pending))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn credit(most: u32) -> BidiStreamCredit {
+        BidiStreamCredit::new(&TransportConfig {
+            max_concurrent_bidi_streams: most,
+            ..TransportConfig::default()
+        })
+    }
+
+    #[test]
+    fn the_grant_doubles_when_half_of_it_is_open_at_once() {
+        let mut credit = credit(1024);
+        let half = INITIAL_BIDI_STREAMS / 2;
+        for open in 1..half {
+            assert_eq!(credit.counted(open), None);
+        }
+        assert_eq!(credit.counted(half), Some(INITIAL_BIDI_STREAMS * 2));
+    }
+
+    #[test]
+    fn the_grant_doubles_once_as_many_streams_were_opened_one_at_a_time() {
+        let mut credit = credit(1024);
+        let mut grants = Vec::new();
+        for _ in 0..4096 {
+            grants.extend(credit.counted(1));
+        }
+        // 64 streams, then 128 more, 256, 512: the most, never more.
+        assert_eq!(grants, [128, 256, 512, 1024]);
+    }
+
+    #[test]
+    fn the_grant_never_passes_the_configured_most() {
+        let mut credit = credit(16);
+        for open in 1..100 {
+            assert_eq!(credit.counted(open), None);
+        }
     }
 }
