@@ -262,7 +262,7 @@ fn describe_service(service: &wire::ServiceDescriptor) -> wire::ServiceDescripti
             let action = path.strip_prefix(&prefix).unwrap_or(path);
             let method = file
                 .as_ref()
-                .and_then(|f| crate::value::types::method_in(f, action));
+                .and_then(|f| crate::value::types::method_in(f, &service.name, action));
             let name = |n: &str| n.trim_start_matches('.').to_owned();
             let (request_type, response_type) = method
                 .map(|m| (name(m.input_type()), name(m.output_type())))

@@ -612,7 +612,10 @@ impl Node {
             entry.network.clone(),
             entry.path.clone(),
             entry.registrations.clone(),
-            entry.service.schema(),
+            entry
+                .service
+                .schema()
+                .map(|schema| (schema, entry.service.name().into())),
         )
     }
 

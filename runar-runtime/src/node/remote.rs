@@ -422,7 +422,7 @@ impl Node {
                 let schema = schemas
                     .entry(key)
                     .or_insert_with(|| prost::Message::decode(service.schema.clone()).ok());
-                let (request, response) = types_in(schema.as_ref()?, action)?;
+                let (request, response) = types_in(schema.as_ref()?, &service.name, action)?;
                 Some(Arc::new(MessageTypes {
                     request,
                     response,

@@ -104,34 +104,53 @@ fn mismatch(path: &str, verb: &str, expected: &str, got: &str) -> Error {
 }
 
 /// The request and response type names of the action `action` (relative to its service's
-/// path) in the encoded `FileDescriptorProto` `schema`: the method whose name, without case
-/// and underscores, is the action's. `None` when the schema does not decode or names no such
-/// method exactly once (an action renamed from its rpc, say).
-pub(crate) fn action_types(schema: &[u8], action: &str) -> Option<(Box<str>, Box<str>)> {
+/// path) of the service named `service` in the encoded `FileDescriptorProto` `schema`: the
+/// method whose name, without case and underscores, is the action's (see [`method_in`]).
+/// `None` when the schema does not decode or names no such method exactly once (an action
+/// renamed from its rpc, say).
+pub(crate) fn action_types(
+    schema: &[u8],
+    service: &str,
+    action: &str,
+) -> Option<(Box<str>, Box<str>)> {
     let file = prost_types::FileDescriptorProto::decode(schema).ok()?;
-    types_in(&file, action)
+    types_in(&file, service, action)
 }
 
 /// [`action_types`] in a decoded schema.
 pub(crate) fn types_in(
     file: &prost_types::FileDescriptorProto,
+    service: &str,
     action: &str,
 ) -> Option<(Box<str>, Box<str>)> {
-    let method = method_in(file, action)?;
+    let method = method_in(file, service, action)?;
     let name = |n: &str| n.trim_start_matches('.').into();
     Some((name(method.input_type()), name(method.output_type())))
 }
 
-/// The one rpc of a decoded schema that the action `action` (a name under its service) serves:
-/// `add_todo` is the rpc `AddTodo`. `None` when none or several match.
+/// The one rpc of a decoded schema that the action `action` (a name under its service) of the
+/// service named `service` serves: `add_todo` is the rpc `AddTodo`. A file of several services
+/// (two with a `Get`, say) is searched in the one named `service` (`pkg.Name` or `Name`, as
+/// generated services are named), when it has one, else in all of them. `None` when none or
+/// several match.
 pub(crate) fn method_in<'a>(
     file: &'a prost_types::FileDescriptorProto,
+    service: &str,
     action: &str,
 ) -> Option<&'a prost_types::MethodDescriptorProto> {
     let wanted = normalize(action);
+    let named = |s: &&prost_types::ServiceDescriptorProto| {
+        s.name() == service
+            || service
+                .strip_prefix(file.package())
+                .and_then(|rest| rest.strip_prefix('.'))
+                .is_some_and(|name| name == s.name())
+    };
+    let own = file.service.iter().any(|s| named(&s));
     let mut found = file
         .service
         .iter()
+        .filter(|s| !own || named(s))
         .flat_map(|s| s.method.iter())
         .filter(|m| normalize(m.name()) == wanted);
     let method = found.next()?;
@@ -208,5 +227,35 @@ mod tests {
             "google.protobuf.StringValue",
             "todo.AddTodoRequest"
         ));
+    }
+
+    #[test]
+    fn an_rpc_is_looked_up_in_its_own_service_of_a_file_of_several() {
+        use prost_types::{FileDescriptorProto, MethodDescriptorProto, ServiceDescriptorProto};
+        let service = |name: &str, output: &str| ServiceDescriptorProto {
+            name: Some(name.into()),
+            method: vec![MethodDescriptorProto {
+                name: Some("Get".into()),
+                input_type: Some(".vault.GetRequest".into()),
+                output_type: Some(output.into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let file = FileDescriptorProto {
+            package: Some("vault".into()),
+            service: vec![
+                service("Vault", ".vault.Record"),
+                service("Ledgers", ".vault.Ledger"),
+            ],
+            ..Default::default()
+        };
+        let output = |service: &str| types_in(&file, service, "get").map(|(_, out)| out);
+        // Generated services are named `package.Service`; a plain `Service` also counts.
+        assert_eq!(output("vault.Vault").as_deref(), Some("vault.Record"));
+        assert_eq!(output("vault.Ledgers").as_deref(), Some("vault.Ledger"));
+        assert_eq!(output("Ledgers").as_deref(), Some("vault.Ledger"));
+        // A service the file does not name finds the rpc in all of them: two, so none.
+        assert_eq!(output("Inbox"), None);
     }
 }

@@ -287,8 +287,9 @@ pub struct LifecycleContext {
     network: Arc<str>,
     service_path: Arc<str>,
     registrations: Arc<Mutex<Registrations>>,
-    /// The service's schema, which names its actions' message types.
-    schema: Option<&'static [u8]>,
+    /// The service's schema, which names its actions' message types, and the service's name
+    /// (which picks its own rpcs in a schema of several services).
+    schema: Option<(&'static [u8], Arc<str>)>,
 }
 
 impl LifecycleContext {
@@ -297,7 +298,7 @@ impl LifecycleContext {
         network: Arc<str>,
         service_path: Arc<str>,
         registrations: Arc<Mutex<Registrations>>,
-        schema: Option<&'static [u8]>,
+        schema: Option<(&'static [u8], Arc<str>)>,
     ) -> Self {
         LifecycleContext {
             node,
@@ -338,7 +339,8 @@ impl LifecycleContext {
     {
         let types = self
             .schema
-            .and_then(|schema| types::action_types(schema, name))
+            .as_ref()
+            .and_then(|(schema, service)| types::action_types(schema, service, name))
             .map(|(request, response)| {
                 Arc::new(types::MessageTypes {
                     request,
