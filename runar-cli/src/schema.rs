@@ -10,7 +10,7 @@ use prost_reflect::{
     MessageDescriptor, SerializeOptions, ServiceDescriptor,
 };
 use runar::introspection::ServiceList;
-use runar::seal::{FieldSeal, FieldSealError};
+use runar::seal::{FieldSeal, FieldSealError, KeptSealed};
 use runar_grpc::schema::{Described, OPTIONS_FILE, label_of, options_file};
 
 use crate::error::CliError;
@@ -161,35 +161,136 @@ pub(crate) fn decode_to_json(
         .open(&Described(message.clone()), bytes)
         .map_err(seal_error)?;
     let mut json = decode_plain(message, &opened.bytes)?;
-    for kept in opened.sealed {
-        // The JSON names along the field numbers' path.
-        let mut names = Vec::with_capacity(kept.path.len());
-        let mut at = Some(message.clone());
-        for number in &kept.path {
-            let Some(field) = at.as_ref().and_then(|m| m.get_field(*number)) else {
-                break;
-            };
-            names.push(field.json_name().to_owned());
-            at = match field.kind() {
-                Kind::Message(inner) => Some(inner),
-                _ => None,
-            };
-        }
-        let Some((last, parents)) = names.split_last() else {
-            continue;
-        };
-        let parent: String = parents.iter().map(|key| format!("/{key}")).collect();
-        if let Some(object) = json
-            .pointer_mut(&parent)
-            .and_then(serde_json::Value::as_object_mut)
-        {
-            object.insert(
-                last.clone(),
-                serde_json::Value::String(format!("<sealed:{}>", kept.label)),
-            );
-        }
+    // In the bytes' order: an element taken out of a list goes back at its index before a
+    // later element is looked up by its own.
+    for kept in &opened.sealed {
+        mark_sealed(&mut json, message, &opened.bytes, kept);
     }
     Ok(json)
+}
+
+/// Puts `"<sealed:LABEL>"` where `kept` was in `json` (the JSON of `message`, whose `bytes`
+/// it was decoded from): a field by its name, an element of a list at its index, a field in
+/// a map's value under the entry's key (read from the entry's bytes). A place the JSON does
+/// not have is left as it is.
+fn mark_sealed(
+    json: &mut serde_json::Value,
+    message: &MessageDescriptor,
+    bytes: &[u8],
+    kept: &KeptSealed,
+) {
+    let marker = serde_json::Value::String(format!("<sealed:{}>", kept.label));
+    let mut node = json;
+    let mut message = message.clone();
+    let mut bytes = Some(bytes);
+    let mut steps = kept
+        .path
+        .iter()
+        .copied()
+        .zip(kept.occurrences.iter().copied())
+        .peekable();
+    while let Some((number, occurrence)) = steps.next() {
+        let Some(field) = message.get_field(number) else {
+            return;
+        };
+        let Some(object) = node.as_object_mut() else {
+            return;
+        };
+        let name = field.json_name();
+        let index = usize::try_from(occurrence).unwrap_or(usize::MAX);
+        if steps.peek().is_none() {
+            if field.is_list() {
+                let list = object
+                    .entry(name)
+                    .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+                if let Some(list) = list.as_array_mut() {
+                    list.insert(index.min(list.len()), marker);
+                }
+            } else {
+                object.insert(name.to_owned(), marker);
+            }
+            return;
+        }
+        let Kind::Message(inner) = field.kind() else {
+            return;
+        };
+        let value = bytes.and_then(|b| nth_field(b, number, occurrence));
+        let Some(child) = object.get_mut(name) else {
+            return;
+        };
+        if field.is_map() {
+            // The next step is the entry's value (field 2), under the entry's key.
+            let (Some(key), Some((2, _))) = (value.and_then(|v| map_key(&inner, v)), steps.next())
+            else {
+                return;
+            };
+            let Some(entries) = child.as_object_mut() else {
+                return;
+            };
+            if steps.peek().is_none() {
+                entries.insert(key, marker);
+                return;
+            }
+            let (Some(entry), Kind::Message(value_type)) =
+                (entries.get_mut(&key), inner.map_entry_value_field().kind())
+            else {
+                return;
+            };
+            node = entry;
+            bytes = value.and_then(|v| nth_field(v, 2, 0));
+            message = value_type;
+            continue;
+        }
+        node = if field.is_list() {
+            match child.as_array_mut().and_then(|list| list.get_mut(index)) {
+                Some(element) => element,
+                None => return,
+            }
+        } else {
+            child
+        };
+        bytes = value;
+        message = inner;
+    }
+}
+
+/// The value of the `n`th occurrence (from 0) of the length-delimited field `number` in a
+/// message's `bytes`.
+fn nth_field(mut bytes: &[u8], number: u32, n: u32) -> Option<&[u8]> {
+    use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
+    let mut seen = 0u32;
+    while !bytes.is_empty() {
+        let (tag, wire_type) = decode_key(&mut bytes).ok()?;
+        if wire_type != WireType::LengthDelimited {
+            skip_field(wire_type, tag, &mut bytes, DecodeContext::default()).ok()?;
+            continue;
+        }
+        let len = usize::try_from(decode_varint(&mut bytes).ok()?).ok()?;
+        let value = bytes.get(..len)?;
+        bytes = bytes.get(len..)?;
+        if tag == number {
+            if seen == n {
+                return Some(value);
+            }
+            seen = seen.saturating_add(1);
+        }
+    }
+    None
+}
+
+/// The JSON key of a map entry (`entry`'s bytes), as the proto3 JSON mapping writes it.
+fn map_key(entry: &MessageDescriptor, bytes: &[u8]) -> Option<String> {
+    let decoded = DynamicMessage::decode(entry.clone(), bytes).ok()?;
+    let key = decoded.get_field(&entry.map_entry_key_field());
+    Some(match &*key {
+        prost_reflect::Value::String(s) => s.clone(),
+        prost_reflect::Value::Bool(b) => b.to_string(),
+        prost_reflect::Value::I32(n) => n.to_string(),
+        prost_reflect::Value::I64(n) => n.to_string(),
+        prost_reflect::Value::U32(n) => n.to_string(),
+        prost_reflect::Value::U64(n) => n.to_string(),
+        _ => return None,
+    })
 }
 
 fn decode_plain(message: &MessageDescriptor, bytes: &[u8]) -> Result<serde_json::Value, CliError> {

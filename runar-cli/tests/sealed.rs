@@ -11,8 +11,9 @@ use std::sync::Arc;
 use common::{Net, TempDir, failure, json, mode, stdout};
 use runar::seal::{KeyPair, Keyring};
 use runar::{AbstractService, LifecycleContext, RequestContext};
+use runar_codegen_proto_tests::vault::ledgers_server::{Ledgers, LedgersServer};
 use runar_codegen_proto_tests::vault::vault_server::{Vault, VaultServer};
-use runar_codegen_proto_tests::vault::{Counter, GetRequest, Note, Record, record};
+use runar_codegen_proto_tests::vault::{Counter, GetRequest, Ledger, Note, Record, record};
 use tokio::sync::mpsc;
 
 const NET: Net = Net {
@@ -44,6 +45,23 @@ impl Vault for Store {
     }
     async fn count(&self, _ctx: RequestContext, _req: GetRequest) -> runar::Result<Counter> {
         Ok(Counter { n: Some(5.into()) })
+    }
+}
+
+/// Labelled fields inside the elements of a list and the values of a map.
+struct Books;
+
+impl Ledgers for Books {
+    async fn get(&self, _ctx: RequestContext, _req: GetRequest) -> runar::Result<Ledger> {
+        let inner = |plain: u32| record::Inner {
+            secret: Some(vec![plain as u8].into()),
+            plain,
+        };
+        Ok(Ledger {
+            entries: vec![inner(1), inner(2)],
+            by_name: [("ada".to_string(), inner(3)), ("bob".to_string(), inner(4))].into(),
+            owner: "o".into(),
+        })
     }
 }
 
@@ -122,6 +140,33 @@ async fn sealed_fields_print_as_their_label_and_describe_shows_labels() {
         "{described}"
     );
     assert!(described.contains("string id = 1;"), "{described}");
+    node.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_fields_inside_lists_and_maps_print_where_they_are() {
+    let ring = Arc::new(Keyring::new());
+    ring.seal_to("system", 1, KeyPair::generate().public());
+    let node = NET.node("ledger", Some(ring)).await;
+    node.add_service(LedgersServer::new(Books)).await.unwrap();
+    node.start().await.unwrap();
+
+    let out = stdout(
+        &NET.run_at(&node, &["--json", "call", "ledgers/get", "-d", "{}"], &[])
+            .await,
+    );
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for (at, plain) in [(0, 1), (1, 2)] {
+        let entry = &json["entries"][at];
+        assert_eq!(entry["secret"], "<sealed:system>", "{json}");
+        assert_eq!(entry["plain"], plain, "{json}");
+    }
+    for (key, plain) in [("ada", 3), ("bob", 4)] {
+        let value = &json["byName"][key];
+        assert_eq!(value["secret"], "<sealed:system>", "{json}");
+        assert_eq!(value["plain"], plain, "{json}");
+    }
+    assert_eq!(json["owner"], "o", "{json}");
     node.stop().await.unwrap();
 }
 

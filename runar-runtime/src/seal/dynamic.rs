@@ -52,9 +52,12 @@ impl<M> FieldSchema<M> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct KeptSealed {
-    /// Field numbers from the top message down to the field (an element of a repeated field
-    /// has its field's number, without its index).
+    /// Field numbers from the top message down to the field.
     pub path: Vec<u32>,
+    /// For each field of `path`, which occurrence of it in its message this is, from 0 in the
+    /// order of the bytes: the element's index for a repeated field (the entry's, in the
+    /// bytes' order, for a map), 0 for a field that occurs once.
+    pub occurrences: Vec<u32>,
     /// The field's label.
     pub label: String,
     /// True when its sender redacted it (it held no key for the label), rather than sealing
@@ -231,11 +234,12 @@ impl FieldSeal {
 
     /// Walks one message: `Some(new bytes)` when a labelled field in it (or in a message
     /// nested in it) changed, `None` when none did. `depth` is bounded by [`MAX_NESTING`].
+    /// `path` is where the message is: (field number, occurrence) from the top message.
     fn walk<M: MessageSchema>(
         &self,
         schema: &M,
         bytes: &[u8],
-        path: &mut Vec<u32>,
+        path: &mut Vec<(u32, u32)>,
         depth: u32,
         walk: &mut Walk,
     ) -> Result<Option<Vec<u8>>, FieldSealError> {
@@ -250,6 +254,15 @@ impl FieldSeal {
         }
         let mut out = Vec::with_capacity(bytes.len());
         let mut changed = false;
+        // How often each labelled or message field occurred so far (only those can be on a
+        // path): an element's index.
+        let mut seen = rustc_hash::FxHashMap::<u32, u32>::default();
+        let mut occurrence = |number: u32| {
+            let count = seen.entry(number).or_insert(0);
+            let this = *count;
+            *count = count.saturating_add(1);
+            this
+        };
         let mut buf = bytes;
         while !buf.is_empty() {
             let start = buf;
@@ -280,6 +293,7 @@ impl FieldSeal {
                 .and_then(|f| f.message.as_ref())
                 .filter(|_| value.is_some());
             if let Some(label) = label {
+                let at = (number, occurrence(number));
                 let site = Site {
                     message: schema.full_name(),
                     field: number,
@@ -298,7 +312,7 @@ impl FieldSeal {
                     // first, as generated code seals them.
                     let mut nested = None;
                     if let (Some(inner), Some(value)) = (inner, value) {
-                        path.push(number);
+                        path.push(at);
                         let walked = self.walk(inner, value, path, depth.saturating_add(1), walk);
                         path.pop();
                         nested = walked?;
@@ -321,11 +335,11 @@ impl FieldSeal {
                     .open_one(&site, envelope)
                     .map_err(|e| refused(&site, e))?
                 else {
-                    let mut at = path.clone();
-                    at.push(number);
                     if let Walk::Open(sealed) = walk {
+                        let steps = path.iter().chain([&at]);
                         sealed.push(KeptSealed {
-                            path: at,
+                            path: steps.clone().map(|(number, _)| *number).collect(),
+                            occurrences: steps.map(|(_, occurrence)| *occurrence).collect(),
                             label: label.to_owned(),
                             redacted: Envelope::parse(envelope).is_ok_and(|e| !e.sealed),
                         });
@@ -346,7 +360,7 @@ impl FieldSeal {
                             .and_then(|len| usize::try_from(len).ok())
                             .and_then(|len| pt.get(..len))
                             .ok_or_else(|| refused(&site, "its plaintext is truncated"))?;
-                        path.push(number);
+                        path.push(at);
                         let walked = self.walk(inner, body, path, depth.saturating_add(1), walk);
                         path.pop();
                         match walked? {
@@ -359,7 +373,7 @@ impl FieldSeal {
                 continue;
             }
             if let (Some(inner), Some(value)) = (inner, value) {
-                path.push(number);
+                path.push((number, occurrence(number)));
                 let walked = self.walk(inner, value, path, depth.saturating_add(1), walk);
                 path.pop();
                 if let Some(new) = walked? {
@@ -613,6 +627,9 @@ mod tests {
         let kept = none.open(&Schema("t.M"), &sealed).unwrap();
         let paths: Vec<_> = kept.sealed.iter().map(|k| k.path.clone()).collect();
         assert_eq!(paths, [vec![4], vec![5, 1], vec![5, 1]]);
+        // Each element of `many` by its index, so that a reader can tell which one it was.
+        let occurrences: Vec<_> = kept.sealed.iter().map(|k| k.occurrences.clone()).collect();
+        assert_eq!(occurrences, [vec![0], vec![0, 0], vec![1, 0]]);
         assert!(kept.sealed.iter().all(|k| !k.redacted && k.label == "user"));
         // (`inner`'s own field first: it is sealed inside `inner`'s plaintext.)
         assert!(matches!(
