@@ -87,6 +87,24 @@ impl vault::vault_server::Vault for Store {
         })
     }
 
+    async fn list(
+        &self,
+        _ctx: RequestContext,
+        req: vault::WatchRequest,
+    ) -> runar::Result<vault::Records> {
+        let record = |i: u32| vault::Record {
+            id: format!("r{i}"),
+            name: Some(format!("Ada {i}").into()),
+            balance: Some(i64::from(i).into()),
+        };
+        Ok(vault::Records {
+            all: (0..req.count).map(record).collect(),
+            by_id: (0..req.count)
+                .map(|i| (format!("r{i}"), record(i)))
+                .collect(),
+        })
+    }
+
     async fn watch(
         &self,
         ctx: RequestContext,
@@ -230,6 +248,24 @@ async fn sealed_fields_open_at_a_gateway_holding_their_labels_and_nowhere_else()
             .map(|i| record(&format!("r{i}"), &format!("Ada {i}"), i))
             .collect::<Vec<_>>()
     );
+    // Inside the elements of a list and the values of a map, opened as well.
+    let records = at_h
+        .clone()
+        .list(pb::WatchRequest { count: 2 })
+        .await
+        .unwrap()
+        .into_inner();
+    let expected: Vec<_> = (0..2)
+        .map(|i| record(&format!("r{i}"), &format!("Ada {i}"), i))
+        .collect();
+    assert_eq!(records.all, expected);
+    assert_eq!(
+        records.by_id,
+        expected
+            .iter()
+            .map(|r| (r.id.clone(), r.clone()))
+            .collect::<std::collections::HashMap<_, _>>()
+    );
     // A request's labelled fields, in clear from the client, sealed by H, opened by A.
     let sealed_before = h.seal_stats().sealed;
     let put = at_h
@@ -262,6 +298,17 @@ async fn sealed_fields_open_at_a_gateway_holding_their_labels_and_nowhere_else()
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
     assert!(
         status.message().contains("gateway.vault.Record.name") && status.message().contains("user"),
+        "{status:?}"
+    );
+    // So does a call with such a field inside a list or a map: never an element without it.
+    let status = at_g
+        .clone()
+        .list(pb::WatchRequest { count: 2 })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().contains("gateway.vault.Record.name"),
         "{status:?}"
     );
     // A stream ends with the same status.
