@@ -173,7 +173,8 @@ impl Options {
                     println!(
                         "runar-bench [--quick] [--secs S] [--rounds N] \
                          [--only unary,local,events,streams,payload,memory,scale,gateway,sealing] \
-                         [--profile runar-seq[-mt][:BYTES]|quinn-seq[-mt][:BYTES]|quinn-runar-seq[-mt][:BYTES]|tonic-seq[-mt][:BYTES]|gateway-seq|tonic-plain-seq|tarpc-seq|runar-64|runar-64-mt|quinn-64|quinn-framed-64[-mt]|tonic-64|gateway-64|gateway-64-mt|tonic-plain-64|tonic-plain-64-mt|tarpc-64[-mt]|runar-events|zenoh-events[-quic]|runar-pull[:N]|runar-push[:N]|tonic-pull|tonic-push] \
+                         [--profile SYSTEM-seq[-mt][:BYTES]|SYSTEM-64[-mt][:BYTES]|runar-events|zenoh-events[-quic]|runar-pull[:N]|runar-push[:N]|tonic-pull|tonic-push] \
+                         (SYSTEM: runar, quinn, quinn-runar, quinn-framed, tonic, tonic-plain, gateway, tarpc) \
                          [--calls N]"
                     );
                     std::process::exit(0);
@@ -193,70 +194,71 @@ fn progress(what: &str) {
     eprintln!("bench: {what}");
 }
 
+/// Connects a client of `system`, runs `measurement` with it, and stops what was started: the
+/// one place that knows how to reach each request/response system.
+async fn on_system<M: rpc::Measure>(system: System, measurement: M) -> M::Output {
+    match system {
+        System::Quinn => measurement.run(&quinn_side::connect().await).await,
+        System::QuinnRunarSettings => {
+            let r = quinn_side::connect_with(quinn_side::Settings::Runar).await;
+            measurement.run(&r).await
+        }
+        System::QuinnFramed => measurement.run(&quinn_framed::connect().await).await,
+        System::Runar => {
+            let r = runar_side::connect().await;
+            let out = measurement.run(&r).await;
+            r.stop().await;
+            out
+        }
+        System::TonicTls | System::TonicPlain => {
+            let r = tonic_side::connect(system == System::TonicTls).await.0;
+            measurement.run(&r).await
+        }
+        System::GatewayTls | System::GatewayPlain => {
+            let r = gateway_side::connect(system == System::GatewayTls).await;
+            let out = measurement.run(&r).await;
+            r.stop().await;
+            out
+        }
+        System::Sealed(v) => {
+            let r = sealing::connect(v).await;
+            let out = measurement.run(&r).await;
+            r.stop().await;
+            out
+        }
+        System::Tarpc => measurement.run(&tarpc_side::connect().await).await,
+        System::ZenohQuery(link) => {
+            let (r, hold) = zenoh_side::query(link).await;
+            let out = measurement.run(&r).await;
+            hold.stop(r).await;
+            out
+        }
+    }
+}
+
 /// Sequential latency and 64-in-flight calls/s of `system` on `rt` with a 100-byte payload.
 fn unary(system: System, rt: Rt, o: &Options) -> (Latency, f64) {
     progress(&format!("unary 100 B, {}, {}", system.label(), rt.label()));
-    let (warmup, measure) = (o.warmup, o.measure);
-    let payload = Bytes::from(vec![0xA5u8; 100]);
-    rt.run(move || async move {
-        async fn both<R: rpc::Rpc>(
-            r: &R,
-            payload: Bytes,
-            warmup: Duration,
-            measure: Duration,
-        ) -> (Latency, f64) {
-            let seq = rpc::sequential(r, payload.clone(), warmup, measure).await;
-            let par = rpc::concurrent(r, payload, 64, warmup, measure).await;
+    struct Both {
+        payload: Bytes,
+        warmup: Duration,
+        measure: Duration,
+    }
+    impl rpc::Measure for Both {
+        type Output = (Latency, f64);
+        async fn run<R: rpc::Rpc>(&self, r: &R) -> (Latency, f64) {
+            let (warmup, measure) = (self.warmup, self.measure);
+            let seq = rpc::sequential(r, self.payload.clone(), warmup, measure).await;
+            let par = rpc::concurrent(r, self.payload.clone(), 64, warmup, measure).await;
             (Latency::from(&seq), par)
         }
-        match system {
-            System::Quinn => both(&quinn_side::connect().await, payload, warmup, measure).await,
-            System::QuinnRunarSettings => {
-                let r = quinn_side::connect_with(quinn_side::Settings::Runar).await;
-                both(&r, payload, warmup, measure).await
-            }
-            System::QuinnFramed => {
-                both(&quinn_framed::connect().await, payload, warmup, measure).await
-            }
-            System::Runar => {
-                let r = runar_side::connect().await;
-                let out = both(&r, payload, warmup, measure).await;
-                r.stop().await;
-                out
-            }
-            System::TonicTls => {
-                both(&tonic_side::connect(true).await.0, payload, warmup, measure).await
-            }
-            System::TonicPlain => {
-                both(
-                    &tonic_side::connect(false).await.0,
-                    payload,
-                    warmup,
-                    measure,
-                )
-                .await
-            }
-            System::GatewayTls | System::GatewayPlain => {
-                let r = gateway_side::connect(system == System::GatewayTls).await;
-                let out = both(&r, payload, warmup, measure).await;
-                r.stop().await;
-                out
-            }
-            System::Sealed(v) => {
-                let r = sealing::connect(v).await;
-                let out = both(&r, payload, warmup, measure).await;
-                r.stop().await;
-                out
-            }
-            System::Tarpc => both(&tarpc_side::connect().await, payload, warmup, measure).await,
-            System::ZenohQuery(link) => {
-                let (r, hold) = zenoh_side::query(link).await;
-                let out = both(&r, payload, warmup, measure).await;
-                hold.stop(r).await;
-                out
-            }
-        }
-    })
+    }
+    let both = Both {
+        payload: Bytes::from(vec![0xA5u8; 100]),
+        warmup: o.warmup,
+        measure: o.measure,
+    };
+    rt.run(move || on_system(system, both))
 }
 
 /// [`unary`] for each of `systems` on `rt`, `o.rounds` times with the systems in rotating
@@ -298,66 +300,30 @@ fn sweep(system: System, rt: Rt, sizes: &[usize], o: &Options) -> Vec<(usize, f6
         system.label(),
         rt.label()
     ));
-    let (warmup, measure) = (o.warmup / 2, o.measure / 2);
-    let sizes = sizes.to_vec();
-    rt.run(move || async move {
-        async fn each<R: rpc::Rpc>(
-            r: &R,
-            sizes: Vec<usize>,
-            warmup: Duration,
-            measure: Duration,
-        ) -> Vec<(usize, f64, f64)> {
+    struct Each {
+        sizes: Vec<usize>,
+        warmup: Duration,
+        measure: Duration,
+    }
+    impl rpc::Measure for Each {
+        type Output = Vec<(usize, f64, f64)>;
+        async fn run<R: rpc::Rpc>(&self, r: &R) -> Vec<(usize, f64, f64)> {
             let mut out = Vec::new();
-            for size in sizes {
+            for &size in &self.sizes {
                 let payload = Bytes::from(vec![0xA5u8; size]);
-                let s = rpc::sequential(r, payload, warmup, measure).await;
+                let s = rpc::sequential(r, payload, self.warmup, self.measure).await;
                 let mib_s = s.per_sec() * size as f64 / f64::from(1 << 20);
                 out.push((size, s.quantile_us(0.5), mib_s));
             }
             out
         }
-        match system {
-            System::Quinn => each(&quinn_side::connect().await, sizes, warmup, measure).await,
-            System::QuinnRunarSettings => {
-                let r = quinn_side::connect_with(quinn_side::Settings::Runar).await;
-                each(&r, sizes, warmup, measure).await
-            }
-            System::QuinnFramed => {
-                each(&quinn_framed::connect().await, sizes, warmup, measure).await
-            }
-            System::Runar => {
-                let r = runar_side::connect().await;
-                let out = each(&r, sizes, warmup, measure).await;
-                r.stop().await;
-                out
-            }
-            System::TonicTls => {
-                each(&tonic_side::connect(true).await.0, sizes, warmup, measure).await
-            }
-            System::TonicPlain => {
-                each(&tonic_side::connect(false).await.0, sizes, warmup, measure).await
-            }
-            System::GatewayTls | System::GatewayPlain => {
-                let r = gateway_side::connect(system == System::GatewayTls).await;
-                let out = each(&r, sizes, warmup, measure).await;
-                r.stop().await;
-                out
-            }
-            System::Sealed(v) => {
-                let r = sealing::connect(v).await;
-                let out = each(&r, sizes, warmup, measure).await;
-                r.stop().await;
-                out
-            }
-            System::Tarpc => each(&tarpc_side::connect().await, sizes, warmup, measure).await,
-            System::ZenohQuery(link) => {
-                let (r, hold) = zenoh_side::query(link).await;
-                let out = each(&r, sizes, warmup, measure).await;
-                hold.stop(r).await;
-                out
-            }
-        }
-    })
+    }
+    let each = Each {
+        sizes: sizes.to_vec(),
+        warmup: o.warmup / 2,
+        measure: o.measure / 2,
+    };
+    rt.run(move || on_system(system, each))
 }
 
 /// The systems compared on remote events.
@@ -675,139 +641,107 @@ impl Issue14 {
 }
 
 /// Runs one scenario for a long time, for `perf record`/callgrind.
+/// Runs a request/response profile (see [`ProfiledCall`]) and prints its figure.
+fn profile_call(which: &str, call: ProfiledCall, o: &Options) {
+    let rt = if call.multi_thread {
+        Rt::Multi
+    } else {
+        Rt::Current
+    };
+    // `--calls N`: exactly N calls (64 in flight: a multiple of 64), for instruction
+    // counts that do not depend on how fast the profiler runs; else calls for `--secs`.
+    struct Profile {
+        payload: Bytes,
+        in_flight: bool,
+        calls: Option<u64>,
+        measure: Duration,
+    }
+    impl rpc::Measure for Profile {
+        /// The p50 in ns (sequential) or the calls/s (64 in flight).
+        type Output = f64;
+        async fn run<R: rpc::Rpc>(&self, r: &R) -> f64 {
+            let payload = self.payload.clone();
+            let out = match (self.in_flight, self.calls) {
+                (false, Some(n)) => rpc::fixed(r, payload, n).await.quantile_us(0.5) * 1e3,
+                (false, None) => {
+                    rpc::sequential(r, payload, Duration::ZERO, self.measure)
+                        .await
+                        .quantile_us(0.5)
+                        * 1e3
+                }
+                (true, Some(n)) => {
+                    let start = std::time::Instant::now();
+                    let made = rpc::concurrent_fixed(r, payload, 64, n).await;
+                    made as f64 / start.elapsed().as_secs_f64()
+                }
+                (true, None) => rpc::concurrent(r, payload, 64, Duration::ZERO, self.measure).await,
+            };
+            r.report();
+            out
+        }
+    }
+    let profile = Profile {
+        payload: Bytes::from(vec![0xA5u8; call.size]),
+        in_flight: call.in_flight,
+        calls: o.calls,
+        measure: o.measure,
+    };
+    let x = rt.run(move || on_system(call.system, profile));
+    let what = if call.in_flight { "calls/s" } else { "p50 ns" };
+    println!("{which}: {what} {x:.0}");
+}
+
+/// A request/response profile: `SYSTEM-seq` (sequential round trips) or `SYSTEM-64` (64 in
+/// flight), `-mt` for the multi-thread runtime, `:BYTES` for another payload than 100 bytes;
+/// SYSTEM is `runar`, `quinn`, `quinn-runar` (raw quinn with Runar's transport settings),
+/// `quinn-framed`, `tonic`, `tonic-plain`, `gateway` (plaintext) or `tarpc`.
+struct ProfiledCall {
+    system: System,
+    in_flight: bool,
+    multi_thread: bool,
+    size: usize,
+}
+
+impl ProfiledCall {
+    fn parse(profile: &str) -> Option<ProfiledCall> {
+        let (name, size) = match profile.split_once(':') {
+            Some((name, n)) => (name, n.parse().ok()?),
+            None => (profile, 100),
+        };
+        let multi_thread = name.ends_with("-mt");
+        let name = name.trim_end_matches("-mt");
+        let (system, in_flight) = match name.rsplit_once('-')? {
+            (system, "seq") => (system, false),
+            (system, "64") => (system, true),
+            _ => return None,
+        };
+        let system = match system {
+            "runar" => System::Runar,
+            "quinn" => System::Quinn,
+            "quinn-runar" => System::QuinnRunarSettings,
+            "quinn-framed" => System::QuinnFramed,
+            "tonic" => System::TonicTls,
+            "tonic-plain" => System::TonicPlain,
+            "gateway" => System::GatewayPlain,
+            "tarpc" => System::Tarpc,
+            _ => return None,
+        };
+        Some(ProfiledCall {
+            system,
+            in_flight,
+            multi_thread,
+            size,
+        })
+    }
+}
+
 fn profile(which: &str, o: &Options) {
-    let payload = Bytes::from(vec![0xA5u8; 100]);
+    if let Some(call) = ProfiledCall::parse(which) {
+        return profile_call(which, call, o);
+    }
     let measure = o.measure;
     let report = |what: &str, x: f64| println!("{which}: {what} {x:.0}");
     match which {
-        w if [
-            "runar-seq",
-            "quinn-seq",
-            "quinn-runar-seq",
-            "gateway-seq",
-            "tonic-plain-seq",
-            "tonic-seq",
-            "tarpc-seq",
-        ]
-        .contains(
-            &w.split_once(':')
-                .map_or(w, |(name, _)| name)
-                .trim_end_matches("-mt"),
-        ) =>
-        {
-            // `runar-seq:1048576` echoes payloads of that many bytes (default 100); `-mt` runs
-            // on the multi-thread runtime.
-            let (name, size) = match w.split_once(':') {
-                Some((name, n)) => (name, n.parse().expect("a payload size in bytes")),
-                None => (w, 100),
-            };
-            let rt = if name.ends_with("-mt") {
-                Rt::Multi
-            } else {
-                Rt::Current
-            };
-            let payload = Bytes::from(vec![0xA5u8; size]);
-            let calls = o.calls;
-            let which = name.trim_end_matches("-mt").to_owned();
-            let s = rt.run(move || async move {
-                async fn go<R: rpc::Rpc>(
-                    r: &R,
-                    payload: Bytes,
-                    calls: Option<u64>,
-                    measure: Duration,
-                ) -> stats::Samples {
-                    match calls {
-                        Some(n) => rpc::fixed(r, payload, n).await,
-                        None => rpc::sequential(r, payload, Duration::ZERO, measure).await,
-                    }
-                }
-                match which.as_str() {
-                    "quinn-seq" | "quinn-runar-seq" => {
-                        let settings = if which == "quinn-seq" {
-                            quinn_side::Settings::Defaults
-                        } else {
-                            quinn_side::Settings::Runar
-                        };
-                        let r = quinn_side::connect_with(settings).await;
-                        let s = go(&r, payload, calls, measure).await;
-                        r.print_stats();
-                        s
-                    }
-                    "tonic-seq" => {
-                        let r = tonic_side::connect(true).await.0;
-                        go(&r, payload, calls, measure).await
-                    }
-                    "tarpc-seq" => go(&tarpc_side::connect().await, payload, calls, measure).await,
-                    "gateway-seq" => {
-                        let r = gateway_side::connect(false).await;
-                        go(&r, payload, calls, measure).await
-                    }
-                    "tonic-plain-seq" => {
-                        let r = tonic_side::connect(false).await.0;
-                        go(&r, payload, calls, measure).await
-                    }
-                    _ => go(&runar_side::connect().await, payload, calls, measure).await,
-                }
-            });
-            report("p50 ns", s.quantile_us(0.5) * 1000.0);
-        }
-        "runar-64" | "runar-64-mt" | "quinn-64" | "tonic-64" | "gateway-64" | "gateway-64-mt"
-        | "tonic-plain-64" | "tonic-plain-64-mt" | "tarpc-64" | "tarpc-64-mt"
-        | "quinn-framed-64" | "quinn-framed-64-mt" => {
-            let rt = if which.ends_with("-mt") {
-                Rt::Multi
-            } else {
-                Rt::Current
-            };
-            let system = which.trim_end_matches("-mt").to_owned();
-            let calls = o.calls;
-            let x = rt.run(move || async move {
-                // `--calls N`: exactly N calls (a multiple of 64), for instruction counts that
-                // do not depend on how fast the profiler runs; else calls for `--secs`.
-                async fn many<R: rpc::Rpc>(
-                    r: &R,
-                    payload: Bytes,
-                    calls: Option<u64>,
-                    measure: Duration,
-                ) -> f64 {
-                    match calls {
-                        Some(n) => {
-                            let start = std::time::Instant::now();
-                            let made = rpc::concurrent_fixed(r, payload, 64, n).await;
-                            made as f64 / start.elapsed().as_secs_f64()
-                        }
-                        None => rpc::concurrent(r, payload, 64, Duration::ZERO, measure).await,
-                    }
-                }
-                match system.as_str() {
-                    "quinn-64" => {
-                        let r = quinn_side::connect().await;
-                        many(&r, payload, calls, measure).await
-                    }
-                    "tonic-64" | "tonic-plain-64" => {
-                        let r = tonic_side::connect(system == "tonic-64").await.0;
-                        many(&r, payload, calls, measure).await
-                    }
-                    "gateway-64" => {
-                        let r = gateway_side::connect(false).await;
-                        many(&r, payload, calls, measure).await
-                    }
-                    "tarpc-64" => {
-                        let r = tarpc_side::connect().await;
-                        many(&r, payload, calls, measure).await
-                    }
-                    "quinn-framed-64" => {
-                        let r = quinn_framed::connect().await;
-                        many(&r, payload, calls, measure).await
-                    }
-                    _ => {
-                        let r = runar_side::connect().await;
-                        many(&r, payload, calls, measure).await
-                    }
-                }
-            });
-            report("calls/s", x);
-        }
         "zenoh-events" | "zenoh-events-quic" => {
             let link = if which.ends_with("quic") {
                 Link::Quic

@@ -126,26 +126,6 @@ fn endpoint(settings: Settings, server: Option<quinn::ServerConfig>) -> Endpoint
     Endpoint::new(config, server, socket, Arc::new(quinn::TokioRuntime)).expect("endpoint")
 }
 
-impl QuinnRpc {
-    /// Prints the client connection's path and packet counts (to stderr), for profiling.
-    pub fn print_stats(&self) {
-        let s = self.connection.stats();
-        eprintln!(
-            "quinn client: path mtu {} rtt {:?} cwnd {} lost {} sent {} datagrams ({} bytes) \
-             in {} transmits, received {} datagrams ({} bytes)",
-            s.path.current_mtu,
-            s.path.rtt,
-            s.path.cwnd,
-            s.path.lost_packets,
-            s.udp_tx.datagrams,
-            s.udp_tx.bytes,
-            s.udp_tx.ios,
-            s.udp_rx.datagrams,
-            s.udp_rx.bytes,
-        );
-    }
-}
-
 async fn serve(mut send: SendStream, mut recv: RecvStream) {
     let Some(body) = read_frame(&mut recv).await else {
         return;
@@ -185,5 +165,23 @@ impl Rpc for QuinnRpc {
         send.write_chunk(frame(&payload)).await.expect("write");
         let _ = send.finish();
         read_frame(&mut recv).await.expect("an answer")
+    }
+
+    /// The client connection's path and packet counts.
+    fn report(&self) {
+        let s = self.connection.stats();
+        eprintln!(
+            "quinn client: path mtu {} rtt {:?} cwnd {} lost {} sent {} datagrams ({} bytes) \
+             in {} transmits, received {} datagrams ({} bytes)",
+            s.path.current_mtu,
+            s.path.rtt,
+            s.path.cwnd,
+            s.path.lost_packets,
+            s.udp_tx.datagrams,
+            s.udp_tx.bytes,
+            s.udp_tx.ios,
+            s.udp_rx.datagrams,
+            s.udp_rx.bytes,
+        );
     }
 }

@@ -11,6 +11,18 @@ use crate::stats::Samples;
 /// One request/response round trip: send `payload`, get the server's echo of it.
 pub trait Rpc: Clone + Send + Sync + 'static {
     fn call(&self, payload: Bytes) -> impl Future<Output = Bytes> + Send;
+
+    /// Prints (to stderr) what the client knows of its connection, for profiles: nothing
+    /// unless the system says more.
+    fn report(&self) {}
+}
+
+/// A measurement any [`Rpc`] system can be put through (see `on_system` in `main.rs`).
+pub trait Measure: Send + 'static {
+    /// What it measures.
+    type Output: Send + 'static;
+    /// Measures `rpc`.
+    fn run<R: Rpc>(&self, rpc: &R) -> impl Future<Output = Self::Output> + Send;
 }
 
 /// Sequential round trips for `warmup` then `measure`, each one timed.
