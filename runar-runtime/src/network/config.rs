@@ -126,8 +126,10 @@ pub struct NetworkConfig {
     /// The most bytes this node keeps of what it wrote on one connection until the peer
     /// acknowledges them (default 256 KiB), so that a peer that does not acknowledge holds at
     /// most this much per connection (`(max_connections + max_pending_handshakes) ×
-    /// send_window` node-wide: 80 MiB by default). 512 KiB doubles the multi-thread runtime's
-    /// 1 MiB echo rate on loopback (fewer waits for acknowledgements).
+    /// send_window` node-wide: 80 MiB by default). 512 KiB doubled the multi-thread runtime's
+    /// 1 MiB echo rate on loopback (fewer waits for acknowledgements), but it is not the
+    /// default: with it one test's raw peer saw its connection end in a stateless reset, not
+    /// yet understood (BENCHMARKS.md, "Large payloads").
     pub send_window: u64,
     /// The largest UDP payload (one QUIC packet) this node sends or accepts, in bytes (default
     /// 1,452, quinn's; most 6,550; at least 1,200). Connections start at 1,200 bytes and QUIC's

@@ -66,8 +66,7 @@ pub struct TransportConfig {
     pub send_window: u64,
     /// The largest UDP payload (one QUIC packet) this endpoint sends or accepts; path MTU
     /// discovery probes up to it. Default 1,452 (quinn's), most 6,550 (`MAX_UDP_PAYLOAD`), at
-    /// least 1,200. See
-    /// `NetworkConfig::max_udp_payload_size`.
+    /// least 1,200. See `NetworkConfig::max_udp_payload_size`.
     pub max_udp_payload_size: u16,
     /// The receive and send buffer sizes asked of the kernel for the UDP socket; 0 keeps the
     /// system's defaults. Default 4 MiB. See `NetworkConfig::socket_buffer_size`.
