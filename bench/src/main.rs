@@ -454,6 +454,15 @@ fn median_latency(runs: impl Iterator<Item = Latency> + Clone) -> Latency {
     }
 }
 
+/// The reference and ratio cells of a rate of Runar's against zenoh's (`name`) over TCP and
+/// over QUIC.
+fn against_zenoh(name: &str, runar: f64, tcp: f64, quic: f64) -> (String, String) {
+    (
+        format!("{name} over TCP: {}; over QUIC: {}", rate(tcp), rate(quic)),
+        format!("{} / {}", ratio(runar / tcp), ratio(runar / quic)),
+    )
+}
+
 /// The figures of issue 14's table, filled in by the sections that ran (index 0: the
 /// current-thread runtime, 1: the multi-thread one), printed side by side with their references
 /// from the same run.
@@ -556,16 +565,13 @@ impl Issue14 {
             ) else {
                 continue;
             };
+            let (reference, ratios) = against_zenoh("zenoh query/reply", runar.1, tcp.1, quic.1);
             row(
                 "unary calls/s, 64 in flight (not in the issue)",
                 rt,
                 rate(runar.1),
-                format!(
-                    "zenoh query/reply over TCP: {}; over QUIC: {}",
-                    rate(tcp.1),
-                    rate(quic.1)
-                ),
-                format!("{} / {}", ratio(runar.1 / tcp.1), ratio(runar.1 / quic.1)),
+                reference,
+                ratios,
             );
         }
         if rows.is_empty() {
@@ -598,16 +604,13 @@ impl Issue14 {
             ) else {
                 continue;
             };
+            let (reference, ratios) = against_zenoh("zenoh 1.10", runar, tcp, quic);
             row(
                 "remote events 64 B, msgs/s",
                 rt,
                 rate(runar),
-                format!(
-                    "zenoh 1.10 over TCP: {}; over QUIC: {}",
-                    rate(tcp),
-                    rate(quic)
-                ),
-                format!("{} / {}", ratio(runar / tcp), ratio(runar / quic)),
+                reference,
+                ratios,
             );
         }
         for (r, rt) in Rt::BOTH.into_iter().enumerate() {
