@@ -41,7 +41,7 @@ use crate::identity::{NodeId, NodeKeypair};
 use crate::lock::lock;
 use crate::network::{Mesh, MeshSettings, NetworkKey, PeerLink};
 use crate::node::registry::{ActionInstance, Origin, Registry};
-use crate::node::service::context::Registrations;
+use crate::node::service::context::{Registrations, ServiceSchema};
 use crate::node::service::{
     AbstractService, ActionHandler, CallKind, DynService, LifecycleContext, ServiceInfo,
     ServiceState, StreamHandler,
@@ -615,7 +615,7 @@ impl Node {
             entry
                 .service
                 .schema()
-                .map(|schema| (schema, entry.service.name().into())),
+                .map(|schema| Arc::new(ServiceSchema::new(entry.service.name(), schema))),
         )
     }
 

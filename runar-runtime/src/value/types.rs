@@ -15,8 +15,6 @@
 
 use std::any::TypeId;
 
-use prost::Message as _;
-
 use crate::error::Error;
 
 /// The protobuf full name of `T` when prost names it (the wrapper types and `()`), without a
@@ -104,20 +102,9 @@ fn mismatch(path: &str, verb: &str, expected: &str, got: &str) -> Error {
 }
 
 /// The request and response type names of the action `action` (relative to its service's
-/// path) of the service named `service` in the encoded `FileDescriptorProto` `schema`: the
-/// method whose name, without case and underscores, is the action's (see [`method_in`]).
-/// `None` when the schema does not decode or names no such method exactly once (an action
-/// renamed from its rpc, say).
-pub(crate) fn action_types(
-    schema: &[u8],
-    service: &str,
-    action: &str,
-) -> Option<(Box<str>, Box<str>)> {
-    let file = prost_types::FileDescriptorProto::decode(schema).ok()?;
-    types_in(&file, service, action)
-}
-
-/// [`action_types`] in a decoded schema.
+/// path) of the service named `service` in a service's schema: the method whose name, without
+/// case and underscores, is the action's (see [`method_in`]). `None` when the schema names no
+/// such method exactly once (an action renamed from its rpc, say).
 pub(crate) fn types_in(
     file: &prost_types::FileDescriptorProto,
     service: &str,

@@ -287,9 +287,36 @@ pub struct LifecycleContext {
     network: Arc<str>,
     service_path: Arc<str>,
     registrations: Arc<Mutex<Registrations>>,
-    /// The service's schema, which names its actions' message types, and the service's name
-    /// (which picks its own rpcs in a schema of several services).
-    schema: Option<(&'static [u8], Arc<str>)>,
+    /// The service's schema, which names its actions' message types.
+    schema: Option<Arc<ServiceSchema>>,
+}
+
+/// A service's schema as the registrations of its actions read it: decoded once, at the
+/// first, and the service's name (which picks its own rpcs in a file of several services).
+pub(crate) struct ServiceSchema {
+    name: Box<str>,
+    encoded: &'static [u8],
+    decoded: std::sync::OnceLock<Option<prost_types::FileDescriptorProto>>,
+}
+
+impl ServiceSchema {
+    /// The schema `encoded` (a `FileDescriptorProto`) of the service named `name`.
+    pub(crate) fn new(name: &str, encoded: &'static [u8]) -> Self {
+        ServiceSchema {
+            name: name.into(),
+            encoded,
+            decoded: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The message types of the service's action `action` (see [`types::types_in`]); `None`
+    /// also when the schema does not decode.
+    fn action_types(&self, action: &str) -> Option<(Box<str>, Box<str>)> {
+        let file = self
+            .decoded
+            .get_or_init(|| prost::Message::decode(self.encoded).ok());
+        types::types_in(file.as_ref()?, &self.name, action)
+    }
 }
 
 impl LifecycleContext {
@@ -298,7 +325,7 @@ impl LifecycleContext {
         network: Arc<str>,
         service_path: Arc<str>,
         registrations: Arc<Mutex<Registrations>>,
-        schema: Option<(&'static [u8], Arc<str>)>,
+        schema: Option<Arc<ServiceSchema>>,
     ) -> Self {
         LifecycleContext {
             node,
@@ -340,7 +367,7 @@ impl LifecycleContext {
         let types = self
             .schema
             .as_ref()
-            .and_then(|(schema, service)| types::action_types(schema, service, name))
+            .and_then(|schema| schema.action_types(name))
             .map(|(request, response)| {
                 Arc::new(types::MessageTypes {
                     request,
