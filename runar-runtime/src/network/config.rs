@@ -132,16 +132,16 @@ pub struct NetworkConfig {
     /// yet understood (BENCHMARKS.md, "Large payloads").
     pub send_window: u64,
     /// The largest UDP payload (one QUIC packet) this node sends or accepts, in bytes (default
-    /// 1,452, quinn's; most 6,550; at least 1,200). Connections start at 1,200 bytes and QUIC's
-    /// path MTU discovery probes up to this: on loopback (MTU 65,536) packets grow to it, on a
+    /// and most 6,550; at least 1,200). Connections start at 1,200 bytes and QUIC's path MTU
+    /// discovery probes up to this: on loopback (MTU 65,536) packets grow to it, on a
     /// 1,500-byte Ethernet link discovery settles at about 1,472 bytes after a few lost probes
     /// (a lost probe is not taken for congestion), and when large packets later go missing in
     /// bursts the connection drops to 1,200 bytes for a minute (black-hole detection). At 6,550
-    /// a 1 MiB message on loopback costs about half the CPU it does at 1,452, but quinn sizes
-    /// the endpoint's receive batch from this (64 segments × 32 datagrams: 3 MiB at 1,452,
-    /// 13 MiB at 6,550), which a process that drops and makes nodes may find resident. The
-    /// most is 6,550 because quinn sends up to ten packets in one segmentation-offload (GSO)
-    /// write and the kernel refuses a write over 64 KiB.
+    /// a 1 MiB message on loopback costs about half the CPU it does at 1,452 (quinn's default),
+    /// and a stream of small messages needs a fifth of the packets. The endpoint's receive
+    /// batch is sized for 64 KiB per read whatever this is (about 2 MiB). The most is 6,550
+    /// because quinn sends up to ten packets in one segmentation-offload (GSO) write and the
+    /// kernel refuses a write over 64 KiB.
     pub max_udp_payload_size: u16,
     /// The UDP socket's receive and send buffers asked of the kernel (`SO_RCVBUF`,
     /// `SO_SNDBUF`), in bytes (default 4 MiB; 0 keeps the system's defaults). A receive buffer

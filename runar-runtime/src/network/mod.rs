@@ -25,6 +25,7 @@ mod stream;
 pub(crate) use stream::{StreamItem, decode_for_fuzzing, decode_stream_frame};
 mod tls;
 mod transport;
+mod udp;
 
 #[cfg(test)]
 mod tests;

@@ -12,7 +12,7 @@ use std::{
 };
 
 use quinn::{
-    Connection, Endpoint, IdleTimeout, VarInt,
+    Connection, Endpoint, IdleTimeout, Runtime, VarInt,
     crypto::rustls::{QuicClientConfig, QuicServerConfig},
 };
 
@@ -21,6 +21,7 @@ use super::{
     error::TransportError,
     log_limit::warn_limited,
     tls::{self, peer_node_id},
+    udp::GroCapped,
 };
 use crate::identity::{NodeId, NodeKeypair};
 
@@ -65,8 +66,8 @@ pub struct TransportConfig {
     /// them. Default 256 KiB; at least 16 KiB.
     pub send_window: u64,
     /// The largest UDP payload (one QUIC packet) this endpoint sends or accepts; path MTU
-    /// discovery probes up to it. Default 1,452 (quinn's), most 6,550 (`MAX_UDP_PAYLOAD`), at
-    /// least 1,200. See `NetworkConfig::max_udp_payload_size`.
+    /// discovery probes up to it. Default and most 6,550 (`MAX_UDP_PAYLOAD`), at least 1,200.
+    /// See `NetworkConfig::max_udp_payload_size`.
     pub max_udp_payload_size: u16,
     /// The receive and send buffer sizes asked of the kernel for the UDP socket; 0 keeps the
     /// system's defaults. Default 4 MiB. See `NetworkConfig::socket_buffer_size`.
@@ -87,7 +88,7 @@ impl Default for TransportConfig {
             unreachable_probe_interval: Duration::from_secs(1),
             receive_window: 256 * 1024,
             send_window: 256 * 1024,
-            max_udp_payload_size: 1452,
+            max_udp_payload_size: MAX_UDP_PAYLOAD,
             socket_buffer_size: 4 * 1024 * 1024,
         }
     }
@@ -391,17 +392,22 @@ impl Transport {
             probes.push(probe);
         }
 
-        let socket = config.bind_socket()?;
-        let endpoint = Endpoint::new(
+        let bind_error = |source| TransportError::Bind {
+            addr: config.bind_addr,
+            source,
+        };
+        let runtime = Arc::new(quinn::TokioRuntime);
+        let socket = runtime
+            .wrap_udp_socket(config.bind_socket()?)
+            .map_err(bind_error)?;
+        let socket = Arc::new(GroCapped::new(socket, config.max_udp_payload_size));
+        let endpoint = Endpoint::new_with_abstract_socket(
             config.quinn_endpoint()?,
             Some(server),
             socket,
-            Arc::new(quinn::TokioRuntime),
+            runtime,
         )
-        .map_err(|source| TransportError::Bind {
-            addr: config.bind_addr,
-            source,
-        })?;
+        .map_err(bind_error)?;
         Ok(Transport {
             endpoint,
             network: 0,
