@@ -129,7 +129,8 @@ pub struct NetworkConfig {
     /// send_window` node-wide: 80 MiB by default). 512 KiB doubled the multi-thread runtime's
     /// 1 MiB echo rate on loopback (fewer waits for acknowledgements), but it is not the
     /// default: with it one test's raw peer saw its connection end in a stateless reset, not
-    /// yet understood (BENCHMARKS.md, "Large payloads").
+    /// yet understood (BENCHMARKS.md, "Large payloads"; not the held-back close of
+    /// `vendor/README.md`, which is fixed and the reset remains).
     pub send_window: u64,
     /// The largest UDP payload (one QUIC packet) this node sends or accepts, in bytes (default
     /// and most 6,550; at least 1,200). Connections start at 1,200 bytes and QUIC's path MTU
