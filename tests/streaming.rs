@@ -445,7 +445,7 @@ async fn a_stalled_remote_consumer_stops_the_producer() {
         last = now;
     }
     // The producer is polled only with a credit in hand: the client grants its stream buffer
-    // (256 messages by default) and more only as its consumer takes them, in halves.
+    // (1024 messages by default) and more only as its consumer takes them, in halves.
     let buffer = b.config().stream_buffer;
     assert!(
         last <= buffer + buffer / 2,
@@ -710,10 +710,11 @@ mod hostile {
         let (_t, conn, keypair) = raw::client(&a).await;
         let _control = raw::hello(&conn, &keypair).await;
 
-        // Grants no credit (so the echo cannot answer and stops reading), then sends 1,000
-        // requests: past the server's credit.
+        // Grants no credit (so the echo cannot answer and stops reading), then sends twice the
+        // server's credit in requests.
+        let past_credit = 2 * a.config().stream_buffer as u64;
         let (mut send, mut recv) = open(&conn, "stream/echo").await;
-        for n in 0..1000u64 {
+        for n in 0..past_credit {
             let message = wire::stream_frame::Kind::Message(n.encode_to_vec().into());
             let frame = wire::StreamFrame {
                 kind: Some(message),
