@@ -363,6 +363,51 @@ async fn a_slow_handler_on_a_peer_does_not_block_the_publisher() {
     assert_eq!(b.peers(), [a.node_id()]);
 }
 
+/// B's subscriber falls behind a burst from A (its handler held, its queue of 8 full): the
+/// events from A wait for room (`peer_event_wait`) instead of being dropped, in order, and
+/// once the handler runs again it gets every one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_briefly_behind_a_peer_loses_nothing() {
+    let a = node_with(NodeConfig::new("a", "test").with_network_config(network())).await;
+    let addrs = DiscoveryOptions::static_peers([a.local_addr().unwrap()]);
+    let b = node_with(
+        NodeConfig::new("b", "test")
+            .with_event_queue_capacity(8)
+            .with_peer_event_wait(WAIT)
+            .with_network_config(common::network(&key(), addrs)),
+    )
+    .await;
+    wait_for("b to connect", || b.peers() == [a.node_id()]).await;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (gate, opened) = watch::channel(false);
+    let got = seen.clone();
+    let sub = b
+        .subscribe("burst", move |n: u64, _| {
+            let mut opened = opened.clone();
+            got.lock().unwrap().push(n);
+            async move {
+                let _ = opened.wait_for(|open| *open).await;
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    let n = 300u64;
+    for i in 0..n {
+        a.publish("burst", i).await.unwrap();
+    }
+    wait_for("b's queue to fill behind the held handler", || {
+        b.subscription_stats(sub).unwrap().queued == 8
+    })
+    .await;
+    gate.send(true).unwrap();
+    wait_for("every event", || seen.lock().unwrap().len() as u64 == n).await;
+    assert_eq!(*seen.lock().unwrap(), (0..n).collect::<Vec<_>>());
+    assert_eq!(b.subscription_stats(sub).unwrap().dropped, 0);
+    assert_eq!(b.stats().events_dropped, 0);
+    assert_eq!(a.stats().events_dropped, 0);
+}
+
 /// B's healthy subscriber for the `work/>` events [`paced_publish`] sends.
 async fn counting_bytes_healthy(b: &Node) -> (SubscriptionId, Arc<AtomicU64>) {
     counting_bytes(b, "work/>").await
@@ -559,6 +604,10 @@ async fn event_queue_settings_are_checked() {
     assert_eq!(defaults.slow_consumer_timeout, Duration::from_secs(5));
     assert_eq!(defaults.peer_event_queue_capacity, 1024);
     assert_eq!(NodeConfig::new("n", "test").publish_wait, Duration::ZERO);
+    assert_eq!(
+        NodeConfig::new("n", "test").peer_event_wait,
+        Duration::from_millis(100)
+    );
 }
 
 /// Peers' events waiting for a slow local handler are bounded in bytes node-wide, not only in

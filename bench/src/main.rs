@@ -410,7 +410,7 @@ fn rotate<S: Copy, T>(systems: &[S], o: &Options, mut measure: impl FnMut(S) -> 
 }
 
 /// The `stream_buffer` of the second Runar column of the streaming table.
-const LARGE_STREAM_BUFFER: usize = 1024;
+const LARGE_STREAM_BUFFER: usize = 4096;
 
 /// Streaming rpcs, 64-byte messages: messages/s of one `kind` call: tonic + TLS (`None`), or
 /// Runar with the default `stream_buffer` (`Some(None)`) or another (`Some(Some(n))`).

@@ -45,8 +45,18 @@ pub struct NodeConfig {
     /// How long a publish waits, at most, for subscribers whose queues are full, when its
     /// [`PublishOptions`] do not say (default zero: it never waits, and a full subscriber
     /// loses the event). Every subscriber with room gets the event first, so a waiting
-    /// publisher only holds back the full ones. Events from peers never wait.
+    /// publisher only holds back the full ones. Events from peers wait as
+    /// [`peer_event_wait`](Self::peer_event_wait) says.
     pub publish_wait: Duration,
+    /// How long an event from a peer waits, at most, for room in a full local subscription
+    /// queue before it is dropped for that subscription (default 100 ms). While it waits, that
+    /// peer's later events wait behind it (they stay in order), and once QUIC's flow control
+    /// window is full the peer's writer, and so its publishers' queues for this node, wait
+    /// too: a subscriber that is only momentarily behind loses nothing. A subscription that
+    /// let an event wait this long in vain is stalled: until it takes its next event, events
+    /// from peers that find its queue full are dropped at once, so a stuck subscriber holds a
+    /// peer back for one wait, not one per event. Zero: events from peers never wait.
+    pub peer_event_wait: Duration,
     /// How the node joins a network; `None` (the default) for a local-only node.
     pub network: Option<NetworkConfig>,
     /// The node's other networks, each with its own name and key (default none): see
@@ -122,6 +132,7 @@ impl NodeConfig {
             event_queue_capacity: 1024,
             max_queued_event_bytes: 64 * 1024 * 1024,
             publish_wait: Duration::ZERO,
+            peer_event_wait: Duration::from_millis(100),
             network: None,
             additional_networks: Vec::new(),
             timeout_penalty: Duration::from_secs(5),
@@ -285,6 +296,13 @@ impl NodeConfig {
     /// Sets how long a publish waits, by default, for subscribers whose queues are full.
     pub fn with_publish_wait(mut self, wait: Duration) -> Self {
         self.publish_wait = wait;
+        self
+    }
+
+    /// Sets how long an event from a peer waits, at most, for room in a full local
+    /// subscription queue (see [`peer_event_wait`](Self::peer_event_wait)).
+    pub fn with_peer_event_wait(mut self, wait: Duration) -> Self {
+        self.peer_event_wait = wait;
         self
     }
 }

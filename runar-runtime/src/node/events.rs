@@ -129,7 +129,7 @@ impl Node {
             retained: false,
             metadata: options.metadata,
         };
-        self.deliver(event, &targets, wait).await;
+        self.deliver(event, &targets, Wait::Publisher(wait)).await;
         Ok(())
     }
 
@@ -137,13 +137,14 @@ impl Node {
     /// message naming its subscriptions, with the payload encoded once for all peers.
     ///
     /// Every queue with room gets the event first. Then, if `wait` is not zero, the full ones
-    /// are waited for together, up to `wait`; the deliveries that still find no room are
-    /// dropped, counted and logged (rate-limited).
+    /// are waited for together, up to `wait` (for an event from a peer, not for a stalled
+    /// subscription); the deliveries that still find no room are dropped, counted and logged
+    /// (rate-limited).
     pub(crate) async fn deliver(
         &self,
         event: Delivery<'_>,
         targets: &[Arc<Subscription>],
-        wait: Duration,
+        wait: Wait,
     ) {
         // A publisher in a tight loop never waits, so let the subscribers' tasks and the
         // peers' writers run now and then (tokio's cooperative budget).
@@ -230,7 +231,7 @@ impl Node {
         if full_local.is_empty() && full_peers.is_empty() {
             return;
         }
-        if wait.is_zero() {
+        if wait.duration().is_zero() {
             for (sub, local, _) in &full_local {
                 self.local_dropped(sub, local, "the subscription's queue is full");
             }
@@ -252,15 +253,24 @@ impl Node {
         topic: &str,
         full_local: Vec<(&Subscription, &LocalSink, Event)>,
         full_peers: Vec<(&Arc<dyn EventSink>, OutboundEvent)>,
-        wait: Duration,
+        wait: Wait,
     ) {
         // `None`: no deadline (a wait of `Duration::MAX`).
-        let deadline = tokio::time::Instant::now().checked_add(wait);
+        let deadline = tokio::time::Instant::now().checked_add(wait.duration());
+        let from_peer = matches!(wait, Wait::Peer(_));
         let locals = full_local
             .into_iter()
             .map(|(sub, local, event)| async move {
+                let stalled = &local.counters.stalled;
+                if from_peer && stalled.load(Ordering::Relaxed) {
+                    self.local_dropped(sub, local, "the subscription is stalled");
+                    return;
+                }
                 // `Some(false)`: the subscription ended meanwhile, nothing lost.
                 if until(deadline, local.queue.send(event)).await.is_none() {
+                    if from_peer {
+                        stalled.store(true, Ordering::Relaxed);
+                    }
                     self.local_dropped(sub, local, "the subscription's queue is full");
                 }
             });
@@ -294,7 +304,8 @@ impl Node {
     }
 
     /// Delivers an event that arrived from a peer to the local subscriptions it names, once
-    /// each, never waiting for a full queue. The topic is validated as a local publish's is,
+    /// each, waiting for a full queue as [`NodeConfig::peer_event_wait`](crate::NodeConfig)
+    /// says (the peer's later events wait behind it). The topic is validated as a local publish's is,
     /// and must not be local-only (`$…`); each id must be one of this node's subscriptions in
     /// the event's network whose pattern matches the topic. What is refused is counted in
     /// [`NodeStats::events_rejected`](super::NodeStats) and logged (rate-limited).
@@ -372,7 +383,8 @@ impl Node {
             retained: event.retained,
             metadata,
         };
-        self.deliver(delivery, &targets, Duration::ZERO).await;
+        let wait = Wait::Peer(self.inner.config.peer_event_wait);
+        self.deliver(delivery, &targets, wait).await;
     }
 
     /// Narrows `targets` to what the broadcast mode asks for.
@@ -552,6 +564,10 @@ async fn run_subscription(
         if !active.load(Ordering::Acquire) {
             break;
         }
+        // Taking an event ends a stall: peers' events may wait for room again.
+        if counters.stalled.load(Ordering::Relaxed) {
+            counters.stalled.store(false, Ordering::Relaxed);
+        }
         let Some(inner) = node.upgrade() else {
             break;
         };
@@ -595,6 +611,24 @@ pub(crate) struct Delivery<'a> {
     pub(crate) publisher: Caller,
     pub(crate) retained: bool,
     pub(crate) metadata: Metadata,
+}
+
+/// How long a delivery waits, at most, for room in full queues.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Wait {
+    /// A local publish: its options' wait, or [`NodeConfig::publish_wait`](crate::NodeConfig).
+    Publisher(Duration),
+    /// An event from a peer: [`NodeConfig::peer_event_wait`](crate::NodeConfig), for each
+    /// subscription that is not stalled (see `SubscriptionCounters::stalled`).
+    Peer(Duration),
+}
+
+impl Wait {
+    fn duration(self) -> Duration {
+        match self {
+            Wait::Publisher(wait) | Wait::Peer(wait) => wait,
+        }
+    }
 }
 
 /// Runs `sending` until `deadline` (`None`: for as long as it takes); `None` when the deadline

@@ -71,6 +71,10 @@ pub(crate) struct SubscriptionCounters {
     pub(crate) delivered: AtomicU64,
     /// Events dropped because the queue was full (after the publisher's wait, if any).
     pub(crate) dropped: AtomicU64,
+    /// An event from a peer waited [`NodeConfig::peer_event_wait`](crate::NodeConfig) for
+    /// room in the queue in vain: until the subscription takes its next event, events from
+    /// peers that find the queue full are dropped at once instead of holding the peer back.
+    pub(crate) stalled: std::sync::atomic::AtomicBool,
 }
 
 /// Latency buckets of [`ActionCounters`]: bucket `i` counts calls that took less than `2^i`
