@@ -133,9 +133,10 @@ pub struct NetworkConfig {
     /// `vendor/README.md`, which is fixed and the reset remains).
     pub send_window: u64,
     /// The largest UDP payload (one QUIC packet) this node sends or accepts, in bytes (default
-    /// and most 6,550; at least 1,200). Connections start at 1,200 bytes and QUIC's path MTU
-    /// discovery probes up to this: on loopback (MTU 65,536) packets grow to it, on a
-    /// 1,500-byte Ethernet link discovery settles at about 1,472 bytes after a few lost probes
+    /// and most 6,550; at least 1,200). A connection between two addresses of one host
+    /// (loopback, MTU 65,536) uses this size from the start and probes nothing. Others start
+    /// at 1,200 bytes and QUIC's path MTU discovery probes up to this (about nine probes): on
+    /// a 1,500-byte Ethernet link discovery settles at about 1,472 bytes after a few lost probes
     /// (a lost probe is not taken for congestion), and when large packets later go missing in
     /// bursts the connection drops to 1,200 bytes for a minute (black-hole detection). At 6,550
     /// a 1 MiB message on loopback costs about half the CPU it does at 1,452 (quinn's default),

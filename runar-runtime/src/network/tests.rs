@@ -1056,3 +1056,26 @@ async fn udp_payload_sizes_out_of_range_are_refused() {
         );
     }
 }
+
+/// On loopback both ends send packets of the largest payload from the start and probe no
+/// path MTU (see `transport::Loopback`); a 64 KiB frame then crosses in 6,550-byte packets.
+#[tokio::test]
+async fn loopback_connections_use_the_largest_packets_without_probing() {
+    let network = NetworkKey::from_secret("test network");
+    let (_s, _c, conn, server_conn) = connected_pair(&network).await;
+    let most = TransportConfig::default().max_udp_payload_size;
+    for c in [&conn, &server_conn] {
+        assert_eq!(c.stats().path.current_mtu, most);
+    }
+    let _echo = echo_server(server_conn.clone(), 1 << 20);
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let frame = vec![7u8; 64 * 1024];
+    write_frame(&mut send, &frame, 1 << 20).await.unwrap();
+    let back = within("the echo", read_frame(&mut recv, 1 << 20)).await;
+    assert_eq!(back.unwrap().unwrap().len(), frame.len());
+    for c in [&conn, &server_conn] {
+        let path = c.stats().path;
+        assert_eq!(path.current_mtu, most);
+        assert_eq!(path.sent_plpmtud_probes, 0, "{path:?}");
+    }
+}
