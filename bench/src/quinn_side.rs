@@ -99,12 +99,12 @@ fn transport(settings: Settings) -> quinn::TransportConfig {
     if settings == Settings::Runar {
         let runar = runar::NetworkConfig::default();
         let window = quinn::VarInt::from_u64(runar.receive_window).expect("a window");
-        let mut mtu = quinn::MtuDiscoveryConfig::default();
-        mtu.upper_bound(runar.max_udp_payload_size);
+        // As a Runar node's connections on loopback: the largest packets from the start.
         t.stream_receive_window(window)
             .receive_window(window)
             .send_window(runar.send_window)
-            .mtu_discovery_config(Some(mtu));
+            .mtu_discovery_config(None)
+            .initial_mtu(runar.max_udp_payload_size);
     }
     t
 }
