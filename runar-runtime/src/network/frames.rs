@@ -170,6 +170,44 @@ pub(crate) fn request_frame(
     metadata: &Metadata,
     max: usize,
 ) -> Result<Bytes, TransportError> {
+    let mut buf = BytesMut::new();
+    let request = RequestFrame {
+        kind,
+        network,
+        path,
+        payload,
+        timeout_ms,
+        metadata,
+    };
+    append_request_frame(&mut buf, &request, max)?;
+    Ok(buf.freeze())
+}
+
+/// What [`request_frame`] encodes.
+pub(crate) struct RequestFrame<'a> {
+    pub(crate) kind: u8,
+    pub(crate) network: &'a str,
+    pub(crate) path: &'a str,
+    pub(crate) payload: &'a Value,
+    pub(crate) timeout_ms: u64,
+    pub(crate) metadata: &'a Metadata,
+}
+
+/// Appends [`request_frame`]'s bytes to `buf`. A message over `max` is refused and `buf` is
+/// left as it was.
+pub(crate) fn append_request_frame(
+    buf: &mut BytesMut,
+    request: &RequestFrame<'_>,
+    max: usize,
+) -> Result<(), TransportError> {
+    let &RequestFrame {
+        kind,
+        network,
+        path,
+        payload,
+        timeout_ms,
+        metadata,
+    } = request;
     let mut digits = [0u8; 20];
     let timeout = decimal(timeout_ms, &mut digits);
     let payload_len = payload.encoded_len();
@@ -193,31 +231,32 @@ pub(crate) fn request_frame(
     len += metadata_len(metadata);
     let header = checked_len(len, max)?;
 
-    let mut buf = BytesMut::with_capacity(1 + FRAME_HEADER_LEN + len);
+    buf.reserve(1 + FRAME_HEADER_LEN + len);
+    let start = buf.len();
     let [a, b, c, d] = header.to_be_bytes();
     buf.put_slice(&[kind, a, b, c, d]);
     if !network.is_empty() {
-        put_len_delimited_header(&mut buf, NETWORK, network.len());
+        put_len_delimited_header(buf, NETWORK, network.len());
         buf.put_slice(network.as_bytes());
     }
     if !path.is_empty() {
-        put_len_delimited_header(&mut buf, PATH, path.len());
+        put_len_delimited_header(buf, PATH, path.len());
         buf.put_slice(path.as_bytes());
     }
     if payload_len != 0 {
-        put_len_delimited_header(&mut buf, PAYLOAD, payload_len);
-        payload.encode_into(&mut buf);
+        put_len_delimited_header(buf, PAYLOAD, payload_len);
+        payload.encode_into(buf);
     }
     if !payload_type.is_empty() {
-        put_len_delimited_header(&mut buf, PAYLOAD_TYPE, payload_type.len());
+        put_len_delimited_header(buf, PAYLOAD_TYPE, payload_type.len());
         buf.put_slice(payload_type.as_bytes());
     }
     if timeout_ms != 0 {
-        put_entry(&mut buf, TIMEOUT_KEY.as_bytes(), timeout);
+        put_entry(buf, TIMEOUT_KEY.as_bytes(), timeout);
     }
-    put_metadata(&mut buf, metadata);
-    debug_assert_eq!(buf.len(), 1 + FRAME_HEADER_LEN + len);
-    Ok(buf.freeze())
+    put_metadata(buf, metadata);
+    debug_assert_eq!(buf.len() - start, 1 + FRAME_HEADER_LEN + len);
+    Ok(())
 }
 
 /// One frame holding `Response { payload }` (a oneof member: encoded even when empty).

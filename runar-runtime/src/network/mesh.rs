@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::budget::RequestBudget;
+use super::framing::LargeFrames;
 use super::framing::{encode_frame, read_frame, read_frame_within};
 use super::interface::{
     NodeHandler, Offer, PeerChange, PeerEventCounters, PeerNotice, PeerOffer, PeerRefusal,
@@ -124,6 +125,8 @@ pub(crate) struct Mesh<H> {
     events: EventFlow,
     /// The node-wide budget of peers' request bytes.
     request_budget: RequestBudget,
+    /// The node's spare buffers for large frames, shared by its peers.
+    large_frames: Arc<LargeFrames>,
     drain_timeout: Duration,
     peers: Mutex<FxHashMap<NodeId, Arc<Peer>>>,
     next_link: AtomicU64,
@@ -204,6 +207,7 @@ impl<H: NodeHandler> Mesh<H> {
                 config.max_request_bytes_per_peer,
                 config.request_reserve_per_peer,
             ),
+            large_frames: Arc::default(),
             config,
             peers: Mutex::default(),
             next_link: AtomicU64::new(1),
@@ -811,6 +815,7 @@ impl<H: NodeHandler> Mesh<H> {
             control_queue_capacity: self.config.control_queue_capacity,
             read_timeout: self.config.read_timeout,
             request_bytes: self.request_budget.peer(),
+            large_frames: self.large_frames.clone(),
         };
         let (peer, queues) = Peer::new(identity, connection, settings, &self.events);
         self.spawn_peer_tasks(&peer, queues, send, recv);

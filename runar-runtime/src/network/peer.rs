@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use prost::Message;
 use quinn::{Connection, RecvStream, SendStream};
@@ -20,9 +20,12 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc
 use super::TransportError;
 use super::budget::{Held, PeerBudget};
 use super::frames::{
-    append_event_frame, decode_request, decode_response, request_frame, response_frame,
+    RequestFrame, append_event_frame, append_request_frame, append_response_frame, decode_request,
+    decode_response, response_frame,
 };
-use super::framing::{FrameReader, encode_frame, read_body, read_frame, read_header};
+use super::framing::{
+    FrameReader, LARGE_FRAME, LargeFrames, Spare, encode_frame, read_body_in, read_header,
+};
 use super::interface::{
     EventSink, InboundEvent, InboundRequest, NodeHandler, OutboundEvent, PeerEventCounters,
     PeerLink,
@@ -105,6 +108,8 @@ pub(crate) struct Peer {
     read_timeout: Duration,
     /// Bytes of the peer's requests this node may hold at once.
     request_bytes: PeerBudget,
+    /// The node's spare buffers for large frames.
+    large_frames: Arc<LargeFrames>,
 }
 
 /// The per-peer limits a [`Peer`] is made with (from the network configuration).
@@ -114,6 +119,8 @@ pub(crate) struct PeerSettings {
     pub(crate) read_timeout: Duration,
     /// The peer's share of the node-wide request budget.
     pub(crate) request_bytes: PeerBudget,
+    /// The node's spare buffers for large frames (one for all peers).
+    pub(crate) large_frames: Arc<LargeFrames>,
 }
 
 /// Counts a request in flight on a connection while it lives.
@@ -281,6 +288,7 @@ impl Peer {
             max_message_size: settings.max_message_size,
             read_timeout: settings.read_timeout,
             request_bytes: settings.request_bytes,
+            large_frames: settings.large_frames,
         });
         (
             peer,
@@ -439,15 +447,17 @@ impl Peer {
         let _in_flight = self.in_flight();
         let max = self.max_message_size;
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        let frame = request_frame(
-            KIND_REQUEST,
+        let request = RequestFrame {
+            kind: KIND_REQUEST,
             network,
             path,
             payload,
             timeout_ms,
             metadata,
-            max,
-        );
+        };
+        let frame = frame_in(&self.large_frames.write, payload, |buf| {
+            append_request_frame(buf, &request, max)
+        });
         let frame = frame.map_err(|e| to_error(e, format_args!("the request to `{path}`")))?;
         let unreachable = |e: &dyn std::fmt::Display| {
             Error::unavailable(format!("peer {} is unreachable: {e}", self.id))
@@ -459,7 +469,13 @@ impl Peer {
             .map_err(|e| unreachable(&e))?;
         send.write_chunk(frame).await.map_err(|e| unreachable(&e))?;
         let _ = send.finish();
-        let frame = match read_frame(&mut recv, max).await {
+        let answer = match read_header(&mut recv, max).await {
+            Ok(Some(len)) => read_body_in(&mut recv, len, Some(&self.large_frames.read))
+                .await
+                .map(Some),
+            other => other.map(|_| None),
+        };
+        let frame = match answer {
             Ok(Some(frame)) => frame,
             Ok(None) => {
                 return Err(Error::unavailable(format!(
@@ -547,7 +563,7 @@ pub(crate) async fn serve_request<H: NodeHandler>(
         Err(Some(error)) => (Err(error), None),
         Err(None) => return,
     };
-    write_response(send, &outcome, max).await;
+    write_response(send, &outcome, max, Some(&from.large_frames.write)).await;
 }
 
 /// Runs `read` within `timeout`. Most reads of a new stream find their bytes already there:
@@ -589,7 +605,7 @@ pub(crate) async fn unknown_kind(
     tracing::debug!(%peer, kind, "unexpected stream kind on a request stream");
     let _ = recv.stop(codes::PROTOCOL);
     let error = Error::invalid_argument(format!("unknown stream kind {kind}"));
-    write_response(send, &Err(error), max).await;
+    write_response(send, &Err(error), max, None).await;
 }
 
 /// Reads the `Request` frame of a request stream (after its kind byte) and decodes it. A
@@ -615,7 +631,7 @@ async fn read_request(
     let Some(budget) = from.request_bytes.acquire(len).await else {
         return Err(Some(Error::unavailable("the connection is closing")));
     };
-    let frame = match read_body(recv, len).await {
+    let frame = match read_body_in(recv, len, Some(&from.large_frames.read)).await {
         Ok(frame) => frame,
         Err(e) => return Err(Some(unreadable_request(recv, e))),
     };
@@ -675,10 +691,18 @@ async fn run_request<H: NodeHandler>(
 
 /// Writes the answer, or the error, as the `Response` frame and finishes the stream. An answer
 /// over the maximum message size is replaced by that error.
-async fn write_response(mut send: SendStream, outcome: &Result<Value>, max: usize) {
-    let frame = match outcome {
-        Ok(value) => response_frame(value, max),
-        Err(e) => encode_frame(None, &error_response(e), max),
+async fn write_response(
+    mut send: SendStream,
+    outcome: &Result<Value>,
+    max: usize,
+    spare: Option<&Spare>,
+) {
+    let frame = match (outcome, spare) {
+        (Ok(value), Some(spare)) => {
+            frame_in(spare, value, |buf| append_response_frame(buf, value, max))
+        }
+        (Ok(value), None) => response_frame(value, max),
+        (Err(e), _) => encode_frame(None, &error_response(e), max),
     };
     let frame = match frame {
         Ok(frame) => frame,
@@ -692,6 +716,24 @@ async fn write_response(mut send: SendStream, outcome: &Result<Value>, max: usiz
     };
     if send.write_chunk(frame).await.is_ok() {
         let _ = send.finish();
+    }
+}
+
+/// The frame `append` writes for `payload`: in `spare` when the payload is at least
+/// [`LARGE_FRAME`] bytes (see [`LargeFrames`]), else in a buffer of its own.
+fn frame_in(
+    spare: &Spare,
+    payload: &Value,
+    append: impl FnOnce(&mut BytesMut) -> Result<(), TransportError>,
+) -> Result<Bytes, TransportError> {
+    if payload.encoded_len() >= LARGE_FRAME {
+        let mut buf = spare.take(0);
+        append(&mut buf)?;
+        Ok(spare.finish(buf))
+    } else {
+        let mut buf = BytesMut::new();
+        append(&mut buf)?;
+        Ok(buf.freeze())
     }
 }
 
