@@ -24,7 +24,8 @@ use crate::error::Error;
 use crate::identity::NodeId;
 use crate::metadata::{Metadata, TIMEOUT_KEY};
 use crate::network::frames::{
-    append_event_frame, check_decode_request, decode_response, request_frame, response_frame,
+    Measured, RequestFrame, append_event_frame, check_decode_request, decode_response,
+    response_frame,
 };
 use crate::network::framing::{ChunkSource, FrameReader, encode_frame};
 use crate::network::{EventSink, Offer, OutboundEvent, PeerLink, PeerOffer, TransportError};
@@ -186,15 +187,15 @@ pub fn request_frames(data: &[u8]) {
                 let text = Bytes::from(timeout_ms.to_string());
                 expected.metadata.insert(TIMEOUT_KEY.into(), text);
             }
-            let ours = request_frame(
-                2,
-                &request.network,
-                &request.path,
-                &payload,
+            let ours = RequestFrame {
+                kind: 2,
+                network: &request.network,
+                path: &request.path,
+                payload: Measured::new(&payload),
                 timeout_ms,
-                &metadata,
-                MAX,
-            );
+                metadata: &metadata,
+            }
+            .encode(MAX);
             let prost = encode_frame(Some(2), &expected, MAX);
             match (ours, prost) {
                 (Ok(ours), Ok(prost)) if expected.metadata.len() > 1 => {
@@ -220,7 +221,7 @@ pub fn request_frames(data: &[u8]) {
                 "decode_response and prost differ"
             );
             if let Some(wire::response::Result::Payload(bytes)) = &response.result {
-                let ours = response_frame(&Value::from_encoded(bytes.clone()), MAX);
+                let ours = response_frame(Measured::new(&Value::from_encoded(bytes.clone())), MAX);
                 let prost = encode_frame(None, &response, MAX);
                 assert_eq!(ours.ok(), prost.ok(), "response frames differ");
             }
@@ -280,7 +281,7 @@ pub fn stream_frames(data: &[u8]) {
         let prost = wire::StreamFrame::decode(frame.clone()).ok();
         match decode_stream_frame(frame) {
             Ok(StreamItem::Message(value)) => {
-                let ours = response_frame(&value, MAX).ok();
+                let ours = response_frame(Measured::new(&value), MAX).ok();
                 let expected = prost.and_then(|p| encode_frame(None, &p, MAX).ok());
                 assert_eq!(ours, expected, "message frames differ");
             }

@@ -157,110 +157,118 @@ fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
     digits.get(start..).unwrap_or_default()
 }
 
+/// A payload and the length of its encoding, measured once: a frame's header needs the length
+/// before the bytes, and a typed value's length walks the whole message.
+#[derive(Clone, Copy)]
+pub(crate) struct Measured<'a> {
+    value: &'a Value,
+    len: usize,
+}
+
+impl<'a> Measured<'a> {
+    /// Measures `value`.
+    pub(crate) fn new(value: &'a Value) -> Self {
+        Measured {
+            value,
+            len: value.encoded_len(),
+        }
+    }
+
+    /// The length of the payload's encoding.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
 /// The kind byte `kind`, then one frame holding
 /// `Request { network, path, payload, payload_type, metadata }` (the type name when prost names
 /// the payload's type; the metadata being the reserved `runar-timeout` entry, when `timeout_ms`
 /// is not zero, then `metadata`'s entries).
-pub(crate) fn request_frame(
-    kind: u8,
-    network: &str,
-    path: &str,
-    payload: &Value,
-    timeout_ms: u64,
-    metadata: &Metadata,
-    max: usize,
-) -> Result<Bytes, TransportError> {
-    let mut buf = BytesMut::new();
-    let request = RequestFrame {
-        kind,
-        network,
-        path,
-        payload,
-        timeout_ms,
-        metadata,
-    };
-    append_request_frame(&mut buf, &request, max)?;
-    Ok(buf.freeze())
-}
-
-/// What [`request_frame`] encodes.
 pub(crate) struct RequestFrame<'a> {
     pub(crate) kind: u8,
     pub(crate) network: &'a str,
     pub(crate) path: &'a str,
-    pub(crate) payload: &'a Value,
+    pub(crate) payload: Measured<'a>,
     pub(crate) timeout_ms: u64,
     pub(crate) metadata: &'a Metadata,
 }
 
-/// Appends [`request_frame`]'s bytes to `buf`. A message over `max` is refused and `buf` is
-/// left as it was.
-pub(crate) fn append_request_frame(
-    buf: &mut BytesMut,
-    request: &RequestFrame<'_>,
-    max: usize,
-) -> Result<(), TransportError> {
-    let &RequestFrame {
-        kind,
-        network,
-        path,
-        payload,
-        timeout_ms,
-        metadata,
-    } = request;
-    let mut digits = [0u8; 20];
-    let timeout = decimal(timeout_ms, &mut digits);
-    let payload_len = payload.encoded_len();
-    let mut len = 0;
-    if !network.is_empty() {
-        len += len_delimited_len(NETWORK, network.len());
+impl RequestFrame<'_> {
+    /// The frame's bytes; a message over `max` is refused.
+    pub(crate) fn encode(&self, max: usize) -> Result<Bytes, TransportError> {
+        let mut buf = BytesMut::new();
+        self.append_to(&mut buf, max)?;
+        Ok(buf.freeze())
     }
-    if !path.is_empty() {
-        len += len_delimited_len(PATH, path.len());
-    }
-    if payload_len != 0 {
-        len += len_delimited_len(PAYLOAD, payload_len);
-    }
-    let payload_type = payload.known_name().unwrap_or_default();
-    if !payload_type.is_empty() {
-        len += len_delimited_len(PAYLOAD_TYPE, payload_type.len());
-    }
-    if timeout_ms != 0 {
-        len += len_delimited_len(METADATA, entry_len(TIMEOUT_KEY.as_bytes(), timeout));
-    }
-    len += metadata_len(metadata);
-    let header = checked_len(len, max)?;
 
-    buf.reserve(1 + FRAME_HEADER_LEN + len);
-    let start = buf.len();
-    let [a, b, c, d] = header.to_be_bytes();
-    buf.put_slice(&[kind, a, b, c, d]);
-    if !network.is_empty() {
-        put_len_delimited_header(buf, NETWORK, network.len());
-        buf.put_slice(network.as_bytes());
+    /// Appends the frame's bytes to `buf`. A message over `max` is refused and `buf` is left
+    /// as it was.
+    pub(crate) fn append_to(&self, buf: &mut BytesMut, max: usize) -> Result<(), TransportError> {
+        let &RequestFrame {
+            kind,
+            network,
+            path,
+            payload:
+                Measured {
+                    value: payload,
+                    len: payload_len,
+                },
+            timeout_ms,
+            metadata,
+        } = self;
+        let mut digits = [0u8; 20];
+        let timeout = decimal(timeout_ms, &mut digits);
+        let mut len = 0;
+        if !network.is_empty() {
+            len += len_delimited_len(NETWORK, network.len());
+        }
+        if !path.is_empty() {
+            len += len_delimited_len(PATH, path.len());
+        }
+        if payload_len != 0 {
+            len += len_delimited_len(PAYLOAD, payload_len);
+        }
+        let payload_type = payload.known_name().unwrap_or_default();
+        if !payload_type.is_empty() {
+            len += len_delimited_len(PAYLOAD_TYPE, payload_type.len());
+        }
+        if timeout_ms != 0 {
+            len += len_delimited_len(METADATA, entry_len(TIMEOUT_KEY.as_bytes(), timeout));
+        }
+        len += metadata_len(metadata);
+        let header = checked_len(len, max)?;
+
+        buf.reserve(1 + FRAME_HEADER_LEN + len);
+        let start = buf.len();
+        let [a, b, c, d] = header.to_be_bytes();
+        buf.put_slice(&[kind, a, b, c, d]);
+        if !network.is_empty() {
+            put_len_delimited_header(buf, NETWORK, network.len());
+            buf.put_slice(network.as_bytes());
+        }
+        if !path.is_empty() {
+            put_len_delimited_header(buf, PATH, path.len());
+            buf.put_slice(path.as_bytes());
+        }
+        if payload_len != 0 {
+            put_len_delimited_header(buf, PAYLOAD, payload_len);
+            payload.encode_into(buf);
+        }
+        if !payload_type.is_empty() {
+            put_len_delimited_header(buf, PAYLOAD_TYPE, payload_type.len());
+            buf.put_slice(payload_type.as_bytes());
+        }
+        if timeout_ms != 0 {
+            put_entry(buf, TIMEOUT_KEY.as_bytes(), timeout);
+        }
+        put_metadata(buf, metadata);
+        debug_assert_eq!(buf.len() - start, 1 + FRAME_HEADER_LEN + len);
+        Ok(())
     }
-    if !path.is_empty() {
-        put_len_delimited_header(buf, PATH, path.len());
-        buf.put_slice(path.as_bytes());
-    }
-    if payload_len != 0 {
-        put_len_delimited_header(buf, PAYLOAD, payload_len);
-        payload.encode_into(buf);
-    }
-    if !payload_type.is_empty() {
-        put_len_delimited_header(buf, PAYLOAD_TYPE, payload_type.len());
-        buf.put_slice(payload_type.as_bytes());
-    }
-    if timeout_ms != 0 {
-        put_entry(buf, TIMEOUT_KEY.as_bytes(), timeout);
-    }
-    put_metadata(buf, metadata);
-    debug_assert_eq!(buf.len() - start, 1 + FRAME_HEADER_LEN + len);
-    Ok(())
 }
 
 /// One frame holding `Response { payload }` (a oneof member: encoded even when empty).
-pub(crate) fn response_frame(payload: &Value, max: usize) -> Result<Bytes, TransportError> {
+pub(crate) fn response_frame(payload: Measured<'_>, max: usize) -> Result<Bytes, TransportError> {
     let mut buf = BytesMut::new();
     append_response_frame(&mut buf, payload, max)?;
     Ok(buf.freeze())
@@ -271,17 +279,17 @@ pub(crate) fn response_frame(payload: &Value, max: usize) -> Result<Bytes, Trans
 /// left as it was.
 pub(crate) fn append_response_frame(
     buf: &mut BytesMut,
-    payload: &Value,
+    payload: Measured<'_>,
     max: usize,
 ) -> Result<(), TransportError> {
-    let payload_len = payload.encoded_len();
+    let payload_len = payload.len;
     let len = len_delimited_len(RESPONSE_PAYLOAD, payload_len);
     let header = checked_len(len, max)?;
     buf.reserve(FRAME_HEADER_LEN + len);
     let start = buf.len();
     buf.put_u32(header);
     put_len_delimited_header(buf, RESPONSE_PAYLOAD, payload_len);
-    payload.encode_into(buf);
+    payload.value.encode_into(buf);
     debug_assert_eq!(buf.len() - start, FRAME_HEADER_LEN + len);
     Ok(())
 }
@@ -530,6 +538,25 @@ mod tests {
     use crate::network::framing::encode_frame;
     use crate::wire;
 
+    /// The frame of a request.
+    fn request<'a>(
+        kind: u8,
+        network: &'a str,
+        path: &'a str,
+        payload: &'a Value,
+        timeout_ms: u64,
+        metadata: &'a Metadata,
+    ) -> RequestFrame<'a> {
+        RequestFrame {
+            kind,
+            network,
+            path,
+            payload: Measured::new(payload),
+            timeout_ms,
+            metadata,
+        }
+    }
+
     #[derive(Clone, PartialEq, prost::Message)]
     struct Point {
         #[prost(int32, tag = "1")]
@@ -617,9 +644,9 @@ mod tests {
                             payload_type: payload.known_name().unwrap_or_default().into(),
                             metadata: wire_map(timeout_ms, &metadata),
                         };
-                        let got =
-                            request_frame(7, network, path, &payload, timeout_ms, &metadata, max)
-                                .unwrap();
+                        let got = request(7, network, path, &payload, timeout_ms, &metadata)
+                            .encode(max)
+                            .unwrap();
                         let what = format!("{payload:?} {network:?} {path:?} {timeout_ms}");
                         if message.metadata.len() <= 1 {
                             // One map entry at most: prost's order is ours, byte for byte.
@@ -641,9 +668,9 @@ mod tests {
         for payload in payloads() {
             for timeout_ms in [0, 1, 30_000, u64::MAX] {
                 for metadata in metadatas() {
-                    let frame =
-                        request_frame(7, "net", "math/add", &payload, timeout_ms, &metadata, max)
-                            .unwrap();
+                    let frame = request(7, "net", "math/add", &payload, timeout_ms, &metadata)
+                        .encode(max)
+                        .unwrap();
                     let body = frame.slice(1 + FRAME_HEADER_LEN..);
                     check_decode_request(&body);
                     let decoded = decode_request(body).unwrap();
@@ -692,7 +719,10 @@ mod tests {
                 result: Some(wire::response::Result::Payload(payload.to_bytes())),
             };
             let expected = encode_frame(None, &message, 1 << 20).unwrap();
-            assert_eq!(response_frame(&payload, 1 << 20).unwrap(), expected);
+            assert_eq!(
+                response_frame(Measured::new(&payload), 1 << 20).unwrap(),
+                expected
+            );
         }
     }
 
@@ -796,7 +826,9 @@ mod tests {
     #[test]
     fn oversized_messages_are_refused_with_their_length() {
         let payload = Value::new(vec![0u8; 100]);
-        let err = request_frame(2, "n", "p", &payload, 5, &Metadata::new(), 50).unwrap_err();
+        let err = request(2, "n", "p", &payload, 5, &Metadata::new())
+            .encode(50)
+            .unwrap_err();
         let expected = wire::Request {
             network: "n".into(),
             path: "p".into(),
@@ -810,7 +842,9 @@ mod tests {
             result: Some(wire::response::Result::Payload(payload.to_bytes())),
         };
         assert_eq!(
-            response_frame(&payload, 50).unwrap_err().to_string(),
+            response_frame(Measured::new(&payload), 50)
+                .unwrap_err()
+                .to_string(),
             encode_frame(None, &response, 50).unwrap_err().to_string()
         );
     }

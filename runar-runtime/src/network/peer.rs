@@ -20,7 +20,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc
 use super::TransportError;
 use super::budget::{Held, PeerBudget};
 use super::frames::{
-    RequestFrame, append_event_frame, append_request_frame, append_response_frame, decode_request,
+    Measured, RequestFrame, append_event_frame, append_response_frame, decode_request,
     decode_response, response_frame,
 };
 use super::framing::{
@@ -451,12 +451,12 @@ impl Peer {
             kind: KIND_REQUEST,
             network,
             path,
-            payload,
+            payload: Measured::new(payload),
             timeout_ms,
             metadata,
         };
-        let frame = frame_in(&self.large_frames.write, payload, |buf| {
-            append_request_frame(buf, &request, max)
+        let frame = frame_in(&self.large_frames.write, request.payload, |buf| {
+            request.append_to(buf, max)
         });
         let frame = frame.map_err(|e| to_error(e, format_args!("the request to `{path}`")))?;
         let unreachable = |e: &dyn std::fmt::Display| {
@@ -699,9 +699,12 @@ async fn write_response(
 ) {
     let frame = match (outcome, spare) {
         (Ok(value), Some(spare)) => {
-            frame_in(spare, value, |buf| append_response_frame(buf, value, max))
+            let payload = Measured::new(value);
+            frame_in(spare, payload, |buf| {
+                append_response_frame(buf, payload, max)
+            })
         }
-        (Ok(value), None) => response_frame(value, max),
+        (Ok(value), None) => response_frame(Measured::new(value), max),
         (Err(e), _) => encode_frame(None, &error_response(e), max),
     };
     let frame = match frame {
@@ -723,10 +726,10 @@ async fn write_response(
 /// [`LARGE_FRAME`] bytes (see [`LargeFrames`]), else in a buffer of its own.
 fn frame_in(
     spare: &Spare,
-    payload: &Value,
+    payload: Measured<'_>,
     append: impl FnOnce(&mut BytesMut) -> Result<(), TransportError>,
 ) -> Result<Bytes, TransportError> {
-    if payload.encoded_len() >= LARGE_FRAME {
+    if payload.len() >= LARGE_FRAME {
         let mut buf = spare.take(0);
         append(&mut buf)?;
         Ok(spare.finish(buf))

@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::TransportError;
 use super::budget::{Held, PeerBudget};
-use super::frames::{append_response_frame, decode_request, request_frame};
+use super::frames::{Measured, RequestFrame, append_response_frame, decode_request};
 use super::framing::{FrameReader, encode_frame, read_body, read_header};
 use super::interface::{InboundStream, NodeHandler};
 use super::peer::{
@@ -691,7 +691,7 @@ async fn pump<F: Future>(
         // Messages that are ready now go out in the same write, as credit allows.
         loop {
             credit = credit.saturating_sub(1);
-            if let Err(e) = append_response_frame(&mut chunk, &value, p.max) {
+            if let Err(e) = append_response_frame(&mut chunk, Measured::new(&value), p.max) {
                 return Pumped::Ended(Err(transport_error(p.peer, p.path, e)));
             }
             if chunk.len() >= BATCH_BYTES {
@@ -798,15 +798,16 @@ impl Peer {
         let timeout_ms = timeout.map_or(0, |t| {
             u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
         });
-        let header = request_frame(
-            KIND_STREAM,
+        let empty = Value::empty();
+        let header = RequestFrame {
+            kind: KIND_STREAM,
             network,
             path,
-            &Value::empty(),
+            payload: Measured::new(&empty),
             timeout_ms,
             metadata,
-            max,
-        )
+        }
+        .encode(max)
         .map_err(|e| transport_error(self.id, path, e))?;
         let mut first = BytesMut::from(header);
         first.put_slice(&credit_frame(initial_credit(buffer)).unwrap_or_default());
