@@ -408,6 +408,51 @@ async fn a_subscriber_briefly_behind_a_peer_loses_nothing() {
     assert_eq!(a.stats().events_dropped, 0);
 }
 
+/// B's subscriber takes 5 ms per event, each time well within `peer_event_wait` (100 ms): it
+/// holds A's event stream back for one budget of `peer_event_wait`, not one wait per event, so
+/// B's healthy subscriber gets A's events at A's rate, not at the slow handler's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_subscriber_does_not_pace_a_peers_events() {
+    let a = node_with(NodeConfig::new("a", "test").with_network_config(network())).await;
+    let addrs = DiscoveryOptions::static_peers([a.local_addr().unwrap()]);
+    let b = node_with(
+        NodeConfig::new("b", "test")
+            .with_event_queue_capacity(16)
+            .with_network_config(common::network(&key(), addrs)),
+    )
+    .await;
+    wait_for("b to connect", || b.peers() == [a.node_id()]).await;
+    let slow = b
+        .subscribe("work/>", |_: Vec<u8>, _| async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let (_, fast) = counting_bytes_healthy(&b).await;
+
+    let n = 2_000u64;
+    let started = Instant::now();
+    paced_publish(&a, "work", n, 64, &fast).await;
+    wait_for("b's healthy subscriber to get everything", || {
+        fast.load(Ordering::SeqCst) == n
+    })
+    .await;
+    let took = started.elapsed();
+    let stats = b.subscription_stats(slow).unwrap();
+    // Paced to the slow handler, the events would take (n - 16) × 5 ms, about 10 s.
+    assert!(took < Duration::from_secs(5), "{took:?}, {stats:?}");
+    assert!(stats.dropped > 0, "{stats:?}");
+    assert_eq!(
+        stats.delivered + stats.queued as u64 + stats.dropped,
+        n,
+        "{stats:?}"
+    );
+    assert_eq!(b.stats().events_dropped, stats.dropped);
+    assert_eq!(a.stats().events_dropped, 0);
+    println!("{n} events in {took:?} past a 5 ms handler: {stats:?}");
+}
+
 /// B's healthy subscriber for the `work/>` events [`paced_publish`] sends.
 async fn counting_bytes_healthy(b: &Node) -> (SubscriptionId, Arc<AtomicU64>) {
     counting_bytes(b, "work/>").await

@@ -52,10 +52,12 @@ pub struct NodeConfig {
     /// queue before it is dropped for that subscription (default 100 ms). While it waits, that
     /// peer's later events wait behind it (they stay in order), and once QUIC's flow control
     /// window is full the peer's writer, and so its publishers' queues for this node, wait
-    /// too: a subscriber that is only momentarily behind loses nothing. A subscription that
-    /// let an event wait this long in vain is stalled: until it takes its next event, events
-    /// from peers that find its queue full are dropped at once, so a stuck subscriber holds a
-    /// peer back for one wait, not one per event. Zero: events from peers never wait.
+    /// too: a subscriber that is only momentarily behind loses nothing. This is a budget per
+    /// subscription: between two moments its queue is empty, a subscription may hold peers
+    /// back this long in all. One that has used it up is stalled: until it empties its queue,
+    /// events from peers that find it full are dropped at once, so a stuck or persistently
+    /// slow subscriber holds peers back for one wait, not one per event, and does not pace
+    /// their events to its handler. Zero: events from peers never wait.
     pub peer_event_wait: Duration,
     /// How the node joins a network; `None` (the default) for a local-only node.
     pub network: Option<NetworkConfig>,

@@ -137,8 +137,8 @@ impl Node {
     /// message naming its subscriptions, with the payload encoded once for all peers.
     ///
     /// Every queue with room gets the event first. Then, if `wait` is not zero, the full ones
-    /// are waited for together, up to `wait` (for an event from a peer, not for a stalled
-    /// subscription); the deliveries that still find no room are dropped, counted and logged
+    /// are waited for together, up to `wait` (for an event from a peer, up to what is left of
+    /// each subscription's budget, not for a stalled one); the deliveries that still find no room are dropped, counted and logged
     /// (rate-limited).
     pub(crate) async fn deliver(
         &self,
@@ -255,22 +255,39 @@ impl Node {
         full_peers: Vec<(&Arc<dyn EventSink>, OutboundEvent)>,
         wait: Wait,
     ) {
+        let started = tokio::time::Instant::now();
         // `None`: no deadline (a wait of `Duration::MAX`).
-        let deadline = tokio::time::Instant::now().checked_add(wait.duration());
-        let from_peer = matches!(wait, Wait::Peer(_));
+        let deadline = started.checked_add(wait.duration());
         let locals = full_local
             .into_iter()
             .map(|(sub, local, event)| async move {
-                let stalled = &local.counters.stalled;
-                if from_peer && stalled.load(Ordering::Relaxed) {
+                let Wait::Peer(budget) = wait else {
+                    // `Some(false)`: the subscription ended meanwhile, nothing lost.
+                    if until(deadline, local.queue.send(event)).await.is_none() {
+                        self.local_dropped(sub, local, "the subscription's queue is full");
+                    }
+                    return;
+                };
+                // An event from a peer waits for what is left of the subscription's budget.
+                let counters = &local.counters;
+                let waited =
+                    Duration::from_nanos(counters.peer_waits_nanos.load(Ordering::Relaxed));
+                let left = budget.saturating_sub(waited);
+                if counters.stalled.load(Ordering::Relaxed) || left.is_zero() {
+                    counters.stalled.store(true, Ordering::Relaxed);
                     self.local_dropped(sub, local, "the subscription is stalled");
                     return;
                 }
-                // `Some(false)`: the subscription ended meanwhile, nothing lost.
-                if until(deadline, local.queue.send(event)).await.is_none() {
-                    if from_peer {
-                        stalled.store(true, Ordering::Relaxed);
-                    }
+                let sent = until(started.checked_add(left), local.queue.send(event)).await;
+                let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                let total = counters
+                    .peer_waits_nanos
+                    .fetch_add(nanos, Ordering::Relaxed)
+                    .saturating_add(nanos);
+                if sent.is_none() || Duration::from_nanos(total) >= budget {
+                    counters.stalled.store(true, Ordering::Relaxed);
+                }
+                if sent.is_none() {
                     self.local_dropped(sub, local, "the subscription's queue is full");
                 }
             });
@@ -564,8 +581,12 @@ async fn run_subscription(
         if !active.load(Ordering::Acquire) {
             break;
         }
-        // Taking an event ends a stall: peers' events may wait for room again.
-        if counters.stalled.load(Ordering::Relaxed) {
+        // An empty queue means the handler caught up: it ends a stall, and peers' events may
+        // wait for room again, for a whole `peer_event_wait`.
+        let owes = counters.stalled.load(Ordering::Relaxed)
+            || counters.peer_waits_nanos.load(Ordering::Relaxed) != 0;
+        if owes && events.is_empty() {
+            counters.peer_waits_nanos.store(0, Ordering::Relaxed);
             counters.stalled.store(false, Ordering::Relaxed);
         }
         let Some(inner) = node.upgrade() else {
@@ -618,8 +639,8 @@ pub(crate) struct Delivery<'a> {
 pub(crate) enum Wait {
     /// A local publish: its options' wait, or [`NodeConfig::publish_wait`](crate::NodeConfig).
     Publisher(Duration),
-    /// An event from a peer: [`NodeConfig::peer_event_wait`](crate::NodeConfig), for each
-    /// subscription that is not stalled (see `SubscriptionCounters::stalled`).
+    /// An event from a peer: what is left of each subscription's budget of
+    /// [`NodeConfig::peer_event_wait`](crate::NodeConfig) (see `SubscriptionCounters::stalled`).
     Peer(Duration),
 }
 

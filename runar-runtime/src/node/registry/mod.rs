@@ -71,9 +71,13 @@ pub(crate) struct SubscriptionCounters {
     pub(crate) delivered: AtomicU64,
     /// Events dropped because the queue was full (after the publisher's wait, if any).
     pub(crate) dropped: AtomicU64,
-    /// An event from a peer waited [`NodeConfig::peer_event_wait`](crate::NodeConfig) for
-    /// room in the queue in vain: until the subscription takes its next event, events from
-    /// peers that find the queue full are dropped at once instead of holding the peer back.
+    /// How long, in nanoseconds and all together, events from peers have waited for room in
+    /// the queue since it was last empty; at [`NodeConfig::peer_event_wait`](crate::NodeConfig)
+    /// the subscription is stalled.
+    pub(crate) peer_waits_nanos: AtomicU64,
+    /// The subscription used up its [`peer_waits_nanos`](Self::peer_waits_nanos): until its
+    /// queue is empty again, events from peers that find the queue full are dropped at once
+    /// instead of holding the peer back.
     pub(crate) stalled: std::sync::atomic::AtomicBool,
 }
 
