@@ -20,7 +20,7 @@ use runar::__private::{
 };
 use runar::{
     AbstractService, Code, DiscoveryOptions, LifecycleContext, MemoryHub, NetworkConfig,
-    NetworkKey, Node, NodeConfig, NodeId, PeerLimits, RefusalReason,
+    NetworkKey, Node, NodeConfig, NodeId, PeerLimits, RefusalReason, RequestOptions,
 };
 
 struct Echo;
@@ -212,6 +212,62 @@ async fn a_wildcard_action_announcement_is_refused() {
     let err = a.request::<_, u64>("nothing/here", 1u64).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     still_serves(&b).await;
+    b.stop().await.unwrap();
+    a.stop().await.unwrap();
+}
+
+/// A peer that answers every call with a frame declaring the largest message, sends 1 KiB of
+/// it and stalls: each call ends at its deadline, and the declared sizes (32 × 4 MiB) cost the
+/// caller next to no memory, since the room reserved for a body is touched only as its bytes
+/// arrive. (What such a peer can make a caller hold is the bytes it really sends: at most the
+/// maximum message size per call in flight to it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_that_declare_the_largest_size_and_stall_cost_little() {
+    let a = victim(|c| c).await;
+    let (_t, conn, keypair) = raw::client(&a).await;
+    let capabilities = wire::Capabilities {
+        version: 1,
+        services: vec![service("test", vec!["evil/answer".into()])],
+        subscriptions: vec![],
+    };
+    let (_s, _r, answered) = send_hello(&conn, &hello_with(&keypair, capabilities)).await;
+    assert!(answered.is_some());
+    common::wait_for_action(&a, "evil/answer").await;
+    let answering = conn.clone();
+    let stalled = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut send, mut recv)) = answering.accept_bi().await {
+            let mut kind = [0u8; 1];
+            recv.read_exact(&mut kind).await.unwrap();
+            read_frame(&mut recv, MAX).await.unwrap();
+            let declared = u32::try_from(MAX).unwrap().to_be_bytes();
+            send.write_all(&declared).await.unwrap();
+            send.write_all(&[0u8; 1024]).await.unwrap();
+            held.push((send, recv));
+        }
+    });
+
+    let before = rss();
+    let calls = (0..32).map(|i| {
+        let options = RequestOptions::default().with_timeout(Duration::from_secs(1));
+        a.request_with::<_, u64>("evil/answer", i as u64, options)
+    });
+    let started = Instant::now();
+    for outcome in futures::future::join_all(calls).await {
+        assert_eq!(outcome.unwrap_err().code(), Code::DeadlineExceeded);
+    }
+    let took = started.elapsed();
+    let grown = rss().saturating_sub(before);
+    println!(
+        "32 answers declaring {} MiB each: calls ended after {took:?}, RSS grew {} KiB",
+        MAX >> 20,
+        grown >> 10
+    );
+    assert!(took < WAIT, "{took:?}");
+    assert!(grown < 16 << 20, "RSS grew {} KiB", grown >> 10);
+    let b = healthy(&a).await;
+    still_serves(&b).await;
+    stalled.abort();
     b.stop().await.unwrap();
     a.stop().await.unwrap();
 }
