@@ -24,8 +24,8 @@ use crate::error::Error;
 use crate::identity::NodeId;
 use crate::metadata::{Metadata, TIMEOUT_KEY};
 use crate::network::frames::{
-    Measured, RequestFrame, append_event_frame, check_decode_request, decode_response,
-    response_frame,
+    Measured, RequestFrame, append_event_frame, check_decode_event, check_decode_request,
+    decode_response, response_frame,
 };
 use crate::network::framing::{ChunkSource, FrameReader, encode_frame};
 use crate::network::{EventSink, Offer, OutboundEvent, PeerLink, PeerOffer, TransportError};
@@ -227,6 +227,7 @@ pub fn request_frames(data: &[u8]) {
             }
         }
         _ => {
+            check_decode_event(message);
             let Ok(event) = wire::Event::decode(message) else {
                 return;
             };

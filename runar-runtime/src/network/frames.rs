@@ -13,7 +13,7 @@ use prost::encoding::{WireType, encoded_len_varint, key_len};
 
 use super::error::TransportError;
 use super::framing::{FRAME_HEADER_LEN, checked_len};
-use super::interface::OutboundEvent;
+use super::interface::{OutboundEvent, SubscriptionIds};
 use crate::metadata::{Metadata, RESERVED_PREFIX, TIMEOUT_KEY};
 use crate::value::Value;
 
@@ -468,6 +468,151 @@ fn decode_entry(buf: &mut Bytes) -> Result<(Bytes, Bytes), RequestDecodeError> {
     Ok(entry)
 }
 
+/// A string a peer sent, checked to be UTF-8 and left in the frame it came in rather than
+/// copied into a `String`. Made here, by the decoder, only from UTF-8.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Text(Bytes);
+
+impl Text {
+    /// The text. It is checked again (never in vain: a `Text` is only made from UTF-8), so the
+    /// node compares [`as_bytes`](Self::as_bytes) instead.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The text's bytes.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Whether the text is empty.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// An `Event` frame's body, decoded where it lies: the network and the payload are slices of
+/// the frame, the subscription ids inline (see [`SubscriptionIds`]); the topic is copied once,
+/// into the `Arc` the node's deliveries share.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct DecodedEvent {
+    pub(crate) network: Text,
+    pub(crate) topic: std::sync::Arc<str>,
+    pub(crate) payload: Bytes,
+    pub(crate) subscription_ids: SubscriptionIds,
+    pub(crate) retained: bool,
+    pub(crate) metadata: std::collections::HashMap<String, Bytes>,
+}
+
+/// Decodes an `Event` frame's body (see [`DecodedEvent`]); fails exactly where
+/// `wire::Event::decode` fails (the tests and the `request_frames` fuzz target check it).
+pub(crate) fn decode_event(mut buf: Bytes) -> Result<DecodedEvent, EventDecodeError> {
+    use prost::encoding::{DecodeContext, bool, bytes, decode_key, hash_map, skip_field, string};
+    let mut event = DecodedEvent::default();
+    while !buf.is_empty() {
+        let (tag, wire_type) = decode_key(&mut buf)?;
+        let ctx = DecodeContext::default();
+        match tag {
+            // As prost's `string::merge`: each occurrence must be UTF-8, the last one wins.
+            NETWORK => {
+                let mut text = Bytes::new();
+                bytes::merge(wire_type, &mut text, &mut buf, ctx)?;
+                std::str::from_utf8(&text).map_err(|_| EventDecodeError::NotUtf8)?;
+                event.network = Text(text);
+            }
+            TOPIC => {
+                let mut text = Bytes::new();
+                bytes::merge(wire_type, &mut text, &mut buf, ctx)?;
+                let topic = std::str::from_utf8(&text).map_err(|_| EventDecodeError::NotUtf8)?;
+                event.topic = topic.into();
+            }
+            PAYLOAD => bytes::merge(wire_type, &mut event.payload, &mut buf, ctx)?,
+            SUBSCRIPTION_IDS => merge_ids(wire_type, &mut event.subscription_ids, &mut buf, ctx)?,
+            RETAINED => bool::merge(wire_type, &mut event.retained, &mut buf, ctx)?,
+            METADATA => hash_map::merge(
+                string::merge,
+                bytes::merge,
+                &mut event.metadata,
+                &mut buf,
+                ctx,
+            )?,
+            _ => skip_field(wire_type, tag, &mut buf, ctx)?,
+        }
+    }
+    Ok(event)
+}
+
+/// Why an `Event` frame did not decode.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum EventDecodeError {
+    /// Not a valid `Event` message (prost's reason).
+    #[error("malformed event: {0}")]
+    Malformed(#[from] prost::DecodeError),
+    /// The network or the topic is not UTF-8 (where prost says "invalid string value").
+    #[error("malformed event: a string is not UTF-8")]
+    NotUtf8,
+}
+
+/// A `repeated uint64` field read as prost's `uint64::merge_repeated` reads it (packed or
+/// not; occurrences add up), into `ids`.
+fn merge_ids(
+    wire_type: WireType,
+    ids: &mut SubscriptionIds,
+    buf: &mut Bytes,
+    ctx: prost::encoding::DecodeContext,
+) -> Result<(), prost::DecodeError> {
+    use prost::encoding::{check_wire_type, decode_varint, merge_loop};
+    if wire_type == WireType::LengthDelimited {
+        merge_loop(ids, buf, ctx, |ids, buf, _| {
+            ids.push(decode_varint(buf)?);
+            Ok(())
+        })
+    } else {
+        check_wire_type(WireType::Varint, wire_type)?;
+        ids.push(decode_varint(buf)?);
+        Ok(())
+    }
+}
+
+/// Checks [`decode_event`] against prost's decoding of the same bytes as `wire::Event`: both
+/// refuse, or both give the same event (for the tests and the fuzz target).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn check_decode_event(body: &[u8]) {
+    use prost::Message as _;
+    let ours = decode_event(Bytes::copy_from_slice(body));
+    match (ours, crate::wire::Event::decode(body)) {
+        (Err(_), Err(_)) => {}
+        (Ok(ours), Ok(prost)) => {
+            let ids: Vec<u64> = ours.subscription_ids.iter().collect();
+            assert_eq!(
+                (
+                    ours.network.as_str(),
+                    &*ours.topic,
+                    &ours.payload,
+                    &ids,
+                    ours.retained,
+                    &ours.metadata,
+                ),
+                (
+                    prost.network.as_str(),
+                    prost.topic.as_str(),
+                    &prost.payload,
+                    &prost.subscription_ids,
+                    prost.retained,
+                    &prost.metadata,
+                ),
+                "decode_event and prost differ"
+            );
+        }
+        (ours, prost) => panic!(
+            "decode_event {} what prost {}",
+            if ours.is_ok() { "accepts" } else { "refuses" },
+            if prost.is_ok() { "refuses" } else { "accepts" },
+        ),
+    }
+}
+
 /// A non-empty run of ASCII digits as a number, `None` on anything else or on overflow.
 fn parse_decimal(text: &[u8]) -> Option<u64> {
     if text.is_empty() {
@@ -821,6 +966,58 @@ mod tests {
         let prost = encode_frame(None, &message, 50).unwrap_err();
         assert_eq!(err.to_string(), prost.to_string());
         assert_eq!(untouched, &b"before"[..]);
+    }
+
+    #[test]
+    fn events_decode_as_prost_decodes_them() {
+        use prost::Message as _;
+        for payload in payloads() {
+            for ids in [vec![], vec![7], vec![3, 1, 3, 2], (0..40).rev().collect()] {
+                let event = wire::Event {
+                    network: "net".into(),
+                    topic: "math/computed".into(),
+                    payload: payload.to_bytes(),
+                    subscription_ids: ids,
+                    retained: true,
+                    metadata: wire_map(0, &metadatas().swap_remove(1)),
+                };
+                check_decode_event(&event.encode_to_vec());
+            }
+        }
+        // What a peer may send that the encoder never writes: unpacked and repeated ids, a
+        // repeated topic (the last wins), a packed run that overruns its length, a topic that
+        // is not UTF-8 (even when a later one is), a bool over one byte, unknown fields,
+        // wrong wire types, truncation.
+        let cases: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![0x20, 5, 0x20, 6, 0x22, 2, 7, 8],
+            vec![0x12, 1, b'a', 0x12, 1, b'b'],
+            vec![0x22, 1, 0x80, 0x01],
+            vec![0x12, 1, 0xff, 0x12, 1, b'b'],
+            vec![0x0a, 2, 0xc3, 0x28],
+            vec![0x28, 0x80, 0x01],
+            vec![0x38, 1, 0x42, 0],
+            vec![0x12, 0x05, b'a'],
+            vec![0x21, 1, 2, 3, 4, 5, 6, 7, 8],
+            vec![0x2a, 0],
+            vec![0x22, 0x80],
+            vec![0x32, 4, 0x0a, 2, 0xff, 0xfe],
+        ];
+        for case in cases {
+            check_decode_event(&case);
+        }
+        let mut ids = SubscriptionIds::default();
+        for id in [5, 1, 5, 9, 1, 2] {
+            ids.push(id);
+        }
+        assert_eq!(ids.len(), 6);
+        assert_eq!(ids.sorted_unique(), [1, 2, 5, 9]);
+        let mut few = SubscriptionIds::default();
+        for id in [4, 4, 2] {
+            few.push(id);
+        }
+        assert_eq!(few.sorted_unique(), [2, 4]);
+        assert_eq!(few.sorted_unique(), [2, 4]);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
+pub(crate) use super::frames::Text;
 use crate::error::Result;
 use crate::identity::NodeId;
 use crate::metadata::Metadata;
@@ -68,22 +69,85 @@ pub(crate) struct InboundStream {
     pub(crate) requests: BoxStream<'static, Result<Value>>,
 }
 
-/// An event a peer sent, decoded.
+/// An event a peer sent, decoded where it lies in the frame (see [`decode_event`](super::frames::decode_event)).
 pub(crate) struct InboundEvent {
     /// The peer that sent it.
     pub(crate) from: NodeId,
-    /// The network the topic is in.
-    pub(crate) network: String,
+    /// The network the topic is in (empty: the connection's network).
+    pub(crate) network: Text,
     /// The concrete topic (without network).
-    pub(crate) topic: String,
+    pub(crate) topic: Arc<str>,
     /// The event payload, still encoded.
     pub(crate) payload: bytes::Bytes,
     /// This node's subscriptions the event is for.
-    pub(crate) subscription_ids: Vec<u64>,
+    pub(crate) subscription_ids: SubscriptionIds,
     /// True for a retained event replayed to a new subscription.
     pub(crate) retained: bool,
     /// The event's metadata as the peer sent it (the node validates and limits it).
     pub(crate) metadata: HashMap<String, bytes::Bytes>,
+}
+
+/// How many subscription ids [`SubscriptionIds`] keeps without allocating.
+const INLINE_IDS: usize = 4;
+
+/// The subscription ids an event names: the first [`INLINE_IDS`] inline (an event names the
+/// one or two subscriptions of the receiving node it matches), any more on the heap.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct SubscriptionIds {
+    inline: [u64; INLINE_IDS],
+    /// How many of `inline` are ids.
+    len: usize,
+    more: Vec<u64>,
+}
+
+impl SubscriptionIds {
+    /// Adds `id` at the end.
+    pub(crate) fn push(&mut self, id: u64) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) if self.more.is_empty() => {
+                *slot = id;
+                self.len += 1;
+            }
+            _ => self.more.push(id),
+        }
+    }
+
+    /// The ids in the order they came.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        let inline = self.inline.get(..self.len).unwrap_or_default();
+        inline.iter().chain(&self.more).copied()
+    }
+
+    /// How many ids there are (repeats included).
+    pub(crate) fn len(&self) -> usize {
+        self.len + self.more.len()
+    }
+
+    /// The ids, sorted, each once.
+    pub(crate) fn sorted_unique(&mut self) -> &[u64] {
+        if self.more.is_empty() {
+            let ids = self.inline.get_mut(..self.len).unwrap_or_default();
+            ids.sort_unstable();
+            // Each new value moves down to `kept` (`kept <= i < ids.len()`).
+            let mut kept = 0;
+            for i in 0..ids.len() {
+                if kept == 0 || ids.get(kept - 1) != ids.get(i) {
+                    ids.swap(kept, i);
+                    kept += 1;
+                }
+            }
+            self.len = kept;
+            return self.inline.get(..kept).unwrap_or_default();
+        }
+        let mut all = self.inline.get(..self.len).unwrap_or_default().to_vec();
+        all.append(&mut self.more);
+        all.sort_unstable();
+        all.dedup();
+        self.len = 0;
+        self.more = all;
+        &self.more
+    }
 }
 
 /// An event bound for a peer: the peer's subscription ids it is for, and the payload, encoded

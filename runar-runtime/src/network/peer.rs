@@ -13,15 +13,14 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
-use prost::Message;
 use quinn::{Connection, RecvStream, SendStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, oneshot, watch};
 
 use super::TransportError;
 use super::budget::{Held, PeerBudget};
 use super::frames::{
-    Measured, RequestFrame, append_event_frame, append_response_frame, decode_request,
-    decode_response, response_frame,
+    Measured, RequestFrame, append_event_frame, append_response_frame, decode_event,
+    decode_request, decode_response, response_frame,
 };
 use super::framing::{
     FrameReader, LARGE_FRAME, LargeFrames, Spare, encode_frame, read_body_in, read_header,
@@ -955,7 +954,7 @@ pub(crate) async fn read_events<H: NodeHandler>(node: H, from: Arc<Peer>, mut re
             from.frame_read();
         }
         match frame {
-            Ok(Some(frame)) => match wire::Event::decode(frame) {
+            Ok(Some(frame)) => match decode_event(frame) {
                 Ok(event) => {
                     node.deliver(InboundEvent {
                         from: peer,

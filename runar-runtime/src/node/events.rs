@@ -324,9 +324,10 @@ impl Node {
     /// each, waiting for a full queue as [`NodeConfig::peer_event_wait`](crate::NodeConfig)
     /// says (the peer's later events wait behind it). The topic is validated as a local publish's is,
     /// and must not be local-only (`$…`); each id must be one of this node's subscriptions in
-    /// the event's network whose pattern matches the topic. What is refused is counted in
+    /// `network` (the connection's, which the event names or leaves empty) whose pattern
+    /// matches the topic. What is refused is counted in
     /// [`NodeStats::events_rejected`](super::NodeStats) and logged (rate-limited).
-    pub(crate) async fn deliver_inbound(&self, event: InboundEvent) {
+    pub(crate) async fn deliver_inbound(&self, event: InboundEvent, network: &Arc<str>) {
         let counters = &self.inner.counters;
         count(&counters.received, 1);
         let peer = event.from;
@@ -345,7 +346,7 @@ impl Node {
         };
         if self.inner.policed.load(Ordering::Relaxed)
             && self
-                .check_access(&event.network, Some(&peer), Access::Publish, topic)
+                .check_access(network, Some(&peer), Access::Publish, topic)
                 .is_err()
         {
             // Counted in the policy's decisions too, and logged (rate-limited) there.
@@ -354,16 +355,12 @@ impl Node {
         }
         let named = event.subscription_ids.len();
         let mut ids = event.subscription_ids;
-        ids.sort_unstable();
-        ids.dedup();
-        let segments: Vec<&str> = topic.split('/').collect();
-        let targets: Vec<Arc<Subscription>> = self
+        let mut targets = self
             .inner
             .registry
-            .local_subscriptions_in(&event.network, &ids)
-            .into_iter()
-            .filter(|sub| !is_local_only(sub.pattern.path()) && sub.pattern.matches(&segments))
-            .collect();
+            .local_subscriptions_in(network, ids.sorted_unique());
+        targets
+            .retain(|sub| !is_local_only(sub.pattern.path()) && sub.pattern.matches_topic(topic));
         let ignored = named.saturating_sub(targets.len());
         if ignored > 0 {
             count(
@@ -391,10 +388,10 @@ impl Node {
                 return;
             }
         };
-        let network: Arc<str> = event.network.as_str().into();
         let delivery = Delivery {
-            network: &network,
-            topic: topic.into(),
+            network,
+            // The whole topic: one with a network prefix was refused above.
+            topic: event.topic.clone(),
             value: Arc::new(self.sealed_scope(Value::from_encoded(event.payload))),
             publisher: Caller::Remote(peer),
             retained: event.retained,

@@ -18,7 +18,7 @@ use crate::lock::lock;
 use crate::network::log_limit::warn_limited;
 use crate::network::{
     EventSink, InboundEvent, InboundRequest, InboundStream, NodeHandler, Offer, OutboundEvent,
-    PeerChange, PeerHandle, PeerLink, PeerNotice, PeerOffer, PeerRefusal,
+    PeerChange, PeerHandle, PeerLink, PeerNotice, PeerOffer, PeerRefusal, Text,
 };
 use crate::node::registry::{ActionInstance, Origin, Sink, Subscription};
 use crate::node::service::{ActionHandler, CallKind, RawStreaming, RequestContext, StreamHandler};
@@ -100,12 +100,12 @@ impl NodeHandler for NodeLink {
         self.node().map_or(1, |node| node.config().stream_buffer)
     }
 
-    fn deliver(&self, mut event: InboundEvent) -> impl Future<Output = ()> + Send {
+    fn deliver(&self, event: InboundEvent) -> impl Future<Output = ()> + Send {
         let node = self.node();
         let network = self.network.clone();
         async move {
             let Some(node) = node else { return };
-            if !in_network(&mut event.network, &network) {
+            if !event_in_network(&event.network, &network) {
                 warn_limited!(peer = %event.from, %network, "event for another network refused");
                 // Counted as an event naming none of this node's subscriptions in its network
                 // would be: one rejection per id it names (at least one).
@@ -115,7 +115,7 @@ impl NodeHandler for NodeLink {
                 super::stats::count(&counters.rejected, named.max(1));
                 return;
             }
-            node.deliver_inbound(event).await;
+            node.deliver_inbound(event, &network).await;
         }
     }
 
@@ -209,6 +209,11 @@ fn in_network(named: &mut String, network: &str) -> bool {
         return true;
     }
     named == network
+}
+
+/// [`in_network`] for an event's network, left in its frame (the node is told the network).
+fn event_in_network(named: &Text, network: &str) -> bool {
+    named.is_empty() || named.as_bytes() == network.as_bytes()
 }
 
 /// At most 64 characters of a peer's words, for a message.

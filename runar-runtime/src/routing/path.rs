@@ -423,7 +423,33 @@ impl TopicPath {
 
     /// True when this pattern matches the concrete `segments`.
     pub fn matches(&self, segments: &[&str]) -> bool {
-        self.params(segments).is_some()
+        self.matches_segments(segments.iter().copied())
+    }
+
+    /// True when this pattern matches the concrete `topic` (a path without network), read
+    /// segment by segment where it lies.
+    pub(crate) fn matches_topic(&self, topic: &str) -> bool {
+        self.matches_segments(topic.split('/'))
+    }
+
+    /// [`params`](Self::params)`.is_some()`, without collecting the params.
+    fn matches_segments<'a>(&self, mut concrete: impl Iterator<Item = &'a str>) -> bool {
+        for seg in &self.segments {
+            match seg {
+                Segment::Rest => return concrete.next().is_some(),
+                Segment::Single | Segment::Param(_) => {
+                    if concrete.next().is_none() {
+                        return false;
+                    }
+                }
+                Segment::Literal(lit) => {
+                    if concrete.next() != Some(&**lit) {
+                        return false;
+                    }
+                }
+            }
+        }
+        concrete.next().is_none()
     }
 }
 
