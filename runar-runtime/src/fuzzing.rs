@@ -241,7 +241,7 @@ pub fn request_frames(data: &[u8]) {
                 network: event.network.as_str().into(),
                 topic: event.topic.as_str().into(),
                 payload: event.payload.clone(),
-                subscription_ids: event.subscription_ids.clone(),
+                subscription_ids: event.subscription_ids.iter().copied().collect(),
                 retained: event.retained,
                 metadata,
             };

@@ -320,9 +320,10 @@ pub(crate) fn append_event_frame(
     event: &OutboundEvent,
     max: usize,
 ) -> Result<(), TransportError> {
-    use prost::encoding::uint64;
     let (network, topic, payload) = (&*event.network, &*event.topic, &event.payload);
-    let ids = event.subscription_ids.as_slice();
+    let ids = &event.subscription_ids;
+    // `repeated uint64`, packed: the varints' length, then the varints.
+    let ids_len: usize = ids.iter().map(encoded_len_varint).sum();
     let mut len = 0;
     if !network.is_empty() {
         len += len_delimited_len(NETWORK, network.len());
@@ -333,8 +334,8 @@ pub(crate) fn append_event_frame(
     if !payload.is_empty() {
         len += len_delimited_len(PAYLOAD, payload.len());
     }
-    if !ids.is_empty() {
-        len += uint64::encoded_len_packed(SUBSCRIPTION_IDS, ids);
+    if ids_len != 0 {
+        len += len_delimited_len(SUBSCRIPTION_IDS, ids_len);
     }
     if event.retained {
         len += key_len(RETAINED) + 1;
@@ -357,7 +358,12 @@ pub(crate) fn append_event_frame(
         put_len_delimited_header(buf, PAYLOAD, payload.len());
         buf.put_slice(payload);
     }
-    uint64::encode_packed(SUBSCRIPTION_IDS, ids, buf);
+    if ids_len != 0 {
+        put_len_delimited_header(buf, SUBSCRIPTION_IDS, ids_len);
+        for id in ids.iter() {
+            prost::encoding::encode_varint(id, buf);
+        }
+    }
     if event.retained {
         prost::encoding::bool::encode(RETAINED, &true, buf);
     }
@@ -920,7 +926,7 @@ mod tests {
                             network: network.into(),
                             topic: topic.into(),
                             payload: payload.to_bytes(),
-                            subscription_ids: ids.clone(),
+                            subscription_ids: ids.iter().copied().collect(),
                             retained,
                             metadata: metadatas().swap_remove(1),
                         };
@@ -949,7 +955,7 @@ mod tests {
             network: "n".into(),
             topic: "t".into(),
             payload: Bytes::from(vec![1u8; 100]),
-            subscription_ids: vec![1],
+            subscription_ids: SubscriptionIds::One(1),
             retained: false,
             metadata: Metadata::new(),
         };

@@ -87,66 +87,66 @@ pub(crate) struct InboundEvent {
     pub(crate) metadata: HashMap<String, bytes::Bytes>,
 }
 
-/// How many subscription ids [`SubscriptionIds`] keeps without allocating.
-const INLINE_IDS: usize = 4;
+/// The subscription ids an event names, on one node: usually one (a node's one subscriber to
+/// a topic), kept without allocating; more in a `Vec`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SubscriptionIds {
+    /// Exactly one id.
+    One(u64),
+    /// Any number of ids, in the order they came.
+    Many(Vec<u64>),
+}
 
-/// The subscription ids an event names: the first [`INLINE_IDS`] inline (an event names the
-/// one or two subscriptions of the receiving node it matches), any more on the heap.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct SubscriptionIds {
-    inline: [u64; INLINE_IDS],
-    /// How many of `inline` are ids.
-    len: usize,
-    more: Vec<u64>,
+impl Default for SubscriptionIds {
+    fn default() -> Self {
+        SubscriptionIds::Many(Vec::new())
+    }
+}
+
+impl FromIterator<u64> for SubscriptionIds {
+    fn from_iter<I: IntoIterator<Item = u64>>(ids: I) -> Self {
+        let mut all = SubscriptionIds::default();
+        for id in ids {
+            all.push(id);
+        }
+        all
+    }
 }
 
 impl SubscriptionIds {
     /// Adds `id` at the end.
     pub(crate) fn push(&mut self, id: u64) {
-        match self.inline.get_mut(self.len) {
-            Some(slot) if self.more.is_empty() => {
-                *slot = id;
-                self.len += 1;
-            }
-            _ => self.more.push(id),
+        match self {
+            SubscriptionIds::Many(ids) if ids.is_empty() => *self = SubscriptionIds::One(id),
+            SubscriptionIds::One(first) => *self = SubscriptionIds::Many(vec![*first, id]),
+            SubscriptionIds::Many(ids) => ids.push(id),
         }
     }
 
     /// The ids in the order they came.
-    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn iter(&self) -> impl Iterator<Item = u64> + '_ {
-        let inline = self.inline.get(..self.len).unwrap_or_default();
-        inline.iter().chain(&self.more).copied()
+        self.as_slice().iter().copied()
     }
 
     /// How many ids there are (repeats included).
     pub(crate) fn len(&self) -> usize {
-        self.len + self.more.len()
+        self.as_slice().len()
     }
 
     /// The ids, sorted, each once.
     pub(crate) fn sorted_unique(&mut self) -> &[u64] {
-        if self.more.is_empty() {
-            let ids = self.inline.get_mut(..self.len).unwrap_or_default();
+        if let SubscriptionIds::Many(ids) = self {
             ids.sort_unstable();
-            // Each new value moves down to `kept` (`kept <= i < ids.len()`).
-            let mut kept = 0;
-            for i in 0..ids.len() {
-                if kept == 0 || ids.get(kept - 1) != ids.get(i) {
-                    ids.swap(kept, i);
-                    kept += 1;
-                }
-            }
-            self.len = kept;
-            return self.inline.get(..kept).unwrap_or_default();
+            ids.dedup();
         }
-        let mut all = self.inline.get(..self.len).unwrap_or_default().to_vec();
-        all.append(&mut self.more);
-        all.sort_unstable();
-        all.dedup();
-        self.len = 0;
-        self.more = all;
-        &self.more
+        self.as_slice()
+    }
+
+    fn as_slice(&self) -> &[u64] {
+        match self {
+            SubscriptionIds::One(id) => std::slice::from_ref(id),
+            SubscriptionIds::Many(ids) => ids,
+        }
     }
 }
 
@@ -157,7 +157,7 @@ pub(crate) struct OutboundEvent {
     pub(crate) network: Arc<str>,
     pub(crate) topic: Arc<str>,
     pub(crate) payload: bytes::Bytes,
-    pub(crate) subscription_ids: Vec<u64>,
+    pub(crate) subscription_ids: SubscriptionIds,
     pub(crate) retained: bool,
     pub(crate) metadata: Metadata,
 }

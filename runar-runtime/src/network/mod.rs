@@ -39,7 +39,8 @@ pub use framing::{FRAME_HEADER_LEN, read_frame, write_frame};
 pub use interface::RefusalReason;
 pub(crate) use interface::{
     EventSink, InboundEvent, InboundRequest, InboundStream, NodeHandler, Offer, OutboundEvent,
-    PeerChange, PeerEventCounters, PeerHandle, PeerLink, PeerNotice, PeerOffer, PeerRefusal, Text,
+    PeerChange, PeerEventCounters, PeerHandle, PeerLink, PeerNotice, PeerOffer, PeerRefusal,
+    SubscriptionIds, Text,
 };
 pub(crate) use mesh::{Mesh, MeshSettings};
 pub use tls::peer_node_id;

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::lock::lock;
 use crate::metadata::Metadata;
 use crate::network::log_limit::warn_limited;
-use crate::network::{EventSink, InboundEvent, OutboundEvent};
+use crate::network::{EventSink, InboundEvent, OutboundEvent, SubscriptionIds};
 use crate::node::BroadcastMode;
 use crate::node::registry::{
     Event, HeldBytes, LocalSink, Origin, Sink, Subscription, SubscriptionCounters,
@@ -158,7 +158,7 @@ impl Node {
             metadata,
         } = event;
         let mut full_local: Vec<(&Subscription, &LocalSink, Event)> = Vec::new();
-        let mut peers: Vec<(&Arc<dyn EventSink>, Vec<u64>)> = Vec::new();
+        let mut peers: Vec<(&Arc<dyn EventSink>, SubscriptionIds)> = Vec::new();
         for sub in targets {
             match &sub.sink {
                 Sink::Local(local) => {
@@ -201,19 +201,25 @@ impl Node {
                 Sink::Remote { sink, remote_id } => {
                     match peers.iter_mut().find(|(s, _)| Arc::ptr_eq(s, sink)) {
                         Some((_, ids)) => ids.push(*remote_id),
-                        None => peers.push((sink, vec![*remote_id])),
+                        None => peers.push((sink, SubscriptionIds::One(*remote_id))),
                     }
                 }
             }
         }
         let mut full_peers: Vec<(&Arc<dyn EventSink>, OutboundEvent)> = Vec::new();
         if !peers.is_empty() {
-            let payload = self.encode_for_peers(&value);
-            for (sink, subscription_ids) in peers {
+            let mut payload = Some(self.encode_for_peers(&value));
+            let last = peers.len().saturating_sub(1);
+            for (i, (sink, subscription_ids)) in peers.into_iter().enumerate() {
+                // The last peer takes the payload itself: sharing it costs an allocation.
+                let payload = match i == last {
+                    true => payload.take(),
+                    false => payload.clone(),
+                };
                 let event = OutboundEvent {
                     network: network.clone(),
                     topic: topic.clone(),
-                    payload: payload.clone(),
+                    payload: payload.unwrap_or_default(),
                     subscription_ids,
                     retained,
                     metadata: metadata.clone(),

@@ -18,7 +18,7 @@ use crate::lock::lock;
 use crate::network::log_limit::warn_limited;
 use crate::network::{
     EventSink, InboundEvent, InboundRequest, InboundStream, NodeHandler, Offer, OutboundEvent,
-    PeerChange, PeerHandle, PeerLink, PeerNotice, PeerOffer, PeerRefusal, Text,
+    PeerChange, PeerHandle, PeerLink, PeerNotice, PeerOffer, PeerRefusal, SubscriptionIds, Text,
 };
 use crate::node::registry::{ActionInstance, Origin, Sink, Subscription};
 use crate::node::service::{ActionHandler, CallKind, RawStreaming, RequestContext, StreamHandler};
@@ -586,7 +586,7 @@ impl Node {
                 network: descriptor.network.as_str().into(),
                 topic: event.topic,
                 payload: self.encode_for_peers(&event.value),
-                subscription_ids: vec![descriptor.id],
+                subscription_ids: SubscriptionIds::One(descriptor.id),
                 retained: true,
                 metadata: event.metadata,
             };
