@@ -87,7 +87,6 @@ impl Node {
         if self.inner.policed.load(Ordering::Relaxed) && !is_local_only(topic) {
             self.check_access(network, None, Access::Publish, topic)?;
         }
-        let segments: Vec<&str> = topic.split('/').collect();
         let topic_path: Arc<str> = topic.into();
         let value = Arc::new(event);
         if let Some(ttl) = options.retain_for {
@@ -106,10 +105,7 @@ impl Node {
             );
         }
         count(&self.inner.counters.published, 1);
-        let mut targets = self
-            .inner
-            .registry
-            .matching_subscriptions(network, &segments);
+        let mut targets = self.inner.registry.matching_subscriptions(network, topic);
         let broadcast = if is_local_only(topic) {
             BroadcastMode::LocalOnly
         } else {

@@ -291,6 +291,25 @@ fn is_plain_concrete(full: &str, limits: PathLimits) -> bool {
     previous != b'/' && depth <= limits.max_depth
 }
 
+/// The most segments [`with_segments`] collects on the stack; deeper paths use a `Vec`.
+const STACK_SEGMENTS: usize = 16;
+
+/// Calls `f` with the `/`-separated segments of `path`, collected on the stack when there are
+/// at most [`STACK_SEGMENTS`] of them (a publish's topic, split for the subscription trie).
+pub(crate) fn with_segments<R>(path: &str, f: impl FnOnce(&[&str]) -> R) -> R {
+    let mut stack = [""; STACK_SEGMENTS];
+    let mut n = 0;
+    for seg in path.split('/') {
+        let Some(slot) = stack.get_mut(n) else {
+            let all: Vec<&str> = path.split('/').collect();
+            return f(&all);
+        };
+        *slot = seg;
+        n += 1;
+    }
+    f(stack.get(..n).unwrap_or_default())
+}
+
 /// Validates a concrete path exactly as [`TopicPath::parse_concrete_within`] does (same errors)
 /// and splits off its network, without building a [`TopicPath`]: for the publish path, which
 /// only needs the text.
@@ -500,6 +519,14 @@ mod tests {
 
     fn segs(p: &str) -> Vec<&str> {
         p.split('/').collect()
+    }
+
+    #[test]
+    fn with_segments_splits_as_split_does() {
+        for path in ["a", "a/b/c", "", "a//b", &"x/".repeat(40)] {
+            let expected: Vec<&str> = path.split('/').collect();
+            with_segments(path, |segments| assert_eq!(segments, expected, "{path}"));
+        }
     }
 
     #[test]

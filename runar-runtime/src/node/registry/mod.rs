@@ -17,7 +17,7 @@ use crate::lock::{lock, read, write};
 use crate::metadata::Metadata;
 use crate::network::{EventSink, PeerLink};
 use crate::node::service::{ActionHandler, CallKind, Caller, StreamHandler};
-use crate::routing::{PathLimits, PathParams, PathTrie, TopicPath, split_network};
+use crate::routing::{PathLimits, PathParams, PathTrie, TopicPath, split_network, with_segments};
 use crate::value::Value;
 use crate::value::types::MessageTypes;
 
@@ -273,7 +273,6 @@ impl ActionSlot {
 }
 
 /// An event on its way to a subscription's queue.
-#[derive(Clone)]
 pub(crate) struct Event {
     pub(crate) topic: Arc<str>,
     pub(crate) value: Arc<Value>,
@@ -281,8 +280,8 @@ pub(crate) struct Event {
     pub(crate) retained: bool,
     pub(crate) metadata: Metadata,
     /// For an event that arrived as bytes: its share of the node's bound on queued event
-    /// bytes, given back when the event (and every clone of it) is handled or dropped.
-    pub(crate) held: Option<Arc<HeldBytes>>,
+    /// bytes, given back when the event is handled or dropped.
+    pub(crate) held: Option<HeldBytes>,
 }
 
 /// Bytes counted against a node-wide bound while something holds them; released on drop.
@@ -298,17 +297,17 @@ impl HeldBytes {
         counter: &Arc<std::sync::atomic::AtomicUsize>,
         bytes: usize,
         max: usize,
-    ) -> Option<Arc<HeldBytes>> {
+    ) -> Option<HeldBytes> {
         use std::sync::atomic::Ordering;
         counter
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
                 held.checked_add(bytes).filter(|total| *total <= max)
             })
             .ok()?;
-        Some(Arc::new(HeldBytes {
+        Some(HeldBytes {
             counter: counter.clone(),
             bytes,
-        }))
+        })
     }
 }
 
@@ -690,18 +689,21 @@ impl Registry {
         self.notify_changed();
     }
 
-    /// The subscriptions in `network` whose pattern matches the concrete `segments`.
+    /// The subscriptions in `network` whose pattern matches the concrete `topic` (a path
+    /// without network).
     pub(crate) fn matching_subscriptions(
         &self,
         network: &str,
-        segments: &[&str],
+        topic: &str,
     ) -> Vec<Arc<Subscription>> {
         let networks = read(&self.networks);
         let Some(table) = networks.get(network) else {
             return Vec::new();
         };
         let mut found = Vec::new();
-        table.subscriptions.find_all(segments, &mut found);
+        with_segments(topic, |segments| {
+            table.subscriptions.find_all(segments, &mut found);
+        });
         found.into_iter().map(|(_, sub)| sub.clone()).collect()
     }
 
