@@ -611,7 +611,7 @@ fn patterns() -> PathTrie<usize> {
 fn route(trie: &PathTrie<usize>, topic: &str) {
     let segments: Vec<&str> = topic.split('/').collect();
     let mut found = Vec::new();
-    trie.find_all(&segments, &mut found);
+    trie.find_all(&segments, |e| found.push(e));
     let mut by_trie: Vec<usize> = found.iter().map(|(_, i)| *i).collect();
     by_trie.sort_unstable();
     let mut by_pattern: Vec<usize> = trie

@@ -240,8 +240,8 @@ impl<T> PathTrie<T> {
             .map(|(_, v)| v)
     }
 
-    /// Every entry whose pattern matches the concrete `segments`.
-    pub fn find_all<'a>(&'a self, segments: &[&str], out: &mut Vec<&'a (TopicPath, T)>) {
+    /// Calls `found` with every entry whose pattern matches the concrete `segments`.
+    pub fn find_all<'a>(&'a self, segments: &[&str], mut found: impl FnMut(&'a (TopicPath, T))) {
         // (node, how many segments it has consumed). Each trie node is reached by one path
         // from the root, so each is visited at most once. The node to visit next is kept
         // apart from the stack, which holds only the branches left for later: a walk down a
@@ -250,10 +250,10 @@ impl<T> PathTrie<T> {
         let mut next = Some((&self.root, 0usize));
         while let Some((node, depth)) = next.take().or_else(|| stack.pop()) {
             let Some(seg) = segments.get(depth) else {
-                out.extend(node.exact.iter());
+                node.exact.iter().for_each(&mut found);
                 continue;
             };
-            out.extend(node.rest.iter());
+            node.rest.iter().for_each(&mut found);
             let literal = node.literals.get(*seg);
             // The wildcard branch first, then the literal one (the order of a stack that
             // pushes the literal child before the wildcard child).
@@ -337,7 +337,7 @@ mod tests {
     fn all(t: &PathTrie<usize>, path: &str) -> Vec<usize> {
         let segs: Vec<&str> = path.split('/').collect();
         let mut out = Vec::new();
-        t.find_all(&segs, &mut out);
+        t.find_all(&segs, |e| out.push(e));
         let mut v: Vec<usize> = out.into_iter().map(|(_, i)| *i).collect();
         v.sort();
         v
@@ -441,7 +441,7 @@ mod tests {
         t.insert(TopicPath::parse(&deep_rest).unwrap(), 2);
         t.insert(TopicPath::parse("a/a").unwrap(), 3);
         let mut out = Vec::new();
-        t.find_all(&concrete, &mut out);
+        t.find_all(&concrete, |e| out.push(e));
         assert_eq!(out.len(), 2);
         assert_eq!(t.find_best(&concrete).map(|(_, v)| *v), Some(1));
         assert_eq!(t.iter().count(), 3);

@@ -702,9 +702,9 @@ impl Registry {
         };
         let mut found = Vec::new();
         with_segments(topic, |segments| {
-            table.subscriptions.find_all(segments, &mut found);
+            (table.subscriptions).find_all(segments, |(_, sub)| found.push(sub.clone()));
         });
-        found.into_iter().map(|(_, sub)| sub.clone()).collect()
+        found
     }
 
     /// Picks the next member of `group` (of `size` members) for one-per-service delivery.
