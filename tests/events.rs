@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::raw::{RawPeer, event, subscription};
 use common::{WAIT, key, started, wait_for};
-use runar::__private::TransportConfig;
+use runar::__private::{TransportConfig, write_frame};
 use runar::{
     Code, DiscoveryOptions, NetworkConfig, Node, NodeConfig, Payload, PeerEvent, PublishOptions,
     SubscriptionId,
@@ -475,6 +475,67 @@ async fn an_event_naming_a_subscription_many_times_runs_the_handler_once() {
     assert_eq!(count.load(Ordering::SeqCst), 2);
     let stats = a.stats();
     assert_eq!((stats.events_received, stats.events_rejected), (2, 999));
+}
+
+/// The most this process has had resident since [`reset_peak_rss`], in bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
+}
+
+/// Starts [`peak_rss`] again from the current resident set.
+fn reset_peak_rss() {
+    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+}
+
+/// Events naming four million subscription ids each (a 4 MiB frame of one id repeated; before,
+/// decoded into a 32 MiB list and sorted): each runs the handler once and counts the other ids
+/// as rejected, and the ids are read where they lie, so the node's peak memory grows by about
+/// the frames it reads (about 20 MiB, sender included), not eight times that (49 MiB before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_naming_millions_of_ids_cost_their_size_not_eight_times_it() {
+    use prost::Message as _;
+    let a = node_with(NodeConfig::new("a", "test").with_network_config(network())).await;
+    let (_, count) = counting(&a, "dup/x").await;
+    let raw = RawPeer::connect(&a, Vec::new()).await;
+    let id = raw.subscription_id("dup/x").unwrap();
+    let one_byte = u8::try_from(id).ok().filter(|b| *b < 0x80).unwrap();
+    let ids = 4_000_000usize;
+    let mut body = event("dup/x", 1u64, Vec::new()).encode_to_vec();
+    // Field 4, packed: its length, then the id that many times (one byte each).
+    body.push(0x22);
+    prost::encoding::encode_varint(ids as u64, &mut body);
+    body.resize(body.len() + ids, one_byte);
+
+    reset_peak_rss();
+    let before = peak_rss();
+    let started = Instant::now();
+    let mut stream = raw.conn.open_uni().await.unwrap();
+    stream.write_all(&[3]).await.unwrap();
+    for _ in 0..4 {
+        write_frame(&mut stream, &body, common::raw::MAX)
+            .await
+            .unwrap();
+    }
+    stream.finish().unwrap();
+    wait_for("the four events", || count.load(Ordering::SeqCst) == 4).await;
+    let took = started.elapsed();
+    let grown = peak_rss().saturating_sub(before);
+    println!(
+        "4 events of {ids} ids ({} KiB frames): {took:?}, peak RSS +{} KiB",
+        body.len() >> 10,
+        grown >> 10
+    );
+    let stats = a.stats();
+    assert_eq!(stats.events_received, 4);
+    assert_eq!(stats.events_rejected, 4 * (ids as u64 - 1));
+    assert!(grown < 32 << 20, "peak RSS grew {} KiB", grown >> 10);
 }
 
 #[tokio::test]

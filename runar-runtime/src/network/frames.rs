@@ -515,7 +515,9 @@ pub(crate) struct DecodedEvent {
 /// `wire::Event::decode` fails (the tests and the `request_frames` fuzz target check it).
 pub(crate) fn decode_event(mut buf: Bytes) -> Result<DecodedEvent, EventDecodeError> {
     use prost::encoding::{DecodeContext, bool, bytes, decode_key, hash_map, skip_field, string};
+    let body = buf.clone();
     let mut event = DecodedEvent::default();
+    let mut ids = IdCount::default();
     while !buf.is_empty() {
         let (tag, wire_type) = decode_key(&mut buf)?;
         let ctx = DecodeContext::default();
@@ -534,7 +536,7 @@ pub(crate) fn decode_event(mut buf: Bytes) -> Result<DecodedEvent, EventDecodeEr
                 event.topic = topic.into();
             }
             PAYLOAD => bytes::merge(wire_type, &mut event.payload, &mut buf, ctx)?,
-            SUBSCRIPTION_IDS => merge_ids(wire_type, &mut event.subscription_ids, &mut buf, ctx)?,
+            SUBSCRIPTION_IDS => merge_ids(wire_type, &mut ids, &mut buf, ctx)?,
             RETAINED => bool::merge(wire_type, &mut event.retained, &mut buf, ctx)?,
             METADATA => hash_map::merge(
                 string::merge,
@@ -546,7 +548,81 @@ pub(crate) fn decode_event(mut buf: Bytes) -> Result<DecodedEvent, EventDecodeEr
             _ => skip_field(wire_type, tag, &mut buf, ctx)?,
         }
     }
+    event.subscription_ids = match ids {
+        IdCount { count: 0, .. } => SubscriptionIds::default(),
+        IdCount { count: 1, first } => SubscriptionIds::One(first),
+        IdCount { count, .. } => SubscriptionIds::InFrame { body, count },
+    };
     Ok(event)
+}
+
+/// How many subscription ids an `Event` frame names, and the first.
+#[derive(Default)]
+struct IdCount {
+    count: usize,
+    first: u64,
+}
+
+impl IdCount {
+    fn add(&mut self, id: u64) {
+        if self.count == 0 {
+            self.first = id;
+        }
+        self.count = self.count.saturating_add(1);
+    }
+}
+
+/// The subscription ids of an `Event` frame's body, read from it again, in order. The body was
+/// checked by [`decode_event`]; should a field not parse after all, the ids end there.
+#[derive(Debug)]
+pub(crate) struct IdsInFrame {
+    /// The fields not read yet.
+    body: Bytes,
+    /// What is left of the packed run being read.
+    run: Bytes,
+}
+
+impl IdsInFrame {
+    pub(crate) fn new(body: Bytes) -> Self {
+        IdsInFrame {
+            body,
+            run: Bytes::new(),
+        }
+    }
+}
+
+impl Iterator for IdsInFrame {
+    type Item = u64;
+
+    fn next(&mut self) -> Option<u64> {
+        use prost::encoding::{DecodeContext, decode_key, decode_varint, skip_field};
+        loop {
+            if !self.run.is_empty() {
+                return decode_varint(&mut self.run).ok();
+            }
+            if self.body.is_empty() {
+                return None;
+            }
+            let (tag, wire_type) = decode_key(&mut self.body).ok()?;
+            // Each field is stepped over as `decode_event` read it: a metadata entry is read
+            // as length-delimited whatever wire type its key says (as prost reads map
+            // entries; the request_frames fuzz target found this), the rest by wire type.
+            if tag == SUBSCRIPTION_IDS && wire_type != WireType::LengthDelimited {
+                return decode_varint(&mut self.body).ok();
+            } else if tag == SUBSCRIPTION_IDS || tag == METADATA {
+                let len = usize::try_from(decode_varint(&mut self.body).ok()?).ok()?;
+                if len > self.body.len() {
+                    return None;
+                }
+                let field = self.body.split_to(len);
+                if tag == SUBSCRIPTION_IDS {
+                    self.run = field;
+                }
+            } else {
+                skip_field(wire_type, tag, &mut self.body, DecodeContext::default()).ok()?;
+            }
+        }
+    }
 }
 
 /// Why an `Event` frame did not decode.
@@ -561,22 +637,22 @@ pub(crate) enum EventDecodeError {
 }
 
 /// A `repeated uint64` field read as prost's `uint64::merge_repeated` reads it (packed or
-/// not; occurrences add up), into `ids`.
+/// not; occurrences add up), counted into `ids`.
 fn merge_ids(
     wire_type: WireType,
-    ids: &mut SubscriptionIds,
+    ids: &mut IdCount,
     buf: &mut Bytes,
     ctx: prost::encoding::DecodeContext,
 ) -> Result<(), prost::DecodeError> {
     use prost::encoding::{check_wire_type, decode_varint, merge_loop};
     if wire_type == WireType::LengthDelimited {
         merge_loop(ids, buf, ctx, |ids, buf, _| {
-            ids.push(decode_varint(buf)?);
+            ids.add(decode_varint(buf)?);
             Ok(())
         })
     } else {
         check_wire_type(WireType::Varint, wire_type)?;
-        ids.push(decode_varint(buf)?);
+        ids.add(decode_varint(buf)?);
         Ok(())
     }
 }
@@ -1008,22 +1084,30 @@ mod tests {
             vec![0x2a, 0],
             vec![0x22, 0x80],
             vec![0x32, 4, 0x0a, 2, 0xff, 0xfe],
+            // Ids, then a metadata entry whose key says fixed64 (read as length-delimited, as
+            // prost reads map entries), then more ids (found by the request_frames target).
+            vec![0x20, 1, 0x22, 2, 2, 3, 0x31, 0, 0x20, 0, 0x20, 32, 0x20, 18],
         ];
         for case in cases {
             check_decode_event(&case);
         }
-        let mut ids = SubscriptionIds::default();
-        for id in [5, 1, 5, 9, 1, 2] {
-            ids.push(id);
-        }
-        assert_eq!(ids.len(), 6);
-        assert_eq!(ids.sorted_unique(), [1, 2, 5, 9]);
-        let mut few = SubscriptionIds::default();
-        for id in [4, 4, 2] {
-            few.push(id);
-        }
-        assert_eq!(few.sorted_unique(), [2, 4]);
-        assert_eq!(few.sorted_unique(), [2, 4]);
+        // Ids left in the frame read back in order, whatever their encoding.
+        let mut body = vec![0x20, 5, 0x12, 1, b't', 0x22, 3, 1, 0x80, 0x01, 0x20, 9];
+        body.extend_from_slice(&[0x22, 0]);
+        let event = decode_event(Bytes::from(body)).unwrap();
+        assert!(matches!(
+            event.subscription_ids,
+            SubscriptionIds::InFrame { count: 4, .. }
+        ));
+        assert_eq!(
+            event.subscription_ids.iter().collect::<Vec<_>>(),
+            [5, 1, 128, 9]
+        );
+        let mut ids = event.subscription_ids.clone();
+        ids.push(3);
+        assert_eq!(ids, SubscriptionIds::Many(vec![5, 1, 128, 9, 3]));
+        let one = decode_event(Bytes::from_static(&[0x22, 1, 7])).unwrap();
+        assert_eq!(one.subscription_ids, SubscriptionIds::One(7));
     }
 
     #[test]

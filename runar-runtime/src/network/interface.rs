@@ -88,13 +88,19 @@ pub(crate) struct InboundEvent {
 }
 
 /// The subscription ids an event names, on one node: usually one (a node's one subscriber to
-/// a topic), kept without allocating; more in a `Vec`.
+/// a topic), kept without allocating; more in a `Vec` when this node sends them, or left in
+/// the frame they came in (a peer can name millions in one frame: read one at a time, they
+/// cost nothing to hold).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum SubscriptionIds {
     /// Exactly one id.
     One(u64),
     /// Any number of ids, in the order they came.
     Many(Vec<u64>),
+    /// `count` ids in an `Event` frame's `body`, which [`decode_event`] checked.
+    ///
+    /// [`decode_event`]: super::frames::decode_event
+    InFrame { body: bytes::Bytes, count: usize },
 }
 
 impl Default for SubscriptionIds {
@@ -114,38 +120,54 @@ impl FromIterator<u64> for SubscriptionIds {
 }
 
 impl SubscriptionIds {
-    /// Adds `id` at the end.
+    /// Adds `id` at the end (ids left in a frame move to a `Vec` first).
     pub(crate) fn push(&mut self, id: u64) {
         match self {
             SubscriptionIds::Many(ids) if ids.is_empty() => *self = SubscriptionIds::One(id),
             SubscriptionIds::One(first) => *self = SubscriptionIds::Many(vec![*first, id]),
             SubscriptionIds::Many(ids) => ids.push(id),
+            SubscriptionIds::InFrame { .. } => {
+                let mut ids: Vec<u64> = self.iter().collect();
+                ids.push(id);
+                *self = SubscriptionIds::Many(ids);
+            }
         }
     }
 
-    /// The ids in the order they came.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = u64> + '_ {
-        self.as_slice().iter().copied()
+    /// The ids in the order they came, repeats included.
+    pub(crate) fn iter(&self) -> Ids<'_> {
+        match self {
+            SubscriptionIds::One(id) => Ids::Listed(std::slice::from_ref(id).iter()),
+            SubscriptionIds::Many(ids) => Ids::Listed(ids.iter()),
+            SubscriptionIds::InFrame { body, .. } => {
+                Ids::InFrame(super::frames::IdsInFrame::new(body.clone()))
+            }
+        }
     }
 
     /// How many ids there are (repeats included).
     pub(crate) fn len(&self) -> usize {
-        self.as_slice().len()
-    }
-
-    /// The ids, sorted, each once.
-    pub(crate) fn sorted_unique(&mut self) -> &[u64] {
-        if let SubscriptionIds::Many(ids) = self {
-            ids.sort_unstable();
-            ids.dedup();
-        }
-        self.as_slice()
-    }
-
-    fn as_slice(&self) -> &[u64] {
         match self {
-            SubscriptionIds::One(id) => std::slice::from_ref(id),
-            SubscriptionIds::Many(ids) => ids,
+            SubscriptionIds::One(_) => 1,
+            SubscriptionIds::Many(ids) => ids.len(),
+            SubscriptionIds::InFrame { count, .. } => *count,
+        }
+    }
+}
+
+/// What [`SubscriptionIds::iter`] gives.
+pub(crate) enum Ids<'a> {
+    Listed(std::slice::Iter<'a, u64>),
+    InFrame(super::frames::IdsInFrame),
+}
+
+impl Iterator for Ids<'_> {
+    type Item = u64;
+
+    fn next(&mut self) -> Option<u64> {
+        match self {
+            Ids::Listed(ids) => ids.next().copied(),
+            Ids::InFrame(ids) => ids.next(),
         }
     }
 }
@@ -301,6 +323,9 @@ pub(crate) trait EventSink: Send + Sync + 'static {
     fn peer(&self) -> NodeId;
     /// Queues `event` if the peer's queue has room; otherwise gives it back (`Err(Some)`), or
     /// drops it if the peer is gone (`Err(None)`).
+    // The event given back is the one the caller then waits to send: boxing it would add an
+    // allocation to that path to save moving 128 bytes.
+    #[allow(clippy::result_large_err)]
     fn try_send(&self, event: OutboundEvent) -> Result<(), Option<OutboundEvent>>;
     /// Queues `event`, waiting while the peer's queue is full. False when the peer is gone (or
     /// went while this waited).

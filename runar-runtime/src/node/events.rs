@@ -356,11 +356,10 @@ impl Node {
             return;
         }
         let named = event.subscription_ids.len();
-        let mut ids = event.subscription_ids;
         let mut targets = self
             .inner
             .registry
-            .local_subscriptions_in(network, ids.sorted_unique());
+            .local_subscriptions_in(network, event.subscription_ids.iter());
         targets
             .retain(|sub| !is_local_only(sub.pattern.path()) && sub.pattern.matches_topic(topic));
         let ignored = named.saturating_sub(targets.len());

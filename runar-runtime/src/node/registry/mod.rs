@@ -6,6 +6,7 @@
 //! when there is one, otherwise round-robin over the others with a counter per action path.
 
 use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::FxHashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -621,19 +622,44 @@ impl Registry {
         read(&self.subscriptions).get(&id).map(|(_, s)| s.clone())
     }
 
-    /// This node's own subscriptions in `network` among `ids`, in the order of `ids` (one
-    /// lookup under one lock).
+    /// This node's own subscriptions in `network` among `ids`, each once, in the order of
+    /// their first appearance (under one lock; what is held grows with the subscriptions
+    /// found, not with the ids, of which a peer can name millions).
     pub(crate) fn local_subscriptions_in(
         &self,
         network: &str,
-        ids: &[u64],
+        ids: impl Iterator<Item = u64>,
     ) -> Vec<Arc<Subscription>> {
+        /// Up to this many found, a repeat is looked for among them; past it, in a set.
+        const SCAN: usize = 8;
         let index = read(&self.subscriptions);
-        ids.iter()
-            .filter_map(|id| index.get(&SubscriptionId(*id)))
-            .filter(|(n, s)| **n == *network && s.origin == Origin::Local)
-            .map(|(_, s)| s.clone())
-            .collect()
+        let mut found: Vec<Arc<Subscription>> = Vec::new();
+        let mut seen: FxHashSet<SubscriptionId> = FxHashSet::default();
+        let mut last = None;
+        for id in ids {
+            // A run of one id (what a peer repeating an id sends) is looked up once.
+            if last.replace(id) == Some(id) {
+                continue;
+            }
+            let Some((n, sub)) = index.get(&SubscriptionId(id)) else {
+                continue;
+            };
+            if **n != *network || sub.origin != Origin::Local {
+                continue;
+            }
+            let new = if found.len() < SCAN {
+                !found.iter().any(|f| f.id == sub.id)
+            } else {
+                if seen.is_empty() {
+                    seen.extend(found.iter().map(|f| f.id));
+                }
+                seen.insert(sub.id)
+            };
+            if new {
+                found.push(sub.clone());
+            }
+        }
+        found
     }
 
     /// This node's own subscriptions, with their networks.
