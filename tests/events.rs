@@ -333,15 +333,7 @@ async fn a_waiting_publisher_serves_the_other_subscribers_first() {
 /// event, and B is not taken for a slow consumer (its event stream keeps moving).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_handler_on_a_peer_does_not_block_the_publisher() {
-    let a = node_with(NodeConfig::new("a", "test").with_network_config(network())).await;
-    let addrs = DiscoveryOptions::static_peers([a.local_addr().unwrap()]);
-    let b = node_with(
-        NodeConfig::new("b", "test")
-            .with_event_queue_capacity(256)
-            .with_network_config(common::network(&key(), addrs)),
-    )
-    .await;
-    wait_for("b to connect", || b.peers() == [a.node_id()]).await;
+    let (a, b) = a_and_b(|b| b.with_event_queue_capacity(256)).await;
     let (slow, _gate) = gated::<Vec<u8>>(&b, "work/>").await;
     let (_, fast) = counting_bytes_healthy(&b).await;
 
@@ -368,16 +360,7 @@ async fn a_slow_handler_on_a_peer_does_not_block_the_publisher() {
 /// once the handler runs again it gets every one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_briefly_behind_a_peer_loses_nothing() {
-    let a = node_with(NodeConfig::new("a", "test").with_network_config(network())).await;
-    let addrs = DiscoveryOptions::static_peers([a.local_addr().unwrap()]);
-    let b = node_with(
-        NodeConfig::new("b", "test")
-            .with_event_queue_capacity(8)
-            .with_peer_event_wait(WAIT)
-            .with_network_config(common::network(&key(), addrs)),
-    )
-    .await;
-    wait_for("b to connect", || b.peers() == [a.node_id()]).await;
+    let (a, b) = a_and_b(|b| b.with_event_queue_capacity(8).with_peer_event_wait(WAIT)).await;
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let (gate, opened) = watch::channel(false);
     let got = seen.clone();
@@ -413,15 +396,7 @@ async fn a_subscriber_briefly_behind_a_peer_loses_nothing() {
 /// B's healthy subscriber gets A's events at A's rate, not at the slow handler's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_subscriber_does_not_pace_a_peers_events() {
-    let a = node_with(NodeConfig::new("a", "test").with_network_config(network())).await;
-    let addrs = DiscoveryOptions::static_peers([a.local_addr().unwrap()]);
-    let b = node_with(
-        NodeConfig::new("b", "test")
-            .with_event_queue_capacity(16)
-            .with_network_config(common::network(&key(), addrs)),
-    )
-    .await;
-    wait_for("b to connect", || b.peers() == [a.node_id()]).await;
+    let (a, b) = a_and_b(|b| b.with_event_queue_capacity(16)).await;
     let slow = b
         .subscribe("work/>", |_: Vec<u8>, _| async {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -451,6 +426,18 @@ async fn a_slow_subscriber_does_not_pace_a_peers_events() {
     assert_eq!(b.stats().events_dropped, stats.dropped);
     assert_eq!(a.stats().events_dropped, 0);
     println!("{n} events in {took:?} past a 5 ms handler: {stats:?}");
+}
+
+/// Node A, and node B (configured by `b`, on top of its name and network) connected to it.
+async fn a_and_b(b: impl FnOnce(NodeConfig) -> NodeConfig) -> (Node, Node) {
+    let a = node_with(NodeConfig::new("a", "test").with_network_config(network())).await;
+    let addrs = DiscoveryOptions::static_peers([a.local_addr().unwrap()]);
+    let b = node_with(
+        b(NodeConfig::new("b", "test")).with_network_config(common::network(&key(), addrs)),
+    )
+    .await;
+    wait_for("b to connect", || b.peers() == [a.node_id()]).await;
+    (a, b)
 }
 
 /// B's healthy subscriber for the `work/>` events [`paced_publish`] sends.
