@@ -134,8 +134,8 @@ impl Node {
     ///
     /// Every queue with room gets the event first. Then, if `wait` is not zero, the full ones
     /// are waited for together, up to `wait` (for an event from a peer, up to what is left of
-    /// each subscription's budget, not for a stalled one); the deliveries that still find no room are dropped, counted and logged
-    /// (rate-limited).
+    /// each subscription's budget, not for a stalled one); the deliveries that still find no
+    /// room are dropped, counted and logged (rate-limited).
     pub(crate) async fn deliver(
         &self,
         event: Delivery<'_>,
@@ -208,9 +208,10 @@ impl Node {
             let last = peers.len().saturating_sub(1);
             for (i, (sink, subscription_ids)) in peers.into_iter().enumerate() {
                 // The last peer takes the payload itself: sharing it costs an allocation.
-                let payload = match i == last {
-                    true => payload.take(),
-                    false => payload.clone(),
+                let payload = if i == last {
+                    payload.take()
+                } else {
+                    payload.clone()
                 };
                 let event = OutboundEvent {
                     network: network.clone(),
