@@ -37,6 +37,24 @@ fn len_delimited_len(tag: u32, len: usize) -> usize {
     key_len(tag) + encoded_len_varint(len as u64) + len
 }
 
+/// The bytes [`put_bytes_field`] writes for `bytes` under `tag`: none when it is empty (a
+/// proto3 default).
+fn bytes_field_len(tag: u32, bytes: &[u8]) -> usize {
+    if bytes.is_empty() {
+        0
+    } else {
+        len_delimited_len(tag, bytes.len())
+    }
+}
+
+/// A `string` or `bytes` field: its key, its length and `bytes`; nothing when it is empty.
+fn put_bytes_field(buf: &mut BytesMut, tag: u32, bytes: &[u8]) {
+    if !bytes.is_empty() {
+        put_len_delimited_header(buf, tag, bytes.len());
+        buf.put_slice(bytes);
+    }
+}
+
 /// A length-delimited field's key and length, in one write: the same bytes as prost's
 /// `encode_key` and `encode_varint`, which write a byte at a time (a call, and a capacity
 /// check, each).
@@ -218,19 +236,12 @@ impl RequestFrame<'_> {
         } = self;
         let mut digits = [0u8; 20];
         let timeout = decimal(timeout_ms, &mut digits);
-        let mut len = 0;
-        if !network.is_empty() {
-            len += len_delimited_len(NETWORK, network.len());
-        }
-        if !path.is_empty() {
-            len += len_delimited_len(PATH, path.len());
-        }
+        let payload_type = payload.known_name().unwrap_or_default();
+        let mut len = bytes_field_len(NETWORK, network.as_bytes())
+            + bytes_field_len(PATH, path.as_bytes())
+            + bytes_field_len(PAYLOAD_TYPE, payload_type.as_bytes());
         if payload_len != 0 {
             len += len_delimited_len(PAYLOAD, payload_len);
-        }
-        let payload_type = payload.known_name().unwrap_or_default();
-        if !payload_type.is_empty() {
-            len += len_delimited_len(PAYLOAD_TYPE, payload_type.len());
         }
         if timeout_ms != 0 {
             len += len_delimited_len(METADATA, entry_len(TIMEOUT_KEY.as_bytes(), timeout));
@@ -242,22 +253,13 @@ impl RequestFrame<'_> {
         let start = buf.len();
         let [a, b, c, d] = header.to_be_bytes();
         buf.put_slice(&[kind, a, b, c, d]);
-        if !network.is_empty() {
-            put_len_delimited_header(buf, NETWORK, network.len());
-            buf.put_slice(network.as_bytes());
-        }
-        if !path.is_empty() {
-            put_len_delimited_header(buf, PATH, path.len());
-            buf.put_slice(path.as_bytes());
-        }
+        put_bytes_field(buf, NETWORK, network.as_bytes());
+        put_bytes_field(buf, PATH, path.as_bytes());
         if payload_len != 0 {
             put_len_delimited_header(buf, PAYLOAD, payload_len);
             payload.encode_into(buf);
         }
-        if !payload_type.is_empty() {
-            put_len_delimited_header(buf, PAYLOAD_TYPE, payload_type.len());
-            buf.put_slice(payload_type.as_bytes());
-        }
+        put_bytes_field(buf, PAYLOAD_TYPE, payload_type.as_bytes());
         if timeout_ms != 0 {
             put_entry(buf, TIMEOUT_KEY.as_bytes(), timeout);
         }
@@ -324,16 +326,9 @@ pub(crate) fn append_event_frame(
     let ids = &event.subscription_ids;
     // `repeated uint64`, packed: the varints' length, then the varints.
     let ids_len: usize = ids.iter().map(encoded_len_varint).sum();
-    let mut len = 0;
-    if !network.is_empty() {
-        len += len_delimited_len(NETWORK, network.len());
-    }
-    if !topic.is_empty() {
-        len += len_delimited_len(TOPIC, topic.len());
-    }
-    if !payload.is_empty() {
-        len += len_delimited_len(PAYLOAD, payload.len());
-    }
+    let mut len = bytes_field_len(NETWORK, network.as_bytes())
+        + bytes_field_len(TOPIC, topic.as_bytes())
+        + bytes_field_len(PAYLOAD, payload);
     if ids_len != 0 {
         len += len_delimited_len(SUBSCRIPTION_IDS, ids_len);
     }
@@ -346,18 +341,9 @@ pub(crate) fn append_event_frame(
     buf.reserve(FRAME_HEADER_LEN + len);
     let start = buf.len();
     buf.put_u32(header);
-    if !network.is_empty() {
-        put_len_delimited_header(buf, NETWORK, network.len());
-        buf.put_slice(network.as_bytes());
-    }
-    if !topic.is_empty() {
-        put_len_delimited_header(buf, TOPIC, topic.len());
-        buf.put_slice(topic.as_bytes());
-    }
-    if !payload.is_empty() {
-        put_len_delimited_header(buf, PAYLOAD, payload.len());
-        buf.put_slice(payload);
-    }
+    put_bytes_field(buf, NETWORK, network.as_bytes());
+    put_bytes_field(buf, TOPIC, topic.as_bytes());
+    put_bytes_field(buf, PAYLOAD, payload);
     if ids_len != 0 {
         put_len_delimited_header(buf, SUBSCRIPTION_IDS, ids_len);
         for id in ids.iter() {
