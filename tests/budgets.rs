@@ -33,7 +33,11 @@ impl AbstractService for Echo {
     }
     async fn init(&self, ctx: &LifecycleContext) -> runar::Result<()> {
         ctx.register_action("double", |n: u64, _| async move { Ok(n * 2) })
-            .await
+            .await?;
+        ctx.register_action("bytes", |n: u64, _| async move {
+            Ok(vec![7u8; usize::try_from(n).unwrap_or(0)])
+        })
+        .await
     }
 }
 
@@ -322,15 +326,18 @@ async fn a_slowloris_request_stream_is_cut_after_the_read_timeout() {
     let (_s, _r, answered) =
         send_hello(&conn, &hello_with(&keypair, wire::Capabilities::default())).await;
     assert!(answered.is_some());
-    // A request (kind 2) or a streaming call's header (kind 4) that declares 1 MB and sends 10
-    // bytes, then nothing; and a stream that sends nothing after its kind byte.
+    // A request (kind 2), a streaming call's header (kind 4) or a call on a call stream
+    // (kind 5) that declares 1 MB and sends 10 bytes, then nothing; and a streaming call that
+    // sends nothing after its kind byte.
     let declared_1mb = |kind: u8| {
         let mut bytes = vec![kind];
         bytes.extend_from_slice(&1_000_000u32.to_be_bytes());
         bytes.extend_from_slice(&[0; 10]);
         bytes
     };
-    for bytes in [declared_1mb(2), declared_1mb(4), vec![4]] {
+    // Kind 5 is a call stream: it may stay quiet between frames, but a frame's body is due
+    // within the read timeout once its header came.
+    for bytes in [declared_1mb(2), declared_1mb(4), vec![4], declared_1mb(5)] {
         let (mut send, mut recv) = conn.open_bi().await.unwrap();
         send.write_all(&bytes).await.unwrap();
         let started = Instant::now();
@@ -342,6 +349,101 @@ async fn a_slowloris_request_stream_is_cut_after_the_read_timeout() {
         eprintln!("slowloris stream (kind {}) cut after {took:?}", bytes[0]);
         assert!(took >= timeout / 2 && took < WAIT);
     }
+    still_serves(&b).await;
+    b.stop().await.unwrap();
+    a.stop().await.unwrap();
+}
+
+/// The frame of call `call` on a call stream: `Request { call, network, path, payload }`.
+fn call_frame(call: u64, path: &str, payload: Vec<u8>) -> Vec<u8> {
+    let request = wire::Request {
+        call,
+        network: "test".into(),
+        path: path.into(),
+        payload: payload.into(),
+        ..Default::default()
+    };
+    let body = request.encode_to_vec();
+    let mut bytes = (body.len() as u32).to_be_bytes().to_vec();
+    bytes.extend_from_slice(&body);
+    bytes
+}
+
+/// A peer that sends calls on a call stream (kind 5) as fast as it can and never reads the
+/// answers makes the node hold little: the node reads the calls as they come (the stream never
+/// holds the connection's flow-control window), answers waiting for room count against the
+/// peer's request budget, and once that is full the stream is cut. Malformed frames and a call
+/// without an id end the stream too; the connection and the node go on.
+#[tokio::test]
+async fn a_call_stream_whose_answers_are_never_read_holds_little() {
+    let a = victim(|c| c.with_max_request_bytes_per_peer(4 << 20)).await;
+    let b = healthy(&a).await;
+    let (_t, conn, keypair) = raw::client(&a).await;
+    let (_s, _r, answered) =
+        send_hello(&conn, &hello_with(&keypair, wire::Capabilities::default())).await;
+    assert!(answered.is_some());
+
+    let before = rss();
+    let (mut send, recv) = conn.open_bi().await.unwrap();
+    send.write_all(&[5]).await.unwrap();
+    // 40,000 calls for 60 KB answers: 2.4 GB of answers if the node held them all.
+    let mut sent = 0u64;
+    let writing = async {
+        for call in 1..=40_000u64 {
+            let frame = call_frame(call, "echo/bytes", 60_000u64.encode_to_vec());
+            if let Err(e) = send.write_all(&frame).await {
+                return Some(e);
+            }
+            sent = call;
+        }
+        None
+    };
+    let cut = tokio::time::timeout(WAIT, writing)
+        .await
+        .expect("the node reads the calls");
+    let grown = rss().saturating_sub(before);
+    println!(
+        "a call stream never read: {sent} of 40000 calls sent, then {cut:?}; RSS grew {} KiB",
+        grown >> 10
+    );
+    assert!(
+        matches!(cut, Some(quinn::WriteError::Stopped(_))),
+        "the node cuts the stream: {cut:?}"
+    );
+    assert!(grown < 16 << 20, "RSS grew {} KiB", grown >> 10);
+    still_serves(&b).await;
+
+    // A call without an id, or a frame that is no Request, ends the call stream.
+    for bad in [
+        call_frame(0, "echo/double", 21u64.encode_to_vec()),
+        vec![0, 0, 0, 2, 0xff, 0xff],
+    ] {
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send.write_all(&[5]).await.unwrap();
+        send.write_all(&bad).await.unwrap();
+        let read = tokio::time::timeout(WAIT, read_frame(&mut recv, MAX))
+            .await
+            .expect("the node ends the stream");
+        assert!(read.is_err(), "the stream is reset: {read:?}");
+    }
+    // The same connection still serves a good call stream.
+    let (mut send, mut good) = conn.open_bi().await.unwrap();
+    send.write_all(&[5]).await.unwrap();
+    send.write_all(&call_frame(9, "echo/double", 21u64.encode_to_vec()))
+        .await
+        .unwrap();
+    let frame = tokio::time::timeout(WAIT, read_frame(&mut good, MAX))
+        .await
+        .expect("an answer")
+        .unwrap()
+        .expect("an answer");
+    let answer = wire::Response::decode(frame).unwrap();
+    assert_eq!(answer.call, 9);
+    let Some(wire::response::Result::Payload(payload)) = answer.result else {
+        panic!("not an answer: {answer:?}");
+    };
+    assert_eq!(u64::decode(payload).unwrap(), 42);
+    drop(recv);
     still_serves(&b).await;
     b.stop().await.unwrap();
     a.stop().await.unwrap();

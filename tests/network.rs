@@ -154,3 +154,94 @@ async fn a_static_peer_that_is_down_is_retried_until_it_comes_up() {
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }
+
+/// The protocol as a peer sees it: a node's small requests to that peer share one call stream
+/// (kind 5), each `Request` carrying its own `call` id and each answered by the `Response`
+/// carrying that id, in whatever order the peer answers; a large request gets a stream of its
+/// own (kind 2).
+#[tokio::test]
+async fn small_requests_share_one_call_stream_and_a_large_one_gets_its_own() {
+    use prost::Message as _;
+    use runar::__private::{read_frame, wire, write_frame};
+
+    let a = started("a", &key(), &[]).await;
+    let (_t, conn, keypair) = common::raw::client(&a).await;
+    let capabilities = wire::Capabilities {
+        version: 1,
+        services: vec![wire::ServiceDescriptor {
+            path: "raw".into(),
+            name: "Raw".into(),
+            version: "1".into(),
+            network: "test".into(),
+            actions: vec!["raw/echo".into()],
+            ..Default::default()
+        }],
+        subscriptions: vec![],
+    };
+    let _control = common::raw::hello_announcing(&conn, &keypair, capabilities).await;
+    common::wait_for_action(&a, "raw/echo").await;
+
+    // The raw peer: echoes every call, the later calls sooner (each answer waits 100 µs times
+    // 255 less the last byte of the call's number); counts the streams of each kind.
+    let serving = conn.clone();
+    let kinds = tokio::spawn(async move {
+        let mut kinds = Vec::new();
+        while let Ok(Ok((mut send, mut recv))) =
+            tokio::time::timeout(Duration::from_secs(1), serving.accept_bi()).await
+        {
+            let mut kind = [0u8; 1];
+            recv.read_exact(&mut kind).await.unwrap();
+            kinds.push(kind[0]);
+            let (answers, mut to_write) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+            tokio::spawn(async move {
+                while let Some(answer) = to_write.recv().await {
+                    if write_frame(&mut send, &answer, common::raw::MAX)
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                while let Ok(Some(frame)) = read_frame(&mut recv, common::raw::MAX).await {
+                    let request = wire::Request::decode(frame).unwrap();
+                    let last = request.payload.get(3).copied().unwrap_or(0);
+                    let wait = Duration::from_micros(100 * u64::from(255 - last));
+                    let answers = answers.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(wait).await;
+                        let answer = wire::Response {
+                            call: request.call,
+                            result: Some(wire::response::Result::Payload(request.payload)),
+                        };
+                        let _ = answers.send(answer.encode_to_vec());
+                    });
+                }
+            });
+        }
+        kinds
+    });
+
+    let calls = (0..200u32).map(|i| {
+        let a = a.clone();
+        async move {
+            let payload = i.to_be_bytes().repeat(25);
+            let echoed: Vec<u8> = a.request("raw/echo", payload.clone()).await.unwrap();
+            assert_eq!(echoed, payload, "call {i} got another call's answer");
+        }
+    });
+    futures::future::join_all(calls).await;
+    let large = vec![7u8; 100_000];
+    let echoed: Vec<u8> = a.request("raw/echo", large.clone()).await.unwrap();
+    assert_eq!(echoed, large);
+
+    let mut kinds = kinds.await.unwrap();
+    kinds.sort_unstable();
+    assert_eq!(
+        kinds,
+        [2, 5],
+        "200 small calls on one call stream, the large one on its own"
+    );
+    a.stop().await.unwrap();
+}

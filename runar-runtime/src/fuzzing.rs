@@ -24,8 +24,8 @@ use crate::error::Error;
 use crate::identity::NodeId;
 use crate::metadata::{Metadata, TIMEOUT_KEY};
 use crate::network::frames::{
-    Measured, RequestFrame, append_event_frame, check_decode_event, check_decode_request,
-    decode_response, response_frame,
+    Measured, RequestFrame, append_answer_frame, append_event_frame, check_decode_event,
+    check_decode_request, decode_response, response_frame,
 };
 use crate::network::framing::{ChunkSource, FrameReader, encode_frame};
 use crate::network::{EventSink, Offer, OutboundEvent, PeerLink, PeerOffer, TransportError};
@@ -171,6 +171,8 @@ pub fn request_frames(data: &[u8]) {
             // writes the timeout entry only in canonical form (decimal, not zero).
             let mut expected = request.clone();
             expected.payload_type = payload.known_name().unwrap_or_default().into();
+            // A request frame never says `cancel` (a cancellation has a frame of its own).
+            expected.cancel = false;
             let timeout = expected.metadata.remove(TIMEOUT_KEY);
             let timeout_ms = timeout
                 .as_ref()
@@ -188,7 +190,8 @@ pub fn request_frames(data: &[u8]) {
                 expected.metadata.insert(TIMEOUT_KEY.into(), text);
             }
             let ours = RequestFrame {
-                kind: 2,
+                kind: Some(2),
+                call: request.call,
                 network: &request.network,
                 path: &request.path,
                 payload: Measured::new(&payload),
@@ -198,8 +201,9 @@ pub fn request_frames(data: &[u8]) {
             .encode(MAX);
             let prost = encode_frame(Some(2), &expected, MAX);
             match (ours, prost) {
-                (Ok(ours), Ok(prost)) if expected.metadata.len() > 1 => {
-                    // Map order is prost's (a hash map's): compare what decodes.
+                (Ok(ours), Ok(prost)) if expected.metadata.len() > 1 || expected.call != 0 => {
+                    // Map order is prost's (a hash map's), and the call id comes first in
+                    // ours, last in prost's: compare what decodes.
                     assert_eq!(ours.len(), prost.len(), "request frame lengths differ");
                     let body = ours.slice(1 + crate::network::FRAME_HEADER_LEN..);
                     let decoded = wire::Request::decode(body).ok();
@@ -221,9 +225,24 @@ pub fn request_frames(data: &[u8]) {
                 "decode_response and prost differ"
             );
             if let Some(wire::response::Result::Payload(bytes)) = &response.result {
-                let ours = response_frame(Measured::new(&Value::from_encoded(bytes.clone())), MAX);
+                let value = Value::from_encoded(bytes.clone());
+                let mut ours = BytesMut::new();
+                let ours =
+                    append_answer_frame(&mut ours, response.call, Measured::new(&value), MAX)
+                        .map(|()| ours.freeze());
                 let prost = encode_frame(None, &response, MAX);
-                assert_eq!(ours.ok(), prost.ok(), "response frames differ");
+                match (ours, prost) {
+                    // The call id comes first in ours, last in prost's: compare what decodes.
+                    (Ok(ours), Ok(prost)) if response.call != 0 => {
+                        assert_eq!(ours.len(), prost.len(), "answer frame lengths differ");
+                        let body = ours.slice(crate::network::FRAME_HEADER_LEN..);
+                        let decoded = decode_response(body.clone()).ok();
+                        assert_eq!(decoded.as_ref(), Some(&response), "answer frames differ");
+                        let decoded = wire::Response::decode(body).ok();
+                        assert_eq!(decoded.as_ref(), Some(&response), "answer frames differ");
+                    }
+                    (ours, prost) => assert_eq!(ours.ok(), prost.ok(), "response frames differ"),
+                }
             }
         }
         _ => {
@@ -810,6 +829,8 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
 
     // request_frames: a selector byte, then a Request, Response or Event.
     let request = wire::Request {
+        call: 0,
+        cancel: false,
         network: "default".into(),
         path: "math/add".into(),
         payload: Value::new(41u64).to_bytes(),
@@ -823,12 +844,14 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         .collect(),
     };
     let error = wire::Response {
+        call: 0,
         result: Some(wire::response::Result::Error(wire::ErrorStatus {
             code: 5,
             message: "no item 7".into(),
         })),
     };
     let ok = wire::Response {
+        call: 0,
         result: Some(wire::response::Result::Payload(
             Value::new(String::from("ok")).to_bytes(),
         )),
@@ -847,6 +870,20 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         path: "math//add".into(),
         ..request.clone()
     };
+    // On a call stream: a call, its cancellation, its answer.
+    let on_call_stream = wire::Request {
+        call: 300,
+        ..request.clone()
+    };
+    let cancel = wire::Request {
+        call: 300,
+        cancel: true,
+        ..wire::Request::default()
+    };
+    let answer = wire::Response {
+        call: 300,
+        ..ok.clone()
+    };
     let with_selector = |which: u8, message: &dyn Fn() -> Vec<u8>| {
         let mut seed = vec![which];
         seed.extend(message());
@@ -860,6 +897,9 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
             with_selector(1, &|| ok.encode_to_vec()),
             with_selector(1, &|| error.encode_to_vec()),
             with_selector(2, &|| event.encode_to_vec()),
+            with_selector(0, &|| on_call_stream.encode_to_vec()),
+            with_selector(0, &|| cancel.encode_to_vec()),
+            with_selector(1, &|| answer.encode_to_vec()),
         ],
     ));
 

@@ -65,6 +65,13 @@ pub struct NetworkConfig {
     /// [`max_concurrent_requests`](Self::max_concurrent_requests), so a peer's open streaming
     /// calls (a watch may stay open for hours) never take the places of its unary requests.
     pub max_concurrent_streams: u32,
+    /// Requests whose payload is at most this many bytes share one long-lived QUIC stream to
+    /// their peer (the call stream), answers coming back on it as they are ready; larger ones
+    /// open a stream of their own, so that a small request never waits to be sent behind a
+    /// large one. Default 16 KiB; 0 sends every request on a stream of its own. Opening and
+    /// finishing a stream per call costs about twice the rest of a small call's transport
+    /// work (see BENCHMARKS.md).
+    pub small_request_size: usize,
     /// The longest wait between two attempts to reach a static peer that refuses or fails the
     /// connection; attempts start at 100 ms and double up to this (default 5 s). A peer that
     /// answers nothing at all (down, or cut off) is probed instead, see
@@ -244,6 +251,7 @@ impl Default for NetworkConfig {
             max_connections: transport.max_connections,
             max_concurrent_requests: transport.max_concurrent_bidi_streams,
             max_concurrent_streams: 1024,
+            small_request_size: 16 * 1024,
             reconnect_backoff_max: Duration::from_secs(5),
             unreachable_probe_interval: transport.unreachable_probe_interval,
             announce_timeout: Duration::from_secs(1),
@@ -337,6 +345,14 @@ impl NetworkConfig {
     /// Sets the maximum number of requests in flight per peer.
     pub fn with_max_concurrent_requests(mut self, requests: u32) -> Self {
         self.max_concurrent_requests = requests;
+        self
+    }
+
+    /// Sets [`small_request_size`](Self::small_request_size): requests with a payload of at
+    /// most this many bytes share the call stream to their peer; 0 gives every request a
+    /// stream of its own.
+    pub fn with_small_request_size(mut self, bytes: usize) -> Self {
+        self.small_request_size = bytes;
         self
     }
 

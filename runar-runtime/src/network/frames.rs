@@ -24,6 +24,9 @@ const PAYLOAD: u32 = 3;
 const PAYLOAD_TYPE: u32 = 5;
 /// `Request.metadata` and `Event.metadata`.
 const METADATA: u32 = 6;
+const CALL: u32 = 7;
+const CANCEL: u32 = 8;
+const RESPONSE_CALL: u32 = 3;
 const RESPONSE_PAYLOAD: u32 = 1;
 /// A map entry's `key` and `value`.
 const ENTRY_KEY: u32 = 1;
@@ -61,6 +64,19 @@ fn put_bytes_field(buf: &mut BytesMut, tag: u32, bytes: &[u8]) {
 fn put_len_delimited_header(buf: &mut BytesMut, tag: u32, len: usize) {
     let mut header = [0u8; 20];
     buf.put_slice(len_delimited_header(&mut header, tag, len));
+}
+
+/// The bytes [`put_varint_field`] writes for `value` under `tag`.
+fn varint_field_len(tag: u32, value: u64) -> usize {
+    key_len(tag) + encoded_len_varint(value)
+}
+
+/// A varint field (`uint64`, `bool`): its key and `value`, in one write.
+fn put_varint_field(buf: &mut BytesMut, tag: u32, value: u64) {
+    let mut field = [0u8; 20];
+    let key_end = put_varint(&mut field, (u64::from(tag) << 3) | WireType::Varint as u64);
+    let end = key_end + put_varint(field.get_mut(key_end..).unwrap_or_default(), value);
+    buf.put_slice(field.get(..end).unwrap_or_default());
 }
 
 /// A length-delimited field's key and length, written into `out`.
@@ -198,12 +214,15 @@ impl<'a> Measured<'a> {
     }
 }
 
-/// The kind byte `kind`, then one frame holding
-/// `Request { network, path, payload, payload_type, metadata }` (the type name when prost names
-/// the payload's type; the metadata being the reserved `runar-timeout` entry, when `timeout_ms`
-/// is not zero, then `metadata`'s entries).
+/// The kind byte `kind` (when the frame starts a stream), then one frame holding
+/// `Request { network, path, payload, payload_type, metadata, call }` (the type name when prost
+/// names the payload's type; the metadata being the reserved `runar-timeout` entry, when
+/// `timeout_ms` is not zero, then `metadata`'s entries; `call` when not zero, on a call
+/// stream).
 pub(crate) struct RequestFrame<'a> {
-    pub(crate) kind: u8,
+    pub(crate) kind: Option<u8>,
+    /// The call's id on a call stream (`lane`); 0 elsewhere (not written).
+    pub(crate) call: u64,
     pub(crate) network: &'a str,
     pub(crate) path: &'a str,
     pub(crate) payload: Measured<'a>,
@@ -224,6 +243,7 @@ impl RequestFrame<'_> {
     pub(crate) fn append_to(&self, buf: &mut BytesMut, max: usize) -> Result<(), TransportError> {
         let &RequestFrame {
             kind,
+            call,
             network,
             path,
             payload:
@@ -247,12 +267,21 @@ impl RequestFrame<'_> {
             len += len_delimited_len(METADATA, entry_len(TIMEOUT_KEY.as_bytes(), timeout));
         }
         len += metadata_len(metadata);
+        if call != 0 {
+            len += varint_field_len(CALL, call);
+        }
         let header = checked_len(len, max)?;
 
-        buf.reserve(1 + FRAME_HEADER_LEN + len);
+        let kind_len = usize::from(kind.is_some());
+        buf.reserve(kind_len + FRAME_HEADER_LEN + len);
         let start = buf.len();
-        let [a, b, c, d] = header.to_be_bytes();
-        buf.put_slice(&[kind, a, b, c, d]);
+        if let Some(kind) = kind {
+            buf.put_u8(kind);
+        }
+        buf.put_u32(header);
+        if call != 0 {
+            put_varint_field(buf, CALL, call);
+        }
         put_bytes_field(buf, NETWORK, network.as_bytes());
         put_bytes_field(buf, PATH, path.as_bytes());
         if payload_len != 0 {
@@ -264,7 +293,7 @@ impl RequestFrame<'_> {
             put_entry(buf, TIMEOUT_KEY.as_bytes(), timeout);
         }
         put_metadata(buf, metadata);
-        debug_assert_eq!(buf.len() - start, 1 + FRAME_HEADER_LEN + len);
+        debug_assert_eq!(buf.len() - start, kind_len + FRAME_HEADER_LEN + len);
         Ok(())
     }
 }
@@ -284,31 +313,71 @@ pub(crate) fn append_response_frame(
     payload: Measured<'_>,
     max: usize,
 ) -> Result<(), TransportError> {
+    append_answer_frame(buf, 0, payload, max)
+}
+
+/// Appends one frame holding `Response { call, payload }` to `buf`, `call` first (not written
+/// when 0: then the frame is [`append_response_frame`]'s). A payload over `max` is refused and
+/// `buf` is left as it was.
+pub(crate) fn append_answer_frame(
+    buf: &mut BytesMut,
+    call: u64,
+    payload: Measured<'_>,
+    max: usize,
+) -> Result<(), TransportError> {
     let payload_len = payload.len;
-    let len = len_delimited_len(RESPONSE_PAYLOAD, payload_len);
+    let mut len = len_delimited_len(RESPONSE_PAYLOAD, payload_len);
+    if call != 0 {
+        len += varint_field_len(RESPONSE_CALL, call);
+    }
     let header = checked_len(len, max)?;
     buf.reserve(FRAME_HEADER_LEN + len);
     let start = buf.len();
     buf.put_u32(header);
+    if call != 0 {
+        put_varint_field(buf, RESPONSE_CALL, call);
+    }
     put_len_delimited_header(buf, RESPONSE_PAYLOAD, payload_len);
     payload.value.encode_into(buf);
     debug_assert_eq!(buf.len() - start, FRAME_HEADER_LEN + len);
     Ok(())
 }
 
+/// Appends one frame holding `Request { call, cancel: true }` to `buf`: the caller of call
+/// `call` on a call stream stopped waiting.
+pub(crate) fn append_cancel_frame(buf: &mut BytesMut, call: u64) {
+    let len = varint_field_len(CALL, call) + varint_field_len(CANCEL, 1);
+    // A few bytes: within any maximum and `u32`.
+    buf.reserve(FRAME_HEADER_LEN + len);
+    buf.put_u32(len as u32);
+    put_varint_field(buf, CALL, call);
+    put_varint_field(buf, CANCEL, 1);
+}
+
 /// Decodes a `Response` frame's body exactly as `wire::Response::decode` does. The usual
-/// answer, a body that is one `payload` field and nothing else, is taken as it is (a slice of
-/// the frame) without prost's generic field loop; anything else is prost's to decode.
+/// answers, a body that is one `payload` field and nothing else, or the `call` and then the
+/// `payload` (as [`append_answer_frame`] writes them), are taken as they are (the payload a
+/// slice of the frame) without prost's generic field loop; anything else is prost's to decode.
 pub(crate) fn decode_response(body: Bytes) -> Result<crate::wire::Response, prost::DecodeError> {
     use crate::wire::{Response, response};
     const PAYLOAD_KEY: u8 = ((RESPONSE_PAYLOAD as u8) << 3) | WireType::LengthDelimited as u8;
-    if let Some((&PAYLOAD_KEY, mut rest)) = body.split_first() {
-        let spans_the_rest = prost::encoding::decode_varint(&mut rest)
-            .is_ok_and(|len| usize::try_from(len) == Ok(rest.len()));
-        // `rest` is a suffix of `body`: where it starts is within `body`.
-        if let (true, Some(start)) = (spans_the_rest, body.len().checked_sub(rest.len())) {
+    const CALL_KEY: u8 = ((RESPONSE_CALL as u8) << 3) | WireType::Varint as u8;
+    let mut rest = &body[..];
+    let mut call = 0;
+    if let Some((&CALL_KEY, mut after)) = rest.split_first() {
+        match prost::encoding::decode_varint(&mut after) {
+            Ok(id) => (call, rest) = (id, after),
+            Err(_) => return prost::Message::decode(body),
+        }
+    }
+    if let Some((&PAYLOAD_KEY, mut after)) = rest.split_first() {
+        let spans_the_rest = prost::encoding::decode_varint(&mut after)
+            .is_ok_and(|len| usize::try_from(len) == Ok(after.len()));
+        // `after` is a suffix of `body`: where it starts is within `body`.
+        if let (true, Some(start)) = (spans_the_rest, body.len().checked_sub(after.len())) {
             return Ok(Response {
                 result: Some(response::Result::Payload(body.slice(start..))),
+                call,
             });
         }
     }
@@ -374,6 +443,10 @@ pub(crate) struct DecodedRequest {
     /// The other entries, reserved ones (`runar-…`) left out; a later entry for the same key
     /// replaces an earlier one where the node builds its `Metadata`, as in a map.
     pub(crate) metadata: Vec<(String, Bytes)>,
+    /// The call's id on a call stream; 0 elsewhere.
+    pub(crate) call: u64,
+    /// On a call stream: the caller stopped waiting for call `call`.
+    pub(crate) cancel: bool,
 }
 
 /// Why a `Request` frame did not decode.
@@ -393,7 +466,7 @@ pub(crate) enum RequestDecodeError {
 /// Decodes a `Request` frame's body (see [`DecodedRequest`]); fails exactly where
 /// `wire::Request::decode` fails, and on a malformed `runar-timeout`.
 pub(crate) fn decode_request(mut buf: Bytes) -> Result<DecodedRequest, RequestDecodeError> {
-    use prost::encoding::{DecodeContext, bytes, decode_key, skip_field, string};
+    use prost::encoding::{DecodeContext, bool, bytes, decode_key, skip_field, string, uint64};
     let mut request = DecodedRequest::default();
     let mut timeout: Option<Bytes> = None;
     while !buf.is_empty() {
@@ -404,6 +477,8 @@ pub(crate) fn decode_request(mut buf: Bytes) -> Result<DecodedRequest, RequestDe
             PATH => string::merge(wire_type, &mut request.path, &mut buf, ctx)?,
             PAYLOAD => bytes::merge(wire_type, &mut request.payload, &mut buf, ctx)?,
             PAYLOAD_TYPE => string::merge(wire_type, &mut request.payload_type, &mut buf, ctx)?,
+            CALL => uint64::merge(wire_type, &mut request.call, &mut buf, ctx)?,
+            CANCEL => bool::merge(wire_type, &mut request.cancel, &mut buf, ctx)?,
             METADATA => {
                 // The key stays in the frame's buffer: only an entry the node keeps is copied
                 // into a `String` (the `runar-timeout` most requests carry is not).
@@ -728,7 +803,9 @@ pub(crate) fn check_decode_request(body: &[u8]) {
             ours.payload,
             ours.payload_type,
             ours.timeout_ms,
-            metadata
+            metadata,
+            ours.call,
+            ours.cancel
         ),
         (
             prost.network,
@@ -736,7 +813,9 @@ pub(crate) fn check_decode_request(body: &[u8]) {
             prost.payload,
             prost.payload_type,
             timeout_ms,
-            prost.metadata
+            prost.metadata,
+            prost.call,
+            prost.cancel
         ),
         "decode_request and prost differ"
     );
@@ -761,7 +840,8 @@ mod tests {
         metadata: &'a Metadata,
     ) -> RequestFrame<'a> {
         RequestFrame {
-            kind,
+            kind: Some(kind),
+            call: 0,
             network,
             path,
             payload: Measured::new(payload),
@@ -851,6 +931,8 @@ mod tests {
                 for timeout_ms in [0, 1, 30_000, u64::MAX] {
                     for metadata in metadatas() {
                         let message = wire::Request {
+                            call: 0,
+                            cancel: false,
                             network: network.into(),
                             path: path.into(),
                             payload: payload.to_bytes(),
@@ -929,6 +1011,7 @@ mod tests {
     fn response_frames_are_what_prost_encodes() {
         for payload in payloads() {
             let message = wire::Response {
+                call: 0,
                 result: Some(wire::response::Result::Payload(payload.to_bytes())),
             };
             let expected = encode_frame(None, &message, 1 << 20).unwrap();
@@ -943,6 +1026,7 @@ mod tests {
     fn responses_decode_as_prost_decodes_them() {
         use prost::Message as _;
         let error = wire::Response {
+            call: 0,
             result: Some(wire::response::Result::Error(wire::ErrorStatus {
                 code: 5,
                 message: "gone".into(),
@@ -1103,6 +1187,8 @@ mod tests {
             .encode(50)
             .unwrap_err();
         let expected = wire::Request {
+            call: 0,
+            cancel: false,
             network: "n".into(),
             path: "p".into(),
             payload: payload.to_bytes(),
@@ -1112,6 +1198,7 @@ mod tests {
         let prost = encode_frame(None, &expected, 50).unwrap_err();
         assert_eq!(err.to_string(), prost.to_string());
         let response = wire::Response {
+            call: 0,
             result: Some(wire::response::Result::Payload(payload.to_bytes())),
         };
         assert_eq!(

@@ -816,6 +816,8 @@ impl<H: NodeHandler> Mesh<H> {
             read_timeout: self.config.read_timeout,
             request_bytes: self.request_budget.peer(),
             large_frames: self.large_frames.clone(),
+            small_request_size: self.config.small_request_size,
+            max_concurrent_requests: self.config.max_concurrent_requests,
         };
         let (peer, queues) = Peer::new(identity, connection, settings, &self.events);
         self.spawn_peer_tasks(&peer, queues, send, recv);

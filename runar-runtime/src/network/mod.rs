@@ -18,6 +18,7 @@ mod error;
 pub(crate) mod frames;
 pub(crate) mod framing;
 mod interface;
+mod lane;
 mod mesh;
 mod peer;
 mod stream;

@@ -2,12 +2,13 @@
 //! and the event and control streams.
 //!
 //! Streams (see `proto/runar/v1/README.md`): every stream starts with one kind byte. The dialer
-//! opens one bidirectional control stream; every request is a bidirectional stream of its own
-//! (one `Request` frame, one `Response` frame), so requests never wait for each other; each side
-//! sends its events on one unidirectional stream, which keeps them in order.
+//! opens one bidirectional control stream; small requests share the call stream (`lane`), and
+//! every other request is a bidirectional stream of its own (one `Request` frame, one
+//! `Response` frame), so requests never wait for each other; each side sends its events on one
+//! unidirectional stream, which keeps them in order.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -29,6 +30,7 @@ use super::interface::{
     EventSink, InboundEvent, InboundRequest, NodeHandler, OutboundEvent, PeerEventCounters,
     PeerLink,
 };
+use super::lane::{CallFailure, CallLane};
 use super::log_limit::warn_limited;
 use crate::error::{Code, Error, Result};
 use crate::identity::NodeId;
@@ -109,6 +111,14 @@ pub(crate) struct Peer {
     request_bytes: PeerBudget,
     /// The node's spare buffers for large frames.
     large_frames: Arc<LargeFrames>,
+    /// Requests with a payload of at most this many bytes go on the call stream (0: none).
+    small_request_size: usize,
+    /// The calls this node has in flight to the peer on one call stream, at most.
+    max_calls: usize,
+    /// This node's call stream to the peer, once a small request opened it.
+    lane: std::sync::Mutex<Option<Arc<CallLane>>>,
+    /// The peer's call-stream calls this node serves at once, at most.
+    request_slots: Arc<Semaphore>,
 }
 
 /// The per-peer limits a [`Peer`] is made with (from the network configuration).
@@ -120,6 +130,10 @@ pub(crate) struct PeerSettings {
     pub(crate) request_bytes: PeerBudget,
     /// The node's spare buffers for large frames (one for all peers).
     pub(crate) large_frames: Arc<LargeFrames>,
+    /// Requests with a payload of at most this many bytes go on the call stream (0: none).
+    pub(crate) small_request_size: usize,
+    /// The most requests in flight on one call stream, each way.
+    pub(crate) max_concurrent_requests: u32,
 }
 
 /// Counts a request in flight on a connection while it lives.
@@ -127,9 +141,16 @@ pub(crate) struct InFlight<'a>(&'a Peer);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
-        }
+        self.0.one_less_in_flight();
+    }
+}
+
+/// [`InFlight`] holding its peer.
+pub(crate) struct InFlightOwned(Arc<Peer>);
+
+impl Drop for InFlightOwned {
+    fn drop(&mut self) {
+        self.0.one_less_in_flight();
     }
 }
 
@@ -288,6 +309,12 @@ impl Peer {
             read_timeout: settings.read_timeout,
             request_bytes: settings.request_bytes,
             large_frames: settings.large_frames,
+            small_request_size: settings.small_request_size,
+            max_calls: settings.max_concurrent_requests.max(1) as usize,
+            lane: std::sync::Mutex::new(None),
+            request_slots: Arc::new(Semaphore::new(
+                settings.max_concurrent_requests.max(1) as usize
+            )),
         });
         (
             peer,
@@ -360,9 +387,31 @@ impl Peer {
         InFlight(self)
     }
 
+    /// [`in_flight`](Self::in_flight) for a task of its own.
+    pub(crate) fn in_flight_owned(self: &Arc<Self>) -> InFlightOwned {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlightOwned(self.clone())
+    }
+
+    /// The most calls in flight on one call stream, each way.
+    pub(crate) fn max_calls(&self) -> usize {
+        self.max_calls
+    }
+
+    /// The slots of the peer's call-stream calls served at once.
+    pub(crate) fn request_slots(&self) -> &Arc<Semaphore> {
+        &self.request_slots
+    }
+
     /// The requests in flight on this connection, both ways.
     pub(crate) fn requests_in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
+    }
+
+    fn one_less_in_flight(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
     }
 
     /// Waits until no request is in flight on this connection, or `timeout` passes.
@@ -433,8 +482,9 @@ impl Peer {
         }
     }
 
-    /// Sends a request (with its metadata) to the peer and waits for its answer. Dropping the
-    /// future stops the stream, which cancels the handler on the peer.
+    /// Sends a request (with its metadata) to the peer and waits for its answer: on the call
+    /// stream when its payload is small (see `lane`), else on a stream of its own. Dropping the
+    /// future cancels the handler on the peer.
     pub(crate) async fn request(
         &self,
         network: &str,
@@ -446,14 +496,69 @@ impl Peer {
         let _in_flight = self.in_flight();
         let max = self.max_message_size;
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        let request = RequestFrame {
-            kind: KIND_REQUEST,
+        let mut request = RequestFrame {
+            kind: Some(KIND_REQUEST),
+            call: 0,
             network,
             path,
             payload: Measured::new(payload),
             timeout_ms,
             metadata,
         };
+        let small =
+            request.payload.len() <= self.small_request_size && self.small_request_size != 0;
+        let response = if small {
+            request.kind = None;
+            match self.lane().call(request, max).await {
+                Ok(response) => response,
+                Err(CallFailure::Encode(e)) => {
+                    return Err(to_error(e, format_args!("the request to `{path}`")));
+                }
+                Err(CallFailure::Lost(why)) => {
+                    return Err(Error::unavailable(format!(
+                        "peer {} is unreachable: {why}",
+                        self.id
+                    )));
+                }
+            }
+        } else {
+            self.request_on_own_stream(request).await?
+        };
+        match response.result {
+            Some(wire::response::Result::Payload(bytes)) => Ok(Value::from_encoded(bytes)),
+            Some(wire::response::Result::Error(status)) => {
+                Err(Error::new(Code::from_u32(status.code), status.message))
+            }
+            None => Err(Error::internal(format!(
+                "peer {} sent an empty response",
+                self.id
+            ))),
+        }
+    }
+
+    /// This node's call stream to the peer: the open one, or a new one.
+    fn lane(&self) -> Arc<CallLane> {
+        let mut lane = self.lane.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*lane {
+            Some(open) if open.is_open() => open.clone(),
+            _ => {
+                let open = CallLane::open(
+                    &self.connection,
+                    self.max_calls,
+                    self.max_message_size,
+                    self.read_timeout,
+                    self.request_bytes.clone(),
+                );
+                *lane = Some(open.clone());
+                open
+            }
+        }
+    }
+
+    /// Sends `request` on a stream of its own and reads its answer.
+    async fn request_on_own_stream(&self, request: RequestFrame<'_>) -> Result<wire::Response> {
+        let max = self.max_message_size;
+        let path = request.path;
         let frame = frame_in(&self.large_frames.write, request.payload, |buf| {
             request.append_to(buf, max)
         });
@@ -487,19 +592,9 @@ impl Peer {
             }
             Err(e) => return Err(unreachable(&e)),
         };
-        let response = decode_response(frame).map_err(|e| {
+        decode_response(frame).map_err(|e| {
             Error::internal(format!("peer {} sent a malformed response: {e}", self.id))
-        })?;
-        match response.result {
-            Some(wire::response::Result::Payload(bytes)) => Ok(Value::from_encoded(bytes)),
-            Some(wire::response::Result::Error(status)) => {
-                Err(Error::new(Code::from_u32(status.code), status.message))
-            }
-            None => Err(Error::internal(format!(
-                "peer {} sent an empty response",
-                self.id
-            ))),
-        }
+        })
     }
 }
 
@@ -517,7 +612,7 @@ pub(crate) async fn read_kind(recv: &mut RecvStream) -> Result<u8, TransportErro
 
 /// The error for a transport failure on `what`: a message over the maximum message size names
 /// both sizes; any other failure maps as usual.
-fn to_error(error: TransportError, what: std::fmt::Arguments<'_>) -> Error {
+pub(crate) fn to_error(error: TransportError, what: std::fmt::Arguments<'_>) -> Error {
     match error {
         TransportError::FrameTooLarge { len, max } => Error::resource_exhausted(format!(
             "{what} is {len} bytes, over the maximum message size of {max}"
@@ -526,12 +621,14 @@ fn to_error(error: TransportError, what: std::fmt::Arguments<'_>) -> Error {
     }
 }
 
-fn error_response(error: &Error) -> wire::Response {
+/// The `Response` answering call `call` (0: not on a call stream) with `error`.
+pub(crate) fn error_response(call: u64, error: &Error) -> wire::Response {
     wire::Response {
         result: Some(wire::response::Result::Error(wire::ErrorStatus {
             code: error.code().as_u32(),
             message: error.message().to_owned(),
         })),
+        call,
     }
 }
 
@@ -704,13 +801,13 @@ async fn write_response(
             })
         }
         (Ok(value), None) => response_frame(Measured::new(value), max),
-        (Err(e), _) => encode_frame(None, &error_response(e), max),
+        (Err(e), _) => encode_frame(None, &error_response(0, e), max),
     };
     let frame = match frame {
         Ok(frame) => frame,
         Err(e) => {
             let error = to_error(e, format_args!("the answer"));
-            match encode_frame(None, &error_response(&error), max) {
+            match encode_frame(None, &error_response(0, &error), max) {
                 Ok(frame) => frame,
                 Err(_) => return,
             }

@@ -46,6 +46,7 @@ use super::budget::{Held, PeerBudget};
 use super::frames::{Measured, RequestFrame, append_response_frame, decode_request};
 use super::framing::{FrameReader, encode_frame, read_body, read_header};
 use super::interface::{InboundStream, NodeHandler};
+use super::lane::{KIND_CALLS, serve_calls};
 use super::peer::{
     KIND_REQUEST, Peer, codes, cut_slow_stream, read_kind, serve_request, unknown_kind,
     within_read_timeout,
@@ -61,7 +62,7 @@ use crate::wire;
 pub(crate) const KIND_STREAM: u8 = 4;
 
 /// The most bytes of ready messages gathered into one write.
-const BATCH_BYTES: usize = 64 * 1024;
+pub(super) const BATCH_BYTES: usize = 64 * 1024;
 
 /// The most credit a sender may hold: a peer granting more breaks the protocol.
 const MAX_CREDIT: usize = 1 << 24;
@@ -800,7 +801,8 @@ impl Peer {
         });
         let empty = Value::empty();
         let header = RequestFrame {
-            kind: KIND_STREAM,
+            kind: Some(KIND_STREAM),
+            call: 0,
             network,
             path,
             payload: Measured::new(&empty),
@@ -939,8 +941,8 @@ async fn write_requests(writer: RequestWriter) {
     let _ = send.finish();
 }
 
-/// Serves one bidirectional stream the peer opened: a request (kind 2) or a streaming call
-/// (kind 4), told apart by the kind byte, which is due within the read timeout. The stream
+/// Serves one bidirectional stream the peer opened: a request (kind 2), a streaming call
+/// (kind 4) or a call stream (kind 5), told apart by the kind byte, which is due within the read timeout. The stream
 /// counts against the peer's grant of streams (`open`) until this returns.
 pub(crate) async fn serve_bi<H: NodeHandler>(
     node: H,
@@ -957,6 +959,7 @@ pub(crate) async fn serve_bi<H: NodeHandler>(
         Ok(Ok(KIND_REQUEST)) => serve_request(node, from, send, recv, max).await,
         // Boxed: a streaming call's state would make every request stream's task larger.
         Ok(Ok(KIND_STREAM)) => Box::pin(serve_stream(node, from, send, recv, streams)).await,
+        Ok(Ok(KIND_CALLS)) => Box::pin(serve_calls(node, from, send, recv)).await,
         Ok(Ok(kind)) => unknown_kind(from.id, kind, send, recv, max).await,
         Ok(Err(e)) => {
             tracing::debug!(peer = %from.id, error = %e, "stream ended before its kind byte")
