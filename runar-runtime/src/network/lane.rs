@@ -14,11 +14,14 @@
 //! handler); the server's are `Response`s carrying the `call` they answer, in the order the
 //! handlers finish. See `proto/runar/v1/README.md`.
 //!
-//! **Writing.** Both sides write through an [`Outbox`]: whoever has a frame to send appends it
-//! to one buffer and, when no write is waiting on the stream, hands it to QUIC right there, in
-//! its own task (a small call's way out wakes no other task). What QUIC does not take at once
-//! (its flow control) is left to one writer task, which writes it with everything appended
-//! meanwhile. A reader takes every frame of a received chunk before it waits again.
+//! **Writing.** Both sides write through an [`Outbox`]: a frame is appended to one buffer,
+//! and one writer task writes everything appended since its last write in one write (many
+//! small writes cost QUIC a chunk each, and a packet each when its connection task runs in
+//! between). A caller alone on the stream (sequential calls) hands its request to QUIC in its
+//! own task instead, so that a lone call's way out wakes no other task. On the server the
+//! writer shares the reader's task and runs after it: the answers to the calls of a received
+//! chunk go out in one write. A reader takes every frame of a received chunk before it waits
+//! again.
 //!
 //! **Bounds.** A caller has at most `max_concurrent_requests` calls in flight on its call
 //! stream (more wait for a slot); the server serves at most that many of one connection's
@@ -183,7 +186,7 @@ impl Outbox {
     /// Appends with `append` once fewer than [`BATCH_BYTES`] wait to be written, and writes
     /// it at once if the stream is idle; `None` (and `append` not called) once the outbox is
     /// closed.
-    async fn push<T>(&self, append: impl FnOnce(&mut BytesMut) -> T) -> Option<T> {
+    async fn push<T>(&self, now: bool, append: impl FnOnce(&mut BytesMut) -> T) -> Option<T> {
         let mut append = Some(append);
         loop {
             let mut room = pin!(self.room.notified());
@@ -195,7 +198,7 @@ impl Outbox {
                 }
                 if state.buf.len() < BATCH_BYTES {
                     let appended = append.take().map(|append| append(&mut state.buf));
-                    let wake = state.write_now();
+                    let wake = !now || state.write_now();
                     drop(state);
                     if wake {
                         self.wake.notify_one();
@@ -209,13 +212,13 @@ impl Outbox {
 
     /// Appends with `append` at once if fewer than `limit` bytes wait to be written (and the
     /// outbox is open), and writes it at once if the stream is idle; false when it did not.
-    fn push_within(&self, limit: usize, append: impl FnOnce(&mut BytesMut)) -> bool {
+    fn push_within(&self, limit: usize, now: bool, append: impl FnOnce(&mut BytesMut)) -> bool {
         let mut state = lock(&self.state);
         if state.closed || state.buf.len() >= limit {
             return false;
         }
         append(&mut state.buf);
-        let wake = state.write_now();
+        let wake = !now || state.write_now();
         drop(state);
         if wake {
             self.wake.notify_one();
@@ -339,6 +342,7 @@ pub(crate) struct CallLane {
     next_call: AtomicU64,
     /// One per call in flight (`max_concurrent_requests`).
     slots: Semaphore,
+    max_calls: usize,
     ended: AtomicBool,
 }
 
@@ -360,6 +364,7 @@ impl CallLane {
             calls: Mutex::new(Some(FxHashMap::default())),
             next_call: AtomicU64::new(1),
             slots: Semaphore::new(max_calls.max(1)),
+            max_calls: max_calls.max(1),
             ended: AtomicBool::new(false),
         });
         let connection = connection.clone();
@@ -410,7 +415,15 @@ impl CallLane {
             sent: false,
         };
         request.call = call;
-        match self.out.push(|buf| request.append_to(buf, max)).await {
+        // Alone on the stream (a sequential caller), the request is written in this task:
+        // no other task woken on its way out. With others in flight, the writer task takes
+        // them all in one write.
+        let alone = self.slots.available_permits() + 1 >= self.max_calls;
+        match self
+            .out
+            .push(alone, |buf| request.append_to(buf, max))
+            .await
+        {
             Some(Ok(())) => waiting.sent = true,
             Some(Err(e)) => return Err(CallFailure::Encode(e)),
             None => return Err(CallFailure::Lost("the call stream ended".into())),
@@ -482,7 +495,7 @@ impl Drop for Waiting<'_> {
             // At once, room or not: a few bytes, at most one per call.
             self.lane
                 .out
-                .push_within(usize::MAX, |buf| append_cancel_frame(buf, call));
+                .push_within(usize::MAX, false, |buf| append_cancel_frame(buf, call));
         }
     }
 }
@@ -503,7 +516,10 @@ pub(crate) async fn serve_calls<H: NodeHandler>(
     let out = Arc::new(Outbox::new(&[]));
     out.attach(send);
     let running = Running::default();
+    // Reading first: the answers of a received chunk's calls are all appended before the
+    // writer, polled next in the same pass, writes them in one write.
     let cut = tokio::select! {
+        biased;
         cut = read_calls(&node, &from, &out, &running, &mut recv) => cut,
         () = write_out(&out) => out.reset_code(),
     };
@@ -569,7 +585,7 @@ async fn read_calls<H: NodeHandler>(
                 "over {} requests in flight on one connection",
                 from.max_calls()
             )));
-            if out.push_within(REFUSALS_BYTES, |buf| {
+            if out.push_within(REFUSALS_BYTES, false, |buf| {
                 append_answer(buf, call, &refused, max)
             }) {
                 continue;
@@ -588,7 +604,7 @@ async fn read_calls<H: NodeHandler>(
                     "the node's request budget stayed full for the read timeout",
                 ));
                 let _ = out
-                    .push(|buf| append_answer(buf, call, &refused, max))
+                    .push(false, |buf| append_answer(buf, call, &refused, max))
                     .await;
                 continue;
             }
@@ -608,14 +624,16 @@ async fn read_calls<H: NodeHandler>(
         // Most handlers answer on their first poll: answered here, without a task, when there
         // is room for the answer (else it waits for room in a task).
         if let Poll::Ready(outcome) = futures::poll!(serving.as_mut()) {
-            if !out.push_within(BATCH_BYTES, |buf| append_answer(buf, call, &outcome, max)) {
+            if !out.push_within(BATCH_BYTES, false, |buf| {
+                append_answer(buf, call, &outcome, max)
+            }) {
                 let Some(waiting) = hold_answer(out, &outcome, from) else {
                     return Some(codes::SLOW);
                 };
                 let out = out.clone();
                 tokio::spawn(async move {
                     let _held = (slot, held, in_flight, waiting);
-                    out.push(|buf| append_answer(buf, call, &outcome, max))
+                    out.push(false, |buf| append_answer(buf, call, &outcome, max))
                         .await;
                 });
             }
@@ -634,9 +652,11 @@ async fn read_calls<H: NodeHandler>(
             let outcome = serving.await;
             // The slot is held until the answer is queued.
             let _slot = lock(&running).remove(&call);
-            if !out.push_within(BATCH_BYTES, |buf| append_answer(buf, call, &outcome, max)) {
+            if !out.push_within(BATCH_BYTES, false, |buf| {
+                append_answer(buf, call, &outcome, max)
+            }) {
                 if let Some(_waiting) = hold_answer(&out, &outcome, &peer) {
-                    out.push(|buf| append_answer(buf, call, &outcome, max))
+                    out.push(false, |buf| append_answer(buf, call, &outcome, max))
                         .await;
                 }
             }
