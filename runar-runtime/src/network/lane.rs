@@ -57,9 +57,9 @@ use super::frames::{
     decode_response,
 };
 use super::framing::{FrameReader, encode_frame};
-use super::interface::{InboundRequest, NodeHandler};
+use super::interface::NodeHandler;
 use super::log_limit::warn_limited;
-use super::peer::{Peer, codes, error_response, to_error, within_read_timeout};
+use super::peer::{Peer, codes, error_response, inbound_request, to_error, within_read_timeout};
 use crate::error::{Error, Result};
 use crate::value::Value;
 use crate::wire;
@@ -610,15 +610,7 @@ async fn read_calls<H: NodeHandler>(
             }
         };
         let in_flight = from.in_flight_owned();
-        let inbound = InboundRequest {
-            from: from.id,
-            network: request.network,
-            path: request.path,
-            payload: Value::from_encoded(request.payload),
-            timeout: Duration::from_millis(request.timeout_ms.unwrap_or(0)),
-            payload_type: request.payload_type,
-            metadata: request.metadata,
-        };
+        let inbound = inbound_request(from.id, request);
         let node = node.clone();
         let mut serving = Box::pin(async move { node.serve(inbound).await });
         // Most handlers answer on their first poll: answered here, without a task, when there

@@ -20,8 +20,8 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc
 use super::TransportError;
 use super::budget::{Held, PeerBudget};
 use super::frames::{
-    Measured, RequestFrame, append_event_frame, append_response_frame, decode_event,
-    decode_request, decode_response, response_frame,
+    DecodedRequest, Measured, RequestFrame, append_event_frame, append_response_frame,
+    decode_event, decode_request, decode_response, response_frame,
 };
 use super::framing::{
     FrameReader, LARGE_FRAME, LargeFrames, Spare, encode_frame, read_body_in, read_header,
@@ -733,16 +733,20 @@ async fn read_request(
     };
     let request =
         decode_request(frame).map_err(|e| Some(Error::invalid_argument(e.to_string())))?;
-    let request = InboundRequest {
-        from: peer,
+    Ok((inbound_request(peer, request), budget))
+}
+
+/// The request `from` sent, as the node takes it.
+pub(crate) fn inbound_request(from: NodeId, request: DecodedRequest) -> InboundRequest {
+    InboundRequest {
+        from,
         network: request.network,
         path: request.path,
         payload: Value::from_encoded(request.payload),
         timeout: Duration::from_millis(request.timeout_ms.unwrap_or(0)),
         payload_type: request.payload_type,
         metadata: request.metadata,
-    };
-    Ok((request, budget))
+    }
 }
 
 /// The error answered for a request whose header or body could not be read: a frame over the
