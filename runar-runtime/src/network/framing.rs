@@ -254,6 +254,8 @@ pub(crate) struct FrameReader {
     timeout: Option<std::time::Duration>,
     /// Where a frame that arrives in pieces takes room for its body, if anywhere.
     budget: Option<PeerBudget>,
+    /// Wait for that room (within `timeout`) rather than fail at once.
+    wait: bool,
     /// That room, for the last frame returned (released at the next call).
     held: Option<Held>,
 }
@@ -267,6 +269,7 @@ impl FrameReader {
             max,
             timeout,
             budget: None,
+            wait: false,
             held: None,
         }
     }
@@ -276,6 +279,21 @@ impl FrameReader {
     pub(crate) fn with_budget(mut self, budget: PeerBudget) -> Self {
         self.budget = Some(budget);
         self
+    }
+
+    /// [`with_budget`](Self::with_budget), waiting for room (within the timeout) instead of
+    /// failing at once: for a stream whose frames each hold their room until they are done
+    /// with ([`take_held`](Self::take_held)).
+    pub(crate) fn waiting_for_budget(mut self, budget: PeerBudget) -> Self {
+        self.budget = Some(budget);
+        self.wait = true;
+        self
+    }
+
+    /// The room the last frame returned took in the budget (when it arrived in pieces), for
+    /// the caller to hold as long as it keeps the frame.
+    pub(crate) fn take_held(&mut self) -> Option<Held> {
+        self.held.take()
     }
 
     /// The next frame if it has already arrived in full, without reading (`None`: more bytes
@@ -359,11 +377,15 @@ impl FrameReader {
         // The body continues in later chunks: gather it in a buffer of its own, which grows as
         // bytes arrive, within the deadline, and counts against the budget.
         if let Some(budget) = &self.budget {
-            self.held = Some(
-                budget
-                    .try_acquire(len)
-                    .ok_or(TransportError::OverBudget(len))?,
-            );
+            let held = match (self.wait, self.timeout) {
+                (false, _) => budget.try_acquire(len),
+                (true, Some(timeout)) => tokio::time::timeout(timeout, budget.acquire(len))
+                    .await
+                    .ok()
+                    .flatten(),
+                (true, None) => budget.acquire(len).await,
+            };
+            self.held = Some(held.ok_or(TransportError::OverBudget(len))?);
         }
         let first = std::mem::take(&mut self.pending);
         let mut body = BytesMut::with_capacity(first.len().saturating_mul(2).min(len));

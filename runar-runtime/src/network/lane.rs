@@ -51,7 +51,7 @@ use rustc_hash::FxHashMap;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::TransportError;
-use super::budget::{Held, PeerBudget};
+use super::budget::Held;
 use super::frames::{
     Measured, RequestFrame, append_answer_frame, append_cancel_frame, decode_request,
     decode_response,
@@ -350,14 +350,12 @@ impl CallLane {
     /// A call stream to the peer of `connection`, taking calls at once; the stream itself is
     /// opened in the background (its first calls are written once it is). At most `max_calls`
     /// calls are in flight on it, each answer at most `max` bytes, due in full within
-    /// `read_timeout` once it starts arriving; answers arriving in pieces count against
-    /// `budget`.
+    /// `read_timeout` once it starts arriving.
     pub(crate) fn open(
         connection: &Connection,
         max_calls: usize,
         max: usize,
         read_timeout: Duration,
-        budget: PeerBudget,
     ) -> Arc<CallLane> {
         let lane = Arc::new(CallLane {
             out: Outbox::new(&[KIND_CALLS]),
@@ -373,7 +371,8 @@ impl CallLane {
             let why: Arc<str> = match connection.open_bi().await {
                 Ok((send, mut recv)) => {
                     running.out.attach(send);
-                    let reader = FrameReader::new(max, Some(read_timeout)).with_budget(budget);
+                    // No budget: one answer at a time is read, of at most `max` bytes.
+                    let reader = FrameReader::new(max, Some(read_timeout));
                     tokio::select! {
                         why = running.read_answers(reader, &mut recv) => why,
                         () = write_out(&running.out) => "the call stream failed".into(),
@@ -543,7 +542,7 @@ async fn read_calls<H: NodeHandler>(
 ) -> Option<VarInt> {
     let max = from.max_message_size();
     let mut reader =
-        FrameReader::new(max, Some(from.read_timeout())).with_budget(from.budget().clone());
+        FrameReader::new(max, Some(from.read_timeout())).waiting_for_budget(from.budget().clone());
     loop {
         if out.is_closed() {
             return out.reset_code();
@@ -594,8 +593,12 @@ async fn read_calls<H: NodeHandler>(
             warn_limited!(peer = %from.id, "cutting a call stream whose answers are not read");
             return Some(codes::SLOW);
         };
-        let held = match within_read_timeout(from.read_timeout(), from.budget().acquire(len)).await
-        {
+        // A call that arrived in pieces already holds its room (taken as it was read).
+        let reserved = match reader.take_held() {
+            Some(held) => Ok(Some(held)),
+            None => within_read_timeout(from.read_timeout(), from.budget().acquire(len)).await,
+        };
+        let held = match reserved {
             Ok(Some(held)) => held,
             // The connection is closing.
             Ok(None) => return None,

@@ -547,7 +547,6 @@ impl Peer {
                     self.max_calls,
                     self.max_message_size,
                     self.read_timeout,
-                    self.request_bytes.clone(),
                 );
                 *lane = Some(open.clone());
                 open
