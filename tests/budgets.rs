@@ -356,13 +356,17 @@ async fn a_slowloris_request_stream_is_cut_after_the_read_timeout() {
 
 /// The frame of call `call` on a call stream: `Request { call, network, path, payload }`.
 fn call_frame(call: u64, path: &str, payload: Vec<u8>) -> Vec<u8> {
-    let request = wire::Request {
+    frame_of(&wire::Request {
         call,
         network: "test".into(),
         path: path.into(),
         payload: payload.into(),
         ..Default::default()
-    };
+    })
+}
+
+/// `request` as one frame: its length, then its bytes.
+fn frame_of(request: &wire::Request) -> Vec<u8> {
     let body = request.encode_to_vec();
     let mut bytes = (body.len() as u32).to_be_bytes().to_vec();
     bytes.extend_from_slice(&body);
@@ -889,16 +893,13 @@ fn max_size_request(path: &str) -> Vec<u8> {
 
 /// A request frame (kind byte included) for `path` with a payload of `len` bytes.
 fn request_of(path: &str, len: usize) -> Vec<u8> {
-    let request = wire::Request {
+    let mut bytes = vec![2];
+    bytes.extend(frame_of(&wire::Request {
         network: "test".into(),
         path: path.into(),
         payload: vec![0xff; len].into(),
         ..Default::default()
-    };
-    let body = request.encode_to_vec();
-    let mut bytes = vec![2];
-    bytes.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    bytes.extend_from_slice(&body);
+    }));
     bytes
 }
 

@@ -40,7 +40,7 @@
 use std::future::Future as _;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -61,6 +61,7 @@ use super::interface::NodeHandler;
 use super::log_limit::warn_limited;
 use super::peer::{Peer, codes, error_response, inbound_request, to_error, within_read_timeout};
 use crate::error::{Error, Result};
+use crate::lock::lock;
 use crate::value::Value;
 use crate::wire;
 
@@ -75,10 +76,6 @@ const BATCH_BYTES: usize = super::stream::BATCH_BYTES;
 /// this wait in the answers' outbox; past it, the caller neither reads its answers nor stops
 /// calling, and the call stream is cut.
 const REFUSALS_BYTES: usize = 2 * BATCH_BYTES;
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// The frames waiting to be written on one stream, appended by any task. Whoever appends to an
 /// idle stream hands its frame to QUIC at once, in its own task (no wake-up of another task on
@@ -412,6 +409,7 @@ impl CallLane {
             lane: self,
             call,
             sent: false,
+            answered: false,
         };
         request.call = call;
         // Alone on the stream (a sequential caller), the request is written in this task:
@@ -428,8 +426,8 @@ impl CallLane {
             None => return Err(CallFailure::Lost("the call stream ended".into())),
         }
         let answer = answered.await;
-        // Answered (or the stream ended): nothing to cancel.
-        waiting.sent = false;
+        // Answered (or the stream ended): its entry is gone, nothing to cancel.
+        waiting.answered = true;
         match answer {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(why)) => Err(CallFailure::Lost(why)),
@@ -480,12 +478,17 @@ impl CallLane {
 struct Waiting<'a> {
     lane: &'a CallLane,
     call: u64,
-    /// The request was written and no answer came yet.
+    /// The request was written.
     sent: bool,
+    /// The answer came (or the stream ended): the reader took the entry away.
+    answered: bool,
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
         let removed = lock(&self.lane.calls)
             .as_mut()
             .and_then(|calls| calls.remove(&self.call));

@@ -7,8 +7,8 @@
 //! `Response` frame), so requests never wait for each other; each side sends its events on one
 //! unidirectional stream, which keeps them in order.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -34,6 +34,7 @@ use super::lane::{CallFailure, CallLane};
 use super::log_limit::warn_limited;
 use crate::error::{Code, Error, Result};
 use crate::identity::NodeId;
+use crate::lock::lock;
 use crate::metadata::Metadata;
 use crate::seal::PublicKey;
 use crate::value::Value;
@@ -538,7 +539,7 @@ impl Peer {
 
     /// This node's call stream to the peer: the open one, or a new one.
     fn lane(&self) -> Arc<CallLane> {
-        let mut lane = self.lane.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut lane = lock(&self.lane);
         match &*lane {
             Some(open) if open.is_open() => open.clone(),
             _ => {
