@@ -96,44 +96,33 @@ struct Pending {
     unsent: Option<Bytes>,
     /// The stream; `None` before it is open and once the outbox ended.
     send: Option<SendStream>,
-    /// A frame was handed to QUIC in its appender's task since the writer last ran: later
-    /// frames wait for the writer, which takes them in one write (many small writes cost QUIC
-    /// a chunk each), instead of each being written by its own appender.
-    flushing: bool,
     closed: bool,
     /// The code the stream was reset with, if it was.
     reset: Option<VarInt>,
 }
 
 impl Pending {
-    /// Hands what was appended to QUIC now if the stream is idle and nothing was handed over
-    /// since the writer last ran, else leaves it to the writer. True when the writer needs
-    /// waking.
+    /// Hands what was appended to QUIC now if the stream is idle, else leaves it to the
+    /// writer. True when the writer needs waking.
     fn write_now(&mut self) -> bool {
         let Pending {
-            buf,
-            unsent,
-            send,
-            flushing,
-            ..
+            buf, unsent, send, ..
         } = self;
         let Some(send) = send.as_mut() else {
             // Not open yet: the writer starts with what waits.
             return true;
         };
-        if unsent.is_some() || *flushing {
-            // The writer is at work, or woken: it takes `buf` next.
+        if unsent.is_some() {
+            // The writer is at work: it takes `buf` next.
             return false;
         }
-        *flushing = true;
         let mut chunk = buf.split().freeze();
         let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
         // Cancel-safe: if it does not resolve, nothing was written (the writer, woken, waits
         // for the stream with its own waker); if in part, `chunk` is what is left.
         let polled = pin!(send.write_chunks(std::slice::from_mut(&mut chunk))).poll(&mut cx);
-        // Woken in every case: to clear `flushing`, if nothing else.
         match polled {
-            Poll::Ready(Ok(_)) if chunk.is_empty() => true,
+            Poll::Ready(Ok(_)) if chunk.is_empty() => false,
             Poll::Ready(Ok(_)) | Poll::Pending => {
                 *unsent = Some(chunk);
                 true
@@ -155,7 +144,6 @@ impl Outbox {
                 buf: BytesMut::from(first),
                 unsent: None,
                 send: None,
-                flushing: false,
                 closed: false,
                 reset: None,
             }),
@@ -307,7 +295,6 @@ async fn write_out(out: &Outbox) {
 /// the outbox ended.
 fn take_for_writer(out: &Outbox) -> Option<bool> {
     let mut state = lock(&out.state);
-    state.flushing = false;
     if state.closed || state.send.is_none() {
         return if state.closed { None } else { Some(false) };
     }
