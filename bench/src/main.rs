@@ -787,15 +787,17 @@ fn profile(which: &str, o: &Options) {
             });
             report("events/s", x);
         }
-        "tonic-pull" | "tonic-push" => {
-            // tonic + TLS, for the per-message cost of the runar-pull/runar-push profiles.
-            let kind = if which == "tonic-pull" {
+        w if w.starts_with("tonic-pull") || w.starts_with("tonic-push") => {
+            // tonic + TLS, for the per-message cost of the runar-pull/runar-push profiles;
+            // `-mt` runs it on the multi-thread runtime.
+            let rt = if w.ends_with("-mt") { Rt::Multi } else { Rt::Current };
+            let kind = if w.starts_with("tonic-pull") {
                 streams::Kind::Server
             } else {
                 streams::Kind::Client
             };
             let n = o.calls.unwrap_or(1_000_000);
-            let x = Rt::Current.run(move || async move {
+            let x = rt.run(move || async move {
                 let (client, _) = tonic_side::connect(true).await;
                 let start = std::time::Instant::now();
                 streams::Streamer::run(&client, kind, n, Bytes::from(vec![0x5Au8; 64])).await;
@@ -804,7 +806,9 @@ fn profile(which: &str, o: &Options) {
             report("messages/s", x);
         }
         w if w.starts_with("runar-pull") || w.starts_with("runar-push") => {
-            // `runar-pull:N` sets `stream_buffer` to N.
+            // `runar-pull:N` sets `stream_buffer` to N; `-mt` runs it on the multi-thread
+            // runtime (`runar-pull-mt:N`).
+            let rt = if w.contains("-mt") { Rt::Multi } else { Rt::Current };
             let buffer = w.split_once(':').and_then(|(_, n)| n.parse().ok());
             let kind = if w.starts_with("runar-pull") {
                 streams::Kind::Server
@@ -812,7 +816,7 @@ fn profile(which: &str, o: &Options) {
                 streams::Kind::Client
             };
             let n = o.calls.unwrap_or(1_000_000);
-            let x = Rt::Current.run(move || async move {
+            let x = rt.run(move || async move {
                 let r = streams::runar(buffer).await;
                 let start = std::time::Instant::now();
                 streams::Streamer::run(&r, kind, n, Bytes::from(vec![0x5Au8; 64])).await;

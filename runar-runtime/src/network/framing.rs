@@ -28,6 +28,26 @@ pub(super) fn checked_len(len: usize, max: usize) -> Result<u32, TransportError>
     }
 }
 
+/// The length a frame at the start of `bytes` declares, if its header is there and the
+/// length is within `max`.
+fn frame_len(bytes: &[u8], max: usize) -> Option<usize> {
+    let header: [u8; FRAME_HEADER_LEN] = bytes.get(..FRAME_HEADER_LEN)?.try_into().ok()?;
+    usize::try_from(u32::from_be_bytes(header))
+        .ok()
+        .filter(|&len| len <= max)
+}
+
+/// Takes the first frame of a run ([`FrameReader::ready_run`]) off it: its body, or `None`
+/// when the run holds no whole frame.
+pub(crate) fn split_frame(run: &mut Bytes) -> Option<Bytes> {
+    let len = frame_len(run, usize::MAX)?;
+    if run.len().saturating_sub(FRAME_HEADER_LEN) < len {
+        return None;
+    }
+    run.advance(FRAME_HEADER_LEN);
+    Some(run.split_to(len))
+}
+
 /// Encodes `message` as one frame, preceded by the stream-kind byte `kind` when given, ready for
 /// a single write. A message longer than `max` is refused with [`TransportError::FrameTooLarge`].
 pub(crate) fn encode_frame(
@@ -333,6 +353,42 @@ impl FrameReader {
         self.held = None;
         self.pending.advance(FRAME_HEADER_LEN + skip);
         Some(Ok((skip, self.pending.split_to(len - skip))))
+    }
+
+    /// The longest run of frames that have already arrived in full and whose bodies `accept`
+    /// (within the maximum size), as one slice of the received bytes, headers included, and
+    /// how many frames it holds (at most `most`): a reader hands a run on whole, so whoever
+    /// takes its frames apart does so where they are consumed. An empty run when the next
+    /// frame is incomplete, too large or not accepted ([`ready_split`](Self::ready_split)
+    /// then says which).
+    pub(crate) fn ready_run(
+        &mut self,
+        accept: impl Fn(&[u8]) -> bool,
+        most: usize,
+    ) -> (Bytes, usize) {
+        let mut end = 0usize;
+        let mut count = 0usize;
+        while count < most {
+            let Some(rest) = self.pending.get(end..) else {
+                break;
+            };
+            let Some(len) = frame_len(rest, self.max) else {
+                break;
+            };
+            let Some(body) = rest.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN.saturating_add(len))
+            else {
+                break;
+            };
+            if !accept(body) {
+                break;
+            }
+            end = end.saturating_add(FRAME_HEADER_LEN + len);
+            count += 1;
+        }
+        if count > 0 {
+            self.held = None;
+        }
+        (self.pending.split_to(end), count)
     }
 
     /// Reads the next frame.

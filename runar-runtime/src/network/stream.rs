@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::{BufMut as _, Bytes, BytesMut};
+use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use futures::stream::BoxStream;
 use futures::{FutureExt as _, Stream, StreamExt as _};
 use prost::Message as _;
@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 use super::TransportError;
 use super::budget::{Held, PeerBudget};
 use super::frames::{Measured, RequestFrame, append_response_frame, decode_request};
-use super::framing::{FrameReader, encode_frame, read_body, read_header};
+use super::framing::{FrameReader, encode_frame, read_body, read_header, split_frame};
 use super::interface::{InboundStream, NodeHandler};
 use super::lane::{KIND_CALLS, serve_calls};
 use super::peer::{
@@ -212,6 +212,10 @@ impl Grants {
 enum Inbound {
     /// A message.
     Message(Value),
+    /// Consecutive message frames as they arrived, headers included
+    /// ([`FrameReader::ready_run`]): the consumer takes them apart, so a received chunk is
+    /// shared once per run rather than once per message, and by the consumer's thread alone.
+    Run(Bytes),
     /// The room in the peer's budget that the messages queued before it hold: released as
     /// the last of them is taken.
     Release(Held),
@@ -254,17 +258,22 @@ struct InboxTx(Arc<Mutex<Queue>>);
 struct OverCredit;
 
 impl InboxTx {
-    /// Queues `batch`'s messages (dropped if the consumer is gone), `held` released when the
-    /// last of them is taken; the peer must have had credit for all of them.
-    fn messages(&self, batch: &mut Vec<Value>, held: Held) -> Result<(), OverCredit> {
+    /// Queues `batch` (its `count` messages dropped if the consumer is gone), `held` released
+    /// when the last of them is taken; the peer must have had credit for all of them.
+    fn messages(
+        &self,
+        batch: &mut Vec<Inbound>,
+        count: usize,
+        held: Held,
+    ) -> Result<(), OverCredit> {
         let mut queue = lock(&self.0);
         if !queue.open {
             drop(queue);
             batch.clear();
             return Ok(());
         }
-        queue.room = queue.room.checked_sub(batch.len()).ok_or(OverCredit)?;
-        queue.items.extend(batch.drain(..).map(Inbound::Message));
+        queue.room = queue.room.checked_sub(count).ok_or(OverCredit)?;
+        queue.items.extend(batch.drain(..));
         queue.items.push_back(Inbound::Release(held));
         wake(queue);
         Ok(())
@@ -310,6 +319,8 @@ struct Inbox {
     queue: Arc<Mutex<Queue>>,
     /// Items taken from the queue in one go, not yet handed out.
     taken_items: VecDeque<Inbound>,
+    /// What is left of the run of message frames being handed out.
+    run: Bytes,
     grants: Arc<Grants>,
     /// Grants go out in batches of this many messages.
     batch: u32,
@@ -343,6 +354,30 @@ impl Inbox {
     }
 }
 
+impl Inbox {
+    /// A run (or a lone message) is handed out: the last of a batch releases the batch's room
+    /// in the budget.
+    fn took_last_of_run(&mut self) {
+        if let Some(Inbound::Release(_)) = self.taken_items.front() {
+            self.taken_items.pop_front();
+        }
+    }
+
+    /// Counts a message handed out, granting the peer credit for a batch of them.
+    fn took_message(&mut self) {
+        self.taken = self.taken.saturating_add(1);
+        if self.taken >= self.batch {
+            // Room first: the grant may reach the peer, and its messages this side, as soon
+            // as it is added.
+            let mut queue = lock(&self.queue);
+            queue.room = queue.room.saturating_add(self.taken as usize);
+            drop(queue);
+            self.grants.add(self.taken);
+            self.taken = 0;
+        }
+    }
+}
+
 impl Stream for Inbox {
     type Item = Result<Value>;
 
@@ -354,26 +389,34 @@ impl Stream for Inbox {
         // A consumer that always finds a message still yields to other tasks now and then.
         let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         loop {
+            if !this.run.is_empty() {
+                coop.made_progress();
+                // The reader queued only whole message frames.
+                let Some(mut body) = split_frame(&mut this.run) else {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(Error::internal(
+                        "a broken run of stream frames",
+                    ))));
+                };
+                body.advance(message_head(&body));
+                if this.run.is_empty() {
+                    this.took_last_of_run();
+                }
+                this.took_message();
+                return Poll::Ready(Some(Ok(Value::from_encoded(body))));
+            }
             let Some(item) = this.next_item(cx) else {
                 return Poll::Pending;
             };
             coop.made_progress();
             return match item {
+                Some(Inbound::Run(run)) => {
+                    this.run = run;
+                    continue;
+                }
                 Some(Inbound::Message(value)) => {
-                    // The last message of a batch releases the batch's room in the budget.
-                    if let Some(Inbound::Release(_)) = this.taken_items.front() {
-                        this.taken_items.pop_front();
-                    }
-                    this.taken = this.taken.saturating_add(1);
-                    if this.taken >= this.batch {
-                        // Room first: the grant may reach the peer, and its messages this
-                        // side, as soon as it is added.
-                        let mut queue = lock(&this.queue);
-                        queue.room = queue.room.saturating_add(this.taken as usize);
-                        drop(queue);
-                        this.grants.add(this.taken);
-                        this.taken = 0;
-                    }
+                    this.took_last_of_run();
+                    this.took_message();
                     Poll::Ready(Some(Ok(value)))
                 }
                 Some(Inbound::End(end)) => {
@@ -421,7 +464,9 @@ struct Reader {
     budget: PeerBudget,
     /// Messages of frames already received, not yet queued: they go to the consumer together
     /// (one lock, one take from the budget) before the reader waits again.
-    batch: Vec<Value>,
+    batch: Vec<Inbound>,
+    /// How many messages `batch` holds.
+    batch_messages: usize,
     /// Their bytes.
     batch_bytes: usize,
     peer: NodeId,
@@ -438,12 +483,13 @@ impl Reader {
             return Ok(true);
         }
         let len = std::mem::take(&mut self.batch_bytes);
+        let count = std::mem::take(&mut self.batch_messages);
         let held = match self.budget.try_acquire(len) {
             Some(held) => held,
             None => {
                 // No waiting for room for messages the peer had no credit for.
                 if let Some(inbox) = &self.inbox
-                    && inbox.room() < self.batch.len()
+                    && inbox.room() < count
                 {
                     return Err(Error::invalid_argument(
                         "the peer sent past the credit it was granted",
@@ -458,7 +504,7 @@ impl Reader {
         };
         match &self.inbox {
             Some(inbox) => inbox
-                .messages(&mut self.batch, held)
+                .messages(&mut self.batch, count, held)
                 .map_err(|OverCredit| {
                     Error::invalid_argument("the peer sent past the credit it was granted")
                 })?,
@@ -500,6 +546,17 @@ async fn read_frames(mut reader: Reader) {
     let stop = reader.stop.clone();
     let mut cancelled = std::pin::pin!(stop.cancelled());
     loop {
+        // Message frames that have arrived go to the consumer as they lie, a run at a time.
+        if reader.inbox.is_some() {
+            let (run, count) = reader
+                .frames
+                .ready_run(|body| message_head(body) > 0, usize::MAX);
+            if count > 0 {
+                reader.batch_bytes = reader.batch_bytes.saturating_add(run.len());
+                reader.batch_messages = reader.batch_messages.saturating_add(count);
+                reader.batch.push(Inbound::Run(run));
+            }
+        }
         // A message frame's message is sliced from the received chunk at once.
         let frame = match reader.frames.ready_split(message_head) {
             Some(Ok((head, message))) if head > 0 => {
@@ -535,7 +592,8 @@ async fn read_frames(mut reader: Reader) {
                 match item {
                     Ok(StreamItem::Message(value)) => {
                         if reader.inbox.is_some() {
-                            reader.batch.push(value);
+                            reader.batch.push(Inbound::Message(value));
+                            reader.batch_messages = reader.batch_messages.saturating_add(1);
                             reader.batch_bytes = reader.batch_bytes.saturating_add(len);
                             continue;
                         }
@@ -765,6 +823,7 @@ impl Link {
         let inbox = Inbox {
             queue,
             taken_items: VecDeque::new(),
+            run: Bytes::new(),
             grants: self.grants.clone(),
             batch: u32::try_from((buffer / 2).max(1)).unwrap_or(u32::MAX),
             taken: 0,
@@ -836,6 +895,7 @@ impl Peer {
             caller: true,
             budget: self.budget().clone(),
             batch: Vec::new(),
+            batch_messages: 0,
             batch_bytes: 0,
             peer: self.id,
             path: path.clone(),
@@ -1023,6 +1083,7 @@ async fn serve_stream<H: NodeHandler>(
         caller: false,
         budget: from.budget().clone(),
         batch: Vec::new(),
+        batch_messages: 0,
         batch_bytes: 0,
         peer: from.id,
         path: path.clone(),
