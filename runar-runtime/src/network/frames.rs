@@ -325,7 +325,32 @@ pub(crate) fn append_answer_frame(
     payload: Measured<'_>,
     max: usize,
 ) -> Result<(), TransportError> {
-    let payload_len = payload.len;
+    append_answer(buf, call, payload.len, max, |buf| {
+        payload.value.encode_into(buf)
+    })
+}
+
+/// [`append_response_frame`] for a typed message (sealed as the current seal scope says, as a
+/// [`Value`]'s encoding is): the same bytes, without a `Value`.
+pub(crate) fn append_message_frame<M: prost::Message>(
+    buf: &mut BytesMut,
+    message: &M,
+    max: usize,
+) -> Result<(), TransportError> {
+    append_answer(buf, 0, message.encoded_len(), max, |buf| {
+        message.encode_raw(buf)
+    })
+}
+
+/// The frame of [`append_answer_frame`], its payload of `payload_len` bytes written by
+/// `encode`.
+fn append_answer(
+    buf: &mut BytesMut,
+    call: u64,
+    payload_len: usize,
+    max: usize,
+    encode: impl FnOnce(&mut BytesMut),
+) -> Result<(), TransportError> {
     let mut len = len_delimited_len(RESPONSE_PAYLOAD, payload_len);
     if call != 0 {
         len += varint_field_len(RESPONSE_CALL, call);
@@ -333,12 +358,25 @@ pub(crate) fn append_answer_frame(
     let header = checked_len(len, max)?;
     buf.reserve(FRAME_HEADER_LEN + len);
     let start = buf.len();
-    buf.put_u32(header);
+    // The frame's header and the fields before the payload, in one write.
+    let mut head = [0u8; 48];
+    let (size, rest) = head.split_at_mut(FRAME_HEADER_LEN);
+    size.copy_from_slice(&header.to_be_bytes());
+    let mut at = FRAME_HEADER_LEN;
     if call != 0 {
-        put_varint_field(buf, RESPONSE_CALL, call);
+        at += put_varint(
+            rest,
+            (u64::from(RESPONSE_CALL) << 3) | WireType::Varint as u64,
+        );
+        at += put_varint(head.get_mut(at..).unwrap_or_default(), call);
     }
-    put_len_delimited_header(buf, RESPONSE_PAYLOAD, payload_len);
-    payload.value.encode_into(buf);
+    at += put_varint(
+        head.get_mut(at..).unwrap_or_default(),
+        (u64::from(RESPONSE_PAYLOAD) << 3) | WireType::LengthDelimited as u64,
+    );
+    at += put_varint(head.get_mut(at..).unwrap_or_default(), payload_len as u64);
+    buf.put_slice(head.get(..at).unwrap_or_default());
+    encode(buf);
     debug_assert_eq!(buf.len() - start, FRAME_HEADER_LEN + len);
     Ok(())
 }

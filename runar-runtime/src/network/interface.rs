@@ -14,9 +14,9 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use futures::stream::BoxStream;
 
 pub(crate) use super::frames::Text;
+use super::stream::{MessageStream, ValueStream};
 use crate::error::Result;
 use crate::identity::NodeId;
 use crate::metadata::Metadata;
@@ -66,7 +66,7 @@ pub(crate) struct InboundStream {
     /// The call's metadata as the peer sent it, reserved entries taken out.
     pub(crate) metadata: Vec<(String, bytes::Bytes)>,
     /// The caller's messages, still encoded, read from the stream as they are asked for.
-    pub(crate) requests: BoxStream<'static, Result<Value>>,
+    pub(crate) requests: ValueStream,
 }
 
 /// An event a peer sent, decoded where it lies in the frame (see [`decode_event`](super::frames::decode_event)).
@@ -347,7 +347,7 @@ pub(crate) trait NodeHandler: Clone + Send + Sync + 'static {
     fn serve_stream(
         &self,
         stream: InboundStream,
-    ) -> impl Future<Output = Result<BoxStream<'static, Result<Value>>>> + Send {
+    ) -> impl Future<Output = Result<MessageStream>> + Send {
         let _ = stream;
         async {
             Err(crate::error::Error::unimplemented(

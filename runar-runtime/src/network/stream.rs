@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use futures::stream::BoxStream;
-use futures::{FutureExt as _, Stream, StreamExt as _};
+use futures::{Stream, StreamExt as _};
 use prost::Message as _;
 use quinn::{RecvStream, SendStream};
 use tokio::sync::{Notify, Semaphore};
@@ -56,6 +56,7 @@ use crate::error::{Code, Error, Result};
 use crate::identity::NodeId;
 use crate::metadata::Metadata;
 use crate::value::Value;
+use crate::value::scope::Scope;
 use crate::wire;
 
 /// The first byte of a streaming call's stream.
@@ -67,8 +68,62 @@ pub(super) const BATCH_BYTES: usize = 64 * 1024;
 /// The most credit a sender may hold: a peer granting more breaks the protocol.
 const MAX_CREDIT: usize = 1 << 24;
 
-/// A stream of messages (requests or replies) that ends at its first error.
-pub(crate) type MessageStream = BoxStream<'static, Result<Value>>;
+/// A stream of messages (requests or replies) that ends at its first error, as it arrives.
+pub(crate) type ValueStream = BoxStream<'static, Result<Value>>;
+
+/// A call's outgoing messages (requests or replies), ending at the first error: a stream of
+/// [`Value`]s, as a local consumer takes them, which a writer to a peer asks instead to append
+/// each message to its buffer as a frame ([`poll_frame`](Self::poll_frame)). A typed source
+/// (`node::service::stream`) encodes its messages there as they are, without a `Value` (and
+/// the allocation that boxes a typed message into one) per message.
+pub(crate) trait Messages: Stream<Item = Result<Value>> + Send {
+    /// Polls for the next message and appends it to `out` as one `StreamFrame { message }`
+    /// frame of at most `max` bytes, encoded within the seal `scope` if there is one:
+    /// `Some(Ok(Err(_)))` for a message over `max` (`out` unchanged), `Some(Err(_))` for the
+    /// stream's error, `None` at its end.
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut BytesMut,
+        max: usize,
+        scope: Option<&Arc<dyn Scope>>,
+    ) -> Poll<Option<Result<std::result::Result<(), TransportError>>>> {
+        self.poll_next(cx).map(|next| {
+            next.map(|message| {
+                message.map(|value| {
+                    let value = match scope {
+                        Some(scope) => value.scoped(scope.clone()),
+                        None => value,
+                    };
+                    append_response_frame(out, Measured::new(&value), max)
+                })
+            })
+        })
+    }
+}
+
+/// Outgoing messages, boxed.
+pub(crate) type MessageStream = Pin<Box<dyn Messages>>;
+
+/// Any stream of [`Value`]s as [`Messages`] (each message encoded from its value).
+pub(crate) fn value_messages(
+    values: impl Stream<Item = Result<Value>> + Send + 'static,
+) -> MessageStream {
+    Box::pin(Values(Box::pin(values)))
+}
+
+/// See [`value_messages`].
+struct Values<S>(Pin<Box<S>>);
+
+impl<S: Stream<Item = Result<Value>>> Stream for Values<S> {
+    type Item = Result<Value>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.as_mut().poll_next(cx)
+    }
+}
+
+impl<S: Stream<Item = Result<Value>> + Send> Messages for Values<S> {}
 
 /// The streaming calls one connection may have open on this node at once.
 #[derive(Clone)]
@@ -704,8 +759,11 @@ async fn pump<F: Future>(
     });
     // Credit taken from `p.credit` and not yet spent: one message each.
     let mut credit = 0usize;
-    let mut pending: Option<Option<Result<Value>>> = None;
+    // The outcome of a poll of the producer not acted on yet: a message is in `chunk` already.
+    type Framed = Option<Result<std::result::Result<(), TransportError>>>;
+    let mut pending: Option<Framed> = None;
     let mut chunk = BytesMut::new();
+    let max = p.max;
     loop {
         let next = match pending.take() {
             Some(next) => next,
@@ -738,19 +796,20 @@ async fn pump<F: Future>(
                         credit = 1;
                         continue;
                     }
-                    next = messages.next(), if credit > 0 => next,
+                    next = std::future::poll_fn(|cx| messages.as_mut().poll_frame(cx, &mut chunk, max, None)),
+                        if credit > 0 => next,
                 }
             }
         };
-        let mut value = match next {
-            Some(Ok(value)) => value,
+        let mut framed = match next {
+            Some(Ok(framed)) => framed,
             Some(Err(error)) => return Pumped::Ended(Err(error)),
             None => return Pumped::Ended(Ok(())),
         };
         // Messages that are ready now go out in the same write, as credit allows.
         loop {
             credit = credit.saturating_sub(1);
-            if let Err(e) = append_response_frame(&mut chunk, Measured::new(&value), p.max) {
+            if let Err(e) = framed {
                 return Pumped::Ended(Err(transport_error(p.peer, p.path, e)));
             }
             if chunk.len() >= BATCH_BYTES {
@@ -762,13 +821,17 @@ async fn pump<F: Future>(
                     break;
                 }
             }
-            match messages.next().now_or_never() {
-                Some(Some(Ok(next))) => value = next,
-                Some(other) => {
+            let mut noop = Context::from_waker(Waker::noop());
+            match messages
+                .as_mut()
+                .poll_frame(&mut noop, &mut chunk, max, None)
+            {
+                Poll::Ready(Some(Ok(next))) => framed = next,
+                Poll::Ready(other) => {
                     pending = Some(other);
                     break;
                 }
-                None => break,
+                Poll::Pending => break,
             }
         }
         let n = p.grants.take();
@@ -852,7 +915,7 @@ impl Peer {
         timeout: Option<Duration>,
         metadata: &Metadata,
         buffer: usize,
-    ) -> Result<MessageStream> {
+    ) -> Result<ValueStream> {
         let max = self.max_message_size();
         // Absent means no deadline; a deadline under a millisecond is one millisecond.
         let timeout_ms = timeout.map_or(0, |t| {
@@ -981,7 +1044,7 @@ async fn write_requests(writer: RequestWriter) {
     }
     drop(failed);
     // The requests ended: grants for the replies go on until the call is over.
-    let mut none: MessageStream = futures::stream::pending().boxed();
+    let mut none = value_messages(futures::stream::pending());
     let after = pump(
         Pump {
             send: &mut send,

@@ -6,8 +6,6 @@ use std::future::Future;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Weak};
 
-use futures::StreamExt as _;
-use futures::stream::BoxStream;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::events::is_local_only;
@@ -17,8 +15,9 @@ use crate::identity::NodeId;
 use crate::lock::lock;
 use crate::network::log_limit::warn_limited;
 use crate::network::{
-    EventSink, InboundEvent, InboundRequest, InboundStream, NodeHandler, Offer, OutboundEvent,
-    PeerChange, PeerHandle, PeerLink, PeerNotice, PeerOffer, PeerRefusal, SubscriptionIds, Text,
+    EventSink, InboundEvent, InboundRequest, InboundStream, MessageStream, NodeHandler, Offer,
+    OutboundEvent, PeerChange, PeerHandle, PeerLink, PeerNotice, PeerOffer, PeerRefusal,
+    SubscriptionIds, Text, value_messages,
 };
 use crate::node::registry::{ActionInstance, Origin, Sink, Subscription};
 use crate::node::service::{ActionHandler, CallKind, RawStreaming, RequestContext, StreamHandler};
@@ -78,7 +77,7 @@ impl NodeHandler for NodeLink {
     fn serve_stream(
         &self,
         mut stream: InboundStream,
-    ) -> impl Future<Output = Result<BoxStream<'static, Result<Value>>>> + Send {
+    ) -> impl Future<Output = Result<MessageStream>> + Send {
         let node = self.node();
         let network = self.network.clone();
         async move {
@@ -301,13 +300,13 @@ fn remote_stream(peer: &PeerHandle, network: Arc<str>) -> StreamHandler {
                 .open_stream(
                     &network,
                     ctx.path(),
-                    node.sealed_stream(requests.boxed()),
+                    node.sealed_messages(Box::pin(requests)),
                     timeout,
                     ctx.metadata(),
                     buffer,
                 )
                 .await?;
-            Ok(node.sealed_stream(replies))
+            Ok(value_messages(node.sealed_stream(replies)))
         })
     })
 }

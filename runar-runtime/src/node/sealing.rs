@@ -2,14 +2,16 @@
 //! it attaches to the values it sends to peers (sealed as they encode) and receives from them
 //! (opened as they decode). Local calls never see it.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use futures::StreamExt as _;
-use futures::stream::BoxStream;
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt as _};
 
 use super::Node;
 use crate::error::Result;
+use crate::network::{MessageStream, Messages, TransportError, ValueStream};
 use crate::seal::{KeyPair, NodeSeal, PublicKey, SealStats};
 use crate::value::Value;
 use crate::value::scope::Scope;
@@ -98,14 +100,20 @@ impl Node {
 
     /// The messages of a streaming call, bound for a peer or received from one, each with the
     /// node's seal scope (see [`sealed_scope`](Self::sealed_scope)).
-    pub(crate) fn sealed_stream(
-        &self,
-        messages: BoxStream<'static, Result<Value>>,
-    ) -> BoxStream<'static, Result<Value>> {
+    pub(crate) fn sealed_stream(&self, messages: ValueStream) -> ValueStream {
         match self.inner.sealing.scope.clone() {
             Some(scope) => messages
                 .map(move |message| message.map(|value| value.scoped(scope.clone())))
                 .boxed(),
+            None => messages,
+        }
+    }
+
+    /// A call's messages bound for a peer, sealed as they are written (see
+    /// [`sealed_scope`](Self::sealed_scope)).
+    pub(crate) fn sealed_messages(&self, messages: MessageStream) -> MessageStream {
+        match self.inner.sealing.scope.clone() {
+            Some(scope) => Box::pin(Sealed { messages, scope }),
             None => messages,
         }
     }
@@ -123,5 +131,39 @@ impl Node {
     /// carry messages as bytes (the gRPC gateway).
     pub fn sealed_value(&self, bytes: Bytes) -> Value {
         self.sealed_scope(Value::from_encoded(bytes))
+    }
+}
+
+/// Messages bound for a peer, each with the node's seal scope: as values, or encoded within
+/// the scope (see [`Node::sealed_messages`]).
+struct Sealed {
+    messages: MessageStream,
+    scope: Arc<dyn Scope>,
+}
+
+impl Stream for Sealed {
+    type Item = Result<Value>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let scope = self.scope.clone();
+        self.messages
+            .as_mut()
+            .poll_next(cx)
+            .map(|next| next.map(|message| message.map(|value| value.scoped(scope))))
+    }
+}
+
+impl Messages for Sealed {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut BytesMut,
+        max: usize,
+        _scope: Option<&Arc<dyn Scope>>,
+    ) -> Poll<Option<Result<std::result::Result<(), TransportError>>>> {
+        let this = &mut *self;
+        this.messages
+            .as_mut()
+            .poll_frame(cx, out, max, Some(&this.scope))
     }
 }

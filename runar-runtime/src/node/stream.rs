@@ -17,10 +17,10 @@ use tokio::sync::mpsc;
 use super::Node;
 use super::request::deadline_after;
 use crate::error::{Error, Result};
-use crate::network::InboundStream;
+use crate::network::{InboundStream, MessageStream, value_messages};
 use crate::node::RequestOptions;
 use crate::node::registry::Origin;
-use crate::node::service::stream::start_handler;
+use crate::node::service::stream::{Typed, start_handler};
 use crate::node::service::{
     CallKind, Caller, RawStreaming, RequestContext, StreamHandler, Streaming,
 };
@@ -114,7 +114,7 @@ impl Node {
         requests: impl Stream<Item = Value> + Send + 'static,
         options: RequestOptions,
     ) -> Result<BoxStream<'static, Result<Value>>> {
-        let requests = requests.map(Ok).boxed();
+        let requests = value_messages(requests.map(Ok));
         let raw = self.call_stream(path.as_ref(), requests, options).await?;
         Ok(raw.boxed())
     }
@@ -140,8 +140,9 @@ impl Node {
         requests: impl Stream<Item = Req> + Send + 'static,
         options: RequestOptions,
     ) -> Result<Streaming<Resp>> {
-        let requests = requests.map(|r| Ok(Value::new(r))).boxed();
-        let raw = self.call_stream(path.as_ref(), requests, options).await?;
+        let path = path.as_ref();
+        let requests: MessageStream = Box::pin(Typed::new(requests.map(Ok), u64::MAX, path.into()));
+        let raw = self.call_stream(path, requests, options).await?;
         Ok(Streaming::from_raw(raw))
     }
 
@@ -150,7 +151,7 @@ impl Node {
     async fn call_stream(
         &self,
         path: &str,
-        requests: BoxStream<'static, Result<Value>>,
+        requests: MessageStream,
         options: RequestOptions,
     ) -> Result<RawStreaming> {
         self.check_not_stopped()?;
@@ -218,10 +219,7 @@ impl Node {
     /// forwarding it), under the caller's deadline if it set one. The returned replies end at
     /// the handler's first error; a panic becomes `Internal` (the handler's reply stream does
     /// both, as `register_stream` wraps it).
-    pub(crate) async fn serve_remote_stream(
-        &self,
-        stream: InboundStream,
-    ) -> Result<BoxStream<'static, Result<Value>>> {
+    pub(crate) async fn serve_remote_stream(&self, stream: InboundStream) -> Result<MessageStream> {
         self.check_not_stopped()?;
         let config = &self.inner.config;
         let setup = stream.timeout.unwrap_or(config.request_timeout);
@@ -266,9 +264,9 @@ impl Node {
         );
         // The caller's messages open as the handler decodes them; the replies seal as they
         // are written for the caller.
-        let requests = RawStreaming::new(self.sealed_stream(stream.requests));
+        let requests = RawStreaming::new(value_messages(self.sealed_stream(stream.requests)));
         let replies = start_handler(&handler, requests, ctx, path).await?;
-        Ok(self.sealed_stream(replies))
+        Ok(self.sealed_messages(replies))
     }
 }
 
@@ -306,6 +304,6 @@ fn spawn_local(
             }
         }
     });
-    let source = futures::stream::poll_fn(move |cx| replies_rx.poll_recv(cx)).boxed();
+    let source = value_messages(futures::stream::poll_fn(move |cx| replies_rx.poll_recv(cx)));
     RawStreaming::new(source).with_guard(Box::new(AbortOnDrop(task.abort_handle())))
 }

@@ -16,12 +16,16 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use futures::stream::BoxStream;
 use futures::{FutureExt as _, Stream, StreamExt as _};
 
+use bytes::BytesMut;
+
 use crate::error::{Error, Result};
+use crate::network::frames::append_message_frame;
+use crate::network::{MessageStream, Messages, TransportError, value_messages};
 use crate::node::request::panic_message;
 use crate::node::service::RequestContext;
+use crate::value::scope::{self, Scope};
 use crate::value::{Payload, Value};
 
 /// How many messages each side of an action sends. Stored with every registered action (unary
@@ -66,12 +70,7 @@ impl fmt::Display for CallKind {
 /// A type-erased streaming action handler: takes the caller's messages, returns (once the call
 /// is accepted) the stream of replies.
 pub(crate) type StreamHandler = Arc<
-    dyn Fn(
-            RawStreaming,
-            RequestContext,
-        ) -> BoxFuture<'static, Result<BoxStream<'static, Result<Value>>>>
-        + Send
-        + Sync,
+    dyn Fn(RawStreaming, RequestContext) -> BoxFuture<'static, Result<MessageStream>> + Send + Sync,
 >;
 
 /// Ends a call when dropped (aborts the task serving it, resets its QUIC stream, …).
@@ -80,7 +79,7 @@ pub(crate) type CallGuard = Box<dyn Send>;
 /// The untyped form of [`Streaming`]: a stream of [`Value`]s that ends at the first error, at
 /// its deadline (if any), or when the other side ends it. Dropping it cancels the call.
 pub(crate) struct RawStreaming {
-    source: BoxStream<'static, Result<Value>>,
+    source: MessageStream,
     deadline: Option<Deadline>,
     done: bool,
     /// Dropped with the stream: cancels whatever produces the messages.
@@ -96,7 +95,7 @@ struct Deadline {
 
 impl RawStreaming {
     /// A stream of `source`'s messages, which cancels nothing more when dropped.
-    pub(crate) fn new(source: BoxStream<'static, Result<Value>>) -> Self {
+    pub(crate) fn new(source: MessageStream) -> Self {
         RawStreaming {
             source,
             deadline: None,
@@ -126,21 +125,25 @@ impl RawStreaming {
     /// Ends the stream now: drops the source and the guard, which cancels the call.
     fn end(&mut self) {
         self.done = true;
-        self.source = futures::stream::empty().boxed();
+        self.source = value_messages(futures::stream::empty());
         self._guard = None;
         self.deadline = None;
     }
 }
 
-impl Stream for RawStreaming {
-    type Item = Result<Value>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
+impl RawStreaming {
+    /// Polls the source with `poll` (for the next message, as a value or as a frame), ending
+    /// the stream at its first error, at its end and at the deadline.
+    fn poll_source<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: impl FnOnce(Pin<&mut dyn Messages>, &mut Context<'_>) -> Poll<Option<Result<T>>>,
+    ) -> Poll<Option<Result<T>>> {
+        let this = self;
         if this.done {
             return Poll::Ready(None);
         }
-        match this.source.poll_next_unpin(cx) {
+        match poll(this.source.as_mut(), cx) {
             Poll::Ready(Some(Ok(value))) => return Poll::Ready(Some(Ok(value))),
             Poll::Ready(Some(Err(error))) => {
                 this.end();
@@ -166,6 +169,26 @@ impl Stream for RawStreaming {
             return Poll::Ready(Some(Err(error)));
         }
         Poll::Pending
+    }
+}
+
+impl Stream for RawStreaming {
+    type Item = Result<Value>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.poll_source(cx, |source, cx| source.poll_next(cx))
+    }
+}
+
+impl Messages for RawStreaming {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut BytesMut,
+        max: usize,
+        scope: Option<&Arc<dyn Scope>>,
+    ) -> Poll<Option<Result<std::result::Result<(), TransportError>>>> {
+        self.poll_source(cx, |source, cx| source.poll_frame(cx, out, max, scope))
     }
 }
 
@@ -264,61 +287,103 @@ where
         let fut = f(Streaming::from_raw(requests), ctx);
         Box::pin(async move {
             let replies = fut.await?;
-            Ok(Replies {
-                source: Some(Box::pin(replies)),
-                left: match kind {
-                    CallKind::ClientStreaming => 1,
-                    _ => u64::MAX,
-                },
-                path,
-            }
-            .boxed())
+            let left = match kind {
+                CallKind::ClientStreaming => 1,
+                _ => u64::MAX,
+            };
+            Ok(Box::pin(Typed::new(replies, left, path)) as MessageStream)
         })
     })
 }
 
-/// A typed handler's reply stream as [`Value`]s, in one layer: each reply is moved into a
-/// `Value` as it is taken, the stream ends after its first error (or after `left` replies),
-/// and a panic while polling it ends it with `Internal`.
-struct Replies<S> {
+/// Typed messages (a handler's replies, a caller's requests) as [`Messages`], in one layer:
+/// each message is moved into a [`Value`] as it is taken, or encoded straight into a writer's
+/// frame for a peer (no `Value`, no allocation); the stream ends after its first error (or
+/// after `left` messages), and a panic while polling it ends it with `Internal`.
+pub(crate) struct Typed<S> {
     /// `None` once the stream ended.
     source: Option<Pin<Box<S>>>,
-    /// The replies still to send.
+    /// The messages still to send.
     left: u64,
     path: Arc<str>,
 }
 
-impl<S, Resp> Stream for Replies<S>
-where
-    S: Stream<Item = Result<Resp>>,
-    Resp: Payload,
-{
-    type Item = Result<Value>;
+impl<S> Typed<S> {
+    /// `source`'s first `left` messages, for the call to `path` (named in a panic's error).
+    pub(crate) fn new(source: S, left: u64, path: Arc<str>) -> Self {
+        Typed {
+            source: Some(Box::pin(source)),
+            left,
+            path,
+        }
+    }
+}
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        let Some(source) = this.source.as_mut() else {
+impl<S, M> Typed<S>
+where
+    S: Stream<Item = Result<M>>,
+{
+    /// The next message, handed to `take`; the stream ended after an error, a panic, its end
+    /// or its last allowed message.
+    fn poll_typed<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        take: impl FnOnce(M) -> T,
+    ) -> Poll<Option<Result<T>>> {
+        let Some(source) = self.source.as_mut() else {
             return Poll::Ready(None);
         };
         let item =
             match std::panic::catch_unwind(AssertUnwindSafe(|| source.as_mut().poll_next(cx))) {
                 Ok(Poll::Pending) => return Poll::Pending,
-                Ok(Poll::Ready(Some(Ok(reply)))) => {
-                    this.left = this.left.saturating_sub(1);
-                    if this.left == 0 {
-                        this.source = None;
+                Ok(Poll::Ready(Some(Ok(message)))) => {
+                    self.left = self.left.saturating_sub(1);
+                    if self.left == 0 {
+                        self.source = None;
                     }
-                    return Poll::Ready(Some(Ok(Value::new(reply))));
+                    return Poll::Ready(Some(Ok(take(message))));
                 }
-                Ok(Poll::Ready(item)) => item.map(|e| e.map(Value::new)),
+                Ok(Poll::Ready(Some(Err(error)))) => Some(Err(error)),
+                Ok(Poll::Ready(None)) => None,
                 Err(panic) => Some(Err(Error::internal(format!(
                     "the stream of `{}` panicked: {}",
-                    this.path,
+                    self.path,
                     panic_message(panic.as_ref())
                 )))),
             };
-        this.source = None;
+        self.source = None;
         Poll::Ready(item)
+    }
+}
+
+impl<S, M> Stream for Typed<S>
+where
+    S: Stream<Item = Result<M>>,
+    M: Payload,
+{
+    type Item = Result<Value>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.poll_typed(cx, Value::new)
+    }
+}
+
+impl<S, M> Messages for Typed<S>
+where
+    S: Stream<Item = Result<M>> + Send,
+    M: Payload,
+{
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut BytesMut,
+        max: usize,
+        scope: Option<&Arc<dyn Scope>>,
+    ) -> Poll<Option<Result<std::result::Result<(), TransportError>>>> {
+        self.poll_typed(cx, |message| match scope {
+            Some(scope) => scope::within(scope, || append_message_frame(out, &message, max)),
+            None => append_message_frame(out, &message, max),
+        })
     }
 }
 
@@ -328,7 +393,7 @@ pub(crate) async fn start_handler(
     requests: RawStreaming,
     ctx: RequestContext,
     path: &str,
-) -> Result<BoxStream<'static, Result<Value>>> {
+) -> Result<MessageStream> {
     match AssertUnwindSafe(handler(requests, ctx))
         .catch_unwind()
         .await
