@@ -27,7 +27,7 @@ use crate::network::frames::{
     Measured, RequestFrame, append_answer_frame, append_event_frame, check_decode_event,
     check_decode_request, decode_response, response_frame,
 };
-use crate::network::framing::{ChunkSource, FrameReader, encode_frame};
+use crate::network::framing::{ChunkSource, FrameReader, encode_frame, split_frame};
 use crate::network::{EventSink, Offer, OutboundEvent, PeerLink, PeerOffer, TransportError};
 use crate::node::registry::{Origin, Sink};
 use crate::node::service::ActionHandler;
@@ -133,9 +133,31 @@ pub fn framing(data: &[u8]) {
     let mut reader = FrameReader::new(max, None);
     let mut got = Vec::new();
     let got_ending = loop {
-        // As a streaming call's reader does: every frame already received (`ready`), then a
-        // read (`next`); and `next` alone.
-        let step = match (got.len() % 2 == 0).then(|| reader.ready()).flatten() {
+        // As a streaming call's reader does: every frame already received (`ready`), or a
+        // run of them whose bodies it accepts (`ready_run`, taken apart with `split_frame`
+        // as its consumer does), then a read (`next`); and `next` alone.
+        let ready = match got.len() % 3 {
+            0 => reader.ready(),
+            1 => {
+                let accept = |body: &[u8]| body.first().is_none_or(|b| b % 2 == 0);
+                let (mut run, count) = reader.ready_run(accept, 3);
+                let mut taken = 0;
+                while let Some(frame) = split_frame(&mut run) {
+                    got.push(frame);
+                    taken += 1;
+                }
+                assert!(
+                    run.is_empty() && taken == count,
+                    "a run holds its frames, whole"
+                );
+                if count > 0 {
+                    continue;
+                }
+                None
+            }
+            _ => None,
+        };
+        let step = match ready {
             Some(ready) => ready.map(Some),
             None => run_ready(reader.next(&mut source)),
         };

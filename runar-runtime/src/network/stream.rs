@@ -19,10 +19,13 @@
 //!
 //! **Batching.** Per-message costs are what limit a stream of small messages, so the writer
 //! encodes every message its producer has ready (within its credit) into one reused buffer,
-//! with the grants it owes, and writes it at once; the reader takes every complete frame of a
-//! received chunk into the consumer's queue before it waits again, waking the consumer once;
-//! the consumer takes the whole queue in one lock and grants credit back in batches of half its
-//! buffer. Cancellation: dropping the caller's reply stream resets its send side and stops
+//! with the grants it owes, and writes it at once — a typed producer ([`Messages::poll_frame`])
+//! encodes each message there directly, with no [`Value`] per message; the reader hands the
+//! consumer every complete frame of a received chunk before it waits again, waking the consumer
+//! once, consecutive message frames as one run (a slice of the chunk, taken apart by the
+//! consumer: the chunk is shared once per run, not once per message, and the per-message
+//! slicing happens on the consumer's thread); the consumer takes the whole queue in one lock
+//! and grants credit back in batches of half its buffer. Cancellation: dropping the caller's reply stream resets its send side and stops
 //! its receive side; the server drops the handler's streams as soon as it sees either.
 
 use std::collections::VecDeque;
