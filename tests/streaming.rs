@@ -458,6 +458,67 @@ async fn a_stalled_remote_consumer_stops_the_producer() {
     }
 }
 
+/// A consumer that takes messages as fast as they come grows its credit from `stream_buffer`
+/// towards `stream_buffer_max` (its producer gets further ahead than the first credit allows),
+/// and stalled afterwards it still holds no more than the maximum.
+#[tokio::test]
+async fn a_remote_consumer_that_keeps_up_grows_its_credit_within_the_maximum() {
+    let (first, max) = (16usize, 256usize);
+    let key = common::key();
+    let buffers = |config: NodeConfig| config.with_stream_buffer(first).with_stream_buffer_max(max);
+    let a = Node::new(buffers(common::config("a", "test", &key, &[])))
+        .await
+        .unwrap();
+    let (fixture, probe) = common::fixture::Fixture::new("a");
+    a.add_service(fixture).await.unwrap();
+    a.start().await.unwrap();
+    let b = Node::new(buffers(common::config("b", "test", &key, &[&a])))
+        .await
+        .unwrap();
+    b.start().await.unwrap();
+    common::wait_for_action(&b, &path("stream/endless")).await;
+    let mut endless: Streaming<u64> = b
+        .request_stream(path("stream/endless"), stream_once(()))
+        .await
+        .unwrap();
+    let ahead = |taken: u64| probe.pulled.load(Ordering::SeqCst) as u64 - taken;
+    let mut most_ahead = 0;
+    for n in 0..20_000u64 {
+        assert_eq!(endless.message().await.unwrap(), Some(n));
+        most_ahead = most_ahead.max(ahead(n + 1));
+    }
+    // Without growth the producer is never more than the first credit (and the half taken
+    // and not yet granted back) ahead.
+    assert!(
+        most_ahead > (first + first / 2) as u64,
+        "the producer was at most {most_ahead} messages ahead: the credit never grew"
+    );
+    // Stalled: wait until the producer holds still for 300 ms.
+    let taken = 20_000;
+    let mut last = ahead(taken);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = ahead(taken);
+        if now == last {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the producer never stopped"
+        );
+        last = now;
+    }
+    assert!(
+        last <= (max + max / 2) as u64,
+        "{last} messages ahead of a stalled consumer, maximum {max}"
+    );
+    println!("grown credit: at most {most_ahead} ahead while keeping up, {last} once stalled");
+    for n in taken..taken + 1000 {
+        assert_eq!(endless.message().await.unwrap(), Some(n));
+    }
+}
+
 #[tokio::test]
 async fn a_remote_timeout_bounds_the_whole_call() {
     let (_a, b, mut probe) = remote_pair().await;

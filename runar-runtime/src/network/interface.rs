@@ -16,7 +16,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 pub(crate) use super::frames::Text;
-use super::stream::{MessageStream, ValueStream};
+use super::stream::{MessageStream, StreamBuffer, ValueStream};
 use crate::error::Result;
 use crate::identity::NodeId;
 use crate::metadata::Metadata;
@@ -356,9 +356,9 @@ pub(crate) trait NodeHandler: Clone + Send + Sync + 'static {
         }
     }
 
-    /// How many ready messages of one streaming call are written at once.
-    fn stream_buffer(&self) -> usize {
-        1
+    /// How many messages of one streaming call this side buffers: at first, and at most.
+    fn stream_buffer(&self) -> StreamBuffer {
+        StreamBuffer::new(1, 1)
     }
 
     /// Delivers an event a peer sent to the local subscriptions it names.

@@ -22,7 +22,9 @@ mod lane;
 mod mesh;
 mod peer;
 mod stream;
-pub(crate) use stream::{MessageStream, Messages, ValueStream, value_messages};
+pub(crate) use stream::{
+    MAX_CREDIT, MessageStream, Messages, StreamBuffer, ValueStream, value_messages,
+};
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use stream::{StreamItem, decode_for_fuzzing, decode_stream_frame};
 mod tls;

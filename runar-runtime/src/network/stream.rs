@@ -69,7 +69,7 @@ pub(crate) const KIND_STREAM: u8 = 4;
 pub(super) const BATCH_BYTES: usize = 64 * 1024;
 
 /// The most credit a sender may hold: a peer granting more breaks the protocol.
-const MAX_CREDIT: usize = 1 << 24;
+pub(crate) const MAX_CREDIT: usize = 1 << 24;
 
 /// A stream of messages (requests or replies) that ends at its first error, as it arrives.
 pub(crate) type ValueStream = BoxStream<'static, Result<Value>>;
@@ -127,6 +127,28 @@ impl<S: Stream<Item = Result<Value>>> Stream for Values<S> {
 }
 
 impl<S: Stream<Item = Result<Value>> + Send> Messages for Values<S> {}
+
+/// How many messages of one streaming call a side buffers: the credit it grants at first, and
+/// the most its credit grows to (see [`Inbox`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StreamBuffer {
+    /// The credit granted at first (`NodeConfig::stream_buffer`).
+    pub(crate) initial: usize,
+    /// The most credit a consumer that keeps up grows it to (`NodeConfig::stream_buffer_max`).
+    pub(crate) max: usize,
+}
+
+impl StreamBuffer {
+    /// `initial` messages at first, growing to `max` (at least `initial`, at most the most
+    /// credit a peer accepts).
+    pub(crate) fn new(initial: usize, max: usize) -> Self {
+        let initial = initial.clamp(1, MAX_CREDIT);
+        StreamBuffer {
+            initial,
+            max: max.clamp(initial, MAX_CREDIT),
+        }
+    }
+}
 
 /// The streaming calls one connection may have open on this node at once.
 #[derive(Clone)]
@@ -380,7 +402,11 @@ struct Inbox {
     /// What is left of the run of message frames being handed out.
     run: Bytes,
     grants: Arc<Grants>,
-    /// Grants go out in batches of this many messages.
+    /// The credit window: the messages the peer may have sent and not had taken.
+    window: usize,
+    /// The most the window grows to.
+    max_window: usize,
+    /// Grants go out in batches of this many messages (half the window).
     batch: u32,
     taken: u32,
     done: bool,
@@ -421,16 +447,26 @@ impl Inbox {
         }
     }
 
-    /// Counts a message handed out, granting the peer credit for a batch of them.
+    /// Counts a message handed out, granting the peer credit for a batch of them. A grant
+    /// that finds the peer out of credit (it has sent all it was allowed: the producer is held
+    /// by the grants, not the other way round) also doubles the window, up to its maximum, so
+    /// that the grants' round trip stops holding a producer and consumer that keep up.
     fn took_message(&mut self) {
         self.taken = self.taken.saturating_add(1);
         if self.taken >= self.batch {
             // Room first: the grant may reach the peer, and its messages this side, as soon
             // as it is added.
             let mut queue = lock(&self.queue);
-            queue.room = queue.room.saturating_add(self.taken as usize);
+            let mut grant = self.taken as usize;
+            if queue.room == 0 && self.window < self.max_window {
+                let grow = self.window.min(self.max_window - self.window);
+                self.window += grow;
+                self.batch = u32::try_from((self.window / 2).max(1)).unwrap_or(u32::MAX);
+                grant += grow;
+            }
+            queue.room = queue.room.saturating_add(grant);
             drop(queue);
-            self.grants.add(self.taken);
+            self.grants.add(u32::try_from(grant).unwrap_or(u32::MAX));
             self.taken = 0;
         }
     }
@@ -877,10 +913,10 @@ impl Link {
 
     /// The consumer's buffer (`buffer` messages, the credit granted at first, plus the end)
     /// and the handle that fills it.
-    fn inbox(&self, buffer: usize, guard: bool) -> (InboxTx, Inbox) {
+    fn inbox(&self, buffer: StreamBuffer, guard: bool) -> (InboxTx, Inbox) {
         let queue = Arc::new(Mutex::new(Queue {
             items: VecDeque::new(),
-            room: buffer,
+            room: buffer.initial,
             waker: None,
             senders: 1,
             open: true,
@@ -891,7 +927,9 @@ impl Link {
             taken_items: VecDeque::new(),
             run: Bytes::new(),
             grants: self.grants.clone(),
-            batch: u32::try_from((buffer / 2).max(1)).unwrap_or(u32::MAX),
+            window: buffer.initial,
+            max_window: buffer.max,
+            batch: u32::try_from((buffer.initial / 2).max(1)).unwrap_or(u32::MAX),
             taken: 0,
             done: false,
             _guard: guard.then(|| self.stop.clone().drop_guard()),
@@ -900,9 +938,9 @@ impl Link {
     }
 }
 
-/// The credit a side grants at first: the messages it buffers.
-fn initial_credit(buffer: usize) -> u32 {
-    u32::try_from(buffer).unwrap_or(u32::MAX)
+/// The credit a side grants at first.
+fn initial_credit(buffer: StreamBuffer) -> u32 {
+    u32::try_from(buffer.initial).unwrap_or(u32::MAX)
 }
 
 impl Peer {
@@ -917,7 +955,7 @@ impl Peer {
         requests: MessageStream,
         timeout: Option<Duration>,
         metadata: &Metadata,
-        buffer: usize,
+        buffer: StreamBuffer,
     ) -> Result<ValueStream> {
         let max = self.max_message_size();
         // Absent means no deadline; a deadline under a millisecond is one millisecond.

@@ -187,6 +187,16 @@ impl Node {
         if config.stream_buffer == 0 {
             return Err(Error::invalid_argument("stream_buffer must be at least 1"));
         }
+        if config.stream_buffer_max < config.stream_buffer
+            || config.stream_buffer_max > crate::network::MAX_CREDIT
+        {
+            return Err(Error::invalid_argument(format!(
+                "stream_buffer_max ({}) must be at least stream_buffer ({}) and at most {}",
+                config.stream_buffer_max,
+                config.stream_buffer,
+                crate::network::MAX_CREDIT
+            )));
+        }
         if config.max_path_len == 0 || config.max_path_depth == 0 {
             return Err(Error::invalid_argument(
                 "max_path_len and max_path_depth must be at least 1",

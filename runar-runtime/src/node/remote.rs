@@ -17,7 +17,7 @@ use crate::network::log_limit::warn_limited;
 use crate::network::{
     EventSink, InboundEvent, InboundRequest, InboundStream, MessageStream, NodeHandler, Offer,
     OutboundEvent, PeerChange, PeerHandle, PeerLink, PeerNotice, PeerOffer, PeerRefusal,
-    SubscriptionIds, Text, value_messages,
+    StreamBuffer, SubscriptionIds, Text, value_messages,
 };
 use crate::node::registry::{ActionInstance, Origin, Sink, Subscription};
 use crate::node::service::{ActionHandler, CallKind, RawStreaming, RequestContext, StreamHandler};
@@ -95,8 +95,10 @@ impl NodeHandler for NodeLink {
         }
     }
 
-    fn stream_buffer(&self) -> usize {
-        self.node().map_or(1, |node| node.config().stream_buffer)
+    fn stream_buffer(&self) -> StreamBuffer {
+        self.node().map_or(StreamBuffer::new(1, 1), |node| {
+            node.config().stream_buffers()
+        })
     }
 
     fn deliver(&self, event: InboundEvent) -> impl Future<Output = ()> + Send {
@@ -294,7 +296,7 @@ fn remote_stream(peer: &PeerHandle, network: Arc<str>) -> StreamHandler {
         Box::pin(async move {
             let timeout = super::stream::finite(ctx.remaining());
             let node = ctx.node();
-            let buffer = node.config().stream_buffer;
+            let buffer = node.config().stream_buffers();
             // Sealed as they are written for the peer; the replies opened as they are read.
             let replies = peer
                 .open_stream(
