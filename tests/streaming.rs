@@ -520,6 +520,26 @@ async fn a_remote_consumer_that_keeps_up_grows_its_credit_within_the_maximum() {
 }
 
 #[tokio::test]
+async fn stream_buffer_settings_are_checked() {
+    let too_large = NodeConfig::new("n", "test").with_stream_buffer_max(1 << 25);
+    let e = Node::new(too_large).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert!(e.message().contains("stream_buffer_max"), "{e}");
+    // A maximum under the buffer is the buffer (no growth): accepted, and streams work.
+    let (node, _probe) = serving_fixture(
+        NodeConfig::new("n", "test")
+            .with_stream_buffer(64)
+            .with_stream_buffer_max(8),
+    )
+    .await;
+    let count: Streaming<u64> = node
+        .request_stream(path("stream/count"), stream_once(100u64))
+        .await
+        .unwrap();
+    assert_eq!(collect(count).await, (0..100).collect::<Vec<_>>());
+}
+
+#[tokio::test]
 async fn a_remote_timeout_bounds_the_whole_call() {
     let (_a, b, mut probe) = remote_pair().await;
     let options = RequestOptions::timeout(Duration::from_millis(200));

@@ -102,7 +102,8 @@ pub struct NodeConfig {
     /// its consumer keeps up.
     pub stream_buffer: usize,
     /// The most messages of one remote streaming call that may wait on each side (default
-    /// 8192; never less than [`stream_buffer`](Self::stream_buffer)). A side starts by granting
+    /// 8192; less than [`stream_buffer`](Self::stream_buffer) counts as `stream_buffer`: no
+    /// growth; at most 2^24, as is `stream_buffer`). A side starts by granting
     /// `stream_buffer` messages of credit and grants more as its consumer takes them; a grant
     /// that finds the peer out of credit (it has sent everything it was allowed, so it waits
     /// for the grant) doubles the credit, up to this. A consumer that stalls from the start

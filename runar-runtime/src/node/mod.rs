@@ -187,13 +187,11 @@ impl Node {
         if config.stream_buffer == 0 {
             return Err(Error::invalid_argument("stream_buffer must be at least 1"));
         }
-        if config.stream_buffer_max < config.stream_buffer
-            || config.stream_buffer_max > crate::network::MAX_CREDIT
-        {
+        if config.stream_buffer.max(config.stream_buffer_max) > crate::network::MAX_CREDIT {
             return Err(Error::invalid_argument(format!(
-                "stream_buffer_max ({}) must be at least stream_buffer ({}) and at most {}",
-                config.stream_buffer_max,
+                "stream_buffer ({}) and stream_buffer_max ({}) must be at most {}",
                 config.stream_buffer,
+                config.stream_buffer_max,
                 crate::network::MAX_CREDIT
             )));
         }
