@@ -68,6 +68,10 @@ pub(crate) const KIND_STREAM: u8 = 4;
 /// The most bytes of ready messages gathered into one write.
 pub(super) const BATCH_BYTES: usize = 64 * 1024;
 
+/// How many messages of a run the consumer hands out per unit of tokio's cooperative budget
+/// (128 units a turn): a consumer that always finds messages yields every 4,096 of them.
+const MESSAGES_PER_BUDGET_UNIT: u32 = 32;
+
 /// The most credit a sender may hold: a peer granting more breaks the protocol.
 pub(crate) const MAX_CREDIT: usize = 1 << 24;
 
@@ -401,6 +405,8 @@ struct Inbox {
     taken_items: VecDeque<Inbound>,
     /// What is left of the run of message frames being handed out.
     run: Bytes,
+    /// Messages of runs handed out since the cooperative budget was last consulted.
+    unbudgeted: u32,
     grants: Arc<Grants>,
     /// The credit window: the messages the peer may have sent and not had taken.
     window: usize,
@@ -480,11 +486,17 @@ impl Stream for Inbox {
         if this.done {
             return Poll::Ready(None);
         }
-        // A consumer that always finds a message still yields to other tasks now and then.
-        let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         loop {
             if !this.run.is_empty() {
-                coop.made_progress();
+                // A run's messages count against the task's cooperative budget (which makes a
+                // consumer that always finds a message yield now and then) in steps of
+                // `MESSAGES_PER_BUDGET_UNIT`: a consumer that yielded every 128 messages was
+                // moved between threads mid-run, many times a millisecond.
+                if this.unbudgeted >= MESSAGES_PER_BUDGET_UNIT {
+                    std::task::ready!(tokio::task::coop::poll_proceed(cx)).made_progress();
+                    this.unbudgeted = 0;
+                }
+                this.unbudgeted += 1;
                 // The reader queued only whole message frames.
                 let Some(mut body) = split_frame(&mut this.run) else {
                     this.done = true;
@@ -499,6 +511,8 @@ impl Stream for Inbox {
                 this.took_message();
                 return Poll::Ready(Some(Ok(Value::from_encoded(body))));
             }
+            // A consumer that always finds more still yields to other tasks now and then.
+            let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
             let Some(item) = this.next_item(cx) else {
                 return Poll::Pending;
             };
@@ -926,6 +940,7 @@ impl Link {
             queue,
             taken_items: VecDeque::new(),
             run: Bytes::new(),
+            unbudgeted: 0,
             grants: self.grants.clone(),
             window: buffer.initial,
             max_window: buffer.max,
