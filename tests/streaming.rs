@@ -28,6 +28,25 @@ async fn collect<T: runar::Payload>(stream: Streaming<T>) -> Vec<T> {
         .expect("timed out collecting a stream")
 }
 
+/// `count` once it has held still for 300 ms (a stalled producer), failing the test if it
+/// still moves after [`WAIT`].
+async fn until_still<N: PartialEq>(count: impl Fn() -> N) -> N {
+    let mut last = count();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = count();
+        if now == last {
+            return last;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the producer never stopped"
+        );
+        last = now;
+    }
+}
+
 /// The error that ends `stream`, after any messages.
 async fn error_of<T: runar::Payload>(mut stream: Streaming<T>) -> runar::Error {
     tokio::time::timeout(WAIT, async {
@@ -428,22 +447,8 @@ async fn a_stalled_remote_consumer_stops_the_producer() {
         .await
         .unwrap();
     assert_eq!(endless.message().await.unwrap(), Some(0));
-    // Stalled: the producer fills the QUIC windows, then waits. Wait until the count holds
-    // still for 300 ms.
-    let mut last = probe.pulled.load(Ordering::SeqCst);
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let now = probe.pulled.load(Ordering::SeqCst);
-        if now == last {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the producer never stopped"
-        );
-        last = now;
-    }
+    // Stalled: the producer fills the QUIC windows, then waits.
+    let last = until_still(|| probe.pulled.load(Ordering::SeqCst)).await;
     // The producer is polled only with a credit in hand: the client grants its stream buffer
     // (1024 messages by default) and more only as its consumer takes them, in halves.
     let buffer = b.config().stream_buffer;
@@ -493,22 +498,9 @@ async fn a_remote_consumer_that_keeps_up_grows_its_credit_within_the_maximum() {
         most_ahead > (first + first / 2) as u64,
         "the producer was at most {most_ahead} messages ahead: the credit never grew"
     );
-    // Stalled: wait until the producer holds still for 300 ms.
+    // Stalled: the producer stops once the grown credit is spent.
     let taken = 20_000;
-    let mut last = ahead(taken);
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let now = ahead(taken);
-        if now == last {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the producer never stopped"
-        );
-        last = now;
-    }
+    let last = until_still(|| ahead(taken)).await;
     assert!(
         last <= (max + max / 2) as u64,
         "{last} messages ahead of a stalled consumer, maximum {max}"
