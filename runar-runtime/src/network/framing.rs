@@ -320,20 +320,7 @@ impl FrameReader {
     /// are needed, so [`next`](Self::next) must read). Lets a reader take every frame of a
     /// received chunk before waiting again. An oversized declared length is
     /// [`TransportError::FrameTooLarge`], as from [`next`](Self::next).
-    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn ready(&mut self) -> Option<Result<Bytes, TransportError>> {
-        self.ready_split(|_| 0)
-            .map(|frame| frame.map(|(_, body)| body))
-    }
-
-    /// [`ready`](Self::ready), the first `head(body)` bytes of the frame's body (at most all
-    /// of it) skipped: what is left, and how many were skipped. Lets a reader that knows a
-    /// frame's leading bytes (a field's key and length) take the rest as one slice of the
-    /// received chunk, without slicing the frame twice.
-    pub(crate) fn ready_split(
-        &mut self,
-        head: impl FnOnce(&[u8]) -> usize,
-    ) -> Option<Result<(usize, Bytes), TransportError>> {
         let header: [u8; FRAME_HEADER_LEN] =
             self.pending.get(..FRAME_HEADER_LEN)?.try_into().ok()?;
         let declared = u32::from_be_bytes(header);
@@ -346,21 +333,20 @@ impl FrameReader {
                 }));
             }
         };
-        let body = self
-            .pending
-            .get(FRAME_HEADER_LEN..FRAME_HEADER_LEN.checked_add(len)?)?;
-        let skip = head(body).min(len);
+        if self.pending.len().saturating_sub(FRAME_HEADER_LEN) < len {
+            return None;
+        }
         self.held = None;
-        self.pending.advance(FRAME_HEADER_LEN + skip);
-        Some(Ok((skip, self.pending.split_to(len - skip))))
+        self.pending.advance(FRAME_HEADER_LEN);
+        Some(Ok(self.pending.split_to(len)))
     }
 
     /// The longest run of frames that have already arrived in full and whose bodies `accept`
     /// (within the maximum size), as one slice of the received bytes, headers included, and
     /// how many frames it holds (at most `most`): a reader hands a run on whole, so whoever
     /// takes its frames apart does so where they are consumed. An empty run when the next
-    /// frame is incomplete, too large or not accepted ([`ready_split`](Self::ready_split)
-    /// then says which).
+    /// frame is incomplete, too large or not accepted ([`ready`](Self::ready) then says
+    /// which).
     pub(crate) fn ready_run(
         &mut self,
         accept: impl Fn(&[u8]) -> bool,

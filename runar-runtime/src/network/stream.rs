@@ -25,8 +25,9 @@
 //! once, consecutive message frames as one run (a slice of the chunk, taken apart by the
 //! consumer: the chunk is shared once per run, not once per message, and the per-message
 //! slicing happens on the consumer's thread); the consumer takes the whole queue in one lock
-//! and grants credit back in batches of half its buffer. Cancellation: dropping the caller's reply stream resets its send side and stops
-//! its receive side; the server drops the handler's streams as soon as it sees either.
+//! and grants credit back in batches of half its window. Cancellation: dropping the caller's
+//! reply stream resets its send side and stops its receive side; the server drops the
+//! handler's streams as soon as it sees either.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -112,25 +113,26 @@ pub(crate) trait Messages: Stream<Item = Result<Value>> + Send {
 /// Outgoing messages, boxed.
 pub(crate) type MessageStream = Pin<Box<dyn Messages>>;
 
-/// Any stream of [`Value`]s as [`Messages`] (each message encoded from its value).
+/// Any stream of [`Value`]s as [`Messages`] (each message encoded from its value). `Unpin`,
+/// so an already boxed stream is not boxed again (box one that is not).
 pub(crate) fn value_messages(
-    values: impl Stream<Item = Result<Value>> + Send + 'static,
+    values: impl Stream<Item = Result<Value>> + Send + Unpin + 'static,
 ) -> MessageStream {
-    Box::pin(Values(Box::pin(values)))
+    Box::pin(Values(values))
 }
 
 /// See [`value_messages`].
-struct Values<S>(Pin<Box<S>>);
+struct Values<S>(S);
 
-impl<S: Stream<Item = Result<Value>>> Stream for Values<S> {
+impl<S: Stream<Item = Result<Value>> + Unpin> Stream for Values<S> {
     type Item = Result<Value>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.0.as_mut().poll_next(cx)
+        self.0.poll_next_unpin(cx)
     }
 }
 
-impl<S: Stream<Item = Result<Value>> + Send> Messages for Values<S> {}
+impl<S: Stream<Item = Result<Value>> + Send + Unpin> Messages for Values<S> {}
 
 /// How many messages of one streaming call a side buffers: the credit it grants at first, and
 /// the most its credit grows to (see [`Inbox`]).
@@ -412,9 +414,8 @@ struct Inbox {
     window: usize,
     /// The most the window grows to.
     max_window: usize,
-    /// Grants go out in batches of this many messages (half the window).
-    batch: u32,
-    taken: u32,
+    /// Messages taken and not yet granted back: they go back in batches of half the window.
+    taken: usize,
     done: bool,
     /// Dropped with the inbox (the caller's side: cancels the call).
     _guard: Option<tokio_util::sync::DropGuard>,
@@ -459,15 +460,14 @@ impl Inbox {
     /// that the grants' round trip stops holding a producer and consumer that keep up.
     fn took_message(&mut self) {
         self.taken = self.taken.saturating_add(1);
-        if self.taken >= self.batch {
+        if self.taken >= (self.window / 2).max(1) {
             // Room first: the grant may reach the peer, and its messages this side, as soon
             // as it is added.
             let mut queue = lock(&self.queue);
-            let mut grant = self.taken as usize;
+            let mut grant = self.taken;
             if queue.room == 0 && self.window < self.max_window {
                 let grow = self.window.min(self.max_window - self.window);
                 self.window += grow;
-                self.batch = u32::try_from((self.window / 2).max(1)).unwrap_or(u32::MAX);
                 grant += grow;
             }
             queue.room = queue.room.saturating_add(grant);
@@ -665,16 +665,9 @@ async fn read_frames(mut reader: Reader) {
                 reader.batch.push(Inbound::Run(run));
             }
         }
-        // A message frame's message is sliced from the received chunk at once.
-        let frame = match reader.frames.ready_split(message_head) {
-            Some(Ok((head, message))) if head > 0 => {
-                let len = message.len().saturating_add(head);
-                Ok(Some((
-                    Ok(StreamItem::Message(Value::from_encoded(message))),
-                    len,
-                )))
-            }
-            Some(frame) => frame.map(|(_, frame)| Some(decoded(frame))),
+        // Any other frame that has arrived (a credit, a trailer, a message after the trailer).
+        let frame = match reader.frames.ready() {
+            Some(frame) => frame.map(|frame| Some(decoded(frame))),
             None => {
                 // Everything received is handled: the messages go to the consumer at once.
                 match reader.deliver(cancelled.as_mut()).await {
@@ -944,7 +937,6 @@ impl Link {
             grants: self.grants.clone(),
             window: buffer.initial,
             max_window: buffer.max,
-            batch: u32::try_from((buffer.initial / 2).max(1)).unwrap_or(u32::MAX),
             taken: 0,
             done: false,
             _guard: guard.then(|| self.stop.clone().drop_guard()),

@@ -114,7 +114,7 @@ impl Node {
         requests: impl Stream<Item = Value> + Send + 'static,
         options: RequestOptions,
     ) -> Result<BoxStream<'static, Result<Value>>> {
-        let requests = value_messages(requests.map(Ok));
+        let requests = value_messages(requests.map(Ok).boxed());
         let raw = self.call_stream(path.as_ref(), requests, options).await?;
         Ok(raw.boxed())
     }
