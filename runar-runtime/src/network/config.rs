@@ -143,17 +143,18 @@ pub struct NetworkConfig {
     /// `vendor/README.md`, which is fixed and the reset remains).
     pub send_window: u64,
     /// The largest UDP payload (one QUIC packet) this node sends or accepts, in bytes (default
-    /// and most 6,550; at least 1,200). A connection between two addresses of one host
+    /// 16,375; at least 1,200, at most 65,500). A connection between two addresses of one host
     /// (loopback, MTU 65,536) uses this size from the start and probes nothing. Others start
     /// at 1,200 bytes and QUIC's path MTU discovery probes up to this (about nine probes): on
     /// a 1,500-byte Ethernet link discovery settles at about 1,472 bytes after a few lost probes
     /// (a lost probe is not taken for congestion), and when large packets later go missing in
     /// bursts the connection drops to 1,200 bytes for a minute (black-hole detection). At 6,550
     /// a 1 MiB message on loopback costs about half the CPU it does at 1,452 (quinn's default),
-    /// and a stream of small messages needs a fifth of the packets. The endpoint's receive
-    /// batch is sized for 64 KiB per read whatever this is (about 2 MiB). The most is 6,550
-    /// because quinn sends up to ten packets in one segmentation-offload (GSO) write and the
-    /// kernel refuses a write over 64 KiB.
+    /// and a stream of small messages needs a fifth of the packets; at 16,375 a stream of small
+    /// messages takes about a fifth less CPU per message again. The endpoint's receive batch is
+    /// sized for 64 KiB per read whatever this is (about 2.6 MiB at the default). quinn sends as
+    /// many packets in one segmentation-offload (GSO) write as fit in 65,500 bytes (four at
+    /// the default), as the kernel refuses a write over 64 KiB; the most is one such packet.
     pub max_udp_payload_size: u16,
     /// The UDP socket's receive and send buffers asked of the kernel (`SO_RCVBUF`,
     /// `SO_SNDBUF`), in bytes (default 4 MiB; 0 keeps the system's defaults). A receive buffer

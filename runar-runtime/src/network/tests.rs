@@ -1058,7 +1058,7 @@ async fn udp_payload_sizes_out_of_range_are_refused() {
 }
 
 /// On loopback both ends send packets of the largest payload from the start and probe no
-/// path MTU (see `transport::Loopback`); a 64 KiB frame then crosses in 6,550-byte packets.
+/// path MTU (see `transport::Loopback`); a 64 KiB frame then crosses in four packets.
 #[tokio::test]
 async fn loopback_connections_use_the_largest_packets_without_probing() {
     let network = NetworkKey::from_secret("test network");

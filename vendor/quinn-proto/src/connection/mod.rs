@@ -466,7 +466,11 @@ impl Connection {
         assert!(max_datagrams != 0);
         let max_datagrams = match self.config.enable_segmentation_offload {
             false => 1,
-            true => max_datagrams,
+            // Runar's patch: one segmentation-offload write carries at most 64 KiB (the
+            // kernel refuses more with `EMSGSIZE`), so large packets go fewer to a write.
+            true => max_datagrams
+                .min(MAX_GSO_PAYLOAD / usize::from(self.path.current_mtu()))
+                .max(1),
         };
 
         let mut num_datagrams = 0;
@@ -4072,6 +4076,10 @@ const MIN_PACKET_SPACE: usize = MAX_HANDSHAKE_OR_0RTT_HEADER_SIZE + 32;
 // scid len + scid + length + pn
 const MAX_HANDSHAKE_OR_0RTT_HEADER_SIZE: usize =
     1 + 4 + 1 + MAX_CID_SIZE + 1 + MAX_CID_SIZE + VarInt::from_u32(u16::MAX as u32).size() + 4;
+
+/// Runar's patch: the most bytes of datagrams in one segmentation-offload write (ten of
+/// 6,550 bytes, and a UDP header, fit IPv4's 65,507-byte limit).
+const MAX_GSO_PAYLOAD: usize = 65_500;
 
 /// Perform key updates this many packets before the AEAD confidentiality limit.
 ///
