@@ -790,7 +790,11 @@ fn profile(which: &str, o: &Options) {
         w if w.starts_with("tonic-pull") || w.starts_with("tonic-push") => {
             // tonic + TLS, for the per-message cost of the runar-pull/runar-push profiles;
             // `-mt` runs it on the multi-thread runtime.
-            let rt = if w.ends_with("-mt") { Rt::Multi } else { Rt::Current };
+            let rt = if w.ends_with("-mt") {
+                Rt::Multi
+            } else {
+                Rt::Current
+            };
             let kind = if w.starts_with("tonic-pull") {
                 streams::Kind::Server
             } else {
@@ -808,7 +812,11 @@ fn profile(which: &str, o: &Options) {
         w if w.starts_with("runar-pull") || w.starts_with("runar-push") => {
             // `runar-pull:N` sets `stream_buffer` to N; `-mt` runs it on the multi-thread
             // runtime (`runar-pull-mt:N`).
-            let rt = if w.contains("-mt") { Rt::Multi } else { Rt::Current };
+            let rt = if w.contains("-mt") {
+                Rt::Multi
+            } else {
+                Rt::Current
+            };
             let buffer = w.split_once(':').and_then(|(_, n)| n.parse().ok());
             let kind = if w.starts_with("runar-pull") {
                 streams::Kind::Server

@@ -202,9 +202,10 @@ impl TransportConfig {
     }
 
     /// `transport` for a connection on loopback (see [`Loopback`]): packets of the largest
-    /// payload from the start, no path MTU discovery, and the initial congestion window RFC
-    /// 9002 gives that packet size (two to ten packets, at least 14,720 bytes): quinn's
-    /// default of 14,720 bytes would not let one such packet leave.
+    /// payload from the start, no path MTU discovery, the initial congestion window RFC 9002
+    /// gives that packet size (two to ten packets, at least 14,720 bytes: quinn's default of
+    /// 14,720 bytes would not let one such packet leave), and acknowledgements asked of the
+    /// peer within [`LOOPBACK_MAX_ACK_DELAY`] (QUIC's acknowledgement-frequency extension).
     fn on_loopback(&self, mut transport: quinn::TransportConfig) -> quinn::TransportConfig {
         let mtu = u64::from(self.max_udp_payload_size);
         let mut cubic = quinn::congestion::CubicConfig::default();
@@ -213,6 +214,9 @@ impl TransportConfig {
             .mtu_discovery_config(None)
             .initial_mtu(self.max_udp_payload_size)
             .congestion_controller_factory(Arc::new(cubic));
+        let mut ack = quinn::AckFrequencyConfig::default();
+        ack.max_ack_delay(Some(LOOPBACK_MAX_ACK_DELAY));
+        transport.ack_frequency_config(Some(ack));
         transport
     }
 
@@ -250,6 +254,13 @@ struct Loopback {
 fn is_loopback(addr: SocketAddr) -> bool {
     addr.ip().to_canonical().is_loopback()
 }
+
+/// How long a peer on loopback may hold back an acknowledgement (QUIC's default is 25 ms). A
+/// sender that waits for the acknowledgement of a lone packet (its send window or congestion
+/// window full) waited that long: a 1 MiB echo on the multi-thread runtime had 28, 55 and
+/// 110 ms stalls in its slowest 1% of calls, and averaged 117–270 MiB/s at a p50 of
+/// 1.8–2.1 ms; asking for 1 ms took the slowest of 300 calls to about 10 ms.
+const LOOPBACK_MAX_ACK_DELAY: Duration = Duration::from_millis(1);
 
 /// The smallest flow-control window accepted, in bytes.
 const MIN_WINDOW: u64 = 16 * 1024;
