@@ -152,7 +152,7 @@ pub struct NetworkConfig {
     /// a 1 MiB message on loopback costs about half the CPU it does at 1,452 (quinn's default),
     /// and a stream of small messages needs a fifth of the packets; at 16,375 a stream of small
     /// messages takes about a fifth less CPU per message again. The endpoint's receive batch is
-    /// sized for 64 KiB per read whatever this is (about 2.6 MiB at the default). quinn sends as
+    /// sized for 64 KiB per read whatever this is (about 2.5 MiB at the default). quinn sends as
     /// many packets in one segmentation-offload (GSO) write as fit in 65,500 bytes (four at
     /// the default), as the kernel refuses a write over 64 KiB; the most is one such packet.
     pub max_udp_payload_size: u16,

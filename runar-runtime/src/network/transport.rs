@@ -148,6 +148,9 @@ impl TransportConfig {
             .send_window(self.send_window)
             .mtu_discovery_config(Some(mtu))
             .datagram_receive_buffer_size(None);
+        let mut ack = quinn::AckFrequencyConfig::default();
+        ack.max_ack_delay(Some(MAX_ACK_DELAY));
+        t.ack_frequency_config(Some(ack));
         Ok(t)
     }
 
@@ -202,21 +205,15 @@ impl TransportConfig {
     }
 
     /// `transport` for a connection on loopback (see [`Loopback`]): packets of the largest
-    /// payload from the start, no path MTU discovery, the initial congestion window RFC 9002
-    /// gives that packet size (two to ten packets, at least 14,720 bytes: quinn's default of
-    /// 14,720 bytes would not let one such packet leave), and acknowledgements asked of the
-    /// peer within [`LOOPBACK_MAX_ACK_DELAY`] (QUIC's acknowledgement-frequency extension).
+    /// payload from the start, no path MTU discovery, and the initial congestion window RFC
+    /// 9002 gives that packet size ([`initial_window`]).
     fn on_loopback(&self, mut transport: quinn::TransportConfig) -> quinn::TransportConfig {
-        let mtu = u64::from(self.max_udp_payload_size);
         let mut cubic = quinn::congestion::CubicConfig::default();
-        cubic.initial_window((2 * mtu).max(14_720).min(10 * mtu));
+        cubic.initial_window(initial_window(self.max_udp_payload_size));
         transport
             .mtu_discovery_config(None)
             .initial_mtu(self.max_udp_payload_size)
             .congestion_controller_factory(Arc::new(cubic));
-        let mut ack = quinn::AckFrequencyConfig::default();
-        ack.max_ack_delay(Some(LOOPBACK_MAX_ACK_DELAY));
-        transport.ack_frequency_config(Some(ack));
         transport
     }
 
@@ -241,8 +238,8 @@ impl TransportConfig {
 /// The transport settings of connections between two addresses of this host. Loopback carries
 /// packets of any size up to 64 KiB, so such a connection starts at `max_udp_payload_size`
 /// and probes nothing: path MTU discovery took about nine probes (and their acknowledgements)
-/// per connection from 1,200 bytes up to 6,550 (then the largest), which more than doubled the time a 60-node
-/// mesh in one process took to form (2.2 s → 6.1 s).
+/// per connection from 1,200 bytes up to 6,550 (then the largest), which more than doubled the
+/// time a 60-node mesh in one process took to form (2.2 s → 6.1 s).
 #[derive(Debug)]
 struct Loopback {
     client: Arc<quinn::TransportConfig>,
@@ -255,12 +252,22 @@ fn is_loopback(addr: SocketAddr) -> bool {
     addr.ip().to_canonical().is_loopback()
 }
 
-/// How long a peer on loopback may hold back an acknowledgement (QUIC's default is 25 ms). A
-/// sender that waits for the acknowledgement of a lone packet (its send window or congestion
-/// window full) waited that long: a 1 MiB echo on the multi-thread runtime had 28, 55 and
-/// 110 ms stalls in its slowest 1% of calls, and averaged 117–270 MiB/s at a p50 of
-/// 1.8–2.1 ms; asking for 1 ms took the slowest of 300 calls to about 10 ms.
-const LOOPBACK_MAX_ACK_DELAY: Duration = Duration::from_millis(1);
+/// How long a peer may hold back an acknowledgement, asked of it by QUIC's
+/// acknowledgement-frequency extension (QUIC's default is 25 ms). A sender whose send or
+/// congestion window is full waits for the acknowledgement of a lone packet, on any path whose
+/// round trip is well under 25 ms: on loopback a 1 MiB echo on the multi-thread runtime had
+/// 28, 55 and 110 ms stalls in its slowest 1% of calls, and averaged 117–270 MiB/s at a p50
+/// of 1.8–2.1 ms; asking for 1 ms took the slowest of 300 calls to about 10 ms. Packets still
+/// go acknowledged in pairs; only a lone one is acknowledged sooner.
+const MAX_ACK_DELAY: Duration = Duration::from_millis(1);
+
+/// RFC 9002's initial congestion window for `mtu`-byte packets: ten packets, but at most the
+/// larger of two packets and 14,720 bytes. quinn's default (14,720 bytes, made for 1,200-byte
+/// packets) would not let one packet over 14,720 bytes leave.
+fn initial_window(mtu: u16) -> u64 {
+    let mtu = u64::from(mtu);
+    (10 * mtu).min((2 * mtu).max(14_720))
+}
 
 /// The smallest flow-control window accepted, in bytes.
 const MIN_WINDOW: u64 = 16 * 1024;
@@ -272,7 +279,7 @@ const MIN_UDP_PAYLOAD: u16 = 1200;
 /// segmentation-offload write (65,500 bytes; see `vendor/README.md`). On loopback, where
 /// connections use it from the start, a stream of 64-byte messages took about 20% less CPU per
 /// message than at 6,550 (the per-packet work of QUIC, its encryption and the kernel's is
-/// spread over 2.5 times the messages), with the endpoint's receive batch at about 2.6 MiB
+/// spread over 2.5 times the messages), with the endpoint's receive batch at about 2.5 MiB
 /// (`network/udp.rs`).
 pub(crate) const DEFAULT_UDP_PAYLOAD: u16 = 16_375;
 
@@ -767,6 +774,25 @@ mod tests {
             max_concurrent_bidi_streams: most,
             ..TransportConfig::default()
         })
+    }
+
+    #[test]
+    fn the_initial_window_is_rfc_9002s_for_the_packet_size() {
+        // min(10 packets, max(2 packets, 14,720 bytes)), at least one whole packet.
+        assert_eq!(initial_window(1200), 12_000);
+        assert_eq!(initial_window(6550), 14_720);
+        assert_eq!(initial_window(DEFAULT_UDP_PAYLOAD), 32_750);
+        assert_eq!(initial_window(MAX_UDP_PAYLOAD), 131_000);
+        for mtu in [
+            MIN_UDP_PAYLOAD,
+            1452,
+            7360,
+            7361,
+            DEFAULT_UDP_PAYLOAD,
+            MAX_UDP_PAYLOAD,
+        ] {
+            assert!(initial_window(mtu) >= u64::from(mtu) * 2, "{mtu}");
+        }
     }
 
     #[test]

@@ -5,10 +5,10 @@
 //! packets of the largest UDP payload, because with generic receive offload (GRO) one read can
 //! return up to 64 coalesced packets. But the kernel coalesces at most 64 KiB into one read
 //! (GRO's legacy size limit, and the most one segmentation-offload write can carry), so with
-//! packets larger than 1 KiB the batch reserved room no read can fill: 13 MiB per endpoint at
-//! 6,550-byte packets (33 MiB at 16,375), which the allocator hands back zeroed and resident
+//! packets larger than 1 KiB the batch reserved room no read can fill: 12.8 MiB per endpoint at
+//! 6,550-byte packets (32 MiB at 16,375), which the allocator hands back zeroed and resident
 //! once it has been freed. Capping the segments at what 64 KiB holds keeps the batch at 2 to 4
-//! MiB for any packet size (2.6 MiB at the default 16,375).
+//! MiB for any packet size (2.5 MiB at the default 16,375, 4 MiB at 65,500).
 
 use std::{
     fmt,
