@@ -8,6 +8,7 @@
 //! behind one slow subscriber (and two nodes whose handlers publish to each other cannot
 //! deadlock). A peer that stops reading is disconnected by its event writer (`peer.rs`).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -87,7 +88,7 @@ impl Node {
         if self.inner.policed.load(Ordering::Relaxed) && !is_local_only(topic) {
             self.check_access(network, None, Access::Publish, topic)?;
         }
-        let topic_path: Arc<str> = topic.into();
+        let (topic_path, targets) = self.inner.registry.matching_subscriptions(network, topic);
         let value = Arc::new(event);
         if let Some(ttl) = options.retain_for {
             let mut store = lock(&self.inner.retained);
@@ -105,13 +106,12 @@ impl Node {
             );
         }
         count(&self.inner.counters.published, 1);
-        let mut targets = self.inner.registry.matching_subscriptions(network, topic);
         let broadcast = if is_local_only(topic) {
             BroadcastMode::LocalOnly
         } else {
             options.broadcast
         };
-        self.select_targets(&mut targets, broadcast);
+        let targets = self.select_targets(&targets, broadcast);
         let network: Arc<str> = match topic_network {
             Some(named) => named.into(),
             None => self.inner.network.clone(),
@@ -334,7 +334,14 @@ impl Node {
         let counters = &self.inner.counters;
         count(&counters.received, 1);
         let peer = event.from;
-        let topic = match split_concrete(&event.topic, self.inner.config.path_limits()) {
+        let registry = &self.inner.registry;
+        let cached = registry.cached_inbound(network, &event.topic, &event.subscription_ids);
+        // A cached topic was checked when it was cached.
+        let checked = match &cached {
+            Some(_) => Ok((None, &*event.topic)),
+            None => split_concrete(&event.topic, self.inner.config.path_limits()),
+        };
+        let topic = match checked {
             Ok((None, topic)) if !is_local_only(topic) => topic,
             refused => {
                 count(&counters.rejected, 1);
@@ -357,12 +364,15 @@ impl Node {
             return;
         }
         let named = event.subscription_ids.len();
-        let mut targets = self
-            .inner
-            .registry
-            .local_subscriptions_in(network, event.subscription_ids.iter());
-        targets
-            .retain(|sub| !is_local_only(sub.pattern.path()) && sub.pattern.matches_topic(topic));
+        let targets = match cached {
+            Some(targets) => targets,
+            None => registry.inbound_subscriptions(
+                network,
+                &event.topic,
+                &event.subscription_ids,
+                |sub| !is_local_only(sub.pattern.path()) && sub.pattern.matches_topic(topic),
+            ),
+        };
         let ignored = named.saturating_sub(targets.len());
         if ignored > 0 {
             count(
@@ -404,11 +414,20 @@ impl Node {
     }
 
     /// Narrows `targets` to what the broadcast mode asks for.
-    fn select_targets(&self, targets: &mut Vec<Arc<Subscription>>, mode: BroadcastMode) {
+    fn select_targets<'a>(
+        &self,
+        targets: &'a [Arc<Subscription>],
+        mode: BroadcastMode,
+    ) -> Cow<'a, [Arc<Subscription>]> {
         match mode {
-            BroadcastMode::All => {}
-            BroadcastMode::LocalOnly => targets.retain(|s| s.origin == Origin::Local),
+            BroadcastMode::All => Cow::Borrowed(targets),
+            BroadcastMode::LocalOnly => targets
+                .iter()
+                .filter(|s| s.origin == Origin::Local)
+                .cloned()
+                .collect(),
             BroadcastMode::OnePerService => {
+                let mut targets = targets.to_vec();
                 targets.sort_by(|a, b| (&a.group, a.id).cmp(&(&b.group, b.id)));
                 let mut chosen = Vec::with_capacity(targets.len());
                 let mut rest = targets.as_slice();
@@ -428,7 +447,7 @@ impl Node {
                     chosen.extend(group.get(pick).cloned());
                     rest = tail;
                 }
-                *targets = chosen;
+                Cow::Owned(chosen)
             }
         }
     }
