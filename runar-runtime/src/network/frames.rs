@@ -591,19 +591,25 @@ impl Text {
         &self.0
     }
 
+    /// The text, checked again (a `Text` is only made from UTF-8: `None` never happens; a
+    /// short text is checked in a few dozen instructions).
+    pub(crate) fn to_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()
+    }
+
     /// Whether the text is empty.
     pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 }
 
-/// An `Event` frame's body, decoded where it lies: the network and the payload are slices of
-/// the frame, the subscription ids inline (see [`SubscriptionIds`]); the topic is copied once,
-/// into the `Arc` the node's deliveries share.
+/// An `Event` frame's body, decoded where it lies: the network, the topic and the payload are
+/// slices of the frame, the subscription ids inline (see [`SubscriptionIds`]). The node shares
+/// one copy of a topic it has seen before (its route cache's), copying only a new one.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct DecodedEvent {
     pub(crate) network: Text,
-    pub(crate) topic: std::sync::Arc<str>,
+    pub(crate) topic: Text,
     pub(crate) payload: Bytes,
     pub(crate) subscription_ids: SubscriptionIds,
     pub(crate) retained: bool,
@@ -631,8 +637,8 @@ pub(crate) fn decode_event(mut buf: Bytes) -> Result<DecodedEvent, EventDecodeEr
             TOPIC => {
                 let mut text = Bytes::new();
                 bytes::merge(wire_type, &mut text, &mut buf, ctx)?;
-                let topic = std::str::from_utf8(&text).map_err(|_| EventDecodeError::NotUtf8)?;
-                event.topic = topic.into();
+                std::str::from_utf8(&text).map_err(|_| EventDecodeError::NotUtf8)?;
+                event.topic = Text(text);
             }
             PAYLOAD => bytes::merge(wire_type, &mut event.payload, &mut buf, ctx)?,
             SUBSCRIPTION_IDS => merge_ids(wire_type, &mut ids, &mut buf, ctx)?,
@@ -769,7 +775,7 @@ pub(crate) fn check_decode_event(body: &[u8]) {
             assert_eq!(
                 (
                     ours.network.as_str(),
-                    &*ours.topic,
+                    ours.topic.as_str(),
                     &ours.payload,
                     &ids,
                     ours.retained,

@@ -75,8 +75,8 @@ pub(crate) struct InboundEvent {
     pub(crate) from: NodeId,
     /// The network the topic is in (empty: the connection's network).
     pub(crate) network: Text,
-    /// The concrete topic (without network).
-    pub(crate) topic: Arc<str>,
+    /// The concrete topic (without network), as it lies in the frame.
+    pub(crate) topic: Text,
     /// The event payload, still encoded.
     pub(crate) payload: bytes::Bytes,
     /// This node's subscriptions the event is for.

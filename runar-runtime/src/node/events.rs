@@ -154,7 +154,7 @@ impl Node {
             metadata,
         } = event;
         let mut full_local: Vec<(&Subscription, &LocalSink, Event)> = Vec::new();
-        let mut peers: Vec<(&Arc<dyn EventSink>, SubscriptionIds)> = Vec::new();
+        let mut peers = ByPeer::default();
         for sub in targets {
             match &sub.sink {
                 Sink::Local(local) => {
@@ -194,18 +194,13 @@ impl Node {
                         Err(mpsc::error::TrySendError::Closed(_)) => {}
                     }
                 }
-                Sink::Remote { sink, remote_id } => {
-                    match peers.iter_mut().find(|(s, _)| Arc::ptr_eq(s, sink)) {
-                        Some((_, ids)) => ids.push(*remote_id),
-                        None => peers.push((sink, SubscriptionIds::One(*remote_id))),
-                    }
-                }
+                Sink::Remote { sink, remote_id } => peers.add(sink, *remote_id),
             }
         }
         let mut full_peers: Vec<(&Arc<dyn EventSink>, OutboundEvent)> = Vec::new();
-        if !peers.is_empty() {
+        if let Some(count) = peers.count() {
             let mut payload = Some(self.encode_for_peers(&value));
-            let last = peers.len().saturating_sub(1);
+            let last = count.saturating_sub(1);
             for (i, (sink, subscription_ids)) in peers.into_iter().enumerate() {
                 // The last peer takes the payload itself: sharing it costs an allocation.
                 let payload = if i == last {
@@ -335,11 +330,13 @@ impl Node {
         count(&counters.received, 1);
         let peer = event.from;
         let registry = &self.inner.registry;
-        let cached = registry.cached_inbound(network, &event.topic, &event.subscription_ids);
+        // UTF-8 already (the frame's decoder checked it).
+        let text = event.topic.to_str().unwrap_or_default();
+        let cached = registry.cached_inbound(network, text, &event.subscription_ids);
         // A cached topic was checked when it was cached.
         let checked = match &cached {
-            Some(_) => Ok((None, &*event.topic)),
-            None => split_concrete(&event.topic, self.inner.config.path_limits()),
+            Some(_) => Ok((None, text)),
+            None => split_concrete(text, self.inner.config.path_limits()),
         };
         let topic = match checked {
             Ok((None, topic)) if !is_local_only(topic) => topic,
@@ -350,7 +347,7 @@ impl Node {
                     Ok((Some(_), _)) => "a topic with a network prefix".to_owned(),
                     Ok((None, _)) => "a local-only topic".to_owned(),
                 };
-                warn_limited!(%peer, topic = %shorten(&event.topic), "event from a peer refused: {}", shorten(&why));
+                warn_limited!(%peer, topic = %shorten(text), "event from a peer refused: {}", shorten(&why));
                 return;
             }
         };
@@ -364,14 +361,18 @@ impl Node {
             return;
         }
         let named = event.subscription_ids.len();
-        let targets = match cached {
-            Some(targets) => targets,
-            None => registry.inbound_subscriptions(
-                network,
-                &event.topic,
-                &event.subscription_ids,
-                |sub| !is_local_only(sub.pattern.path()) && sub.pattern.matches_topic(topic),
-            ),
+        let (topic, targets) = match cached {
+            Some(cached) => cached,
+            None => {
+                let shared: Arc<str> = topic.into();
+                let targets = registry.inbound_subscriptions(
+                    network,
+                    &shared,
+                    &event.subscription_ids,
+                    |sub| !is_local_only(sub.pattern.path()) && sub.pattern.matches_topic(topic),
+                );
+                (shared, targets)
+            }
         };
         let ignored = named.saturating_sub(targets.len());
         if ignored > 0 {
@@ -381,7 +382,7 @@ impl Node {
             );
             // Also the ordinary race of an event with an unsubscribe: not worth a warning.
             if let Some(suppressed) = INBOUND_IGNORED.allow() {
-                tracing::debug!(suppressed, %peer, topic, ignored, "event named subscriptions that are not this node's for that topic, or named one twice");
+                tracing::debug!(suppressed, %peer, %topic, ignored, "event named subscriptions that are not this node's for that topic, or named one twice");
             }
         }
         if targets.is_empty() {
@@ -403,7 +404,7 @@ impl Node {
         let delivery = Delivery {
             network,
             // The whole topic: one with a network prefix was refused above.
-            topic: event.topic.clone(),
+            topic,
             value: Arc::new(self.sealed_scope(Value::from_encoded(event.payload))),
             publisher: Caller::Remote(peer),
             retained: event.retained,
@@ -650,6 +651,42 @@ pub(crate) struct Delivery<'a> {
     pub(crate) publisher: Caller,
     pub(crate) retained: bool,
     pub(crate) metadata: Metadata,
+}
+
+/// The peers an event goes to, each with the ids of its subscriptions there, in the order
+/// of their first subscription: nearly always one peer, held without allocating.
+#[derive(Default)]
+struct ByPeer<'a> {
+    first: Option<(&'a Arc<dyn EventSink>, SubscriptionIds)>,
+    more: Vec<(&'a Arc<dyn EventSink>, SubscriptionIds)>,
+}
+
+impl<'a> ByPeer<'a> {
+    /// Adds the peer's subscription `id`.
+    fn add(&mut self, sink: &'a Arc<dyn EventSink>, id: u64) {
+        let Some(first) = &mut self.first else {
+            self.first = Some((sink, SubscriptionIds::One(id)));
+            return;
+        };
+        let known = std::iter::once(first)
+            .chain(self.more.iter_mut())
+            .find(|(s, _)| Arc::ptr_eq(s, sink));
+        match known {
+            Some((_, ids)) => ids.push(id),
+            None => self.more.push((sink, SubscriptionIds::One(id))),
+        }
+    }
+
+    /// How many peers, if any.
+    fn count(&self) -> Option<usize> {
+        self.first
+            .as_ref()
+            .map(|_| self.more.len().saturating_add(1))
+    }
+
+    fn into_iter(self) -> impl Iterator<Item = (&'a Arc<dyn EventSink>, SubscriptionIds)> {
+        self.first.into_iter().chain(self.more)
+    }
 }
 
 /// How long a delivery waits, at most, for room in full queues.

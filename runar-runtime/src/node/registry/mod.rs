@@ -379,11 +379,6 @@ impl<T: Clone> RouteCache<T> {
             .map(|(topic, route)| (topic.clone(), route.clone()))
     }
 
-    /// The route of `topic`, if cached.
-    fn route(&self, topic: &str) -> Option<T> {
-        self.routes.get(topic).cloned()
-    }
-
     /// Remembers `route` for `topic`, emptying the cache first when it is full.
     fn insert(&mut self, topic: Arc<str>, route: T) {
         if self.routes.len() >= ROUTE_CACHE_TOPICS {
@@ -811,19 +806,19 @@ impl Registry {
 
     /// What [`inbound_subscriptions`](Self::inbound_subscriptions) found for an event on
     /// `topic` in `network` naming the same one id, if it is cached (the topic was valid
-    /// then, and is).
+    /// then, and is), with the topic as the cache shares it.
     pub(crate) fn cached_inbound(
         &self,
         network: &str,
         topic: &str,
         ids: &SubscriptionIds,
-    ) -> Option<Subscriptions> {
+    ) -> Option<(Arc<str>, Subscriptions)> {
         let SubscriptionIds::One(id) = ids else {
             return None;
         };
         let networks = read(&self.networks);
-        let (cached_id, found) = lock(&networks.get(network)?.inbound).route(topic)?;
-        (cached_id == *id).then_some(found)
+        let (topic, (cached_id, found)) = lock(&networks.get(network)?.inbound).get(topic)?;
+        (cached_id == *id).then_some((topic, found))
     }
 
     /// This node's own subscriptions in `network` among `ids` that `accept` takes for the
@@ -952,21 +947,19 @@ mod tests {
         assert!(registry.cached_inbound("net", &topic, &one).is_none());
         let found = registry.inbound_subscriptions("net", &topic, &one, |_| true);
         assert_eq!(ids(&found), [1]);
-        assert_eq!(
-            ids(&registry.cached_inbound("net", &topic, &one).unwrap()),
-            [1]
+        let (shared, cached) = registry.cached_inbound("net", &topic, &one).unwrap();
+        assert_eq!(ids(&cached), [1]);
+        assert!(
+            Arc::ptr_eq(&shared, &topic),
+            "the topic is shared, not copied"
         );
         // Another id for the topic is looked up, not answered from the cache.
         assert!(registry.cached_inbound("net", &topic, &two).is_none());
         // What the filter refused is cached as refused.
         let refused = registry.inbound_subscriptions("net", &topic, &two, |_| false);
         assert!(refused.is_empty());
-        assert!(
-            registry
-                .cached_inbound("net", &topic, &two)
-                .unwrap()
-                .is_empty()
-        );
+        let (_, cached) = registry.cached_inbound("net", &topic, &two).unwrap();
+        assert!(cached.is_empty());
         // A subscription going empties the cache.
         assert!(registry.remove_subscription(SubscriptionId(2)));
         assert!(registry.cached_inbound("net", &topic, &two).is_none());
