@@ -831,13 +831,20 @@ impl Registry {
         ids: &SubscriptionIds,
         accept: impl Fn(&Subscription) -> bool,
     ) -> Subscriptions {
+        let SubscriptionIds::One(id) = ids else {
+            // Not cached, and looked up without the table's lock: a peer may name millions of
+            // ids, and a writer waiting for the lock would hold up every request's routing.
+            let mut found = self.local_subscriptions_in(network, ids.iter());
+            found.retain(|sub| accept(sub));
+            return found.into();
+        };
         // Found and cached under the table's read lock: a subscription that goes meanwhile
         // empties the cache after this.
         let networks = read(&self.networks);
-        let mut found = self.local_subscriptions_in(network, ids.iter());
+        let mut found = self.local_subscriptions_in(network, std::iter::once(*id));
         found.retain(|sub| accept(sub));
         let found: Subscriptions = found.into();
-        if let (SubscriptionIds::One(id), Some(table)) = (ids, networks.get(network)) {
+        if let Some(table) = networks.get(network) {
             lock(&table.inbound).insert(topic.clone(), (*id, found.clone()));
         }
         found
