@@ -234,6 +234,41 @@ async fn published_records_are_sealed_per_label() {
 }
 
 #[tokio::test]
+async fn a_record_published_to_one_peer_is_sealed_for_that_peer() {
+    // One peer subscribes: the record is sealed for it alone, as for several.
+    let m = mesh().await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    m.b.subscribe("records/solo", move |r: Record, _ctx| {
+        let tx = tx.clone();
+        async move {
+            tx.send((
+                r.name.unwrap().into_open().ok(),
+                r.balance.unwrap().into_open().ok(),
+            ))
+            .unwrap();
+            Ok(())
+        }
+    })
+    .await
+    .unwrap();
+    m.a.wait_for_peers(2, WAIT).await.unwrap();
+    let sealed_before = m.a.seal_stats().sealed;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let got = loop {
+        assert!(tokio::time::Instant::now() < deadline, "no event delivered");
+        m.a.publish("records/solo", record()).await.unwrap();
+        if let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await {
+            break event;
+        }
+    };
+    assert_eq!(got, (None, Some(42)), "B opens system only");
+    assert!(
+        m.a.seal_stats().sealed > sealed_before,
+        "A sealed the record"
+    );
+}
+
+#[tokio::test]
 async fn a_node_without_the_keys_relays_envelopes_it_cannot_read() {
     let mut m = mesh().await;
     // C sends a record to A, which holds neither label: A reads neither field and answers it
