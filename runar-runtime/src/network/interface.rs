@@ -361,8 +361,10 @@ pub(crate) trait NodeHandler: Clone + Send + Sync + 'static {
         StreamBuffer::new(1, 1)
     }
 
-    /// Delivers an event a peer sent to the local subscriptions it names.
-    fn deliver(&self, event: InboundEvent) -> impl Future<Output = ()> + Send;
+    /// Delivers an event a peer sent to the local subscriptions it names: at once to every
+    /// one whose queue has room; when some were full, the waiting for room comes back to be
+    /// awaited (the peer's later events wait behind it).
+    fn deliver(&self, event: InboundEvent) -> Option<BoxFuture<'static, ()>>;
 
     /// What this node offers `peer` now (sent in hellos and capability announcements): what
     /// the peer may use of it.

@@ -1057,7 +1057,10 @@ pub(crate) async fn read_events<H: NodeHandler>(node: H, from: Arc<Peer>, mut re
         match frame {
             Ok(Some(frame)) => match decode_event(frame) {
                 Ok(event) => {
-                    node.deliver(InboundEvent {
+                    // Frames already received are read without waiting: let other tasks run
+                    // now and then (tokio's cooperative budget).
+                    tokio::task::coop::consume_budget().await;
+                    let crowded = node.deliver(InboundEvent {
                         from: peer,
                         network: event.network,
                         topic: event.topic,
@@ -1065,8 +1068,10 @@ pub(crate) async fn read_events<H: NodeHandler>(node: H, from: Arc<Peer>, mut re
                         subscription_ids: event.subscription_ids,
                         retained: event.retained,
                         metadata: event.metadata,
-                    })
-                    .await
+                    });
+                    if let Some(waiting) = crowded {
+                        waiting.await;
+                    }
                 }
                 Err(e) => tracing::debug!(%peer, error = %e, "malformed event skipped"),
             },

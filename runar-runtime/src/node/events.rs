@@ -145,6 +145,22 @@ impl Node {
         // A publisher in a tight loop never waits, so let the subscribers' tasks and the
         // peers' writers run now and then (tokio's cooperative budget).
         tokio::task::coop::consume_budget().await;
+        if let Some(crowded) = self.deliver_at_once(event, targets, wait) {
+            // Boxed: the waiting is the rare case, and its state would otherwise make every
+            // publish's future (moved on each call) several times larger.
+            Box::pin(self.wait_for_room(crowded)).await;
+        }
+    }
+
+    /// The part of [`deliver`](Self::deliver) that does not wait: the event goes to every
+    /// queue with room at once; the deliveries that found theirs full come back to wait for
+    /// room (`None` when there are none, or `wait` is zero: those were dropped).
+    fn deliver_at_once(
+        &self,
+        event: Delivery<'_>,
+        targets: &[Arc<Subscription>],
+        wait: Wait,
+    ) -> Option<Crowded> {
         let Delivery {
             network,
             topic,
@@ -153,7 +169,7 @@ impl Node {
             retained,
             metadata,
         } = event;
-        let mut full_local: Vec<(&Subscription, &LocalSink, Event)> = Vec::new();
+        let mut full_local: Vec<(Arc<Subscription>, Event)> = Vec::new();
         let mut peers = ByPeer::default();
         for sub in targets {
             match &sub.sink {
@@ -188,7 +204,7 @@ impl Node {
                     match local.queue.try_send(event) {
                         Ok(()) => {}
                         Err(mpsc::error::TrySendError::Full(event)) => {
-                            full_local.push((sub, local, event));
+                            full_local.push((sub.clone(), event));
                         }
                         // A closed queue means the subscription just ended: nothing to deliver to.
                         Err(mpsc::error::TrySendError::Closed(_)) => {}
@@ -197,7 +213,7 @@ impl Node {
                 Sink::Remote { sink, remote_id } => peers.add(sink, *remote_id),
             }
         }
-        let mut full_peers: Vec<(&Arc<dyn EventSink>, OutboundEvent)> = Vec::new();
+        let mut full_peers: Vec<(Arc<dyn EventSink>, OutboundEvent)> = Vec::new();
         if let Some(count) = peers.count() {
             let mut payload = Some(self.encode_for_peers(&value));
             let last = count.saturating_sub(1);
@@ -219,7 +235,7 @@ impl Node {
                 let copies = event.copies();
                 match sink.try_send(event) {
                     Ok(()) => {}
-                    Err(Some(event)) => full_peers.push((sink, event)),
+                    Err(Some(event)) => full_peers.push((sink.clone(), event)),
                     Err(None) => {
                         self.peer_dropped(sink.as_ref(), &topic, copies, "the peer is gone")
                     }
@@ -227,68 +243,74 @@ impl Node {
             }
         }
         if full_local.is_empty() && full_peers.is_empty() {
-            return;
+            return None;
         }
         if wait.duration().is_zero() {
-            for (sub, local, _) in &full_local {
-                self.local_dropped(sub, local, "the subscription's queue is full");
+            for (sub, _) in &full_local {
+                if let Sink::Local(local) = &sub.sink {
+                    self.local_dropped(sub, local, "the subscription's queue is full");
+                }
             }
             for (sink, event) in &full_peers {
                 self.peer_dropped(sink.as_ref(), &topic, event.copies(), "its queue is full");
             }
-            return;
+            return None;
         }
-        // Boxed: the waiting is the rare case, and its state would otherwise make every
-        // publish's future (moved on each call) several times larger.
-        Box::pin(self.wait_for_room(&topic, full_local, full_peers, wait)).await;
+        Some(Crowded {
+            topic,
+            full_local,
+            full_peers,
+            wait,
+        })
     }
 
     /// The waiting part of [`deliver`](Self::deliver): the deliveries whose queues were full
-    /// wait together for room, up to `wait`; those still without room are dropped, counted and
-    /// logged.
-    async fn wait_for_room(
-        &self,
-        topic: &str,
-        full_local: Vec<(&Subscription, &LocalSink, Event)>,
-        full_peers: Vec<(&Arc<dyn EventSink>, OutboundEvent)>,
-        wait: Wait,
-    ) {
+    /// wait together for room, up to their wait; those still without room are dropped,
+    /// counted and logged.
+    async fn wait_for_room(&self, crowded: Crowded) {
+        let Crowded {
+            topic,
+            full_local,
+            full_peers,
+            wait,
+        } = crowded;
+        let topic = &*topic;
         let started = tokio::time::Instant::now();
         // `None`: no deadline (a wait of `Duration::MAX`).
         let deadline = started.checked_add(wait.duration());
-        let locals = full_local
-            .into_iter()
-            .map(|(sub, local, event)| async move {
-                let Wait::Peer(budget) = wait else {
-                    // `Some(false)`: the subscription ended meanwhile, nothing lost.
-                    if until(deadline, local.queue.send(event)).await.is_none() {
-                        self.local_dropped(sub, local, "the subscription's queue is full");
-                    }
-                    return;
-                };
-                // An event from a peer waits for what is left of the subscription's budget.
-                let counters = &local.counters;
-                let waited =
-                    Duration::from_nanos(counters.peer_waits_nanos.load(Ordering::Relaxed));
-                let left = budget.saturating_sub(waited);
-                if counters.stalled.load(Ordering::Relaxed) || left.is_zero() {
-                    counters.stalled.store(true, Ordering::Relaxed);
-                    self.local_dropped(sub, local, "the subscription is stalled");
-                    return;
+        let locals = full_local.into_iter().map(|(sub, event)| async move {
+            let Sink::Local(local) = &sub.sink else {
+                return;
+            };
+            let Wait::Peer(budget) = wait else {
+                // `Some(false)`: the subscription ended meanwhile, nothing lost.
+                if until(deadline, local.queue.send(event)).await.is_none() {
+                    self.local_dropped(&sub, local, "the subscription's queue is full");
                 }
-                let sent = until(started.checked_add(left), local.queue.send(event)).await;
-                let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                let total = counters
-                    .peer_waits_nanos
-                    .fetch_add(nanos, Ordering::Relaxed)
-                    .saturating_add(nanos);
-                if sent.is_none() || Duration::from_nanos(total) >= budget {
-                    counters.stalled.store(true, Ordering::Relaxed);
-                }
-                if sent.is_none() {
-                    self.local_dropped(sub, local, "the subscription's queue is full");
-                }
-            });
+                return;
+            };
+            // An event from a peer waits for what is left of the subscription's budget.
+            let counters = &local.counters;
+            let waited = Duration::from_nanos(counters.peer_waits_nanos.load(Ordering::Relaxed));
+            let left = budget.saturating_sub(waited);
+            if counters.stalled.load(Ordering::Relaxed) || left.is_zero() {
+                counters.stalled.store(true, Ordering::Relaxed);
+                self.local_dropped(&sub, local, "the subscription is stalled");
+                return;
+            }
+            let sent = until(started.checked_add(left), local.queue.send(event)).await;
+            let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let total = counters
+                .peer_waits_nanos
+                .fetch_add(nanos, Ordering::Relaxed)
+                .saturating_add(nanos);
+            if sent.is_none() || Duration::from_nanos(total) >= budget {
+                counters.stalled.store(true, Ordering::Relaxed);
+            }
+            if sent.is_none() {
+                self.local_dropped(&sub, local, "the subscription's queue is full");
+            }
+        });
         let remotes = full_peers.into_iter().map(|(sink, event)| async move {
             let copies = event.copies();
             let why = match until(deadline, sink.send(event)).await {
@@ -325,7 +347,14 @@ impl Node {
     /// `network` (the connection's, which the event names or leaves empty) whose pattern
     /// matches the topic. What is refused is counted in
     /// [`NodeStats::events_rejected`](super::NodeStats) and logged (rate-limited).
-    pub(crate) async fn deliver_inbound(&self, event: InboundEvent, network: &Arc<str>) {
+    ///
+    /// The event goes to every queue with room at once; what comes back is the waiting for
+    /// full ones, if any (see [`NodeHandler::deliver`](crate::network::NodeHandler)).
+    pub(crate) fn deliver_inbound(
+        &self,
+        event: InboundEvent,
+        network: &Arc<str>,
+    ) -> Option<futures::future::BoxFuture<'static, ()>> {
         let counters = &self.inner.counters;
         count(&counters.received, 1);
         let peer = event.from;
@@ -348,7 +377,7 @@ impl Node {
                     Ok((None, _)) => "a local-only topic".to_owned(),
                 };
                 warn_limited!(%peer, topic = %shorten(text), "event from a peer refused: {}", shorten(&why));
-                return;
+                return None;
             }
         };
         if self.inner.policed.load(Ordering::Relaxed)
@@ -358,7 +387,7 @@ impl Node {
         {
             // Counted in the policy's decisions too, and logged (rate-limited) there.
             count(&counters.rejected, 1);
-            return;
+            return None;
         }
         let named = event.subscription_ids.len();
         let (topic, targets) = match cached {
@@ -386,7 +415,7 @@ impl Node {
             }
         }
         if targets.is_empty() {
-            return;
+            return None;
         }
         let config = &self.inner.config;
         let metadata = match Metadata::from_wire(
@@ -398,7 +427,7 @@ impl Node {
             Err(error) => {
                 count(&counters.rejected, 1);
                 warn_limited!(%peer, %topic, "event from a peer refused: {}", shorten(error.message()));
-                return;
+                return None;
             }
         };
         let delivery = Delivery {
@@ -411,7 +440,9 @@ impl Node {
             metadata,
         };
         let wait = Wait::Peer(self.inner.config.peer_event_wait);
-        self.deliver(delivery, &targets, wait).await;
+        let crowded = self.deliver_at_once(delivery, &targets, wait)?;
+        let node = self.clone();
+        Some(Box::pin(async move { node.wait_for_room(crowded).await }))
     }
 
     /// Narrows `targets` to what the broadcast mode asks for.
@@ -651,6 +682,15 @@ pub(crate) struct Delivery<'a> {
     pub(crate) publisher: Caller,
     pub(crate) retained: bool,
     pub(crate) metadata: Metadata,
+}
+
+/// The deliveries of an event that found their queues full, waiting for room
+/// ([`Node::wait_for_room`]).
+pub(crate) struct Crowded {
+    topic: Arc<str>,
+    full_local: Vec<(Arc<Subscription>, Event)>,
+    full_peers: Vec<(Arc<dyn EventSink>, OutboundEvent)>,
+    wait: Wait,
 }
 
 /// The peers an event goes to, each with the ids of its subscriptions there, in the order

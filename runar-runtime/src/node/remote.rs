@@ -101,23 +101,20 @@ impl NodeHandler for NodeLink {
         })
     }
 
-    fn deliver(&self, event: InboundEvent) -> impl Future<Output = ()> + Send {
-        let node = self.node();
-        let network = self.network.clone();
-        async move {
-            let Some(node) = node else { return };
-            if !event_in_network(&event.network, &network) {
-                warn_limited!(peer = %event.from, %network, "event for another network refused");
-                // Counted as an event naming none of this node's subscriptions in its network
-                // would be: one rejection per id it names (at least one).
-                let counters = &node.inner.counters;
-                let named = u64::try_from(event.subscription_ids.len()).unwrap_or(u64::MAX);
-                super::stats::count(&counters.received, 1);
-                super::stats::count(&counters.rejected, named.max(1));
-                return;
-            }
-            node.deliver_inbound(event, &network).await;
+    fn deliver(&self, event: InboundEvent) -> Option<futures::future::BoxFuture<'static, ()>> {
+        let node = self.node()?;
+        let network = &self.network;
+        if !event_in_network(&event.network, network) {
+            warn_limited!(peer = %event.from, %network, "event for another network refused");
+            // Counted as an event naming none of this node's subscriptions in its network
+            // would be: one rejection per id it names (at least one).
+            let counters = &node.inner.counters;
+            let named = u64::try_from(event.subscription_ids.len()).unwrap_or(u64::MAX);
+            super::stats::count(&counters.received, 1);
+            super::stats::count(&counters.rejected, named.max(1));
+            return None;
         }
+        node.deliver_inbound(event, network)
     }
 
     fn offer(&self, peer: &NodeId) -> Offer {
