@@ -686,7 +686,7 @@ pub(crate) struct Delivery<'a> {
 
 /// The deliveries of an event that found their queues full, waiting for room
 /// ([`Node::wait_for_room`]).
-pub(crate) struct Crowded {
+struct Crowded {
     topic: Arc<str>,
     full_local: Vec<(Arc<Subscription>, Event)>,
     full_peers: Vec<(Arc<dyn EventSink>, OutboundEvent)>,
