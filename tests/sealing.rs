@@ -197,37 +197,13 @@ async fn published_records_are_sealed_per_label() {
     let m = mesh().await;
     let mut inboxes = Vec::new();
     for n in [&m.b, &m.c] {
-        let (tx, rx) = mpsc::unbounded_channel();
-        n.subscribe("records/changed", move |r: Record, _ctx| {
-            let tx = tx.clone();
-            async move {
-                tx.send((
-                    r.name.unwrap().into_open().ok(),
-                    r.balance.unwrap().into_open().ok(),
-                ))
-                .unwrap();
-                Ok(())
-            }
-        })
-        .await
-        .unwrap();
-        inboxes.push(rx);
+        inboxes.push(opened_records(n, "records/changed").await);
     }
     m.a.wait_for_peers(2, WAIT).await.unwrap();
     // Subscriptions reach A with the peers' capabilities: publish until both are delivered.
     let mut got = Vec::new();
     for rx in &mut inboxes {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            assert!(tokio::time::Instant::now() < deadline, "no event delivered");
-            m.a.publish("records/changed", record()).await.unwrap();
-            if let Ok(Some(event)) =
-                tokio::time::timeout(Duration::from_millis(50), rx.recv()).await
-            {
-                got.push(event);
-                break;
-            }
-        }
+        got.push(publish_until_delivered(&m.a, "records/changed", rx).await);
     }
     assert_eq!(got[0], (None, Some(42)), "B opens system only");
     assert_eq!(got[1], (Some("Ada".to_string()), Some(42)), "C opens both");
@@ -237,8 +213,24 @@ async fn published_records_are_sealed_per_label() {
 async fn a_record_published_to_one_peer_is_sealed_for_that_peer() {
     // One peer subscribes: the record is sealed for it alone, as for several.
     let m = mesh().await;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    m.b.subscribe("records/solo", move |r: Record, _ctx| {
+    let mut rx = opened_records(&m.b, "records/solo").await;
+    m.a.wait_for_peers(2, WAIT).await.unwrap();
+    let sealed_before = m.a.seal_stats().sealed;
+    let got = publish_until_delivered(&m.a, "records/solo", &mut rx).await;
+    assert_eq!(got, (None, Some(42)), "B opens system only");
+    assert!(
+        m.a.seal_stats().sealed > sealed_before,
+        "A sealed the record"
+    );
+}
+
+/// What a subscriber could open of a record's `name` and `balance`.
+type Opened = (Option<String>, Option<i64>);
+
+/// Subscribes `node` to `topic`: what it opens of each record comes out of the receiver.
+async fn opened_records(node: &Node, topic: &str) -> mpsc::UnboundedReceiver<Opened> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    node.subscribe(topic, move |r: Record, _ctx| {
         let tx = tx.clone();
         async move {
             tx.send((
@@ -251,21 +243,24 @@ async fn a_record_published_to_one_peer_is_sealed_for_that_peer() {
     })
     .await
     .unwrap();
-    m.a.wait_for_peers(2, WAIT).await.unwrap();
-    let sealed_before = m.a.seal_stats().sealed;
+    rx
+}
+
+/// Publishes the record on `topic` from `node` until `rx` has one (a subscription reaches the
+/// publisher some time after it is made).
+async fn publish_until_delivered(
+    node: &Node,
+    topic: &str,
+    rx: &mut mpsc::UnboundedReceiver<Opened>,
+) -> Opened {
     let deadline = tokio::time::Instant::now() + WAIT;
-    let got = loop {
+    loop {
         assert!(tokio::time::Instant::now() < deadline, "no event delivered");
-        m.a.publish("records/solo", record()).await.unwrap();
+        node.publish(topic, record()).await.unwrap();
         if let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await {
-            break event;
+            return event;
         }
-    };
-    assert_eq!(got, (None, Some(42)), "B opens system only");
-    assert!(
-        m.a.seal_stats().sealed > sealed_before,
-        "A sealed the record"
-    );
+    }
 }
 
 #[tokio::test]
