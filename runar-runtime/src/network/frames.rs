@@ -579,9 +579,8 @@ fn decode_entry(buf: &mut Bytes) -> Result<(Bytes, Bytes), RequestDecodeError> {
 pub(crate) struct Text(Bytes);
 
 impl Text {
-    /// The text. It is checked again (never in vain: a `Text` is only made from UTF-8), so the
-    /// node compares [`as_bytes`](Self::as_bytes) instead.
-    #[cfg(any(test, feature = "fuzzing"))]
+    /// The text. Its UTF-8 is checked again (never in vain: a `Text` is only made from UTF-8),
+    /// so where the bytes will do the node uses [`as_bytes`](Self::as_bytes) instead.
     pub(crate) fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
@@ -589,12 +588,6 @@ impl Text {
     /// The text's bytes.
     pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.0
-    }
-
-    /// The text, checked again (a `Text` is only made from UTF-8: `None` never happens; a
-    /// short text is checked in a few dozen instructions).
-    pub(crate) fn to_str(&self) -> Option<&str> {
-        std::str::from_utf8(&self.0).ok()
     }
 
     /// Whether the text is empty.

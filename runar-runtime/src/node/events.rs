@@ -360,7 +360,7 @@ impl Node {
         let peer = event.from;
         let registry = &self.inner.registry;
         // UTF-8 already (the frame's decoder checked it).
-        let text = event.topic.to_str().unwrap_or_default();
+        let text = event.topic.as_str();
         let cached = registry.cached_inbound(network, text, &event.subscription_ids);
         // A cached topic was checked when it was cached.
         let checked = match &cached {
