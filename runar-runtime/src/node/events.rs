@@ -359,50 +359,42 @@ impl Node {
         count(&counters.received, 1);
         let peer = event.from;
         let registry = &self.inner.registry;
-        // UTF-8 already (the frame's decoder checked it).
-        let text = event.topic.as_str();
-        let cached = registry.cached_inbound(network, text, &event.subscription_ids);
-        // A cached topic was checked when it was cached.
-        let checked = match &cached {
-            Some(_) => Ok((None, text)),
-            None => split_concrete(text, self.inner.config.path_limits()),
-        };
-        let topic = match checked {
-            Ok((None, topic)) if !is_local_only(topic) => topic,
-            refused => {
-                count(&counters.rejected, 1);
-                let why = match refused {
-                    Err(e) => e.to_string(),
-                    Ok((Some(_), _)) => "a topic with a network prefix".to_owned(),
-                    Ok((None, _)) => "a local-only topic".to_owned(),
+        let ids = &event.subscription_ids;
+        let (topic, targets) = match registry.cached_inbound(network, event.topic.as_bytes(), ids) {
+            // The topic was checked when it was cached.
+            Some(cached) => cached,
+            None => {
+                let text = event.topic.as_str();
+                let topic = match split_concrete(text, self.inner.config.path_limits()) {
+                    Ok((None, topic)) if !is_local_only(topic) => topic,
+                    refused => {
+                        count(&counters.rejected, 1);
+                        let why = match refused {
+                            Err(e) => e.to_string(),
+                            Ok((Some(_), _)) => "a topic with a network prefix".to_owned(),
+                            Ok((None, _)) => "a local-only topic".to_owned(),
+                        };
+                        warn_limited!(%peer, topic = %shorten(text), "event from a peer refused: {}", shorten(&why));
+                        return None;
+                    }
                 };
-                warn_limited!(%peer, topic = %shorten(text), "event from a peer refused: {}", shorten(&why));
-                return None;
+                let shared: Arc<str> = topic.into();
+                let targets = registry.inbound_subscriptions(network, &shared, ids, |sub| {
+                    !is_local_only(sub.pattern.path()) && sub.pattern.matches_topic(topic)
+                });
+                (shared, targets)
             }
         };
         if self.inner.policed.load(Ordering::Relaxed)
             && self
-                .check_access(network, Some(&peer), Access::Publish, topic)
+                .check_access(network, Some(&peer), Access::Publish, &topic)
                 .is_err()
         {
             // Counted in the policy's decisions too, and logged (rate-limited) there.
             count(&counters.rejected, 1);
             return None;
         }
-        let named = event.subscription_ids.len();
-        let (topic, targets) = match cached {
-            Some(cached) => cached,
-            None => {
-                let shared: Arc<str> = topic.into();
-                let targets = registry.inbound_subscriptions(
-                    network,
-                    &shared,
-                    &event.subscription_ids,
-                    |sub| !is_local_only(sub.pattern.path()) && sub.pattern.matches_topic(topic),
-                );
-                (shared, targets)
-            }
-        };
+        let named = ids.len();
         let ignored = named.saturating_sub(targets.len());
         if ignored > 0 {
             count(

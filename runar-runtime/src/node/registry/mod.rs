@@ -8,7 +8,7 @@
 use rustc_hash::FxHashMap as HashMap;
 use rustc_hash::FxHashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -340,10 +340,10 @@ struct NetworkTable {
     patterned: PathTrie<Arc<ActionSlot>>,
     subscriptions: PathTrie<Arc<Subscription>>,
     /// The subscriptions recently published topics matched.
-    published: Mutex<RouteCache<Subscriptions>>,
+    published: RwLock<RouteCache<Subscriptions>>,
     /// The local subscriptions recently received events resolved to, by topic: the one id
     /// the event named, and the subscriptions it resolved to (none, or that one).
-    inbound: Mutex<RouteCache<(u64, Subscriptions)>>,
+    inbound: RwLock<RouteCache<(u64, Subscriptions)>>,
 }
 
 /// Subscriptions found for a topic, shared by a route cache and the deliveries.
@@ -358,9 +358,28 @@ const ROUTE_CACHE_TOPICS: usize = 1024;
 /// (about 1,300 instructions of an event's 11,400 from publish to handler, for a one-segment
 /// topic) or the lookups of the ids a peer named. Filled under the network table's read lock
 /// and emptied under its write lock whenever a subscription of the network comes or goes,
-/// so an entry is never older than the subscriptions it was found in.
+/// so an entry is never older than the subscriptions it was found in. Read-locked to look up:
+/// publishers and peers' readers on several threads find their routes side by side.
 struct RouteCache<T> {
-    routes: HashMap<Arc<str>, T>,
+    routes: HashMap<TopicKey, T>,
+}
+
+/// A route cache's key: a topic, looked up by its bytes, so that a topic received from a peer
+/// is found as it lies in its frame (its UTF-8 was checked when it was decoded).
+#[derive(PartialEq, Eq)]
+struct TopicKey(Arc<str>);
+
+impl std::hash::Hash for TopicKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As `[u8]` hashes, for `Borrow<[u8]>`.
+        self.0.as_bytes().hash(state);
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for TopicKey {
+    fn borrow(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
 }
 
 impl<T> Default for RouteCache<T> {
@@ -373,10 +392,10 @@ impl<T> Default for RouteCache<T> {
 
 impl<T: Clone> RouteCache<T> {
     /// The topic as the cache holds it and its route, if cached.
-    fn get(&self, topic: &str) -> Option<(Arc<str>, T)> {
+    fn get(&self, topic: &[u8]) -> Option<(Arc<str>, T)> {
         self.routes
             .get_key_value(topic)
-            .map(|(topic, route)| (topic.clone(), route.clone()))
+            .map(|(TopicKey(topic), route)| (topic.clone(), route.clone()))
     }
 
     /// Remembers `route` for `topic`, emptying the cache first when it is full.
@@ -384,21 +403,19 @@ impl<T: Clone> RouteCache<T> {
         if self.routes.len() >= ROUTE_CACHE_TOPICS {
             self.routes.clear();
         }
-        self.routes.insert(topic, route);
+        self.routes.insert(TopicKey(topic), route);
     }
 }
 
 /// Empties `table`'s route caches: a subscription came or went.
 fn forget_routes(table: &mut NetworkTable) {
-    table
-        .published
-        .get_mut()
+    let published = table.published.get_mut();
+    published
         .unwrap_or_else(PoisonError::into_inner)
         .routes
         .clear();
-    table
-        .inbound
-        .get_mut()
+    let inbound = table.inbound.get_mut();
+    inbound
         .unwrap_or_else(PoisonError::into_inner)
         .routes
         .clear();
@@ -791,7 +808,7 @@ impl Registry {
         let Some(table) = networks.get(network) else {
             return (topic.into(), Arc::new([]));
         };
-        if let Some(cached) = lock(&table.published).get(topic) {
+        if let Some(cached) = read(&table.published).get(topic.as_bytes()) {
             return cached;
         }
         let mut found = Vec::new();
@@ -800,24 +817,24 @@ impl Registry {
         });
         let topic: Arc<str> = topic.into();
         let found: Subscriptions = found.into();
-        lock(&table.published).insert(topic.clone(), found.clone());
+        write(&table.published).insert(topic.clone(), found.clone());
         (topic, found)
     }
 
     /// What [`inbound_subscriptions`](Self::inbound_subscriptions) found for an event on
-    /// `topic` in `network` naming the same one id, if it is cached (the topic was valid
-    /// then, and is), with the topic as the cache shares it.
+    /// `topic` (its bytes, as received) in `network` naming the same one id, if it is cached
+    /// (the topic was valid then, and is), with the topic as the cache shares it.
     pub(crate) fn cached_inbound(
         &self,
         network: &str,
-        topic: &str,
+        topic: &[u8],
         ids: &SubscriptionIds,
     ) -> Option<(Arc<str>, Subscriptions)> {
         let SubscriptionIds::One(id) = ids else {
             return None;
         };
         let networks = read(&self.networks);
-        let (topic, (cached_id, found)) = lock(&networks.get(network)?.inbound).get(topic)?;
+        let (topic, (cached_id, found)) = read(&networks.get(network)?.inbound).get(topic)?;
         (cached_id == *id).then_some((topic, found))
     }
 
@@ -845,7 +862,7 @@ impl Registry {
         found.retain(|sub| accept(sub));
         let found: Subscriptions = found.into();
         if let Some(table) = networks.get(network) {
-            lock(&table.inbound).insert(topic.clone(), (*id, found.clone()));
+            write(&table.inbound).insert(topic.clone(), (*id, found.clone()));
         }
         found
     }
@@ -939,8 +956,8 @@ mod tests {
         }
         let networks = read(&registry.networks);
         let table = networks.get("net").unwrap();
-        assert!(lock(&table.published).routes.len() <= ROUTE_CACHE_TOPICS);
-        assert!(lock(&table.inbound).routes.len() <= ROUTE_CACHE_TOPICS);
+        assert!(read(&table.published).routes.len() <= ROUTE_CACHE_TOPICS);
+        assert!(read(&table.inbound).routes.len() <= ROUTE_CACHE_TOPICS);
     }
 
     #[test]
@@ -951,25 +968,41 @@ mod tests {
         let topic: Arc<str> = "a/b".into();
         let one = SubscriptionIds::One(1);
         let two = SubscriptionIds::One(2);
-        assert!(registry.cached_inbound("net", &topic, &one).is_none());
+        assert!(
+            registry
+                .cached_inbound("net", topic.as_bytes(), &one)
+                .is_none()
+        );
         let found = registry.inbound_subscriptions("net", &topic, &one, |_| true);
         assert_eq!(ids(&found), [1]);
-        let (shared, cached) = registry.cached_inbound("net", &topic, &one).unwrap();
+        let (shared, cached) = registry
+            .cached_inbound("net", topic.as_bytes(), &one)
+            .unwrap();
         assert_eq!(ids(&cached), [1]);
         assert!(
             Arc::ptr_eq(&shared, &topic),
             "the topic is shared, not copied"
         );
         // Another id for the topic is looked up, not answered from the cache.
-        assert!(registry.cached_inbound("net", &topic, &two).is_none());
+        assert!(
+            registry
+                .cached_inbound("net", topic.as_bytes(), &two)
+                .is_none()
+        );
         // What the filter refused is cached as refused.
         let refused = registry.inbound_subscriptions("net", &topic, &two, |_| false);
         assert!(refused.is_empty());
-        let (_, cached) = registry.cached_inbound("net", &topic, &two).unwrap();
+        let (_, cached) = registry
+            .cached_inbound("net", topic.as_bytes(), &two)
+            .unwrap();
         assert!(cached.is_empty());
         // A subscription going empties the cache.
         assert!(registry.remove_subscription(SubscriptionId(2)));
-        assert!(registry.cached_inbound("net", &topic, &two).is_none());
+        assert!(
+            registry
+                .cached_inbound("net", topic.as_bytes(), &two)
+                .is_none()
+        );
         assert!(
             registry
                 .inbound_subscriptions("net", &topic, &two, |_| true)
@@ -981,7 +1014,11 @@ mod tests {
             ids(&registry.inbound_subscriptions("net", &topic, &many, |_| true)),
             [1]
         );
-        assert!(registry.cached_inbound("net", &topic, &many).is_none());
+        assert!(
+            registry
+                .cached_inbound("net", topic.as_bytes(), &many)
+                .is_none()
+        );
     }
 
     #[test]
