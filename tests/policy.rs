@@ -293,6 +293,25 @@ async fn events_into_a_forbidden_topic_are_refused_and_counted() {
     assert_eq!(a.stats().events_rejected, rejected + 1);
     let stats = a.policy_stats("test").unwrap();
     assert_eq!(stats[0].denied, 1, "{stats:?}");
+
+    // A topic delivered before (and so in the node's route cache) meets a new policy all the
+    // same.
+    let narrower = Policy::allow_all()
+        .deny(Subject::any_peer(), Access::Publish, "alerts/secret/>")
+        .deny(Subject::any_peer(), Access::Publish, "alerts/public/>");
+    a.set_policy("test", narrower).await.unwrap();
+    let rejected = a.stats().events_rejected;
+    raw.send_events(&[
+        raw::event("alerts/public/x", 3u64, vec![id]),
+        raw::event("alerts/other/x", 4u64, vec![id]),
+    ])
+    .await;
+    assert_eq!(
+        common::next(&mut rx).await,
+        ("alerts/other/x".to_owned(), 4)
+    );
+    assert!(rx.try_recv().is_err());
+    assert_eq!(a.stats().events_rejected, rejected + 1);
     bye(&raw.conn);
 
     // A subscription a peer may not publish to at all is not announced to it.
