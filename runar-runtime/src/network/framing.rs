@@ -8,6 +8,8 @@
 //! allocating the body (see [`TransportError::FrameTooLarge`]). Either way the stream is left for
 //! the caller to reset or stop; the connection stays usable.
 
+use std::sync::Arc;
+
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use quinn::{ReadExactError, RecvStream, SendStream};
 
@@ -243,6 +245,85 @@ impl Spare {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A writer's batch buffers, recycled: each batch is made in a buffer from the pool, handed to
+/// QUIC as [`Bytes`] that give the buffer back when QUIC drops them (once the batch is
+/// acknowledged), so a writer that keeps writing reuses a few warm allocations instead of
+/// allocating, growing and freeing one per batch. (The freed batches made glibc trim its heap
+/// and fault the pages in again: ~5 page faults per kilobyte-sized batch, 12% of a streaming
+/// call's CPU on two threads.) The pool keeps at most `keep` buffers of at most `max_capacity`
+/// bytes each, and goes away with its last [`BufferPool`] handle: buffers coming back after
+/// that are freed.
+#[derive(Clone)]
+pub(crate) struct BufferPool(Arc<PoolShelf>);
+
+struct PoolShelf {
+    free: std::sync::Mutex<Vec<BytesMut>>,
+    keep: usize,
+    max_capacity: usize,
+}
+
+impl BufferPool {
+    /// A pool keeping at most `keep` buffers of at most `max_capacity` bytes.
+    pub(crate) fn new(keep: usize, max_capacity: usize) -> Self {
+        BufferPool(Arc::new(PoolShelf {
+            free: std::sync::Mutex::new(Vec::new()),
+            keep,
+            max_capacity,
+        }))
+    }
+
+    /// An empty buffer: one given back, its allocation kept, else a new one.
+    pub(crate) fn take(&self) -> BytesMut {
+        self.0.lock().pop().unwrap_or_default()
+    }
+
+    /// `buf`'s bytes, shared; the buffer comes back to the pool when the last of them is
+    /// dropped.
+    pub(crate) fn freeze(&self, buf: BytesMut) -> Bytes {
+        Bytes::from_owner(Lent {
+            buf,
+            pool: Arc::downgrade(&self.0),
+        })
+    }
+}
+
+impl PoolShelf {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<BytesMut>> {
+        self.free
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A buffer of a [`BufferPool`] out as [`Bytes`].
+struct Lent {
+    buf: BytesMut,
+    pool: std::sync::Weak<PoolShelf>,
+}
+
+impl AsRef<[u8]> for Lent {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        let Some(pool) = self.pool.upgrade() else {
+            return;
+        };
+        if self.buf.capacity() > pool.max_capacity {
+            return;
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let mut free = pool.lock();
+        if free.len() < pool.keep {
+            free.push(buf);
+        }
     }
 }
 
@@ -488,5 +569,44 @@ mod tests {
         );
         assert!(buf.capacity() >= 1 << 20);
         assert!(held.iter().all(|&b| b == 1));
+    }
+
+    /// A pooled buffer comes back only once every slice of its batch is gone, keeps its
+    /// allocation, and the pool never holds more than it keeps or a buffer over its size.
+    #[test]
+    fn a_pooled_buffer_comes_back_when_its_batch_is_dropped() {
+        let pool = BufferPool::new(2, 1024);
+        let mut buf = pool.take();
+        buf.put_bytes(7, 512);
+        let first = buf.as_ptr();
+        let batch = pool.freeze(buf);
+        let slice = batch.slice(100..200);
+        drop(batch);
+        assert_eq!(pool.0.lock().len(), 0, "a slice still holds the buffer");
+        assert!(slice.iter().all(|&b| b == 7));
+        drop(slice);
+
+        let reused = pool.take();
+        assert_eq!(reused.as_ptr(), first, "the allocation is reused");
+        assert!(reused.is_empty() && reused.capacity() >= 512);
+
+        let batches: Vec<Bytes> = (0..3)
+            .map(|_| {
+                let mut buf = pool.take();
+                buf.put_bytes(1, 64);
+                pool.freeze(buf)
+            })
+            .collect();
+        drop(batches);
+        assert_eq!(pool.0.lock().len(), 2, "at most `keep` buffers are kept");
+
+        let mut big = BytesMut::with_capacity(4096);
+        big.put_bytes(1, 4096);
+        drop(pool.freeze(big));
+        assert_eq!(pool.0.lock().len(), 2, "a buffer over the size is freed");
+
+        let late = pool.freeze(pool.take());
+        drop(pool);
+        drop(late);
     }
 }

@@ -48,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 use super::TransportError;
 use super::budget::{Held, PeerBudget};
 use super::frames::{Measured, RequestFrame, append_response_frame, decode_request};
-use super::framing::{FrameReader, encode_frame, read_body, read_header, split_frame};
+use super::framing::{BufferPool, FrameReader, encode_frame, read_body, read_header, split_frame};
 use super::interface::{InboundStream, NodeHandler};
 use super::lane::{KIND_CALLS, serve_calls};
 use super::peer::{
@@ -68,6 +68,10 @@ pub(crate) const KIND_STREAM: u8 = 4;
 
 /// The most bytes of ready messages gathered into one write.
 pub(super) const BATCH_BYTES: usize = 64 * 1024;
+
+/// How many batch buffers a writer keeps for reuse once QUIC gives them back (about as many
+/// as a fast stream has unacknowledged on loopback).
+const BATCH_BUFFERS_KEPT: usize = 16;
 
 /// How many messages of a run the consumer hands out per unit of tokio's cooperative budget
 /// (128 units a turn): a consumer that always finds messages yields every 4,096 of them.
@@ -808,7 +812,8 @@ async fn pump<F: Future>(
     // The outcome of a poll of the producer not acted on yet: a message is in `chunk` already.
     type Framed = Option<Result<std::result::Result<(), TransportError>>>;
     let mut pending: Option<Framed> = None;
-    let mut chunk = BytesMut::new();
+    let buffers = BufferPool::new(BATCH_BUFFERS_KEPT, 2 * BATCH_BYTES);
+    let mut chunk = buffers.take();
     let max = p.max;
     loop {
         let next = match pending.take() {
@@ -884,7 +889,8 @@ async fn pump<F: Future>(
         if n > 0 {
             chunk.put_slice(&credit_frame(n).unwrap_or_default());
         }
-        if !write(p.send, Some(chunk.split().freeze()), p.stop).await {
+        let batch = buffers.freeze(std::mem::replace(&mut chunk, buffers.take()));
+        if !write(p.send, Some(batch), p.stop).await {
             return Pumped::Stopped;
         }
     }
