@@ -99,6 +99,8 @@ struct Pending {
     closed: bool,
     /// The code the stream was reset with, if it was.
     reset: Option<VarInt>,
+    /// Someone waits for room: the writer wakes them when it takes `buf`.
+    room_wanted: bool,
 }
 
 impl Pending {
@@ -146,6 +148,7 @@ impl Outbox {
                 send: None,
                 closed: false,
                 reset: None,
+                room_wanted: false,
             }),
             wake: Notify::new(),
             room: Notify::new(),
@@ -175,7 +178,6 @@ impl Outbox {
         let mut append = Some(append);
         loop {
             let mut room = pin!(self.room.notified());
-            room.as_mut().enable();
             {
                 let mut state = lock(&self.state);
                 if state.closed {
@@ -190,6 +192,11 @@ impl Outbox {
                     }
                     return appended;
                 }
+                // No room: registered before the lock is released, and the writer told, so
+                // that the room it makes next wakes this (a wait is rare: no registration
+                // on the way of a call that finds room).
+                room.as_mut().enable();
+                state.room_wanted = true;
             }
             room.await;
         }
@@ -252,17 +259,20 @@ impl Outbox {
 /// stream fails (then `out` ends).
 async fn write_out(out: &Outbox) {
     loop {
-        let mut wake = pin!(out.wake.notified());
-        wake.as_mut().enable();
+        // `wake` is only ever `notify_one`d, which leaves a permit when the writer is not
+        // waiting: a wake between the look and the wait is not lost.
         match take_for_writer(out) {
-            Some(true) => {}
-            Some(false) => {
-                wake.await;
+            Some(Taken::Write { room_wanted }) => {
+                if room_wanted {
+                    out.room.notify_waiters();
+                }
+            }
+            Some(Taken::Nothing) => {
+                out.wake.notified().await;
                 continue;
             }
             None => return,
         }
-        out.room.notify_waiters();
         let written = futures::future::poll_fn(|cx| {
             let mut state = lock(&out.state);
             let Pending { unsent, send, .. } = &mut *state;
@@ -290,21 +300,35 @@ async fn write_out(out: &Outbox) {
     out.end(None);
 }
 
-/// Readies the writer's next write: `Some(true)` with `unsent` to write (what QUIC did not
-/// take, else everything appended), `Some(false)` when there is nothing to write, `None` once
-/// the outbox ended.
-fn take_for_writer(out: &Outbox) -> Option<bool> {
+/// What the writer found to do.
+enum Taken {
+    /// `unsent` is to be written; `room_wanted`: someone waited for the room taking it made.
+    Write { room_wanted: bool },
+    /// Nothing to write.
+    Nothing,
+}
+
+/// Readies the writer's next write: [`Taken::Write`] with `unsent` to write (what QUIC did
+/// not take, else everything appended), [`Taken::Nothing`] when there is nothing to write,
+/// `None` once the outbox ended.
+fn take_for_writer(out: &Outbox) -> Option<Taken> {
     let mut state = lock(&out.state);
     if state.closed || state.send.is_none() {
-        return if state.closed { None } else { Some(false) };
+        return if state.closed {
+            None
+        } else {
+            Some(Taken::Nothing)
+        };
     }
     if state.unsent.is_none() {
         if state.buf.is_empty() {
-            return Some(false);
+            return Some(Taken::Nothing);
         }
         state.unsent = Some(state.buf.split().freeze());
     }
-    Some(true)
+    Some(Taken::Write {
+        room_wanted: std::mem::take(&mut state.room_wanted),
+    })
 }
 
 /// Why a call on a call stream failed.
