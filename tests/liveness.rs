@@ -130,7 +130,7 @@ async fn seventy_five_nodes_on_a_memory_hub_reach_a_full_mesh_and_stay() {
 /// Default settings throughout, as a user's 75 nodes would have. Measured here: the full mesh
 /// in 4 to 8 s on this 2-core machine, and about 27 s when the process got a third of a core
 /// (sharing one core with two busy loops). 75 nodes in one process hold 5550 connection
-/// ends, whose keep-alives (every 200 ms by default) alone take 0.8 of a core of this machine
+/// ends, whose keep-alives (every 400 ms by default; 200 ms when this was measured) alone take 0.8 of a core of this machine
 /// once the mesh is up, as on a memory hub: a process given much less than that loses links to
 /// idle timeouts, whatever the discovery.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -604,7 +604,7 @@ async fn streams_past_the_limit_are_refused_and_unary_calls_still_pass() {
 
 // ---- a server that vanishes -----------------------------------------------------------------
 
-/// How long failure detection may take: the default idle timeout (800 ms) plus scheduling
+/// How long failure detection may take: the default idle timeout (1 s) plus scheduling
 /// margin on a loaded machine.
 const DETECTION: Duration = Duration::from_secs(3);
 

@@ -42,15 +42,16 @@ pub struct NetworkConfig {
     pub max_message_size: usize,
     /// How long dialing a peer, including the TLS handshake and the hello, may take (default 5 s).
     pub connect_timeout: Duration,
-    /// How often an idle connection is probed (default 200 ms), by the side that dialed it;
-    /// the other side's acknowledgements keep the dialer's idle timer running. Each halving of
-    /// the interval doubles what an idle mesh costs (a 60-node mesh in one process: 41% of a
-    /// core at 200 ms, 20% at 400 ms); 400 ms with the default `idle_timeout` left too little
-    /// margin on a loaded machine (a 75-node mesh in one process lost a peer).
+    /// How often an idle connection is probed (default 400 ms), by the side that dialed it;
+    /// the other side's acknowledgements (sent at once) keep the dialer's idle timer running.
+    /// What an idle mesh costs goes with the number of probes: a 60-node mesh in one process
+    /// spends 34–39% of a core at 200 ms, 20–21% at 400 ms (BENCHMARKS.md). A live peer may go
+    /// unheard for `idle_timeout` less this (600 ms by default) before it is dropped: the
+    /// margin for a runtime starved on a loaded machine.
     pub keep_alive_interval: Duration,
-    /// How long a silent peer is kept before it is dropped with its services (default 800 ms,
-    /// so a vanished peer is gone within 1 s; a live peer is heard from at least every
-    /// `keep_alive_interval`, four times within this).
+    /// How long a peer may go unheard before it is dropped with its services (default 1 s, so
+    /// a vanished peer is gone within 1 s of the last packet heard from it; a live one is heard
+    /// from every `keep_alive_interval`, 2.5 times within this).
     pub idle_timeout: Duration,
     /// The most connections the node keeps; more are refused and logged (default 256).
     pub max_connections: usize,

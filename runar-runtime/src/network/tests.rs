@@ -748,6 +748,11 @@ async fn vanished_peer_is_noticed_within_the_idle_timeout() {
     let config = local_config();
     let earliest = config.idle_timeout - config.keep_alive_interval;
     assert!(elapsed >= earliest, "closed too early: {elapsed:?}");
+    // The echo was the last packet heard, just before the cut: the idle timeout counts from
+    // it, not from the keep-alive sent one interval later (which would close at the idle
+    // timeout plus that interval).
+    let latest = config.idle_timeout + config.keep_alive_interval / 2;
+    assert!(elapsed < latest, "closed too late: {elapsed:?}");
     relay_task.abort();
 }
 
@@ -1078,4 +1083,32 @@ async fn loopback_connections_use_the_largest_packets_without_probing() {
         assert_eq!(path.current_mtu, most);
         assert_eq!(path.sent_plpmtud_probes, 0, "{path:?}");
     }
+}
+
+/// An idle connection's keep-alive asks for an immediate acknowledgement (the vendored
+/// quinn-proto's patch): the answering side acknowledges each in the pass that read it, with no
+/// acknowledgement-delay timer of its own.
+#[tokio::test]
+async fn keep_alives_ask_for_an_immediate_acknowledgement() {
+    let network = NetworkKey::from_secret("test network");
+    let (_server, _client, conn, server_conn) = connected_pair(&network).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let sent = conn.stats().frame_tx;
+        let received = server_conn.stats().frame_rx;
+        if sent.ping >= 2 && received.immediate_ack >= 2 {
+            assert!(
+                sent.immediate_ack >= 2,
+                "keep-alives without IMMEDIATE_ACK: {sent:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no keep-alive with IMMEDIATE_ACK within 10 s: sent {sent:?}, received {received:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Only the dialer probes.
+    assert_eq!(server_conn.stats().frame_tx.immediate_ack, 0);
 }

@@ -32,12 +32,12 @@ pub struct TransportConfig {
     pub bind_addr: SocketAddr,
     /// The largest frame, in bytes, either side may send. Default 4 MiB.
     pub max_message_size: usize,
-    /// How often to send keep-alives on a quiet connection. Default 200 ms (see
+    /// How often to send keep-alives on a quiet connection. Default 400 ms (see
     /// `NetworkConfig::keep_alive_interval`).
     pub keep_alive_interval: Duration,
-    /// How long without hearing from a peer before its connection is closed. Default 800 ms: a
-    /// vanished peer is noticed within 1 s, and a live one has sent four keep-alives in that
-    /// time. Must exceed `keep_alive_interval`.
+    /// How long without hearing from a peer before its connection is closed. Default 1 s: a
+    /// vanished peer is noticed within 1 s, and a live one is heard from every 400 ms. Must
+    /// exceed `keep_alive_interval`.
     pub idle_timeout: Duration,
     /// How long to wait for a handshake (dialing or accepting). Default 5 s.
     pub connect_timeout: Duration,
@@ -81,8 +81,8 @@ impl Default for TransportConfig {
         TransportConfig {
             bind_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             max_message_size: 4 * 1024 * 1024,
-            keep_alive_interval: Duration::from_millis(200),
-            idle_timeout: Duration::from_millis(800),
+            keep_alive_interval: Duration::from_millis(400),
+            idle_timeout: Duration::from_millis(1000),
             connect_timeout: Duration::from_secs(5),
             max_concurrent_bidi_streams: 1024,
             max_connections: 256,

@@ -1212,7 +1212,18 @@ impl Connection {
                 }
                 Timer::KeepAlive => {
                     trace!("sending keep-alive");
+                    // Runar's patch: a keep-alive is not new activity, so sending it does not
+                    // restart the idle timer: a peer not heard from for the idle timeout is
+                    // gone, however the keep-alives fall (else up to one keep-alive interval
+                    // later).
+                    self.permit_idle_reset = false;
                     self.ping();
+                    // Runar's patch: the peer acknowledges a keep-alive at once rather than
+                    // after its acknowledgement delay (one timer and one wake-up less on the
+                    // peer per keep-alive of an idle connection).
+                    if self.peer_supports_ack_frequency() {
+                        self.immediate_ack();
+                    }
                 }
                 Timer::LossDetection => {
                     self.on_loss_detection_timeout(now);
