@@ -135,13 +135,11 @@ pub struct NetworkConfig {
     /// trip); raise it for long fat links.
     pub receive_window: u64,
     /// The most bytes this node keeps of what it wrote on one connection until the peer
-    /// acknowledges them (default 256 KiB), so that a peer that does not acknowledge holds at
+    /// acknowledges them (default 512 KiB), so that a peer that does not acknowledge holds at
     /// most this much per connection (`(max_connections + max_pending_handshakes) ×
-    /// send_window` node-wide: 80 MiB by default). 512 KiB doubled the multi-thread runtime's
-    /// 1 MiB echo rate on loopback (fewer waits for acknowledgements), but it is not the
-    /// default: with it one test's raw peer saw its connection end in a stateless reset, not
-    /// yet understood (BENCHMARKS.md, "Large payloads"; not the held-back close of
-    /// `vendor/README.md`, which is fixed and the reset remains).
+    /// send_window` node-wide: 160 MiB by default). 512 KiB rather than 256 KiB: a 1 MiB echo
+    /// on loopback took 18% less time on the multi-thread runtime (fewer waits for
+    /// acknowledgements), the same on the current-thread one (BENCHMARKS.md).
     pub send_window: u64,
     /// The largest UDP payload (one QUIC packet) this node sends or accepts, in bytes (default
     /// 16,375; at least 1,200, at most 65,500). A connection between two addresses of one host

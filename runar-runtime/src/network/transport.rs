@@ -64,7 +64,7 @@ pub struct TransportConfig {
     /// at least 16 KiB.
     pub receive_window: u64,
     /// The most bytes kept per connection of what was written until the peer acknowledges
-    /// them. Default 256 KiB; at least 16 KiB.
+    /// them. Default 512 KiB; at least 16 KiB.
     pub send_window: u64,
     /// The largest UDP payload (one QUIC packet) this endpoint sends or accepts; path MTU
     /// discovery probes up to it. Default 16,375 (`DEFAULT_UDP_PAYLOAD`), at most 65,500
@@ -89,7 +89,7 @@ impl Default for TransportConfig {
             max_pending_handshakes: 64,
             unreachable_probe_interval: Duration::from_secs(1),
             receive_window: 256 * 1024,
-            send_window: 256 * 1024,
+            send_window: 512 * 1024,
             max_udp_payload_size: DEFAULT_UDP_PAYLOAD,
             socket_buffer_size: 4 * 1024 * 1024,
         }
