@@ -157,11 +157,11 @@ pub(crate) async fn read_body(recv: &mut RecvStream, len: usize) -> Result<Bytes
 }
 
 /// [`read_body`]; a body of [`LARGE_FRAME`] bytes or more that arrives in pieces is gathered in
-/// `spare` (see [`Spare`]).
+/// `spare` (see [`LargeFrames`]).
 pub(crate) async fn read_body_in(
     recv: &mut RecvStream,
     len: usize,
-    spare: Option<&Spare>,
+    spare: Option<&BufferPool>,
 ) -> Result<Bytes, TransportError> {
     if len == 0 {
         return Ok(Bytes::new());
@@ -195,7 +195,7 @@ pub(crate) async fn read_body_in(
         body.put_slice(&chunk.bytes);
     }
     Ok(match spare {
-        Some(spare) => spare.finish(body),
+        Some(spare) => spare.freeze(body),
         None => body.freeze(),
     })
 }
@@ -203,48 +203,27 @@ pub(crate) async fn read_body_in(
 /// Frames of this many bytes or more are made in a node's [`LargeFrames`].
 pub(crate) const LARGE_FRAME: usize = 64 * 1024;
 
-/// A node's spare buffers for large frames: one for the frames it reads, one for those it
-/// writes. A frame of [`LARGE_FRAME`] bytes or more is made in the spare buffer, reusing its
-/// allocation when nothing made from it earlier is still alive, instead of a new allocation
-/// each time: glibc maps a fresh allocation that large and trims it back when it is freed, so
-/// each 1 MiB frame cost about 256 page faults (tonic reuses its read buffer the same way).
-/// Each spare keeps at most one allocation alive, of at most the largest frame made in it
-/// (so at most the maximum message size).
-#[derive(Debug, Default)]
+/// A node's spare buffers for large frames: one pool for the frames it reads, one for those
+/// it writes. A frame of [`LARGE_FRAME`] bytes or more is made in a buffer of the pool,
+/// reusing an allocation once nothing made from it earlier is still alive, instead of a new
+/// allocation each time: glibc maps a fresh allocation that large and trims it back when it is
+/// freed, so each 1 MiB frame cost about 256 page faults (tonic reuses its read buffer the same
+/// way). Each pool keeps at most one allocation, of at most the largest frame made in it (so at
+/// most the maximum message size).
+#[derive(Debug)]
 pub(crate) struct LargeFrames {
     /// For the bodies of frames read.
-    pub(crate) read: Spare,
+    pub(crate) read: BufferPool,
     /// For frames written.
-    pub(crate) write: Spare,
+    pub(crate) write: BufferPool,
 }
 
-/// One spare buffer of [`LargeFrames`]; concurrent users each get a buffer (the spare, or a
-/// new one), and the last one finished becomes the spare.
-#[derive(Debug, Default)]
-pub(crate) struct Spare(std::sync::Mutex<BytesMut>);
-
-impl Spare {
-    /// An empty buffer with room for `len` bytes: the spare, whose allocation is reused when
-    /// no frame made in it is still alive, else a new one.
-    pub(crate) fn take(&self, len: usize) -> BytesMut {
-        let mut buf = std::mem::take(&mut *self.lock());
-        buf.clear();
-        buf.reserve(len);
-        buf
-    }
-
-    /// The frame made in `buf` (from [`take`](Self::take)); what is left of `buf`, its
-    /// allocation, becomes the spare.
-    pub(crate) fn finish(&self, mut buf: BytesMut) -> Bytes {
-        let frame = buf.split().freeze();
-        *self.lock() = buf;
-        frame
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BytesMut> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+impl Default for LargeFrames {
+    fn default() -> Self {
+        LargeFrames {
+            read: BufferPool::new(1, usize::MAX),
+            write: BufferPool::new(1, usize::MAX),
+        }
     }
 }
 
@@ -258,6 +237,15 @@ impl Spare {
 /// that are freed.
 #[derive(Clone)]
 pub(crate) struct BufferPool(Arc<PoolShelf>);
+
+impl std::fmt::Debug for BufferPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BufferPool")
+            .field("kept", &self.0.lock().len())
+            .field("keep", &self.0.keep)
+            .finish_non_exhaustive()
+    }
+}
 
 struct PoolShelf {
     free: std::sync::Mutex<Vec<BytesMut>>,
@@ -275,9 +263,12 @@ impl BufferPool {
         }))
     }
 
-    /// An empty buffer: one given back, its allocation kept, else a new one.
-    pub(crate) fn take(&self) -> BytesMut {
-        self.0.lock().pop().unwrap_or_default()
+    /// An empty buffer with room for at least `len` bytes: one given back, its allocation
+    /// kept, else a new one.
+    pub(crate) fn take(&self, len: usize) -> BytesMut {
+        let mut buf = self.0.lock().pop().unwrap_or_default();
+        buf.reserve(len);
+        buf
     }
 
     /// `buf`'s bytes, shared; the buffer comes back to the pool when the last of them is
@@ -543,21 +534,21 @@ impl FrameReader {
 mod tests {
     use super::*;
 
-    /// A large frame reuses the spare's allocation once the previous frame made in it is
-    /// gone, and gets a new one while it is still alive.
+    /// A large frame reuses the spare allocation once the previous frame made in it is gone,
+    /// and gets a new one while it is still alive.
     #[test]
     fn a_spare_buffer_is_reused_only_when_its_last_frame_is_gone() {
-        let spare = Spare::default();
+        let spare = LargeFrames::default().write;
         let mut buf = spare.take(1 << 20);
         buf.put_bytes(7, 1 << 20);
-        let frame = spare.finish(buf);
+        let frame = spare.freeze(buf);
         let first = frame.as_ptr();
         drop(frame);
 
         let mut buf = spare.take(1 << 20);
         assert_eq!(buf.as_ptr(), first, "the allocation is reused");
         buf.put_bytes(1, 1 << 20);
-        let held = spare.finish(buf);
+        let held = spare.freeze(buf);
         assert_eq!(held.as_ptr(), first);
         assert!(held.iter().all(|&b| b == 1));
 
@@ -576,7 +567,7 @@ mod tests {
     #[test]
     fn a_pooled_buffer_comes_back_when_its_batch_is_dropped() {
         let pool = BufferPool::new(2, 1024);
-        let mut buf = pool.take();
+        let mut buf = pool.take(0);
         buf.put_bytes(7, 512);
         let first = buf.as_ptr();
         let batch = pool.freeze(buf);
@@ -586,13 +577,13 @@ mod tests {
         assert!(slice.iter().all(|&b| b == 7));
         drop(slice);
 
-        let reused = pool.take();
+        let reused = pool.take(0);
         assert_eq!(reused.as_ptr(), first, "the allocation is reused");
         assert!(reused.is_empty() && reused.capacity() >= 512);
 
         let batches: Vec<Bytes> = (0..3)
             .map(|_| {
-                let mut buf = pool.take();
+                let mut buf = pool.take(0);
                 buf.put_bytes(1, 64);
                 pool.freeze(buf)
             })
@@ -605,7 +596,7 @@ mod tests {
         drop(pool.freeze(big));
         assert_eq!(pool.0.lock().len(), 2, "a buffer over the size is freed");
 
-        let late = pool.freeze(pool.take());
+        let late = pool.freeze(pool.take(0));
         drop(pool);
         drop(late);
     }

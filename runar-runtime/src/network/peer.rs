@@ -24,7 +24,7 @@ use super::frames::{
     decode_event, decode_request, decode_response, response_frame,
 };
 use super::framing::{
-    FrameReader, LARGE_FRAME, LargeFrames, Spare, encode_frame, read_body_in, read_header,
+    BufferPool, FrameReader, LARGE_FRAME, LargeFrames, encode_frame, read_body_in, read_header,
 };
 use super::interface::{
     EventSink, InboundEvent, InboundRequest, NodeHandler, OutboundEvent, PeerEventCounters,
@@ -795,7 +795,7 @@ async fn write_response(
     mut send: SendStream,
     outcome: &Result<Value>,
     max: usize,
-    spare: Option<&Spare>,
+    spare: Option<&BufferPool>,
 ) {
     let frame = match (outcome, spare) {
         (Ok(value), Some(spare)) => {
@@ -825,14 +825,14 @@ async fn write_response(
 /// The frame `append` writes for `payload`: in `spare` when the payload is at least
 /// [`LARGE_FRAME`] bytes (see [`LargeFrames`]), else in a buffer of its own.
 fn frame_in(
-    spare: &Spare,
+    spare: &BufferPool,
     payload: Measured<'_>,
     append: impl FnOnce(&mut BytesMut) -> Result<(), TransportError>,
 ) -> Result<Bytes, TransportError> {
     if payload.len() >= LARGE_FRAME {
         let mut buf = spare.take(0);
         append(&mut buf)?;
-        Ok(spare.finish(buf))
+        Ok(spare.freeze(buf))
     } else {
         let mut buf = BytesMut::new();
         append(&mut buf)?;

@@ -813,7 +813,7 @@ async fn pump<F: Future>(
     type Framed = Option<Result<std::result::Result<(), TransportError>>>;
     let mut pending: Option<Framed> = None;
     let buffers = BufferPool::new(BATCH_BUFFERS_KEPT, 2 * BATCH_BYTES);
-    let mut chunk = buffers.take();
+    let mut chunk = buffers.take(0);
     let max = p.max;
     loop {
         let next = match pending.take() {
@@ -889,7 +889,7 @@ async fn pump<F: Future>(
         if n > 0 {
             chunk.put_slice(&credit_frame(n).unwrap_or_default());
         }
-        let batch = buffers.freeze(std::mem::replace(&mut chunk, buffers.take()));
+        let batch = buffers.freeze(std::mem::replace(&mut chunk, buffers.take(0)));
         if !write(p.send, Some(batch), p.stop).await {
             return Pumped::Stopped;
         }
