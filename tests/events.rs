@@ -464,6 +464,41 @@ async fn an_event_naming_a_subscription_many_times_runs_the_handler_once() {
     assert_eq!((stats.events_received, stats.events_rejected), (2, 999));
 }
 
+/// A peer's frame may join many events (`Event.more_payloads`): each is delivered once, in
+/// order, and counted, as if each had come in a frame of its own.
+#[tokio::test]
+async fn a_frame_joining_many_events_delivers_each_in_order() {
+    const N: u64 = 20_000;
+    let a = node_with(
+        NodeConfig::new("a", "test")
+            .with_network_config(network())
+            .with_event_queue_capacity(N as usize),
+    )
+    .await;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    a.subscribe("many/x", move |n: u64, _| {
+        record.lock().unwrap().push(n);
+        async { Ok(()) }
+    })
+    .await
+    .unwrap();
+    let raw = RawPeer::connect(&a, Vec::new()).await;
+    let id = raw
+        .subscription_id("many/x")
+        .expect("a announces its subscription");
+    // Naming the subscription twice: one delivery and one rejection per event.
+    let mut joined = event("many/x", 0u64, vec![id, id]);
+    joined.more_payloads = (1..N)
+        .map(|n| prost::Message::encode_to_vec(&n).into())
+        .collect();
+    raw.send_events(&[joined, event("many/x", N, vec![id])]).await;
+    wait_for("every event", || seen.lock().unwrap().len() as u64 > N).await;
+    assert_eq!(*seen.lock().unwrap(), (0..=N).collect::<Vec<_>>());
+    let stats = a.stats();
+    assert_eq!((stats.events_received, stats.events_rejected), (N + 1, N));
+}
+
 /// The most this process has had resident since [`reset_peak_rss`], in bytes.
 fn peak_rss() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();

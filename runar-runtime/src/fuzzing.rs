@@ -28,7 +28,9 @@ use crate::network::frames::{
     check_decode_request, decode_response, response_frame,
 };
 use crate::network::framing::{ChunkSource, FrameReader, encode_frame, split_frame};
-use crate::network::{EventSink, Offer, OutboundEvent, PeerLink, PeerOffer, TransportError};
+use crate::network::{
+    EventRef, EventSink, Offer, OutboundEvent, PeerLink, PeerOffer, QueueRefusal, TransportError,
+};
 use crate::node::registry::{Origin, Sink};
 use crate::node::service::ActionHandler;
 use crate::node::{Node, NodeConfig, OfferingPeer};
@@ -273,6 +275,8 @@ pub fn request_frames(data: &[u8]) {
                 return;
             };
             let mut expected = event.clone();
+            // More payloads join a frame in the queue, not in `append_event_frame`.
+            expected.more_payloads.clear();
             let metadata =
                 Metadata::from_wire(event.metadata.clone(), MAX, MAX).unwrap_or_else(|_| {
                     expected.metadata.clear();
@@ -287,16 +291,19 @@ pub fn request_frames(data: &[u8]) {
                 metadata,
             };
             let mut ours = BytesMut::new();
-            let ours = append_event_frame(&mut ours, &outbound, MAX).map(|()| ours.freeze());
+            let ours =
+                append_event_frame(&mut ours, &outbound.borrowed(), MAX).map(|()| ours.freeze());
             let prost = encode_frame(None, &expected, MAX);
             match (ours, prost) {
-                (Ok(ours), Ok(prost)) if expected.metadata.len() > 1 => {
+                // The same fields (the payload last, the map in its own order): the same
+                // length, the same message.
+                (Ok(ours), Ok(prost)) => {
                     assert_eq!(ours.len(), prost.len(), "event frame lengths differ");
                     let body = ours.slice(crate::network::FRAME_HEADER_LEN..);
                     let decoded = wire::Event::decode(body).ok();
                     assert_eq!(decoded, Some(expected), "event frames differ");
                 }
-                (ours, prost) => assert_eq!(ours.ok(), prost.ok(), "event frames differ"),
+                (ours, prost) => assert_eq!(ours.is_ok(), prost.is_ok(), "event frames differ"),
             }
             check_concrete(&event.topic, limits);
         }
@@ -423,7 +430,7 @@ impl EventSink for CountingSink {
         NodeId::from_public_key(&[9; 32])
     }
 
-    fn try_send(&self, _: OutboundEvent) -> Result<(), Option<OutboundEvent>> {
+    fn try_send(&self, _: &EventRef<'_>) -> Result<(), QueueRefusal> {
         self.0.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -887,6 +894,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         metadata: [("request-id".to_owned(), Bytes::from_static(b"42"))]
             .into_iter()
             .collect(),
+        more_payloads: vec![Value::new(2.5f64).to_bytes(), Bytes::new()],
     };
     let bad_path = wire::Request {
         path: "math//add".into(),

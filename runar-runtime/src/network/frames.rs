@@ -1,5 +1,5 @@
 //! Frames encoded straight from their parts: the `Request` and `Response` of a request stream
-//! from the payload [`Value`], and `Event`s from an [`OutboundEvent`].
+//! from the payload [`Value`], and `Event`s from an [`EventRef`].
 //!
 //! Building a `wire::Request` needs the payload as `Bytes` (encode it into a buffer of its own)
 //! and owned copies of the network and path; `encode_frame` then copies all of it again into the
@@ -13,7 +13,7 @@ use prost::encoding::{WireType, encoded_len_varint, key_len};
 
 use super::error::TransportError;
 use super::framing::{FRAME_HEADER_LEN, checked_len};
-use super::interface::{OutboundEvent, SubscriptionIds};
+use super::interface::{EventPayload, EventRef, SubscriptionIds};
 use crate::metadata::{Metadata, RESERVED_PREFIX, TIMEOUT_KEY};
 use crate::value::Value;
 
@@ -35,6 +35,8 @@ const ENTRY_VALUE: u32 = 2;
 const TOPIC: u32 = 2;
 const SUBSCRIPTION_IDS: u32 = 4;
 const RETAINED: u32 = 5;
+/// `Event.more_payloads`.
+const MORE_PAYLOADS: u32 = 7;
 
 fn len_delimited_len(tag: u32, len: usize) -> usize {
     key_len(tag) + encoded_len_varint(len as u64) + len
@@ -423,26 +425,31 @@ pub(crate) fn decode_response(body: Bytes) -> Result<crate::wire::Response, pros
 }
 
 /// Appends one frame holding
-/// `Event { network, topic, payload, subscription_ids, retained, metadata }` to `buf`. A message over `max` is refused and `buf` is left as it was.
+/// `Event { network, topic, subscription_ids, retained, metadata, payload }` to `buf`, its
+/// fields in that order: the payload last, so that more events can join the frame (see
+/// [`append_more_payload`]). A message over `max` is refused and `buf` is left as it was.
 pub(crate) fn append_event_frame(
     buf: &mut BytesMut,
-    event: &OutboundEvent,
+    event: &EventRef<'_>,
     max: usize,
 ) -> Result<(), TransportError> {
-    let (network, topic, payload) = (&*event.network, &*event.topic, &event.payload);
-    let ids = &event.subscription_ids;
+    let (network, topic) = (event.network, event.topic);
+    let ids = event.subscription_ids;
     // `repeated uint64`, packed: the varints' length, then the varints.
     let ids_len: usize = ids.iter().map(encoded_len_varint).sum();
-    let mut len = bytes_field_len(NETWORK, network.as_bytes())
-        + bytes_field_len(TOPIC, topic.as_bytes())
-        + bytes_field_len(PAYLOAD, payload);
+    let payload_len = event.payload.len();
+    let mut len =
+        bytes_field_len(NETWORK, network.as_bytes()) + bytes_field_len(TOPIC, topic.as_bytes());
+    if payload_len != 0 {
+        len += len_delimited_len(PAYLOAD, payload_len);
+    }
     if ids_len != 0 {
         len += len_delimited_len(SUBSCRIPTION_IDS, ids_len);
     }
     if event.retained {
         len += key_len(RETAINED) + 1;
     }
-    len += metadata_len(&event.metadata);
+    len += metadata_len(event.metadata);
     let header = checked_len(len, max)?;
 
     buf.reserve(FRAME_HEADER_LEN + len);
@@ -450,7 +457,6 @@ pub(crate) fn append_event_frame(
     buf.put_u32(header);
     put_bytes_field(buf, NETWORK, network.as_bytes());
     put_bytes_field(buf, TOPIC, topic.as_bytes());
-    put_bytes_field(buf, PAYLOAD, payload);
     if ids_len != 0 {
         put_len_delimited_header(buf, SUBSCRIPTION_IDS, ids_len);
         for id in ids.iter() {
@@ -460,9 +466,39 @@ pub(crate) fn append_event_frame(
     if event.retained {
         prost::encoding::bool::encode(RETAINED, &true, buf);
     }
-    put_metadata(buf, &event.metadata);
+    put_metadata(buf, event.metadata);
+    if payload_len != 0 {
+        put_len_delimited_header(buf, PAYLOAD, payload_len);
+        event.payload.encode_into(buf);
+    }
     debug_assert_eq!(buf.len() - start, FRAME_HEADER_LEN + len);
     Ok(())
+}
+
+/// Appends `payload` to the `Event` frame that starts at `start` and ends `buf`, as one more
+/// event of it (`more_payloads`), and rewrites the frame's length: the bytes it added. A
+/// frame that would grow over `max` is refused and `buf` is left as it was.
+pub(crate) fn append_more_payload(
+    buf: &mut BytesMut,
+    start: usize,
+    payload: &EventPayload<'_>,
+    max: usize,
+) -> Result<usize, TransportError> {
+    let payload_len = payload.len();
+    let added = len_delimited_len(MORE_PAYLOADS, payload_len);
+    let header_at = start..start.saturating_add(FRAME_HEADER_LEN);
+    let old: [u8; FRAME_HEADER_LEN] = buf
+        .get(header_at.clone())
+        .and_then(|h| h.try_into().ok())
+        .ok_or(TransportError::FrameTooLarge { len: 0, max })?;
+    let old = u32::from_be_bytes(old) as usize;
+    let header = checked_len(old.saturating_add(added), max)?;
+    put_len_delimited_header(buf, MORE_PAYLOADS, payload_len);
+    payload.encode_into(buf);
+    if let Some(h) = buf.get_mut(header_at) {
+        h.copy_from_slice(&header.to_be_bytes());
+    }
+    Ok(added)
 }
 
 /// A `Request` frame's body, decoded: what `wire::Request::decode` gives, with the metadata as
@@ -604,9 +640,59 @@ pub(crate) struct DecodedEvent {
     pub(crate) network: Text,
     pub(crate) topic: Text,
     pub(crate) payload: Bytes,
+    pub(crate) more: MorePayloads,
     pub(crate) subscription_ids: SubscriptionIds,
     pub(crate) retained: bool,
     pub(crate) metadata: std::collections::HashMap<String, Bytes>,
+}
+
+/// The further events of an `Event` frame (`more_payloads`), read from the frame's body one at
+/// a time, in order: a frame joining thousands of events costs nothing more to hold. The body
+/// was checked by [`decode_event`]; should a field not parse after all, the payloads end there.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct MorePayloads {
+    /// The body from the first of them on.
+    rest: Bytes,
+    /// How many are left.
+    left: usize,
+}
+
+impl MorePayloads {
+    /// How many are left.
+    pub(crate) fn len(&self) -> usize {
+        self.left
+    }
+}
+
+impl Iterator for MorePayloads {
+    type Item = Bytes;
+
+    fn next(&mut self) -> Option<Bytes> {
+        use prost::encoding::{DecodeContext, bytes, decode_key, skip_field};
+        while self.left > 0 && !self.rest.is_empty() {
+            let (tag, wire_type) = decode_key(&mut self.rest).ok()?;
+            let ctx = DecodeContext::default();
+            if tag == MORE_PAYLOADS {
+                let mut payload = Bytes::new();
+                bytes::merge(wire_type, &mut payload, &mut self.rest, ctx).ok()?;
+                self.left -= 1;
+                return Some(payload);
+            }
+            // Another field between them: stepped over as `decode_event` read it (a metadata
+            // entry is read as a length-delimited field, as prost reads map entries).
+            let wire_type = if tag == METADATA {
+                prost::encoding::WireType::LengthDelimited
+            } else {
+                wire_type
+            };
+            skip_field(wire_type, tag, &mut self.rest, ctx).ok()?;
+        }
+        None
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.left))
+    }
 }
 
 /// Decodes an `Event` frame's body (see [`DecodedEvent`]); fails exactly where
@@ -616,7 +702,11 @@ pub(crate) fn decode_event(mut buf: Bytes) -> Result<DecodedEvent, EventDecodeEr
     let body = buf.clone();
     let mut event = DecodedEvent::default();
     let mut ids = IdCount::default();
+    // How many `more_payloads`, and where the first one's key starts in `body`.
+    let (mut more, mut more_from) = (0usize, 0usize);
     while !buf.is_empty() {
+        // `buf` is what is left of `body`.
+        let field_at = body.len().saturating_sub(buf.len());
         let (tag, wire_type) = decode_key(&mut buf)?;
         let ctx = DecodeContext::default();
         match tag {
@@ -634,6 +724,14 @@ pub(crate) fn decode_event(mut buf: Bytes) -> Result<DecodedEvent, EventDecodeEr
                 event.topic = Text(text);
             }
             PAYLOAD => bytes::merge(wire_type, &mut event.payload, &mut buf, ctx)?,
+            MORE_PAYLOADS => {
+                let mut payload = Bytes::new();
+                bytes::merge(wire_type, &mut payload, &mut buf, ctx)?;
+                if more == 0 {
+                    more_from = field_at;
+                }
+                more = more.saturating_add(1);
+            }
             SUBSCRIPTION_IDS => merge_ids(wire_type, &mut ids, &mut buf, ctx)?,
             RETAINED => bool::merge(wire_type, &mut event.retained, &mut buf, ctx)?,
             METADATA => hash_map::merge(
@@ -649,8 +747,17 @@ pub(crate) fn decode_event(mut buf: Bytes) -> Result<DecodedEvent, EventDecodeEr
     event.subscription_ids = match ids {
         IdCount { count: 0, .. } => SubscriptionIds::default(),
         IdCount { count: 1, first } => SubscriptionIds::One(first),
-        IdCount { count, .. } => SubscriptionIds::InFrame { body, count },
+        IdCount { count, .. } => SubscriptionIds::InFrame {
+            body: body.clone(),
+            count,
+        },
     };
+    if more > 0 {
+        event.more = MorePayloads {
+            rest: body.slice(more_from..),
+            left: more,
+        };
+    }
     Ok(event)
 }
 
@@ -765,6 +872,9 @@ pub(crate) fn check_decode_event(body: &[u8]) {
         (Err(_), Err(_)) => {}
         (Ok(ours), Ok(prost)) => {
             let ids: Vec<u64> = ours.subscription_ids.iter().collect();
+            assert_eq!(ours.more.len(), prost.more_payloads.len(), "more payloads");
+            let more: Vec<Bytes> = ours.more.collect();
+            assert_eq!(more, prost.more_payloads, "decode_event and prost differ");
             assert_eq!(
                 (
                     ours.network.as_str(),
@@ -864,6 +974,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+    use crate::network::OutboundEvent;
     use crate::network::framing::encode_frame;
     use crate::wire;
 
@@ -1096,6 +1207,14 @@ mod tests {
         }
     }
 
+    /// The `wire::Event` a frame decodes to, by prost, and the frame's length.
+    fn prost_event(frame: &[u8]) -> (wire::Event, usize) {
+        use prost::Message as _;
+        let header: [u8; 4] = frame[..4].try_into().unwrap();
+        let len = u32::from_be_bytes(header) as usize;
+        (wire::Event::decode(&frame[4..4 + len]).unwrap(), 4 + len)
+    }
+
     #[test]
     fn event_frames_are_what_prost_encodes() {
         let max = 1 << 20;
@@ -1120,19 +1239,37 @@ mod tests {
                             subscription_ids: ids.clone(),
                             retained,
                             metadata: wire_map(0, &event.metadata),
+                            more_payloads: vec![],
                         };
                         let one = encode_frame(None, &message, max).unwrap();
                         let mut alone = BytesMut::new();
-                        append_event_frame(&mut alone, &event, max).unwrap();
-                        assert_eq!(alone, one, "{message:?}");
-                        // Appended after other frames, as in a batch.
-                        append_event_frame(&mut batch, &event, max).unwrap();
-                        expected.extend_from_slice(&one);
+                        append_event_frame(&mut alone, &event.borrowed(), max).unwrap();
+                        // The same fields, the payload last (prost writes them in number
+                        // order): the same length, the same message.
+                        assert_eq!(alone.len(), one.len(), "{message:?}");
+                        assert_eq!(prost_event(&alone), (message.clone(), one.len()));
+                        // The value itself encodes to the same frame as its bytes.
+                        let mut direct = BytesMut::new();
+                        let by_value = EventRef {
+                            payload: EventPayload::Value(&payload, None),
+                            ..event.borrowed()
+                        };
+                        append_event_frame(&mut direct, &by_value, max).unwrap();
+                        assert_eq!(direct, alone);
+                        // Appended after other frames, as in a queue.
+                        append_event_frame(&mut batch, &event.borrowed(), max).unwrap();
+                        expected.push(message);
                     }
                 }
             }
         }
-        assert_eq!(batch, expected);
+        let mut rest = &batch[..];
+        for message in expected {
+            let (decoded, len) = prost_event(rest);
+            assert_eq!(decoded, message);
+            rest = &rest[len..];
+        }
+        assert!(rest.is_empty());
 
         let event = OutboundEvent {
             network: "n".into(),
@@ -1147,14 +1284,51 @@ mod tests {
             topic: "t".into(),
             payload: event.payload.clone(),
             subscription_ids: vec![1],
-            retained: false,
-            metadata: HashMap::new(),
+            ..Default::default()
         };
         let mut untouched = BytesMut::from(&b"before"[..]);
-        let err = append_event_frame(&mut untouched, &event, 50).unwrap_err();
+        let err = append_event_frame(&mut untouched, &event.borrowed(), 50).unwrap_err();
         let prost = encode_frame(None, &message, 50).unwrap_err();
         assert_eq!(err.to_string(), prost.to_string());
         assert_eq!(untouched, &b"before"[..]);
+    }
+
+    #[test]
+    fn events_join_a_frame_as_more_payloads_up_to_the_maximum_size() {
+        let event = OutboundEvent {
+            network: "net".into(),
+            topic: "math/computed".into(),
+            payload: Bytes::from_static(b"first"),
+            subscription_ids: SubscriptionIds::One(9),
+            retained: false,
+            metadata: Metadata::new(),
+        };
+        let max = 60;
+        let mut buf = BytesMut::from(&b"earlier"[..]);
+        let start = buf.len();
+        append_event_frame(&mut buf, &event.borrowed(), max).unwrap();
+        let second = Value::new(b"second".to_vec());
+        let added =
+            append_more_payload(&mut buf, start, &EventPayload::Value(&second, None), max).unwrap();
+        assert_eq!(added, 1 + 1 + second.encoded_len());
+        append_more_payload(&mut buf, start, &EventPayload::Encoded(b""), max).unwrap();
+        let (message, len) = prost_event(&buf[start..]);
+        assert_eq!(len, buf.len() - start);
+        assert_eq!(message.payload, Bytes::from_static(b"first"));
+        assert_eq!(message.more_payloads, vec![second.to_bytes(), Bytes::new()]);
+        // Our decoder gives the same events, in order.
+        let decoded = decode_event(buf.clone().freeze().slice(start + 4..)).unwrap();
+        assert_eq!(decoded.more.len(), 2);
+        assert_eq!(
+            decoded.more.collect::<Vec<_>>(),
+            vec![second.to_bytes(), Bytes::new()]
+        );
+        // A payload that would take the frame over the maximum is refused; nothing written.
+        let before = buf.clone();
+        let big = [7u8; 40];
+        let err = append_more_payload(&mut buf, start, &EventPayload::Encoded(&big), max);
+        assert!(err.is_err());
+        assert_eq!(buf, before);
     }
 
     #[test]
@@ -1169,6 +1343,7 @@ mod tests {
                     subscription_ids: ids,
                     retained: true,
                     metadata: wire_map(0, &metadatas().swap_remove(1)),
+                    more_payloads: vec![Bytes::new(), payload.to_bytes()],
                 };
                 check_decode_event(&event.encode_to_vec());
             }
@@ -1194,6 +1369,12 @@ mod tests {
             // Ids, then a metadata entry whose key says fixed64 (read as length-delimited, as
             // prost reads map entries), then more ids (found by the request_frames target).
             vec![0x20, 1, 0x22, 2, 2, 3, 0x31, 0, 0x20, 0, 0x20, 32, 0x20, 18],
+            // More payloads: two, between other fields (a metadata entry whose key says
+            // fixed64, ids); with a wrong wire type; truncated.
+            vec![0x3a, 1, 5, 0x32, 2, 0x09, 0, 0x20, 3, 0x3a, 0, 0x1a, 1, 4],
+            vec![0x1a, 1, 4, 0x3a, 2, 0x31, 0, 0x3a, 1, 6],
+            vec![0x38, 1],
+            vec![0x3a, 5, 1],
         ];
         for case in cases {
             check_decode_event(&case);

@@ -79,6 +79,9 @@ pub(crate) struct InboundEvent {
     pub(crate) topic: Text,
     /// The event payload, still encoded.
     pub(crate) payload: bytes::Bytes,
+    /// Further events the same frame carries (same topic, subscriptions, `retained` and
+    /// metadata), each still encoded, delivered after `payload` in order.
+    pub(crate) more: super::frames::MorePayloads,
     /// This node's subscriptions the event is for.
     pub(crate) subscription_ids: SubscriptionIds,
     /// True for a retained event replayed to a new subscription.
@@ -172,8 +175,70 @@ impl Iterator for Ids<'_> {
     }
 }
 
-/// An event bound for a peer: the peer's subscription ids it is for, and the payload, encoded
-/// once by the publisher for every peer.
+/// An event bound for a peer, borrowed from the publisher: what the peer's queue encodes its
+/// frame from, as it queues it (see [`EventSink::try_send`]).
+pub(crate) struct EventRef<'a> {
+    pub(crate) network: &'a str,
+    pub(crate) topic: &'a str,
+    pub(crate) payload: EventPayload<'a>,
+    pub(crate) subscription_ids: &'a SubscriptionIds,
+    pub(crate) retained: bool,
+    pub(crate) metadata: &'a Metadata,
+}
+
+/// An outbound event's payload: already encoded (once for several peers), or the value itself,
+/// encoded straight into the frame.
+#[derive(Clone, Copy)]
+pub(crate) enum EventPayload<'a> {
+    Encoded(&'a [u8]),
+    /// Encoded within the node's seal scope, if it has one.
+    Value(&'a Value, Option<&'a Arc<dyn crate::value::scope::Scope>>),
+}
+
+impl EventPayload<'_> {
+    /// The length of the payload's encoding.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            EventPayload::Encoded(bytes) => bytes.len(),
+            // A sealed field's length does not depend on the scope.
+            EventPayload::Value(value, _) => value.encoded_len(),
+        }
+    }
+
+    /// Appends the payload's encoding ([`len`](Self::len) bytes) to `buf`.
+    pub(crate) fn encode_into(&self, buf: &mut bytes::BytesMut) {
+        match self {
+            EventPayload::Encoded(bytes) => buf.extend_from_slice(bytes),
+            EventPayload::Value(value, None) => value.encode_into(buf),
+            EventPayload::Value(value, Some(scope)) => {
+                crate::value::scope::within(scope, || value.encode_into(buf))
+            }
+        }
+    }
+
+    /// The payload's encoding, as bytes of its own.
+    pub(crate) fn to_bytes(self) -> bytes::Bytes {
+        match self {
+            EventPayload::Encoded(bytes) => bytes::Bytes::copy_from_slice(bytes),
+            EventPayload::Value(..) => {
+                let mut buf = bytes::BytesMut::with_capacity(self.len());
+                self.encode_into(&mut buf);
+                buf.freeze()
+            }
+        }
+    }
+}
+
+/// Why a peer's event queue did not take an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum QueueRefusal {
+    /// The queue is full (in events or in bytes): wait for room, or drop the event.
+    Full,
+    /// The peer is gone.
+    Closed,
+}
+
+/// An event bound for a peer, owned: what waits for room in a full queue.
 #[derive(Clone, Debug)]
 pub(crate) struct OutboundEvent {
     pub(crate) network: Arc<str>,
@@ -187,22 +252,38 @@ pub(crate) struct OutboundEvent {
 impl OutboundEvent {
     /// How many deliveries the event carries: one per subscription it names.
     pub(crate) fn copies(&self) -> u64 {
+        self.borrowed().copies()
+    }
+
+    /// The event, borrowed, as a queue takes it.
+    pub(crate) fn borrowed(&self) -> EventRef<'_> {
+        EventRef {
+            network: &self.network,
+            topic: &self.topic,
+            payload: EventPayload::Encoded(&self.payload),
+            subscription_ids: &self.subscription_ids,
+            retained: self.retained,
+            metadata: &self.metadata,
+        }
+    }
+}
+
+impl EventRef<'_> {
+    /// How many deliveries the event carries: one per subscription it names.
+    pub(crate) fn copies(&self) -> u64 {
         u64::try_from(self.subscription_ids.len()).unwrap_or(u64::MAX)
     }
 
-    /// About how many bytes the event holds while queued (its frame's size, roughly).
-    pub(crate) fn queued_bytes(&self) -> usize {
-        let ids = self.subscription_ids.len().saturating_mul(10);
-        [
-            self.payload.len(),
-            self.topic.len(),
-            self.network.len(),
-            self.metadata.size(),
-            ids,
-            32,
-        ]
-        .iter()
-        .fold(0usize, |sum, n| sum.saturating_add(*n))
+    /// The event, owned (its payload encoded), to wait for room with.
+    pub(crate) fn owned(&self) -> OutboundEvent {
+        OutboundEvent {
+            network: self.network.into(),
+            topic: self.topic.into(),
+            payload: self.payload.to_bytes(),
+            subscription_ids: self.subscription_ids.clone(),
+            retained: self.retained,
+            metadata: self.metadata.clone(),
+        }
     }
 }
 
@@ -321,12 +402,10 @@ pub(crate) struct PeerOffer {
 pub(crate) trait EventSink: Send + Sync + 'static {
     /// The peer the events go to (for logs).
     fn peer(&self) -> NodeId;
-    /// Queues `event` if the peer's queue has room; otherwise gives it back (`Err(Some)`), or
-    /// drops it if the peer is gone (`Err(None)`).
-    // The event given back is the one the caller then waits to send: boxing it would add an
-    // allocation to that path to save moving 128 bytes.
-    #[allow(clippy::result_large_err)]
-    fn try_send(&self, event: OutboundEvent) -> Result<(), Option<OutboundEvent>>;
+    /// Queues `event` (encodes its frame, or joins the frame queued last) if the peer's queue
+    /// has room. An event over the maximum message size is queued as dropped: counted and
+    /// logged, not sent.
+    fn try_send(&self, event: &EventRef<'_>) -> Result<(), QueueRefusal>;
     /// Queues `event`, waiting while the peer's queue is full. False when the peer is gone (or
     /// went while this waited).
     fn send(&self, event: OutboundEvent) -> BoxFuture<'_, bool>;

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::budget::RequestBudget;
+use super::event_queue::{EventFlow, EventWriter, write_events};
 use super::framing::LargeFrames;
 use super::framing::{encode_frame, read_frame, read_frame_within};
 use super::interface::{
@@ -27,8 +28,8 @@ use super::interface::{
 };
 use super::log_limit::warn_limited;
 use super::peer::{
-    EventFlow, EventWriter, KIND_CONTROL, PROTOCOL_VERSION, Peer, PeerIdentity, PeerQueues,
-    PeerSettings, codes, read_events, read_kind, write_control, write_events,
+    KIND_CONTROL, PROTOCOL_VERSION, Peer, PeerIdentity, PeerQueues, PeerSettings, codes,
+    read_events, read_kind, write_control,
 };
 use super::stream::{StreamSlots, serve_bi};
 use super::transport::BidiStreamCredit;
@@ -991,11 +992,8 @@ impl<H: NodeHandler> Mesh<H> {
         tokio::spawn(write_control(control_send, queues.control, max));
         tokio::spawn(write_events(EventWriter {
             connection: peer.connection.clone(),
-            peer: peer.id,
             queue: queues.events,
-            max_message_size: max,
-            flow: self.events.clone(),
-            own: peer.event_counts.clone(),
+            slow_consumer_timeout: self.events.slow_consumer_timeout,
         }));
         let mesh = self.clone();
         let p = peer.clone();

@@ -15,6 +15,7 @@ pub mod admission;
 mod budget;
 mod config;
 mod error;
+mod event_queue;
 pub(crate) mod frames;
 pub(crate) mod framing;
 mod interface;
@@ -42,9 +43,9 @@ pub use error::TransportError;
 pub use framing::{FRAME_HEADER_LEN, read_frame, write_frame};
 pub use interface::RefusalReason;
 pub(crate) use interface::{
-    EventSink, InboundEvent, InboundRequest, InboundStream, NodeHandler, Offer, OutboundEvent,
-    PeerChange, PeerEventCounters, PeerHandle, PeerLink, PeerNotice, PeerOffer, PeerRefusal,
-    SubscriptionIds, Text,
+    EventPayload, EventRef, EventSink, InboundEvent, InboundRequest, InboundStream, NodeHandler,
+    Offer, OutboundEvent, PeerChange, PeerEventCounters, PeerHandle, PeerLink, PeerNotice,
+    PeerOffer, PeerRefusal, QueueRefusal, SubscriptionIds, Text,
 };
 pub(crate) use mesh::{Mesh, MeshSettings};
 pub use tls::peer_node_id;

@@ -13,22 +13,21 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures::future::BoxFuture;
 use quinn::{Connection, RecvStream, SendStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, oneshot, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 
 use super::TransportError;
 use super::budget::{Held, PeerBudget};
+use super::event_queue::{EventFlow, EventQueue};
 use super::frames::{
-    DecodedRequest, Measured, RequestFrame, append_event_frame, append_response_frame,
-    decode_event, decode_request, decode_response, response_frame,
+    DecodedRequest, Measured, RequestFrame, append_response_frame, decode_event, decode_request,
+    decode_response, response_frame,
 };
 use super::framing::{
     BufferPool, FrameReader, LARGE_FRAME, LargeFrames, encode_frame, read_body_in, read_header,
 };
 use super::interface::{
-    EventSink, InboundEvent, InboundRequest, NodeHandler, OutboundEvent, PeerEventCounters,
-    PeerLink,
+    EventSink, InboundEvent, InboundRequest, NodeHandler, PeerEventCounters, PeerLink,
 };
 use super::lane::{CallFailure, CallLane};
 use super::log_limit::warn_limited;
@@ -87,10 +86,10 @@ pub(crate) struct Peer {
     /// totals are the mesh's): for introspection.
     pub(crate) event_counts: Arc<PeerEventCounters>,
     control: mpsc::Sender<wire::Control>,
-    /// The queue of the peer's event writer, as the node's subscriptions hold it.
+    /// The queue of the peer's event writer.
+    event_queue: Arc<EventQueue>,
+    /// The same queue, as the node's subscriptions hold it.
     events: Arc<dyn EventSink>,
-    /// The same queue, for [`flush_events`](Self::flush_events).
-    event_queue: mpsc::Sender<Queued>,
     /// Event frames read from the peer's event streams on this connection, and a wake-up for
     /// whoever waits for a number of them (see [`events_read`](Self::events_read)).
     frames_read: AtomicU64,
@@ -155,94 +154,6 @@ impl Drop for InFlightOwned {
     }
 }
 
-/// The limits of a peer's outgoing events, and where their fate is counted.
-#[derive(Clone)]
-pub(crate) struct EventFlow {
-    /// The most events queued for one peer.
-    pub(crate) queue_capacity: usize,
-    /// The most bytes of events queued for one peer (counting the batch being written).
-    pub(crate) queue_bytes: usize,
-    /// How long a write to the peer's event stream may make no progress before the peer is
-    /// disconnected as a slow consumer.
-    pub(crate) slow_consumer_timeout: Duration,
-    /// Shared by every peer of the node.
-    pub(crate) counters: Arc<PeerEventCounters>,
-}
-
-/// An event in a peer's queue, holding its share of the queue's byte budget until written.
-pub(crate) struct QueuedEvent {
-    event: OutboundEvent,
-    bytes: OwnedSemaphorePermit,
-}
-
-/// What a peer's event queue carries.
-pub(crate) enum Queued {
-    Event(QueuedEvent),
-    /// Once every event queued before it is written, the writer answers the number of event
-    /// frames written on the connection so far.
-    Flush(oneshot::Sender<u64>),
-}
-
-/// A peer's event queue, as an [`EventSink`]: bounded in events (the channel) and in bytes
-/// (the semaphore's permits).
-struct EventQueue {
-    peer: NodeId,
-    queue: mpsc::Sender<Queued>,
-    bytes: Arc<Semaphore>,
-    /// The byte budget, in permits (at most `u32::MAX`, as one acquisition takes).
-    max_bytes: u32,
-}
-
-impl EventQueue {
-    /// The permits `event` takes: its size, but never more than the whole budget, so that an
-    /// event larger than the budget can still be queued alone.
-    fn cost(&self, event: &OutboundEvent) -> u32 {
-        u32::try_from(event.queued_bytes())
-            .unwrap_or(u32::MAX)
-            .min(self.max_bytes)
-    }
-}
-
-impl EventSink for EventQueue {
-    fn peer(&self) -> NodeId {
-        self.peer
-    }
-
-    fn try_send(&self, event: OutboundEvent) -> Result<(), Option<OutboundEvent>> {
-        let bytes = match self.bytes.clone().try_acquire_many_owned(self.cost(&event)) {
-            Ok(permit) => permit,
-            Err(TryAcquireError::NoPermits) => return Err(Some(event)),
-            Err(TryAcquireError::Closed) => return Err(None),
-        };
-        self.queue
-            .try_send(Queued::Event(QueuedEvent { event, bytes }))
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(Queued::Event(queued)) => Some(queued.event),
-                mpsc::error::TrySendError::Full(Queued::Flush(_))
-                | mpsc::error::TrySendError::Closed(_) => None,
-            })
-    }
-
-    fn send(&self, event: OutboundEvent) -> BoxFuture<'_, bool> {
-        Box::pin(async move {
-            let cost = self.cost(&event);
-            let Ok(bytes) = self.bytes.clone().acquire_many_owned(cost).await else {
-                return false;
-            };
-            self.queue
-                .send(Queued::Event(QueuedEvent { event, bytes }))
-                .await
-                .is_ok()
-        })
-    }
-}
-
-/// The receiving end of a peer's event queue, for its writer.
-pub(crate) struct EventQueueReceiver {
-    queue: mpsc::Receiver<Queued>,
-    bytes: Arc<Semaphore>,
-}
-
 /// Who a new peer is, from its certificate and its hello.
 pub(crate) struct PeerIdentity {
     pub(crate) id: NodeId,
@@ -254,10 +165,10 @@ pub(crate) struct PeerIdentity {
     pub(crate) dialer: NodeId,
 }
 
-/// The receiving ends of a new peer's queues, for the tasks that drain them.
+/// The ends of a new peer's queues, for the tasks that drain them.
 pub(crate) struct PeerQueues {
     pub(crate) control: mpsc::Receiver<wire::Control>,
-    pub(crate) events: EventQueueReceiver,
+    pub(crate) events: Arc<EventQueue>,
 }
 
 impl Peer {
@@ -276,16 +187,13 @@ impl Peer {
             dialer,
         } = identity;
         let (control, control_rx) = mpsc::channel(settings.control_queue_capacity.max(1));
-        let (queue, queue_rx) = mpsc::channel(events.queue_capacity.max(1));
-        let max_bytes = u32::try_from(events.queue_bytes).unwrap_or(u32::MAX).max(1);
-        // `max_bytes` is at most u32::MAX, well under the semaphore's maximum.
-        let bytes = Arc::new(Semaphore::new(max_bytes as usize));
-        let event_queue = EventQueue {
-            peer: id,
-            queue: queue.clone(),
-            bytes: bytes.clone(),
-            max_bytes,
-        };
+        let event_counts = Arc::<PeerEventCounters>::default();
+        let event_queue = Arc::new(EventQueue::new(
+            id,
+            events,
+            settings.max_message_size,
+            event_counts.clone(),
+        ));
         let peer = Arc::new(Peer {
             id,
             link,
@@ -295,10 +203,10 @@ impl Peer {
             connection,
             dialer,
             connected_at: std::time::SystemTime::now(),
-            event_counts: Arc::default(),
+            event_counts,
             control,
-            events: Arc::new(event_queue),
-            event_queue: queue,
+            events: event_queue.clone(),
+            event_queue: event_queue.clone(),
             frames_read: AtomicU64::new(0),
             more_read: Notify::new(),
             read_awaited: AtomicBool::new(false),
@@ -321,10 +229,7 @@ impl Peer {
             peer,
             PeerQueues {
                 control: control_rx,
-                events: EventQueueReceiver {
-                    queue: queue_rx,
-                    bytes,
-                },
+                events: event_queue,
             },
         )
     }
@@ -338,9 +243,7 @@ impl Peer {
     /// answers the number of event frames written on it. `None` when the writer is gone (the
     /// connection closed).
     pub(crate) async fn flush_events(&self) -> Option<u64> {
-        let (done, written) = oneshot::channel();
-        self.event_queue.send(Queued::Flush(done)).await.ok()?;
-        written.await.ok()
+        self.event_queue.flush().await
     }
 
     /// Counts an event frame read from the peer.
@@ -859,179 +762,6 @@ pub(crate) async fn write_control(
     let _ = send.finish();
 }
 
-/// The most bytes of already-queued events coalesced into one write.
-const EVENT_BATCH_BYTES: usize = 64 * 1024;
-
-/// What a peer's event writer needs: the connection, the queue it drains, its limits.
-pub(crate) struct EventWriter {
-    pub(crate) connection: Connection,
-    pub(crate) peer: NodeId,
-    pub(crate) queue: EventQueueReceiver,
-    pub(crate) max_message_size: usize,
-    pub(crate) flow: EventFlow,
-    /// The peer's own counts ([`Peer::event_counts`]), kept beside the node-wide ones.
-    pub(crate) own: Arc<PeerEventCounters>,
-}
-
-/// Writes queued events on this side's event stream, opened on first use, in order. Events
-/// that are already queued when one is written go out in the same write (up to
-/// [`EVENT_BATCH_BYTES`]): the frames are the same, there are just fewer writes.
-///
-/// A write that makes no progress for the slow-consumer timeout (the peer stopped reading)
-/// closes the connection with [`codes::SLOW`]. Every delivery is counted: written, or
-/// dropped (a failed write, an event over the maximum size, events left when the connection
-/// closes). A [`Queued::Flush`] is answered, with the number of frames written so far, once
-/// what was queued before it is written.
-pub(crate) async fn write_events(writer: EventWriter) {
-    let EventWriter {
-        connection,
-        peer,
-        queue: EventQueueReceiver { mut queue, bytes },
-        max_message_size: max,
-        flow,
-        own,
-    } = writer;
-    let counters = &flow.counters;
-    let mut stream: Option<SendStream> = None;
-    let mut batch = Batch::default();
-    // Event frames written on the connection, for flushes.
-    let mut frames_written: u64 = 0;
-    let mut flushes: Vec<oneshot::Sender<u64>> = Vec::new();
-    while let Some(first) = queue.recv().await {
-        batch.take(first, max, counters, &mut flushes);
-        while batch.frames.len() < EVENT_BATCH_BYTES && flushes.is_empty() {
-            match queue.try_recv() {
-                Ok(queued) => batch.take(queued, max, counters, &mut flushes),
-                Err(_) => break,
-            }
-        }
-        if batch.frames.is_empty() {
-            batch.clear();
-            for flush in flushes.drain(..) {
-                let _ = flush.send(frames_written);
-            }
-            continue;
-        }
-        let chunk = batch.frames.split().freeze();
-        let write = write_chunk(&connection, &mut stream, chunk);
-        match tokio::time::timeout(flow.slow_consumer_timeout, write).await {
-            Ok(Ok(())) => {
-                counters.written.fetch_add(batch.copies, Ordering::Relaxed);
-                own.written.fetch_add(batch.copies, Ordering::Relaxed);
-                frames_written = frames_written.saturating_add(batch.count);
-            }
-            Ok(Err(e)) => {
-                counters.dropped.fetch_add(batch.copies, Ordering::Relaxed);
-                own.dropped.fetch_add(batch.copies, Ordering::Relaxed);
-                stream = None;
-                if connection.close_reason().is_some() {
-                    break;
-                }
-                warn_limited!(%peer, events = batch.copies, error = %e, "events to a peer lost: the write failed");
-            }
-            Err(_) => {
-                counters.dropped.fetch_add(batch.copies, Ordering::Relaxed);
-                own.dropped.fetch_add(batch.copies, Ordering::Relaxed);
-                counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                let timeout = flow.slow_consumer_timeout;
-                warn_limited!(%peer, ?timeout, "slow consumer: the peer's event stream made no progress in time; disconnecting it");
-                connection.close(codes::SLOW, b"slow consumer");
-                break;
-            }
-        }
-        batch.clear();
-        for flush in flushes.drain(..) {
-            let _ = flush.send(frames_written);
-        }
-    }
-    // The connection is gone: what is still queued will never be sent.
-    bytes.close();
-    queue.close();
-    let mut left = batch.copies;
-    while let Ok(queued) = queue.try_recv() {
-        if let Queued::Event(queued) = queued {
-            left = left.saturating_add(queued.event.copies());
-        }
-    }
-    counters.dropped.fetch_add(left, Ordering::Relaxed);
-    own.dropped.fetch_add(left, Ordering::Relaxed);
-}
-
-/// Events on their way into one write: their frames, how many deliveries they carry, and
-/// their share of the queue's byte budget (released once written).
-#[derive(Default)]
-struct Batch {
-    frames: BytesMut,
-    /// How many frames.
-    count: u64,
-    copies: u64,
-    permits: Vec<OwnedSemaphorePermit>,
-}
-
-impl Batch {
-    /// Appends an event, or sets a flush aside to answer after this batch is written.
-    fn take(
-        &mut self,
-        queued: Queued,
-        max: usize,
-        counters: &PeerEventCounters,
-        flushes: &mut Vec<oneshot::Sender<u64>>,
-    ) {
-        match queued {
-            Queued::Event(event) => self.append(event, max, counters),
-            Queued::Flush(done) => flushes.push(done),
-        }
-    }
-
-    /// Appends `queued` as one frame; an event over the maximum message size is logged,
-    /// counted as dropped and skipped.
-    fn append(&mut self, queued: QueuedEvent, max: usize, counters: &PeerEventCounters) {
-        let QueuedEvent { event, bytes } = queued;
-        self.permits.push(bytes);
-        match append_event_frame(&mut self.frames, &event, max) {
-            Ok(()) => {
-                self.count = self.count.saturating_add(1);
-                self.copies = self.copies.saturating_add(event.copies());
-            }
-            Err(e) => {
-                counters
-                    .dropped
-                    .fetch_add(event.copies(), Ordering::Relaxed);
-                warn_limited!(topic = %event.topic, error = %e, "event not sent");
-            }
-        }
-    }
-
-    fn clear(&mut self) {
-        self.frames.clear();
-        self.count = 0;
-        self.copies = 0;
-        self.permits.clear();
-    }
-}
-
-/// Writes `chunk` on the event stream, opening it (with its kind byte) first if needed. A
-/// failed write leaves no stream, so the next one opens a new stream.
-async fn write_chunk(
-    connection: &Connection,
-    stream: &mut Option<SendStream>,
-    chunk: bytes::Bytes,
-) -> Result<(), TransportError> {
-    let open = match stream {
-        Some(open) => open,
-        None => {
-            let mut opened = connection.open_uni().await?;
-            opened.write_all(&[KIND_EVENTS]).await?;
-            stream.insert(opened)
-        }
-    };
-    if let Err(e) = open.write_chunk(chunk).await {
-        *stream = None;
-        return Err(e.into());
-    }
-    Ok(())
-}
-
 /// Reads one of the peer's event streams and delivers each event to the subscriptions it names.
 /// An event whose frame arrives in pieces takes room in the peer's `budget` until delivered;
 /// without room, the stream is cut (the sender opens another).
@@ -1065,6 +795,7 @@ pub(crate) async fn read_events<H: NodeHandler>(node: H, from: Arc<Peer>, mut re
                         network: event.network,
                         topic: event.topic,
                         payload: event.payload,
+                        more: event.more,
                         subscription_ids: event.subscription_ids,
                         retained: event.retained,
                         metadata: event.metadata,

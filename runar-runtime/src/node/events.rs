@@ -26,7 +26,9 @@ use crate::error::{Error, Result};
 use crate::lock::lock;
 use crate::metadata::Metadata;
 use crate::network::log_limit::warn_limited;
-use crate::network::{EventSink, InboundEvent, OutboundEvent, SubscriptionIds};
+use crate::network::{
+    EventPayload, EventRef, EventSink, InboundEvent, OutboundEvent, QueueRefusal, SubscriptionIds,
+};
 use crate::node::BroadcastMode;
 use crate::node::registry::{
     Event, HeldBytes, LocalSink, Origin, Sink, Subscription, SubscriptionCounters,
@@ -215,29 +217,29 @@ impl Node {
         }
         let mut full_peers: Vec<(Arc<dyn EventSink>, OutboundEvent)> = Vec::new();
         if let Some(count) = peers.count() {
-            let mut payload = Some(self.encode_for_peers(&value));
-            let last = count.saturating_sub(1);
-            for (i, (sink, subscription_ids)) in peers.into_iter().enumerate() {
-                // The last peer takes the payload itself: sharing it costs an allocation.
-                let payload = if i == last {
-                    payload.take()
-                } else {
-                    payload.clone()
-                };
-                let event = OutboundEvent {
-                    network: network.clone(),
-                    topic: topic.clone(),
-                    payload: payload.unwrap_or_default(),
-                    subscription_ids,
+            // One peer: its queue encodes the value straight into the frame. More: encoded
+            // once, copied into each peer's frame.
+            let encoded;
+            let payload = if count == 1 {
+                EventPayload::Value(&value, self.seal_scope())
+            } else {
+                encoded = self.encode_for_peers(&value);
+                EventPayload::Encoded(&encoded)
+            };
+            for (sink, subscription_ids) in peers.into_iter() {
+                let event = EventRef {
+                    network,
+                    topic: &topic,
+                    payload,
+                    subscription_ids: &subscription_ids,
                     retained,
-                    metadata: metadata.clone(),
+                    metadata: &metadata,
                 };
-                let copies = event.copies();
-                match sink.try_send(event) {
+                match sink.try_send(&event) {
                     Ok(()) => {}
-                    Err(Some(event)) => full_peers.push((sink.clone(), event)),
-                    Err(None) => {
-                        self.peer_dropped(sink.as_ref(), &topic, copies, "the peer is gone")
+                    Err(QueueRefusal::Full) => full_peers.push((sink.clone(), event.owned())),
+                    Err(QueueRefusal::Closed) => {
+                        self.peer_dropped(sink.as_ref(), &topic, event.copies(), "the peer is gone")
                     }
                 }
             }
@@ -356,7 +358,11 @@ impl Node {
         network: &Arc<str>,
     ) -> Option<futures::future::BoxFuture<'static, ()>> {
         let counters = &self.inner.counters;
-        count(&counters.received, 1);
+        // The frame's events: its payload and the more that joined it.
+        let events = u64::try_from(event.more.len())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        count(&counters.received, events);
         let peer = event.from;
         let registry = &self.inner.registry;
         let ids = &event.subscription_ids;
@@ -368,7 +374,7 @@ impl Node {
                 let topic = match split_concrete(text, self.inner.config.path_limits()) {
                     Ok((None, topic)) if !is_local_only(topic) => topic,
                     refused => {
-                        count(&counters.rejected, 1);
+                        count(&counters.rejected, events);
                         let why = match refused {
                             Err(e) => e.to_string(),
                             Ok((Some(_), _)) => "a topic with a network prefix".to_owned(),
@@ -391,7 +397,7 @@ impl Node {
                 .is_err()
         {
             // Counted in the policy's decisions too, and logged (rate-limited) there.
-            count(&counters.rejected, 1);
+            count(&counters.rejected, events);
             return None;
         }
         let named = ids.len();
@@ -399,7 +405,9 @@ impl Node {
         if ignored > 0 {
             count(
                 &counters.rejected,
-                u64::try_from(ignored).unwrap_or(u64::MAX),
+                u64::try_from(ignored)
+                    .unwrap_or(u64::MAX)
+                    .saturating_mul(events),
             );
             // Also the ordinary race of an event with an unsubscribe: not worth a warning.
             if let Some(suppressed) = INBOUND_IGNORED.allow() {
@@ -417,24 +425,66 @@ impl Node {
         ) {
             Ok(metadata) => metadata,
             Err(error) => {
-                count(&counters.rejected, 1);
+                count(&counters.rejected, events);
                 warn_limited!(%peer, %topic, "event from a peer refused: {}", shorten(error.message()));
                 return None;
             }
         };
-        let delivery = Delivery {
-            network,
-            // The whole topic: one with a network prefix was refused above.
+        // The whole topic: one with a network prefix was refused above.
+        let route = InboundRoute {
             topic,
-            value: Arc::new(self.sealed_scope(Value::from_encoded(event.payload))),
-            publisher: Caller::Remote(peer),
+            targets,
+            peer,
             retained: event.retained,
             metadata,
+            wait: Wait::Peer(self.inner.config.peer_event_wait),
         };
-        let wait = Wait::Peer(self.inner.config.peer_event_wait);
-        let crowded = self.deliver_at_once(delivery, &targets, wait)?;
+        // In order: at once while every queue has room, up to `INBOUND_AT_ONCE`; the rest
+        // in the future that comes back, each after the waiting for the one before, and
+        // within tokio's cooperative budget (a frame may join a great many events).
+        let mut payloads = std::iter::once(event.payload).chain(event.more);
+        let mut crowded = None;
+        for payload in payloads.by_ref().take(INBOUND_AT_ONCE) {
+            crowded = self.deliver_one_inbound(network, &route, payload);
+            if crowded.is_some() {
+                break;
+            }
+        }
+        if crowded.is_none() && payloads.size_hint().1 == Some(0) {
+            return None;
+        }
         let node = self.clone();
-        Some(Box::pin(async move { node.wait_for_room(crowded).await }))
+        let network = network.clone();
+        Some(Box::pin(async move {
+            if let Some(crowded) = crowded {
+                node.wait_for_room(crowded).await;
+            }
+            for payload in payloads {
+                tokio::task::coop::consume_budget().await;
+                if let Some(crowded) = node.deliver_one_inbound(&network, &route, payload) {
+                    node.wait_for_room(crowded).await;
+                }
+            }
+        }))
+    }
+
+    /// One of a peer's events, routed (see [`deliver_inbound`](Self::deliver_inbound)), to
+    /// every queue with room at once; the waiting for full ones comes back.
+    fn deliver_one_inbound(
+        &self,
+        network: &Arc<str>,
+        route: &InboundRoute,
+        payload: bytes::Bytes,
+    ) -> Option<Crowded> {
+        let delivery = Delivery {
+            network,
+            topic: route.topic.clone(),
+            value: Arc::new(self.sealed_scope(Value::from_encoded(payload))),
+            publisher: Caller::Remote(route.peer),
+            retained: route.retained,
+            metadata: route.metadata.clone(),
+        };
+        self.deliver_at_once(delivery, &route.targets, route.wait)
     }
 
     /// Narrows `targets` to what the broadcast mode asks for.
@@ -674,6 +724,20 @@ pub(crate) struct Delivery<'a> {
     pub(crate) publisher: Caller,
     pub(crate) retained: bool,
     pub(crate) metadata: Metadata,
+}
+
+/// How many of the events one frame from a peer joins are delivered before the frame's reader
+/// lets other tasks run (see [`Node::deliver_inbound`]).
+const INBOUND_AT_ONCE: usize = 32;
+
+/// Where a peer's events of one frame go: checked once for all of them.
+struct InboundRoute {
+    topic: Arc<str>,
+    targets: crate::node::registry::Subscriptions,
+    peer: crate::identity::NodeId,
+    retained: bool,
+    metadata: Metadata,
+    wait: Wait,
 }
 
 /// The deliveries of an event that found their queues full, waiting for room

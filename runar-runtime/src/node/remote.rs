@@ -110,8 +110,11 @@ impl NodeHandler for NodeLink {
             // would be: one rejection per id it names (at least one).
             let counters = &node.inner.counters;
             let named = u64::try_from(event.subscription_ids.len()).unwrap_or(u64::MAX);
-            super::stats::count(&counters.received, 1);
-            super::stats::count(&counters.rejected, named.max(1));
+            let events = u64::try_from(event.more.len())
+                .unwrap_or(u64::MAX)
+                .saturating_add(1);
+            super::stats::count(&counters.received, events);
+            super::stats::count(&counters.rejected, named.max(1).saturating_mul(events));
             return None;
         }
         node.deliver_inbound(event, network)
@@ -588,7 +591,7 @@ impl Node {
                 retained: true,
                 metadata: event.metadata,
             };
-            if sink.try_send(retained).is_err() {
+            if sink.try_send(&retained.borrowed()).is_err() {
                 warn_limited!(peer = %sink.peer(), "retained events dropped: the peer's event queue is full");
                 break;
             }

@@ -88,6 +88,12 @@ impl Node {
         }
     }
 
+    /// The node's seal scope, within which values bound for peers are encoded (none without
+    /// a resolver).
+    pub(crate) fn seal_scope(&self) -> Option<&Arc<dyn Scope>> {
+        self.inner.sealing.scope.as_ref()
+    }
+
     /// `value`'s encoding as this node sends it to a peer: labelled fields sealed (redacted
     /// without a resolver or a key for their label). For a value that already holds bytes,
     /// those bytes.
