@@ -41,7 +41,7 @@ const EVENT_BATCH_BYTES: usize = 64 * 1024;
 /// The limits of a peer's outgoing events, and where their fate is counted.
 #[derive(Clone)]
 pub(crate) struct EventFlow {
-    /// The most events queued for one peer.
+    /// The most events queued for one peer (not counting the write in flight).
     pub(crate) queue_capacity: usize,
     /// The most bytes of events queued for one peer (their frames, counting the write in
     /// flight).
@@ -79,7 +79,7 @@ struct Pending {
     sizes: VecDeque<FrameSize>,
     /// The last frame of `frames`, while a following event may join it.
     open: Option<OpenFrame>,
-    /// Events queued, counting the write in flight.
+    /// Events queued (taken by the writer, they no longer count).
     events: usize,
     /// Bytes of frames queued, counting the write in flight.
     bytes: usize,
@@ -234,6 +234,7 @@ impl EventQueue {
         }
         let len = len.min(pending.frames.len());
         taken.chunk = pending.frames.split_to(len).freeze();
+        pending.events = pending.events.saturating_sub(taken.events);
         pending.open = match pending.open.take() {
             // The open frame is the last one: still queued only if frames are left.
             Some(open) if !pending.sizes.is_empty() => {
@@ -250,12 +251,11 @@ impl EventQueue {
         Some(taken)
     }
 
-    /// The writer finished with `taken` (written or not): its room is free again, and the
+    /// The writer finished with `taken` (written or not): its bytes are free again, and the
     /// flushes it completes are answered.
     fn done(&self, taken: &Taken, frames_taken: u64, frames_written: u64) {
         let answered = {
             let mut pending = lock(&self.state);
-            pending.events = pending.events.saturating_sub(taken.events);
             pending.bytes = pending.bytes.saturating_sub(taken.chunk.len());
             take_answered(&mut pending.flushes, frames_taken)
         };
@@ -410,6 +410,8 @@ pub(crate) async fn write_events(writer: EventWriter) {
             }
         };
         frames_taken = frames_taken.saturating_add(taken.frames);
+        // The events taken no longer count against the queue's capacity.
+        queue.room.notify_waiters();
         let write = write_chunk(&connection, &mut stream, taken.chunk.clone());
         let mut closed = false;
         match tokio::time::timeout(slow_consumer_timeout, write).await {
@@ -596,9 +598,11 @@ mod tests {
         // The taken frame is not joined any more.
         q.try_send(&event("u", b"z", &ids, &none)).unwrap();
         q.try_send(&event("u", b"w", &ids, &none)).unwrap();
-        assert_eq!(lock(&q.state).events, 4);
-        q.done(&taken, 2, 2);
+        // Taken events no longer count; their bytes do until written.
         assert_eq!(lock(&q.state).events, 2);
+        let bytes = lock(&q.state).bytes;
+        q.done(&taken, 2, 2);
+        assert_eq!(lock(&q.state).bytes, bytes - taken.chunk.len());
         let z = Bytes::from_static(b"z");
         let w = Bytes::from_static(b"w");
         assert_eq!(frames(&q), vec![("u".to_owned(), vec![z, w])]);
