@@ -492,7 +492,8 @@ async fn a_frame_joining_many_events_delivers_each_in_order() {
     joined.more_payloads = (1..N)
         .map(|n| prost::Message::encode_to_vec(&n).into())
         .collect();
-    raw.send_events(&[joined, event("many/x", N, vec![id])]).await;
+    raw.send_events(&[joined, event("many/x", N, vec![id])])
+        .await;
     wait_for("every event", || seen.lock().unwrap().len() as u64 > N).await;
     assert_eq!(*seen.lock().unwrap(), (0..=N).collect::<Vec<_>>());
     let stats = a.stats();

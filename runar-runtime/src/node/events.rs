@@ -80,19 +80,53 @@ impl Node {
         event: Value,
         options: PublishOptions,
     ) -> Result<()> {
+        // A publisher in a tight loop never waits, so let the subscribers' tasks and the
+        // peers' writers run now and then (tokio's cooperative budget).
+        tokio::task::coop::consume_budget().await;
+        // The rest does not wait unless some queue is full: the future every publish builds
+        // and moves holds only the arguments.
+        if let Some(crowded) = self.publish_at_once(path.as_ref(), event, options)? {
+            // Boxed: the waiting is the rare case, and its state would otherwise make every
+            // publish's future several times larger.
+            Box::pin(self.wait_for_room(crowded)).await;
+        }
+        Ok(())
+    }
+
+    /// The part of [`publish_value`](Self::publish_value) that does not wait: checks, routes,
+    /// and hands the event to every queue with room; the deliveries that found theirs full
+    /// come back to wait for room (see [`deliver_at_once`](Self::deliver_at_once)).
+    fn publish_at_once(
+        &self,
+        path: &str,
+        event: Value,
+        options: PublishOptions,
+    ) -> Result<Option<Crowded>> {
         self.check_not_stopped()?;
         let config = &self.inner.config;
         options
             .metadata
             .check_limits(config.max_metadata_size, config.max_metadata_entries)?;
-        let (topic_network, topic) = split_concrete(path.as_ref(), config.path_limits())?;
+        let registry = &self.inner.registry;
+        // A topic of the node's network that was published before is valid: found in the
+        // route cache as it is, it is not checked again. (A path naming a network is never
+        // cached as a topic.)
+        let cached = registry.cached_published(&self.inner.network, path);
+        let (topic_network, topic) = match cached {
+            Some(_) => (None, path),
+            None => split_concrete(path, config.path_limits())?,
+        };
         let network = topic_network.unwrap_or(&self.inner.network);
         if self.inner.policed.load(Ordering::Relaxed) && !is_local_only(topic) {
             self.check_access(network, None, Access::Publish, topic)?;
         }
-        let (topic_path, targets) = self.inner.registry.matching_subscriptions(network, topic);
-        let value = Arc::new(event);
+        let (topic_path, targets) = match cached {
+            Some(cached) => cached,
+            None => registry.matching_subscriptions(network, topic),
+        };
+        let mut value = EventValue::Owned(event);
         if let Some(ttl) = options.retain_for {
+            let value = value.share();
             let mut store = lock(&self.inner.retained);
             let now = Instant::now();
             let per_network = store.entry(network.into()).or_default();
@@ -100,7 +134,7 @@ impl Node {
             per_network.insert(
                 topic_path.clone(),
                 Retained {
-                    value: value.clone(),
+                    value,
                     publisher: Caller::Local,
                     expires: deadline_after(ttl),
                     metadata: options.metadata.clone(),
@@ -127,36 +161,16 @@ impl Node {
             retained: false,
             metadata: options.metadata,
         };
-        self.deliver(event, &targets, Wait::Publisher(wait)).await;
-        Ok(())
+        Ok(self.deliver_at_once(event, &targets, Wait::Publisher(wait)))
     }
 
-    /// Hands an event to `targets`: local queues get the value itself; each peer gets one
-    /// message naming its subscriptions, with the payload encoded once for all peers.
-    ///
-    /// Every queue with room gets the event first. Then, if `wait` is not zero, the full ones
-    /// are waited for together, up to `wait` (for an event from a peer, up to what is left of
-    /// each subscription's budget, not for a stalled one); the deliveries that still find no
-    /// room are dropped, counted and logged (rate-limited).
-    pub(crate) async fn deliver(
-        &self,
-        event: Delivery<'_>,
-        targets: &[Arc<Subscription>],
-        wait: Wait,
-    ) {
-        // A publisher in a tight loop never waits, so let the subscribers' tasks and the
-        // peers' writers run now and then (tokio's cooperative budget).
-        tokio::task::coop::consume_budget().await;
-        if let Some(crowded) = self.deliver_at_once(event, targets, wait) {
-            // Boxed: the waiting is the rare case, and its state would otherwise make every
-            // publish's future (moved on each call) several times larger.
-            Box::pin(self.wait_for_room(crowded)).await;
-        }
-    }
-
-    /// The part of [`deliver`](Self::deliver) that does not wait: the event goes to every
-    /// queue with room at once; the deliveries that found theirs full come back to wait for
-    /// room (`None` when there are none, or `wait` is zero: those were dropped).
+    /// Hands an event to `targets` without waiting: local queues get the value itself; each
+    /// peer gets one message naming its subscriptions, with the payload encoded once for all
+    /// peers. Every queue with room gets the event at once; the deliveries that found theirs
+    /// full come back to wait for room (`None` when there are none, or `wait` is zero: those
+    /// were dropped, counted and logged). [`wait_for_room`](Self::wait_for_room) waits for
+    /// them together, up to `wait` (for an event from a peer, up to what is left of each
+    /// subscription's budget, not for a stalled one).
     fn deliver_at_once(
         &self,
         event: Delivery<'_>,
@@ -166,53 +180,17 @@ impl Node {
         let Delivery {
             network,
             topic,
-            value,
+            mut value,
             publisher,
             retained,
             metadata,
         } = event;
-        let mut full_local: Vec<(Arc<Subscription>, Event)> = Vec::new();
+        // Peers first: they encode the value; local queues then share it (an `Arc` made only
+        // when one takes it).
         let mut peers = ByPeer::default();
         for sub in targets {
-            match &sub.sink {
-                Sink::Local(local) => {
-                    // Bytes from a peer count against the node's bound while they wait.
-                    let held = if value.is_encoded() {
-                        let held = HeldBytes::try_hold(
-                            &self.inner.counters.queued_event_bytes,
-                            value.encoded_len(),
-                            self.inner.config.max_queued_event_bytes,
-                        );
-                        if held.is_none() {
-                            self.local_dropped(
-                                sub,
-                                local,
-                                "the node's queued event bytes are at their bound",
-                            );
-                            continue;
-                        }
-                        held
-                    } else {
-                        None
-                    };
-                    let event = Event {
-                        topic: topic.clone(),
-                        value: value.clone(),
-                        publisher: publisher.clone(),
-                        retained,
-                        metadata: metadata.clone(),
-                        held,
-                    };
-                    match local.queue.try_send(event) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(event)) => {
-                            full_local.push((sub.clone(), event));
-                        }
-                        // A closed queue means the subscription just ended: nothing to deliver to.
-                        Err(mpsc::error::TrySendError::Closed(_)) => {}
-                    }
-                }
-                Sink::Remote { sink, remote_id } => peers.add(sink, *remote_id),
+            if let Sink::Remote { sink, remote_id } = &sub.sink {
+                peers.add(sink, *remote_id);
             }
         }
         let mut full_peers: Vec<(Arc<dyn EventSink>, OutboundEvent)> = Vec::new();
@@ -221,9 +199,9 @@ impl Node {
             // once, copied into each peer's frame.
             let encoded;
             let payload = if count == 1 {
-                EventPayload::Value(&value, self.seal_scope())
+                EventPayload::Value(value.get(), self.seal_scope())
             } else {
-                encoded = self.encode_for_peers(&value);
+                encoded = self.encode_for_peers(value.get());
                 EventPayload::Encoded(&encoded)
             };
             for (sink, subscription_ids) in peers.into_iter() {
@@ -242,6 +220,47 @@ impl Node {
                         self.peer_dropped(sink.as_ref(), &topic, event.copies(), "the peer is gone")
                     }
                 }
+            }
+        }
+        let mut full_local: Vec<(Arc<Subscription>, Event)> = Vec::new();
+        for sub in targets {
+            let Sink::Local(local) = &sub.sink else {
+                continue;
+            };
+            // Bytes from a peer count against the node's bound while they wait.
+            let held = if value.get().is_encoded() {
+                let held = HeldBytes::try_hold(
+                    &self.inner.counters.queued_event_bytes,
+                    value.get().encoded_len(),
+                    self.inner.config.max_queued_event_bytes,
+                );
+                if held.is_none() {
+                    self.local_dropped(
+                        sub,
+                        local,
+                        "the node's queued event bytes are at their bound",
+                    );
+                    continue;
+                }
+                held
+            } else {
+                None
+            };
+            let event = Event {
+                topic: topic.clone(),
+                value: value.share(),
+                publisher: publisher.clone(),
+                retained,
+                metadata: metadata.clone(),
+                held,
+            };
+            match local.queue.try_send(event) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(event)) => {
+                    full_local.push((sub.clone(), event));
+                }
+                // A closed queue means the subscription just ended: nothing to deliver to.
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
         if full_local.is_empty() && full_peers.is_empty() {
@@ -266,7 +285,7 @@ impl Node {
         })
     }
 
-    /// The waiting part of [`deliver`](Self::deliver): the deliveries whose queues were full
+    /// The waiting part of [`deliver_at_once`](Self::deliver_at_once): the deliveries whose queues were full
     /// wait together for room, up to their wait; those still without room are dropped,
     /// counted and logged.
     async fn wait_for_room(&self, crowded: Crowded) {
@@ -479,7 +498,7 @@ impl Node {
         let delivery = Delivery {
             network,
             topic: route.topic.clone(),
-            value: Arc::new(self.sealed_scope(Value::from_encoded(payload))),
+            value: EventValue::Owned(self.sealed_scope(Value::from_encoded(payload))),
             publisher: Caller::Remote(route.peer),
             retained: route.retained,
             metadata: route.metadata.clone(),
@@ -716,14 +735,40 @@ async fn run_subscription(
     }
 }
 
-/// An event on its way to subscriptions: what [`Node::deliver`] hands out.
+/// An event on its way to subscriptions: what [`Node::deliver_at_once`] hands out.
 pub(crate) struct Delivery<'a> {
     pub(crate) network: &'a Arc<str>,
     pub(crate) topic: Arc<str>,
-    pub(crate) value: Arc<Value>,
+    pub(crate) value: EventValue,
     pub(crate) publisher: Caller,
     pub(crate) retained: bool,
     pub(crate) metadata: Metadata,
+}
+
+/// An event's value on its way to its subscriptions: owned until a local subscription's queue
+/// takes it, then shared by every local one.
+pub(crate) enum EventValue {
+    Owned(Value),
+    Shared(Arc<Value>),
+}
+
+impl EventValue {
+    fn get(&self) -> &Value {
+        match self {
+            EventValue::Owned(value) => value,
+            EventValue::Shared(value) => value,
+        }
+    }
+
+    /// The value, shared (moved into an `Arc` the first time).
+    fn share(&mut self) -> Arc<Value> {
+        let shared = match self {
+            EventValue::Shared(value) => return value.clone(),
+            EventValue::Owned(value) => Arc::new(std::mem::replace(value, Value::empty())),
+        };
+        *self = EventValue::Shared(shared.clone());
+        shared
+    }
 }
 
 /// How many of the events one frame from a peer joins are delivered before the frame's reader

@@ -821,6 +821,18 @@ impl Registry {
         (topic, found)
     }
 
+    /// What [`matching_subscriptions`](Self::matching_subscriptions) found for `topic` in
+    /// `network`, if it is cached: the topic was valid then (only a valid topic is looked up,
+    /// and validity does not change), so a publisher may skip checking it again.
+    pub(crate) fn cached_published(
+        &self,
+        network: &str,
+        topic: &str,
+    ) -> Option<(Arc<str>, Subscriptions)> {
+        let networks = read(&self.networks);
+        read(&networks.get(network)?.published).get(topic.as_bytes())
+    }
+
     /// What [`inbound_subscriptions`](Self::inbound_subscriptions) found for an event on
     /// `topic` (its bytes, as received) in `network` naming the same one id, if it is cached
     /// (the topic was valid then, and is), with the topic as the cache shares it.
