@@ -173,7 +173,7 @@ impl Options {
                     println!(
                         "runar-bench [--quick] [--secs S] [--rounds N] \
                          [--only unary,local,events,streams,payload,memory,scale,gateway,sealing] \
-                         [--profile SYSTEM-seq[-mt][:BYTES]|SYSTEM-64[-mt][:BYTES]|runar-events|zenoh-events[-quic]|runar-pull[:N]|runar-push[:N]|tonic-pull|tonic-push] \
+                         [--profile SYSTEM-seq[-mt][:BYTES]|SYSTEM-64[-mt][:BYTES]|runar-events[-mt]|zenoh-events[-quic]|runar-pull[:N]|runar-push[:N]|tonic-pull|tonic-push] \
                          (SYSTEM: runar, quinn, quinn-runar, quinn-framed, tonic, tonic-plain, gateway, tarpc) \
                          [--calls N]"
                     );
@@ -769,9 +769,14 @@ fn profile(which: &str, o: &Options) {
             });
             report("events/s", x);
         }
-        "runar-events" => {
+        "runar-events" | "runar-events-mt" => {
             let calls = o.calls;
-            let x = Rt::Current.run(move || async move {
+            let rt = if which.ends_with("-mt") {
+                Rt::Multi
+            } else {
+                Rt::Current
+            };
+            let x = rt.run(move || async move {
                 let sink = events::Sink::default();
                 let r = runar_side::connect().await;
                 r.subscribe(sink.clone()).await;
