@@ -38,6 +38,10 @@ use crate::lock::lock;
 /// write).
 const EVENT_BATCH_BYTES: usize = 64 * 1024;
 
+/// The most buffer capacity a peer's queue keeps once it is empty (a burst can grow it to the
+/// queue's byte budget).
+const FRAMES_KEPT: usize = 4 * EVENT_BATCH_BYTES;
+
 /// The limits of a peer's outgoing events, and where their fate is counted.
 #[derive(Clone)]
 pub(crate) struct EventFlow {
@@ -235,6 +239,11 @@ impl EventQueue {
         let len = len.min(pending.frames.len());
         taken.chunk = pending.frames.split_to(len).freeze();
         pending.events = pending.events.saturating_sub(taken.events);
+        // After a burst, the buffer is not kept at its largest: the writes in flight hold it
+        // until they are sent, then it is freed.
+        if pending.frames.is_empty() && pending.frames.capacity() > FRAMES_KEPT {
+            pending.frames = BytesMut::new();
+        }
         pending.open = match pending.open.take() {
             // The open frame is the last one: still queued only if frames are left.
             Some(open) if !pending.sizes.is_empty() => {
@@ -327,8 +336,9 @@ impl EventSink for EventQueue {
             }
         }
         let len = p.frames.len().saturating_sub(start);
-        // An event larger than the whole budget is still queued alone.
-        if p.events > 0 && p.bytes.saturating_add(len) > self.max_bytes {
+        // An event larger than the whole budget is still queued, alone: when nothing else is
+        // queued or being written.
+        if p.bytes > 0 && p.bytes.saturating_add(len) > self.max_bytes {
             p.frames.truncate(start);
             return Err(QueueRefusal::Full);
         }
@@ -634,10 +644,39 @@ mod tests {
         }
         let sizes: Vec<usize> = frames(&q).iter().map(|(_, p)| p.len()).collect();
         assert_eq!(sizes, vec![2, 1]);
+        // The bytes of a write in flight count: an event that would go over waits for it,
+        // even when nothing else is queued.
+        let q = queue(100, 100, 1 << 20);
+        q.try_send(&event("t", &[1u8; 60], &ids, &none)).unwrap();
+        let taken = EventQueue::take(&mut lock(&q.state)).unwrap();
+        let refused = q.try_send(&event("u", &[2u8; 60], &ids, &none));
+        assert_eq!(refused, Err(QueueRefusal::Full));
+        q.done(&taken, 1, 1);
+        q.try_send(&event("u", &[2u8; 60], &ids, &none)).unwrap();
         // An event over the maximum on its own is dropped and counted.
+        let q = queue(100, 1 << 20, 40);
         q.try_send(&event("t", &[0; 50], &ids, &none)).unwrap();
         assert_eq!(q.counters.dropped.load(Ordering::Relaxed), 1);
         assert_eq!(lock(&q.state).frames.len(), 0);
+    }
+
+    #[test]
+    fn an_emptied_queue_lets_go_of_a_burst_sized_buffer() {
+        let q = queue(10_000, 1 << 30, 1 << 20);
+        let ids = SubscriptionIds::One(1);
+        let none = Metadata::new();
+        let payload = [7u8; 1000];
+        for topic in ["a", "b"].iter().cycle().take(2_000) {
+            q.try_send(&event(topic, &payload, &ids, &none)).unwrap();
+        }
+        assert!(lock(&q.state).frames.capacity() > FRAMES_KEPT);
+        loop {
+            let taken = EventQueue::take(&mut lock(&q.state));
+            let Some(taken) = taken else { break };
+            q.done(&taken, 0, 0);
+        }
+        assert!(lock(&q.state).frames.capacity() <= FRAMES_KEPT);
+        assert_eq!(lock(&q.state).bytes, 0);
     }
 
     #[tokio::test]
