@@ -223,10 +223,18 @@ impl Node {
             }
         }
         let mut full_local: Vec<(Arc<Subscription>, Event)> = Vec::new();
-        for sub in targets {
+        // The last local subscription takes the topic and the value themselves: a reference
+        // count less to raise here and drop again (those counts are shared with the threads
+        // that run the handlers).
+        let last_local = targets
+            .iter()
+            .rposition(|sub| matches!(sub.sink, Sink::Local(_)));
+        let mut topic = Some(topic);
+        for (i, sub) in targets.iter().enumerate() {
             let Sink::Local(local) = &sub.sink else {
                 continue;
             };
+            let last = Some(i) == last_local;
             // Bytes from a peer count against the node's bound while they wait.
             let held = if value.get().is_encoded() {
                 let held = HeldBytes::try_hold(
@@ -246,9 +254,19 @@ impl Node {
             } else {
                 None
             };
+            let (Some(shared_topic), value) = (
+                if last { topic.take() } else { topic.clone() },
+                if last {
+                    value.take_shared()
+                } else {
+                    value.share()
+                },
+            ) else {
+                continue;
+            };
             let event = Event {
-                topic: topic.clone(),
-                value: value.share(),
+                topic: shared_topic,
+                value,
                 publisher: publisher.clone(),
                 retained,
                 metadata: metadata.clone(),
@@ -266,6 +284,11 @@ impl Node {
         if full_local.is_empty() && full_peers.is_empty() {
             return None;
         }
+        // A full queue gave its event back: the topic is there if it went to a local one.
+        let topic = topic
+            .or_else(|| full_local.first().map(|(_, event)| event.topic.clone()))
+            .or_else(|| full_peers.first().map(|(_, event)| event.topic.clone()))
+            .unwrap_or_default();
         if wait.duration().is_zero() {
             for (sub, _) in &full_local {
                 if let Sink::Local(local) = &sub.sink {
@@ -757,6 +780,14 @@ impl EventValue {
         match self {
             EventValue::Owned(value) => value,
             EventValue::Shared(value) => value,
+        }
+    }
+
+    /// The value, shared, leaving nothing behind (for the last to take it).
+    fn take_shared(&mut self) -> Arc<Value> {
+        match std::mem::replace(self, EventValue::Owned(Value::empty())) {
+            EventValue::Shared(value) => value,
+            EventValue::Owned(value) => Arc::new(value),
         }
     }
 
