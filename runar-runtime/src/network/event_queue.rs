@@ -106,12 +106,11 @@ struct FrameSize {
     copies: u64,
 }
 
-/// The frame a following event may join: one for exactly one subscription, with no metadata
-/// and not retained (what a stream of events published to one subscriber looks like).
+/// The last queued frame, while a following event may join it: one for exactly one
+/// subscription, with no metadata and not retained (what a stream of events published to one
+/// subscriber looks like). It starts where the last of `Pending::sizes` does.
 struct OpenFrame {
-    /// Where the frame starts in `frames`.
-    start: usize,
-    /// Where its network and topic lie in `frames`.
+    /// Where its network and topic lie, from the frame's start.
     network: std::ops::Range<usize>,
     topic: std::ops::Range<usize>,
     /// The subscription it is for.
@@ -119,8 +118,8 @@ struct OpenFrame {
 }
 
 impl OpenFrame {
-    /// The frame `event`'s was just appended as, starting at `start`, if events may join it.
-    fn of(frames: &[u8], start: usize, event: &EventRef<'_>) -> Option<OpenFrame> {
+    /// `frame`, just encoded from `event`, if events may join it.
+    fn of(frame: &[u8], event: &EventRef<'_>) -> Option<OpenFrame> {
         let SubscriptionIds::One(id) = *event.subscription_ids else {
             return None;
         };
@@ -129,24 +128,30 @@ impl OpenFrame {
         }
         let (network, topic) = (event.network.as_bytes(), event.topic.as_bytes());
         // The encoder writes the network's and the topic's fields first; find them back.
-        let network_at = find(frames, start.saturating_add(FRAME_HEADER_LEN), network)?;
-        let topic_at = find(frames, network_at.end, topic)?;
+        let network_at = find(frame, FRAME_HEADER_LEN, network)?;
+        let topic_at = find(frame, network_at.end, topic)?;
         Some(OpenFrame {
-            start,
             network: network_at,
             topic: topic_at,
             id,
         })
     }
 
-    /// Whether `event` may join this frame: the same network, topic and subscription, no
-    /// metadata, not retained.
-    fn joins(&self, frames: &[u8], event: &EventRef<'_>) -> bool {
+    /// Whether `event` may join `frame` (this one): the same network, topic and subscription,
+    /// no metadata, not retained.
+    fn joins(&self, frame: &[u8], event: &EventRef<'_>) -> bool {
         *event.subscription_ids == SubscriptionIds::One(self.id)
             && !event.retained
             && event.metadata.is_empty()
-            && frames.get(self.topic.clone()) == Some(event.topic.as_bytes())
-            && frames.get(self.network.clone()) == Some(event.network.as_bytes())
+            && frame.get(self.topic.clone()) == Some(event.topic.as_bytes())
+            && frame.get(self.network.clone()) == Some(event.network.as_bytes())
+    }
+}
+
+impl Pending {
+    /// Where the last queued frame starts in `frames`.
+    fn last_frame_start(&self) -> Option<usize> {
+        self.frames.len().checked_sub(self.sizes.back()?.len)
     }
 }
 
@@ -244,19 +249,10 @@ impl EventQueue {
         if pending.frames.is_empty() && pending.frames.capacity() > FRAMES_KEPT {
             pending.frames = BytesMut::new();
         }
-        pending.open = match pending.open.take() {
-            // The open frame is the last one: still queued only if frames are left.
-            Some(open) if !pending.sizes.is_empty() => {
-                open.start.checked_sub(len).map(|start| OpenFrame {
-                    start,
-                    network: open.network.start.saturating_sub(len)
-                        ..open.network.end.saturating_sub(len),
-                    topic: open.topic.start.saturating_sub(len)..open.topic.end.saturating_sub(len),
-                    id: open.id,
-                })
-            }
-            _ => None,
-        };
+        // The open frame is the last one: still open while it is queued.
+        if pending.sizes.is_empty() {
+            pending.open = None;
+        }
         Some(taken)
     }
 
@@ -306,14 +302,14 @@ impl EventSink for EventQueue {
         }
         let was_empty = pending.frames.is_empty();
         let p = &mut *pending;
-        if let Some(open) = &p.open
-            && open.joins(&p.frames, event)
+        if let (Some(open), Some(start)) = (&p.open, p.last_frame_start())
+            && open.joins(p.frames.get(start..).unwrap_or_default(), event)
         {
             let more = FRAME_HEADER_LEN.saturating_add(event.payload.len());
             if p.bytes.saturating_add(more) > self.max_bytes {
                 return Err(QueueRefusal::Full);
             }
-            if let Ok(added) = append_more_payload(&mut p.frames, open.start, &event.payload, max) {
+            if let Ok(added) = append_more_payload(&mut p.frames, start, &event.payload, max) {
                 if let Some(last) = p.sizes.back_mut() {
                     last.len = last.len.saturating_add(added);
                     last.events = last.events.saturating_add(1);
@@ -342,7 +338,7 @@ impl EventSink for EventQueue {
             p.frames.truncate(start);
             return Err(QueueRefusal::Full);
         }
-        p.open = OpenFrame::of(&p.frames, start, event);
+        p.open = OpenFrame::of(p.frames.get(start..).unwrap_or_default(), event);
         p.sizes.push_back(FrameSize {
             len,
             events: 1,
