@@ -82,7 +82,7 @@ async fn garbage_instead_of_a_hello_closes_only_that_connection() {
     let (mut send, _recv) = conn.open_bi().await.unwrap();
     send.write_all(&[1]).await.unwrap();
     let liar = wire::Hello {
-        protocol_version: 1,
+        protocol_version: 2,
         node_id: b.node_id().to_string(),
         node_name: "liar".into(),
         network_id: key().network_id(),

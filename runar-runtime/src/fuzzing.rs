@@ -1014,7 +1014,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ],
     };
     let hello = wire::Hello {
-        protocol_version: 1,
+        protocol_version: 2,
         node_id: NodeId::from_public_key(&[1; 32]).to_string(),
         node_name: "seed".into(),
         network_id: NETWORK_ID.into(),

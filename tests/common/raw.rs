@@ -60,7 +60,7 @@ pub async fn try_client(
 #[allow(clippy::needless_update)]
 pub fn hello_with(keypair: &NodeKeypair, capabilities: wire::Capabilities) -> wire::Hello {
     wire::Hello {
-        protocol_version: 1,
+        protocol_version: 2,
         node_id: keypair.node_id().to_string(),
         node_name: "raw".into(),
         network_id: key().network_id(),

@@ -46,7 +46,7 @@ pub(crate) const KIND_REQUEST: u8 = 2;
 /// The first byte of an event stream.
 pub(crate) const KIND_EVENTS: u8 = 3;
 /// The protocol version this node speaks.
-pub(crate) const PROTOCOL_VERSION: u32 = 1;
+pub(crate) const PROTOCOL_VERSION: u32 = 2;
 
 /// Application codes for closing connections and resetting streams.
 pub(crate) mod codes {
