@@ -793,6 +793,61 @@ async fn peers_events_waiting_for_a_slow_handler_are_bounded_in_bytes() {
     b.stop().await.unwrap();
 }
 
+/// A peer's event payload is a slice of the frame it came in, so a queued event keeps that
+/// whole frame in memory: the node's bound on queued event bytes counts the frame. Twenty
+/// frames of ~200 KiB, each one small event beside a field the node skips, for a handler that
+/// does not move: the first five frames fill the 1 MiB bound, the other events are copied out
+/// of theirs; so a 600 KiB event after them finds no room. (Counting only the payloads, the
+/// node held 4 MiB of frames as 40 bytes and took it.)
+#[tokio::test]
+async fn queued_events_from_peers_count_the_frames_they_keep() {
+    use prost::Message as _;
+    let a = node_with(
+        NodeConfig::new("a", "test")
+            .with_network_config(network())
+            .with_max_queued_event_bytes(1 << 20),
+    )
+    .await;
+    let (slow, gate) = gated::<Vec<u8>>(&a, "pin/x").await;
+    let raw = RawPeer::connect(&a, Vec::new()).await;
+    let id = raw.subscription_id("pin/x").unwrap();
+    let mut padded = event("pin/x", vec![1u8], vec![id]).encode_to_vec();
+    // Field 15, bytes: unknown to the node, stepped over.
+    let padding = 200 * 1024;
+    padded.push((15 << 3) | 2);
+    prost::encoding::encode_varint(padding as u64, &mut padded);
+    padded.resize(padded.len() + padding, 0);
+    let big = event("pin/x", vec![2u8; 600 * 1024], vec![id]).encode_to_vec();
+    let mut stream = raw.conn.open_uni().await.unwrap();
+    stream.write_all(&[3]).await.unwrap();
+    for body in std::iter::repeat_n(&padded, 20).chain([&big]) {
+        write_frame(&mut stream, body, common::raw::MAX)
+            .await
+            .unwrap();
+    }
+    stream.finish().unwrap();
+    wait_for("a to take or drop all 21", || {
+        let s = a.subscription_stats(slow).unwrap();
+        s.dropped + s.queued as u64 + s.delivered == 21
+    })
+    .await;
+    let stats = a.subscription_stats(slow).unwrap();
+    assert_eq!(stats.delivered + stats.queued as u64, 20, "{stats:?}");
+    assert_eq!(stats.dropped, 1, "{stats:?}");
+    // Handled, the frames are let go: the next large event is taken.
+    gate.send(true).unwrap();
+    wait_for("the queue to drain", || {
+        a.subscription_stats(slow).unwrap().queued == 0
+    })
+    .await;
+    raw.send_events(&[event("pin/x", vec![3u8; 600 * 1024], vec![id])])
+        .await;
+    wait_for("the large one handled", || {
+        a.subscription_stats(slow).unwrap().delivered == 21
+    })
+    .await;
+}
+
 /// A node that stops right after publishing: its goodbye travels on the control stream, its
 /// events on the event stream, so the goodbye may arrive first; the peer must still read the
 /// events before it closes the connection (the goodbye says how many). This lost the event of

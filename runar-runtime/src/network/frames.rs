@@ -641,6 +641,8 @@ pub(crate) struct DecodedEvent {
     pub(crate) topic: Text,
     pub(crate) payload: Bytes,
     pub(crate) more: MorePayloads,
+    /// The body's length: what the events, slices of it, keep in memory.
+    pub(crate) frame_len: usize,
     pub(crate) subscription_ids: SubscriptionIds,
     pub(crate) retained: bool,
     pub(crate) metadata: std::collections::HashMap<String, Bytes>,
@@ -700,7 +702,10 @@ impl Iterator for MorePayloads {
 pub(crate) fn decode_event(mut buf: Bytes) -> Result<DecodedEvent, EventDecodeError> {
     use prost::encoding::{DecodeContext, bool, bytes, decode_key, hash_map, skip_field, string};
     let body = buf.clone();
-    let mut event = DecodedEvent::default();
+    let mut event = DecodedEvent {
+        frame_len: body.len(),
+        ..DecodedEvent::default()
+    };
     let mut ids = IdCount::default();
     // How many `more_payloads`, and where the first one's key starts in `body`.
     let (mut more, mut more_from) = (0usize, 0usize);

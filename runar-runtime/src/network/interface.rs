@@ -82,6 +82,9 @@ pub(crate) struct InboundEvent {
     /// Further events the same frame carries (same topic, subscriptions, `retained` and
     /// metadata), each still encoded, delivered after `payload` in order.
     pub(crate) more: super::frames::MorePayloads,
+    /// The length of the frame the payloads are slices of: what they keep in memory until
+    /// the last of them is handled.
+    pub(crate) frame_len: usize,
     /// This node's subscriptions the event is for.
     pub(crate) subscription_ids: SubscriptionIds,
     /// True for a retained event replayed to a new subscription.

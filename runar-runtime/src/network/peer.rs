@@ -796,6 +796,7 @@ pub(crate) async fn read_events<H: NodeHandler>(node: H, from: Arc<Peer>, mut re
                         topic: event.topic,
                         payload: event.payload,
                         more: event.more,
+                        frame_len: event.frame_len,
                         subscription_ids: event.subscription_ids,
                         retained: event.retained,
                         metadata: event.metadata,

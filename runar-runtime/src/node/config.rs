@@ -39,11 +39,14 @@ pub struct NodeConfig {
     /// [`NetworkConfig::peer_event_queue_capacity`](crate::NetworkConfig).
     pub event_queue_capacity: usize,
     /// The most bytes of peers' events that may wait in this node's local subscription
-    /// queues, all subscriptions together (default 64 MiB). A peer's event is held as its
-    /// encoded bytes until its handler has run; one that would go past this bound is dropped
-    /// for that subscription and counted as a full queue's would be, so a slow handler and a
-    /// peer sending large events cannot make the node buffer `event_queue_capacity` ×
-    /// the maximum message size per subscription.
+    /// queues, all subscriptions together (default 64 MiB). A peer's events are held as the
+    /// frame they came in (what their payloads, slices of it, keep in memory), counted once
+    /// until the last of them has been handled; a frame that does not fit has its events
+    /// copied out and held one by one, each as its encoded bytes. An event that would still go
+    /// past this bound is dropped for that subscription and counted as a full queue's would
+    /// be, so a slow handler and a peer sending large events (or small ones in large frames)
+    /// cannot make the node buffer `event_queue_capacity` × the maximum message size per
+    /// subscription.
     pub max_queued_event_bytes: usize,
     /// How long a publish waits, at most, for subscribers whose queues are full, when its
     /// [`PublishOptions`] do not say (default zero: it never waits, and a full subscriber

@@ -124,6 +124,11 @@ impl Node {
             Some(cached) => cached,
             None => registry.matching_subscriptions(network, topic),
         };
+        let held = if event.is_encoded() {
+            Hold::Each
+        } else {
+            Hold::Free
+        };
         let mut value = EventValue::Owned(event);
         if let Some(ttl) = options.retain_for {
             let value = value.share();
@@ -157,6 +162,7 @@ impl Node {
             network: &network,
             topic: topic_path,
             value,
+            held: &held,
             publisher: Caller::Local,
             retained: false,
             metadata: options.metadata,
@@ -181,6 +187,7 @@ impl Node {
             network,
             topic,
             mut value,
+            held,
             publisher,
             retained,
             metadata,
@@ -236,23 +243,24 @@ impl Node {
             };
             let last = Some(i) == last_local;
             // Bytes from a peer count against the node's bound while they wait.
-            let held = if value.get().is_encoded() {
-                let held = HeldBytes::try_hold(
+            let held = match held {
+                Hold::Free => None,
+                Hold::Frame(frame) => Some(frame.clone()),
+                Hold::Each => match HeldBytes::try_hold(
                     &self.inner.counters.queued_event_bytes,
                     value.get().encoded_len(),
                     self.inner.config.max_queued_event_bytes,
-                );
-                if held.is_none() {
-                    self.local_dropped(
-                        sub,
-                        local,
-                        "the node's queued event bytes are at their bound",
-                    );
-                    continue;
-                }
-                held
-            } else {
-                None
+                ) {
+                    Some(held) => Some(Arc::new(held)),
+                    None => {
+                        self.local_dropped(
+                            sub,
+                            local,
+                            "the node's queued event bytes are at their bound",
+                        );
+                        continue;
+                    }
+                },
             };
             let (Some(shared_topic), value) = (
                 if last { topic.take() } else { topic.clone() },
@@ -475,6 +483,15 @@ impl Node {
         // The whole topic: one with a network prefix was refused above.
         let route = InboundRoute {
             topic,
+            frame_len: event.frame_len,
+            held: match HeldBytes::try_hold(
+                &self.inner.counters.queued_event_bytes,
+                event.frame_len,
+                self.inner.config.max_queued_event_bytes,
+            ) {
+                Some(frame) => Hold::Frame(Arc::new(frame)),
+                None => Hold::Each,
+            },
             targets,
             peer,
             retained: event.retained,
@@ -518,10 +535,15 @@ impl Node {
         route: &InboundRoute,
         payload: bytes::Bytes,
     ) -> Option<Crowded> {
+        let payload = match route.held {
+            Hold::Each => unpinned(payload, route.frame_len),
+            Hold::Free | Hold::Frame(_) => payload,
+        };
         let delivery = Delivery {
             network,
             topic: route.topic.clone(),
             value: EventValue::Owned(self.sealed_scope(Value::from_encoded(payload))),
+            held: &route.held,
             publisher: Caller::Remote(route.peer),
             retained: route.retained,
             metadata: route.metadata.clone(),
@@ -763,9 +785,24 @@ pub(crate) struct Delivery<'a> {
     pub(crate) network: &'a Arc<str>,
     pub(crate) topic: Arc<str>,
     pub(crate) value: EventValue,
+    /// How the event's bytes count against the node's bound while local queues hold it.
+    pub(crate) held: &'a Hold,
     pub(crate) publisher: Caller,
     pub(crate) retained: bool,
     pub(crate) metadata: Metadata,
+}
+
+/// How an event's bytes count against the node's
+/// [`max_queued_event_bytes`](crate::NodeConfig::max_queued_event_bytes) while local queues
+/// hold it.
+pub(crate) enum Hold {
+    /// Nothing to count: a value in memory.
+    Free,
+    /// Each local queue's event holds the value's encoded length (the value owns its bytes).
+    Each,
+    /// A peer's frame, held once for all the events it carries (their payloads are slices of
+    /// it, which keep it in memory) until the last of them is handled or dropped.
+    Frame(Arc<HeldBytes>),
 }
 
 /// An event's value on its way to its subscriptions: owned until a local subscription's queue
@@ -806,9 +843,26 @@ impl EventValue {
 /// lets other tasks run (see [`Node::deliver_inbound`]).
 const INBOUND_AT_ONCE: usize = 32;
 
+/// A peer's event payload to hold on its own ([`Hold::Each`]), `frame_len` being the length of
+/// the frame it is a slice of. A slice keeps its whole frame in memory but would count only
+/// its own length: a payload that is not most of its frame (an event joined with others, or
+/// next to bytes the node skipped) is copied out, so that what is held is what is counted.
+fn unpinned(payload: bytes::Bytes, frame_len: usize) -> bytes::Bytes {
+    if frame_len > payload.len().saturating_mul(2).saturating_add(64) {
+        bytes::Bytes::copy_from_slice(&payload)
+    } else {
+        payload
+    }
+}
+
 /// Where a peer's events of one frame go: checked once for all of them.
 struct InboundRoute {
     topic: Arc<str>,
+    /// The length of the frame the payloads are slices of.
+    frame_len: usize,
+    /// The frame, held once while it fits the node's bound; past it, each event copied out
+    /// of the frame and held on its own.
+    held: Hold,
     targets: crate::node::registry::Subscriptions,
     peer: crate::identity::NodeId,
     retained: bool,
@@ -904,5 +958,40 @@ fn shorten(text: &str) -> &str {
     match text.char_indices().nth(80) {
         Some((end, _)) => text.get(..end).unwrap_or(text),
         None => text,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::unpinned;
+
+    /// Whether `part` lies in `whole`'s memory.
+    fn within(part: &Bytes, whole: &Bytes) -> bool {
+        let range = whole.as_ptr_range();
+        range.contains(&part.as_ptr())
+    }
+
+    #[test]
+    fn a_payload_small_against_its_frame_is_copied_out_of_it() {
+        // A 2-byte event beside 200 KiB the node skipped: copied, the frame let go.
+        let frame = Bytes::from(vec![7u8; 200 * 1024]);
+        let small = unpinned(frame.slice(10..12), frame.len());
+        assert!(!within(&small, &frame));
+        assert_eq!(&small[..], &[7, 7]);
+        // One of a hundred joined events: copied too.
+        let joined = Bytes::from(vec![1u8; 100 * 70]);
+        assert!(!within(
+            &unpinned(joined.slice(0..64), joined.len()),
+            &joined
+        ));
+        // The event that is (most of) its frame stays a slice: no copy of a large payload.
+        let large = Bytes::from(vec![3u8; 64 * 1024]);
+        let payload = unpinned(large.slice(20..), large.len());
+        assert!(within(&payload, &large));
+        let tiny = Bytes::from(vec![3u8; 40]);
+        assert!(within(&unpinned(tiny.slice(30..), tiny.len()), &tiny));
     }
 }

@@ -282,7 +282,7 @@ pub(crate) struct Event {
     pub(crate) metadata: Metadata,
     /// For an event that arrived as bytes: its share of the node's bound on queued event
     /// bytes, given back when the event is handled or dropped.
-    pub(crate) held: Option<HeldBytes>,
+    pub(crate) held: Option<Arc<HeldBytes>>,
 }
 
 /// Bytes counted against a node-wide bound while something holds them; released on drop.
