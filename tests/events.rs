@@ -428,6 +428,39 @@ async fn a_slow_subscriber_does_not_pace_a_peers_events() {
     println!("{n} events in {took:?} past a 5 ms handler: {stats:?}");
 }
 
+/// A floods B's subscriber (a handler that only counts, a queue of 8) with a lossless
+/// publisher, for far longer than `peer_event_wait` (100 ms) in all: B's reader keeps finding
+/// the queue full and waits for room again and again while the queue never empties, but it
+/// waits less than half the time (the handler is about as quick as the reader), so the
+/// subscription is never stalled and loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_about_as_quick_as_its_peer_loses_nothing() {
+    let (a, b) = a_and_b(|b| b.with_event_queue_capacity(8)).await;
+    let (sub, seen) = counting(&b, "flood").await;
+    let lossless = PublishOptions::default().with_wait(WAIT);
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < Duration::from_millis(1_500) {
+        for _ in 0..1_000 {
+            a.publish_with("flood", n, lossless.clone()).await.unwrap();
+            n += 1;
+        }
+    }
+    let deadline = Instant::now() + WAIT;
+    while seen.load(Ordering::SeqCst) < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stats = b.subscription_stats(sub).unwrap();
+    assert_eq!(seen.load(Ordering::SeqCst), n, "{stats:?}");
+    assert_eq!(stats.dropped, 0, "{stats:?}");
+    assert_eq!(b.stats().events_dropped, 0);
+    assert_eq!(a.stats().events_dropped, 0);
+    println!(
+        "{n} events in {:?}, none lost: {stats:?}",
+        started.elapsed()
+    );
+}
+
 /// Node A, and node B (configured by `b`, on top of its name and network) connected to it.
 async fn a_and_b(b: impl FnOnce(NodeConfig) -> NodeConfig) -> (Node, Node) {
     let a = node_with(NodeConfig::new("a", "test").with_network_config(network())).await;

@@ -58,12 +58,15 @@ pub struct NodeConfig {
     /// queue before it is dropped for that subscription (default 100 ms). While it waits, that
     /// peer's later events wait behind it (they stay in order), and once QUIC's flow control
     /// window is full the peer's writer, and so its publishers' queues for this node, wait
-    /// too: a subscriber that is only momentarily behind loses nothing. This is a budget per
-    /// subscription: between two moments its queue is empty, a subscription may hold peers
-    /// back this long in all. One that has used it up is stalled: until it empties its queue,
-    /// events from peers that find it full are dropped at once, so a stuck or persistently
-    /// slow subscriber holds peers back for one wait, not one per event, and does not pace
-    /// their events to its handler. Zero: events from peers never wait.
+    /// too: a subscriber that is only momentarily behind loses nothing, nor does one whose
+    /// handler is about as quick as the node takes events in, however long a peer floods it.
+    /// This is a budget per subscription, which half of the time passing refills: since its
+    /// queue was last empty, a subscription may keep peers waiting this long more than half
+    /// that time. One that has used it up, or whose one wait ran out, is stalled: until it
+    /// empties its queue, events from peers that find it full are dropped at once. So a stuck
+    /// subscriber holds peers back for one wait, not one per event, and a slow one (keeping
+    /// the node's reader waiting most of the time) paces their events for about twice this at
+    /// most at a stretch, never for good. Zero: events from peers never wait.
     pub peer_event_wait: Duration,
     /// How the node joins a network; `None` (the default) for a local-only node.
     pub network: Option<NetworkConfig>,

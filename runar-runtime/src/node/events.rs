@@ -343,20 +343,18 @@ impl Node {
             };
             // An event from a peer waits for what is left of the subscription's budget.
             let counters = &local.counters;
-            let waited = Duration::from_nanos(counters.peer_waits_nanos.load(Ordering::Relaxed));
-            let left = budget.saturating_sub(waited);
+            let now = tokio::time::Instant::now();
+            let left = budget.saturating_sub(lock(&counters.peer_waits).debt(now));
             if counters.stalled.load(Ordering::Relaxed) || left.is_zero() {
                 counters.stalled.store(true, Ordering::Relaxed);
                 self.local_dropped(&sub, local, "the subscription is stalled");
                 return;
             }
-            let sent = until(started.checked_add(left), local.queue.send(event)).await;
-            let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            let total = counters
-                .peer_waits_nanos
-                .fetch_add(nanos, Ordering::Relaxed)
-                .saturating_add(nanos);
-            if sent.is_none() || Duration::from_nanos(total) >= budget {
+            counters.peers_waited.store(true, Ordering::Relaxed);
+            let sent = until(now.checked_add(left), local.queue.send(event)).await;
+            let end = tokio::time::Instant::now();
+            let debt = lock(&counters.peer_waits).charge(end.saturating_duration_since(now), end);
+            if sent.is_none() || debt >= budget {
                 counters.stalled.store(true, Ordering::Relaxed);
             }
             if sent.is_none() {
@@ -739,10 +737,9 @@ async fn run_subscription(
         }
         // An empty queue means the handler caught up: it ends a stall, and peers' events may
         // wait for room again, for a whole `peer_event_wait`.
-        let owes = counters.stalled.load(Ordering::Relaxed)
-            || counters.peer_waits_nanos.load(Ordering::Relaxed) != 0;
-        if owes && events.is_empty() {
-            counters.peer_waits_nanos.store(0, Ordering::Relaxed);
+        if counters.peers_waited.load(Ordering::Relaxed) && events.is_empty() {
+            lock(&counters.peer_waits).clear();
+            counters.peers_waited.store(false, Ordering::Relaxed);
             counters.stalled.store(false, Ordering::Relaxed);
         }
         let Some(inner) = node.upgrade() else {

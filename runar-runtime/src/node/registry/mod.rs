@@ -72,14 +72,58 @@ pub(crate) struct SubscriptionCounters {
     pub(crate) delivered: AtomicU64,
     /// Events dropped because the queue was full (after the publisher's wait, if any).
     pub(crate) dropped: AtomicU64,
-    /// How long, in nanoseconds and all together, events from peers have waited for room in
-    /// the queue since it was last empty; at [`NodeConfig::peer_event_wait`](crate::NodeConfig)
-    /// the subscription is stalled.
-    pub(crate) peer_waits_nanos: AtomicU64,
-    /// The subscription used up its [`peer_waits_nanos`](Self::peer_waits_nanos): until its
-    /// queue is empty again, events from peers that find the queue full are dropped at once
-    /// instead of holding the peer back.
+    /// Events from peers have waited for room since the queue was last empty: the handler's
+    /// task clears [`peer_waits`](Self::peer_waits) and [`stalled`](Self::stalled) once it
+    /// finds the queue empty.
+    pub(crate) peers_waited: std::sync::atomic::AtomicBool,
+    /// How long events from peers have held them back waiting for room in the queue, since it
+    /// was last empty; at [`NodeConfig::peer_event_wait`](crate::NodeConfig) the subscription
+    /// is stalled.
+    pub(crate) peer_waits: std::sync::Mutex<PeerWaits>,
+    /// The subscription used up its [`peer_waits`](Self::peer_waits): until its queue is empty
+    /// again, events from peers that find the queue full are dropped at once instead of
+    /// holding the peer back.
     pub(crate) stalled: std::sync::atomic::AtomicBool,
+}
+
+/// The time events from peers have spent waiting for room in one subscription's queue, kept
+/// as a debt that half of all the time passing repays: a subscription that keeps its peers
+/// waiting less than half the time (its handler is at least half as quick as the node's
+/// reader) never runs it up to [`NodeConfig::peer_event_wait`](crate::NodeConfig), one that
+/// keeps them waiting all the time does after twice that.
+#[derive(Debug, Default)]
+pub(crate) struct PeerWaits {
+    debt: std::time::Duration,
+    /// When the debt was last repaid.
+    at: Option<tokio::time::Instant>,
+}
+
+impl PeerWaits {
+    /// The debt as of `now`, after what the time since it was last repaid repays.
+    pub(crate) fn debt(&mut self, now: tokio::time::Instant) -> std::time::Duration {
+        if let Some(at) = self.at {
+            self.debt = self
+                .debt
+                .saturating_sub(now.saturating_duration_since(at) / 2);
+        }
+        self.at = Some(now);
+        self.debt
+    }
+
+    /// Adds a wait that ended at `now`: the debt afterwards.
+    pub(crate) fn charge(
+        &mut self,
+        waited: std::time::Duration,
+        now: tokio::time::Instant,
+    ) -> std::time::Duration {
+        self.debt = self.debt(now).saturating_add(waited);
+        self.debt
+    }
+
+    /// Forgets every wait: the queue was found empty.
+    pub(crate) fn clear(&mut self) {
+        *self = Self::default();
+    }
 }
 
 /// Latency buckets of [`ActionCounters`]: bucket `i` counts calls that took less than `2^i`
@@ -906,6 +950,40 @@ mod tests {
 
     fn get(n: &AtomicU64) -> u64 {
         n.load(Ordering::Relaxed)
+    }
+
+    /// Waits of `wait` every `every`, for `span`: the most the debt reached.
+    fn most_debt(wait: Duration, every: Duration, span: Duration) -> Duration {
+        let mut waits = PeerWaits::default();
+        let start = tokio::time::Instant::now();
+        let mut at = start;
+        let mut most = Duration::ZERO;
+        while at < start + span {
+            waits.debt(at);
+            at += wait;
+            most = most.max(waits.charge(wait, at));
+            at += every - wait;
+        }
+        most
+    }
+
+    #[test]
+    fn peer_waits_under_half_the_time_never_run_up_a_debt() {
+        let ms = Duration::from_millis;
+        // 40% of the time, for a minute: at most one wait owed.
+        assert_eq!(most_debt(ms(4), ms(10), ms(60_000)), ms(4));
+        // Half the time: the same.
+        assert_eq!(most_debt(ms(5), ms(10), ms(60_000)), ms(5));
+        // All the time: half of it owed, 100 ms after 200 ms.
+        assert_eq!(most_debt(ms(10), ms(10), ms(200)), ms(105));
+        // 60% of the time: a tenth of it owed.
+        assert_eq!(most_debt(ms(6), ms(10), ms(1_000)), ms(105));
+        let mut waits = PeerWaits::default();
+        let start = tokio::time::Instant::now();
+        waits.charge(ms(50), start);
+        assert_eq!(waits.debt(start + ms(40)), ms(30));
+        waits.clear();
+        assert_eq!(waits.debt(start + ms(50)), Duration::ZERO);
     }
 
     /// A local subscription `id` to `pattern`, its queue's receiver dropped.
