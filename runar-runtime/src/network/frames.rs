@@ -730,8 +730,10 @@ pub(crate) fn decode_event(mut buf: Bytes) -> Result<DecodedEvent, EventDecodeEr
             }
             PAYLOAD => bytes::merge(wire_type, &mut event.payload, &mut buf, ctx)?,
             MORE_PAYLOADS => {
-                let mut payload = Bytes::new();
-                bytes::merge(wire_type, &mut payload, &mut buf, ctx)?;
+                // Checked and stepped over as `bytes::merge` would read it, without taking
+                // it: `MorePayloads` takes each in turn.
+                prost::encoding::check_wire_type(WireType::LengthDelimited, wire_type)?;
+                skip_field(wire_type, tag, &mut buf, ctx)?;
                 if more == 0 {
                     more_from = field_at;
                 }

@@ -33,10 +33,10 @@ use crate::node::BroadcastMode;
 use crate::node::registry::{
     Event, HeldBytes, LocalSink, Origin, Sink, Subscription, SubscriptionCounters,
 };
-use crate::node::service::{Caller, EventContext, EventHandler, event_handler};
+use crate::node::service::{Caller, EventContext, EventHandler, HandleEvent, TypedEventHandler};
 use crate::policy::Access;
 use crate::routing::{Segment, TopicPath, split_concrete};
-use crate::value::{Payload, Value};
+use crate::value::{EventValue, Payload, Value};
 
 /// The latest retained event per (network, topic).
 pub(super) type RetainedStore = HashMap<Arc<str>, HashMap<Arc<str>, Retained>>;
@@ -265,9 +265,9 @@ impl Node {
             let (Some(shared_topic), value) = (
                 if last { topic.take() } else { topic.clone() },
                 if last {
-                    value.take_shared()
+                    value.take()
                 } else {
-                    value.share()
+                    EventValue::Shared(value.share())
                 },
             ) else {
                 continue;
@@ -617,8 +617,13 @@ impl Node {
         F: Fn(T, EventContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<()>> + Send + 'static,
     {
-        self.subscribe_raw(pattern.as_ref(), options, None, event_handler(handler))
-            .await
+        self.subscribe_raw(
+            pattern.as_ref(),
+            options,
+            None,
+            TypedEventHandler::new(handler),
+        )
+        .await
     }
 
     /// The dynamic form of [`subscribe_with`](Self::subscribe_with): the handler gets each
@@ -639,7 +644,7 @@ impl Node {
         pattern: &str,
         options: SubscribeOptions,
         group: Option<Arc<str>>,
-        handler: EventHandler,
+        handler: impl HandleEvent,
     ) -> Result<SubscriptionId> {
         self.check_not_stopped()?;
         let pattern = TopicPath::parse_within(pattern, self.inner.config.path_limits())?;
@@ -708,7 +713,7 @@ impl Node {
             .filter(|(topic, _)| pattern.matches(&topic.split('/').collect::<Vec<_>>()))
             .map(|(topic, r)| Event {
                 topic: topic.clone(),
-                value: r.value.clone(),
+                value: EventValue::Shared(r.value.clone()),
                 publisher: r.publisher.clone(),
                 retained: true,
                 metadata: r.metadata.clone(),
@@ -722,7 +727,7 @@ impl Node {
 async fn run_subscription(
     node: Weak<NodeInner>,
     pattern: TopicPath,
-    handler: EventHandler,
+    handler: impl HandleEvent,
     mut events: mpsc::Receiver<Event>,
     active: Arc<AtomicBool>,
     counters: Arc<SubscriptionCounters>,
@@ -764,7 +769,7 @@ async fn run_subscription(
             event.retained,
             event.metadata,
         );
-        match AssertUnwindSafe(handler(event.value, ctx))
+        match AssertUnwindSafe(handler.handle(event.value, ctx))
             .catch_unwind()
             .await
         {
@@ -800,40 +805,6 @@ pub(crate) enum Hold {
     /// A peer's frame, held once for all the events it carries (their payloads are slices of
     /// it, which keep it in memory) until the last of them is handled or dropped.
     Frame(Arc<HeldBytes>),
-}
-
-/// An event's value on its way to its subscriptions: owned until a local subscription's queue
-/// takes it, then shared by every local one.
-pub(crate) enum EventValue {
-    Owned(Value),
-    Shared(Arc<Value>),
-}
-
-impl EventValue {
-    fn get(&self) -> &Value {
-        match self {
-            EventValue::Owned(value) => value,
-            EventValue::Shared(value) => value,
-        }
-    }
-
-    /// The value, shared, leaving nothing behind (for the last to take it).
-    fn take_shared(&mut self) -> Arc<Value> {
-        match std::mem::replace(self, EventValue::Owned(Value::empty())) {
-            EventValue::Shared(value) => value,
-            EventValue::Owned(value) => Arc::new(value),
-        }
-    }
-
-    /// The value, shared (moved into an `Arc` the first time).
-    fn share(&mut self) -> Arc<Value> {
-        let shared = match self {
-            EventValue::Shared(value) => return value.clone(),
-            EventValue::Owned(value) => Arc::new(std::mem::replace(value, Value::empty())),
-        };
-        *self = EventValue::Shared(shared.clone());
-        shared
-    }
 }
 
 /// How many of the events one frame from a peer joins are delivered before the frame's reader

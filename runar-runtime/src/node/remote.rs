@@ -586,7 +586,7 @@ impl Node {
             let retained = OutboundEvent {
                 network: descriptor.network.as_str().into(),
                 topic: event.topic,
-                payload: self.encode_for_peers(&event.value),
+                payload: self.encode_for_peers(event.value.get()),
                 subscription_ids: SubscriptionIds::One(descriptor.id),
                 retained: true,
                 metadata: event.metadata,

@@ -285,6 +285,60 @@ fn decode_as<T: Payload>(bytes: impl bytes::Buf, from: Option<&'static str>) -> 
     })
 }
 
+/// An event's value on its way to its subscriptions: owned until a local subscription's queue
+/// takes it, then shared by every local one.
+pub(crate) enum EventValue {
+    /// The value itself.
+    Owned(Value),
+    /// The value, shared by several subscriptions.
+    Shared(Arc<Value>),
+}
+
+impl EventValue {
+    /// The value.
+    pub(crate) fn get(&self) -> &Value {
+        match self {
+            EventValue::Owned(value) => value,
+            EventValue::Shared(value) => value,
+        }
+    }
+
+    /// The value, shared, leaving nothing behind (for the last to take it).
+    pub(crate) fn take_shared(&mut self) -> Arc<Value> {
+        match self.take() {
+            EventValue::Shared(value) => value,
+            EventValue::Owned(value) => Arc::new(value),
+        }
+    }
+
+    /// The value itself, leaving nothing behind (for the last to take it): no `Arc` made.
+    pub(crate) fn take(&mut self) -> EventValue {
+        std::mem::replace(self, EventValue::Owned(Value::empty()))
+    }
+
+    /// The value as a `T`: moved out when nothing else holds it, else cloned or decoded (see
+    /// [`Value::into_typed`] and [`Value::to_typed`]).
+    pub(crate) fn into_typed<T: Payload>(self) -> Result<T> {
+        match self {
+            EventValue::Owned(value) => value.into_typed(),
+            EventValue::Shared(value) => match Arc::try_unwrap(value) {
+                Ok(value) => value.into_typed(),
+                Err(value) => value.to_typed(),
+            },
+        }
+    }
+
+    /// The value, shared (moved into an `Arc` the first time).
+    pub(crate) fn share(&mut self) -> Arc<Value> {
+        let shared = match self {
+            EventValue::Shared(value) => return value.clone(),
+            EventValue::Owned(value) => Arc::new(std::mem::replace(value, Value::empty())),
+        };
+        *self = EventValue::Shared(shared.clone());
+        shared
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

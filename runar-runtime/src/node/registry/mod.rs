@@ -19,7 +19,7 @@ use crate::metadata::Metadata;
 use crate::network::{EventSink, PeerLink, SubscriptionIds};
 use crate::node::service::{ActionHandler, CallKind, Caller, StreamHandler};
 use crate::routing::{PathLimits, PathParams, PathTrie, TopicPath, split_network, with_segments};
-use crate::value::Value;
+use crate::value::EventValue;
 use crate::value::types::MessageTypes;
 
 /// Identifies a subscription, for [`Node::unsubscribe`](crate::Node::unsubscribe).
@@ -320,7 +320,7 @@ impl ActionSlot {
 /// An event on its way to a subscription's queue.
 pub(crate) struct Event {
     pub(crate) topic: Arc<str>,
-    pub(crate) value: Arc<Value>,
+    pub(crate) value: EventValue,
     pub(crate) publisher: Caller,
     pub(crate) retained: bool,
     pub(crate) metadata: Metadata,

@@ -9,7 +9,7 @@ use crate::lock::lock;
 use crate::metadata::{Metadata, TRACEPARENT};
 use crate::node::service::stream::stream_handler;
 use crate::node::service::{
-    ActionHandler, CallKind, EventHandler, StreamHandler, Streaming, action_handler, event_handler,
+    ActionHandler, CallKind, EventHandler, StreamHandler, Streaming, action_handler,
 };
 use crate::node::{Node, PublishOptions, RequestOptions, SubscribeOptions, SubscriptionId};
 use crate::routing::{PathParams, TopicPath};
@@ -467,8 +467,12 @@ impl LifecycleContext {
         F: Fn(T, EventContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<()>> + Send + 'static,
     {
-        self.subscribe_raw(pattern, SubscribeOptions::default(), event_handler(handler))
-            .await
+        self.subscribe_handler(
+            pattern,
+            SubscribeOptions::default(),
+            super::TypedEventHandler::new(handler),
+        )
+        .await
     }
 
     /// Subscribes the service to `pattern` with options and a type-erased handler. A pattern
@@ -478,6 +482,16 @@ impl LifecycleContext {
         pattern: &str,
         options: SubscribeOptions,
         handler: EventHandler,
+    ) -> Result<SubscriptionId> {
+        self.subscribe_handler(pattern, options, handler).await
+    }
+
+    /// [`subscribe_raw`](Self::subscribe_raw) with any kind of handler.
+    async fn subscribe_handler(
+        &self,
+        pattern: &str,
+        options: SubscribeOptions,
+        handler: impl super::HandleEvent,
     ) -> Result<SubscriptionId> {
         let prefixed;
         let pattern = match crate::routing::split_network(pattern) {

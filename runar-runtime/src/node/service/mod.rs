@@ -20,7 +20,7 @@ pub use stream::{CallKind, Streaming, stream_once};
 pub(crate) use stream::{RawStreaming, StreamHandler};
 
 use crate::error::Result;
-use crate::value::{Payload, Value};
+use crate::value::{EventValue, Payload, Value};
 
 /// A service hosted by a node.
 ///
@@ -183,6 +183,57 @@ where
             Err(e) => Box::pin(std::future::ready(Err(e))),
         },
     )
+}
+
+/// What a subscription's task calls for each event: a typed function ([`TypedEventHandler`]:
+/// the value moved or decoded into its type, its future not boxed) or a type-erased
+/// [`EventHandler`].
+pub(crate) trait HandleEvent: Send + Sync + 'static {
+    /// The handling of one event.
+    type Future: Future<Output = Result<()>> + Send + 'static;
+
+    /// Starts handling `value`.
+    fn handle(&self, value: EventValue, ctx: EventContext) -> Self::Future;
+}
+
+impl HandleEvent for EventHandler {
+    type Future = BoxFuture<'static, Result<()>>;
+
+    fn handle(&self, mut value: EventValue, ctx: EventContext) -> Self::Future {
+        self(value.take_shared(), ctx)
+    }
+}
+
+/// A typed async function as a subscription's handler: what [`event_handler`] wraps, without
+/// the type erasure (an event that does not decode as `T` is reported the same way).
+pub(crate) struct TypedEventHandler<T, F> {
+    f: F,
+    event: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T, F> TypedEventHandler<T, F> {
+    pub(crate) fn new(f: F) -> Self {
+        TypedEventHandler {
+            f,
+            event: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T, F, Fut> HandleEvent for TypedEventHandler<T, F>
+where
+    T: Payload,
+    F: Fn(T, EventContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<()>> + Send + 'static,
+{
+    type Future = futures::future::Either<Fut, std::future::Ready<Result<()>>>;
+
+    fn handle(&self, value: EventValue, ctx: EventContext) -> Self::Future {
+        match value.into_typed::<T>() {
+            Ok(event) => futures::future::Either::Left((self.f)(event, ctx)),
+            Err(e) => futures::future::Either::Right(std::future::ready(Err(e))),
+        }
+    }
 }
 
 /// Wraps a typed async function as an [`EventHandler`]. An event that does not decode as `T`
