@@ -108,7 +108,7 @@ impl Node {
         // A topic of the node's network that was published before is valid: found in the
         // route cache as it is, it is not checked again. (A path naming a network is never
         // cached as a topic.)
-        let cached = registry.cached_published(&self.inner.network, path);
+        let cached = self.inner.routes.published(path);
         let (topic_network, topic) = match cached {
             Some(_) => (None, path),
             None => split_concrete(path, config.path_limits())?,
@@ -411,7 +411,13 @@ impl Node {
         let peer = event.from;
         let registry = &self.inner.registry;
         let ids = &event.subscription_ids;
-        let (topic, targets) = match registry.cached_inbound(network, event.topic.as_bytes(), ids) {
+        let topic_bytes = event.topic.as_bytes();
+        let cached = if **network == *self.inner.network {
+            self.inner.routes.inbound(topic_bytes, ids)
+        } else {
+            registry.cached_inbound(network, topic_bytes, ids)
+        };
+        let (topic, targets) = match cached {
             // The topic was checked when it was cached.
             Some(cached) => cached,
             None => {

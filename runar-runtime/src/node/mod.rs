@@ -91,6 +91,8 @@ pub(crate) struct NodeInner {
     /// The running services as peers see them, by network and path.
     catalog: Mutex<BTreeMap<CatalogKey, wire::ServiceDescriptor>>,
     registry: Registry,
+    /// The route caches of the node's own network, found without the registry's lock.
+    routes: Arc<registry::RouteCaches>,
     services: tokio::sync::Mutex<Vec<ServiceEntry>>,
     state: AtomicU8,
     retained: Mutex<events::RetainedStore>,
@@ -227,6 +229,8 @@ impl Node {
             Some(path) => NodeKeypair::load_or_generate(path)?,
             None => NodeKeypair::generate()?,
         };
+        let registry = Registry::default();
+        let routes = registry.routes(network.as_str());
         Ok(Node {
             inner: Arc::new(NodeInner {
                 sealing: sealing::Sealing::new(&config, keypair.node_id()),
@@ -237,7 +241,8 @@ impl Node {
                 catalog: Mutex::default(),
                 network: network.as_str().into(),
                 config,
-                registry: Registry::default(),
+                registry,
+                routes,
                 services: tokio::sync::Mutex::new(Vec::new()),
                 state: AtomicU8::new(CREATED),
                 retained: Mutex::default(),
