@@ -17,7 +17,6 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use tokio::sync::mpsc;
 
 use super::request::{deadline_after, panic_message};
 use super::stats::count;
@@ -31,7 +30,8 @@ use crate::network::{
 };
 use crate::node::BroadcastMode;
 use crate::node::registry::{
-    Event, HeldBytes, LocalSink, Origin, Sink, Subscription, SubscriptionCounters,
+    Event, HeldBytes, LocalSink, Origin, QueueFull, QueueReceiver, Sink, Subscription,
+    SubscriptionCounters, subscription_queue,
 };
 use crate::node::service::{Caller, EventContext, EventHandler, HandleEvent, TypedEventHandler};
 use crate::policy::Access;
@@ -279,11 +279,11 @@ impl Node {
             };
             match local.queue.try_send(event) {
                 Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(event)) => {
+                Err(QueueFull::Full(event)) => {
                     full_local.push((sub.clone(), event));
                 }
                 // A closed queue means the subscription just ended: nothing to deliver to.
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(QueueFull::Closed(_)) => {}
             }
         }
         if full_local.is_empty() && full_peers.is_empty() {
@@ -656,7 +656,7 @@ impl Node {
             self.check_local_subscribe(&network, &pattern)?;
         }
         let id = self.next_subscription_id();
-        let (queue, events) = mpsc::channel(self.inner.config.event_queue_capacity);
+        let (queue, events) = subscription_queue(self.inner.config.event_queue_capacity);
         let counters = Arc::new(SubscriptionCounters::default());
         let active = Arc::new(AtomicBool::new(true));
         if options.include_past {
@@ -731,7 +731,7 @@ async fn run_subscription(
     node: Weak<NodeInner>,
     pattern: TopicPath,
     handler: impl HandleEvent,
-    mut events: mpsc::Receiver<Event>,
+    mut events: QueueReceiver,
     active: Arc<AtomicBool>,
     counters: Arc<SubscriptionCounters>,
 ) {

@@ -124,10 +124,7 @@ impl Node {
         Some(SubscriptionStats {
             delivered: get(&local.counters.delivered),
             dropped: get(&local.counters.dropped),
-            queued: local
-                .queue
-                .max_capacity()
-                .saturating_sub(local.queue.capacity()),
+            queued: local.queue.queued(),
         })
     }
 }

@@ -5,13 +5,14 @@
 //! several instances (this node's and, later, remote peers'): a request goes to the local one
 //! when there is one, otherwise round-robin over the others with a counter per action path.
 
+mod queue;
+
+pub(crate) use queue::{QueueFull, QueueReceiver, QueueSender, subscription_queue};
 use rustc_hash::FxHashMap as HashMap;
 use rustc_hash::FxHashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-
-use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 use crate::lock::{lock, read, write};
@@ -61,7 +62,7 @@ pub(crate) enum Sink {
 
 /// A local subscription's bounded queue, and what became of the events offered to it.
 pub(crate) struct LocalSink {
-    pub(crate) queue: mpsc::Sender<Event>,
+    pub(crate) queue: QueueSender,
     pub(crate) counters: Arc<SubscriptionCounters>,
 }
 
@@ -1016,7 +1017,7 @@ mod tests {
 
     /// A local subscription `id` to `pattern`, its queue's receiver dropped.
     fn subscription(id: u64, pattern: &str) -> Arc<Subscription> {
-        let (queue, _) = mpsc::channel(1);
+        let (queue, _) = queue::subscription_queue(1);
         Arc::new(Subscription {
             id: SubscriptionId(id),
             pattern: TopicPath::parse(pattern).unwrap(),

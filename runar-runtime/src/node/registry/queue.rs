@@ -1,0 +1,293 @@
+//! A local subscription's bounded queue of events: many deliverers, one handler's task.
+//!
+//! Written for this one use instead of tokio's bounded `mpsc`: the task takes everything queued
+//! at once (one lock for a run of events, not one semaphore permit, list slot and waker per
+//! event), while an event still counts against the capacity until the handler gets it, so
+//! what [`QueueSender::queued`] says and when a deliverer finds the queue full are exactly as
+//! if the task took the events one by one.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use tokio::sync::Notify;
+
+use super::Event;
+use crate::lock::lock;
+
+/// A subscription's queue of `capacity` events: the deliverers' end and the handler task's.
+pub(crate) fn subscription_queue(capacity: usize) -> (QueueSender, QueueReceiver) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            events: VecDeque::new(),
+            waker: None,
+            sender_gone: false,
+            receiver_gone: false,
+        }),
+        queued: AtomicUsize::new(0),
+        capacity,
+        room_wanted: AtomicBool::new(false),
+        room: Notify::new(),
+    });
+    (
+        QueueSender {
+            shared: shared.clone(),
+        },
+        QueueReceiver {
+            shared,
+            taken: VecDeque::new(),
+        },
+    )
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Events queued and not yet handed to the handler: in `State::events` or among those the
+    /// task has taken ([`QueueReceiver::taken`]).
+    queued: AtomicUsize,
+    capacity: usize,
+    /// A deliverer waits for room: the task wakes it when it hands an event over.
+    room_wanted: AtomicBool,
+    room: Notify,
+}
+
+struct State {
+    events: VecDeque<Event>,
+    /// The task, waiting for an event.
+    waker: Option<Waker>,
+    /// The subscription ended: once the task has handled what is queued, it ends too.
+    sender_gone: bool,
+    /// The task ended: nothing is queued any more.
+    receiver_gone: bool,
+}
+
+/// Why [`QueueSender::try_send`] gave the event back.
+pub(crate) enum QueueFull {
+    /// The queue holds its capacity.
+    Full(Event),
+    /// The subscription's task has ended.
+    Closed(Event),
+}
+
+impl std::fmt::Debug for QueueFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            QueueFull::Full(_) => "Full",
+            QueueFull::Closed(_) => "Closed",
+        })
+    }
+}
+
+/// The deliverers' end of a subscription's queue; dropping it ends the subscription's task
+/// once the task has handled what is queued.
+pub(crate) struct QueueSender {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for QueueSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueSender")
+            .field("queued", &self.queued())
+            .field("capacity", &self.shared.capacity)
+            .finish()
+    }
+}
+
+impl QueueSender {
+    /// Queues `event` if there is room.
+    pub(crate) fn try_send(&self, event: Event) -> Result<(), QueueFull> {
+        let shared = &*self.shared;
+        let mut state = lock(&shared.state);
+        if state.receiver_gone {
+            return Err(QueueFull::Closed(event));
+        }
+        // SeqCst, as in `QueueReceiver::handed_over`: a deliverer that announced it waits
+        // for room either sees the room made or is woken.
+        if shared.queued.load(Ordering::SeqCst) >= shared.capacity {
+            return Err(QueueFull::Full(event));
+        }
+        state.events.push_back(event);
+        shared.queued.fetch_add(1, Ordering::SeqCst);
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Queues `event`, waiting for room as long as it takes; the event comes back if the
+    /// subscription's task has ended.
+    pub(crate) async fn send(&self, mut event: Event) -> Result<(), Event> {
+        loop {
+            let room = self.shared.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            self.shared.room_wanted.store(true, Ordering::SeqCst);
+            match self.try_send(event) {
+                Ok(()) => return Ok(()),
+                Err(QueueFull::Closed(back)) => return Err(back),
+                Err(QueueFull::Full(back)) => {
+                    event = back;
+                    room.await;
+                }
+            }
+        }
+    }
+
+    /// Events queued and not yet handed to the handler.
+    pub(crate) fn queued(&self) -> usize {
+        self.shared.queued.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for QueueSender {
+    fn drop(&mut self) {
+        let mut state = lock(&self.shared.state);
+        state.sender_gone = true;
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// The subscription task's end of its queue.
+pub(crate) struct QueueReceiver {
+    shared: Arc<Shared>,
+    /// Events taken from the queue at once, not yet handed to the handler (still counted in
+    /// `Shared::queued`).
+    taken: VecDeque<Event>,
+}
+
+impl QueueReceiver {
+    /// The next event for the handler, waiting for one; `None` once the subscription has
+    /// ended and everything queued was handed over. Uses tokio's cooperative budget, as a
+    /// channel's receiver does, so a task whose queue never empties still lets others run.
+    pub(crate) fn recv(&mut self) -> impl Future<Output = Option<Event>> + '_ {
+        std::future::poll_fn(|cx| self.poll_recv(cx))
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        let Poll::Ready(progress) = tokio::task::coop::poll_proceed(cx) else {
+            return Poll::Pending;
+        };
+        if self.taken.is_empty() {
+            let mut state = lock(&self.shared.state);
+            if state.events.is_empty() {
+                if state.sender_gone {
+                    return Poll::Ready(None);
+                }
+                state.waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            std::mem::swap(&mut state.events, &mut self.taken);
+        }
+        let Some(event) = self.taken.pop_front() else {
+            return Poll::Pending;
+        };
+        progress.made_progress();
+        self.handed_over();
+        Poll::Ready(Some(event))
+    }
+
+    /// One event left the queue for the handler: room for another.
+    fn handed_over(&self) {
+        let shared = &*self.shared;
+        shared.queued.fetch_sub(1, Ordering::SeqCst);
+        if shared.room_wanted.load(Ordering::SeqCst) {
+            shared.room_wanted.store(false, Ordering::SeqCst);
+            shared.room.notify_waiters();
+        }
+    }
+
+    /// Nothing is queued: the handler has been handed everything.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.shared.queued.load(Ordering::Relaxed) == 0
+    }
+}
+
+impl Drop for QueueReceiver {
+    fn drop(&mut self) {
+        let mut state = lock(&self.shared.state);
+        state.receiver_gone = true;
+        let queued = std::mem::take(&mut state.events);
+        drop(state);
+        // What was queued is dropped here, outside the lock (it gives back held bytes).
+        drop(queued);
+        self.shared.queued.store(0, Ordering::SeqCst);
+        self.shared.room.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::node::service::Caller;
+    use crate::value::{EventValue, Value};
+
+    fn event(n: u64) -> Event {
+        Event {
+            topic: "t".into(),
+            value: EventValue::Owned(Value::new(n)),
+            publisher: Caller::Local,
+            retained: false,
+            metadata: Default::default(),
+            held: None,
+        }
+    }
+
+    fn number(event: Event) -> u64 {
+        event.value.into_typed::<u64>().unwrap()
+    }
+
+    #[tokio::test]
+    async fn events_count_until_the_handler_gets_them() {
+        let (tx, mut rx) = subscription_queue(3);
+        for n in 0..3 {
+            tx.try_send(event(n)).unwrap();
+        }
+        assert!(matches!(tx.try_send(event(3)), Err(QueueFull::Full(_))));
+        assert_eq!(tx.queued(), 3);
+        // The task takes all three at once, but hands over one: room for exactly one more.
+        assert_eq!(number(rx.recv().await.unwrap()), 0);
+        assert_eq!(tx.queued(), 2);
+        tx.try_send(event(3)).unwrap();
+        assert!(matches!(tx.try_send(event(4)), Err(QueueFull::Full(_))));
+        for n in 1..4 {
+            assert_eq!(number(rx.recv().await.unwrap()), n);
+        }
+        assert!(rx.is_empty());
+        drop(tx);
+        assert!(rx.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_waiting_sender_gets_room_or_its_event_back() {
+        let (tx, mut rx) = subscription_queue(1);
+        let tx = Arc::new(tx);
+        tx.try_send(event(0)).unwrap();
+        let waiting = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.send(event(1)).await.is_ok() }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(number(rx.recv().await.unwrap()), 0);
+        assert!(waiting.await.unwrap());
+        assert_eq!(number(rx.recv().await.unwrap()), 1);
+
+        tx.try_send(event(2)).unwrap();
+        let refused = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.send(event(3)).await.is_err() }
+        });
+        tokio::task::yield_now().await;
+        drop(rx);
+        assert!(refused.await.unwrap());
+        assert!(matches!(tx.try_send(event(4)), Err(QueueFull::Closed(_))));
+    }
+}
