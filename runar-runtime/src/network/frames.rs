@@ -1258,7 +1258,10 @@ mod tests {
                         // The value itself encodes to the same frame as its bytes.
                         let mut direct = BytesMut::new();
                         let by_value = EventRef {
-                            payload: EventPayload::Value(&payload, None),
+                            payload: EventPayload::Value(
+                                crate::value::ValueRef::Value(&payload),
+                                None,
+                            ),
                             ..event.borrowed()
                         };
                         append_event_frame(&mut direct, &by_value, max).unwrap();
@@ -1315,8 +1318,13 @@ mod tests {
         let start = buf.len();
         append_event_frame(&mut buf, &event.borrowed(), max).unwrap();
         let second = Value::new(b"second".to_vec());
-        let added =
-            append_more_payload(&mut buf, start, &EventPayload::Value(&second, None), max).unwrap();
+        let added = append_more_payload(
+            &mut buf,
+            start,
+            &EventPayload::Value(crate::value::ValueRef::Value(&second), None),
+            max,
+        )
+        .unwrap();
         assert_eq!(added, 1 + 1 + second.encoded_len());
         append_more_payload(&mut buf, start, &EventPayload::Encoded(b""), max).unwrap();
         let (message, len) = prost_event(&buf[start..]);

@@ -20,7 +20,7 @@ use super::stream::{MessageStream, StreamBuffer, ValueStream};
 use crate::error::Result;
 use crate::identity::NodeId;
 use crate::metadata::Metadata;
-use crate::value::Value;
+use crate::value::{Value, ValueRef};
 use crate::wire;
 
 /// One connection to a peer. Entries learned over a connection are removed with it, so a newer
@@ -195,7 +195,10 @@ pub(crate) struct EventRef<'a> {
 pub(crate) enum EventPayload<'a> {
     Encoded(&'a [u8]),
     /// Encoded within the node's seal scope, if it has one.
-    Value(&'a Value, Option<&'a Arc<dyn crate::value::scope::Scope>>),
+    Value(
+        ValueRef<'a>,
+        Option<&'a Arc<dyn crate::value::scope::Scope>>,
+    ),
 }
 
 impl EventPayload<'_> {

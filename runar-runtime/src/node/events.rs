@@ -36,7 +36,7 @@ use crate::node::registry::{
 use crate::node::service::{Caller, EventContext, EventHandler, HandleEvent, TypedEventHandler};
 use crate::policy::Access;
 use crate::routing::{Segment, TopicPath, split_concrete};
-use crate::value::{EventValue, Payload, Value};
+use crate::value::{EventValue, Payload, Value, ValueRef};
 
 /// The latest retained event per (network, topic).
 pub(super) type RetainedStore = HashMap<Arc<str>, HashMap<Arc<str>, Retained>>;
@@ -73,7 +73,11 @@ impl Node {
         event: T,
         options: PublishOptions,
     ) -> impl Future<Output = Result<()>> {
-        self.publish_value(path, Value::new(event), options)
+        Publishing {
+            node: self,
+            event: Some((path, Published::Message(event), options)),
+            waiting: None,
+        }
     }
 
     /// The dynamic form of [`publish_with`](Self::publish_with).
@@ -85,7 +89,8 @@ impl Node {
     ) -> impl Future<Output = Result<()>> {
         Publishing {
             node: self,
-            event: Some((path, event, options)),
+            // `()`: no typed message here, any `Payload` would do.
+            event: Some((path, Published::<()>::Value(event), options)),
             waiting: None,
         }
     }
@@ -96,7 +101,7 @@ impl Node {
     fn publish_at_once(
         &self,
         path: &str,
-        event: Value,
+        mut value: DeliveryValue<'_>,
         options: PublishOptions,
     ) -> Result<Option<Crowded>> {
         self.check_not_stopped()?;
@@ -121,12 +126,11 @@ impl Node {
             Some(cached) => cached,
             None => registry.matching_subscriptions(network, topic),
         };
-        let held = if event.is_encoded() {
+        let held = if value.get().is_encoded() {
             Hold::Each
         } else {
             Hold::Free
         };
-        let mut value = EventValue::Owned(event);
         if let Some(ttl) = options.retain_for {
             let value = value.share();
             let mut store = lock(&self.inner.retained);
@@ -205,7 +209,10 @@ impl Node {
             let payload = if count == 1 {
                 EventPayload::Value(value.get(), self.seal_scope())
             } else {
-                encoded = self.encode_for_peers(value.get());
+                encoded = match value.get() {
+                    ValueRef::Value(value) => self.encode_for_peers(value),
+                    message => EventPayload::Value(message, self.seal_scope()).to_bytes(),
+                };
                 EventPayload::Encoded(&encoded)
             };
             for (sink, subscription_ids) in peers.into_iter() {
@@ -543,7 +550,9 @@ impl Node {
         let delivery = Delivery {
             network,
             topic: route.topic.clone(),
-            value: EventValue::Owned(self.sealed_scope(Value::from_encoded(payload))),
+            value: DeliveryValue::Event(EventValue::Owned(
+                self.sealed_scope(Value::from_encoded(payload)),
+            )),
             held: &route.held,
             publisher: Caller::Remote(route.peer),
             retained: route.retained,
@@ -790,18 +799,18 @@ async fn run_subscription(
 /// `async fn`: a publisher in a tight loop builds and moves one per event, and nested async
 /// functions would each keep their own copy of the arguments (520 bytes for `publish_with`
 /// against this one's ~130).
-struct Publishing<'a, P> {
+struct Publishing<'a, P, T> {
     node: &'a Node,
-    event: Option<(P, Value, PublishOptions)>,
+    event: Option<(P, Published<T>, PublishOptions)>,
     /// Boxed: the rare case, whose state would otherwise make every publish larger.
     waiting: Option<futures::future::BoxFuture<'a, ()>>,
 }
 
 // Nothing in it is pinned: the path is only borrowed while `poll` runs, and the waiting is a
 // box of its own.
-impl<P> Unpin for Publishing<'_, P> {}
+impl<P, T> Unpin for Publishing<'_, P, T> {}
 
-impl<P: AsRef<str>> Future for Publishing<'_, P> {
+impl<P: AsRef<str>, T: Payload> Future for Publishing<'_, P, T> {
     type Output = Result<()>;
 
     fn poll(
@@ -818,7 +827,15 @@ impl<P: AsRef<str>> Future for Publishing<'_, P> {
                 return Poll::Pending;
             };
             progress.made_progress();
-            match this.node.publish_at_once(path.as_ref(), event, options) {
+            let mut message;
+            let value = match event {
+                Published::Value(value) => DeliveryValue::Event(EventValue::Owned(value)),
+                Published::Message(event) => {
+                    message = Some(event);
+                    DeliveryValue::Message(&mut message)
+                }
+            };
+            match this.node.publish_at_once(path.as_ref(), value, options) {
                 Ok(Some(crowded)) => {
                     this.waiting = Some(Box::pin(this.node.wait_for_room(crowded)))
                 }
@@ -836,11 +853,73 @@ impl<P: AsRef<str>> Future for Publishing<'_, P> {
     }
 }
 
+/// What a publish was given: a [`Value`] (`publish_value`), or a typed message, boxed into a
+/// `Value` only if a local subscription takes it (one that only peers get is encoded where it
+/// is).
+enum Published<T> {
+    Value(Value),
+    Message(T),
+}
+
+/// A typed message a publish holds until a local subscription takes it.
+pub(crate) trait PendingMessage {
+    /// The message, to encode for peers.
+    fn get(&self) -> ValueRef<'_>;
+    /// The message, boxed into a `Value` (at most once).
+    fn take(&mut self) -> Value;
+}
+
+impl<T: Payload> PendingMessage for Option<T> {
+    fn get(&self) -> ValueRef<'_> {
+        self.as_ref().map_or(ValueRef::Empty, ValueRef::message)
+    }
+
+    fn take(&mut self) -> Value {
+        self.take().map_or_else(Value::empty, Value::new)
+    }
+}
+
+/// An event's value as [`Node::deliver_at_once`] hands it out.
+pub(crate) enum DeliveryValue<'a> {
+    Event(EventValue),
+    /// A typed publish's message, not boxed yet.
+    Message(&'a mut (dyn PendingMessage + 'static)),
+}
+
+impl DeliveryValue<'_> {
+    fn get(&self) -> ValueRef<'_> {
+        match self {
+            DeliveryValue::Event(value) => ValueRef::Value(value.get()),
+            DeliveryValue::Message(message) => message.get(),
+        }
+    }
+
+    /// See [`EventValue::take`] (a typed message boxed into a `Value`).
+    fn take(&mut self) -> EventValue {
+        match self {
+            DeliveryValue::Event(value) => value.take(),
+            DeliveryValue::Message(message) => EventValue::Owned(message.take()),
+        }
+    }
+
+    /// See [`EventValue::share`] (a typed message boxed into a `Value` the first time).
+    fn share(&mut self) -> Arc<Value> {
+        match self {
+            DeliveryValue::Event(value) => value.share(),
+            DeliveryValue::Message(message) => {
+                let shared = Arc::new(message.take());
+                *self = DeliveryValue::Event(EventValue::Shared(shared.clone()));
+                shared
+            }
+        }
+    }
+}
+
 /// An event on its way to subscriptions: what [`Node::deliver_at_once`] hands out.
 pub(crate) struct Delivery<'a> {
     pub(crate) network: &'a Arc<str>,
     pub(crate) topic: Arc<str>,
-    pub(crate) value: EventValue,
+    pub(crate) value: DeliveryValue<'a>,
     /// How the event's bytes count against the node's bound while local queues hold it.
     pub(crate) held: &'a Hold,
     pub(crate) publisher: Caller,

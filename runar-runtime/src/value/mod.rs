@@ -36,7 +36,7 @@ pub trait Payload: prost::Message + Default + Clone + Send + Sync + 'static {}
 impl<T> Payload for T where T: prost::Message + Default + Clone + Send + Sync + 'static {}
 
 /// Object-safe view of a [`Payload`], so a [`Value`] can hold any of them.
-trait ErasedPayload: Send + Sync + 'static {
+pub(crate) trait ErasedPayload: Send + Sync + 'static {
     fn as_any(&self) -> &dyn Any;
     /// Moves the message into `slot` when `slot` is an `Option` of its type (one virtual call
     /// and one type check: the local path's typed hand-over); gives it back otherwise.
@@ -283,6 +283,47 @@ fn decode_as<T: Payload>(bytes: impl bytes::Buf, from: Option<&'static str>) -> 
             None => Error::invalid_argument(format!("cannot decode a {target}: {e}")),
         }
     })
+}
+
+/// A value as it is read to be encoded: a [`Value`], or a typed message not boxed into one.
+#[derive(Clone, Copy)]
+pub(crate) enum ValueRef<'a> {
+    /// A value.
+    Value(&'a Value),
+    /// A typed message, as a publish holds it until a local subscription takes it.
+    Message(&'a dyn ErasedPayload),
+    /// Nothing: a message already taken.
+    Empty,
+}
+
+impl<'a> ValueRef<'a> {
+    /// A typed message.
+    pub(crate) fn message<T: Payload>(message: &'a T) -> Self {
+        ValueRef::Message(message)
+    }
+
+    /// Whether it holds bytes rather than a typed message (see [`Value::is_encoded`]).
+    pub(crate) fn is_encoded(self) -> bool {
+        matches!(self, ValueRef::Value(value) if value.is_encoded())
+    }
+
+    /// The length of its protobuf encoding.
+    pub(crate) fn encoded_len(self) -> usize {
+        match self {
+            ValueRef::Value(value) => value.encoded_len(),
+            ValueRef::Message(message) => message.encoded_len(),
+            ValueRef::Empty => 0,
+        }
+    }
+
+    /// Appends its protobuf encoding to `buf` (see [`Value::encode_into`]).
+    pub(crate) fn encode_into(self, buf: &mut BytesMut) {
+        match self {
+            ValueRef::Value(value) => value.encode_into(buf),
+            ValueRef::Message(message) => message.encode_into(buf),
+            ValueRef::Empty => {}
+        }
+    }
 }
 
 /// An event's value on its way to its subscriptions: owned until a local subscription's queue
