@@ -204,8 +204,9 @@ impl HandleEvent for EventHandler {
     }
 }
 
-/// A typed async function as a subscription's handler: what [`event_handler`] wraps, without
-/// the type erasure (an event that does not decode as `T` is reported the same way).
+/// A typed async function as a subscription's handler: an event that does not decode as `T`
+/// is reported as an `InvalidArgument` error without calling the function. [`event_handler`]
+/// is this, type-erased.
 pub(crate) struct TypedEventHandler<T, F> {
     f: F,
     event: std::marker::PhantomData<fn() -> T>,
@@ -244,10 +245,8 @@ where
     F: Fn(T, EventContext) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<()>> + Send + 'static,
 {
-    Arc::new(
-        move |value: Arc<Value>, ctx: EventContext| match value.to_typed::<T>() {
-            Ok(event) => Box::pin(f(event, ctx)),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
-        },
-    )
+    let typed = TypedEventHandler::new(f);
+    Arc::new(move |value: Arc<Value>, ctx: EventContext| {
+        Box::pin(typed.handle(EventValue::Shared(value), ctx))
+    })
 }
