@@ -75,7 +75,7 @@ impl Node {
     ) -> impl Future<Output = Result<()>> {
         Publishing {
             node: self,
-            event: Some((path, Published::Message(event), options)),
+            event: Some((path, event, options)),
             waiting: None,
         }
     }
@@ -89,8 +89,7 @@ impl Node {
     ) -> impl Future<Output = Result<()>> {
         Publishing {
             node: self,
-            // `()`: no typed message here, any `Payload` would do.
-            event: Some((path, Published::<()>::Value(event), options)),
+            event: Some((path, event, options)),
             waiting: None,
         }
     }
@@ -209,10 +208,7 @@ impl Node {
             let payload = if count == 1 {
                 EventPayload::Value(value.get(), self.seal_scope())
             } else {
-                encoded = match value.get() {
-                    ValueRef::Value(value) => self.encode_for_peers(value),
-                    message => EventPayload::Value(message, self.seal_scope()).to_bytes(),
-                };
+                encoded = self.encode_ref_for_peers(value.get());
                 EventPayload::Encoded(&encoded)
             };
             for (sink, subscription_ids) in peers.into_iter() {
@@ -799,18 +795,22 @@ async fn run_subscription(
 /// `async fn`: a publisher in a tight loop builds and moves one per event, and nested async
 /// functions would each keep their own copy of the arguments (520 bytes for `publish_with`
 /// against this one's ~130).
-struct Publishing<'a, P, T> {
+struct Publishing<'a, P, M> {
     node: &'a Node,
-    event: Option<(P, Published<T>, PublishOptions)>,
+    /// The path, the message (a typed one or a `Value`) and the options, until first polled.
+    event: Option<(P, M, PublishOptions)>,
     /// Boxed: the rare case, whose state would otherwise make every publish larger.
     waiting: Option<futures::future::BoxFuture<'a, ()>>,
 }
 
 // Nothing in it is pinned: the path is only borrowed while `poll` runs, and the waiting is a
 // box of its own.
-impl<P, T> Unpin for Publishing<'_, P, T> {}
+impl<P, M> Unpin for Publishing<'_, P, M> {}
 
-impl<P: AsRef<str>, T: Payload> Future for Publishing<'_, P, T> {
+impl<P: AsRef<str>, M: 'static> Future for Publishing<'_, P, M>
+where
+    Option<M>: PendingMessage,
+{
     type Output = Result<()>;
 
     fn poll(
@@ -827,14 +827,8 @@ impl<P: AsRef<str>, T: Payload> Future for Publishing<'_, P, T> {
                 return Poll::Pending;
             };
             progress.made_progress();
-            let mut message;
-            let value = match event {
-                Published::Value(value) => DeliveryValue::Event(EventValue::Owned(value)),
-                Published::Message(event) => {
-                    message = Some(event);
-                    DeliveryValue::Message(&mut message)
-                }
-            };
+            let mut message = Some(event);
+            let value = DeliveryValue::Message(&mut message);
             match this.node.publish_at_once(path.as_ref(), value, options) {
                 Ok(Some(crowded)) => {
                     this.waiting = Some(Box::pin(this.node.wait_for_room(crowded)))
@@ -853,19 +847,13 @@ impl<P: AsRef<str>, T: Payload> Future for Publishing<'_, P, T> {
     }
 }
 
-/// What a publish was given: a [`Value`] (`publish_value`), or a typed message, boxed into a
-/// `Value` only if a local subscription takes it (one that only peers get is encoded where it
-/// is).
-enum Published<T> {
-    Value(Value),
-    Message(T),
-}
-
-/// A typed message a publish holds until a local subscription takes it.
+/// What a publish holds until a local subscription takes it: a typed message (boxed into a
+/// `Value` only then; one that only peers get is encoded where it is) or a `Value`
+/// (`publish_value`).
 pub(crate) trait PendingMessage {
     /// The message, to encode for peers.
     fn get(&self) -> ValueRef<'_>;
-    /// The message, boxed into a `Value` (at most once).
+    /// The message as a `Value` (at most once; nothing after).
     fn take(&mut self) -> Value;
 }
 
@@ -875,14 +863,25 @@ impl<T: Payload> PendingMessage for Option<T> {
     }
 
     fn take(&mut self) -> Value {
-        self.take().map_or_else(Value::empty, Value::new)
+        Option::take(self).map_or_else(Value::empty, Value::new)
+    }
+}
+
+impl PendingMessage for Option<Value> {
+    fn get(&self) -> ValueRef<'_> {
+        self.as_ref().map_or(ValueRef::Empty, ValueRef::Value)
+    }
+
+    fn take(&mut self) -> Value {
+        Option::take(self).unwrap_or_else(Value::empty)
     }
 }
 
 /// An event's value as [`Node::deliver_at_once`] hands it out.
 pub(crate) enum DeliveryValue<'a> {
+    /// A peer's event, or a published one once shared.
     Event(EventValue),
-    /// A typed publish's message, not boxed yet.
+    /// What a publish holds, not yet taken by a local subscription.
     Message(&'a mut (dyn PendingMessage + 'static)),
 }
 

@@ -13,8 +13,8 @@ use super::Node;
 use crate::error::Result;
 use crate::network::{MessageStream, Messages, TransportError, ValueStream};
 use crate::seal::{KeyPair, NodeSeal, PublicKey, SealStats};
-use crate::value::Value;
 use crate::value::scope::Scope;
+use crate::value::{Value, ValueRef};
 
 /// The node's sealing key and, with a resolver configured, its seal scope.
 pub(crate) struct Sealing {
@@ -98,6 +98,12 @@ impl Node {
     /// without a resolver or a key for their label). For a value that already holds bytes,
     /// those bytes.
     pub fn encode_for_peers(&self, value: &Value) -> Bytes {
+        self.encode_ref_for_peers(ValueRef::Value(value))
+    }
+
+    /// [`encode_for_peers`](Self::encode_for_peers) of a value or of a typed message not boxed
+    /// into one.
+    pub(crate) fn encode_ref_for_peers(&self, value: ValueRef<'_>) -> Bytes {
         match &self.inner.sealing.scope {
             Some(scope) => crate::value::scope::within(scope, || value.to_bytes()),
             None => value.to_bytes(),

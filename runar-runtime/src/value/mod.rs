@@ -316,6 +316,16 @@ impl<'a> ValueRef<'a> {
         }
     }
 
+    /// Its protobuf encoding as bytes of its own (see [`Value::to_bytes`]: a value that holds
+    /// bytes gives those).
+    pub(crate) fn to_bytes(self) -> Bytes {
+        match self {
+            ValueRef::Value(value) => value.to_bytes(),
+            ValueRef::Message(message) => encode_erased(message),
+            ValueRef::Empty => Bytes::new(),
+        }
+    }
+
     /// Appends its protobuf encoding to `buf` (see [`Value::encode_into`]).
     pub(crate) fn encode_into(self, buf: &mut BytesMut) {
         match self {
