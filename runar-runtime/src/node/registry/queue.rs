@@ -17,6 +17,11 @@ use tokio::sync::Notify;
 use super::Event;
 use crate::lock::lock;
 
+/// How many events' room each of a queue's two buffers keeps once emptied: a burst grows them
+/// up to the queue's capacity (a thousand events by default), and a subscription that is idle
+/// afterwards should not keep that.
+const KEPT_EVENTS: usize = 64;
+
 /// A subscription's queue of `capacity` events: the deliverers' end and the handler task's.
 pub(crate) fn subscription_queue(capacity: usize) -> (QueueSender, QueueReceiver) {
     let shared = Arc::new(Shared {
@@ -189,6 +194,10 @@ impl QueueReceiver {
         let Some(event) = self.taken.pop_front() else {
             return Poll::Pending;
         };
+        if self.taken.is_empty() && self.taken.capacity() > KEPT_EVENTS {
+            // The buffer goes back to the deliverers at the next take: not at a burst's size.
+            self.taken.shrink_to(KEPT_EVENTS);
+        }
         progress.made_progress();
         self.handed_over();
         Poll::Ready(Some(event))
@@ -264,6 +273,26 @@ mod tests {
         assert!(rx.is_empty());
         drop(tx);
         assert!(rx.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_burst_does_not_leave_its_buffers_behind() {
+        let (tx, mut rx) = subscription_queue(1_000);
+        for round in 0..3 {
+            for n in 0..1_000 {
+                tx.try_send(event(n)).unwrap();
+            }
+            for n in 0..1_000 {
+                assert_eq!(number(rx.recv().await.unwrap()), n, "round {round}");
+            }
+            let queued = lock(&tx.shared.state).events.capacity();
+            assert!(queued <= KEPT_EVENTS, "{queued}");
+            assert!(
+                rx.taken.capacity() <= KEPT_EVENTS,
+                "{}",
+                rx.taken.capacity()
+            );
+        }
     }
 
     #[tokio::test]
