@@ -962,11 +962,15 @@ impl Registry {
         for (_, sub) in write(&self.subscriptions).drain().map(|(_, v)| v) {
             sub.active.store(false, Ordering::Release);
         }
-        let mut networks = write(&self.networks);
-        // The node keeps its own network's caches: emptied, they hold no subscription.
-        networks.values_mut().for_each(forget_routes);
-        networks.clear();
-        drop(networks);
+        // Each table is emptied but keeps its route caches (emptied too: they hold no
+        // subscription), so the node's copy of its own network's stays the table's.
+        for table in write(&self.networks).values_mut() {
+            forget_routes(table);
+            *table = NetworkTable {
+                routes: table.routes.clone(),
+                ..NetworkTable::default()
+            };
+        }
         self.notify_changed();
     }
 }
@@ -1058,8 +1062,14 @@ mod tests {
         // Another network's subscriptions are not this network's routes.
         registry.add_subscription("other", subscription(3, "orders/new"));
         assert_eq!(published(&registry, "orders/new"), [2]);
+        let routes = registry.routes("net");
         registry.clear();
         assert!(published(&registry, "orders/new").is_empty());
+        // The caches a node keeps for its network are still that network's after a clear.
+        registry.add_subscription("net", subscription(4, "orders/new"));
+        assert_eq!(published(&registry, "orders/new"), [4]);
+        let (_, cached) = routes.published("orders/new").unwrap();
+        assert_eq!(cached.iter().map(|s| s.id.0).collect::<Vec<_>>(), [4]);
     }
 
     #[test]
