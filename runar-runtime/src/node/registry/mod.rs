@@ -76,7 +76,7 @@ pub(crate) struct SubscriptionCounters {
     /// Events from peers have waited for room since the queue was last empty: the handler's
     /// task clears [`peer_waits`](Self::peer_waits) and [`stalled`](Self::stalled) once it
     /// finds the queue empty.
-    pub(crate) peers_waited: std::sync::atomic::AtomicBool,
+    pub(crate) peers_waited: AtomicBool,
     /// How long events from peers have held them back waiting for room in the queue, since it
     /// was last empty; at [`NodeConfig::peer_event_wait`](crate::NodeConfig) the subscription
     /// is stalled.
