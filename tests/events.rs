@@ -535,6 +535,67 @@ async fn a_frame_joining_many_events_delivers_each_in_order() {
     assert_eq!((stats.events_received, stats.events_rejected), (N + 1, N));
 }
 
+/// A frame joining more events than a subscription's queue holds: each subscription takes
+/// what fits at once and the rest one by one, in order. A quick subscriber gets every event;
+/// a slow one beside it accounts for every event (delivered, queued or dropped) and does not
+/// hold the quick one back for long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_joining_more_events_than_a_queue_holds_reaches_each_subscriber_in_order() {
+    const N: u64 = 3_000;
+    let a = node_with(
+        NodeConfig::new("a", "test")
+            .with_network_config(network())
+            .with_event_queue_capacity(100),
+    )
+    .await;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let quick = a
+        .subscribe("many/x", move |n: u64, _| {
+            record.lock().unwrap().push(n);
+            async { Ok(()) }
+        })
+        .await
+        .unwrap();
+    let slow = a
+        .subscribe("many/>", |_: u64, _| async {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let raw = RawPeer::connect(&a, Vec::new()).await;
+    let (quick_id, slow_id) = (
+        raw.subscription_id("many/x")
+            .expect("the quick subscription"),
+        raw.subscription_id("many/>")
+            .expect("the slow subscription"),
+    );
+    let mut joined = event("many/x", 0u64, vec![quick_id, slow_id]);
+    joined.more_payloads = (1..N)
+        .map(|n| prost::Message::encode_to_vec(&n).into())
+        .collect();
+    let started = Instant::now();
+    raw.send_events(&[joined]).await;
+    wait_for("the quick subscriber to get every event", || {
+        seen.lock().unwrap().len() as u64 == N
+    })
+    .await;
+    let took = started.elapsed();
+    assert_eq!(*seen.lock().unwrap(), (0..N).collect::<Vec<_>>());
+    assert_eq!(a.subscription_stats(quick).unwrap().dropped, 0);
+    // Paced to the slow handler the quick one would wait about N - 100 ms.
+    assert!(took < Duration::from_millis(2_000), "{took:?}");
+    let stats = a.subscription_stats(slow).unwrap();
+    assert_eq!(
+        stats.delivered + stats.queued as u64 + stats.dropped,
+        N,
+        "{stats:?}"
+    );
+    assert_eq!(a.stats().events_received, N);
+    println!("{N} events to a quick subscriber in {took:?}; the slow one: {stats:?}");
+}
+
 /// The most this process has had resident since [`reset_peak_rss`], in bytes.
 fn peak_rss() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();

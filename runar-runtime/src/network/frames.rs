@@ -664,6 +664,19 @@ impl MorePayloads {
     pub(crate) fn len(&self) -> usize {
         self.left
     }
+
+    /// `payloads` as a frame would carry them (for the node's tests).
+    #[cfg(test)]
+    pub(crate) fn of(payloads: &[Bytes]) -> Self {
+        let mut rest = bytes::BytesMut::new();
+        for payload in payloads {
+            prost::encoding::bytes::encode(MORE_PAYLOADS, payload, &mut rest);
+        }
+        MorePayloads {
+            rest: rest.freeze(),
+            left: payloads.len(),
+        }
+    }
 }
 
 impl Iterator for MorePayloads {

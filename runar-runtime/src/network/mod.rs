@@ -40,6 +40,7 @@ pub(crate) use crate::log_limit;
 pub use admission::NetworkKey;
 pub use config::{NetworkConfig, PeerLimits};
 pub use error::TransportError;
+pub(crate) use frames::MorePayloads;
 pub use framing::{FRAME_HEADER_LEN, read_frame, write_frame};
 pub use interface::RefusalReason;
 pub(crate) use interface::{

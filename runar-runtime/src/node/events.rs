@@ -26,12 +26,13 @@ use crate::lock::lock;
 use crate::metadata::Metadata;
 use crate::network::log_limit::warn_limited;
 use crate::network::{
-    EventPayload, EventRef, EventSink, InboundEvent, OutboundEvent, QueueRefusal, SubscriptionIds,
+    EventPayload, EventRef, EventSink, InboundEvent, MorePayloads, OutboundEvent, QueueRefusal,
+    SubscriptionIds,
 };
 use crate::node::BroadcastMode;
 use crate::node::registry::{
-    Event, HeldBytes, LocalSink, Origin, QueueFull, QueueReceiver, Sink, Subscription,
-    SubscriptionCounters, subscription_queue,
+    Event, EventRun, HeldBytes, LocalSink, Origin, QueueClosed, QueueFull, QueueReceiver, Sink,
+    Subscription, SubscriptionCounters, subscription_queue,
 };
 use crate::node::service::{Caller, EventContext, EventHandler, HandleEvent, TypedEventHandler};
 use crate::policy::Access;
@@ -100,7 +101,7 @@ impl Node {
     fn publish_at_once(
         &self,
         path: &str,
-        mut value: DeliveryValue<'_>,
+        value: DeliveryValue<'_>,
         options: PublishOptions,
     ) -> Result<Option<Crowded>> {
         self.check_not_stopped()?;
@@ -108,23 +109,48 @@ impl Node {
         options
             .metadata
             .check_limits(config.max_metadata_size, config.max_metadata_entries)?;
-        let registry = &self.inner.registry;
         // A topic of the node's network that was published before is valid: found in the
-        // route cache as it is, it is not checked again. (A path naming a network is never
-        // cached as a topic.)
-        let cached = self.inner.routes.published(path);
-        let (topic_network, topic) = match cached {
-            Some(_) => (None, path),
-            None => split_concrete(path, config.path_limits())?,
+        // route cache as it is, it is not checked again, and its route is lent rather than
+        // cloned. (A path naming a network is never cached as a topic.)
+        let mut event = Some((value, options));
+        let cached = self
+            .inner
+            .routes
+            .with_published(path, |topic_path, targets| {
+                let (value, options) = event.take()?;
+                let network = &self.inner.network;
+                Some(self.publish_routed(network, path, topic_path, targets, value, options))
+            });
+        if let Some(Some(published)) = cached {
+            return published;
+        }
+        let Some((value, options)) = event else {
+            return Ok(None);
         };
-        let network = topic_network.unwrap_or(&self.inner.network);
+        let (topic_network, topic) = split_concrete(path, config.path_limits())?;
+        let network: Arc<str> = match topic_network {
+            Some(named) => named.into(),
+            None => self.inner.network.clone(),
+        };
+        let (topic_path, targets) = self.inner.registry.matching_subscriptions(&network, topic);
+        self.publish_routed(&network, topic, &topic_path, &targets, value, options)
+    }
+
+    /// The rest of [`publish_at_once`](Self::publish_at_once) once the topic is known valid
+    /// and routed: access, retention, counting, and the hand-off to `targets`.
+    fn publish_routed(
+        &self,
+        network: &Arc<str>,
+        topic: &str,
+        topic_path: &Arc<str>,
+        targets: &[Arc<Subscription>],
+        value: DeliveryValue<'_>,
+        options: PublishOptions,
+    ) -> Result<Option<Crowded>> {
+        let mut value = value;
         if self.inner.policed.load(Ordering::Relaxed) && !is_local_only(topic) {
             self.check_access(network, None, Access::Publish, topic)?;
         }
-        let (topic_path, targets) = match cached {
-            Some(cached) => cached,
-            None => registry.matching_subscriptions(network, topic),
-        };
         let held = if value.get().is_encoded() {
             Hold::Each
         } else {
@@ -134,7 +160,7 @@ impl Node {
             let value = value.share();
             let mut store = lock(&self.inner.retained);
             let now = Instant::now();
-            let per_network = store.entry(network.into()).or_default();
+            let per_network = store.entry(network.clone()).or_default();
             per_network.retain(|_, r| r.expires > now);
             per_network.insert(
                 topic_path.clone(),
@@ -152,14 +178,10 @@ impl Node {
         } else {
             options.broadcast
         };
-        let targets = self.select_targets(&targets, broadcast);
-        let network: Arc<str> = match topic_network {
-            Some(named) => named.into(),
-            None => self.inner.network.clone(),
-        };
+        let targets = self.select_targets(targets, broadcast);
         let wait = options.wait.unwrap_or(self.inner.config.publish_wait);
         let event = Delivery {
-            network: &network,
+            network,
             topic: topic_path,
             value,
             held: &held,
@@ -214,7 +236,7 @@ impl Node {
             for (sink, subscription_ids) in peers.into_iter() {
                 let event = EventRef {
                     network,
-                    topic: &topic,
+                    topic,
                     payload,
                     subscription_ids: &subscription_ids,
                     retained,
@@ -224,19 +246,18 @@ impl Node {
                     Ok(()) => {}
                     Err(QueueRefusal::Full) => full_peers.push((sink.clone(), event.owned())),
                     Err(QueueRefusal::Closed) => {
-                        self.peer_dropped(sink.as_ref(), &topic, event.copies(), "the peer is gone")
+                        self.peer_dropped(sink.as_ref(), topic, event.copies(), "the peer is gone")
                     }
                 }
             }
         }
         let mut full_local: Vec<(Arc<Subscription>, Event)> = Vec::new();
-        // The last local subscription takes the topic and the value themselves: a reference
-        // count less to raise here and drop again (those counts are shared with the threads
-        // that run the handlers).
+        // The last local subscription takes the value itself: a reference count less to
+        // raise here and drop again (those counts are shared with the threads that run the
+        // handlers).
         let last_local = targets
             .iter()
             .rposition(|sub| matches!(sub.sink, Sink::Local(_)));
-        let mut topic = Some(topic);
         for (i, sub) in targets.iter().enumerate() {
             let Sink::Local(local) = &sub.sink else {
                 continue;
@@ -262,18 +283,13 @@ impl Node {
                     }
                 },
             };
-            let (Some(shared_topic), value) = (
-                if last { topic.take() } else { topic.clone() },
-                if last {
-                    value.take()
-                } else {
-                    EventValue::Shared(value.share())
-                },
-            ) else {
-                continue;
+            let value = if last {
+                value.take()
+            } else {
+                EventValue::Shared(value.share())
             };
             let event = Event {
-                topic: shared_topic,
+                topic: topic.clone(),
                 value,
                 publisher: publisher.clone(),
                 retained,
@@ -292,11 +308,7 @@ impl Node {
         if full_local.is_empty() && full_peers.is_empty() {
             return None;
         }
-        // A full queue gave its event back: the topic is there if it went to a local one.
-        let topic = topic
-            .or_else(|| full_local.first().map(|(_, event)| event.topic.clone()))
-            .or_else(|| full_peers.first().map(|(_, event)| event.topic.clone()))
-            .unwrap_or_default();
+        let topic = topic.clone();
         if wait.duration().is_zero() {
             for (sub, _) in &full_local {
                 if let Sink::Local(local) = &sub.sink {
@@ -502,13 +514,21 @@ impl Node {
             metadata,
             wait: Wait::Peer(self.inner.config.peer_event_wait),
         };
-        // In order: at once while every queue has room, up to `INBOUND_AT_ONCE`; the rest
-        // in the future that comes back, each after the waiting for the one before, and
-        // within tokio's cooperative budget (a frame may join a great many events).
-        let mut payloads = std::iter::once(event.payload).chain(event.more);
+        // Each local subscription takes the frame's events as one run, as many as its queue
+        // has room for: one push per subscription however many events the frame joins. Those
+        // that did not fit follow one at a time, in order: at once while every queue has
+        // room, up to `INBOUND_AT_ONCE`; the rest in the future that comes back, each after
+        // the waiting for the one before, and within tokio's cooperative budget.
+        let total = event.more.len().saturating_add(1);
+        let behind = self.deliver_runs(&route, &event.payload, &event.more, total);
+        let from = behind.from.first().copied()?;
+        let mut payloads = std::iter::once(event.payload)
+            .chain(event.more)
+            .enumerate()
+            .skip(from);
         let mut crowded = None;
-        for payload in payloads.by_ref().take(INBOUND_AT_ONCE) {
-            crowded = self.deliver_one_inbound(network, &route, payload);
+        for (index, payload) in payloads.by_ref().take(INBOUND_AT_ONCE) {
+            crowded = self.deliver_one_inbound(network, &route, behind.at(index), payload);
             if crowded.is_some() {
                 break;
             }
@@ -522,13 +542,65 @@ impl Node {
             if let Some(crowded) = crowded {
                 node.wait_for_room(crowded).await;
             }
-            for payload in payloads {
+            for (index, payload) in payloads {
                 tokio::task::coop::consume_budget().await;
-                if let Some(crowded) = node.deliver_one_inbound(&network, &route, payload) {
+                let targets = behind.at(index);
+                if let Some(crowded) = node.deliver_one_inbound(&network, &route, targets, payload)
+                {
                     node.wait_for_room(crowded).await;
                 }
             }
         }))
+    }
+
+    /// Queues a peer's frame of `total` events as one [`EventRun`] in each local subscription's
+    /// queue, as many of them as it has room for. What is left: the subscriptions that did not
+    /// take them all, each from its first event not queued (every one from the first when the
+    /// frame's events are held one by one, [`Hold::Each`]: those are copied out of the frame).
+    fn deliver_runs(
+        &self,
+        route: &InboundRoute,
+        first: &bytes::Bytes,
+        more: &MorePayloads,
+        total: usize,
+    ) -> Behind {
+        let mut behind = Behind::default();
+        let held = match &route.held {
+            Hold::Each => {
+                for sub in route.targets.iter() {
+                    behind.push(sub, 0);
+                }
+                return behind;
+            }
+            Hold::Free => None,
+            Hold::Frame(frame) => Some(frame),
+        };
+        for sub in route.targets.iter() {
+            // A peer's event only ever names local subscriptions.
+            let Sink::Local(local) = &sub.sink else {
+                behind.push(sub, 0);
+                continue;
+            };
+            let run = EventRun {
+                topic: route.topic.clone(),
+                publisher: Caller::Remote(route.peer),
+                retained: route.retained,
+                metadata: route.metadata.clone(),
+                _held: held.cloned(),
+                scope: self.seal_scope().cloned(),
+                first: Some(first.clone()),
+                more: more.clone(),
+                left: total,
+            };
+            match local.queue.try_send_run(run) {
+                Ok(queued) if queued >= total => {}
+                Ok(queued) => behind.push(sub, queued),
+                // The subscription just ended: nothing to deliver to.
+                Err(QueueClosed) => {}
+            }
+        }
+        behind.sort();
+        behind
     }
 
     /// One of a peer's events, routed (see [`deliver_inbound`](Self::deliver_inbound)), to
@@ -537,6 +609,7 @@ impl Node {
         &self,
         network: &Arc<str>,
         route: &InboundRoute,
+        targets: &[Arc<Subscription>],
         payload: bytes::Bytes,
     ) -> Option<Crowded> {
         let payload = match route.held {
@@ -545,7 +618,7 @@ impl Node {
         };
         let delivery = Delivery {
             network,
-            topic: route.topic.clone(),
+            topic: &route.topic,
             value: DeliveryValue::Event(EventValue::Owned(
                 self.sealed_scope(Value::from_encoded(payload)),
             )),
@@ -554,7 +627,7 @@ impl Node {
             retained: route.retained,
             metadata: route.metadata.clone(),
         };
-        self.deliver_at_once(delivery, &route.targets, route.wait)
+        self.deliver_at_once(delivery, targets, route.wait)
     }
 
     /// Narrows `targets` to what the broadcast mode asks for.
@@ -744,6 +817,10 @@ async fn run_subscription(
         .segments()
         .iter()
         .any(|s| matches!(s, Segment::Param(_)));
+    // The topic a failing handler is logged with, kept from one event to the next: events
+    // on one topic share its `Arc` (the route caches hand it out), so the task rarely takes
+    // a reference of its own (an atomic operation per event otherwise).
+    let mut topic: Arc<str> = Arc::from("");
     while let Some(event) = events.recv().await {
         if !active.load(Ordering::Acquire) {
             break;
@@ -768,7 +845,9 @@ async fn run_subscription(
         };
         // The event's bytes stay counted against the node's bound until the handler has run.
         let _held = event.held;
-        let topic = event.topic.clone();
+        if !Arc::ptr_eq(&topic, &event.topic) {
+            topic = event.topic.clone();
+        }
         let ctx = EventContext::new(
             Node::from_inner(inner),
             event.topic,
@@ -917,7 +996,7 @@ impl DeliveryValue<'_> {
 /// An event on its way to subscriptions: what [`Node::deliver_at_once`] hands out.
 pub(crate) struct Delivery<'a> {
     pub(crate) network: &'a Arc<str>,
-    pub(crate) topic: Arc<str>,
+    pub(crate) topic: &'a Arc<str>,
     pub(crate) value: DeliveryValue<'a>,
     /// How the event's bytes count against the node's bound while local queues hold it.
     pub(crate) held: &'a Hold,
@@ -952,6 +1031,37 @@ fn unpinned(payload: bytes::Bytes, frame_len: usize) -> bytes::Bytes {
         bytes::Bytes::copy_from_slice(&payload)
     } else {
         payload
+    }
+}
+
+/// The subscriptions a peer's frame of events still has to reach one event at a time, each
+/// from the index of its first event not queued as a run, in that order.
+#[derive(Default)]
+struct Behind {
+    subs: Vec<Arc<Subscription>>,
+    from: Vec<usize>,
+}
+
+impl Behind {
+    fn push(&mut self, sub: &Arc<Subscription>, from: usize) {
+        self.subs.push(sub.clone());
+        self.from.push(from);
+    }
+
+    /// Orders them by where they start (subscriptions starting together keep their order).
+    fn sort(&mut self) {
+        if self.from.is_sorted() {
+            return;
+        }
+        let mut both: Vec<_> = self.subs.drain(..).zip(self.from.drain(..)).collect();
+        both.sort_by_key(|(_, from)| *from);
+        (self.subs, self.from) = both.into_iter().unzip();
+    }
+
+    /// The subscriptions the frame's event at `index` goes to one at a time.
+    fn at(&self, index: usize) -> &[Arc<Subscription>] {
+        let reached = self.from.partition_point(|from| *from <= index);
+        self.subs.get(..reached).unwrap_or_default()
     }
 }
 

@@ -4,7 +4,9 @@
 //! at once (one lock for a run of events, not one semaphore permit, list slot and waker per
 //! event), while an event still counts against the capacity until the handler gets it, so
 //! what [`QueueSender::queued`] says and when a deliverer finds the queue full are exactly as
-//! if the task took the events one by one.
+//! if the task took the events one by one. A peer's frame of many events goes in as one entry
+//! ([`QueueSender::try_send_run`], an [`EventRun`]) that counts as its events, each read
+//! from the frame as it is handed over.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -14,7 +16,7 @@ use std::task::{Context, Poll, Waker};
 
 use tokio::sync::Notify;
 
-use super::Event;
+use super::{Event, EventRun};
 use crate::lock::lock;
 
 /// How many events' room each of a queue's two buffers keeps once emptied: a burst grows them
@@ -43,6 +45,7 @@ pub(crate) fn subscription_queue(capacity: usize) -> (QueueSender, QueueReceiver
         QueueReceiver {
             shared,
             taken: VecDeque::new(),
+            run: None,
         },
     )
 }
@@ -58,8 +61,14 @@ struct Shared {
     room: Notify,
 }
 
+/// One entry of a queue: an event, or a run of a peer's events.
+enum Queued {
+    One(Event),
+    Run(EventRun),
+}
+
 struct State {
-    events: VecDeque<Event>,
+    events: VecDeque<Queued>,
     /// The task, waiting for an event.
     waker: Option<Waker>,
     /// The subscription ended: once the task has handled what is queued, it ends too.
@@ -75,6 +84,10 @@ pub(crate) enum QueueFull {
     /// The subscription's task has ended.
     Closed(Event),
 }
+
+/// The subscription's task has ended: [`QueueSender::try_send_run`] queued nothing.
+#[derive(Debug)]
+pub(crate) struct QueueClosed;
 
 impl std::fmt::Debug for QueueFull {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -113,7 +126,7 @@ impl QueueSender {
         if shared.queued.load(Ordering::SeqCst) >= shared.capacity {
             return Err(QueueFull::Full(event));
         }
-        state.events.push_back(event);
+        state.events.push_back(Queued::One(event));
         shared.queued.fetch_add(1, Ordering::SeqCst);
         let waker = state.waker.take();
         drop(state);
@@ -121,6 +134,34 @@ impl QueueSender {
             waker.wake();
         }
         Ok(())
+    }
+
+    /// Queues as many of `run`'s events as there is room for, from its first on, as one
+    /// entry (each counts against the capacity as a single event would): how many, which may
+    /// be none. `Err` if the subscription's task has ended.
+    pub(crate) fn try_send_run(&self, mut run: EventRun) -> Result<usize, QueueClosed> {
+        let shared = &*self.shared;
+        let mut state = lock(&shared.state);
+        if state.receiver_gone {
+            return Err(QueueClosed);
+        }
+        // SeqCst: see `try_send`.
+        let room = shared
+            .capacity
+            .saturating_sub(shared.queued.load(Ordering::SeqCst));
+        let taken = run.left.min(room);
+        if taken == 0 {
+            return Ok(0);
+        }
+        run.left = taken;
+        state.events.push_back(Queued::Run(run));
+        shared.queued.fetch_add(taken, Ordering::SeqCst);
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(taken)
     }
 
     /// Queues `event`, waiting for room as long as it takes; the event comes back if the
@@ -163,9 +204,12 @@ impl Drop for QueueSender {
 /// The subscription task's end of its queue.
 pub(crate) struct QueueReceiver {
     shared: Arc<Shared>,
-    /// Events taken from the queue at once, not yet handed to the handler (still counted in
-    /// `Shared::queued`).
-    taken: VecDeque<Event>,
+    /// Entries taken from the queue at once, not yet handed to the handler (their events
+    /// still counted in `Shared::queued`).
+    taken: VecDeque<Queued>,
+    /// The run whose events are being handed over: kept until the next event is asked for,
+    /// so that its frame stays held while the handler of its last event runs.
+    run: Option<EventRun>,
 }
 
 impl QueueReceiver {
@@ -180,33 +224,55 @@ impl QueueReceiver {
         let Poll::Ready(progress) = tokio::task::coop::poll_proceed(cx) else {
             return Poll::Pending;
         };
-        if self.taken.is_empty() {
-            let mut state = lock(&self.shared.state);
-            if state.events.is_empty() {
-                if state.sender_gone {
-                    return Poll::Ready(None);
+        loop {
+            if let Some(run) = &mut self.run {
+                if let Some(event) = run.next_event() {
+                    progress.made_progress();
+                    self.handed_over(1);
+                    return Poll::Ready(Some(event));
                 }
-                state.waker = Some(cx.waker().clone());
-                return Poll::Pending;
+                // A frame that ended short of the run (it was checked when it arrived, so
+                // never, but its events must not stay counted).
+                let missing = run.left;
+                self.run = None;
+                if missing > 0 {
+                    self.handed_over(missing);
+                }
             }
-            std::mem::swap(&mut state.events, &mut self.taken);
+            if self.taken.is_empty() {
+                let mut state = lock(&self.shared.state);
+                if state.events.is_empty() {
+                    if state.sender_gone {
+                        return Poll::Ready(None);
+                    }
+                    state.waker = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+                std::mem::swap(&mut state.events, &mut self.taken);
+            }
+            let Some(entry) = self.taken.pop_front() else {
+                return Poll::Pending;
+            };
+            if self.taken.is_empty() && self.taken.capacity() > KEPT_EVENTS {
+                // The buffer goes back to the deliverers at the next take: not at a burst's
+                // size.
+                self.taken.shrink_to(KEPT_EVENTS);
+            }
+            match entry {
+                Queued::One(event) => {
+                    progress.made_progress();
+                    self.handed_over(1);
+                    return Poll::Ready(Some(event));
+                }
+                Queued::Run(run) => self.run = Some(run),
+            }
         }
-        let Some(event) = self.taken.pop_front() else {
-            return Poll::Pending;
-        };
-        if self.taken.is_empty() && self.taken.capacity() > KEPT_EVENTS {
-            // The buffer goes back to the deliverers at the next take: not at a burst's size.
-            self.taken.shrink_to(KEPT_EVENTS);
-        }
-        progress.made_progress();
-        self.handed_over();
-        Poll::Ready(Some(event))
     }
 
-    /// One event left the queue for the handler: room for another.
-    fn handed_over(&self) {
+    /// `n` events left the queue for the handler: room for as many others.
+    fn handed_over(&self, n: usize) {
         let shared = &*self.shared;
-        shared.queued.fetch_sub(1, Ordering::SeqCst);
+        shared.queued.fetch_sub(n, Ordering::SeqCst);
         if shared.room_wanted.load(Ordering::SeqCst) {
             shared.room_wanted.store(false, Ordering::SeqCst);
             shared.room.notify_waiters();
@@ -236,6 +302,8 @@ impl Drop for QueueReceiver {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::network::MorePayloads;
+    use crate::node::registry::HeldBytes;
     use crate::node::service::Caller;
     use crate::value::{EventValue, Value};
 
@@ -273,6 +341,73 @@ mod tests {
         assert!(rx.is_empty());
         drop(tx);
         assert!(rx.recv().await.is_none());
+    }
+
+    /// A run of `n` events numbered from `start`, holding `held` bytes of `counter`.
+    fn run(start: u64, n: u64, counter: &Arc<AtomicUsize>, held: usize) -> EventRun {
+        let payloads: Vec<bytes::Bytes> = (start..start + n)
+            .map(|k| Value::new(k).to_bytes())
+            .collect();
+        let (first, more) = payloads.split_first().unwrap();
+        EventRun {
+            topic: "t".into(),
+            publisher: Caller::Local,
+            retained: false,
+            metadata: Default::default(),
+            _held: Some(Arc::new(
+                HeldBytes::try_hold(counter, held, usize::MAX).unwrap(),
+            )),
+            scope: None,
+            first: Some(first.clone()),
+            more: MorePayloads::of(more),
+            left: payloads.len(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_run_counts_as_its_events_and_takes_only_the_room_there_is() {
+        let counter = Arc::new(AtomicUsize::new(0));
+        let (tx, mut rx) = subscription_queue(5);
+        tx.try_send(event(0)).unwrap();
+        // Room for four of the run's six: those four go in, as one entry.
+        assert_eq!(tx.try_send_run(run(1, 6, &counter, 100)).unwrap(), 4);
+        assert_eq!(tx.queued(), 5);
+        assert!(matches!(tx.try_send(event(9)), Err(QueueFull::Full(_))));
+        assert_eq!(tx.try_send_run(run(9, 2, &counter, 10)).unwrap(), 0);
+        // Handed over one by one, each making room for one.
+        assert_eq!(number(rx.recv().await.unwrap()), 0);
+        assert_eq!(tx.queued(), 4);
+        assert_eq!(number(rx.recv().await.unwrap()), 1);
+        assert_eq!(tx.queued(), 3);
+        assert_eq!(tx.try_send_run(run(5, 3, &counter, 10)).unwrap(), 2);
+        for n in 2..7 {
+            assert_eq!(number(rx.recv().await.unwrap()), n);
+        }
+        assert!(rx.is_empty());
+        drop(tx);
+        assert!(rx.recv().await.is_none());
+        assert_eq!(counter.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_run_holds_its_frame_until_its_last_handler_has_run() {
+        let counter = Arc::new(AtomicUsize::new(0));
+        let (tx, mut rx) = subscription_queue(10);
+        assert_eq!(tx.try_send_run(run(0, 2, &counter, 100)).unwrap(), 2);
+        assert_eq!(counter.load(Ordering::SeqCst), 100);
+        assert_eq!(number(rx.recv().await.unwrap()), 0);
+        // The last event is out, its handler running: the frame is still held.
+        assert_eq!(number(rx.recv().await.unwrap()), 1);
+        assert_eq!(counter.load(Ordering::SeqCst), 100);
+        tx.try_send(event(2)).unwrap();
+        assert_eq!(number(rx.recv().await.unwrap()), 2);
+        assert_eq!(counter.load(Ordering::SeqCst), 0);
+        // A subscription that ends gives back what its queued runs held.
+        assert_eq!(tx.try_send_run(run(3, 3, &counter, 50)).unwrap(), 3);
+        assert_eq!(number(rx.recv().await.unwrap()), 3);
+        drop(rx);
+        assert_eq!(counter.load(Ordering::SeqCst), 0);
+        assert!(tx.try_send_run(run(6, 1, &counter, 1)).is_err());
     }
 
     #[tokio::test]
