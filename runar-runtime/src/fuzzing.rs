@@ -24,15 +24,15 @@ use crate::error::Error;
 use crate::identity::NodeId;
 use crate::metadata::{Metadata, TIMEOUT_KEY};
 use crate::network::frames::{
-    Measured, RequestFrame, append_answer_frame, append_event_frame, check_decode_event,
+    self, Measured, RequestFrame, append_answer_frame, append_event_frame, check_decode_event,
     check_decode_request, decode_response, response_frame,
 };
 use crate::network::framing::{ChunkSource, FrameReader, encode_frame, split_frame};
 use crate::network::{
     EventRef, EventSink, Offer, OutboundEvent, PeerLink, PeerOffer, QueueRefusal, TransportError,
 };
-use crate::node::registry::{Origin, Sink};
-use crate::node::service::ActionHandler;
+use crate::node::registry::{EventRun, Origin, Sink, subscription_queue};
+use crate::node::service::{ActionHandler, Caller};
 use crate::node::{Node, NodeConfig, OfferingPeer};
 use crate::routing::{PathLimits, PathTrie, TopicPath, split_concrete};
 use crate::value::Value;
@@ -617,7 +617,8 @@ fn check_removal(mut trie: PathTrie<usize>) {
 
 /// An inbound event, as `Node::deliver_inbound` sees it: decoded, its topic checked, routed
 /// against a set of patterns (the trie must agree with matching each pattern on its own), its
-/// subscription ids deduplicated, and its payload decoded as typed messages. Input: an `Event`.
+/// subscription ids deduplicated, its payload decoded as typed messages, and its events queued
+/// for a subscription as one run and handed out ([`queue_run`]). Input: an `Event`.
 pub fn inbound_event(data: &[u8]) {
     let Ok(event) = wire::Event::decode(data) else {
         return;
@@ -642,6 +643,40 @@ pub fn inbound_event(data: &[u8]) {
         assert!(metadata.size() <= limits.max_metadata_size);
     }
     value_as_messages(Value::from_encoded(event.payload));
+    queue_run(data);
+}
+
+/// The frame as a local subscription's queue takes it from a peer: one run of as many of its
+/// events as there is room for, handed out one by one: exactly those (the frame was checked
+/// when decoded, so a run never ends short), and nothing counted as queued once they are out.
+fn queue_run(data: &[u8]) {
+    const ROOM: usize = 7;
+    let Ok(event) = frames::decode_event(Bytes::copy_from_slice(data)) else {
+        return;
+    };
+    let total = event.more.len().saturating_add(1);
+    let (queue, mut events) = subscription_queue(ROOM);
+    let run = EventRun {
+        topic: "fuzz".into(),
+        publisher: Caller::Local,
+        retained: event.retained,
+        metadata: Metadata::default(),
+        _held: None,
+        scope: None,
+        first: Some(event.payload),
+        more: event.more,
+        left: total,
+    };
+    let queued = queue.try_send_run(run).unwrap_or(0);
+    assert_eq!(queued, total.min(ROOM));
+    assert_eq!(queue.queued(), queued);
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut handed = 0;
+    while let Poll::Ready(Some(_)) = pin!(events.recv()).poll(&mut cx) {
+        handed += 1;
+    }
+    assert_eq!(handed, queued);
+    assert_eq!(queue.queued(), 0);
 }
 
 fn patterns() -> PathTrie<usize> {
