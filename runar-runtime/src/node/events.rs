@@ -112,20 +112,20 @@ impl Node {
         // A topic of the node's network that was published before is valid: found in the
         // route cache as it is, it is not checked again, and its route is lent rather than
         // cloned. (A path naming a network is never cached as a topic.)
-        let mut event = Some((value, options));
-        let cached = self
+        let routed = self
             .inner
             .routes
-            .with_published(path, |topic_path, targets| {
-                let (value, options) = event.take()?;
-                let network = &self.inner.network;
-                Some(self.publish_routed(network, path, topic_path, targets, value, options))
+            .with_published(path, |cached| match cached {
+                Some((topic_path, targets)) => {
+                    let network = &self.inner.network;
+                    Ok(self.publish_routed(network, path, topic_path, targets, value, options))
+                }
+                // Routed below, outside the cache's lock (routing fills the cache).
+                None => Err((value, options)),
             });
-        if let Some(Some(published)) = cached {
-            return published;
-        }
-        let Some((value, options)) = event else {
-            return Ok(None);
+        let (value, options) = match routed {
+            Ok(published) => return published,
+            Err(uncached) => uncached,
         };
         let (topic_network, topic) = split_concrete(path, config.path_limits())?;
         let network: Arc<str> = match topic_network {

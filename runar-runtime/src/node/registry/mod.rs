@@ -462,17 +462,17 @@ impl RouteCaches {
     }
 
     /// [`published`](Self::published), lent to `f` under the cache's lock rather than
-    /// cloned: a publisher in a tight loop then touches no reference count of the route
-    /// (each is an atomic operation, which dominates a publish's time). `f` must not reach
-    /// the route caches; `None` when `topic` is not cached.
+    /// cloned (`None` when `topic` is not cached): a publisher in a tight loop then touches no
+    /// reference count of the route (each is an atomic operation, which dominates a publish's
+    /// time). `f` must not reach the route caches.
     pub(crate) fn with_published<R>(
         &self,
         topic: &str,
-        f: impl FnOnce(&Arc<str>, &Subscriptions) -> R,
-    ) -> Option<R> {
+        f: impl FnOnce(Option<(&Arc<str>, &Subscriptions)>) -> R,
+    ) -> R {
         let cache = read(&self.published);
-        let (TopicKey(topic), targets) = cache.routes.get_key_value(topic.as_bytes())?;
-        Some(f(topic, targets))
+        let cached = cache.routes.get_key_value(topic.as_bytes());
+        f(cached.map(|(TopicKey(topic), targets)| (topic, targets)))
     }
 
     /// What [`Registry::inbound_subscriptions`] found for an event on `topic` (its bytes, as
