@@ -103,11 +103,7 @@ pub(crate) trait Messages: Stream<Item = Result<Value>> + Send {
         self.poll_next(cx).map(|next| {
             next.map(|message| {
                 message.map(|value| {
-                    let value = match scope {
-                        Some(scope) => value.scoped(scope.clone()),
-                        None => value,
-                    };
-                    append_response_frame(out, Measured::new(&value), max)
+                    append_response_frame(out, Measured::new(&value.within(scope)), max)
                 })
             })
         })

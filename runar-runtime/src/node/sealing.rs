@@ -132,10 +132,7 @@ impl Node {
 
     /// `value`, bound for a peer or received from one, with the node's seal scope.
     pub(crate) fn sealed_scope(&self, value: Value) -> Value {
-        match &self.inner.sealing.scope {
-            Some(scope) => value.scoped(scope.clone()),
-            None => value,
-        }
+        value.within(self.inner.sealing.scope.as_ref())
     }
 
     /// A value holding `bytes` as a peer sends them (labelled fields as envelopes): decoded

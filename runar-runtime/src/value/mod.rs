@@ -134,6 +134,15 @@ impl Value {
         self
     }
 
+    /// [`scoped`](Self::scoped) when there is a scope (a node that seals fields), else the
+    /// value as it is.
+    pub(crate) fn within(self, scope: Option<&Arc<dyn Scope>>) -> Self {
+        match scope {
+            Some(scope) => self.scoped(scope.clone()),
+            None => self,
+        }
+    }
+
     /// True when the value holds bytes rather than a typed message.
     pub fn is_encoded(&self) -> bool {
         matches!(self.repr, Repr::Encoded(_))

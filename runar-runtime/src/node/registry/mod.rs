@@ -367,14 +367,9 @@ impl EventRun {
             None => self.more.next()?,
         };
         self.left -= 1;
-        let value = Value::from_encoded(payload);
-        let value = match &self.scope {
-            Some(scope) => value.scoped(scope.clone()),
-            None => value,
-        };
         Some(Event {
             topic: self.topic.clone(),
-            value: EventValue::Owned(value),
+            value: EventValue::Owned(Value::from_encoded(payload).within(self.scope.as_ref())),
             publisher: self.publisher.clone(),
             retained: self.retained,
             metadata: self.metadata.clone(),

@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use tokio::sync::Notify;
@@ -116,23 +116,13 @@ impl std::fmt::Debug for QueueSender {
 impl QueueSender {
     /// Queues `event` if there is room.
     pub(crate) fn try_send(&self, event: Event) -> Result<(), QueueFull> {
-        let shared = &*self.shared;
-        let mut state = lock(&shared.state);
-        if state.receiver_gone {
+        let Some((state, room)) = self.lock_room() else {
             return Err(QueueFull::Closed(event));
-        }
-        // SeqCst, as in `QueueReceiver::handed_over`: a deliverer that announced it waits
-        // for room either sees the room made or is woken.
-        if shared.queued.load(Ordering::SeqCst) >= shared.capacity {
+        };
+        if room == 0 {
             return Err(QueueFull::Full(event));
         }
-        state.events.push_back(Queued::One(event));
-        shared.queued.fetch_add(1, Ordering::SeqCst);
-        let waker = state.waker.take();
-        drop(state);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        self.push(state, Queued::One(event), 1);
         Ok(())
     }
 
@@ -140,28 +130,37 @@ impl QueueSender {
     /// entry (each counts against the capacity as a single event would): how many, which may
     /// be none. `Err` if the subscription's task has ended.
     pub(crate) fn try_send_run(&self, mut run: EventRun) -> Result<usize, QueueClosed> {
-        let shared = &*self.shared;
-        let mut state = lock(&shared.state);
-        if state.receiver_gone {
-            return Err(QueueClosed);
-        }
-        // SeqCst: see `try_send`.
-        let room = shared
-            .capacity
-            .saturating_sub(shared.queued.load(Ordering::SeqCst));
+        let (state, room) = self.lock_room().ok_or(QueueClosed)?;
         let taken = run.left.min(room);
-        if taken == 0 {
-            return Ok(0);
+        if taken > 0 {
+            run.left = taken;
+            self.push(state, Queued::Run(run), taken);
         }
-        run.left = taken;
-        state.events.push_back(Queued::Run(run));
-        shared.queued.fetch_add(taken, Ordering::SeqCst);
+        Ok(taken)
+    }
+
+    /// The queue's state, locked, and how many more events it has room for; `None` once the
+    /// subscription's task has ended.
+    fn lock_room(&self) -> Option<(MutexGuard<'_, State>, usize)> {
+        let state = lock(&self.shared.state);
+        if state.receiver_gone {
+            return None;
+        }
+        // SeqCst, as in `QueueReceiver::handed_over`: a deliverer that announced it waits
+        // for room either sees the room made or is woken.
+        let queued = self.shared.queued.load(Ordering::SeqCst);
+        Some((state, self.shared.capacity.saturating_sub(queued)))
+    }
+
+    /// Appends `entry`, counting as `events` events, and wakes the task (after the lock).
+    fn push(&self, mut state: MutexGuard<'_, State>, entry: Queued, events: usize) {
+        state.events.push_back(entry);
+        self.shared.queued.fetch_add(events, Ordering::SeqCst);
         let waker = state.waker.take();
         drop(state);
         if let Some(waker) = waker {
             waker.wake();
         }
-        Ok(taken)
     }
 
     /// Queues `event`, waiting for room as long as it takes; the event comes back if the
@@ -250,8 +249,10 @@ impl QueueReceiver {
                 }
                 std::mem::swap(&mut state.events, &mut self.taken);
             }
+            // Never empty here (the queue's entries were just taken), but were it, the loop
+            // would look again and register the waker.
             let Some(entry) = self.taken.pop_front() else {
-                return Poll::Pending;
+                continue;
             };
             if self.taken.is_empty() && self.taken.capacity() > KEPT_EVENTS {
                 // The buffer goes back to the deliverers at the next take: not at a burst's
