@@ -559,7 +559,7 @@ async fn a_frame_joining_more_events_than_a_queue_holds_reaches_each_subscriber_
         .unwrap();
     let slow = a
         .subscribe("many/>", |_: u64, _| async {
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
             Ok(())
         })
         .await
@@ -584,14 +584,21 @@ async fn a_frame_joining_more_events_than_a_queue_holds_reaches_each_subscriber_
     let took = started.elapsed();
     assert_eq!(*seen.lock().unwrap(), (0..N).collect::<Vec<_>>());
     assert_eq!(a.subscription_stats(quick).unwrap().dropped, 0);
-    // Paced to the slow handler the quick one would wait about N - 100 ms.
-    assert!(took < Duration::from_millis(2_000), "{took:?}");
+    // Paced to the slow handler the quick one would wait about (N - 100) × 10 ms, 29 s; the
+    // slow one holds the frame's reader back for its `peer_event_wait` budget at most.
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    // The slow one may still be waiting for room for its last events: each ends up
+    // delivered, queued or dropped.
+    let accounted = || {
+        let stats = a.subscription_stats(slow).unwrap();
+        stats.delivered + stats.queued as u64 + stats.dropped
+    };
+    wait_for("the slow subscriber to account for every event", || {
+        accounted() == N
+    })
+    .await;
     let stats = a.subscription_stats(slow).unwrap();
-    assert_eq!(
-        stats.delivered + stats.queued as u64 + stats.dropped,
-        N,
-        "{stats:?}"
-    );
+    assert!(stats.dropped > 0, "{stats:?}");
     assert_eq!(a.stats().events_received, N);
     println!("{N} events to a quick subscriber in {took:?}; the slow one: {stats:?}");
 }
