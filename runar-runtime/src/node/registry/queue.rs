@@ -24,6 +24,13 @@ use crate::lock::lock;
 /// afterwards should not keep that.
 const KEPT_EVENTS: usize = 64;
 
+/// How many events the handler's task is handed per unit of tokio's cooperative budget (128
+/// units a turn): a task that always finds events yields every 4,096 of them, as a stream's
+/// consumer does. One unit per event made it yield every 128: on one thread, a publisher
+/// that queued more than that per turn outran its subscriber, whose queue filled and whose
+/// peers' events then waited for room or were dropped.
+const EVENTS_PER_BUDGET_UNIT: u32 = 32;
+
 /// A subscription's queue of `capacity` events: the deliverers' end and the handler task's.
 pub(crate) fn subscription_queue(capacity: usize) -> (QueueSender, QueueReceiver) {
     let shared = Arc::new(Shared {
@@ -46,6 +53,7 @@ pub(crate) fn subscription_queue(capacity: usize) -> (QueueSender, QueueReceiver
             shared,
             taken: VecDeque::new(),
             run: None,
+            unbudgeted: 0,
         },
     )
 }
@@ -209,25 +217,29 @@ pub(crate) struct QueueReceiver {
     /// The run whose events are being handed over: kept until the next event is asked for,
     /// so that its frame stays held while the handler of its last event runs.
     run: Option<EventRun>,
+    /// Events handed over since tokio's cooperative budget was last consulted.
+    unbudgeted: u32,
 }
 
 impl QueueReceiver {
     /// The next event for the handler, waiting for one; `None` once the subscription has
-    /// ended and everything queued was handed over. Uses tokio's cooperative budget, as a
-    /// channel's receiver does, so a task whose queue never empties still lets others run.
+    /// ended and everything queued was handed over. Uses tokio's cooperative budget, a unit per
+    /// [`EVENTS_PER_BUDGET_UNIT`] events, so a task whose queue never empties still lets others
+    /// run.
     pub(crate) fn recv(&mut self) -> impl Future<Output = Option<Event>> + '_ {
         std::future::poll_fn(|cx| self.poll_recv(cx))
     }
 
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        let Poll::Ready(progress) = tokio::task::coop::poll_proceed(cx) else {
-            return Poll::Pending;
-        };
+        if self.unbudgeted >= EVENTS_PER_BUDGET_UNIT {
+            std::task::ready!(tokio::task::coop::poll_proceed(cx)).made_progress();
+            self.unbudgeted = 0;
+        }
         loop {
             if let Some(run) = &mut self.run {
                 if let Some(event) = run.next_event() {
-                    progress.made_progress();
                     self.handed_over(1);
+                    self.unbudgeted += 1;
                     return Poll::Ready(Some(event));
                 }
                 // A frame that ended short of the run (it was checked when it arrived, so
@@ -261,8 +273,8 @@ impl QueueReceiver {
             }
             match entry {
                 Queued::One(event) => {
-                    progress.made_progress();
                     self.handed_over(1);
+                    self.unbudgeted += 1;
                     return Poll::Ready(Some(event));
                 }
                 Queued::Run(run) => self.run = Some(run),
