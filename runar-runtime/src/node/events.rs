@@ -518,22 +518,29 @@ impl Node {
         // has room for: one push per subscription however many events the frame joins. Those
         // that did not fit follow one at a time, in order: at once while every queue has
         // room, up to `INBOUND_AT_ONCE`; the rest in the future that comes back, each after
-        // the waiting for the one before, and within tokio's cooperative budget.
+        // the waiting for the one before, and within tokio's cooperative budget. After a wait,
+        // once every subscription still owed events has had the one waited for, the rest of
+        // the frame goes as runs again.
         let total = event.more.len().saturating_add(1);
-        let behind = self.deliver_runs(&route, &event.payload, &event.more, total);
+        let mut cursor = FrameCursor {
+            index: 0,
+            at: Some(event.payload),
+            more: event.more,
+        };
+        let mut behind = self.deliver_runs(&route, &route.targets, &cursor, total);
         let from = behind.from.first().copied()?;
-        let mut payloads = std::iter::once(event.payload)
-            .chain(event.more)
-            .enumerate()
-            .skip(from);
+        cursor.skip_to(from);
         let mut crowded = None;
-        for (index, payload) in payloads.by_ref().take(INBOUND_AT_ONCE) {
+        for _ in 0..INBOUND_AT_ONCE {
+            let Some((index, payload)) = cursor.take() else {
+                break;
+            };
             crowded = self.deliver_one_inbound(network, &route, behind.at(index), payload);
             if crowded.is_some() {
                 break;
             }
         }
-        if crowded.is_none() && payloads.size_hint().1 == Some(0) {
+        if crowded.is_none() && cursor.at.is_none() {
             return None;
         }
         let node = self.clone();
@@ -541,44 +548,49 @@ impl Node {
         Some(Box::pin(async move {
             if let Some(crowded) = crowded {
                 node.wait_for_room(crowded).await;
+                node.runs_again(&route, &mut behind, &mut cursor, total);
             }
-            for (index, payload) in payloads {
+            while let Some((index, payload)) = cursor.take() {
                 tokio::task::coop::consume_budget().await;
                 let targets = behind.at(index);
                 if let Some(crowded) = node.deliver_one_inbound(&network, &route, targets, payload)
                 {
                     node.wait_for_room(crowded).await;
+                    node.runs_again(&route, &mut behind, &mut cursor, total);
                 }
             }
         }))
     }
 
-    /// Queues a peer's frame of `total` events as one [`EventRun`] in each local subscription's
-    /// queue, as many of them as it has room for. What is left: the subscriptions that did not
-    /// take them all, each from its first event not queued (every one from the first when the
-    /// frame's events are held one by one, [`Hold::Each`]: those are copied out of the frame).
+    /// Queues a peer's frame of `total` events, from `cursor` on, as one [`EventRun`] in each
+    /// of `subs`' queues, as many of them as it has room for. What is left: the subscriptions
+    /// that did not take them all, each from its first event not queued (every one from
+    /// `cursor` when the frame's events are held one by one, [`Hold::Each`]: those are copied
+    /// out of the frame).
     fn deliver_runs(
         &self,
         route: &InboundRoute,
-        first: &bytes::Bytes,
-        more: &MorePayloads,
+        subs: &[Arc<Subscription>],
+        cursor: &FrameCursor,
         total: usize,
     ) -> Behind {
         let mut behind = Behind::default();
+        let start = cursor.index;
         let held = match &route.held {
             Hold::Each => {
-                for sub in route.targets.iter() {
-                    behind.push(sub, 0);
+                for sub in subs {
+                    behind.push(sub, start);
                 }
                 return behind;
             }
             Hold::Free => None,
             Hold::Frame(frame) => Some(frame),
         };
-        for sub in route.targets.iter() {
+        let left = total.saturating_sub(start);
+        for sub in subs {
             // A peer's event only ever names local subscriptions.
             let Sink::Local(local) = &sub.sink else {
-                behind.push(sub, 0);
+                behind.push(sub, start);
                 continue;
             };
             let run = EventRun {
@@ -588,19 +600,40 @@ impl Node {
                 metadata: route.metadata.clone(),
                 _held: held.cloned(),
                 scope: self.seal_scope().cloned(),
-                first: Some(first.clone()),
-                more: more.clone(),
-                left: total,
+                first: cursor.at.clone(),
+                more: cursor.more.clone(),
+                left,
             };
             match local.queue.try_send_run(run) {
-                Ok(queued) if queued >= total => {}
-                Ok(queued) => behind.push(sub, queued),
+                Ok(queued) if queued >= left => {}
+                Ok(queued) => behind.push(sub, start.saturating_add(queued)),
                 // The subscription just ended: nothing to deliver to.
                 Err(QueueClosed) => {}
             }
         }
         behind.sort();
         behind
+    }
+
+    /// After a wait for room: when every subscription in `behind` has had the frame's events
+    /// before `cursor`, the rest go to them as runs again ([`deliver_runs`](Self::deliver_runs))
+    /// and `cursor` moves to the first event one of them did not take.
+    fn runs_again(
+        &self,
+        route: &InboundRoute,
+        behind: &mut Behind,
+        cursor: &mut FrameCursor,
+        total: usize,
+    ) {
+        if cursor.at.is_none() || matches!(route.held, Hold::Each) {
+            return;
+        }
+        if behind.from.last().is_some_and(|from| *from > cursor.index) {
+            return;
+        }
+        let rest = self.deliver_runs(route, &behind.subs, cursor, total);
+        *behind = rest;
+        cursor.skip_to(behind.from.first().copied().unwrap_or(total));
     }
 
     /// One of a peer's events, routed (see [`deliver_inbound`](Self::deliver_inbound)), to
@@ -1049,6 +1082,32 @@ fn unpinned(payload: bytes::Bytes, frame_len: usize) -> bytes::Bytes {
         bytes::Bytes::copy_from_slice(&payload)
     } else {
         payload
+    }
+}
+
+/// A peer's frame of events, from one of them on.
+struct FrameCursor {
+    /// The index in the frame of the event at `at`.
+    index: usize,
+    /// That event's payload; `None` past the frame's last.
+    at: Option<bytes::Bytes>,
+    /// The payloads after it.
+    more: MorePayloads,
+}
+
+impl FrameCursor {
+    /// The event at the cursor, its index and payload; the cursor moves to the next.
+    fn take(&mut self) -> Option<(usize, bytes::Bytes)> {
+        let payload = self.at.take()?;
+        let index = self.index;
+        self.index = index.saturating_add(1);
+        self.at = self.more.next();
+        Some((index, payload))
+    }
+
+    /// Moves to the event at `index` (or past the last), skipping those before it.
+    fn skip_to(&mut self, index: usize) {
+        while self.index < index && self.take().is_some() {}
     }
 }
 
