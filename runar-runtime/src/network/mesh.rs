@@ -831,7 +831,8 @@ impl<H: NodeHandler> Mesh<H> {
         tracing::info!(node = %self.name, peer = %peer.id, name = %peer.name, %addr, "peer connected");
         // Changes made during the hello went to the other peers only: catch up.
         let sent = ours.capabilities.as_ref().map_or(0, |c| c.version);
-        if self.version.load(Ordering::Acquire) > sent {
+        // Read after the peer was kept (`keep`, under the peers' lock): see `announce`.
+        if self.version.load(Ordering::SeqCst) > sent {
             peer.send_control(wire::control::Kind::Capabilities(
                 self.capabilities(&peer.id),
             ));
@@ -1161,12 +1162,17 @@ impl<H: NodeHandler> Mesh<H> {
 
     /// Tells every peer this node's current capabilities and waits (up to the announce timeout)
     /// until they have applied them.
+    ///
+    /// The version moves on before the peers are listed, even when there are none: a peer
+    /// whose hello was sent before the change but that is kept only after this listing sees
+    /// the newer version once kept and is sent the change then (`connected`). Listed after
+    /// the bump, every peer is either told here or catches up there.
     pub(crate) async fn announce(&self) {
+        let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
         let peers: Vec<Arc<Peer>> = lock(&self.peers).values().cloned().collect();
         if peers.is_empty() {
             return;
         }
-        let version = self.version.fetch_add(1, Ordering::AcqRel) + 1;
         for peer in &peers {
             let capabilities = self.capabilities_at(version, &peer.id);
             peer.send_control(wire::control::Kind::Capabilities(capabilities));
