@@ -35,7 +35,8 @@ impl Sink {
         self.0.notify.notify_one();
     }
 
-    fn count(&self) -> u64 {
+    /// Events handled so far.
+    pub fn count(&self) -> u64 {
         self.0.count.load(Ordering::Acquire)
     }
 

@@ -97,13 +97,29 @@ impl RunarRpc {
     /// Subscribes on the server node to `bench/tick`; each event goes to `sink`. Returns once
     /// the client node knows of the subscription.
     pub async fn subscribe(&self, sink: Sink) {
+        let handler_sink = sink.clone();
         self.server
             .subscribe("bench/tick", move |b: Blob, _ctx| {
-                sink.received(b.data.len());
+                handler_sink.received(b.data.len());
                 async { Ok(()) }
             })
             .await
             .expect("subscribe");
+        // `subscribe` returns once the connected peers acknowledged it; a client whose
+        // connection the server kept only after that learns of it a moment later. Probe until
+        // an event arrives, so that no measured event goes to nobody.
+        let started = Instant::now();
+        while sink.count() == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the client node never learned of the subscription"
+            );
+            self.client
+                .publish("bench/tick", Blob { data: Bytes::new() })
+                .await
+                .expect("publish");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 }
 
