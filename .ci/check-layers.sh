@@ -11,7 +11,8 @@ SRC=runar-runtime/src
 
 # Lowest first. Each line is one layer.
 LAYERS=(
-  "error wire lock"   # errors, the generated protocol messages, the one lock helper
+  "error wire lock coop" # errors, the generated protocol messages, the one lock helper,
+                         # tokio's cooperative budget in steps
   "log_limit"         # rate limits for log lines a peer can trigger
   "value metadata"    # Value: typed in memory or encoded; request and event metadata
   "routing"           # TopicPath, PathTrie

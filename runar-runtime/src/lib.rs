@@ -36,6 +36,7 @@
 
 #[doc(hidden)]
 pub mod codegen;
+mod coop;
 mod discovery;
 mod error;
 #[cfg(any(test, feature = "fuzzing"))]

@@ -56,6 +56,7 @@ use super::peer::{
     within_read_timeout,
 };
 use super::transport::OpenBidiStream;
+use crate::coop;
 use crate::error::{Code, Error, Result};
 use crate::identity::NodeId;
 use crate::metadata::Metadata;
@@ -72,10 +73,6 @@ pub(super) const BATCH_BYTES: usize = 64 * 1024;
 /// How many batch buffers a writer keeps for reuse once QUIC gives them back (about as many
 /// as a fast stream has unacknowledged on loopback).
 const BATCH_BUFFERS_KEPT: usize = 16;
-
-/// How many messages of a run the consumer hands out per unit of tokio's cooperative budget
-/// (128 units a turn): a consumer that always finds messages yields every 4,096 of them.
-const MESSAGES_PER_BUDGET_UNIT: u32 = 32;
 
 /// The most credit a sender may hold: a peer granting more breaks the protocol.
 pub(crate) const MAX_CREDIT: usize = 1 << 24;
@@ -408,7 +405,7 @@ struct Inbox {
     /// What is left of the run of message frames being handed out.
     run: Bytes,
     /// Messages of runs handed out since the cooperative budget was last consulted.
-    unbudgeted: u32,
+    unbudgeted: coop::Steps,
     grants: Arc<Grants>,
     /// The credit window: the messages the peer may have sent and not had taken.
     window: usize,
@@ -490,13 +487,9 @@ impl Stream for Inbox {
             if !this.run.is_empty() {
                 // A run's messages count against the task's cooperative budget (which makes a
                 // consumer that always finds a message yield now and then) in steps of
-                // `MESSAGES_PER_BUDGET_UNIT`: a consumer that yielded every 128 messages was
-                // moved between threads mid-run, many times a millisecond.
-                if this.unbudgeted >= MESSAGES_PER_BUDGET_UNIT {
-                    std::task::ready!(tokio::task::coop::poll_proceed(cx)).made_progress();
-                    this.unbudgeted = 0;
-                }
-                this.unbudgeted += 1;
+                // `coop::ITEMS_PER_UNIT`.
+                std::task::ready!(this.unbudgeted.poll_proceed(cx, coop::ITEMS_PER_UNIT));
+                this.unbudgeted.took();
                 // The reader queued only whole message frames.
                 let Some(mut body) = split_frame(&mut this.run) else {
                     this.done = true;
@@ -935,7 +928,7 @@ impl Link {
             queue,
             taken_items: VecDeque::new(),
             run: Bytes::new(),
-            unbudgeted: 0,
+            unbudgeted: coop::Steps::new(),
             grants: self.grants.clone(),
             window: buffer.initial,
             max_window: buffer.max,

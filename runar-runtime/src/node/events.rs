@@ -21,6 +21,7 @@ use futures::FutureExt;
 use super::request::{deadline_after, panic_message};
 use super::stats::count;
 use super::{Node, NodeInner, PublishOptions, SubscribeOptions, SubscriptionId};
+use crate::coop;
 use crate::error::{Error, Result};
 use crate::lock::lock;
 use crate::metadata::Metadata;
@@ -910,9 +911,8 @@ async fn run_subscription(
 const PUBLISHES_PER_BUDGET_UNIT: u32 = 4;
 
 thread_local! {
-    /// Publishes on this thread since tokio's cooperative budget was last consulted, modulo
-    /// [`PUBLISHES_PER_BUDGET_UNIT`].
-    static UNBUDGETED_PUBLISHES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// Publishes on this thread since tokio's cooperative budget was last consulted.
+    static UNBUDGETED_PUBLISHES: std::cell::Cell<coop::Steps> = const { std::cell::Cell::new(coop::Steps::new()) };
 }
 
 /// A publish ([`Node::publish_value`] and its typed forms): its arguments until it is first
@@ -948,15 +948,16 @@ where
             // A publisher in a tight loop never waits, so let the subscribers' tasks and the
             // peers' writers run now and then: a unit of tokio's cooperative budget per
             // `PUBLISHES_PER_BUDGET_UNIT` publishes on this thread.
-            let unbudgeted = UNBUDGETED_PUBLISHES.get();
-            if unbudgeted == 0 {
-                let Poll::Ready(progress) = tokio::task::coop::poll_proceed(cx) else {
-                    this.event = Some((path, event, options));
-                    return Poll::Pending;
-                };
-                progress.made_progress();
+            let mut unbudgeted = UNBUDGETED_PUBLISHES.get();
+            if unbudgeted
+                .poll_proceed(cx, PUBLISHES_PER_BUDGET_UNIT)
+                .is_pending()
+            {
+                this.event = Some((path, event, options));
+                return Poll::Pending;
             }
-            UNBUDGETED_PUBLISHES.set((unbudgeted + 1) % PUBLISHES_PER_BUDGET_UNIT);
+            unbudgeted.took();
+            UNBUDGETED_PUBLISHES.set(unbudgeted);
             let mut message = Some(event);
             let value = DeliveryValue::Message(&mut message);
             match this.node.publish_at_once(path.as_ref(), value, options) {

@@ -17,19 +17,13 @@ use std::task::{Context, Poll, Waker};
 use tokio::sync::Notify;
 
 use super::{Event, EventRun};
+use crate::coop;
 use crate::lock::lock;
 
 /// How many events' room each of a queue's two buffers keeps once emptied: a burst grows them
 /// up to the queue's capacity (a thousand events by default), and a subscription that is idle
 /// afterwards should not keep that.
 const KEPT_EVENTS: usize = 64;
-
-/// How many events the handler's task is handed per unit of tokio's cooperative budget (128
-/// units a turn): a task that always finds events yields every 4,096 of them, as a stream's
-/// consumer does. One unit per event made it yield every 128: on one thread, a publisher
-/// that queued more than that per turn outran its subscriber, whose queue filled and whose
-/// peers' events then waited for room or were dropped.
-const EVENTS_PER_BUDGET_UNIT: u32 = 32;
 
 /// A subscription's queue of `capacity` events: the deliverers' end and the handler task's.
 pub(crate) fn subscription_queue(capacity: usize) -> (QueueSender, QueueReceiver) {
@@ -53,7 +47,7 @@ pub(crate) fn subscription_queue(capacity: usize) -> (QueueSender, QueueReceiver
             shared,
             taken: VecDeque::new(),
             run: None,
-            unbudgeted: 0,
+            unbudgeted: coop::Steps::new(),
         },
     )
 }
@@ -218,28 +212,27 @@ pub(crate) struct QueueReceiver {
     /// so that its frame stays held while the handler of its last event runs.
     run: Option<EventRun>,
     /// Events handed over since tokio's cooperative budget was last consulted.
-    unbudgeted: u32,
+    unbudgeted: coop::Steps,
 }
 
 impl QueueReceiver {
     /// The next event for the handler, waiting for one; `None` once the subscription has
     /// ended and everything queued was handed over. Uses tokio's cooperative budget, a unit per
-    /// [`EVENTS_PER_BUDGET_UNIT`] events, so a task whose queue never empties still lets others
-    /// run.
+    /// [`coop::ITEMS_PER_UNIT`] events (as a stream's consumer does), so a task whose queue
+    /// never empties still lets others run, and on one thread keeps up with a publisher that
+    /// yields every 512 publishes (at one unit per event its queue filled, and its peers'
+    /// events then waited for room or were dropped).
     pub(crate) fn recv(&mut self) -> impl Future<Output = Option<Event>> + '_ {
         std::future::poll_fn(|cx| self.poll_recv(cx))
     }
 
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        if self.unbudgeted >= EVENTS_PER_BUDGET_UNIT {
-            std::task::ready!(tokio::task::coop::poll_proceed(cx)).made_progress();
-            self.unbudgeted = 0;
-        }
+        std::task::ready!(self.unbudgeted.poll_proceed(cx, coop::ITEMS_PER_UNIT));
         loop {
             if let Some(run) = &mut self.run {
                 if let Some(event) = run.next_event() {
                     self.handed_over(1);
-                    self.unbudgeted += 1;
+                    self.unbudgeted.took();
                     return Poll::Ready(Some(event));
                 }
                 // A frame that ended short of the run (it was checked when it arrived, so
@@ -274,7 +267,7 @@ impl QueueReceiver {
             match entry {
                 Queued::One(event) => {
                     self.handed_over(1);
-                    self.unbudgeted += 1;
+                    self.unbudgeted.took();
                     return Poll::Ready(Some(event));
                 }
                 Queued::Run(run) => self.run = Some(run),
