@@ -424,7 +424,11 @@ pub(crate) trait NodeHandler: Clone + Send + Sync + 'static {
     fn is_alive(&self) -> bool;
 
     /// Serves a request a peer sent, with this node's own handler, within the caller's timeout.
-    fn serve(&self, request: InboundRequest) -> impl Future<Output = Result<Value>> + Send;
+    /// The future owns what it needs (the mesh boxes it without a wrapper of its own).
+    fn serve(
+        &self,
+        request: InboundRequest,
+    ) -> impl Future<Output = Result<Value>> + Send + 'static;
 
     /// Serves a streaming call a peer started, with this node's own handler: the stream of
     /// replies once the handler accepted the call. The mesh drops it (and so the handler's

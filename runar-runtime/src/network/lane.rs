@@ -628,8 +628,7 @@ async fn read_calls<H: NodeHandler>(
         };
         let in_flight = from.in_flight_owned();
         let inbound = inbound_request(from.id, request);
-        let node = node.clone();
-        let mut serving = Box::pin(async move { node.serve(inbound).await });
+        let mut serving = Box::pin(node.serve(inbound));
         // Most handlers answer on their first poll: answered here, without a task, when there
         // is room for the answer (else it waits for room in a task).
         if let Poll::Ready(outcome) = futures::poll!(serving.as_mut()) {

@@ -426,7 +426,9 @@ impl Peer {
                 }
             }
         } else {
-            self.request_on_own_stream(request).await?
+            // Boxed: a large request's stream is the rare case, and its future would more
+            // than double every call's.
+            Box::pin(self.request_on_own_stream(request)).await?
         };
         match response.result {
             Some(wire::response::Result::Payload(bytes)) => Ok(Value::from_encoded(bytes)),

@@ -56,21 +56,24 @@ impl NodeHandler for NodeLink {
         self.node.strong_count() > 0
     }
 
-    fn serve(&self, mut request: InboundRequest) -> impl Future<Output = Result<Value>> + Send {
-        let node = self.node();
-        let network = self.network.clone();
-        async move {
-            if !in_network(&mut request.network, &network) {
-                // As if it did not exist: this connection's network has no such action.
-                return Err(Error::not_found(format!(
-                    "no action `{}` in network `{network}`",
-                    shorten(&request.path)
-                )));
-            }
-            match node {
-                Some(node) => node.serve_remote(request).await,
-                None => Err(Error::unavailable("the node has stopped")),
-            }
+    fn serve(
+        &self,
+        mut request: InboundRequest,
+    ) -> impl Future<Output = Result<Value>> + Send + 'static {
+        use futures::future::Either;
+        if !in_network(&mut request.network, &self.network) {
+            // As if it did not exist: this connection's network has no such action.
+            let network = &self.network;
+            return Either::Left(std::future::ready(Err(Error::not_found(format!(
+                "no action `{}` in network `{network}`",
+                shorten(&request.path)
+            )))));
+        }
+        match self.node() {
+            Some(node) => Either::Right(node.serve_remote(request)),
+            None => Either::Left(std::future::ready(Err(Error::unavailable(
+                "the node has stopped",
+            )))),
         }
     }
 
