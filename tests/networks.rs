@@ -13,7 +13,7 @@ use common::fixture::Fixture;
 use common::raw;
 use common::{WAIT, config, wait_for};
 use prost::Message;
-use runar::__private::{NodeKeypair, Transport, TransportConfig, wire, write_frame};
+use runar::__private::{NodeKeypair, Transport, TransportConfig, read_frame, wire, write_frame};
 use runar::{Code, NetworkConfig, NetworkKey, Node, NodeConfig, RequestOptions};
 use tokio::sync::mpsc;
 
@@ -429,12 +429,39 @@ async fn a_peer_cannot_reach_into_another_network_of_its_node() {
             .any(|p| p.starts_with("evil"))
     );
     assert!(!c.actions().iter().any(|p| p.starts_with("evil")));
-    // Its requests for ops-net's services are not served, whatever network they name.
+    // Its requests for ops-net's services are not served, whatever network they name, and
+    // whatever network their path names.
     for network in ["ops-net", "shop-net", ""] {
-        let (code, message) = raw::call(&conn, network, "admin/who", &[])
+        for path in ["admin/who", "ops-net:admin/who"] {
+            let (code, message) = raw::call(&conn, network, path, &[]).await.unwrap_err();
+            assert_eq!(code, Code::NotFound, "{network} {path}: {message}");
+        }
+    }
+    // Nor its streaming calls (the same admission).
+    for path in ["admin/stream/count", "ops-net:admin/stream/count"] {
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send.write_all(&[4]).await.unwrap();
+        let header = wire::Request {
+            network: "shop-net".into(),
+            path: path.into(),
+            ..Default::default()
+        };
+        write_frame(&mut send, &header.encode_to_vec(), raw::MAX)
             .await
-            .unwrap_err();
-        assert_eq!(code, Code::NotFound, "{network}: {message}");
+            .unwrap();
+        let ended = tokio::time::timeout(WAIT, async {
+            while let Ok(Some(bytes)) = read_frame(&mut recv, raw::MAX).await {
+                if let Some(wire::stream_frame::Kind::Trailer(t)) =
+                    wire::StreamFrame::decode(bytes).unwrap().kind
+                {
+                    return t.error.map(|e| Code::from_u32(e.code));
+                }
+            }
+            None
+        })
+        .await
+        .expect("b never ended the stream");
+        assert_eq!(ended, Some(Code::NotFound), "{path}");
     }
     // Its events into ops-net are refused and counted.
     let rejected = b.stats().events_rejected;

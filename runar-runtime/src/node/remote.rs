@@ -221,7 +221,7 @@ fn event_in_network(named: &Text, network: &str) -> bool {
 }
 
 /// At most 64 characters of a peer's words, for a message.
-fn shorten(text: &str) -> String {
+pub(super) fn shorten(text: &str) -> String {
     text.chars().take(64).collect()
 }
 

@@ -389,8 +389,9 @@ impl Node {
 
     /// What every call from a peer does before it reaches this node's own instance: its
     /// metadata checked against this node's limits, the action resolved in the peer's network
-    /// (`NotFound` unless this node serves it itself), and `access` checked for the peer (whose id is its certificate's: a peer cannot claim
-    /// another). Shared by unary and streaming calls.
+    /// (`NotFound` unless this node serves it itself, and for a path that names a network of
+    /// its own), and `access` checked for the peer (whose id is its certificate's: a peer
+    /// cannot claim another). Shared by unary and streaming calls.
     pub(super) fn admit_remote(
         &self,
         network: &str,
@@ -400,6 +401,14 @@ impl Node {
         access: Access,
     ) -> Result<(Resolved, Metadata)> {
         let config = &self.inner.config;
+        // The connection's network is the only one a peer reaches: a path that names a network
+        // of its own (`ops:admin/x`) is as if it did not exist, whatever network it names.
+        if path.contains(':') {
+            return Err(Error::not_found(format!(
+                "no action `{}` in network `{network}`",
+                super::remote::shorten(path)
+            )));
+        }
         let metadata = Metadata::from_wire(
             metadata,
             config.max_metadata_size,
