@@ -486,3 +486,67 @@ async fn a_peer_cannot_reach_into_another_network_of_its_node() {
         n.stop().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_peer_in_two_networks_keeps_each_networks_entries_apart() {
+    let (a, b, c) = three_nodes().await;
+    // One raw peer, one keypair, connected to b in both networks (two connections).
+    let config = TransportConfig {
+        bind_addr: "127.0.0.1:0".parse().unwrap(),
+        ..TransportConfig::default()
+    };
+    let keypair = NodeKeypair::generate().unwrap();
+    let transport = Transport::bind_networks(config, &keypair, &[shop_key(), ops_key()]).unwrap();
+    let mut connections = Vec::new();
+    for (index, (network, key, action)) in [
+        ("shop-net", shop_key(), "k-shop/x"),
+        ("ops-net", ops_key(), "k-ops/x"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (conn, _) = transport
+            .in_network(index)
+            .unwrap()
+            .connect(b.local_addr().unwrap(), Some(&b.node_id()))
+            .await
+            .unwrap();
+        let capabilities = wire::Capabilities {
+            version: 1,
+            services: vec![wire::ServiceDescriptor {
+                path: action.split('/').next().unwrap().into(),
+                name: action.into(),
+                network: network.into(),
+                actions: vec![action.into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut hello = raw::hello_with(&keypair, capabilities);
+        hello.network_id = key.network_id();
+        hello.network = network.into();
+        let (send, recv, theirs) = raw::send_hello(&conn, &hello).await;
+        assert!(theirs.is_some(), "b answers the {network} hello");
+        connections.push((conn, send, recv));
+    }
+    let has = |network: &str, action: &str| b.actions_in(network).iter().any(|p| p == action);
+    // Each network routes what the peer announced in it: the second hello is not taken for
+    // an old one of the first connection.
+    wait_for("b to route both networks' actions", || {
+        has("shop-net", "k-shop/x") && has("ops-net", "k-ops/x")
+    })
+    .await;
+    // The shop-net connection goes; what the peer announced in ops-net stays.
+    let (shop, _send, _recv) = connections.remove(0);
+    shop.close(0u32.into(), b"bye");
+    wait_for("b to drop the shop-net connection's action", || {
+        !has("shop-net", "k-shop/x")
+    })
+    .await;
+    assert!(has("ops-net", "k-ops/x"), "the ops-net entries survive");
+    assert!(b.peers_in("ops-net").contains(&keypair.node_id()));
+    drop(connections);
+    for n in [&a, &c, &b] {
+        n.stop().await.unwrap();
+    }
+}

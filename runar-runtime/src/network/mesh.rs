@@ -95,6 +95,11 @@ pub(crate) struct MeshSettings {
     pub(crate) sealing_key: PublicKey,
 }
 
+/// The number of the next connection to a peer ([`PeerLink::link`]), shared by the meshes of
+/// every network (and every node) in the process: a peer connected in two networks of a node
+/// has two links, and what one connection's cleanup removes is never the other's.
+static NEXT_LINK: AtomicU64 = AtomicU64::new(1);
+
 /// This node's view of one of its networks. A node in several networks has one mesh per
 /// network over one shared endpoint: the mesh of the default network accepts every connection
 /// and hands each to the mesh of the network it was admitted to.
@@ -130,7 +135,6 @@ pub(crate) struct Mesh<H> {
     large_frames: Arc<LargeFrames>,
     drain_timeout: Duration,
     peers: Mutex<FxHashMap<NodeId, Arc<Peer>>>,
-    next_link: AtomicU64,
     /// The version of this node's capabilities last sent.
     version: AtomicU64,
     /// Random, new at each start (see `Hello::instance`).
@@ -211,7 +215,6 @@ impl<H: NodeHandler> Mesh<H> {
             large_frames: Arc::default(),
             config,
             peers: Mutex::default(),
-            next_link: AtomicU64::new(1),
             version: AtomicU64::new(0),
             instance: random_u64()?,
             sealing_key: settings.sealing_key,
@@ -801,7 +804,7 @@ impl<H: NodeHandler> Mesh<H> {
     ) -> Arc<Peer> {
         let link = PeerLink {
             node: peer_id,
-            link: self.next_link.fetch_add(1, Ordering::Relaxed),
+            link: NEXT_LINK.fetch_add(1, Ordering::Relaxed),
         };
         let identity = PeerIdentity {
             id: peer_id,
