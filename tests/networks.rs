@@ -385,13 +385,31 @@ async fn a_peer_cannot_reach_into_another_network_of_its_node() {
         .unwrap();
     let capabilities = wire::Capabilities {
         version: 1,
-        services: vec![wire::ServiceDescriptor {
-            path: "evil".into(),
-            name: "evil".into(),
-            network: "ops-net".into(),
-            actions: vec!["evil/x".into()],
-            ..Default::default()
-        }],
+        services: vec![
+            wire::ServiceDescriptor {
+                path: "evil".into(),
+                name: "evil".into(),
+                network: "ops-net".into(),
+                actions: vec!["evil/x".into()],
+                ..Default::default()
+            },
+            // In its own network, but naming ops-net in its paths (what the gRPC gateway
+            // would route by, were it listed).
+            wire::ServiceDescriptor {
+                path: "ops-net:admin".into(),
+                name: "Admin".into(),
+                network: "shop-net".into(),
+                actions: vec!["ops-net:admin/who".into()],
+                ..Default::default()
+            },
+            wire::ServiceDescriptor {
+                path: "sly".into(),
+                name: "Sly".into(),
+                network: "shop-net".into(),
+                actions: vec!["sly/ok".into(), "ops-net:admin/who".into()],
+                ..Default::default()
+            },
+        ],
         subscriptions: vec![wire::SubscriptionDescriptor {
             id: 1,
             network: "ops-net".into(),
@@ -429,6 +447,26 @@ async fn a_peer_cannot_reach_into_another_network_of_its_node() {
             .any(|p| p.starts_with("evil"))
     );
     assert!(!c.actions().iter().any(|p| p.starts_with("evil")));
+    // What b lists as reachable through the peer (the gRPC gateway's routes) names no other
+    // network: the prefixed service is gone, and of `sly` only its own action is left.
+    wait_for("b to route the raw peer's own action", || {
+        b.actions_in("shop-net").contains(&"sly/ok".to_owned())
+    })
+    .await;
+    let listed: Vec<_> = b
+        .reachable_services()
+        .into_iter()
+        .filter(|s| s.node == Some(keypair.node_id()))
+        .map(|s| (s.network, s.path, s.actions))
+        .collect();
+    assert_eq!(
+        listed,
+        [(
+            "shop-net".to_owned(),
+            "sly".to_owned(),
+            vec!["sly/ok".to_owned()]
+        )]
+    );
     // Its requests for ops-net's services are not served, whatever network they name, and
     // whatever network their path names.
     for network in ["ops-net", "shop-net", ""] {

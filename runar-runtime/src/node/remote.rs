@@ -21,7 +21,7 @@ use crate::network::{
 };
 use crate::node::registry::{ActionInstance, Origin, Sink, Subscription};
 use crate::node::service::{ActionHandler, CallKind, RawStreaming, RequestContext, StreamHandler};
-use crate::routing::TopicPath;
+use crate::routing::{PathLimits, TopicPath};
 use crate::value::Value;
 use crate::value::types::{MessageTypes, types_in};
 use crate::wire;
@@ -220,6 +220,15 @@ fn event_in_network(named: &Text, network: &str) -> bool {
     named.is_empty() || named.as_bytes() == network.as_bytes()
 }
 
+/// `path`, an action a peer announces, if the node may register it: exactly the checks a
+/// local action passes (the path limits, no network prefix, no wildcards). The error quotes
+/// only the start of a path over the length limit.
+fn peer_action(path: &str, limits: PathLimits) -> Result<TopicPath> {
+    TopicPath::parse_within(path, limits)
+        .map_err(Error::from)
+        .and_then(|p| super::action_pattern(p, "a peer's service"))
+}
+
 /// At most 64 characters of a peer's words, for a message.
 pub(super) fn shorten(text: &str) -> String {
     text.chars().take(64).collect()
@@ -387,9 +396,35 @@ impl Node {
             return;
         }
         view.version = offer.version;
-        view.services = Some((peer.peer_id(), offer.offer.services.clone()));
+        view.services = Some((
+            peer.peer_id(),
+            self.callable_services(&offer.offer.services),
+        ));
         self.apply_actions(peer, view, &offer.offer);
         self.apply_subscriptions(peer, view, &offer.offer);
+    }
+
+    /// A peer's services as the node lists them ([`Node::reachable_services`], which the gRPC
+    /// gateway routes by): only the actions the node registers ([`peer_action`]), and no
+    /// service whose path names a network.
+    fn callable_services(
+        &self,
+        services: &[wire::ServiceDescriptor],
+    ) -> Vec<wire::ServiceDescriptor> {
+        let limits = self.inner.config.path_limits();
+        services
+            .iter()
+            .filter(|service| !service.path.contains(':'))
+            .map(|service| wire::ServiceDescriptor {
+                actions: service
+                    .actions
+                    .iter()
+                    .filter(|action| peer_action(action, limits).is_ok())
+                    .cloned()
+                    .collect(),
+                ..service.clone()
+            })
+            .collect()
     }
 
     /// Adds the actions `peer` newly offers and removes the ones it no longer does.
@@ -439,12 +474,7 @@ impl Node {
                     request_alias: None,
                 }))
             });
-            // Exactly the checks a local action passes: the path limits, no network prefix, no
-            // wildcards. The error quotes only the start of a path over the length limit.
-            let pattern = match TopicPath::parse_within(path, limits)
-                .map_err(Error::from)
-                .and_then(|p| super::action_pattern(p, "a peer's service"))
-            {
+            let pattern = match peer_action(path, limits) {
                 Ok(p) => p,
                 Err(error) => {
                     warn_limited!(peer = %peer.peer_id(), %error, "peer announced an invalid action");
