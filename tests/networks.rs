@@ -475,6 +475,65 @@ async fn a_peer_cannot_reach_into_another_network_of_its_node() {
             assert_eq!(code, Code::NotFound, "{network} {path}: {message}");
         }
     }
+    // What the node tells it of itself covers shop-net alone: not ops-net's services, its
+    // peer c, or its name.
+    let ask = |path: &'static str, request: Vec<u8>| {
+        let conn = conn.clone();
+        async move { raw::call(&conn, "shop-net", path, &request).await.unwrap() }
+    };
+    let services = wire::ServiceList::decode(
+        &ask(
+            "$runar/services",
+            wire::ServiceListRequest {}.encode_to_vec(),
+        )
+        .await[..],
+    )
+    .unwrap();
+    let listed: Vec<_> = services
+        .services
+        .iter()
+        .map(|s| format!("{}:{}", s.network, s.path))
+        .collect();
+    assert_eq!(listed, ["shop-net:store"]);
+    let peers = wire::PeerList::decode(
+        &ask("$runar/peers", wire::PeerListRequest {}.encode_to_vec()).await[..],
+    )
+    .unwrap();
+    assert!(peers.peers.iter().all(|p| p.network == "shop-net"));
+    assert!(
+        !peers
+            .peers
+            .iter()
+            .any(|p| p.node_id == c.node_id().to_string())
+    );
+    let info = wire::NodeInfo::decode(
+        &ask("$runar/info", wire::NodeInfoRequest {}.encode_to_vec()).await[..],
+    )
+    .unwrap();
+    assert_eq!(
+        (info.network.as_str(), &info.networks[..]),
+        ("shop-net", &["shop-net".to_owned()][..])
+    );
+    assert_eq!(info.service_count, 1);
+    let stats = wire::NodeStatsReport::decode(
+        &ask("$runar/stats", wire::NodeStatsRequest {}.encode_to_vec()).await[..],
+    )
+    .unwrap();
+    assert!(
+        !stats
+            .peers
+            .iter()
+            .any(|p| p.node_id == c.node_id().to_string())
+    );
+    // On b itself, the same answers cover both networks.
+    assert!(
+        b.service_list()
+            .services
+            .iter()
+            .any(|s| s.network == "ops-net")
+    );
+    assert!(b.node_info().networks.contains(&"ops-net".to_owned()));
+
     // Nor its streaming calls (the same admission).
     for path in ["admin/stream/count", "ops-net:admin/stream/count"] {
         let (mut send, mut recv) = conn.open_bi().await.unwrap();

@@ -7,6 +7,7 @@
 //! service, and so never routed to another node: a peer asks one chosen node with
 //! [`Node::request_on`].
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -16,7 +17,7 @@ use super::Node;
 use crate::error::{Error, Result};
 use crate::identity::NodeId;
 use crate::node::RequestOptions;
-use crate::node::service::{ActionHandler, action_handler};
+use crate::node::service::{ActionHandler, Caller, action_handler};
 use crate::routing::TopicPath;
 use crate::value::{Payload, Value};
 use crate::wire;
@@ -41,52 +42,85 @@ const EVENT_OPTION: u32 = 51701;
 impl Node {
     /// Registers the `$runar` actions (at start, when the configuration asks for them).
     pub(super) fn register_introspection(&self) -> Result<()> {
+        /// The action answering with `answer`, in `network`: about the whole node to a caller
+        /// on this node, about `network` alone to a peer (a peer learns nothing of the node's
+        /// other networks).
         fn handler<Req: Payload + Default, Resp: Payload>(
-            answer: fn(&Node) -> Resp,
+            network: &str,
+            answer: fn(&Node, Option<&str>) -> Resp,
         ) -> ActionHandler {
+            let network: Arc<str> = network.into();
             action_handler(move |_: Req, ctx| {
-                let reply = answer(ctx.node());
+                let scope = match ctx.caller() {
+                    Caller::Local => None,
+                    Caller::Remote(_) => Some(&*network),
+                };
+                let reply = answer(ctx.node(), scope);
                 async move { Ok(reply) }
             })
         }
-        let actions: [(&str, ActionHandler); 5] = [
-            (INFO, handler::<wire::NodeInfoRequest, _>(Node::node_info)),
-            (
-                SERVICES,
-                handler::<wire::ServiceListRequest, _>(Node::service_list),
-            ),
-            (PEERS, handler::<wire::PeerListRequest, _>(Node::peer_list)),
-            (
-                STATS,
-                handler::<wire::NodeStatsRequest, _>(Node::stats_report),
-            ),
-            (
-                PING,
-                handler::<wire::PingRequest, _>(|node| wire::PingReply {
-                    node_id: node.node_id().to_string(),
-                }),
-            ),
-        ];
         for network in self.networks() {
-            for (path, handler) in &actions {
+            let actions: [(&str, ActionHandler); 5] = [
+                (
+                    INFO,
+                    handler::<wire::NodeInfoRequest, _>(&network, Node::node_info_in),
+                ),
+                (
+                    SERVICES,
+                    handler::<wire::ServiceListRequest, _>(&network, Node::service_list_in),
+                ),
+                (
+                    PEERS,
+                    handler::<wire::PeerListRequest, _>(&network, Node::peer_list_in),
+                ),
+                (
+                    STATS,
+                    handler::<wire::NodeStatsRequest, _>(&network, Node::stats_report_in),
+                ),
+                (
+                    PING,
+                    handler::<wire::PingRequest, _>(&network, |node, _| wire::PingReply {
+                        node_id: node.node_id().to_string(),
+                    }),
+                ),
+            ];
+            for (path, handler) in actions {
                 let pattern = TopicPath::parse(path)?;
-                self.register_action(&network, pattern, SERVICE_PATH, handler.clone(), None, None)?;
+                self.register_action(&network, pattern, SERVICE_PATH, handler, None, None)?;
             }
         }
         Ok(())
     }
 
+    /// The node's networks a `$runar` answer covers: all of them, or the one `scope` names.
+    fn networks_in(&self, scope: Option<&str>) -> Vec<String> {
+        match scope {
+            Some(network) => vec![network.to_owned()],
+            None => self.networks(),
+        }
+    }
+
     /// What this node is: id, name, version, networks, addresses, uptime (what `$runar/info`
-    /// answers).
+    /// answers a caller on this node).
     pub fn node_info(&self) -> wire::NodeInfo {
-        let services = crate::lock::lock(&self.inner.catalog).len();
-        let peers = self.peers().len();
+        self.node_info_in(None)
+    }
+
+    /// [`node_info`](Self::node_info) about the whole node (`None`), or as a peer in the
+    /// network `scope` sees it: that network alone, its services and peers.
+    fn node_info_in(&self, scope: Option<&str>) -> wire::NodeInfo {
+        let networks = self.networks_in(scope);
+        let services: usize = networks.iter().map(|n| self.catalog(n).len()).sum();
+        let peers = match scope {
+            Some(network) => self.peers_in(network).len(),
+            None => self.peers().len(),
+        };
         wire::NodeInfo {
             node_id: self.node_id().to_string(),
             name: self.name().to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            network: self.network().to_owned(),
-            networks: self.networks(),
+            network: scope.unwrap_or(self.network()).to_owned(),
+            networks,
             addresses: self
                 .local_addr()
                 .map(|a| a.to_string())
@@ -99,10 +133,15 @@ impl Node {
     }
 
     /// The user services this node runs, with their actions, events and schemas (what
-    /// `$runar/services` answers).
+    /// `$runar/services` answers a caller on this node).
     pub fn service_list(&self) -> wire::ServiceList {
+        self.service_list_in(None)
+    }
+
+    /// [`service_list`](Self::service_list) in every network (`None`) or in `scope`.
+    fn service_list_in(&self, scope: Option<&str>) -> wire::ServiceList {
         let services = self
-            .networks()
+            .networks_in(scope)
             .iter()
             .flat_map(|network| self.catalog(network))
             .map(|service| describe_service(&service))
@@ -111,12 +150,18 @@ impl Node {
     }
 
     /// The peers this node is connected to, with their connection's statistics (what
-    /// `$runar/peers` answers).
+    /// `$runar/peers` answers a caller on this node).
     pub fn peer_list(&self) -> wire::PeerList {
+        self.peer_list_in(None)
+    }
+
+    /// [`peer_list`](Self::peer_list) in every network (`None`) or in `scope`.
+    fn peer_list_in(&self, scope: Option<&str>) -> wire::PeerList {
         let peers = self
             .networks()
             .into_iter()
             .zip(self.meshes())
+            .filter(|(network, _)| scope.is_none_or(|s| s == network))
             .flat_map(|(network, mesh)| {
                 mesh.connected_peers()
                     .into_iter()
@@ -148,14 +193,22 @@ impl Node {
     }
 
     /// Everything the node counts: events, per action, per peer, per subscription (what
-    /// `$runar/stats` answers).
+    /// `$runar/stats` answers a caller on this node).
     pub fn stats_report(&self) -> wire::NodeStatsReport {
+        self.stats_report_in(None)
+    }
+
+    /// [`stats_report`](Self::stats_report) for the whole node (`None`: the actions of the
+    /// default network), or with the actions, peers and subscriptions of `scope` alone (the
+    /// event counts are the node's).
+    fn stats_report_in(&self, scope: Option<&str>) -> wire::NodeStatsReport {
         let events = self.stats();
         let subscriptions = self
             .inner
             .registry
             .local_subscriptions()
             .into_iter()
+            .filter(|(network, _)| scope.is_none_or(|s| s == &**network))
             .filter_map(|(_, sub)| {
                 let stats = self.subscription_stats(sub.id)?;
                 Some(wire::SubscriptionReport {
@@ -173,8 +226,8 @@ impl Node {
             events_dropped: events.events_dropped,
             events_rejected: events.events_rejected,
             slow_consumers: events.slow_consumers,
-            actions: self.action_stats(),
-            peers: self.peer_list().peers,
+            actions: self.action_stats_in(scope.unwrap_or(self.network())),
+            peers: self.peer_list_in(scope).peers,
             subscriptions,
             uptime_ms: millis(self.inner.created.elapsed()),
         }

@@ -130,12 +130,12 @@ impl Node {
 }
 
 impl Node {
-    /// The counters of every local action (requests, errors by code, in flight, latency
-    /// percentiles), as `$runar/stats` reports them.
-    pub(crate) fn action_stats(&self) -> Vec<crate::wire::ActionStats> {
+    /// The counters of every local action in `network` (requests, errors by code, in flight,
+    /// latency percentiles), as `$runar/stats` reports them.
+    pub(crate) fn action_stats_in(&self, network: &str) -> Vec<crate::wire::ActionStats> {
         self.inner
             .registry
-            .local_action_counters(&self.inner.network)
+            .local_action_counters(network)
             .into_iter()
             .filter(|(path, _)| !path.starts_with('$'))
             .map(|(path, counters)| {
