@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::fixture::Fixture;
 use common::raw;
-use common::{WAIT, config, wait_for};
+use common::{WAIT, config, next, wait_for};
 use prost::Message;
 use runar::__private::{NodeKeypair, Transport, TransportConfig, read_frame, wire, write_frame};
 use runar::{Code, NetworkConfig, NetworkKey, Node, NodeConfig, RequestOptions};
@@ -643,6 +643,95 @@ async fn a_peer_in_two_networks_keeps_each_networks_entries_apart() {
     assert!(has("ops-net", "k-ops/x"), "the ops-net entries survive");
     assert!(b.peers_in("ops-net").contains(&keypair.node_id()));
     drop(connections);
+    for n in [&a, &c, &b] {
+        n.stop().await.unwrap();
+    }
+}
+
+/// In whatever network it is added to: `relay/ask` (a path) asks that path for a `String`,
+/// publishes the answer on `relayed/answer`, and answers with its network and the answer; it
+/// also hears `relay/in/>` and asks `admin/who` for each (the answer on `relayed/heard`).
+struct Relay;
+
+impl runar::AbstractService for Relay {
+    fn name(&self) -> &str {
+        "relay"
+    }
+    fn path(&self) -> &str {
+        "relay"
+    }
+    async fn init(&self, ctx: &runar::LifecycleContext) -> runar::Result<()> {
+        ctx.register_action(
+            "ask",
+            |path: String, ctx: runar::RequestContext| async move {
+                let who: String = ctx.request(path, ()).await?;
+                ctx.publish("relayed/answer", who.clone()).await?;
+                Ok(format!("{} {who}", ctx.network()))
+            },
+        )
+        .await
+    }
+}
+
+#[tokio::test]
+async fn a_handlers_downstream_calls_and_events_stay_in_its_network() {
+    let (a, b, c) = three_nodes().await;
+    b.add_service_to("ops-net", Relay).await.unwrap();
+    let (heard, mut hear) = mpsc::unbounded_channel();
+    let on_c = heard.clone();
+    c.subscribe("relayed/>", move |who: String, ctx| {
+        let heard = on_c.clone();
+        async move {
+            let _ = heard.send(format!("c {} {who}", ctx.network()));
+            Ok(())
+        }
+    })
+    .await
+    .unwrap();
+    // A subscription of b's in ops-net: its handler's request stays in ops-net too.
+    let on_b = heard.clone();
+    b.subscribe("ops-net:relayed/answer", move |_: String, ctx| {
+        let heard = on_b.clone();
+        async move {
+            let who: runar::Result<String> = ctx.request("admin/who", ()).await;
+            let _ = heard.send(format!("b {} {who:?}", ctx.network()));
+            Ok(())
+        }
+    })
+    .await
+    .unwrap();
+    wait_for("c to route relay/ask", || {
+        c.actions().contains(&"relay/ask".to_owned())
+    })
+    .await;
+
+    // Called from an ops-net peer, the handler asks ops-net's admin (on b), and its event
+    // reaches ops-net's subscribers: c, and b's own ops-net subscription.
+    let answer: String = c
+        .request("relay/ask", "admin/who".to_owned())
+        .await
+        .unwrap();
+    assert_eq!(answer, "ops-net b");
+    let mut got = vec![next(&mut hear).await, next(&mut hear).await];
+    got.sort();
+    assert_eq!(got, ["b ops-net Ok(\"b\")", "c ops-net b"]);
+    // shop-net's store is not in the handler's network.
+    let err = c
+        .request::<_, String>("relay/ask", "store/who".to_owned())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+    // Called on b through the prefix, the same.
+    let answer: String = b
+        .request("ops-net:relay/ask", "admin/who".to_owned())
+        .await
+        .unwrap();
+    assert_eq!(answer, "ops-net b");
+    let mut got = vec![next(&mut hear).await, next(&mut hear).await];
+    got.sort();
+    assert_eq!(got, ["b ops-net Ok(\"b\")", "c ops-net b"]);
+    // A shop-net caller cannot see it at all.
+    assert!(!a.actions().contains(&"relay/ask".to_owned()));
     for n in [&a, &c, &b] {
         n.stop().await.unwrap();
     }

@@ -781,6 +781,7 @@ impl Node {
         }
         tokio::spawn(run_subscription(
             Arc::downgrade(&self.inner),
+            self.other_network(&network),
             pattern.clone(),
             handler,
             events,
@@ -841,6 +842,7 @@ impl Node {
 /// Delivers a subscription's events to its handler, one at a time, in order.
 async fn run_subscription(
     node: Weak<NodeInner>,
+    network: Option<Arc<str>>,
     pattern: TopicPath,
     handler: impl HandleEvent,
     mut events: QueueReceiver,
@@ -884,6 +886,7 @@ async fn run_subscription(
         }
         let ctx = EventContext::new(
             Node::from_inner(inner),
+            network.clone(),
             event.topic,
             params,
             event.publisher,

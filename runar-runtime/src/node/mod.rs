@@ -356,6 +356,18 @@ impl Node {
         &self.inner.network
     }
 
+    /// `network` as a handler's context keeps it: `None` for the default network (nothing to
+    /// keep), else its name.
+    pub(crate) fn other_network(&self, network: &str) -> Option<Arc<str>> {
+        (network != &*self.inner.network).then(|| network.into())
+    }
+
+    /// The network a call resolved in (`named`: the one its path's prefix named, if any), as
+    /// [`other_network`](Self::other_network) keeps it.
+    pub(crate) fn network_of_call(&self, named: Option<Arc<str>>) -> Option<Arc<str>> {
+        named.filter(|network| **network != *self.inner.network)
+    }
+
     /// The node's configuration.
     pub fn config(&self) -> &NodeConfig {
         &self.inner.config

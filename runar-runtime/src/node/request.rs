@@ -39,6 +39,8 @@ struct Resolution<'p> {
 
 /// A peer's request, admitted ([`Node::admit_request`]): what serving it needs.
 struct Admitted {
+    /// The connection's network, as a handler's context keeps it.
+    network: Option<Arc<str>>,
     /// The action's path as the peer sent it (without the network).
     path: String,
     from: NodeId,
@@ -158,6 +160,7 @@ impl Node {
         }
         let ctx = RequestContext::new(
             self.clone(),
+            self.network_of_call(resolved.named_network),
             resolved.path,
             resolved.params,
             Caller::Local,
@@ -197,6 +200,7 @@ impl Node {
         let admitted = self.admit_request(request);
         async move {
             let Admitted {
+                network,
                 path,
                 from,
                 resolved,
@@ -226,6 +230,7 @@ impl Node {
             let span = super::trace::server_span(&resolved.path, from, &metadata);
             let ctx = RequestContext::new(
                 self.clone(),
+                network,
                 resolved.path,
                 resolved.params,
                 caller,
@@ -273,6 +278,7 @@ impl Node {
             types.check_request(&path, sent)?;
         }
         Ok(Admitted {
+            network: self.other_network(&request.network),
             path,
             from: request.from,
             resolved,

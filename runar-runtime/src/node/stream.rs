@@ -191,6 +191,7 @@ impl Node {
         }
         let ctx = RequestContext::new(
             self.clone(),
+            self.network_of_call(resolved.named_network),
             resolved.path.clone(),
             resolved.params,
             Caller::Local,
@@ -256,6 +257,7 @@ impl Node {
         }
         let ctx = RequestContext::new(
             self.clone(),
+            self.other_network(&stream.network),
             resolved.path.clone(),
             resolved.params,
             caller,

@@ -575,6 +575,9 @@ pub(crate) struct Resolved {
     pub(crate) params: PathParams,
     /// The concrete path requested, without network.
     pub(crate) path: Arc<str>,
+    /// The network the path's `network:` prefix named; `None` without one (the default
+    /// network given was used).
+    pub(crate) named_network: Option<Arc<str>>,
 }
 
 /// Every subscription by id, with its network.
@@ -713,15 +716,20 @@ impl Registry {
         path: &str,
         limits: PathLimits,
     ) -> Result<Resolved> {
-        let (network, bare) = split_network(path)?;
-        let network = network.unwrap_or(default_network);
+        let (named, bare) = split_network(path)?;
+        let network = named.unwrap_or(default_network);
         let networks = read(&self.networks);
-        let table = networks.get(network);
+        let (key, table) = networks
+            .get_key_value(network)
+            .map_or((None, None), |(k, t)| (Some(k), Some(t)));
+        // The table's own name, shared: no copy for a call that names its network.
+        let named_network = named.and(key).cloned();
         if let Some(slot) = table.and_then(|t| t.exact.get(bare)) {
             return Ok(Resolved {
                 path: slot.path.clone(),
                 slot: slot.clone(),
                 params: PathParams::default(),
+                named_network,
             });
         }
         // Not a literal action: validate the path, then look for a template that matches.
@@ -732,6 +740,7 @@ impl Registry {
                 params: pattern.params(&segments).unwrap_or_default(),
                 slot: slot.clone(),
                 path: concrete.path().into(),
+                named_network,
             });
         }
         Err(Error::not_found(format!(

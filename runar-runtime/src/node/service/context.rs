@@ -28,6 +28,8 @@ pub enum Caller {
 /// What a request handler knows about the request it serves.
 pub struct RequestContext {
     node: Node,
+    /// The network the call came in: `None` for the node's default network.
+    network: Option<Arc<str>>,
     path: Arc<str>,
     params: PathParams,
     caller: Caller,
@@ -38,6 +40,7 @@ pub struct RequestContext {
 impl RequestContext {
     pub(crate) fn new(
         node: Node,
+        network: Option<Arc<str>>,
         path: Arc<str>,
         params: PathParams,
         caller: Caller,
@@ -46,6 +49,7 @@ impl RequestContext {
     ) -> Self {
         RequestContext {
             node,
+            network,
             path,
             params,
             caller,
@@ -63,6 +67,13 @@ impl RequestContext {
     /// The path that was requested (without network), e.g. `inventory/items/7`.
     pub fn path(&self) -> &str {
         &self.path
+    }
+
+    /// The network the request came in (the action's network). The handler's downstream
+    /// requests and publishes ([`request`](Self::request), [`publish`](Self::publish)) stay in
+    /// it unless they name another.
+    pub fn network(&self) -> &str {
+        self.network.as_deref().unwrap_or(self.node.network())
     }
 
     /// [`path`](Self::path), shared.
@@ -127,6 +138,7 @@ impl RequestContext {
             options.timeout = Some(options.timeout.map_or(remaining, |t| t.min(remaining)));
         }
         pass_on_trace_context(&mut options, &self.metadata);
+        stay_in(&self.network, &mut options);
         self.node.request_with(path, request, options).await
     }
 
@@ -154,12 +166,15 @@ impl RequestContext {
             options.timeout = Some(options.timeout.map_or(remaining, |t| t.min(remaining)));
         }
         pass_on_trace_context(&mut options, &self.metadata);
+        stay_in(&self.network, &mut options);
         self.node.request_stream_with(path, requests, options).await
     }
 
-    /// Publishes an event.
+    /// Publishes an event, in this request's network unless `path` names another.
     pub async fn publish<T: Payload>(&self, path: impl AsRef<str>, event: T) -> Result<()> {
-        self.node.publish(path, event).await
+        self.node
+            .publish(topic_in(&self.network, path.as_ref()), event)
+            .await
     }
 }
 
@@ -178,6 +193,8 @@ impl fmt::Debug for RequestContext {
 /// What an event handler knows about the event it receives.
 pub struct EventContext {
     node: Node,
+    /// The subscription's network: `None` for the node's default network.
+    network: Option<Arc<str>>,
     topic: Arc<str>,
     params: PathParams,
     publisher: Caller,
@@ -188,6 +205,7 @@ pub struct EventContext {
 impl EventContext {
     pub(crate) fn new(
         node: Node,
+        network: Option<Arc<str>>,
         topic: Arc<str>,
         params: PathParams,
         publisher: Caller,
@@ -196,6 +214,7 @@ impl EventContext {
     ) -> Self {
         EventContext {
             node,
+            network,
             topic,
             params,
             publisher,
@@ -213,6 +232,13 @@ impl EventContext {
     /// The concrete topic the event was published on, e.g. `math/computed`.
     pub fn topic(&self) -> &str {
         &self.topic
+    }
+
+    /// The network of the subscription (and of the event). The handler's requests and
+    /// publishes ([`request`](Self::request), [`publish`](Self::publish)) stay in it unless
+    /// they name another.
+    pub fn network(&self) -> &str {
+        self.network.as_deref().unwrap_or(self.node.network())
     }
 
     /// The value of the template parameter `name` in the subscription's pattern.
@@ -250,12 +276,31 @@ impl EventContext {
     ) -> Result<Resp> {
         let mut options = RequestOptions::default();
         pass_on_trace_context(&mut options, &self.metadata);
+        stay_in(&self.network, &mut options);
         self.node.request_with(path, request, options).await
     }
 
-    /// Publishes an event.
+    /// Publishes an event, in the subscription's network unless `path` names another.
     pub async fn publish<T: Payload>(&self, path: impl AsRef<str>, event: T) -> Result<()> {
-        self.node.publish(path, event).await
+        self.node
+            .publish(topic_in(&self.network, path.as_ref()), event)
+            .await
+    }
+}
+
+/// A handler's downstream call stays in `network` (the network its own call or event came in;
+/// `None`: the node's default, where it goes anyway) unless `options` name another.
+fn stay_in(network: &Option<Arc<str>>, options: &mut RequestOptions) {
+    if options.network.is_none() {
+        options.network = network.as_deref().map(str::to_owned);
+    }
+}
+
+/// `topic` in `network` (see [`stay_in`]): prefixed with it unless it names a network itself.
+fn topic_in<'a>(network: &Option<Arc<str>>, topic: &'a str) -> std::borrow::Cow<'a, str> {
+    match network {
+        Some(network) if !topic.contains(':') => format!("{network}:{topic}").into(),
+        _ => topic.into(),
     }
 }
 
