@@ -38,9 +38,14 @@ use crate::lock::lock;
 /// write).
 const EVENT_BATCH_BYTES: usize = 64 * 1024;
 
-/// The most buffer capacity a peer's queue keeps once it is empty (a burst can grow it to the
-/// queue's byte budget).
+/// The most buffer capacity a peer's queue keeps once it is empty (a big event can grow it).
 const FRAMES_KEPT: usize = 4 * EVENT_BATCH_BYTES;
+
+/// The room a frame is written into: the open block takes frames while it has this much
+/// left; then it is sealed whole and a new block of [`EVENT_BATCH_BYTES`] starts, so a
+/// queued frame is never copied to make room (a frame larger than the room left grows the
+/// block, copying at most that block).
+const BLOCK_ROOM: usize = 4 * 1024;
 
 /// The limits of a peer's outgoing events, and where their fate is counted.
 #[derive(Clone)]
@@ -77,9 +82,12 @@ pub(crate) struct EventQueue {
 /// What is queued.
 #[derive(Default)]
 struct Pending {
-    /// The frames the writer has not taken yet, back to back.
+    /// Blocks of frames sealed for lack of room, oldest first: each is taken whole by a
+    /// write. A frame never spans two blocks.
+    sealed: VecDeque<BytesMut>,
+    /// The open block: the frames queued after the sealed ones, back to back.
     frames: BytesMut,
-    /// Each of those frames, in order.
+    /// Each of those frames (the sealed blocks' first), in order.
     sizes: VecDeque<FrameSize>,
     /// The last frame of `frames`, while a following event may join it.
     open: Option<OpenFrame>,
@@ -149,9 +157,25 @@ impl OpenFrame {
 }
 
 impl Pending {
-    /// Where the last queued frame starts in `frames`.
+    /// Where the last queued frame starts in `frames` (the open block).
     fn last_frame_start(&self) -> Option<usize> {
         self.frames.len().checked_sub(self.sizes.back()?.len)
+    }
+
+    /// Makes room for a frame of about `len` bytes in the open block: when less than that
+    /// (or [`BLOCK_ROOM`]) is left, a block holding frames is sealed (taken whole later) and a
+    /// new one begins.
+    fn room_for(&mut self, len: usize) {
+        let needed = len.max(BLOCK_ROOM);
+        if self.frames.capacity().saturating_sub(self.frames.len()) >= needed {
+            return;
+        }
+        if !self.frames.is_empty() {
+            let full = std::mem::take(&mut self.frames);
+            self.sealed.push_back(full);
+            self.open = None;
+        }
+        self.frames = BytesMut::with_capacity(needed.max(EVENT_BATCH_BYTES));
     }
 }
 
@@ -227,6 +251,22 @@ impl EventQueue {
             events: 0,
             copies: 0,
         };
+        if let Some(block) = pending.sealed.pop_front() {
+            // A sealed block goes whole: its frames are the first queued.
+            let mut len = 0usize;
+            while len < block.len() {
+                let Some(size) = pending.sizes.pop_front() else {
+                    break;
+                };
+                len = len.saturating_add(size.len);
+                taken.frames += 1;
+                taken.events = taken.events.saturating_add(size.events);
+                taken.copies = taken.copies.saturating_add(size.copies);
+            }
+            pending.events = pending.events.saturating_sub(taken.events);
+            taken.chunk = block.freeze();
+            return Some(taken);
+        }
         let mut len = 0usize;
         while let Some(size) = pending.sizes.front() {
             if taken.frames > 0 && len.saturating_add(size.len) > EVENT_BATCH_BYTES {
@@ -300,7 +340,7 @@ impl EventSink for EventQueue {
         if pending.events >= self.max_events {
             return Err(QueueRefusal::Full);
         }
-        let was_empty = pending.frames.is_empty();
+        let was_empty = pending.frames.is_empty() && pending.sealed.is_empty();
         let p = &mut *pending;
         if let (Some(open), Some(start)) = (&p.open, p.last_frame_start())
             && open.joins(p.frames.get(start..).unwrap_or_default(), event)
@@ -309,7 +349,12 @@ impl EventSink for EventQueue {
             if p.bytes.saturating_add(more) > self.max_bytes {
                 return Err(QueueRefusal::Full);
             }
-            if let Ok(added) = append_more_payload(&mut p.frames, start, &event.payload, max) {
+            // Joined only where it fits: else it starts a frame of its own (in a new block).
+            let fits = p.frames.capacity().saturating_sub(p.frames.len()) >= more;
+            if let Some(added) = fits
+                .then(|| append_more_payload(&mut p.frames, start, &event.payload, max).ok())
+                .flatten()
+            {
                 if let Some(last) = p.sizes.back_mut() {
                     last.len = last.len.saturating_add(added);
                     last.events = last.events.saturating_add(1);
@@ -321,6 +366,7 @@ impl EventSink for EventQueue {
             }
             // The frame is at the maximum message size: the event starts a new one.
         }
+        p.room_for(FRAME_HEADER_LEN.saturating_add(event.payload.len()));
         let start = p.frames.len();
         match append_event_frame(&mut p.frames, event, max) {
             Ok(()) => {}
@@ -457,6 +503,7 @@ pub(crate) async fn write_events(writer: EventWriter) {
     let left: u64 = {
         let mut pending = lock(&queue.state);
         pending.closed = true;
+        pending.sealed.clear();
         pending.frames.clear();
         pending.open = None;
         pending.flushes.clear();
@@ -534,7 +581,12 @@ mod tests {
         let mut pending = lock(&queue.state);
         pending.open = None;
         pending.sizes.clear();
-        let mut frames = pending.frames.split().freeze();
+        let mut all = BytesMut::new();
+        for block in pending.sealed.drain(..) {
+            all.extend_from_slice(&block);
+        }
+        all.extend_from_slice(&pending.frames.split());
+        let mut frames = all.freeze();
         let mut out = Vec::new();
         while !frames.is_empty() {
             let header: [u8; 4] = frames[..4].try_into().unwrap();
@@ -665,14 +717,28 @@ mod tests {
         for topic in ["a", "b"].iter().cycle().take(2_000) {
             q.try_send(&event(topic, &payload, &ids, &none)).unwrap();
         }
-        assert!(lock(&q.state).frames.capacity() > FRAMES_KEPT);
+        {
+            // The burst (2 MB) waits in blocks of about a write each, never in one buffer
+            // grown (and copied) to its size.
+            let pending = lock(&q.state);
+            assert!(pending.bytes > FRAMES_KEPT);
+            assert!(pending.sealed.len() > 20);
+            let blocks = pending.sealed.iter().chain([&pending.frames]);
+            assert!(blocks.clone().all(|b| b.capacity() <= EVENT_BATCH_BYTES));
+            assert!(blocks.map(|b| b.len()).sum::<usize>() == pending.bytes);
+        }
+        let mut writes = 0;
         loop {
             let taken = EventQueue::take(&mut lock(&q.state));
             let Some(taken) = taken else { break };
+            assert!(taken.chunk.len() <= EVENT_BATCH_BYTES);
             q.done(&taken, 0, 0);
+            writes += 1;
         }
-        assert!(lock(&q.state).frames.capacity() <= FRAMES_KEPT);
-        assert_eq!(lock(&q.state).bytes, 0);
+        assert!(writes > 20);
+        let pending = lock(&q.state);
+        assert!(pending.sealed.is_empty() && pending.frames.capacity() <= FRAMES_KEPT);
+        assert_eq!((pending.bytes, pending.events), (0, 0));
     }
 
     #[tokio::test]
