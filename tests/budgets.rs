@@ -37,6 +37,17 @@ impl AbstractService for Echo {
         ctx.register_action("bytes", |n: u64, _| async move {
             Ok(vec![7u8; usize::try_from(n).unwrap_or(0)])
         })
+        .await?;
+        // Takes a streaming call and never reads its messages.
+        ctx.register_stream(
+            "hold",
+            runar::CallKind::ClientStreaming,
+            |messages: runar::Streaming<Vec<u8>>, _| async move {
+                let _held = messages;
+                std::future::pending::<()>().await;
+                Ok(runar::stream_once(Ok(0u64)))
+            },
+        )
         .await
     }
 }
@@ -1295,4 +1306,73 @@ async fn a_hostile_peer_cannot_push_a_victim_process_over_its_budget() {
 #[ignore = "a 30 s measurement"]
 async fn a_hostile_peer_for_30_seconds() {
     measure_attack(Duration::from_secs(30)).await;
+}
+
+/// A streaming call's message that arrives in pieces takes its room in the peer's budget as it
+/// is gathered, as a request's does: calls whose messages find no room within the read timeout
+/// are cut, instead of each holding a message of up to the maximum size outside the budget.
+#[tokio::test]
+async fn streamed_messages_in_pieces_hold_their_room_in_the_budget() {
+    const MIB: usize = 1024 * 1024;
+    let a = victim(|c| {
+        c.with_max_request_bytes(MIB)
+            .with_max_request_bytes_per_peer(MIB)
+            .with_request_reserve_per_peer(0)
+            .with_read_timeout(Duration::from_secs(1))
+            .with_shutdown_grace(Duration::from_millis(100))
+    })
+    .await;
+    let b = healthy(&a).await;
+    let peer = admitted(&a).await;
+    // Eight calls to an action that never reads, each sending one 400 KiB message (larger
+    // than the stream's window, so it arrives in pieces): two fit the budget.
+    let mut writers = Vec::new();
+    for _ in 0..8 {
+        let (mut send, recv) = peer.conn.open_bi().await.unwrap();
+        send.write_all(&[4]).await.unwrap();
+        let header = wire::Request {
+            network: "test".into(),
+            path: "echo/hold".into(),
+            ..Default::default()
+        };
+        write_frame(&mut send, &header.encode_to_vec(), MAX)
+            .await
+            .unwrap();
+        let message = wire::StreamFrame {
+            kind: Some(wire::stream_frame::Kind::Message(
+                vec![0u8; 400 * 1024].into(),
+            )),
+        };
+        writers.push(tokio::spawn(async move {
+            let written = write_frame(&mut send, &message.encode_to_vec(), MAX).await;
+            (written.is_ok(), send, recv)
+        }));
+    }
+    let started = Instant::now();
+    let mut delivered = 0;
+    let mut streams = Vec::new();
+    for writer in writers {
+        let (written, send, recv) = tokio::time::timeout(WAIT, writer)
+            .await
+            .expect("each call's message is taken or its call cut")
+            .unwrap();
+        delivered += usize::from(written);
+        streams.push((send, recv));
+    }
+    eprintln!(
+        "{delivered} of 8 messages taken, the rest cut after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        delivered <= 2,
+        "{delivered} messages of 400 KiB held in a 1 MiB budget"
+    );
+    assert!(
+        peer.conn.close_reason().is_none(),
+        "the connection carries on"
+    );
+    still_serves(&b).await;
+    drop(streams);
+    b.stop().await.unwrap();
+    a.stop().await.unwrap();
 }

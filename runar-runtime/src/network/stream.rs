@@ -563,6 +563,9 @@ struct Reader {
     caller: bool,
     /// Where queued messages hold their bytes: the peer's budget.
     budget: PeerBudget,
+    /// The longest the reader waits for room in the budget (the connection's read timeout);
+    /// then the call fails.
+    read_timeout: Duration,
     /// Messages of frames already received, not yet queued: they go to the consumer together
     /// (one lock, one take from the budget) before the reader waits again.
     batch: Vec<Inbound>,
@@ -598,9 +601,17 @@ impl Reader {
                 }
                 let held = tokio::select! {
                     _ = cancelled => return Ok(false),
-                    held = self.budget.acquire(len) => held,
+                    held = tokio::time::timeout(self.read_timeout, self.budget.acquire(len)) => held,
                 };
-                held.ok_or_else(|| Error::unavailable("the connection is closing"))?
+                match held {
+                    Ok(Some(held)) => held,
+                    Ok(None) => return Err(Error::unavailable("the connection is closing")),
+                    Err(_) => {
+                        return Err(Error::resource_exhausted(
+                            "the node's request budget stayed full for the read timeout",
+                        ));
+                    }
+                }
             }
         };
         match &self.inbox {
@@ -659,6 +670,8 @@ async fn read_frames(mut reader: Reader) {
             }
         }
         // Any other frame that has arrived (a credit, a trailer, a message after the trailer).
+        // A frame gathered from pieces already holds its room in the budget (`gathered`).
+        let mut gathered = None;
         let frame = match reader.frames.ready() {
             Some(frame) => frame.map(|frame| Some(decoded(frame))),
             None => {
@@ -677,7 +690,10 @@ async fn read_frames(mut reader: Reader) {
                         let _ = reader.recv.stop(codes::CANCELLED);
                         return;
                     }
-                    frame = reader.frames.next(&mut reader.recv) => frame.map(|f| f.map(decoded)),
+                    frame = reader.frames.next(&mut reader.recv) => {
+                        gathered = reader.frames.take_held();
+                        frame.map(|f| f.map(decoded))
+                    }
                 }
             }
         };
@@ -688,7 +704,11 @@ async fn read_frames(mut reader: Reader) {
                         if reader.inbox.is_some() {
                             reader.batch.push(Inbound::Message(value));
                             reader.batch_messages = reader.batch_messages.saturating_add(1);
-                            reader.batch_bytes = reader.batch_bytes.saturating_add(len);
+                            match gathered {
+                                // Its room goes with it, released once it is taken.
+                                Some(held) => reader.batch.push(Inbound::Release(held)),
+                                None => reader.batch_bytes = reader.batch_bytes.saturating_add(len),
+                            }
                             continue;
                         }
                         Error::invalid_argument("the peer sent a message after its trailer")
@@ -994,12 +1014,14 @@ impl Peer {
         let (inbox_tx, inbox) = link.inbox(buffer, true);
         tokio::spawn(read_frames(Reader {
             recv,
-            frames: FrameReader::new(max, Some(self.read_timeout())),
+            frames: FrameReader::new(max, Some(self.read_timeout()))
+                .waiting_for_budget(self.budget().clone()),
             inbox: Some(inbox_tx.clone()),
             credit: link.credit.clone(),
             stop: link.stop.clone(),
             caller: true,
             budget: self.budget().clone(),
+            read_timeout: self.read_timeout(),
             batch: Vec::new(),
             batch_messages: 0,
             batch_bytes: 0,
@@ -1182,12 +1204,13 @@ async fn serve_stream<H: NodeHandler>(
     let (inbox_tx, inbox) = link.inbox(buffer, false);
     tokio::spawn(read_frames(Reader {
         recv,
-        frames: FrameReader::new(max, Some(timeout)),
+        frames: FrameReader::new(max, Some(timeout)).waiting_for_budget(from.budget().clone()),
         inbox: Some(inbox_tx),
         credit: link.credit.clone(),
         stop: link.stop.clone(),
         caller: false,
         budget: from.budget().clone(),
+        read_timeout: timeout,
         batch: Vec::new(),
         batch_messages: 0,
         batch_bytes: 0,
