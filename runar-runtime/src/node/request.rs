@@ -408,8 +408,9 @@ impl Node {
     ) -> Result<(Resolved, Metadata)> {
         let config = &self.inner.config;
         // The connection's network is the only one a peer reaches: a path that names a network
-        // of its own (`ops:admin/x`) is as if it did not exist, whatever network it names.
-        if path.contains(':') {
+        // of its own (`ops:admin/x`) is as if it did not exist, whatever network it names (a
+        // malformed prefix is an invalid argument, as ever).
+        if let (Some(_), _) = split_network(path)? {
             return Err(Error::not_found(format!(
                 "no action `{}` in network `{network}`",
                 super::remote::shorten(path)
