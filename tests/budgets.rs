@@ -38,6 +38,8 @@ impl AbstractService for Echo {
             Ok(vec![7u8; usize::try_from(n).unwrap_or(0)])
         })
         .await?;
+        ctx.register_action("same", |bytes: Vec<u8>, _| async move { Ok(bytes) })
+            .await?;
         // Takes a streaming call and never reads its messages.
         ctx.register_stream(
             "hold",
@@ -1373,6 +1375,72 @@ async fn streamed_messages_in_pieces_hold_their_room_in_the_budget() {
     );
     still_serves(&b).await;
     drop(streams);
+    b.stop().await.unwrap();
+    a.stop().await.unwrap();
+}
+
+/// A peer that asks for answers and never reads them does not keep its requests' room in the
+/// budget: an answer not taken within the read timeout has its stream reset, and the room goes
+/// back to the pool, where another peer's large request gets it.
+#[tokio::test]
+async fn an_answer_never_read_lets_go_of_its_room_after_the_read_timeout() {
+    const KIB: usize = 1024;
+    let a = victim(|c| {
+        c.with_max_request_bytes(1024 * KIB)
+            .with_max_request_bytes_per_peer(1024 * KIB)
+            .with_request_reserve_per_peer(0)
+            .with_read_timeout(Duration::from_secs(1))
+            .with_shutdown_grace(Duration::from_millis(100))
+    })
+    .await;
+    let b = healthy(&a).await;
+    // A peer that grants little room for what it receives (its windows at their minimum).
+    let (endpoint, keypair) = raw::transport_with(TransportConfig {
+        max_message_size: MAX,
+        receive_window: 16 * KIB as u64,
+        ..TransportConfig::default()
+    });
+    let (conn, _) = endpoint
+        .connect(a.local_addr().unwrap(), Some(&a.node_id()))
+        .await
+        .unwrap();
+    let _control = send_hello(&conn, &hello_with(&keypair, wire::Capabilities::default())).await;
+    // A 600 KiB request on a stream of its own; its 600 KiB answer is never read.
+    let (mut send, unread) = conn.open_bi().await.unwrap();
+    let request = wire::Request {
+        network: "test".into(),
+        path: "echo/same".into(),
+        payload: vec![1u8; 600 * KIB].encode_to_vec().into(),
+        metadata: [("runar-timeout".into(), "30000".into())].into(),
+        ..Default::default()
+    };
+    send.write_all(&[2]).await.unwrap();
+    write_frame(&mut send, &request.encode_to_vec(), MAX)
+        .await
+        .unwrap();
+    send.finish().unwrap();
+    // b's 600 KiB request needs that room: it waits (and is refused after the read timeout)
+    // until the unread answer is given up, then is served.
+    let started = Instant::now();
+    let served = async {
+        loop {
+            let options = RequestOptions::default().with_timeout(Duration::from_secs(5));
+            let answer = b
+                .request_with::<_, Vec<u8>>("echo/same", vec![2u8; 600 * KIB], options)
+                .await;
+            match answer {
+                Ok(answer) => return answer.len(),
+                Err(e) => eprintln!("b's request after {:?}: {e}", started.elapsed()),
+            }
+        }
+    };
+    let len = tokio::time::timeout(WAIT, served)
+        .await
+        .expect("b's large request is served once the unread answer is given up");
+    assert_eq!(len, 600 * KIB);
+    eprintln!("b served after {:?}", started.elapsed());
+    assert!(conn.close_reason().is_none(), "the connection carries on");
+    drop(unread);
     b.stop().await.unwrap();
     a.stop().await.unwrap();
 }

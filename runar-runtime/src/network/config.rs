@@ -106,8 +106,9 @@ pub struct NetworkConfig {
     /// (TLS handshake, stream kind, hello) must finish within `connect_timeout`.
     pub max_pending_handshakes: usize,
     /// How long a peer may take to send a whole request (stream kind, header, body) once it
-    /// opens the stream, and a frame's body once its header arrived on the control or event
-    /// stream; a peer slower than this has the stream cut (default 10 s).
+    /// opens the stream, a frame's body once its header arrived on the control or event
+    /// stream, and to take an answer it asked for; a peer slower than this has the stream cut
+    /// (default 10 s).
     pub read_timeout: Duration,
     /// The most bytes of requests all peers together may have buffered on this node at once
     /// (from a request's header until its answer is written), whatever the number of peers or

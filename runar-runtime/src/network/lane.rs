@@ -639,10 +639,11 @@ async fn read_calls<H: NodeHandler>(
                     return Some(codes::SLOW);
                 };
                 let out = out.clone();
+                let peer = from.clone();
                 tokio::spawn(async move {
                     let _held = (slot, held, in_flight, waiting);
-                    out.push(false, |buf| append_answer(buf, call, &outcome, max))
-                        .await;
+                    let push = out.push(false, |buf| append_answer(buf, call, &outcome, max));
+                    answer_within_read_timeout(&out, &peer, push).await;
                 });
             }
             continue;
@@ -664,8 +665,8 @@ async fn read_calls<H: NodeHandler>(
                 append_answer(buf, call, &outcome, max)
             }) {
                 if let Some(_waiting) = hold_answer(&out, &outcome, &peer) {
-                    out.push(false, |buf| append_answer(buf, call, &outcome, max))
-                        .await;
+                    let push = out.push(false, |buf| append_answer(buf, call, &outcome, max));
+                    answer_within_read_timeout(&out, &peer, push).await;
                 }
             }
         };
@@ -694,6 +695,23 @@ fn hold_answer(out: &Outbox, outcome: &Result<Value>, from: &Peer) -> Option<Hel
         warn_limited!(peer = %from.id, "cutting a call stream whose answers are not read");
     }
     held
+}
+
+/// Waits for an answer that found no room (`push`) to be queued, at most the read timeout: a
+/// peer that leaves its answers unread that long has the call stream cut, which lets go of
+/// every answer waiting (and of their room in the budget).
+async fn answer_within_read_timeout(
+    out: &Outbox,
+    from: &Peer,
+    push: impl std::future::Future<Output = Option<()>>,
+) {
+    if tokio::time::timeout(from.read_timeout(), push)
+        .await
+        .is_err()
+        && out.end(Some(codes::SLOW))
+    {
+        warn_limited!(peer = %from.id, "cutting a call stream whose answers are not read");
+    }
 }
 
 /// Appends the frame answering call `call` with `outcome`.

@@ -564,7 +564,13 @@ pub(crate) async fn serve_request<H: NodeHandler>(
         Err(Some(error)) => (Err(error), None),
         Err(None) => return,
     };
-    write_response(send, &outcome, max, Some(&from.large_frames.write)).await;
+    // The answer is due to be taken within the read timeout too: a peer that leaves it
+    // unread does not keep the request's room in the budget for longer.
+    let write = write_response(&mut send, &outcome, max, Some(&from.large_frames.write));
+    if tokio::time::timeout(timeout, write).await.is_err() {
+        let _ = send.reset(codes::SLOW);
+        warn_limited!(peer = %from.id, ?timeout, "an answer was not taken within the read timeout; its stream is reset");
+    }
 }
 
 /// Runs `read` within `timeout`. Most reads of a new stream find their bytes already there:
@@ -599,14 +605,14 @@ pub(crate) fn cut_slow_stream(
 pub(crate) async fn unknown_kind(
     peer: NodeId,
     kind: u8,
-    send: SendStream,
+    mut send: SendStream,
     mut recv: RecvStream,
     max: usize,
 ) {
     tracing::debug!(%peer, kind, "unexpected stream kind on a request stream");
     let _ = recv.stop(codes::PROTOCOL);
     let error = Error::invalid_argument(format!("unknown stream kind {kind}"));
-    write_response(send, &Err(error), max, None).await;
+    write_response(&mut send, &Err(error), max, None).await;
 }
 
 /// Reads the `Request` frame of a request stream (after its kind byte) and decodes it. A
@@ -697,7 +703,7 @@ async fn run_request<H: NodeHandler>(
 /// Writes the answer, or the error, as the `Response` frame and finishes the stream. An answer
 /// over the maximum message size is replaced by that error.
 async fn write_response(
-    mut send: SendStream,
+    send: &mut SendStream,
     outcome: &Result<Value>,
     max: usize,
     spare: Option<&BufferPool>,
