@@ -54,3 +54,15 @@ macro_rules! warn_limited {
     }};
 }
 pub(crate) use warn_limited;
+
+/// `tracing::error!` through a per-call-site [`LogLimit`] of 10 lines per second.
+macro_rules! error_limited {
+    ($($arg:tt)+) => {{
+        static LIMIT: $crate::log_limit::LogLimit =
+            $crate::log_limit::LogLimit::new(10);
+        if let Some(suppressed) = LIMIT.allow() {
+            tracing::error!(suppressed, $($arg)+);
+        }
+    }};
+}
+pub(crate) use error_limited;

@@ -25,7 +25,7 @@ use crate::coop;
 use crate::error::{Error, Result};
 use crate::lock::lock;
 use crate::metadata::Metadata;
-use crate::network::log_limit::warn_limited;
+use crate::network::log_limit::{error_limited, warn_limited};
 use crate::network::{
     EventPayload, EventRef, EventSink, InboundEvent, MorePayloads, OutboundEvent, QueueRefusal,
     SubscriptionIds,
@@ -899,7 +899,8 @@ async fn run_subscription(
         {
             Ok(Ok(())) => {}
             Ok(Err(e)) => warn_limited!(%topic, %pattern, error = %e, "event handler failed"),
-            Err(panic) => tracing::error!(
+            // Rate-limited: a peer's events can make a handler panic on each one.
+            Err(panic) => error_limited!(
                 %topic, %pattern, panic = panic_message(panic.as_ref()), "event handler panicked"
             ),
         }
