@@ -618,8 +618,18 @@ pub(crate) struct Registry {
     changes: tokio::sync::watch::Sender<u64>,
     /// Every subscription by id, with its network.
     subscriptions: RwLock<SubscriptionIndex>,
-    /// Where `OnePerService` delivery stands for each subscribing group.
-    rotation: std::sync::Mutex<HashMap<Arc<str>, usize>>,
+    /// Where `OnePerService` delivery stands for each subscribing group, while it has
+    /// subscriptions (groups are peer-chosen names: an entry goes with its last member).
+    rotation: std::sync::Mutex<HashMap<Arc<str>, Rotation>>,
+}
+
+/// A subscribing group's place in `OnePerService` delivery.
+#[derive(Default)]
+struct Rotation {
+    /// The next pick, before reduction to the group's size.
+    next: usize,
+    /// Its subscriptions, in any network.
+    members: usize,
 }
 
 impl Registry {
@@ -820,6 +830,11 @@ impl Registry {
 
     /// Adds a subscription in `network`.
     pub(crate) fn add_subscription(&self, network: &str, subscription: Arc<Subscription>) {
+        if let Some(group) = &subscription.group {
+            let mut rotation = lock(&self.rotation);
+            let entry = rotation.entry(group.clone()).or_default();
+            entry.members = entry.members.saturating_add(1);
+        }
         let network: Arc<str> = network.into();
         write(&self.subscriptions).insert(subscription.id, (network.clone(), subscription.clone()));
         let mut networks = write(&self.networks);
@@ -836,6 +851,15 @@ impl Registry {
             return false;
         };
         sub.active.store(false, Ordering::Release);
+        if let Some(group) = &sub.group {
+            let mut rotation = lock(&self.rotation);
+            if let Some(entry) = rotation.get_mut(group) {
+                entry.members = entry.members.saturating_sub(1);
+                if entry.members == 0 {
+                    rotation.remove(group);
+                }
+            }
+        }
         if let Some(table) = write(&self.networks).get_mut(&network) {
             table
                 .subscriptions
@@ -1022,10 +1046,19 @@ impl Registry {
     /// Picks the next member of `group` (of `size` members) for one-per-service delivery.
     pub(crate) fn rotate(&self, group: &Arc<str>, size: usize) -> usize {
         let mut rotation = lock(&self.rotation);
-        let counter = rotation.entry(group.clone()).or_insert(0);
-        let pick = *counter % size.max(1);
-        *counter = counter.wrapping_add(1);
+        // A group whose last member just went has no entry: nothing is kept for it.
+        let Some(entry) = rotation.get_mut(group) else {
+            return 0;
+        };
+        let pick = entry.next % size.max(1);
+        entry.next = entry.next.wrapping_add(1);
         pick
+    }
+
+    /// How many subscribing groups `OnePerService` delivery keeps a place for.
+    #[cfg(test)]
+    pub(crate) fn rotating_groups(&self) -> usize {
+        lock(&self.rotation).len()
     }
 
     /// Removes every subscription and every local action (on node stop).
@@ -1033,6 +1066,7 @@ impl Registry {
         for (_, sub) in write(&self.subscriptions).drain().map(|(_, v)| v) {
             sub.active.store(false, Ordering::Release);
         }
+        lock(&self.rotation).clear();
         // Each table is emptied but keeps its route caches (emptied too: they hold no
         // subscription), so the node's copy of its own network's stays the table's.
         for table in write(&self.networks).values_mut() {
@@ -1088,6 +1122,33 @@ mod tests {
         assert_eq!(waits.debt(start + ms(40)), ms(30));
         waits.clear();
         assert_eq!(waits.debt(start + ms(50)), Duration::ZERO);
+    }
+
+    /// Groups are names peers choose: `OnePerService` keeps a place for a group only while it
+    /// has members, so fresh group names, announced and withdrawn, leave nothing behind.
+    #[test]
+    fn a_groups_rotation_goes_with_its_last_member() {
+        let registry = Registry::default();
+        for round in 0..1_000u64 {
+            let group: Arc<str> = format!("group-{round}").into();
+            let members: Vec<_> = (0..2)
+                .map(|i| {
+                    let mut sub = subscription(round * 2 + i, "news/>");
+                    if let Some(sub) = Arc::get_mut(&mut sub) {
+                        sub.group = Some(group.clone());
+                    }
+                    registry.add_subscription("net", sub.clone());
+                    sub
+                })
+                .collect();
+            // The two members take turns.
+            let picks: Vec<usize> = (0..4).map(|_| registry.rotate(&group, 2)).collect();
+            assert_eq!(picks, [0, 1, 0, 1]);
+            registry.remove_subscription(members[0].id);
+            assert_eq!(registry.rotating_groups(), 1);
+            registry.remove_subscription(members[1].id);
+            assert_eq!(registry.rotating_groups(), 0);
+        }
     }
 
     /// A local subscription `id` to `pattern`, its queue's receiver dropped.
