@@ -51,30 +51,35 @@ impl Labels {
                 tracing::debug!(file = file.name(), error = %e, "schema not read for labels");
             }
         }
-        // Messages with a labelled field, then those holding one of them, until none is added
-        // (recursive types included).
-        let messages: Vec<MessageDescriptor> = pool.all_messages().collect();
-        let mut labelled: HashSet<String> = messages
-            .iter()
-            .filter(|m| m.fields().any(|f| label_of(&f).is_some()))
-            .map(|m| m.full_name().to_owned())
-            .collect();
-        loop {
-            let more: Vec<String> = messages
-                .iter()
-                .filter(|m| !labelled.contains(m.full_name()))
-                .filter(|m| {
-                    m.fields().any(|f| match f.kind() {
-                        Kind::Message(inner) => labelled.contains(inner.full_name()),
-                        _ => false,
-                    })
-                })
-                .map(|m| m.full_name().to_owned())
-                .collect();
-            if more.is_empty() {
-                break;
+        // Messages with a labelled field, then those holding one of them, and so on (recursive
+        // types included): walked back from each labelled message through the messages that
+        // hold it, each message once, so a deep chain (schemas come from peers) costs its
+        // length, not its length times the number of messages.
+        let mut holders: HashMap<String, Vec<String>> = HashMap::new();
+        let mut work: Vec<String> = Vec::new();
+        for message in pool.all_messages() {
+            let mut has_label = false;
+            for field in message.fields() {
+                has_label |= label_of(&field).is_some();
+                if let Kind::Message(inner) = field.kind() {
+                    holders
+                        .entry(inner.full_name().to_owned())
+                        .or_default()
+                        .push(message.full_name().to_owned());
+                }
             }
-            labelled.extend(more);
+            if has_label {
+                work.push(message.full_name().to_owned());
+            }
+        }
+        let mut labelled: HashSet<String> = HashSet::new();
+        while let Some(name) = work.pop() {
+            if !labelled.insert(name.clone()) {
+                continue;
+            }
+            if let Some(held_by) = holders.remove(&name) {
+                work.extend(held_by.into_iter().filter(|h| !labelled.contains(h)));
+            }
         }
         Labels { pool, labelled }
     }
@@ -286,5 +291,46 @@ fn qualify(package: &str, name: &str) -> String {
         name.to_owned()
     } else {
         format!("{package}.{name}")
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A message nested deep holds a labelled field: every message on the way is found
+    /// labelled, in one walk back along the chain (a peer chooses the schema; the walk took
+    /// the chain's length times the number of messages).
+    #[test]
+    fn a_label_deep_in_a_long_chain_marks_every_holder() {
+        const DEPTH: usize = 20_000;
+        let mut source =
+            String::from("syntax = \"proto3\";\npackage deep;\nimport \"runar/options.proto\";\n");
+        for i in 0..DEPTH {
+            source.push_str(&format!("message M{i} {{ M{} next = 1; }}\n", i + 1));
+        }
+        source.push_str(&format!(
+            "message M{DEPTH} {{ string secret = 1 [(runar.label) = \"user\"]; }}\n"
+        ));
+        source.push_str("message Plain { string text = 1; }\n");
+        let dir = std::env::temp_dir().join(format!("runar-deep-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("deep.proto"), source).unwrap();
+        let protos = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto");
+        let mut compiler =
+            protox::Compiler::new([dir.as_path(), std::path::Path::new(protos)]).unwrap();
+        compiler.open_file("deep.proto").unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        // Encoded as a node announces it: with its options (prost-types would drop them).
+        let raw = compiler
+            .descriptor_pool()
+            .get_file_by_name("deep.proto")
+            .unwrap()
+            .encode_to_vec();
+        let labels = Labels::new([raw.as_slice()]);
+        assert_eq!(labels.labelled.len(), DEPTH + 1);
+        assert!(labels.labelled.contains("deep.M0"));
+        assert!(!labels.labelled.contains("deep.Plain"));
     }
 }
