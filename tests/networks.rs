@@ -82,6 +82,17 @@ impl Restarter {
     }
 }
 
+/// A service a raw peer announces: in `network`, at `path`, with `actions`.
+fn service(network: &str, path: &str, actions: &[&str]) -> wire::ServiceDescriptor {
+    wire::ServiceDescriptor {
+        path: path.into(),
+        name: path.into(),
+        network: network.into(),
+        actions: actions.iter().map(|a| (*a).to_owned()).collect(),
+        ..Default::default()
+    }
+}
+
 async fn who(node: &Node, path: &str) -> runar::Result<String> {
     node.request::<(), String>(path, ()).await
 }
@@ -386,29 +397,11 @@ async fn a_peer_cannot_reach_into_another_network_of_its_node() {
     let capabilities = wire::Capabilities {
         version: 1,
         services: vec![
-            wire::ServiceDescriptor {
-                path: "evil".into(),
-                name: "evil".into(),
-                network: "ops-net".into(),
-                actions: vec!["evil/x".into()],
-                ..Default::default()
-            },
+            service("ops-net", "evil", &["evil/x"]),
             // In its own network, but naming ops-net in its paths (what the gRPC gateway
             // would route by, were it listed).
-            wire::ServiceDescriptor {
-                path: "ops-net:admin".into(),
-                name: "Admin".into(),
-                network: "shop-net".into(),
-                actions: vec!["ops-net:admin/who".into()],
-                ..Default::default()
-            },
-            wire::ServiceDescriptor {
-                path: "sly".into(),
-                name: "Sly".into(),
-                network: "shop-net".into(),
-                actions: vec!["sly/ok".into(), "ops-net:admin/who".into()],
-                ..Default::default()
-            },
+            service("shop-net", "ops-net:admin", &["ops-net:admin/who"]),
+            service("shop-net", "sly", &["sly/ok", "ops-net:admin/who"]),
         ],
         subscriptions: vec![wire::SubscriptionDescriptor {
             id: 1,
@@ -610,13 +603,11 @@ async fn a_peer_in_two_networks_keeps_each_networks_entries_apart() {
             .unwrap();
         let capabilities = wire::Capabilities {
             version: 1,
-            services: vec![wire::ServiceDescriptor {
-                path: action.split('/').next().unwrap().into(),
-                name: action.into(),
-                network: network.into(),
-                actions: vec![action.into()],
-                ..Default::default()
-            }],
+            services: vec![service(
+                network,
+                action.split('/').next().unwrap(),
+                &[action],
+            )],
             ..Default::default()
         };
         let mut hello = raw::hello_with(&keypair, capabilities);
