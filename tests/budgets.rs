@@ -1444,3 +1444,57 @@ async fn an_answer_never_read_lets_go_of_its_room_after_the_read_timeout() {
     b.stop().await.unwrap();
     a.stop().await.unwrap();
 }
+
+/// Discovery announcements cost nothing to forge: ids that never answer, announced again and
+/// again, fill the peers a node will dial (up to `max_connections`), but once their dials have
+/// failed a newly discovered peer takes the place of one of them and is dialed.
+#[tokio::test]
+async fn peers_that_never_answer_do_not_keep_a_newly_discovered_one_from_being_dialed() {
+    let hub = MemoryHub::new();
+    let a = victim(|c| {
+        c.with_discovery(DiscoveryOptions::memory(&hub))
+            .with_max_connections(4)
+            .with_connect_timeout(Duration::from_secs(1))
+    })
+    .await;
+    // Four ids that say they are at a socket that never answers.
+    let blackhole = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let nowhere = blackhole.local_addr().unwrap();
+    let announce = |keypair: NodeKeypair, address: SocketAddr| {
+        let hub = hub.clone();
+        async move {
+            let local = LocalPeer {
+                keypair: Arc::new(keypair),
+                network_id: key().network_id(),
+                addresses: vec![address],
+            };
+            let (tx, rx) = tokio::sync::mpsc::channel(1024);
+            let discovery = Discovery::start(&DiscoveryOptions::memory(&hub), local, tx)
+                .await
+                .unwrap();
+            (discovery, rx)
+        }
+    };
+    let mut announcers = Vec::new();
+    for _ in 0..4 {
+        announcers.push(announce(NodeKeypair::generate().unwrap(), nowhere).await);
+    }
+    let dials = initial_dcids(&blackhole, Instant::now() + Duration::from_secs(3)).await;
+    assert!(!dials.is_empty(), "the victim dials the announced ids");
+    // A real peer, which only announces itself (it does not dial): the victim must dial it.
+    let (endpoint, keypair) = raw::transport(MAX);
+    let address = endpoint.local_addr().unwrap();
+    announcers.push(announce(keypair, address).await);
+    let started = Instant::now();
+    // Its first dial may wait for the others' redials (dial slots, spacing): 6.8 s here.
+    let dialed = tokio::time::timeout(3 * WAIT, endpoint.accept()).await;
+    eprintln!("the announced peer dialed after {:?}", started.elapsed());
+    assert!(
+        matches!(dialed, Ok(Some(_))),
+        "the victim never dialed the newly discovered peer"
+    );
+    for (d, _) in announcers {
+        d.stop().await;
+    }
+    a.stop().await.unwrap();
+}

@@ -59,6 +59,26 @@ struct Wanted {
     last_reported: Instant,
     /// Cancelled at its goodbye (or when the node stops): ends its dialing task.
     gone: CancellationToken,
+    /// Since when every dial to it has failed (`None` while it is reached, or not yet tried).
+    unreachable_since: Option<Instant>,
+}
+
+/// Makes room in a full `wanted` for a newly discovered peer by forgetting the one whose dials
+/// have failed the longest (its task ends); false when every peer there was reached or not yet
+/// tried. Announcements cost nothing to forge: peers that never answer must not keep newly
+/// discovered ones from being dialed.
+fn make_room(wanted: &mut FxHashMap<NodeId, Wanted>) -> bool {
+    let stalest = wanted
+        .iter()
+        .filter_map(|(id, w)| w.unreachable_since.map(|since| (since, *id)))
+        .min();
+    match stalest.and_then(|(_, id)| wanted.remove(&id)) {
+        Some(forgotten) => {
+            forgotten.gone.cancel();
+            true
+        }
+        None => false,
+    }
 }
 
 /// A random duration in `[0, max)`, so that retries spread out.
@@ -284,13 +304,13 @@ impl<H: NodeHandler> Mesh<H> {
                     let is_new = {
                         let mut wanted = lock(&self.wanted);
                         let full = wanted.len() >= self.config.max_connections;
-                        match wanted.get_mut(&node_id) {
-                            Some(known) => {
-                                known.addresses = addresses.clone();
-                                known.last_reported = Instant::now();
-                                false
-                            }
-                            None if full => {
+                        let known = wanted.get_mut(&node_id).map(|known| {
+                            known.addresses = addresses.clone();
+                            known.last_reported = Instant::now();
+                        });
+                        match known {
+                            Some(()) => false,
+                            None if full && !make_room(&mut wanted) => {
                                 warn_limited!(peer = %node_id, "discovered peer not dialed: too many peers reported");
                                 false
                             }
@@ -301,6 +321,7 @@ impl<H: NodeHandler> Mesh<H> {
                                         addresses: addresses.clone(),
                                         last_reported: Instant::now(),
                                         gone: self.shutdown.child_token(),
+                                        unreachable_since: None,
                                     },
                                 );
                                 true
@@ -357,6 +378,14 @@ impl<H: NodeHandler> Mesh<H> {
     /// Dials the discovered peer `node_id` whenever it is not connected (backing off from
     /// 100 ms to `reconnect_backoff_max`), until it says goodbye, the node stops, or it has been
     /// unreachable and unreported for `forget_unreachable_after`.
+    /// Notes that every dial to the discovered peer `node_id` has failed since `since` (`None`:
+    /// it was reached), which lets a newly discovered peer take its place when `wanted` is full.
+    fn mark_unreachable(&self, node_id: &NodeId, since: Option<Instant>) {
+        if let Some(wanted) = lock(&self.wanted).get_mut(node_id) {
+            wanted.unreachable_since = since;
+        }
+    }
+
     async fn keep_discovered(self: Arc<Self>, node_id: NodeId) {
         let Some(gone) = lock(&self.wanted).get(&node_id).map(|w| w.gone.clone()) else {
             return;
@@ -376,6 +405,7 @@ impl<H: NodeHandler> Mesh<H> {
                 .cloned();
             if let Some(peer) = current {
                 unreachable_since = None;
+                self.mark_unreachable(&node_id, None);
                 tokio::select! {
                     _ = peer.connection.closed() => {}
                     _ = gone.cancelled() => return,
@@ -417,6 +447,7 @@ impl<H: NodeHandler> Mesh<H> {
                 continue;
             }
             let since = *unreachable_since.get_or_insert_with(Instant::now);
+            self.mark_unreachable(&node_id, Some(since));
             let forget = self.config.forget_unreachable_after;
             if since.elapsed() >= forget && last_reported.elapsed() >= forget {
                 tracing::debug!(peer = %node_id, "discovered peer forgotten: unreachable and no longer reported");
