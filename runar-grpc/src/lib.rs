@@ -127,6 +127,17 @@ pub struct GatewayConfig {
     /// What labelled (sealed) fields become (default [`SealedFields::Open`]: opened with the
     /// gateway node's keys, in their declared types).
     pub sealed_fields: SealedFields,
+    /// The most calls one client connection may have open at once (HTTP/2
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`, default 128): further calls wait on the client's side
+    /// until one ends, so one client's idle streaming calls cannot take every stream the
+    /// serving node grants the gateway.
+    pub max_concurrent_streams: u32,
+    /// How often an idle client connection is pinged (HTTP/2 PING, default 30 s); a client that
+    /// does not answer within [`keepalive_timeout`](Self::keepalive_timeout) is disconnected,
+    /// and its calls with it. `None`: never pinged.
+    pub keepalive_interval: Option<Duration>,
+    /// How long a ping may go unanswered (default 20 s).
+    pub keepalive_timeout: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -137,6 +148,9 @@ impl Default for GatewayConfig {
             deadline_margin: Duration::from_millis(20),
             tcp_nodelay: true,
             sealed_fields: SealedFields::Open,
+            max_concurrent_streams: 128,
+            keepalive_interval: Some(Duration::from_secs(30)),
+            keepalive_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -179,6 +193,20 @@ impl GatewayConfig {
     /// Sets what labelled (sealed) fields become.
     pub fn with_sealed_fields(mut self, sealed_fields: SealedFields) -> Self {
         self.sealed_fields = sealed_fields;
+        self
+    }
+
+    /// Sets the most calls one client connection may have open at once (at least 1).
+    pub fn with_max_concurrent_streams(mut self, streams: u32) -> Self {
+        self.max_concurrent_streams = streams.max(1);
+        self
+    }
+
+    /// Sets how often idle client connections are pinged (`None`: never), and how long a ping
+    /// may go unanswered.
+    pub fn with_keepalive(mut self, interval: Option<Duration>, timeout: Duration) -> Self {
+        self.keepalive_interval = interval;
+        self.keepalive_timeout = timeout;
         self
     }
 }
@@ -233,7 +261,11 @@ impl Gateway {
         let listener = lock(&self.shared.listener)
             .take()
             .ok_or(GatewayError::NotBound)?;
-        let mut server = tonic::transport::Server::builder();
+        let config = &self.shared.config;
+        let mut server = tonic::transport::Server::builder()
+            .max_concurrent_streams(config.max_concurrent_streams.max(1))
+            .http2_keepalive_interval(config.keepalive_interval)
+            .http2_keepalive_timeout(Some(config.keepalive_timeout));
         if let Some(tls) = self.shared.config.tls.clone() {
             server = server.tls_config(tls)?;
         }

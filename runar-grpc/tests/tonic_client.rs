@@ -247,3 +247,55 @@ async fn serve_returns_when_the_node_stops() {
     );
     a.stop().await.unwrap();
 }
+
+/// A client's open calls are capped per connection (HTTP/2's concurrent streams): with the cap
+/// at two, two idle chats hold the connection's streams, a third call waits for one of them,
+/// and goes through once a chat ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_open_calls_are_capped_per_connection() {
+    let (a, b, _counts) = two_nodes().await;
+    let config = runar_grpc::GatewayConfig::default().with_max_concurrent_streams(2);
+    let (gateway, addr, serving) = serve(&b, config).await;
+    let client = GreeterClient::new(channel(addr).await);
+    let reply = say_hello(&client, "ada").await;
+    assert_eq!(reply.message, "hello ada");
+    // Two chats, each open once its first message is answered, and until its sender goes.
+    let mut chats = Vec::new();
+    for _ in 0..2 {
+        let mut chat = client.clone();
+        let (sender, requests) = futures::channel::mpsc::unbounded::<HelloRequest>();
+        sender.unbounded_send(hello("chat")).unwrap();
+        let (opened, open) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut replies = chat.chat(requests).await.unwrap().into_inner();
+            let first = replies.message().await.unwrap().unwrap();
+            let _ = opened.send(first.message);
+            while let Ok(Some(_)) = replies.message().await {}
+        });
+        let first = tokio::time::timeout(WAIT, open).await.unwrap().unwrap();
+        assert_eq!(first, "hello chat");
+        chats.push((sender, task));
+    }
+    // A third call finds no stream while both chats hold theirs (it cannot complete: the
+    // short wait only bounds the test).
+    let third = client.clone();
+    let mut waiting = tokio::spawn(async move { say_hello(&third, "bob").await });
+    let early = tokio::time::timeout(Duration::from_millis(500), &mut waiting).await;
+    assert!(early.is_err(), "a third call went through past the cap");
+    // A chat ends: the waiting call goes through.
+    let (sender, task) = chats.remove(0);
+    drop(sender);
+    tokio::time::timeout(WAIT, task)
+        .await
+        .expect("the chat ends once its requests do")
+        .unwrap();
+    let reply = tokio::time::timeout(WAIT, waiting)
+        .await
+        .expect("the waiting call goes through once a stream is free")
+        .unwrap();
+    assert_eq!(reply.message, "hello bob");
+    drop(chats);
+    stop(gateway, serving).await;
+    b.stop().await.unwrap();
+    a.stop().await.unwrap();
+}
