@@ -375,23 +375,28 @@ impl<H: NodeHandler> Mesh<H> {
         }
     }
 
-    /// Dials the discovered peer `node_id` whenever it is not connected (backing off from
-    /// 100 ms to `reconnect_backoff_max`), until it says goodbye, the node stops, or it has been
-    /// unreachable and unreported for `forget_unreachable_after`.
-    /// Notes that every dial to the discovered peer `node_id` has failed since `since` (`None`:
-    /// it was reached), which lets a newly discovered peer take its place when `wanted` is full.
-    fn mark_unreachable(&self, node_id: &NodeId, since: Option<Instant>) {
-        if let Some(wanted) = lock(&self.wanted).get_mut(node_id) {
-            wanted.unreachable_since = since;
+    /// Notes how the dials to the discovered peer `node_id` went: it was reached, or a round
+    /// of them failed. Answers since when they have all failed (what lets a newly discovered
+    /// peer take its place in a full `wanted`); `None` once it is reached, or no longer wanted.
+    fn note_dials(&self, node_id: &NodeId, reached: bool) -> Option<Instant> {
+        let mut wanted = lock(&self.wanted);
+        let known = wanted.get_mut(node_id)?;
+        if reached {
+            known.unreachable_since = None;
+            return None;
         }
+        Some(*known.unreachable_since.get_or_insert_with(Instant::now))
     }
 
+    /// Dials the discovered peer `node_id` whenever it is not connected (backing off from
+    /// 100 ms to `reconnect_backoff_max`), until it says goodbye, the node stops, it has been
+    /// unreachable and unreported for `forget_unreachable_after`, or a newly discovered peer
+    /// took its place.
     async fn keep_discovered(self: Arc<Self>, node_id: NodeId) {
         let Some(gone) = lock(&self.wanted).get(&node_id).map(|w| w.gone.clone()) else {
             return;
         };
         let mut backoff = self.dial_delay(&node_id, Duration::ZERO);
-        let mut unreachable_since: Option<Instant> = None;
         loop {
             if !backoff.is_zero() {
                 tokio::select! {
@@ -404,8 +409,7 @@ impl<H: NodeHandler> Mesh<H> {
                 .filter(|peer| peer.connection.close_reason().is_none())
                 .cloned();
             if let Some(peer) = current {
-                unreachable_since = None;
-                self.mark_unreachable(&node_id, None);
+                self.note_dials(&node_id, true);
                 tokio::select! {
                     _ = peer.connection.closed() => {}
                     _ = gone.cancelled() => return,
@@ -446,8 +450,9 @@ impl<H: NodeHandler> Mesh<H> {
                 backoff = Duration::ZERO;
                 continue;
             }
-            let since = *unreachable_since.get_or_insert_with(Instant::now);
-            self.mark_unreachable(&node_id, Some(since));
+            let Some(since) = self.note_dials(&node_id, false) else {
+                return;
+            };
             let forget = self.config.forget_unreachable_after;
             if since.elapsed() >= forget && last_reported.elapsed() >= forget {
                 tracing::debug!(peer = %node_id, "discovered peer forgotten: unreachable and no longer reported");
