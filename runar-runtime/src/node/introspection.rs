@@ -7,7 +7,6 @@
 //! service, and so never routed to another node: a peer asks one chosen node with
 //! [`Node::request_on`].
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -42,51 +41,49 @@ const EVENT_OPTION: u32 = 51701;
 impl Node {
     /// Registers the `$runar` actions (at start, when the configuration asks for them).
     pub(super) fn register_introspection(&self) -> Result<()> {
-        /// The action answering with `answer`, in `network`: about the whole node to a caller
-        /// on this node, about `network` alone to a peer (a peer learns nothing of the node's
-        /// other networks).
+        /// The action answering with `answer`: about the whole node to a caller on this node,
+        /// about the network the call came in alone to a peer (a peer learns nothing of the
+        /// node's other networks).
         fn handler<Req: Payload + Default, Resp: Payload>(
-            network: &str,
             answer: fn(&Node, Option<&str>) -> Resp,
         ) -> ActionHandler {
-            let network: Arc<str> = network.into();
             action_handler(move |_: Req, ctx| {
                 let scope = match ctx.caller() {
                     Caller::Local => None,
-                    Caller::Remote(_) => Some(&*network),
+                    Caller::Remote(_) => Some(ctx.network()),
                 };
                 let reply = answer(ctx.node(), scope);
                 async move { Ok(reply) }
             })
         }
+        let actions: [(&str, ActionHandler); 5] = [
+            (
+                INFO,
+                handler::<wire::NodeInfoRequest, _>(Node::node_info_in),
+            ),
+            (
+                SERVICES,
+                handler::<wire::ServiceListRequest, _>(Node::service_list_in),
+            ),
+            (
+                PEERS,
+                handler::<wire::PeerListRequest, _>(Node::peer_list_in),
+            ),
+            (
+                STATS,
+                handler::<wire::NodeStatsRequest, _>(Node::stats_report_in),
+            ),
+            (
+                PING,
+                handler::<wire::PingRequest, _>(|node, _| wire::PingReply {
+                    node_id: node.node_id().to_string(),
+                }),
+            ),
+        ];
         for network in self.networks() {
-            let actions: [(&str, ActionHandler); 5] = [
-                (
-                    INFO,
-                    handler::<wire::NodeInfoRequest, _>(&network, Node::node_info_in),
-                ),
-                (
-                    SERVICES,
-                    handler::<wire::ServiceListRequest, _>(&network, Node::service_list_in),
-                ),
-                (
-                    PEERS,
-                    handler::<wire::PeerListRequest, _>(&network, Node::peer_list_in),
-                ),
-                (
-                    STATS,
-                    handler::<wire::NodeStatsRequest, _>(&network, Node::stats_report_in),
-                ),
-                (
-                    PING,
-                    handler::<wire::PingRequest, _>(&network, |node, _| wire::PingReply {
-                        node_id: node.node_id().to_string(),
-                    }),
-                ),
-            ];
-            for (path, handler) in actions {
+            for (path, handler) in &actions {
                 let pattern = TopicPath::parse(path)?;
-                self.register_action(&network, pattern, SERVICE_PATH, handler, None, None)?;
+                self.register_action(&network, pattern, SERVICE_PATH, handler.clone(), None, None)?;
             }
         }
         Ok(())
@@ -110,7 +107,10 @@ impl Node {
     /// network `scope` sees it: that network alone, its services and peers.
     fn node_info_in(&self, scope: Option<&str>) -> wire::NodeInfo {
         let networks = self.networks_in(scope);
-        let services: usize = networks.iter().map(|n| self.catalog(n).len()).sum();
+        let services = crate::lock::lock(&self.inner.catalog)
+            .keys()
+            .filter(|(network, _)| scope.is_none_or(|s| s == &**network))
+            .count();
         let peers = match scope {
             Some(network) => self.peers_in(network).len(),
             None => self.peers().len(),
