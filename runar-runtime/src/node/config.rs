@@ -415,10 +415,7 @@ impl RequestOptions {
     /// `path` in this call's network: prefixed with it when the options name a network and
     /// `path` has no prefix of its own.
     pub fn path_in_network<'a>(&self, path: &'a str) -> std::borrow::Cow<'a, str> {
-        match &self.network {
-            Some(network) if !path.contains(':') => format!("{network}:{path}").into(),
-            _ => path.into(),
-        }
+        crate::routing::in_network(self.network.as_deref(), path)
     }
 }
 

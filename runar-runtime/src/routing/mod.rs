@@ -17,7 +17,8 @@ mod path;
 mod trie;
 
 pub(crate) use path::{
-    DEFAULT_MAX_PATH_DEPTH, DEFAULT_MAX_PATH_LEN, PathLimits, split_concrete, with_segments,
+    DEFAULT_MAX_PATH_DEPTH, DEFAULT_MAX_PATH_LEN, PathLimits, in_network, split_concrete,
+    with_segments,
 };
 pub use path::{PathError, PathParams, Segment, TopicPath, split_network};
 pub use trie::PathTrie;

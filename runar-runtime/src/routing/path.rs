@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::fmt;
 
 /// Why a path is invalid.
@@ -197,6 +198,15 @@ pub fn split_network(full: &str) -> Result<(Option<&str>, &str), PathError> {
             }
             Ok((Some(network), rest))
         }
+    }
+}
+
+/// `path` in `network`: prefixed with it (`network:path`) unless it names a network itself or
+/// there is none to add.
+pub(crate) fn in_network<'a>(network: Option<&str>, path: &'a str) -> Cow<'a, str> {
+    match network {
+        Some(network) if !path.contains(':') => format!("{network}:{path}").into(),
+        _ => path.into(),
     }
 }
 

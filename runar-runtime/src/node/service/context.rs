@@ -12,7 +12,7 @@ use crate::node::service::{
     ActionHandler, CallKind, EventHandler, StreamHandler, Streaming, action_handler,
 };
 use crate::node::{Node, PublishOptions, RequestOptions, SubscribeOptions, SubscriptionId};
-use crate::routing::{PathParams, TopicPath};
+use crate::routing::{PathParams, TopicPath, in_network};
 use crate::value::{Payload, Value, types};
 
 /// Who sent a request or published an event.
@@ -173,7 +173,7 @@ impl RequestContext {
     /// Publishes an event, in this request's network unless `path` names another.
     pub async fn publish<T: Payload>(&self, path: impl AsRef<str>, event: T) -> Result<()> {
         self.node
-            .publish(topic_in(&self.network, path.as_ref()), event)
+            .publish(in_network(self.network.as_deref(), path.as_ref()), event)
             .await
     }
 }
@@ -283,7 +283,7 @@ impl EventContext {
     /// Publishes an event, in the subscription's network unless `path` names another.
     pub async fn publish<T: Payload>(&self, path: impl AsRef<str>, event: T) -> Result<()> {
         self.node
-            .publish(topic_in(&self.network, path.as_ref()), event)
+            .publish(in_network(self.network.as_deref(), path.as_ref()), event)
             .await
     }
 }
@@ -293,14 +293,6 @@ impl EventContext {
 fn stay_in(network: &Option<Arc<str>>, options: &mut RequestOptions) {
     if options.network.is_none() {
         options.network = network.as_deref().map(str::to_owned);
-    }
-}
-
-/// `topic` in `network` (see [`stay_in`]): prefixed with it unless it names a network itself.
-fn topic_in<'a>(network: &Option<Arc<str>>, topic: &'a str) -> std::borrow::Cow<'a, str> {
-    match network {
-        Some(network) if !topic.contains(':') => format!("{network}:{topic}").into(),
-        _ => topic.into(),
     }
 }
 
