@@ -41,11 +41,15 @@ const EVENT_BATCH_BYTES: usize = 64 * 1024;
 /// The most buffer capacity a peer's queue keeps once it is empty (a big event can grow it).
 const FRAMES_KEPT: usize = 4 * EVENT_BATCH_BYTES;
 
-/// The room a frame is written into: the open block takes frames while it has this much
-/// left; then it is sealed whole and a new block of [`EVENT_BATCH_BYTES`] starts, so a
-/// queued frame is never copied to make room (a frame larger than the room left grows the
-/// block, copying at most that block).
-const BLOCK_ROOM: usize = 4 * 1024;
+/// The first block of a queue that was empty: a new block starts when the open one lacks room
+/// for the next frame, twice as large as the last while the queue is not empty, up to
+/// [`EVENT_BATCH_BYTES`]. Blocks are sealed whole, so a queued frame is never copied to make
+/// room, and a peer that gets an event now and then keeps a small one.
+const FIRST_BLOCK: usize = 4 * 1024;
+
+/// The room a frame is given beyond its payload, for its topic, network and ids (a frame
+/// larger than the room left grows its block, copying at most that block).
+const FRAME_SLACK: usize = 1024;
 
 /// The limits of a peer's outgoing events, and where their fate is counted.
 #[derive(Clone)]
@@ -87,6 +91,8 @@ struct Pending {
     sealed: VecDeque<BytesMut>,
     /// The open block: the frames queued after the sealed ones, back to back.
     frames: BytesMut,
+    /// The capacity the open block was made with (see [`FIRST_BLOCK`]).
+    block: usize,
     /// Each of those frames (the sealed blocks' first), in order.
     sizes: VecDeque<FrameSize>,
     /// The last frame of `frames`, while a following event may join it.
@@ -162,20 +168,26 @@ impl Pending {
         self.frames.len().checked_sub(self.sizes.back()?.len)
     }
 
-    /// Makes room for a frame of about `len` bytes in the open block: when less than that
-    /// (or [`BLOCK_ROOM`]) is left, a block holding frames is sealed (taken whole later) and a
-    /// new one begins.
-    fn room_for(&mut self, len: usize) {
-        let needed = len.max(BLOCK_ROOM);
+    /// Makes room for a frame carrying `payload` bytes in the open block: when there is not
+    /// that much (and [`FRAME_SLACK`]) left, a block holding frames is sealed (taken whole
+    /// later) and a new one begins.
+    fn room_for(&mut self, payload: usize) {
+        let needed = payload.saturating_add(FRAME_SLACK);
         if self.frames.capacity().saturating_sub(self.frames.len()) >= needed {
             return;
         }
+        let idle = self.frames.is_empty() && self.sealed.is_empty();
         if !self.frames.is_empty() {
             let full = std::mem::take(&mut self.frames);
             self.sealed.push_back(full);
             self.open = None;
         }
-        self.frames = BytesMut::with_capacity(needed.max(EVENT_BATCH_BYTES));
+        self.block = if idle {
+            FIRST_BLOCK
+        } else {
+            self.block.saturating_mul(2).min(EVENT_BATCH_BYTES)
+        };
+        self.frames = BytesMut::with_capacity(self.block.max(needed));
     }
 }
 
@@ -366,7 +378,7 @@ impl EventSink for EventQueue {
             }
             // The frame is at the maximum message size: the event starts a new one.
         }
-        p.room_for(FRAME_HEADER_LEN.saturating_add(event.payload.len()));
+        p.room_for(event.payload.len());
         let start = p.frames.len();
         match append_event_frame(&mut p.frames, event, max) {
             Ok(()) => {}
@@ -642,6 +654,27 @@ mod tests {
                 ("a/c".to_owned(), vec![b(b"9")]),
             ]
         );
+    }
+
+    /// A peer that gets an event now and then keeps a small block, not a write's worth.
+    #[test]
+    fn an_occasional_event_keeps_a_small_block() {
+        let q = queue(100, 1 << 20, 1 << 20);
+        let ids = SubscriptionIds::One(1);
+        let none = Metadata::new();
+        for n in 0..100u8 {
+            q.try_send(&event("t", &[n; 64], &ids, &none)).unwrap();
+            let taken = EventQueue::take(&mut lock(&q.state)).unwrap();
+            q.done(&taken, 1, 1);
+            drop(taken);
+            let pending = lock(&q.state);
+            assert!(pending.sealed.is_empty());
+            assert!(
+                pending.frames.capacity() <= FIRST_BLOCK,
+                "{}",
+                pending.frames.capacity()
+            );
+        }
     }
 
     #[test]
