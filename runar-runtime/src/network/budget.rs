@@ -67,6 +67,14 @@ pub(crate) struct Held {
     _permits: (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
 }
 
+/// What a request or message that found no room in the budget within the read timeout fails
+/// with.
+pub(crate) fn stayed_full() -> crate::error::Error {
+    crate::error::Error::resource_exhausted(
+        "the node's request budget stayed full for the read timeout",
+    )
+}
+
 impl PeerBudget {
     /// Takes room for a request of `len` bytes: from the peer's reserve when it has that much
     /// free now, otherwise from the peer's cap and then the node-wide pool, waiting (in

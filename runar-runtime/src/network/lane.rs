@@ -617,9 +617,7 @@ async fn read_calls<H: NodeHandler>(
             // The connection is closing.
             Ok(None) => return None,
             Err(_) => {
-                let refused = Err(Error::resource_exhausted(
-                    "the node's request budget stayed full for the read timeout",
-                ));
+                let refused = Err(super::budget::stayed_full());
                 let _ = out
                     .push(false, |buf| append_answer(buf, call, &refused, max))
                     .await;

@@ -606,11 +606,7 @@ impl Reader {
                 match held {
                     Ok(Some(held)) => held,
                     Ok(None) => return Err(Error::unavailable("the connection is closing")),
-                    Err(_) => {
-                        return Err(Error::resource_exhausted(
-                            "the node's request budget stayed full for the read timeout",
-                        ));
-                    }
+                    Err(_) => return Err(super::budget::stayed_full()),
                 }
             }
         };
